@@ -1,0 +1,182 @@
+"""Status of a ModelDeployment: kstatus conditions, stage results, replicas, endpoint. Written only by the operator."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, StrictBool
+
+from .common import ApiModel
+
+
+class Phase(StrEnum):
+    """Coarse lifecycle phase, for people; tools should read conditions."""
+
+    PENDING = "Pending"
+    OPTIMIZING = "Optimizing"
+    BUILDING = "Building"
+    DEPLOYING = "Deploying"
+    READY = "Ready"
+    SUSPENDED = "Suspended"
+    FAILED = "Failed"
+
+
+class ConditionType(StrEnum):
+    """Condition types: the kstatus trio and one per stage."""
+
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+    RESOLVED = "Resolved"
+    OPTIMIZED = "Optimized"
+    GATE_PASSED = "GatePassed"
+    IMAGE_BUILT = "ImageBuilt"
+    DEPLOYED = "Deployed"
+
+
+class Condition(ApiModel):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    type: Annotated[str, Field(min_length=1, max_length=316)]
+    """Condition type."""
+    status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
+    reason: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    """CamelCase reason for the last transition."""
+    message: Annotated[str, Field(max_length=32768)] = ""
+    """Human-readable detail."""
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """metadata.generation the condition was computed for."""
+    last_transition_time: str
+    """When status last changed (RFC 3339)."""
+
+
+class SourceStatus(ApiModel):
+    """The model as fetched."""
+
+    uri: str | None = None
+    """URI it came from."""
+    digest: str | None = None
+    """Resolved sha256 digest."""
+    size_bytes: int | None = None
+    """Size in bytes."""
+
+
+class OptimizationStatus(ApiModel):
+    """Result of the optimization stage for status.revision."""
+
+    revision: str | None = None
+    """Revision these results belong to."""
+    job: str | None = None
+    """Name of the optimization Job."""
+    attempts: int | None = None
+    """Jobs started for this revision (retries included)."""
+    cached: StrictBool | None = None
+    """Results were reused from an earlier run of the same revision."""
+    metric: str | None = None
+    """Metric name."""
+    baseline: float | None = None
+    """Metric of the original model."""
+    value: float | None = None
+    """Metric of the shipped artifact."""
+    metric_drop: float | None = None
+    """Drop against the baseline."""
+    gate: str | None = None
+    """Passed, Failed or Skipped."""
+    decision: str | None = None
+    """What ships: Optimized, Baseline, BestPassing or Blocked."""
+    candidate: str | None = None
+    """Step chain or auto candidate that ships."""
+    original_bytes: int | None = None
+    """Size of the original model."""
+    optimized_bytes: int | None = None
+    """Raw size of the shipped artifact."""
+    compression_ratio: float | None = None
+    """gzip size of the original over gzip size of the artifact."""
+    size_ratio: str | None = None
+    """compressionRatio formatted for kubectl (e.g. 8.3x)."""
+    latency_p50_ms: float | None = None
+    """Median single-sample latency of the artifact."""
+    artifact: str | None = None
+    """Artifact path in the artifact volume."""
+    artifact_digest: str | None = None
+    """sha256 of the artifact."""
+    message: str | None = None
+    """Gate message with the numbers."""
+    completed_at: str | None = None
+    """When the Job finished."""
+
+
+class ImageStatus(ApiModel):
+    """Result of the image build for status.revision."""
+
+    revision: str | None = None
+    """Revision the image belongs to."""
+    job: str | None = None
+    """Name of the build Job."""
+    attempts: int | None = None
+    """Jobs started for this revision."""
+    reference: str | None = None
+    """Pushed image, repository@sha256:digest."""
+    digest: str | None = None
+    """Pushed manifest digest."""
+    platforms: list[str] = Field(default_factory=list)
+    """Platforms in the image."""
+    completed_at: str | None = None
+    """When the build finished."""
+
+
+class LastFailure(ApiModel):
+    """The most recent failure, kept until a later success of the same stage."""
+
+    stage: str
+    """Resolve, Optimize, Gate, Build or Deploy."""
+    reason: str
+    """CamelCase reason."""
+    message: str = ""
+    """Readable detail."""
+    revision: str | None = None
+    """Revision that failed."""
+    time: str
+    """When (RFC 3339)."""
+
+
+class ModelDeploymentStatus(ApiModel):
+    """Observed state, written by the operator only."""
+
+    model_config = ConfigDict(extra="ignore")  # kopf may leave its own keys here; never fail on them
+
+    observed_generation: int | None = None
+    """metadata.generation the status reflects."""
+    phase: Phase | None = None
+    """Coarse phase, for people."""
+    revision: str | None = None
+    """Content-addressed revision the spec asks for (model digest + optimization + build + target)."""
+    serving_revision: str | None = None
+    """Revision whose pods serve traffic now (differs from revision during a rollout or after a blocked one)."""
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    """kstatus Ready / Reconciling / Stalled and one condition per stage."""
+    source: SourceStatus | None = None
+    """The model as fetched."""
+    optimization: OptimizationStatus | None = None
+    """Optimization results and gate outcome."""
+    image: ImageStatus | None = None
+    """Built image."""
+    replicas: int | None = None
+    """Serving pods (all revisions); statusReplicasPath of the scale subresource."""
+    ready_replicas: int | None = None
+    """Ready serving pods."""
+    updated_replicas: int | None = None
+    """Serving pods of the current revision."""
+    available_replicas: int | None = None
+    """Available serving pods."""
+    selector: str | None = None
+    """Label selector of serving pods, for the scale subresource (HPA, kubectl scale)."""
+    url: str | None = None
+    """In-cluster inference endpoint."""
+    last_failure: LastFailure | None = None
+    """Most recent failure."""

@@ -1,0 +1,1 @@
+"""Pure desired-state builders: ModelDeployment spec (and stage results) in, plain manifest dicts out. No I/O."""

@@ -1,0 +1,63 @@
+"""The whole desired state of one ModelDeployment, as a pure function of its spec and its stage results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..api.modeldeployment import ModelDeployment
+from ..config import OperatorConfig
+from .optimize_job import optimize_job
+from .revision import revision as compute_revision
+from .serving import (
+    deployment,
+    desired_replicas,
+    horizontal_pod_autoscaler,
+    network_policy,
+    pod_disruption_budget,
+    service,
+)
+from .volumes import artifact_claim
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    """Serving objects for one revision. Optional objects are None when the spec turns them off, which tells
+    the operator to delete any it created before."""
+
+    deployment: dict[str, Any]
+    service: dict[str, Any]
+    hpa: dict[str, Any] | None
+    pdb: dict[str, Any] | None
+    network_policy: dict[str, Any] | None
+
+    def objects(self) -> list[dict[str, Any]]:
+        return [o for o in (self.deployment, self.service, self.hpa, self.pdb, self.network_policy) if o is not None]
+
+
+def serving_plan(md: ModelDeployment, revision: str, config: OperatorConfig, image: str | None) -> ServingPlan:
+    return ServingPlan(
+        deployment=deployment(md, revision, config, image, desired_replicas(md)),
+        service=service(md),
+        hpa=horizontal_pod_autoscaler(md),
+        pdb=pod_disruption_budget(md),
+        network_policy=network_policy(md),
+    )
+
+
+def render_all(md: ModelDeployment, config: OperatorConfig, image: str | None = None) -> list[dict[str, Any]]:
+    """Every object the spec leads to, in the order the stages create them (for `modelship render`)."""
+    rev = compute_revision(md.spec)
+    objects: list[dict[str, Any]] = [artifact_claim(md, config)]
+    # the optimization Job always runs: it fetches and verifies the model, and with optimization disabled it
+    # still converts it to the served format and measures it
+    objects.append(optimize_job(md, rev, config))
+    if md.spec.build.enabled:
+        from .build_job import build_job  # the image-build builder lives beside its engine settings
+        from .optimize_job import artifact_dir
+
+        objects.append(build_job(md, rev, artifact_dir(config, rev), config))
+        if image is None and md.spec.build.repository:
+            image = f"{md.spec.build.repository}:{rev}"
+    objects += serving_plan(md, rev, config, image).objects()
+    return objects

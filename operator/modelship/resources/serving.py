@@ -1,0 +1,281 @@
+"""Serving objects: Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget, NetworkPolicy.
+
+One Deployment per ModelDeployment (stable name, so an HPA and kubectl keep pointing at it); a new revision
+changes its pod template, and the rolling update keeps the previous revision's pods serving until the new
+ones are available.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api.modeldeployment import ModelDeployment
+from ..api.serving import HardwareTarget, RolloutStrategy, ServiceType
+from ..config import OperatorConfig
+from .meta import (
+    REVISION_LABEL,
+    container_security_context,
+    labels,
+    object_meta,
+    pod_security_context,
+    selector_labels,
+    serving_name,
+    tolerations_wire,
+)
+from .optimize_job import artifact_dir
+from .volumes import artifact_volume
+
+MODEL_DIR = "/models"
+HEALTH_LIVE = "/v2/health/live"
+HEALTH_READY = "/v2/health/ready"
+
+
+def _int_or_percent(value: str) -> int | str:
+    return value if value.endswith("%") else int(value)
+
+
+def _scheduling(md: ModelDeployment) -> dict[str, Any]:
+    hw = md.spec.serving.hardware
+    node_selector = dict(hw.node_selector)
+    tolerations = tolerations_wire(hw.tolerations)
+    if hw.target == HardwareTarget.ARM64:
+        node_selector["kubernetes.io/arch"] = "arm64"
+    elif hw.target == HardwareTarget.GPU:
+        tolerations.append({"key": hw.gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"})
+    else:
+        node_selector.setdefault("kubernetes.io/arch", "amd64")
+    out: dict[str, Any] = {}
+    if node_selector:
+        out["nodeSelector"] = dict(sorted(node_selector.items()))
+    if tolerations:
+        out["tolerations"] = tolerations
+    if hw.runtime_class_name:
+        out["runtimeClassName"] = hw.runtime_class_name
+    return out
+
+
+def _resources(md: ModelDeployment) -> dict[str, Any]:
+    serving = md.spec.serving
+    res = serving.resources.wire()
+    if serving.hardware.target == HardwareTarget.GPU:
+        gpu = serving.hardware.gpu
+        res.setdefault("limits", {})[gpu.resource_name] = str(gpu.count)
+        res.setdefault("requests", {})[gpu.resource_name] = str(gpu.count)
+    return {k: dict(sorted(v.items())) for k, v in res.items() if v}
+
+
+def _cpu_workers(md: ModelDeployment) -> str:
+    """Interpreter workers from the CPU limit (or request): at least 1."""
+    res = md.spec.serving.resources
+    cpu = res.limits.get("cpu") or res.requests.get("cpu") or "1"
+    cores = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    return str(max(1, int(cores)))
+
+
+def deployment(
+    md: ModelDeployment, revision: str, config: OperatorConfig, image: str | None, replicas: int | None
+) -> dict[str, Any]:
+    """The serving Deployment for ``revision``.
+
+    ``image`` is the built image (repository@digest) when the build stage ran; without a build the stock
+    runtime image serves the artifact straight from the artifact claim. ``replicas`` is None while an HPA
+    owns the count (the field is then left out, so server-side apply never fights the HPA).
+    """
+    serving = md.spec.serving
+    name = serving_name(md)
+    port = serving.port
+    args = ["serve", "--name", name, "--port", str(port), "--host", "0.0.0.0",
+            "--workers", _cpu_workers(md),
+            "--max-batch-size", str(serving.batching.max_batch_size),
+            "--batch-timeout-us", str(serving.batching.max_wait_microseconds)]  # fmt: skip
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if image is None:
+        image = serving.image or config.images.serving
+        volumes.append(artifact_volume(md, read_only=True))
+        mounts.append({"name": "artifacts", "mountPath": MODEL_DIR, "subPath": revision, "readOnly": True})
+        args += ["--model", f"{MODEL_DIR}/model.tflite"]
+    else:
+        args += ["--model", f"{MODEL_DIR}/model.tflite"]
+    if serving.shm_size:
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": serving.shm_size}})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    probe_port = "http"
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": image,
+        "imagePullPolicy": config.images.pull_policy,
+        "command": ["modelship"],
+        "args": args,
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "env": [{"name": "MODELSHIP_REVISION", "value": revision}],
+        "resources": _resources(md),
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+        "startupProbe": {"httpGet": {"path": HEALTH_READY, "port": probe_port},
+                         "periodSeconds": 2, "failureThreshold": 150, "timeoutSeconds": 2},
+        "readinessProbe": {"httpGet": {"path": HEALTH_READY, "port": probe_port},
+                           "periodSeconds": 5, "failureThreshold": 2, "timeoutSeconds": 2},
+        "livenessProbe": {"httpGet": {"path": HEALTH_LIVE, "port": probe_port},
+                          "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 2},
+    }  # fmt: skip
+    pod_labels = labels(md, "server", revision)
+    pod_annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+        **serving.pod_annotations,
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "terminationGracePeriodSeconds": 30,
+        "containers": [container],
+        "volumes": volumes,
+        **_scheduling(md),
+    }
+    if serving.service_account_name:
+        pod_spec["serviceAccountName"] = serving.service_account_name
+    rollout = serving.rollout
+    strategy: dict[str, Any] = {"type": rollout.strategy.value}
+    if rollout.strategy == RolloutStrategy.ROLLING_UPDATE:
+        strategy["rollingUpdate"] = {
+            "maxSurge": _int_or_percent(rollout.max_surge),
+            "maxUnavailable": _int_or_percent(rollout.max_unavailable),
+        }
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(md)},
+        "strategy": strategy,
+        "progressDeadlineSeconds": rollout.progress_deadline_seconds,
+        "revisionHistoryLimit": rollout.revision_history_limit,
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": dict(sorted(pod_annotations.items()))},
+            "spec": pod_spec,
+        },
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_meta(md, name, "server", revision),
+        "spec": spec,
+    }
+
+
+def desired_replicas(md: ModelDeployment) -> int | None:
+    """Replicas to write on the Deployment: 0 when suspended, None while an HPA owns the count."""
+    if md.spec.suspend:
+        return 0
+    if md.spec.serving.autoscaling.enabled:
+        return None
+    return md.spec.serving.replicas
+
+
+def service(md: ModelDeployment) -> dict[str, Any]:
+    serving = md.spec.serving
+    meta = object_meta(md, serving_name(md), "server", annotations=serving.service.annotations or None)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "type": serving.service.type.value,
+            "selector": selector_labels(md),
+            "ports": [{"name": "http", "port": serving.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def horizontal_pod_autoscaler(md: ModelDeployment) -> dict[str, Any] | None:
+    auto = md.spec.serving.autoscaling
+    if not auto.enabled or md.spec.suspend:
+        return None
+    metrics: list[dict[str, Any]] = []
+    if auto.target_cpu_utilization_percentage is not None:
+        metrics.append({"type": "Resource", "resource": {"name": "cpu", "target": {
+            "type": "Utilization", "averageUtilization": auto.target_cpu_utilization_percentage}}})  # fmt: skip
+    if auto.target_memory_utilization_percentage is not None:
+        metrics.append({"type": "Resource", "resource": {"name": "memory", "target": {
+            "type": "Utilization", "averageUtilization": auto.target_memory_utilization_percentage}}})  # fmt: skip
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": object_meta(md, serving_name(md), "server"),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": serving_name(md)},
+            "minReplicas": auto.min_replicas,
+            "maxReplicas": auto.max_replicas,
+            "metrics": metrics,
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": auto.scale_down_stabilization_seconds}},
+        },
+    }
+
+
+def pod_disruption_budget(md: ModelDeployment) -> dict[str, Any] | None:
+    """A PDB, only when more than one replica can run (a PDB over one replica blocks node drains)."""
+    serving = md.spec.serving
+    budget = serving.disruption_budget
+    most = serving.autoscaling.max_replicas if serving.autoscaling.enabled else serving.replicas
+    if not budget.enabled or most < 2 or md.spec.suspend:
+        return None
+    spec: dict[str, Any] = {"selector": {"matchLabels": selector_labels(md)}}
+    if budget.min_available is not None:
+        spec["minAvailable"] = _int_or_percent(budget.min_available)
+    else:
+        spec["maxUnavailable"] = _int_or_percent(budget.max_unavailable or "1")
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": object_meta(md, serving_name(md), "server"),
+        "spec": spec,
+    }
+
+
+def network_policy(md: ModelDeployment) -> dict[str, Any] | None:
+    policy = md.spec.serving.network_policy
+    if not policy.enabled:
+        return None
+    peer: dict[str, Any] = {}
+    if policy.allow_from_namespace_labels is not None:
+        peer["namespaceSelector"] = {"matchLabels": dict(sorted(policy.allow_from_namespace_labels.items()))}
+    else:
+        peer["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": md.metadata.namespace or ""}}
+    if policy.allow_from_pod_labels is not None:
+        peer["podSelector"] = {"matchLabels": dict(sorted(policy.allow_from_pod_labels.items()))}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": object_meta(md, serving_name(md), "server"),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(md)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [peer], "ports": [{"port": md.spec.serving.port, "protocol": "TCP"}]}],
+        },
+    }
+
+
+def service_url(md: ModelDeployment, config: OperatorConfig) -> str:
+    serving = md.spec.serving
+    host = f"{serving_name(md)}.{md.metadata.namespace}.svc.{config.cluster_domain}:{serving.port}"
+    path = (
+        f"/v2/models/{md.metadata.name}/infer"
+        if serving.protocol.value == "v2"
+        else f"/v1/models/{md.metadata.name}:predict"
+    )
+    return f"http://{host}{path}"
+
+
+__all__ = [
+    "REVISION_LABEL",
+    "ServiceType",
+    "artifact_dir",
+    "deployment",
+    "desired_replicas",
+    "horizontal_pod_autoscaler",
+    "network_policy",
+    "pod_disruption_budget",
+    "service",
+    "service_url",
+]

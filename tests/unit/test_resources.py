@@ -1,0 +1,290 @@
+"""The pure desired-state builders, field by field, and every manifest through kubernetes-validate."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from modelship.api import ModelDeployment
+from modelship.config import OperatorConfig
+from modelship.resources import meta
+from modelship.resources.optimize_job import optimize_job
+from modelship.resources.plan import serving_plan
+from modelship.resources.revision import optimization_key, revision
+from modelship.resources.serving import deployment, service_url
+from modelship.resources.volumes import artifact_claim
+
+from tests.support.specs import valid_doc
+
+K8S_VERSION = "1.34.0"
+UID = "6f1f2c7e-1111-4222-8333-944445555666"
+CONFIG = OperatorConfig()
+
+
+def md_from(doc: dict[str, Any], namespace: str = "ml") -> ModelDeployment:
+    doc = copy.deepcopy(doc)
+    doc["metadata"].update(namespace=namespace, uid=UID, generation=3)
+    return ModelDeployment.from_body(doc)
+
+
+def with_spec(**serving: Any) -> ModelDeployment:
+    doc = valid_doc()
+    doc["spec"]["serving"].update(serving)
+    return md_from(doc)
+
+
+def assert_restricted(pod_spec: dict[str, Any]) -> None:
+    psc = pod_spec["securityContext"]
+    assert psc["runAsNonRoot"] is True
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in pod_spec["containers"] + pod_spec.get("initContainers", []):
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"]
+        assert sc["readOnlyRootFilesystem"] is True
+        assert "privileged" not in sc or sc["privileged"] is False
+    assert all("hostPath" not in v for v in pod_spec.get("volumes", []))
+    assert pod_spec["automountServiceAccountToken"] is False
+
+
+def assert_owned(obj: dict[str, Any], md: ModelDeployment) -> None:
+    (ref,) = obj["metadata"]["ownerReferences"]
+    assert ref == {
+        "apiVersion": "modelship.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": md.metadata.name,
+        "uid": UID,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    labels = obj["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "modelship"
+    assert labels["app.kubernetes.io/instance"] == md.metadata.name
+    assert obj["metadata"]["namespace"] == "ml"
+
+
+def test_revision_is_stable_and_content_addressed() -> None:
+    a, b = md_from(valid_doc()), md_from(valid_doc())
+    assert revision(a.spec) == revision(b.spec)
+    assert revision(a.spec).startswith("r") and len(revision(a.spec)) == 11
+    # serving-only changes keep the revision: no new optimization, no new build
+    scaled = with_spec(replicas=7, resources={"requests": {"cpu": "2"}})
+    assert revision(scaled.spec) == revision(a.spec)
+    job_only = valid_doc()
+    job_only["spec"]["optimization"]["job"] = {"activeDeadlineSeconds": 60}
+    assert revision(md_from(job_only).spec) == revision(a.spec)
+    # anything that changes the artifact or the image changes it
+    for path, value in [
+        (("optimization", "gate", "maxDrop"), 0.02),
+        (("model", "digest"), "sha256:" + "a" * 64),
+        (("build", "platforms"), ["linux/amd64", "linux/arm64"]),
+    ]:
+        doc = valid_doc()
+        node = doc["spec"]
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        assert revision(md_from(doc).spec) != revision(a.spec), path
+    gpu = with_spec(hardware={"target": "gpu"})
+    assert revision(gpu.spec) != revision(a.spec)
+    assert optimization_key(gpu.spec) == optimization_key(a.spec)
+
+
+def test_names_are_deterministic_and_bounded() -> None:
+    md = md_from(valid_doc("a" * 45))
+    rev = revision(md.spec)
+    name = meta.optimize_job_name(md, rev)
+    assert name == meta.optimize_job_name(md, rev)
+    assert len(name) <= 63
+    assert meta.optimize_job_name(md, rev, attempt=2) != name
+    long = meta.safe_name("x" * 80, "opt", rev)
+    assert len(long) == 63 and long == meta.safe_name("x" * 80, "opt", rev)
+
+
+def test_optimize_job() -> None:
+    md = md_from(valid_doc())
+    rev = revision(md.spec)
+    job = optimize_job(md, rev, CONFIG)
+    assert job["metadata"]["name"] == f"digits-opt-{rev}"
+    assert_owned(job, md)
+    assert job["metadata"]["labels"]["modelship.io/revision"] == rev
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 2 and spec["activeDeadlineSeconds"] == 3600
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert_restricted(pod)
+    (c,) = pod["containers"]
+    assert c["terminationMessagePath"] == "/dev/termination-log"
+    assert c["args"][:3] == ["optimize", "--model", "pvc://models/digits/cnn.h5"]
+    assert f"/artifacts/{rev}" in c["args"]
+    assert {"name": "TF_USE_LEGACY_KERAS", "value": "1"} in c["env"]
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/mnt/pvc/models"]["readOnly"] is True
+    assert "/artifacts" in mounts and "/tmp" in mounts
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"models", "digits-artifacts"}
+
+
+def test_optimize_job_credentials_by_reference_only() -> None:
+    doc = valid_doc()
+    doc["spec"]["model"] = {
+        "uri": "s3://bucket/m.h5",
+        "format": "h5",
+        "credentials": {
+            "secretRef": {"name": "s3"},
+            "serviceAccountName": "reader",
+            "endpoint": "https://minio:9000",
+            "caBundleRef": {"name": "ca", "key": "ca.crt"},
+        },
+    }
+    job = optimize_job(md_from(doc), "r1", CONFIG)
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["envFrom"] == [{"secretRef": {"name": "s3"}}]
+    assert pod["serviceAccountName"] == "reader"
+    assert {"name": "MODELSHIP_STORAGE_ENDPOINT", "value": "https://minio:9000"} in c["env"]
+    ca = next(v for v in pod["volumes"] if v["name"] == "ca-bundle")
+    assert ca["configMap"] == {"name": "ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+
+
+def test_deployment_cpu_defaults() -> None:
+    md = md_from(valid_doc())
+    rev = revision(md.spec)
+    dep = deployment(md, rev, CONFIG, "registry.local:5000/models/digits@sha256:" + "b" * 64, 2)
+    assert dep["metadata"]["name"] == "digits"
+    assert_owned(dep, md)
+    spec = dep["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+    }
+    pod = spec["template"]["spec"]
+    assert_restricted(pod)
+    assert spec["template"]["metadata"]["labels"]["modelship.io/revision"] == rev
+    assert set(spec["selector"]["matchLabels"].items()) <= set(spec["template"]["metadata"]["labels"].items())
+    assert "modelship.io/revision" not in spec["selector"]["matchLabels"]  # selector must survive revisions
+    (c,) = pod["containers"]
+    assert c["image"].endswith("@sha256:" + "b" * 64)
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert pod["nodeSelector"] == {"kubernetes.io/arch": "amd64"}
+    assert "tolerations" not in pod
+    assert "nvidia.com/gpu" not in c["resources"].get("limits", {})
+
+
+def test_deployment_gpu_target() -> None:
+    md = with_spec(hardware={"target": "gpu", "gpu": {"count": 2}, "runtimeClassName": "nvidia"})
+    pod = deployment(md, "r1", CONFIG, "img@sha256:" + "c" * 64, 1)["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert c["resources"]["requests"]["nvidia.com/gpu"] == "2"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["runtimeClassName"] == "nvidia"
+    assert "nodeSelector" not in pod or "kubernetes.io/arch" not in pod["nodeSelector"]
+
+
+def test_deployment_arm64_target() -> None:
+    doc = valid_doc()
+    doc["spec"]["serving"]["hardware"] = {"target": "arm64", "nodeSelector": {"site": "edge-1"}}
+    doc["spec"]["build"]["platforms"] = ["linux/arm64"]
+    pod = deployment(md_from(doc), "r1", CONFIG, "img@sha256:" + "d" * 64, 1)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"kubernetes.io/arch": "arm64", "site": "edge-1"}
+
+
+def test_deployment_without_build_serves_from_artifact_claim() -> None:
+    doc = valid_doc()
+    del doc["spec"]["build"]
+    md = md_from(doc)
+    pod = deployment(md, "rabc", CONFIG, None, 1)["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == CONFIG.images.serving
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "artifacts")
+    assert mount == {"name": "artifacts", "mountPath": "/models", "subPath": "rabc", "readOnly": True}
+    vol = next(v for v in pod["volumes"] if v["name"] == "artifacts")
+    assert vol["persistentVolumeClaim"] == {"claimName": "digits-artifacts", "readOnly": True}
+
+
+def test_hpa_owns_replicas() -> None:
+    md = with_spec(autoscaling={"enabled": True, "minReplicas": 2, "maxReplicas": 6})
+    plan = serving_plan(md, "r1", CONFIG, "img@sha256:" + "e" * 64)
+    assert "replicas" not in plan.deployment["spec"]
+    assert plan.hpa is not None
+    assert plan.hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "digits",
+    }
+    assert (plan.hpa["spec"]["minReplicas"], plan.hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert plan.hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    assert plan.pdb is not None and plan.pdb["spec"]["maxUnavailable"] == 1
+    fixed = serving_plan(with_spec(replicas=3), "r1", CONFIG, "img")
+    assert fixed.hpa is None and fixed.deployment["spec"]["replicas"] == 3
+
+
+def test_single_replica_gets_no_pdb_and_suspend_scales_to_zero() -> None:
+    assert serving_plan(with_spec(replicas=1), "r1", CONFIG, "img").pdb is None
+    doc = valid_doc()
+    doc["spec"]["suspend"] = True
+    doc["spec"]["serving"]["autoscaling"] = {"enabled": True}
+    plan = serving_plan(md_from(doc), "r1", CONFIG, "img")
+    assert plan.deployment["spec"]["replicas"] == 0
+    assert plan.hpa is None and plan.pdb is None
+
+
+def test_service_and_network_policy() -> None:
+    md = with_spec(networkPolicy={"enabled": True, "allowFromPodLabels": {"role": "frontend"}}, port=9000)
+    plan = serving_plan(md, "r1", CONFIG, "img")
+    svc = plan.service
+    assert svc["spec"]["selector"] == meta.selector_labels(md)
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 9000, "targetPort": "http", "protocol": "TCP"}]
+    np = plan.network_policy
+    assert np is not None
+    (rule,) = np["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 9000, "protocol": "TCP"}]
+    assert rule["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ml"}},
+            "podSelector": {"matchLabels": {"role": "frontend"}},
+        }
+    ]
+    assert service_url(md, CONFIG) == "http://digits.ml.svc.cluster.local:9000/v2/models/digits/infer"
+
+
+def test_labels_never_copy_parent_labels() -> None:
+    doc = valid_doc()
+    doc["metadata"]["labels"] = {"argocd.argoproj.io/instance": "x", "team": "vision"}
+    md = md_from(doc)
+    for obj in serving_plan(md, "r1", CONFIG, "img").objects():
+        assert "argocd.argoproj.io/instance" not in obj["metadata"]["labels"]
+        assert "team" not in obj["metadata"]["labels"]
+
+
+def all_manifests() -> list[dict[str, Any]]:
+    out = [artifact_claim(md_from(valid_doc()), CONFIG)]
+    variants: list[dict[str, Any]] = [
+        {},
+        {
+            "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4},
+            "networkPolicy": {"enabled": True},
+        },
+        {
+            "hardware": {"target": "gpu"},
+            "service": {"type": "LoadBalancer"},
+            "rollout": {"strategy": "Recreate"},
+        },
+    ]
+    for v in variants:
+        md = with_spec(**v)
+        out.append(optimize_job(md, revision(md.spec), CONFIG))
+        out += serving_plan(md, revision(md.spec), CONFIG, "img@sha256:" + "f" * 64).objects()
+    return out
+
+
+@pytest.mark.parametrize("obj", all_manifests(), ids=lambda o: f"{o['kind']}-{o['metadata']['name']}")
+def test_manifest_passes_kubernetes_validate(obj: dict[str, Any]) -> None:
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
