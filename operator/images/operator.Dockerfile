@@ -1,0 +1,43 @@
+# The Modelship operator: kopf controller + CLI, core dependencies only (no TensorFlow, no LiteRT).
+#
+#   docker build --network host -f operator/images/operator.Dockerfile -t modelship/operator:0.1.0 \
+#     [--build-arg BASE_IMAGE=modelship/base:bookworm-py311] .
+#
+# BASE_IMAGE: any Debian-like image with python3 3.11 and the venv module (python:3.11-slim where a
+# registry can be pulled from; hack/images/base-image makes one from Debian packages where none can).
+# Build from the repository root (the context is filtered by /.dockerignore).
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS builder
+# EXTRA_CA_CERTS: PEM text of extra CAs pip must trust (a TLS-intercepting egress proxy); builder only,
+# never in the final image. hack/images/build-all passes /usr/local/share/ca-certificates/*.crt.
+ARG EXTRA_CA_CERTS=""
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DEFAULT_TIMEOUT=120 \
+    PIP_CERT=/tmp/pip-ca.pem
+RUN cat /etc/ssl/certs/ca-certificates.crt > /tmp/pip-ca.pem \
+ && if [ -n "$EXTRA_CA_CERTS" ]; then printf '%s\n' "$EXTRA_CA_CERTS" >> /tmp/pip-ca.pem; fi \
+ && python3 -m venv /opt/venv && /opt/venv/bin/pip install --upgrade "pip>=24" "setuptools>=69" wheel
+WORKDIR /src
+# dependencies first: their layer survives code changes
+COPY pyproject.toml operator/images/requirements.py /src/
+RUN python3 requirements.py pyproject.toml > requirements.txt && /opt/venv/bin/pip install -r requirements.txt
+COPY operator/modelship /src/operator/modelship
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation /src \
+ && /opt/venv/bin/modelship --version \
+ && /opt/venv/bin/pip uninstall -y pip setuptools wheel
+
+FROM ${BASE_IMAGE}
+RUN groupadd --system --gid 65532 modelship \
+ && useradd --system --uid 65532 --gid 65532 --home-dir /home/modelship --create-home --shell /usr/sbin/nologin modelship
+COPY --from=builder /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    VIRTUAL_ENV=/opt/venv PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8
+LABEL org.opencontainers.image.title="modelship-operator" \
+      org.opencontainers.image.description="Modelship operator: optimizes, builds and serves TensorFlow/Keras models" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="0.1.0"
+USER 65532:65532
+WORKDIR /home/modelship
+ENTRYPOINT ["modelship"]
+CMD ["--help"]
