@@ -34,6 +34,10 @@ class OperatorConfig:
     """ttlSecondsAfterFinished of stage Jobs (results are recorded in status first)."""
     max_job_attempts: int = 3
     """Jobs started per stage and revision before the ModelDeployment is Stalled."""
+    retry_base_seconds: float = 10.0
+    """Wait before the second attempt of a failed stage Job; doubles for each further attempt."""
+    resync_seconds: float = 60.0
+    """Every ModelDeployment is reconciled at least this often (drift the watches did not report)."""
     cluster_domain: str = "cluster.local"
 
     @classmethod
@@ -54,5 +58,7 @@ class OperatorConfig:
             artifact_storage_class=e.get("MODELSHIP_ARTIFACT_STORAGE_CLASS") or None,
             job_ttl_seconds=int(e.get("MODELSHIP_JOB_TTL_SECONDS", base.job_ttl_seconds)),
             max_job_attempts=int(e.get("MODELSHIP_MAX_JOB_ATTEMPTS", base.max_job_attempts)),
+            retry_base_seconds=float(e.get("MODELSHIP_RETRY_BASE_SECONDS", base.retry_base_seconds)),
+            resync_seconds=float(e.get("MODELSHIP_RESYNC_SECONDS", base.resync_seconds)),
             cluster_domain=e.get("MODELSHIP_CLUSTER_DOMAIN", base.cluster_domain),
         )

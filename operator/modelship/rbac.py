@@ -25,6 +25,8 @@ def operator_rules(cluster_scope: bool = True) -> list[dict[str, Any]]:
         # termination messages of finished Job pods; readiness of serving pods
         {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
         {"apiGroups": [""], "resources": ["services", "persistentvolumeclaims"], "verbs": MANAGE},
+        # the namespace's revision cache (modelship-revisions): merge-patched, never replaced
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": [*READ, "create", "patch"]},
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": MANAGE},
         {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": READ},
         {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": MANAGE},

@@ -155,6 +155,8 @@ class ModelDeploymentStatus(ApiModel):
     """Content-addressed revision the spec asks for (model digest + optimization + build + target)."""
     serving_revision: str | None = None
     """Revision whose pods serve traffic now (differs from revision during a rollout or after a blocked one)."""
+    serving_image: str | None = None
+    """Image serving servingRevision (unset when the stock runtime serves from the artifact volume)."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

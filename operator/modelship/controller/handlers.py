@@ -1,0 +1,165 @@
+"""kopf wiring: watch streams feed the store and the work queue; nothing here decides anything.
+
+Only ``on.event`` handlers are used: they store nothing on the watched objects (no annotations, no
+finalizers), so Git stays the only writer of a ModelDeployment's spec and metadata, and a stopped operator
+never blocks a deletion. Periodic resync is a background task, not a per-object timer, for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+from kubernetes import client
+from kubernetes import config as kconfig
+
+from .. import GROUP, PLURAL, VERSION
+from ..config import OperatorConfig
+from ..resources.meta import MANAGED_BY, MANAGED_BY_LABEL
+from . import metrics
+from .kube import Kube
+from .reconcile import CACHE_LABELS, MD, Reconciler
+from .store import Store
+from .workqueue import WorkQueue
+
+log = logging.getLogger("modelship.operator")
+
+OURS = {MANAGED_BY_LABEL: MANAGED_BY}
+
+
+class _State:
+    store = Store()
+    reconciler: Reconciler | None = None
+    queue: WorkQueue | None = None
+    workers = 4
+
+
+def _plain(body: Any) -> dict[str, Any]:
+    return {k: body[k] for k in body}
+
+
+def _key(body: Any) -> tuple[str, str]:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+def _feed(kind: str, event: kopf.RawEvent, body: kopf.Body) -> None:
+    meta = body["metadata"]
+    if event.get("type") == "DELETED":
+        _State.store.remove(kind, meta.get("namespace") or "", meta["name"])
+    else:
+        _State.store.put(kind, _plain(body))
+    owner = Store.owner_of(_plain(body))
+    if owner and _State.queue is not None:
+        _State.queue.add((meta.get("namespace") or "", owner))
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+    settings.peering.standalone = True  # one replica, strategy Recreate: no peering objects or RBAC for them
+    settings.posting.level = logging.WARNING  # our own Events carry the stage story
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 360
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.batching.worker_limit = 32
+    settings.execution.max_workers = 8
+    cfg = OperatorConfig.from_env()
+    try:
+        kconfig.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kconfig.ConfigException:
+        kconfig.load_kube_config()  # type: ignore[no-untyped-call]
+    api = client.ApiClient()
+    api.configuration.connection_pool_maxsize = max(8, _State.workers * 2)
+    _State.reconciler = Reconciler(Kube(api), _State.store, cfg)
+    reconciler = _State.reconciler
+
+    def handle(key: tuple[str, str]) -> float | None:
+        metrics.QUEUE_DEPTH.set(_State.queue.depth() if _State.queue else 0)
+        return reconciler.reconcile(*key)
+
+    _State.queue = WorkQueue(handle, workers=_State.workers)
+    _State.queue.start()
+    asyncio.get_running_loop().create_task(_resync(cfg.resync_seconds))
+    logger.info("modelship operator started (%d workers, resync every %ss)", _State.workers, cfg.resync_seconds)
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if _State.queue is not None:
+        _State.queue.stop()
+
+
+async def _resync(period: float) -> None:
+    while True:
+        await asyncio.sleep(period)
+        if _State.queue is None:
+            continue
+        keys = _State.store.keys(MD)
+        for _kind, ns, name in keys:
+            _State.queue.add((ns, name))
+        counts = _State.reconciler.phase_counts() if _State.reconciler else {}
+        metrics.PHASES.clear()
+        for phase, n in counts.items():
+            metrics.PHASES.labels(phase).set(n)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def modeldeployment_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    meta = body["metadata"]
+    if event.get("type") == "DELETED":
+        _State.store.remove(MD, meta["namespace"], meta["name"])
+        return
+    _State.store.put(MD, _plain(body))
+    if _State.queue is not None:
+        _State.queue.add(_key(body))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=OURS)
+async def job_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    _feed("Job", event, body)
+
+
+@kopf.on.event("", "v1", "pods", labels={**OURS, "batch.kubernetes.io/job-name": kopf.PRESENT})
+async def job_pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    _feed("Pod", event, body)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OURS)
+async def deployment_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    _feed("Deployment", event, body)
+
+
+@kopf.on.event("", "v1", "services", labels=OURS)
+async def service_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    _feed("Service", event, body)
+
+
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OURS)
+async def hpa_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    _feed("HorizontalPodAutoscaler", event, body)
+
+
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OURS)
+async def pdb_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    _feed("PodDisruptionBudget", event, body)
+
+
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=OURS)
+async def networkpolicy_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    _feed("NetworkPolicy", event, body)
+
+
+@kopf.on.event("", "v1", "persistentvolumeclaims", labels=OURS)
+async def claim_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    _feed("PersistentVolumeClaim", event, body)
+
+
+@kopf.on.event("", "v1", "configmaps", labels=CACHE_LABELS)
+async def cache_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    meta = body["metadata"]
+    if event.get("type") == "DELETED":
+        _State.store.remove("ConfigMap", meta["namespace"], meta["name"])
+    else:
+        _State.store.put("ConfigMap", _plain(body))

@@ -1,0 +1,161 @@
+"""The operator's only door to the API server: server-side apply, create, delete, status patch, events.
+
+Plain REST over the official client's ApiClient (no discovery round-trips), one field manager for everything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from .. import FIELD_MANAGER, GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+_PLURALS = {
+    "Job": "jobs",
+    "Deployment": "deployments",
+    "Service": "services",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "NetworkPolicy": "networkpolicies",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "ConfigMap": "configmaps",
+    "Event": "events",
+    "Pod": "pods",
+    "ModelDeployment": PLURAL,
+}
+
+
+def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{base}/namespaces/{namespace}/{_PLURALS[kind]}"
+    return f"{path}/{name}" if name else path
+
+
+@dataclass
+class Kube:
+    api: client.ApiClient
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        if body is not None and not content_type.endswith("json"):
+            body = json.dumps(body)  # JSON is YAML: send apply configurations pre-serialized
+        params = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(*params)
+        response.read()  # type: ignore[no-untyped-call]
+        data = response.data or b""
+        if not 200 <= response.status < 300:
+            raise ApiException(status=response.status, reason=response.reason, body=data.decode(errors="replace"))
+        if not data:
+            return {}
+        result = json.loads(data)
+        return result if isinstance(result, dict) else {}
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the operator's field manager (force: we own these objects)."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        return self._call(
+            "PATCH",
+            path,
+            body=obj,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Create; an object that already exists (same deterministic name) counts as created."""
+        meta = obj["metadata"]
+        try:
+            return self._call("POST", resource_path(obj["apiVersion"], obj["kind"], meta["namespace"]), body=obj,
+                              query=[("fieldManager", FIELD_MANAGER)])  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        try:
+            self._call("DELETE", resource_path(api_version, kind, namespace, name),
+                       body={"propagationPolicy": "Background"})  # fmt: skip
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+        return self._call("PATCH", path, body={"status": status}, content_type="application/merge-patch+json")
+
+    def merge_configmap(
+        self, namespace: str, name: str, labels: dict[str, str], data: dict[str, str]
+    ) -> dict[str, Any]:
+        """Add keys to a ConfigMap (created when missing) without touching the others."""
+        path = resource_path("v1", "ConfigMap", namespace, name)
+        try:
+            return self._call("PATCH", path, body={"data": data}, content_type="application/merge-patch+json")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace,
+                "labels": labels}, "data": data}  # fmt: skip
+        created = self.create(body)
+        if created is None:  # lost a race with another writer: merge into theirs
+            return self._call("PATCH", path, body={"data": data}, content_type="application/merge-patch+json")
+        return created
+
+    def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = involved["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", f"{GROUP}/{VERSION}"),
+                "kind": involved.get("kind", "ModelDeployment"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "modelship-operator"},
+            "reportingComponent": "modelship.io/operator",
+            "reportingInstance": "modelship-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self._call("POST", resource_path("v1", "Event", meta["namespace"]), body=body)
+        except ApiException as exc:  # events are best effort: never fail a reconcile over one
+            log.warning("could not post event %s: %s", reason, exc.reason)
+
+
+def api_error_text(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "").get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.reason)

@@ -1,0 +1,22 @@
+"""Prometheus metrics of the operator."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter("modelship_reconciles_total", "Reconciles by outcome", ["result"])
+RECONCILE_SECONDS = Histogram(
+    "modelship_reconcile_duration_seconds",
+    "Time of one reconcile (observe, plan, apply, status)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+API_WRITES = Counter("modelship_api_writes_total", "Writes to the API server", ["verb", "kind"])
+STAGE_SECONDS = Histogram(
+    "modelship_stage_duration_seconds",
+    "Duration of stage Jobs from creation to completion",
+    ["stage"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+)
+STAGE_TRANSITIONS = Counter("modelship_stage_transitions_total", "Stage condition changes", ["condition", "reason"])
+QUEUE_DEPTH = Gauge("modelship_workqueue_depth", "Keys waiting for a reconcile")
+PHASES = Gauge("modelship_modeldeployments", "ModelDeployments by phase", ["phase"])

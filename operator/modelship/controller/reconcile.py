@@ -1,0 +1,208 @@
+"""One reconcile: read the ModelDeployment and its children from the store, plan, carry the plan out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter as Tally
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from ..api.modeldeployment import ModelDeployment
+from ..config import OperatorConfig
+from ..errors import describe_validation_error
+from ..resources.meta import MANAGED_BY_LABEL, MODELDEPLOYMENT_LABEL, serving_name
+from . import metrics
+from .conditions import ConditionSet, rfc3339
+from .kube import Kube, api_error_text
+from .observe import Observed, deployment_observation, job_observation
+from .plan import CONDITION_ORDER, Plan, plan
+from .store import Store
+
+log = logging.getLogger("modelship.reconcile")
+
+MD = "ModelDeployment"
+CACHE_CONFIGMAP = "modelship-revisions"
+CACHE_LABELS = {MANAGED_BY_LABEL: "modelship", "modelship.io/cache": "revisions"}
+SPEC_HASH = "modelship.io/spec-hash"
+SERVING_KINDS = ("Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "PersistentVolumeClaim")
+
+
+def _subset(want: Any, have: Any) -> bool:
+    """Every field we want is present in what the server has, with the same value."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(k in have and _subset(v, have[k]) for k, v in want.items())
+    if isinstance(want, list):
+        return (
+            isinstance(have, list)
+            and len(want) == len(have)
+            and all(_subset(a, b) for a, b in zip(want, have, strict=True))
+        )
+    return bool(want == have or str(want) == str(have))
+
+
+def with_spec_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """Stamp the object with a hash of itself: a change that only removes a field still changes the hash."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    meta = obj["metadata"]
+    return {**obj, "metadata": {**meta, "annotations": {**meta.get("annotations", {}), SPEC_HASH: digest}}}
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, store: Store, config: OperatorConfig) -> None:
+        self.kube = kube
+        self.store = store
+        self.config = config
+
+    # -- observe --------------------------------------------------------------------------------
+    def observe(self, md: ModelDeployment) -> Observed:
+        ns, name = md.metadata.namespace or "", md.metadata.name
+        pods_by_job: dict[str, list[dict[str, Any]]] = {}
+        for pod in self.store.owned(ns, name, "Pod"):
+            job = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name") or (
+                pod["metadata"].get("labels") or {}
+            ).get("job-name")
+            if job:
+                pods_by_job.setdefault(job, []).append(pod)
+        jobs = [
+            job_observation(j, pods_by_job.get(j["metadata"]["name"], [])) for j in self.store.owned(ns, name, "Job")
+        ]
+        dep = self.store.get("Deployment", ns, serving_name(md))
+        if dep is not None and (dep["metadata"].get("labels") or {}).get(MODELDEPLOYMENT_LABEL) != name:
+            dep = None  # not ours
+        existing = frozenset((k, o["metadata"]["name"]) for k in SERVING_KINDS for o in self.store.owned(ns, name, k))
+        cached_summary = cached_image = None
+        cache = self.store.get("ConfigMap", ns, CACHE_CONFIGMAP)
+        if cache is not None:
+            from ..resources.revision import revision
+
+            raw = (cache.get("data") or {}).get(revision(md.spec))
+            if raw:
+                try:
+                    entry = json.loads(raw)
+                    cached_summary, cached_image = entry.get("summary"), entry.get("image")
+                except ValueError:
+                    log.warning("ignoring unreadable revision cache entry in %s/%s", ns, CACHE_CONFIGMAP)
+        return Observed(
+            jobs=jobs,
+            deployment=deployment_observation(dep) if dep else None,
+            existing=existing,
+            cached_optimization=cached_summary,
+            cached_image=cached_image,
+        )
+
+    # -- act ------------------------------------------------------------------------------------
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        """Reconcile one ModelDeployment; returns seconds until it wants another look (or None)."""
+        started = time.monotonic()
+        body = self.store.get(MD, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None  # gone: owner references take the children with it
+        try:
+            md = ModelDeployment.from_body(body)
+        except ValidationError as exc:
+            self._invalid(body, describe_validation_error(exc))
+            metrics.RECONCILES.labels("invalid").inc()
+            return None
+        try:
+            p = plan(md, self.observe(md), self.config, datetime.now(UTC))
+            self._execute(md, body, p)
+        except ApiException as exc:
+            metrics.RECONCILES.labels("error").inc()
+            log.warning("reconcile %s/%s: API error %s: %s", namespace, name, exc.status, api_error_text(exc))
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+        metrics.RECONCILES.labels("ok").inc()
+        if p.requeue_after is not None:
+            return p.requeue_after
+        return None
+
+    def _execute(self, md: ModelDeployment, body: dict[str, Any], p: Plan) -> None:
+        ns = md.metadata.namespace or ""
+        for obj in p.apply:
+            desired = with_spec_hash(obj)
+            current = self.store.get(obj["kind"], ns, obj["metadata"]["name"])
+            if current is not None and _subset(desired["metadata"].get("annotations", {}),
+                                               current["metadata"].get("annotations") or {}) and _subset(
+                {k: v for k, v in desired.items() if k not in ("metadata", "status")},
+                {k: v for k, v in current.items() if k not in ("metadata", "status")},
+            ):  # fmt: skip
+                continue
+            applied = self.kube.apply(desired)
+            metrics.API_WRITES.labels("apply", obj["kind"]).inc()
+            if applied:
+                self.store.put(obj["kind"], applied)
+        for obj in p.create:
+            created = self.kube.create(obj)
+            metrics.API_WRITES.labels("create", obj["kind"]).inc()
+            if created:
+                self.store.put(obj["kind"], created)
+                log.info("%s/%s: created %s %s", ns, md.metadata.name, obj["kind"], obj["metadata"]["name"])
+        for api_version, kind, name in p.delete:
+            self.kube.delete(api_version, kind, ns, name)
+            self.store.remove(kind, ns, name)
+            metrics.API_WRITES.labels("delete", kind).inc()
+        if p.cache_put is not None:
+            rev, entry = p.cache_put
+            cm = self.kube.merge_configmap(ns, CACHE_CONFIGMAP, CACHE_LABELS, {rev: entry})
+            if cm:
+                self.store.put("ConfigMap", cm)
+        self._write_status(body, p.status)
+        for ev in p.events:
+            self.kube.event(body, ev.type, ev.reason, ev.message)
+            metrics.STAGE_TRANSITIONS.labels(*_split_reason(ev.reason)).inc()
+
+    def _write_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
+        current = body.get("status") or {}
+        if all(current.get(k) == v for k, v in status.items()) and not (set(current) - set(status) - {"kopf"}):
+            return
+        patch: dict[str, Any] = {k: None for k in current if k not in status and k != "kopf"}
+        patch.update(status)
+        meta = body["metadata"]
+        result = self.kube.patch_status(meta["namespace"], meta["name"], patch)
+        metrics.API_WRITES.labels("patch", "ModelDeployment/status").inc()
+        if result:
+            self.store.put(MD, result)
+
+    def _invalid(self, body: dict[str, Any], message: str) -> None:
+        """A spec the CRD admitted but the operator cannot use (stricter Python rules): Stalled, nothing touched."""
+        meta = body["metadata"]
+        prev = (body.get("status") or {}).get("conditions") or []
+        conds = ConditionSet(prev, meta.get("generation"), datetime.now(UTC))
+        conds.set("Ready", False, "InvalidSpec", message)
+        conds.set("Reconciling", False, "InvalidSpec", "")
+        conds.set("Stalled", True, "InvalidSpec", message)
+        status = {
+            **(body.get("status") or {}),
+            "observedGeneration": meta.get("generation"),
+            "phase": "Failed",
+            "conditions": conds.as_list(CONDITION_ORDER),
+            "lastFailure": {
+                "stage": "Resolve",
+                "reason": "InvalidSpec",
+                "message": message,
+                "time": rfc3339(datetime.now(UTC)),
+            },
+        }
+        status.pop("kopf", None)
+        self._write_status(body, status)
+
+    def phase_counts(self) -> Tally[str]:
+        tally: Tally[str] = Tally()
+        for _kind, ns, name in self.store.keys(MD):
+            body = self.store.get(MD, ns, name) or {}
+            tally[(body.get("status") or {}).get("phase") or "Pending"] += 1
+        return tally
+
+
+def _split_reason(reason: str) -> tuple[str, str]:
+    for cond in CONDITION_ORDER:
+        if reason.startswith(cond):
+            return cond, reason[len(cond) :]
+    return "", reason

@@ -1,0 +1,311 @@
+"""The operator's decisions, as a pure function: observed state in, actions and status out."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from modelship.api import ModelDeployment, Summary
+from modelship.config import OperatorConfig
+from modelship.controller.observe import DeploymentObservation, JobObservation, JobState, Observed
+from modelship.controller.plan import parse_build_result, plan
+from modelship.resources.revision import revision
+
+from tests.support.specs import valid_doc
+
+NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+CONFIG = OperatorConfig(retry_base_seconds=10, max_job_attempts=3)
+DIGEST = "sha256:" + "ab" * 32
+IMAGE = "registry.local:5000/models/digits@" + DIGEST
+
+
+def make_md(build: bool = True, status: dict[str, Any] | None = None, **spec: Any) -> ModelDeployment:
+    doc = valid_doc()
+    doc["metadata"].update(namespace="ml", uid="u-1", generation=4)
+    if not build:
+        del doc["spec"]["build"]
+    for key, value in spec.items():
+        doc["spec"][key] = value
+    if status:
+        doc["status"] = status
+    return ModelDeployment.from_body(doc)
+
+
+def summary(**kw: Any) -> str:
+    base: dict[str, Any] = dict(
+        ok=True, source_digest="sha256:" + "cd" * 32, source_bytes=600000, artifact="model.tflite",
+        artifact_digest="sha256:" + "ef" * 32, metric_name="accuracy", baseline=0.98, value=0.975, drop=0.005,
+        gate="Passed", decision="Optimized", candidate="prune+int8", original_bytes=560000,
+        optimized_bytes=161000, original_gzip_bytes=520000, optimized_gzip_bytes=54000, compression_ratio=9.6,
+        latency_p50_ms=0.01, message="accuracy 0.98 -> 0.975 (drop 0.005 <= 0.01 absolute)",
+    )  # fmt: skip
+    base.update(kw)
+    return Summary(**base).to_line()
+
+
+def job(stage: str, rev: str, state: JobState, attempt: int = 1, msg: str | None = None, **kw: Any) -> JobObservation:
+    name = f"digits-{'opt' if stage == 'optimizer' else 'build'}-{rev}" + (f"-{attempt}" if attempt > 1 else "")
+    return JobObservation(name=name, stage=stage, revision=rev, attempt=attempt, state=state,
+                          termination_message=msg, **kw)  # fmt: skip
+
+
+def deployment(rev: str, image: str, replicas: int = 2, available: int = 2, **kw: Any) -> DeploymentObservation:
+    base: dict[str, Any] = dict(name="digits", revision=rev, image=image, generation=2, observed_generation=2,
+                                replicas=replicas, status_replicas=replicas, ready_replicas=available,
+                                updated_replicas=replicas, available_replicas=available,
+                                progress_deadline_exceeded=False)  # fmt: skip
+    base.update(kw)
+    return DeploymentObservation(**base)
+
+
+def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def kinds(objs: list[dict[str, Any]]) -> list[str]:
+    return [o["kind"] for o in objs]
+
+
+def test_fresh_resource_starts_the_optimization_job() -> None:
+    md = make_md()
+    rev = revision(md.spec)
+    p = plan(md, Observed(), CONFIG, NOW)
+    assert kinds(p.create) == ["Job"]
+    assert p.create[0]["metadata"]["name"] == f"digits-opt-{rev}"
+    assert kinds(p.apply) == ["PersistentVolumeClaim"]
+    s = p.status
+    assert s["observedGeneration"] == 4 and s["revision"] == rev and s["phase"] == "Optimizing"
+    assert cond(s, "Ready")["status"] == "False"
+    assert cond(s, "Reconciling")["status"] == "True"
+    assert cond(s, "Stalled")["status"] == "False"
+    assert cond(s, "Optimized")["reason"] == "JobCreated"
+    assert cond(s, "Resolved")["status"] == "Unknown"
+    assert (
+        s["selector"] == "app.kubernetes.io/name=modelship-server,app.kubernetes.io/instance=digits,"
+        "modelship.io/modeldeployment=digits"
+    )
+    assert all(c["observedGeneration"] == 4 for c in s["conditions"])
+
+
+def test_running_job_is_waited_for_not_duplicated() -> None:
+    md = make_md()
+    rev = revision(md.spec)
+    p = plan(md, Observed(jobs=[job("optimizer", rev, JobState.ACTIVE)]), CONFIG, NOW)
+    assert p.create == []
+    assert cond(p.status, "Optimized")["reason"] == "JobRunning"
+    assert p.status["phase"] == "Optimizing"
+
+
+def test_finished_optimization_then_serving_without_build() -> None:
+    md = make_md(build=False)
+    rev = revision(md.spec)
+    obs = Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=summary(), finished_at="2026-11-26T11:59:00Z")])
+    p = plan(md, obs, CONFIG, NOW)
+    assert p.create == []
+    assert kinds(p.apply) == ["PersistentVolumeClaim", "Deployment", "Service", "PodDisruptionBudget"]
+    dep = p.apply[1]
+    assert dep["spec"]["template"]["metadata"]["labels"]["modelship.io/revision"] == rev
+    s = p.status
+    assert s["optimization"]["decision"] == "Optimized" and s["optimization"]["sizeRatio"] == "9.6x"
+    assert s["optimization"]["metricDrop"] == 0.005
+    assert s["source"]["digest"] == "sha256:" + "cd" * 32
+    assert cond(s, "Resolved")["reason"] == "DigestResolved"
+    assert cond(s, "GatePassed")["status"] == "True"
+    assert cond(s, "ImageBuilt")["reason"] == "BuildDisabled"
+    assert cond(s, "Deployed")["reason"] == "RollingOut"
+    assert s["phase"] == "Deploying" and "servingRevision" not in s
+    assert s["url"] == "http://digits.ml.svc.cluster.local:8080/v2/models/digits/infer"
+    # the Deployment becomes available: Ready
+    obs2 = Observed(jobs=obs.jobs, deployment=deployment(rev, CONFIG.images.serving),
+                    existing=frozenset({("PersistentVolumeClaim", "digits-artifacts")}))  # fmt: skip
+    md2 = make_md(build=False, status=s)
+    p2 = plan(md2, obs2, CONFIG, NOW)
+    assert cond(p2.status, "Ready")["status"] == "True"
+    assert cond(p2.status, "Reconciling")["status"] == "False"
+    assert p2.status["phase"] == "Ready" and p2.status["servingRevision"] == rev
+    assert p2.status["readyReplicas"] == 2
+    assert "PersistentVolumeClaim" not in kinds(p2.apply)
+    assert any(e.reason == "ReadyAvailable" for e in p2.events)
+
+
+def test_results_in_status_mean_no_new_job_and_replica_changes_keep_the_revision() -> None:
+    md = make_md(build=False)
+    rev = revision(md.spec)
+    first = plan(md, Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=summary())]), CONFIG, NOW)
+    # the Job is gone (TTL), only status remembers: still no new Job
+    scaled = make_md(build=False, status=first.status, serving={"replicas": 5})
+    assert revision(scaled.spec) == rev
+    p = plan(scaled, Observed(), CONFIG, NOW)
+    assert p.create == []
+    dep = next(o for o in p.apply if o["kind"] == "Deployment")
+    assert dep["spec"]["replicas"] == 5
+
+
+def test_failed_job_backs_off_then_retries_then_stalls() -> None:
+    md = make_md()
+    rev = revision(md.spec)
+    failed_at = (NOW - timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    limit = "Job has reached the specified backoff limit"
+    j1 = job("optimizer", rev, JobState.FAILED, reason="BackoffLimitExceeded", message=limit,
+             finished_at=failed_at)  # fmt: skip
+    p = plan(md, Observed(jobs=[j1]), CONFIG, NOW)
+    assert p.create == [] and p.requeue_after == pytest.approx(7, abs=0.01)
+    assert cond(p.status, "Optimized")["reason"] == "RetryBackoff"
+    assert cond(p.status, "Stalled")["status"] == "False"
+    later = NOW + timedelta(seconds=10)
+    p = plan(md, Observed(jobs=[j1]), CONFIG, later)
+    assert [o["metadata"]["name"] for o in p.create] == [f"digits-opt-{rev}-2"]
+    j2 = job(
+        "optimizer",
+        rev,
+        JobState.FAILED,
+        attempt=2,
+        reason="DeadlineExceeded",
+        message="too slow",
+        finished_at=failed_at,
+    )
+    j3 = job("optimizer", rev, JobState.FAILED, attempt=3, reason="BackoffLimitExceeded",
+             message="Job has reached the specified backoff limit", finished_at=failed_at)  # fmt: skip
+    p = plan(md, Observed(jobs=[j1, j2, j3]), CONFIG, later)
+    assert p.create == []
+    s = p.status
+    assert cond(s, "Stalled")["status"] == "True" and cond(s, "Stalled")["reason"] == "JobFailed"
+    assert "BackoffLimitExceeded" in cond(s, "Stalled")["message"] or "backoff limit" in cond(s, "Stalled")["message"]
+    assert "3 attempt" in cond(s, "Stalled")["message"]
+    assert s["phase"] == "Failed" and s["lastFailure"]["stage"] == "Optimize"
+    assert cond(s, "Reconciling")["status"] == "False"
+
+
+def test_optimizer_reported_error_stalls_at_once_with_its_message() -> None:
+    md = make_md()
+    rev = revision(md.spec)
+    bad = Summary(ok=False, error="/mnt/pvc/models/digits/cnn.h5: not an HDF5 file (truncated?)").to_line()
+    p = plan(md, Observed(jobs=[job("optimizer", rev, JobState.FAILED, msg=bad, reason="BackoffLimitExceeded",
+                                    finished_at="2026-11-26T11:00:00Z")]), CONFIG, NOW)  # fmt: skip
+    assert p.create == []
+    stalled = cond(p.status, "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "OptimizationFailed"
+    assert "not an HDF5 file" in stalled["message"]
+
+
+@pytest.mark.parametrize("message", ["", "Traceback (most recent call last):\n  boom", '{"ok": "maybe"}'])
+def test_unreadable_summary_is_a_readable_condition(message: str) -> None:
+    md = make_md()
+    rev = revision(md.spec)
+    p = plan(md, Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=message)]), CONFIG, NOW)
+    stalled = cond(p.status, "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "InvalidSummary"
+    assert f"digits-opt-{rev}" in stalled["message"]
+    assert p.create == [] and not any(o["kind"] == "Deployment" for o in p.apply)
+
+
+def test_gate_block_keeps_previous_revision_serving() -> None:
+    md = make_md(build=False)
+    rev = revision(md.spec)
+    prev_status = {"servingRevision": "rold", "servingImage": "registry.local:5000/models/digits@sha256:" + "11" * 32}
+    md = make_md(build=False, status=prev_status)
+    blocked = summary(gate="Failed", decision="Blocked", value=0.9, drop=0.08,
+                      message="accuracy 0.98 -> 0.9 (drop 0.08 > 0.01 absolute)")  # fmt: skip
+    p = plan(md, Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=blocked)]), CONFIG, NOW)
+    s = p.status
+    assert cond(s, "GatePassed")["reason"] == "GateFailed"
+    assert cond(s, "Stalled")["status"] == "True" and "drop 0.08 > 0.01" in cond(s, "Stalled")["message"]
+    dep = next(o for o in p.apply if o["kind"] == "Deployment")
+    assert dep["spec"]["template"]["metadata"]["labels"]["modelship.io/revision"] == "rold"
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == prev_status["servingImage"]
+    assert s["servingRevision"] == "rold" and s["revision"] == rev
+    assert cond(s, "Deployed")["reason"] == "PreviousRevisionServing"
+
+
+@pytest.mark.parametrize(("decision", "reason"), [("Baseline", "GateFailedDeployBaseline"),
+                                                  ("BestPassing", "GateFailedDeployBestPassing")])  # fmt: skip
+def test_gate_fail_with_fallback_deploys(decision: str, reason: str) -> None:
+    md = make_md(build=False)
+    rev = revision(md.spec)
+    line = summary(gate="Failed", decision=decision)
+    p = plan(md, Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=line)]), CONFIG, NOW)
+    assert cond(p.status, "GatePassed")["reason"] == reason
+    assert cond(p.status, "Stalled")["status"] == "False"
+    assert any(o["kind"] == "Deployment" for o in p.apply)
+
+
+def test_suspend_scales_to_zero_and_starts_nothing() -> None:
+    md = make_md(build=False, suspend=True)
+    p = plan(md, Observed(), CONFIG, NOW)
+    assert p.create == []
+    assert p.status["phase"] == "Suspended"
+    assert cond(p.status, "Ready")["reason"] == "Suspended"
+    rev = revision(md.spec)
+    md2 = make_md(build=False, suspend=True, status={"servingRevision": rev})
+    p2 = plan(md2, Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=summary())]), CONFIG, NOW)
+    dep = next(o for o in p2.apply if o["kind"] == "Deployment")
+    assert dep["spec"]["replicas"] == 0
+    assert not any(o["kind"] in ("HorizontalPodAutoscaler", "PodDisruptionBudget") for o in p2.apply)
+
+
+def test_rollout_stuck_is_stalled_and_says_who_serves() -> None:
+    md = make_md(build=False, status={"servingRevision": "rold"})
+    rev = revision(md.spec)
+    obs = Observed(
+        jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=summary())],
+        deployment=deployment(rev, CONFIG.images.serving, available=1, progress_deadline_exceeded=True,
+                              progress_message='ReplicaSet "digits-abc" has timed out progressing.'),
+    )  # fmt: skip
+    p = plan(md, obs, CONFIG, NOW)
+    stalled = cond(p.status, "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "RolloutStalled"
+    assert "rold keeps serving" in stalled["message"]
+    assert cond(p.status, "Ready")["status"] == "False"
+
+
+def test_crashing_pods_are_never_ready() -> None:
+    md = make_md(build=False)
+    rev = revision(md.spec)
+    obs = Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=summary())],
+                   deployment=deployment(rev, CONFIG.images.serving, available=0))  # fmt: skip
+    p = plan(md, obs, CONFIG, NOW)
+    assert cond(p.status, "Ready")["status"] == "False"
+    assert cond(p.status, "Reconciling")["status"] == "True"
+    assert "0/2 replicas" in cond(p.status, "Deployed")["message"]
+
+
+def test_hpa_turned_off_is_deleted() -> None:
+    md = make_md(build=False)
+    rev = revision(md.spec)
+    obs = Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=summary())],
+                   existing=frozenset({("HorizontalPodAutoscaler", "digits")}))  # fmt: skip
+    p = plan(md, obs, CONFIG, NOW)
+    assert ("autoscaling/v2", "HorizontalPodAutoscaler", "digits") in p.delete
+
+
+def test_last_transition_time_kept_while_status_unchanged() -> None:
+    md = make_md()
+    rev = revision(md.spec)
+    obs = Observed(jobs=[job("optimizer", rev, JobState.ACTIVE)])
+    first = plan(md, obs, CONFIG, NOW)
+    again = plan(make_md(status=first.status), obs, CONFIG, NOW + timedelta(minutes=5))
+    assert cond(again.status, "Ready")["lastTransitionTime"] == cond(first.status, "Ready")["lastTransitionTime"]
+    assert again.events == []
+
+
+def test_build_result_parsing() -> None:
+    ok = parse_build_result(json.dumps({"ok": True, "image": IMAGE, "digest": DIGEST, "platforms": ["linux/amd64"]}))
+    assert ok.image == IMAGE and ok.platforms == ("linux/amd64",)
+    for bad, why in [
+        ("", "no result"),
+        ("oops", "not JSON"),
+        ('{"ok": true, "image": "repo:tag"}', "repository@sha256"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            parse_build_result(bad)
+
+
+def test_spec_is_never_in_the_plan() -> None:
+    md = make_md()
+    before = copy.deepcopy(md.spec.wire())
+    p = plan(md, Observed(), CONFIG, NOW)
+    assert "spec" not in p.status
+    assert md.spec.wire() == before
