@@ -1,0 +1,399 @@
+"""A real Kubernetes control plane for tests and local development.
+
+``kwokctl --runtime binary`` runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+the kwok controller as local processes, all built from the Go module proxy by
+``hack/cluster/build-binaries`` into ``${MODELSHIP_CACHE:-/var/cache/modelship}/k8s/<key>/bin``.
+Nodes are fake (kwok): this module creates them as Node objects, and the kwok Stages in
+``hack/cluster/stages`` drive their pods (Ready, Job completion with a termination message, Job
+failure, crash loop; see ``hack/cluster/README.md``).
+
+Standard library only, so ``hack/cluster/up`` works with any Python 3.11.
+
+CLI::
+
+    python -m modelship.devcluster up|down|status|kubeconfig [--name NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HACK_DIR = REPO_ROOT / "hack" / "cluster"
+VERSIONS_FILE = HACK_DIR / "versions.env"
+STAGES_DIR = HACK_DIR / "stages"
+
+DEFAULT_NAME = "modelship-test"
+DEFAULT_CACHE = "/var/cache/modelship"
+BINARIES = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "etcd",
+    "etcdctl",
+    "kwok",
+    "kwokctl",
+)
+
+# Test annotations understood by the Stages in hack/cluster/stages.
+ANNOTATION_TERMINATION_MESSAGE = "modelship.io/test-termination-message"
+ANNOTATION_FAIL = "modelship.io/test-fail"
+ANNOTATION_EXIT_CODE = "modelship.io/test-exit-code"
+ANNOTATION_DURATION = "modelship.io/test-duration"
+ANNOTATION_CRASH = "modelship.io/test-crash"
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+class DevClusterError(RuntimeError):
+    """The control plane could not be built, started or reached."""
+
+
+@dataclass(frozen=True)
+class Versions:
+    k8s: str
+    etcd: str
+    kwok: str
+
+    @property
+    def key(self) -> str:
+        # Must match KEY in hack/cluster/build-binaries.
+        return f"k8s-v{self.k8s}_etcd-v{self.etcd}_kwok-v{self.kwok}"
+
+
+def read_versions(path: Path = VERSIONS_FILE) -> Versions:
+    values: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise DevClusterError(f"{path}: not KEY=VALUE: {raw!r}")
+        values[key.strip()] = value.strip()
+    try:
+        return Versions(k8s=values["K8S_VERSION"], etcd=values["ETCD_VERSION"], kwok=values["KWOK_VERSION"])
+    except KeyError as exc:
+        raise DevClusterError(f"{path}: missing {exc.args[0]}") from exc
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MODELSHIP_CACHE") or DEFAULT_CACHE)
+
+
+def bin_dir(versions: Versions | None = None) -> Path:
+    return cache_root() / "k8s" / (versions or read_versions()).key / "bin"
+
+
+def kubeconfig_path(name: str = DEFAULT_NAME) -> Path:
+    return cache_root() / f"kubeconfig-{name}"
+
+
+def missing_binaries(directory: Path | None = None) -> list[str]:
+    d = directory or bin_dir()
+    return [b for b in BINARIES if not os.access(d / b, os.X_OK)]
+
+
+@dataclass(frozen=True)
+class FakeNode:
+    name: str
+    arch: str = "amd64"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    taints: Sequence[Mapping[str, str]] = ()
+    extra_resources: Mapping[str, str] = field(default_factory=dict)
+    index: int = 0
+
+    def manifest(self) -> dict[str, Any]:
+        resources = {"cpu": "32", "memory": "256Gi", "pods": "110", **self.extra_resources}
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.name,
+                "annotations": {
+                    # kwok manages only nodes with this annotation.
+                    "kwok.x-k8s.io/node": "fake",
+                    "node.alpha.kubernetes.io/ttl": "0",
+                },
+                "labels": {
+                    "beta.kubernetes.io/arch": self.arch,
+                    "beta.kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": self.arch,
+                    "kubernetes.io/hostname": self.name,
+                    "kubernetes.io/os": "linux",
+                    "type": "kwok",
+                    **self.labels,
+                },
+            },
+            "spec": {
+                # Documentation ranges (RFC 5737 / 3849): nothing ever sends traffic to a fake node.
+                "podCIDR": f"198.51.100.{16 * self.index}/28",
+                "podCIDRs": [f"198.51.100.{16 * self.index}/28"],
+                "taints": [dict(t) for t in self.taints],
+            },
+            # Kept on create; the node-initialize Stage copies allocatable/capacity/nodeInfo.
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": f"192.0.2.{10 + self.index}"}],
+                "allocatable": dict(resources),
+                "capacity": dict(resources),
+                # Empty strings: the node-initialize Stage fills in kwok's values.
+                "nodeInfo": {
+                    "architecture": self.arch,
+                    "operatingSystem": "linux",
+                    **dict.fromkeys(
+                        (
+                            "bootID",
+                            "containerRuntimeVersion",
+                            "kernelVersion",
+                            "kubeProxyVersion",
+                            "kubeletVersion",
+                            "machineID",
+                            "osImage",
+                            "systemUUID",
+                        ),
+                        "",
+                    ),
+                },
+            },
+        }
+
+
+CPU_NODES = ("cpu-amd64-0", "cpu-amd64-1")
+ARM_NODE = "cpu-arm64-0"
+GPU_NODE = "gpu-amd64-0"
+
+FAKE_NODES: tuple[FakeNode, ...] = (
+    FakeNode(CPU_NODES[0], index=0),
+    FakeNode(CPU_NODES[1], index=1),
+    FakeNode(ARM_NODE, arch="arm64", index=2),
+    FakeNode(
+        GPU_NODE,
+        index=3,
+        labels={"nvidia.com/gpu.present": "true"},
+        taints=({"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"},),
+        extra_resources={GPU_RESOURCE: "2"},
+    ),
+)
+
+
+def _log(msg: str) -> None:
+    print(f"[devcluster] {msg}", file=sys.stderr, flush=True)
+
+
+class DevCluster:
+    """One kwokctl cluster named ``name`` running from the cached binaries."""
+
+    def __init__(self, name: str = DEFAULT_NAME, versions: Versions | None = None) -> None:
+        self.name = name
+        self.versions = versions or read_versions()
+        self.bin = bin_dir(self.versions)
+        self.kubeconfig = kubeconfig_path(name)
+        self.workdir = cache_root() / "kwok"
+        self.config_path = cache_root() / "clusters" / name / "kwokctl.yaml"
+
+    # ------------------------------------------------------------------ plumbing
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KWOK_WORKDIR"] = str(self.workdir)
+        env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def _run(
+        self, argv: Sequence[str], *, input_text: str | None = None, check: bool = True, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            list(argv),
+            input=input_text,
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise DevClusterError(
+                f"{' '.join(argv)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
+        return proc
+
+    def kwokctl(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return self._run([str(self.bin / "kwokctl"), *args], check=check, timeout=timeout)
+
+    def kubectl(
+        self, *args: str, input_text: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.bin / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
+        return self._run(argv, input_text=input_text, check=check, timeout=timeout)
+
+    def require_binaries(self) -> None:
+        missing = missing_binaries(self.bin)
+        if missing:
+            raise DevClusterError(f"missing {', '.join(missing)} in {self.bin}: run hack/cluster/build-binaries first")
+
+    # ------------------------------------------------------------------ config
+    def render_config(self) -> str:
+        """kwokctl configuration (JSON documents are valid YAML) followed by every Stage."""
+        b = self.bin
+        conf = {
+            "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+            "kind": "KwokctlConfiguration",
+            "options": {
+                "runtime": "binary",
+                "bindAddress": "127.0.0.1",
+                "kubeVersion": f"v{self.versions.k8s}",
+                "etcdVersion": f"v{self.versions.etcd}",
+                "kwokVersion": f"v{self.versions.kwok}",
+                "kubeApiserverBinary": str(b / "kube-apiserver"),
+                "kubeControllerManagerBinary": str(b / "kube-controller-manager"),
+                "kubeSchedulerBinary": str(b / "kube-scheduler"),
+                "kubectlBinary": str(b / "kubectl"),
+                "etcdBinary": str(b / "etcd"),
+                "etcdctlBinary": str(b / "etcdctl"),
+                "kwokControllerBinary": str(b / "kwok"),
+                "cacheDir": str(self.workdir / "cache"),
+                "quietPull": True,
+            },
+        }
+        stages = sorted(STAGES_DIR.glob("*.yaml"))
+        if not stages:
+            raise DevClusterError(f"no kwok Stages in {STAGES_DIR}")
+        docs = [json.dumps(conf, indent=2)]
+        docs += [p.read_text() for p in stages]
+        return "\n---\n".join(d.strip("\n") for d in docs) + "\n"
+
+    # ------------------------------------------------------------------ state
+    def exists(self) -> bool:
+        proc = self.kwokctl("get", "clusters", check=False)
+        return self.name in proc.stdout.split()
+
+    def healthy(self) -> bool:
+        if not self.kubeconfig.exists():
+            return False
+        proc = self.kubectl("get", "--raw=/readyz", check=False, timeout=15)
+        return proc.returncode == 0 and proc.stdout.strip() == "ok"
+
+    def server_version(self) -> str:
+        out = self.kubectl("version", "-o", "json").stdout
+        return str(json.loads(out)["serverVersion"]["gitVersion"])
+
+    # ------------------------------------------------------------------ lifecycle
+    def up(self, *, timeout: float = 120) -> float:
+        """Create the cluster (or reuse a healthy one) and its fake nodes; returns seconds taken."""
+        t0 = time.monotonic()
+        self.require_binaries()
+        if self.exists():
+            if self.healthy():
+                _log(f"reusing running cluster {self.name}")
+            else:
+                _log(f"cluster {self.name} exists but is not healthy: recreating it")
+                self.kwokctl("delete", "cluster", f"--name={self.name}", "--kubeconfig=", check=False)
+        if not self.exists():
+            self.config_path.parent.mkdir(parents=True, exist_ok=True)
+            self.config_path.write_text(self.render_config())
+            _log(f"creating cluster {self.name} (kwokctl --runtime binary, binaries from {self.bin})")
+            self.kwokctl(
+                "create",
+                "cluster",
+                f"--name={self.name}",
+                f"--config={self.config_path}",
+                "--runtime=binary",
+                "--kubeconfig=",
+                f"--wait={int(timeout)}s",
+                timeout=timeout + 30,
+            )
+        kubeconfig = self.kwokctl("get", "kubeconfig", f"--name={self.name}").stdout
+        self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.kubeconfig.with_suffix(".tmp")
+        tmp.write_text(kubeconfig)
+        tmp.chmod(0o600)
+        tmp.replace(self.kubeconfig)
+        self._wait_ready(deadline=t0 + timeout)
+        self.ensure_nodes()
+        remaining = max(5.0, t0 + timeout - time.monotonic())
+        self.kubectl(
+            "wait",
+            "--for=condition=Ready",
+            "node",
+            *[n.name for n in FAKE_NODES],
+            f"--timeout={int(remaining)}s",
+            timeout=remaining + 10,
+        )
+        self._wait_default_service_account(deadline=t0 + timeout)
+        elapsed = time.monotonic() - t0
+        _log(f"cluster {self.name} ready in {elapsed:.1f}s; kubeconfig: {self.kubeconfig}")
+        return elapsed
+
+    def _wait_ready(self, *, deadline: float) -> None:
+        while not self.healthy():
+            if time.monotonic() > deadline:
+                raise DevClusterError(f"kube-apiserver of {self.name} not ready; see {self.logs_hint()}")
+            time.sleep(0.25)
+
+    def _wait_default_service_account(self, *, deadline: float) -> None:
+        # Pods need the ServiceAccount that kube-controller-manager creates in every namespace.
+        while self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise DevClusterError("ServiceAccount default/default never appeared (kube-controller-manager?)")
+            time.sleep(0.25)
+
+    def ensure_nodes(self) -> None:
+        existing = set(self.kubectl("get", "nodes", "-o", "name").stdout.split())
+        missing = [n.manifest() for n in FAKE_NODES if f"node/{n.name}" not in existing]
+        if missing:
+            # create (not apply): a Node's status is kept only on create.
+            doc = {"apiVersion": "v1", "kind": "List", "items": missing}
+            self.kubectl("create", "-f", "-", input_text=json.dumps(doc))
+
+    def down(self) -> None:
+        if self.exists():
+            _log(f"deleting cluster {self.name}")
+            self.kwokctl("delete", "cluster", f"--name={self.name}", "--kubeconfig=")
+        else:
+            _log(f"cluster {self.name} does not exist")
+        self.kubeconfig.unlink(missing_ok=True)
+
+    def logs_hint(self) -> str:
+        return str(self.workdir / "clusters" / self.name / "logs")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m modelship.devcluster", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["up", "down", "status", "kubeconfig", "config"])
+    parser.add_argument("--name", default=os.environ.get("MODELSHIP_CLUSTER_NAME", DEFAULT_NAME))
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (up)")
+    args = parser.parse_args(argv)
+    cluster = DevCluster(args.name)
+    try:
+        if args.command == "up":
+            cluster.up(timeout=args.timeout)
+            print(cluster.kubeconfig)
+        elif args.command == "down":
+            cluster.down()
+        elif args.command == "kubeconfig":
+            print(cluster.kubeconfig)
+        elif args.command == "config":
+            sys.stdout.write(cluster.render_config())
+        else:
+            if cluster.exists() and cluster.healthy():
+                print(f"{cluster.name}: running, {cluster.server_version()}, kubeconfig {cluster.kubeconfig}")
+            else:
+                print(f"{cluster.name}: not running")
+                return 1
+    except DevClusterError as exc:
+        _log(f"ERROR: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
