@@ -1,0 +1,124 @@
+"""`modelship build`: the CLI contract (one readable error line, exit 1) without a Docker engine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from modelship.build.context import ContextError
+from modelship.build.local import BuildError, build_local, load_into_kind
+from modelship.cli import main
+
+from .support import write_output
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class NoEngine:
+    """A docker client stand-in that fails the test if anything touches it."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the engine was contacted ({name}) before the context was verified")
+
+
+def test_context_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_output(tmp_path / "opt", b"weights")
+    rc = main(["build", "context", "--from", str(src), "--out", str(tmp_path / "ws"), "--name", "digits",
+               "--base-image", "reg/serving:1", "--revision", "rabc"])  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"build context in {tmp_path / 'ws'}: FROM reg/serving:1")
+    assert "revision rabc" in out
+    dockerfile = (tmp_path / "ws" / "Dockerfile").read_text()
+    assert "FROM reg/serving:1" in dockerfile and '"--name", "digits"' in dockerfile
+
+
+def test_context_default_base_image_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELSHIP_SERVING_IMAGE", "reg/serving@sha256:" + "ee" * 32)
+    src = write_output(tmp_path / "opt")
+    assert main(["build", "context", "--from", str(src), "--out", str(tmp_path / "ws")]) == 0
+    assert f"FROM reg/serving@sha256:{'ee' * 32}\n" in (tmp_path / "ws" / "Dockerfile").read_text()
+
+
+def test_digest_mismatch_is_one_line_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_output(tmp_path / "opt", b"a")
+    (src / "model.tflite").write_bytes(b"b")
+    assert main(["build", "context", "--from", str(src), "--out", str(tmp_path / "ws")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("modelship build: error: ") and "digest mismatch" in err
+    assert err.count("\n") == 1
+    # the local build refuses the same way, before the engine is contacted
+    assert main(["build", "--from", str(src), "--tag", "local/digits:1"]) == 1
+    assert "digest mismatch" in capsys.readouterr().err
+    with pytest.raises(ContextError, match="digest mismatch"):
+        build_local(src, "local/digits:1", base_image="x", client=NoEngine())
+
+
+def test_no_traceback_from_the_real_entry_point(tmp_path: Path) -> None:
+    src = write_output(tmp_path / "opt")
+    (src / "model.tflite").unlink()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "operator")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelship", "build", "context", "--from", str(src), "--out", str(tmp_path / "ws")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"modelship build: error: {src}: the artifact model.tflite is missing"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["build"], "nothing to do"),
+        (["build", "--from", "/x"], "--tag is required"),
+        (["build", "--from", "/x", "--tag", "Not/Valid:Tag"], "not a valid image reference"),
+    ],
+)
+def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_load_kind_without_kind(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no kind here
+    assert main(["build", "--load-kind", "dev", "--tag", "local/digits:1"]) == 1
+    err = capsys.readouterr().err
+    assert "kind is not installed" in err and err.count("\n") == 1
+
+
+def _fake_kind(tmp_path: Path, rc: int) -> Path:
+    kind = tmp_path / "kind"
+    kind.write_text(
+        f'#!/bin/sh\necho "$@" > {tmp_path}/kind-argv\necho "ERROR: no nodes found for cluster" >&2\nexit {rc}\n'
+    )
+    kind.chmod(0o755)
+    return kind
+
+
+def test_load_kind_shells_out(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_kind(tmp_path, 0)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    lines: list[str] = []
+    load_into_kind("local/digits:1", "dev", lines.append)
+    assert (tmp_path / "kind-argv").read_text().split() == ["load", "docker-image", "local/digits:1", "--name", "dev"]
+    assert lines[0] == "loading local/digits:1 into kind cluster dev"
+
+
+def test_load_kind_failure_is_readable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_kind(tmp_path, 1)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with pytest.raises(BuildError, match="failed: ERROR: no nodes found for cluster"):
+        load_into_kind("local/digits:1", "dev")
+
+
+def test_engine_unreachable_is_readable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
+    src = write_output(tmp_path / "opt")
+    with pytest.raises(BuildError, match="cannot reach the Docker engine"):
+        build_local(src, "local/digits:1", base_image="x")
