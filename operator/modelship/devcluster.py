@@ -296,7 +296,7 @@ class DevCluster:
                 _log(f"reusing running cluster {self.name}")
             else:
                 _log(f"cluster {self.name} exists but is not healthy: recreating it")
-                self.kwokctl("delete", "cluster", f"--name={self.name}", "--kubeconfig=", check=False)
+                self._delete(check=False)
         if not self.exists():
             self.config_path.parent.mkdir(parents=True, exist_ok=True)
             self.config_path.write_text(self.render_config())
@@ -354,10 +354,16 @@ class DevCluster:
             doc = {"apiVersion": "v1", "kind": "List", "items": missing}
             self.kubectl("create", "-f", "-", input_text=json.dumps(doc))
 
+    def _delete(self, *, check: bool) -> None:
+        # kwokctl removes the cluster's context from --kubeconfig (it rejects an empty path): point
+        # it at our own kubeconfig, which goes away anyway, never at ~/.kube/config.
+        self.kwokctl("delete", "cluster", f"--name={self.name}", f"--kubeconfig={self.kubeconfig}", check=check)
+        self.kubeconfig.unlink(missing_ok=True)
+
     def down(self) -> None:
         if self.exists():
             _log(f"deleting cluster {self.name}")
-            self.kwokctl("delete", "cluster", f"--name={self.name}", "--kubeconfig=")
+            self._delete(check=True)
         else:
             _log(f"cluster {self.name} does not exist")
         self.kubeconfig.unlink(missing_ok=True)
