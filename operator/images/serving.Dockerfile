@@ -26,7 +26,9 @@ RUN python3 requirements.py pyproject.toml --extra serve --no-core --core-only p
 COPY operator/modelship /src/operator/modelship
 RUN /opt/venv/bin/pip install --no-deps --no-build-isolation /src \
  && /opt/venv/bin/modelship serve --help >/dev/null \
- && /opt/venv/bin/pip uninstall -y pip setuptools wheel
+ && /opt/venv/bin/pip uninstall -y pip setuptools wheel \
+ && find /opt/venv/lib/python3*/site-packages -depth -type d -name tests -exec rm -rf {} + \
+ && /opt/venv/bin/python -c "import numpy, ai_edge_litert.interpreter, orjson, httptools, modelship.serve.server"
 
 FROM ${BASE_IMAGE}
 RUN groupadd --system --gid 65532 modelship \

@@ -191,7 +191,7 @@ def dockerfile_text(
         f"FROM {base_image}\n"
         f"LABEL {label_lines}\n"
         f"COPY model/ {MODEL_DIR}/\n"
-        f"ENV MODELSHIP_MODEL={model_path} MODELSHIP_MODEL_NAME={_quote(name)}\n"
+        f"ENV MODELSHIP_MODEL={model_path} MODELSHIP_NAME={_quote(name)}\n"
         f"USER {RUN_AS}\n"
         f"EXPOSE {port}\n"
         "HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \\\n"
