@@ -1,0 +1,291 @@
+"""Dynamic batching over a pool of worker threads, one model runner (interpreter set) per thread.
+
+The event loop owns the queue; workers only run batches. A request is dispatched as soon as a worker is
+free. It waits for others to join (at most ``max_wait_s`` after it was queued, and only until the batch
+is full) only while other requests are still arriving; a lone request never waits. Under load, requests
+queue while all workers are busy, so batches form without any waiting.
+
+Each worker quantizes, concatenates and pads its batch, invokes, dequantizes and splits the result by
+request; the interpreter releases the GIL while it runs, so workers run in parallel with the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from .errors import Unavailable
+from .metrics import Metrics
+from .model import ServedModel
+from .tensors import Array
+
+log = logging.getLogger("modelship.serve.batching")
+
+Result = dict[str, Array]
+Callback = Callable[[Result | None, BaseException | None], None]
+
+
+class Job:
+    """One request's inputs (in request dtypes), waiting for a batch."""
+
+    __slots__ = ("callback", "done", "enqueued", "inputs", "key", "rows")
+
+    def __init__(self, inputs: Mapping[str, Array], rows: int, callback: Callback) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.callback = callback
+        # requests batch together only when their non-batch dimensions agree
+        self.key = tuple(a.shape[1:] for a in inputs.values())
+        self.enqueued = 0.0
+        self.done = False  # answered (result, error or timeout); a done job is skipped
+
+
+class _Worker:
+    __slots__ = ("index", "queue", "thread")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.queue: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+
+
+class Batcher:
+    def __init__(
+        self,
+        model: ServedModel,
+        *,
+        workers: int,
+        threads: int,
+        max_batch_size: int,
+        max_wait_s: float,
+        metrics: Metrics | None = None,
+        arriving: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.model = model
+        self.workers = max(1, workers)
+        self.threads = max(1, threads)
+        self.max_batch_size = max(1, max_batch_size) if model.batchable else 1
+        self.max_wait_s = max(0.0, max_wait_s)
+        self._arriving = arriving
+        self._pending: deque[Job] = deque()
+        self._pending_rows = 0
+        self._idle: list[_Worker] = []
+        self._all: list[_Worker] = []
+        self._busy = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._metrics = metrics
+        self._batch_hist: Any = None
+        self._batch_req_hist: Any = None
+        self._infer_hist: Any = None
+        if metrics is not None:
+            self._batch_hist = metrics.batch_size.labels(model.name)
+            self._batch_req_hist = metrics.batch_requests.labels(model.name)
+            self._infer_hist = metrics.inference.labels(model.name)
+            metrics.queue_depth.labels(model.name).set_function(lambda: len(self._pending))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start the workers; each builds its runner and warms it up. Returns when all are ready."""
+        self._loop = asyncio.get_running_loop()
+        futures: list[concurrent.futures.Future[None]] = []
+        for i in range(self.workers):
+            w = _Worker(i)
+            fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+            w.thread = threading.Thread(
+                target=self._worker_main, args=(w, fut), name=f"modelship-worker-{i}", daemon=True
+            )
+            self._all.append(w)
+            futures.append(fut)
+            w.thread.start()
+        try:
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        except BaseException:
+            await self.stop()
+            raise
+        self._idle = list(reversed(self._all))
+
+    async def stop(self) -> None:
+        """Fail queued jobs, stop the workers after their current batch and join them."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._pending:
+            job = self._pending.popleft()
+            if not job.done:
+                job.done = True
+                job.callback(None, Unavailable("server is shutting down"))
+        self._pending_rows = 0
+        for w in self._all:
+            w.queue.put(None)
+        threads = [w.thread for w in self._all if w.thread is not None]
+        if threads:
+
+            def join() -> None:
+                for t in threads:
+                    t.join()
+
+            await asyncio.to_thread(join)
+
+    # ------------------------------------------------------------------ loop side
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    @property
+    def busy_workers(self) -> int:
+        return self._busy
+
+    def submit(self, job: Job) -> None:
+        """Queue a job (event loop thread only). Its callback runs on the loop thread exactly once."""
+        if self._closed:
+            job.done = True
+            job.callback(None, Unavailable("server is shutting down"))
+            return
+        job.enqueued = time.monotonic()
+        self._pending.append(job)
+        self._pending_rows += job.rows
+        if self._idle:
+            self._dispatch(False)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch(True)
+
+    def _dispatch(self, deadline_passed: bool) -> None:
+        pending = self._pending
+        while self._idle and pending:
+            head = pending[0]
+            if head.done:
+                pending.popleft()
+                self._pending_rows -= head.rows
+                continue
+            if (
+                not deadline_passed
+                and self.max_wait_s > 0
+                and self._pending_rows < self.max_batch_size
+                and self._arriving() > 0
+            ):
+                deadline = head.enqueued + self.max_wait_s
+                if time.monotonic() < deadline:
+                    if self._timer is None and self._loop is not None:
+                        delay = deadline - time.monotonic()
+                        self._timer = self._loop.call_later(max(0.0, delay), self._on_timer)
+                    return
+            deadline_passed = False
+            batch = self._take()
+            if not batch:
+                continue
+            worker = self._idle.pop()
+            self._busy += 1
+            worker.queue.put(batch)
+        if not pending and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _take(self) -> list[Job]:
+        pending = self._pending
+        head = pending.popleft()
+        self._pending_rows -= head.rows
+        batch = [head]
+        rows = head.rows
+        if rows >= self.max_batch_size:
+            return batch
+        skipped: list[Job] = []
+        while pending and rows < self.max_batch_size and len(skipped) < 64:
+            job = pending[0]
+            if job.done:
+                pending.popleft()
+                self._pending_rows -= job.rows
+                continue
+            if job.key != head.key:
+                skipped.append(pending.popleft())
+                continue
+            if rows + job.rows > self.max_batch_size:
+                break
+            pending.popleft()
+            self._pending_rows -= job.rows
+            batch.append(job)
+            rows += job.rows
+        if skipped:
+            pending.extendleft(reversed(skipped))
+        return batch
+
+    def _complete(
+        self, worker: _Worker, batch: list[Job], results: list[Result] | None, err: BaseException | None
+    ) -> None:
+        self._busy -= 1
+        if not self._closed:
+            self._idle.append(worker)
+        for i, job in enumerate(batch):
+            if job.done:
+                continue
+            job.done = True
+            try:
+                job.callback(results[i] if results is not None else None, err)
+            except Exception:
+                log.exception("response callback failed", extra={"model": self.model.name})
+        if self._pending and not self._closed:
+            self._dispatch(False)
+
+    # ------------------------------------------------------------------ worker side
+
+    def _worker_main(self, worker: _Worker, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            runner = self.model.create_runner(self.threads, self.max_batch_size)
+            runner.warmup()
+        except BaseException as e:
+            log.exception("worker failed to start", extra={"model": self.model.name, "worker": worker.index})
+            ready.set_exception(e)
+            return
+        ready.set_result(None)
+        loop = self._loop
+        assert loop is not None
+        model = self.model
+        get = worker.queue.get
+        while True:
+            batch = get()
+            if batch is None:
+                return
+            results: list[Result] | None = None
+            err: BaseException | None = None
+            t0 = time.perf_counter()
+            try:
+                if len(batch) == 1:
+                    raw = model.encode_inputs(batch[0].inputs)
+                else:
+                    encoded = [model.encode_inputs(j.inputs) for j in batch]
+                    raw = {name: np.concatenate([e[name] for e in encoded]) for name in encoded[0]}
+                out = model.decode_outputs(runner.run(raw))
+                if len(batch) == 1:
+                    results = [out]
+                else:
+                    results = []
+                    offset = 0
+                    for j in batch:
+                        results.append({k: v[offset : offset + j.rows] for k, v in out.items()})
+                        offset += j.rows
+            except Exception as e:
+                log.exception("inference failed", extra={"model": model.name})
+                err = e
+            if self._infer_hist is not None:
+                self._infer_hist.observe(time.perf_counter() - t0)
+                self._batch_hist.observe(sum(j.rows for j in batch))
+                self._batch_req_hist.observe(len(batch))
+            try:
+                loop.call_soon_threadsafe(self._complete, worker, batch, results, err)
+            except RuntimeError:  # loop closed during a forced shutdown
+                return

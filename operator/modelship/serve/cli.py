@@ -1,0 +1,113 @@
+"""``modelship serve``: the subcommand the lead's top-level CLI registers via :func:`register`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .config import ENV_VARS, ServeConfig
+
+_D = ServeConfig(model="")
+
+
+def _env(field: str) -> str:
+    return ENV_VARS[field]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``serve`` subparser to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="serve a TFLite or SavedModel over TF Serving REST (v1) and the Open Inference Protocol (v2)",
+        description=(
+            "Serve a model over HTTP: TF Serving REST (/v1/models/NAME:predict) and the Open Inference "
+            "Protocol (/v2/models/NAME/infer), health at /v2/health/{live,ready}, Prometheus metrics at "
+            "/metrics. Every flag can also be set with the MODELSHIP_* environment variable shown; flags win."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+    def add(flag: str, field: str, kind: Any, help_text: str, default: Any) -> None:
+        p.add_argument(
+            flag,
+            dest=field,
+            type=kind,
+            default=None,
+            help=f"{help_text} [env {_env(field)}; default {default}]",
+        )
+
+    add(
+        "--model",
+        "model",
+        str,
+        "model path: a .tflite file, a SavedModel directory, or a versioned base dir",
+        "required",
+    )
+    add("--name", "name", str, "model name in URLs", "the file or directory name")
+    add("--model-version", "model_version", str, "version reported and accepted in /versions/N", "numeric dir or 1")
+    add("--host", "host", str, "listen address", _D.host)
+    add("--port", "port", int, "listen port", _D.port)
+    add("--workers", "workers", int, "interpreter workers (0 = one per CPU of the container limit)", "0")
+    add("--threads", "threads", int, "intra-op threads per worker (0 = CPUs / workers)", "0")
+    add("--max-batch-size", "max_batch_size", int, "largest batch formed by dynamic batching", _D.max_batch_size)
+    add(
+        "--batch-timeout-us",
+        "batch_timeout_us",
+        int,
+        "longest a request waits for others to join its batch (only while others are arriving)",
+        _D.batch_timeout_us,
+    )
+    add("--max-request-bytes", "max_request_bytes", int, "larger request bodies get 413", _D.max_request_bytes)
+    add("--request-timeout-s", "request_timeout_s", float, "per-request deadline (504), 0 = none", _D.request_timeout_s)
+    add(
+        "--keepalive-timeout-s",
+        "keepalive_timeout_s",
+        float,
+        "idle keep-alive connections are closed after",
+        _D.keepalive_timeout_s,
+    )
+    add(
+        "--drain-seconds",
+        "drain_seconds",
+        float,
+        "after SIGTERM, keep serving this long with readiness false",
+        _D.drain_seconds,
+    )
+    add(
+        "--shutdown-timeout-s",
+        "shutdown_timeout_s",
+        float,
+        "then wait at most this long for in-flight requests",
+        _D.shutdown_timeout_s,
+    )
+    add("--log-level", "log_level", str, "debug, info, warning or error", _D.log_level)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM. Returns the process exit code."""
+    from .config import config_from
+    from .logs import setup_logging
+
+    values = {k: getattr(args, k, None) for k in ENV_VARS}
+    try:
+        cfg = config_from(values)
+    except ValueError as e:
+        setup_logging("info")
+        import logging
+
+        logging.getLogger("modelship.serve").error("invalid configuration", extra={"error": str(e)})
+        return 2
+    setup_logging(cfg.log_level)
+    from .server import run as run_server
+
+    return run_server(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point (``python -m modelship.serve``) for images without the full CLI."""
+    parser = argparse.ArgumentParser(prog="modelship")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
