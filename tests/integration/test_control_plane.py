@@ -170,6 +170,24 @@ def test_job_annotated_to_fail_is_failed_with_reason(api_client: client.ApiClien
     assert terminated.message == "accuracy dropped by 0.12 > 0.05"
 
 
+def test_job_with_duration_annotation_is_observably_running(api_client: client.ApiClient, namespace: str) -> None:
+    # modelship.io/test-duration keeps the pod Running for a while, so "Job in progress" states
+    # can be observed; without it Job pods finish as soon as they start.
+    annotations = {devcluster.ANNOTATION_DURATION: "3s", devcluster.ANNOTATION_TERMINATION_MESSAGE: "done"}
+    _api(client.BatchV1Api, api_client).create_namespaced_job(namespace, _job("slow", annotations))
+
+    def running() -> Any:
+        pods = job_pods(api_client, namespace, "slow")
+        return pods[0] if pods and pods[0].status.phase == "Running" else None
+
+    pod = wait_for(running, timeout=60, interval=0.1, description="Job pod Running")
+    assert condition(pod, "Ready").status == "True"
+    job = wait_job_finished(api_client, namespace, "slow")
+    assert condition(job, "Complete").status == "True"
+    (pod,) = job_pods(api_client, namespace, "slow")
+    assert pod.status.container_statuses[0].state.terminated.message == "done"
+
+
 # ---------------------------------------------------------------------------- scheduling
 
 
