@@ -47,7 +47,8 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
     here = str(Path(__file__).parent)
     code = (
         f"import sys, numpy as np; sys.path.insert(0, {here!r}); import modelgen; from pathlib import Path; "
-        f"m = modelgen.build_digits(Path({str(out)!r})); np.save(Path({str(out)!r}) / 'x_test.npy', m.x_test)"
+        f"m = modelgen.build_digits(Path({str(out)!r})); np.save(Path({str(out)!r}) / 'x_test.npy', m.x_test); "
+        f"np.save(Path({str(out)!r}) / 'y_test.npy', m.y_test)"
     )
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     subprocess.run([PY, "-c", code], check=True, env=env, capture_output=True, timeout=600)

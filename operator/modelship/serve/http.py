@@ -19,6 +19,7 @@ import contextlib
 import email.utils
 import errno
 import logging
+import os
 import socket
 import time
 from collections import deque
@@ -95,7 +96,8 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.closed = False
         self.lingering = False
-        self.last_active = time.monotonic()
+        self.last_active = self.created = time.monotonic()
+        self.seen_request = False  # anything parsed yet on this connection
         self.message_started: float | None = None  # a request is being received since
         self.receiving = False  # headers done, body not yet
         self.queue: deque[Request] = deque()
@@ -157,6 +159,7 @@ class _Conn(asyncio.Protocol):
     # ------------------------------------------------------------------ httptools callbacks
 
     def on_message_begin(self) -> None:
+        self.seen_request = True
         self.message_started = time.monotonic()
         self._url = []
         self._headers = {}
@@ -261,7 +264,7 @@ class _Conn(asyncio.Protocol):
         srv.in_flight -= 1
         srv.responses += 1
         keep_alive = req.keep_alive and not srv.draining and not self.closed and not self.lingering
-        self._write(resp, keep_alive)
+        self._write(resp, keep_alive, head_only=req.method == "HEAD")
         if not keep_alive:
             self._close_after_write()
             return
@@ -271,7 +274,7 @@ class _Conn(asyncio.Protocol):
         if self.queue:
             self._next()
 
-    def _write(self, resp: Response, keep_alive: bool) -> None:
+    def _write(self, resp: Response, keep_alive: bool, head_only: bool = False) -> None:
         t = self.transport
         if t is None or self.closed or t.is_closing():
             return
@@ -291,7 +294,9 @@ class _Conn(asyncio.Protocol):
             for k, v in resp.headers:
                 head.append(f"{k}: {v}\r\n".encode("latin-1"))
         head.append(b"\r\n")
-        if len(body) <= 65536:
+        if head_only:
+            t.write(b"".join(head))
+        elif len(body) <= 65536:
             head.append(body)
             t.write(b"".join(head))
         else:
@@ -334,13 +339,33 @@ class _Conn(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         loop.call_later(self.server.linger_s, self._close_after_write)
 
-    def close_if_idle(self) -> bool:
-        """Close now if no request is in progress (used by drain and the keep-alive timeout)."""
+    def close_if_idle(self, fresh_grace_s: float = 0.0) -> bool:
+        """Close now if no request is in progress (used by drain and the keep-alive timeout).
+
+        A connection that has not sent anything yet is spared for ``fresh_grace_s``: it was just accepted
+        (perhaps from the backlog while closing) and its request is most likely already on the way.
+        """
         if self.current is None and not self.queue and not self.receiving and self.message_started is None:
+            if not self.seen_request and time.monotonic() - self.created < fresh_grace_s:
+                return False
+            if fresh_grace_s and self._input_pending():
+                return False  # a request is in the kernel buffer: read and answer it first
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.close()
             return True
         return False
+
+    def _input_pending(self) -> bool:
+        """Bytes from the client wait in the kernel buffer (peeked on a dup of the socket)."""
+        t = self.transport
+        sock = t.get_extra_info("socket") if t is not None else None
+        if sock is None:
+            return False
+        try:
+            with socket.socket(fileno=os.dup(sock.fileno())) as s:
+                return bool(s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:  # BlockingIOError: nothing pending; others: treat as closed
+            return False
 
 
 class _Stop(Exception):
@@ -455,7 +480,7 @@ class HttpServer:
         deadline = time.monotonic() + timeout_s
         while True:
             for c in list(self.connections):
-                c.close_if_idle()
+                c.close_if_idle(fresh_grace_s=1.0)
             if not self.connections:
                 return True
             remaining = deadline - time.monotonic()

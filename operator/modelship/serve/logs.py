@@ -55,15 +55,24 @@ def native_stderr_to_log(logger: logging.Logger) -> Iterator[None]:
     except (OSError, ValueError):  # pragma: no cover - no usable fd 2
         yield
         return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
+    try:  # an anonymous memory file: works on a read-only root filesystem
+        capture = os.fdopen(os.memfd_create("modelship-stderr"), "w+b")
+    except (AttributeError, OSError):
+        try:
+            capture = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the with-block below
+        except OSError:
+            os.close(saved)
+            yield
+            return
+    with capture:
+        os.dup2(capture.fileno(), 2)
         try:
             yield
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode("utf-8", "replace")
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace")
             for line in text.splitlines():
                 if line.strip():
                     logger.info("native: %s", line.strip(), extra={"native": True})
