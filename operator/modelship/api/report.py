@@ -61,6 +61,10 @@ class Measurement(ApiModel):
     """95th-percentile single-sample latency."""
     throughput_per_s: float | None = None
     """Samples per second at the benchmark batch size."""
+    threads: int | None = None
+    """Interpreter threads the latency and throughput were measured with."""
+    batch_size: int | None = None
+    """Batch size of the throughput measurement."""
 
 
 class StepReport(ApiModel):
@@ -78,6 +82,14 @@ class StepReport(ApiModel):
     """Measurements after the step."""
     notes: list[str] = Field(default_factory=list)
     """Warnings and limits (e.g. layers skipped, Keras 3 PTQ-only)."""
+    chain: list[str] = Field(default_factory=list)
+    """Auto candidates: the steps the candidate ran, with their parameters."""
+    skipped: bool = False
+    """The step or candidate did not run (see notes: time budget, PTQ-only input, ...)."""
+    error: str | None = None
+    """Why the step or candidate failed (auto candidates fail alone; the search goes on)."""
+    shipped: bool = False
+    """This result is the artifact that ships."""
 
 
 class Summary(ApiModel):
@@ -173,3 +185,17 @@ class Report(ApiModel):
     """Limits that applied (Keras 3 input: post-training quantization only, ...)."""
     environment: dict[str, str] = Field(default_factory=dict)
     """Versions of TensorFlow, tf-keras, TFMOT and LiteRT used."""
+    strategy: str | None = None
+    """Steps, Auto, or Disabled (optimization.enabled false)."""
+    objective: str | None = None
+    """Auto: Size or Latency."""
+    gate: dict[str, str | float] = Field(default_factory=dict)
+    """The gate as applied: maxDrop, dropType, onFail."""
+    baseline_tflite_metric: float | None = None
+    """Metric of the float32 TFLite conversion of the original (differs from baseline.metric only by conversion)."""
+    source_gzip_bytes: int | None = None
+    """gzip -9 size of the model as fetched (a directory: of a deterministic tar)."""
+    export_format: str | None = None
+    """tflite or savedmodel."""
+    seconds: float | None = None
+    """Wall time of the whole optimization."""

@@ -1,0 +1,294 @@
+"""Recognize and load the input model: tf-keras ``.h5`` / ``.keras``, SavedModel directories, ``.tflite``.
+
+:func:`inspect_model` reads only file headers and archive metadata (no TensorFlow): a corrupt, truncated or
+wrong-format file, or a Keras 3 ``.keras`` file, fails there with one message naming the file and what was expected.
+:func:`load_model` then imports TensorFlow and loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..api.source import ModelFormat
+from . import tfenv
+from .errors import OptimizeError
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGIC = b"PK\x03\x04"
+TFLITE_IDENTIFIER = b"TFL3"
+
+EXPECTED = {
+    ModelFormat.H5: "an HDF5 Keras model (.h5)",
+    ModelFormat.KERAS: "a tf-keras .keras archive (zip)",
+    ModelFormat.SAVEDMODEL: "a SavedModel directory (with saved_model.pb)",
+    ModelFormat.TFLITE: "a TFLite flatbuffer (.tflite)",
+}
+
+KERAS3_ADVICE = (
+    "the optimizer uses tf-keras (Keras 2) because TFMOT does not support Keras 3: export a SavedModel with "
+    "model.export(DIR) (post-training quantization only) or build and save the model with tf-keras"
+)
+
+PTQ_ONLY_NOTE = (
+    "the input is a SavedModel without tf-keras metadata (e.g. a Keras 3 model.export()): "
+    "only post-training quantization applies; prune, cluster, lowRank and QAT steps are skipped"
+)
+
+
+def sniff(path: Path) -> ModelFormat | None:
+    """The format the content looks like, or None when it is none of ours."""
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+            return ModelFormat.SAVEDMODEL
+        return None
+    with path.open("rb") as f:
+        head = f.read(8)
+    if head.startswith(HDF5_MAGIC):
+        return ModelFormat.H5
+    if head.startswith(ZIP_MAGIC):
+        return ModelFormat.KERAS
+    if len(head) == 8 and head[4:8] == TFLITE_IDENTIFIER:
+        return ModelFormat.TFLITE
+    return None
+
+
+def format_from_name(path: Path) -> ModelFormat | None:
+    """Format from the file extension (a directory is a SavedModel)."""
+    if path.is_dir():
+        return ModelFormat.SAVEDMODEL
+    suffix = path.suffix.lower()
+    return {
+        ".h5": ModelFormat.H5,
+        ".hdf5": ModelFormat.H5,
+        ".keras": ModelFormat.KERAS,
+        ".tflite": ModelFormat.TFLITE,
+    }.get(suffix)
+
+
+@dataclass
+class ModelInfo:
+    """What inspect_model found out without TensorFlow."""
+
+    path: Path
+    format: ModelFormat
+    keras_version: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def inspect_model(path: Path, declared: ModelFormat | None = None) -> ModelInfo:
+    """Check that ``path`` holds a model of the declared (or inferred) format; raise OptimizeError if not."""
+    if not path.exists():
+        raise OptimizeError(f"{path}: no such file or directory")
+    fmt = declared or format_from_name(path) or sniff(path)
+    if fmt is None:
+        raise OptimizeError(
+            f"{path}: cannot tell the model format from the name or content; "
+            "expected .h5, .keras, .tflite or a SavedModel directory (or pass --format)"
+        )
+    if path.is_dir() != (fmt == ModelFormat.SAVEDMODEL):
+        what = "a directory" if path.is_dir() else "a file"
+        raise OptimizeError(f"{path}: expected {EXPECTED[fmt]} but found {what}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise OptimizeError(f"{path}: the file is empty; expected {EXPECTED[fmt]}")
+    found = sniff(path)
+    if found != fmt:
+        if found is None:
+            detail = "the content is not recognizable (corrupt or not a model)"
+            if fmt == ModelFormat.SAVEDMODEL:
+                detail = "saved_model.pb is missing"
+        else:
+            detail = f"the content looks like {EXPECTED[found]}"
+        raise OptimizeError(f"{path}: expected {EXPECTED[fmt]} but {detail}")
+    info = ModelInfo(path=path, format=fmt)
+    if fmt == ModelFormat.KERAS:
+        _inspect_keras_zip(info)
+    elif fmt == ModelFormat.H5:
+        _inspect_h5(info)
+    elif fmt == ModelFormat.SAVEDMODEL and not (path / "variables").is_dir():
+        info.notes.append("the SavedModel has no variables/ directory")
+    return info
+
+
+def _inspect_keras_zip(info: ModelInfo) -> None:
+    path = info.path
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            bad = archive.testzip()
+            if bad is not None:
+                raise OptimizeError(f"{path}: corrupt .keras archive ({bad} fails its checksum)")
+            if "config.json" not in names:
+                raise OptimizeError(f"{path}: expected {EXPECTED[ModelFormat.KERAS]} but it has no config.json")
+            meta: dict[str, Any] = {}
+            if "metadata.json" in names:
+                meta = json.loads(archive.read("metadata.json"))
+    except zipfile.BadZipFile as exc:
+        raise OptimizeError(
+            f"{path}: expected {EXPECTED[ModelFormat.KERAS]} but the zip is corrupt or truncated ({exc})"
+        ) from None
+    except (OSError, ValueError, EOFError) as exc:  # EOFError/zlib errors on truncated members
+        raise OptimizeError(f"{path}: corrupt .keras archive ({exc})") from None
+    version = str(meta.get("keras_version", ""))
+    info.keras_version = version or None
+    if version.startswith("3"):
+        raise OptimizeError(f"{path} is a Keras {version} model: {KERAS3_ADVICE}")
+
+
+def _inspect_h5(info: ModelInfo) -> None:
+    path = info.path
+    try:
+        import h5py  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:  # pragma: no cover - h5py comes with TensorFlow
+        return
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+            if "model_config" not in attrs:
+                raise OptimizeError(
+                    f"{path}: expected {EXPECTED[ModelFormat.H5]} but the HDF5 file has no model_config "
+                    "(weights only? save the whole model with model.save)"
+                )
+            version = attrs.get("keras_version")
+    except OptimizeError:
+        raise
+    except (OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise OptimizeError(
+            f"{path}: corrupt or truncated HDF5 file ({reason}); expected {EXPECTED[ModelFormat.H5]}"
+        ) from None
+    if isinstance(version, bytes):
+        version = version.decode()
+    info.keras_version = str(version) if version is not None else None
+    if info.keras_version and info.keras_version.startswith("3"):
+        info.notes.append(f"the .h5 file was written by Keras {info.keras_version}; loading it with tf-keras")
+
+
+@dataclass
+class LoadedModel:
+    """The input model, loaded."""
+
+    info: ModelInfo
+    keras: Any | None = None
+    """tf-keras model (None for SavedModel-only and TFLite inputs)."""
+    saved_model: Any | None = None
+    """tf.saved_model.load() result when there is no tf-keras model."""
+    tflite: bytes | None = None
+    """The bytes of a .tflite input."""
+    input_shape: tuple[int | None, ...] = ()
+    """Input shape including the batch dimension."""
+    output_shape: tuple[int | None, ...] = ()
+    """Output shape including the batch dimension."""
+    input_dtype: str = "float32"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ptq_only(self) -> bool:
+        """Only post-training quantization applies (no tf-keras model to train)."""
+        return self.keras is None
+
+    @property
+    def path(self) -> Path:
+        return self.info.path
+
+    def predict(self, x: np.ndarray[Any, Any], batch_size: int = 256) -> np.ndarray[Any, Any]:
+        """Outputs of the original model (not a TFLite conversion)."""
+        if self.keras is not None:
+            return np.asarray(self.keras.predict(x, batch_size=batch_size, verbose=0))
+        if self.saved_model is not None:
+            fn = self.saved_model.signatures["serving_default"]
+            name = next(iter(fn.structured_input_signature[1]))
+            outs = []
+            for start in range(0, len(x), batch_size):
+                result = fn(**{name: x[start : start + batch_size]})
+                outs.append(next(iter(result.values())).numpy())
+            return np.concatenate(outs, axis=0)
+        raise OptimizeError("a .tflite input has no original model to evaluate besides itself")
+
+
+def _shape(value: Any) -> tuple[int | None, ...]:
+    return tuple(None if d is None else int(d) for d in value)
+
+
+def load_model(info: ModelInfo) -> LoadedModel:
+    """Load an inspected model with TensorFlow."""
+    loaded = LoadedModel(info=info, notes=list(info.notes))
+    if info.format == ModelFormat.TFLITE:
+        from .measure import tflite_io
+
+        loaded.tflite = info.path.read_bytes()
+        try:
+            inp, out = tflite_io(loaded.tflite)
+        except Exception as exc:
+            raise OptimizeError(f"{info.path}: not a valid TFLite model ({_first_line(exc)})") from None
+        loaded.input_shape, loaded.output_shape = _shape(inp["shape"]), _shape(out["shape"])
+        loaded.input_dtype = np.dtype(inp["dtype"]).name
+        return loaded
+    t = tfenv.load()
+    if info.format in (ModelFormat.H5, ModelFormat.KERAS) or (info.path / "keras_metadata.pb").is_file():
+        loaded.keras = _load_keras(t, info)
+    if loaded.keras is None:
+        loaded.saved_model = _load_saved_model(t, info.path)
+        loaded.notes.append(PTQ_ONLY_NOTE)
+        fn = loaded.saved_model.signatures["serving_default"]
+        inputs = fn.structured_input_signature[1]
+        outputs = fn.structured_outputs
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise OptimizeError(
+                f"{info.path}: the serving_default signature has {len(inputs)} inputs and {len(outputs)} outputs; "
+                "the optimizer handles models with one input and one output"
+            )
+        spec = next(iter(inputs.values()))
+        loaded.input_shape = _shape(spec.shape)
+        loaded.input_dtype = spec.dtype.name
+        loaded.output_shape = _shape(next(iter(outputs.values())).shape)
+        return loaded
+    model = loaded.keras
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise OptimizeError(
+            f"{info.path}: the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+            "the optimizer handles models with one input and one output"
+        )
+    loaded.input_shape = _shape(model.inputs[0].shape)
+    loaded.output_shape = _shape(model.outputs[0].shape)
+    loaded.input_dtype = model.inputs[0].dtype.name
+    return loaded
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _load_keras(t: tfenv.TF, info: ModelInfo) -> Any:
+    try:
+        with tfenv.quiet_native_stderr():
+            return t.keras.models.load_model(str(info.path), compile=False)
+    except Exception as exc:
+        reason = _first_line(exc)
+        if info.format == ModelFormat.SAVEDMODEL:
+            info.notes.append(f"tf-keras could not load the SavedModel ({reason}); treating it as a plain SavedModel")
+            return None
+        if "batch_shape" in str(exc) or (info.keras_version or "").startswith("3"):
+            raise OptimizeError(f"{info.path} looks like a Keras 3 model: {KERAS3_ADVICE}") from None
+        if "truncated" in str(exc).lower() or "unable to" in str(exc).lower():
+            raise OptimizeError(
+                f"{info.path}: corrupt or truncated file ({reason}); expected {EXPECTED[info.format]}"
+            ) from None
+        raise OptimizeError(f"{info.path}: cannot load as a tf-keras model: {reason}") from None
+
+
+def _load_saved_model(t: tfenv.TF, path: Path) -> Any:
+    try:
+        with tfenv.quiet_native_stderr():
+            loaded = t.tf.saved_model.load(str(path))
+    except Exception as exc:
+        raise OptimizeError(f"{path}: cannot load the SavedModel: {_first_line(exc)}") from None
+    if "serving_default" not in getattr(loaded, "signatures", {}):
+        raise OptimizeError(f"{path}: the SavedModel has no serving_default signature to convert")
+    return loaded
