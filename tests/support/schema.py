@@ -101,7 +101,7 @@ def validate(doc: dict[str, Any]) -> list[str]:
     """Messages the API server would give (schema first; CEL only when the schema passes, as it does)."""
     schema = root_schema()
     obj = apply_defaults(schema, copy.deepcopy(_json_ready(doc)))
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = jsonschema.Draft4Validator(schema)  # OpenAPI v3.0 keeps draft-4 bounds
     errors = _unknown_fields(schema, obj, "") + [
         ".".join(str(p) for p in e.absolute_path) + f": {e.message}"
         for e in sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))

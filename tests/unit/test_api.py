@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from modelship.api import ModelDeployment, Summary
-from modelship.errors import describe_validation_error
 from pydantic import ValidationError
 
+from modelship.api import ModelDeployment, Summary
+from modelship.errors import describe_validation_error
 from tests.support import schema
 from tests.support.specs import INVALID, InvalidCase, invalid_doc, valid_doc
 

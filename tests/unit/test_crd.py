@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from modelship.api.crd import _check_descriptions, crd, crd_yaml, openapi_schema
 from pydantic import BaseModel
 
+from modelship.api.crd import _check_descriptions, crd, crd_yaml, openapi_schema
 from tests.support.schema import CRD_PATH
 
 
@@ -68,3 +68,17 @@ def test_missing_description_is_caught() -> None:
     schema = openapi_schema(Undocumented)
     with pytest.raises(ValueError, match=r"fieldWithoutDocs|field_without_docs"):
         _check_descriptions(schema, "spec")
+
+
+def test_every_default_satisfies_its_own_schema_and_rules() -> None:
+    """The API server rejects a CRD whose defaults break their own CEL rules (it does not default inside them)."""
+    from tests.support.schema import _cel_errors, _typed
+
+    root = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    checked = 0
+    for path, node in _walk(root):
+        if "default" in node:
+            errors = _cel_errors(node, _typed(node, node["default"]), path)
+            assert errors == [], errors
+            checked += 1
+    assert checked > 30

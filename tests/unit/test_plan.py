@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from modelship.api import ModelDeployment, Summary
 from modelship.config import OperatorConfig
 from modelship.controller.observe import DeploymentObservation, JobObservation, JobState, Observed
 from modelship.controller.plan import parse_build_result, plan
 from modelship.resources.revision import revision
-
 from tests.support.specs import valid_doc
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -292,15 +292,15 @@ def test_last_transition_time_kept_while_status_unchanged() -> None:
 
 
 def test_build_result_parsing() -> None:
-    ok = parse_build_result(json.dumps({"ok": True, "image": IMAGE, "digest": DIGEST, "platforms": ["linux/amd64"]}))
-    assert ok.image == IMAGE and ok.platforms == ("linux/amd64",)
-    for bad, why in [
-        ("", "no result"),
-        ("oops", "not JSON"),
-        ('{"ok": true, "image": "repo:tag"}', "repository@sha256"),
-    ]:
+    repo, platforms = "registry.local:5000/models/digits", ["linux/amd64"]
+    line = json.dumps({"ok": True, "image": IMAGE, "digest": DIGEST, "platforms": platforms})
+    ok = parse_build_result(line, repo, platforms)
+    assert ok.image == IMAGE and ok.platforms == platforms
+    kaniko = parse_build_result(DIGEST + "\n", repo, platforms)  # Kaniko's --digest-file: the bare digest
+    assert kaniko.image == IMAGE
+    for bad, why in [("", "no result"), ("oops", "log ends with"), ('{"ok": true, "image": "repo:tag"}', "not valid")]:
         with pytest.raises(ValueError, match=why):
-            parse_build_result(bad)
+            parse_build_result(bad, repo, platforms)
 
 
 def test_spec_is_never_in_the_plan() -> None:
@@ -309,3 +309,12 @@ def test_spec_is_never_in_the_plan() -> None:
     p = plan(md, Observed(), CONFIG, NOW)
     assert "spec" not in p.status
     assert md.spec.wire() == before
+
+
+def test_resolved_digest_survives_later_reconciles() -> None:
+    md = make_md(build=False)
+    rev = revision(md.spec)
+    first = plan(md, Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=summary())]), CONFIG, NOW)
+    again = plan(make_md(build=False, status=first.status), Observed(), CONFIG, NOW)
+    assert cond(again.status, "Resolved")["status"] == "True"
+    assert again.status["source"]["digest"] == "sha256:" + "cd" * 32

@@ -7,6 +7,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+
 from modelship.api import ModelDeployment
 from modelship.config import OperatorConfig
 from modelship.resources import meta
@@ -15,7 +16,6 @@ from modelship.resources.plan import serving_plan
 from modelship.resources.revision import optimization_key, revision
 from modelship.resources.serving import deployment, service_url
 from modelship.resources.volumes import artifact_claim
-
 from tests.support.specs import valid_doc
 
 K8S_VERSION = "1.34.0"

@@ -90,8 +90,8 @@ def one_line(text: str) -> str:
 
 def _wire_default(value: Any) -> Any:
     if isinstance(value, ApiModel):
-        # an all-defaults object is {} on the wire: the API server fills its fields' own defaults recursively
-        return {} if value == type(value)() else value.wire()
+        # the whole object, not {}: the API server checks a default against the CEL rules as it stands
+        return value.wire()
     if isinstance(value, list):
         return [_wire_default(v) for v in value]
     return getattr(value, "value", value)

@@ -59,6 +59,11 @@ def _structural(node: Any) -> Any:
             continue
         if key == "additionalProperties" and value is False:
             continue  # the API server prunes (and with strict field validation rejects) unknown fields
+        if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            # JSON Schema 2020 (pydantic) -> OpenAPI v3.0 (Kubernetes): bound + boolean flag
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+            continue
         if key == "const":
             out["enum"] = [value]
             continue
@@ -136,7 +141,7 @@ def crd() -> dict[str, Any]:
                 "description": "APIVersion of this representation (modelship.io/v1alpha1).",
             },
             "kind": {"type": "string", "description": "Kind of this representation (ModelDeployment)."},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            "metadata": {"type": "object"},
             "spec": spec_schema,
             "status": status_schema,
         },

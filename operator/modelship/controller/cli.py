@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
         log_prefix=False,
     )
     logging.getLogger().setLevel(args.log_level.upper())
+    if args.log_level.upper() != "DEBUG":
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per watch event
     handlers._State.workers = max(1, args.workers)
     if args.metrics_port:
         start_http_server(args.metrics_port)

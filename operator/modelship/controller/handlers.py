@@ -34,6 +34,7 @@ class _State:
     reconciler: Reconciler | None = None
     queue: WorkQueue | None = None
     workers = 4
+    resync_task: asyncio.Task[None] | None = None
 
 
 def _plain(body: Any) -> dict[str, Any]:
@@ -51,6 +52,7 @@ def _feed(kind: str, event: kopf.RawEvent, body: kopf.Body) -> None:
     else:
         _State.store.put(kind, _plain(body))
     owner = Store.owner_of(_plain(body))
+    log.debug("%s %s/%s rv %s -> %s", event.get("type"), kind, meta["name"], meta.get("resourceVersion"), owner)
     if owner and _State.queue is not None:
         _State.queue.add((meta.get("namespace") or "", owner))
 
@@ -81,7 +83,7 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
 
     _State.queue = WorkQueue(handle, workers=_State.workers)
     _State.queue.start()
-    asyncio.get_running_loop().create_task(_resync(cfg.resync_seconds))
+    _State.resync_task = asyncio.get_running_loop().create_task(_resync(cfg.resync_seconds))
     logger.info("modelship operator started (%d workers, resync every %ss)", _State.workers, cfg.resync_seconds)
 
 
@@ -97,6 +99,7 @@ async def _resync(period: float) -> None:
         if _State.queue is None:
             continue
         keys = _State.store.keys(MD)
+        log.debug("resync: %d ModelDeployments", len(keys))
         for _kind, ns, name in keys:
             _State.queue.add((ns, name))
         counts = _State.reconciler.phase_counts() if _State.reconciler else {}

@@ -29,6 +29,8 @@ class JobObservation:
     message: str = ""
     termination_message: str | None = None
     """The container's termination message, once a pod of the Job has terminated."""
+    termination_reason: str | None = None
+    """Why that container terminated (Completed, Error, OOMKilled, ...)."""
     finished_at: str | None = None
 
 
@@ -98,6 +100,7 @@ def job_observation(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObser
         reason=reason,
         message=message,
         termination_message=termination_message(pods, want_success=state == JobState.SUCCEEDED),
+        termination_reason=termination_reason(pods),
         finished_at=finished,
     )
 
@@ -117,6 +120,17 @@ def termination_message(pods: list[dict[str, Any]], want_success: bool) -> str |
             msg = term.get("message")
             if msg is not None and (best is None or stamp >= best[0]):
                 best = (stamp, msg)
+    return best[1] if best else None
+
+
+def termination_reason(pods: list[dict[str, Any]]) -> str | None:
+    """The reason of the newest terminated container (OOMKilled, Error, DeadlineExceeded, ...)."""
+    best: tuple[str, str] | None = None
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or {}
+            if term.get("reason") and (best is None or (term.get("finishedAt") or "") >= best[0]):
+                best = (term.get("finishedAt") or "", term["reason"])
     return best[1] if best else None
 
 

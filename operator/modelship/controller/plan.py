@@ -15,6 +15,7 @@ from typing import Any
 from ..api.modeldeployment import ModelDeployment
 from ..api.report import ShipDecision, Summary
 from ..api.status import ConditionType, Phase
+from ..build.result import BuildResult
 from ..config import OperatorConfig
 from ..resources.meta import artifact_claim_name, selector_labels, serving_name
 from ..resources.optimize_job import artifact_dir, optimize_job
@@ -27,7 +28,7 @@ from .observe import DeploymentObservation, JobObservation, JobState, Observed
 
 CONDITION_ORDER = [t.value for t in ConditionType]
 OPTIMIZER = "optimizer"
-BUILDER = "builder"
+BUILDER = "build"  # component label of build Jobs (resources/build_job.py)
 
 
 @dataclass(frozen=True)
@@ -52,34 +53,10 @@ class Plan:
     requeue_after: float | None = None
 
 
-@dataclass(frozen=True)
-class BuildOutcome:
-    ok: bool
-    image: str | None = None
-    digest: str | None = None
-    platforms: tuple[str, ...] = ()
-    error: str | None = None
-
-
-def parse_build_result(text: str | None) -> BuildOutcome:
-    """The builder's one-line JSON result; ValueError with a readable reason when it is not one."""
-    if not text or not text.strip():
-        raise ValueError("the build wrote no result (empty termination message)")
-    try:
-        data = json.loads(text.strip().splitlines()[-1])
-    except json.JSONDecodeError:
-        raise ValueError(f"the build result is not JSON: {text.strip()[:200]!r}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
-        raise ValueError("the build result has no boolean 'ok'")
-    if data["ok"] and not (isinstance(data.get("image"), str) and "@sha256:" in data["image"]):
-        raise ValueError("the build result names no pushed image (repository@sha256:digest)")
-    return BuildOutcome(
-        ok=data["ok"],
-        image=data.get("image"),
-        digest=data.get("digest"),
-        platforms=tuple(data.get("platforms") or ()),
-        error=data.get("error"),
-    )
+def parse_build_result(text: str | None, repository: str, platforms: list[str]) -> BuildResult:
+    """The builder's termination message (BuildKit's JSON line or Kaniko's bare digest); ValueError with a
+    readable reason when it is neither."""
+    return BuildResult.from_termination_message(text or "", repository, platforms)
 
 
 @dataclass
@@ -94,6 +71,8 @@ class _Stage:
 
 def _job_stage(jobs: list[JobObservation], recorded_attempts: int, config: OperatorConfig, now: datetime) -> _Stage:
     if not jobs:
+        if recorded_attempts >= config.max_job_attempts:
+            return _Stage("failed", attempt=recorded_attempts)  # failed Jobs already cleaned up by their TTL
         return _Stage("create", attempt=recorded_attempts + 1 if recorded_attempts else 1)
     last = jobs[-1]
     if last.state == JobState.ACTIVE:
@@ -113,7 +92,9 @@ def _job_stage(jobs: list[JobObservation], recorded_attempts: int, config: Opera
 
 
 def _job_failure_text(job: JobObservation) -> str:
-    detail = job.message or job.reason
+    detail = ": ".join(p for p in (job.reason, job.message) if p)
+    if job.termination_reason and job.termination_reason not in ("Completed", "Error"):
+        detail = f"{detail} (container {job.termination_reason})" if detail else f"container {job.termination_reason}"
     if job.termination_message:
         try:
             summary = Summary.from_line(job.termination_message)
@@ -222,7 +203,7 @@ def plan(md: ModelDeployment, observed: Observed, config: OperatorConfig, now: d
     prev_opt = prev.get("optimization") or {}
     if prev_opt.get("revision") == rev and prev_opt.get("decision"):
         status["optimization"] = prev_opt
-        summary = _summary_from_status(prev_opt)
+        summary = _summary_from_status(prev_opt, prev.get("source") or {})
     elif observed.cached_optimization:
         try:
             summary = Summary.from_line(observed.cached_optimization)
@@ -450,9 +431,11 @@ def plan(md: ModelDeployment, observed: Observed, config: OperatorConfig, now: d
     return out
 
 
-def _summary_from_status(opt: dict[str, Any]) -> Summary:
+def _summary_from_status(opt: dict[str, Any], source: dict[str, Any]) -> Summary:
     return Summary(
         ok=True,
+        source_digest=source.get("digest"),
+        source_bytes=source.get("sizeBytes"),
         metric_name=opt.get("metric"),
         baseline=opt.get("baseline"),
         value=opt.get("value"),
@@ -508,7 +491,11 @@ def _build_stage(
     status["image"] = img_status
     if stage.kind == "succeeded" and stage.job:
         try:
-            result = parse_build_result(stage.job.termination_message)
+            result = parse_build_result(
+                stage.job.termination_message,
+                md.spec.build.repository or "",
+                [p.value for p in md.spec.build.platforms],
+            )
             if not result.ok:
                 raise ValueError(result.error or "the build reported failure")
         except ValueError as exc:
@@ -526,9 +513,9 @@ def _build_stage(
         status["image"] = img_status
         conds.set(ConditionType.IMAGE_BUILT, True, "Pushed", f"image {result.image}")
         return result.image, True, None
-    if stage.kind == "failed" and stage.job:
-        why = _job_failure_text(stage.job)
-        msg = f"build Job {stage.job.name} failed after {img_status['attempts']} attempt(s): {why}"
+    if stage.kind == "failed":
+        why = _job_failure_text(stage.job) if stage.job else "attempts exhausted"
+        msg = f"build Job {stage.job.name if stage.job else ''} failed after {img_status['attempts']} attempt(s): {why}"
         conds.set(ConditionType.IMAGE_BUILT, False, "JobFailed", msg)
         fail("Build", "JobFailed", msg)
         return None, False, None

@@ -110,7 +110,9 @@ class Reconciler:
             metrics.RECONCILES.labels("invalid").inc()
             return None
         try:
-            p = plan(md, self.observe(md), self.config, datetime.now(UTC))
+            observed = self.observe(md)
+            log.debug("%s/%s observed deployment %s", namespace, name, observed.deployment)
+            p = plan(md, observed, self.config, datetime.now(UTC))
             self._execute(md, body, p)
         except ApiException as exc:
             metrics.RECONCILES.labels("error").inc()
@@ -161,12 +163,26 @@ class Reconciler:
     def _write_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
         current = body.get("status") or {}
         if all(current.get(k) == v for k, v in status.items()) and not (set(current) - set(status) - {"kopf"}):
+            log.debug(
+                "status unchanged (rv %s, phase %s)", body["metadata"].get("resourceVersion"), status.get("phase")
+            )
             return
+        log.debug(
+            "status write (rv %s): phase %s -> %s",
+            body["metadata"].get("resourceVersion"),
+            current.get("phase"),
+            status.get("phase"),
+        )
         patch: dict[str, Any] = {k: None for k in current if k not in status and k != "kopf"}
         patch.update(status)
         meta = body["metadata"]
         result = self.kube.patch_status(meta["namespace"], meta["name"], patch)
         metrics.API_WRITES.labels("patch", "ModelDeployment/status").inc()
+        log.debug(
+            "status written: rv %s phase %s",
+            result.get("metadata", {}).get("resourceVersion"),
+            (result.get("status") or {}).get("phase"),
+        )
         if result:
             self.store.put(MD, result)
 

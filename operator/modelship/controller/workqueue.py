@@ -48,7 +48,7 @@ class WorkQueue:
             elif key not in self._queued:
                 self._queued.add(key)
                 self._queue.append(key)
-                self._cond.notify()
+                self._cond.notify_all()  # the timer thread waits on this condition too
 
     def add_after(self, key: Key, seconds: float) -> None:
         with self._cond:
@@ -97,6 +97,6 @@ class WorkQueue:
                         if key not in self._queued:
                             self._queued.add(key)
                             self._queue.append(key)
-                            self._cond.notify()
+                            self._cond.notify_all()  # the timer thread waits on this condition too
             if requeue is not None:
                 self.add_after(key, requeue)
