@@ -33,7 +33,6 @@ for _p in (_REPO_ROOT / "operator", _REPO_ROOT):
         sys.path.insert(0, str(_p))
 
 from modelship import devcluster  # noqa: E402
-
 from tests.integration.cluster import (  # noqa: E402
     CRD_DIR,
     OPERATOR_NAMESPACE,

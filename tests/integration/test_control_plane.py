@@ -12,8 +12,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ConflictError
-from modelship import devcluster
 
+from modelship import devcluster
 from tests.integration.cluster import (
     CRD_DIR,
     OPERATOR_NAMESPACE,
