@@ -1,0 +1,196 @@
+"""`modelship optimize` as a subprocess, the way the optimization Job runs it.
+
+Errors: exit 1, exactly one readable line on stderr, no traceback, and an ok=false summary in the termination log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelship.api.report import Report, ShipDecision, Summary
+from modelship.fetch import sha256_path
+
+from .conftest import cli_env, error_line, read_summary, run_cli
+
+
+def _fake_h5(path: Path) -> Path:
+    """An HDF5 file that passes the header checks (enough for errors raised before TensorFlow loads)."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = "{}"
+    return path
+
+
+def _opt(**data: Any) -> str:
+    body = {"steps": [{"type": "quantize", "quantize": {"mode": "dynamic"}}], "data": data}
+    return json.dumps(body)
+
+
+EVAL = {"uri": "pvc://d/eval.npz", "format": "npz"}
+
+
+def test_corrupt_model(tmp_path: Path) -> None:
+    model = tmp_path / "model.h5"
+    model.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)  # an HDF5 signature, then garbage
+    term = tmp_path / "term.log"
+    proc = run_cli("--model", str(model), "--optimization-json", _opt(evaluation=EVAL), "--out", str(tmp_path / "o"),
+                   "--termination-log", str(term))  # fmt: skip
+    line = error_line(proc)
+    assert str(model) in line and "HDF5" in line
+    summary = read_summary(term)
+    assert summary["ok"] is False and summary["error"] == line.removeprefix("modelship optimize: error: ")
+    assert summary["sourceDigest"] == sha256_path(model)
+    assert Report.model_validate_json((tmp_path / "o" / "report.json").read_text()).summary.ok is False
+
+
+def test_digest_mismatch_fails_before_anything_runs(tmp_path: Path) -> None:
+    model = tmp_path / "model.h5"
+    model.write_bytes(b"not even read")
+    pinned = "sha256:" + "ab" * 32
+    term = tmp_path / "term.log"
+    proc = run_cli("--model", str(model), "--digest", pinned, "--optimization-json", _opt(evaluation=EVAL),
+                   "--out", str(tmp_path / "o"), "--termination-log", str(term))  # fmt: skip
+    line = error_line(proc)
+    assert "digest mismatch" in line and pinned in line and sha256_path(model) in line
+    assert "HDF5" not in line  # the content was never inspected
+    assert read_summary(term)["ok"] is False
+
+
+def test_empty_calibration_set(tmp_path: Path) -> None:
+    model = _fake_h5(tmp_path / "model.h5")
+    (tmp_path / "pvc" / "d").mkdir(parents=True)
+    np.savez(tmp_path / "pvc" / "d" / "eval.npz", x=np.zeros((4, 1)), y=np.zeros(4))
+    np.savez(tmp_path / "pvc" / "d" / "cal.npz", x=np.zeros((0, 1)))
+    opt = json.dumps(
+        {
+            "steps": [{"type": "quantize", "quantize": {"mode": "int8"}}],
+            "data": {"evaluation": EVAL, "calibration": {"uri": "pvc://d/cal.npz", "format": "npz", "labels": None}},
+        }
+    )
+    env = cli_env(MODELSHIP_TERMINATION_LOG=str(tmp_path / "term.log"))
+    proc = run_cli("--model", str(model), "--optimization-json", opt, "--out", str(tmp_path / "o"),
+                   "--pvc-root", str(tmp_path / "pvc"), env=env)  # fmt: skip
+    line = error_line(proc)
+    assert "calibration data pvc://d/cal.npz: the data set holds no samples" in line
+    assert read_summary(tmp_path / "term.log")["ok"] is False
+
+
+def test_invalid_optimization_is_rejected_by_the_api_rules(tmp_path: Path) -> None:
+    model = _fake_h5(tmp_path / "model.h5")
+    opt = json.dumps({"steps": [{"type": "quantize", "quantize": {"mode": "int8"}}], "data": {"evaluation": EVAL}})
+    proc = run_cli("--model", str(model), "--optimization-json", opt, "--out", str(tmp_path / "o"),
+                   "--termination-log", str(tmp_path / "t"))  # fmt: skip
+    assert "int8 and int16x8 quantization need calibration data" in error_line(proc)
+    proc = run_cli("--model", str(model), "--optimization-json", "{not json", "--out", str(tmp_path / "o"),
+                   "--termination-log", str(tmp_path / "t"))  # fmt: skip
+    assert "--optimization-json is not valid JSON" in error_line(proc)
+
+
+@pytest.mark.slow
+def test_label_shape_mismatch_after_tensorflow_loads(linear_example: Any, tmp_path: Path) -> None:
+    bad = linear_example.root / linear_example.claim / "linear" / "bad_labels.npz"
+    np.savez(bad, x=np.zeros((5, 1), np.float32), y=np.zeros((5, 3), np.float32))
+    opt = linear_example.optimization.wire()
+    opt["data"]["evaluation"]["uri"] = linear_example.uri(bad)
+    proc = run_cli("--model", str(linear_example.model), "--optimization-json", json.dumps(opt),
+                   "--out", str(tmp_path / "o"), "--pvc-root", str(linear_example.root),
+                   "--termination-log", str(tmp_path / "t"))  # fmt: skip
+    line = error_line(proc)  # TensorFlow's own start-up chatter must not reach stderr either
+    assert "labels have shape (3) per sample but the model outputs (1)" in line
+
+
+@pytest.mark.slow
+def test_end_to_end_as_the_operator_runs_it(linear_example: Any, tmp_path: Path) -> None:
+    out, term, plot = tmp_path / "out", tmp_path / "term.log", tmp_path / "plot.png"
+    digest = sha256_path(linear_example.model)
+    proc = run_cli("--model", str(linear_example.model), "--format", "h5", "--digest", digest,
+                   "--optimization-json", json.dumps(linear_example.optimization.wire()),
+                   "--out", str(out), "--pvc-root", str(linear_example.root), "--termination-log", str(term),
+                   "--plot", str(plot), "--latency-seconds", "0.1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.strip() == "", proc.stderr[-3000:]
+    summary = Summary.from_line(term.read_text())
+    assert summary.ok and summary.decision == ShipDecision.OPTIMIZED and summary.source_digest == digest
+    assert summary.artifact == "model.tflite" and summary.artifact_digest == sha256_path(out / "model.tflite")
+    report = Report.model_validate_json((out / "report.json").read_text())
+    assert report.summary == summary and report.steps[0].name == "quantize:int8"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "quantize:int8" in proc.stdout and "gate passed" in proc.stdout.replace("\n", " ")
+
+
+KERAS3_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import keras
+
+    assert keras.__version__.startswith("3"), keras.__version__
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).uniform(0, 1, (200, 4)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 1).astype("int64")
+    layers = keras.layers
+    m = keras.Sequential([
+        keras.Input((4,)), layers.Dense(16, activation="relu"), layers.Dense(2, activation="softmax"),
+    ])
+    m.compile("adam", "sparse_categorical_crossentropy")
+    m.fit(x, y, epochs=30, verbose=0)
+    out = sys.argv[1]
+    m.save(out + "/model.keras")
+    m.export(out + "/exported", verbose=False)
+    np.savez(out + "/data/d/eval.npz", x=x, y=y)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def keras3_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Keras 3 .keras file and a Keras 3 model.export() SavedModel, made in a process without tf-keras selected."""
+    root = tmp_path_factory.mktemp("keras3")
+    (root / "data" / "d").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    proc = subprocess.run([sys.executable, "-c", KERAS3_SCRIPT, str(root)], env=env, capture_output=True, text=True,
+                          timeout=600, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root
+
+
+@pytest.mark.slow
+def test_keras3_keras_file_is_refused_with_advice(keras3_models: Path, tmp_path: Path) -> None:
+    proc = run_cli("--model", str(keras3_models / "model.keras"), "--optimization-json", _opt(evaluation=EVAL),
+                   "--out", str(tmp_path / "o"), "--termination-log", str(tmp_path / "t"))  # fmt: skip
+    line = error_line(proc)
+    assert "is a Keras 3." in line and "model.export(DIR)" in line and "tf-keras" in line
+
+
+@pytest.mark.slow
+def test_keras3_export_gets_post_training_quantization_only(keras3_models: Path, tmp_path: Path) -> None:
+    opt = {
+        "steps": [
+            {"type": "prune", "prune": {"targetSparsity": 0.5}},
+            {"type": "quantize", "quantize": {"mode": "dynamic"}},
+        ],
+        "data": {"evaluation": EVAL},
+        "gate": {"maxDrop": 0.05},
+    }
+    out = tmp_path / "o"
+    proc = run_cli("--model", str(keras3_models / "exported"), "--optimization-json", json.dumps(opt),
+                   "--out", str(out), "--pvc-root", str(keras3_models / "data"), "--termination-log",
+                   str(tmp_path / "t"), "--latency-seconds", "0.1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = Report.model_validate_json((out / "report.json").read_text())
+    assert report.model_format == "savedmodel"
+    assert any("only post-training quantization applies" in n for n in report.notes)
+    prune, quant = report.steps
+    assert prune.skipped and "prune skipped" in prune.notes[0] and "post-training quantization" in prune.notes[0]
+    assert not quant.skipped and quant.measurement.metric is not None
+    assert report.summary.candidate == "dynamic" and (out / "model.tflite").is_file()
