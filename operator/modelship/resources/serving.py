@@ -64,14 +64,6 @@ def _resources(md: ModelDeployment) -> dict[str, Any]:
     return {k: dict(sorted(v.items())) for k, v in res.items() if v}
 
 
-def _cpu_workers(md: ModelDeployment) -> str:
-    """Interpreter workers from the CPU limit (or request): at least 1."""
-    res = md.spec.serving.resources
-    cpu = res.limits.get("cpu") or res.requests.get("cpu") or "1"
-    cores = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
-    return str(max(1, int(cores)))
-
-
 def deployment(
     md: ModelDeployment, revision: str, config: OperatorConfig, image: str | None, replicas: int | None
 ) -> dict[str, Any]:
@@ -84,8 +76,8 @@ def deployment(
     serving = md.spec.serving
     name = serving_name(md)
     port = serving.port
+    # interpreter workers: the server sizes its pool from the container's CPU limit (cgroup) itself
     args = ["serve", "--name", name, "--port", str(port), "--host", "0.0.0.0",
-            "--workers", _cpu_workers(md),
             "--max-batch-size", str(serving.batching.max_batch_size),
             "--batch-timeout-us", str(serving.batching.max_wait_microseconds)]  # fmt: skip
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
@@ -95,8 +87,7 @@ def deployment(
         volumes.append(artifact_volume(md, read_only=True))
         mounts.append({"name": "artifacts", "mountPath": MODEL_DIR, "subPath": revision, "readOnly": True})
         args += ["--model", f"{MODEL_DIR}/model.tflite"]
-    else:
-        args += ["--model", f"{MODEL_DIR}/model.tflite"]
+    # a built image carries its model and names it in MODELSHIP_MODEL (build/context.py): no --model
     if serving.shm_size:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": serving.shm_size}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
