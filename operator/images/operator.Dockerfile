@@ -8,29 +8,43 @@
 # Build from the repository root (the context is filtered by /.dockerignore).
 ARG BASE_IMAGE=python:3.11-slim
 
+# The dependency list alone: edits elsewhere in pyproject.toml (tool settings, version) leave the
+# requirements file, and so the pip layer below, unchanged and cached.
+FROM ${BASE_IMAGE} AS requirements
+COPY pyproject.toml operator/images/requirements.py /src/
+RUN python3 /src/requirements.py /src/pyproject.toml \
+      > /requirements.txt
+
+# builder: /opt/venv gets the dependencies only (no pip in it); Modelship's own code goes to /opt/modelship
+# (found through a .pth file), so a code change rebuilds one small layer, never the dependency layer.
+# pip itself lives in /opt/tools and never reaches the final image.
 FROM ${BASE_IMAGE} AS builder
 # EXTRA_CA_CERTS: PEM text of extra CAs pip must trust (a TLS-intercepting egress proxy); builder only,
 # never in the final image. hack/images/build-all passes /usr/local/share/ca-certificates/*.crt.
 ARG EXTRA_CA_CERTS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore PYTHONDONTWRITEBYTECODE=1 \
-    PIP_DEFAULT_TIMEOUT=120 \
-    PIP_CERT=/tmp/pip-ca.pem
+    PIP_DEFAULT_TIMEOUT=120 PIP_CERT=/tmp/pip-ca.pem
 RUN cat /etc/ssl/certs/ca-certificates.crt > /tmp/pip-ca.pem \
  && if [ -n "$EXTRA_CA_CERTS" ]; then printf '%s\n' "$EXTRA_CA_CERTS" >> /tmp/pip-ca.pem; fi \
- && python3 -m venv /opt/venv && /opt/venv/bin/pip install --upgrade "pip>=24" "setuptools>=69" wheel
-WORKDIR /src
-# dependencies first: their layer survives code changes
-COPY pyproject.toml operator/images/requirements.py /src/
-RUN python3 requirements.py pyproject.toml > requirements.txt && /opt/venv/bin/pip install -r requirements.txt
+ && python3 -m venv /opt/tools && /opt/tools/bin/pip install --upgrade "pip>=24" "setuptools>=69" wheel \
+ && python3 -m venv --without-pip /opt/venv
+COPY --from=requirements /requirements.txt /src/requirements.txt
+RUN /opt/tools/bin/pip --python /opt/venv/bin/python install -r /src/requirements.txt \
+ && echo /opt/modelship > "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/modelship.pth" \
+ && printf '#!/opt/venv/bin/python\nimport sys\nfrom modelship.cli import main\nsys.exit(main())\n' > /opt/venv/bin/modelship \
+ && chmod 755 /opt/venv/bin/modelship
+COPY pyproject.toml /src/
 COPY operator/modelship /src/operator/modelship
-RUN /opt/venv/bin/pip install --no-deps --no-build-isolation /src \
- && /opt/venv/bin/modelship --version \
- && /opt/venv/bin/pip uninstall -y pip setuptools wheel
+RUN /opt/tools/bin/pip install --no-deps --no-build-isolation --no-compile --target /opt/modelship /src \
+ && rm -rf /opt/modelship/bin \
+ && /opt/venv/bin/python -m compileall -q /opt/modelship \
+ && /opt/venv/bin/modelship --version
 
 FROM ${BASE_IMAGE}
 RUN groupadd --system --gid 65532 modelship \
  && useradd --system --uid 65532 --gid 65532 --home-dir /home/modelship --create-home --shell /usr/sbin/nologin modelship
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/modelship /opt/modelship
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     VIRTUAL_ENV=/opt/venv PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8
 LABEL org.opencontainers.image.title="modelship-operator" \
