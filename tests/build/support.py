@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from modelship.api import ModelDeployment
 from pydantic.alias_generators import to_camel
 
+from modelship.api import ModelDeployment
 from tests.support.specs import valid_doc
 
 UID = "6f1f2c7e-1111-4222-8333-944445555666"

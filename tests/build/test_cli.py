@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from modelship.build.context import ContextError
 from modelship.build.local import BuildError, build_local, load_into_kind
 from modelship.cli import main

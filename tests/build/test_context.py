@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from modelship.build.context import ContextError, file_sha256, render_context
 
 from .support import sha256, write_output

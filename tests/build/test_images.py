@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from modelship.build.local import build_local
 
 from .conftest import ensure_image

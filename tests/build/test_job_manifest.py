@@ -10,6 +10,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+
 from modelship.build.result import BuildResult
 from modelship.config import Images, OperatorConfig
 from modelship.resources import build_job as bj

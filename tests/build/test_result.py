@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from modelship.api.report import TERMINATION_MESSAGE_LIMIT
 from modelship.build.result import BuildResult
 
