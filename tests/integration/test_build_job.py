@@ -115,7 +115,7 @@ def _check_finished(
     # and the operator's own reader takes it
     from modelship.controller.plan import parse_build_result
 
-    assert parse_build_result(message).image == result.image
+    assert parse_build_result(message, REPO, ["linux/amd64"]).image == result.image
 
 
 @pytest.fixture
