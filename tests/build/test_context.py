@@ -164,3 +164,35 @@ def test_non_empty_out_is_refused(tmp_path: Path) -> None:
     (out / "stale").write_text("x")
     with pytest.raises(ContextError, match="not empty"):
         render_context(src, out, base_image=BASE)
+
+
+def _saved_model_output(root: Path) -> Path:
+    from modelship.fetch import sha256_path
+
+    src = root / "opt"
+    sm = src / "saved_model"
+    (sm / "variables").mkdir(parents=True)
+    (sm / "saved_model.pb").write_bytes(b"graph")
+    (sm / "variables" / "variables.index").write_bytes(b"index")
+    return write_output(src, b"unused", artifact="saved_model", digest=sha256_path(sm))
+
+
+def test_saved_model_directory_artifact(tmp_path: Path) -> None:
+    src = _saved_model_output(tmp_path)
+    ctx = render_context(src, tmp_path / "ctx", base_image="modelship/optimizer:0.1.0", name="digits")
+    assert ctx.model_path == "/model/saved_model"
+    assert (ctx.path / "model/saved_model/variables/variables.index").read_bytes() == b"index"
+    assert stat.S_IMODE(os.stat(ctx.path / "model/saved_model/variables").st_mode) == 0o755
+    assert '"--model", "/model/saved_model"' in (ctx.path / "Dockerfile").read_text()
+
+
+def test_saved_model_directory_refusals(tmp_path: Path) -> None:
+    src = _saved_model_output(tmp_path / "a")
+    (src / "saved_model" / "variables" / "variables.index").write_bytes(b"changed")
+    _refused(src, tmp_path / "ca", "digest mismatch")
+    src = _saved_model_output(tmp_path / "b")
+    (src / "saved_model" / "saved_model.pb").unlink()
+    _refused(src, tmp_path / "cb", "must be a SavedModel")
+    src = _saved_model_output(tmp_path / "c")
+    (src / "saved_model" / "link").symlink_to("/etc/hostname")
+    _refused(src, tmp_path / "cc", "symbolic link")

@@ -4,6 +4,7 @@ cleanly. Plus the shape of the three runtime images."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
@@ -18,7 +19,7 @@ import pytest
 from modelship.build.local import build_local
 
 from .conftest import ensure_image
-from .digits import DigitsOutput, make_digits_output
+from .digits import DigitsOutput, interpreter_predict, make_digits_output
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -57,10 +58,12 @@ def model_image(docker_client: Any, serving_image: str, digits: DigitsOutput) ->
     docker_client.images.remove(TAG, force=True)
 
 
-@pytest.fixture(scope="module")
-def running(docker_client: Any, model_image: Any) -> Iterator[tuple[Any, str]]:
-    container = docker_client.containers.run(
-        TAG,
+@contextlib.contextmanager
+def serve_container(client: Any, tag: str) -> Iterator[tuple[Any, str]]:
+    """Run a model image the strict way (read-only root, /tmp tmpfs, no capabilities, loopback-only port);
+    yield it once ready with its base URL; remove it afterwards."""
+    container = client.containers.run(
+        tag,
         detach=True,
         read_only=True,
         tmpfs={"/tmp": "rw,size=64m"},
@@ -88,6 +91,27 @@ def running(docker_client: Any, model_image: Any) -> Iterator[tuple[Any, str]]:
         yield container, base
     finally:
         container.remove(force=True)
+
+
+def predict_both(base: str, name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same batch through TF Serving REST and OIP v2."""
+    status, body = http("POST", f"{base}/v1/models/{name}:predict", {"instances": x.tolist()})
+    assert status == 200, body
+    v1 = np.asarray(body["predictions"], dtype=np.float32).reshape(len(x), -1)
+    _, meta = http("GET", f"{base}/v2/models/{name}")
+    inp = meta["inputs"][0]["name"]
+    request = {"inputs": [{"name": inp, "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+    status, body = http("POST", f"{base}/v2/models/{name}/infer", request)
+    assert status == 200, body
+    out = body["outputs"][0]
+    v2 = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"]).reshape(len(x), -1)
+    return v1, v2
+
+
+@pytest.fixture(scope="module")
+def running(docker_client: Any, model_image: Any) -> Iterator[tuple[Any, str]]:
+    with serve_container(docker_client, TAG) as pair:
+        yield pair
 
 
 def test_image_metadata(model_image: Any, digits: DigitsOutput, serving_image: str) -> None:
@@ -121,19 +145,8 @@ def test_health_endpoints(running: tuple[Any, str]) -> None:
 
 def test_predict_through_both_protocols_matches_the_interpreter(running: tuple[Any, str], digits: DigitsOutput) -> None:
     _, base = running
-    x = digits.x
-    status, body = http("POST", f"{base}/v1/models/digits:predict", {"instances": x.tolist()})
-    assert status == 200, body
-    v1 = np.asarray(body["predictions"], dtype=np.float32)
+    v1, v2 = predict_both(base, "digits", digits.x)
     np.testing.assert_allclose(v1, digits.expected, atol=1e-5)
-
-    _, meta = http("GET", f"{base}/v2/models/digits")
-    name = meta["inputs"][0]["name"]
-    request = {"inputs": [{"name": name, "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
-    status, body = http("POST", f"{base}/v2/models/digits/infer", request)
-    assert status == 200, body
-    out = body["outputs"][0]
-    v2 = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
     np.testing.assert_allclose(v2, digits.expected, atol=1e-5)
     assert (v1.argmax(1) == v2.argmax(1)).all() and (v2.argmax(1) == digits.expected.argmax(1)).all()
 
@@ -197,3 +210,41 @@ def test_refused_before_the_engine_builds(tmp_path: Path, docker_client: Any, se
     with pytest.raises(ContextError, match="digest mismatch"):
         build_local(src, "modelship-test/refused:1", base_image=serving_image, client=docker_client)
     assert {i.id for i in docker_client.images.list()} == before
+
+
+def test_the_optimizers_own_output_builds_and_serves(tmp_path: Path, docker_client: Any, serving_image: str) -> None:
+    """The real interface: `modelship optimize` (the seed's y = 2x - 1, int8 behind the gate) writes the output
+    directory; it is built into an image and served, answering like the interpreter."""
+    from modelship.optimize import examples
+    from modelship.optimize.pipeline import Request, optimize
+
+    ex = examples.linear(tmp_path / "pvc")
+    out = tmp_path / "out"
+    report = optimize(
+        Request(
+            model=ex.model_uri,
+            optimization=ex.optimization,
+            out_dir=out,
+            pvc_root=str(ex.root),
+            speed_seconds=0.2,
+            revision="rlinear0001",
+        )
+    )
+    assert report.summary.ok and report.summary.artifact == "model.tflite"
+    tag = "modelship-test/linear:rlinear0001"
+    image = build_local(out, tag, base_image=serving_image, name="linear")
+    try:
+        assert image.labels["modelship.io/artifact-digest"] == report.summary.artifact_digest
+        assert image.labels["modelship.io/revision"] == "rlinear0001"
+        assert image.labels["modelship.io/metric-name"] == "mae"
+        x = np.array([[-1.0], [0.0], [1.5], [3.0]], dtype=np.float32)
+        expected = interpreter_predict(out / "model.tflite", x)
+        with serve_container(docker_client, tag) as (container, base):
+            v1, v2 = predict_both(base, "linear", x)
+            container.stop(timeout=20)
+            assert docker_client.api.inspect_container(container.id)["State"]["ExitCode"] == 0
+        np.testing.assert_allclose(v1, expected, atol=1e-5)
+        np.testing.assert_allclose(v2, expected, atol=1e-5)
+        np.testing.assert_allclose(v1.ravel(), 2 * x.ravel() - 1, atol=0.1)  # it learned y = 2x - 1
+    finally:
+        docker_client.images.remove(tag, force=True)

@@ -1,6 +1,7 @@
 """The model image's build context, rendered from an optimization output directory.
 
-The output directory holds the artifact (``model.tflite``) and ``report.json`` (``api/report.py: Report``).
+The output directory holds the artifact (``model.tflite``, or a ``saved_model/`` directory, which needs a base
+image with TensorFlow) and ``report.json`` (``api/report.py: Report``).
 ``render_context`` checks them before anything is built: the report must parse, say the artifact ships,
 name an artifact inside the directory that exists, and carry its sha256 (``artifact_digest``), which must
 match the file's bytes. Then it writes::
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 
 from ..api.report import Report, ShipDecision, Summary
 from ..errors import describe_validation_error
+from ..fetch import sha256_path
 
 REPORT_FILE = "report.json"
 MODEL_DIR = "/model"
@@ -82,7 +84,10 @@ class BuildContext:
 
 
 def file_sha256(path: Path) -> str:
-    """``sha256:<hex>`` of a file's bytes, read in chunks."""
+    """``sha256:<hex>`` of a file's bytes, or of a directory tree (the optimizer's own definition,
+    ``modelship.fetch.sha256_path``: every regular file by sorted relative path, with its size)."""
+    if path.is_dir():
+        return sha256_path(path)
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -120,8 +125,14 @@ def load_output(src: Path) -> tuple[Report, Path]:
     if rel.is_absolute() or ".." in rel.parts:
         raise ContextError(f"{report_path}: summary.artifact {s.artifact!r} must be a path inside {src}")
     artifact = src / rel
-    if not artifact.is_file():
+    if artifact.is_symlink() or not (artifact.is_file() or artifact.is_dir()):
         raise ContextError(f"{src}: the artifact {s.artifact} is missing")
+    if artifact.is_dir():
+        if not (artifact / "saved_model.pb").is_file():
+            raise ContextError(f"{artifact}: a directory artifact must be a SavedModel (no saved_model.pb in it)")
+        links = [p for p in artifact.rglob("*") if p.is_symlink()]
+        if links:
+            raise ContextError(f"{artifact}: symbolic link {links[0].relative_to(artifact)} in the artifact")
     actual = file_sha256(artifact)
     if actual != s.artifact_digest:
         raise ContextError(
@@ -240,10 +251,16 @@ def render_context(
     model_dir = out / "model"
     model_dir.mkdir(mode=0o755)
     os.chmod(model_dir, 0o755)
-    shutil.copyfile(artifact, model_dir / model_file)
+    if artifact.is_dir():  # a SavedModel (export savedmodel): needs TensorFlow in the base image
+        shutil.copytree(artifact, model_dir / model_file, symlinks=False)
+    else:
+        shutil.copyfile(artifact, model_dir / model_file)
     shutil.copyfile(src / REPORT_FILE, model_dir / REPORT_FILE)
-    for f in (model_dir / model_file, model_dir / REPORT_FILE):
-        os.chmod(f, 0o644)
+    for root, dirs, files in os.walk(model_dir):  # root-owned in the image, read-only to the server
+        for d in dirs:
+            os.chmod(Path(root) / d, 0o755)
+        for f in files:
+            os.chmod(Path(root) / f, 0o644)
     # the copy is what gets built: check it too (a short write or a racing writer must not ship)
     copied = file_sha256(model_dir / model_file)
     digest = report.summary.artifact_digest or ""
