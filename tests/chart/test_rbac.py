@@ -1,0 +1,82 @@
+"""The chart's RBAC is exactly modelship.rbac.operator_rules(): the templates cannot call Python, so the rules are
+written out in templates/_helpers.tpl and these tests keep the two from drifting; plus least-privilege checks
+that hold whatever the rules say."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pytest
+
+from modelship.rbac import operator_rules
+from tests.chart.helm import Helm, find, one
+
+FULLNAME = "ms-modelship"
+NAMESPACES = ["team-a", "team-b", "team-c"]
+
+
+def cluster_objs(helm: Helm) -> list[dict[str, Any]]:
+    return helm.template()
+
+
+def namespaced_objs(helm: Helm) -> list[dict[str, Any]]:
+    return helm.template({"operator.watchNamespaces": NAMESPACES})
+
+
+def all_rules(objs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [dict(r) for o in objs if o["kind"] in ("ClusterRole", "Role") for r in o["rules"]]
+
+
+def test_cluster_role_is_operator_rules_exactly(helm: Helm) -> None:
+    role = one(cluster_objs(helm), "ClusterRole", FULLNAME)
+    assert role["rules"] == operator_rules(cluster_scope=True)
+
+
+def test_each_role_is_namespaced_operator_rules_exactly(helm: Helm) -> None:
+    roles = find(namespaced_objs(helm), "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == NAMESPACES
+    for role in roles:
+        assert role["metadata"]["name"] == FULLNAME
+        assert role["rules"] == operator_rules(cluster_scope=False)
+
+
+def test_namespaced_rules_need_nothing_cluster_scoped() -> None:
+    cluster_only = {"namespaces", "customresourcedefinitions", "nodes", "persistentvolumes", "clusterroles"}
+    for rule in operator_rules(cluster_scope=False):
+        assert not cluster_only & set(rule["resources"]), rule
+
+
+def test_one_watched_namespace_one_role(helm: Helm) -> None:
+    objs = helm.template({"operator.watchNamespaces": ["team-a"]})
+    assert len(find(objs, "Role")) == 1 and len(find(objs, "RoleBinding")) == 1
+    assert not find(objs, "ClusterRole") and not find(objs, "ClusterRoleBinding")
+
+
+@pytest.mark.parametrize("mode", ["cluster", "namespaced"])
+def test_least_privilege(helm: Helm, mode: str) -> None:
+    objs = cluster_objs(helm) if mode == "cluster" else namespaced_objs(helm)
+    rules = all_rules(objs)
+    assert rules
+    for rule in rules:
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no resourceNames/nonResourceURLs surprises
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
+        # an API group never carries a version: "admissionregistration.k8s.io/v1" would match nothing
+        assert not any("/" in g for g in rule["apiGroups"]), rule
+        # nothing that reads credentials or grants more rights
+        assert not {"secrets", "serviceaccounts", "serviceaccounts/token", "pods/exec", "pods/attach"} & set(
+            rule["resources"]
+        ), rule
+        assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"]), rule
+        assert "rbac.authorization.k8s.io" not in rule["apiGroups"], rule
+        # kopf runs standalone: no peering objects, no leases
+        assert "kopf.dev" not in rule["apiGroups"] and "coordination.k8s.io" not in rule["apiGroups"], rule
+    # Jobs are immutable: never patched or updated
+    (jobs,) = [r for r in rules if r["resources"] == ["jobs"]][:1]
+    assert "patch" not in jobs["verbs"] and "update" not in jobs["verbs"]
+
+
+def test_rbac_create_false_renders_no_rbac(helm: Helm) -> None:
+    for values in ({"rbac.create": False}, {"rbac.create": False, "operator.watchNamespaces": NAMESPACES}):
+        objs = helm.template(values)
+        assert not [o for o in objs if o["apiVersion"].startswith("rbac.authorization.k8s.io/")], values
