@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -203,21 +204,26 @@ class _Run:
     # ------------------------------------------------------------------ main flow
 
     def execute(self) -> Report:
+        if self.req.work_dir is not None:
+            return self._execute(self.req.work_dir)
+        with tempfile.TemporaryDirectory(prefix="modelship-optimize-") as tmp:
+            return self._execute(Path(tmp))
+
+    def _fetch(self, uri: str, work: Path, digest: str | None = None) -> fetching.Fetched:
+        req = self.req
+        return fetching.fetch(
+            uri, work, pvc_root=req.pvc_root, ca_bundle=req.ca_bundle, endpoint=req.endpoint, digest=digest
+        )
+
+    def _execute(self, work: Path) -> Report:
         req, opt = self.req, self.opt
         self.progress.log(f"fetching {req.model}")
-        fetched = fetching.fetch(
-            req.model,
-            req.work_dir,
-            pvc_root=req.pvc_root,
-            ca_bundle=req.ca_bundle,
-            endpoint=req.endpoint,
-            digest=req.digest,
-        )
+        fetched = self._fetch(req.model, work / "model", digest=req.digest)
         self.context.update(source_digest=fetched.digest, source_bytes=fetched.size)
         self.progress.log(f"model {fetched.path} ({fetched.size} bytes, {fetched.digest})")
         info = modelio.inspect_model(fetched.path, req.model_format)
         check_plan(opt, info.format)
-        self._load_data()
+        self._load_data(work)
         if opt.metric.callable and opt.enabled:
             self.custom = gatemod.load_callable(opt.metric.callable)
         if info.format != ModelFormat.TFLITE:
@@ -227,25 +233,9 @@ class _Run:
         loaded = modelio.load_model(info)
         self.loaded = loaded
         self.notes += loaded.notes
-        if (
-            loaded.ptq_only
-            and opt.enabled
-            and opt.export.format == ExportFormat.SAVEDMODEL
-            and info.format != ModelFormat.TFLITE
-        ):
+        if loaded.ptq_only and opt.enabled and opt.export.format == ExportFormat.SAVEDMODEL:
             raise OptimizeError(f"{info.path}: {modelio.PTQ_ONLY_NOTE}; use export.format tflite")
         self._conform_data()
-        report = Report(
-            summary=Summary(ok=True),
-            revision=req.revision,
-            model_format=info.format.value,
-            strategy=(opt.strategy.value if opt.enabled else "Disabled"),
-            objective=opt.objective.value if opt.enabled and opt.strategy == Strategy.AUTO else None,
-            gate={"maxDrop": opt.gate.max_drop, "dropType": opt.gate.drop_type.value, "onFail": opt.gate.on_fail.value},
-            export_format=opt.export.format.value,
-            environment=tfenv.versions(),
-        )
-        report = report.model_copy(update={"source_gzip_bytes": path_sizes(fetched.path)[1]})
 
         baseline_tflite, baseline_measure, baseline_tfl_measure = self._baseline()
         variants: list[Variant] = []
@@ -254,52 +244,40 @@ class _Run:
             decision = gatemod.decide_steps([self._outcome(v) for v in variants], opt.gate.on_fail)
         elif opt.enabled:
             variants = self._run_auto()
-            decision = gatemod.decide_auto([self._outcome(v) for v in variants], opt.objective, opt.gate.on_fail)
             if not variants:
-                raise OptimizeError("strategy Auto: no candidate could run (see the progress log)")
+                raise OptimizeError("strategy Auto: no candidate could run (see the report's steps)")
+            decision = gatemod.decide_auto([self._outcome(v) for v in variants], opt.objective, opt.gate.on_fail)
         else:
             decision = gatemod.Decision(GateDecision.SKIPPED, ShipDecision.BASELINE, None, None)
 
-        shipped_tflite: bytes | None = None
-        shipped_keras: Any | None = None
-        shipped_measure: Measurement | None = None
-        candidate: str | None = None
-        if decision.ship in (ShipDecision.OPTIMIZED, ShipDecision.BEST_PASSING) and decision.chosen is not None:
-            v = variants[decision.chosen]
-            shipped_tflite, shipped_keras, shipped_measure, candidate = (
-                v.tflite,
-                v.keras,
-                v.report.measurement,
-                v.name,
-            )
-        elif decision.ship == ShipDecision.BASELINE:
-            shipped_tflite, shipped_keras, shipped_measure, candidate = (
-                baseline_tflite,
-                loaded.keras,
-                baseline_tfl_measure,
-                "baseline",
-            )
-        judged = variants[decision.judged] if decision.judged is not None else None
-        if decision.chosen is not None and decision.ship != ShipDecision.BLOCKED:
-            chosen = variants[decision.chosen].report
+        shipped: Variant | None = None
+        if decision.chosen is not None:  # Optimized or BestPassing
+            shipped = variants[decision.chosen]
             self.step_reports = [
-                r.model_copy(update={"shipped": True}) if r is chosen else r for r in self.step_reports
+                r.model_copy(update={"shipped": True}) if r is shipped.report else r for r in self.step_reports
             ]
-        summary = self._write_outputs(
-            fetched, decision, shipped_tflite, shipped_keras, shipped_measure, candidate, judged,
-            baseline_measure, baseline_tflite,
-        )  # fmt: skip
-        report = report.model_copy(
-            update={
-                "summary": summary,
-                "baseline": baseline_measure,
-                "baseline_tflite_metric": baseline_tfl_measure.metric,
-                "steps": self.step_reports,
-                "result": shipped_measure or Measurement(),
-                "calibration_warnings": self._calibration_warnings(),
-                "notes": _unique(self.notes + self.data.notes),
-                "seconds": round(time.monotonic() - self.started, 3),
-            }
+        elif decision.ship == ShipDecision.BASELINE:
+            shipped = Variant(report=StepReport(name="baseline", measurement=baseline_tfl_measure),
+                              tflite=baseline_tflite, keras=loaded.keras, name="baseline")  # fmt: skip
+        judged = variants[decision.judged] if decision.judged is not None else None
+        summary = self._write_outputs(fetched, decision, shipped, judged, baseline_measure)
+        report = Report(
+            summary=summary,
+            revision=req.revision,
+            model_format=info.format.value,
+            baseline=baseline_measure,
+            steps=self.step_reports,
+            result=shipped.report.measurement if shipped is not None else Measurement(),
+            calibration_warnings=self._calibration_warnings(),
+            notes=_unique(self.notes + self.data.notes),
+            environment=tfenv.versions(),
+            strategy=opt.strategy.value if opt.enabled else "Disabled",
+            objective=opt.objective.value if opt.enabled and opt.strategy == Strategy.AUTO else None,
+            gate={"maxDrop": opt.gate.max_drop, "dropType": opt.gate.drop_type.value, "onFail": opt.gate.on_fail.value},
+            baseline_tflite_metric=baseline_tfl_measure.metric,
+            source_gzip_bytes=path_sizes(fetched.path)[1],
+            export_format=opt.export.format.value,
+            seconds=round(time.monotonic() - self.started, 3),
         )
         (req.out_dir / REPORT_FILE).write_text(
             report.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n"
@@ -309,26 +287,19 @@ class _Run:
 
     # ------------------------------------------------------------------ data
 
-    def _fetch_data(self, role: str, ref: Any, needs_labels: bool) -> datamod.Dataset:
-        f = fetching.fetch(
-            ref.uri,
-            self.req.work_dir,
-            pvc_root=self.req.pvc_root,
-            ca_bundle=self.req.ca_bundle,
-            endpoint=self.req.endpoint,
-        )
-        ds = datamod.load(role, ref, f.path, needs_labels=needs_labels)
+    def _fetch_data(self, role: str, ref: Any, needs_labels: bool, work: Path) -> datamod.Dataset:
+        ds = datamod.load(role, ref, self._fetch(ref.uri, work / role).path, needs_labels=needs_labels)
         self.progress.log(f"{role} data: {len(ds)} samples from {ref.uri}")
         return ds
 
-    def _load_data(self) -> None:
+    def _load_data(self, work: Path) -> None:
         d = self.opt.data
         if d.evaluation is not None:
-            self.data.evaluation = self._fetch_data("evaluation", d.evaluation, needs_labels=True)
+            self.data.evaluation = self._fetch_data("evaluation", d.evaluation, True, work)
         if d.calibration is not None and self.opt.enabled:
-            self.data.calibration = self._fetch_data("calibration", d.calibration, needs_labels=False)
+            self.data.calibration = self._fetch_data("calibration", d.calibration, False, work)
         if d.fine_tune is not None and self.opt.enabled:
-            self.data.fine_tune = self._fetch_data("fineTune", d.fine_tune, needs_labels=True)
+            self.data.fine_tune = self._fetch_data("fineTune", d.fine_tune, True, work)
 
     def _conform_data(self) -> None:
         loaded = self.loaded
@@ -689,105 +660,94 @@ class _Run:
         self,
         fetched: fetching.Fetched,
         decision: gatemod.Decision,
-        tflite: bytes | None,
-        keras_model: Any | None,
-        shipped: Measurement | None,
-        candidate: str | None,
+        shipped: Variant | None,
         judged: Variant | None,
         baseline: Measurement,
-        baseline_tflite: bytes,
     ) -> Summary:
-        req, opt = self.req, self.opt
-        out = req.out_dir
+        """Write the shipped artifact (none when blocked) and return the summary."""
+        opt = self.opt
+        out = self.req.out_dir
         out.mkdir(parents=True, exist_ok=True)
         for stale in (out / TFLITE_FILE, out / SAVED_MODEL_DIR, out / REPORT_FILE):
             if stale.is_dir():
                 shutil.rmtree(stale)
             elif stale.exists():
                 stale.unlink()
-        artifact: str | None = None
-        artifact_digest: str | None = None
+        artifact = artifact_digest = None
         original_bytes, original_gzip = baseline.raw_bytes, baseline.gzip_bytes
-        optimized_bytes = optimized_gzip = None
-        if decision.ship != ShipDecision.BLOCKED and tflite is not None:
+        shown = shipped or judged  # what the numbers describe: the shipped result, or the rejected one
+        m = shown.report.measurement if shown is not None else None
+        optimized_bytes = m.raw_bytes if m is not None else None
+        optimized_gzip = m.gzip_bytes if m is not None else None
+        if shipped is not None:
             if opt.export.format == ExportFormat.TFLITE:
                 path = out / TFLITE_FILE
-                path.write_bytes(tflite)
-                artifact = TFLITE_FILE
-                optimized_bytes, optimized_gzip = len(tflite), gzip_size(tflite)
+                path.write_bytes(shipped.tflite)
             else:
                 path = out / SAVED_MODEL_DIR
-                self._export_saved_model(keras_model, path, fetched.path)
-                artifact = SAVED_MODEL_DIR
+                self._export_saved_model(shipped.keras, path, fetched.path)
                 optimized_bytes, optimized_gzip = path_sizes(path)
                 original_bytes, original_gzip = self._baseline_saved_model_sizes(fetched.path)
+            artifact = path.name
             artifact_digest = fetching.sha256_path(path)
-        elif judged is not None:
-            optimized_bytes = judged.report.measurement.raw_bytes
-            optimized_gzip = judged.report.measurement.gzip_bytes
-        shown = shipped if shipped is not None else (judged.report.measurement if judged is not None else None)
-        ratio = None
-        if original_gzip and optimized_gzip:
-            ratio = round(original_gzip / optimized_gzip, 3)
-        name = gatemod.metric_name(opt.metric)
-        message = self._message(decision, candidate, judged, shown, ratio)
+        ratio = round(original_gzip / optimized_gzip, 3) if original_gzip and optimized_gzip else None
         return Summary(
             ok=True,
             source_digest=fetched.digest,
             source_bytes=fetched.size,
             artifact=artifact,
             artifact_digest=artifact_digest,
-            metric_name=name if self.baseline_metric is not None else None,
+            metric_name=gatemod.metric_name(opt.metric) if self.baseline_metric is not None else None,
             baseline=self.baseline_metric,
-            value=shown.metric if shown is not None else None,
-            drop=shown.drop if shown is not None else None,
+            value=m.metric if m is not None else None,
+            drop=m.drop if m is not None else None,
             gate=decision.gate,
             decision=decision.ship,
-            candidate=candidate if candidate is not None else (judged.name if judged is not None else None),
+            candidate=shown.name if shown is not None else None,
             original_bytes=original_bytes,
             optimized_bytes=optimized_bytes,
             original_gzip_bytes=original_gzip,
             optimized_gzip_bytes=optimized_gzip,
             compression_ratio=ratio,
-            latency_p50_ms=shown.latency_p50_ms if shown is not None else None,
+            latency_p50_ms=m.latency_p50_ms if m is not None else None,
             baseline_latency_p50_ms=baseline.latency_p50_ms,
-            message=message[:1024],
+            message=self._message(decision, shipped, judged, ratio)[:1024],
         )
 
     def _message(
-        self,
-        decision: gatemod.Decision,
-        candidate: str | None,
-        judged: Variant | None,
-        shown: Measurement | None,
-        ratio: float | None,
+        self, decision: gatemod.Decision, shipped: Variant | None, judged: Variant | None, ratio: float | None
     ) -> str:
         opt = self.opt
         name = gatemod.metric_name(opt.metric)
-        size = f", {ratio:.1f}x smaller (gzip)" if ratio else ""
+        size = ""
+        if ratio:
+            size = f", {ratio:.1f}x smaller (gzip)" if ratio >= 1 else f", {1 / ratio:.1f}x larger (gzip)"
+        what = shipped.name if shipped is not None else "nothing"
         if decision.gate == GateDecision.SKIPPED:
             if not opt.enabled:
                 return f"optimization disabled: the model ships as {opt.export.format.value} (float32){size}"
-            return f"no evaluation data: {candidate} ships ungated{size}"
+            return f"no evaluation data: {what} ships ungated{size}"
         assert self.baseline_metric is not None
-        jm = judged.report.measurement if judged is not None else None
         verdict = ""
+        jm = judged.report.measurement if judged is not None else None
         if jm is not None and jm.metric is not None and jm.drop is not None:
             verdict = gatemod.judgement(name, self.baseline_metric, jm.metric, jm.drop, opt.gate)
         if decision.gate == GateDecision.PASSED:
-            return f"gate passed: {verdict}; {candidate} ships{size}"
-        what = judged.name if judged is not None else "the result"
-        lead = (
-            f"gate failed for {what}: {verdict}"
-            if opt.strategy == Strategy.STEPS
-            else (f"no auto candidate passed the gate; smallest/fastest was {what}: {verdict}")
-        )
+            return f"gate passed: {verdict}; {what} ships{size}"
+        rejected = judged.name if judged is not None else "the result"
+        if opt.strategy == Strategy.STEPS:
+            lead = f"gate failed for {rejected}: {verdict}"
+        else:
+            lead = (
+                f"no auto candidate passed the gate; the {opt.objective.value.lower()} pick was {rejected}: {verdict}"
+            )
         if decision.ship == ShipDecision.BASELINE:
             return f"{lead}; onFail DeployBaseline: the unoptimized model ships{size}"
-        if decision.ship == ShipDecision.BEST_PASSING and shown is not None and shown.metric is not None:
+        if decision.ship == ShipDecision.BEST_PASSING and shipped is not None:
+            sm = shipped.report.measurement
             return (
-                f"{lead}; onFail DeployBestPassing: {candidate} ships ({name} {gatemod.fmt(shown.metric)}, "
-                f"drop {gatemod.fmt(shown.drop)}){size}"
+                f"{lead}; onFail DeployBestPassing: {what} ships ({name} {gatemod.fmt(sm.metric)}, "
+                f"drop {gatemod.fmt(sm.drop)}){size}"
             )
         return f"{lead}; onFail {opt.gate.on_fail.value}: blocked, nothing new ships"
 

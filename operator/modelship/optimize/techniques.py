@@ -209,6 +209,10 @@ def prune(t: TF, model: Any, p: PruneParams, setup: TrainingSetup | None, ft: Fi
                 end_step=end,
                 frequency=frequency,
             )
+            notes.append(
+                f"PolynomialDecay {p.initial_sparsity:g} -> {p.target_sparsity:g} over steps 0..{end} of {total}, "
+                f"masks updated every {frequency} steps"
+            )
         if frequency != p.frequency and training:
             notes.append(f"mask update frequency lowered to {frequency} (only {total} training steps)")
 

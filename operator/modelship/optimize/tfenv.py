@@ -78,6 +78,8 @@ def load() -> TF:
             import tensorflow as tf
             import tensorflow_model_optimization as tfmot
             import tf_keras as keras
+
+            tf.config.list_physical_devices()  # device probing (cuInit) logs natively: do it while quiet
     except ImportError as exc:
         raise OptimizeError(
             f"the optimizer needs TensorFlow, tf-keras and TFMOT ({exc.name} is missing): "
