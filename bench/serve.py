@@ -85,9 +85,8 @@ def _loadgen(
                 counts["ok"] += 1
             else:
                 counts["bad"] += 1
-            if self.t0 >= t_measure and now <= t_end:
+            if t_measure <= now <= t_end:  # completed inside the measured window
                 lat.append(now - self.t0)
-            if t_measure <= now <= t_end:
                 counts["completed_in_window"] += 1
             if now < t_end:
                 self.send()
@@ -366,13 +365,19 @@ def main() -> int:
                 try:
                     wait_ready(port, name, proc)
                     for c in levels:
+                        interleave = server == "modelship" and c == 1
+                        before = bare_invoke_ms(path, x, 1, n_invoke) if interleave else None
                         r = run_loadgen(port, req, c, args.warmup, args.duration)
-                        r.update(model=label, server=server, fmt=fmt)
+                        if before is not None:
+                            # bare invoke right before and after, with the server idle: same machine state
+                            r["bare_ms"] = (before + bare_invoke_ms(path, x, 1, n_invoke)) / 2
+                        r.update(model=label, server=server, fmt=fmt, load=os.getloadavg()[0])
                         rows.append(r)
                         print(
                             f"  {label:18s} {fmt:6s} {server:9s} c={c:3d}  {r['throughput']:9.1f} req/s  "
                             f"p50 {r['p50_ms']:8.3f} ms  p99 {r['p99_ms']:8.3f} ms  ok={r['ok']} bad={r['bad']} "
-                            f"err={r['errors']}",
+                            f"err={r['errors']} load={r['load']:.1f}"
+                            + (f" bare={r['bare_ms']:.4f} ms" if "bare_ms" in r else ""),
                             flush=True,
                         )
                 finally:
@@ -426,11 +431,11 @@ def render(
                     continue
                 x = a["throughput"] / b["throughput"] if b["throughput"] else float("inf")
                 pr = a["p99_ms"] / b["p99_ms"] if b["p99_ms"] else float("nan")
-                ov = a["p50_ms"] / bare[model]["threads=1"]
+                ov_text = f"{a['p50_ms'] / a['bare_ms']:.2f}x" if "bare_ms" in a else ""
                 out.append(
                     f"| {model} | {fmt} | {c} | {a['throughput']:.0f} | {b['throughput']:.0f} | {x:.2f}x | "
                     f"{a['p50_ms']:.3f} / {a['p99_ms']:.3f} | {b['p50_ms']:.3f} / {b['p99_ms']:.3f} | {pr:.2f} | "
-                    f"{ov:.2f}x |"
+                    f"{ov_text} |"
                 )
     out.append("")
     out.append(
@@ -439,8 +444,11 @@ def render(
             f"{m}: {v['threads=1']:.3f} ms at 1 thread, {v['threads=default']:.3f} ms at the default thread count"
             for m, v in bare.items()
         )
-        + ". The overhead column divides modelship's p50 by the 1-thread figure (each modelship worker runs one "
-        "thread)."
+        + ". The last column divides modelship's p50 at 1 client by a bare 1-thread `invoke()` (each modelship "
+        "worker runs one thread) timed right before and after that cell with the server idle: "
+        + "; ".join(f"{r['model']} {r['fmt']}: {r['bare_ms']:.4f} ms" for r in rows if "bare_ms" in r)
+        + f". Load average (1 min) during the cells: {min(r['load'] for r in rows):.1f} to "
+        f"{max(r['load'] for r in rows):.1f} on {os.cpu_count()} CPUs (other jobs share this machine)."
     )
     out.append("")
     return "\n".join(out)

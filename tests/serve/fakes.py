@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from modelship.serve.config import ServeConfig
 from modelship.serve.model import Runner, ServedModel
 from modelship.serve.server import Server

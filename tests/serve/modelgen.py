@@ -86,8 +86,15 @@ def build_digits(outdir: Path, epochs: int = 8) -> DigitsModels:
         p = outdir / f"digits_{kind}.tflite"
         p.write_bytes(convert(kind))
         paths[kind] = p
+    # the same weights with a fixed batch of 1 (shape_signature [1, 8, 8, 1]): served without batching
+    fn = tf.function(lambda image: model(image)).get_concrete_function(
+        tf.TensorSpec([1, 8, 8, 1], tf.float32, name="image")
+    )
+    fixed = tf.lite.TFLiteConverter.from_concrete_functions([fn], model).convert()
+    (outdir / "digits_fixed.tflite").write_bytes(bytes(fixed))
     sm = outdir / "digits_savedmodel" / "1"
     model.export(str(sm))
+    build_sequence_model(outdir)
     return DigitsModels(
         float32=paths["float32"],
         int8=paths["int8"],
@@ -98,6 +105,25 @@ def build_digits(outdir: Path, epochs: int = 8) -> DigitsModels:
         x_test=x_te,
         y_test=y_te,
     )
+
+
+def build_sequence_model(outdir: Path) -> Path:
+    """A model with a dynamic non-batch dimension (input [-1, -1, 3]): exercises resizing per request."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [
+            keras.layers.Input(shape=(None, 3), name="seq"),
+            keras.layers.Dense(4, activation="relu"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(2, name="score"),
+        ]
+    )
+    p = outdir / "sequence.tflite"
+    p.write_bytes(bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert()))
+    return p
 
 
 def build_mobilenet_int8(outdir: Path, calibration_samples: int = 8) -> Path:

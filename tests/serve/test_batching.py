@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import pytest
+
 from modelship.serve.batching import Batcher, Job, Result
 from modelship.serve.errors import Unavailable
 from modelship.serve.model import Runner, ServedModel

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from modelship.serve import cli
 from modelship.serve.config import ENV_VARS, available_cpus, config_from, cpu_limit
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from modelship.serve.tensors import DATATYPES
 
 from .fakes import FakeModel, ServerThread

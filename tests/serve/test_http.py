@@ -458,3 +458,22 @@ def _refused(port: int) -> bool:
     except ConnectionRefusedError:
         return True
     return False
+
+
+@pytest.mark.asyncio
+async def test_start_server_api_for_embedding() -> None:
+    from modelship.serve.config import ServeConfig
+    from modelship.serve.server import start_server
+
+    cfg = ServeConfig(model="-", host="127.0.0.1", port=0, workers=1, threads=1, drain_seconds=0)
+    server = await start_server(cfg, FakeModel("emb"))
+    try:
+        assert server.app.ready
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as c:
+            r = await c.post("/v1/models/emb:predict", json={"instances": X})
+            assert r.status_code == 200
+            np.testing.assert_array_equal(np.asarray(r.json()["predictions"], np.float32), FakeModel.expected(X))
+    finally:
+        server.request_stop()
+        assert await server.shutdown() is True
+    assert not server.app.ready

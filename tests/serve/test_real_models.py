@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+
 from modelship.serve.model import load_model
 
 from .conftest import Digits
@@ -165,3 +166,52 @@ def test_thread_safe_predict_api(digits: Digits) -> None:
     with ThreadPoolExecutor(4) as pool:
         outs = list(pool.map(lambda i: m.predict({"image": digits.x[i : i + 3]})["probs"], range(0, 30, 3)))
     np.testing.assert_array_equal(np.concatenate(outs), ref[:30])
+
+
+def test_fixed_batch_model_is_served_without_batching(digits: Digits) -> None:
+    path = digits.dir / "digits_fixed.tflite"
+    ref = reference(path, digits.x[:12])
+    with ServerThread(load_model(path, name="fixed"), workers=2, max_batch_size=8) as s:
+        meta = httpx.get(f"{s.url}/v2/models/fixed").json()
+        assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [1, 8, 8, 1]}]
+
+        def call(i: int) -> np.ndarray:
+            body = {"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "FP32",
+                                "data": digits.x[i].ravel().tolist()}]}  # fmt: skip
+            r = httpx.post(f"{s.url}/v2/models/fixed/infer", json=body, timeout=30)
+            assert r.status_code == 200, r.text
+            return f32(r.json()["outputs"][0]["data"])
+
+        with ThreadPoolExecutor(12) as pool:
+            for i, out in enumerate(pool.map(call, range(12))):
+                np.testing.assert_array_equal(out, ref[i])
+        two = {"instances": digits.x[:2].tolist()}
+        r = httpx.post(f"{s.url}/v1/models/fixed:predict", json=two, timeout=30)
+        assert r.status_code == 400 and "[1, 8, 8, 1]" in r.json()["error"]
+
+
+def test_dynamic_non_batch_dimension_is_resized_per_request(digits: Digits) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = digits.dir / "sequence.tflite"
+    rng = np.random.default_rng(0)
+    seqs = [rng.standard_normal((1 + i % 3, 2 + (i * 5) % 7, 3)).astype(np.float32) for i in range(24)]
+    it = Interpreter(model_path=str(path))
+    expected = []
+    for x in seqs:
+        it.resize_tensor_input(0, list(x.shape))
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        expected.append(it.get_tensor(it.get_output_details()[0]["index"]))
+    with ServerThread(load_model(path), workers=2, max_batch_size=4) as s:
+        assert httpx.get(f"{s.url}/v2/models/sequence").json()["inputs"][0]["shape"] == [-1, -1, 3]
+
+        def call(i: int) -> np.ndarray:
+            r = httpx.post(f"{s.url}/v1/models/sequence:predict", json={"instances": seqs[i].tolist()}, timeout=30)
+            assert r.status_code == 200, r.text
+            return f32(r.json()["predictions"])
+
+        with ThreadPoolExecutor(24) as pool:
+            for i, out in enumerate(pool.map(call, range(24))):
+                np.testing.assert_allclose(out, expected[i], rtol=1e-6, atol=1e-6)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from modelship.serve.errors import BadRequest
 from modelship.serve.tensors import (
     DATATYPES,

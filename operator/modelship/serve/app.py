@@ -194,7 +194,7 @@ class ServingApp:
 
     def _send(self, req: Request, respond: Respond, resp: Response, model: str, protocol: str, timed: bool) -> None:
         self.metrics.observe_request(model, protocol, resp.status, time.perf_counter() - req.start if timed else None)
-        if resp.status >= 500:
+        if resp.status in (500, 504):
             log.warning("request failed", extra={"path": req.path, "status": resp.status, "model": model})
         elif log.isEnabledFor(logging.DEBUG):
             log.debug("request", extra={"method": req.method, "path": req.path, "status": resp.status})
@@ -375,6 +375,12 @@ class ServingApp:
         if self.config.request_timeout_s > 0:
             timer = loop.call_later(self.config.request_timeout_s, on_timeout)
         batcher.submit(job)
+
+
+def create_app(config: AppConfig | None = None, metrics: Metrics | None = None) -> ServingApp:
+    """The application without a transport: add models with ``await app.add_model(model)`` (or ``app.load``),
+    then feed it requests through :meth:`ServingApp.handle` (the HTTP server in ``server.py`` does)."""
+    return ServingApp(config, metrics)
 
 
 def _method(req: Request, allowed: str) -> None:

@@ -24,7 +24,6 @@ def register(subparsers: Any) -> None:
             "Protocol (/v2/models/NAME/infer), health at /v2/health/{live,ready}, Prometheus metrics at "
             "/metrics. Every flag can also be set with the MODELSHIP_* environment variable shown; flags win."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
 
     def add(flag: str, field: str, kind: Any, help_text: str, default: Any) -> None:

@@ -127,8 +127,9 @@ class _TFLiteRunner(Runner):
         alloc: dict[int, tuple[int, ...]] = {}
         if bucket:
             for idx, shape in self.model.default_shapes.items():
-                interp.resize_tensor_input(idx, [bucket, *shape[1:]], strict=False)
-                alloc[idx] = tuple(shape[1:])
+                tail = tuple(d if d > 0 else 1 for d in shape[1:])  # dynamic dims start at 1
+                interp.resize_tensor_input(idx, [bucket, *tail], strict=False)
+                alloc[idx] = tail
         interp.allocate_tensors()
         self._alloc[bucket] = alloc
         return interp

@@ -23,6 +23,7 @@ from typing import Any
 from .app import AppConfig, ServingApp
 from .config import ServeConfig
 from .http import HttpServer
+from .model import ServedModel
 
 log = logging.getLogger("modelship.serve")
 
@@ -133,7 +134,21 @@ class Server:
         return self._result
 
 
-async def serve(cfg: ServeConfig, started: Any = None) -> int:
+async def start_server(cfg: ServeConfig, *models: ServedModel, sock: socket.socket | None = None) -> Server:
+    """Listen on ``cfg.host:cfg.port`` (0 = a free port, see ``server.port``) and serve ``models``, or load
+    ``cfg.model`` when none are given. Returns once ready. Stop with ``server.request_stop()`` and
+    ``await server.shutdown()``. For embedding and smoke tests; ``modelship serve`` uses :func:`run`."""
+    server = Server(cfg)
+    await server.start(sock)
+    if models:
+        for m in models:
+            await server.app.add_model(m)
+    else:
+        await server.load()
+    return server
+
+
+async def serve(cfg: ServeConfig) -> int:
     """Run until SIGTERM/SIGINT. Exit code 0 after a clean drain, 1 on load failure or cut requests."""
     server = Server(cfg)
     server.install_signal_handlers()
