@@ -477,3 +477,35 @@ async def test_start_server_api_for_embedding() -> None:
         server.request_stop()
         assert await server.shutdown() is True
     assert not server.app.ready
+
+
+def test_oversized_headers_get_431(fake_server: ServerThread) -> None:
+    resp = _raw(fake_server.port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+    assert resp.startswith(b"HTTP/1.1 431 ")
+    assert httpx.get(f"{fake_server.url}/v2/health/live").status_code == 200
+
+
+def test_work_for_a_client_that_left_is_skipped() -> None:
+    model = FakeModel(two_inputs=True)
+    model.gate = threading.Event()
+    with ServerThread(model, workers=1) as s:
+        batcher = s.server.app.models["fake"].batcher  # type: ignore[union-attr]
+        assert batcher is not None
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(lambda: httpx.post(f"{s.url}/v2/models/fake/infer", json=v2_body(), timeout=30))
+            wait_for(lambda: len(model.batches) == 1, what="first request running")
+            body = json.dumps(v2_body(x=[[9.0, 9.0, 9.0, 9.0]] * 3, k=[[1, 1]] * 3)).encode()
+            sock = socket.create_connection(("127.0.0.1", s.port))
+            sock.sendall(
+                f"POST /v2/models/fake/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+            )
+            wait_for(lambda: batcher.queued == 1, what="second request queued")
+            sock.close()  # the client gives up while its request waits
+            wait_for(lambda: s.server.http.stats()["dropped"] == 1, what="server to notice")  # type: ignore[union-attr]
+            model.gate.set()
+            assert first.result().status_code == 200
+        wait_for(lambda: batcher.queued == 0, what="queue to empty")
+        r = httpx.post(f"{s.url}/v2/models/fake/infer", json=v2_body(), timeout=30)
+        assert r.status_code == 200
+        assert model.batches == [2, 2]  # the 3-row request of the departed client never ran
+        assert 'code="499"' in httpx.get(f"{s.url}/metrics").text

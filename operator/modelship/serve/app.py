@@ -282,7 +282,7 @@ class ServingApp:
                 )
             self._send(req, respond, resp, entry.name, "v2", True)
 
-        self._submit(batcher, Job(decoded.inputs, decoded.rows, done), req, respond, entry.name, "v2")
+        self._submit(batcher, Job(decoded.inputs, decoded.rows, done, req), req, respond, entry.name, "v2")
 
     # ------------------------------------------------------------------ v1 (TF Serving REST)
 
@@ -342,7 +342,7 @@ class ServingApp:
                 return self._send(req, respond, _failure(err), entry.name, "v1", True)
             self._send(req, respond, Response(200, v1_encode(model, decoded, result)), entry.name, "v1", True)
 
-        self._submit(batcher, Job(decoded.inputs, decoded.rows, done), req, respond, entry.name, "v1")
+        self._submit(batcher, Job(decoded.inputs, decoded.rows, done, req), req, respond, entry.name, "v1")
 
     # ------------------------------------------------------------------ common
 

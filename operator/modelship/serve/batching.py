@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import Unavailable
+from .errors import ClientClosed, Unavailable
 from .metrics import Metrics
 from .model import ServedModel
 from .tensors import Array
@@ -37,10 +37,11 @@ Callback = Callable[[Result | None, BaseException | None], None]
 class Job:
     """One request's inputs (in request dtypes), waiting for a batch."""
 
-    __slots__ = ("callback", "done", "enqueued", "inputs", "key", "rows")
+    __slots__ = ("callback", "done", "enqueued", "inputs", "key", "request", "rows")
 
-    def __init__(self, inputs: Mapping[str, Array], rows: int, callback: Callback) -> None:
+    def __init__(self, inputs: Mapping[str, Array], rows: int, callback: Callback, request: Any = None) -> None:
         self.inputs = inputs
+        self.request = request  # anything with a ``closed`` flag: a gone client's job is skipped
         self.rows = rows
         self.callback = callback
         # requests batch together only when their non-batch dimensions agree
@@ -169,7 +170,7 @@ class Batcher:
         pending = self._pending
         while self._idle and pending:
             head = pending[0]
-            if head.done:
+            if head.done or self._abandoned(head):
                 pending.popleft()
                 self._pending_rows -= head.rows
                 continue
@@ -196,6 +197,15 @@ class Batcher:
             self._timer.cancel()
             self._timer = None
 
+    @staticmethod
+    def _abandoned(job: Job) -> bool:
+        """The client of a queued job went away: answer it (the answer is dropped) and skip the work."""
+        if job.request is None or not getattr(job.request, "closed", False):
+            return False
+        job.done = True
+        job.callback(None, ClientClosed("client closed the connection"))
+        return True
+
     def _take(self) -> list[Job]:
         pending = self._pending
         head = pending.popleft()
@@ -207,7 +217,7 @@ class Batcher:
         skipped: list[Job] = []
         while pending and rows < self.max_batch_size and len(skipped) < 64:
             job = pending[0]
-            if job.done:
+            if job.done or self._abandoned(job):
                 pending.popleft()
                 self._pending_rows -= job.rows
                 continue

@@ -37,3 +37,9 @@ class Unavailable(ServeError):
 
 class Timeout(ServeError):
     status = 504
+
+
+class ClientClosed(ServeError):
+    """The client closed its connection before the answer (nginx's 499); the answer is never sent."""
+
+    status = 499

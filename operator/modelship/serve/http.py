@@ -33,10 +33,11 @@ import httptools
 log = logging.getLogger("modelship.serve.http")
 
 JSON = "application/json"
+MAX_HEAD_BYTES = 64 * 1024
 
 
 class Request:
-    __slots__ = ("body", "headers", "keep_alive", "method", "path", "query", "start")
+    __slots__ = ("body", "closed", "headers", "keep_alive", "method", "path", "query", "start")
 
     def __init__(
         self, method: str, path: str, query: str, headers: dict[str, str], body: bytes, keep_alive: bool
@@ -48,6 +49,7 @@ class Request:
         self.body = body
         self.keep_alive = keep_alive
         self.start = time.perf_counter()
+        self.closed = False  # the client went away; work for this request can be skipped
 
 
 class Response:
@@ -103,6 +105,8 @@ class _Conn(asyncio.Protocol):
         self.queue: deque[Request] = deque()
         self.current: Request | None = None
         self.paused = False
+        self.write_paused = False
+        self._head_bytes = 0
         self._url: list[bytes] = []
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
@@ -142,8 +146,11 @@ class _Conn(asyncio.Protocol):
         if self.receiving:
             self.receiving = False
             self.server.receiving -= 1
+        for queued in self.queue:
+            queued.closed = True
         if self.current is not None:
             # the app will still answer; that answer is dropped
+            self.current.closed = True
             self.server.dropped += 1
             self.server.in_flight -= 1
             self.current = None
@@ -151,16 +158,22 @@ class _Conn(asyncio.Protocol):
         self.server._conn_closed()
 
     def pause_writing(self) -> None:  # pragma: no cover - only with very slow readers
-        pass
+        """The client does not read its responses: stop reading its requests until it catches up."""
+        self.write_paused = True
+        if self.transport is not None and not self.paused:
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:  # pragma: no cover
-        pass
+        self.write_paused = False
+        if self.transport is not None and not self.paused and not self.closed:
+            self.transport.resume_reading()
 
     # ------------------------------------------------------------------ httptools callbacks
 
     def on_message_begin(self) -> None:
         self.seen_request = True
         self.message_started = time.monotonic()
+        self._head_bytes = 0
         self._url = []
         self._headers = {}
         self._body = []
@@ -168,8 +181,16 @@ class _Conn(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
+        self._count_head(len(url))
+
+    def _count_head(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._reject = (431, f"request line and headers exceed {MAX_HEAD_BYTES} bytes")
+            raise _Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
         key = name.decode("latin-1").lower()
         val = value.decode("latin-1")
         prev = self._headers.get(key)
@@ -270,7 +291,8 @@ class _Conn(asyncio.Protocol):
             return
         if self.paused and len(self.queue) <= 4 and self.transport is not None:
             self.paused = False
-            self.transport.resume_reading()
+            if not self.write_paused:
+                self.transport.resume_reading()
         if self.queue:
             self._next()
 
