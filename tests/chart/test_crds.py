@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 import yaml
 
 from tests.chart.helm import CHART, REPO_ROOT, Helm
@@ -33,3 +34,28 @@ def test_helm_ships_the_crd_unchanged(helm: Helm) -> None:
     expected = [yaml.safe_load(p.read_text()) for p in sorted(TOP.glob("*.yaml"))]
     assert crds == expected
     assert not [o for o in helm.template() if o["kind"] == "CustomResourceDefinition"]
+
+
+# YAML 1.1 booleans that PyYAML reads as strings but Go's YAML (kubectl, helm, Argo CD, Flux) reads as true/false
+_GO_YAML_BOOLS = {"y", "Y", "n", "N"}
+
+
+def _plain_go_bools(node: yaml.Node, path: str = "") -> list[str]:
+    if isinstance(node, yaml.ScalarNode):
+        return [f"{path}: {node.value}"] if node.style is None and node.value in _GO_YAML_BOOLS else []
+    if isinstance(node, yaml.SequenceNode):
+        return [hit for i, child in enumerate(node.value) for hit in _plain_go_bools(child, f"{path}[{i}]")]
+    if isinstance(node, yaml.MappingNode):
+        return [hit for key, value in node.value for hit in _plain_go_bools(value, f"{path}.{key.value}")]
+    return []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="KNOWN BUG (CRD generator, not the chart): `default: y` for data.*.labels is emitted unquoted; Go YAML "
+    "reads it as boolean true, so `kubectl apply -f crds/` and helm's CRD install are rejected by the API server "
+    "(the Python loader reads the string 'y'). Fix in `modelship crd` (quote the scalar), then drop this xfail.",
+)
+def test_crd_has_no_plain_scalars_go_reads_as_booleans() -> None:
+    hits = [hit for p in sorted(TOP.glob("*.yaml")) for hit in _plain_go_bools(yaml.compose(p.read_text()))]
+    assert hits == []
