@@ -263,6 +263,13 @@ class DevCluster:
                 "cacheDir": str(self.workdir / "cache"),
                 "quietPull": True,
             },
+            # room for thousands of Services (the reconcile benchmark makes 2 x 500); never routed anywhere
+            "componentsPatches": [
+                {
+                    "name": "kube-apiserver",
+                    "extraArgs": [{"key": "service-cluster-ip-range", "value": "10.96.0.0/16"}],
+                }
+            ],
         }
         stages = sorted(STAGES_DIR.glob("*.yaml"))
         if not stages:

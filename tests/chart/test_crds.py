@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
 import yaml
 
 from tests.chart.helm import CHART, REPO_ROOT, Helm
@@ -50,12 +49,6 @@ def _plain_go_bools(node: yaml.Node, path: str = "") -> list[str]:
     return []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN BUG (CRD generator, not the chart): `default: y` for data.*.labels is emitted unquoted; Go YAML "
-    "reads it as boolean true, so `kubectl apply -f crds/` and helm's CRD install are rejected by the API server "
-    "(the Python loader reads the string 'y'). Fix in `modelship crd` (quote the scalar), then drop this xfail.",
-)
 def test_crd_has_no_plain_scalars_go_reads_as_booleans() -> None:
     hits = [hit for p in sorted(TOP.glob("*.yaml")) for hit in _plain_go_bools(yaml.compose(p.read_text()))]
     assert hits == []

@@ -64,6 +64,7 @@ class OperatorProcess:
         self.log_path = self.workdir / "operator.log"
         self.health_port = 0
         self.metrics_port = 0
+        self.extra_args: list[str] = []
 
     def start(self) -> None:
         self.health_port, self.metrics_port = _free_port(), _free_port()
@@ -78,10 +79,24 @@ class OperatorProcess:
         }
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelship", "operator", "--log-format", "plain",
-             "--liveness", f"http://127.0.0.1:{self.health_port}/healthz", "--metrics-port", str(self.metrics_port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "modelship",
+                "operator",
+                "--log-format",
+                "plain",
+                "--liveness",
+                f"http://127.0.0.1:{self.health_port}/healthz",
+                "--metrics-port",
+                str(self.metrics_port),
+                *self.extra_args,
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
         wait_for(self._healthy, timeout=60, description="operator liveness endpoint")
 
     def _healthy(self) -> bool:

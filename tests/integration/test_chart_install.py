@@ -395,11 +395,6 @@ class TestNamespaced:
 
 
 # ---------------------------------------------------------------------------- the chart's CRD, as Go tools read it
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN BUG (CRD generator): unquoted `default: y` is a boolean to Go YAML; the API server rejects the "
-    "CRD that kubectl/helm send (see tests/chart/test_crds.py). Drop this xfail once `modelship crd` quotes it.",
-)
 def test_chart_crd_as_kubectl_and_helm_send_it_is_accepted(cluster: ClusterInfo) -> None:
     """What `helm install` (crds/) and `kubectl apply --server-side -f crds/` send, checked by the API server
     (dry run: the session's CRD stays as it is)."""

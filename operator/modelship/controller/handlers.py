@@ -19,7 +19,7 @@ from .. import GROUP, PLURAL, VERSION
 from ..config import OperatorConfig
 from ..resources.meta import MANAGED_BY, MANAGED_BY_LABEL
 from . import metrics
-from .kube import Kube
+from .kube import EventPoster, Kube
 from .reconcile import CACHE_LABELS, MD, Reconciler
 from .store import Store
 from .workqueue import WorkQueue
@@ -65,16 +65,17 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
     settings.watching.client_timeout = 360
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
-    settings.batching.worker_limit = 32
     settings.execution.max_workers = 8
     cfg = OperatorConfig.from_env()
     try:
         kconfig.load_incluster_config()  # type: ignore[no-untyped-call]
     except kconfig.ConfigException:
         kconfig.load_kube_config()  # type: ignore[no-untyped-call]
-    api = client.ApiClient()
-    api.configuration.connection_pool_maxsize = max(8, _State.workers * 2)
-    _State.reconciler = Reconciler(Kube(api), _State.store, cfg)
+    conf = client.Configuration.get_default_copy()
+    conf.connection_pool_maxsize = _State.workers + 4  # every worker and the event poster keep their connection
+    api = client.ApiClient(conf)
+    kube = Kube(api)
+    _State.reconciler = Reconciler(kube, _State.store, cfg, EventPoster(kube))
     reconciler = _State.reconciler
 
     def handle(key: tuple[str, str]) -> float | None:
@@ -114,9 +115,17 @@ async def modeldeployment_event(event: kopf.RawEvent, body: kopf.Body, **_: Any)
     if event.get("type") == "DELETED":
         _State.store.remove(MD, meta["namespace"], meta["name"])
         return
-    _State.store.put(MD, _plain(body))
-    if _State.queue is not None:
+    new = _plain(body)
+    old = _State.store.get(MD, meta["namespace"], meta["name"])
+    _State.store.put(MD, new)
+    if _State.queue is not None and (old is None or _intent(old) != _intent(new)):
+        # only what the user (or Git) changed needs a reconcile; our own status writes do not
         _State.queue.add(_key(body))
+
+
+def _intent(body: dict[str, Any]) -> tuple[Any, ...]:
+    meta = body.get("metadata") or {}
+    return (body.get("spec"), meta.get("generation"), meta.get("deletionTimestamp"), meta.get("labels"))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OURS)

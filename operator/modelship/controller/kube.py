@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from .. import FIELD_MANAGER, GROUP, PLURAL, VERSION
+from .metrics import API_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,10 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
+        started = time.monotonic()
         response = self.api.call_api(*params)
         response.read()  # type: ignore[no-untyped-call]
+        API_SECONDS.labels(method).observe(time.monotonic() - started)
         data = response.data or b""
         if not 200 <= response.status < 300:
             raise ApiException(status=response.status, reason=response.reason, body=data.decode(errors="replace"))
@@ -152,6 +156,37 @@ class Kube:
             self._call("POST", resource_path("v1", "Event", meta["namespace"]), body=body)
         except ApiException as exc:  # events are best effort: never fail a reconcile over one
             log.warning("could not post event %s: %s", reason, exc.reason)
+
+
+class EventPoster:
+    """Posts Events from a background thread: a reconcile never waits on them, and a full queue drops them
+    (Events are best effort; status is the record)."""
+
+    def __init__(self, kube: Kube, capacity: int = 10000) -> None:
+        import queue
+        import threading
+
+        self._kube = kube
+        self._queue: queue.Queue[tuple[dict[str, Any], str, str, str]] = queue.Queue(maxsize=capacity)
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="event-poster", daemon=True)
+        self._thread.start()
+
+    def post(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        import queue
+
+        try:
+            self._queue.put_nowait((involved, type_, reason, message))
+        except queue.Full:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        while True:
+            involved, type_, reason, message = self._queue.get()
+            try:
+                self._kube.event(involved, type_, reason, message)
+            except Exception:  # a lost Event must never stop the poster
+                log.warning("could not post event %s", reason, exc_info=True)
 
 
 def api_error_text(exc: ApiException) -> str:

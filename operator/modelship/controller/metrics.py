@@ -20,3 +20,9 @@ STAGE_SECONDS = Histogram(
 STAGE_TRANSITIONS = Counter("modelship_stage_transitions_total", "Stage condition changes", ["condition", "reason"])
 QUEUE_DEPTH = Gauge("modelship_workqueue_depth", "Keys waiting for a reconcile")
 PHASES = Gauge("modelship_modeldeployments", "ModelDeployments by phase", ["phase"])
+API_SECONDS = Histogram(
+    "modelship_api_request_duration_seconds",
+    "Latency of the operator's own API requests",
+    ["verb"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

@@ -19,7 +19,7 @@ from ..errors import describe_validation_error
 from ..resources.meta import MANAGED_BY_LABEL, MODELDEPLOYMENT_LABEL, serving_name
 from . import metrics
 from .conditions import ConditionSet, rfc3339
-from .kube import Kube, api_error_text
+from .kube import EventPoster, Kube, api_error_text
 from .observe import Observed, deployment_observation, job_observation
 from .plan import CONDITION_ORDER, Plan, plan
 from .store import Store
@@ -54,10 +54,11 @@ def with_spec_hash(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, store: Store, config: OperatorConfig) -> None:
+    def __init__(self, kube: Kube, store: Store, config: OperatorConfig, events: EventPoster | None = None) -> None:
         self.kube = kube
         self.store = store
         self.config = config
+        self.events = events
 
     # -- observe --------------------------------------------------------------------------------
     def observe(self, md: ModelDeployment) -> Observed:
@@ -115,6 +116,9 @@ class Reconciler:
             p = plan(md, observed, self.config, datetime.now(UTC))
             self._execute(md, body, p)
         except ApiException as exc:
+            if exc.status == 403 and "being terminated" in (exc.body or ""):
+                metrics.RECONCILES.labels("namespace-terminating").inc()
+                return None  # the namespace is going away with everything in it: nothing to restore
             metrics.RECONCILES.labels("error").inc()
             log.warning("reconcile %s/%s: API error %s: %s", namespace, name, exc.status, api_error_text(exc))
             raise
@@ -157,7 +161,10 @@ class Reconciler:
                 self.store.put("ConfigMap", cm)
         self._write_status(body, p.status)
         for ev in p.events:
-            self.kube.event(body, ev.type, ev.reason, ev.message)
+            if self.events is not None:
+                self.events.post(body, ev.type, ev.reason, ev.message)
+            else:
+                self.kube.event(body, ev.type, ev.reason, ev.message)
             metrics.STAGE_TRANSITIONS.labels(*_split_reason(ev.reason)).inc()
 
     def _write_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
