@@ -171,3 +171,38 @@ def test_still_healthy_and_correct_after_fuzzing(client: httpx.Client, server: S
     text = client.get("/metrics").text
     assert 'code="500"' not in text
     assert server.server is not None and server.server.http.stats()["dropped"] == 0
+
+
+safe_numbers = st.integers(-(2**53), 2**53) | st.floats(-1e30, 1e30) | st.booleans() | st.none() | st.text(max_size=2)
+fast_tensor = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["x", "k", "zz"]),
+        "shape": st.sampled_from([[1, 4], [2, 4], [1, 2], [2, 2], [3], [8]]),
+        "datatype": st.sampled_from(["FP32", "FP16", "FP64", "INT32", "INT64", "UINT8", "INT8", "BOOL", "BYTES"]),
+        "data": st.lists(safe_numbers, max_size=9) | st.lists(st.lists(safe_numbers, max_size=4), max_size=3),
+    }
+)
+
+
+@FUZZ
+@given(tensors=st.lists(fast_tensor, min_size=1, max_size=3), rid=st.none() | st.text(max_size=4))
+def test_simdjson_fast_path_answers_exactly_like_the_checked_path(
+    client: httpx.Client, tensors: list[dict[str, Any]], rid: str | None
+) -> None:
+    """Large bodies are parsed with simdjson; force that path on small ones and compare every answer."""
+    from modelship.serve import codec
+
+    doc: dict[str, Any] = {"inputs": tensors}
+    if rid is not None:
+        doc["id"] = rid
+    body = encode(doc)
+    saved = codec.FAST_JSON_BYTES
+    try:
+        codec.FAST_JSON_BYTES = 0
+        fast = client.post("/v2/models/fake/infer", content=body)
+        codec.FAST_JSON_BYTES = 1 << 40
+        slow = client.post("/v2/models/fake/infer", content=body)
+    finally:
+        codec.FAST_JSON_BYTES = saved
+    check(fast)
+    assert (fast.status_code, fast.json()) == (slow.status_code, slow.json())

@@ -509,3 +509,25 @@ def test_work_for_a_client_that_left_is_skipped() -> None:
         assert r.status_code == 200
         assert model.batches == [2, 2]  # the 3-row request of the departed client never ran
         assert 'code="499"' in httpx.get(f"{s.url}/metrics").text
+
+
+def test_large_json_request_takes_the_fast_path_and_is_exact(fake_server: ServerThread) -> None:
+    from modelship.serve import codec
+
+    assert codec._simdjson is not None, "pysimdjson is part of the [serve] extra"
+    rng = np.random.default_rng(1)
+    x = (rng.integers(-64, 64, (3000, 4)) / 8).astype(np.float32)
+    k = rng.integers(-1000, 1000, (3000, 2)).astype(np.int32)
+    body = json.dumps(v2_body(x=x, k=k.tolist())).encode()
+    assert len(body) > codec.FAST_JSON_BYTES
+    r = httpx.post(f"{fake_server.url}/v2/models/fake/infer", content=body, timeout=30)
+    assert r.status_code == 200, r.text
+    outs = {o["name"]: o for o in r.json()["outputs"]}
+    np.testing.assert_array_equal(np.asarray(outs["y"]["data"], np.float32).reshape(3000, 3), FakeModel.expected(x))
+    np.testing.assert_array_equal(outs["s"]["data"], k.sum(axis=1))
+    bad = v2_body(x=x, k=k.tolist())
+    flat_k = k.ravel().tolist()
+    flat_k[5] = 2**40  # out of INT32 range, found on the fast path too
+    bad["inputs"][1]["data"] = flat_k
+    r = httpx.post(f"{fake_server.url}/v2/models/fake/infer", json=bad, timeout=30)
+    assert r.status_code == 400 and "out of range" in r.json()["error"]

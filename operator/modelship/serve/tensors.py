@@ -177,12 +177,43 @@ def _bytes_array(value: Any) -> Array:
         raise BadRequest("string tensor is ragged: every list at one depth must have the same length") from None
 
 
+class FastData:
+    """A JSON array left unparsed by the fast path (pysimdjson): read straight into a numeric buffer when its
+    elements are all numbers, else converted to Python lists for the checked path."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+
+    def numeric(self, datatype: str) -> Array | None:
+        kind = "d" if datatype in _FLOAT_TYPES else "u" if datatype == "UINT64" else "i"
+        if datatype in ("BOOL", "BYTES"):
+            return None
+        try:
+            buf = self.array.as_buffer(of_type=kind)
+        except (TypeError, ValueError, RuntimeError):
+            return None  # mixed, nulls, strings, fractions for integers: let the checked path explain
+        return np.frombuffer(buf, dtype={"d": np.float64, "u": np.uint64, "i": np.int64}[kind])
+
+    def as_list(self) -> Any:
+        return self.array.as_list()
+
+
 def json_to_array(value: Any, datatype: str, what: str) -> Array:
     """Convert a JSON value (nested lists or a scalar) to an array of OIP ``datatype``.
 
     Raises BadRequest when the values do not fit the datatype (strings for numbers, fractions for
     integers, out-of-range integers, ragged lists, nulls).
     """
+    if isinstance(value, FastData):
+        flat = value.numeric(datatype)
+        if flat is None:
+            value = value.as_list()
+        elif datatype in _FLOAT_TYPES:
+            return flat.astype(DATATYPES[datatype])
+        else:
+            value = flat  # integers: range-checked below
     if datatype == "BYTES":
         return _bytes_array(value)
     dtype = DATATYPES.get(datatype)
