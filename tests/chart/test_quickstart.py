@@ -100,5 +100,5 @@ def test_doc_names_files_that_exist_and_the_mirrors_match_the_example() -> None:
         assert (REPO_ROOT / path.rstrip(".")).exists(), path
     registry = yaml.safe_load(EXAMPLE.read_text())["spec"]["build"]["repository"].split("/")[0]
     assert f'"{registry}"' in text  # a containerd mirror for the registry build Jobs push to
-    assert "kind-config.yaml" in text and "--skip-crds" in text
+    assert "kind-config.yaml" in text and "helm install modelship charts/modelship" in text
     assert "What our CI proves" in text
