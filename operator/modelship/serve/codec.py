@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,27 +70,45 @@ def _py(v: Any) -> Any:
     return v
 
 
+_parsers = threading.local()
+
+
+def _parse_simd(data: bytes) -> Any:
+    """Parse with a per-thread reusable simdjson parser (a fresh one if the old is still referenced)."""
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = _simdjson.Parser()
+    try:
+        return parser.parse(data)
+    except RuntimeError as e:
+        if "re-use a parser" not in str(e):
+            raise
+        parser = _parsers.parser = _simdjson.Parser()
+        return parser.parse(data)
+
+
 def loads_v2(body: bytes | memoryview) -> Any:
-    """Parse an inference request; large ones leave each input's ``data`` as :class:`FastData`.
+    """Parse an inference request; large ones leave each input's flat ``data`` as :class:`FastData`.
 
     Anything unusual falls back to :func:`loads`, which gives the same answers (or errors) without simdjson.
+    Only the keys are walked (``items()`` would convert every value, data included, to Python).
     """
     if _simdjson is None or len(body) < FAST_JSON_BYTES:
         return loads(body)
     try:
-        doc = _simdjson.Parser().parse(bytes(body))
+        doc = _parse_simd(bytes(body))
     except (ValueError, RuntimeError, TypeError):
         return loads(body)
     if not isinstance(doc, _simdjson.Object):
         return _py(doc)
-    out: dict[str, Any] = {k: _py(v) for k, v in doc.items() if k != "inputs"}
+    out: dict[str, Any] = {k: _py(doc[k]) for k in doc.keys() if k != "inputs"}  # noqa: SIM118 - proxy object
     if "inputs" in doc:
         inputs = doc["inputs"]
         if isinstance(inputs, _simdjson.Array):
             tensors: list[Any] = []
             for t in inputs:
                 if isinstance(t, _simdjson.Object):
-                    d = {k: _py(v) for k, v in t.items() if k != "data"}
+                    d = {k: _py(t[k]) for k in t.keys() if k != "data"}  # noqa: SIM118
                     if "data" in t:
                         data = t["data"]
                         # flat numbers only: nested data takes the checked path, which rejects ragged lists
