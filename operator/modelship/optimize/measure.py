@@ -108,7 +108,7 @@ def tflite_io(content: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     return dict(inputs[0]), dict(outputs[0])
 
 
-def _quantize_input(x: Array, detail: dict[str, Any]) -> Array:
+def quantize_input(x: Array, detail: dict[str, Any]) -> Array:
     dtype = np.dtype(detail["dtype"])
     if dtype.kind == "f":
         return x.astype(dtype, copy=False)
@@ -172,7 +172,7 @@ class Runner:
             n = len(chunk)
             if n < b:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)], axis=0)
-            self.interpreter.set_tensor(self.input["index"], _quantize_input(chunk, self.input))
+            self.interpreter.set_tensor(self.input["index"], quantize_input(chunk, self.input))
             self.interpreter.invoke()
             out.append(_dequantize_output(self.interpreter.get_tensor(self.output["index"]), self.output)[:n])
         if not out:
@@ -201,7 +201,7 @@ def speed(
     """Single-sample latency (set input, invoke, read output) and batch throughput, after a warm-up."""
     runner = Runner(content, batch_size=1, threads=threads)
     it, inp, out = runner.interpreter, runner.input, runner.output
-    x = _quantize_input(sample[:1], inp)
+    x = quantize_input(sample[:1], inp)
     for _ in range(5):
         it.set_tensor(inp["index"], x)
         it.invoke()
@@ -217,7 +217,7 @@ def speed(
     throughput: float | None = None
     batch = Runner(content, batch_size=batch_size, threads=threads)
     if batch.batch_size == batch_size:
-        xb = _quantize_input(np.repeat(sample[:1], batch_size, axis=0), batch.input)
+        xb = quantize_input(np.repeat(sample[:1], batch_size, axis=0), batch.input)
         bit = batch.interpreter
         bit.set_tensor(batch.input["index"], xb)
         bit.invoke()
