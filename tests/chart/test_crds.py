@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import yaml
 
@@ -49,6 +50,12 @@ def _plain_go_bools(node: yaml.Node, path: str = "") -> list[str]:
     return []
 
 
+def _compose(path: Path) -> yaml.Node:
+    node = yaml.compose(path.read_text())
+    assert node is not None, path
+    return node
+
+
 def test_crd_has_no_plain_scalars_go_reads_as_booleans() -> None:
-    hits = [hit for p in sorted(TOP.glob("*.yaml")) for hit in _plain_go_bools(yaml.compose(p.read_text()))]
+    hits = [hit for p in sorted(TOP.glob("*.yaml")) for hit in _plain_go_bools(_compose(p))]
     assert hits == []

@@ -67,7 +67,8 @@ def token_kubeconfig(admin: client.ApiClient, namespace: str, service_account: s
     """A kubeconfig holding a TokenRequest token of namespace/service_account (what the kubelet mounts)."""
     core = client.CoreV1Api(admin)
     req = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=7200))
-    token = core.create_namespaced_service_account_token(service_account, namespace, req).status.token
+    resp: Any = core.create_namespaced_service_account_token(service_account, namespace, req)
+    token = str(resp.status.token)
     conf = admin.configuration
     server: dict[str, Any] = {"server": conf.host}
     if conf.ssl_ca_cert:
@@ -111,7 +112,7 @@ class ChartOperator:
         return self.workdir / "operator.log"
 
     def start(self) -> None:
-        dep = client.AppsV1Api(self.admin).read_namespaced_deployment(self.deployment, self.namespace)
+        dep: Any = client.AppsV1Api(self.admin).read_namespaced_deployment(self.deployment, self.namespace)
         pod = dep.spec.template.spec
         (container,) = pod.containers
         self.health_port, self.metrics_port = _free_port(), _free_port()
@@ -233,6 +234,12 @@ def assert_forbidden(call: Any, *args: Any) -> None:
     assert info.value.status == 403, info.value
 
 
+def _plain(api: client.ApiClient, obj: object) -> dict[str, Any]:
+    """A typed API object as the JSON the server sent (camelCase keys, no None fields)."""
+    out: dict[str, Any] = api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+    return out
+
+
 def assert_events_posted(admin: client.ApiClient, ns: str) -> None:
     """Events are best effort (a refused one is only logged by the operator): check they were really posted."""
     events = client.CoreV1Api(admin).list_namespaced_event(ns, field_selector="involvedObject.kind=ModelDeployment")
@@ -266,14 +273,14 @@ class TestClusterWide:
     ) -> None:
         release, op = clusterwide
         rbac = client.RbacAuthorizationV1Api(api_client)
-        role = api_client.sanitize_for_serialization(rbac.read_cluster_role(release.fullname))
+        role = _plain(api_client, rbac.read_cluster_role(release.fullname))
         assert role["rules"] == operator_rules(cluster_scope=True)
-        binding = rbac.read_cluster_role_binding(release.fullname)
+        binding: Any = rbac.read_cluster_role_binding(release.fullname)
         assert [(s.kind, s.name, s.namespace) for s in binding.subjects] == [
             ("ServiceAccount", release.fullname, release.namespace)
         ]
         assert not [o for o in release.manifest() if o["kind"] in ("Role", "RoleBinding")]
-        dep = client.AppsV1Api(api_client).read_namespaced_deployment(release.fullname, release.namespace)
+        dep: Any = client.AppsV1Api(api_client).read_namespaced_deployment(release.fullname, release.namespace)
         assert dep.spec.replicas == 1 and dep.spec.strategy.type == "Recreate"
         assert dep.status.available_replicas == 1  # helm --wait saw it available
         # the operator runs with the chart's flags and env
@@ -350,7 +357,7 @@ class TestNamespaced:
         kinds = sorted(o["kind"] for o in release.manifest())
         assert kinds == ["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
         rbac = client.RbacAuthorizationV1Api(api_client)
-        role = api_client.sanitize_for_serialization(rbac.read_namespaced_role(release.fullname, namespaced.watched))
+        role = _plain(api_client, rbac.read_namespaced_role(release.fullname, namespaced.watched))
         assert role["rules"] == operator_rules(cluster_scope=False)
         with pytest.raises(ApiException) as info:
             rbac.read_cluster_role(release.fullname)

@@ -188,8 +188,8 @@ def test_reapplying_the_git_manifest_is_a_no_op(
     custom = client.CustomObjectsApi(api_client)
 
     def get() -> dict[str, Any]:
-        obj: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, gitops_ns, PLURAL, name)
-        return obj
+        obj: Any = custom.get_namespaced_custom_object(GROUP, VERSION, gitops_ns, PLURAL, name)
+        return dict(obj)
 
     def quietly(dry_run: bool) -> tuple[dict[str, Any], dict[str, Any]] | None:
         before = get()
