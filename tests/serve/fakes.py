@@ -83,13 +83,19 @@ class ServerThread:
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            self.loop.run_until_complete(self._start())
-        except BaseException as e:
-            self._error = e
+            try:
+                self.loop.run_until_complete(self._start())
+            except BaseException as e:
+                self._error = e
+                self._ready.set()
+                return
             self._ready.set()
-            return
-        self._ready.set()
-        self.loop.run_forever()
+            self.loop.run_forever()
+        finally:
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+            self.loop.run_until_complete(asyncio.sleep(0))
+            self.loop.close()
 
     async def _start(self) -> None:
         self.server = Server(self.cfg)
