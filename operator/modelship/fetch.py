@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import ssl
 import tempfile
 import urllib.error
@@ -295,17 +294,3 @@ def _fetch_gs(uri: str, dest: Path) -> Fetched:
     except Exception as exc:  # google-cloud raises many unrelated types
         raise FetchError(f"{uri}: cannot download from GCS: {exc}") from None
     return _finish_tree(uri, dest, got)
-
-
-def copy_into(src: Path, dest: Path) -> Path:
-    """Copy a file or directory to dest (replacing it)."""
-    if dest.exists():
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        else:
-            dest.unlink()
-    if src.is_dir():
-        shutil.copytree(src, dest)
-    else:
-        shutil.copy2(src, dest)
-    return dest

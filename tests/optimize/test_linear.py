@@ -123,3 +123,18 @@ def test_feature_shape_mismatch_is_a_clear_error(linear_example: Any, run_optimi
         f"evaluation data {ref.uri}: features have shape (3) per sample but the model expects (1)"
     )
     assert exc.value.context["source_digest"] == sha256_path(linear_example.model)
+
+
+def test_tflite_input_is_served_as_is(linear_example: Any, run_optimizer: Run) -> None:
+    from modelship.optimize.errors import OptimizeError
+
+    disabled = linear_example.optimization.model_copy(update={"enabled": False})
+    _, first = run_optimizer(linear_example, disabled)
+    tflite = first / "model.tflite"
+    report, out = run_optimizer(linear_example, disabled, model=tflite)
+    s = report.summary
+    assert report.model_format == "tflite" and s.decision == ShipDecision.BASELINE
+    assert (out / "model.tflite").read_bytes() == tflite.read_bytes()
+    assert s.baseline is not None and s.baseline < 0.01 and s.value == s.baseline and s.drop == 0.0
+    with pytest.raises(OptimizeError, match=r"a tflite model is served as is: set optimization\.enabled to false"):
+        run_optimizer(linear_example, linear_example.optimization, model=tflite)

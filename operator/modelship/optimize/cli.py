@@ -202,7 +202,7 @@ def _fail(args: argparse.Namespace, message: str, context: dict[str, Any]) -> in
 
 def run(args: argparse.Namespace) -> int:
     """Run the optimizer from parsed arguments; 0 when it finished (whatever the gate decided), 1 on error."""
-    from .errors import OptimizeError
+    from .errors import OptimizeError, first_line
 
     try:
         request = build_request(args)
@@ -225,8 +225,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # unexpected: still one readable line and an ok=false summary
         if os.environ.get("MODELSHIP_DEBUG") == "1":
             traceback.print_exc()
-        text = str(exc).strip().splitlines()
-        return _fail(args, f"internal error: {type(exc).__name__}: {text[0] if text else ''}", {})
+        return _fail(args, f"internal error: {type(exc).__name__}: {first_line(exc)}", {})
     write_termination(termination_path(args), report.summary.to_line())
     from . import render
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..api.optimization import DataFormat, DataRef, MetricType
-from .errors import OptimizeError
+from .errors import OptimizeError, first_line
 
 Array = np.ndarray[Any, Any]
 
@@ -69,7 +69,7 @@ def load(role: str, ref: DataRef, path: Path, *, needs_labels: bool) -> Dataset:
     except OptimizeError:
         raise
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-        raise OptimizeError(f"{where}: cannot read {ref.format.value} file {path} ({_reason(exc)})") from None
+        raise OptimizeError(f"{where}: cannot read {ref.format.value} file {path} ({first_line(exc)})") from None
     if x.dtype.kind not in "fiub":
         raise OptimizeError(f"{where}: features must be numeric, found dtype {x.dtype}")
     if ref.samples is not None:
@@ -82,11 +82,6 @@ def load(role: str, ref: DataRef, path: Path, *, needs_labels: bool) -> Dataset:
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise OptimizeError(f"{where}: features contain NaN or infinite values")
     return Dataset(role=role, uri=ref.uri, x=x, y=y)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _load_npz(path: Path, features: str, labels: str | None, where: str) -> tuple[Array, Array | None]:
@@ -208,7 +203,7 @@ def _load_tfrecord(path: Path, features: str, labels: str | None, where: str) ->
     except OptimizeError:
         raise
     except Exception as exc:  # tf.errors.DataLossError and friends
-        raise OptimizeError(f"{where}: cannot read TFRecord {path} ({_reason(exc)})") from None
+        raise OptimizeError(f"{where}: cannot read TFRecord {path} ({first_line(exc)})") from None
     if not xs:
         return np.zeros((0,), dtype=np.float32), (np.zeros((0,)) if labels is not None else None)
     if len({a.shape for a in xs}) != 1:

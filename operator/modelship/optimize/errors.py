@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class OptimizeError(Exception):
     """The optimization cannot run or cannot finish; ``str(exc)`` is the readable message.
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..api.source import ModelFormat
 from . import tfenv
-from .errors import OptimizeError
+from .errors import OptimizeError, first_line
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -158,7 +158,7 @@ def _inspect_h5(info: ModelInfo) -> None:
     except OptimizeError:
         raise
     except (OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise OptimizeError(
             f"{path}: corrupt or truncated HDF5 file ({reason}); expected {EXPECTED[ModelFormat.H5]}"
         ) from None
@@ -225,7 +225,7 @@ def load_model(info: ModelInfo) -> LoadedModel:
         try:
             inp, out = tflite_io(loaded.tflite)
         except Exception as exc:
-            raise OptimizeError(f"{info.path}: not a valid TFLite model ({_first_line(exc)})") from None
+            raise OptimizeError(f"{info.path}: not a valid TFLite model ({first_line(exc)})") from None
         loaded.input_shape, loaded.output_shape = _shape(inp["shape"]), _shape(out["shape"])
         loaded.input_dtype = np.dtype(inp["dtype"]).name
         return loaded
@@ -260,17 +260,12 @@ def load_model(info: ModelInfo) -> LoadedModel:
     return loaded
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _load_keras(t: tfenv.TF, info: ModelInfo) -> Any:
     try:
         with tfenv.quiet_native_stderr():
             return t.keras.models.load_model(str(info.path), compile=False)
     except Exception as exc:
-        reason = _first_line(exc)
+        reason = first_line(exc)
         if info.format == ModelFormat.SAVEDMODEL:
             info.notes.append(f"tf-keras could not load the SavedModel ({reason}); treating it as a plain SavedModel")
             return None
@@ -288,7 +283,7 @@ def _load_saved_model(t: tfenv.TF, path: Path) -> Any:
         with tfenv.quiet_native_stderr():
             loaded = t.tf.saved_model.load(str(path))
     except Exception as exc:
-        raise OptimizeError(f"{path}: cannot load the SavedModel: {_first_line(exc)}") from None
+        raise OptimizeError(f"{path}: cannot load the SavedModel: {first_line(exc)}") from None
     if "serving_default" not in getattr(loaded, "signatures", {}):
         raise OptimizeError(f"{path}: the SavedModel has no serving_default signature to convert")
     return loaded

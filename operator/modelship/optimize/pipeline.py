@@ -40,7 +40,7 @@ from . import data as datamod
 from . import gate as gatemod
 from . import modelio, tfenv
 from .candidates import Candidate, auto_candidates
-from .errors import OptimizeError
+from .errors import OptimizeError, first_line
 from .measure import Runner, WeightStats, gzip_size, keras_weight_stats, path_sizes, speed, variables_weight_stats
 from .progress import Progress, Task
 from .techniques import (
@@ -48,7 +48,6 @@ from .techniques import (
     choose_loss,
     cluster,
     convert,
-    first_line,
     low_rank,
     prune,
     qat,
@@ -399,13 +398,17 @@ class _Run:
         assert loaded is not None
         task = self.progress.task("baseline", total=2)
         ev = self.data.evaluation
-        tfl = loaded.tflite if loaded.tflite is not None else self._float_tflite(State(keras=loaded.keras))
-        if ev is not None:
-            y = loaded.predict(ev.x) if loaded.tflite is None else Runner(tfl, batch_size=min(64, len(ev)))(ev.x)
-            self.baseline_metric = self._metric(y)
+        if loaded.tflite is not None:  # a .tflite input is its own baseline
+            tfl = loaded.tflite
+        else:
+            tfl = self._float_tflite(State(keras=loaded.keras))
+            if ev is not None:
+                self.baseline_metric = self._metric(loaded.predict(ev.x))
         task.advance("converted and evaluated")
-        stats = self._stats(loaded.keras)
-        tfl_measure = self._measure(tfl, stats)
+        tfl_measure = self._measure(tfl, self._stats(loaded.keras))
+        if loaded.tflite is not None:
+            self.baseline_metric = tfl_measure.metric
+            tfl_measure = tfl_measure.model_copy(update={"drop": 0.0 if ev else None})
         measure = tfl_measure.model_copy(update={"metric": self.baseline_metric, "drop": 0.0 if ev else None})
         name = gatemod.metric_name(self.opt.metric)
         task.finish(

@@ -29,7 +29,7 @@ from ..api.optimization import (
     QuantizeParams,
 )
 from .data import Dataset
-from .errors import OptimizeError
+from .errors import OptimizeError, first_line
 from .tfenv import TF, quiet_native_stderr
 
 Array = np.ndarray[Any, Any]
@@ -42,11 +42,6 @@ class Result:
     model: Any
     fine_tuned: bool = False
     notes: list[str] = field(default_factory=list)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def clone(t: TF, model: Any) -> Any:
@@ -131,11 +126,10 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 # --------------------------------------------------------------------------------------------- per-layer wrapping
 
 
-def wrap_layers(t: TF, model: Any, wrap: Callable[[Any], Any], what: str) -> tuple[Any, list[str], int]:
+def wrap_layers(t: TF, model: Any, wrap: Callable[[Any], Any], what: str) -> tuple[Any, list[str]]:
     """Clone the model wrapping each layer with ``wrap``; layers it rejects (ValueError) stay as they are.
 
-    Returns (model, notes, number of wrapped layers). The layers come from a private copy, so the input keeps
-    its weights.
+    Returns (model, notes). The layers come from a private copy, so the input keeps its weights.
     """
     base = clone(t, model)
     skipped: list[str] = []
@@ -163,7 +157,7 @@ def wrap_layers(t: TF, model: Any, wrap: Callable[[Any], Any], what: str) -> tup
     notes = [f"{what}: layers left as they are: {', '.join(skipped)}"] if skipped else []
     if wrapped == 0:
         raise OptimizeError(f"{what}: no layer of the model supports it")
-    return new, notes, wrapped
+    return new, notes
 
 
 def _wrappers(model: Any, cls: type) -> list[Any]:
@@ -219,7 +213,7 @@ def prune(t: TF, model: Any, p: PruneParams, setup: TrainingSetup | None, ft: Fi
         def wrap(layer: Any) -> Any:
             return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
 
-    pm, wrap_notes, _ = wrap_layers(t, model, wrap, "pruning")
+    pm, wrap_notes = wrap_layers(t, model, wrap, "pruning")
     notes += wrap_notes
     if training:
         assert setup is not None and ft is not None
@@ -267,7 +261,7 @@ def cluster(t: TF, model: Any, c: ClusterParams, setup: TrainingSetup | None, ft
             cluster_per_channel=c.per_channel,
         )
 
-    cm, wrap_notes, _ = wrap_layers(t, model, wrap, "clustering")
+    cm, wrap_notes = wrap_layers(t, model, wrap, "clustering")
     notes += wrap_notes
     training = setup is not None and ft is not None
     if training:
@@ -392,7 +386,7 @@ def qat(t: TF, model: Any, setup: TrainingSetup, ft: FineTune, *, pruned: bool, 
         scheme = combine.Default8BitPrunePreserveQuantizeScheme()
         notes.append("sparsity-preserving QAT (PQAT)")
     else:
-        scheme = q.Default8BitQuantizeScheme() if hasattr(q, "Default8BitQuantizeScheme") else None
+        scheme = None  # quantize_apply's default 8-bit scheme
     base = clone(t, model)
     with q.quantize_scope():
         annotated = q.quantize_annotate_model(base)
