@@ -18,7 +18,9 @@ from modelship.serve.tensors import Array, TensorSpec
 class EchoModel(ServedModel):
     """out = x * 2 for any non-batch shape; records batch shapes; can block or fail on demand."""
 
-    def __init__(self) -> None:
+    def __init__(self, single_row_seconds: float | None = None) -> None:
+        self.single_row_seconds = single_row_seconds
+        self.threads: list[str] = []
         super().__init__(
             "echo", "1", [TensorSpec("x", "FP32", (-1, -1))], [TensorSpec("out", "FP32", (-1, -1))],
             batchable=True, path="-",
@@ -32,7 +34,10 @@ class EchoModel(ServedModel):
         model = self
 
         class R(Runner):
+            single_row_seconds = model.single_row_seconds
+
             def run(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
+                model.threads.append(threading.current_thread().name)
                 model.shapes.append(tuple(inputs["x"].shape))
                 model.gate.wait(30)
                 if model.fail_next:
@@ -175,3 +180,46 @@ async def test_done_jobs_are_skipped_and_stop_fails_queued_jobs() -> None:
     await asyncio.wait_for(stopper, 10)
     assert not timed_out.done()
     assert m.shapes == [(1, 2)]
+
+
+@pytest.mark.asyncio
+async def test_an_idle_server_runs_a_lone_request_on_the_loop_thread() -> None:
+    m = EchoModel(single_row_seconds=0.001)
+    arriving = [0]
+    b = Batcher(m, workers=2, threads=1, max_batch_size=8, max_wait_s=0, arriving=lambda: arriving[0])
+    await b.start()
+    try:
+        here = threading.current_thread().name
+        (f,) = await run_jobs(b, [rows(1, 2, 0)])
+        np.testing.assert_array_equal((await asyncio.wait_for(f, 10))["out"], rows(1, 2, 0) * 2)
+        assert m.threads == [here] and b.inline_runs == 1
+        arriving[0] = 1  # another request is on its way: hand this one to a worker
+        (f,) = await run_jobs(b, [rows(1, 2, 1)])
+        await asyncio.wait_for(f, 10)
+        assert m.threads[-1].startswith("modelship-worker-") and b.inline_runs == 1
+        m.gate.clear()  # keep a worker busy: then the next request also goes to a worker
+        (busy,) = await run_jobs(b, [rows(1, 2, 2)])
+        for _ in range(500):
+            if len(m.threads) == 3:
+                break
+            await asyncio.sleep(0.01)
+        arriving[0] = 0
+        (second,) = await run_jobs(b, [rows(1, 2, 3)])
+        m.gate.set()
+        await asyncio.wait_for(asyncio.gather(busy, second), 10)
+        assert all(t.startswith("modelship-worker-") for t in m.threads[1:]) and b.inline_runs == 1
+    finally:
+        await b.stop()
+
+
+@pytest.mark.asyncio
+async def test_slow_models_never_run_on_the_loop_thread() -> None:
+    m = EchoModel(single_row_seconds=1.0)
+    b = Batcher(m, workers=1, threads=1, max_batch_size=8, max_wait_s=0)
+    await b.start()
+    try:
+        (f,) = await run_jobs(b, [rows(1, 2, 0)])
+        await asyncio.wait_for(f, 10)
+        assert m.threads[0].startswith("modelship-worker-") and b.inline_runs == 0
+    finally:
+        await b.stop()

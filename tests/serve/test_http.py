@@ -531,3 +531,15 @@ def test_large_json_request_takes_the_fast_path_and_is_exact(fake_server: Server
     bad["inputs"][1]["data"] = flat_k
     r = httpx.post(f"{fake_server.url}/v2/models/fake/infer", json=bad, timeout=30)
     assert r.status_code == 400 and "out of range" in r.json()["error"]
+
+
+def test_head_answers_headers_only_and_keeps_the_connection_usable(fake_server: ServerThread) -> None:
+    resp = _raw(
+        fake_server.port,
+        b"HEAD /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    head, rest = resp.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: 14" in head  # {"ready":true}
+    assert rest.startswith(b"HTTP/1.1 200 OK")  # no body bytes before the next response
+    assert rest.endswith(b'{"live":true}')

@@ -384,7 +384,7 @@ def create_app(config: AppConfig | None = None, metrics: Metrics | None = None) 
 
 
 def _method(req: Request, allowed: str) -> None:
-    if req.method != allowed:
+    if req.method != allowed and not (allowed == "GET" and req.method == "HEAD"):
         raise MethodNotAllowed(f"method {req.method} not allowed for {req.path}; use {allowed}")
 
 

@@ -34,6 +34,9 @@ class Runner(ABC):
     def run(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
         """Run a batch; every input shares the first dimension when the model is batchable."""
 
+    #: seconds one warm single-row run takes (set by ``warmup``); None when unknown
+    single_row_seconds: float | None = None
+
     def warmup(self) -> None:  # noqa: B027 - optional hook
         """Run every code path once so the first request does not pay for allocation."""
 
@@ -196,6 +199,10 @@ class _TFLiteRunner(Runner):
                     shape[0] = b
                 inputs[spec.name] = np.zeros(shape, dtype=np.dtype(m.raw_dtypes[spec.name]))
             self._invoke(b, inputs, b)
+            if b == self.buckets[0]:
+                t0 = time.perf_counter()
+                self._invoke(b, inputs, b)
+                self.single_row_seconds = time.perf_counter() - t0
 
 
 def _litert_interpreter_cls() -> Any:
