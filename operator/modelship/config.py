@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 class Images:
     """Container images the operator puts into the objects it creates (by digest where the chart pins one)."""
 
+    operator: str = "modelship/operator:0.1.0"
+    """The operator's own image: the build Job's init container renders the build context with it."""
     optimizer: str = "modelship/optimizer:0.1.0"
     serving: str = "modelship/serving:0.1.0"
     buildkit: str = "modelship/buildkit:0.1.0"
@@ -45,6 +47,7 @@ class OperatorConfig:
         e = dict(os.environ if env is None else env)
         d = Images()
         images = Images(
+            operator=e.get("MODELSHIP_OPERATOR_IMAGE", d.operator),
             optimizer=e.get("MODELSHIP_OPTIMIZER_IMAGE", d.optimizer),
             serving=e.get("MODELSHIP_SERVING_IMAGE", d.serving),
             buildkit=e.get("MODELSHIP_BUILDKIT_IMAGE", d.buildkit),

@@ -17,9 +17,9 @@ def operator_rules(cluster_scope: bool = True) -> list[dict[str, Any]]:
     cluster_scope adds what kopf needs to discover namespaces and CRDs when it watches the whole cluster.
     """
     rules: list[dict[str, Any]] = [
-        # the resource itself: read spec, never write it; status through the subresource only
-        {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": [*READ, "patch"]},
-        {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["get", "patch", "update"]},
+        # the resource itself: read only (spec is Git's); status through the subresource, merge-patched
+        {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": READ},
+        {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["get", "patch"]},
         # stage Jobs are immutable: created and deleted, never patched
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": [*READ, "create", "delete"]},
         # termination messages of finished Job pods; readiness of serving pods

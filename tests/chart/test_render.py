@@ -174,6 +174,7 @@ def test_pinned_images_by_digest_and_settings_reach_the_operator_config(helm: He
     env = container_env(one(objs, "Deployment", FULLNAME))
     cfg = OperatorConfig.from_env(env)
     assert cfg.images == Images(
+        operator=f"registry.example.com/modelship/operator@{D1}",  # the build Job's context renderer
         optimizer=f"registry.example.com/modelship/optimizer@{D2}",
         serving=f"registry.example.com/modelship/serving@{D3}",
         buildkit="docker.io/moby/buildkit:v0.23.2-rootless",
@@ -206,7 +207,7 @@ def test_env_names_are_the_ones_the_operator_reads() -> None:
     names = set(re.findall(r"name: (MODELSHIP_[A-Z_]+)", chart_text))
     source = "\n".join(p.read_text() for p in (CHART.parents[1] / "operator" / "modelship").rglob("*.py"))
     unread = {n for n in names if f'"{n}"' not in source}
-    assert unread == {"MODELSHIP_BUILD_REGISTRY", "MODELSHIP_BUILD_ENGINE", "MODELSHIP_OPERATOR_IMAGE"}
+    assert unread == {"MODELSHIP_BUILD_REGISTRY", "MODELSHIP_BUILD_ENGINE"}
     # everything config.py reads with a chart value behind it is set by the chart
     config_reads = set(
         re.findall(r'"(MODELSHIP_[A-Z_]+)"', (CHART.parents[1] / "operator/modelship/config.py").read_text())

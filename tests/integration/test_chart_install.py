@@ -369,10 +369,9 @@ class TestNamespaced:
     ) -> None:
         ignored = Cluster(api_client, namespaced.unwatched)
         ignored.apply(md_doc())  # first, so the operator has every chance to (wrongly) pick it up
-        # KNOWN (operator): with --namespace, kopf still lists namespaces and CRDs cluster-wide unless
-        # settings.scanning.disabled is set; the Roles forbid that, so kopf retries for about a minute before it
-        # falls back to the exact names ("Not enough permissions to list namespaces"). Hence the long deadline.
-        reconcile_to_ready(api_client, namespaced.watched, timeout=240)
+        # with --namespace the operator turns kopf's cluster-wide scanning off (the Roles forbid it), so it
+        # starts watching at once: the same deadline as cluster-wide mode
+        reconcile_to_ready(api_client, namespaced.watched, timeout=120)
         assert_events_posted(api_client, namespaced.watched)
         # a resync later (5 s), the other namespace's ModelDeployment is still untouched
         resynced = namespaced.op.metrics

@@ -318,3 +318,49 @@ def test_resolved_digest_survives_later_reconciles() -> None:
     again = plan(make_md(build=False, status=first.status), Observed(), CONFIG, NOW)
     assert cond(again.status, "Resolved")["status"] == "True"
     assert again.status["source"]["digest"] == "sha256:" + "cd" * 32
+
+
+def test_restart_with_an_empty_store_never_duplicates_a_job() -> None:
+    """After a restart the watch may not have listed the Jobs yet: the reconciler asks the API server before
+    creating one, and plans again with what it finds."""
+    from modelship.controller.reconcile import Reconciler
+    from modelship.controller.store import Store
+
+    md = make_md()
+    rev = revision(md.spec)
+    first = plan(md, Observed(), CONFIG, NOW)  # what the operator did before it was killed
+    (job,) = first.create
+    body = {**valid_doc(), "status": first.status}
+    body["metadata"].update(namespace="ml", uid="u-1", generation=4, resourceVersion="7")
+    running = {**job, "metadata": {**job["metadata"], "resourceVersion": "8"}, "status": {"active": 1}}
+
+    class LiveKube:
+        created: list[str] = []
+        patched: list[dict[str, Any]] = []
+
+        def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+            assert f"modelship.io/modeldeployment={md.metadata.name}" in label_selector
+            return [running] if kind == "Job" else []
+
+        def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+            self.created.append(obj["metadata"]["name"])
+            return obj
+
+        def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+            return obj
+
+        def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+            self.patched.append(status)
+            return {**body, "status": status}
+
+        def event(self, *args: Any) -> None:
+            pass
+
+    store = Store()
+    store.put("ModelDeployment", body)  # the ModelDeployment arrived first; its Job not yet
+    kube = LiveKube()
+    Reconciler(kube, store, CONFIG).reconcile("ml", "digits")  # type: ignore[arg-type]
+    assert kube.created == []
+    assert store.get("Job", "ml", f"digits-opt-{rev}") is not None
+    optimized = next(c for c in kube.patched[-1]["conditions"] if c["type"] == "Optimized")
+    assert optimized["reason"] == "JobRunning"

@@ -65,10 +65,10 @@ needs to discover namespaces and CRDs when it watches the whole cluster.
 {{- define "modelship.rules.namespaced" -}}
 - apiGroups: ["modelship.io"]
   resources: ["modeldeployments"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["modelship.io"]
   resources: ["modeldeployments/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "patch"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.log_level.upper() != "DEBUG":
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per watch event
     handlers._State.workers = max(1, args.workers)
+    handlers._State.namespaced = bool(args.namespace)
     if args.metrics_port:
         start_http_server(args.metrics_port)
     kopf.run(

@@ -34,6 +34,7 @@ class _State:
     reconciler: Reconciler | None = None
     queue: WorkQueue | None = None
     workers = 4
+    namespaced = False
     resync_task: asyncio.Task[None] | None = None
 
 
@@ -65,6 +66,9 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
     settings.watching.client_timeout = 360
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
+    if _State.namespaced:
+        # the namespaced chart grants Roles only: do not list namespaces and CRDs cluster-wide
+        settings.scanning.disabled = True
     settings.execution.max_workers = 8
     cfg = OperatorConfig.from_env()
     try:

@@ -98,6 +98,16 @@ class Kube:
                 return None
             raise
 
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        result = self._call(
+            "GET", resource_path(api_version, kind, namespace), query=[("labelSelector", label_selector)]
+        )
+        items = result.get("items") or []
+        for item in items:  # list items carry no apiVersion/kind
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return items
+
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
             self._call("DELETE", resource_path(api_version, kind, namespace, name),
@@ -108,7 +118,13 @@ class Kube:
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
-        return self._call("PATCH", path, body={"status": status}, content_type="application/merge-patch+json")
+        return self._call(
+            "PATCH",
+            path,
+            body={"status": status},
+            query=[("fieldManager", FIELD_MANAGER)],
+            content_type="application/merge-patch+json",
+        )
 
     def merge_configmap(
         self, namespace: str, name: str, labels: dict[str, str], data: dict[str, str]

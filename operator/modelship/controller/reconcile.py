@@ -114,6 +114,8 @@ class Reconciler:
             observed = self.observe(md)
             log.debug("%s/%s observed deployment %s", namespace, name, observed.deployment)
             p = plan(md, observed, self.config, datetime.now(UTC))
+            if p.create and self._store_missed_jobs(md):
+                p = plan(md, self.observe(md), self.config, datetime.now(UTC))
             self._execute(md, body, p)
         except ApiException as exc:
             if exc.status == 403 and "being terminated" in (exc.body or ""):
@@ -128,6 +130,24 @@ class Reconciler:
         if p.requeue_after is not None:
             return p.requeue_after
         return None
+
+    def _store_missed_jobs(self, md: ModelDeployment) -> bool:
+        """Before creating a Job, ask the API server (not the store) which of this ModelDeployment's Jobs
+        exist: right after a restart the watch may not have listed them yet, and a Job the store does not know
+        must never be created twice. Returns True when the store was missing some (plan again)."""
+        ns, name = md.metadata.namespace or "", md.metadata.name
+        selector = f"{MODELDEPLOYMENT_LABEL}={name}"
+        live = self.kube.list("batch/v1", "Job", ns, selector)
+        known = {j["metadata"]["name"] for j in self.store.owned(ns, name, "Job")}
+        missed = [j for j in live if j["metadata"]["name"] not in known]
+        if not missed:
+            return False
+        for pod in self.kube.list("v1", "Pod", ns, f"{selector},batch.kubernetes.io/job-name"):
+            self.store.put("Pod", pod)
+        for job in missed:
+            self.store.put("Job", job)
+        log.info("%s/%s: %d Job(s) not yet seen by the watch; planning again", ns, name, len(missed))
+        return True
 
     def _execute(self, md: ModelDeployment, body: dict[str, Any], p: Plan) -> None:
         ns = md.metadata.namespace or ""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .. import __version__
 from ..api.build import BuildEngine
 from ..api.modeldeployment import ModelDeployment
 from ..config import OperatorConfig
@@ -91,8 +90,7 @@ def registry_host(repository: str) -> str:
 
 def operator_image(config: OperatorConfig) -> str:
     """The image that runs `modelship build context` (the operator's own image)."""
-    configured = getattr(config.images, "operator", None)
-    return configured if isinstance(configured, str) and configured else f"modelship/operator:{__version__}"
+    return config.images.operator
 
 
 def image_reference(md: ModelDeployment, revision: str) -> str:
