@@ -54,18 +54,22 @@ def _loadgen(
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
-    t_start = time.perf_counter()
-    t_measure = t_start + warmup_s
-    t_end = t_measure + duration_s
+    # The window opens `warmup_s` after every connection has had its first answer (steady state, not the
+    # opening burst) and lasts `duration_s`. Latency counts every request sent inside the window, however
+    # long it takes to come back; throughput counts answers received inside the window.
+    inf = float("inf")
+    window = {"measure": inf, "end": inf}
     lat: list[float] = []
     counts = {"ok": 0, "bad": 0, "errors": 0, "completed_in_window": 0}
     done = loop.create_future()
     open_conns = [concurrency]
+    first_answers = [0]
 
     class Client(asyncio.Protocol):
         def __init__(self) -> None:
             self.parser = httptools.HttpResponseParser(self)
             self.t0 = 0.0
+            self.answered = False
             self.transport: Any = None
 
         def connection_made(self, transport: Any) -> None:
@@ -85,16 +89,23 @@ def _loadgen(
                 counts["ok"] += 1
             else:
                 counts["bad"] += 1
-            if t_measure <= now <= t_end:  # completed inside the measured window
+            if not self.answered:
+                self.answered = True
+                first_answers[0] += 1
+                if first_answers[0] == concurrency:
+                    window["measure"] = now + warmup_s
+                    window["end"] = window["measure"] + duration_s
+            if window["measure"] <= self.t0 <= window["end"]:
                 lat.append(now - self.t0)
+            if window["measure"] <= now <= window["end"]:
                 counts["completed_in_window"] += 1
-            if now < t_end:
+            if now < window["end"]:
                 self.send()
             else:
                 self.transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if time.perf_counter() < t_end:
+            if time.perf_counter() < window["end"]:
                 counts["errors"] += 1
             open_conns[0] -= 1
             if open_conns[0] == 0 and not done.done():
@@ -103,7 +114,7 @@ def _loadgen(
     async def main() -> None:
         for _ in range(concurrency):
             await loop.create_connection(Client, host, port)
-        await asyncio.wait_for(done, timeout=warmup_s + duration_s + 120)
+        await asyncio.wait_for(done, timeout=warmup_s + duration_s + 300)
 
     loop.run_until_complete(main())
     loop.close()

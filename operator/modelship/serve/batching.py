@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -31,6 +33,9 @@ from .tensors import Array
 log = logging.getLogger("modelship.serve.batching")
 
 Result = dict[str, Array]
+
+#: nice increment of worker threads relative to the event loop thread (Linux: per-thread priority)
+WORKER_NICE = int(os.environ.get("MODELSHIP_WORKER_NICE", "5"))
 Callback = Callable[[Result | None, BaseException | None], None]
 
 
@@ -268,6 +273,11 @@ class Batcher:
     # ------------------------------------------------------------------ worker side
 
     def _worker_main(self, worker: _Worker, ready: concurrent.futures.Future[None]) -> None:
+        if WORKER_NICE:
+            # Compute yields to I/O: the event loop keeps reading requests and writing answers on a saturated
+            # CPU, so uploads are not starved while batches run (workers still take all the CPU left over).
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
         try:
             runner = self.model.create_runner(self.threads, self.max_batch_size)
             runner.warmup()
