@@ -320,7 +320,8 @@ def test_resolved_digest_survives_later_reconciles() -> None:
     assert again.status["source"]["digest"] == "sha256:" + "cd" * 32
 
 
-def test_restart_with_an_empty_store_never_duplicates_a_job() -> None:
+@pytest.mark.parametrize("watch_catches_up_meanwhile", [False, True])
+def test_restart_with_an_empty_store_never_duplicates_a_job(watch_catches_up_meanwhile: bool) -> None:
     """After a restart the watch may not have listed the Jobs yet: the reconciler asks the API server before
     creating one, and plans again with what it finds."""
     from modelship.controller.reconcile import Reconciler
@@ -340,6 +341,8 @@ def test_restart_with_an_empty_store_never_duplicates_a_job() -> None:
 
         def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
             assert f"modelship.io/modeldeployment={md.metadata.name}" in label_selector
+            if watch_catches_up_meanwhile and kind == "Job":
+                store.put("Job", running)  # the watch delivers the Job between the plan and this check
             return [running] if kind == "Job" else []
 
         def create(self, obj: dict[str, Any]) -> dict[str, Any]:

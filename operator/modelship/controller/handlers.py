@@ -132,44 +132,29 @@ def _intent(body: dict[str, Any]) -> tuple[Any, ...]:
     return (body.get("spec"), meta.get("generation"), meta.get("deletionTimestamp"), meta.get("labels"))
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=OURS)
-async def job_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-    _feed("Job", event, body)
+# Children the operator owns: every change is mirrored in the store and wakes the owner's reconcile.
+CHILDREN: tuple[tuple[str, str, str, str, dict[str, Any]], ...] = (
+    ("Job", "batch", "v1", "jobs", OURS),
+    ("Pod", "", "v1", "pods", {**OURS, "batch.kubernetes.io/job-name": kopf.PRESENT}),  # Job pods only
+    ("Deployment", "apps", "v1", "deployments", OURS),
+    ("Service", "", "v1", "services", OURS),
+    ("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers", OURS),
+    ("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", OURS),
+    ("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", OURS),
+    ("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims", OURS),
+)
 
 
-@kopf.on.event("", "v1", "pods", labels={**OURS, "batch.kubernetes.io/job-name": kopf.PRESENT})
-async def job_pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-    _feed("Pod", event, body)
+def _child_handler(kind: str) -> Any:
+    async def handler(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        _feed(kind, event, body)
+
+    handler.__name__ = handler.__qualname__ = f"{kind.lower()}_event"
+    return handler
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=OURS)
-async def deployment_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-    _feed("Deployment", event, body)
-
-
-@kopf.on.event("", "v1", "services", labels=OURS)
-async def service_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-    _feed("Service", event, body)
-
-
-@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OURS)
-async def hpa_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-    _feed("HorizontalPodAutoscaler", event, body)
-
-
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OURS)
-async def pdb_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-    _feed("PodDisruptionBudget", event, body)
-
-
-@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=OURS)
-async def networkpolicy_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-    _feed("NetworkPolicy", event, body)
-
-
-@kopf.on.event("", "v1", "persistentvolumeclaims", labels=OURS)
-async def claim_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-    _feed("PersistentVolumeClaim", event, body)
+for _kind, _group, _version, _plural, _labels in CHILDREN:
+    kopf.on.event(_group, _version, _plural, labels=_labels, id=f"{_kind.lower()}_event")(_child_handler(_kind))
 
 
 @kopf.on.event("", "v1", "configmaps", labels=CACHE_LABELS)

@@ -114,7 +114,7 @@ class Reconciler:
             observed = self.observe(md)
             log.debug("%s/%s observed deployment %s", namespace, name, observed.deployment)
             p = plan(md, observed, self.config, datetime.now(UTC))
-            if p.create and self._store_missed_jobs(md):
+            if p.create and self._store_missed_jobs(md, observed):
                 p = plan(md, self.observe(md), self.config, datetime.now(UTC))
             self._execute(md, body, p)
         except ApiException as exc:
@@ -131,15 +131,15 @@ class Reconciler:
             return p.requeue_after
         return None
 
-    def _store_missed_jobs(self, md: ModelDeployment) -> bool:
+    def _store_missed_jobs(self, md: ModelDeployment, planned_with: Observed) -> bool:
         """Before creating a Job, ask the API server (not the store) which of this ModelDeployment's Jobs
-        exist: right after a restart the watch may not have listed them yet, and a Job the store does not know
-        must never be created twice. Returns True when the store was missing some (plan again)."""
+        exist: right after a restart the watch may not have listed them yet, and a Job the plan did not see
+        must never be created twice. Returns True when the plan missed some (plan again)."""
         ns, name = md.metadata.namespace or "", md.metadata.name
         selector = f"{MODELDEPLOYMENT_LABEL}={name}"
         live = self.kube.list("batch/v1", "Job", ns, selector)
-        known = {j["metadata"]["name"] for j in self.store.owned(ns, name, "Job")}
-        missed = [j for j in live if j["metadata"]["name"] not in known]
+        seen = {j.name for j in planned_with.jobs}  # what the plan saw, not what the store holds by now
+        missed = [j for j in live if j["metadata"]["name"] not in seen]
         if not missed:
             return False
         for pod in self.kube.list("v1", "Pod", ns, f"{selector},batch.kubernetes.io/job-name"):

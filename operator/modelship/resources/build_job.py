@@ -26,9 +26,8 @@ from .meta import (
     RUN_AS_USER,
     build_job_name,
     container_security_context,
-    object_meta,
-    tolerations_wire,
 )
+from .stage_job import stage_job
 from .volumes import artifact_volume
 
 WORKSPACE = "/workspace"
@@ -308,35 +307,22 @@ def build_job(
         "containers": [container],
         "volumes": volumes,
     }
-    if job.node_selector:
-        pod_spec["nodeSelector"] = dict(sorted(job.node_selector.items()))
-    if job.tolerations:
-        pod_spec["tolerations"] = tolerations_wire(job.tolerations)
-
-    name = build_job_name(md, revision, attempt)
-    annotations = {"modelship.io/attempt": str(attempt), "modelship.io/image": image_reference(md, revision)}
-    template_meta: dict[str, Any] = {"labels": object_meta(md, name, "build", revision)["labels"]}
-    if job.pod_annotations:
-        template_meta["annotations"] = dict(sorted(job.pod_annotations.items()))
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": object_meta(md, name, "build", revision, annotations),
-        "spec": {
-            "backoffLimit": job.backoff_limit,
-            "activeDeadlineSeconds": job.active_deadline_seconds,
-            "ttlSecondsAfterFinished": config.job_ttl_seconds,
-            "podFailurePolicy": {
-                "rules": [
-                    # the context step refuses bad input (missing artifact, digest mismatch): retrying the
-                    # same artifact cannot help, so the Job fails at once
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {"containerName": CONTEXT_CONTAINER, "operator": "In", "values": [1, 2]},
-                    },
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-                ]
+    return stage_job(
+        md,
+        name=build_job_name(md, revision, attempt),
+        component="build",
+        revision=revision,
+        attempt=attempt,
+        settings=job,
+        config=config,
+        pod_spec=pod_spec,
+        annotations={"modelship.io/image": image_reference(md, revision)},
+        failure_rules=[
+            # the context step refuses bad input (missing artifact, digest mismatch): retrying the same
+            # artifact cannot help, so the Job fails at once
+            {
+                "action": "FailJob",
+                "onExitCodes": {"containerName": CONTEXT_CONTAINER, "operator": "In", "values": [1, 2]},
             },
-            "template": {"metadata": template_meta, "spec": pod_spec},
-        },
-    }
+        ],
+    )

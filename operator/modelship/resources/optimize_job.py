@@ -13,11 +13,10 @@ from ..api.modeldeployment import ModelDeployment
 from ..config import OperatorConfig
 from .meta import (
     container_security_context,
-    object_meta,
     optimize_job_name,
     pod_security_context,
-    tolerations_wire,
 )
+from .stage_job import stage_job
 from .volumes import artifact_volume, source_volumes, tmp_volume
 
 
@@ -122,28 +121,13 @@ def optimize_job(md: ModelDeployment, revision: str, config: OperatorConfig, att
     }
     if creds is not None and creds.service_account_name:
         pod_spec["serviceAccountName"] = creds.service_account_name
-    if job.node_selector:
-        pod_spec["nodeSelector"] = dict(sorted(job.node_selector.items()))
-    if job.tolerations:
-        pod_spec["tolerations"] = tolerations_wire(job.tolerations)
-    name = optimize_job_name(md, revision, attempt)
-    template_meta: dict[str, Any] = {"labels": object_meta(md, name, "optimizer", revision)["labels"]}
-    if job.pod_annotations:
-        template_meta["annotations"] = dict(sorted(job.pod_annotations.items()))
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": object_meta(md, name, "optimizer", revision, {"modelship.io/attempt": str(attempt)}),
-        "spec": {
-            "backoffLimit": job.backoff_limit,
-            "activeDeadlineSeconds": job.active_deadline_seconds,
-            "ttlSecondsAfterFinished": config.job_ttl_seconds,
-            "podFailurePolicy": {
-                "rules": [
-                    # a node drain or preemption is not the model's fault: do not count it against backoffLimit
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-                ]
-            },
-            "template": {"metadata": template_meta, "spec": pod_spec},
-        },
-    }
+    return stage_job(
+        md,
+        name=optimize_job_name(md, revision, attempt),
+        component="optimizer",
+        revision=revision,
+        attempt=attempt,
+        settings=job,
+        config=config,
+        pod_spec=pod_spec,
+    )
