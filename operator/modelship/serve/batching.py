@@ -34,8 +34,10 @@ log = logging.getLogger("modelship.serve.batching")
 
 Result = dict[str, Array]
 
-#: nice increment of worker threads relative to the event loop thread (Linux: per-thread priority)
-WORKER_NICE = int(os.environ.get("MODELSHIP_WORKER_NICE", "5"))
+#: nice increment for worker threads (Linux, per thread), so compute yields CPU to the event loop's I/O.
+#: Off by default: inside a container's cgroup it only ranks the server's own threads, but on a shared host
+#: it also ranks the workers below every other process, which measured worse on a busy machine.
+WORKER_NICE = int(os.environ.get("MODELSHIP_WORKER_NICE", "0"))
 Callback = Callable[[Result | None, BaseException | None], None]
 
 
