@@ -1,0 +1,134 @@
+"""The e2e tier: a REAL one-node cluster on this machine (hack/node/up): kube-apiserver & co. from
+hack/cluster, a kubelet built from the Go module proxy, Debian's containerd + runc + CNI bridge on a
+private /24, our images imported into containerd (nothing pulled). Torn down by hack/node/down, which
+restores the machine (netns, bridge, mounts, cgroups, sysctls, iptables chains).
+
+Skipped, with the reason, only where the machine cannot run a node: not root, no kubelet/containerd/CNI
+(run hack/node/prepare), or the docker images missing (hack/images/build-all)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HACK_NODE = REPO_ROOT / "hack" / "node"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: the whole pipeline on a real node (hack/node)")
+
+
+def _node_env() -> dict[str, str]:
+    out = subprocess.run(
+        ["bash", "-c", f'source {HACK_NODE}/lib.sh && echo "$NODE_BIN|$CP_BIN|$KUBECONFIG_NODE|$NODE_CACHE|$NODE_RUN"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    keys = ("node_bin", "cp_bin", "kubeconfig", "node_cache", "node_run")
+    return dict(zip(keys, out.split("|"), strict=True))
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (kubelet, containerd, a bridge)"
+    env = _node_env()
+    for path, hint in (
+        (f"{env['node_bin']}/kubelet", "hack/node/prepare"),
+        (f"{env['cp_bin']}/kube-apiserver", "hack/cluster/build-binaries"),
+        ("/usr/bin/containerd", "hack/node/prepare"),
+        ("/usr/sbin/runc", "hack/node/prepare"),
+        ("/usr/lib/cni/bridge", "hack/node/prepare"),
+    ):
+        if not os.access(path, os.X_OK):
+            return f"{path} missing: run {hint}"
+    if shutil.which("docker") is None:
+        return "no docker CLI (the images are imported from the local docker engine)"
+    for img in ("modelship/serving:0.1.0", "modelship/optimizer:0.1.0"):
+        if subprocess.run(["docker", "image", "inspect", img], capture_output=True).returncode != 0:
+            return f"docker image {img} missing: run hack/images/build-all"
+    return None
+
+
+@dataclass
+class RealNode:
+    kubeconfig: str
+    kubectl_bin: str
+    node_name: str
+    workdir: Path
+
+    def kubectl(self, *args: str, input_text: str | None = None, check: bool = True) -> str:
+        proc = subprocess.run(
+            [self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+        return proc.stdout
+
+    def apply(self, obj: dict[str, Any], namespace: str) -> None:
+        self.kubectl("apply", "-n", namespace, "-f", "-", input_text=json.dumps(obj))
+
+    def get(self, kind: str, name: str, namespace: str) -> dict[str, Any]:
+        return json.loads(self.kubectl("get", kind, name, "-n", namespace, "-o", "json"))  # type: ignore[no-any-return]
+
+    def wait_for(self, what: str, fn: Any, timeout: float = 180, interval: float = 0.5) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = fn()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def real_node() -> Iterator[RealNode]:
+    reason = _missing()
+    if reason:
+        pytest.skip(f"real node unavailable: {reason}")
+    env = _node_env()
+    # A node somebody else started (make demo) is reused and left running.
+    already_up = Path(env["node_run"], "kubelet.pid").exists()
+    up = subprocess.run([str(HACK_NODE / "up")], capture_output=True, text=True, timeout=1500)
+    if up.returncode != 0:
+        raise AssertionError(f"hack/node/up failed ({up.returncode}):\n{up.stderr[-4000:]}")
+    workdir = Path(env["node_cache"]) / f"e2e-{uuid.uuid4().hex[:8]}"
+    workdir.mkdir(parents=True)
+    workdir.chmod(0o777)
+    try:
+        yield RealNode(env["kubeconfig"], f"{env['cp_bin']}/kubectl", "modelship-node-0", workdir)
+    finally:
+        if not already_up:
+            subprocess.run([str(HACK_NODE / "down")], capture_output=True, text=True, timeout=300)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def namespace(real_node: RealNode) -> Iterator[str]:
+    ns = f"e2e-{uuid.uuid4().hex[:6]}"
+    real_node.kubectl("create", "namespace", ns)
+    real_node.wait_for(
+        "default ServiceAccount",
+        lambda: real_node.kubectl("get", "sa", "default", "-n", ns, check=False),
+        timeout=60,
+    )
+    try:
+        yield ns
+    finally:
+        real_node.kubectl("delete", "namespace", ns, "--wait=false", check=False)
