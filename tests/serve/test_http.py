@@ -378,13 +378,21 @@ def test_concurrent_distinct_requests_are_batched_and_each_gets_its_rows() -> No
 def test_request_timeout_gives_504_and_server_recovers() -> None:
     model = FakeModel(two_inputs=True)
     model.gate = threading.Event()
-    with ServerThread(model, workers=1, request_timeout_s=0.3) as s:
+    with ServerThread(model, workers=1, request_timeout_s=0.5) as s:
         r = httpx.post(f"{s.url}/v2/models/fake/infer", json=v2_body(), timeout=30)
         assert r.status_code == 504
         assert "timed out" in r.json()["error"]
         model.gate.set()
-        r = httpx.post(f"{s.url}/v1/models/fake:predict", json={"inputs": {"x": X, "k": K}}, timeout=30)
-        assert r.status_code == 200
+        # recovered: answers come back (a very busy machine may still time out an attempt or two)
+        statuses: list[int] = []
+
+        def answered() -> bool:
+            r = httpx.post(f"{s.url}/v1/models/fake:predict", json={"inputs": {"x": X, "k": K}}, timeout=30)
+            statuses.append(r.status_code)
+            return r.status_code == 200
+
+        wait_for(answered, timeout=30, what="a 200 after the timeout")
+        assert set(statuses) <= {200, 504}
 
 
 def test_readiness_is_false_until_the_model_is_loaded() -> None:
