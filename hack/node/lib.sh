@@ -22,6 +22,7 @@ KUBECONFIG_NODE="$MODELSHIP_CACHE/kubeconfig-$NODE_CLUSTER"
 CTR=(ctr --address "$NODE_RUN/containerd.sock" -n k8s.io)
 PAUSE_IMAGE="docker.io/modelship/pause:3.10"
 NODE_IMAGES=(modelship/serving:0.1.0 modelship/optimizer:0.1.0 modelship/operator:0.1.0)
+NODE_OPTIONAL_IMAGES=(modelship/buildkit:0.1.0)   # imported when docker has them (hack/node/buildkit-image)
 SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 nlog() { printf '[node %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 ndie() { nlog "ERROR: $*"; exit 1; }

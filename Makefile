@@ -1,0 +1,31 @@
+# Modelship developer entry points. The real one-node cluster lives in hack/node, the demo in hack/demo.
+SHELL := /bin/bash
+MODELSHIP_CACHE ?= /var/cache/modelship
+PY ?= $(MODELSHIP_CACHE)/venv/bin/python
+
+.PHONY: demo demo-down demo-prepare e2e node-up node-down
+
+## demo: build or reuse everything, run the whole pipeline on a real node, wait for Ctrl-C, tear down
+demo: demo-prepare
+	$(PY) hack/demo/demo.py $(DEMO_ARGS)
+
+## demo-prepare: packages, kubelet, control plane binaries, images (all cached; warm in seconds)
+demo-prepare:
+	bash hack/node/prepare
+	bash hack/cluster/build-binaries >/dev/null
+	@if ! docker image inspect modelship/serving:0.1.0 modelship/optimizer:0.1.0 modelship/operator:0.1.0 >/dev/null 2>&1; then \
+	  bash hack/images/ensure-docker && bash hack/images/base-image >/dev/null && bash hack/images/build-all; fi
+	bash hack/node/buildkit-image >/dev/null
+
+## demo-down: leave the machine as it was (idempotent)
+demo-down:
+	bash hack/node/down
+
+## e2e: the e2e pytest tier (real node)
+e2e:
+	$(PY) -m pytest tests/e2e -m e2e
+
+node-up:
+	bash hack/node/up --registry
+node-down:
+	bash hack/node/down

@@ -1,0 +1,322 @@
+"""`make demo`: the whole Modelship pipeline for real on this machine (hack/node: a real kubelet +
+containerd node beside a kwokctl control plane, a local registry, the operator as a local process).
+
+Steps: node up (--registry) -> base serving image pushed to the local registry -> CRDs, the `models`
+PV/PVC (hostPath) with the seed example's files, an artifact PV -> the operator -> apply
+examples/linear-regression.yaml (registry address rewritten to the run's own) -> live stage display
+until Ready -> predict through every serving Pod -> report + endpoint -> wait for Ctrl-C -> teardown.
+
+    python hack/demo/demo.py [--no-wait] [--keep] [--timeout S] [--json-timings FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+NODE = REPO / "hack" / "node"
+NS = "default"
+NAME = "linear-regression"
+STAGES = ("Resolved", "Optimized", "GatePassed", "ImageBuilt", "Deployed", "Ready")
+
+
+def node_env() -> dict[str, str]:
+    keys = ["CP_BIN", "KUBECONFIG_NODE", "NODE_CACHE", "REGISTRY", "NODE_RUN", "CTR"]
+    out = subprocess.run(
+        ["bash", "-c", f"source {NODE}/lib.sh && " + " && ".join(f'echo "${{{k}[*]}}"' for k in keys)],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    return dict(zip(keys, out, strict=True))
+
+
+ENV = node_env()
+KUBECTL = [f"{ENV['CP_BIN']}/kubectl", f"--kubeconfig={ENV['KUBECONFIG_NODE']}"]
+DEMO = Path(ENV["NODE_CACHE"]) / "demo"
+T0 = time.monotonic()
+
+
+def say(msg: str) -> None:
+    print(f"[demo {time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+
+
+def sh(*argv: str, input_text: str | None = None, check: bool = True) -> str:
+    p = subprocess.run(list(argv), input=input_text, capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+    return p.stdout
+
+
+def kc(*args: str, input_text: str | None = None, check: bool = True) -> str:
+    return sh(*KUBECTL, *args, input_text=input_text, check=check)
+
+
+def kjson(*args: str) -> Any:
+    out = kc(*args, "-o", "json", check=False)
+    return json.loads(out) if out.strip() else None
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sha256(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def prepare_node() -> None:
+    say("node: hack/node/up --registry (control plane, containerd, kubelet, registry; images imported)")
+    sh(str(NODE / "up"), "--registry")
+    ctr = ENV["CTR"].split()
+    base = f"{ENV['REGISTRY']}/modelship/serving:0.1.0"
+    sh(*ctr, "images", "tag", "--force", "docker.io/modelship/serving:0.1.0", base)
+    sh(*ctr, "images", "push", "--plain-http", base, check=True)
+    say(f"registry: pushed the serving runtime as {base} (the build's FROM)")
+
+
+def prepare_storage() -> Path:
+    models = DEMO / "models" / NAME
+    artifacts = DEMO / "artifacts"
+    if artifacts.exists():
+        shutil.rmtree(artifacts)
+    models.mkdir(parents=True, exist_ok=True)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    for d in (DEMO, DEMO / "models", models, artifacts):
+        d.chmod(0o777)
+    if not (models / "model.h5").exists():
+        say("models: training the seed example y = 2x - 1 (modelship.optimize.examples.linear)")
+        sys.path.insert(0, str(REPO / "operator"))
+        from modelship.optimize import examples
+
+        ex = examples.linear(DEMO / "example", claim="c")
+        for f in ("model.h5", "eval.npz"):
+            shutil.copy(ex.root / "c" / "linear" / f, models / f)
+    pv = [
+        {
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "demo-models"},
+            "spec": {
+                "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce", "ReadOnlyMany"],
+                "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                "claimRef": {"namespace": NS, "name": "models"},
+                "hostPath": {"path": str(DEMO / "models"), "type": "Directory"},
+            },
+        },
+        {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models", "namespace": NS},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": "demo-models",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+        {
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "demo-artifacts"},
+            "spec": {
+                "capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "",
+                "hostPath": {"path": str(artifacts), "type": "Directory"},
+            },
+        },
+    ]  # fmt: skip
+    kc("apply", "-f", "-", input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": pv}))
+    say(f"storage: claim `models` -> hostPath {DEMO / 'models'}; artifacts -> {artifacts}")
+    return models
+
+
+def manifest() -> dict[str, Any]:
+    md = yaml.safe_load((REPO / "examples" / "linear-regression.yaml").read_text())
+    ev = md["spec"]["optimization"]["data"]["evaluation"]
+    if ev.get("labels") is True:  # `labels: y` is YAML 1.1 `true` for kubectl; the example means "y"
+        ev["labels"] = "y"
+    repo = md["spec"]["build"]["repository"]
+    md["spec"]["build"]["repository"] = f"{ENV['REGISTRY']}/" + repo.split("/", 1)[1]
+    md["spec"]["build"]["baseImage"] = f"{ENV['REGISTRY']}/modelship/serving:0.1.0"
+    return md  # type: ignore[no-any-return]
+
+
+class Operator:
+    def __init__(self) -> None:
+        self.log = DEMO / "operator.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": ENV["KUBECONFIG_NODE"],
+            "PYTHONPATH": str(REPO / "operator"),
+            "MODELSHIP_RETRY_BASE_SECONDS": "1",
+            "MODELSHIP_RESYNC_SECONDS": "5",
+        }
+        health, metrics = free_port(), free_port()
+        self.health = f"http://127.0.0.1:{health}/healthz"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modelship", "operator", "--log-format", "plain",
+             "--liveness", self.health, "--metrics-port", str(metrics)],
+            env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited {self.proc.returncode}: see {self.log}")
+            try:
+                urllib.request.urlopen(self.health, timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"operator not healthy after 60s: see {self.log}") from None
+                time.sleep(0.5)
+        say(f"operator: python -m modelship operator (pid {self.proc.pid}, log {self.log})")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def watch(timeout: float) -> dict[str, Any]:
+    seen: dict[str, tuple[str, str]] = {}
+    t_apply = time.monotonic()
+    last_pods = ""
+    while True:
+        md = kjson("get", "modeldeployment", NAME, "-n", NS) or {}
+        st = md.get("status") or {}
+        conds = {c["type"]: c for c in st.get("conditions", [])}
+        for t in STAGES:
+            c = conds.get(t)
+            if c and seen.get(t) != (c["status"], c.get("reason", "")):
+                seen[t] = (c["status"], c.get("reason", ""))
+                mark = {"True": "OK  ", "False": "..  ", "Unknown": "?   "}[c["status"]]
+                say(f"  {mark}{t:<11} {c.get('reason', ''):<22} {c.get('message', '')[:110]}")
+        pods = kc("get", "pods", "-n", NS, "--no-headers", check=False)
+        summary = " ".join(sorted(f"{ln.split()[0].rsplit('-', 2)[0]}:{ln.split()[2]}" for ln in pods.splitlines()))
+        if summary != last_pods:
+            last_pods = summary
+            say(f"  pods: {summary or '-'}")
+        if conds.get("Ready", {}).get("status") == "True":
+            st["applyToReadySeconds"] = time.monotonic() - t_apply
+            return md
+        if conds.get("Stalled", {}).get("status") == "True":
+            raise RuntimeError(f"stalled: {conds['Stalled'].get('message')}")
+        if time.monotonic() - t_apply > timeout:
+            raise TimeoutError(f"not Ready after {timeout:.0f}s (phase {st.get('phase')})")
+        time.sleep(1)
+
+
+def serving_pods() -> list[dict[str, Any]]:
+    md = kjson("get", "modeldeployment", NAME, "-n", NS)
+    sel = md["status"]["selector"]
+    items = kjson("get", "pods", "-n", NS, "-l", sel)["items"]
+    return [
+        p for p in items
+        if not p["metadata"].get("deletionTimestamp")
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    ]  # fmt: skip
+
+
+def predict(ip: str, xs: list[float], name: str = NAME, port: int = 8080) -> list[float]:
+    req = urllib.request.Request(
+        f"http://{ip}:{port}/v1/models/{name}:predict",
+        data=json.dumps({"instances": [[x] for x in xs]}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return [p[0] for p in json.loads(resp.read())["predictions"]]
+
+
+def report(md: dict[str, Any], models: Path) -> None:
+    st = md["status"]
+    opt = st.get("optimization", {})
+    print("\n=== optimization report (status.optimization) ===")
+    for k in ("decision", "candidate", "gate", "metric", "baseline", "value", "metricDrop", "originalBytes",
+              "optimizedBytes", "sizeRatio", "artifactDigest", "job", "message"):  # fmt: skip
+        print(f"  {k:<15} {opt.get(k)}")
+    print(f"  source digest   {st['source']['digest']} (file: {sha256(models / 'model.h5')})")
+    img = st.get("image", {})
+    print(f"\n=== image ===\n  {img.get('image') or img}")
+    svc = kjson("get", "service", "-n", NS, "-l", f"modelship.io/modeldeployment={NAME}")
+    pods = serving_pods()
+    print("\n=== endpoint ===")
+    for s in (svc or {}).get("items", []):
+        ports = ",".join(str(p["port"]) for p in s["spec"].get("ports", []))
+        print(f"  Service {s['metadata']['name']} clusterIP {s['spec'].get('clusterIP')}:{ports} (no kube-proxy here)")
+    for p in pods:
+        ip = p["status"]["podIP"]
+        ys = predict(ip, [0.0, 1.0, 2.0, 3.0])
+        print(f"  pod {p['metadata']['name']} http://{ip}:8080/v1/models/{NAME}:predict  x=[0,1,2,3] -> "
+              f"{[round(y, 3) for y in ys]}  (y = 2x - 1)")  # fmt: skip
+        digests = [c.get("imageID") for c in p["status"].get("containerStatuses", [])]
+        print(f"      image {p['spec']['containers'][0]['image']}  running {digests}")
+    print(f"  try: curl -s -X POST http://{pods[0]['status']['podIP']}:8080/v1/models/{NAME}:predict "
+          "-d '{\"instances\": [[5.0]]}'" if pods else "")  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--no-wait", action="store_true", help="tear down right after the report")
+    ap.add_argument("--keep", action="store_true", help="leave the cluster running on exit (make demo-down)")
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--json-timings", default=None)
+    args = ap.parse_args()
+    op = Operator()
+    rc = 1
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        DEMO.mkdir(parents=True, exist_ok=True)
+        prepare_node()
+        kc("apply", "-f", str(REPO / "crds"))
+        kc("wait", "--for=condition=Established", "crd/modeldeployments.modelship.io", "--timeout=60s")
+        models = prepare_storage()
+        op.start()
+        kc("delete", "modeldeployment", NAME, "-n", NS, "--ignore-not-found", "--wait=true")
+        say(f"apply examples/linear-regression.yaml (build.repository -> {ENV['REGISTRY']}/...)")
+        kc("apply", "-n", NS, "-f", "-", input_text=json.dumps(manifest()))
+        md = watch(args.timeout)
+        secs = md["status"]["applyToReadySeconds"]
+        say(f"Ready: apply -> Ready in {secs:.1f}s")
+        report(md, models)
+        if args.json_timings:
+            Path(args.json_timings).write_text(json.dumps({"applyToReadySeconds": secs}))
+        rc = 0
+        if not args.no_wait and not args.keep:
+            print("\nThe demo is up. Ctrl-C tears it down.", flush=True)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\ninterrupted", flush=True)
+        rc = 0 if rc == 0 else 130
+    except Exception as exc:
+        say(f"FAILED: {exc}")
+        say(f"operator log: {op.log}; node logs: {ENV['NODE_CACHE']}/logs")
+    finally:
+        op.stop()
+        if not args.keep:
+            say("teardown: hack/node/down")
+            subprocess.run([str(NODE / "down")], check=False)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
