@@ -82,6 +82,12 @@ def sha256(path: Path) -> str:
 
 def prepare_node() -> None:
     say("node: hack/node/up --registry (control plane, containerd, kubelet, registry; images imported)")
+    os.environ.setdefault("MODELSHIP_NODE_BUILDKIT_SYS_ADMIN", "1")
+    if os.environ["MODELSHIP_NODE_BUILDKIT_SYS_ADMIN"] == "1":
+        say(
+            "NOTE: the node adds CAP_SYS_ADMIN to the BuildKit container's bounding set (hack/node/runc-buildkit-caps):"
+        )
+        say("      (hack/node/runc-buildkit-caps): this VM refuses rootless BuildKit newuidmap otherwise")
     sh(str(NODE / "up"), "--registry")
     ctr = ENV["CTR"].split()
     base = f"{ENV['REGISTRY']}/modelship/serving:0.1.0"
@@ -206,7 +212,12 @@ def watch(timeout: float) -> dict[str, Any]:
                 mark = {"True": "OK  ", "False": "..  ", "Unknown": "?   "}[c["status"]]
                 say(f"  {mark}{t:<11} {c.get('reason', ''):<22} {c.get('message', '')[:110]}")
         pods = kc("get", "pods", "-n", NS, "--no-headers", check=False)
-        summary = " ".join(sorted(f"{ln.split()[0].rsplit('-', 2)[0]}:{ln.split()[2]}" for ln in pods.splitlines()))
+        counts: dict[str, int] = {}
+        for ln in pods.splitlines():
+            f = ln.split()
+            key = f"{f[0].replace(NAME + '-', '').split('-')[0]}:{f[2]}"
+            counts[key] = counts.get(key, 0) + 1
+        summary = " ".join(f"{k}x{v}" if v > 1 else k for k, v in sorted(counts.items()))
         if summary != last_pods:
             last_pods = summary
             say(f"  pods: {summary or '-'}")
@@ -287,7 +298,12 @@ def main() -> int:
         DEMO.mkdir(parents=True, exist_ok=True)
         prepare_node()
         kc("apply", "-f", str(REPO / "crds"))
-        kc("wait", "--for=condition=Established", "crd/modeldeployments.modelship.io", "--timeout=60s")
+        for _ in range(120):
+            crd = kjson("get", "crd", "modeldeployments.modelship.io") or {}
+            conds = (crd.get("status") or {}).get("conditions") or []
+            if any(c["type"] == "Established" and c["status"] == "True" for c in conds):
+                break
+            time.sleep(0.5)
         models = prepare_storage()
         op.start()
         kc("delete", "modeldeployment", NAME, "-n", NS, "--ignore-not-found", "--wait=true")
