@@ -105,6 +105,8 @@ def real_node() -> Iterator[RealNode]:
     env = _node_env()
     # A node somebody else started (make demo) is reused and left running.
     already_up = Path(env["node_run"], "kubelet.pid").exists()
+    # BuildKit's newuidmap needs CAP_SYS_ADMIN in its bounding set on this VM (hack/node/runc-buildkit-caps)
+    os.environ.setdefault("MODELSHIP_NODE_BUILDKIT_SYS_ADMIN", "1")
     up = subprocess.run([str(HACK_NODE / "up")], capture_output=True, text=True, timeout=1500)
     if up.returncode != 0:
         raise AssertionError(f"hack/node/up failed ({up.returncode}):\n{up.stderr[-4000:]}")
