@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,8 @@ def _load_demo() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def deployed(real_node: RealNode) -> Iterator[tuple[ModuleType, dict[str, Any], Path]]:
+    if subprocess.run(["docker", "image", "inspect", "modelship/buildkit:0.1.0"], capture_output=True).returncode:
+        pytest.skip("docker image modelship/buildkit:0.1.0 missing: run hack/node/buildkit-image")
     demo = _load_demo()
     demo.prepare_node()  # reuses the running node; adds the registry and pushes the base image
     demo.kc("apply", "-f", str(REPO_ROOT / "crds"))
