@@ -146,9 +146,6 @@ def prepare_storage() -> Path:
 
 def manifest() -> dict[str, Any]:
     md = yaml.safe_load((REPO / "examples" / "linear-regression.yaml").read_text())
-    ev = md["spec"]["optimization"]["data"]["evaluation"]
-    if ev.get("labels") is True:  # `labels: y` is YAML 1.1 `true` for kubectl; the example means "y"
-        ev["labels"] = "y"
     repo = md["spec"]["build"]["repository"]
     md["spec"]["build"]["repository"] = f"{ENV['REGISTRY']}/" + repo.split("/", 1)[1]
     md["spec"]["build"]["baseImage"] = f"{ENV['REGISTRY']}/modelship/serving:0.1.0"

@@ -59,3 +59,11 @@ def _compose(path: Path) -> yaml.Node:
 def test_crd_has_no_plain_scalars_go_reads_as_booleans() -> None:
     hits = [hit for p in sorted(TOP.glob("*.yaml")) for hit in _plain_go_bools(_compose(p))]
     assert hits == []
+
+
+def test_examples_have_no_plain_scalars_go_reads_as_booleans() -> None:
+    """`kubectl apply -f examples/...` must send what the file means: a bare `labels: y` arrives as true."""
+    examples = sorted((TOP.parent / "examples").glob("*.yaml"))
+    assert examples
+    hits = [f"{p.name}{hit}" for p in examples for hit in _plain_go_bools(_compose(p))]
+    assert hits == []
