@@ -207,6 +207,11 @@ def test_same_spec_no_new_job_replicas_only_no_rebuild_new_optimization_new_revi
     # change the optimization: a new revision; the old one serves until the new one is available
     new_image = f"{REPO}@sha256:" + "7a" * 32
     doc["spec"]["optimization"]["gate"]["maxDrop"] = 0.02
+    new_artifact = "sha256:" + "5e" * 32
+    doc["spec"]["optimization"]["job"]["podAnnotations"] = {
+        MSG: opt_summary(artifact_digest=new_artifact, candidate="prune+dynamic", value=0.9811),
+        "modelship.io/test-duration": "3s",
+    }
     doc["spec"]["build"]["job"]["podAnnotations"] = {MSG: build_result(new_image), "modelship.io/test-duration": "4s"}
     k.apply(doc)
     building = k.wait_md(lambda o: (o.get("status") or {}).get("phase") == "Building", what="phase Building")
@@ -221,6 +226,13 @@ def test_same_spec_no_new_job_replicas_only_no_rebuild_new_optimization_new_revi
     dep = k.apps.read_namespaced_deployment("digits", k.ns)
     assert dep.spec.template.spec.containers[0].image == new_image
     assert len(k.jobs()) == 4
+    # the new revision's own optimization result, not the previous one's left behind in status
+    opt = done["status"]["optimization"]
+    assert (opt["revision"], opt["artifactDigest"], opt["candidate"]) == (new_rev, new_artifact, "prune+dynamic")
+    jobs = {j.metadata.name: j for j in k.jobs()}
+    opt_job, build_job = jobs[f"digits-opt-{new_rev}"], jobs[f"digits-build-{new_rev}"]
+    assert opt["completedAt"] == opt_job.status.completion_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert build_job.metadata.creation_timestamp >= opt_job.status.completion_time  # built only after optimizing
 
 
 def test_job_failure_retries_then_stalls_with_the_reason(k: Cluster) -> None:

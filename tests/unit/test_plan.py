@@ -11,6 +11,7 @@ import pytest
 
 from modelship.api import ModelDeployment, Summary
 from modelship.config import OperatorConfig
+from modelship.controller.mergepatch import apply_merge_patch
 from modelship.controller.observe import DeploymentObservation, JobObservation, JobState, Observed
 from modelship.controller.plan import parse_build_result, plan
 from modelship.resources.revision import revision
@@ -354,7 +355,7 @@ def test_restart_with_an_empty_store_never_duplicates_a_job(watch_catches_up_mea
 
         def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
             self.patched.append(status)
-            return {**body, "status": status}
+            return {**body, "status": apply_merge_patch(body.get("status"), status)}
 
         def event(self, *args: Any) -> None:
             pass

@@ -20,6 +20,7 @@ from ..resources.meta import MANAGED_BY_LABEL, MODELDEPLOYMENT_LABEL, serving_na
 from . import metrics
 from .conditions import ConditionSet, rfc3339
 from .kube import EventPoster, Kube, api_error_text
+from .mergepatch import merge_patch
 from .observe import Observed, deployment_observation, job_observation
 from .plan import CONDITION_ORDER, Plan, plan
 from .store import Store
@@ -188,8 +189,11 @@ class Reconciler:
             metrics.STAGE_TRANSITIONS.labels(*_split_reason(ev.reason)).inc()
 
     def _write_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
-        current = body.get("status") or {}
-        if all(current.get(k) == v for k, v in status.items()) and not (set(current) - set(status) - {"kopf"}):
+        current = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+        # every key to drop, at every depth, as null: a merge patch of {"optimization": {...}} would otherwise
+        # keep the previous revision's decision and artifact beside the new revision's Job
+        patch = merge_patch(current, status)
+        if not patch:
             log.debug(
                 "status unchanged (rv %s, phase %s)", body["metadata"].get("resourceVersion"), status.get("phase")
             )
@@ -200,8 +204,6 @@ class Reconciler:
             current.get("phase"),
             status.get("phase"),
         )
-        patch: dict[str, Any] = {k: None for k in current if k not in status and k != "kopf"}
-        patch.update(status)
         meta = body["metadata"]
         result = self.kube.patch_status(meta["namespace"], meta["name"], patch)
         metrics.API_WRITES.labels("patch", "ModelDeployment/status").inc()
