@@ -4,7 +4,8 @@ containerd node beside a kwokctl control plane, a local registry, the operator a
 Steps: node up (--registry) -> base serving image pushed to the local registry -> CRDs, the `models`
 PV/PVC (hostPath) with the seed example's files, an artifact PV -> the operator -> apply
 examples/linear-regression.yaml (registry address rewritten to the run's own) -> live stage display
-until Ready -> predict through every serving Pod -> report + endpoint -> wait for Ctrl-C -> teardown.
+until Ready -> predict through the Service (kube-proxy) and every serving Pod -> report + endpoint ->
+wait for Ctrl-C -> teardown.
 
     python hack/demo/demo.py [--no-wait] [--keep] [--timeout S] [--json-timings FILE]
 """
@@ -139,9 +140,20 @@ def prepare_storage() -> Path:
             },
         },
     ]  # fmt: skip
+    # A node kept from an earlier run holds the artifact PV Released (its claim went with the old
+    # ModelDeployment): a Released PV never binds again, so make it anew.
+    old = kjson("get", "pv", "demo-artifacts") or {}
+    if (old.get("status") or {}).get("phase") in ("Released", "Failed"):
+        kc("delete", "pv", "demo-artifacts", "--wait=true")
     kc("apply", "-f", "-", input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": pv}))
     say(f"storage: claim `models` -> hostPath {DEMO / 'models'}; artifacts -> {artifacts}")
     return models
+
+
+def forget_revisions() -> None:
+    """Cold start on a running cluster: drop the namespace's revision cache (the operator's memory of revisions
+    already optimized and built), so the next apply optimizes and builds again."""
+    kc("delete", "configmap", "-n", NS, "-l", "modelship.io/cache=revisions", "--ignore-not-found")
 
 
 def manifest() -> dict[str, Any]:
@@ -239,6 +251,14 @@ def serving_pods() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def service_address() -> tuple[str, int]:
+    """The ModelDeployment's Service: ClusterIP and port (kube-proxy on the node routes it to the pods)."""
+    svc = kjson("get", "service", "-n", NS, "-l", f"modelship.io/modeldeployment={NAME}")["items"]
+    if len(svc) != 1:
+        raise RuntimeError(f"expected one Service for {NAME}, found {len(svc)}")
+    return svc[0]["spec"]["clusterIP"], int(svc[0]["spec"]["ports"][0]["port"])
+
+
 def predict(ip: str, xs: list[float], name: str = NAME, port: int = 8080) -> list[float]:
     req = urllib.request.Request(
         f"http://{ip}:{port}/v1/models/{name}:predict",
@@ -260,12 +280,13 @@ def report(md: dict[str, Any], models: Path) -> None:
     print(f"  source digest   {st['source']['digest']} (file: {sha256(models / 'model.h5')})")
     img = st.get("image", {})
     print(f"\n=== image ===\n  {img.get('image') or img}")
-    svc = kjson("get", "service", "-n", NS, "-l", f"modelship.io/modeldeployment={NAME}")
     pods = serving_pods()
+    ip, port = service_address()
     print("\n=== endpoint ===")
-    for s in (svc or {}).get("items", []):
-        ports = ",".join(str(p["port"]) for p in s["spec"].get("ports", []))
-        print(f"  Service {s['metadata']['name']} clusterIP {s['spec'].get('clusterIP')}:{ports} (no kube-proxy here)")
+    url = f"http://{ip}:{port}/v1/models/{NAME}:predict"
+    print(f"  Service {url}  x=[0,1,2,3] -> {[round(y, 3) for y in predict(ip, [0.0, 1.0, 2.0, 3.0], port=port)]}"
+          "  (y = 2x - 1; through kube-proxy)")  # fmt: skip
+    print(f"  status.url {st.get('url')}")
     for p in pods:
         ip = p["status"]["podIP"]
         ys = predict(ip, [0.0, 1.0, 2.0, 3.0])
@@ -273,8 +294,7 @@ def report(md: dict[str, Any], models: Path) -> None:
               f"{[round(y, 3) for y in ys]}  (y = 2x - 1)")  # fmt: skip
         digests = [c.get("imageID") for c in p["status"].get("containerStatuses", [])]
         print(f"      image {p['spec']['containers'][0]['image']}  running {digests}")
-    print(f"  try: curl -s -X POST http://{pods[0]['status']['podIP']}:8080/v1/models/{NAME}:predict "
-          "-d '{\"instances\": [[5.0]]}'" if pods else "")  # fmt: skip
+    print(f"  try: curl -s -X POST {url} -d '{{\"instances\": [[5.0]]}}'")
 
 
 def main() -> int:
@@ -283,6 +303,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="leave the cluster running on exit (make demo-down)")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--json-timings", default=None)
+    ap.add_argument("--cold", action="store_true", help="forget cached revisions: optimize and build again")
     args = ap.parse_args()
     op = Operator()
     rc = 1
@@ -304,6 +325,8 @@ def main() -> int:
         models = prepare_storage()
         op.start()
         kc("delete", "modeldeployment", NAME, "-n", NS, "--ignore-not-found", "--wait=true")
+        if args.cold:
+            forget_revisions()
         say(f"apply examples/linear-regression.yaml (build.repository -> {ENV['REGISTRY']}/...)")
         kc("apply", "-n", NS, "-f", "-", input_text=json.dumps(manifest()))
         md = watch(args.timeout)

@@ -23,7 +23,7 @@ CTR=(ctr --address "$NODE_RUN/containerd.sock" -n k8s.io)
 PAUSE_IMAGE="docker.io/modelship/pause:3.10"
 NODE_IMAGES=(modelship/serving:0.1.0 modelship/optimizer:0.1.0 modelship/operator:0.1.0)
 NODE_OPTIONAL_IMAGES=(modelship/buildkit:0.1.0)   # imported when docker has them (hack/node/buildkit-image)
-SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
+SYSCTLS=(net.ipv4.ip_forward net.ipv4.conf.all.route_localnet vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 nlog() { printf '[node %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 ndie() { nlog "ERROR: $*"; exit 1; }
 kc() { "$CP_BIN/kubectl" --kubeconfig="$KUBECONFIG_NODE" "$@"; }

@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,7 @@ def deployed(real_node: RealNode) -> Iterator[tuple[ModuleType, dict[str, Any], 
     op.start()
     try:
         demo.kc("delete", "modeldeployment", demo.NAME, "-n", demo.NS, "--ignore-not-found", "--wait=true")
+        demo.forget_revisions()  # a node reused from `make demo` remembers the revision: this tier wants it cold
         demo.kc("apply", "-n", demo.NS, "-f", "-", input_text=json.dumps(demo.manifest()))
         md = demo.watch(600)
         yield demo, md, models
@@ -132,3 +134,83 @@ def test_scale_to_one_and_back_to_three(deployed: tuple[ModuleType, dict[str, An
             time.sleep(1)
         for p in demo.serving_pods():
             assert demo.predict(p["status"]["podIP"], [4.0]) == pytest.approx([7.0], abs=0.05)
+
+
+def test_predict_through_the_service(deployed: tuple[ModuleType, dict[str, Any], Path]) -> None:
+    """The Service's ClusterIP answers from the host: kube-proxy (built from the Go proxy) routes it to the pods."""
+    demo, md, _ = deployed
+    ip, port = demo.service_address()
+    svc = demo.kjson("get", "service", "-n", demo.NS, "-l", f"modelship.io/modeldeployment={demo.NAME}")["items"][0]
+    assert md["status"]["url"].startswith(f"http://{svc['metadata']['name']}.{demo.NS}.svc.cluster.local:{port}/")
+    for _ in range(12):  # 3 endpoints: every one of several connections answers right
+        assert demo.predict(ip, [0.0, 10.0], port=port) == pytest.approx([-1.0, 19.0], abs=0.1)
+
+
+class _LoadLoop(threading.Thread):
+    """Predicts through the Service, one new connection per request, until stopped; counts every outcome."""
+
+    def __init__(self, demo: ModuleType, ip: str, port: int) -> None:
+        super().__init__(daemon=True)
+        self.demo, self.ip, self.port = demo, ip, port
+        self.stop = threading.Event()
+        self.ok = 0
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                ys = self.demo.predict(self.ip, [4.0], port=self.port)
+                if ys != pytest.approx([7.0], abs=0.1):
+                    self.errors.append(f"wrong answer {ys}")
+                else:
+                    self.ok += 1
+            except Exception as exc:  # every failure counts, whatever its kind
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+
+
+def test_new_revision_rolls_out_with_no_failed_request(deployed: tuple[ModuleType, dict[str, Any], Path]) -> None:
+    """A spec change (dynamic -> float16 quantization) is a new revision: optimized and built again while the
+    old pods serve, then rolled out; a load loop through the Service throughout sees zero failed requests."""
+    demo, _, _ = deployed
+    before = demo.kjson("get", "modeldeployment", demo.NAME, "-n", demo.NS)
+    old_rev, old_digest = before["status"]["revision"], before["status"]["image"]["digest"]
+    ip, port = demo.service_address()
+    loops = [_LoadLoop(demo, ip, port) for _ in range(2)]
+    for loop in loops:
+        loop.start()
+    try:
+        patch = [{"op": "replace", "path": "/spec/optimization/steps/0/quantize/mode", "value": "float16"}]
+        demo.kc("patch", "modeldeployment", demo.NAME, "-n", demo.NS, "--type=json", "-p", json.dumps(patch))
+
+        def rolled_out() -> dict[str, Any] | None:
+            md = demo.kjson("get", "modeldeployment", demo.NAME, "-n", demo.NS)
+            st = md.get("status") or {}
+            conds = {c["type"]: c["status"] for c in st.get("conditions", [])}
+            if st.get("observedGeneration") != md["metadata"]["generation"] or conds.get("Ready") != "True":
+                return None
+            new_digest = (st.get("image") or {}).get("digest")
+            if st.get("revision") == old_rev or new_digest == old_digest:
+                return None
+            pods = demo.kjson("get", "pods", "-n", demo.NS, "-l", st["selector"])["items"]
+            running = [[c["imageID"].split("@")[-1] for c in p["status"].get("containerStatuses", [])] for p in pods]
+            return md if len(pods) == 3 and all(r == [new_digest] for r in running) else None
+
+        deadline = time.monotonic() + 600
+        while (md := rolled_out()) is None:
+            assert time.monotonic() < deadline, "the new revision never rolled out"
+            assert all(loop.is_alive() for loop in loops)
+            time.sleep(1)
+        time.sleep(3)  # a few more requests against the new pods only
+    finally:
+        for loop in loops:
+            loop.stop.set()
+        for loop in loops:
+            loop.join(30)
+    assert md["status"]["optimization"]["candidate"] != before["status"]["optimization"]["candidate"] or (
+        md["status"]["optimization"]["artifactDigest"] != before["status"]["optimization"]["artifactDigest"]
+    )
+    errors = [e for loop in loops for e in loop.errors]
+    served = sum(loop.ok for loop in loops)
+    print(f"rollout: {served} requests answered through the Service, {len(errors)} failed")
+    assert errors == [], errors[:10]
+    assert served > 50
