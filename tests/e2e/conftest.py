@@ -55,6 +55,8 @@ def _missing() -> str | None:
             return f"{path} missing: run {hint}"
     if shutil.which("docker") is None:
         return "no docker CLI (the images are imported from the local docker engine)"
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return "the docker engine is not running: run hack/images/ensure-docker"
     for img in ("modelship/serving:0.1.0", "modelship/optimizer:0.1.0"):
         if subprocess.run(["docker", "image", "inspect", img], capture_output=True).returncode != 0:
             return f"docker image {img} missing: run hack/images/build-all"
