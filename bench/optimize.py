@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +30,11 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.results import append_section, cpu_model  # noqa: E402
+
 sys.path.insert(0, str(REPO / "operator"))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -49,16 +53,6 @@ class Row:
     accuracy: float | None
     p50_ms: float
     p50_2t_ms: float
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _interleaved(
@@ -254,15 +248,7 @@ def main() -> int:
     print()
     print(text)
     if not args.no_append:
-        path = Path(args.results)
-        if not path.exists():
-            path.write_text(
-                "# Benchmark results\n\nEach benchmark appends its own section; numbers are from shared, noisy "
-                "machines, so compare ratios measured in the same run.\n"
-            )
-        with path.open("a") as f:
-            f.write("\n" + text)
-        print(f"appended to {path}")
+        append_section(text, args.results)
     return 0
 
 

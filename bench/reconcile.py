@@ -12,7 +12,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -27,6 +26,7 @@ sys.path[:0] = [str(REPO / "operator"), str(REPO)]
 
 from kubernetes import client, watch  # noqa: E402
 
+from bench.results import append_section, cpu_model  # noqa: E402
 from modelship import devcluster  # noqa: E402
 from modelship.api import ModelDeployment, Summary  # noqa: E402
 from modelship.config import OperatorConfig  # noqa: E402
@@ -287,14 +287,7 @@ def main() -> int:
 
 
 def record(rows: list[tuple[int, float, float, list[float], list[float]]], rss: float, workers: int) -> None:
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     lines = [
         f"\n## Reconcile (bench/reconcile.py) — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
@@ -312,11 +305,7 @@ def record(rows: list[tuple[int, float, float, list[float], list[float]]], rss: 
             f"{percentile(ol, 0.99):.2f} | {statistics.median(bl):.2f} / {percentile(bl, 0.99):.2f} |"
         )
     lines.append(f"\nOperator peak RSS over the whole run: {rss:.0f} MiB.\n")
-    path = REPO / "bench" / "RESULTS.md"
-    if not path.exists():
-        path.write_text("# Benchmark results\n\nEach section: date, machine, figures, as printed by the benchmark.\n")
-    with path.open("a") as f:
-        f.write("\n".join(lines))
+    append_section("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,11 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.results import append_section, cpu_model  # noqa: E402
+
 PY = sys.executable
 
 # =============================================================================================
@@ -268,16 +273,6 @@ def bare_invoke_ms(model: Path, x: np.ndarray, threads: int | None, n: int) -> f
     return statistics.median(times) * 1e3
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def build_models(workdir: Path, quick: bool) -> dict[str, tuple[Path, np.ndarray]]:
     """-> name: (tflite path, one input sample). Built in a subprocess so this process stays TF-free."""
     code = (
@@ -398,15 +393,7 @@ def main() -> int:
     print()
     print(report)
     if not args.no_append:
-        path = Path(args.results)
-        if not path.exists():
-            path.write_text(
-                "# Benchmark results\n\nEach benchmark appends its own section; numbers are from shared, noisy "
-                "machines, so compare ratios measured in the same run.\n"
-            )
-        with path.open("a") as f:
-            f.write("\n" + report)
-        print(f"appended to {path}")
+        append_section(report, args.results)
     return 0
 
 
