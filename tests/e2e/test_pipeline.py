@@ -214,3 +214,31 @@ def test_new_revision_rolls_out_with_no_failed_request(deployed: tuple[ModuleTyp
     print(f"rollout: {served} requests answered through the Service, {len(errors)} failed")
     assert errors == [], errors[:10]
     assert served > 50
+
+
+def test_digits_example_pruned_int8_gated_and_served_over_v2(deployed: tuple[ModuleType, dict[str, Any], Path]) -> None:
+    """examples/digits-int8.yaml as `make demo` applies it: prune 80% with fine-tuning + full int8 in the optimizer
+    Pod, accuracy gate, BuildKit build, served over the Open Inference Protocol v2 through its Service."""
+    demo, _, _ = deployed
+    demo.kc("delete", "modeldeployment", demo.NAME, "-n", demo.NS, "--wait=true")  # free the 2 CPUs
+    demo.prepare_storage(digits=True)
+    demo.kc("apply", "-n", demo.NS, "-f", "-", input_text=json.dumps(demo.manifest(demo.DIGITS)))
+    try:
+        md = demo.watch(600, demo.DIGITS)
+        opt = md["status"]["optimization"]
+        assert (opt["decision"], opt["gate"], opt["candidate"]) == ("Optimized", "Passed", "prune+int8")
+        assert opt["baseline"] - opt["value"] <= 0.01 + 1e-9  # the gate's maxDrop
+        report = json.loads((demo.DEMO / "artifacts" / opt["revision"] / "report.json").read_text())
+        assert report["summary"]["artifactDigest"] == opt["artifactDigest"]
+        artifact = demo.DEMO / "artifacts" / opt["revision"] / opt["artifact"]
+        assert artifact.stat().st_size == opt["optimizedBytes"] < opt["originalBytes"] / 3
+        digest = md["status"]["image"]["digest"]
+        pods = demo.serving_pods(demo.DIGITS)
+        assert pods and all(
+            [c["imageID"].split("@")[-1] for c in p["status"]["containerStatuses"]] == [digest] for p in pods
+        )
+        ip, port = demo.service_address(demo.DIGITS)
+        accuracy, n = demo.digits_accuracy(ip, port)
+        assert n == 120 and accuracy >= opt["value"] - 0.05  # held-out digits through the Service, int8 model
+    finally:
+        demo.kc("delete", "modeldeployment", demo.DIGITS, "-n", demo.NS, "--ignore-not-found", "--wait=false")
