@@ -1,4 +1,4 @@
-"""The README's main job: `modelship demo` trains, optimizes, serves and calls the embedded model."""
+"""The README's no-cluster path: `modelship demo` trains, optimizes, serves and calls the embedded model."""
 
 from __future__ import annotations
 
