@@ -368,3 +368,20 @@ def test_restart_with_an_empty_store_never_duplicates_a_job(watch_catches_up_mea
     assert store.get("Job", "ml", f"digits-opt-{rev}") is not None
     optimized = next(c for c in kube.patched[-1]["conditions"] if c["type"] == "Optimized")
     assert optimized["reason"] == "JobRunning"
+
+
+def test_under_an_hpa_ready_waits_for_min_replicas() -> None:
+    """A new Deployment under an HPA starts at 1 replica: not Ready until the HPA raised it to minReplicas."""
+    auto = {"replicas": 1, "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4}}
+    md = make_md(build=False, serving=auto)
+    rev = revision(md.spec)
+    done = [job("optimizer", rev, JobState.SUCCEEDED, msg=summary())]
+    at_one = plan(md, Observed(jobs=done, deployment=deployment(rev, CONFIG.images.serving, 1, 1)), CONFIG, NOW)
+    assert "replicas" not in next(o for o in at_one.apply if o["kind"] == "Deployment")["spec"]  # the HPA's field
+    assert cond(at_one.status, "Ready")["status"] == "False"
+    assert "1/2 replicas" in cond(at_one.status, "Deployed")["message"]
+    assert "minReplicas 2" in cond(at_one.status, "Deployed")["message"]
+    at_two = plan(md, Observed(jobs=done, deployment=deployment(rev, CONFIG.images.serving, 2, 2)), CONFIG, NOW)
+    assert cond(at_two.status, "Ready")["status"] == "True"
+    scaled_up = plan(md, Observed(jobs=done, deployment=deployment(rev, CONFIG.images.serving, 3, 3)), CONFIG, NOW)
+    assert cond(scaled_up.status, "Deployed")["message"].startswith("3/3 replicas")

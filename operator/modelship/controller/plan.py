@@ -149,12 +149,24 @@ def _optimization_status(summary: Summary, rev: str, job: str | None, attempts: 
     return {k: v for k, v in status.items() if v is not None}
 
 
-def _rollout_complete(dep: DeploymentObservation | None, desired: dict[str, Any], rev: str) -> bool:
+def _wanted_replicas(md: ModelDeployment, desired: dict[str, Any], dep: DeploymentObservation | None) -> int:
+    """Replicas the rollout must reach: the spec's, or under an HPA the Deployment's count but never fewer than
+    minReplicas (a new Deployment starts at 1; the HPA controller raises it to minReplicas)."""
+    if "replicas" in desired["spec"]:
+        return int(desired["spec"]["replicas"])
+    current = dep.replicas if dep else 1
+    auto = md.spec.serving.autoscaling
+    return max(current, auto.min_replicas or 1) if auto.enabled else current
+
+
+def _rollout_complete(
+    md: ModelDeployment, dep: DeploymentObservation | None, desired: dict[str, Any], rev: str
+) -> bool:
     if dep is None or dep.revision != rev:
         return False
     spec = desired["spec"]
     want_image = spec["template"]["spec"]["containers"][0]["image"]
-    want = spec.get("replicas", dep.replicas)
+    want = _wanted_replicas(md, desired, dep)
     return (
         dep.image == want_image
         and dep.replicas == want
@@ -351,7 +363,7 @@ def plan(md: ModelDeployment, observed: Observed, config: OperatorConfig, now: d
         ):
             if obj is None and (kind, name) in observed.existing:
                 out.delete.append((api, kind, name))
-        complete = _rollout_complete(dep, sp.deployment, serve_rev)
+        complete = _rollout_complete(md, dep, sp.deployment, serve_rev)
         status["url"] = service_url(md, config)
         if serve_rev == rev and complete:
             status["servingRevision"] = rev
@@ -361,7 +373,7 @@ def plan(md: ModelDeployment, observed: Observed, config: OperatorConfig, now: d
                 status.pop("servingImage", None)
         if serve_rev == rev:
             if complete:
-                want = sp.deployment["spec"].get("replicas", dep.replicas if dep else 0)
+                want = _wanted_replicas(md, sp.deployment, dep)
                 conds.set(ConditionType.DEPLOYED, True, "Available", f"{want}/{want} replicas of {rev} available")
             elif dep is not None and dep.progress_deadline_exceeded and dep.revision == rev:
                 msg = f"rollout of {rev} made no progress: {dep.progress_message}"
@@ -371,8 +383,10 @@ def plan(md: ModelDeployment, observed: Observed, config: OperatorConfig, now: d
                 fail("Deploy", "RolloutStalled", msg)
             else:
                 have = dep.available_replicas if dep and dep.revision == rev else 0
-                want = sp.deployment["spec"].get("replicas", dep.replicas if dep else 1)
+                want = _wanted_replicas(md, sp.deployment, dep)
                 progress = ("RollingOut", f"{have}/{want} replicas of {rev} available")
+                if dep is not None and dep.replicas < want:
+                    progress = (progress[0], f"{progress[1]} (the HPA raises the Deployment to minReplicas {want})")
                 conds.set(ConditionType.DEPLOYED, False, "RollingOut", progress[1])
                 phase = Phase.DEPLOYING
         else:
