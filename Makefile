@@ -9,12 +9,11 @@ PY ?= $(MODELSHIP_CACHE)/venv/bin/python
 demo: demo-prepare
 	$(PY) hack/demo/demo.py $(DEMO_ARGS)
 
-## demo-prepare: packages, kubelet, control plane binaries, images (all cached; warm in seconds)
+## demo-prepare: packages, kubelet, control plane binaries, images (all cached by content: rebuilt when the code changed)
 demo-prepare:
 	bash hack/node/prepare
 	bash hack/cluster/build-binaries >/dev/null
-	@if ! docker image inspect modelship/serving:0.1.0 modelship/optimizer:0.1.0 modelship/operator:0.1.0 >/dev/null 2>&1; then \
-	  bash hack/images/ensure-docker && bash hack/images/base-image >/dev/null && bash hack/images/build-all; fi
+	bash hack/images/ensure-docker && bash hack/images/base-image >/dev/null && bash hack/images/build-all >/dev/null
 	bash hack/node/buildkit-image >/dev/null
 
 ## demo-down: leave the machine as it was (idempotent)

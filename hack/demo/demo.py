@@ -2,12 +2,13 @@
 containerd node beside a kwokctl control plane, a local registry, the operator as a local process).
 
 Steps: node up (--registry) -> base serving image pushed to the local registry -> CRDs, the `models`
-PV/PVC (hostPath) with the examples' files, artifact PVs -> the operator -> apply
+PV/PVC (hostPath) with the examples' files, artifact PVs -> the operator (helm install of the chart) -> apply
 examples/linear-regression.yaml and examples/digits-int8.yaml (registry rewritten to the run's own) -> live
 stage display until Ready -> predict through the Services (kube-proxy) and every serving Pod -> reports and
 endpoints -> wait for Ctrl-C -> teardown.
 
-    python hack/demo/demo.py [--no-wait] [--keep] [--cold] [--skip-digits] [--timeout S] [--json-timings FILE]
+    python hack/demo/demo.py [--no-wait] [--keep] [--cold] [--skip-digits] [--local-operator] [--timeout S]
+                             [--json-timings FILE]
 """
 
 from __future__ import annotations
@@ -231,6 +232,44 @@ class Operator:
                 self.proc.kill()
 
 
+class ChartOperator:
+    """The operator as users run it: `helm install` of charts/modelship (its CRD, least-privilege RBAC, the
+    operator image from containerd), a real Pod talking to the API server through the `kubernetes` Service."""
+
+    RELEASE, NAMESPACE = "modelship", "modelship-system"
+
+    def __init__(self) -> None:
+        self.log = DEMO / "operator.log"
+        self.helm = sh("bash", str(REPO / "hack" / "tools" / "install-helm")).strip().splitlines()[-1]
+
+    def _helm(self, *args: str, check: bool = True) -> str:
+        return sh(self.helm, f"--kubeconfig={ENV['KUBECONFIG_NODE']}", "-n", self.NAMESPACE, *args, check=check)
+
+    def start(self) -> None:
+        # The API server's certificate names the host address it advertises (kwokctl), not the Service IP
+        # 10.96.0.1: the operator Pod connects to the address behind the `kubernetes` Service.
+        eps = kjson("get", "endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes")
+        ep = eps["items"][0]
+        host, port = ep["endpoints"][0]["addresses"][0], ep["ports"][0]["port"]
+        values = {
+            "operator": {"resyncSeconds": 5, "logFormat": "plain"},
+            "jobs": {"retryBaseSeconds": 1},
+            "extraEnv": [{"name": "KUBERNETES_SERVICE_HOST", "value": host},
+                         {"name": "KUBERNETES_SERVICE_PORT", "value": str(port)}],
+        }  # fmt: skip
+        vfile = DEMO / "chart-values.json"
+        vfile.write_text(json.dumps(values))
+        self._helm("upgrade", "--install", self.RELEASE, str(REPO / "charts" / "modelship"), "--create-namespace",
+                   "-f", str(vfile), "--wait", "--timeout", "180s")  # fmt: skip
+        say(f"operator: helm install charts/modelship -> {self.NAMESPACE}/{self.RELEASE} (API server at {host}:{port})")
+
+    def stop(self) -> None:
+        logs = kc("logs", "-n", self.NAMESPACE, f"deploy/{self.RELEASE}", "--tail=-1", check=False)
+        if logs:
+            self.log.write_text(logs)
+        self._helm("uninstall", self.RELEASE, "--wait", "--timeout", "60s", check=False)
+
+
 def watch(timeout: float, name: str = NAME) -> dict[str, Any]:
     return watch_many(timeout, (name,))[name]
 
@@ -382,8 +421,9 @@ def main() -> int:
     ap.add_argument("--json-timings", default=None)
     ap.add_argument("--cold", action="store_true", help="forget cached revisions: optimize and build again")
     ap.add_argument("--skip-digits", action="store_true", help="only the seed's linear-regression example")
+    ap.add_argument("--local-operator", action="store_true", help="run the operator as a local process, not the chart")
     args = ap.parse_args()
-    op = Operator()
+    op: Operator | ChartOperator = Operator() if args.local_operator else ChartOperator()
     rc = 1
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -101,6 +101,9 @@ def test_common_invariants(helm: Helm, case: str) -> None:
     assert spec["strategy"] == {"type": "Recreate"}
     pod = spec["template"]["spec"]
     assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    # the chart's modelship-metrics Service would otherwise inject MODELSHIP_METRICS_PORT=tcp://<ip>:8081 into
+    # the operator's env, over its own MODELSHIP_METRICS_PORT (the operator crashed on the real node that way)
+    assert pod["enableServiceLinks"] is False
     # Pod Security Standards "restricted", as the operator image (uid 65532) expects
     psc = pod["securityContext"]
     assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 65532

@@ -1,4 +1,4 @@
-"""The whole pipeline on the real node, driven by the real operator (python -m modelship operator):
+"""The whole pipeline on the real node, driven by the operator installed with its Helm chart (a real Pod):
 examples/linear-regression.yaml -> optimize Job (a real Pod) -> BuildKit build Job (a real Pod) pushing
 to the run's own registry -> 3 serving Pods running exactly the pushed digest -> predict y = 2x - 1.
 
@@ -47,7 +47,7 @@ def deployed(real_node: RealNode) -> Iterator[tuple[ModuleType, dict[str, Any], 
         timeout=60,
     )  # fmt: skip
     models = demo.prepare_storage()
-    op = demo.Operator()
+    op = demo.ChartOperator()  # helm install of charts/modelship: the operator as a real Pod
     op.start()
     try:
         demo.kc("delete", "modeldeployment", demo.NAME, "-n", demo.NS, "--ignore-not-found", "--wait=true")
@@ -80,6 +80,20 @@ def test_optimization_ran_in_a_pod_and_report_matches(deployed: tuple[ModuleType
     pod = demo.kjson("get", "pods", "-n", demo.NS, "-l", f"job-name={opt['job']}")["items"][0]
     cs = pod["status"]["containerStatuses"][0]
     assert pod["status"]["phase"] == "Succeeded" and cs["containerID"].startswith("containerd://")
+
+
+def test_the_operator_is_the_charts_pod(deployed: tuple[ModuleType, dict[str, Any], Path]) -> None:
+    """helm install of charts/modelship on the real node: the operator Pod (its image imported into containerd,
+    the chart's ServiceAccount and RBAC) is what created the stage Jobs."""
+    demo, md, _ = deployed
+    ns, name = demo.ChartOperator.NAMESPACE, demo.ChartOperator.RELEASE
+    pods = demo.kjson("get", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={name}")["items"]
+    assert len(pods) == 1
+    pod = pods[0]
+    assert pod["spec"]["serviceAccountName"] == name and pod["spec"]["nodeName"] == "modelship-node-0"
+    assert pod["status"]["containerStatuses"][0]["ready"] is True
+    logs = demo.kc("logs", "-n", ns, pod["metadata"]["name"], "--tail=-1")
+    assert f"{demo.NS}/{demo.NAME}: created Job {md['status']['optimization']['job']}" in logs
 
 
 def test_image_built_in_a_pod_pushed_and_served_by_digest(deployed: tuple[ModuleType, dict[str, Any], Path]) -> None:

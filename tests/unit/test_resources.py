@@ -288,3 +288,14 @@ def all_manifests() -> list[dict[str, Any]]:
 @pytest.mark.parametrize("obj", all_manifests(), ids=lambda o: f"{o['kind']}-{o['metadata']['name']}")
 def test_manifest_passes_kubernetes_validate(obj: dict[str, Any]) -> None:
     kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_no_pod_gets_service_link_env_vars() -> None:
+    """Kubernetes injects {SERVICE}_PORT=tcp://... for every Service in the namespace unless told not to; a Service
+    named like one of our settings (modelship-metrics -> MODELSHIP_METRICS_PORT) would override it."""
+    from modelship.resources.plan import render_all
+
+    md = md_from(valid_doc())
+    pods = [o["spec"]["template"]["spec"] for o in render_all(md, CONFIG) if o["kind"] in ("Job", "Deployment")]
+    assert len(pods) == 3  # optimization Job, build Job, serving Deployment
+    assert all(p["enableServiceLinks"] is False for p in pods)

@@ -115,6 +115,7 @@ def optimize_job(md: ModelDeployment, revision: str, config: OperatorConfig, att
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
+        "enableServiceLinks": False,  # no {SERVICE}_PORT=tcp://... env vars over the container's own settings
         "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": volumes,
