@@ -385,3 +385,29 @@ def test_under_an_hpa_ready_waits_for_min_replicas() -> None:
     assert cond(at_two.status, "Ready")["status"] == "True"
     scaled_up = plan(md, Observed(jobs=done, deployment=deployment(rev, CONFIG.images.serving, 3, 3)), CONFIG, NOW)
     assert cond(scaled_up.status, "Deployed")["message"].startswith("3/3 replicas")
+
+
+def test_complete_job_whose_pod_status_has_not_arrived_is_awaited_not_failed() -> None:
+    """The Job's Complete condition and its pod's terminated status are separate watch events: a Complete Job
+    seen first (no terminated pod yet) is looked at again shortly, and only counts as "no summary" after a grace."""
+    from modelship.controller.observe import termination_message
+
+    md = make_md()
+    rev = revision(md.spec)
+    just = (NOW - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    early = job("optimizer", rev, JobState.SUCCEEDED, msg=None, finished_at=just)
+    p = plan(md, Observed(jobs=[early]), CONFIG, NOW)
+    assert cond(p.status, "Optimized")["reason"] == "JobRunning"
+    assert cond(p.status, "Stalled")["status"] == "False" and "lastFailure" not in p.status
+    assert p.requeue_after == pytest.approx(1.0) and p.create == []
+    long_ago = (NOW - timedelta(seconds=300)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    late = job("optimizer", rev, JobState.SUCCEEDED, msg=None, finished_at=long_ago)
+    p = plan(md, Observed(jobs=[late]), CONFIG, NOW)
+    assert cond(p.status, "Optimized")["reason"] == "InvalidSummary"
+    # a pod that terminated without a message is "" (the API omits it), not "not seen yet"
+    running = {"status": {"phase": "Running", "containerStatuses": [{"state": {"running": {}}}]}}
+    done = {"status": {"phase": "Succeeded", "containerStatuses": [{"state": {"terminated": {"exitCode": 0}}}]}}
+    assert termination_message([running], want_success=True) is None
+    assert termination_message([running, done], want_success=True) == ""
+    p = plan(md, Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg="", finished_at=just)]), CONFIG, NOW)
+    assert cond(p.status, "Optimized")["reason"] == "InvalidSummary"

@@ -106,7 +106,8 @@ def job_observation(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObser
 
 
 def termination_message(pods: list[dict[str, Any]], want_success: bool) -> str | None:
-    """The termination message of the newest terminated pod (a succeeded one when the Job succeeded)."""
+    """The termination message of the newest terminated pod (a succeeded one when the Job succeeded); "" when it
+    terminated without one; None while no such pod has been seen."""
     best: tuple[str, str] | None = None
     for pod in pods:
         phase = (pod.get("status") or {}).get("phase")
@@ -117,8 +118,8 @@ def termination_message(pods: list[dict[str, Any]], want_success: bool) -> str |
             if not term:
                 continue
             stamp = term.get("finishedAt") or ""
-            msg = term.get("message")
-            if msg is not None and (best is None or stamp >= best[0]):
+            msg = term.get("message") or ""  # the API omits an empty message
+            if best is None or stamp >= best[0]:
                 best = (stamp, msg)
     return best[1] if best else None
 

@@ -69,6 +69,17 @@ class _Stage:
     wait: float = 0.0
 
 
+POD_STATUS_GRACE_SECONDS = 60.0
+"""How long a Complete Job may wait for its pod's terminated status to reach the watch before it counts as
+"no summary written"."""
+
+
+def _seconds_since(stamp: str | None, now: datetime) -> float:
+    if not stamp:
+        return 0.0
+    return (now - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
+
+
 def _job_stage(jobs: list[JobObservation], recorded_attempts: int, config: OperatorConfig, now: datetime) -> _Stage:
     if not jobs:
         if recorded_attempts >= config.max_job_attempts:
@@ -78,6 +89,10 @@ def _job_stage(jobs: list[JobObservation], recorded_attempts: int, config: Opera
     if last.state == JobState.ACTIVE:
         return _Stage("running", attempt=last.attempt, job=last)
     if last.state == JobState.SUCCEEDED:
+        if last.termination_message is None and _seconds_since(last.finished_at, now) < POD_STATUS_GRACE_SECONDS:
+            # The Job says Complete but the watch has not yet delivered its pod's final status (the two objects
+            # arrive as separate events): the summary is in that pod. Look again shortly.
+            return _Stage("running", attempt=last.attempt, job=last, wait=1.0)
         return _Stage("succeeded", attempt=last.attempt, job=last)
     attempts = max(last.attempt, recorded_attempts)
     if attempts >= config.max_job_attempts:
@@ -273,6 +288,8 @@ def plan(md: ModelDeployment, observed: Observed, config: OperatorConfig, now: d
             progress = ("JobRunning", f"optimization Job {stage.job.name} running (attempt {stage.attempt})")
             conds.set(ConditionType.OPTIMIZED, False, "JobRunning", progress[1])
             phase = Phase.OPTIMIZING
+            if stage.wait:
+                requeue(stage.wait)
         else:
             conds.set(ConditionType.OPTIMIZED, False, "Suspended", "suspended: no new Jobs are started")
 
@@ -547,6 +564,8 @@ def _build_stage(
         return None, False, Phase.BUILDING
     if stage.kind == "running" and stage.job:
         conds.set(ConditionType.IMAGE_BUILT, False, "BuildJobRunning", f"build Job {stage.job.name} running")
+        if stage.wait:
+            requeue(stage.wait)
         return None, False, Phase.BUILDING
     conds.set(ConditionType.IMAGE_BUILT, False, "Suspended", "suspended: no new Jobs are started")
     return None, False, None
