@@ -299,9 +299,6 @@ def build_job(
         })  # fmt: skip
 
     pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
         "securityContext": pod_security,
         "initContainers": [_context_container(md, revision, artifact_dir, config)],
         "containers": [container],

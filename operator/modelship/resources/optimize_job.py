@@ -113,9 +113,6 @@ def optimize_job(md: ModelDeployment, revision: str, config: OperatorConfig, att
     if env_from:
         container["envFrom"] = env_from
     pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,  # no {SERVICE}_PORT=tcp://... env vars over the container's own settings
         "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": volumes,

@@ -27,8 +27,11 @@ def stage_job(
     annotations: dict[str, str] | None = None,
     failure_rules: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A batch/v1 Job around ``pod_spec`` (which gets the spec's node selector and tolerations)."""
-    pod_spec = dict(pod_spec)
+    """A batch/v1 Job around ``pod_spec`` (which gets the spec's node selector and tolerations, and what every
+    stage pod is: never restarted in place, no API token, no {SERVICE}_PORT=tcp://... env vars over the
+    container's own settings)."""
+    pod_spec = {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+                **pod_spec}  # fmt: skip
     if settings.node_selector:
         pod_spec["nodeSelector"] = {**pod_spec.get("nodeSelector", {}), **dict(sorted(settings.node_selector.items()))}
     if settings.tolerations:
