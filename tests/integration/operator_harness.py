@@ -3,6 +3,7 @@ authenticated as its own ServiceAccount with exactly the chart's RBAC rules."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -10,33 +11,36 @@ import sys
 import tempfile
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 from kubernetes import client
 
+from modelship.rbac import operator_rules
 from tests.integration.cluster import (
     OPERATOR_NAMESPACE,
     OPERATOR_SERVICE_ACCOUNT,
     REPO_ROOT,
+    ensure_operator_identity,
     wait_for,
 )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def service_account_kubeconfig(admin: client.ApiClient, path: Path, hours: int = 2) -> Path:
-    """A kubeconfig for the operator's ServiceAccount (a TokenRequest token), as a Pod would have."""
+def token_kubeconfig(admin: client.ApiClient, namespace: str, service_account: str, path: Path, hours: int = 2) -> Path:
+    """A kubeconfig holding a TokenRequest token of namespace/service_account (what the kubelet mounts)."""
     core = client.CoreV1Api(admin)
     req = client.AuthenticationV1TokenRequest(
         spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=hours * 3600)
     )
-    token = core.create_namespaced_service_account_token(OPERATOR_SERVICE_ACCOUNT, OPERATOR_NAMESPACE, req).status.token
+    token = core.create_namespaced_service_account_token(service_account, namespace, req).status.token
     conf = admin.configuration
     cluster: dict[str, Any] = {"server": conf.host}
     if conf.ssl_ca_cert:
@@ -47,56 +51,37 @@ def service_account_kubeconfig(admin: client.ApiClient, path: Path, hours: int =
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "test", "cluster": cluster}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "operator"}}],
-        "current-context": "operator",
+        "users": [{"name": service_account, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": service_account}}],
+        "current-context": "sa",
     }
     path.write_text(yaml.safe_dump(kubeconfig))
     return path
 
 
-class OperatorProcess:
-    def __init__(self, admin: client.ApiClient, env: dict[str, str] | None = None) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="modelship-operator-"))
-        self.kubeconfig = service_account_kubeconfig(admin, self.workdir / "kubeconfig")
-        self.extra_env = env or {}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = self.workdir / "operator.log"
-        self.health_port = 0
-        self.metrics_port = 0
-        self.extra_args: list[str] = []
+def service_account_kubeconfig(admin: client.ApiClient, path: Path, hours: int = 2) -> Path:
+    """A kubeconfig for the operator's ServiceAccount, as a Pod would have."""
+    return token_kubeconfig(admin, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, path, hours)
 
-    def start(self) -> None:
-        self.health_port, self.metrics_port = _free_port(), _free_port()
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "PYTHONPATH": f"{REPO_ROOT / 'operator'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-            "MODELSHIP_RETRY_BASE_SECONDS": "1",
-            "MODELSHIP_RESYNC_SECONDS": "5",
-            "MODELSHIP_JOB_TTL_SECONDS": "600",
-            **self.extra_env,
-        }
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "modelship",
-                "operator",
-                "--log-format",
-                "plain",
-                "--liveness",
-                f"http://127.0.0.1:{self.health_port}/healthz",
-                "--metrics-port",
-                str(self.metrics_port),
-                *self.extra_args,
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-        )
+
+def operator_pythonpath() -> str:
+    return f"{REPO_ROOT / 'operator'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+
+
+class LocalOperator:
+    """A ``python -m modelship ...`` operator process on this host: start it, wait for its liveness endpoint,
+    read its metrics and log, stop or kill it. Subclasses say how it is configured and call ``_spawn``."""
+
+    proc: subprocess.Popen[bytes] | None
+    health_port: int
+    metrics_port: int
+    log_path: Path
+
+    def _spawn(self, args: list[str], env: dict[str, str]) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "modelship", *args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
+            )
         wait_for(self._healthy, timeout=60, description="operator liveness endpoint")
 
     def _healthy(self) -> bool:
@@ -132,6 +117,43 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace")[-20000:] if self.log_path.exists() else ""
 
 
+class OperatorProcess(LocalOperator):
+    def __init__(self, admin: client.ApiClient, env: dict[str, str] | None = None) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="modelship-operator-"))
+        self.kubeconfig = service_account_kubeconfig(admin, self.workdir / "kubeconfig")
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.workdir / "operator.log"
+        self.health_port = 0
+        self.metrics_port = 0
+        self.extra_args: list[str] = []
+
+    def start(self) -> None:
+        self.health_port, self.metrics_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONPATH": operator_pythonpath(),
+            "MODELSHIP_RETRY_BASE_SECONDS": "1",
+            "MODELSHIP_RESYNC_SECONDS": "5",
+            "MODELSHIP_JOB_TTL_SECONDS": "600",
+            **self.extra_env,
+        }
+        self._spawn(
+            [
+                "operator",
+                "--log-format",
+                "plain",
+                "--liveness",
+                f"http://127.0.0.1:{self.health_port}/healthz",
+                "--metrics-port",
+                str(self.metrics_port),
+                *self.extra_args,
+            ],
+            env,
+        )
+
+
 def hostpath_volume(admin: client.ApiClient, namespace: str, claim: str, size: str = "5Gi") -> str:
     """A PersistentVolume pre-bound to one claim: the test cluster has no storage provisioner."""
     name = f"pv-{uuid.uuid4().hex[:10]}"
@@ -151,3 +173,16 @@ def hostpath_volume(admin: client.ApiClient, namespace: str, claim: str, size: s
         }
     )
     return name
+
+
+@contextlib.contextmanager
+def running_operator(api_client: client.ApiClient, env: dict[str, str] | None = None) -> Iterator[OperatorProcess]:
+    """The operator as its own ServiceAccount with exactly the chart's rules, for the length of a test module."""
+    ensure_operator_identity(api_client, operator_rules())
+    op = OperatorProcess(api_client, env=env)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        print(op.log()[-5000:])

@@ -13,11 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
-import sys
 import tempfile
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +28,6 @@ from kubernetes.client.exceptions import ApiException
 from modelship.rbac import operator_rules
 from tests.chart.helm import CHART, Helm, helm_path
 from tests.integration.cluster import (
-    REPO_ROOT,
     ClusterInfo,
     close_client,
     condition,
@@ -41,6 +37,7 @@ from tests.integration.cluster import (
     service_account_client,
     wait_for,
 )
+from tests.integration.operator_harness import LocalOperator, free_port, operator_pythonpath, token_kubeconfig
 from tests.integration.test_operator import GROUP, PLURAL, VERSION, Cluster, md_doc
 
 # ---------------------------------------------------------------------------- helm + the chart's operator
@@ -57,41 +54,8 @@ def helm_bin() -> Helm:
     return Helm(path)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def token_kubeconfig(admin: client.ApiClient, namespace: str, service_account: str, path: Path) -> Path:
-    """A kubeconfig holding a TokenRequest token of namespace/service_account (what the kubelet mounts)."""
-    core = client.CoreV1Api(admin)
-    req = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=7200))
-    resp: Any = core.create_namespaced_service_account_token(service_account, namespace, req)
-    token = str(resp.status.token)
-    conf = admin.configuration
-    server: dict[str, Any] = {"server": conf.host}
-    if conf.ssl_ca_cert:
-        server["certificate-authority"] = conf.ssl_ca_cert
-    else:
-        server["insecure-skip-tls-verify"] = True
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "test", "cluster": server}],
-                "users": [{"name": service_account, "user": {"token": token}}],
-                "contexts": [{"name": "sa", "context": {"cluster": "test", "user": service_account}}],
-                "current-context": "sa",
-            }
-        )
-    )
-    return path
-
-
 @dataclass
-class ChartOperator:
+class ChartOperator(LocalOperator):
     """`python -m modelship <args of the installed Deployment>` with the Deployment's env, as its ServiceAccount.
 
     Only the liveness and metrics ports are moved to free local ports (several operators may run on this host).
@@ -115,7 +79,7 @@ class ChartOperator:
         dep: Any = client.AppsV1Api(self.admin).read_namespaced_deployment(self.deployment, self.namespace)
         pod = dep.spec.template.spec
         (container,) = pod.containers
-        self.health_port, self.metrics_port = _free_port(), _free_port()
+        self.health_port, self.metrics_port = free_port(), free_port()
         self.args = []
         for arg in container.args:
             if arg.startswith("--liveness="):
@@ -131,43 +95,9 @@ class ChartOperator:
             **base,
             **self.env,
             "KUBECONFIG": str(kubeconfig),
-            "PYTHONPATH": f"{REPO_ROOT / 'operator'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "PYTHONPATH": operator_pythonpath(),
         }
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "modelship", *self.args],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-            )
-        wait_for(self._healthy, timeout=60, description="operator liveness endpoint")
-
-    def _healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.log()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            return str(r.read().decode())
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-20000:] if self.log_path.exists() else ""
+        self._spawn(self.args, env)
 
 
 @dataclass

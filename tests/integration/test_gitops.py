@@ -18,17 +18,15 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelship.rbac import operator_rules
 from tests.chart.gitops import EXPECTED, SAMPLES, argocd_health, kstatus, sample_of
 from tests.integration.cluster import (
     apply_manifest,
     condition,
     create_namespace,
     delete_namespace,
-    ensure_operator_identity,
     wait_for,
 )
-from tests.integration.operator_harness import OperatorProcess, hostpath_volume
+from tests.integration.operator_harness import OperatorProcess, hostpath_volume, running_operator
 from tests.integration.test_operator import GROUP, PLURAL, VERSION, Cluster, md_doc, opt_summary
 
 ARGOCD_MANAGER = "argocd-controller"  # Argo CD's field manager with ServerSideApply=true
@@ -37,14 +35,8 @@ FLUX_MANAGER = "kustomize-controller"  # Flux's
 
 @pytest.fixture(scope="module")
 def gitops_operator(api_client: client.ApiClient) -> Iterator[OperatorProcess]:
-    ensure_operator_identity(api_client, operator_rules())
-    op = OperatorProcess(api_client, env={"MODELSHIP_MAX_JOB_ATTEMPTS": "2"})
-    op.start()
-    try:
+    with running_operator(api_client, {"MODELSHIP_MAX_JOB_ATTEMPTS": "2"}) as op:
         yield op
-    finally:
-        op.stop()
-        print(op.log()[-5000:])
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelship.api import Summary
-from modelship.rbac import operator_rules
-from tests.integration.cluster import ClusterInfo, apply_manifest, condition, ensure_operator_identity, wait_for
-from tests.integration.operator_harness import OperatorProcess, hostpath_volume
+from tests.integration.cluster import ClusterInfo, apply_manifest, condition, wait_for
+from tests.integration.operator_harness import OperatorProcess, hostpath_volume, running_operator
 
 GROUP, VERSION, PLURAL = "modelship.io", "v1alpha1", "modeldeployments"
 DIGEST = "sha256:" + "5e" * 32
@@ -71,14 +70,8 @@ def md_doc(name: str = "digits", *, opt_msg: str | None = None, build_msg: str |
 
 @pytest.fixture(scope="module")
 def operator(api_client: client.ApiClient) -> Iterator[OperatorProcess]:
-    ensure_operator_identity(api_client, operator_rules())
-    op = OperatorProcess(api_client, env={"MODELSHIP_MAX_JOB_ATTEMPTS": "2"})
-    op.start()
-    try:
+    with running_operator(api_client, {"MODELSHIP_MAX_JOB_ATTEMPTS": "2"}) as op:
         yield op
-    finally:
-        op.stop()
-        print(op.log()[-5000:])
 
 
 class Cluster:
