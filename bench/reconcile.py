@@ -133,6 +133,32 @@ def wait_all(
     return done
 
 
+def apply_all_and_wait(
+    api: client.ApiClient, ns: str, kind: str, groups: list[list[dict[str, Any]]], timeout: float
+) -> tuple[float, list[float]]:
+    """Apply each group (named by its first object, of ``kind``) from 8 threads while a watch waits for every
+    one to be ready -> (total seconds, per-object apply->ready seconds)."""
+    start: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def create(group: list[dict[str, Any]]) -> None:
+        t = time.monotonic()
+        with lock:
+            start[group[0]["metadata"]["name"]] = t
+        for o in group:
+            apply_manifest(api, o, field_manager="bench")
+
+    waiter: dict[str, float] = {}
+    names = {g[0]["metadata"]["name"] for g in groups}
+    t0 = time.monotonic()
+    th = threading.Thread(target=lambda: waiter.update(wait_all(api, ns, kind, names, start, timeout)))
+    with ThreadPoolExecutor(8) as pool:
+        th.start()
+        list(pool.map(create, groups))
+    th.join()
+    return time.monotonic() - t0, list(waiter.values())
+
+
 def baseline(api: client.ApiClient, n: int) -> tuple[float, list[float]]:
     ns = create_namespace(api, f"bench-base-{n}")
     try:
@@ -145,26 +171,8 @@ def baseline(api: client.ApiClient, n: int) -> tuple[float, list[float]]:
             plan = serving_plan(md, revision(md.spec), config, IMAGE)
             for o in (plan.deployment, plan.service):
                 o["metadata"].pop("ownerReferences", None)
-            objs.append((plan.deployment, plan.service))
-        t0 = time.monotonic()
-        start = {}
-        lock = threading.Lock()
-
-        def create(pair: tuple[dict[str, Any], dict[str, Any]]) -> None:
-            t = time.monotonic()
-            with lock:
-                start[pair[0]["metadata"]["name"]] = t
-            for o in pair:
-                apply_manifest(api, o, field_manager="bench")
-
-        waiter: dict[str, float] = {}
-        names = {d["metadata"]["name"] for d, _ in objs}
-        th = threading.Thread(target=lambda: waiter.update(wait_all(api, ns, "Deployment", names, start, 900)))
-        with ThreadPoolExecutor(8) as pool:
-            th.start()
-            list(pool.map(create, objs))
-        th.join()
-        return time.monotonic() - t0, list(waiter.values())
+            objs.append([plan.deployment, plan.service])
+        return apply_all_and_wait(api, ns, "Deployment", objs, 900)
     finally:
         delete_and_wait(api, ns)
 
@@ -179,24 +187,7 @@ def operator_run(api: client.ApiClient, op: OperatorProcess, n: int) -> tuple[fl
         docs = [md_doc(f"m{i}") for i in range(n)]
         for d in docs:
             d["metadata"]["namespace"] = ns
-        start: dict[str, float] = {}
-        lock = threading.Lock()
-
-        def create(doc: dict[str, Any]) -> None:
-            t = time.monotonic()
-            with lock:
-                start[doc["metadata"]["name"]] = t
-            apply_manifest(api, doc, field_manager="bench")
-
-        waiter: dict[str, float] = {}
-        names = {d["metadata"]["name"] for d in docs}
-        t0 = time.monotonic()
-        th = threading.Thread(target=lambda: waiter.update(wait_all(api, ns, "ModelDeployment", names, start, 1800)))
-        with ThreadPoolExecutor(8) as pool:
-            th.start()
-            list(pool.map(create, docs))
-        th.join()
-        return time.monotonic() - t0, list(waiter.values())
+        return apply_all_and_wait(api, ns, "ModelDeployment", [[d] for d in docs], 1800)
     finally:
         delete_and_wait(api, ns)
 
