@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ..api.modeldeployment import ModelDeployment
@@ -99,8 +99,7 @@ def _job_stage(jobs: list[JobObservation], recorded_attempts: int, config: Opera
         return _Stage("failed", attempt=attempts, job=last)
     delay = config.retry_base_seconds * (2 ** (attempts - 1))
     if last.finished_at:
-        finished = datetime.fromisoformat(last.finished_at.replace("Z", "+00:00"))
-        remaining = (finished + timedelta(seconds=delay) - now).total_seconds()
+        remaining = delay - _seconds_since(last.finished_at, now)
         if remaining > 0:
             return _Stage("waiting", attempt=attempts, job=last, wait=remaining)
     return _Stage("create", attempt=attempts + 1, job=last)
@@ -171,7 +170,7 @@ def _wanted_replicas(md: ModelDeployment, desired: dict[str, Any], dep: Deployme
         return int(desired["spec"]["replicas"])
     current = dep.replicas if dep else 1
     auto = md.spec.serving.autoscaling
-    return max(current, auto.min_replicas or 1) if auto.enabled else current
+    return max(current, auto.min_replicas) if auto.enabled else current
 
 
 def _rollout_complete(
