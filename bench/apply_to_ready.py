@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import os
 import shutil
@@ -25,7 +24,6 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,37 +31,30 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.results import append_section, cpu_model  # noqa: E402
-
-
-def load_demo() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("modelship_demo", REPO / "hack" / "demo" / "demo.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from hack.demo import demo  # noqa: E402  (make demo's steps: node, storage, operator, watch)
 
 
 def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def job_seconds(demo: ModuleType, name: str) -> float:
+def job_seconds(name: str) -> float:
     job = demo.kjson("get", "job", name, "-n", demo.NS)
     st = job["status"]
     return (_ts(st["completionTime"]) - _ts(job["metadata"]["creationTimestamp"])).total_seconds()
 
 
-def apply_and_wait(demo: ModuleType) -> dict[str, Any]:
+def apply_and_wait() -> dict[str, Any]:
     demo.kc("apply", "-n", demo.NS, "-f", "-", input_text=json.dumps(demo.manifest()))
     return demo.watch(900)  # type: ignore[no-any-return]
 
 
-def delete_md(demo: ModuleType) -> None:
+def delete_md() -> None:
     demo.kc("delete", "modeldeployment", demo.NAME, "-n", demo.NS, "--ignore-not-found", "--wait=true")
-    wait_no_pods(demo, f"modelship.io/modeldeployment={demo.NAME}")
+    wait_no_pods(f"modelship.io/modeldeployment={demo.NAME}")
 
 
-def wait_no_pods(demo: ModuleType, selector: str) -> None:
+def wait_no_pods(selector: str) -> None:
     deadline = time.monotonic() + 180
     while demo.kjson("get", "pods", "-n", demo.NS, "-l", selector)["items"]:
         if time.monotonic() > deadline:
@@ -89,7 +80,7 @@ def floor_objects(dep: dict[str, Any], svc: dict[str, Any]) -> list[dict[str, An
     return [d, s]
 
 
-def floor_run(demo: ModuleType, objs: list[dict[str, Any]]) -> float:
+def floor_run(objs: list[dict[str, Any]]) -> float:
     t0 = time.monotonic()
     demo.kc("apply", "-f", "-", input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": objs}))
     deadline = t0 + 300
@@ -110,7 +101,7 @@ def floor_run(demo: ModuleType, objs: list[dict[str, Any]]) -> float:
             time.sleep(0.2)
     assert abs(y - 7.0) < 0.1, y
     demo.kc("delete", "deployment,service", "floor", "-n", demo.NS, "--wait=true")
-    wait_no_pods(demo, "app=floor")
+    wait_no_pods("app=floor")
     return took
 
 
@@ -121,7 +112,6 @@ def main() -> int:
     ap.add_argument("--no-append", action="store_true", help="do not append to bench/RESULTS.md")
     args = ap.parse_args()
     os.environ.setdefault("MODELSHIP_NODE_BUILDKIT_SYS_ADMIN", "1")
-    demo = load_demo()
     node = REPO / "hack" / "node"
     subprocess.run([str(node / "down")], capture_output=True, check=False)
     shutil.rmtree(Path(demo.ENV["NODE_CACHE"]) / "registry", ignore_errors=True)
@@ -134,23 +124,23 @@ def main() -> int:
         demo.kc("wait", "--for=condition=Established", "crd/modeldeployments.modelship.io", "--timeout=60s")
         demo.prepare_storage()
         op.start()
-        cold = apply_and_wait(demo)
+        cold = apply_and_wait()
         rev = cold["status"]["revision"]
         t_cold = cold["status"]["applyToReadySeconds"]
-        t_opt = job_seconds(demo, cold["status"]["optimization"]["job"])
-        t_build = job_seconds(demo, cold["status"]["image"]["job"])
+        t_opt = job_seconds(cold["status"]["optimization"]["job"])
+        t_build = job_seconds(cold["status"]["image"]["job"])
         dep = demo.kjson("get", "deployment", "-n", demo.NS, "-l", f"modelship.io/modeldeployment={demo.NAME}")
         svc = demo.kjson("get", "service", "-n", demo.NS, "-l", f"modelship.io/modeldeployment={demo.NAME}")
         floor = floor_objects(dep["items"][0], svc["items"][0])
         warm: list[float] = []
         for _ in range(args.warm_runs):
-            delete_md(demo)
+            delete_md()
             demo.prepare_storage()
-            md = apply_and_wait(demo)
+            md = apply_and_wait()
             assert md["status"]["revision"] == rev and md["status"]["optimization"].get("cached") is True
             warm.append(md["status"]["applyToReadySeconds"])
-        delete_md(demo)
-        floors = [floor_run(demo, floor) for _ in range(args.floor_runs)]
+        delete_md()
+        floors = [floor_run(floor) for _ in range(args.floor_runs)]
     finally:
         op.stop()
         subprocess.run([str(node / "down")], capture_output=True, check=False)

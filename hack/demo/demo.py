@@ -338,23 +338,29 @@ def service_address(name: str = NAME) -> tuple[str, int]:
     return svc[0]["spec"]["clusterIP"], int(svc[0]["spec"]["ports"][0]["port"])
 
 
-def predict(ip: str, xs: list[float], name: str = NAME, port: int = 8080) -> list[float]:
-    req = urllib.request.Request(
-        f"http://{ip}:{port}/v1/models/{name}:predict",
-        data=json.dumps({"instances": [[x] for x in xs]}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return [p[0] for p in json.loads(resp.read())["predictions"]]
-
-
-def http_json(url: str, body: Any = None) -> Any:
+def http_json(url: str, body: Any = None, timeout: float = 30) -> Any:
+    """GET (no body) or POST JSON; the decoded JSON answer."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
                                  method="GET" if body is None else "POST")  # fmt: skip
-    with urllib.request.urlopen(req, timeout=30) as resp:
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
+
+
+def predict(ip: str, xs: list[float], name: str = NAME, port: int = 8080) -> list[float]:
+    """TF Serving REST predict of one-feature instances -> one output each."""
+    out = http_json(f"http://{ip}:{port}/v1/models/{name}:predict", {"instances": [[x] for x in xs]}, timeout=10)
+    return [p[0] for p in out["predictions"]]
+
+
+REPORT_KEYS = ("decision", "candidate", "gate", "metric", "baseline", "value", "metricDrop", "originalBytes",
+               "optimizedBytes", "sizeRatio", "artifactDigest", "job", "message")  # fmt: skip
+
+
+def print_optimization(title: str, opt: dict[str, Any]) -> None:
+    print(f"\n=== {title}optimization report (status.optimization) ===")
+    for k in REPORT_KEYS:
+        print(f"  {k:<15} {opt.get(k)}")
 
 
 def digits_accuracy(ip: str, port: int, samples: int = 120) -> tuple[float, int]:
@@ -374,11 +380,7 @@ def digits_accuracy(ip: str, port: int, samples: int = 120) -> tuple[float, int]
 
 def report_digits(md: dict[str, Any]) -> None:
     st = md["status"]
-    opt = st.get("optimization", {})
-    print(f"\n=== {DIGITS}: optimization report (status.optimization) ===")
-    for k in ("decision", "candidate", "gate", "metric", "baseline", "value", "metricDrop", "originalBytes",
-              "optimizedBytes", "sizeRatio", "message"):  # fmt: skip
-        print(f"  {k:<15} {opt.get(k)}")
+    print_optimization(f"{DIGITS}: ", st.get("optimization", {}))
     print(f"  image           {(st.get('image') or {}).get('reference')}")
     ip, port = service_address(DIGITS)
     acc, n = digits_accuracy(ip, port)
@@ -388,14 +390,9 @@ def report_digits(md: dict[str, Any]) -> None:
 
 def report(md: dict[str, Any], models: Path) -> None:
     st = md["status"]
-    opt = st.get("optimization", {})
-    print("\n=== optimization report (status.optimization) ===")
-    for k in ("decision", "candidate", "gate", "metric", "baseline", "value", "metricDrop", "originalBytes",
-              "optimizedBytes", "sizeRatio", "artifactDigest", "job", "message"):  # fmt: skip
-        print(f"  {k:<15} {opt.get(k)}")
+    print_optimization(f"{NAME}: ", st.get("optimization", {}))
     print(f"  source digest   {st['source']['digest']} (file: {sha256(models / 'model.h5')})")
-    img = st.get("image", {})
-    print(f"\n=== image ===\n  {img.get('image') or img}")
+    print(f"\n=== image ===\n  {(st.get('image') or {}).get('reference')}")
     pods = serving_pods()
     ip, port = service_address()
     print("\n=== endpoint ===")

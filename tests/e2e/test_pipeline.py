@@ -7,7 +7,6 @@ Same steps as `make demo` (hack/demo/demo.py, imported here)."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import subprocess
 import threading
@@ -19,24 +18,16 @@ from typing import Any
 
 import pytest
 
+from hack.demo import demo
 from tests.e2e.conftest import REPO_ROOT, RealNode
 
 pytestmark = pytest.mark.e2e
-
-
-def _load_demo() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("modelship_demo", REPO_ROOT / "hack" / "demo" / "demo.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
 def deployed(real_node: RealNode) -> Iterator[tuple[ModuleType, dict[str, Any], Path]]:
     if subprocess.run(["docker", "image", "inspect", "modelship/buildkit:0.1.0"], capture_output=True).returncode:
         pytest.skip("docker image modelship/buildkit:0.1.0 missing: run hack/node/buildkit-image")
-    demo = _load_demo()
     demo.prepare_node()  # reuses the running node; adds the registry and pushes the base image
     demo.kc("apply", "-f", str(REPO_ROOT / "crds"))
     real_node.wait_for(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from hack.demo.demo import predict
 from tests.e2e.conftest import RealNode
 
 pytestmark = pytest.mark.e2e
@@ -89,17 +89,6 @@ def test_optimizer_runs_in_a_pod(optimized: dict[str, Any]) -> None:
     assert state["state"]["terminated"]["exitCode"] == 0
 
 
-def _predict(ip: str, xs: list[float]) -> list[float]:
-    req = urllib.request.Request(
-        f"http://{ip}:8080/v1/models/linear:predict",
-        data=json.dumps({"instances": [[x] for x in xs]}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return [p[0] for p in json.loads(resp.read())["predictions"]]
-
-
 def test_serving_three_replicas_answer(real_node: RealNode, ns: str, optimized: dict[str, Any]) -> None:
     deploy = {
         "apiVersion": "apps/v1",
@@ -145,5 +134,5 @@ def test_serving_three_replicas_answer(real_node: RealNode, ns: str, optimized: 
     ips = real_node.wait_for("3 Ready serving pods", ready_ips, timeout=180)
     assert len(set(ips)) == 3 and all(ip.startswith("10.213.0.") for ip in ips)
     for ip in ips:
-        ys = _predict(ip, [0.0, 1.0, 2.0, 3.0])
+        ys = predict(ip, [0.0, 1.0, 2.0, 3.0], name="linear")
         assert ys == pytest.approx([-1.0, 1.0, 3.0, 5.0], abs=0.1), (ip, ys)
