@@ -31,7 +31,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.results import append_section, cpu_model  # noqa: E402
-from hack.demo import demo  # noqa: E402  (make demo's steps: node, storage, operator, watch)
+from modelship_dev import node_demo as demo  # noqa: E402  (make demo's steps: node, storage, operator, watch)
 
 
 def _ts(value: str) -> datetime:

@@ -27,13 +27,13 @@ sys.path[:0] = [str(REPO / "operator"), str(REPO)]
 from kubernetes import client, watch  # noqa: E402
 
 from bench.results import append_section, cpu_model  # noqa: E402
-from modelship import devcluster  # noqa: E402
 from modelship.api import ModelDeployment, Summary  # noqa: E402
 from modelship.config import OperatorConfig  # noqa: E402
 from modelship.controller.reconcile import CACHE_CONFIGMAP, CACHE_LABELS  # noqa: E402
 from modelship.rbac import operator_rules  # noqa: E402
 from modelship.resources.plan import serving_plan  # noqa: E402
 from modelship.resources.revision import revision  # noqa: E402
+from modelship_dev import cluster as devcluster  # noqa: E402
 from tests.integration.cluster import (  # noqa: E402
     admin_client,
     apply_manifest,

@@ -1,4 +1,4 @@
-"""The README's no-cluster path: `modelship demo` trains, optimizes, serves and calls the embedded model."""
+"""The README's no-cluster path: `hack/demo/local` trains, optimizes, serves and calls the embedded model."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.parametrize("example", ["linear", "digits-mlp"])
 def test_demo_end_to_end(tmp_path: Path, example: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'operator'}", "COLUMNS": "200"}
     proc = subprocess.run(
-        [sys.executable, "-m", "modelship", "demo", "--example", example, "--work-dir", str(tmp_path)],
+        [sys.executable, "-m", "modelship_dev.local_demo", "--example", example, "--work-dir", str(tmp_path)],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -4,7 +4,7 @@ HACK_CLUSTER="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$HACK_CLUSTER/../.." && pwd)"
 export MODELSHIP_CACHE="${MODELSHIP_CACHE:-/var/cache/modelship}"
 
-# The devcluster module is stdlib-only: any python3 >= 3.11 works. Prefer the project venv.
+# modelship_dev.cluster is stdlib-only: any python3 >= 3.11 works. Prefer the project venv.
 pick_python() {
   if [[ -n "${PYTHON:-}" ]]; then echo "$PYTHON"; return; fi
   if [[ -x "$MODELSHIP_CACHE/venv/bin/python" ]]; then echo "$MODELSHIP_CACHE/venv/bin/python"; return; fi
@@ -12,5 +12,5 @@ pick_python() {
 }
 
 devcluster() {
-  PYTHONPATH="$REPO_ROOT/operator${PYTHONPATH:+:$PYTHONPATH}" "$(pick_python)" -m modelship.devcluster "$@"
+  PYTHONPATH="$REPO_ROOT:$REPO_ROOT/operator${PYTHONPATH:+:$PYTHONPATH}" "$(pick_python)" -m modelship_dev.cluster "$@"
 }

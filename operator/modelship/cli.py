@@ -21,7 +21,6 @@ _PLUGINS = (
     "modelship.build.cli",
     "modelship.serve.cli",
     "modelship.controller.cli",
-    "modelship.demo",
 )
 
 

@@ -2,7 +2,7 @@
 examples/linear-regression.yaml -> optimize Job (a real Pod) -> BuildKit build Job (a real Pod) pushing
 to the run's own registry -> 3 serving Pods running exactly the pushed digest -> predict y = 2x - 1.
 
-Same steps as `make demo` (hack/demo/demo.py, imported here)."""
+Same steps as `make demo` (modelship_dev/node_demo.py, imported here)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from hack.demo import demo
+from modelship_dev import node_demo as demo
 from tests.e2e.conftest import REPO_ROOT, RealNode
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hack.demo.demo import predict
+from modelship_dev.node_demo import predict
 from tests.e2e.conftest import RealNode
 
 pytestmark = pytest.mark.e2e

@@ -21,7 +21,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
-from modelship import devcluster
+from modelship_dev import cluster as devcluster
 
 T = TypeVar("T")
 

@@ -32,7 +32,7 @@ for _p in (_REPO_ROOT / "operator", _REPO_ROOT):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from modelship import devcluster  # noqa: E402
+from modelship_dev import cluster as devcluster  # noqa: E402
 from tests.integration.cluster import (  # noqa: E402
     CRD_DIR,
     OPERATOR_NAMESPACE,

@@ -12,13 +12,13 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from modelship import devcluster
 from modelship.api import ModelDeployment
 from modelship.build.result import BuildResult
 from modelship.config import OperatorConfig
 from modelship.resources.build_job import build_job
 from modelship.resources.meta import artifact_claim_name, build_job_name
 from modelship.resources.volumes import artifact_claim
+from modelship_dev import cluster as devcluster
 from tests.integration.cluster import job_pods, wait_job_finished
 from tests.integration.operator_harness import hostpath_volume
 from tests.support.specs import valid_doc

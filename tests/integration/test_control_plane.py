@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ConflictError
 
-from modelship import devcluster
+from modelship_dev import cluster as devcluster
 from tests.integration.cluster import (
     CRD_DIR,
     OPERATOR_NAMESPACE,

@@ -11,7 +11,7 @@ Standard library only, so ``hack/cluster/up`` works with any Python 3.11.
 
 CLI::
 
-    python -m modelship.devcluster up|down|status|kubeconfig [--name NAME]
+    python -m modelship_dev.cluster up|down|status|kubeconfig [--name NAME]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 HACK_DIR = REPO_ROOT / "hack" / "cluster"
 VERSIONS_FILE = HACK_DIR / "versions.env"
 STAGES_DIR = HACK_DIR / "stages"
@@ -380,7 +380,7 @@ class DevCluster:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modelship.devcluster", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m modelship_dev.cluster", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["up", "down", "status", "kubeconfig", "config"])
     parser.add_argument("--name", default=os.environ.get("MODELSHIP_CLUSTER_NAME", DEFAULT_NAME))
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (up)")

@@ -1,4 +1,4 @@
-"""`modelship demo`: the main job on the embedded default, on one machine, no cluster.
+"""The main job on the embedded default, on one machine, no cluster (`hack/demo/local`).
 
 Trains the seed's model (y = 2x - 1, a one-neuron Keras model saved as .h5) or a digits model, optimizes it
 behind the accuracy gate (`modelship optimize`), serves the artifact (`modelship serve`) on loopback, calls it
@@ -21,20 +21,24 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .cli import CliError
-
 EXAMPLES = ("linear", "digits-mlp", "digits-cnn")
 
 
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "demo", help="train, optimize, serve and call the embedded example model on this machine (no cluster)"
+class CliError(Exception):
+    """An error to print as one line (no traceback) with exit code 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hack/demo/local",
+        description="train, optimize, serve and call the embedded example model on this machine (no cluster), "
+        "with the `modelship` CLI (optimize, serve) of this checkout",
     )
     p.add_argument("--example", choices=EXAMPLES, default="linear", help="which embedded model (default: linear)")
     p.add_argument("--work-dir", help="where models, artifacts and the report go (default: a temporary directory)")
     p.add_argument("--port", type=int, default=0, help="server port on 127.0.0.1 (default: a free one)")
     p.add_argument("--keep-serving", action="store_true", help="keep the server running until Ctrl-C")
-    p.set_defaults(func=run)
+    return p
 
 
 def _free_port() -> int:
@@ -165,3 +169,18 @@ def run(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             server.kill()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except CliError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,481 @@
+"""`make demo` (hack/demo/demo.py wraps this module): the whole Modelship pipeline for real on this machine
+(hack/node: a real kubelet + containerd node beside a kwokctl control plane, a local registry, the operator as
+a local process).
+
+Steps: node up (--registry) -> base serving image pushed to the local registry -> CRDs, the `models`
+PV/PVC (hostPath) with the examples' files, artifact PVs -> the operator (helm install of the chart) -> apply
+examples/linear-regression.yaml and examples/digits-int8.yaml (registry rewritten to the run's own) -> live
+stage display until Ready -> predict through the Services (kube-proxy) and every serving Pod -> reports and
+endpoints -> wait for Ctrl-C -> teardown.
+
+    python hack/demo/demo.py [--no-wait] [--keep] [--cold] [--skip-digits] [--local-operator] [--timeout S]
+                             [--json-timings FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+NODE = REPO / "hack" / "node"
+NS = "default"
+NAME = "linear-regression"  # the seed's case, examples/linear-regression.yaml
+DIGITS = "digits-cnn"  # examples/digits-int8.yaml: prune 80% with fine-tuning + full int8, gated on accuracy
+EXAMPLES = {NAME: "linear-regression.yaml", DIGITS: "digits-int8.yaml"}
+STAGES = ("Resolved", "Optimized", "GatePassed", "ImageBuilt", "Deployed", "Ready")
+
+
+def node_env() -> dict[str, str]:
+    keys = ["CP_BIN", "KUBECONFIG_NODE", "NODE_CACHE", "REGISTRY", "NODE_RUN", "CTR"]
+    out = subprocess.run(
+        ["bash", "-c", f"source {NODE}/lib.sh && " + " && ".join(f'echo "${{{k}[*]}}"' for k in keys)],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    return dict(zip(keys, out, strict=True))
+
+
+ENV = node_env()
+KUBECTL = [f"{ENV['CP_BIN']}/kubectl", f"--kubeconfig={ENV['KUBECONFIG_NODE']}"]
+DEMO = Path(ENV["NODE_CACHE"]) / "demo"
+T0 = time.monotonic()
+
+
+def say(msg: str) -> None:
+    print(f"[demo {time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+
+
+def sh(*argv: str, input_text: str | None = None, check: bool = True) -> str:
+    p = subprocess.run(list(argv), input=input_text, capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+    return p.stdout
+
+
+def kc(*args: str, input_text: str | None = None, check: bool = True) -> str:
+    return sh(*KUBECTL, *args, input_text=input_text, check=check)
+
+
+def kjson(*args: str) -> Any:
+    out = kc(*args, "-o", "json", check=False)
+    return json.loads(out) if out.strip() else None
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sha256(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def prepare_node() -> None:
+    say("node: hack/node/up --registry (control plane, containerd, kubelet, registry; images imported)")
+    os.environ.setdefault("MODELSHIP_NODE_BUILDKIT_SYS_ADMIN", "1")
+    if os.environ["MODELSHIP_NODE_BUILDKIT_SYS_ADMIN"] == "1":
+        say(
+            "NOTE: the node adds CAP_SYS_ADMIN to the BuildKit container's bounding set (hack/node/runc-buildkit-caps):"
+        )
+        say("      (hack/node/runc-buildkit-caps): this VM refuses rootless BuildKit newuidmap otherwise")
+    sh(str(NODE / "up"), "--registry")
+    ctr = ENV["CTR"].split()
+    base = f"{ENV['REGISTRY']}/modelship/serving:0.1.0"
+    sh(*ctr, "images", "tag", "--force", "docker.io/modelship/serving:0.1.0", base)
+    sh(*ctr, "images", "push", "--plain-http", base, check=True)
+    say(f"registry: pushed the serving runtime as {base} (the build's FROM)")
+
+
+def prepare_storage(digits: bool = False) -> Path:
+    models = DEMO / "models" / NAME
+    artifacts = DEMO / "artifacts"
+    if artifacts.exists():
+        shutil.rmtree(artifacts)
+    models.mkdir(parents=True, exist_ok=True)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    for d in (DEMO, DEMO / "models", models, artifacts):
+        d.chmod(0o777)
+    if not (models / "model.h5").exists():
+        say("models: training the seed example y = 2x - 1 (modelship.optimize.examples.linear)")
+        sys.path.insert(0, str(REPO / "operator"))
+        from modelship.optimize import examples
+
+        ex = examples.linear(DEMO / "example", claim="c")
+        for f in ("model.h5", "eval.npz"):
+            shutil.copy(ex.root / "c" / "linear" / f, models / f)
+    if digits:
+        dig = DEMO / "models" / "digits"
+        dig.mkdir(exist_ok=True)
+        dig.chmod(0o777)
+        if not (dig / "cnn.h5").exists():
+            say("models: training the digits CNN on sklearn's 8x8 digits (modelship.optimize.examples.digits)")
+            sys.path.insert(0, str(REPO / "operator"))
+            from modelship.optimize import examples
+
+            ex = examples.digits(DEMO / "example", kind="cnn", claim="c")
+            for src, dst in (("model.h5", "cnn.h5"), ("train.npz", "train.npz"), ("eval.npz", "test.npz")):
+                shutil.copy(ex.root / "c" / "digits-cnn" / src, dig / dst)
+    pv = [
+        {
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "demo-models"},
+            "spec": {
+                "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce", "ReadOnlyMany"],
+                "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                "claimRef": {"namespace": NS, "name": "models"},
+                "hostPath": {"path": str(DEMO / "models"), "type": "Directory"},
+            },
+        },
+        {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models", "namespace": NS},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": "demo-models",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    ]  # fmt: skip
+    # One artifact PV per ModelDeployment, pre-bound to the claim the operator makes (<name>-artifacts), all on
+    # the same directory (revisions are content-addressed subdirectories, they never collide).
+    for name in (NAME, DIGITS) if digits else (NAME,):
+        pv_name = f"demo-artifacts-{name}"
+        pv.append({
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv_name},
+            "spec": {
+                "capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                "claimRef": {"namespace": NS, "name": f"{name}-artifacts"},
+                "hostPath": {"path": str(artifacts), "type": "Directory"},
+            },
+        })  # fmt: skip
+        # A node kept from an earlier run holds the PV Released (its claim went with the old ModelDeployment,
+        # and the claimRef names the old claim's uid): a Released PV never binds again, so make it anew.
+        old = kjson("get", "pv", pv_name) or {}
+        if (old.get("status") or {}).get("phase") in ("Released", "Failed"):
+            kc("delete", "pv", pv_name, "--wait=true")
+    kc("apply", "-f", "-", input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": pv}))
+    say(f"storage: claim `models` -> hostPath {DEMO / 'models'}; artifacts -> {artifacts}")
+    return models
+
+
+def forget_revisions() -> None:
+    """Cold start on a running cluster: drop the namespace's revision cache (the operator's memory of revisions
+    already optimized and built), so the next apply optimizes and builds again."""
+    kc("delete", "configmap", "-n", NS, "-l", "modelship.io/cache=revisions", "--ignore-not-found")
+
+
+def manifest(name: str = NAME) -> dict[str, Any]:
+    """The example as committed, with the registry rewritten to the run's own (and, for digits, requests that fit
+    this 2-CPU node beside the linear model: the example asks 1 CPU per replica)."""
+    md = yaml.safe_load((REPO / "examples" / EXAMPLES[name]).read_text())
+    repo = md["spec"]["build"]["repository"]
+    md["spec"]["build"]["repository"] = f"{ENV['REGISTRY']}/" + repo.split("/", 1)[1]
+    md["spec"]["build"]["baseImage"] = f"{ENV['REGISTRY']}/modelship/serving:0.1.0"
+    if name == DIGITS:
+        md["spec"]["serving"]["resources"] = {"requests": {"cpu": "200m", "memory": "256Mi"},
+                                              "limits": {"cpu": "1", "memory": "512Mi"}}  # fmt: skip
+        md["spec"]["optimization"]["job"]["resources"]["requests"]["cpu"] = "500m"
+    return md  # type: ignore[no-any-return]
+
+
+class Operator:
+    def __init__(self) -> None:
+        self.log = DEMO / "operator.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": ENV["KUBECONFIG_NODE"],
+            "PYTHONPATH": str(REPO / "operator"),
+            "MODELSHIP_RETRY_BASE_SECONDS": "1",
+            "MODELSHIP_RESYNC_SECONDS": "5",
+        }
+        health, metrics = free_port(), free_port()
+        self.health = f"http://127.0.0.1:{health}/healthz"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modelship", "operator", "--log-format", "plain",
+             "--liveness", self.health, "--metrics-port", str(metrics)],
+            env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited {self.proc.returncode}: see {self.log}")
+            try:
+                urllib.request.urlopen(self.health, timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"operator not healthy after 60s: see {self.log}") from None
+                time.sleep(0.5)
+        say(f"operator: python -m modelship operator (pid {self.proc.pid}, log {self.log})")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class ChartOperator:
+    """The operator as users run it: `helm install` of charts/modelship (its CRD, least-privilege RBAC, the
+    operator image from containerd), a real Pod talking to the API server through the `kubernetes` Service."""
+
+    RELEASE, NAMESPACE = "modelship", "modelship-system"
+
+    def __init__(self) -> None:
+        self.log = DEMO / "operator.log"
+        self.helm = sh("bash", str(REPO / "hack" / "tools" / "install-helm")).strip().splitlines()[-1]
+
+    def _helm(self, *args: str, check: bool = True) -> str:
+        return sh(self.helm, f"--kubeconfig={ENV['KUBECONFIG_NODE']}", "-n", self.NAMESPACE, *args, check=check)
+
+    def start(self) -> None:
+        # The API server's certificate names the host address it advertises (kwokctl), not the Service IP
+        # 10.96.0.1: the operator Pod connects to the address behind the `kubernetes` Service.
+        eps = kjson("get", "endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes")
+        ep = eps["items"][0]
+        host, port = ep["endpoints"][0]["addresses"][0], ep["ports"][0]["port"]
+        values = {
+            "operator": {"resyncSeconds": 5, "logFormat": "plain"},
+            "jobs": {"retryBaseSeconds": 1},
+            "extraEnv": [{"name": "KUBERNETES_SERVICE_HOST", "value": host},
+                         {"name": "KUBERNETES_SERVICE_PORT", "value": str(port)}],
+        }  # fmt: skip
+        vfile = DEMO / "chart-values.json"
+        vfile.write_text(json.dumps(values))
+        self._helm("upgrade", "--install", self.RELEASE, str(REPO / "charts" / "modelship"), "--create-namespace",
+                   "-f", str(vfile), "--wait", "--timeout", "180s")  # fmt: skip
+        say(f"operator: helm install charts/modelship -> {self.NAMESPACE}/{self.RELEASE} (API server at {host}:{port})")
+
+    def stop(self) -> None:
+        logs = kc("logs", "-n", self.NAMESPACE, f"deploy/{self.RELEASE}", "--tail=-1", check=False)
+        if logs:
+            self.log.write_text(logs)
+        self._helm("uninstall", self.RELEASE, "--wait", "--timeout", "60s", check=False)
+
+
+def watch(timeout: float, name: str = NAME) -> dict[str, Any]:
+    return watch_many(timeout, (name,))[name]
+
+
+def watch_many(timeout: float, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Live display of every stage condition and pod until all are Ready; -> name: ModelDeployment."""
+    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    t_apply = time.monotonic()
+    last_pods = ""
+    done: dict[str, dict[str, Any]] = {}
+    while True:
+        for name in names:
+            if name in done:
+                continue
+            md = kjson("get", "modeldeployment", name, "-n", NS) or {}
+            st = md.get("status") or {}
+            conds = {c["type"]: c for c in st.get("conditions", [])}
+            for t in STAGES:
+                c = conds.get(t)
+                if c and seen.get((name, t)) != (c["status"], c.get("reason", "")):
+                    seen[(name, t)] = (c["status"], c.get("reason", ""))
+                    mark = {"True": "OK  ", "False": "..  ", "Unknown": "?   "}[c["status"]]
+                    who = f"{name:<18} " if len(names) > 1 else ""
+                    say(f"  {who}{mark}{t:<11} {c.get('reason', ''):<22} {c.get('message', '')[:100]}")
+            if conds.get("Ready", {}).get("status") == "True":
+                st["applyToReadySeconds"] = time.monotonic() - t_apply
+                done[name] = md
+            elif conds.get("Stalled", {}).get("status") == "True":
+                raise RuntimeError(f"{name} stalled: {conds['Stalled'].get('message')}")
+        pods = kc("get", "pods", "-n", NS, "--no-headers", check=False)
+        counts: dict[str, int] = {}
+        for ln in pods.splitlines():
+            f = ln.split()
+            owner = next((n for n in names if f[0].startswith(n + "-")), "")
+            rest = f[0][len(owner) + 1 :] if owner else f[0]
+            key = f"{owner + '/' if len(names) > 1 and owner else ''}{rest.split('-')[0]}:{f[2]}"
+            counts[key] = counts.get(key, 0) + 1
+        summary = " ".join(f"{k}x{v}" if v > 1 else k for k, v in sorted(counts.items()))
+        if summary != last_pods:
+            last_pods = summary
+            say(f"  pods: {summary or '-'}")
+        if len(done) == len(names):
+            return done
+        if time.monotonic() - t_apply > timeout:
+            missing = ", ".join(n for n in names if n not in done)
+            raise TimeoutError(f"not Ready after {timeout:.0f}s: {missing}")
+        time.sleep(1)
+
+
+def serving_pods(name: str = NAME) -> list[dict[str, Any]]:
+    md = kjson("get", "modeldeployment", name, "-n", NS)
+    sel = md["status"]["selector"]
+    items = kjson("get", "pods", "-n", NS, "-l", sel)["items"]
+    return [
+        p for p in items
+        if not p["metadata"].get("deletionTimestamp")
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    ]  # fmt: skip
+
+
+def service_address(name: str = NAME) -> tuple[str, int]:
+    """The ModelDeployment's Service: ClusterIP and port (kube-proxy on the node routes it to the pods)."""
+    svc = kjson("get", "service", "-n", NS, "-l", f"modelship.io/modeldeployment={name}")["items"]
+    if len(svc) != 1:
+        raise RuntimeError(f"expected one Service for {name}, found {len(svc)}")
+    return svc[0]["spec"]["clusterIP"], int(svc[0]["spec"]["ports"][0]["port"])
+
+
+def http_json(url: str, body: Any = None, timeout: float = 30) -> Any:
+    """GET (no body) or POST JSON; the decoded JSON answer."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
+                                 method="GET" if body is None else "POST")  # fmt: skip
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def predict(ip: str, xs: list[float], name: str = NAME, port: int = 8080) -> list[float]:
+    """TF Serving REST predict of one-feature instances -> one output each."""
+    out = http_json(f"http://{ip}:{port}/v1/models/{name}:predict", {"instances": [[x] for x in xs]}, timeout=10)
+    return [p[0] for p in out["predictions"]]
+
+
+REPORT_KEYS = ("decision", "candidate", "gate", "metric", "baseline", "value", "metricDrop", "originalBytes",
+               "optimizedBytes", "sizeRatio", "artifactDigest", "job", "message")  # fmt: skip
+
+
+def print_optimization(title: str, opt: dict[str, Any]) -> None:
+    print(f"\n=== {title}optimization report (status.optimization) ===")
+    for k in REPORT_KEYS:
+        print(f"  {k:<15} {opt.get(k)}")
+
+
+def digits_accuracy(ip: str, port: int, samples: int = 120) -> tuple[float, int]:
+    """Held-out digits through the Service over the Open Inference Protocol v2 -> (accuracy, samples)."""
+    import numpy as np
+
+    test = np.load(DEMO / "models" / "digits" / "test.npz")
+    x, y = test["x"][:samples].astype(np.float32), test["y"][:samples]
+    base = f"http://{ip}:{port}/v2/models/{DIGITS}"
+    meta = http_json(base)
+    inp = meta["inputs"][0]
+    out = http_json(f"{base}/infer", {"inputs": [{"name": inp["name"], "shape": list(x.shape), "datatype": "FP32",
+                                                  "data": x.ravel().tolist()}]})  # fmt: skip
+    probs = np.asarray(out["outputs"][0]["data"], dtype=np.float32).reshape(len(x), -1)
+    return float((probs.argmax(axis=1) == y).mean()), len(x)
+
+
+def report_digits(md: dict[str, Any]) -> None:
+    st = md["status"]
+    print_optimization(f"{DIGITS}: ", st.get("optimization", {}))
+    print(f"  image           {(st.get('image') or {}).get('reference')}")
+    ip, port = service_address(DIGITS)
+    acc, n = digits_accuracy(ip, port)
+    print(f"  Service http://{ip}:{port}/v2/models/{DIGITS}/infer: accuracy {acc:.3f} on {n} held-out digits "
+          f"({len(serving_pods(DIGITS))} Ready pods; status.url {st.get('url')})")  # fmt: skip
+
+
+def report(md: dict[str, Any], models: Path) -> None:
+    st = md["status"]
+    print_optimization(f"{NAME}: ", st.get("optimization", {}))
+    print(f"  source digest   {st['source']['digest']} (file: {sha256(models / 'model.h5')})")
+    print(f"\n=== image ===\n  {(st.get('image') or {}).get('reference')}")
+    pods = serving_pods()
+    ip, port = service_address()
+    print("\n=== endpoint ===")
+    url = f"http://{ip}:{port}/v1/models/{NAME}:predict"
+    print(f"  Service {url}  x=[0,1,2,3] -> {[round(y, 3) for y in predict(ip, [0.0, 1.0, 2.0, 3.0], port=port)]}"
+          "  (y = 2x - 1; through kube-proxy)")  # fmt: skip
+    print(f"  status.url {st.get('url')}")
+    for p in pods:
+        ip = p["status"]["podIP"]
+        ys = predict(ip, [0.0, 1.0, 2.0, 3.0])
+        print(f"  pod {p['metadata']['name']} http://{ip}:8080/v1/models/{NAME}:predict  x=[0,1,2,3] -> "
+              f"{[round(y, 3) for y in ys]}  (y = 2x - 1)")  # fmt: skip
+        digests = [c.get("imageID") for c in p["status"].get("containerStatuses", [])]
+        print(f"      image {p['spec']['containers'][0]['image']}  running {digests}")
+    print(f"  try: curl -s -X POST {url} -d '{{\"instances\": [[5.0]]}}'")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--no-wait", action="store_true", help="tear down right after the report")
+    ap.add_argument("--keep", action="store_true", help="leave the cluster running on exit (make demo-down)")
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--json-timings", default=None)
+    ap.add_argument("--cold", action="store_true", help="forget cached revisions: optimize and build again")
+    ap.add_argument("--skip-digits", action="store_true", help="only the seed's linear-regression example")
+    ap.add_argument("--local-operator", action="store_true", help="run the operator as a local process, not the chart")
+    args = ap.parse_args()
+    op: Operator | ChartOperator = Operator() if args.local_operator else ChartOperator()
+    rc = 1
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        DEMO.mkdir(parents=True, exist_ok=True)
+        prepare_node()
+        kc("apply", "-f", str(REPO / "crds"))
+        for _ in range(120):
+            crd = kjson("get", "crd", "modeldeployments.modelship.io") or {}
+            conds = (crd.get("status") or {}).get("conditions") or []
+            if any(c["type"] == "Established" and c["status"] == "True" for c in conds):
+                break
+            time.sleep(0.5)
+        names = (NAME,) if args.skip_digits else (NAME, DIGITS)
+        models = prepare_storage(digits=DIGITS in names)
+        op.start()
+        for name in names:
+            kc("delete", "modeldeployment", name, "-n", NS, "--ignore-not-found", "--wait=true")
+        if args.cold:
+            forget_revisions()
+        for name in names:
+            say(f"apply examples/{EXAMPLES[name]} (build.repository -> {ENV['REGISTRY']}/...)")
+            kc("apply", "-n", NS, "-f", "-", input_text=json.dumps(manifest(name)))
+        if DIGITS in names:
+            say(f"  ({DIGITS}: requests lowered to 200m CPU per replica and 500m for the optimizer to fit 2 CPUs)")
+        mds = watch_many(args.timeout, names)
+        secs = {name: md["status"]["applyToReadySeconds"] for name, md in mds.items()}
+        say("Ready: " + ", ".join(f"{n} apply -> Ready in {t:.1f}s" for n, t in secs.items()))
+        report(mds[NAME], models)
+        if DIGITS in mds:
+            report_digits(mds[DIGITS])
+        if args.json_timings:
+            Path(args.json_timings).write_text(json.dumps({"applyToReadySeconds": secs[NAME], "all": secs}))
+        rc = 0
+        if not args.no_wait and not args.keep:
+            print("\nThe demo is up. Ctrl-C tears it down.", flush=True)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\ninterrupted", flush=True)
+        rc = 0 if rc == 0 else 130
+    except Exception as exc:
+        say(f"FAILED: {exc}")
+        say(f"operator log: {op.log}; node logs: {ENV['NODE_CACHE']}/logs")
+    finally:
+        op.stop()
+        if not args.keep:
+            say("teardown: hack/node/down")
+            subprocess.run([str(NODE / "down")], check=False)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
