@@ -171,10 +171,20 @@ def _plain(api: client.ApiClient, obj: object) -> dict[str, Any]:
 
 
 def assert_events_posted(admin: client.ApiClient, ns: str) -> None:
-    """Events are best effort (a refused one is only logged by the operator): check they were really posted."""
-    events = client.CoreV1Api(admin).list_namespaced_event(ns, field_selector="involvedObject.kind=ModelDeployment")
-    reasons = {e.reason for e in events.items}
-    assert {"OptimizedOptimized", "ReadyAvailable"} <= reasons, reasons
+    """Events are best effort (a refused one is only logged by the operator): check they were really posted.
+    They are posted by a background thread, so they may land a moment after the status says Ready."""
+    wanted = {"OptimizedOptimized", "ReadyAvailable"}
+    seen: set[str] = set()
+
+    def posted() -> bool:
+        events = client.CoreV1Api(admin).list_namespaced_event(ns, field_selector="involvedObject.kind=ModelDeployment")
+        seen.update(e.reason for e in events.items)
+        return wanted <= seen
+
+    try:
+        wait_for(posted, timeout=30, description="the operator's Events")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; Event reasons seen: {sorted(seen)}") from None
 
 
 def reconcile_to_ready(admin: client.ApiClient, ns: str, timeout: float = 120) -> dict[str, Any]:
