@@ -16,6 +16,11 @@ PART_OF_LABEL = "app.kubernetes.io/part-of"
 REVISION_LABEL = "modelship.io/revision"
 MODELDEPLOYMENT_LABEL = "modelship.io/modeldeployment"
 MANAGED_BY = "modelship"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+"""Set by the Job controller on a Job's pods."""
+REVISION_CACHE_NAME = "modelship-revisions"
+"""The namespace's revision cache: revision -> optimization summary and pushed image (a ConfigMap)."""
+REVISION_CACHE_LABELS = {MANAGED_BY_LABEL: MANAGED_BY, "modelship.io/cache": "revisions"}
 MAX_NAME = 63
 
 

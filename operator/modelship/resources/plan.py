@@ -7,6 +7,7 @@ from typing import Any
 
 from ..api.modeldeployment import ModelDeployment
 from ..config import OperatorConfig
+from .kinds import HORIZONTAL_POD_AUTOSCALER, NETWORK_POLICY, POD_DISRUPTION_BUDGET
 from .optimize_job import optimize_job
 from .revision import revision as compute_revision
 from .serving import (
@@ -33,6 +34,14 @@ class ServingPlan:
 
     def objects(self) -> list[dict[str, Any]]:
         return [o for o in (self.deployment, self.service, self.hpa, self.pdb, self.network_policy) if o is not None]
+
+    def optional(self) -> dict[str, dict[str, Any] | None]:
+        """Kind -> object (None: turned off) of the objects the spec can turn off: the pruned kinds."""
+        return {
+            HORIZONTAL_POD_AUTOSCALER.kind: self.hpa,
+            POD_DISRUPTION_BUDGET.kind: self.pdb,
+            NETWORK_POLICY.kind: self.network_policy,
+        }
 
 
 def serving_plan(md: ModelDeployment, revision: str, config: OperatorConfig, image: str | None) -> ServingPlan:

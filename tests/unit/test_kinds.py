@@ -1,0 +1,111 @@
+"""The one table of kinds (modelship.resources.kinds) against what the builders really produce and what the
+operator really needs. The table's facts about the API (scope, verbs) are checked against a real API server in
+tests/integration/test_kinds.py."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from modelship.api import ModelDeployment
+from modelship.config import OperatorConfig
+from modelship.resources import kinds
+from modelship.resources.kinds import KINDS, Verb
+from modelship.resources.plan import render_all, serving_plan
+from tests.support.specs import valid_doc
+
+REPO = Path(__file__).resolve().parents[2]
+UID = "6f1f2c7e-1111-4222-8333-944445555666"
+
+
+def _md(doc: dict[str, Any]) -> ModelDeployment:
+    doc = copy.deepcopy(doc)
+    doc["metadata"].update(namespace="ml", uid=UID, generation=1)
+    return ModelDeployment.from_body(doc)
+
+
+def _examples() -> list[ModelDeployment]:
+    docs = [valid_doc()]
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "ModelDeployment"]
+    everything_on = valid_doc("all-on")
+    everything_on["spec"]["serving"].update(
+        autoscaling={"enabled": True, "minReplicas": 2, "maxReplicas": 4},
+        disruptionBudget={"minAvailable": "1"},
+        networkPolicy={"enabled": True},
+    )
+    docs.append(everything_on)
+    return [_md(d) for d in docs]
+
+
+def test_kinds_are_unique_and_rows_well_formed() -> None:
+    assert len({k.kind for k in KINDS}) == len(KINDS)
+    assert len({(k.group, k.plural) for k in KINDS}) == len(KINDS)
+    for k in KINDS:
+        assert k.grants, k.kind
+        assert all(g.why.strip() for g in k.grants), k.kind
+        assert len(k.verbs) == len(k.grants), f"{k.kind}: a verb granted twice"
+        assert k.plural == k.plural.lower() and "/" not in k.group, k.kind
+
+
+def test_roles_imply_their_verbs() -> None:
+    for k in KINDS:
+        verbs = set(k.verbs)
+        if k.watch is not None:
+            assert {Verb.LIST, Verb.WATCH} <= verbs, f"{k.kind} is watched"
+        if k.applied:
+            assert {Verb.CREATE, Verb.PATCH} <= verbs, f"{k.kind} is applied (apply creates it when missing)"
+            assert k.watch is not None, f"{k.kind}: an applied child must be watched to be kept as desired"
+        if k.pruned:
+            assert k.applied and Verb.DELETE in verbs, k.kind
+        if Verb.DELETE in verbs:
+            assert k.pruned, f"{k.kind}: delete granted but nothing prunes it"
+        assert Verb.UPDATE not in verbs, f"{k.kind}: the operator applies or patches, it never replaces"
+
+
+def test_every_object_the_builders_produce_has_a_row() -> None:
+    """Each object the spec leads to (`modelship render`, every example plus every optional object turned on)
+    is a kind the table lets the operator write, with the table's apiVersion."""
+    produced: set[tuple[str, str]] = set()
+    for md in _examples():
+        for obj in render_all(md, OperatorConfig()):
+            produced.add((obj["apiVersion"], obj["kind"]))
+    for api_version, name in produced:
+        row = kinds.kind(name)
+        assert row.api_version == api_version, name
+        assert row.applied or Verb.CREATE in row.verbs, name
+    applied_or_jobs = {(k.api_version, k.kind) for k in KINDS if k.applied} | {(kinds.JOB.api_version, "Job")}
+    assert produced == applied_or_jobs
+
+
+def test_pruned_kinds_are_the_serving_plans_optional_objects() -> None:
+    """What the spec can turn off is what the plan deletes: with everything on, each optional object is
+    produced; with the defaults, exactly the pruned kinds are absent."""
+    on = next(md for md in _examples() if md.metadata.name == "all-on")
+    full = serving_plan(on, "r1", OperatorConfig(), "registry.local/x@sha256:" + "0" * 64)
+    optional = {kind for kind, obj in full.optional().items() if obj is not None}
+    assert optional == {k.kind for k in kinds.PRUNED}
+    off = _md({**valid_doc(), "spec": {**valid_doc()["spec"], "serving": {"replicas": 1}}})
+    plain = serving_plan(off, "r1", OperatorConfig(), None)
+    assert {kind for kind, obj in plain.optional().items() if obj is None} == {k.kind for k in kinds.PRUNED}
+
+
+@pytest.mark.parametrize("row", KINDS, ids=lambda k: k.kind)
+def test_paths(row: kinds.Kind) -> None:
+    prefix = f"/apis/{row.group}/{row.version}" if row.group else f"/api/{row.version}"
+    if row.namespaced:
+        assert row.path("ns", "x") == f"{prefix}/namespaces/ns/{row.plural}/x"
+        assert row.path("ns") == f"{prefix}/namespaces/ns/{row.plural}"
+        with pytest.raises(ValueError, match="namespaced"):
+            row.path()
+    else:
+        assert row.path(name="x") == f"{prefix}/{row.plural}/x"
+
+
+def test_unknown_kind_is_named() -> None:
+    with pytest.raises(KeyError, match="ReplicaSet is not in the operator's kinds table"):
+        kinds.kind("ReplicaSet")
