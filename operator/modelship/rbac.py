@@ -1,14 +1,19 @@
-"""The operator's permissions, derived from what it really calls. One source for the Helm chart's
-ClusterRole/Role and for the integration tests, which run the operator under exactly these rules."""
+"""The operator's permissions, generated from the kinds table (``modelship.resources.kinds``): one rule per kind
+and per subresource, with exactly the verbs the table grants. One source for the Helm chart's ClusterRole/Role
+(``charts/modelship/templates/_rules.tpl`` is written from ``helm_rules_template()`` by hack/sync-chart-crds)
+and for the integration tests, which run the operator under exactly these rules.
+
+    python -m modelship.rbac            print the rules (YAML), cluster-wide
+    python -m modelship.rbac --helm     print the chart's generated template
+"""
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
-from . import GROUP, PLURAL
-
-READ = ["get", "list", "watch"]
-MANAGE = ["get", "list", "watch", "create", "patch", "delete"]
+from .resources.kinds import KINDS
 
 
 def operator_rules(cluster_scope: bool = True) -> list[dict[str, Any]]:
@@ -16,31 +21,60 @@ def operator_rules(cluster_scope: bool = True) -> list[dict[str, Any]]:
 
     cluster_scope adds what kopf needs to discover namespaces and CRDs when it watches the whole cluster.
     """
-    rules: list[dict[str, Any]] = [
-        # the resource itself: read only (spec is Git's); status through the subresource, merge-patched
-        {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": READ},
-        {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["get", "patch"]},
-        # stage Jobs are immutable: created and deleted, never patched
-        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": [*READ, "create", "delete"]},
-        # termination messages of finished Job pods; readiness of serving pods
-        {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
-        {"apiGroups": [""], "resources": ["services", "persistentvolumeclaims"], "verbs": MANAGE},
-        # the namespace's revision cache (modelship-revisions): merge-patched, never replaced
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": [*READ, "create", "patch"]},
-        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": MANAGE},
-        {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": READ},
-        {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": MANAGE},
-        {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": MANAGE},
-        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": MANAGE},
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-    ]
-    if cluster_scope:
-        rules += [
-            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
-            {
-                "apiGroups": ["apiextensions.k8s.io"],
-                "resources": ["customresourcedefinitions"],
-                "verbs": ["list", "watch"],
-            },
-        ]
+    rules: list[dict[str, Any]] = []
+    for k in KINDS:
+        if k.cluster_scope_only and not cluster_scope:
+            continue
+        rules.append({"apiGroups": [k.group], "resources": [k.plural], "verbs": [v.value for v in k.verbs]})
+        for sub, grants in k.subresources.items():
+            verbs = [v.value for v in dict.fromkeys(g.verb for g in grants)]
+            rules.append({"apiGroups": [k.group], "resources": [f"{k.plural}/{sub}"], "verbs": verbs})
     return rules
+
+
+def _flow(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def _rules_yaml(rules: list[dict[str, Any]]) -> str:
+    return "".join(
+        f"- apiGroups: {_flow(r['apiGroups'])}\n  resources: {_flow(r['resources'])}\n  verbs: {_flow(r['verbs'])}\n"
+        for r in rules
+    )
+
+
+def helm_rules_template() -> str:
+    """The chart's ``templates/_rules.tpl``: operator_rules() in both modes as named templates."""
+    cluster_only = operator_rules(cluster_scope=True)[len(operator_rules(cluster_scope=False)) :]
+    return (
+        "{{/*\n"
+        "GENERATED from modelship.resources.kinds by hack/sync-chart-crds (python -m modelship.rbac --helm):\n"
+        "do not edit. tests/chart/test_rbac.py fails when this file and the table differ.\n"
+        '"modelship.rules.namespaced" is operator_rules(cluster_scope=False); "modelship.rules.cluster" adds what\n'
+        "kopf needs to discover namespaces and CRDs when it watches the whole cluster.\n"
+        "*/}}\n"
+        '{{- define "modelship.rules.namespaced" -}}\n'
+        f"{_rules_yaml(operator_rules(cluster_scope=False))}"
+        "{{- end }}\n"
+        "\n"
+        '{{- define "modelship.rules.cluster" -}}\n'
+        '{{ include "modelship.rules.namespaced" . }}\n'
+        f"{_rules_yaml(cluster_only)}"
+        "{{- end }}\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--helm"]:
+        sys.stdout.write(helm_rules_template())
+    elif not args:
+        sys.stdout.write(_rules_yaml(operator_rules()))
+    else:
+        print("usage: python -m modelship.rbac [--helm]", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

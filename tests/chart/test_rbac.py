@@ -1,6 +1,6 @@
-"""The chart's RBAC is exactly modelship.rbac.operator_rules(): the templates cannot call Python, so the rules are
-written out in templates/_helpers.tpl and these tests keep the two from drifting; plus least-privilege checks
-that hold whatever the rules say."""
+"""The chart's RBAC is exactly modelship.rbac.operator_rules(), itself generated from the kinds table: the
+templates cannot call Python, so hack/sync-chart-crds writes the rules into templates/_rules.tpl and these tests
+keep the two from drifting; plus least-privilege checks that hold whatever the rules say."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from modelship.rbac import operator_rules
-from tests.chart.helm import Helm, find, one
+from modelship.rbac import helm_rules_template, operator_rules
+from tests.chart.helm import CHART, Helm, find, one
 
 FULLNAME = "ms-modelship"
 NAMESPACES = ["team-a", "team-b", "team-c"]
@@ -26,6 +26,13 @@ def namespaced_objs(helm: Helm) -> list[dict[str, Any]]:
 
 def all_rules(objs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [dict(r) for o in objs if o["kind"] in ("ClusterRole", "Role") for r in o["rules"]]
+
+
+def test_rules_template_is_generated_from_the_table() -> None:
+    committed = (CHART / "templates" / "_rules.tpl").read_text()
+    assert committed == helm_rules_template(), "run hack/sync-chart-crds"
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert "apiGroups" not in helpers, "rules are written in _rules.tpl only"
 
 
 def test_cluster_role_is_operator_rules_exactly(helm: Helm) -> None:
@@ -80,3 +87,19 @@ def test_rbac_create_false_renders_no_rbac(helm: Helm) -> None:
     for values in ({"rbac.create": False}, {"rbac.create": False, "operator.watchNamespaces": NAMESPACES}):
         objs = helm.template(values)
         assert not [o for o in objs if o["apiVersion"].startswith("rbac.authorization.k8s.io/")], values
+
+
+def test_only_verbs_the_code_uses() -> None:
+    """What no code path calls is not granted (ReplicaSets were read for nothing, Events were never patched, and
+    nothing GETs a single object: watches list, writes apply/create/patch); owner references that block
+    deletion need update on the owner's finalizers (OwnerReferencesPermissionEnforcement, e.g. OpenShift)."""
+    rules = operator_rules(cluster_scope=True)
+    by_resource = {(g, res): r["verbs"] for r in rules for g in r["apiGroups"] for res in r["resources"]}
+    assert not [k for k in by_resource if k[1] == "replicasets"]
+    assert by_resource[("", "events")] == ["create"] and ("events.k8s.io", "events") not in by_resource
+    assert not [k for k, verbs in by_resource.items() if "get" in verbs]
+    assert by_resource[("modelship.io", "modeldeployments/finalizers")] == ["update"]
+    assert by_resource[("modelship.io", "modeldeployments")] == ["list", "watch"]  # never writes spec
+    # only what the spec can turn off is ever deleted; the garbage collector removes the rest with its owner
+    deletable = {res for (_g, res), verbs in by_resource.items() if "delete" in verbs}
+    assert deletable == {"horizontalpodautoscalers", "poddisruptionbudgets", "networkpolicies"}

@@ -109,3 +109,48 @@ def test_paths(row: kinds.Kind) -> None:
 def test_unknown_kind_is_named() -> None:
     with pytest.raises(KeyError, match="ReplicaSet is not in the operator's kinds table"):
         kinds.kind("ReplicaSet")
+
+
+def test_the_operator_watches_exactly_the_watched_rows() -> None:
+    """controller.handlers registers one kopf watch per watched row, with the row's label selector."""
+    import kopf
+
+    import modelship.controller.handlers  # noqa: F401  (registers the handlers)
+
+    registered = set()
+    for handler in kopf.get_default_registry()._watching.get_all_handlers():
+        sel = handler.selector
+        labels = tuple(sorted((k, None if v is kopf.PRESENT else v) for k, v in (handler.labels or {}).items()))
+        registered.add((sel.group, sel.version, sel.any_name, labels))
+    expected = {
+        (k.group, k.version, k.plural, tuple(sorted(k.watch.items()))) for k in KINDS if k.watch is not None
+    }
+    assert registered == expected
+
+
+def test_kube_paths_come_from_the_table() -> None:
+    from modelship.controller.kube import resource_path
+
+    for k in KINDS:
+        if k.namespaced:
+            assert resource_path(k.api_version, k.kind, "ns", "x") == k.path("ns", "x")
+    with pytest.raises(ValueError, match="autoscaling/v2 in the kinds table, not autoscaling/v1"):
+        resource_path("autoscaling/v1", "HorizontalPodAutoscaler", "ns")
+
+
+def test_no_kind_is_listed_outside_the_table() -> None:
+    """No module of the operator spells a row's plural or group/version again (the API package describes our
+    own CRD and is exempt): everything goes through modelship.resources.kinds."""
+    import ast
+
+    needles = {k.plural for k in KINDS} | {k.api_version for k in KINDS if "/" in k.api_version}
+    package = REPO / "operator" / "modelship"
+    hits = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package)
+        if rel.parts[0] == "api" or rel == Path("__init__.py") or rel == Path("resources", "kinds.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in needles:
+                hits.append(f"{rel}:{node.lineno}: {node.value!r}")
+    assert hits == []

@@ -15,18 +15,15 @@ import kopf
 from kubernetes import client
 from kubernetes import config as kconfig
 
-from .. import GROUP, PLURAL, VERSION
 from ..config import OperatorConfig
-from ..resources.meta import MANAGED_BY, MANAGED_BY_LABEL
+from ..resources.kinds import CHILDREN, MODELDEPLOYMENT, Selector
 from . import metrics
 from .kube import EventPoster, Kube
-from .reconcile import CACHE_LABELS, MD, Reconciler
+from .reconcile import MD, Reconciler
 from .store import Store
 from .workqueue import WorkQueue
 
 log = logging.getLogger("modelship.operator")
-
-OURS = {MANAGED_BY_LABEL: MANAGED_BY}
 
 
 class _State:
@@ -113,7 +110,7 @@ async def _resync(period: float) -> None:
             metrics.PHASES.labels(phase).set(n)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
+@kopf.on.event(MODELDEPLOYMENT.group, MODELDEPLOYMENT.version, MODELDEPLOYMENT.plural)
 async def modeldeployment_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     meta = body["metadata"]
     if event.get("type") == "DELETED":
@@ -132,17 +129,8 @@ def _intent(body: dict[str, Any]) -> tuple[Any, ...]:
     return (body.get("spec"), meta.get("generation"), meta.get("deletionTimestamp"), meta.get("labels"))
 
 
-# Children the operator owns: every change is mirrored in the store and wakes the owner's reconcile.
-CHILDREN: tuple[tuple[str, str, str, str, dict[str, Any]], ...] = (
-    ("Job", "batch", "v1", "jobs", OURS),
-    ("Pod", "", "v1", "pods", {**OURS, "batch.kubernetes.io/job-name": kopf.PRESENT}),  # Job pods only
-    ("Deployment", "apps", "v1", "deployments", OURS),
-    ("Service", "", "v1", "services", OURS),
-    ("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers", OURS),
-    ("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", OURS),
-    ("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", OURS),
-    ("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims", OURS),
-)
+def _selector(watch: Selector) -> dict[str, Any]:
+    return {label: kopf.PRESENT if value is None else value for label, value in watch.items()}
 
 
 def _child_handler(kind: str) -> Any:
@@ -153,14 +141,9 @@ def _child_handler(kind: str) -> Any:
     return handler
 
 
-for _kind, _group, _version, _plural, _labels in CHILDREN:
-    kopf.on.event(_group, _version, _plural, labels=_labels, id=f"{_kind.lower()}_event")(_child_handler(_kind))
-
-
-@kopf.on.event("", "v1", "configmaps", labels=CACHE_LABELS)
-async def cache_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-    meta = body["metadata"]
-    if event.get("type") == "DELETED":
-        _State.store.remove("ConfigMap", meta["namespace"], meta["name"])
-    else:
-        _State.store.put("ConfigMap", _plain(body))
+# Every watched child kind of the table (owned children and the revision cache): each change is mirrored in
+# the store and wakes the owner's reconcile.
+for _child in CHILDREN:
+    assert _child.watch is not None
+    kopf.on.event(_child.group, _child.version, _child.plural, labels=_selector(_child.watch),
+                  id=f"{_child.kind.lower()}_event")(_child_handler(_child.kind))  # fmt: skip

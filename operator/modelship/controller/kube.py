@@ -15,30 +15,19 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from .. import FIELD_MANAGER, GROUP, PLURAL, VERSION
+from .. import FIELD_MANAGER
+from ..resources import kinds
 from .metrics import API_SECONDS
 
 log = logging.getLogger(__name__)
 
-_PLURALS = {
-    "Job": "jobs",
-    "Deployment": "deployments",
-    "Service": "services",
-    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
-    "PodDisruptionBudget": "poddisruptionbudgets",
-    "NetworkPolicy": "networkpolicies",
-    "PersistentVolumeClaim": "persistentvolumeclaims",
-    "ConfigMap": "configmaps",
-    "Event": "events",
-    "Pod": "pods",
-    "ModelDeployment": PLURAL,
-}
-
 
 def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
-    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    path = f"{base}/namespaces/{namespace}/{_PLURALS[kind]}"
-    return f"{path}/{name}" if name else path
+    """REST path of a kind from the kinds table (``modelship.resources.kinds``)."""
+    row = kinds.kind(kind)
+    if row.api_version != api_version:
+        raise ValueError(f"{kind} is {row.api_version} in the kinds table, not {api_version}")
+    return row.path(namespace, name)
 
 
 @dataclass
@@ -117,7 +106,7 @@ class Kube:
                 raise
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+        path = f"{kinds.MODELDEPLOYMENT.path(namespace, name)}/status"
         return self._call(
             "PATCH",
             path,
@@ -130,13 +119,13 @@ class Kube:
         self, namespace: str, name: str, labels: dict[str, str], data: dict[str, str]
     ) -> dict[str, Any]:
         """Add keys to a ConfigMap (created when missing) without touching the others."""
-        path = resource_path("v1", "ConfigMap", namespace, name)
+        path = kinds.CONFIG_MAP.path(namespace, name)
         try:
             return self._call("PATCH", path, body={"data": data}, content_type="application/merge-patch+json")
         except ApiException as exc:
             if exc.status != 404:
                 raise
-        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace,
+        body = {**kinds.CONFIG_MAP.type_meta(), "metadata": {"name": name, "namespace": namespace,
                 "labels": labels}, "data": data}  # fmt: skip
         created = self.create(body)
         if created is None:  # lost a race with another writer: merge into theirs
@@ -147,12 +136,11 @@ class Kube:
         meta = involved["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
-            "apiVersion": "v1",
-            "kind": "Event",
+            **kinds.EVENT.type_meta(),
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": involved.get("apiVersion", f"{GROUP}/{VERSION}"),
-                "kind": involved.get("kind", "ModelDeployment"),
+                "apiVersion": involved.get("apiVersion", kinds.MODELDEPLOYMENT.api_version),
+                "kind": involved.get("kind", kinds.MODELDEPLOYMENT.kind),
                 "name": meta["name"],
                 "namespace": meta["namespace"],
                 "uid": meta.get("uid"),
@@ -169,7 +157,7 @@ class Kube:
             "count": 1,
         }
         try:
-            self._call("POST", resource_path("v1", "Event", meta["namespace"]), body=body)
+            self._call("POST", kinds.EVENT.path(meta["namespace"]), body=body)
         except ApiException as exc:  # events are best effort: never fail a reconcile over one
             log.warning("could not post event %s: %s", reason, exc.reason)
 

@@ -17,6 +17,7 @@ from ..api.report import ShipDecision, Summary
 from ..api.status import ConditionType, Phase
 from ..build.result import BuildResult
 from ..config import OperatorConfig
+from ..resources.kinds import PRUNED
 from ..resources.meta import artifact_claim_name, selector_labels, serving_name
 from ..resources.optimize_job import artifact_dir, optimize_job
 from ..resources.plan import serving_plan
@@ -372,13 +373,10 @@ def plan(md: ModelDeployment, observed: Observed, config: OperatorConfig, now: d
         sp = serving_plan(md, serve_rev, config, serve_image)
         out.apply.extend(sp.objects())
         name = serving_name(md)
-        for obj, kind, api in (
-            (sp.hpa, "HorizontalPodAutoscaler", "autoscaling/v2"),
-            (sp.pdb, "PodDisruptionBudget", "policy/v1"),
-            (sp.network_policy, "NetworkPolicy", "networking.k8s.io/v1"),
-        ):
-            if obj is None and (kind, name) in observed.existing:
-                out.delete.append((api, kind, name))
+        optional = sp.optional()
+        for pruned in PRUNED:
+            if optional[pruned.kind] is None and (pruned.kind, name) in observed.existing:
+                out.delete.append((pruned.api_version, pruned.kind, name))
         complete = _rollout_complete(md, dep, sp.deployment, serve_rev)
         status["url"] = service_url(md, config)
         if serve_rev == rev and complete:

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from ..api.modeldeployment import ModelDeployment
 from ..config import OperatorConfig
 from ..errors import describe_validation_error
-from ..resources.meta import MANAGED_BY_LABEL, MODELDEPLOYMENT_LABEL, serving_name
+from ..resources.kinds import APPLIED, JOB
+from ..resources.meta import MODELDEPLOYMENT_LABEL, REVISION_CACHE_LABELS, REVISION_CACHE_NAME, serving_name
 from . import metrics
 from .conditions import ConditionSet, rfc3339
 from .kube import EventPoster, Kube, api_error_text
@@ -28,10 +29,10 @@ from .store import Store
 log = logging.getLogger("modelship.reconcile")
 
 MD = "ModelDeployment"
-CACHE_CONFIGMAP = "modelship-revisions"
-CACHE_LABELS = {MANAGED_BY_LABEL: "modelship", "modelship.io/cache": "revisions"}
+CACHE_CONFIGMAP = REVISION_CACHE_NAME
+CACHE_LABELS = REVISION_CACHE_LABELS
 SPEC_HASH = "modelship.io/spec-hash"
-SERVING_KINDS = ("Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "PersistentVolumeClaim")
+SERVING_KINDS = tuple(k.kind for k in APPLIED)  # the owned children whose existence a plan looks at
 
 
 def _subset(want: Any, have: Any) -> bool:
@@ -138,7 +139,7 @@ class Reconciler:
         must never be created twice. Returns True when the plan missed some (plan again)."""
         ns, name = md.metadata.namespace or "", md.metadata.name
         selector = f"{MODELDEPLOYMENT_LABEL}={name}"
-        live = self.kube.list("batch/v1", "Job", ns, selector)
+        live = self.kube.list(JOB.api_version, JOB.kind, ns, selector)
         seen = {j.name for j in planned_with.jobs}  # what the plan saw, not what the store holds by now
         missed = [j for j in live if j["metadata"]["name"] not in seen]
         if not missed:

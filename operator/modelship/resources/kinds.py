@@ -81,6 +81,10 @@ class Kind:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
+    def type_meta(self) -> dict[str, str]:
+        """apiVersion and kind of a manifest of this kind."""
+        return {"apiVersion": self.api_version, "kind": self.kind}
+
     @property
     def verbs(self) -> tuple[Verb, ...]:
         """Granted verbs, each once, in the order of the rows' grants."""

@@ -12,6 +12,7 @@ from typing import Any
 from ..api.modeldeployment import ModelDeployment
 from ..api.serving import HardwareTarget, RolloutStrategy, ServiceType
 from ..config import OperatorConfig
+from .kinds import DEPLOYMENT, HORIZONTAL_POD_AUTOSCALER, NETWORK_POLICY, POD_DISRUPTION_BUDGET, SERVICE
 from .meta import (
     REVISION_LABEL,
     container_security_context,
@@ -148,8 +149,7 @@ def deployment(
     if replicas is not None:
         spec["replicas"] = replicas
     return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        **DEPLOYMENT.type_meta(),
         "metadata": object_meta(md, name, "server", revision),
         "spec": spec,
     }
@@ -168,8 +168,7 @@ def service(md: ModelDeployment) -> dict[str, Any]:
     serving = md.spec.serving
     meta = object_meta(md, serving_name(md), "server", annotations=serving.service.annotations or None)
     return {
-        "apiVersion": "v1",
-        "kind": "Service",
+        **SERVICE.type_meta(),
         "metadata": meta,
         "spec": {
             "type": serving.service.type.value,
@@ -191,11 +190,10 @@ def horizontal_pod_autoscaler(md: ModelDeployment) -> dict[str, Any] | None:
         metrics.append({"type": "Resource", "resource": {"name": "memory", "target": {
             "type": "Utilization", "averageUtilization": auto.target_memory_utilization_percentage}}})  # fmt: skip
     return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
+        **HORIZONTAL_POD_AUTOSCALER.type_meta(),
         "metadata": object_meta(md, serving_name(md), "server"),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": serving_name(md)},
+            "scaleTargetRef": {**DEPLOYMENT.type_meta(), "name": serving_name(md)},
             "minReplicas": auto.min_replicas,
             "maxReplicas": auto.max_replicas,
             "metrics": metrics,
@@ -217,8 +215,7 @@ def pod_disruption_budget(md: ModelDeployment) -> dict[str, Any] | None:
     else:
         spec["maxUnavailable"] = _int_or_percent(budget.max_unavailable or "1")
     return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
+        **POD_DISRUPTION_BUDGET.type_meta(),
         "metadata": object_meta(md, serving_name(md), "server"),
         "spec": spec,
     }
@@ -236,8 +233,7 @@ def network_policy(md: ModelDeployment) -> dict[str, Any] | None:
     if policy.allow_from_pod_labels is not None:
         peer["podSelector"] = {"matchLabels": dict(sorted(policy.allow_from_pod_labels.items()))}
     return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
+        **NETWORK_POLICY.type_meta(),
         "metadata": object_meta(md, serving_name(md), "server"),
         "spec": {
             "podSelector": {"matchLabels": selector_labels(md)},

@@ -9,6 +9,7 @@ from typing import Any
 from ..api.jobs import JobSettings
 from ..api.modeldeployment import ModelDeployment
 from ..config import OperatorConfig
+from .kinds import JOB
 from .meta import object_meta, tolerations_wire
 
 IGNORE_DISRUPTION = {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
@@ -40,8 +41,7 @@ def stage_job(
     if settings.pod_annotations:
         template_meta["annotations"] = dict(sorted(settings.pod_annotations.items()))
     return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
+        **JOB.type_meta(),
         "metadata": object_meta(
             md, name, component, revision, {"modelship.io/attempt": str(attempt), **(annotations or {})}
         ),

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..api.modeldeployment import ModelDeployment
 from ..config import OperatorConfig
+from .kinds import PERSISTENT_VOLUME_CLAIM
 from .meta import artifact_claim_name, object_meta, safe_name
 
 
@@ -18,8 +19,7 @@ def artifact_claim(md: ModelDeployment, config: OperatorConfig) -> dict[str, Any
     if config.artifact_storage_class:
         spec["storageClassName"] = config.artifact_storage_class
     return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
+        **PERSISTENT_VOLUME_CLAIM.type_meta(),
         "metadata": object_meta(md, artifact_claim_name(md), "artifacts"),
         "spec": spec,
     }
