@@ -263,11 +263,16 @@ class DevCluster:
                 "cacheDir": str(self.workdir / "cache"),
                 "quietPull": True,
             },
-            # room for thousands of Services (the reconcile benchmark makes 2 x 500); never routed anywhere
             "componentsPatches": [
                 {
                     "name": "kube-apiserver",
-                    "extraArgs": [{"key": "service-cluster-ip-range", "value": "10.96.0.0/16"}],
+                    "extraArgs": [
+                        # room for thousands of Services (the reconcile benchmark makes 2 x 500); never routed
+                        {"key": "service-cluster-ip-range", "value": "10.96.0.0/16"},
+                        # as OpenShift does: an owner reference that blocks deletion needs update on the owner's
+                        # finalizers, so a missing RBAC verb shows here rather than on a customer's cluster
+                        {"key": "enable-admission-plugins", "value": "OwnerReferencesPermissionEnforcement"},
+                    ],
                 }
             ],
         }

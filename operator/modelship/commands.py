@@ -10,9 +10,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from .api.errors import describe_validation_error
 from .api.modeldeployment import ModelDeployment
 from .config import OperatorConfig
-from .errors import describe_validation_error
 
 
 def register(subparsers: Any) -> None:

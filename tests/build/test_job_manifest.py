@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from modelship.build.result import BuildResult
+from modelship.api.build_result import BuildResult
 from modelship.config import Images, OperatorConfig
 from modelship.resources import build_job as bj
 from modelship.resources.meta import artifact_claim_name, build_job_name

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from modelship.api.build_result import BuildResult
 from modelship.api.report import TERMINATION_MESSAGE_LIMIT
-from modelship.build.result import BuildResult
 
 DIGEST = "sha256:" + "ab" * 32
 IMAGE = "registry.local:5000/models/digits@" + DIGEST

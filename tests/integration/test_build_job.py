@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelship.api import ModelDeployment
-from modelship.build.result import BuildResult
+from modelship.api.build_result import BuildResult
 from modelship.config import OperatorConfig
 from modelship.resources.build_job import build_job
 from modelship.resources.meta import artifact_claim_name, build_job_name

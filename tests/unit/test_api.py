@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from modelship.api import ModelDeployment, Summary
-from modelship.errors import describe_validation_error
+from modelship.api.errors import describe_validation_error
 from tests.support import schema
 from tests.support.specs import INVALID, InvalidCase, invalid_doc, valid_doc
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from ..api.errors import describe_validation_error
 from ..api.report import Report, ShipDecision, Summary
-from ..errors import describe_validation_error
 from ..fetch import sha256_path
 
 REPORT_FILE = "report.json"

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..api.build_result import BuildResult
 from ..api.modeldeployment import ModelDeployment
 from ..api.report import ShipDecision, Summary
 from ..api.status import ConditionType, Phase
-from ..build.result import BuildResult
 from ..config import OperatorConfig
 from ..resources.kinds import PRUNED
 from ..resources.meta import artifact_claim_name, selector_labels, serving_name

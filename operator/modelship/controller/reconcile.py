@@ -13,9 +13,9 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from ..api.errors import describe_validation_error
 from ..api.modeldeployment import ModelDeployment
 from ..config import OperatorConfig
-from ..errors import describe_validation_error
 from ..resources.kinds import APPLIED, JOB
 from ..resources.meta import MODELDEPLOYMENT_LABEL, REVISION_CACHE_LABELS, REVISION_CACHE_NAME, serving_name
 from . import metrics

@@ -75,7 +75,7 @@ class UsageError(Exception):
 
 
 def _validation(what: str, exc: ValidationError) -> UsageError:
-    from ..errors import describe_validation_error
+    from ..api.errors import describe_validation_error
 
     return UsageError(f"invalid {what}: {describe_validation_error(exc)}")
 

@@ -1,7 +1,7 @@
 """The in-cluster image build Job: render the model's build context from the artifact claim, build it
 with rootless BuildKit (default) or Kaniko, push ``spec.build.repository:<revision>``, and leave the
 pushed digest in the build container's termination message for the operator to read
-(``modelship.build.result.BuildResult``).
+(``modelship.api.build_result.BuildResult``).
 
 Pod layout::
 

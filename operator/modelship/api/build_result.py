@@ -1,4 +1,5 @@
-"""The build Job's result: one line of JSON in the build container's termination message.
+"""The build Job's result: one line of JSON in the build container's termination message (the contract between
+the build Job and the operator, as ``report.Summary`` is the optimizer's).
 
 BuildKit's shell wrapper writes ``{"ok":true,"image":"repo@sha256:...","digest":"sha256:...","platforms":[...]}``;
 Kaniko writes only the bare digest (``--digest-file=/dev/termination-log``), which
@@ -13,9 +14,9 @@ from typing import Annotated
 
 from pydantic import Field, ValidationError, model_validator
 
-from ..api.common import ApiModel
-from ..api.report import TERMINATION_MESSAGE_LIMIT
-from ..errors import describe_validation_error
+from .common import ApiModel
+from .errors import describe_validation_error
+from .report import TERMINATION_MESSAGE_LIMIT
 
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 _DIGEST = re.compile(DIGEST_PATTERN)
