@@ -31,6 +31,7 @@ from modelship.api import ModelDeployment, Summary  # noqa: E402
 from modelship.config import OperatorConfig  # noqa: E402
 from modelship.controller.reconcile import CACHE_CONFIGMAP, CACHE_LABELS  # noqa: E402
 from modelship.rbac import operator_rules  # noqa: E402
+from modelship.resources.defaults import with_operator_defaults  # noqa: E402
 from modelship.resources.plan import serving_plan  # noqa: E402
 from modelship.resources.revision import revision  # noqa: E402
 from modelship_dev import cluster as devcluster  # noqa: E402
@@ -70,7 +71,8 @@ def md_doc(name: str) -> dict[str, Any]:
 
 
 def cached_entry() -> tuple[str, str]:
-    md = ModelDeployment.from_body(md_doc("x"))
+    # the revision the operator computes: of the spec with the operator's defaults filled in
+    md = with_operator_defaults(ModelDeployment.from_body(md_doc("x")), OperatorConfig())
     summary = Summary(
         ok=True,
         source_digest="sha256:" + "ad" * 32,

@@ -64,6 +64,8 @@ def load_modeldeployments(path: str) -> list[ModelDeployment]:
 
 
 def run_render(args: argparse.Namespace) -> int:
+    from .cli import CliError
+    from .resources.defaults import InvalidSpec, with_operator_defaults
     from .resources.plan import render_all
 
     config = OperatorConfig.from_env()
@@ -71,6 +73,10 @@ def run_render(args: argparse.Namespace) -> int:
     for md in load_modeldeployments(args.filename):
         namespace = args.namespace or md.metadata.namespace or "default"
         md = md.model_copy(update={"metadata": md.metadata.model_copy(update={"namespace": namespace})})
+        try:
+            md = with_operator_defaults(md, config)
+        except InvalidSpec as exc:
+            raise CliError(f"{args.filename}: {md.metadata.name}: {exc}") from None
         docs += render_all(md, config, args.image)
     sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False, width=120))
     return 0

@@ -11,8 +11,9 @@ import kubernetes_validate
 import pytest
 
 from modelship import __version__
+from modelship.api.build import BuildEngine
 from modelship.cli import build_parser
-from modelship.config import Images, OperatorConfig
+from modelship.config import ENV, Images, OperatorConfig
 from tests.chart.helm import CHART, Helm, container_env, find, one
 
 RELEASE, NAMESPACE = "ms", "modelship-system"
@@ -186,8 +187,7 @@ def test_pinned_images_by_digest_and_settings_reach_the_operator_config(helm: He
     )
     assert (cfg.job_ttl_seconds, cfg.max_job_attempts, cfg.retry_base_seconds) == (600, 5, 30.0)
     assert (cfg.artifact_storage_size, cfg.artifact_storage_class) == ("10Gi", "fast")
-    assert env["MODELSHIP_BUILD_REGISTRY"] == "registry.example.com/models"
-    assert env["MODELSHIP_BUILD_ENGINE"] == "kaniko"
+    assert (cfg.build_registry, cfg.build_engine) == ("registry.example.com/models", BuildEngine.KANIKO)
     pod = one(objs, "Deployment", FULLNAME)["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
 
@@ -202,20 +202,48 @@ def test_each_job_image_digest_wins_over_its_tag(helm: Helm, which: str) -> None
     assert env[f"MODELSHIP_{which.upper()}_IMAGE"] == f"r.example/{which}:9.9"
 
 
-def test_env_names_are_the_ones_the_operator_reads() -> None:
-    """Every MODELSHIP_* variable the chart sets is read somewhere in the operator's code, except the known gaps
-    (values the chart already offers and the operator does not read yet: see values.yaml). When the operator
-    starts reading one of them this test fails, to move it out of the gap list."""
+# A value per variable the operator reads, different from its default (the chart's values that produce it).
+ENV_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
+    "MODELSHIP_OPERATOR_IMAGE": ("r.example/op:1", {"image": {"repository": "r.example/op", "tag": "1"}}),
+    "MODELSHIP_OPTIMIZER_IMAGE": ("r.example/o:1", {"images.optimizer": {"repository": "r.example/o", "tag": "1"}}),
+    "MODELSHIP_SERVING_IMAGE": ("r.example/s:1", {"images.serving": {"repository": "r.example/s", "tag": "1"}}),
+    "MODELSHIP_BUILDKIT_IMAGE": ("r.example/b:1", {"images.buildkit": {"repository": "r.example/b", "tag": "1"}}),
+    "MODELSHIP_KANIKO_IMAGE": ("r.example/k:1", {"images.kaniko": {"repository": "r.example/k", "tag": "1"}}),
+    "MODELSHIP_IMAGE_PULL_POLICY": ("Always", {"images.pullPolicy": "Always"}),
+    "MODELSHIP_ARTIFACT_STORAGE_SIZE": ("9Gi", {"artifacts.storageSize": "9Gi"}),
+    "MODELSHIP_ARTIFACT_STORAGE_CLASS": ("fast", {"artifacts.storageClassName": "fast"}),
+    "MODELSHIP_JOB_TTL_SECONDS": ("60", {"jobs.ttlSecondsAfterFinished": 60}),
+    "MODELSHIP_MAX_JOB_ATTEMPTS": ("7", {"jobs.maxAttempts": 7}),
+    "MODELSHIP_RETRY_BASE_SECONDS": ("2.5", {"jobs.retryBaseSeconds": 2.5}),
+    "MODELSHIP_RESYNC_SECONDS": ("30", {"operator.resyncSeconds": 30}),
+    "MODELSHIP_CLUSTER_DOMAIN": ("corp.local", {"operator.clusterDomain": "corp.local"}),
+    "MODELSHIP_BUILD_REGISTRY": ("registry.example.com/models", {"build.registry": "registry.example.com/models"}),
+    "MODELSHIP_BUILD_ENGINE": ("kaniko", {"build.engine": "kaniko"}),
+}
+
+
+def test_the_chart_sets_exactly_the_variables_the_operator_reads(helm: Helm) -> None:
+    """Both directions: every MODELSHIP_* variable the chart's Deployment can set is one config.ENV reads, and
+    every variable config.ENV reads is one the chart sets (some only when their value is given)."""
     chart_text = (CHART / "templates" / "deployment.yaml").read_text()
-    names = set(re.findall(r"name: (MODELSHIP_[A-Z_]+)", chart_text))
-    source = "\n".join(p.read_text() for p in (CHART.parents[1] / "operator" / "modelship").rglob("*.py"))
-    unread = {n for n in names if f'"{n}"' not in source}
-    assert unread == {"MODELSHIP_BUILD_REGISTRY", "MODELSHIP_BUILD_ENGINE"}
-    # everything config.py reads with a chart value behind it is set by the chart
-    config_reads = set(
-        re.findall(r'"(MODELSHIP_[A-Z_]+)"', (CHART.parents[1] / "operator/modelship/config.py").read_text())
-    )
-    assert config_reads <= names, config_reads - names
+    in_template = set(re.findall(r"name: (MODELSHIP_[A-Z_]+)", chart_text))
+    assert in_template == set(ENV)
+    everything = helm.template({k: v for _name, (_raw, values) in ENV_SAMPLES.items() for k, v in values.items()})
+    rendered = {n for n in container_env(one(everything, "Deployment", FULLNAME)) if n.startswith("MODELSHIP_")}
+    assert rendered == set(ENV)
+
+
+@pytest.mark.parametrize("name", sorted(ENV_SAMPLES))
+def test_each_variable_changes_the_configuration(helm: Helm, name: str) -> None:
+    """Each variable is really read: its chart value, rendered and read back, changes OperatorConfig (so a chart
+    setting the operator ignores cannot pass)."""
+    assert set(ENV_SAMPLES) == set(ENV)
+    raw, values = ENV_SAMPLES[name]
+    env = container_env(one(helm.template(values), "Deployment", FULLNAME))
+    assert env[name] == raw
+    assert OperatorConfig.from_env(env) != OperatorConfig.from_env(container_env(one(helm.template(), "Deployment",
+                                                                                        FULLNAME)))  # fmt: skip
+    assert OperatorConfig.from_env({name: raw}) != OperatorConfig()
 
 
 # ---------------------------------------------------------------------------- namespaced mode

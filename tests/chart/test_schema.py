@@ -45,6 +45,8 @@ BAD: list[tuple[dict[str, Any], list[str]]] = [
     ({"metrics.serviceMonitor.interval": "often"}, ["/metrics/serviceMonitor/interval"]),
     ({"build.engine": "docker"}, ["/build/engine", "'buildkit', 'kaniko'"]),
     ({"build.registry": "https://registry.example.com/models"}, ["/build/registry"]),
+    ({"build.registry": "Registry.Example/models"}, ["/build/registry"]),
+    ({"build.registry": "registry.example.com/a__b"}, ["/build/registry"]),
     ({"artifacts.storageSize": "lots"}, ["/artifacts/storageSize", "does not match pattern"]),
     ({"operator.resyncSeconds": 0}, ["/operator/resyncSeconds"]),
     ({"extraEnv": [{"value": "x"}]}, ["/extraEnv/0", "missing property 'name'"]),
@@ -100,3 +102,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     for k, v in over.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def test_build_registry_pattern_is_the_operators() -> None:
+    """The chart refuses exactly what the operator would refuse at start (MODELSHIP_BUILD_REGISTRY)."""
+    from modelship.api.build import REGISTRY_PREFIX_PATTERN
+
+    registry = SCHEMA["properties"]["build"]["properties"]["registry"]
+    (pattern,) = [a["pattern"] for a in registry["anyOf"] if "pattern" in a]
+    assert pattern == REGISTRY_PREFIX_PATTERN

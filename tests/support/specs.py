@@ -145,7 +145,11 @@ INVALID: list[InvalidCase] = [
     InvalidCase("steps-strategy-without-steps", _set("spec.optimization.steps", []), "steps"),
     InvalidCase("custom-metric-without-callable", _set("spec.optimization.metric", {"type": "custom"}), "callable"),
     InvalidCase("wrong-data-format", _set("spec.optimization.data.evaluation.format", "parquet"), "format"),
-    InvalidCase("build-without-repository", _del("spec.build.repository"), "repository"),
+    InvalidCase(
+        "kaniko-two-platforms",
+        _all(_set("spec.build.engine", "kaniko"), _set("spec.build.platforms", ["linux/amd64", "linux/arm64"])),
+        "platforms",
+    ),
     InvalidCase("bad-repository", _set("spec.build.repository", "Registry/UPPER"), "repository"),
     InvalidCase("wrong-platform", _set("spec.build.platforms", ["windows/amd64"]), "platforms"),
     InvalidCase("wrong-build-engine", _set("spec.build.engine", "docker"), "engine"),

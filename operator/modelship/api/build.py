@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, StrictBool, StringConstraints, model_validator
 
@@ -27,15 +27,24 @@ class Platform(StrEnum):
 
 
 REPOSITORY_PATTERN = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$"
+REGISTRY_PREFIX_PATTERN = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
+"""A registry host, optionally with a path: the operator's default repository prefix (MODELSHIP_BUILD_REGISTRY)."""
+REPOSITORY_MAX_LENGTH = 255
 
 BUILD_RULES: tuple[Rule, ...] = (
     Rule(
-        cel="!self.enabled || has(self.repository)",
-        message="an enabled build needs repository (registry/path to push the serving image to)",
-        check=lambda m: not m.enabled or m.repository is not None,
-        field_path=".repository",
+        cel="!has(self.engine) || self.engine != 'kaniko' || size(self.platforms) == 1",
+        message="kaniko builds one platform: use engine buildkit for a multi-platform image",
+        check=lambda m: m.engine != BuildEngine.KANIKO or len(m.platforms) == 1,
+        field_path=".platforms",
     ),
 )
+
+
+def _operator_default(schema: dict[str, Any]) -> None:
+    """No default in the CRD: an object that leaves the field out is completed by the operator's configuration
+    (``resources.defaults``), which tells "left out" from "set" by the field not being in ``model_fields_set``."""
+    schema.pop("default", None)
 
 
 class Build(ApiModel):
@@ -45,10 +54,15 @@ class Build(ApiModel):
 
     enabled: StrictBool = True
     """false serves the artifact from the artifact volume with the stock runtime image (no build, no push)."""
-    engine: BuildEngine = BuildEngine.BUILDKIT
-    """buildkit (rootless, default) or kaniko."""
-    repository: Annotated[str, StringConstraints(pattern=REPOSITORY_PATTERN, max_length=255)] | None = None
-    """Repository to push to, e.g. registry.example.com/models/digits; the tag is the revision."""
+    engine: BuildEngine = Field(default=BuildEngine.BUILDKIT, json_schema_extra=_operator_default)
+    """buildkit (rootless) or kaniko. Left out: the operator's default engine (the chart's build.engine, buildkit
+    unless the platform changed it)."""
+    repository: (
+        Annotated[str, StringConstraints(pattern=REPOSITORY_PATTERN, max_length=REPOSITORY_MAX_LENGTH)] | None
+    ) = None
+    """Repository to push to, e.g. registry.example.com/models/digits; the tag is the revision. Unset: the
+    operator's default registry (the chart's build.registry) + /<namespace>/<name>; required when the operator
+    has none."""
     push_secret_ref: LocalObjectReference | None = None
     """Secret of type kubernetes.io/dockerconfigjson with push credentials for the registry."""
     insecure_registry: StrictBool = False

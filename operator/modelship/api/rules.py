@@ -37,7 +37,7 @@ class Rule:
 
 def rules_schema(rules: tuple[Rule, ...]) -> dict[str, Any]:
     """``json_schema_extra`` value that puts the rules into the generated CRD."""
-    return {"x-kubernetes-validations": [r.schema() for r in rules]}
+    return {"x-kubernetes-validations": [r.schema() for r in rules]} if rules else {}
 
 
 def enforce(obj: BaseModel, rules: tuple[Rule, ...]) -> None:

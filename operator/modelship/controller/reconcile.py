@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from ..api.errors import describe_validation_error
 from ..api.modeldeployment import ModelDeployment
 from ..config import OperatorConfig
+from ..resources.defaults import InvalidSpec, with_operator_defaults
 from ..resources.kinds import APPLIED, JOB
 from ..resources.meta import MODELDEPLOYMENT_LABEL, REVISION_CACHE_LABELS, REVISION_CACHE_NAME, serving_name
 from . import metrics
@@ -107,9 +108,9 @@ class Reconciler:
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None  # gone: owner references take the children with it
         try:
-            md = ModelDeployment.from_body(body)
-        except ValidationError as exc:
-            self._invalid(body, describe_validation_error(exc))
+            md = with_operator_defaults(ModelDeployment.from_body(body), self.config)
+        except (ValidationError, InvalidSpec) as exc:
+            self._invalid(body, describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc))
             metrics.RECONCILES.labels("invalid").inc()
             return None
         try:
