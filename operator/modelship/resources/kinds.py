@@ -104,12 +104,24 @@ class Kind:
 _WATCHED = "mirrored in the operator's store from a watch (kopf: list, then watch)"
 _APPLIED = "server-side applied under the operator's field manager; apply creates it when missing"
 
+
+def _watched(detail: str = "") -> tuple[Grant, Grant]:
+    """list + watch of a kind the operator mirrors; ``detail`` says what else needs it."""
+    return Grant(Verb.LIST, f"{_WATCHED}{detail}"), Grant(Verb.WATCH, _WATCHED)
+
+
+def _applied_child(kind: str, group: str, version: str, plural: str, *, pruned: bool = False) -> Kind:
+    """An owned child the operator keeps as desired by server-side apply (and deletes when the spec turns it off,
+    when pruned)."""
+    grants = (*_watched(), Grant(Verb.CREATE, _APPLIED), Grant(Verb.PATCH, _APPLIED))
+    if pruned:
+        grants += (Grant(Verb.DELETE, "deleted when the spec turns it off"),)
+    return Kind(kind, group, version, plural, grants=grants, watch=OURS, applied=True, pruned=pruned)
+
+
 MODELDEPLOYMENT = Kind(
     KIND, GROUP, VERSION, PLURAL,
-    grants=(
-        Grant(Verb.LIST, f"{_WATCHED}; read only: the spec is Git's"),
-        Grant(Verb.WATCH, _WATCHED),
-    ),
+    grants=_watched("; read only: the spec is Git's"),
     watch=MappingProxyType({}),
     subresources=MappingProxyType({
         "status": (Grant(Verb.PATCH, "status is written through the status subresource as a JSON merge patch"),),
@@ -125,9 +137,8 @@ MODELDEPLOYMENT = Kind(
 JOB = Kind(
     "Job", "batch", "v1", "jobs",
     grants=(
-        Grant(Verb.LIST, f"{_WATCHED}; also listed directly before a Job is created (the watch may lag after a "
-                         "restart, and a Job must never be created twice)"),
-        Grant(Verb.WATCH, _WATCHED),
+        *_watched("; also listed directly before a Job is created (the watch may lag after a restart, and a Job "
+                  "must never be created twice)"),
         Grant(Verb.CREATE, "one optimization or build Job per stage attempt; Jobs are immutable: never patched, "
                            "removed by their TTL or with their owner"),
     ),
@@ -135,43 +146,22 @@ JOB = Kind(
 )  # fmt: skip
 POD = Kind(
     "Pod", "", "v1", "pods",
-    grants=(
-        Grant(Verb.LIST, f"{_WATCHED} (stage Job pods only: their termination messages carry the results); "
-                         "also listed with their Jobs before a Job is created"),
-        Grant(Verb.WATCH, _WATCHED),
-    ),
+    grants=_watched(" (stage Job pods only: their termination messages carry the results); also listed with "
+                    "their Jobs before a Job is created"),
     watch=MappingProxyType({**OURS, JOB_NAME_LABEL: None}),
 )  # fmt: skip
-_APPLIED_GRANTS = (
-    Grant(Verb.LIST, _WATCHED),
-    Grant(Verb.WATCH, _WATCHED),
-    Grant(Verb.CREATE, _APPLIED),
-    Grant(Verb.PATCH, _APPLIED),
+DEPLOYMENT = _applied_child("Deployment", "apps", "v1", "deployments")
+SERVICE = _applied_child("Service", "", "v1", "services")
+HORIZONTAL_POD_AUTOSCALER = _applied_child(
+    "HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers", pruned=True
 )
-_PRUNE = Grant(Verb.DELETE, "deleted when the spec turns it off")
-DEPLOYMENT = Kind("Deployment", "apps", "v1", "deployments", grants=_APPLIED_GRANTS, watch=OURS, applied=True)
-SERVICE = Kind("Service", "", "v1", "services", grants=_APPLIED_GRANTS, watch=OURS, applied=True)
-HORIZONTAL_POD_AUTOSCALER = Kind(
-    "HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers",
-    grants=(*_APPLIED_GRANTS, _PRUNE), watch=OURS, applied=True, pruned=True,
-)  # fmt: skip
-POD_DISRUPTION_BUDGET = Kind(
-    "PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets",
-    grants=(*_APPLIED_GRANTS, _PRUNE), watch=OURS, applied=True, pruned=True,
-)  # fmt: skip
-NETWORK_POLICY = Kind(
-    "NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies",
-    grants=(*_APPLIED_GRANTS, _PRUNE), watch=OURS, applied=True, pruned=True,
-)  # fmt: skip
-PERSISTENT_VOLUME_CLAIM = Kind(
-    "PersistentVolumeClaim", "", "v1", "persistentvolumeclaims",
-    grants=_APPLIED_GRANTS, watch=OURS, applied=True,
-)  # fmt: skip
+POD_DISRUPTION_BUDGET = _applied_child("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", pruned=True)
+NETWORK_POLICY = _applied_child("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", pruned=True)
+PERSISTENT_VOLUME_CLAIM = _applied_child("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims")
 CONFIG_MAP = Kind(
     "ConfigMap", "", "v1", "configmaps",
     grants=(
-        Grant(Verb.LIST, f"{_WATCHED} (the namespace's revision cache, modelship-revisions, only)"),
-        Grant(Verb.WATCH, _WATCHED),
+        *_watched(" (the namespace's revision cache, modelship-revisions, only)"),
         Grant(Verb.CREATE, "the revision cache is created on its first entry"),
         Grant(Verb.PATCH, "cache entries are added by JSON merge patch, never replacing other entries"),
     ),
@@ -181,14 +171,15 @@ EVENT = Kind(
     "Event", "", "v1", "events",
     grants=(Grant(Verb.CREATE, "an Event per stage change (ours) and per handler failure (kopf's posting)"),),
 )  # fmt: skip
+_SCANNING = "kopf's namespace and resource scanning when it watches the whole cluster"
 NAMESPACE = Kind(
     "Namespace", "", "v1", "namespaces",
-    grants=(Grant(Verb.LIST, "kopf's namespace scanning"), Grant(Verb.WATCH, "kopf's namespace scanning")),
+    grants=(Grant(Verb.LIST, _SCANNING), Grant(Verb.WATCH, _SCANNING)),
     namespaced=False, cluster_scope_only=True,
 )  # fmt: skip
 CUSTOM_RESOURCE_DEFINITION = Kind(
     "CustomResourceDefinition", "apiextensions.k8s.io", "v1", "customresourcedefinitions",
-    grants=(Grant(Verb.LIST, "kopf's resource scanning"), Grant(Verb.WATCH, "kopf's resource scanning")),
+    grants=(Grant(Verb.LIST, _SCANNING), Grant(Verb.WATCH, _SCANNING)),
     namespaced=False, cluster_scope_only=True,
 )  # fmt: skip
 
