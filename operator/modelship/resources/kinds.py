@@ -113,7 +113,7 @@ def _watched(detail: str = "") -> tuple[Grant, Grant]:
 def _applied_child(kind: str, group: str, version: str, plural: str, *, pruned: bool = False) -> Kind:
     """An owned child the operator keeps as desired by server-side apply (and deletes when the spec turns it off,
     when pruned)."""
-    grants = (*_watched(), Grant(Verb.CREATE, _APPLIED), Grant(Verb.PATCH, _APPLIED))
+    grants: tuple[Grant, ...] = (*_watched(), Grant(Verb.CREATE, _APPLIED), Grant(Verb.PATCH, _APPLIED))
     if pruned:
         grants += (Grant(Verb.DELETE, "deleted when the spec turns it off"),)
     return Kind(kind, group, version, plural, grants=grants, watch=OURS, applied=True, pruned=pruned)
