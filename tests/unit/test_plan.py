@@ -13,7 +13,8 @@ from modelship.api import ModelDeployment, Summary
 from modelship.config import OperatorConfig
 from modelship.controller.mergepatch import apply_merge_patch
 from modelship.controller.observe import DeploymentObservation, JobObservation, JobState, Observed
-from modelship.controller.plan import parse_build_result, plan
+from modelship.controller.plan import plan
+from modelship.controller.stages.build import parse_build_result
 from modelship.resources.revision import revision
 from tests.support.specs import valid_doc
 

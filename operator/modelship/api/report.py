@@ -25,6 +25,21 @@ class GateDecision(StrEnum):
     SKIPPED = "Skipped"
 
 
+class FailureKind(StrEnum):
+    """How a failed optimization is to be treated, as kopf splits PermanentError from TemporaryError."""
+
+    PERMANENT = "Permanent"
+    """The same input fails the same way (model file missing, digest mismatch, a model that cannot load, bad
+    data): the stage fails at once, nothing is retried."""
+    TEMPORARY = "Temporary"
+    """The environment failed (network, object store, an unexpected internal error): retried with backoff."""
+
+
+EXIT_CODES: dict[FailureKind, int] = {FailureKind.PERMANENT: 1, FailureKind.TEMPORARY: 75}
+"""Exit code of ``modelship optimize`` per kind of failure (75 is sysexits' EX_TEMPFAIL). The optimization Job's
+podFailurePolicy fails the Job at the first pod that exits with the permanent code, instead of retrying it."""
+
+
 class ShipDecision(StrEnum):
     """What the operator should deploy."""
 
@@ -99,6 +114,8 @@ class Summary(ApiModel):
     """false when the optimizer failed (error says why)."""
     error: Annotated[str, Field(max_length=1024)] | None = None
     """Readable error when ok is false."""
+    failure: FailureKind | None = None
+    """When ok is false: Permanent (also when unset) or Temporary."""
     source_digest: str | None = None
     """sha256 of the model as fetched."""
     source_bytes: int | None = None

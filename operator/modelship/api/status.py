@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, StrictBool
 
 from .common import ApiModel
+from .report import Summary
 
 
 class Phase(StrEnum):
@@ -33,6 +34,82 @@ class ConditionType(StrEnum):
     GATE_PASSED = "GatePassed"
     IMAGE_BUILT = "ImageBuilt"
     DEPLOYED = "Deployed"
+
+
+class Reason(StrEnum):
+    """Every reason the operator writes into a condition or lastFailure (CamelCase, as Kubernetes wants).
+
+    Events are named ``<condition type><reason>`` (e.g. ``ImageBuiltPushed``, ``ReadyAvailable``)."""
+
+    # kstatus
+    AVAILABLE = "Available"
+    IDLE = "Idle"
+    HEALTHY = "Healthy"
+    PROGRESSING = "Progressing"
+    SUSPENDED = "Suspended"
+    INVALID_SPEC = "InvalidSpec"
+    RECONCILE_ERROR = "ReconcileError"
+    """The operator itself failed on this object (a bug or a spec its builders cannot express)."""
+    # waiting for an upstream stage
+    PENDING = "Pending"
+    # Resolve
+    DIGEST_PINNED = "DigestPinned"
+    DIGEST_RESOLVED = "DigestResolved"
+    RESOLVING = "Resolving"
+    # Job stages (optimization, build)
+    JOB_CREATED = "JobCreated"
+    JOB_RUNNING = "JobRunning"
+    BUILD_JOB_CREATED = "BuildJobCreated"
+    BUILD_JOB_RUNNING = "BuildJobRunning"
+    RETRY_BACKOFF = "RetryBackoff"
+    JOB_FAILED = "JobFailed"
+    OPTIMIZATION_FAILED = "OptimizationFailed"
+    INVALID_SUMMARY = "InvalidSummary"
+    INVALID_BUILD_RESULT = "InvalidBuildResult"
+    # Optimize
+    OPTIMIZED = "Optimized"
+    CONVERTED = "Converted"
+    # Gate
+    GATE_SKIPPED = "GateSkipped"
+    WITHIN_THRESHOLD = "WithinThreshold"
+    GATE_FAILED = "GateFailed"
+    GATE_FAILED_DEPLOY_BASELINE = "GateFailedDeployBaseline"
+    GATE_FAILED_DEPLOY_BEST_PASSING = "GateFailedDeployBestPassing"
+    # Build
+    BUILD_DISABLED = "BuildDisabled"
+    PUSHED = "Pushed"
+    CACHED = "Cached"
+    # Deploy
+    ROLLING_OUT = "RollingOut"
+    ROLLOUT_STALLED = "RolloutStalled"
+    PREVIOUS_REVISION_SERVING = "PreviousRevisionServing"
+
+
+IN_FLIGHT_REASONS = frozenset(
+    {
+        Reason.JOB_CREATED,
+        Reason.JOB_RUNNING,
+        Reason.BUILD_JOB_CREATED,
+        Reason.BUILD_JOB_RUNNING,
+        Reason.ROLLING_OUT,
+        Reason.PROGRESSING,
+        Reason.PENDING,
+        Reason.SUSPENDED,
+    }
+)
+"""Reasons of a False condition that mean "work in flight", not "something went wrong" (Normal, not Warning)."""
+
+
+class StageName(StrEnum):
+    """The stage a failure belongs to (status.lastFailure.stage)."""
+
+    RESOLVE = "Resolve"
+    OPTIMIZE = "Optimize"
+    GATE = "Gate"
+    BUILD = "Build"
+    DEPLOY = "Deploy"
+    RECONCILE = "Reconcile"
+    """Not a stage: the operator failed while reconciling (see Reason.RECONCILE_ERROR)."""
 
 
 class Condition(ApiModel):
@@ -61,6 +138,13 @@ class SourceStatus(ApiModel):
     """Resolved sha256 digest."""
     size_bytes: int | None = None
     """Size in bytes."""
+
+    @classmethod
+    def from_summary(cls, uri: str, summary: Summary) -> SourceStatus | None:
+        """The source as the optimization Job fetched it (None when the summary does not say)."""
+        if not summary.source_digest:
+            return None
+        return cls(uri=uri, digest=summary.source_digest, size_bytes=summary.source_bytes)
 
 
 class OptimizationStatus(ApiModel):
@@ -107,6 +191,55 @@ class OptimizationStatus(ApiModel):
     completed_at: str | None = None
     """When the Job finished."""
 
+    @classmethod
+    def from_summary(
+        cls,
+        summary: Summary,
+        *,
+        revision: str,
+        job: str | None,
+        attempts: int,
+        cached: bool,
+        completed_at: str | None = None,
+    ) -> OptimizationStatus:
+        """The status record of an optimizer's summary line (the one mapping between the two)."""
+        ratio = summary.compression_ratio
+        return cls(
+            revision=revision,
+            job=job,
+            attempts=attempts,
+            cached=cached,
+            metric=summary.metric_name,
+            baseline=summary.baseline,
+            value=summary.value,
+            metric_drop=summary.drop,
+            gate=summary.gate.value if summary.gate else None,
+            decision=summary.decision.value if summary.decision else None,
+            candidate=summary.candidate,
+            original_bytes=summary.original_bytes,
+            optimized_bytes=summary.optimized_bytes,
+            compression_ratio=ratio,
+            size_ratio=f"{ratio:.1f}x" if ratio else None,
+            latency_p50_ms=summary.latency_p50_ms,
+            artifact=summary.artifact,
+            artifact_digest=summary.artifact_digest,
+            message=summary.message,
+            completed_at=completed_at,
+        )
+
+    def describe(self) -> str:
+        """One line for people: the gate message, or the metric and sizes before -> after."""
+        if self.message:
+            return self.message
+        return (
+            f"{self.metric or 'metric'} {_fmt(self.baseline)} -> {_fmt(self.value)}, "
+            f"size {self.original_bytes} -> {self.optimized_bytes} bytes"
+        )
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}g}"
+
 
 class ImageStatus(ApiModel):
     """Result of the image build for status.revision."""
@@ -121,7 +254,7 @@ class ImageStatus(ApiModel):
     """Pushed image, repository@sha256:digest."""
     digest: str | None = None
     """Pushed manifest digest."""
-    platforms: list[str] = Field(default_factory=list)
+    platforms: list[str] | None = None
     """Platforms in the image."""
     completed_at: str | None = None
     """When the build finished."""
@@ -131,7 +264,7 @@ class LastFailure(ApiModel):
     """The most recent failure, kept until a later success of the same stage."""
 
     stage: str
-    """Resolve, Optimize, Gate, Build or Deploy."""
+    """Resolve, Optimize, Gate, Build or Deploy (Reconcile: the operator failed on this object)."""
     reason: str
     """CamelCase reason."""
     message: str = ""

@@ -2,51 +2,63 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Literal
+
+from ..api.status import Condition, ConditionType, Reason
+
+ORDER: tuple[str, ...] = tuple(t.value for t in ConditionType)
+"""The order conditions are listed in: the kstatus trio, then one per stage."""
 
 
 def rfc3339(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _status(value: bool | None) -> Literal["True", "False", "Unknown"]:
+    return "Unknown" if value is None else ("True" if value else "False")
+
+
 class ConditionSet:
     """Builds the full conditions list of one status write from the previous list."""
 
-    def __init__(self, previous: list[dict[str, Any]], generation: int | None, now: datetime) -> None:
-        self._previous = {c["type"]: c for c in previous}
-        self._current: dict[str, dict[str, Any]] = {}
+    def __init__(self, previous: Iterable[Condition], generation: int | None, now: datetime) -> None:
+        self._previous = {c.type: c for c in previous}
+        self._current: dict[str, Condition] = {}
         self._generation = generation
         self._now = rfc3339(now)
 
-    def set(self, type_: str, status: bool | None, reason: str, message: str = "") -> None:
-        value = "Unknown" if status is None else ("True" if status else "False")
+    def set(self, type_: ConditionType, status: bool | None, reason: Reason, message: str = "") -> None:
+        value = _status(status)
         old = self._previous.get(type_)
-        changed = old is None or old.get("status") != value
-        cond: dict[str, Any] = {
-            "type": type_,
-            "status": value,
-            "reason": reason,
-            "message": message[:32768],
-            "lastTransitionTime": self._now if changed or old is None else old["lastTransitionTime"],
-        }
-        if self._generation is not None:
-            cond["observedGeneration"] = self._generation
-        self._current[type_] = cond
+        unchanged = old is not None and old.status == value
+        self._current[type_] = Condition(
+            type=type_.value,
+            status=value,
+            reason=reason.value,
+            message=message[:32768],
+            observed_generation=self._generation,
+            last_transition_time=old.last_transition_time if unchanged and old is not None else self._now,
+        )
 
-    def get(self, type_: str) -> dict[str, Any] | None:
+    def keep(self, cond: Condition) -> None:
+        """Carry a condition over as it is (another writer's, or one this write has nothing new to say about)."""
+        self._current[cond.type] = cond
+
+    def get(self, type_: ConditionType) -> Condition | None:
         return self._current.get(type_)
 
-    def as_list(self, order: list[str]) -> list[dict[str, Any]]:
-        known = [self._current[t] for t in order if t in self._current]
-        rest = [c for t, c in self._current.items() if t not in order]
+    def as_list(self) -> list[Condition]:
+        known = [self._current[t] for t in ORDER if t in self._current]
+        rest = [c for t, c in self._current.items() if t not in ORDER]
         return known + rest
 
-    def changes(self) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
-        """(new, old) for every condition whose status or reason changed."""
+    def changes(self) -> list[Condition]:
+        """Every condition whose status or reason changed, in the order they were set."""
         out = []
         for type_, cond in self._current.items():
             old = self._previous.get(type_)
-            if old is None or old.get("status") != cond["status"] or old.get("reason") != cond["reason"]:
-                out.append((cond, old))
+            if old is None or old.status != cond.status or old.reason != cond.reason:
+                out.append(cond)
         return out

@@ -18,7 +18,7 @@ from kubernetes import config as kconfig
 from ..config import OperatorConfig
 from ..resources.kinds import CHILDREN, MODELDEPLOYMENT, Selector
 from . import metrics
-from .kube import EventPoster, Kube
+from .kube import EventPoster, Kube, transient
 from .reconcile import MD, Reconciler
 from .store import Store
 from .workqueue import WorkQueue
@@ -62,6 +62,7 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 360
     settings.watching.connect_timeout = 30
+    settings.networking.connect_timeout = 10
     settings.networking.request_timeout = 60
     if _State.namespaced:
         # the namespaced chart grants Roles only: do not list namespaces and CRDs cluster-wide
@@ -83,7 +84,10 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
         metrics.QUEUE_DEPTH.set(_State.queue.depth() if _State.queue else 0)
         return reconciler.reconcile(*key)
 
-    _State.queue = WorkQueue(handle, workers=_State.workers)
+    def give_up(key: tuple[str, str], error: Exception, tries: int) -> None:
+        reconciler.give_up(*key, error, tries)
+
+    _State.queue = WorkQueue(handle, workers=_State.workers, give_up=give_up, transient=transient)
     _State.queue.start()
     _State.resync_task = asyncio.get_running_loop().create_task(_resync(cfg.resync_seconds))
     logger.info("modelship operator started (%d workers, resync every %ss)", _State.workers, cfg.resync_seconds)

@@ -1,6 +1,8 @@
 """The operator's only door to the API server: server-side apply, create, delete, status patch, events.
 
 Plain REST over the official client's ApiClient (no discovery round-trips), one field manager for everything.
+Every request has a connect and a read timeout: a half-open connection fails the reconcile (retried by the work
+queue) instead of blocking a worker forever.
 """
 
 from __future__ import annotations
@@ -30,9 +32,19 @@ def resource_path(api_version: str, kind: str, namespace: str, name: str | None 
     return row.path(namespace, name)
 
 
+class Unreachable(ConnectionError):
+    """No answer from the API server (connect or read timeout, connection refused or reset)."""
+
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+READ_TIMEOUT_SECONDS = 30.0
+
+
 @dataclass
 class Kube:
     api: client.ApiClient
+    timeout: tuple[float, float] = (CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS)
+    """(connect, read) seconds of every request."""
 
     def _call(
         self,
@@ -53,8 +65,11 @@ class Kube:
             auth_settings=["BearerToken"],
         )
         started = time.monotonic()
-        response = self.api.call_api(*params)
-        response.read()  # type: ignore[no-untyped-call]
+        try:
+            response = self.api.call_api(*params, _request_timeout=self.timeout)
+            response.read()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # the transport's errors (timeouts, resets, refused): no answer at all
+            raise Unreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         API_SECONDS.labels(method).observe(time.monotonic() - started)
         data = response.data or b""
         if not 200 <= response.status < 300:
@@ -191,6 +206,14 @@ class EventPoster:
                 self._kube.event(involved, type_, reason, message)
             except Exception:  # a lost Event must never stop the poster
                 log.warning("could not post event %s", reason, exc_info=True)
+
+
+def transient(error: BaseException) -> bool:
+    """An error that says nothing about the object: the API server unreachable, timing out, overloaded or
+    failing (kopf retries these the same way). Anything else is the object's, or the operator's, problem."""
+    if isinstance(error, ApiException):
+        return error.status in (0, 429) or (error.status or 0) >= 500
+    return isinstance(error, OSError)  # Unreachable, and the socket errors underneath
 
 
 def api_error_text(exc: ApiException) -> str:

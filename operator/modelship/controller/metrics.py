@@ -5,6 +5,10 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter("modelship_reconciles_total", "Reconciles by outcome", ["result"])
+RECONCILE_ERRORS = Counter("modelship_reconcile_errors_total", "Reconciles that raised, by exception type", ["error"])
+RECONCILE_GIVE_UPS = Counter(
+    "modelship_reconcile_give_ups_total", "Objects marked Stalled after their reconciles kept failing"
+)
 RECONCILE_SECONDS = Histogram(
     "modelship_reconcile_duration_seconds",
     "Time of one reconcile (observe, plan, apply, status)",

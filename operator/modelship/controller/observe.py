@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..resources.meta import COMPONENT_LABEL, REVISION_LABEL
+from .revcache import CachedRevision
 
 
 class JobState(StrEnum):
@@ -60,10 +61,8 @@ class Observed:
     deployment: DeploymentObservation | None = None
     existing: frozenset[tuple[str, str]] = frozenset()
     """(kind, name) of every owned serving object that exists (Service, HPA, PDB, NetworkPolicy, claim)."""
-    cached_optimization: str | None = None
-    """Summary line cached for this revision in the namespace's revision cache."""
-    cached_image: str | None = None
-    """Image (repository@digest) cached for this revision."""
+    cached: CachedRevision | None = None
+    """What the namespace's revision cache holds for the revision the spec asks for."""
 
     def jobs_for(self, stage: str, revision: str) -> list[JobObservation]:
         return sorted((j for j in self.jobs if j.stage == stage and j.revision == revision), key=lambda j: j.attempt)

@@ -15,23 +15,28 @@ from pydantic import ValidationError
 
 from ..api.errors import describe_validation_error
 from ..api.modeldeployment import ModelDeployment
+from ..api.status import ModelDeploymentStatus, Reason, StageName
 from ..config import OperatorConfig
 from ..resources.defaults import InvalidSpec, with_operator_defaults
 from ..resources.kinds import APPLIED, JOB
-from ..resources.meta import MODELDEPLOYMENT_LABEL, REVISION_CACHE_LABELS, REVISION_CACHE_NAME, serving_name
-from . import metrics
-from .conditions import ConditionSet, rfc3339
+from ..resources.meta import MODELDEPLOYMENT_LABEL, serving_name
+from ..resources.revision import revision
+from . import kstatus, metrics, revcache
+from .conditions import ORDER
+from .kstatus import Event
 from .kube import EventPoster, Kube, api_error_text
 from .mergepatch import merge_patch
 from .observe import Observed, deployment_observation, job_observation
-from .plan import CONDITION_ORDER, Plan, plan
+from .plan import Plan, plan
+from .revcache import CachedRevision
+from .stages.context import Failure
 from .store import Store
 
 log = logging.getLogger("modelship.reconcile")
 
 MD = "ModelDeployment"
-CACHE_CONFIGMAP = REVISION_CACHE_NAME
-CACHE_LABELS = REVISION_CACHE_LABELS
+CACHE_CONFIGMAP = revcache.CONFIGMAP
+CACHE_LABELS = revcache.LABELS
 SPEC_HASH = "modelship.io/spec-hash"
 SERVING_KINDS = tuple(k.kind for k in APPLIED)  # the owned children whose existence a plan looks at
 
@@ -80,25 +85,25 @@ class Reconciler:
         if dep is not None and (dep["metadata"].get("labels") or {}).get(MODELDEPLOYMENT_LABEL) != name:
             dep = None  # not ours
         existing = frozenset((k, o["metadata"]["name"]) for k in SERVING_KINDS for o in self.store.owned(ns, name, k))
-        cached_summary = cached_image = None
-        cache = self.store.get("ConfigMap", ns, CACHE_CONFIGMAP)
-        if cache is not None:
-            from ..resources.revision import revision
-
-            raw = (cache.get("data") or {}).get(revision(md.spec))
-            if raw:
-                try:
-                    entry = json.loads(raw)
-                    cached_summary, cached_image = entry.get("summary"), entry.get("image")
-                except ValueError:
-                    log.warning("ignoring unreadable revision cache entry in %s/%s", ns, CACHE_CONFIGMAP)
         return Observed(
             jobs=jobs,
             deployment=deployment_observation(dep) if dep else None,
             existing=existing,
-            cached_optimization=cached_summary,
-            cached_image=cached_image,
+            cached=self._cached(md),
         )
+
+    def _cached(self, md: ModelDeployment) -> CachedRevision | None:
+        ns = md.metadata.namespace or ""
+        cache = self.store.get("ConfigMap", ns, CACHE_CONFIGMAP)
+        raw = (cache.get("data") or {}).get(revision(md.spec)) if cache is not None else None
+        if not raw:
+            return None
+        try:
+            return revcache.parse(raw, md.spec.model.uri)
+        except ValueError as exc:
+            log.warning("%s/%s: ignoring unreadable revision cache entry in %s: %s", ns, md.metadata.name,
+                        CACHE_CONFIGMAP, str(exc).splitlines()[0])  # fmt: skip
+            return None
 
     # -- act ------------------------------------------------------------------------------------
     def reconcile(self, namespace: str, name: str) -> float | None:
@@ -124,9 +129,7 @@ class Reconciler:
             if exc.status == 403 and "being terminated" in (exc.body or ""):
                 metrics.RECONCILES.labels("namespace-terminating").inc()
                 return None  # the namespace is going away with everything in it: nothing to restore
-            metrics.RECONCILES.labels("error").inc()
-            log.warning("reconcile %s/%s: API error %s: %s", namespace, name, exc.status, api_error_text(exc))
-            raise
+            raise  # the work queue logs, counts and retries it (and stalls the resource after its tries)
         finally:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
         metrics.RECONCILES.labels("ok").inc()
@@ -183,7 +186,10 @@ class Reconciler:
             if cm:
                 self.store.put("ConfigMap", cm)
         self._write_status(body, p.status)
-        for ev in p.events:
+        self._post(body, p.events)
+
+    def _post(self, body: dict[str, Any], events: list[Event]) -> None:
+        for ev in events:
             if self.events is not None:
                 self.events.post(body, ev.type, ev.reason, ev.message)
             else:
@@ -218,27 +224,33 @@ class Reconciler:
             self.store.put(MD, result)
 
     def _invalid(self, body: dict[str, Any], message: str) -> None:
-        """A spec the CRD admitted but the operator cannot use (stricter Python rules): Stalled, nothing touched."""
-        meta = body["metadata"]
-        prev = (body.get("status") or {}).get("conditions") or []
-        conds = ConditionSet(prev, meta.get("generation"), datetime.now(UTC))
-        conds.set("Ready", False, "InvalidSpec", message)
-        conds.set("Reconciling", False, "InvalidSpec", "")
-        conds.set("Stalled", True, "InvalidSpec", message)
-        status = {
-            **(body.get("status") or {}),
-            "observedGeneration": meta.get("generation"),
-            "phase": "Failed",
-            "conditions": conds.as_list(CONDITION_ORDER),
-            "lastFailure": {
-                "stage": "Resolve",
-                "reason": "InvalidSpec",
-                "message": message,
-                "time": rfc3339(datetime.now(UTC)),
-            },
-        }
-        status.pop("kopf", None)
-        self._write_status(body, status)
+        """A spec the CRD admitted but the operator cannot use (stricter Python rules, or this operator's
+        configuration): Stalled, nothing else touched (no Event either: status says it, for every resync)."""
+        self._stall(body, Failure(StageName.RESOLVE, Reason.INVALID_SPEC, message), rev=None, post_events=False)
+
+    def give_up(self, namespace: str, name: str, error: BaseException, tries: int) -> None:
+        """The work queue's last word on an object whose reconciles kept failing: Stalled, with the error as
+        reason and message in status and an Event, until a change or a resync tries again."""
+        body = self.store.get(MD, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            rev: str | None = revision(with_operator_defaults(ModelDeployment.from_body(body), self.config).spec)
+        except (ValidationError, InvalidSpec):
+            rev = None
+        message = f"reconcile failed {tries} times in a row, the last with {describe_error(error)}"
+        self._stall(body, Failure(StageName.RECONCILE, Reason.RECONCILE_ERROR, message), rev)
+
+    def _stall(self, body: dict[str, Any], failure: Failure, rev: str | None, post_events: bool = True) -> None:
+        try:
+            prev = ModelDeploymentStatus.model_validate(body.get("status") or {})
+        except ValidationError:
+            prev = ModelDeploymentStatus()
+        generation = body["metadata"].get("generation")
+        status, events = kstatus.stalled(prev, generation, failure, rev, datetime.now(UTC))
+        self._write_status(body, status.wire())
+        if post_events:
+            self._post(body, events)
 
     def phase_counts(self) -> Tally[str]:
         tally: Tally[str] = Tally()
@@ -248,8 +260,17 @@ class Reconciler:
         return tally
 
 
+def describe_error(error: BaseException) -> str:
+    """An exception in one line for status and Events: its type and message (the API's own words for an
+    API error)."""
+    if isinstance(error, ApiException):
+        return f"API error {error.status}: {api_error_text(error)}"
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
 def _split_reason(reason: str) -> tuple[str, str]:
-    for cond in CONDITION_ORDER:
+    for cond in ORDER:
         if reason.startswith(cond):
             return cond, reason[len(cond) :]
     return "", reason

@@ -1,0 +1,230 @@
+"""Running a stage as a Kubernetes Job: the one piece the optimization and build stages share.
+
+One Job per attempt (``<name>-<revision>[-<attempt>]``), never updated. What happens next is read from the
+Jobs of the current revision and the attempts status recorded:
+
+- no Job yet: create attempt 1 (or the next attempt, when the failed ones are gone by their TTL);
+- a Job running: wait (the watch wakes the reconcile when it finishes);
+- a Job finished but its pod's final status not yet seen: look again shortly, for a grace period;
+- succeeded: the stage reads its result from the pod's termination message (``JobStage.read``);
+- failed: the stage classifies the failure (``JobStage.classify``), as kopf splits ``PermanentError`` from
+  ``TemporaryError``: a permanent one fails the stage at once; a temporary one is retried with exponential
+  backoff until ``max_job_attempts``, then fails the stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+from ...api.report import Summary
+from ...api.status import ConditionType, Phase, Reason, StageName
+from ...config import OperatorConfig
+from ..observe import JobObservation, JobState
+from .context import Context, Effects, Failure, Manifest, Progress, condition
+
+R = TypeVar("R")
+
+POD_STATUS_GRACE_SECONDS = 60.0
+"""How long a finished Job may wait for its pod's terminated status to reach the watch before the stage
+decides without it (the Job and its pod arrive as separate watch events)."""
+
+POD_FAILURE_POLICY = "PodFailurePolicy"
+"""Reason of a Job failed by a FailJob rule of its podFailurePolicy: an exit code the stage declared final."""
+
+
+class Step(StrEnum):
+    """What a Job stage does in this reconcile."""
+
+    CREATE = "Create"
+    RUNNING = "Running"
+    WAITING = "Waiting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """A failed Job, classified by its stage."""
+
+    permanent: bool
+    """Retrying the same input cannot help (kopf's PermanentError); else a retry may (TemporaryError)."""
+    reason: Reason
+    text: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    step: Step
+    attempt: int
+    job: JobObservation | None = None
+    wait: float = 0.0
+    failure: JobFailure | None = None
+
+
+def seconds_since(stamp: str | None, now: datetime) -> float:
+    if not stamp:
+        return 0.0
+    return (now - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
+
+
+def _awaiting_pod_status(job: JobObservation, now: datetime) -> bool:
+    """The Job finished (Complete, or failed by an exit code) but its pod's terminated status is not seen yet."""
+    finished = job.state == JobState.SUCCEEDED or (job.state == JobState.FAILED and job.reason == POD_FAILURE_POLICY)
+    return (
+        finished and job.termination_message is None and seconds_since(job.finished_at, now) < POD_STATUS_GRACE_SECONDS
+    )
+
+
+def decide(
+    jobs: list[JobObservation],
+    recorded_attempts: int,
+    config: OperatorConfig,
+    now: datetime,
+    classify: Callable[[JobObservation], JobFailure],
+) -> Decision:
+    """The next step of a Job stage from its Jobs (oldest attempt first) and the attempts status recorded."""
+    if not jobs:
+        if recorded_attempts >= config.max_job_attempts:
+            return Decision(Step.FAILED, recorded_attempts)  # the failed Jobs are gone by their TTL
+        return Decision(Step.CREATE, recorded_attempts + 1)
+    last = jobs[-1]
+    if last.state == JobState.ACTIVE:
+        return Decision(Step.RUNNING, last.attempt, last)
+    if _awaiting_pod_status(last, now):
+        return Decision(Step.RUNNING, last.attempt, last, wait=1.0)
+    if last.state == JobState.SUCCEEDED:
+        return Decision(Step.SUCCEEDED, last.attempt, last)
+    attempts = max(last.attempt, recorded_attempts)
+    failure = classify(last)
+    if failure.permanent or attempts >= config.max_job_attempts:
+        return Decision(Step.FAILED, attempts, last, failure=failure)
+    remaining = config.retry_base_seconds * (2 ** (attempts - 1)) - seconds_since(last.finished_at, now)
+    if last.finished_at and remaining > 0:
+        return Decision(Step.WAITING, attempts, last, wait=remaining, failure=failure)
+    return Decision(Step.CREATE, attempts + 1, last)
+
+
+def failure_text(job: JobObservation) -> str:
+    """Why a Job failed, for people: the Job's reason and message, the container's, and the stage's own words."""
+    detail = ": ".join(p for p in (job.reason, job.message) if p)
+    if job.termination_reason and job.termination_reason not in ("Completed", "Error"):
+        detail = f"{detail} (container {job.termination_reason})" if detail else f"container {job.termination_reason}"
+    if job.termination_message:
+        try:
+            summary = Summary.from_line(job.termination_message)
+            if summary.error:
+                return f"{detail}: {summary.error}" if detail else summary.error
+        except ValueError:
+            tail = job.termination_message.strip().splitlines()[-1:] or [""]
+            return f"{detail}: {tail[0][:300]}"
+    return detail
+
+
+def classify_by_job(job: JobObservation) -> JobFailure:
+    """The Job's own verdict: failed by a FailJob rule (an exit code the stage declared final) is permanent;
+    anything else (backoff limit, deadline, OOM) is temporary."""
+    return JobFailure(job.reason == POD_FAILURE_POLICY, Reason.JOB_FAILED, failure_text(job))
+
+
+@dataclass(frozen=True)
+class JobStage(Generic[R]):
+    """What differs between two Job-backed stages: names, reasons, and how to make, read and judge a Job."""
+
+    stage: StageName
+    component: str
+    """The Jobs' component label (resources/meta.py)."""
+    condition: ConditionType
+    label: str
+    """How messages name the Job: "optimization Job", "build Job"."""
+    phase: Phase
+    created: Reason
+    running: Reason
+    invalid_result: Reason
+    make: Callable[[Context, int], Manifest]
+    """The Job manifest of an attempt."""
+    read: Callable[[Context, JobObservation], R]
+    """The result of a succeeded Job; ValueError with a readable reason when it has none."""
+    classify: Callable[[JobObservation], JobFailure]
+
+
+@dataclass(frozen=True)
+class JobOutcome(Generic[R]):
+    result: R | None
+    """Set when the stage succeeded for this revision."""
+    attempts: int
+    """Jobs started for this revision."""
+    job: str | None
+    """Name of the current Job."""
+    finished_at: str | None
+    effects: Effects
+
+
+def run_job_stage(ctx: Context, stage: JobStage[R], recorded_attempts: int) -> JobOutcome[R]:
+    """One reconcile's worth of a Job stage for ``ctx.revision``. A succeeded outcome carries no condition: the
+    stage says what its result means."""
+    jobs = ctx.observed.jobs_for(stage.component, ctx.revision)
+    d = decide(jobs, recorded_attempts, ctx.config, ctx.now, stage.classify)
+    attempts = max(d.attempt, recorded_attempts)
+    job = d.job
+    name = job.name if job else None
+    finished = job.finished_at if job else None
+
+    def settled(reason: Reason, message: str, failure: Failure | None = None) -> JobOutcome[R]:
+        effects = Effects((condition(stage.condition, False, reason, message),), failure=failure)
+        return JobOutcome(None, attempts, name, finished, effects)
+
+    def in_flight(reason: Reason, message: str, wait: float | None = None) -> JobOutcome[R]:
+        effects = Effects(
+            (condition(stage.condition, False, reason, message),),
+            progress=Progress(reason, message, stage.phase),
+            requeue_after=wait,
+        )
+        return JobOutcome(None, attempts, name, finished, effects)
+
+    if d.step == Step.SUCCEEDED and job is not None:
+        try:
+            return JobOutcome(stage.read(ctx, job), attempts, name, finished, Effects())
+        except ValueError as exc:
+            return settled(
+                stage.invalid_result,
+                str(exc),
+                Failure(stage.stage, stage.invalid_result, f"{stage.label} {job.name}: {exc}"),
+            )
+    if d.step == Step.FAILED:
+        failure = _final_failure(ctx, stage, d, attempts)
+        return settled(failure.reason, failure.message, failure)
+    if d.step == Step.WAITING and job is not None:
+        return in_flight(
+            Reason.RETRY_BACKOFF, f"{stage.label} {job.name} failed ({failure_text(job)}); retrying", d.wait
+        )
+    if d.step == Step.RUNNING and job is not None:
+        return in_flight(stage.running, f"{stage.label} {job.name} running (attempt {d.attempt})", d.wait or None)
+    if ctx.suspended:
+        return settled(Reason.SUSPENDED, "suspended: no new Jobs are started")
+    manifest = stage.make(ctx, d.attempt)
+    name = manifest["metadata"]["name"]
+    message = f"{stage.label} {name} created (attempt {d.attempt})"
+    effects = Effects(
+        (condition(stage.condition, False, stage.created, message),),
+        create=(manifest,),
+        progress=Progress(stage.created, message, stage.phase),
+        needs_artifact_claim=True,
+    )
+    return JobOutcome(None, attempts, name, None, effects)
+
+
+def _final_failure(ctx: Context, stage: JobStage[R], d: Decision, attempts: int) -> Failure:
+    if d.job is None:
+        # the failed Jobs are gone (TTL): what status recorded when the stage failed still holds
+        last = ctx.prev.last_failure
+        if last is not None and last.stage == stage.stage and last.revision == ctx.revision:
+            reason = Reason(last.reason) if last.reason in set(Reason) else Reason.JOB_FAILED
+            return Failure(stage.stage, reason, last.message)
+        return Failure(stage.stage, Reason.JOB_FAILED, f"{stage.label}s failed {attempts} attempt(s)")
+    failure = d.failure or stage.classify(d.job)
+    message = f"{stage.label} {d.job.name} failed after {attempts} attempt(s): {failure.text}"
+    return Failure(stage.stage, failure.reason, message)
