@@ -34,7 +34,13 @@ HTTP_TIMEOUT_SECONDS = 60.0
 
 
 class FetchError(Exception):
-    """A URI could not be resolved or downloaded; the message is meant for people."""
+    """A URI could not be resolved or downloaded; the message is meant for people.
+
+    ``temporary``: the store or the network failed (a retry may succeed), rather than the URI naming nothing."""
+
+    def __init__(self, message: str, *, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
 
 
 @dataclass(frozen=True)
@@ -193,13 +199,14 @@ def _fetch_http(uri: str, dest: Path, *, ca_bundle: str | os.PathLike[str] | Non
                 size = _stream(response, out, h)
             expected = response.headers.get("Content-Length")
     except urllib.error.HTTPError as exc:
-        raise FetchError(f"{uri}: HTTP {exc.code} {exc.reason}") from None
+        temporary = exc.code >= 500 or exc.code in (408, 429)
+        raise FetchError(f"{uri}: HTTP {exc.code} {exc.reason}", temporary=temporary) from None
     except urllib.error.URLError as exc:
-        raise FetchError(f"{uri}: cannot download: {exc.reason}") from None
+        raise FetchError(f"{uri}: cannot download: {exc.reason}", temporary=True) from None
     except (OSError, ssl.SSLError) as exc:
-        raise FetchError(f"{uri}: cannot download: {exc}") from None
+        raise FetchError(f"{uri}: cannot download: {exc}", temporary=True) from None
     if expected is not None and expected.isdigit() and int(expected) != size:
-        raise FetchError(f"{uri}: download truncated ({size} of {expected} bytes)")
+        raise FetchError(f"{uri}: download truncated ({size} of {expected} bytes)", temporary=True)
     return Fetched(uri=uri, path=target, digest=f"sha256:{h.hexdigest()}", size=size, downloaded=True)
 
 
@@ -263,7 +270,7 @@ def _fetch_s3(uri: str, dest: Path, *, endpoint: str | None, ca_bundle: str | os
     except FetchError:
         raise
     except Exception as exc:  # botocore raises many unrelated types
-        raise FetchError(f"{uri}: cannot download from S3: {exc}") from None
+        raise FetchError(f"{uri}: cannot download from S3: {exc}", temporary=True) from None
     return _finish_tree(uri, dest, got)
 
 
@@ -292,5 +299,5 @@ def _fetch_gs(uri: str, dest: Path) -> Fetched:
             item.download_to_filename(str(target))
             got.append((item.name, target))
     except Exception as exc:  # google-cloud raises many unrelated types
-        raise FetchError(f"{uri}: cannot download from GCS: {exc}") from None
+        raise FetchError(f"{uri}: cannot download from GCS: {exc}", temporary=True) from None
     return _finish_tree(uri, dest, got)

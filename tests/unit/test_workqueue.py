@@ -1,11 +1,15 @@
-"""The work queue: each key once in the queue, never processed twice at once, re-queued after a delay."""
+"""The work queue: each key once in the queue, never processed twice at once, re-queued after a delay; errors
+logged with the key, counted, retried, and given up after a bounded number of tries."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
-from modelship.controller.workqueue import WorkQueue
+import pytest
+
+from modelship.controller.workqueue import Retry, WorkQueue
 
 
 def wait_until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -82,5 +86,73 @@ def test_requeue_after_delay_and_retry_on_error() -> None:
         wait_until(lambda: len(calls) == 3)
         assert calls[1] - calls[0] >= 0.2
         assert calls[2] - calls[1] >= 0.5  # error backoff
+    finally:
+        q.stop()
+
+
+def sample(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_errors_are_logged_counted_and_given_up_after_bounded_tries(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[float] = []
+    gave_up: list[tuple[tuple[str, str], Exception, int]] = []
+
+    class Broken(ValueError):
+        pass
+
+    def handler(key: tuple[str, str]) -> None:
+        calls.append(time.monotonic())
+        raise Broken("kaniko builds one platform per run")
+
+    errors_before = sample("modelship_reconcile_errors_total", error="Broken")
+    give_ups_before = sample("modelship_reconcile_give_ups_total")
+    q = WorkQueue(handler, workers=1, retry=Retry(max_tries=3, base_seconds=0.05), give_up=lambda *a: gave_up.append(a))
+    q.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="modelship.workqueue"):
+            q.add(("team-a", "digits"))
+            wait_until(lambda: len(gave_up) == 1)
+            time.sleep(0.5)  # given up: not retried by itself any more
+        assert len(calls) == 3 and len(gave_up) == 1
+        key, error, tries = gave_up[0]
+        assert key == ("team-a", "digits") and isinstance(error, Broken) and tries == 3
+        assert calls[1] - calls[0] >= 0.1 and calls[2] - calls[1] >= 0.2  # exponential backoff between tries
+        failures = [r for r in caplog.records if "team-a/digits" in r.getMessage()]
+        assert len(failures) == 3 and all(r.exc_info and r.exc_info[0] is Broken for r in failures)
+        assert sample("modelship_reconcile_errors_total", error="Broken") - errors_before == 3
+        assert sample("modelship_reconcile_give_ups_total") - give_ups_before == 1
+        # a change (or the resync) tries again; still failing, it is given up again at once
+        q.add(("team-a", "digits"))
+        wait_until(lambda: len(gave_up) == 2)
+        assert gave_up[1][2] == 4
+    finally:
+        q.stop()
+
+
+def test_transient_errors_are_retried_and_a_success_resets_the_count() -> None:
+    outcomes = [OSError("connection reset")] * 4 + [None, RuntimeError("bug"), None]
+    calls = 0
+    gave_up: list[object] = []
+
+    def handler(key: tuple[str, str]) -> None:
+        nonlocal calls
+        outcome = outcomes[calls]
+        calls += 1
+        if outcome is not None:
+            raise outcome
+
+    q = WorkQueue(handler, workers=1, retry=Retry(max_tries=2, base_seconds=0.01),
+                  give_up=lambda *a: gave_up.append(a), transient=lambda e: isinstance(e, OSError))  # fmt: skip
+    q.start()
+    try:
+        q.add(("ns", "a"))
+        wait_until(lambda: calls == 5)  # four transient failures, more than max_tries, then a success
+        q.add(("ns", "a"))
+        wait_until(lambda: calls == 7)  # one failure after the success is the first of a new count: retried
+        time.sleep(0.2)
+        assert gave_up == []
     finally:
         q.stop()

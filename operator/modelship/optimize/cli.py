@@ -175,13 +175,17 @@ def write_termination(path: Path | None, line: str) -> None:
         )
 
 
-def _fail(args: argparse.Namespace, message: str, context: dict[str, Any]) -> int:
-    from ..api.report import Report, Summary
+def _fail(args: argparse.Namespace, message: str, context: dict[str, Any], *, temporary: bool = False) -> int:
+    """Report a failure (summary, report.json, one stderr line); the exit code says whether a retry of the same
+    input may succeed (the optimization Job fails at once on the permanent one)."""
+    from ..api.report import EXIT_CODES, FailureKind, Report, Summary
 
     message = " ".join(message.split())
+    failure = FailureKind.TEMPORARY if temporary else FailureKind.PERMANENT
     summary = Summary(
         ok=False,
         error=message[:1024],
+        failure=failure,
         source_digest=context.get("source_digest"),
         source_bytes=context.get("source_bytes"),
     )
@@ -197,7 +201,7 @@ def _fail(args: argparse.Namespace, message: str, context: dict[str, Any]) -> in
         except OSError:
             pass
     print(f"modelship optimize: error: {message}", file=sys.stderr)
-    return 1
+    return EXIT_CODES[failure]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -214,9 +218,9 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return _fail(args, str(exc), {})
     except OptimizeError as exc:
-        return _fail(args, str(exc), exc.context)
+        return _fail(args, str(exc), exc.context, temporary=exc.temporary)
     except FetchError as exc:
-        return _fail(args, str(exc), {})
+        return _fail(args, str(exc), {}, temporary=exc.temporary)
     except ValidationError as exc:
         return _fail(args, str(_validation("input", exc)), {})
     except KeyboardInterrupt:
@@ -225,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # unexpected: still one readable line and an ok=false summary
         if os.environ.get("MODELSHIP_DEBUG") == "1":
             traceback.print_exc()
-        return _fail(args, f"internal error: {type(exc).__name__}: {first_line(exc)}", {})
+        return _fail(args, f"internal error: {type(exc).__name__}: {first_line(exc)}", {}, temporary=True)
     write_termination(termination_path(args), report.summary.to_line())
     from . import render
 

@@ -14,9 +14,12 @@ def first_line(exc: BaseException) -> str:
 class OptimizeError(Exception):
     """The optimization cannot run or cannot finish; ``str(exc)`` is the readable message.
 
-    ``context`` carries what was known when it failed (source digest and size) for the failure summary.
+    ``context`` carries what was known when it failed (source digest and size) for the failure summary;
+    ``temporary`` says a retry of the same input may succeed (the store or the network failed), else the input is
+    at fault and the operator fails the stage at once.
     """
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, temporary: bool = False) -> None:
         super().__init__(message)
         self.context: dict[str, Any] = {}
+        self.temporary = temporary

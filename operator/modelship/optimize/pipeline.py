@@ -130,7 +130,7 @@ def optimize(request: Request, progress: Progress | None = None) -> Report:
     try:
         return run.execute()
     except fetching.FetchError as exc:
-        err = OptimizeError(str(exc))
+        err = OptimizeError(str(exc), temporary=exc.temporary)
         err.context.update(run.context)
         raise err from None
     except OptimizeError as exc:

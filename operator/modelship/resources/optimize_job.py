@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from ..api.modeldeployment import ModelDeployment
+from ..api.report import EXIT_CODES, FailureKind
 from ..config import OperatorConfig
 from .meta import (
     container_security_context,
@@ -128,4 +129,16 @@ def optimize_job(md: ModelDeployment, revision: str, config: OperatorConfig, att
         settings=job,
         config=config,
         pod_spec=pod_spec,
+        failure_rules=[
+            # the optimizer exits with this code when the input is at fault (model missing, digest mismatch, a
+            # model that cannot load, bad data): retrying the same input cannot help, the Job fails at once
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": "optimizer",
+                    "operator": "In",
+                    "values": [EXIT_CODES[FailureKind.PERMANENT]],
+                },
+            },
+        ],
     )

@@ -1,0 +1,280 @@
+"""Each stage of controller/stages on its own: a Context in, a typed outcome out (no cluster, no plan())."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from modelship.api import Summary
+from modelship.api.report import FailureKind
+from modelship.api.status import ConditionType, ImageStatus, OptimizationStatus, Phase, Reason, SourceStatus, StageName
+from modelship.controller import revcache
+from modelship.controller.observe import JobState, Observed
+from modelship.controller.stages.build import build
+from modelship.controller.stages.context import Context, Effects
+from modelship.controller.stages.deploy import ServingTarget, deploy, target
+from modelship.controller.stages.gate import GateVerdict, gate
+from modelship.controller.stages.optimize import classify, optimize
+from modelship.controller.stages.resolve import Known, known_results, remember, resolve
+from modelship.resources.revision import revision
+from tests.unit.test_plan import CONFIG, DIGEST, IMAGE, NOW, deployment, job, make_md, summary
+
+
+def ctx(md: Any = None, observed: Observed | None = None, now: Any = NOW) -> Context:
+    md = md or make_md()
+    return Context(md, revision(md.spec), observed or Observed(), CONFIG, now)
+
+
+def conditions(effects: Effects) -> dict[ConditionType, tuple[bool | None, Reason, str]]:
+    return {c.type: (c.status, c.reason, c.message) for c in effects.conditions}
+
+
+def result(**kw: Any) -> OptimizationStatus:
+    return OptimizationStatus.from_summary(Summary.from_line(summary(**kw)), revision="r1", job="j", attempts=1,
+                                           cached=False)  # fmt: skip
+
+
+BUILT = json.dumps({"ok": True, "image": IMAGE, "digest": DIGEST, "platforms": ["linux/amd64"]})
+PASSED = GateVerdict(True, Effects())
+
+
+# ---- resolve ------------------------------------------------------------------------------------------
+
+
+def test_results_recorded_in_status_for_this_revision_are_known() -> None:
+    md = make_md()
+    rev = revision(md.spec)
+    status = {"optimization": {"revision": rev, "decision": "Optimized", "metric": "accuracy", "attempts": 2},
+              "source": {"uri": "old://uri", "digest": "sha256:" + "cd" * 32, "sizeBytes": 9},
+              "image": {"revision": rev, "reference": IMAGE, "attempts": 1}}  # fmt: skip
+    known = known_results(ctx(make_md(status=status)))
+    assert known.optimization is not None and known.optimization.attempts == 2
+    assert known.source == SourceStatus(uri=md.spec.model.uri, digest="sha256:" + "cd" * 32, size_bytes=9)
+    assert known.image is not None and known.image.reference == IMAGE and not known.image_from_cache
+    # another revision's results are not this one's
+    other = {"optimization": {**status["optimization"], "revision": "rother"}, "image": {"revision": "rother",
+             "reference": IMAGE}}  # fmt: skip
+    assert known_results(ctx(make_md(status=other))) == Known()
+
+
+@pytest.mark.parametrize("old_format", [True, False])
+def test_revision_cache_entries_are_known_in_both_formats(old_format: bool) -> None:
+    md = make_md()
+    line = summary()
+    if old_format:
+        raw = json.dumps({"summary": line, "image": IMAGE})
+    else:
+        opt = OptimizationStatus.from_summary(
+            Summary.from_line(line), revision="x", job="j-1", attempts=3, cached=False
+        )
+        raw = revcache.entry(opt, SourceStatus.from_summary("pvc://elsewhere", Summary.from_line(line)), IMAGE)
+        assert "j-1" not in raw  # another ModelDeployment's Job bookkeeping is not cached
+    c = ctx(md, Observed(cached=revcache.parse(raw, md.spec.model.uri)))
+    known = known_results(c)
+    assert known.optimization is not None
+    assert (known.optimization.revision, known.optimization.cached, known.optimization.attempts) == (
+        c.revision,
+        True,
+        0,
+    )
+    assert known.optimization.job is None and known.optimization.size_ratio == "9.6x"
+    assert known.source is not None and known.source.uri == md.spec.model.uri
+    assert known.image == ImageStatus(revision=c.revision, reference=IMAGE, digest=DIGEST) and known.image_from_cache
+    # nothing new to remember for the same image; a new image is remembered
+    assert remember(c, known.optimization, known.source, IMAGE) is None
+    assert remember(c, known.optimization, known.source, IMAGE.replace("ab", "cd")) is not None
+
+
+def test_unreadable_cache_entry_is_refused() -> None:
+    for raw in ("not json", "[1]", json.dumps({"summary": "Traceback"}), json.dumps({"optimization": {"x": 1}})):
+        with pytest.raises(ValueError):
+            revcache.parse(raw, "pvc://m/a.h5")
+
+
+def test_resolved_condition_pinned_resolved_or_resolving() -> None:
+    fetched = SourceStatus(uri="pvc://models/digits/cnn.h5", digest="sha256:" + "cd" * 32)
+    assert conditions(resolve(ctx(), None).effects)[ConditionType.RESOLVED][:2] == (None, Reason.RESOLVING)
+    got = resolve(ctx(), fetched)
+    assert got.source == fetched
+    assert conditions(got.effects)[ConditionType.RESOLVED][:2] == (True, Reason.DIGEST_RESOLVED)
+    pinned = make_md(model={"uri": "pvc://models/digits/cnn.h5", "format": "h5", "digest": "sha256:" + "ee" * 32})
+    got = resolve(ctx(pinned), None)
+    assert got.source is not None and got.source.digest == "sha256:" + "ee" * 32
+    assert conditions(got.effects)[ConditionType.RESOLVED][:2] == (True, Reason.DIGEST_PINNED)
+
+
+# ---- optimize -----------------------------------------------------------------------------------------
+
+
+def test_optimize_reads_the_summary_into_status_through_the_model() -> None:
+    c = ctx()
+    done = job("optimizer", c.revision, JobState.SUCCEEDED, msg=summary(), finished_at="2026-11-26T11:59:00Z")
+    out = optimize(ctx(observed=Observed(jobs=[done])), Known())
+    assert out.result is not None and out.result == out.status
+    wire = out.status.wire()
+    assert wire["metricDrop"] == 0.005 and wire["sizeRatio"] == "9.6x" and wire["completedAt"] == "2026-11-26T11:59:00Z"
+    assert out.source is not None and out.source.size_bytes == 600000
+    assert conditions(out.effects)[ConditionType.OPTIMIZED][:2] == (True, Reason.OPTIMIZED)
+
+
+def test_missing_model_file_fails_the_stage_at_the_first_failure() -> None:
+    """The optimizer explains a deterministic failure (exit 1, the Job failed by its podFailurePolicy): Stalled
+    at once, with its words, and no new Job."""
+    c = ctx()
+    missing = Summary(ok=False, error="pvc://models/digits/cnn.h5: /mnt/pvc/models/digits/cnn.h5 does not exist",
+                      failure=FailureKind.PERMANENT).to_line()  # fmt: skip
+    failed = job("optimizer", c.revision, JobState.FAILED, msg=missing, reason="PodFailurePolicy",
+                 finished_at=(NOW - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
+    out = optimize(ctx(observed=Observed(jobs=[failed])), Known())
+    assert out.effects.create == () and out.effects.requeue_after is None
+    assert out.effects.failure is not None
+    assert out.effects.failure.stage == StageName.OPTIMIZE and out.effects.failure.reason == Reason.OPTIMIZATION_FAILED
+    assert "does not exist" in out.effects.failure.message and "1 attempt" in out.effects.failure.message
+    assert out.status.attempts == 1
+
+
+def test_temporary_optimizer_failure_is_retried_with_backoff() -> None:
+    c = ctx()
+    flaky = Summary(ok=False, error="https://models.example.com/m.h5: HTTP 503 Service Unavailable",
+                    failure=FailureKind.TEMPORARY).to_line()  # fmt: skip
+    failed = job("optimizer", c.revision, JobState.FAILED, msg=flaky, reason="BackoffLimitExceeded",
+                 finished_at=(NOW - timedelta(seconds=4)).strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
+    assert not classify(failed).permanent
+    out = optimize(ctx(observed=Observed(jobs=[failed])), Known())
+    assert out.effects.failure is None and out.effects.requeue_after == pytest.approx(6)
+    assert conditions(out.effects)[ConditionType.OPTIMIZED][1] == Reason.RETRY_BACKOFF
+    assert "HTTP 503" in conditions(out.effects)[ConditionType.OPTIMIZED][2]
+    assert out.effects.progress is not None and out.effects.progress.phase == Phase.OPTIMIZING
+
+
+@pytest.mark.parametrize(
+    ("message", "job_reason", "permanent", "reason"),
+    [
+        (Summary(ok=False, error="bad").to_line(), "BackoffLimitExceeded", True, Reason.OPTIMIZATION_FAILED),
+        (Summary(ok=False, error="x", failure=FailureKind.TEMPORARY).to_line(), "BackoffLimitExceeded", False,
+         Reason.JOB_FAILED),
+        ("OOMKilled", "BackoffLimitExceeded", False, Reason.JOB_FAILED),
+        ("Traceback ...", "PodFailurePolicy", True, Reason.JOB_FAILED),
+        (None, "DeadlineExceeded", False, Reason.JOB_FAILED),
+    ],
+)  # fmt: skip
+def test_optimizer_failure_classification(message: str | None, job_reason: str, permanent: bool,
+                                          reason: Reason) -> None:  # fmt: skip
+    failure = classify(job("optimizer", "r1", JobState.FAILED, msg=message, reason=job_reason))
+    assert (failure.permanent, failure.reason) == (permanent, reason)
+
+
+# ---- gate ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("gate_", "decision", "deployable", "status", "reason"),
+    [
+        ("Passed", "Optimized", True, True, Reason.WITHIN_THRESHOLD),
+        ("Skipped", "Optimized", True, True, Reason.GATE_SKIPPED),
+        ("Failed", "Baseline", True, False, Reason.GATE_FAILED_DEPLOY_BASELINE),
+        ("Failed", "BestPassing", True, False, Reason.GATE_FAILED_DEPLOY_BEST_PASSING),
+        ("Failed", "Blocked", False, False, Reason.GATE_FAILED),
+    ],
+)
+def test_gate_verdicts(gate_: str, decision: str, deployable: bool, status: bool, reason: Reason) -> None:
+    verdict = gate(ctx(), result(gate=gate_, decision=decision))
+    assert verdict.deployable is deployable
+    assert conditions(verdict.effects)[ConditionType.GATE_PASSED][:2] == (status, reason)
+    assert (verdict.effects.failure is not None) is (reason == Reason.GATE_FAILED)
+    if verdict.effects.failure is not None:
+        assert verdict.effects.failure.stage == StageName.GATE and "drop 0.005" in verdict.effects.failure.message
+
+
+def test_gate_waits_for_the_optimization_result() -> None:
+    verdict = gate(ctx(), None)
+    assert not verdict.deployable
+    assert conditions(verdict.effects)[ConditionType.GATE_PASSED][:2] == (None, Reason.PENDING)
+
+
+# ---- build --------------------------------------------------------------------------------------------
+
+
+def test_build_waits_for_the_gate_and_is_skipped_when_disabled() -> None:
+    blocked = build(ctx(), GateVerdict(False, Effects()), Known())
+    assert not blocked.built and conditions(blocked.effects)[ConditionType.IMAGE_BUILT][1] == Reason.PENDING
+    off = build(ctx(make_md(build=False)), PASSED, Known())
+    assert off.built and off.image is None and off.status is None
+    assert conditions(off.effects)[ConditionType.IMAGE_BUILT][:2] == (True, Reason.BUILD_DISABLED)
+
+
+def test_build_known_image_is_not_rebuilt() -> None:
+    c = ctx()
+    recorded = ImageStatus(revision=c.revision, reference=IMAGE, digest=DIGEST)
+    pushed = build(c, PASSED, Known(image=recorded))
+    assert pushed.built and pushed.image == IMAGE and pushed.effects.create == ()
+    assert conditions(pushed.effects)[ConditionType.IMAGE_BUILT][1] == Reason.PUSHED
+    cached = build(c, PASSED, Known(image=recorded, image_from_cache=True))
+    assert conditions(cached.effects)[ConditionType.IMAGE_BUILT][1] == Reason.CACHED
+
+
+def test_build_job_created_then_read() -> None:
+    c = ctx()
+    created = build(c, PASSED, Known())
+    (manifest,) = created.effects.create
+    assert manifest["metadata"]["name"] == f"digits-build-{c.revision}"
+    assert conditions(created.effects)[ConditionType.IMAGE_BUILT][1] == Reason.BUILD_JOB_CREATED
+    assert created.effects.progress is not None and created.effects.progress.phase == Phase.BUILDING
+    done = job("build", c.revision, JobState.SUCCEEDED, msg=BUILT, finished_at="2026-11-26T11:59:30Z")
+    out = build(ctx(observed=Observed(jobs=[done])), PASSED, Known())
+    assert out.built and out.image == IMAGE
+    assert out.status is not None and out.status.wire() == {
+        "revision": c.revision, "job": done.name, "attempts": 1, "reference": IMAGE, "digest": DIGEST,
+        "platforms": ["linux/amd64"], "completedAt": "2026-11-26T11:59:30Z",
+    }  # fmt: skip
+
+
+def test_build_job_failed_by_its_context_step_is_permanent() -> None:
+    c = ctx()
+    failed = job("build", c.revision, JobState.FAILED, reason="PodFailurePolicy", msg="error: artifact missing",
+                 message="Container context for pod x failed with exit code 1 matching FailJob rule at index 0",
+                 finished_at=(NOW - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
+    out = build(ctx(observed=Observed(jobs=[failed])), PASSED, Known())
+    assert out.effects.create == () and out.effects.failure is not None
+    assert out.effects.failure.stage == StageName.BUILD and out.effects.failure.reason == Reason.JOB_FAILED
+    assert "artifact missing" in out.effects.failure.message
+
+
+# ---- deploy -------------------------------------------------------------------------------------------
+
+
+def test_target_is_the_new_revision_once_built_else_the_previous_one() -> None:
+    c = ctx()
+    built = build(c, PASSED, Known(image=ImageStatus(revision=c.revision, reference=IMAGE)))
+    assert target(c, built) == ServingTarget(c.revision, IMAGE)
+    waiting = build(c, GateVerdict(False, Effects()), Known())
+    assert target(c, waiting) is None
+    before = ctx(make_md(status={"servingRevision": "rold", "servingImage": "r@" + DIGEST}))
+    assert target(before, waiting) == ServingTarget("rold", "r@" + DIGEST)
+
+
+def test_deploy_rolls_out_then_is_available() -> None:
+    c = ctx()
+    rolling = deploy(c, ServingTarget(c.revision, IMAGE))
+    assert [o["kind"] for o in rolling.effects.apply] == ["Deployment", "Service", "PodDisruptionBudget"]
+    assert conditions(rolling.effects)[ConditionType.DEPLOYED][1] == Reason.ROLLING_OUT
+    assert rolling.serving_revision is None and rolling.url is not None
+    up = ctx(observed=Observed(deployment=deployment(c.revision, IMAGE)))
+    done = deploy(up, ServingTarget(c.revision, IMAGE))
+    assert (done.serving_revision, done.serving_image) == (c.revision, IMAGE)
+    assert conditions(done.effects)[ConditionType.DEPLOYED][:2] == (True, Reason.AVAILABLE)
+
+
+def test_deploy_removes_what_the_spec_turned_off() -> None:
+    c = ctx(observed=Observed(existing=frozenset({("HorizontalPodAutoscaler", "digits"), ("NetworkPolicy", "x")})))
+    out = deploy(c, ServingTarget(c.revision, IMAGE))
+    assert out.effects.delete == (("autoscaling/v2", "HorizontalPodAutoscaler", "digits"),)
+
+
+def test_deploy_nothing_yet_is_pending() -> None:
+    out = deploy(ctx(), None)
+    assert out.effects.apply == () and out.url is None
+    assert conditions(out.effects)[ConditionType.DEPLOYED][:2] == (None, Reason.PENDING)
