@@ -76,11 +76,13 @@ class LocalOperator:
     health_port: int
     metrics_port: int
     log_path: Path
+    module = "modelship"
+    """The module run with ``python -m`` (a test may run the operator with a fault planted)."""
 
     def _spawn(self, args: list[str], env: dict[str, str]) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "modelship", *args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
+                [sys.executable, "-m", self.module, *args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
             )
         wait_for(self._healthy, timeout=60, description="operator liveness endpoint")
 
@@ -176,10 +178,13 @@ def hostpath_volume(admin: client.ApiClient, namespace: str, claim: str, size: s
 
 
 @contextlib.contextmanager
-def running_operator(api_client: client.ApiClient, env: dict[str, str] | None = None) -> Iterator[OperatorProcess]:
+def running_operator(
+    api_client: client.ApiClient, env: dict[str, str] | None = None, module: str = "modelship"
+) -> Iterator[OperatorProcess]:
     """The operator as its own ServiceAccount with exactly the chart's rules, for the length of a test module."""
     ensure_operator_identity(api_client, operator_rules())
     op = OperatorProcess(api_client, env=env)
+    op.module = module
     op.start()
     try:
         yield op

@@ -14,6 +14,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelship.api import Summary
+from modelship.api.report import FailureKind
 from tests.integration.cluster import ClusterInfo, apply_manifest, condition, wait_for
 from tests.integration.operator_harness import OperatorProcess, hostpath_volume, running_operator
 
@@ -229,7 +230,8 @@ def test_same_spec_no_new_job_replicas_only_no_rebuild_new_optimization_new_revi
 
 
 def test_job_failure_retries_then_stalls_with_the_reason(k: Cluster) -> None:
-    doc = md_doc(opt_annotations={"modelship.io/test-fail": "OOMKilled"})
+    # an OOM kill (exit 137, as a real kubelet reports it) is not the input's fault: retried
+    doc = md_doc(opt_annotations={"modelship.io/test-fail": "OOMKilled", "modelship.io/test-exit-code": "137"})
     doc["spec"]["optimization"]["job"]["backoffLimit"] = 0
     k.apply(doc)
     s = k.wait_condition("Stalled", "True", timeout=120)
@@ -254,6 +256,24 @@ def test_corrupt_model_is_a_readable_condition(k: Cluster) -> None:
     assert stalled["reason"] == "OptimizationFailed"
     assert "HDF5 signature missing" in stalled["message"]
     assert len(k.jobs("optimizer")) == 1  # the optimizer explained itself: no blind retry
+
+
+def test_missing_model_file_is_stalled_at_the_first_failure(k: Cluster) -> None:
+    """A permanent failure (the optimizer exits 1 with its reason) ends the Job at its first pod, by the Job's own
+    podFailurePolicy, with the default backoffLimit of 2, and the operator starts no other attempt."""
+    missing = Summary(ok=False, error="pvc://models/digits/cnn.h5: /mnt/pvc/models/digits/cnn.h5 does not exist",
+                      failure=FailureKind.PERMANENT)  # fmt: skip
+    k.apply(md_doc(opt_msg=missing.to_line(), opt_annotations={"modelship.io/test-fail": "Error"}))
+    s = k.wait_condition("Stalled", "True", timeout=90)
+    stalled = condition(s, "Stalled")
+    assert stalled["reason"] == "OptimizationFailed" and "does not exist" in stalled["message"]
+    assert "1 attempt" in stalled["message"] and s["status"]["lastFailure"]["stage"] == "Optimize"
+    (job,) = k.jobs("optimizer")
+    failed = next(c for c in job.status.conditions if c.type == "Failed")
+    assert failed.status == "True" and failed.reason == "PodFailurePolicy"
+    pods = k.core.list_namespaced_pod(k.ns, label_selector=f"batch.kubernetes.io/job-name={job.metadata.name}").items
+    assert len(pods) == 1  # no pod retries inside the Job either
+    assert s["status"]["optimization"]["attempts"] == 1
 
 
 def test_garbage_summary_is_a_readable_condition(k: Cluster) -> None:
