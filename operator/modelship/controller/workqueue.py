@@ -82,10 +82,15 @@ class WorkQueue:
         with self._cond:
             if key in self._processing:
                 self._dirty.add(key)
-            elif key not in self._queued:
-                self._queued.add(key)
-                self._queue.append(key)
-                self._cond.notify_all()  # the timer thread waits on this condition too
+            else:
+                self._enqueue(key)
+
+    def _enqueue(self, key: Key) -> None:
+        """Queue ``key`` unless it is queued already (the caller holds the lock)."""
+        if key not in self._queued:
+            self._queued.add(key)
+            self._queue.append(key)
+            self._cond.notify_all()  # the timer thread waits on this condition too
 
     def add_after(self, key: Key, seconds: float) -> None:
         with self._cond:
@@ -129,10 +134,7 @@ class WorkQueue:
                     self._processing.discard(key)
                     if key in self._dirty:
                         self._dirty.discard(key)
-                        if key not in self._queued:
-                            self._queued.add(key)
-                            self._queue.append(key)
-                            self._cond.notify_all()  # the timer thread waits on this condition too
+                        self._enqueue(key)
             if requeue is not None:
                 self.add_after(key, requeue)
 

@@ -27,7 +27,7 @@ from .meta import (
     build_job_name,
     container_security_context,
 )
-from .stage_job import stage_job
+from .stage_job import fail_job_on_exit_codes, stage_job
 from .volumes import artifact_volume
 
 WORKSPACE = "/workspace"
@@ -314,12 +314,7 @@ def build_job(
         config=config,
         pod_spec=pod_spec,
         annotations={"modelship.io/image": image_reference(md, revision)},
-        failure_rules=[
-            # the context step refuses bad input (missing artifact, digest mismatch): retrying the same
-            # artifact cannot help, so the Job fails at once
-            {
-                "action": "FailJob",
-                "onExitCodes": {"containerName": CONTEXT_CONTAINER, "operator": "In", "values": [1, 2]},
-            },
-        ],
+        # the context step refuses bad input (missing artifact, digest mismatch): retrying the same artifact
+        # cannot help, so the Job fails at once
+        failure_rules=[fail_job_on_exit_codes(CONTEXT_CONTAINER, [1, 2])],
     )

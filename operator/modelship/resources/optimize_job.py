@@ -17,7 +17,7 @@ from .meta import (
     optimize_job_name,
     pod_security_context,
 )
-from .stage_job import stage_job
+from .stage_job import fail_job_on_exit_codes, stage_job
 from .volumes import artifact_volume, source_volumes, tmp_volume
 
 
@@ -129,16 +129,7 @@ def optimize_job(md: ModelDeployment, revision: str, config: OperatorConfig, att
         settings=job,
         config=config,
         pod_spec=pod_spec,
-        failure_rules=[
-            # the optimizer exits with this code when the input is at fault (model missing, digest mismatch, a
-            # model that cannot load, bad data): retrying the same input cannot help, the Job fails at once
-            {
-                "action": "FailJob",
-                "onExitCodes": {
-                    "containerName": "optimizer",
-                    "operator": "In",
-                    "values": [EXIT_CODES[FailureKind.PERMANENT]],
-                },
-            },
-        ],
+        # the optimizer exits with this code when the input is at fault (model missing, digest mismatch, a model
+        # that cannot load, bad data)
+        failure_rules=[fail_job_on_exit_codes("optimizer", [EXIT_CODES[FailureKind.PERMANENT]])],
     )

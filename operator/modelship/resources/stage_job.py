@@ -15,6 +15,12 @@ from .meta import object_meta, tolerations_wire
 IGNORE_DISRUPTION = {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
 
 
+def fail_job_on_exit_codes(container: str, codes: list[int]) -> dict[str, Any]:
+    """A podFailurePolicy rule: a pod whose ``container`` exits with one of ``codes`` fails the whole Job at once
+    (the stage declared the input at fault: retrying the same input cannot help)."""
+    return {"action": "FailJob", "onExitCodes": {"containerName": container, "operator": "In", "values": codes}}
+
+
 def stage_job(
     md: ModelDeployment,
     *,

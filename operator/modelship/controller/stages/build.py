@@ -37,19 +37,12 @@ def make_job(ctx: Context, attempt: int) -> Manifest:
     return build_job(ctx.md, ctx.revision, artifact_dir(ctx.config, ctx.revision), ctx.config, attempt)
 
 
+# the context step's FailJob rule marks bad input (a missing artifact) permanent: classify_by_job honours it
 BUILD_JOB: JobStage[BuildResult] = JobStage(
-    stage=StageName.BUILD,
-    component=COMPONENT,
-    condition=ConditionType.IMAGE_BUILT,
-    label="build Job",
-    phase=Phase.BUILDING,
-    created=Reason.BUILD_JOB_CREATED,
-    running=Reason.BUILD_JOB_RUNNING,
-    invalid_result=Reason.INVALID_BUILD_RESULT,
-    make=make_job,
-    read=read_result,
-    classify=classify_by_job,  # the context step's FailJob rule marks bad input (missing artifact) permanent
-)
+    StageName.BUILD, COMPONENT, ConditionType.IMAGE_BUILT, Phase.BUILDING, "build Job",
+    created=Reason.BUILD_JOB_CREATED, running=Reason.BUILD_JOB_RUNNING, invalid_result=Reason.INVALID_BUILD_RESULT,
+    make=make_job, read=read_result, classify=classify_by_job,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from ...api.report import Summary
 from ...api.status import ConditionType, Phase, Reason, StageName
@@ -46,12 +46,11 @@ class Step(StrEnum):
     FAILED = "Failed"
 
 
-@dataclass(frozen=True)
-class JobFailure:
-    """A failed Job, classified by its stage."""
+class JobFailure(NamedTuple):
+    """A failed Job, classified by its stage: ``permanent`` when retrying the same input cannot help (kopf's
+    PermanentError), else a retry may (TemporaryError)."""
 
     permanent: bool
-    """Retrying the same input cannot help (kopf's PermanentError); else a retry may (TemporaryError)."""
     reason: Reason
     text: str
 
@@ -138,9 +137,9 @@ class JobStage(Generic[R]):
     component: str
     """The Jobs' component label (resources/meta.py)."""
     condition: ConditionType
+    phase: Phase
     label: str
     """How messages name the Job: "optimization Job", "build Job"."""
-    phase: Phase
     created: Reason
     running: Reason
     invalid_result: Reason

@@ -17,6 +17,19 @@ COMPONENT = "optimizer"
 """Component label of optimization Jobs (resources/optimize_job.py)."""
 
 
+@dataclass(frozen=True)
+class OptimizeOutcome:
+    """Outcome of the optimize stage."""
+
+    status: OptimizationStatus
+    """status.optimization for this revision (results once known, else the Job and its attempts)."""
+    result: OptimizationStatus | None
+    """The optimization result for this revision, when known."""
+    source: SourceStatus | None
+    """The model as the optimization Job fetched it, when known."""
+    effects: Effects
+
+
 def read_summary(ctx: Context, job: JobObservation) -> Summary:
     summary = Summary.from_line(job.termination_message or "")
     if not summary.ok:
@@ -42,34 +55,13 @@ def make_job(ctx: Context, attempt: int) -> Manifest:
 
 
 OPTIMIZE_JOB: JobStage[Summary] = JobStage(
-    stage=StageName.OPTIMIZE,
-    component=COMPONENT,
-    condition=ConditionType.OPTIMIZED,
-    label="optimization Job",
-    phase=Phase.OPTIMIZING,
-    created=Reason.JOB_CREATED,
-    running=Reason.JOB_RUNNING,
-    invalid_result=Reason.INVALID_SUMMARY,
-    make=make_job,
-    read=read_summary,
-    classify=classify,
-)
+    StageName.OPTIMIZE, COMPONENT, ConditionType.OPTIMIZED, Phase.OPTIMIZING, "optimization Job",
+    created=Reason.JOB_CREATED, running=Reason.JOB_RUNNING, invalid_result=Reason.INVALID_SUMMARY,
+    make=make_job, read=read_summary, classify=classify,
+)  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Optimization:
-    """Outcome of the optimize stage."""
-
-    status: OptimizationStatus
-    """status.optimization for this revision (results once known, else the Job and its attempts)."""
-    result: OptimizationStatus | None
-    """The optimization result for this revision, when known."""
-    source: SourceStatus | None
-    """The model as the optimization Job fetched it, when known."""
-    effects: Effects
-
-
-def optimize(ctx: Context, known: Known) -> Optimization:
+def optimize(ctx: Context, known: Known) -> OptimizeOutcome:
     if known.optimization is not None:
         return _done(ctx, known.optimization, known.source)
     prev = ctx.prev.optimization
@@ -86,10 +78,10 @@ def optimize(ctx: Context, known: Known) -> Optimization:
         )
         return _done(ctx, result, SourceStatus.from_summary(ctx.md.spec.model.uri, out.result))
     status = OptimizationStatus(revision=ctx.revision, job=out.job, attempts=out.attempts)
-    return Optimization(status, None, None, out.effects)
+    return OptimizeOutcome(status, None, None, out.effects)
 
 
-def _done(ctx: Context, result: OptimizationStatus, source: SourceStatus | None) -> Optimization:
+def _done(ctx: Context, result: OptimizationStatus, source: SourceStatus | None) -> OptimizeOutcome:
     reason = Reason.OPTIMIZED if ctx.md.spec.optimization.enabled else Reason.CONVERTED
     effects = Effects(conditions=(condition(ConditionType.OPTIMIZED, True, reason, result.describe()),))
-    return Optimization(result, result, source, effects)
+    return OptimizeOutcome(result, result, source, effects)
