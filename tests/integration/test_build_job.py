@@ -113,7 +113,7 @@ def _check_finished(
     message = status.state.terminated.message
     assert BuildResult.from_termination_message(message, REPO, ["linux/amd64"]) == result
     # and the operator's own reader takes it
-    from modelship.controller.plan import parse_build_result
+    from modelship.controller.stages.build import parse_build_result
 
     assert parse_build_result(message, REPO, ["linux/amd64"]).image == result.image
 
