@@ -14,13 +14,13 @@ Jobs of the current revision and the attempts status recorded:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Generic, NamedTuple, TypeVar
 
-from ...api.report import Summary
 from ...api.status import ConditionType, Phase, Reason, StageName
 from ...config import OperatorConfig
 from ..observe import JobObservation, JobState
@@ -108,19 +108,26 @@ def decide(
 
 
 def failure_text(job: JobObservation) -> str:
-    """Why a Job failed, for people: the Job's reason and message, the container's, and the stage's own words."""
+    """Why a Job failed, for people: the Job's reason and message, the container's, and the stage's own words
+    (the ``error`` of a JSON result line, else the last line its container left)."""
     detail = ": ".join(p for p in (job.reason, job.message) if p)
     if job.termination_reason and job.termination_reason not in ("Completed", "Error"):
         detail = f"{detail} (container {job.termination_reason})" if detail else f"container {job.termination_reason}"
-    if job.termination_message:
-        try:
-            summary = Summary.from_line(job.termination_message)
-            if summary.error:
-                return f"{detail}: {summary.error}" if detail else summary.error
-        except ValueError:
-            tail = job.termination_message.strip().splitlines()[-1:] or [""]
-            return f"{detail}: {tail[0][:300]}"
-    return detail
+    message = (job.termination_message or "").strip()
+    if not message:
+        return detail
+    try:
+        result = json.loads(message)
+    except ValueError:
+        result = None
+    if isinstance(result, dict):
+        error = result.get("error")
+        words = str(error) if error else ""
+    else:
+        words = message.splitlines()[-1][:300]
+    if not words:
+        return detail
+    return f"{detail}: {words}" if detail else words
 
 
 def classify_by_job(job: JobObservation) -> JobFailure:
@@ -196,10 +203,8 @@ def run_job_stage(ctx: Context, stage: JobStage[R], recorded_attempts: int) -> J
     if d.step == Step.FAILED:
         failure = _final_failure(ctx, stage, d, attempts)
         return settled(failure.reason, failure.message, failure)
-    if d.step == Step.WAITING and job is not None:
-        return in_flight(
-            Reason.RETRY_BACKOFF, f"{stage.label} {job.name} failed ({failure_text(job)}); retrying", d.wait
-        )
+    if d.step == Step.WAITING and job is not None and d.failure is not None:
+        return in_flight(Reason.RETRY_BACKOFF, f"{stage.label} {job.name} failed ({d.failure.text}); retrying", d.wait)
     if d.step == Step.RUNNING and job is not None:
         return in_flight(stage.running, f"{stage.label} {job.name} running (attempt {d.attempt})", d.wait or None)
     if ctx.suspended:
