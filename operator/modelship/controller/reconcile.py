@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from ..api.errors import describe_validation_error
 from ..api.modeldeployment import ModelDeployment
-from ..api.status import ModelDeploymentStatus, Reason, StageName
+from ..api.status import ModelDeploymentStatus, Phase, Reason, StageName
 from ..config import OperatorConfig
 from ..resources.defaults import InvalidSpec, with_operator_defaults
 from ..resources.kinds import APPLIED, JOB
@@ -256,7 +256,7 @@ class Reconciler:
         tally: Tally[str] = Tally()
         for _kind, ns, name in self.store.keys(MD):
             body = self.store.get(MD, ns, name) or {}
-            tally[(body.get("status") or {}).get("phase") or "Pending"] += 1
+            tally[(body.get("status") or {}).get("phase") or Phase.PENDING.value] += 1
         return tally
 
 
