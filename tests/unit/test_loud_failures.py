@@ -120,15 +120,22 @@ def test_a_builder_error_ends_stalled_with_the_error_and_an_event(monkeypatch: p
     assert (kube.status_writes, len(kube.events)) == (writes, events)
 
 
-def test_an_invalid_spec_is_stalled_with_an_event() -> None:
+def test_an_invalid_spec_is_stalled_and_keeps_what_status_held() -> None:
     store = Store()
     body = md_body(serving={"replicas": 2, "autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}})
+    body["status"] = {"servingRevision": "rold", "conditions": [
+        {"type": "Deployed", "status": "True", "reason": "Available", "message": "2/2", "observedGeneration": 2,
+         "lastTransitionTime": "2026-11-26T10:00:00Z"}]}  # fmt: skip
     store.put("ModelDeployment", body)
     kube = MemoryKube(store)
     assert Reconciler(kube, store, CONFIG).reconcile("ml", "digits") is None  # type: ignore[arg-type]
     cond = stalled(kube, store)
     assert cond["status"] == "True" and cond["reason"] == "InvalidSpec" and "maxReplicas" in cond["message"]
-    assert [e[:2] for e in kube.events] == [("Warning", "ReadyInvalidSpec")]
+    status = (store.get("ModelDeployment", "ml", "digits") or {})["status"]
+    assert status["servingRevision"] == "rold" and status["observedGeneration"] == 3
+    deployed = next(c for c in status["conditions"] if c["type"] == "Deployed")
+    assert deployed["observedGeneration"] == 2  # another generation's finding, kept as it was
+    assert kube.events == []  # status says it, for every resync; nothing else is touched
 
 
 def test_describe_error_uses_the_api_servers_words() -> None:
