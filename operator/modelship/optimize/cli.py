@@ -103,10 +103,10 @@ def _load_spec(path: str) -> tuple[Any, Any]:
 
 
 def build_request(args: argparse.Namespace) -> Any:
-    """A pipeline.Request from the command line (validated with the API models)."""
+    """A Request from the command line (validated with the API models)."""
     from ..api.optimization import Optimization
     from ..api.source import ModelFormat
-    from .pipeline import Request
+    from .request import Request
 
     given = [name for name in ("spec", "optimization_json", "example") if getattr(args, name, None)]
     if len(given) > 1:
