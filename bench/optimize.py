@@ -40,8 +40,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from modelship.api.optimization import Gate, Objective, QuantizeMode, Strategy  # noqa: E402
 from modelship.optimize import examples, pipeline, tfenv  # noqa: E402
+from modelship.optimize.conversion import convert, representative  # noqa: E402
 from modelship.optimize.measure import Runner, gzip_size, quantize_input  # noqa: E402
-from modelship.optimize.techniques import convert, representative  # noqa: E402
 
 
 @dataclass
@@ -61,15 +61,17 @@ def _interleaved(
     """Single-sample latencies (ms) with the variants interleaved finely: every round runs a few invocations of
     each variant in turn, so load from other jobs on a shared machine falls on all variants alike."""
     runners = {k: Runner(b, batch_size=1, threads=threads) for k, b in blobs.items()}
-    inputs = {k: quantize_input(sample[:1], r.input) for k, r in runners.items()}
+    # one input, one output: the first (only) entry of each
+    feeds = {k: (next(iter(r.inputs.values())), next(iter(r.outputs.values()))) for k, r in runners.items()}
+    inputs = {k: quantize_input(sample[:1], feeds[k][0]) for k in runners}
     times: dict[str, list[float]] = {k: [] for k in blobs}
     for _ in range(3):  # warm-up
         for k, r in runners.items():
-            r.interpreter.set_tensor(r.input["index"], inputs[k])
+            r.interpreter.set_tensor(feeds[k][0]["index"], inputs[k])
             r.interpreter.invoke()
     for _ in range(rounds):
         for k, r in runners.items():
-            it, idx, out, x = r.interpreter, r.input["index"], r.output["index"], inputs[k]
+            it, idx, out, x = r.interpreter, feeds[k][0]["index"], feeds[k][1]["index"], inputs[k]
             for _ in range(per_round):
                 t0 = time.perf_counter_ns()
                 it.set_tensor(idx, x)
@@ -136,10 +138,11 @@ def mobilenet_rows() -> list[Row]:
     t.keras.utils.set_random_seed(0)
     model = t.keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
     crops = calibration_crops(32)
+    calibration = representative({"image": crops}, 32)
     blobs = {
         "float32": convert(t, keras_model=model),
         "plain Optimize.DEFAULT": convert(t, keras_model=model, mode=QuantizeMode.DYNAMIC),
-        "ours: int8": convert(t, keras_model=model, mode=QuantizeMode.INT8, calibration=representative(crops, 32)),
+        "ours: int8": convert(t, keras_model=model, mode=QuantizeMode.INT8, calibration=calibration),
     }
     speeds = latencies(blobs, crops[:1], rounds=60)
     return [Row("MobileNetV2", name, len(b), gzip_size(b), None, *speeds[name]) for name, b in blobs.items()]

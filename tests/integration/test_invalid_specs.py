@@ -43,3 +43,18 @@ def test_invalid_spec_is_refused_by_the_api_server(api_client: client.ApiClient,
         create(api_client, ns, invalid_doc(case))
     assert info.value.status in (400, 422), info.value.body  # 400: strict decoding (an unknown field)
     assert case.field.lower() in (info.value.body or "").lower(), info.value.body
+
+
+def test_multi_input_data_and_metric_output_are_accepted(api_client: client.ApiClient, ns: str) -> None:
+    doc = valid_doc("two-inputs")
+    data = doc["spec"]["optimization"]["data"]
+    for role in ("calibration", "evaluation"):
+        data[role]["inputs"] = {"first": "x1", "second": "x2"}
+    doc["spec"]["optimization"]["metric"] = {"type": "accuracy", "output": "score"}
+    created = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, doc, dry_run="All", field_validation="Strict"
+    )
+    stored = created["spec"]["optimization"]
+    assert stored["data"]["evaluation"]["inputs"] == {"first": "x1", "second": "x2"}
+    assert "features" not in stored["data"]["evaluation"]  # no server-side default beside inputs
+    assert stored["metric"]["output"] == "score"

@@ -52,6 +52,13 @@ def cnn_example(example_root: Path) -> Any:
     return examples.digits(example_root, "cnn")
 
 
+@pytest.fixture(scope="session")
+def two_inputs_example(example_root: Path) -> Any:
+    from modelship.optimize import examples
+
+    return examples.two_inputs(example_root)
+
+
 @pytest.fixture
 def run_optimizer(tmp_path: Path) -> Callable[..., tuple[Report, Path]]:
     """Run the library on an example with an optimization; (report, output directory)."""

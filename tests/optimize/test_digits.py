@@ -165,7 +165,7 @@ def test_two_four_structured_sparsity(mlp_example: Any) -> None:
 
     t = tfenv.load()
     model = t.keras.models.load_model(str(mlp_example.model), compile=False)
-    sample = np.load(mlp_example.files["eval"])["x"][:1]
+    sample = {"x": np.load(mlp_example.files["eval"])["x"][:1]}  # input name -> rows
     res = prune(t, model, PruneParams(pattern="2:4"), None, None, sample)
     for layer in res.model.layers:
         kernel = layer.get_weights()[0]  # (in, out): groups of 4 along the input dimension

@@ -176,21 +176,54 @@ class DataFormat(StrEnum):
     TFRECORD = "tfrecord"
 
 
+DEFAULT_FEATURES = "x"
+"""The array, column prefix or feature key of a one-input model's inputs when a DataRef names none."""
+
+DataName = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+
+DATA_REF_RULES: tuple[Rule, ...] = (
+    Rule(
+        cel="!(has(self.features) && has(self.inputs))",
+        message="set features (a one-input model) or inputs (one entry per model input), not both",
+        check=lambda m: m.features is None or m.inputs is None,
+        field_path=".inputs",
+    ),
+    Rule(
+        cel="!has(self.inputs) || self.inputs.all(k, size(k) >= 1 && size(k) <= 253)",
+        message="input names are 1 to 253 characters",
+        check=lambda m: m.inputs is None or all(1 <= len(k) <= 253 for k in m.inputs),
+        field_path=".inputs",
+    ),
+)
+
+
 class DataRef(ApiModel):
     """A data set for calibration, evaluation or fine-tuning."""
+
+    model_config = ConfigDict(json_schema_extra=rules_schema(DATA_REF_RULES))
 
     uri: Uri
     """Location of the data (same schemes as the model)."""
     format: DataFormat
     """npz, npy, csv or tfrecord."""
-    features: Annotated[str, StringConstraints(min_length=1, max_length=253)] = "x"
-    """Array name (npz), column name prefix (csv) or feature key (tfrecord) of the inputs."""
+    features: DataName | None = None
+    """One-input models: array name (npz, npy field), column name prefix (csv) or feature key (tfrecord) of the
+    inputs (default x)."""
+    inputs: Annotated[dict[str, DataName], Field(min_length=1, max_length=64)] | None = None
+    """Models with several inputs: the model's input name -> its array name (npz, npy field), column name prefix
+    (csv; a column goes to the longest prefix it starts with) or feature key (tfrecord), e.g.
+    {first: x1, second: x2}. Every model input needs an entry."""
     labels: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = "y"
     """Array name, column or feature key of the labels; unset for unlabelled calibration data."""
     samples: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
     """Use at most this many samples (all when unset)."""
     credentials: Credentials | None = None
     """Credentials for private storage, by reference only."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> DataRef:
+        enforce(self, DATA_REF_RULES)
+        return self
 
 
 class OptimizationData(ApiModel):
@@ -237,6 +270,9 @@ class Metric(ApiModel):
     """custom: module:function taking (y_true, y_pred) numpy arrays and returning a float (higher is better)."""
     code_ref: LocalObjectReference | None = None
     """custom: ConfigMap whose files are put on the optimizer's PYTHONPATH."""
+    output: DataName | None = None
+    """The model output the metric reads, and fine-tuning trains against the labels (by name, as the model or
+    its serving signature names it); default: the only output. A model with several outputs needs it."""
 
     @model_validator(mode="after")
     def _rules(self) -> Metric:

@@ -214,5 +214,11 @@ class Report(ApiModel):
     """gzip -9 size of the model as fetched (a directory: of a deterministic tar)."""
     export_format: str | None = None
     """tflite or savedmodel."""
+    inputs: list[str] = Field(default_factory=list)
+    """The model's input names (what a client sends; the optimized model keeps them)."""
+    outputs: list[str] = Field(default_factory=list)
+    """The model's output names."""
+    metric_output: str | None = None
+    """The output the metric read (metric.output, or the only one)."""
     seconds: float | None = None
     """Wall time of the whole optimization."""

@@ -43,7 +43,7 @@ def register(subparsers: Any) -> None:
     )
     src.add_argument(
         "--example",
-        choices=["linear", "digits-mlp", "digits-cnn"],
+        choices=["linear", "digits-mlp", "digits-cnn", "two-inputs"],
         help="train a small example model into OUT/example and optimize it with its default optimization",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory: artifact + report.json")

@@ -1,52 +1,84 @@
 """Calibration, evaluation and fine-tuning data from .npz, .npy, CSV and TFRecord files.
 
-Conventions (``DataRef.features`` / ``DataRef.labels`` name the parts):
+Conventions (``DataRef.features`` or ``DataRef.inputs``, and ``DataRef.labels`` name the parts):
 
-* npz: arrays named ``features`` and ``labels``;
+* npz: arrays named ``features`` (default x) and ``labels``; several inputs: one array per input;
 * npy: a plain array holds features only (unlabelled, e.g. calibration); a structured array has fields named
-  ``features`` and ``labels``;
+  ``features`` and ``labels`` (or one field per input);
 * CSV: a header row; every column whose name starts with ``features`` is an input (in file order), the column
-  named ``labels`` is the label;
+  named ``labels`` is the label; several inputs: each takes the columns that start with its prefix (the longest
+  matching prefix wins);
 * TFRecord: ``tf.train.Example`` records (a file, or a directory of files) with a float/int64 list, or a
-  ``tf.io.serialize_tensor`` bytes value, under the ``features`` and ``labels`` keys.
+  ``tf.io.serialize_tensor`` bytes value, under the ``features`` (or each input's) and ``labels`` keys.
 
-Features are reshaped to the model's input shape when the element count per sample matches.
+:func:`conform` then matches the data to the model's inputs (by name when ``inputs`` maps them; a one-input model
+takes ``features``), reshapes each to its input's shape when the element count per sample matches, and casts
+floats to the input's dtype.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..api.optimization import DataFormat, DataRef, MetricType
+from ..api.optimization import DEFAULT_FEATURES, DataFormat, DataRef, MetricType
+from . import datafiles
 from .errors import OptimizeError, first_line
+from .signature import Features, TensorInfo, count
 
 Array = np.ndarray[Any, Any]
+
+READERS = {
+    DataFormat.NPZ: datafiles.read_npz,
+    DataFormat.NPY: datafiles.read_npy,
+    DataFormat.CSV: datafiles.read_csv,
+    DataFormat.TFRECORD: datafiles.read_tfrecord,
+}
 
 
 @dataclass
 class Dataset:
-    """Features (and labels) of one data set, as arrays."""
+    """Inputs (and labels) of one data set, as arrays."""
 
     role: str
-    """calibration, evaluation or fineTune."""
+    """calibration, evaluation or fineTune (the field of spec.optimization.data)."""
     uri: str
-    x: Array
+    inputs: Features
+    """Input name -> rows. Before :func:`conform`: keyed by ``DataRef.inputs``' names, or by the features name."""
     y: Array | None = None
     notes: list[str] = field(default_factory=list)
+    mapped: bool = False
+    """The inputs were named by ``DataRef.inputs`` (otherwise one ``features`` array for a one-input model)."""
 
     def __len__(self) -> int:
-        return len(self.x)
+        return count(self.inputs)
 
     @property
     def label(self) -> str:
         return f"{self.role} data {self.uri}"
+
+    @property
+    def field(self) -> str:
+        """The DataRef's field path in the optimization."""
+        return f"data.{self.role}"
+
+    def what(self, name: str) -> str:
+        """How messages name one input's values: "features", or "input NAME" when several are mapped."""
+        return f"input {name}" if self.mapped else "features"
+
+
+def sources(ref: DataRef) -> dict[str, str]:
+    """Input key -> array name, column prefix or feature key."""
+    if ref.inputs is not None:
+        return dict(ref.inputs)
+    name = ref.features or DEFAULT_FEATURES
+    return {name: name}
 
 
 def load(role: str, ref: DataRef, path: Path, *, needs_labels: bool) -> Dataset:
@@ -58,169 +90,68 @@ def load(role: str, ref: DataRef, path: Path, *, needs_labels: bool) -> Dataset:
     if needs_labels and ref.labels is None:
         raise OptimizeError(f"{where}: {role} data needs labels (set labels in the data reference)")
     try:
-        if ref.format == DataFormat.NPZ:
-            x, y = _load_npz(path, ref.features, labels, where)
-        elif ref.format == DataFormat.NPY:
-            x, y = _load_npy(path, ref.features, labels, where)
-        elif ref.format == DataFormat.CSV:
-            x, y = _load_csv(path, ref.features, labels, where)
-        else:
-            x, y = _load_tfrecord(path, ref.features, labels, where)
+        x, y = READERS[ref.format](path, sources(ref), labels, where)
     except OptimizeError:
         raise
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         raise OptimizeError(f"{where}: cannot read {ref.format.value} file {path} ({first_line(exc)})") from None
-    if x.dtype.kind not in "fiub":
-        raise OptimizeError(f"{where}: features must be numeric, found dtype {x.dtype}")
-    if ref.samples is not None:
-        x = x[: ref.samples]
-        y = y[: ref.samples] if y is not None else None
-    if len(x) == 0:
+    ds = Dataset(role=role, uri=ref.uri, inputs=x, y=y, mapped=ref.inputs is not None)
+    _check_rows(ds, ref.samples)
+    return ds
+
+
+def _check_rows(ds: Dataset, samples: int | None) -> None:
+    """Numeric, finite, equally many rows in every input and the labels (cut to ``samples``), at least one."""
+    where = ds.label
+    for name, a in ds.inputs.items():
+        if a.dtype.kind not in "fiub":
+            raise OptimizeError(f"{where}: {ds.what(name)} must be numeric, found dtype {a.dtype}")
+    if samples is not None:
+        ds.inputs = {name: a[:samples] for name, a in ds.inputs.items()}
+        ds.y = ds.y[:samples] if ds.y is not None else None
+    n = {name: len(a) for name, a in ds.inputs.items()}
+    first = next(iter(n))
+    if n[first] == 0:
         raise OptimizeError(f"{where}: the data set holds no samples")
-    if y is not None and len(y) != len(x):
-        raise OptimizeError(f"{where}: {len(x)} feature rows but {len(y)} labels")
-    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-        raise OptimizeError(f"{where}: features contain NaN or infinite values")
-    return Dataset(role=role, uri=ref.uri, x=x, y=y)
+    for name, rows in n.items():
+        if rows != n[first]:
+            raise OptimizeError(f"{where}: input {name} has {rows} rows but input {first} has {n[first]}")
+    if ds.y is not None and len(ds.y) != n[first]:
+        raise OptimizeError(f"{where}: {n[first]} feature rows but {len(ds.y)} labels")
+    for name, a in ds.inputs.items():
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise OptimizeError(f"{where}: {ds.what(name)} contain NaN or infinite values")
 
 
-def _load_npz(path: Path, features: str, labels: str | None, where: str) -> tuple[Array, Array | None]:
-    with np.load(path, allow_pickle=False) as z:
-        keys = list(z.files)
-        if features not in keys:
+def conform(ds: Dataset, inputs: Sequence[TensorInfo]) -> None:
+    """Match the data to the model's inputs and fit each to its shape and dtype, or raise a clear error."""
+    names = [t.name for t in inputs]
+    if not ds.mapped:
+        if len(inputs) != 1:
+            example = ", ".join(f"{n}: ..." for n in names)
             raise OptimizeError(
-                f"{where}: no array named {features!r} in the .npz (it has {', '.join(keys) or 'none'})"
+                f"{ds.label}: the model has {len(inputs)} inputs ({', '.join(names)}); map each to its data with "
+                f"{ds.field}.inputs ({{{example}}}) instead of features"
             )
-        x = np.asarray(z[features])
-        y = None
-        if labels is not None:
-            if labels not in keys:
-                raise OptimizeError(f"{where}: no array named {labels!r} in the .npz (it has {', '.join(keys)})")
-            y = np.asarray(z[labels])
-    return x, y
-
-
-def _load_npy(path: Path, features: str, labels: str | None, where: str) -> tuple[Array, Array | None]:
-    arr = np.load(path, allow_pickle=False)
-    names = arr.dtype.names
-    if names is None:
-        if labels is not None:
-            raise OptimizeError(
-                f"{where}: a plain .npy array holds features only; labelled data needs .npz or a structured "
-                f"array with fields {features!r} and {labels!r}"
+        matched = {names[0]: next(iter(ds.inputs.values()))}
+    else:
+        unknown = [k for k in ds.inputs if k not in names]
+        missing = [n for n in names if n not in ds.inputs]
+        if unknown or missing:
+            problem = (
+                f"names {', '.join(unknown)}, not an input of the model"
+                if unknown
+                else f"has no entry for the model input {', '.join(missing)}"
             )
-        return np.asarray(arr), None
-    if features not in names:
-        raise OptimizeError(f"{where}: no field {features!r} in the structured array (it has {', '.join(names)})")
-    x = np.asarray(arr[features])
-    y = None
-    if labels is not None:
-        if labels not in names:
-            raise OptimizeError(f"{where}: no field {labels!r} in the structured array (it has {', '.join(names)})")
-        y = np.asarray(arr[labels])
-    return x, y
+            raise OptimizeError(f"{ds.label}: {ds.field}.inputs {problem} (the model's inputs: {', '.join(names)})")
+        matched = {n: ds.inputs[n] for n in names}
+    ds.inputs = {t.name: _fit(ds, t, matched[t.name]) for t in inputs}
 
 
-def _load_csv(path: Path, features: str, labels: str | None, where: str) -> tuple[Array, Array | None]:
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise OptimizeError(f"{where}: the CSV file is empty") from None
-        cols = [i for i, h in enumerate(header) if h.startswith(features) and h != labels]
-        if not cols:
-            raise OptimizeError(f"{where}: no CSV column starts with {features!r} (columns: {', '.join(header)})")
-        label_col = None
-        if labels is not None:
-            if labels not in header:
-                raise OptimizeError(f"{where}: no CSV column named {labels!r} (columns: {', '.join(header)})")
-            label_col = header.index(labels)
-        xs: list[list[float]] = []
-        ys: list[float] = []
-        for line, row in enumerate(reader, start=2):
-            if not row or all(not c.strip() for c in row):
-                continue
-            try:
-                xs.append([float(row[i]) for i in cols])
-                if label_col is not None:
-                    ys.append(float(row[label_col]))
-            except (ValueError, IndexError):
-                raise OptimizeError(f"{where}: line {line} has a missing or non-numeric value") from None
-    x = np.asarray(xs, dtype=np.float32).reshape(len(xs), len(cols))
-    y = None
-    if label_col is not None:
-        yv = np.asarray(ys)
-        y = yv.astype(np.int64) if np.all(yv == np.round(yv)) else yv.astype(np.float32)
-    return x, y
-
-
-def _tfrecord_files(path: Path) -> list[str]:
-    if path.is_dir():
-        files = sorted(str(p) for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise OptimizeError(f"{path}: no TFRecord files in the directory")
-        return files
-    return [str(path)]
-
-
-def _feature_value(feature: Any, tf: Any) -> Array:
-    kind = feature.WhichOneof("kind")
-    if kind == "float_list":
-        return np.asarray(feature.float_list.value, dtype=np.float32)
-    if kind == "int64_list":
-        return np.asarray(feature.int64_list.value, dtype=np.int64)
-    if kind == "bytes_list" and len(feature.bytes_list.value) == 1:
-        raw = feature.bytes_list.value[0]
-        for dtype in (tf.float32, tf.int64, tf.int32, tf.float64, tf.uint8):
-            try:
-                return np.asarray(tf.io.parse_tensor(raw, out_type=dtype).numpy())
-            except Exception:  # wrong dtype guess: try the next one
-                continue
-        raise ValueError("a bytes feature that is not a tf.io.serialize_tensor value")
-    raise ValueError(f"unsupported feature kind {kind}")
-
-
-def _load_tfrecord(path: Path, features: str, labels: str | None, where: str) -> tuple[Array, Array | None]:
-    from . import tfenv
-
-    tf = tfenv.load().tf
-    xs: list[Array] = []
-    ys: list[Array] = []
-    try:
-        for i, record in enumerate(tf.data.TFRecordDataset(_tfrecord_files(path))):
-            example = tf.train.Example.FromString(record.numpy())
-            feats = example.features.feature
-            if features not in feats:
-                raise OptimizeError(
-                    f"{where}: record {i} has no feature {features!r} (it has {', '.join(sorted(feats)) or 'none'})"
-                )
-            xs.append(_feature_value(feats[features], tf))
-            if labels is not None:
-                if labels not in feats:
-                    raise OptimizeError(f"{where}: record {i} has no feature {labels!r}")
-                ys.append(_feature_value(feats[labels], tf))
-    except OptimizeError:
-        raise
-    except Exception as exc:  # tf.errors.DataLossError and friends
-        raise OptimizeError(f"{where}: cannot read TFRecord {path} ({first_line(exc)})") from None
-    if not xs:
-        return np.zeros((0,), dtype=np.float32), (np.zeros((0,)) if labels is not None else None)
-    if len({a.shape for a in xs}) != 1:
-        raise OptimizeError(f"{where}: records have features of different shapes")
-    x = np.stack(xs)
-    y = None
-    if labels is not None:
-        y = np.stack(ys)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-    return x, y
-
-
-def conform(ds: Dataset, input_shape: tuple[int | None, ...], dtype: str = "float32") -> None:
-    """Reshape features to the model's per-sample input shape, or raise a clear shape error."""
-    expected = input_shape[1:]
-    x = ds.x
+def _fit(ds: Dataset, tensor: TensorInfo, x: Array) -> Array:
+    """One input reshaped to the model's per-sample shape (same element count) and cast to its float dtype."""
+    expected = tensor.shape[1:]
+    what = ds.what(tensor.name)
     if x.ndim == 1:
         x = x.reshape(len(x), 1)
     got = x.shape[1:]
@@ -229,13 +160,30 @@ def conform(ds: Dataset, input_shape: tuple[int | None, ...], dtype: str = "floa
         known = all(e is not None for e in expected)
         if known and math.prod(got) == math.prod(e for e in expected if e is not None):
             x = x.reshape((len(x), *(int(e) for e in expected if e is not None)))
-            ds.notes.append(f"{ds.label}: features reshaped from {_fmt(got)} to {_fmt(x.shape[1:])} per sample")
+            ds.notes.append(f"{ds.label}: {what} reshaped from {_fmt(got)} to {_fmt(x.shape[1:])} per sample")
         else:
+            verb = "have" if what == "features" else "has"
             raise OptimizeError(
-                f"{ds.label}: features have shape {_fmt(got)} per sample but the model expects {_fmt(expected)}"
+                f"{ds.label}: {what} {verb} shape {_fmt(got)} per sample but the model expects {_fmt(expected)}"
             )
-    want = np.dtype(dtype)
-    ds.x = x.astype(want, copy=False) if want.kind == "f" else x
+    return _cast(ds, tensor, x)
+
+
+def _cast(ds: Dataset, tensor: TensorInfo, x: Array) -> Array:
+    """Floats to the input's float dtype; whole numbers to an integer input's dtype (token ids from a CSV)."""
+    want = np.dtype(tensor.dtype)
+    if want.kind == "f":
+        return x.astype(want, copy=False)
+    if want.kind not in "iu" or x.dtype == want:
+        return x
+    if x.dtype.kind == "f" and not np.all(np.mod(x, 1) == 0):
+        raise OptimizeError(
+            f"{ds.label}: {ds.what(tensor.name)} must be whole numbers (the model's input {tensor.name} is {want.name})"
+        )
+    info = np.iinfo(want)
+    if x.size and (x.min() < info.min or x.max() > info.max):
+        raise OptimizeError(f"{ds.label}: {ds.what(tensor.name)} has values outside the range of {want.name}")
+    return x.astype(want)
 
 
 def _fmt(shape: tuple[Any, ...]) -> str:
@@ -282,13 +230,28 @@ def check_labels(ds: Dataset, output_shape: tuple[int | None, ...], metric: Metr
 
 
 def coverage_warning(calibration: Dataset, evaluation: Dataset) -> str | None:
-    """A warning when evaluation inputs fall outside the calibration range.
+    """A warning when evaluation inputs fall outside the calibration range (of each input, by name).
 
     The converter quantizes the input tensor per tensor, so the range that matters is the global min/max; a value
     beyond it is clipped (the y=2x-1 model calibrated on [-1, 4] predicts 7 for x=10).
     """
-    cal = calibration.x.astype(np.float64)
-    ev = evaluation.x.astype(np.float64)
+    several = len(evaluation.inputs) > 1
+    parts = []
+    for name, ev in evaluation.inputs.items():
+        cal = calibration.inputs.get(name)
+        if cal is None or ev.dtype.kind != "f":  # integer inputs (token ids) are not quantized
+            continue
+        span = _outside(cal.astype(np.float64), ev.astype(np.float64))
+        if span is not None:
+            parts.append((f"input {name}: " if several else "") + span)
+    if not parts:
+        return None
+    return "; ".join(parts) + (
+        ", and int8/int16x8 quantization clips them; calibrate on data that covers production inputs"
+    )
+
+
+def _outside(cal: Array, ev: Array) -> str | None:
     lo, hi = float(cal.min()), float(cal.max())
     elo, ehi = float(ev.min()), float(ev.max())
     tol = 0.01 * max(hi - lo, 1e-12)
@@ -298,6 +261,5 @@ def coverage_warning(calibration: Dataset, evaluation: Dataset) -> str | None:
     frac = float(np.mean(outside))
     return (
         f"calibration inputs span [{lo:.4g}, {hi:.4g}] but evaluation inputs span [{elo:.4g}, {ehi:.4g}]: "
-        f"{frac:.1%} of evaluation samples fall outside the calibration range, and int8/int16x8 quantization "
-        "clips them; calibrate on data that covers production inputs"
+        f"{frac:.1%} of evaluation samples fall outside the calibration range"
     )

@@ -4,7 +4,7 @@ sizes, weight statistics and latency."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from . import gate as gatemod
 from .data import Dataset
 from .measure import Runner, WeightStats, gzip_size, keras_weight_stats, speed, variables_weight_stats
 from .prepare import Context
+from .signature import Features, pick
 
 Array = np.ndarray[Any, Any]
 THROUGHPUT_BATCH = 32
@@ -28,7 +29,9 @@ class Evaluator:
 
     opt: Optimization
     evaluation: Dataset | None
-    sample: Array
+    output: str
+    """The model output the metric reads."""
+    sample: Features
     custom: Callable[[Any, Any], Any] | None
     saved_model: Any | None
     """The plain SavedModel input (its variables give the weight statistics when there is no tf-keras model)."""
@@ -42,6 +45,7 @@ class Evaluator:
         return cls(
             opt=ctx.opt,
             evaluation=ctx.data.evaluation,
+            output=ctx.output,
             sample=ctx.sample,
             custom=ctx.custom,
             saved_model=ctx.loaded.saved_model,
@@ -52,12 +56,12 @@ class Evaluator:
     def with_baseline(self, baseline: float | None) -> Evaluator:
         return dataclasses.replace(self, baseline=baseline)
 
-    def metric(self, y_pred: Array) -> float | None:
-        """The metric of predictions on the evaluation data (None without labelled evaluation data)."""
+    def metric(self, outputs: Mapping[str, Array]) -> float | None:
+        """The metric of a model's outputs on the evaluation data (None without labelled evaluation data)."""
         ev = self.evaluation
         if ev is None or ev.y is None:
             return None
-        return gatemod.compute(self.opt.metric, ev.y, y_pred, self.custom)
+        return gatemod.compute(self.opt.metric, ev.y, pick(outputs, self.output), self.custom)
 
     def measure(self, tflite: bytes, stats: WeightStats | None) -> Measurement:
         """Metric, drop, sizes and speed of a TFLite model."""
@@ -65,7 +69,7 @@ class Evaluator:
         metric = d = None
         if ev is not None:
             runner = Runner(tflite, batch_size=min(64, len(ev)), threads=self.threads)
-            metric = self.metric(runner(ev.x))
+            metric = self.metric(runner.run(ev.inputs))
             if metric is not None and self.baseline is not None:
                 d = gatemod.drop(self.baseline, metric, self.opt.metric, self.opt.gate)
         sp = speed(tflite, self.sample, threads=self.threads, max_seconds=self.speed_seconds)

@@ -3,6 +3,10 @@
 * ``linear``: the seed's y = 2x - 1, a Dense(1) model trained on x in [-1, 4]; held-out evaluation data in the same
   range, calibration data over [-1, 4], and a "wide" evaluation set reaching x = 10 that shows the calibration trap.
 * ``digits-mlp`` / ``digits-cnn``: sklearn's bundled 8x8 digits (ships in the wheel), stratified 80/20 split.
+* ``two-inputs``: a functional model with two inputs and two outputs, saved as ``.keras``: ``first`` takes the top
+  half of a digit (4x8 pixels), ``second`` the bottom half; ``digit`` is the class (softmax), ``parity`` whether it
+  is odd (sigmoid). The data names its arrays ``top``, ``bottom``, ``y`` (and ``odd``), mapped to the inputs with
+  ``DataRef.inputs``; the metric reads ``digit``.
 
 Each example is written under ``ROOT/CLAIM/NAME/`` so it can be addressed as ``pvc://CLAIM/NAME/...`` with
 ``--pvc-root ROOT`` (data URIs in the API need a scheme), and comes with a ready :class:`Optimization`.
@@ -33,7 +37,7 @@ from ..api.optimization import (
 )
 from . import tfenv
 
-NAMES = ("linear", "digits-mlp", "digits-cnn")
+NAMES = ("linear", "digits-mlp", "digits-cnn", "two-inputs")
 DEFAULT_CLAIM = "examples"
 
 
@@ -57,8 +61,17 @@ class Example:
     def uri(self, path: Path) -> str:
         return f"pvc://{self.claim}/{path.relative_to(self.root / self.claim).as_posix()}"
 
-    def data_ref(self, role: str, *, labels: str | None = "y", samples: int | None = None) -> DataRef:
-        return DataRef(uri=self.uri(self.files[role]), format=DataFormat.NPZ, labels=labels, samples=samples)
+    def data_ref(
+        self,
+        role: str,
+        *,
+        labels: str | None = "y",
+        samples: int | None = None,
+        inputs: dict[str, str] | None = None,
+    ) -> DataRef:
+        return DataRef(
+            uri=self.uri(self.files[role]), format=DataFormat.NPZ, labels=labels, samples=samples, inputs=inputs
+        )
 
 
 def _dir(root: Path, claim: str, name: str) -> Path:
@@ -68,8 +81,9 @@ def _dir(root: Path, claim: str, name: str) -> Path:
 
 
 def _save(model: Any, path: Path) -> None:
+    options = {} if path.suffix == ".keras" else {"include_optimizer": False}  # .keras: the optimizer is not saved
     with tfenv.quiet_native_stderr():
-        model.save(str(path), include_optimizer=False)
+        model.save(str(path), **options)
 
 
 def linear(root: Path, *, claim: str = DEFAULT_CLAIM, seed: int = 0, epochs: int = 60) -> Example:
@@ -116,6 +130,18 @@ def _digits(seed: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.n
     x = (x / 16.0).astype(np.float32)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y.astype(np.int64), test_size=0.2, stratify=y, random_state=seed)
     return x_tr, x_te, y_tr, y_te
+
+
+def _prune_then_int8(sparsity: float, *, epochs: int) -> list[OptimizationStep]:
+    """Magnitude pruning fine-tuned at a learning rate of 1e-3, then full int8."""
+    return [
+        OptimizationStep(
+            type=StepType.PRUNE,
+            prune=PruneParams(target_sparsity=sparsity),
+            fine_tune=FineTune(epochs=epochs, learning_rate=1e-3),
+        ),
+        OptimizationStep(type=StepType.QUANTIZE, quantize=QuantizeParams(mode=QuantizeMode.INT8)),
+    ]
 
 
 def digits(
@@ -167,14 +193,7 @@ def digits(
     np.savez(files["calibration"], x=x_tr[:300])
     ex = Example(name=name, root=Path(root), claim=claim, model=model_path, files=files)
     opt = Optimization(
-        steps=[
-            OptimizationStep(
-                type=StepType.PRUNE,
-                prune=PruneParams(target_sparsity=0.8),
-                fine_tune=FineTune(epochs=4, learning_rate=1e-3),
-            ),
-            OptimizationStep(type=StepType.QUANTIZE, quantize=QuantizeParams(mode=QuantizeMode.INT8)),
-        ],
+        steps=_prune_then_int8(0.8, epochs=4),
         data=OptimizationData(
             calibration=ex.data_ref("calibration", labels=None),
             evaluation=ex.data_ref("eval"),
@@ -186,10 +205,64 @@ def digits(
     return Example(name=name, root=ex.root, claim=claim, model=model_path, files=files, optimization=opt)
 
 
+TWO_INPUTS = {"first": "top", "second": "bottom"}
+"""The two-input example's DataRef.inputs: model input -> npz array."""
+
+
+def two_inputs(root: Path, *, claim: str = DEFAULT_CLAIM, seed: int = 0, epochs: int = 30) -> Example:
+    """Train the two-input, two-output digits model (top and bottom halves -> digit and parity); write
+    model.keras and train/eval/calibration .npz with arrays top, bottom, y, odd."""
+    t = tfenv.load()
+    keras = t.keras
+    keras.utils.set_random_seed(seed)
+    d = _dir(root, claim, "two-inputs")
+    x_tr, x_te, y_tr, y_te = _digits(seed)
+    layers = keras.layers
+    first = layers.Input((32,), name="first")
+    second = layers.Input((32,), name="second")
+    h = layers.Concatenate()([layers.Dense(64, activation="relu")(first), layers.Dense(64, activation="relu")(second)])
+    h = layers.Dense(128, activation="relu")(h)
+    digit = layers.Dense(10, activation="softmax", name="digit")(h)
+    parity = layers.Dense(1, activation="sigmoid", name="parity")(h)
+    model = keras.Model([first, second], [digit, parity], name="two_inputs")
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss={"digit": "sparse_categorical_crossentropy", "parity": "binary_crossentropy"},
+    )
+    model.fit(
+        [x_tr[:, :32], x_tr[:, 32:]],
+        {"digit": y_tr, "parity": (y_tr % 2).astype(np.float32)},
+        epochs=epochs,
+        batch_size=32,
+        shuffle=True,
+        verbose=0,
+    )
+    model_path = d / "model.keras"
+    _save(model, model_path)
+    files = {"train": d / "train.npz", "eval": d / "eval.npz", "calibration": d / "calibration.npz"}
+    for role, x, y in (("train", x_tr, y_tr), ("eval", x_te, y_te)):
+        np.savez(files[role], top=x[:, :32], bottom=x[:, 32:], y=y, odd=y % 2)
+    np.savez(files["calibration"], top=x_tr[:300, :32], bottom=x_tr[:300, 32:])
+    ex = Example(name="two-inputs", root=Path(root), claim=claim, model=model_path, files=files)
+    opt = Optimization(
+        steps=_prune_then_int8(0.5, epochs=3),
+        data=OptimizationData(
+            calibration=ex.data_ref("calibration", labels=None, inputs=TWO_INPUTS),
+            evaluation=ex.data_ref("eval", inputs=TWO_INPUTS),
+            fine_tune=ex.data_ref("train", inputs=TWO_INPUTS),
+        ),
+        metric=Metric(type=MetricType.ACCURACY, output="digit"),
+        gate=Gate(max_drop=0.02),
+    )
+    return Example(name=ex.name, root=ex.root, claim=claim, model=model_path, files=files, optimization=opt)
+
+
 def make(name: str, root: Path, *, claim: str = DEFAULT_CLAIM, seed: int = 0) -> Example:
     """One of NAMES."""
     if name == "linear":
         return linear(root, claim=claim, seed=seed)
     if name in ("digits-mlp", "digits-cnn"):
         return digits(root, name.split("-", 1)[1], claim=claim, seed=seed)
+    if name == "two-inputs":
+        return two_inputs(root, claim=claim, seed=seed)
     raise ValueError(f"unknown example {name!r}; choose from {', '.join(NAMES)}")

@@ -10,7 +10,7 @@ import io
 import re
 import tarfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import OptimizeError
+from .signature import Signature, TensorInfo, bind, count, rows
 from .tfenv import quiet_native_stderr
 
 Array = np.ndarray[Any, Any]
@@ -96,16 +97,40 @@ def interpreter(content: bytes, threads: int = 1) -> Any:
     return it
 
 
-def tflite_io(content: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(input details, output details) of a one-input, one-output TFLite model."""
-    it = interpreter(content)
-    inputs, outputs = it.get_input_details(), it.get_output_details()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise OptimizeError(
-            f"the TFLite model has {len(inputs)} inputs and {len(outputs)} outputs; "
-            "the optimizer handles models with one input and one output"
+def signature_details(it: Any) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]:
+    """Named (input, output) details: the default signature's keys, as the server names them (their tensor
+    indices are the interpreter's), else the tensor names without the ``serving_default_`` prefix and ``:N``."""
+    sigs = it.get_signature_list()
+    if sigs:
+        key = "serving_default" if "serving_default" in sigs else sorted(sigs)[0]
+        runner = it.get_signature_runner(key)
+        ins, outs = runner.get_input_details(), runner.get_output_details()
+        return (
+            [(n, dict(ins[n])) for n in sigs[key]["inputs"]],
+            [(n, dict(outs[n])) for n in sigs[key]["outputs"]],
         )
-    return dict(inputs[0]), dict(outputs[0])
+    return (
+        [(_clean(d["name"]), dict(d)) for d in it.get_input_details()],
+        [(_clean(d["name"]), dict(d)) for d in it.get_output_details()],
+    )
+
+
+def _clean(tensor_name: str) -> str:
+    return re.sub(r"^serving_default_", "", re.sub(r":\d+$", "", tensor_name))
+
+
+def _tensor_info(name: str, d: dict[str, Any]) -> TensorInfo:
+    dims = d.get("shape_signature")
+    dims = dims if dims is not None and len(dims) else d["shape"]
+    return TensorInfo(name, tuple(None if int(v) < 0 else int(v) for v in dims), np.dtype(d["dtype"]).name)
+
+
+def tflite_signature(content: bytes) -> Signature:
+    """The named inputs and outputs of a TFLite model."""
+    ins, outs = signature_details(interpreter(content))
+    return Signature(
+        inputs=tuple(_tensor_info(n, d) for n, d in ins), outputs=tuple(_tensor_info(n, d) for n, d in outs)
+    )
 
 
 def quantize_input(x: Array, detail: dict[str, Any]) -> Array:
@@ -130,54 +155,74 @@ def _dequantize_output(y: Array, detail: dict[str, Any]) -> Array:
 
 
 class Runner:
-    """Runs a TFLite model on float inputs (quantizing and dequantizing integer I/O), with a fixed batch size."""
+    """Runs a TFLite model on float inputs (quantizing and dequantizing integer I/O), with a fixed batch size.
+
+    Inputs and outputs are matched by their signature names (TFLite does not keep the Keras order)."""
 
     def __init__(self, content: bytes, batch_size: int = 1, threads: int = 1) -> None:
         self.content = content
         self.threads = threads
         self.interpreter = interpreter(content, threads)
-        inp = self.interpreter.get_input_details()
-        out = self.interpreter.get_output_details()
-        if len(inp) != 1 or len(out) != 1:
-            raise OptimizeError(
-                f"the TFLite model has {len(inp)} inputs and {len(out)} outputs; "
-                "the optimizer handles models with one input and one output"
-            )
-        self.input, self.output = dict(inp[0]), dict(out[0])
+        self._read_details()
         self.batch_size = 1
         if batch_size != 1:
             self.batch_size = self._resize(batch_size)
 
+    def _read_details(self) -> None:
+        ins, outs = signature_details(self.interpreter)
+        self.inputs: dict[str, dict[str, Any]] = dict(ins)
+        self.outputs: dict[str, dict[str, Any]] = dict(outs)
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.inputs)
+
     def _resize(self, batch_size: int) -> int:
-        shape = list(self.input["shape"])
-        if not shape or shape[0] == batch_size:
-            return int(shape[0]) if shape else 1
+        shapes = [list(d["shape"]) for d in self.inputs.values()]
+        if any(not shape for shape in shapes):
+            return 1
+        if all(shape[0] == batch_size for shape in shapes):
+            return batch_size
         try:
             with quiet_native_stderr():
-                self.interpreter.resize_tensor_input(self.input["index"], [batch_size, *shape[1:]], strict=True)
+                for d, shape in zip(self.inputs.values(), shapes, strict=True):
+                    self.interpreter.resize_tensor_input(d["index"], [batch_size, *shape[1:]], strict=True)
                 self.interpreter.allocate_tensors()
         except (RuntimeError, ValueError):
             self.interpreter = interpreter(self.content, self.threads)
+            self._read_details()
             return 1
-        self.input = dict(self.interpreter.get_input_details()[0])
-        self.output = dict(self.interpreter.get_output_details()[0])
+        self._read_details()
         return batch_size
 
-    def __call__(self, x: Array) -> Array:
-        """Outputs for a whole array, in batches (the last one padded)."""
+    def run(self, features: Mapping[str, Array]) -> dict[str, Array]:
+        """Every output for whole arrays of every input, in batches (the last one padded)."""
+        bound = bind(features, self.input_names, "the TFLite model")
         b = self.batch_size
-        out: list[Array] = []
-        for start in range(0, len(x), b):
-            chunk = x[start : start + b]
-            n = len(chunk)
-            if n < b:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)], axis=0)
-            self.interpreter.set_tensor(self.input["index"], quantize_input(chunk, self.input))
+        total = count(bound)
+        out: dict[str, list[Array]] = {name: [] for name in self.outputs}
+        for start in range(0, total, b):
+            chunk = rows(bound, slice(start, start + b))
+            n = count(chunk)
+            for name, d in self.inputs.items():
+                x = chunk[name]
+                if n < b:
+                    x = np.concatenate([x, np.repeat(x[-1:], b - n, axis=0)], axis=0)
+                self.interpreter.set_tensor(d["index"], quantize_input(x, d))
             self.interpreter.invoke()
-            out.append(_dequantize_output(self.interpreter.get_tensor(self.output["index"]), self.output)[:n])
-        if not out:
-            return np.zeros((0, *self.output["shape"][1:]), dtype=np.float32)
-        return np.concatenate(out, axis=0)
+            for name, d in self.outputs.items():
+                out[name].append(_dequantize_output(self.interpreter.get_tensor(d["index"]), d)[:n])
+        if total == 0:
+            return {name: np.zeros((0, *d["shape"][1:]), dtype=np.float32) for name, d in self.outputs.items()}
+        return {name: np.concatenate(parts, axis=0) for name, parts in out.items()}
+
+    def __call__(self, x: Array) -> Array:
+        """The output of a one-input, one-output model for a whole array."""
+        if len(self.inputs) != 1 or len(self.outputs) != 1:
+            raise OptimizeError(
+                f"the TFLite model has {len(self.inputs)} inputs and {len(self.outputs)} outputs: use Runner.run"
+            )
+        return next(iter(self.run({self.input_names[0]: x}).values()))
 
 
 @dataclass(frozen=True)
@@ -190,7 +235,7 @@ class Speed:
 
 def speed(
     content: bytes,
-    sample: Array,
+    sample: Mapping[str, Array],
     *,
     threads: int = 1,
     batch_size: int = 32,
@@ -198,36 +243,51 @@ def speed(
     max_runs: int = 300,
     max_seconds: float = 1.5,
 ) -> Speed:
-    """Single-sample latency (set input, invoke, read output) and batch throughput, after a warm-up."""
+    """Single-sample latency (set every input, invoke, read every output) and batch throughput, after a warm-up."""
     runner = Runner(content, batch_size=1, threads=threads)
-    it, inp, out = runner.interpreter, runner.input, runner.output
-    x = quantize_input(sample[:1], inp)
+    it = runner.interpreter
+    x = _feed(runner, sample, 1)
+    outputs = [d["index"] for d in runner.outputs.values()]
     for _ in range(5):
-        it.set_tensor(inp["index"], x)
-        it.invoke()
+        _invoke(it, x)
     times: list[float] = []
     deadline = time.perf_counter() + max_seconds
     while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() < deadline):
         t0 = time.perf_counter_ns()
-        it.set_tensor(inp["index"], x)
-        it.invoke()
-        it.get_tensor(out["index"])
+        _invoke(it, x)
+        for index in outputs:
+            it.get_tensor(index)
         times.append((time.perf_counter_ns() - t0) / 1e6)
     p50, p95 = (float(v) for v in np.percentile(times, [50, 95]))
     throughput: float | None = None
     batch = Runner(content, batch_size=batch_size, threads=threads)
     if batch.batch_size == batch_size:
-        xb = quantize_input(np.repeat(sample[:1], batch_size, axis=0), batch.input)
+        xb = _feed(batch, sample, batch_size)
         bit = batch.interpreter
-        bit.set_tensor(batch.input["index"], xb)
-        bit.invoke()
+        batch_outputs = [d["index"] for d in batch.outputs.values()]
+        _invoke(bit, xb)
         n = 0
         begin = time.perf_counter()
         deadline = begin + max_seconds / 2
         while n < 3 or (time.perf_counter() < deadline and n < max_runs):
-            bit.set_tensor(batch.input["index"], xb)
-            bit.invoke()
-            bit.get_tensor(batch.output["index"])
+            _invoke(bit, xb)
+            for index in batch_outputs:
+                bit.get_tensor(index)
             n += 1
         throughput = n * batch_size / (time.perf_counter() - begin)
     return Speed(p50_ms=p50, p95_ms=p95, throughput_per_s=throughput, runs=len(times))
+
+
+def _feed(runner: Runner, sample: Mapping[str, Array], batch_size: int) -> list[tuple[int, Array]]:
+    """(tensor index, quantized rows): the sample's first row repeated to the batch size, for every input."""
+    bound = bind(sample, runner.input_names, "the TFLite model")
+    return [
+        (d["index"], quantize_input(np.repeat(bound[name][:1], batch_size, axis=0), d))
+        for name, d in runner.inputs.items()
+    ]
+
+
+def _invoke(it: Any, feed: list[tuple[int, Array]]) -> None:
+    for index, x in feed:
+        it.set_tensor(index, x)
+    it.invoke()

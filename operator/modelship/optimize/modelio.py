@@ -18,7 +18,9 @@ import numpy as np
 from ..api.source import ModelFormat
 from . import tfenv
 from .errors import OptimizeError, first_line
+from .signature import Features, Signature, TensorInfo, count, keras_inputs, rows
 
+Array = np.ndarray[Any, Any]
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
 TFLITE_IDENTIFIER = b"TFL3"
@@ -174,17 +176,14 @@ class LoadedModel:
     """The input model, loaded."""
 
     info: ModelInfo
+    signature: Signature
+    """Named inputs and outputs (tf-keras names, or the serving signature's keys)."""
     keras: Any | None = None
     """tf-keras model (None for SavedModel-only and TFLite inputs)."""
     saved_model: Any | None = None
     """tf.saved_model.load() result when there is no tf-keras model."""
     tflite: bytes | None = None
     """The bytes of a .tflite input."""
-    input_shape: tuple[int | None, ...] = ()
-    """Input shape including the batch dimension."""
-    output_shape: tuple[int | None, ...] = ()
-    """Output shape including the batch dimension."""
-    input_dtype: str = "float32"
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -196,18 +195,20 @@ class LoadedModel:
     def path(self) -> Path:
         return self.info.path
 
-    def predict(self, x: np.ndarray[Any, Any], batch_size: int = 256) -> np.ndarray[Any, Any]:
-        """Outputs of the original model (not a TFLite conversion)."""
+    def predict(self, x: Features, batch_size: int = 256) -> dict[str, Array]:
+        """Outputs of the original model (not a TFLite conversion), by output name."""
         if self.keras is not None:
-            return np.asarray(self.keras.predict(x, batch_size=batch_size, verbose=0))
+            out = self.keras.predict(keras_inputs(x), batch_size=batch_size, verbose=0)
+            arrays = out if isinstance(out, list) else [out]
+            return {name: np.asarray(a) for name, a in zip(self.signature.output_names, arrays, strict=True)}
         if self.saved_model is not None:
             fn = self.saved_model.signatures["serving_default"]
-            name = next(iter(fn.structured_input_signature[1]))
-            outs = []
-            for start in range(0, len(x), batch_size):
-                result = fn(**{name: x[start : start + batch_size]})
-                outs.append(next(iter(result.values())).numpy())
-            return np.concatenate(outs, axis=0)
+            parts: dict[str, list[Array]] = {name: [] for name in self.signature.output_names}
+            for start in range(0, count(x), batch_size):
+                result = fn(**rows(x, slice(start, start + batch_size)))
+                for name in parts:
+                    parts[name].append(result[name].numpy())
+            return {name: np.concatenate(p, axis=0) for name, p in parts.items()}
         raise OptimizeError("a .tflite input has no original model to evaluate besides itself")
 
 
@@ -216,48 +217,47 @@ def _shape(value: Any) -> tuple[int | None, ...]:
 
 
 def load_model(info: ModelInfo) -> LoadedModel:
-    """Load an inspected model with TensorFlow."""
-    loaded = LoadedModel(info=info, notes=list(info.notes))
+    """Load an inspected model with TensorFlow (a .tflite input with the LiteRT interpreter only)."""
     if info.format == ModelFormat.TFLITE:
-        from .measure import tflite_io
+        from .measure import tflite_signature
 
-        loaded.tflite = info.path.read_bytes()
+        content = info.path.read_bytes()
         try:
-            inp, out = tflite_io(loaded.tflite)
+            signature = tflite_signature(content)
         except Exception as exc:
             raise OptimizeError(f"{info.path}: not a valid TFLite model ({first_line(exc)})") from None
-        loaded.input_shape, loaded.output_shape = _shape(inp["shape"]), _shape(out["shape"])
-        loaded.input_dtype = np.dtype(inp["dtype"]).name
-        return loaded
+        return LoadedModel(info=info, signature=signature, tflite=content, notes=list(info.notes))
     t = tfenv.load()
+    keras_model = None
     if info.format in (ModelFormat.H5, ModelFormat.KERAS) or (info.path / "keras_metadata.pb").is_file():
-        loaded.keras = _load_keras(t, info)
-    if loaded.keras is None:
-        loaded.saved_model = _load_saved_model(t, info.path)
-        loaded.notes.append(PTQ_ONLY_NOTE)
-        fn = loaded.saved_model.signatures["serving_default"]
-        inputs = fn.structured_input_signature[1]
-        outputs = fn.structured_outputs
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise OptimizeError(
-                f"{info.path}: the serving_default signature has {len(inputs)} inputs and {len(outputs)} outputs; "
-                "the optimizer handles models with one input and one output"
-            )
-        spec = next(iter(inputs.values()))
-        loaded.input_shape = _shape(spec.shape)
-        loaded.input_dtype = spec.dtype.name
-        loaded.output_shape = _shape(next(iter(outputs.values())).shape)
-        return loaded
-    model = loaded.keras
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise OptimizeError(
-            f"{info.path}: the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-            "the optimizer handles models with one input and one output"
+        keras_model = _load_keras(t, info)
+    if keras_model is None:
+        saved = _load_saved_model(t, info.path)
+        fn = saved.signatures["serving_default"]
+        inputs = tuple(
+            TensorInfo(name, _shape(spec.shape), spec.dtype.name)
+            for name, spec in fn.structured_input_signature[1].items()
         )
-    loaded.input_shape = _shape(model.inputs[0].shape)
-    loaded.output_shape = _shape(model.outputs[0].shape)
-    loaded.input_dtype = model.inputs[0].dtype.name
-    return loaded
+        outputs = tuple(
+            TensorInfo(name, _shape(spec.shape), spec.dtype.name) for name, spec in fn.structured_outputs.items()
+        )
+        return LoadedModel(
+            info=info,
+            signature=Signature(inputs, outputs),
+            saved_model=saved,
+            notes=[*info.notes, PTQ_ONLY_NOTE],
+        )
+    signature = Signature(
+        inputs=tuple(
+            TensorInfo(name, _shape(tensor.shape), tensor.dtype.name)
+            for name, tensor in zip(keras_model.input_names, keras_model.inputs, strict=True)
+        ),
+        outputs=tuple(
+            TensorInfo(name, _shape(tensor.shape), tensor.dtype.name)
+            for name, tensor in zip(keras_model.output_names, keras_model.outputs, strict=True)
+        ),
+    )
+    return LoadedModel(info=info, signature=signature, keras=keras_model, notes=list(info.notes))
 
 
 def _load_keras(t: tfenv.TF, info: ModelInfo) -> Any:

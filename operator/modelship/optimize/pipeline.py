@@ -100,7 +100,7 @@ def _run(request: Request, progress: Progress, work: Path, context: dict[str, An
         steps=_mark_shipped(search.reports, shipped),
         result=shipped.report.measurement if shipped is not None else Measurement(),
         calibration_warnings=calibration_warnings(ctx),
-        notes=_unique(ctx.notes + search.notes + ctx.data.notes),
+        notes=_unique(ctx.notes + baseline.notes + search.notes + ctx.data.notes),
         environment=tfenv.versions(),
         strategy=opt.strategy.value if opt.enabled else "Disabled",
         objective=opt.objective.value if opt.enabled and opt.strategy == Strategy.AUTO else None,
@@ -108,6 +108,9 @@ def _run(request: Request, progress: Progress, work: Path, context: dict[str, An
         baseline_tflite_metric=baseline.tflite_measurement.metric,
         source_gzip_bytes=path_sizes(fetched.path)[1],
         export_format=opt.export.format.value,
+        inputs=ctx.loaded.signature.input_names,
+        outputs=ctx.loaded.signature.output_names,
+        metric_output=ctx.output if baseline.metric is not None else None,
         seconds=round(time.monotonic() - started, 3),
     )
     outputs.write_report(request.out_dir, report)

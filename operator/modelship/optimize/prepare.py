@@ -18,12 +18,13 @@ from ..api.source import ModelFormat
 from . import data as datamod
 from . import gate as gatemod
 from . import modelio, tfenv
+from .conversion import representative
 from .errors import OptimizeError
 from .progress import Progress
 from .request import Request
-from .techniques import TrainingSetup, choose_loss, representative
+from .signature import Features, TensorInfo, rows
+from .techniques import TrainingSetup, choose_loss
 
-Array = np.ndarray[Any, Any]
 CALIBRATION_SAMPLES = 200
 """Calibration samples when no quantize step says how many."""
 
@@ -55,9 +56,11 @@ class Context:
     tf: tfenv.TF | None
     """TensorFlow (None for a .tflite input, which is served as is)."""
     data: Datasets
-    sample: Array
+    output: str
+    """The model output the metric reads (and fine-tuning trains)."""
+    sample: Features
     """One input row for latency measurements (and one-shot pruning masks)."""
-    calibration_sample: Array | None
+    calibration_sample: Features | None
     """The representative rows int8/int16x8 calibration sees (None without calibration data)."""
     setup: TrainingSetup | None
     """How to fine-tune (None without fine-tuning data or a trainable model)."""
@@ -89,17 +92,25 @@ def prepare(request: Request, info: modelio.ModelInfo, work: Path, progress: Pro
     loaded = modelio.load_model(info)
     if loaded.ptq_only and opt.enabled and opt.export.format == ExportFormat.SAVEDMODEL:
         raise OptimizeError(f"{info.path}: {modelio.PTQ_ONLY_NOTE}; use export.format tflite")
-    conform_data(data, loaded, opt)
+    output = metric_output(loaded, data, opt)
+    conform_data(data, loaded, output, opt)
     notes = list(loaded.notes)
-    setup = training_setup(t, loaded, data, opt)
+    setup = training_setup(t, loaded, data, output, opt)
     if setup is not None:
         notes.append(f"fine-tuning loss: {setup.loss_name}")
+        others = [name for name in loaded.signature.output_names if name != output.name]
+        if others:
+            notes.append(
+                f"fine-tuning trains the {output.name} output against the labels; "
+                f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} neither trained nor gated"
+            )
     return Context(
         request=request,
         progress=progress,
         loaded=loaded,
         tf=t,
         data=data,
+        output=output.name,
         sample=first_sample(data, loaded),
         calibration_sample=calibration_sample(data, opt),
         setup=setup,
@@ -130,42 +141,55 @@ def load_data(request: Request, work: Path, progress: Progress) -> Datasets:
     return Datasets(calibration=calibration, evaluation=evaluation, fine_tune=fine_tune)
 
 
-def conform_data(data: Datasets, loaded: modelio.LoadedModel, opt: Optimization) -> None:
-    """Reshape features to the model's input and check labels against its output (clear errors otherwise)."""
+def metric_output(loaded: modelio.LoadedModel, data: Datasets, opt: Optimization) -> TensorInfo:
+    """The output metric.output names, or the only one; a model with several outputs and data to score or train
+    on needs metric.output."""
+    outputs = loaded.signature.outputs
+    if opt.metric.output is not None or len(outputs) == 1 or data.evaluation or data.fine_tune:
+        return loaded.signature.output(opt.metric.output)
+    return outputs[0]  # nothing is scored or trained
+
+
+def conform_data(data: Datasets, loaded: modelio.LoadedModel, output: TensorInfo, opt: Optimization) -> None:
+    """Match the data to the model's inputs and check labels against the metric's output (clear errors)."""
     for ds in data.present():
-        datamod.conform(ds, loaded.input_shape, loaded.input_dtype)
+        datamod.conform(ds, loaded.signature.inputs)
         if ds.role != "calibration":
-            datamod.check_labels(ds, loaded.output_shape, opt.metric.type)
+            datamod.check_labels(ds, output.shape, opt.metric.type)
 
 
-def calibration_sample(data: Datasets, opt: Optimization) -> Array | None:
+def calibration_sample(data: Datasets, opt: Optimization) -> Features | None:
     """The rows the first quantize step calibrates on."""
     if data.calibration is None:
         return None
     quant = [s.quantize for s in opt.steps if s.quantize is not None]
     n = quant[0].representative_samples if quant else CALIBRATION_SAMPLES
-    return representative(data.calibration.x, n)
+    return representative(data.calibration.inputs, n)
 
 
-def first_sample(data: Datasets, loaded: modelio.LoadedModel) -> Array:
-    """The first row of the evaluation, calibration or fine-tuning data; zeros of the input shape without data."""
+def first_sample(data: Datasets, loaded: modelio.LoadedModel) -> Features:
+    """The first row of the evaluation, calibration or fine-tuning data; zeros of the input shapes without data."""
     for ds in (data.evaluation, data.calibration, data.fine_tune):
         if ds is not None:
-            return ds.x[:1]
-    shape = tuple(1 if d is None else d for d in loaded.input_shape[1:])
-    return np.zeros((1, *shape), dtype=np.float32)
+            return rows(ds.inputs, slice(0, 1))
+    return {
+        t.name: np.zeros((1, *(1 if d is None else d for d in t.shape[1:])), dtype=np.dtype(t.dtype))
+        for t in loaded.signature.inputs
+    }
 
 
 def training_setup(
-    t: tfenv.TF | None, loaded: modelio.LoadedModel, data: Datasets, opt: Optimization
+    t: tfenv.TF | None, loaded: modelio.LoadedModel, data: Datasets, output: TensorInfo, opt: Optimization
 ) -> TrainingSetup | None:
     """The fine-tuning loss for the metric, the labels and what the model outputs."""
     ft = data.fine_tune
     if ft is None or loaded.keras is None or t is None or ft.y is None:
         return None
-    outputs = loaded.predict(ft.x[:64])
+    outputs = loaded.predict(rows(ft.inputs, slice(0, 64)))[output.name]
     loss, loss_name = choose_loss(t, opt.metric, ft.y, outputs)
-    return TrainingSetup(data=ft, loss=loss, loss_name=loss_name)
+    names = loaded.signature.output_names
+    index = names.index(output.name) if len(names) > 1 else None
+    return TrainingSetup(data=ft, loss=loss, loss_name=loss_name, output_index=index)
 
 
 def calibration_warnings(ctx: Context) -> list[str]:
@@ -173,6 +197,6 @@ def calibration_warnings(ctx: Context) -> list[str]:
     cal, ev = ctx.data.calibration, ctx.data.evaluation
     if cal is None or ev is None or ctx.calibration_sample is None:
         return []
-    used = datamod.Dataset(role="calibration", uri=cal.uri, x=ctx.calibration_sample)
+    used = datamod.Dataset(role="calibration", uri=cal.uri, inputs=ctx.calibration_sample)
     warning = datamod.coverage_warning(used, ev)
     return [warning] if warning else []

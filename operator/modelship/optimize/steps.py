@@ -3,25 +3,25 @@ or QAT) to TFLite; and ``strategy: Steps``, the steps in the order written, each
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, NamedTuple
-
-import numpy as np
+from typing import NamedTuple
 
 from ..api.optimization import FineTune, OptimizationStep, QuantizeMode, QuantizeParams, StepType
 from ..api.report import Measurement, StepReport
 from . import modelio
+from .conversion import convert, representative
 from .errors import OptimizeError, first_line
 from .evaluate import Evaluator
 from .prepare import Context
 from .progress import Task
-from .techniques import TrainingSetup, cluster, convert, low_rank, prune, qat, representative
+from .signature import Features, count
+from .techniques import TrainingSetup, cluster, low_rank, prune, qat
 from .tfenv import TF
 from .variants import Search, State, Variant, tflite_of
 
-Array = np.ndarray[Any, Any]
 QAT_DEFAULT = FineTune(epochs=2, learning_rate=1e-4, batch_size=32)
 
 
@@ -87,10 +87,7 @@ class StepRunner:
         self.t.keras.utils.set_random_seed(self.ctx.request.seed)
         setup = self.ctx.setup
         if setup is not None and task is not None:
-            setup = TrainingSetup(
-                data=setup.data, loss=setup.loss, loss_name=setup.loss_name,
-                on_epoch=lambda e, n: task.advance(f"epoch {e}/{n}"),
-            )  # fmt: skip
+            setup = dataclasses.replace(setup, on_epoch=lambda e, n: task.advance(f"epoch {e}/{n}"))
         if step.type == StepType.QUANTIZE:
             return self._quantize(step, step.quantize or QuantizeParams(), state, setup)
         return self._float_step(step, state, setup)
@@ -131,7 +128,7 @@ class StepRunner:
     ) -> StepOutcome:
         """Quantize to TFLite: QAT when asked and possible (else a post-training fallback), or post-training."""
         cal = self.ctx.data.calibration
-        rep = representative(cal.x, params.representative_samples) if cal is not None else None
+        rep = representative(cal.inputs, params.representative_samples) if cal is not None else None
         fallback = QuantizeMode.INT8 if rep is not None else QuantizeMode.DYNAMIC
         mode = params.mode
         notes: list[str] = []
@@ -152,12 +149,13 @@ class StepRunner:
         res = qat(
             self.t, state.keras, setup, step.fine_tune or QAT_DEFAULT, pruned=state.pruned, clustered=state.clustered
         )
-        tfl = convert(self.t, keras_model=res.model, mode=QuantizeMode.QAT)
+        names = self.ctx.loaded.signature.output_names
+        tfl = convert(self.t, keras_model=res.model, mode=QuantizeMode.QAT, output_names=names)
         new = State(keras=None, tflite=tfl, stats_model=res.model, pruned=state.pruned, clustered=state.clustered)
         return StepOutcome(state=new, fine_tuned=True, notes=res.notes, skipped=False)
 
     def _post_training(
-        self, mode: QuantizeMode, params: QuantizeParams, state: State, rep: Array | None, notes: list[str]
+        self, mode: QuantizeMode, params: QuantizeParams, state: State, rep: Features | None, notes: list[str]
     ) -> StepOutcome:
         """The TFLite converter's post-training quantization (per tensor after prune/cluster, so zeros and shared
         values stay few distinct integers)."""
@@ -175,7 +173,7 @@ class StepRunner:
         else:
             tfl = convert(t, saved_model_dir=self.ctx.loaded.path, mode=mode, params=params, calibration=rep)
         if rep is not None and mode in (QuantizeMode.INT8, QuantizeMode.INT16X8):
-            notes.append(f"calibrated on {len(rep)} samples")
+            notes.append(f"calibrated on {count(rep)} samples")
         stats_model = state.stats_model if state.stats_model is not None else state.keras
         notes.append("parameter statistics are of the float weights before quantization")
         new = State(keras=None, tflite=tfl, stats_model=stats_model, pruned=state.pruned, clustered=state.clustered)

@@ -8,10 +8,8 @@ from __future__ import annotations
 import copy
 import math
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,12 +23,11 @@ from ..api.optimization import (
     MetricType,
     PruneParams,
     PruningSchedule,
-    QuantizeMode,
-    QuantizeParams,
 )
 from .data import Dataset
 from .errors import OptimizeError, first_line
-from .tfenv import TF, quiet_native_stderr
+from .signature import Features, keras_inputs, rows
+from .tfenv import TF
 
 Array = np.ndarray[Any, Any]
 
@@ -62,6 +59,9 @@ class TrainingSetup:
     loss: Any
     loss_name: str
     on_epoch: Callable[[int, int], None] | None = None
+    output_index: int | None = None
+    """The position of the output the labels train, when the model has several (the others get no loss). By
+    position: wrapping layers (prune_low_magnitude_*, quant_*) renames a model's outputs."""
 
 
 def outputs_are_probabilities(outputs: Array) -> bool:
@@ -107,10 +107,15 @@ def fine_tune(t: TF, model: Any, setup: TrainingSetup, ft: FineTune, callbacks: 
     """Compile (Adam) and fit on the fine-tuning data."""
     if setup.data.y is None:
         raise OptimizeError(f"{setup.data.label}: fine-tuning needs labels")
-    model.compile(optimizer=t.keras.optimizers.Adam(ft.learning_rate), loss=setup.loss)
+    loss: Any = setup.loss
+    y: Any = setup.data.y
+    if setup.output_index is not None:
+        name = model.output_names[setup.output_index]
+        loss, y = {name: loss}, {name: y}
+    model.compile(optimizer=t.keras.optimizers.Adam(ft.learning_rate), loss=loss)
     model.fit(
-        setup.data.x,
-        setup.data.y,
+        keras_inputs(setup.data.inputs),
+        y,
         batch_size=ft.batch_size,
         epochs=ft.epochs,
         shuffle=True,
@@ -167,7 +172,9 @@ def _wrappers(model: Any, cls: type) -> list[Any]:
 # --------------------------------------------------------------------------------------------- prune
 
 
-def prune(t: TF, model: Any, p: PruneParams, setup: TrainingSetup | None, ft: FineTune | None, sample: Array) -> Result:
+def prune(
+    t: TF, model: Any, p: PruneParams, setup: TrainingSetup | None, ft: FineTune | None, sample: Features
+) -> Result:
     """Magnitude pruning with tfmot.sparsity.keras.prune_low_magnitude (unstructured or 2:4), then strip_pruning."""
     sparsity = t.tfmot.sparsity.keras
     notes: list[str] = []
@@ -224,14 +231,14 @@ def prune(t: TF, model: Any, p: PruneParams, setup: TrainingSetup | None, ft: Fi
     return Result(model=stripped, fine_tuned=training, notes=notes)
 
 
-def _one_shot_masks(t: TF, pm: Any, sample: Array) -> None:
+def _one_shot_masks(t: TF, pm: Any, sample: Features) -> None:
     """Compute the pruning masks once without training: step 0, one forward pass in training mode, apply masks."""
     from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
     layers = _wrappers(pm, pruning_wrapper.PruneLowMagnitude)
     for layer in layers:
         layer.pruning_step.assign(0)
-    pm(sample[:1], training=True)
+    pm(keras_inputs(rows(sample, slice(0, 1))), training=True)
     for layer in layers:
         layer.pruning_obj.weight_mask_op()
 
@@ -393,66 +400,3 @@ def qat(t: TF, model: Any, setup: TrainingSetup, ft: FineTune, *, pruned: bool, 
         qm = q.quantize_apply(annotated, scheme) if scheme is not None else q.quantize_apply(annotated)
     fine_tune(t, qm, setup, ft)
     return Result(model=qm, fine_tuned=True, notes=notes)
-
-
-# --------------------------------------------------------------------------------------------- conversion
-
-
-def representative(x: Array, n: int) -> Array:
-    """Evenly spaced samples over the whole set (sorted data keeps its ends)."""
-    n = max(1, min(n, len(x)))
-    idx = np.unique(np.linspace(0, len(x) - 1, n).round().astype(np.int64))
-    return x[idx]
-
-
-def convert(
-    t: TF,
-    *,
-    keras_model: Any | None = None,
-    saved_model_dir: Path | None = None,
-    mode: QuantizeMode | None = None,
-    params: QuantizeParams | None = None,
-    calibration: Array | None = None,
-    per_tensor: str | None = None,
-) -> bytes:
-    """Convert with tf.lite.TFLiteConverter: float32 (mode None) or post-training quantization / QAT export.
-
-    ``per_tensor``: "dense" quantizes Dense kernels per tensor, "all" every kernel (by default kernels are
-    quantized per output channel, which maps one shared cluster value to a different integer in every row).
-    """
-    tf = t.tf
-    if keras_model is not None:
-        c = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    elif saved_model_dir is not None:
-        c = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-    else:
-        raise ValueError("convert needs a model")
-    if mode is not None:
-        c.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == QuantizeMode.FLOAT16:
-        c.target_spec.supported_types = [tf.float16]
-    elif mode in (QuantizeMode.INT8, QuantizeMode.INT16X8):
-        if calibration is None or len(calibration) == 0:
-            raise OptimizeError(f"{mode.value} quantization needs calibration data (data.calibration)")
-        rep = calibration.astype(np.float32, copy=False)
-        c.representative_dataset = lambda: ([rep[i : i + 1]] for i in range(len(rep)))
-        if mode == QuantizeMode.INT16X8:
-            c.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
-                tf.lite.OpsSet.TFLITE_BUILTINS,
-            ]
-        elif params is not None and params.integer_only:
-            c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            c.inference_input_type = tf.int8
-            c.inference_output_type = tf.int8
-    if per_tensor is not None and mode in (QuantizeMode.DYNAMIC, QuantizeMode.INT8, QuantizeMode.INT16X8):
-        if per_tensor == "all":
-            c._experimental_disable_per_channel = True
-        c._experimental_disable_per_channel_quantization_for_dense_layers = True
-    try:
-        with quiet_native_stderr(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return bytes(c.convert())
-    except Exception as exc:
-        what = mode.value if mode is not None else "float32"
-        raise OptimizeError(f"TFLite conversion ({what}) failed: {first_line(exc)}") from None

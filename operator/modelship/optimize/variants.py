@@ -7,8 +7,8 @@ from typing import Any, NamedTuple
 
 from ..api.report import StepReport
 from . import gate as gatemod
+from .conversion import convert
 from .modelio import LoadedModel
-from .techniques import convert
 from .tfenv import TF
 
 

@@ -1,0 +1,155 @@
+"""TFLite conversion with tf.lite.TFLiteConverter: float32, post-training quantization (dynamic, float16, int8,
+int16x8, calibrated on representative rows) and the QAT export; the TFLite signature keeps the original model's
+input and output names."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..api.optimization import QuantizeMode, QuantizeParams
+from .errors import OptimizeError, first_line
+from .signature import Features, count, rows
+from .tfenv import TF, quiet_native_stderr
+
+STATIC_BATCH_ERROR = "element_shape to be static"
+"""The converter's error for recurrent layers (LSTM, GRU) traced with an unknown batch size."""
+STATIC_BATCH_NOTE = (
+    "the TFLite converter needs a static batch size for this model's recurrent layers: it is converted with "
+    "batch size 1, so the server takes one row per request"
+)
+
+
+def representative(x: Features, n: int) -> Features:
+    """Evenly spaced samples over the whole set (sorted data keeps its ends), the same rows of every input."""
+    n = max(1, min(n, count(x)))
+    idx = np.unique(np.linspace(0, count(x) - 1, n).round().astype(np.int64))
+    return rows(x, idx)
+
+
+def _calibration_samples(calibration: Features) -> Callable[[], Any]:
+    """The converter's representative_dataset: one row at a time, a list for one input, by name for several."""
+    arrays = {name: a.astype(np.float32, copy=False) if a.dtype.kind == "f" else a for name, a in calibration.items()}
+    n = count(arrays)
+    if len(arrays) == 1:
+        only = next(iter(arrays.values()))
+        return lambda: ([only[i : i + 1]] for i in range(n))
+    return lambda: (rows(arrays, slice(i, i + 1)) for i in range(n))
+
+
+def _keras_converter(tf: Any, model: Any, output_names: Sequence[str] | None, batch: int | None = None) -> Any:
+    """A converter for a tf-keras model whose TFLite signature names the outputs ``output_names``.
+
+    from_keras_model names them after the output layers, and wrappers rename those (quant_score for score), so a
+    renamed model, or one that needs a static ``batch`` size, is traced with its inputs and outputs named as the
+    original's.
+    """
+    if batch is None and (output_names is None or list(model.output_names) == list(output_names)):
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+    names = list(output_names or model.output_names)
+    specs = {
+        name: tf.TensorSpec([batch, *tensor.shape[1:]], tensor.dtype, name=name)
+        for name, tensor in zip(model.input_names, model.inputs, strict=True)
+    }
+
+    @tf.function(input_signature=[specs])  # type: ignore[untyped-decorator]
+    def serving(inputs: dict[str, Any]) -> dict[str, Any]:
+        args = [inputs[name] for name in model.input_names]
+        outs = model(args if len(args) > 1 else args[0], training=False)
+        return dict(zip(names, outs if isinstance(outs, list | tuple) else [outs], strict=True))
+
+    return tf.lite.TFLiteConverter.from_concrete_functions([serving.get_concrete_function()], model)
+
+
+def convert(
+    t: TF,
+    *,
+    keras_model: Any | None = None,
+    saved_model_dir: Path | None = None,
+    mode: QuantizeMode | None = None,
+    params: QuantizeParams | None = None,
+    calibration: Features | None = None,
+    per_tensor: str | None = None,
+    output_names: Sequence[str] | None = None,
+) -> bytes:
+    """Convert with tf.lite.TFLiteConverter: float32 (mode None) or post-training quantization / QAT export.
+
+    ``per_tensor``: "dense" quantizes Dense kernels per tensor, "all" every kernel (by default kernels are
+    quantized per output channel, which maps one shared cluster value to a different integer in every row).
+    ``output_names``: the original model's output names, which the TFLite signature keeps (QAT renames outputs).
+    A tf-keras model whose recurrent layers need a static batch size is converted with batch size 1.
+    """
+    tf = t.tf
+    what = mode.value if mode is not None else "float32"
+    if mode in (QuantizeMode.INT8, QuantizeMode.INT16X8):
+        if calibration is None or count(calibration) == 0:
+            raise OptimizeError(f"{mode.value} quantization needs calibration data (data.calibration)")
+        if keras_model is not None and _has_layer(keras_model, "GRU"):
+            raise OptimizeError(
+                f"TFLite conversion ({what}) refused: calibrating GRU layers crashes the TFLite converter "
+                "(TensorFlow 2.21); use dynamic or float16 quantization"
+            )
+    if keras_model is not None:
+        c = _keras_converter(tf, keras_model, output_names)
+    elif saved_model_dir is not None:
+        c = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    else:
+        raise ValueError("convert needs a model")
+    try:
+        return _run(tf, c, mode, params, calibration, per_tensor)
+    except Exception as exc:
+        if keras_model is None or STATIC_BATCH_ERROR not in str(exc):
+            raise OptimizeError(f"TFLite conversion ({what}) failed: {first_line(exc)}") from None
+    c = _keras_converter(tf, keras_model, output_names, batch=1)
+    try:
+        return _run(tf, c, mode, params, calibration, per_tensor)
+    except Exception as exc:
+        raise OptimizeError(f"TFLite conversion ({what}, batch size 1) failed: {first_line(exc)}") from None
+
+
+def _run(
+    tf: Any,
+    c: Any,
+    mode: QuantizeMode | None,
+    params: QuantizeParams | None,
+    calibration: Features | None,
+    per_tensor: str | None,
+) -> bytes:
+    """Set the converter up for the mode and convert."""
+    if mode is not None:
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == QuantizeMode.FLOAT16:
+        c.target_spec.supported_types = [tf.float16]
+    elif mode in (QuantizeMode.INT8, QuantizeMode.INT16X8) and calibration is not None:
+        c.representative_dataset = _calibration_samples(calibration)
+        if mode == QuantizeMode.INT16X8:
+            c.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                tf.lite.OpsSet.TFLITE_BUILTINS,
+            ]
+        elif params is not None and params.integer_only:
+            c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            c.inference_input_type = tf.int8
+            c.inference_output_type = tf.int8
+    if per_tensor is not None and mode in (QuantizeMode.DYNAMIC, QuantizeMode.INT8, QuantizeMode.INT16X8):
+        if per_tensor == "all":
+            c._experimental_disable_per_channel = True
+        c._experimental_disable_per_channel_quantization_for_dense_layers = True
+    with quiet_native_stderr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bytes(c.convert())
+
+
+def _has_layer(model: Any, class_name: str) -> bool:
+    """Whether the model (or a wrapper inside it, e.g. Bidirectional) has a layer of that class."""
+    for layer in model.layers:
+        inner = [layer, getattr(layer, "layer", None), getattr(layer, "forward_layer", None)]
+        if any(type(x).__name__ == class_name for x in inner if x is not None):
+            return True
+        if hasattr(layer, "layers") and _has_layer(layer, class_name):
+            return True
+    return False
