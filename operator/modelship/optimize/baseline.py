@@ -6,9 +6,7 @@ from typing import NamedTuple
 
 from ..api.report import Measurement
 from . import gate as gatemod
-from .conversion import STATIC_BATCH_NOTE
 from .evaluate import Evaluator
-from .measure import tflite_signature
 from .prepare import Context
 from .variants import State, tflite_of
 
@@ -22,7 +20,6 @@ class Baseline(NamedTuple):
     """The float32 TFLite conversion, measured."""
     evaluator: Evaluator
     """Measures variants against the baseline's metric."""
-    notes: list[str]
 
     @property
     def metric(self) -> float | None:
@@ -52,15 +49,4 @@ def measure_baseline(ctx: Context) -> Baseline:
         f"{name} {gatemod.fmt(evaluator.baseline)} (float32 TFLite {gatemod.fmt(tfl_measure.metric)}), "
         f"{tfl_measure.gzip_bytes} bytes gzip, p50 {gatemod.fmt(tfl_measure.latency_p50_ms)} ms"
     )
-    notes = [STATIC_BATCH_NOTE] if _batch_fixed_by_conversion(ctx, tfl) else []
-    return Baseline(tflite=tfl, measurement=measure, tflite_measurement=tfl_measure, evaluator=evaluator, notes=notes)
-
-
-def _batch_fixed_by_conversion(ctx: Context, tflite: bytes) -> bool:
-    """The converter fixed a batch size the original model left open (recurrent layers)."""
-    if ctx.loaded.tflite is not None:
-        return False
-    converted = tflite_signature(tflite).inputs
-    return any(t.shape[:1] == (None,) for t in ctx.loaded.signature.inputs) and all(
-        t.shape[:1] == (1,) for t in converted
-    )
+    return Baseline(tflite=tfl, measurement=measure, tflite_measurement=tfl_measure, evaluator=evaluator)

@@ -16,12 +16,8 @@ from .errors import OptimizeError, first_line
 from .signature import Features, count, rows
 from .tfenv import TF, quiet_native_stderr
 
-STATIC_BATCH_ERROR = "element_shape to be static"
-"""The converter's error for recurrent layers (LSTM, GRU) traced with an unknown batch size."""
-STATIC_BATCH_NOTE = (
-    "the TFLite converter needs a static batch size for this model's recurrent layers: it is converted with "
-    "batch size 1, so the server takes one row per request"
-)
+RECURRENT = ("LSTM", "GRU", "SimpleRNN")
+"""Keras recurrent layers the TFLite converter cannot take as they are."""
 
 
 def representative(x: Features, n: int) -> Features:
@@ -41,18 +37,17 @@ def _calibration_samples(calibration: Features) -> Callable[[], Any]:
     return lambda: (rows(arrays, slice(i, i + 1)) for i in range(n))
 
 
-def _keras_converter(tf: Any, model: Any, output_names: Sequence[str] | None, batch: int | None = None) -> Any:
+def _keras_converter(tf: Any, model: Any, output_names: Sequence[str] | None) -> Any:
     """A converter for a tf-keras model whose TFLite signature names the outputs ``output_names``.
 
     from_keras_model names them after the output layers, and wrappers rename those (quant_score for score), so a
-    renamed model, or one that needs a static ``batch`` size, is traced with its inputs and outputs named as the
-    original's.
+    renamed model is traced with its inputs and outputs named as the original's.
     """
-    if batch is None and (output_names is None or list(model.output_names) == list(output_names)):
+    if output_names is None or list(model.output_names) == list(output_names):
         return tf.lite.TFLiteConverter.from_keras_model(model)
-    names = list(output_names or model.output_names)
+    names = list(output_names)
     specs = {
-        name: tf.TensorSpec([batch, *tensor.shape[1:]], tensor.dtype, name=name)
+        name: tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype, name=name)
         for name, tensor in zip(model.input_names, model.inputs, strict=True)
     }
 
@@ -63,6 +58,51 @@ def _keras_converter(tf: Any, model: Any, output_names: Sequence[str] | None, ba
         return dict(zip(names, outs if isinstance(outs, list | tuple) else [outs], strict=True))
 
     return tf.lite.TFLiteConverter.from_concrete_functions([serving.get_concrete_function()], model)
+
+
+def recurrent_layers(model: Any) -> list[str]:
+    """Names of the recurrent layers (also inside wrappers such as Bidirectional) that are not unrolled."""
+    found = []
+    for layer in model.layers:
+        if hasattr(layer, "layers") and not hasattr(layer, "cell"):  # a nested model
+            found += recurrent_layers(layer)
+            continue
+        config = layer.get_config()
+        inner = [config, *(config.get(k, {}).get("config", {}) for k in ("layer", "backward_layer"))]
+        kinds = [type(layer).__name__, *(config.get(k, {}).get("class_name") for k in ("layer", "backward_layer"))]
+        if any(kind in RECURRENT for kind in kinds) and any(c.get("unroll") is False for c in inner):
+            found.append(layer.name)
+    return found
+
+
+def unrolled(t: TF, model: Any) -> Any:
+    """A copy of the model with its recurrent layers unrolled over their time steps, same weights and names.
+
+    The TFLite converter turns a rolled LSTM or GRU into a TensorList loop that needs a static batch size, and a
+    fused LSTM traced with one keeps its state between invocations (a served model would answer from the
+    previous request's state). Unrolled, they become plain stateless ops with a dynamic batch.
+    """
+
+    def unroll(config: Any) -> Any:
+        if isinstance(config, dict):
+            return {k: True if k == "unroll" else unroll(v) for k, v in config.items()}
+        return config
+
+    def clone(layer: Any) -> Any:
+        if layer.name not in names:
+            return layer.__class__.from_config(layer.get_config())
+        return layer.__class__.from_config(unroll(layer.get_config()))
+
+    names = set(recurrent_layers(model))
+    try:
+        copy = t.keras.models.clone_model(model, clone_function=clone)
+        copy.set_weights(model.get_weights())
+    except Exception as exc:  # e.g. a time dimension of unknown length cannot be unrolled
+        raise OptimizeError(
+            f"TFLite conversion: recurrent layers {', '.join(sorted(names))} must be unrolled for the TFLite "
+            f"converter, which failed ({first_line(exc)}); give the model's Input a fixed sequence length"
+        ) from None
+    return copy
 
 
 def convert(
@@ -81,19 +121,16 @@ def convert(
     ``per_tensor``: "dense" quantizes Dense kernels per tensor, "all" every kernel (by default kernels are
     quantized per output channel, which maps one shared cluster value to a different integer in every row).
     ``output_names``: the original model's output names, which the TFLite signature keeps (QAT renames outputs).
-    A tf-keras model whose recurrent layers need a static batch size is converted with batch size 1.
+    A tf-keras model's recurrent layers are converted unrolled (see :func:`unrolled`).
     """
     tf = t.tf
     what = mode.value if mode is not None else "float32"
-    if mode in (QuantizeMode.INT8, QuantizeMode.INT16X8):
-        if calibration is None or count(calibration) == 0:
-            raise OptimizeError(f"{mode.value} quantization needs calibration data (data.calibration)")
-        if keras_model is not None and _has_layer(keras_model, "GRU"):
-            raise OptimizeError(
-                f"TFLite conversion ({what}) refused: calibrating GRU layers crashes the TFLite converter "
-                "(TensorFlow 2.21); use dynamic or float16 quantization"
-            )
+    if mode in (QuantizeMode.INT8, QuantizeMode.INT16X8) and (calibration is None or count(calibration) == 0):
+        raise OptimizeError(f"{mode.value} quantization needs calibration data (data.calibration)")
     if keras_model is not None:
+        if recurrent_layers(keras_model):
+            output_names = output_names or list(keras_model.output_names)
+            keras_model = unrolled(t, keras_model)
         c = _keras_converter(tf, keras_model, output_names)
     elif saved_model_dir is not None:
         c = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
@@ -102,13 +139,7 @@ def convert(
     try:
         return _run(tf, c, mode, params, calibration, per_tensor)
     except Exception as exc:
-        if keras_model is None or STATIC_BATCH_ERROR not in str(exc):
-            raise OptimizeError(f"TFLite conversion ({what}) failed: {first_line(exc)}") from None
-    c = _keras_converter(tf, keras_model, output_names, batch=1)
-    try:
-        return _run(tf, c, mode, params, calibration, per_tensor)
-    except Exception as exc:
-        raise OptimizeError(f"TFLite conversion ({what}, batch size 1) failed: {first_line(exc)}") from None
+        raise OptimizeError(f"TFLite conversion ({what}) failed: {first_line(exc)}") from None
 
 
 def _run(
@@ -142,14 +173,3 @@ def _run(
     with quiet_native_stderr(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return bytes(c.convert())
-
-
-def _has_layer(model: Any, class_name: str) -> bool:
-    """Whether the model (or a wrapper inside it, e.g. Bidirectional) has a layer of that class."""
-    for layer in model.layers:
-        inner = [layer, getattr(layer, "layer", None), getattr(layer, "forward_layer", None)]
-        if any(type(x).__name__ == class_name for x in inner if x is not None):
-            return True
-        if hasattr(layer, "layers") and _has_layer(layer, class_name):
-            return True
-    return False

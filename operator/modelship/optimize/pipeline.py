@@ -100,7 +100,7 @@ def _run(request: Request, progress: Progress, work: Path, context: dict[str, An
         steps=_mark_shipped(search.reports, shipped),
         result=shipped.report.measurement if shipped is not None else Measurement(),
         calibration_warnings=calibration_warnings(ctx),
-        notes=_unique(ctx.notes + baseline.notes + search.notes + ctx.data.notes),
+        notes=_unique(ctx.notes + search.notes + ctx.data.notes),
         environment=tfenv.versions(),
         strategy=opt.strategy.value if opt.enabled else "Disabled",
         objective=opt.objective.value if opt.enabled and opt.strategy == Strategy.AUTO else None,

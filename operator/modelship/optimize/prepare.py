@@ -18,7 +18,7 @@ from ..api.source import ModelFormat
 from . import data as datamod
 from . import gate as gatemod
 from . import modelio, tfenv
-from .conversion import representative
+from .conversion import recurrent_layers, representative
 from .errors import OptimizeError
 from .progress import Progress
 from .request import Request
@@ -95,6 +95,11 @@ def prepare(request: Request, info: modelio.ModelInfo, work: Path, progress: Pro
     output = metric_output(loaded, data, opt)
     conform_data(data, loaded, output, opt)
     notes = list(loaded.notes)
+    if loaded.keras is not None and (rolled := recurrent_layers(loaded.keras)):
+        notes.append(
+            f"recurrent layers {', '.join(rolled)} are converted unrolled over their time steps (the TFLite "
+            "converter needs a static batch size for them otherwise, and its fused LSTM keeps state between calls)"
+        )
     setup = training_setup(t, loaded, data, output, opt)
     if setup is not None:
         notes.append(f"fine-tuning loss: {setup.loss_name}")
