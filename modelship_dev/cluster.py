@@ -54,6 +54,9 @@ ANNOTATION_CRASH = "modelship.io/test-crash"
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
+# First address of --service-cluster-ip-range: the `kubernetes` Service.
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+
 
 class DevClusterError(RuntimeError):
     """The control plane could not be built, started or reached."""
@@ -383,12 +386,58 @@ class DevCluster:
     def logs_hint(self) -> str:
         return str(self.workdir / "clusters" / self.name / "logs")
 
+    @property
+    def pki(self) -> Path:
+        """kwokctl's PKI of this cluster: ca.crt/ca.key and the admin cert every component shares."""
+        return self.workdir / "clusters" / self.name / "pki"
+
+    def render_node_config(self, *, front_proxy: Path, node_ip: str) -> str:
+        """The kwokctl configuration of the control plane beside a REAL node (hack/node/up): the test config
+        plus what a kubelet, in-cluster clients and an aggregated API need.
+
+        - the serving certificate names the ``kubernetes`` Service IP (its DNS names are kwokctl defaults)
+          and the node-facing address, so a Pod's in-cluster config verifies it with the chart's defaults;
+        - the API server listens beyond loopback (kube-proxy sends the Service to the advertised host address);
+        - it calls the kubelet by InternalIP with a client certificate and verifies the kubelet's serving
+          certificate (hack/node/pki signs it with the cluster CA): the kubelet needs no anonymous access;
+        - the aggregation layer: requests proxied to metrics-server carry the caller's identity in headers,
+          signed by a front-proxy client certificate from its own CA (``front_proxy``, hack/node/pki).
+        """
+        first, sep, rest = self.render_config().partition("\n---\n")
+        conf = json.loads(first)
+        conf["options"]["kubeApiserverCertSANs"] = [KUBERNETES_SERVICE_IP, node_ip]
+        pki = self.pki
+        args = {
+            "kubelet-preferred-address-types": "InternalIP",
+            "bind-address": "0.0.0.0",
+            "kubelet-client-certificate": str(pki / "admin.crt"),
+            "kubelet-client-key": str(pki / "admin.key"),
+            "kubelet-certificate-authority": str(pki / "ca.crt"),
+            "requestheader-client-ca-file": str(front_proxy / "front-proxy-ca.crt"),
+            "requestheader-allowed-names": "front-proxy-client",
+            "requestheader-username-headers": "X-Remote-User",
+            "requestheader-group-headers": "X-Remote-Group",
+            "requestheader-extra-headers-prefix": "X-Remote-Extra-",
+        }
+        # kwokctl points the aggregator's client certificate at its shared admin cert: replace it in place.
+        overrides = {
+            "proxy-client-cert-file": str(front_proxy / "front-proxy-client.crt"),
+            "proxy-client-key-file": str(front_proxy / "front-proxy-client.key"),
+        }
+        for patch in conf["componentsPatches"]:
+            if patch["name"] == "kube-apiserver":
+                patch["extraArgs"] += [{"key": k, "value": v} for k, v in args.items()]
+                patch["extraArgs"] += [{"key": k, "value": v, "override": True} for k, v in overrides.items()]
+        return json.dumps(conf, indent=2) + sep + rest
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modelship_dev.cluster", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status", "kubeconfig", "config"])
+    parser.add_argument("command", choices=["up", "down", "status", "kubeconfig", "config", "node-config"])
     parser.add_argument("--name", default=os.environ.get("MODELSHIP_CLUSTER_NAME", DEFAULT_NAME))
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (up)")
+    parser.add_argument("--front-proxy-dir", type=Path, help="node-config: the aggregation layer's PKI (hack/node/pki)")
+    parser.add_argument("--node-ip", help="node-config: the real node's address")
     args = parser.parse_args(argv)
     cluster = DevCluster(args.name)
     try:
@@ -401,6 +450,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(cluster.kubeconfig)
         elif args.command == "config":
             sys.stdout.write(cluster.render_config())
+        elif args.command == "node-config":
+            if args.front_proxy_dir is None or args.node_ip is None:
+                parser.error("node-config needs --front-proxy-dir and --node-ip")
+            sys.stdout.write(cluster.render_node_config(front_proxy=args.front_proxy_dir, node_ip=args.node_ip))
         else:
             if cluster.exists() and cluster.healthy():
                 print(f"{cluster.name}: running, {cluster.server_version()}, kubeconfig {cluster.kubeconfig}")

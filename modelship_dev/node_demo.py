@@ -1,12 +1,13 @@
 """`make demo` (hack/demo/demo.py wraps this module): the whole Modelship pipeline for real on this machine
-(hack/node: a real kubelet + containerd node beside a kwokctl control plane, a local registry, the operator as
-a local process).
+(hack/node: a real kubelet + containerd node beside a kwokctl control plane, CoreDNS and metrics-server, a
+local registry, the operator installed with its Helm chart).
 
 Steps: node up (--registry) -> base serving image pushed to the local registry -> CRDs, the `models`
 PV/PVC (hostPath) with the examples' files, artifact PVs -> the operator (helm install of the chart) -> apply
 examples/linear-regression.yaml and examples/digits-int8.yaml (registry rewritten to the run's own) -> live
-stage display until Ready -> predict through the Services (kube-proxy) and every serving Pod -> reports and
-endpoints -> wait for Ctrl-C -> teardown.
+stage display until Ready -> call each model by its status.url (the name resolved by the cluster DNS, from
+the host and from a Pod in another namespace) and every serving Pod -> reports and endpoints -> wait for
+Ctrl-C -> teardown (with --keep: the node and the operator stay up; `make demo-down` ends both).
 
     python hack/demo/demo.py [--no-wait] [--keep] [--cold] [--skip-digits] [--local-operator] [--timeout S]
                              [--json-timings FILE]
@@ -23,11 +24,15 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from modelship_dev import dns
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = REPO / "hack" / "node"
@@ -36,6 +41,7 @@ NAME = "linear-regression"  # the seed's case, examples/linear-regression.yaml
 DIGITS = "digits-cnn"  # examples/digits-int8.yaml: prune 80% with fine-tuning + full int8, gated on accuracy
 EXAMPLES = {NAME: "linear-regression.yaml", DIGITS: "digits-int8.yaml"}
 STAGES = ("Resolved", "Optimized", "GatePassed", "ImageBuilt", "Deployed", "Ready")
+CLIENT_NS = "modelship-demo-client"  # the demo's client Pods: another namespace than the models'
 
 
 def node_env() -> dict[str, str]:
@@ -192,6 +198,8 @@ def manifest(name: str = NAME) -> dict[str, Any]:
 
 
 class Operator:
+    """The operator as a local process (--local-operator)."""
+
     def __init__(self) -> None:
         self.log = DEMO / "operator.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -232,6 +240,13 @@ class Operator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
 
+    def keep(self) -> str:
+        """Leave it running past the demo (its own session already): hack/node/down stops it by this pid file."""
+        if self.proc is None or self.proc.poll() is not None:
+            return "operator: not running"
+        Path(ENV["NODE_RUN"], "operator.pid").write_text(f"{self.proc.pid}\n")
+        return f"operator: left running (pid {self.proc.pid}, log {self.log})"
+
 
 class ChartOperator:
     """The operator as users run it: `helm install` of charts/modelship (its CRD, least-privilege RBAC, the
@@ -247,28 +262,25 @@ class ChartOperator:
         return sh(self.helm, f"--kubeconfig={ENV['KUBECONFIG_NODE']}", "-n", self.NAMESPACE, *args, check=check)
 
     def start(self) -> None:
-        # The API server's certificate names the host address it advertises (kwokctl), not the Service IP
-        # 10.96.0.1: the operator Pod connects to the address behind the `kubernetes` Service.
-        eps = kjson("get", "endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes")
-        ep = eps["items"][0]
-        host, port = ep["endpoints"][0]["addresses"][0], ep["ports"][0]["port"]
-        values = {
-            "operator": {"resyncSeconds": 5, "logFormat": "plain"},
-            "jobs": {"retryBaseSeconds": 1},
-            "extraEnv": [{"name": "KUBERNETES_SERVICE_HOST", "value": host},
-                         {"name": "KUBERNETES_SERVICE_PORT", "value": str(port)}],
-        }  # fmt: skip
+        # Only what the demo wants faster than the defaults: the operator Pod reaches the API server with the
+        # chart's in-cluster config (the `kubernetes` Service; its certificate names 10.96.0.1 and
+        # kubernetes.default.svc, hack/node/up).
+        values = {"operator": {"resyncSeconds": 5, "logFormat": "plain"}, "jobs": {"retryBaseSeconds": 1}}
         vfile = DEMO / "chart-values.json"
         vfile.write_text(json.dumps(values))
         self._helm("upgrade", "--install", self.RELEASE, str(REPO / "charts" / "modelship"), "--create-namespace",
                    "-f", str(vfile), "--wait", "--timeout", "180s")  # fmt: skip
-        say(f"operator: helm install charts/modelship -> {self.NAMESPACE}/{self.RELEASE} (API server at {host}:{port})")
+        say(f"operator: helm install charts/modelship -> {self.NAMESPACE}/{self.RELEASE} (in-cluster config)")
 
     def stop(self) -> None:
         logs = kc("logs", "-n", self.NAMESPACE, f"deploy/{self.RELEASE}", "--tail=-1", check=False)
         if logs:
             self.log.write_text(logs)
         self._helm("uninstall", self.RELEASE, "--wait", "--timeout", "60s", check=False)
+
+    def keep(self) -> str:
+        where = f"{self.NAMESPACE}/{self.RELEASE}"
+        return f"operator: helm release {where} left installed (kubectl logs -n {self.NAMESPACE} deploy/{self.RELEASE})"
 
 
 def watch(timeout: float, name: str = NAME) -> dict[str, Any]:
@@ -331,12 +343,17 @@ def serving_pods(name: str = NAME) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def service_address(name: str = NAME) -> tuple[str, int]:
-    """The ModelDeployment's Service: ClusterIP and port (kube-proxy on the node routes it to the pods)."""
-    svc = kjson("get", "service", "-n", NS, "-l", f"modelship.io/modeldeployment={name}")["items"]
-    if len(svc) != 1:
-        raise RuntimeError(f"expected one Service for {name}, found {len(svc)}")
-    return svc[0]["spec"]["clusterIP"], int(svc[0]["spec"]["ports"][0]["port"])
+def status_url(name: str = NAME) -> str:
+    """The ModelDeployment's status.url: http://<service>.<namespace>.svc.cluster.local:<port>/<endpoint>."""
+    return str(kjson("get", "modeldeployment", name, "-n", NS)["status"]["url"])
+
+
+def by_name(url: str) -> str:
+    """``url`` with its host resolved by the cluster DNS (CoreDNS through the kube-dns Service), as a pod would:
+    the host has no cluster DNS of its own, and the demo leaves the host's resolver alone."""
+    ip, _, port = dns.resolve_url(url)
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{ip}:{port}"))
 
 
 def http_json(url: str, body: Any = None, timeout: float = 30) -> Any:
@@ -354,6 +371,73 @@ def predict(ip: str, xs: list[float], name: str = NAME, port: int = 8080) -> lis
     return [p[0] for p in out["predictions"]]
 
 
+def v2_request(url: str, xs: list[float]) -> dict[str, Any]:
+    """Open Inference Protocol v2 request body for ``url`` (a status.url ending in /infer) with one-feature
+    instances ``xs``: the input's name and datatype from the model's metadata (GET of the model path)."""
+    meta = http_json(by_name(url.rsplit("/infer", 1)[0]))
+    inp = meta["inputs"][0]
+    return {"inputs": [{"name": inp["name"], "shape": [len(xs), 1], "datatype": inp["datatype"], "data": xs}]}
+
+
+def infer(url: str, xs: list[float]) -> list[float]:
+    """POST to status.url (v2 infer) by name from the host -> one output per instance."""
+    out = http_json(by_name(url), v2_request(url, xs), timeout=10)
+    return [float(v) for v in out["outputs"][0]["data"]]
+
+
+# Runs in a client Pod (the serving image's Python): POST argv[2] (JSON) to argv[1], print the answer.
+_POST_JSON = """
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), headers={"Content-Type": "application/json"})
+with urllib.request.urlopen(req, timeout=10) as resp:
+    print(json.dumps(json.load(resp)))
+"""
+
+
+def pod_python(code: str, *args: str, namespace: str = CLIENT_NS, service_account: bool = False,
+               timeout: float = 120) -> str:  # fmt: skip
+    """Run ``python -c code args...`` in a one-shot Pod of the serving image in ``namespace`` (created if
+    missing) -> its output. The Pod has the cluster's DNS and Service routing like any workload, and its
+    ServiceAccount token only with ``service_account``. Deleted afterwards; a failure raises with its output."""
+    kc("create", "namespace", namespace, check=False)
+    pod = f"client-{uuid.uuid4().hex[:8]}"
+    manifest = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": namespace},
+        "spec": {
+            "restartPolicy": "Never", "automountServiceAccountToken": service_account, "enableServiceLinks": False,
+            "containers": [{"name": "client", "image": "modelship/serving:0.1.0", "imagePullPolicy": "Never",
+                            "command": ["python", "-c", code, *args],
+                            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}],
+        },
+    }  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while kc("get", "serviceaccount", "default", "-n", namespace, check=False) == "":  # made by the controller
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no default ServiceAccount in {namespace}")
+        time.sleep(0.5)
+    kc("apply", "-f", "-", input_text=json.dumps(manifest))
+    try:
+        while (phase := ((kjson("get", "pod", pod, "-n", namespace) or {}).get("status") or {}).get("phase")) not in (
+            "Succeeded",
+            "Failed",
+        ):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"client pod {namespace}/{pod} still {phase} after {timeout:.0f}s")
+            time.sleep(0.5)
+        logs = kc("logs", "-n", namespace, pod, check=False)
+        if phase != "Succeeded":
+            raise RuntimeError(f"client pod {namespace}/{pod} failed:\n{logs[-2000:]}")
+        return logs
+    finally:
+        kc("delete", "pod", pod, "-n", namespace, "--wait=false", check=False)
+
+
+def call_from_pod(url: str, body: Any, namespace: str = CLIENT_NS) -> Any:
+    """POST ``body`` to ``url`` from a Pod in ``namespace`` (the name resolved by the pod's cluster DNS, the
+    request routed by kube-proxy) -> the decoded answer."""
+    return json.loads(pod_python(_POST_JSON, url, json.dumps(body), namespace=namespace).strip().splitlines()[-1])
+
+
 REPORT_KEYS = ("decision", "candidate", "gate", "metric", "baseline", "value", "metricDrop", "originalBytes",
                "optimizedBytes", "sizeRatio", "artifactDigest", "job", "message")  # fmt: skip
 
@@ -364,17 +448,17 @@ def print_optimization(title: str, opt: dict[str, Any]) -> None:
         print(f"  {k:<15} {opt.get(k)}")
 
 
-def digits_accuracy(ip: str, port: int, samples: int = 120) -> tuple[float, int]:
-    """Held-out digits through the Service over the Open Inference Protocol v2 -> (accuracy, samples)."""
+def digits_accuracy(url: str, samples: int = 120) -> tuple[float, int]:
+    """Held-out digits to status.url (v2 infer; the name resolved by the cluster DNS) -> (accuracy, samples)."""
     import numpy as np
 
     test = np.load(DEMO / "models" / "digits" / "test.npz")
     x, y = test["x"][:samples].astype(np.float32), test["y"][:samples]
-    base = f"http://{ip}:{port}/v2/models/{DIGITS}"
-    meta = http_json(base)
+    infer_url = by_name(url)
+    meta = http_json(infer_url.rsplit("/infer", 1)[0])
     inp = meta["inputs"][0]
-    out = http_json(f"{base}/infer", {"inputs": [{"name": inp["name"], "shape": list(x.shape), "datatype": "FP32",
-                                                  "data": x.ravel().tolist()}]})  # fmt: skip
+    out = http_json(infer_url, {"inputs": [{"name": inp["name"], "shape": list(x.shape), "datatype": "FP32",
+                                            "data": x.ravel().tolist()}]})  # fmt: skip
     probs = np.asarray(out["outputs"][0]["data"], dtype=np.float32).reshape(len(x), -1)
     return float((probs.argmax(axis=1) == y).mean()), len(x)
 
@@ -383,10 +467,9 @@ def report_digits(md: dict[str, Any]) -> None:
     st = md["status"]
     print_optimization(f"{DIGITS}: ", st.get("optimization", {}))
     print(f"  image           {(st.get('image') or {}).get('reference')}")
-    ip, port = service_address(DIGITS)
-    acc, n = digits_accuracy(ip, port)
-    print(f"  Service http://{ip}:{port}/v2/models/{DIGITS}/infer: accuracy {acc:.3f} on {n} held-out digits "
-          f"({len(serving_pods(DIGITS))} Ready pods; status.url {st.get('url')})")  # fmt: skip
+    acc, n = digits_accuracy(st["url"])
+    print(f"  status.url {st['url']}: accuracy {acc:.3f} on {n} held-out digits "
+          f"({len(serving_pods(DIGITS))} Ready pods)")  # fmt: skip
 
 
 def report(md: dict[str, Any], models: Path) -> None:
@@ -395,12 +478,14 @@ def report(md: dict[str, Any], models: Path) -> None:
     print(f"  source digest   {st['source']['digest']} (file: {sha256(models / 'model.h5')})")
     print(f"\n=== image ===\n  {(st.get('image') or {}).get('reference')}")
     pods = serving_pods()
-    ip, port = service_address()
-    print("\n=== endpoint ===")
-    url = f"http://{ip}:{port}/v1/models/{NAME}:predict"
-    print(f"  Service {url}  x=[0,1,2,3] -> {[round(y, 3) for y in predict(ip, [0.0, 1.0, 2.0, 3.0], port=port)]}"
-          "  (y = 2x - 1; through kube-proxy)")  # fmt: skip
-    print(f"  status.url {st.get('url')}")
+    url = st["url"]
+    xs = [0.0, 1.0, 2.0, 3.0]
+    print("\n=== endpoint (y = 2x - 1) ===")
+    print(f"  status.url {url}")
+    print(f"    from the host (the name resolved by CoreDNS): x={xs} -> {[round(y, 3) for y in infer(url, xs)]}")
+    answer = call_from_pod(url, v2_request(url, xs))
+    print(f"    from a Pod in namespace {CLIENT_NS} (its own cluster DNS, kube-proxy): "
+          f"x={xs} -> {[round(float(y), 3) for y in answer['outputs'][0]['data']]}")  # fmt: skip
     for p in pods:
         ip = p["status"]["podIP"]
         ys = predict(ip, [0.0, 1.0, 2.0, 3.0])
@@ -408,13 +493,19 @@ def report(md: dict[str, Any], models: Path) -> None:
               f"{[round(y, 3) for y in ys]}  (y = 2x - 1)")  # fmt: skip
         digests = [c.get("imageID") for c in p["status"].get("containerStatuses", [])]
         print(f"      image {p['spec']['containers'][0]['image']}  running {digests}")
-    print(f"  try: curl -s -X POST {url} -d '{{\"instances\": [[5.0]]}}'")
+    addr = urllib.parse.urlsplit(by_name(url)).netloc
+    print(f"  try (from the host, {addr} being what CoreDNS answers for the name): curl -s -X POST "
+          f"http://{addr}/v1/models/{NAME}:predict -d '{{\"instances\": [[5.0]]}}'")  # fmt: skip
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-wait", action="store_true", help="tear down right after the report")
-    ap.add_argument("--keep", action="store_true", help="leave the cluster running on exit (make demo-down)")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the cluster AND the operator running on exit (make demo-down ends both)",
+    )
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--json-timings", default=None)
     ap.add_argument("--cold", action="store_true", help="forget cached revisions: optimize and build again")
@@ -470,8 +561,11 @@ def main() -> int:
         say(f"FAILED: {exc}")
         say(f"operator log: {op.log}; node logs: {ENV['NODE_CACHE']}/logs")
     finally:
-        op.stop()
-        if not args.keep:
+        if args.keep:
+            say(op.keep())
+            say(f"kept: the node and the operator (KUBECONFIG={ENV['KUBECONFIG_NODE']}); `make demo-down` ends both")
+        else:
+            op.stop()
             say("teardown: hack/node/down")
             subprocess.run([str(NODE / "down")], check=False)
     return rc

@@ -8,6 +8,7 @@ NODE_CLUSTER="${MODELSHIP_NODE_CLUSTER:-modelship-node}"     # kwokctl control p
 NODE_NAME="${MODELSHIP_NODE_NAME:-modelship-node-0}"         # the real Node object
 NODE_CACHE="$MODELSHIP_CACHE/node"
 NODE_BIN="$NODE_CACHE/k8s-v${K8S_VERSION}/bin"                # kubelet (hack/node/build-kubelet)
+ADDONS_BIN="$NODE_CACHE/addons-coredns-v${COREDNS_VERSION}_metrics-server-v${METRICS_SERVER_VERSION}/bin"  # hack/node/build-addons
 CP_BIN="$MODELSHIP_CACHE/k8s/k8s-v${K8S_VERSION}_etcd-v${ETCD_VERSION}_kwok-v${KWOK_VERSION}/bin"
 NODE_DATA="$NODE_CACHE/containerd-root"    # containerd content store: kept between runs (warm image imports)
 NODE_RUN="/run/modelship-node"             # sockets, containerd state, pids, configs: removed by down
@@ -18,11 +19,15 @@ NODE_BRIDGE="msnode0"
 NODE_IP="10.213.0.1"
 POD_SUBNET="10.213.0.0/24"
 REGISTRY="$NODE_IP:5000"
+DNS_IP="10.96.0.10"                        # the kube-dns Service (CoreDNS, hack/node/addons); kubelet clusterDNS
+CLUSTER_DOMAIN="cluster.local"
 KUBECONFIG_NODE="$MODELSHIP_CACHE/kubeconfig-$NODE_CLUSTER"
 CTR=(ctr --address "$NODE_RUN/containerd.sock" -n k8s.io)
 PAUSE_IMAGE="docker.io/modelship/pause:3.10"
 NODE_IMAGES=(modelship/serving:0.1.0 modelship/optimizer:0.1.0 modelship/operator:0.1.0)
 NODE_OPTIONAL_IMAGES=(modelship/buildkit:0.1.0)   # imported when docker has them (hack/node/buildkit-image)
+COREDNS_IMAGE="docker.io/modelship/coredns:$COREDNS_VERSION"                  # one-file images of the add-ons
+METRICS_SERVER_IMAGE="docker.io/modelship/metrics-server:$METRICS_SERVER_VERSION"
 SYSCTLS=(net.ipv4.ip_forward net.ipv4.conf.all.route_localnet vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 nlog() { printf '[node %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 ndie() { nlog "ERROR: $*"; exit 1; }

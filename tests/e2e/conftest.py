@@ -1,6 +1,7 @@
 """The e2e tier: a REAL one-node cluster on this machine (hack/node/up): kube-apiserver & co. from
-hack/cluster, a kubelet built from the Go module proxy, Debian's containerd + runc + CNI bridge on a
-private /24, our images imported into containerd (nothing pulled). Torn down by hack/node/down, which
+hack/cluster, a kubelet and kube-proxy built from the Go module proxy, Debian's containerd + runc + CNI bridge
+on a private /24, CoreDNS and metrics-server (Go module proxy, hack/node/addons), our images imported into
+containerd (nothing pulled). Torn down by hack/node/down, which
 restores the machine (netns, bridge, mounts, cgroups, sysctls, iptables chains).
 
 Skipped, with the reason, only where the machine cannot run a node: not root, no kubelet/containerd/CNI
@@ -29,14 +30,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: the whole pipeline on a real node (hack/node)")
 
 
+_NODE_VARS = ("NODE_BIN", "CP_BIN", "KUBECONFIG_NODE", "NODE_CACHE", "NODE_RUN", "ADDONS_BIN")
+
+
 def _node_env() -> dict[str, str]:
     out = subprocess.run(
-        ["bash", "-c", f'source {HACK_NODE}/lib.sh && echo "$NODE_BIN|$CP_BIN|$KUBECONFIG_NODE|$NODE_CACHE|$NODE_RUN"'],
+        ["bash", "-c", f'source {HACK_NODE}/lib.sh && echo "{"|".join(f"${k}" for k in _NODE_VARS)}"'],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    keys = ("node_bin", "cp_bin", "kubeconfig", "node_cache", "node_run")
+    keys = ("node_bin", "cp_bin", "kubeconfig", "node_cache", "node_run", "addons_bin")
     return dict(zip(keys, out.split("|"), strict=True))
 
 
@@ -46,6 +50,8 @@ def _missing() -> str | None:
     env = _node_env()
     for path, hint in (
         (f"{env['node_bin']}/kubelet", "hack/node/prepare"),
+        (f"{env['addons_bin']}/coredns", "hack/node/prepare"),
+        (f"{env['addons_bin']}/metrics-server", "hack/node/prepare"),
         (f"{env['cp_bin']}/kube-apiserver", "hack/cluster/build-binaries"),
         ("/usr/bin/containerd", "hack/node/prepare"),
         ("/usr/sbin/runc", "hack/node/prepare"),

@@ -1,6 +1,8 @@
-"""The whole pipeline on the real node, driven by the operator installed with its Helm chart (a real Pod):
-examples/linear-regression.yaml -> optimize Job (a real Pod) -> BuildKit build Job (a real Pod) pushing
-to the run's own registry -> 3 serving Pods running exactly the pushed digest -> predict y = 2x - 1.
+"""The whole pipeline on the real node, driven by the operator installed with its Helm chart (a real Pod, the
+chart's defaults: in-cluster config): examples/linear-regression.yaml -> optimize Job (a real Pod) -> BuildKit
+build Job (a real Pod) pushing to the run's own registry -> 3 serving Pods running exactly the pushed digest ->
+predict y = 2x - 1 by status.url (the cluster DNS name), from the host and from another namespace; a new
+revision rolled out and the HPA scaling out and in under load, with zero failed requests.
 
 Same steps as `make demo` (modelship_dev/node_demo.py, imported here)."""
 
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from modelship_dev import dns
 from modelship_dev import node_demo as demo
 from tests.e2e.conftest import REPO_ROOT, RealNode
 
@@ -83,6 +86,9 @@ def test_the_operator_is_the_charts_pod(deployed: tuple[ModuleType, dict[str, An
     pod = pods[0]
     assert pod["spec"]["serviceAccountName"] == name and pod["spec"]["nodeName"] == "modelship-node-0"
     assert pod["status"]["containerStatuses"][0]["ready"] is True
+    # the chart's defaults: in-cluster config through the `kubernetes` Service, nothing pointing elsewhere
+    env = {e["name"] for c in pod["spec"]["containers"] for e in c.get("env", [])}
+    assert not env & {"KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECONFIG"}
     logs = demo.kc("logs", "-n", ns, pod["metadata"]["name"], "--tail=-1")
     assert f"{demo.NS}/{demo.NAME}: created Job {md['status']['optimization']['job']}" in logs
 
@@ -141,28 +147,38 @@ def test_scale_to_one_and_back_to_three(deployed: tuple[ModuleType, dict[str, An
             assert demo.predict(p["status"]["podIP"], [4.0]) == pytest.approx([7.0], abs=0.05)
 
 
-def test_predict_through_the_service(deployed: tuple[ModuleType, dict[str, Any], Path]) -> None:
-    """The Service's ClusterIP answers from the host: kube-proxy (built from the Go proxy) routes it to the pods."""
+def test_status_url_answers_by_name_from_the_host_and_another_namespace(
+    deployed: tuple[ModuleType, dict[str, Any], Path], namespace: str
+) -> None:
+    """status.url names the Service (<name>.<namespace>.svc.cluster.local): CoreDNS resolves it to the Service's
+    ClusterIP for the host, and a Pod in ANOTHER namespace calls it by that name (its cluster DNS, kube-proxy)."""
     demo, md, _ = deployed
-    ip, port = demo.service_address()
+    url = md["status"]["url"]
     svc = demo.kjson("get", "service", "-n", demo.NS, "-l", f"modelship.io/modeldeployment={demo.NAME}")["items"][0]
-    assert md["status"]["url"].startswith(f"http://{svc['metadata']['name']}.{demo.NS}.svc.cluster.local:{port}/")
-    for _ in range(12):  # 3 endpoints: every one of several connections answers right
-        assert demo.predict(ip, [0.0, 10.0], port=port) == pytest.approx([-1.0, 19.0], abs=0.1)
+    port, host = svc["spec"]["ports"][0]["port"], f"{svc['metadata']['name']}.{demo.NS}.svc.cluster.local"
+    assert url == f"http://{host}:{port}/v2/models/{demo.NAME}/infer"
+    assert dns.resolve_url(url) == (svc["spec"]["clusterIP"], host, port)
+    for _ in range(6):  # 3 endpoints: every one of several connections answers right
+        assert demo.infer(url, [0.0, 10.0]) == pytest.approx([-1.0, 19.0], abs=0.1)
+    answer = demo.call_from_pod(url, demo.v2_request(url, [0.0, 10.0]), namespace=namespace)
+    assert answer["model_name"] == demo.NAME
+    assert answer["outputs"][0]["data"] == pytest.approx([-1.0, 19.0], abs=0.1)
 
 
 class _LoadLoop(threading.Thread):
-    """Predicts through the Service, one new connection per request, until stopped; counts every outcome."""
+    """Predicts through the Service (its address from the cluster DNS, as a client caching the name would), one
+    new connection per request, ``pause`` seconds apart, until stopped; counts every outcome."""
 
-    def __init__(self, demo: ModuleType, ip: str, port: int) -> None:
+    def __init__(self, demo: ModuleType, url: str, pause: float = 0.0) -> None:
         super().__init__(daemon=True)
-        self.demo, self.ip, self.port = demo, ip, port
+        self.demo, self.pause = demo, pause
+        self.ip, _, self.port = dns.resolve_url(url)
         self.stop = threading.Event()
         self.ok = 0
         self.errors: list[str] = []
 
     def run(self) -> None:
-        while not self.stop.is_set():
+        while not self.stop.wait(self.pause):
             try:
                 ys = self.demo.predict(self.ip, [4.0], port=self.port)
                 if ys != pytest.approx([7.0], abs=0.1):
@@ -179,8 +195,7 @@ def test_new_revision_rolls_out_with_no_failed_request(deployed: tuple[ModuleTyp
     demo, _, _ = deployed
     before = demo.kjson("get", "modeldeployment", demo.NAME, "-n", demo.NS)
     old_rev, old_digest = before["status"]["revision"], before["status"]["image"]["digest"]
-    ip, port = demo.service_address()
-    loops = [_LoadLoop(demo, ip, port) for _ in range(2)]
+    loops = [_LoadLoop(demo, before["status"]["url"]) for _ in range(2)]
     for loop in loops:
         loop.start()
     try:
@@ -221,6 +236,74 @@ def test_new_revision_rolls_out_with_no_failed_request(deployed: tuple[ModuleTyp
     assert served > 50
 
 
+def test_hpa_scales_out_under_load_and_back_in(deployed: tuple[ModuleType, dict[str, Any], Path]) -> None:
+    """Autoscaling on CPU for real: metrics-server (behind the aggregation layer) feeds the HPA the operator made.
+    Under load through the Service it adds pods (1 -> >= 2 Ready, every one answering); once the load stops,
+    the spec's short scale-down stabilization brings it back to 1. A light load loop through the Service runs
+    throughout, scale-out and scale-in: zero failed requests."""
+    demo, _, _ = deployed
+    serving = {
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+        "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50,
+                        "scaleDownStabilizationSeconds": 10},
+    }  # fmt: skip
+    demo.kc("patch", "modeldeployment", demo.NAME, "-n", demo.NS, "--type=merge", "-p",
+            json.dumps({"spec": {"serving": serving}}))  # fmt: skip
+    md = demo.kjson("get", "modeldeployment", demo.NAME, "-n", demo.NS)
+    selector, url = md["status"]["selector"], md["status"]["url"]
+
+    def hpa() -> dict[str, Any]:
+        items = demo.kjson("get", "hpa", "-n", demo.NS, "-l", f"modelship.io/modeldeployment={demo.NAME}")["items"]
+        assert len(items) == 1, items
+        return items[0]  # type: ignore[no-any-return]
+
+    def settled_at(n: int) -> bool:
+        """Exactly n pods, all Ready and with the new requests (no pod of the previous template left)."""
+        pods = demo.kjson("get", "pods", "-n", demo.NS, "-l", selector)["items"]
+        requests = {p["spec"]["containers"][0]["resources"]["requests"]["cpu"] for p in pods}
+        return len(pods) == n and len(demo.serving_pods()) == n and requests == {"100m"}
+
+    def wait(what: str, fn: Any, timeout: float) -> float:
+        t = time.monotonic()
+        while not fn():
+            assert time.monotonic() - t < timeout, f"{what}: not after {timeout:.0f}s; HPA status {hpa()['status']}"
+            time.sleep(1)
+        return time.monotonic() - t
+
+    assert hpa()["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 10
+    wait("the HPA brings the Deployment to minReplicas 1", lambda: settled_at(1), 300)
+    wait("the HPA reads CPU from the metrics API", lambda: any(
+        m.get("resource", {}).get("current", {}).get("averageUtilization") is not None
+        for m in hpa()["status"].get("currentMetrics") or []), 120)  # fmt: skip
+    light = _LoadLoop(demo, url, pause=0.2)
+    heavy = [_LoadLoop(demo, url) for _ in range(3)]
+    light.start()
+    try:
+        for loop in heavy:
+            loop.start()
+        scale_out = wait("a second Ready pod under load", lambda: len(demo.serving_pods()) >= 2, 300)
+        pods = demo.serving_pods()
+        for p in pods:  # every pod the HPA added serves
+            assert demo.predict(p["status"]["podIP"], [4.0]) == pytest.approx([7.0], abs=0.05)
+        print(f"HPA: {len(pods)} Ready pods {scale_out:.1f} s after the load started; status {hpa()['status']}")
+        for loop in heavy:
+            loop.stop.set()
+        for loop in heavy:
+            loop.join(30)
+        scale_in = wait("back to 1 pod after the load stopped", lambda: settled_at(1), 300)
+        print(f"HPA: back to 1 pod {scale_in:.1f} s after the load stopped (scale-down stabilization 10 s)")
+    finally:
+        for loop in (*heavy, light):
+            loop.stop.set()
+        for loop in (*heavy, light):
+            loop.join(30)
+    errors = [e for loop in (*heavy, light) for e in loop.errors]
+    served = sum(loop.ok for loop in (*heavy, light))
+    print(f"HPA: {served} requests answered through the Service during scale-out and scale-in, {len(errors)} failed")
+    assert errors == [], errors[:10]
+    assert light.ok > 20 and served > light.ok
+
+
 def test_digits_example_pruned_int8_gated_and_served_over_v2(deployed: tuple[ModuleType, dict[str, Any], Path]) -> None:
     """examples/digits-int8.yaml as `make demo` applies it: prune 80% with fine-tuning + full int8 in the optimizer
     Pod, accuracy gate, BuildKit build, served over the Open Inference Protocol v2 through its Service."""
@@ -241,8 +324,7 @@ def test_digits_example_pruned_int8_gated_and_served_over_v2(deployed: tuple[Mod
         pods = demo.serving_pods(demo.DIGITS)
         assert len(pods) == 2  # autoscaling.minReplicas: the HPA raised the Deployment before Ready
         assert all([c["imageID"].split("@")[-1] for c in p["status"]["containerStatuses"]] == [digest] for p in pods)
-        ip, port = demo.service_address(demo.DIGITS)
-        accuracy, n = demo.digits_accuracy(ip, port)
-        assert n == 120 and accuracy >= opt["value"] - 0.05  # held-out digits through the Service, int8 model
+        accuracy, n = demo.digits_accuracy(md["status"]["url"])
+        assert n == 120 and accuracy >= opt["value"] - 0.05  # held-out digits by status.url, int8 model
     finally:
         demo.kc("delete", "modeldeployment", demo.DIGITS, "-n", demo.NS, "--ignore-not-found", "--wait=false")
