@@ -21,6 +21,10 @@ POD_SUBNET="10.213.0.0/24"
 REGISTRY="$NODE_IP:5000"
 DNS_IP="10.96.0.10"                        # the kube-dns Service (CoreDNS, hack/node/addons); kubelet clusterDNS
 CLUSTER_DOMAIN="cluster.local"
+# Pod to pod on the bridge, directly or through a Service (kube-proxy DNATs on the host, the packet goes back out
+# on the bridge): br_netfilter sends it through the FORWARD chain, whose policy is DROP where docker runs. Accept
+# what stays on our bridge, nothing else (pods get no way out). Added by up, deleted by down.
+FORWARD_RULE=(FORWARD -i "$NODE_BRIDGE" -o "$NODE_BRIDGE" -m comment --comment "modelship-node: pod to pod on $NODE_BRIDGE" -j ACCEPT)
 KUBECONFIG_NODE="$MODELSHIP_CACHE/kubeconfig-$NODE_CLUSTER"
 CTR=(ctr --address "$NODE_RUN/containerd.sock" -n k8s.io)
 PAUSE_IMAGE="docker.io/modelship/pause:3.10"
