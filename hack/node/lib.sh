@@ -19,6 +19,7 @@ NODE_BRIDGE="msnode0"
 NODE_IP="10.213.0.1"
 POD_SUBNET="10.213.0.0/24"
 REGISTRY="$NODE_IP:5000"
+SERVICE_CIDR="10.96.0.0/16"                # modelship_dev.cluster's service-cluster-ip-range: routed into our bridge
 DNS_IP="10.96.0.10"                        # the kube-dns Service (CoreDNS, hack/node/addons); kubelet clusterDNS
 CLUSTER_DOMAIN="cluster.local"
 # Pod to pod on the bridge, directly or through a Service (kube-proxy DNATs on the host, the packet goes back out
