@@ -1,0 +1,47 @@
+"""modelship_dev.cluster's kwokctl configuration for the real node (hack/node/up): what the API server needs beside
+a real kubelet, in-cluster clients and an aggregated API, rendered without starting anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from modelship_dev.cluster import KUBERNETES_SERVICE_IP, DevCluster
+
+
+def _apiserver_args(rendered: str) -> list[dict[str, object]]:
+    conf = json.loads(rendered.partition("\n---\n")[0])
+    (patch,) = [p for p in conf["componentsPatches"] if p["name"] == "kube-apiserver"]
+    return patch["extraArgs"]  # type: ignore[no-any-return]
+
+
+def test_node_config_adds_sans_kubelet_tls_and_the_aggregation_layer(tmp_path: Path) -> None:
+    cluster = DevCluster("node-x")
+    rendered = cluster.render_node_config(front_proxy=tmp_path, node_ip="10.213.0.1")
+    conf = json.loads(rendered.partition("\n---\n")[0])
+    # the serving cert names the `kubernetes` Service IP (its DNS names are kwokctl's defaults) and the node side
+    assert (
+        conf["options"]["kubeApiserverCertSANs"] == [KUBERNETES_SERVICE_IP, "10.213.0.1"] == ["10.96.0.1", "10.213.0.1"]
+    )
+    args = {a["key"]: a for a in _apiserver_args(rendered)}
+    assert args["service-cluster-ip-range"]["value"] == "10.96.0.0/16"  # the test config is kept
+    assert args["bind-address"]["value"] == "0.0.0.0"
+    pki = cluster.pki
+    assert args["kubelet-client-certificate"]["value"] == str(pki / "admin.crt")
+    assert args["kubelet-certificate-authority"]["value"] == str(pki / "ca.crt")
+    assert args["requestheader-client-ca-file"]["value"] == str(tmp_path / "front-proxy-ca.crt")
+    assert args["requestheader-allowed-names"]["value"] == "front-proxy-client"
+    # kwokctl's own --proxy-client-* (its shared admin cert) are replaced in place, not repeated
+    for key in ("proxy-client-cert-file", "proxy-client-key-file"):
+        assert args[key]["override"] is True and str(args[key]["value"]).startswith(
+            str(tmp_path / "front-proxy-client")
+        )
+
+
+def test_node_config_keeps_the_stages_and_leaves_the_test_config_alone(tmp_path: Path) -> None:
+    cluster = DevCluster("node-x")
+    plain = cluster.render_config()
+    node = cluster.render_node_config(front_proxy=tmp_path, node_ip="10.213.0.1")
+    assert node.partition("\n---\n")[2] == plain.partition("\n---\n")[2]  # every kwok Stage, unchanged
+    assert "kubeApiserverCertSANs" not in plain and "requestheader" not in plain
+    assert [a["key"] for a in _apiserver_args(plain)] == ["service-cluster-ip-range"]
