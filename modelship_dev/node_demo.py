@@ -348,6 +348,13 @@ def status_url(name: str = NAME) -> str:
     return str(kjson("get", "modeldeployment", name, "-n", NS)["status"]["url"])
 
 
+def service_address(name: str = NAME) -> tuple[str, int]:
+    """Where status.url points: the address its host name resolves to through the cluster DNS (the Service's
+    ClusterIP, routed to the pods by kube-proxy) and its port."""
+    ip, _, port = dns.resolve_url(status_url(name))
+    return ip, port
+
+
 def by_name(url: str) -> str:
     """``url`` with its host resolved by the cluster DNS (CoreDNS through the kube-dns Service), as a pod would:
     the host has no cluster DNS of its own, and the demo leaves the host's resolver alone."""
