@@ -29,13 +29,14 @@ from kubernetes import client, watch  # noqa: E402
 from bench.results import append_section, cpu_model  # noqa: E402
 from modelship.api import ModelDeployment, Summary  # noqa: E402
 from modelship.config import OperatorConfig  # noqa: E402
-from modelship.controller.reconcile import CACHE_CONFIGMAP, CACHE_LABELS  # noqa: E402
+from modelship.controller import revcache  # noqa: E402
 from modelship.rbac import operator_rules  # noqa: E402
 from modelship.resources.defaults import with_operator_defaults  # noqa: E402
 from modelship.resources.plan import serving_plan  # noqa: E402
 from modelship.resources.revision import revision  # noqa: E402
 from modelship_dev import cluster as devcluster  # noqa: E402
 from tests.integration.cluster import (  # noqa: E402
+    OPERATOR_NAMESPACE,
     admin_client,
     apply_manifest,
     create_namespace,
@@ -183,9 +184,9 @@ def operator_run(api: client.ApiClient, op: OperatorProcess, n: int) -> tuple[fl
     ns = create_namespace(api, f"bench-op-{n}")
     try:
         rev, entry = cached_entry()
-        client.CoreV1Api(api).create_namespaced_config_map(
-            ns, {"metadata": {"name": CACHE_CONFIGMAP, "labels": CACHE_LABELS}, "data": {rev: entry}}
-        )
+        # the namespace's revision cache, where the operator keeps it (its own namespace, keyed by tenant namespace)
+        cache = {"metadata": {"name": revcache.configmap_name(ns), "labels": revcache.labels(ns)}, "data": {rev: entry}}
+        client.CoreV1Api(api).create_namespaced_config_map(OPERATOR_NAMESPACE, cache)
         docs = [md_doc(f"m{i}") for i in range(n)]
         for d in docs:
             d["metadata"]["namespace"] = ns

@@ -1,6 +1,6 @@
 """Serving benchmark: Modelship's server vs KServe's Python ModelServer on the same TFLite models.
 
-    PYTHONPATH=operator python bench/serve.py [--duration 5] [--quick] [--no-append]
+    PYTHONPATH=operator python bench/serve.py [--duration 5] [--quick] [--no-append] [--before TREE]
 
 For each model (digits CNN int8, MobileNetV2 int8) it builds the .tflite (nothing downloaded), times a bare
 ``interpreter.invoke()``, then for each server (ours; KServe 0.21 ``ModelServer`` with a ``kserve.Model``
@@ -8,6 +8,16 @@ wrapping the same interpreter, the way a KServe user writes it) runs a closed-lo
 concurrent keep-alive connections from a separate load-generator process (uvloop + httptools, pre-encoded
 requests), and reports throughput, p50/p99 latency, the ratios ours/KServe and p50 / bare invoke.
 The servers run one at a time on the same machine; all figures come from the same run.
+
+Where Modelship's CPU goes, per cell: the server's own count (``modelship_invoke_cpu_seconds_total`` against
+``modelship_process_cpu_seconds_total``: the share of its CPU spent inside ``invoke()``), and the same share
+estimated from outside, comparable across versions: the batches it ran (the batch-size histogram, whose buckets
+are the interpreter's padded sizes) times a bare ``invoke()``'s CPU at each size, over the process's CPU time
+(/proc). ``--before TREE`` also runs the server from another checkout (e.g. ``git archive <rev> operator | tar
+-x -C TREE``) for the MobileNetV2 cells, for a before/after in the same run.
+
+``--profile`` samples the server with py-spy (the ``test`` extra) during the busiest MobileNetV2 cells and lists
+where its time goes, by function.
 
 Results are printed and appended as a section to bench/RESULTS.md.
 """
@@ -232,13 +242,52 @@ def wait_ready(port: int, name: str, proc: subprocess.Popen[bytes], timeout: flo
     raise TimeoutError(f"server on {port} not ready")
 
 
-def start_ours(model: Path, name: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+def has_metrics_port(tree: Path | None) -> bool:
+    """Whether the server in ``tree`` serves /metrics on a port of its own (``--metrics-port``)."""
+    cli = tree / "modelship" / "serve" / "cli.py" if tree is not None else None
+    return cli is not None and cli.is_file() and "--metrics-port" in cli.read_text()
+
+
+def start_ours(
+    model: Path, name: str, port: int, log: Path, tree: Path = REPO / "operator", metrics_port: int | None = None
+) -> subprocess.Popen[bytes]:
+    """``modelship serve`` from ``tree`` (this checkout's operator/ by default). ``metrics_port`` None: a version
+    from before the metrics port (metrics on the inference port)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    extra = [] if metrics_port is None else ["--metrics-port", str(metrics_port)]
     return subprocess.Popen(
         [PY, "-m", "modelship.serve", "--model", str(model), "--name", name, "--port", str(port), "--host", "127.0.0.1",
-         "--drain-seconds", "0", "--log-level", "warning"],
+         "--drain-seconds", "0", "--log-level", "warning", *extra],
         env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
     )  # fmt: skip
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Every sample of a Prometheus text page, keyed by name with labels as exposed."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def batches_by_size(metrics: dict[str, float], name: str) -> dict[int, float]:
+    """Batches run at each padded size (1, 2, 4, 8), from the cumulative buckets of modelship_batch_size."""
+    cum = {b: metrics.get(f'modelship_batch_size_bucket{{le="{float(b)}",model="{name}"}}', 0.0) for b in (1, 2, 4, 8)}
+    out, prev = {}, 0.0
+    for b in (1, 2, 4, 8):
+        out[b] = cum[b] - prev
+        prev = cum[b]
+    return out
 
 
 def start_kserve(model: Path, name: str, port: int, log: Path, script: Path) -> subprocess.Popen[bytes]:
@@ -256,20 +305,25 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def bare_invoke_ms(model: Path, x: np.ndarray, threads: int | None, n: int) -> float:
+def bare_invoke_ms(
+    model: Path, x: np.ndarray, threads: int | None, n: int, batch: int = 1, clock: Any = time.perf_counter
+) -> float:
+    """Median time of one invoke() of ``batch`` rows (wall clock; ``clock=time.thread_time`` for its CPU)."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(model), num_threads=threads)
-    it.allocate_tensors()
     idx = it.get_input_details()[0]["index"]
-    it.set_tensor(idx, x)
+    if batch != x.shape[0]:
+        it.resize_tensor_input(idx, [batch, *x.shape[1:]])
+    it.allocate_tensors()
+    it.set_tensor(idx, np.repeat(x[:1], batch, axis=0))
     for _ in range(max(5, n // 10)):
         it.invoke()
     times = []
     for _ in range(n):
-        t = time.perf_counter()
+        t = clock()
         it.invoke()
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
     return statistics.median(times) * 1e3
 
 
@@ -325,6 +379,95 @@ def input_name(model: Path) -> str:
     return str(sigs["serving_default"]["inputs"][0])
 
 
+#: run in a subprocess with the server tree's PYTHONPATH: the server's own decode, run and encode of one JSON
+#: request, timed one by one (median of ``n``) without HTTP
+_STAGES = r"""
+import json, statistics, sys, time
+from modelship.serve import codec, jsonparse
+from modelship.serve.model import load_model
+path, body_file, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+body = open(body_file, "rb").read()
+model = load_model(path, "m", "1")
+runner = model.create_runner(1, 8)
+runner.warmup()
+def median_ms(f):
+    f()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+req = codec.v2_decode(model, body, None)
+raw = runner.run_parts(model, [req.inputs], [1])
+out = model.decode_outputs(raw)
+parse = median_ms(lambda: jsonparse.loads_v2(body))
+decode = median_ms(lambda: codec.v2_decode(model, body, None))
+print(json.dumps({
+    "parse_ms": parse,
+    "to_array_ms": max(0.0, decode - parse),
+    "run_ms": median_ms(lambda: runner.run_parts(model, [req.inputs], [1])),
+    "encode_ms": median_ms(lambda: codec.v2_encode(model, req, model.decode_outputs(raw))),
+}))
+"""
+
+
+def stage_times(tree: Path, model: Path, request: bytes, work: Path, n: int = 50) -> dict[str, float]:
+    """Where a JSON request's time goes inside the server of ``tree``, stage by stage, without HTTP: parse (JSON
+    text to the parser's document), to array (tensor data to the input array, checks), run (quantize, invoke,
+    outputs) and encode (dequantize, response JSON)."""
+    body = request.split(b"\r\n\r\n", 1)[1]
+    body_file = work / "stages-body.json"
+    body_file.write_bytes(body)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run(
+        [PY, "-c", _STAGES, str(model), str(body_file), str(n)], env=env, check=True, capture_output=True, text=True
+    )
+    stages: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    stages["body_bytes"] = float(len(body))
+    return stages
+
+
+def start_profile(pid: int, out: Path, seconds: float) -> tuple[subprocess.Popen[bytes], Path]:
+    """py-spy on the server for ``seconds`` (non-blocking sampling, every thread, idle time excluded)."""
+    spy = Path(PY).with_name("py-spy")
+    cmd = [str(spy), "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "200", "-f", "raw",
+           "-o", str(out), "--nonblocking", "--threads"]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out
+
+
+def finish_profile(proc: subprocess.Popen[bytes], out: Path, top: int = 8) -> list[tuple[str, float]]:
+    """(function, share of samples) for the functions the server's threads were in most (self time)."""
+    proc.wait(timeout=120)
+    counts: dict[str, int] = {}
+    total = 0
+    for line in out.read_text().splitlines() if out.exists() else []:
+        stack, _, n = line.rpartition(" ")
+        name = stack.rsplit(";", 1)[-1].split(" (")[0]  # "Interpreter.invoke (ai_edge_litert/...py:1015)"
+        counts[name] = counts.get(name, 0) + int(n)
+        total += int(n)
+    return [(k, v / total) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:top]] if total else []
+
+
+def efficiency(
+    m0: dict[str, float], m1: dict[str, float], name: str, process_cpu_s: float, invoke_cpu_ms: dict[int, float]
+) -> dict[str, float]:
+    """The share of the server's CPU inside invoke() during a cell: as the server counts it (when it does), and
+    estimated from its batches and a bare invoke()'s CPU at each padded size."""
+    out: dict[str, float] = {"server_cpu_s": process_cpu_s}
+    b0, b1 = batches_by_size(m0, name), batches_by_size(m1, name)
+    estimate = sum((b1[b] - b0[b]) * invoke_cpu_ms[b] / 1e3 for b in b1)
+    if process_cpu_s > 0:
+        out["cpu_share_estimate"] = estimate / process_cpu_s
+    key = f'modelship_invoke_cpu_seconds_total{{model="{name}"}}'
+    if key in m1 and "modelship_process_cpu_seconds_total" in m1:
+        invoke = m1[key] - m0.get(key, 0.0)
+        process = m1["modelship_process_cpu_seconds_total"] - m0["modelship_process_cpu_seconds_total"]
+        if process > 0:
+            out["cpu_share"] = invoke / process
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell")
@@ -333,6 +476,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="digits only")
     ap.add_argument("--no-append", action="store_true", help="do not append to bench/RESULTS.md")
     ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"))
+    ap.add_argument("--before", help="a checkout's operator/ directory whose server also runs (MobileNetV2 cells)")
+    ap.add_argument("--profile", action="store_true", help="py-spy the server in the MobileNetV2 1- and N-client cells")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
@@ -347,6 +492,7 @@ def main() -> int:
     cpus = available_cpus()
     rows: list[dict[str, Any]] = []
     bare: dict[str, dict[str, float]] = {}
+    before = Path(args.before).resolve() if args.before else None
     for label, (path, x) in models.items():
         big = x.size > 10_000
         n_invoke = 200 if big else 5000
@@ -354,36 +500,60 @@ def main() -> int:
             "threads=1": bare_invoke_ms(path, x, 1, n_invoke),
             "threads=default": bare_invoke_ms(path, x, None, n_invoke),
         }
+        # CPU of one invoke() at each padded batch size: the yardstick of the outside estimate
+        invoke_cpu = {b: bare_invoke_ms(path, x, 1, max(20, n_invoke // b), b, time.thread_time) for b in (1, 2, 4, 8)}
+        bare[label].update({f"cpu@{b}": v for b, v in invoke_cpu.items()})
         print(f"{label}: bare invoke {bare[label]}", flush=True)
         name = "m"
         iname = input_name(path)
         fmts = ["json", "binary"] if big else ["json"]
+        servers = ["modelship", "kserve"] + (["modelship-before"] if before is not None and big else [])
         for fmt in fmts:
             req = requests_for(name, iname, x, fmt == "binary")
-            for server in ("modelship", "kserve"):
+            for server in servers:
                 port = free_port()
+                mport = free_port() if server == "modelship" or has_metrics_port(before) else None
                 log = work / f"{server}-{port}.log"
-                proc = (
-                    start_ours(path, name, port, log)
-                    if server == "modelship"
-                    else start_kserve(path, name, port, log, kserve_script)
-                )
+                if server == "kserve":
+                    proc = start_kserve(path, name, port, log, kserve_script)
+                else:
+                    tree = before if server == "modelship-before" and before is not None else REPO / "operator"
+                    proc = start_ours(path, name, port, log, tree, mport)
                 try:
                     wait_ready(port, name, proc)
                     for c in levels:
+                        ours = server != "kserve"
                         interleave = server == "modelship" and c == 1
-                        before = bare_invoke_ms(path, x, 1, n_invoke) if interleave else None
+                        pre = bare_invoke_ms(path, x, 1, n_invoke) if interleave else None
+                        m0 = scrape(mport or port) if ours else {}
+                        cpu0 = process_cpu(proc.pid)
+                        spy = None
+                        if args.profile and ours and big and c in (1, max(levels)):
+                            spy = start_profile(proc.pid, work / f"{server}-{fmt}-{c}.txt", args.warmup + args.duration)
                         r = run_loadgen(port, req, c, args.warmup, args.duration)
-                        if before is not None:
+                        if spy is not None:
+                            r["profile"] = finish_profile(*spy)
+                        cpu1 = process_cpu(proc.pid)
+                        m1 = scrape(mport or port) if ours else {}
+                        if pre is not None:
                             # bare invoke right before and after, with the server idle: same machine state
-                            r["bare_ms"] = (before + bare_invoke_ms(path, x, 1, n_invoke)) / 2
+                            r["bare_ms"] = (pre + bare_invoke_ms(path, x, 1, n_invoke)) / 2
+                        if ours and big and fmt == "json" and c == 1:
+                            r["stages"] = stage_times(tree, path, req, work)
                         r.update(model=label, server=server, fmt=fmt, load=os.getloadavg()[0])
+                        if ours:
+                            r.update(efficiency(m0, m1, name, cpu1 - cpu0, invoke_cpu))
                         rows.append(r)
+                        eff = ""
+                        if "cpu_share_estimate" in r:
+                            eff = f" invoke share est {r['cpu_share_estimate']:.3f}"
+                            if "cpu_share" in r:
+                                eff += f" in-server {r['cpu_share']:.3f}"
                         print(
-                            f"  {label:18s} {fmt:6s} {server:9s} c={c:3d}  {r['throughput']:9.1f} req/s  "
+                            f"  {label:18s} {fmt:6s} {server:16s} c={c:3d}  {r['throughput']:9.1f} req/s  "
                             f"p50 {r['p50_ms']:8.3f} ms  p99 {r['p99_ms']:8.3f} ms  ok={r['ok']} bad={r['bad']} "
                             f"err={r['errors']} load={r['load']:.1f}"
-                            + (f" bare={r['bare_ms']:.4f} ms" if "bare_ms" in r else ""),
+                            + (f" bare={r['bare_ms']:.4f} ms" if "bare_ms" in r else "") + eff,
                             flush=True,
                         )
                 finally:
@@ -410,7 +580,9 @@ def render(
         f"## Serving: modelship vs KServe ModelServer ({dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')})",
         "",
         f"Machine: {os.cpu_count()} CPUs (nproc {cpus} usable), {cpu_model()}, Python {platform.python_version()}. "
-        f"`bench/serve.py --duration {args.duration:g} --warmup {args.warmup:g}`: closed loop, keep-alive, "
+        f"`bench/serve.py --duration {args.duration:g} --warmup {args.warmup:g}"
+        + (" --before <main's operator/>" if args.before else "")
+        + "`: closed loop, keep-alive, "
         "load generator in a separate process (uvloop + httptools) on the same machine. Servers run one at a "
         "time: modelship (defaults: one worker per CPU, 1 thread each, dynamic batching max 8) and KServe 0.21 "
         "`ModelServer` (1 worker) with a `kserve.Model` wrapping `ai_edge_litert` `Interpreter(model_path)`. "
@@ -452,18 +624,76 @@ def render(
         if "bare_ms" in r:
             ratio = r["p50_ms"] / r["bare_ms"]
             if r["bare_ms"] > 1.0:
-                verdict = f"target < 1.5x: {'met' if ratio < 1.5 else 'NOT met'}"
+                target = 2.0 if r["fmt"] == "json" else 1.5
+                verdict = f"target <= {target:g}x: {'met' if ratio <= target else 'NOT met'}"
             else:
                 verdict = f"a tiny model: the HTTP + JSON floor is {r['p50_ms']:.3f} ms per request"
             out.append(
                 f"- {r['model']}, {r['fmt']}, 1 client: p50 {r['p50_ms']:.3f} ms = {ratio:.2f}x a bare invoke "
                 f"({verdict})"
             )
+    shares = [r for r in rows if "cpu_share_estimate" in r and r["server"].startswith("modelship")]
+    if shares:
+        out += [
+            "",
+            "Where modelship's CPU goes: the share of the server process's CPU time spent inside the interpreter's "
+            "`invoke()` during each cell, as the server counts it (`modelship_invoke_cpu_seconds_total` / "
+            "`modelship_process_cpu_seconds_total`) and estimated from outside (the batches it ran, by padded size, "
+            "times a bare `invoke()`'s CPU at that size, over the process's CPU from /proc: comparable across "
+            "versions, and lower than the server's count because a hot bare loop runs faster than invoke() "
+            "between requests).",
+            "",
+            "| model | body | clients | server | req/s | p50 / p99 ms | server CPU s | invoke share (in-server) "
+            "| invoke share (estimate) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(shares, key=lambda r: (r["model"], r["fmt"] != "json", r["concurrency"], r["server"])):
+            in_server = f"{r['cpu_share']:.3f}" if "cpu_share" in r else "(not counted)"
+            out.append(
+                f"| {r['model']} | {r['fmt']} | {r['concurrency']} | {r['server']} | {r['throughput']:.0f} | "
+                f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} | {r['server_cpu_s']:.2f} | {in_server} | "
+                f"{r['cpu_share_estimate']:.3f} |"
+            )
+        out.append("")
+        for r in rows:
+            if r["server"] == "modelship" and r["fmt"] == "binary" and r["concurrency"] == top and "cpu_share" in r:
+                met = "met" if r["cpu_share"] >= 0.9 else "NOT met"
+                out.append(
+                    f"- {r['model']}, binary, {top} clients: {r['cpu_share']:.1%} of the server's CPU inside invoke() "
+                    f"(target >= 90%: {met})"
+                )
+    staged = [r for r in rows if "stages" in r]
+    if staged:
+        out += [
+            "",
+            "Where a JSON request's time goes at 1 client: the server's own stages timed one by one in a separate "
+            "process (median, no HTTP, same body): parse (the JSON text to simdjson's document), to array (the "
+            "`data` values into the input array, with the protocol's checks), run (quantize, `invoke()`, "
+            "outputs), encode (dequantize, response JSON); the rest of the p50 is HTTP (receiving the body, "
+            "answering), the event loop and the load generator's own send and receive.",
+            "",
+            "| model | server | body MB | p50 ms | parse | to array | run | encode | rest | bare invoke |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in staged:
+            st = r["stages"]
+            known = st["parse_ms"] + st["to_array_ms"] + st["run_ms"] + st["encode_ms"]
+            bare_text = f"{r['bare_ms']:.2f}" if "bare_ms" in r else ""
+            out.append(
+                f"| {r['model']} | {r['server']} | {st['body_bytes'] / 1e6:.2f} | {r['p50_ms']:.2f} | "
+                f"{st['parse_ms']:.2f} | {st['to_array_ms']:.2f} | {st['run_ms']:.2f} | {st['encode_ms']:.3f} | "
+                f"{r['p50_ms'] - known:.2f} | {bare_text} |"
+            )
+    for r in rows:
+        if r.get("profile"):
+            out.append(
+                f"- py-spy, {r['server']} {r['model']} {r['fmt']} {r['concurrency']} client(s), where its threads "
+                "were (self, share of samples): " + "; ".join(f"`{f}` {p:.0%}" for f, p in r["profile"])
+            )
     out.append(
         "- KServe 0.21 turns binary tensor data back into Python lists (`InferRequest.from_bytes` calls "
         "`set_data_from_numpy(..., binary_data=False)`), so the binary extension does not speed it up; its "
-        "`Model.predict` runs on the event loop, one request at a time. A 3 MB JSON body costs modelship "
-        "~7 ms to decode (simdjson fast path), which is why JSON at 1 client sits well above a bare invoke."
+        "`Model.predict` runs on the event loop, one request at a time."
     )
     out.append(
         "- Method: the window opens 1 s after every connection got its first answer (steady state) and lasts "

@@ -51,6 +51,8 @@ ANNOTATION_FAIL = "modelship.io/test-fail"
 ANNOTATION_EXIT_CODE = "modelship.io/test-exit-code"
 ANNOTATION_DURATION = "modelship.io/test-duration"
 ANNOTATION_CRASH = "modelship.io/test-crash"
+ANNOTATION_RECEIVE_RUNNING = "modelship.io/test-receive-running"
+"""Keeps a build pod's "receive" init container running (waiting for its artifact upload) until the pod completes."""
 
 GPU_RESOURCE = "nvidia.com/gpu"
 

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.example
     server = subprocess.Popen(
         [sys.executable, "-m", "modelship", "serve", "--model", str(artifact), "--name", name,
-         "--host", "127.0.0.1", "--port", str(port)],
+         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0"],
         env=env,
         stdout=(work / "server.log").open("wb"),
         stderr=subprocess.STDOUT,

@@ -177,10 +177,16 @@ def prepare_storage(digits: bool = False) -> Path:
     return models
 
 
+OPERATOR_NAMESPACE = "modelship-system"
+"""The operator's own namespace (the chart's release namespace; the local operator uses it too): the revision
+caches live there, one ConfigMap per tenant namespace."""
+
+
 def forget_revisions() -> None:
     """Cold start on a running cluster: drop the namespace's revision cache (the operator's memory of revisions
-    already optimized and built), so the next apply optimizes and builds again."""
-    kc("delete", "configmap", "-n", NS, "-l", "modelship.io/cache=revisions", "--ignore-not-found")
+    already optimized and built, kept in the operator's namespace), so the next apply optimizes and builds again.
+    Call it before the operator starts: a running operator keeps the cache it read in memory."""
+    kc("delete", "configmap", "-n", OPERATOR_NAMESPACE, f"modelship-revisions-{NS}", "--ignore-not-found")
 
 
 def manifest(name: str = NAME) -> dict[str, Any]:
@@ -211,7 +217,9 @@ class Operator:
             "PYTHONPATH": str(REPO / "operator"),
             "MODELSHIP_RETRY_BASE_SECONDS": "1",
             "MODELSHIP_RESYNC_SECONDS": "5",
+            "MODELSHIP_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
         }
+        kc("create", "namespace", OPERATOR_NAMESPACE, check=False)
         health, metrics = free_port(), free_port()
         self.health = f"http://127.0.0.1:{health}/healthz"
         self.proc = subprocess.Popen(
@@ -248,11 +256,19 @@ class Operator:
         return f"operator: left running (pid {self.proc.pid}, log {self.log})"
 
 
+def restrict_tenant_namespace(namespace: str = NS) -> None:
+    """The tenant's namespace enforces Pod Security "restricted" (the API server refuses any other pod there): the
+    optimization, export and serving pods all meet it; the build runs in the operator's own namespace."""
+    kc("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
+       "pod-security.kubernetes.io/enforce-version=latest", "--overwrite")  # fmt: skip
+    say(f"namespace {namespace}: Pod Security restricted enforced")
+
+
 class ChartOperator:
     """The operator as users run it: `helm install` of charts/modelship (its CRD, least-privilege RBAC, the
     operator image from containerd), a real Pod talking to the API server through the `kubernetes` Service."""
 
-    RELEASE, NAMESPACE = "modelship", "modelship-system"
+    RELEASE, NAMESPACE = "modelship", OPERATOR_NAMESPACE
 
     def __init__(self) -> None:
         self.log = DEMO / "operator.log"
@@ -264,10 +280,19 @@ class ChartOperator:
     def start(self) -> None:
         # Only what the demo wants faster than the defaults: the operator Pod reaches the API server with the
         # chart's in-cluster config (the `kubernetes` Service; its certificate names 10.96.0.1 and
-        # kubernetes.default.svc, hack/node/up).
-        values = {"operator": {"resyncSeconds": 5, "logFormat": "plain"}, "jobs": {"retryBaseSeconds": 1}}
+        # kubernetes.default.svc, hack/node/up). The examples build FROM the serving runtime in the run's registry:
+        # an image override the platform's admin policy must allow.
+        values = {
+            # namespaced, the chart's default mode: the demo's namespace only
+            "operator": {"resyncSeconds": 5, "logFormat": "plain", "watchNamespaces": [NS]},
+            "jobs": {"retryBaseSeconds": 1},
+            "policy": {"allowedImagePrefixes": [f"{ENV['REGISTRY']}/"]},
+            # a new operator process on every start: it reads the revision caches anew (forget_revisions)
+            "podAnnotations": {"modelship.io/demo-start": str(time.time_ns())},
+        }
         vfile = DEMO / "chart-values.json"
         vfile.write_text(json.dumps(values))
+        restrict_tenant_namespace()
         self._helm("upgrade", "--install", self.RELEASE, str(REPO / "charts" / "modelship"), "--create-namespace",
                    "-f", str(vfile), "--wait", "--timeout", "180s")  # fmt: skip
         say(f"operator: helm install charts/modelship -> {self.NAMESPACE}/{self.RELEASE} (in-cluster config)")
@@ -538,11 +563,11 @@ def main() -> int:
             time.sleep(0.5)
         names = (NAME,) if args.skip_digits else (NAME, DIGITS)
         models = prepare_storage(digits=DIGITS in names)
-        op.start()
         for name in names:
             kc("delete", "modeldeployment", name, "-n", NS, "--ignore-not-found", "--wait=true")
         if args.cold:
             forget_revisions()
+        op.start()
         for name in names:
             say(f"apply examples/{EXAMPLES[name]} (build.repository -> {ENV['REGISTRY']}/...)")
             kc("apply", "-n", NS, "-f", "-", input_text=json.dumps(manifest(name)))

@@ -55,6 +55,6 @@ LABEL org.opencontainers.image.title="modelship-serving" \
       org.opencontainers.image.version="0.1.0"
 USER 65532:65532
 WORKDIR /home/modelship
-EXPOSE 8080
+EXPOSE 8080 9090
 ENTRYPOINT ["modelship"]
 CMD ["serve", "--help"]

@@ -18,6 +18,7 @@ from . import __version__
 _PLUGINS = (
     "modelship.commands",  # crd, render
     "modelship.optimize.cli",
+    "modelship.sources.cli",  # push, pull
     "modelship.build.cli",
     "modelship.serve.cli",
     "modelship.controller.cli",

@@ -1,46 +1,54 @@
 """Resolve a model or data URI to a local path, and compute content digests.
 
-No TensorFlow here: the operator image imports this module too.
-
-Schemes:
+No TensorFlow and no cloud SDK here: the operator and serving images import this module too. The clients live in
+``modelship.sources`` (one module per kind of storage); this module picks one by scheme:
 
 * plain paths and ``file://`` URIs: used in place;
-* ``pvc://CLAIM/path``: ``<pvc_root>/CLAIM/path``, where the operator mounts claims (default ``/mnt/pvc``);
-* ``http://`` and ``https://``: streamed to disk with urllib (optional PEM CA bundle), hashed while streaming;
-* ``s3://bucket/key`` and ``gs://bucket/key``: through boto3 / google-cloud-storage when importable (a key that is a
-  prefix downloads every object under it, e.g. a SavedModel directory).
+* ``pvc://CLAIM/path``: ``<pvc_root>/CLAIM/path``, where the Jobs mount claims (default ``/mnt/pvc``);
+* ``http://`` and ``https://``: streamed to disk, hashed while streaming;
+* ``s3://bucket/key``: S3 or any S3-compatible endpoint (a key that is a prefix downloads every object under it,
+  e.g. a SavedModel directory);
+* ``oci://registry/repository:tag`` or ``@sha256:…``: a model artifact (``modelship push``), pulled by digest;
+* ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``: a version in an MLflow model registry.
 
+Every source has its own :class:`Access` (endpoint, extra CA, credentials as mounted files). Errors are
+:class:`FetchError`: permanent (missing object, refused credentials, digest mismatch) or ``temporary`` (server
+unreachable, timeouts, 5xx), which the optimizer reports as its failure kind (``api.report.FailureKind``).
 Digests are ``sha256:<hex>``: of the bytes for a file; for a directory, of a deterministic stream over the sorted
-relative paths and the contents of every regular file under it (see :func:`sha256_path`).
+relative paths and the contents of every regular file under it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import ssl
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+
+from .sources import http, mlflow, oci, s3
+from .sources.access import Access
+from .sources.digest import iter_files, sha256_path, size_of
+from .sources.errors import FetchError
+from .sources.http import max_download_bytes
 
 DEFAULT_PVC_ROOT = "/mnt/pvc"
-CHUNK = 1 << 20
-HTTP_TIMEOUT_SECONDS = 60.0
+SCHEMES = ("path", "file://", "pvc://", "http(s)://", "s3://", "oci://", "models:/")
 
-
-class FetchError(Exception):
-    """A URI could not be resolved or downloaded; the message is meant for people.
-
-    ``temporary``: the store or the network failed (a retry may succeed), rather than the URI naming nothing."""
-
-    def __init__(self, message: str, *, temporary: bool = False) -> None:
-        super().__init__(message)
-        self.temporary = temporary
+__all__ = [
+    "DEFAULT_PVC_ROOT",
+    "Access",
+    "FetchError",
+    "Fetched",
+    "Sources",
+    "check_digest",
+    "fetch",
+    "iter_files",
+    "local_path",
+    "sha256_path",
+    "size_of",
+]
 
 
 @dataclass(frozen=True)
@@ -57,55 +65,11 @@ class Fetched:
     """Bytes (sum over files for a directory)."""
     downloaded: bool
     """True when the content was copied from remote storage into the download directory."""
-
-
-def _iter_files(root: Path) -> Iterator[tuple[str, Path]]:
-    """Regular files under root as (posix relative path, path), sorted by relative path."""
-    found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in filenames:
-            path = Path(dirpath) / name
-            if path.is_file():
-                found.append((path.relative_to(root).as_posix(), path))
-    found.sort(key=lambda item: item[0])
-    yield from found
-
-
-def sha256_path(path: str | os.PathLike[str]) -> str:
-    """``sha256:<hex>`` of a file, or of a directory.
-
-    For a directory the hash runs over every regular file, sorted by its relative POSIX path; each contributes
-    ``path UTF-8, NUL, size as 8 bytes big-endian, content``. Renaming, moving or editing any file changes the
-    digest; file times, permissions and empty directories do not.
-    """
-    p = Path(path)
-    h = hashlib.sha256()
-    if p.is_dir():
-        for rel, file in _iter_files(p):
-            h.update(rel.encode("utf-8"))
-            h.update(b"\0")
-            h.update(file.stat().st_size.to_bytes(8, "big"))
-            _hash_file_into(file, h)
-    elif p.is_file():
-        _hash_file_into(p, h)
-    else:
-        raise FetchError(f"{p} does not exist")
-    return f"sha256:{h.hexdigest()}"
-
-
-def _hash_file_into(path: Path, h: Any) -> None:
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-
-
-def size_of(path: str | os.PathLike[str]) -> int:
-    """Bytes of a file, or the sum over the regular files of a directory."""
-    p = Path(path)
-    if p.is_dir():
-        return sum(f.stat().st_size for _, f in _iter_files(p))
-    return p.stat().st_size
+    resolved: str | None = None
+    """What the URI resolved to where that is more than the content digest: an OCI reference pinned by manifest
+    digest, an MLflow registered version and its artifact location."""
+    format_hint: str | None = None
+    """The model format the source declares (an OCI artifact's annotation), when it does."""
 
 
 def check_digest(fetched: Fetched, expected: str | None) -> None:
@@ -147,15 +111,20 @@ def fetch(
     download_dir: str | os.PathLike[str] | None = None,
     *,
     pvc_root: str | os.PathLike[str] = DEFAULT_PVC_ROOT,
+    access: Access | None = None,
+    digest: str | None = None,
     ca_bundle: str | os.PathLike[str] | None = None,
     endpoint: str | None = None,
-    digest: str | None = None,
 ) -> Fetched:
     """Resolve ``uri`` to a local path and compute its digest.
 
     Remote content goes to ``download_dir`` (a new temporary directory when None). A pinned ``digest`` is
-    checked here, so a mismatch fails before anything else reads the content.
+    checked here, so a mismatch fails before anything else reads the content. ``access`` says how to reach the
+    source; ``ca_bundle`` and ``endpoint`` are shorthands for an Access that reads credentials from the
+    environment (the CLI).
     """
+    if access is None:
+        access = Access(endpoint=endpoint, ca_file=Path(ca_bundle) if ca_bundle is not None else None, environment=True)
     path = local_path(uri, pvc_root=pvc_root)
     if path is not None:
         if not path.exists():
@@ -165,19 +134,29 @@ def fetch(
         return fetched
     dest = Path(download_dir) if download_dir is not None else Path(tempfile.mkdtemp(prefix="modelship-fetch-"))
     dest.mkdir(parents=True, exist_ok=True)
+    limit = max_download_bytes()
     scheme = urllib.parse.urlparse(uri).scheme.lower()
+    resolved: str | None = None
+    hint: str | None = None
     if scheme in ("http", "https"):
-        fetched = _fetch_http(uri, dest, ca_bundle=ca_bundle)
+        got = _fetch_http(uri, dest, access, limit)
     elif scheme == "s3":
-        fetched = _fetch_s3(uri, dest, endpoint=endpoint, ca_bundle=ca_bundle)
-    elif scheme == "gs":
-        fetched = _fetch_gs(uri, dest)
+        got = s3.fetch(uri, dest, access, max_bytes=limit)
     elif scheme == "oci":
-        raise FetchError(f"{uri}: oci:// models are pulled by the operator, not by the optimizer; pass a path")
-    else:
+        pulled = oci.pull(uri, dest, access, max_bytes=limit)
+        got, resolved, hint = pulled.path, oci.Reference.parse(uri).pinned(pulled.manifest_digest), pulled.model_format
+    elif scheme == "models":
+        found = mlflow.fetch(uri, dest, access, max_bytes=limit)
+        got, resolved = found.path, f"{found.name} version {found.version} ({found.artifact_uri})"
+    elif scheme == "gs":
         raise FetchError(
-            f"{uri}: unsupported URI scheme {scheme!r} (use a path, file://, pvc://, http(s)://, s3://, gs://)"
+            f"{uri}: gs:// is not supported; use s3:// with endpoint https://storage.googleapis.com and an HMAC key "
+            "(Cloud Storage's S3-compatible XML API)"
         )
+    else:
+        raise FetchError(f"{uri}: unsupported URI scheme {scheme!r} (use {', '.join(SCHEMES)})")
+    fetched = Fetched(uri=uri, path=got, digest=sha256_path(got), size=size_of(got), downloaded=True,
+                      resolved=resolved, format_hint=hint)  # fmt: skip
     check_digest(fetched, digest)
     return fetched
 
@@ -187,117 +166,54 @@ def _name_from_uri(uri: str, default: str) -> str:
     return name or default
 
 
-def _fetch_http(uri: str, dest: Path, *, ca_bundle: str | os.PathLike[str] | None) -> Fetched:
-    context = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle is not None else None
+def _fetch_http(uri: str, dest: Path, access: Access, limit: int) -> Path:
     target = dest / _name_from_uri(uri, "download")
-    h = hashlib.sha256()
-    size = 0
-    request = urllib.request.Request(uri, headers={"User-Agent": "modelship-optimizer"})
-    try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS, context=context) as response:
-            with target.open("wb") as out:
-                size = _stream(response, out, h)
-            expected = response.headers.get("Content-Length")
-    except urllib.error.HTTPError as exc:
-        temporary = exc.code >= 500 or exc.code in (408, 429)
-        raise FetchError(f"{uri}: HTTP {exc.code} {exc.reason}", temporary=temporary) from None
-    except urllib.error.URLError as exc:
-        raise FetchError(f"{uri}: cannot download: {exc.reason}", temporary=True) from None
-    except (OSError, ssl.SSLError) as exc:
-        raise FetchError(f"{uri}: cannot download: {exc}", temporary=True) from None
-    if expected is not None and expected.isdigit() and int(expected) != size:
-        raise FetchError(f"{uri}: download truncated ({size} of {expected} bytes)", temporary=True)
-    return Fetched(uri=uri, path=target, digest=f"sha256:{h.hexdigest()}", size=size, downloaded=True)
+    headers = {}
+    token = access.secret("token")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    response = http.request("GET", uri, access, headers=headers)
+    if response.status != 200:
+        raise http.status_error(response, http.redact(uri))
+    response.save(target, max_bytes=limit)
+    return target
 
 
-def _stream(src: BinaryIO | Any, out: BinaryIO, h: Any) -> int:
-    size = 0
-    while chunk := src.read(CHUNK):
-        h.update(chunk)
-        out.write(chunk)
-        size += len(chunk)
-    return size
+ROLE_FIELDS: Mapping[str, str] = {
+    "model": "spec.model",
+    "evaluation": "spec.optimization.data.evaluation",
+    "calibration": "spec.optimization.data.calibration",
+    "fineTune": "spec.optimization.data.fineTune",
+}
 
 
-def _bucket_key(uri: str) -> tuple[str, str]:
-    parsed = urllib.parse.urlparse(uri)
-    bucket, key = parsed.netloc, urllib.parse.unquote(parsed.path).lstrip("/")
-    if not bucket:
-        raise FetchError(f"{uri}: expected {parsed.scheme}://BUCKET/KEY")
-    return bucket, key
+@dataclass(frozen=True)
+class Sources:
+    """The Access of each source role (model, evaluation, calibration, fineTune); errors name the spec field."""
 
+    roles: Mapping[str, Access] = field(default_factory=dict)
+    default: Access = field(default_factory=lambda: Access(environment=True))
 
-def _finish_tree(uri: str, dest: Path, keys: list[tuple[str, Path]]) -> Fetched:
-    """A single object downloads to a file; several (a prefix) to a directory named after the prefix."""
-    if not keys:
-        raise FetchError(f"{uri}: no object found")
-    single = len(keys) == 1 and keys[0][1].is_file() and keys[0][1].parent == dest
-    path = keys[0][1] if single else dest / "tree"
-    return Fetched(uri=uri, path=path, digest=sha256_path(path), size=size_of(path), downloaded=True)
+    def access(self, role: str) -> Access:
+        return self.roles.get(role, self.default)
 
-
-def _fetch_s3(uri: str, dest: Path, *, endpoint: str | None, ca_bundle: str | os.PathLike[str] | None) -> Fetched:
-    try:
-        import boto3  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise FetchError(f"{uri}: s3:// needs boto3, which is not installed (pip install boto3)") from None
-    bucket, key = _bucket_key(uri)
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL") or None,
-        verify=str(ca_bundle) if ca_bundle is not None else None,
-    )
-    try:
-        objects = [
-            obj["Key"]
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-            for obj in page.get("Contents", [])
-            if not obj["Key"].endswith("/")
-        ]
-        if key in objects:
-            target = dest / Path(key).name
-            client.download_file(bucket, key, str(target))
-            return _finish_tree(uri, dest, [(key, target)])
-        prefix = key if key.endswith("/") or not key else key + "/"
-        got: list[tuple[str, Path]] = []
-        for name in objects:
-            if not name.startswith(prefix):
-                continue
-            target = dest / "tree" / name[len(prefix) :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, name, str(target))
-            got.append((name, target))
-    except FetchError:
-        raise
-    except Exception as exc:  # botocore raises many unrelated types
-        raise FetchError(f"{uri}: cannot download from S3: {exc}", temporary=True) from None
-    return _finish_tree(uri, dest, got)
-
-
-def _fetch_gs(uri: str, dest: Path) -> Fetched:
-    try:
-        from google.cloud import storage  # type: ignore[import-not-found,import-untyped,unused-ignore]
-    except ImportError:
-        raise FetchError(
-            f"{uri}: gs:// needs google-cloud-storage, which is not installed (pip install google-cloud-storage)"
-        ) from None
-    bucket_name, key = _bucket_key(uri)
-    try:
-        bucket = storage.Client().bucket(bucket_name)
-        blob = bucket.blob(key)
-        if key and blob.exists():
-            target = dest / Path(key).name
-            blob.download_to_filename(str(target))
-            return _finish_tree(uri, dest, [(key, target)])
-        prefix = key if key.endswith("/") or not key else key + "/"
-        got: list[tuple[str, Path]] = []
-        for item in bucket.list_blobs(prefix=prefix):
-            if item.name.endswith("/"):
-                continue
-            target = dest / "tree" / item.name[len(prefix) :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            item.download_to_filename(str(target))
-            got.append((item.name, target))
-    except Exception as exc:  # google-cloud raises many unrelated types
-        raise FetchError(f"{uri}: cannot download from GCS: {exc}", temporary=True) from None
-    return _finish_tree(uri, dest, got)
+    def fetch(
+        self,
+        role: str,
+        uri: str,
+        download_dir: Path,
+        *,
+        pvc_root: str | os.PathLike[str] = DEFAULT_PVC_ROOT,
+        digest: str | None = None,
+    ) -> Fetched:
+        """fetch() with this role's Access; a FetchError names the field (``spec.model.uri: …``)."""
+        where = ROLE_FIELDS.get(role, role)
+        try:
+            fetched = fetch(uri, download_dir, pvc_root=pvc_root, access=self.access(role))
+        except FetchError as exc:
+            raise exc.prefixed(f"{where}.uri") from None
+        try:
+            check_digest(fetched, digest)
+        except FetchError as exc:
+            raise exc.prefixed(f"{where}.digest") from None
+        return fetched

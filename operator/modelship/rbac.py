@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from typing import Any
 
-from .resources.kinds import KINDS
+from .resources.kinds import KINDS, Kind, Verb
 
 
 def operator_rules(cluster_scope: bool = True) -> list[dict[str, Any]]:
@@ -21,14 +22,35 @@ def operator_rules(cluster_scope: bool = True) -> list[dict[str, Any]]:
 
     cluster_scope adds what kopf needs to discover namespaces and CRDs when it watches the whole cluster.
     """
+    return _rules(k for k in KINDS if not k.own_namespace and (cluster_scope or not k.cluster_scope_only))
+
+
+def own_namespace_rules() -> list[dict[str, Any]]:
+    """PolicyRules of the Role in the operator's own namespace (the revision caches): never granted to it in a
+    tenant namespace."""
+    return _rules(k for k in KINDS if k.own_namespace)
+
+
+def _rules(kinds: Iterable[Kind]) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = []
-    for k in KINDS:
-        if k.cluster_scope_only and not cluster_scope:
-            continue
+    for k in kinds:
         rules.append({"apiGroups": [k.group], "resources": [k.plural], "verbs": [v.value for v in k.verbs]})
         for sub, grants in k.subresources.items():
             verbs = [v.value for v in dict.fromkeys(g.verb for g in grants)]
             rules.append({"apiGroups": [k.group], "resources": [f"{k.plural}/{sub}"], "verbs": verbs})
+    return rules
+
+
+def build_namespace_rules() -> list[dict[str, Any]]:
+    """PolicyRules of the operator in its build namespace: list and watch of every watched kind (the operator
+    watches that namespace too), plus what the build Jobs need there (``Kind.in_build_namespace``)."""
+    rules: list[dict[str, Any]] = []
+    for k in KINDS:
+        if k.watch is None or not k.namespaced:
+            continue
+        verbs = [Verb.LIST, Verb.WATCH, *(g.verb for g in k.in_build_namespace)]
+        unique = [v.value for v in dict.fromkeys(verbs)]
+        rules.append({"apiGroups": [k.group], "resources": [k.plural], "verbs": unique})
     return rules
 
 
@@ -51,7 +73,9 @@ def helm_rules_template() -> str:
         "GENERATED from modelship.resources.kinds by hack/sync-chart-crds (python -m modelship.rbac --helm):\n"
         "do not edit. tests/chart/test_rbac.py fails when this file and the table differ.\n"
         '"modelship.rules.namespaced" is operator_rules(cluster_scope=False); "modelship.rules.cluster" adds what\n'
-        "kopf needs to discover namespaces and CRDs when it watches the whole cluster.\n"
+        "kopf needs to discover namespaces and CRDs when it watches the whole cluster; \"modelship.rules.own\" is\n"
+        "own_namespace_rules(), the Role in the operator's own namespace (the revision caches);\n"
+        "\"modelship.rules.build\" is build_namespace_rules(), the operator's Role in its build namespace.\n"
         "*/}}\n"
         '{{- define "modelship.rules.namespaced" -}}\n'
         f"{_rules_yaml(operator_rules(cluster_scope=False))}"
@@ -60,6 +84,14 @@ def helm_rules_template() -> str:
         '{{- define "modelship.rules.cluster" -}}\n'
         '{{ include "modelship.rules.namespaced" . }}\n'
         f"{_rules_yaml(cluster_only)}"
+        "{{- end }}\n"
+        "\n"
+        '{{- define "modelship.rules.own" -}}\n'
+        f"{_rules_yaml(own_namespace_rules())}"
+        "{{- end }}\n"
+        "\n"
+        '{{- define "modelship.rules.build" -}}\n'
+        f"{_rules_yaml(build_namespace_rules())}"
         "{{- end }}\n"
     )
 

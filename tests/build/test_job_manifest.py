@@ -14,20 +14,20 @@ import pytest
 from modelship.api.build_result import BuildResult
 from modelship.config import Images, OperatorConfig
 from modelship.resources import build_job as bj
-from modelship.resources.meta import artifact_claim_name, build_job_name
+from modelship.resources.meta import build_job_name
 
 from .support import UID, make_md
 
 K8S_VERSION = "1.34"
 CONFIG = OperatorConfig()
 REV = "r0123456789"
-ARTIFACTS = f"/artifacts/{REV}"
+ARTIFACT_DIGEST = "sha256:" + "ef" * 32
 REPO = "registry.local:5000/models/digits"
 DIGEST = "sha256:" + "ab" * 32
 
 
 def job_for(build: dict[str, Any] | None = None, attempt: int = 1, config: OperatorConfig = CONFIG) -> dict[str, Any]:
-    return bj.build_job(make_md(build or {"repository": REPO}), REV, ARTIFACTS, config, attempt)
+    return bj.build_job(make_md(build or {"repository": REPO}), REV, ARTIFACT_DIGEST, config, attempt)
 
 
 def pod(job: dict[str, Any]) -> dict[str, Any]:
@@ -103,9 +103,11 @@ def test_job_metadata_owner_and_limits(engine: str) -> None:
     p = tmpl["spec"]
     assert p["restartPolicy"] == "Never"
     assert p["automountServiceAccountToken"] is False
-    # a refused context (bad artifact) fails the Job at once; evictions do not count
+    # a refused upload (not the recorded artifact) or context (bad artifact) fails the Job at once; evictions do not
+    # count
     rules = spec["podFailurePolicy"]["rules"]
-    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["containerName"] == "context"
+    assert [(r["action"], r["onExitCodes"]["containerName"]) for r in rules[:2]] == [
+        ("FailJob", "receive"), ("FailJob", "context")]  # fmt: skip
 
 
 @pytest.mark.parametrize("engine", ["buildkit", "kaniko"])
@@ -123,24 +125,21 @@ def test_nothing_privileged_no_host_access(engine: str) -> None:
 
 
 @pytest.mark.parametrize("engine", ["buildkit", "kaniko"])
-def test_init_container_renders_the_context_from_the_claim(engine: str) -> None:
+def test_init_containers_receive_the_artifact_and_render_the_context(engine: str) -> None:
     job = job_for({"repository": REPO, "engine": engine})
-    init = container(job, "context")
-    assert pod(job)["initContainers"] == [init]
-    assert init["image"] == "modelship/operator:0.1.0"
+    receive, init = container(job, "receive"), container(job, "context")
+    assert pod(job)["initContainers"] == [receive, init]
+    assert init["image"] == receive["image"] == "modelship/operator:0.1.0"
     assert init["command"] == ["modelship"]
     assert init["args"] == [
-        "build", "context", "--from", ARTIFACTS, "--out", "/workspace",
-        "--base-image", CONFIG.images.serving, "--name", "digits", "--revision", REV,
+        "build", "context", "--from", "/workspace/artifact", "--out", "/workspace/context",
+        "--expect-digest", ARTIFACT_DIGEST, "--base-image", CONFIG.images.serving, "--name", "digits",
+        "--revision", REV, "--check-base", "--platform", "linux/amd64",
     ]  # fmt: skip
     m = mounts(init)
-    assert m["/artifacts"] == {"name": "artifacts", "mountPath": "/artifacts", "readOnly": True}
     assert m["/workspace"]["name"] == "workspace" and not m["/workspace"].get("readOnly")
     v = volumes(job)
-    assert v["artifacts"]["persistentVolumeClaim"] == {
-        "claimName": artifact_claim_name(make_md()),
-        "readOnly": True,
-    }
+    assert "artifacts" not in v, "the artifact comes over the network, not from the tenant's claim"
     assert "emptyDir" in v["workspace"]
     # the restricted profile for the step that reads the claim
     sc = init["securityContext"]
@@ -191,7 +190,7 @@ def test_placement_and_resources() -> None:
 def test_refuses_what_cannot_be_built() -> None:
     with pytest.raises(ValueError, match="enabled is false"):
         job_for({"enabled": False})
-    with pytest.raises(ValueError, match="absolute"):
+    with pytest.raises(ValueError, match="not sha256"):
         bj.build_job(make_md({"repository": REPO}), REV, "artifacts/x", CONFIG)
 
 
@@ -209,7 +208,8 @@ def test_buildkit_rootless_security_context() -> None:
         "runAsNonRoot": True,
         "runAsUser": 1000,
         "runAsGroup": 1000,
-        "readOnlyRootFilesystem": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["NET_RAW", "NET_BIND_SERVICE", "SYS_CHROOT", "AUDIT_WRITE", "KILL", "SETPCAP"]},
         "seccompProfile": {"type": "Unconfined"},
         "appArmorProfile": {"type": "Unconfined"},
     }
@@ -220,7 +220,7 @@ def test_buildkit_rootless_security_context() -> None:
     assert env["BUILDKITD_FLAGS"] == "--oci-worker-no-process-sandbox"
     m = mounts(c)
     assert m["/home/user/.local/share/buildkit"]["name"] == "buildkitd"
-    assert "emptyDir" in volumes(job)["buildkitd"]
+    assert volumes(job)["buildkitd"]["emptyDir"] == {"sizeLimit": CONFIG.build_state_size}
 
 
 def test_buildkit_command_pushes_repository_revision_and_writes_the_digest() -> None:
@@ -233,7 +233,7 @@ def test_buildkit_command_pushes_repository_revision_and_writes_the_digest() -> 
     assert args[:3] == [f"{REPO}:{REV}", REPO, '["linux/amd64"]']
     buildctl = args[3:]
     assert buildctl[:2] == ["--frontend", "dockerfile.v0"]
-    assert "context=/workspace" in buildctl and "dockerfile=/workspace" in buildctl
+    assert "context=/workspace/context" in buildctl and "dockerfile=/workspace/context" in buildctl
     assert buildctl[buildctl.index("--opt") + 1] == "platform=linux/amd64"
     assert buildctl[buildctl.index("--output") + 1] == f"type=image,name={REPO}:{REV},push=true"
 
@@ -264,8 +264,14 @@ def test_buildkit_push_secret_and_insecure_registry() -> None:
     assert env["DOCKER_CONFIG"] == "/home/user/.docker"
     assert env["MODELSHIP_INSECURE_REGISTRY"] == "registry.local:5000"
     assert c["args"][c["args"].index("--output") + 1].endswith(",push=true,registry.insecure=true")
-    # the init container never sees the credentials
-    assert "/home/user/.docker" not in mounts(container(job, "context"))
+    # the receive step (which talks to the export pod) never sees the credentials; the context step reads the base
+    # image's config with them (read-only), and speaks plain HTTP to the insecure registry as the build does
+    assert all(m["name"] != "docker-config" for m in container(job, "receive")["volumeMounts"])
+    ctx = container(job, "context")
+    assert mounts(ctx)["/etc/modelship/registry"] == {"name": "docker-config", "mountPath": "/etc/modelship/registry",
+                                                      "readOnly": True}  # fmt: skip
+    assert {"name": "DOCKER_CONFIG", "value": "/etc/modelship/registry"} in ctx["env"]
+    assert ctx["args"][ctx["args"].index("--insecure-registry") + 1] == "registry.local:5000"
 
 
 def test_no_secret_no_docker_config() -> None:
@@ -342,8 +348,8 @@ def test_kaniko_variant() -> None:
     assert c["image"] == CONFIG.images.kaniko
     assert "command" not in c  # the executor is the image's entrypoint
     assert c["args"][:4] == [
-        "--context=dir:///workspace",
-        "--dockerfile=/workspace/Dockerfile",
+        "--context=dir:///workspace/context",
+        "--dockerfile=/workspace/context/Dockerfile",
         f"--destination={REPO}:{REV}",
         "--digest-file=/dev/termination-log",
     ]

@@ -72,12 +72,18 @@ def load_samples() -> dict[str, dict[str, Any]]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(SAMPLES.glob("*.json"))}
 
 
+CANARY_SAMPLES = frozenset({"verifying", "stalled-analysis-failed"})
+"""Samples captured by tests/integration/test_canary.py (a rollout in progress, one rolled back); the others by
+tests/integration/test_gitops.py."""
+
 # sample name -> (Argo CD health from the Lua check, kstatus status Flux computes)
 EXPECTED: dict[str, tuple[str, str]] = {
     "ready": ("Healthy", "Current"),
     "progressing": ("Progressing", "InProgress"),
     "stalled-gate": ("Degraded", "Failed"),
     "stalled-job-failed": ("Degraded", "Failed"),
+    "verifying": ("Progressing", "InProgress"),  # strategy Canary: a new revision in shadow
+    "stalled-analysis-failed": ("Degraded", "Failed"),  # strategy Canary: rolled back, the stable serving
     "suspended": ("Suspended", "Current"),
     "spec-not-observed": ("Progressing", "InProgress"),
     # kstatus' known gap: no status at all is Current (see docs/flux-kustomization.yaml); Argo CD waits

@@ -9,19 +9,28 @@ from typing import Any
 
 import pytest
 
-from modelship.rbac import helm_rules_template, operator_rules
+from modelship.rbac import build_namespace_rules, helm_rules_template, operator_rules, own_namespace_rules
 from tests.chart.helm import CHART, Helm, find, one
 
 FULLNAME = "ms-modelship"
+BUILD_ROLE = f"{FULLNAME}-builds"
 NAMESPACES = ["team-a", "team-b", "team-c"]
 
 
+RELEASE_NS = "modelship-system"
+
+
 def cluster_objs(helm: Helm) -> list[dict[str, Any]]:
-    return helm.template()
+    return helm.template({"operator.clusterWide": True})
 
 
 def namespaced_objs(helm: Helm) -> list[dict[str, Any]]:
     return helm.template({"operator.watchNamespaces": NAMESPACES})
+
+
+def tenant_roles(objs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The Roles in watched namespaces (not the operator's own-namespace Role)."""
+    return [r for r in find(list(objs), "Role") if r["metadata"]["namespace"] != RELEASE_NS]
 
 
 def all_rules(objs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -41,7 +50,7 @@ def test_cluster_role_is_operator_rules_exactly(helm: Helm) -> None:
 
 
 def test_each_role_is_namespaced_operator_rules_exactly(helm: Helm) -> None:
-    roles = find(namespaced_objs(helm), "Role")
+    roles = tenant_roles(namespaced_objs(helm))
     assert sorted(r["metadata"]["namespace"] for r in roles) == NAMESPACES
     for role in roles:
         assert role["metadata"]["name"] == FULLNAME
@@ -56,8 +65,62 @@ def test_namespaced_rules_need_nothing_cluster_scoped() -> None:
 
 def test_one_watched_namespace_one_role(helm: Helm) -> None:
     objs = helm.template({"operator.watchNamespaces": ["team-a"]})
-    assert len(find(objs, "Role")) == 1 and len(find(objs, "RoleBinding")) == 1
+    assert len(tenant_roles(objs)) == 1 and len(find(objs, "RoleBinding")) == 3  # team-a's, the own and build ones
     assert not find(objs, "ClusterRole") and not find(objs, "ClusterRoleBinding")
+
+
+def test_defaults_are_namespaced_and_cluster_wide_is_explicit(helm: Helm) -> None:
+    """`helm install` with defaults: a Role in `default` only, nothing cluster-scoped; cluster-wide only with
+    operator.clusterWide=true."""
+    objs = helm.template()
+    assert not find(objs, "ClusterRole") and not find(objs, "ClusterRoleBinding")
+    assert [r["metadata"]["namespace"] for r in tenant_roles(objs)] == ["default"]
+    assert find(cluster_objs(helm), "ClusterRole")
+
+
+@pytest.mark.parametrize("mode", ["cluster", "namespaced"])
+def test_configmaps_only_in_the_operators_own_namespace(helm: Helm, mode: str) -> None:
+    """The revision caches live in the release namespace: a Role there, and no ConfigMap rights anywhere else
+    (a tenant's ConfigMaps are never the operator's to read or write)."""
+    objs = cluster_objs(helm) if mode == "cluster" else namespaced_objs(helm)
+    own = one(objs, "Role", f"{FULLNAME}-own")
+    assert own["metadata"]["namespace"] == RELEASE_NS and own["rules"] == own_namespace_rules()
+    assert own_namespace_rules() == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create",
+                                                                                              "patch"]}]  # fmt: skip
+    binding = one(objs, "RoleBinding", f"{FULLNAME}-own")
+    assert binding["metadata"]["namespace"] == RELEASE_NS
+    assert binding["roleRef"]["name"] == f"{FULLNAME}-own"
+    others = [o for o in objs if o["kind"] in ("ClusterRole", "Role") and o["metadata"]["name"] == FULLNAME]
+    assert others and not [r for o in others for r in o["rules"] if "configmaps" in r["resources"]]
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        ({"operator.watchNamespaces": ["team-a", "kube-system"]}, "kube-system is excluded"),
+        ({"operator.watchNamespaces": [RELEASE_NS]}, f"{RELEASE_NS} is excluded"),
+        ({"operator.watchNamespaces": ["team-a"], "operator.excludeNamespaces": ["team-a"]}, "team-a is excluded"),
+        ({"operator.watchNamespaces": []}, "operator.watchNamespaces is empty"),
+    ],
+)
+def test_watching_an_excluded_namespace_fails_the_install(helm: Helm, values: dict[str, Any], says: str) -> None:
+    assert says in helm.template_error(values)
+
+
+@pytest.mark.parametrize("values", [{}, {"operator.watchNamespaces": ["team-a"]}, {"build.namespace": "builds"}])
+def test_the_build_namespace_role_is_build_namespace_rules_exactly(helm: Helm, values: dict[str, Any]) -> None:
+    """Both modes: build Jobs are created and deleted in the build namespace (the release namespace unless
+    build.namespace), and everything the operator watches is listed there; nothing else."""
+    objs = helm.template(values)
+    role = one(objs, "Role", BUILD_ROLE)
+    assert role["metadata"]["namespace"] == values.get("build.namespace", "modelship-system")
+    assert role["rules"] == build_namespace_rules()
+    binding = one(objs, "RoleBinding", BUILD_ROLE)
+    assert binding["metadata"]["namespace"] == role["metadata"]["namespace"]
+    assert binding["roleRef"]["name"] == BUILD_ROLE
+    verbs = {r["resources"][0]: set(r["verbs"]) for r in role["rules"]}
+    assert verbs["jobs"] == {"list", "watch", "create", "delete"}
+    assert all(v == {"list", "watch"} for res, v in verbs.items() if res != "jobs")
 
 
 @pytest.mark.parametrize("mode", ["cluster", "namespaced"])
@@ -84,22 +147,25 @@ def test_least_privilege(helm: Helm, mode: str) -> None:
 
 
 def test_rbac_create_false_renders_no_rbac(helm: Helm) -> None:
-    for values in ({"rbac.create": False}, {"rbac.create": False, "operator.watchNamespaces": NAMESPACES}):
+    for values in ({"rbac.create": False}, {"rbac.create": False, "operator.clusterWide": True}):
         objs = helm.template(values)
         assert not [o for o in objs if o["apiVersion"].startswith("rbac.authorization.k8s.io/")], values
 
 
 def test_only_verbs_the_code_uses() -> None:
     """What no code path calls is not granted (ReplicaSets were read for nothing, Events were never patched, and
-    nothing GETs a single object: watches list, writes apply/create/patch); owner references that block
-    deletion need update on the owner's finalizers (OwnerReferencesPermissionEnforcement, e.g. OpenShift)."""
+    a single object is read only before the first write of its name, to see who controls it: the children the
+    operator writes, never Pods, ConfigMaps or ModelDeployments); owner references that block deletion need
+    update on the owner's finalizers (OwnerReferencesPermissionEnforcement, e.g. OpenShift)."""
     rules = operator_rules(cluster_scope=True)
     by_resource = {(g, res): r["verbs"] for r in rules for g in r["apiGroups"] for res in r["resources"]}
     assert not [k for k in by_resource if k[1] == "replicasets"]
     assert by_resource[("", "events")] == ["create"] and ("events.k8s.io", "events") not in by_resource
-    assert not [k for k, verbs in by_resource.items() if "get" in verbs]
+    readable = {res for (_g, res), verbs in by_resource.items() if "get" in verbs}
+    assert readable == {"jobs", "deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets",
+                        "networkpolicies", "httproutes", "persistentvolumeclaims"}  # fmt: skip
     assert by_resource[("modelship.io", "modeldeployments/finalizers")] == ["update"]
     assert by_resource[("modelship.io", "modeldeployments")] == ["list", "watch"]  # never writes spec
     # only what the spec can turn off is ever deleted; the garbage collector removes the rest with its owner
     deletable = {res for (_g, res), verbs in by_resource.items() if "delete" in verbs}
-    assert deletable == {"horizontalpodautoscalers", "poddisruptionbudgets", "networkpolicies"}
+    assert deletable == {"horizontalpodautoscalers", "poddisruptionbudgets", "networkpolicies", "httproutes"}

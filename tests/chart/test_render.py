@@ -24,6 +24,7 @@ D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
 # name -> (values given with --set-json, values files, extra --api-versions)
 MATRIX: dict[str, tuple[dict[str, Any], list[Path], list[str]]] = {
     "defaults": ({}, [], []),
+    "cluster-wide": ({"operator.clusterWide": True}, [], []),
     "namespaced": ({"operator.watchNamespaces": ["team-a", "team-b"]}, [], []),
     "ci-namespaced": ({}, [CHART / "ci" / "namespaced-values.yaml"], []),
     "ci-pinned": ({}, [CHART / "ci" / "pinned-values.yaml"], []),
@@ -146,10 +147,25 @@ def test_liveness_probe_hits_the_kopf_liveness_endpoint(helm: Helm, case: str) -
 
 
 # ---------------------------------------------------------------------------- defaults
-def test_defaults_cluster_wide_operator(helm: Helm) -> None:
+def test_defaults_namespaced_operator(helm: Helm) -> None:
+    """Defaults: namespaced (the `default` namespace), the release namespace excluded and holding the caches."""
     objs = render(helm, "defaults")
     assert sorted(o["kind"] for o in objs) == [
-        "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]  # fmt: skip
+        "Deployment", "Role", "Role", "Role", "RoleBinding", "RoleBinding", "RoleBinding", "Service",
+        "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]  # fmt: skip
+    args = build_parser().parse_args(operator_container(objs)["args"])
+    assert args.namespace == ["default"]
+    env = container_env(one(objs, "Deployment", FULLNAME))
+    assert env["MODELSHIP_OPERATOR_NAMESPACE"] == "modelship-system"
+    assert env["MODELSHIP_EXCLUDE_NAMESPACES"] == "kube-system,kube-public,kube-node-lease,modelship-system"
+    assert env["MODELSHIP_BUILD_NAMESPACE"] == "modelship-system"
+
+
+def test_cluster_wide_operator(helm: Helm) -> None:
+    objs = render(helm, "cluster-wide")
+    assert sorted(o["kind"] for o in objs) == [
+        "ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "Role", "RoleBinding", "RoleBinding", "Service",
+        "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]  # fmt: skip
     sa = one(objs, "ServiceAccount", FULLNAME)
     assert sa["automountServiceAccountToken"] is True
     binding = one(objs, "ClusterRoleBinding", FULLNAME)
@@ -165,7 +181,12 @@ def test_defaults_cluster_wide_operator(helm: Helm) -> None:
 def test_default_env_gives_the_operators_own_defaults(helm: Helm) -> None:
     """The chart's defaults change nothing the operator would do without them (images, retries, storage...)."""
     env = container_env(one(render(helm, "defaults"), "Deployment", FULLNAME))
-    assert OperatorConfig.from_env(env) == OperatorConfig()
+    own = "modelship-system"  # the release namespace: the operator's own (caches there; never a tenant's)
+    defaults = OperatorConfig()
+    # the chart runs the build Jobs in its own namespace too (an operator without it, in each tenant's)
+    assert OperatorConfig.from_env(env) == OperatorConfig(
+        operator_namespace=own, exclude_namespaces=defaults.exclude_namespaces | {own}, build_namespace=own
+    )
     assert env["MODELSHIP_OPERATOR_IMAGE"] == f"modelship/operator:{__version__}"
     assert "MODELSHIP_ARTIFACT_STORAGE_CLASS" not in env and "MODELSHIP_BUILD_REGISTRY" not in env
 
@@ -202,6 +223,16 @@ def test_each_job_image_digest_wins_over_its_tag(helm: Helm, which: str) -> None
     assert env[f"MODELSHIP_{which.upper()}_IMAGE"] == f"r.example/{which}:9.9"
 
 
+RELEASE_NAMESPACE = "(helm --namespace)"
+"""Not a value: the release namespace to render in."""
+
+
+def _template(helm: Helm, values: dict[str, Any]) -> list[dict[str, Any]]:
+    values = dict(values)
+    namespace = values.pop(RELEASE_NAMESPACE, "modelship-system")
+    return helm.template(values, namespace=namespace)
+
+
 # A value per variable the operator reads, different from its default (the chart's values that produce it).
 ENV_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "MODELSHIP_OPERATOR_IMAGE": ("r.example/op:1", {"image": {"repository": "r.example/op", "tag": "1"}}),
@@ -219,6 +250,46 @@ ENV_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "MODELSHIP_CLUSTER_DOMAIN": ("corp.local", {"operator.clusterDomain": "corp.local"}),
     "MODELSHIP_BUILD_REGISTRY": ("registry.example.com/models", {"build.registry": "registry.example.com/models"}),
     "MODELSHIP_BUILD_ENGINE": ("kaniko", {"build.engine": "kaniko"}),
+    "MODELSHIP_ARTIFACT_REPOSITORY": (
+        "registry.example.com/artifacts",
+        {"artifacts.repository": "registry.example.com/artifacts"},
+    ),
+    "MODELSHIP_ARTIFACT_INSECURE_REGISTRY": ("true", {"artifacts.insecureRegistry": True}),
+    "MODELSHIP_OPERATOR_NAMESPACE": ("ml-platform", {RELEASE_NAMESPACE: "ml-platform"}),  # always the release's
+    "MODELSHIP_EXCLUDE_NAMESPACES": ("kube-system,modelship-system", {"operator.excludeNamespaces": ["kube-system"]}),
+    "MODELSHIP_REVISION_CACHE_ENTRIES": ("7", {"revisionCache.maxEntries": 7}),
+    "MODELSHIP_REVISION_CACHE_BYTES": ("4096", {"revisionCache.maxBytes": 4096}),
+    "MODELSHIP_BUILD_NAMESPACE": ("builds", {"build.namespace": "builds"}),
+    "MODELSHIP_BUILD_PUSH_SECRETS": ('{"r.example":"push"}', {"build.pushSecrets": {"r.example": "push"}}),
+    "MODELSHIP_BUILD_STATE_SIZE": ("9Gi", {"build.stateSize": "9Gi"}),
+    "MODELSHIP_PROMETHEUS_URL": ("http://prom.monitoring:9090", {"analysis.prometheus.url": "http://prom.monitoring:9090"}),
+    "MODELSHIP_PROMETHEUS_REVISION_LABEL": ("rev", {"analysis.prometheus.revisionLabel": "rev"}),
+    "MODELSHIP_PROMETHEUS_NAMESPACE_LABEL": ("kubernetes_namespace",
+                                             {"analysis.prometheus.namespaceLabel": "kubernetes_namespace"}),
+    "MODELSHIP_PROMETHEUS_NAME_LABEL": ("md", {"analysis.prometheus.nameLabel": "md"}),
+    "MODELSHIP_PROMETHEUS_TIMEOUT_SECONDS": ("2.5", {"analysis.prometheus.timeoutSeconds": 2.5}),
+    "MODELSHIP_PROMETHEUS_TOKEN_FILE": (
+        "/etc/modelship/prometheus-token/tok",
+        {"analysis.prometheus.bearerTokenSecret": {"name": "prom-token", "key": "tok"}},
+    ),
+    "MODELSHIP_PROMETHEUS_CA_FILE": (
+        "/etc/modelship/prometheus-ca/ca.pem",
+        {"analysis.prometheus.caSecret": {"name": "prom-ca", "key": "ca.pem"}},
+    ),
+    "MODELSHIP_POLICY_ALLOWED_IMAGE_PREFIXES": (
+        '["r.example/ok/"]',
+        {"policy.allowedImagePrefixes": ["r.example/ok/"]},
+    ),
+    "MODELSHIP_POLICY_ALLOWED_REPOSITORY_PREFIXES": (
+        '["r.example/{namespace}/"]',
+        {"policy.allowedRepositoryPrefixes": ["r.example/{namespace}/"]},
+    ),
+    "MODELSHIP_POLICY_ALLOW_SERVICE_ACCOUNTS": ("true", {"policy.allowServiceAccounts": True}),
+    "MODELSHIP_POLICY_ALLOW_CODE": ("true", {"policy.allowCode": True}),
+    "MODELSHIP_POLICY_ALLOW_TOLERATIONS": ("true", {"policy.allowTolerations": True}),
+    "MODELSHIP_POLICY_ALLOW_NODE_SELECTORS": ("false", {"policy.allowNodeSelectors": False}),
+    "MODELSHIP_POLICY_ALLOW_CREDENTIAL_SECRETS": ("false", {"policy.allowCredentialSecrets": False}),
+    "MODELSHIP_POLICY_ALLOW_CROSS_NAMESPACE_GATEWAYS": ("true", {"policy.allowCrossNamespaceGateways": True}),
 }
 
 
@@ -228,7 +299,7 @@ def test_the_chart_sets_exactly_the_variables_the_operator_reads(helm: Helm) -> 
     chart_text = (CHART / "templates" / "deployment.yaml").read_text()
     in_template = set(re.findall(r"name: (MODELSHIP_[A-Z_]+)", chart_text))
     assert in_template == set(ENV)
-    everything = helm.template({k: v for _name, (_raw, values) in ENV_SAMPLES.items() for k, v in values.items()})
+    everything = _template(helm, {k: v for _name, (_raw, values) in ENV_SAMPLES.items() for k, v in values.items()})
     rendered = {n for n in container_env(one(everything, "Deployment", FULLNAME)) if n.startswith("MODELSHIP_")}
     assert rendered == set(ENV)
 
@@ -239,7 +310,7 @@ def test_each_variable_changes_the_configuration(helm: Helm, name: str) -> None:
     setting the operator ignores cannot pass)."""
     assert set(ENV_SAMPLES) == set(ENV)
     raw, values = ENV_SAMPLES[name]
-    env = container_env(one(helm.template(values), "Deployment", FULLNAME))
+    env = container_env(one(_template(helm, values), "Deployment", FULLNAME))
     assert env[name] == raw
     assert OperatorConfig.from_env(env) != OperatorConfig.from_env(container_env(one(helm.template(), "Deployment",
                                                                                         FULLNAME)))  # fmt: skip
@@ -251,7 +322,8 @@ def test_each_variable_changes_the_configuration(helm: Helm, name: str) -> None:
 def test_namespaced_mode_emits_roles_not_cluster_roles(helm: Helm, case: str) -> None:
     objs = render(helm, case)
     assert not find(objs, "ClusterRole") and not find(objs, "ClusterRoleBinding")
-    roles, bindings = find(objs, "Role"), find(objs, "RoleBinding")
+    roles = [r for r in find(objs, "Role") if r["metadata"]["name"] == FULLNAME]
+    bindings = [b for b in find(objs, "RoleBinding") if b["metadata"]["name"] == FULLNAME]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for b in bindings:
@@ -346,5 +418,43 @@ def test_fullname_override_names_everything(helm: Helm) -> None:
     objs = helm.template({"fullnameOverride": "modelship-operator"})
     names = {(o["kind"], o["metadata"]["name"]) for o in objs}
     assert ("Deployment", "modelship-operator") in names
-    assert ("ClusterRole", "modelship-operator") in names
+    assert ("Role", "modelship-operator") in names and ("Role", "modelship-operator-own") in names
     assert ("Service", "modelship-operator-metrics") in names
+    cluster = helm.template({"fullnameOverride": "modelship-operator", "operator.clusterWide": True})
+    assert ("ClusterRole", "modelship-operator") in {(o["kind"], o["metadata"]["name"]) for o in cluster}
+
+
+# ---------------------------------------------------------------------------- build namespace
+def test_a_dedicated_build_namespace_is_rendered_privileged_when_asked(helm: Helm) -> None:
+    """Rootless BuildKit needs seccomp/AppArmor Unconfined (outside Pod Security baseline): the build namespace the
+    chart creates is labelled privileged; the release namespace (the default) is left as the admin made it."""
+    objs = helm.template({"build.namespace": "modelship-builds", "build.createNamespace": True})
+    ns = one(objs, "Namespace", "modelship-builds")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    env = container_env(one(objs, "Deployment", FULLNAME))
+    assert env["MODELSHIP_BUILD_NAMESPACE"] == "modelship-builds"
+    assert not find(helm.template({"build.createNamespace": True}), "Namespace")  # the release's: not ours
+    assert not find(helm.template({"build.namespace": "modelship-builds"}), "Namespace")
+
+
+def test_the_prometheus_token_and_ca_secrets_are_mounted_read_only(helm: Helm) -> None:
+    values = {"analysis.prometheus": {"url": "https://prom.monitoring:9090",
+                                      "bearerTokenSecret": {"name": "prom-token", "key": "token"},
+                                      "caSecret": {"name": "prom-ca", "key": "ca.crt"}}}  # fmt: skip
+    dep = one(_template(helm, values), "Deployment", FULLNAME)
+    pod = dep["spec"]["template"]["spec"]
+    env = container_env(dep)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert volumes["prometheus-token"]["secret"] == {"secretName": "prom-token",
+                                                     "items": [{"key": "token", "path": "token"}]}  # fmt: skip
+    assert volumes["prometheus-ca"]["secret"]["secretName"] == "prom-ca"
+    assert mounts["prometheus-token"]["readOnly"] and mounts["prometheus-ca"]["readOnly"]
+    assert env["MODELSHIP_PROMETHEUS_TOKEN_FILE"].startswith(mounts["prometheus-token"]["mountPath"] + "/")
+    assert env["MODELSHIP_PROMETHEUS_CA_FILE"].startswith(mounts["prometheus-ca"]["mountPath"] + "/")
+    config = OperatorConfig.from_env(env).prometheus
+    assert config.url == "https://prom.monitoring:9090" and config.token_file == "/etc/modelship/prometheus-token/token"
+    # without them: no volume, and no URL (the pods are read)
+    plain = one(helm.template(), "Deployment", FULLNAME)
+    assert not {"prometheus-token", "prometheus-ca"} & {v["name"] for v in plain["spec"]["template"]["spec"]["volumes"]}
+    assert OperatorConfig.from_env(container_env(plain)).prometheus.url is None

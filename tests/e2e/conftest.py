@@ -142,3 +142,22 @@ def namespace(real_node: RealNode) -> Iterator[str]:
         yield ns
     finally:
         real_node.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def prepare_pipeline(real_node: RealNode) -> Any:
+    """What every pipeline test module needs first: the BuildKit image (else skip), the node's registry and base
+    image (node_demo.prepare_node reuses the running node), the CRDs applied and Established. -> node_demo."""
+    from modelship_dev import node_demo as demo
+
+    if subprocess.run(["docker", "image", "inspect", "modelship/buildkit:0.1.0"], capture_output=True).returncode:
+        pytest.skip("docker image modelship/buildkit:0.1.0 missing: run hack/node/buildkit-image")
+    demo.prepare_node()
+    demo.kc("apply", "-f", str(REPO_ROOT / "crds"))
+    real_node.wait_for(
+        "CRD established",
+        lambda: "True" in demo.kc("get", "crd", "modeldeployments.modelship.io",
+                                  "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                                  check=False),
+        timeout=60,
+    )  # fmt: skip
+    return demo

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 import yaml
 
 from modelship_dev import node_demo as demo
-from tests.e2e.conftest import REPO_ROOT, RealNode
+from tests.e2e.conftest import REPO_ROOT, RealNode, prepare_pipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -80,25 +79,15 @@ def _manifest() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def deployed(real_node: RealNode) -> Iterator[Deployed]:
-    if subprocess.run(["docker", "image", "inspect", "modelship/buildkit:0.1.0"], capture_output=True).returncode:
-        pytest.skip("docker image modelship/buildkit:0.1.0 missing: run hack/node/buildkit-image")
-    demo.prepare_node()
-    demo.kc("apply", "-f", str(REPO_ROOT / "crds"))
-    real_node.wait_for(
-        "CRD established",
-        lambda: "True" in demo.kc("get", "crd", "modeldeployments.modelship.io",
-                                  "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}",
-                                  check=False),
-        timeout=60,
-    )  # fmt: skip
+    prepare_pipeline(real_node)
     demo.prepare_storage()  # the `models` PV and claim (and a clean artifacts directory)
     models = _prepare_models(real_node)
     _artifact_volume()
     op = demo.ChartOperator()
+    demo.kc("delete", "modeldeployment", NAME, "-n", demo.NS, "--ignore-not-found", "--wait=true")
+    demo.forget_revisions()  # before the operator starts: a running operator keeps the cache it read in memory
     op.start()
     try:
-        demo.kc("delete", "modeldeployment", NAME, "-n", demo.NS, "--ignore-not-found", "--wait=true")
-        demo.forget_revisions()
         demo.kc("apply", "-n", demo.NS, "-f", "-", input_text=json.dumps(_manifest()))
         md = demo.watch(900, name=NAME)
         opt = md["status"]["optimization"]

@@ -5,13 +5,15 @@ Everything here waits on conditions with a deadline; nothing sleeps blindly.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import tempfile
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -210,6 +212,67 @@ def install_crds(api_client: client.ApiClient, crd_dir: Path = CRD_DIR, timeout:
     return names
 
 
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+
+
+def gateway_api_crd_dir() -> Path:
+    """The Gateway API's standard-channel CRDs, cached by hack/cluster/gateway-api-crds (from the Go module
+    proxy; hack/setup runs it)."""
+    script = REPO_ROOT / "hack" / "cluster" / "gateway-api-crds"
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{script} failed: {out.stderr.strip()[-2000:]}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def install_gateway_api_crds(api_client: client.ApiClient, timeout: float = 60) -> list[str]:
+    """Apply the Gateway API CRDs (only the CustomResourceDefinitions of the release) and wait until each is
+    Established and HTTPRoute is in discovery; return their names."""
+    docs = [d for d in load_manifests(sorted(gateway_api_crd_dir().glob("*.yaml")))
+            if d.get("kind") == "CustomResourceDefinition"]  # fmt: skip
+    ext = client.ApiextensionsV1Api(api_client)
+    names = []
+    for doc in docs:
+        apply_manifest(api_client, doc, field_manager=TEST_FIELD_MANAGER, force=True)
+        names.append(doc["metadata"]["name"])
+    for name in names:
+
+        def established(name: str = name) -> bool:
+            c = condition(ext.read_custom_resource_definition(name), "Established")
+            return c is not None and c.status == "True"
+
+        wait_for(established, timeout=timeout, description=f"CRD {name} Established")
+    wait_for(lambda: served_plurals(api_client, GATEWAY_API_GROUP, "v1") >= {"httproutes", "gateways"},
+             timeout=timeout, description="HTTPRoute in discovery")  # fmt: skip
+    dynamic_client(api_client).resources.invalidate_cache()
+    return names
+
+
+def remove_httproute_crd(api_client: client.ApiClient, timeout: float = 60) -> None:
+    """Delete the HTTPRoute CRD (if installed) and wait until discovery no longer serves httproutes."""
+    ext = client.ApiextensionsV1Api(api_client)
+    try:
+        ext.delete_custom_resource_definition(f"httproutes.{GATEWAY_API_GROUP}")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    wait_for(lambda: "httproutes" not in served_plurals(api_client, GATEWAY_API_GROUP, "v1"), timeout=timeout,
+             description="httproutes gone from discovery")  # fmt: skip
+
+
+def served_plurals(api_client: client.ApiClient, group: str, version: str) -> set[str]:
+    """The resources discovery lists for group/version (empty when the group version is not served)."""
+    params = api_client.param_serialize("GET", f"/apis/{group}/{version}", auth_settings=["BearerToken"])
+    try:
+        response = api_client.call_api(*params)
+        response.read()
+    except ApiException:
+        return set()
+    if response.status != 200:
+        return set()
+    return {r["name"] for r in json.loads(response.data).get("resources") or []}
+
+
 # ---------------------------------------------------------------------------- namespaces
 def create_namespace(api_client: client.ApiClient, prefix: str, timeout: float = 30) -> str:
     core = client.CoreV1Api(api_client)
@@ -224,6 +287,16 @@ def create_namespace(api_client: client.ApiClient, prefix: str, timeout: float =
         description=f"ServiceAccount {name}/default",
     )
     return name
+
+
+@contextlib.contextmanager
+def temporary_namespace(api_client: client.ApiClient, prefix: str) -> Iterator[str]:
+    """A fresh namespace for the length of the block, deleted afterwards."""
+    name = create_namespace(api_client, prefix)
+    try:
+        yield name
+    finally:
+        delete_namespace(api_client, name)
 
 
 def delete_namespace(api_client: client.ApiClient, name: str) -> None:
@@ -243,7 +316,11 @@ def ensure_operator_identity(
     service_account: str = OPERATOR_SERVICE_ACCOUNT,
     cluster_role: str = OPERATOR_CLUSTER_ROLE,
 ) -> None:
-    """Namespace + ServiceAccount + ClusterRole(rules) + ClusterRoleBinding, all server-side applied."""
+    """Namespace + ServiceAccount + ClusterRole(rules) + ClusterRoleBinding, and the Role + RoleBinding in its
+    own namespace (the revision caches: modelship.rbac.own_namespace_rules()), all server-side applied."""
+    from modelship.rbac import own_namespace_rules
+
+    own = f"{cluster_role}-own"
     manifests: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
         {
@@ -262,6 +339,19 @@ def ensure_operator_identity(
             "kind": "ClusterRoleBinding",
             "metadata": {"name": cluster_role},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": own, "namespace": namespace},
+            "rules": own_namespace_rules(),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": own, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": own},
             "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
         },
     ]

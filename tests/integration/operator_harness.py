@@ -139,6 +139,7 @@ class OperatorProcess(LocalOperator):
             "MODELSHIP_RETRY_BASE_SECONDS": "1",
             "MODELSHIP_RESYNC_SECONDS": "5",
             "MODELSHIP_JOB_TTL_SECONDS": "600",
+            "MODELSHIP_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,  # the revision caches live there, as in the chart
             **self.extra_env,
         }
         self._spawn(

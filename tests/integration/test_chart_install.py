@@ -26,6 +26,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelship.rbac import operator_rules
+from modelship.resources.meta import MODELDEPLOYMENT_LABEL
 from tests.chart.helm import CHART, Helm, helm_path
 from tests.integration.cluster import (
     ClusterInfo,
@@ -201,12 +202,13 @@ def reconcile_to_ready(admin: client.ApiClient, ns: str, timeout: float = 120) -
 def clusterwide(
     helm_bin: Helm, cluster: ClusterInfo, api_client: client.ApiClient
 ) -> Iterator[tuple[Release, ChartOperator]]:
-    with installed(helm_bin, cluster, api_client, "msc", {}) as pair:
+    with installed(helm_bin, cluster, api_client, "msc", {"operator.clusterWide": True}) as pair:
         yield pair
 
 
 class TestClusterWide:
-    """Default values: ClusterRole + ClusterRoleBinding; the operator watches every namespace."""
+    """operator.clusterWide: ClusterRole + ClusterRoleBinding; the operator watches every namespace but the ones
+    the platform excludes (its own among them)."""
 
     def test_clusterwide_release_objects(
         self, clusterwide: tuple[Release, ChartOperator], api_client: client.ApiClient
@@ -219,7 +221,9 @@ class TestClusterWide:
         assert [(s.kind, s.name, s.namespace) for s in binding.subjects] == [
             ("ServiceAccount", release.fullname, release.namespace)
         ]
-        assert not [o for o in release.manifest() if o["kind"] in ("Role", "RoleBinding")]
+        # the revision caches' Role in its own namespace, and the one for build Jobs (the release namespace too)
+        roles = sorted(o["metadata"]["name"] for o in release.manifest() if o["kind"] in ("Role", "RoleBinding"))
+        assert roles == [f"{release.fullname}-builds"] * 2 + [f"{release.fullname}-own"] * 2
         dep: Any = client.AppsV1Api(api_client).read_namespaced_deployment(release.fullname, release.namespace)
         assert dep.spec.replicas == 1 and dep.spec.strategy.type == "Recreate"
         assert dep.status.available_replicas == 1  # helm --wait saw it available
@@ -230,11 +234,31 @@ class TestClusterWide:
     def test_clusterwide_operator_reconciles_to_ready(
         self, clusterwide: tuple[Release, ChartOperator], api_client: client.ApiClient, namespace: str
     ) -> None:
-        _, op = clusterwide
+        release, op = clusterwide
         s = reconcile_to_ready(api_client, namespace)
         assert s["status"]["phase"] == "Ready" and s["status"]["readyReplicas"] == 2
         assert "modelship_reconciles_total" in op.metrics()
         assert_events_posted(api_client, namespace)
+        # the revision cache is in the operator's namespace, keyed by the tenant namespace; none in the tenant's
+        core = client.CoreV1Api(api_client)
+        cache: Any = core.read_namespaced_config_map(f"modelship-revisions-{namespace}", release.namespace)
+        assert s["status"]["revision"] in cache.data
+        ours = "app.kubernetes.io/managed-by=modelship"
+        assert not core.list_namespaced_config_map(namespace, label_selector=ours).items
+
+    def test_clusterwide_operator_refuses_its_own_namespace(
+        self, clusterwide: tuple[Release, ChartOperator], api_client: client.ApiClient
+    ) -> None:
+        """The release namespace is excluded: a ModelDeployment there is Stalled NamespaceExcluded, nothing made."""
+        release, _ = clusterwide
+        k = Cluster(api_client, release.namespace, volume=False)
+        k.apply(md_doc("intruder"))
+        s = k.wait_condition("Stalled", "True", name="intruder", reason="NamespaceExcluded", timeout=60)
+        assert f"namespace {release.namespace} is excluded" in condition(s, "Stalled")["message"]
+        # nothing made for it (the release namespace is also the default build namespace: other ModelDeployments'
+        # build Jobs run there)
+        intruders = f"{MODELDEPLOYMENT_LABEL}=intruder"
+        assert not client.BatchV1Api(api_client).list_namespaced_job(release.namespace, label_selector=intruders).items
 
     def test_clusterwide_requests_outside_the_rules_are_refused(
         self, clusterwide: tuple[Release, ChartOperator], api_client: client.ApiClient, namespace: str
@@ -295,7 +319,8 @@ class TestNamespaced:
     def test_namespaced_release_has_roles_only(self, namespaced: Namespaced, api_client: client.ApiClient) -> None:
         release = namespaced.release
         kinds = sorted(o["kind"] for o in release.manifest())
-        assert kinds == ["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
+        assert kinds == ["Deployment", "Role", "Role", "Role", "RoleBinding", "RoleBinding", "RoleBinding", "Service",
+                         "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]  # fmt: skip
         rbac = client.RbacAuthorizationV1Api(api_client)
         role = _plain(api_client, rbac.read_namespaced_role(release.fullname, namespaced.watched))
         assert role["rules"] == operator_rules(cluster_scope=False)

@@ -14,7 +14,13 @@ from kubernetes.client.exceptions import ApiException
 from modelship import PLURAL
 from modelship.rbac import operator_rules
 from modelship.resources.kinds import KINDS, Kind
-from tests.integration.cluster import apply_manifest, close_client, service_account_client
+from tests.integration.cluster import (
+    GATEWAY_API_GROUP,
+    apply_manifest,
+    close_client,
+    install_gateway_api_crds,
+    service_account_client,
+)
 from tests.support.specs import valid_doc
 
 
@@ -28,6 +34,8 @@ def _discovery(api_client: client.ApiClient, row: Kind) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("row", KINDS, ids=lambda k: k.kind)
 def test_row_matches_the_api_server(api_client: client.ApiClient, row: Kind) -> None:
+    if row.group == GATEWAY_API_GROUP:  # a CRD kind: the Gateway API's standard-channel CRDs, installed
+        install_gateway_api_crds(api_client)
     resources = {r["name"]: r for r in _discovery(api_client, row)}
     assert row.plural in resources, f"{row.api_version} serves no {row.plural}"
     served = resources[row.plural]
@@ -69,8 +77,8 @@ def test_blocking_owner_references_need_the_finalizers_verb(api_client: client.A
     owner = {"apiVersion": md["apiVersion"], "kind": md["kind"], "name": "owner", "uid": md["metadata"]["uid"],
              "controller": True, "blockOwnerDeletion": True}  # fmt: skip
 
-    def config_map(name: str) -> dict[str, Any]:
-        return {"metadata": {"name": name, "ownerReferences": [owner]}, "data": {}}
+    def service(name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "ownerReferences": [owner]}, "spec": {"ports": [{"port": 80}]}}
 
     full = operator_rules(cluster_scope=False)
     without = [r for r in full if r["resources"] != [f"{PLURAL}/finalizers"]]
@@ -81,9 +89,9 @@ def test_blocking_owner_references_need_the_finalizers_verb(api_client: client.A
         probes["full"] = _probe_client(api_client, namespace, "operator-rules", full)
         core = client.CoreV1Api(probes["without"])
         with pytest.raises(ApiException) as refused:
-            core.create_namespaced_config_map(namespace, config_map("refused"))
+            core.create_namespaced_service(namespace, service("refused"))
         assert refused.value.status == 403 and "blockOwnerDeletion" in (refused.value.body or ""), refused.value
-        created = client.CoreV1Api(probes["full"]).create_namespaced_config_map(namespace, config_map("accepted"))
+        created = client.CoreV1Api(probes["full"]).create_namespaced_service(namespace, service("accepted"))
         assert created.metadata.owner_references[0].block_owner_deletion is True
     finally:
         for api in probes.values():

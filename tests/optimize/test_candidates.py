@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from modelship.api.candidates import auto_candidates
 from modelship.api.optimization import ExportFormat, QuantizeMode, StepType
-from modelship.optimize.candidates import auto_candidates
 
 
 def names(**kw: object) -> list[str]:

@@ -38,7 +38,7 @@ def test_unreachable_model_server_is_temporary(tmp_path: Path) -> None:
                    OPT, "--out", str(tmp_path / "o"), "--termination-log", str(term))  # fmt: skip
     assert proc.returncode == EXIT_CODES[FailureKind.TEMPORARY] == 75, proc.stderr
     summary = read_summary(term)
-    assert summary["ok"] is False and summary["failure"] == "Temporary" and "cannot download" in summary["error"]
+    assert summary["ok"] is False and summary["failure"] == "Temporary" and "unreachable" in summary["error"]
 
 
 def test_the_optimization_job_fails_at_once_on_the_permanent_exit_code() -> None:

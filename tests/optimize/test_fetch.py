@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
-import importlib.util
 import os
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from modelship import fetch
+from modelship.sources.digest import CHUNK
 
 
 def test_file_digest_is_sha256_of_bytes(tmp_path: Path) -> None:
@@ -73,10 +75,9 @@ def test_digest_mismatch_fails(tmp_path: Path) -> None:
     assert fetch.fetch(str(p), digest=fetch.sha256_path(p)).path == p
 
 
-@pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    root = tmp_path / "www"
-    root.mkdir()
+@contextlib.contextmanager
+def static_server(root: Path, tls: ssl.SSLContext | None = None) -> Iterator[int]:
+    """A quiet loopback server of the files under ``root`` (HTTPS with ``tls``); yields its port."""
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args: object, **kwargs: object) -> None:
@@ -86,18 +87,28 @@ def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
 
 
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    root = tmp_path / "www"
+    root.mkdir()
+    with static_server(root) as port:
+        yield f"http://127.0.0.1:{port}", root
+
+
 def test_http_download_streams_and_hashes(http_root: tuple[str, Path], tmp_path: Path) -> None:
     base, root = http_root
-    payload = os.urandom(3 * fetch.CHUNK + 123)
+    payload = os.urandom(3 * CHUNK + 123)
     (root / "model.tflite").write_bytes(payload)
     got = fetch.fetch(f"{base}/model.tflite", tmp_path / "dl")
     assert got.downloaded and got.path.read_bytes() == payload
@@ -111,27 +122,260 @@ def test_http_error_is_readable(http_root: tuple[str, Path], tmp_path: Path) -> 
         fetch.fetch(f"{base}/missing.h5", tmp_path / "dl")
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-@pytest.mark.parametrize(
-    ("uri", "module", "package"),
-    [
-        ("s3://bucket/model.h5", "boto3", "boto3"),
-        ("gs://bucket/model.h5", "google.cloud.storage", "google-cloud-storage"),
-    ],
-)
-def test_cloud_schemes_name_the_missing_extra(uri: str, module: str, package: str, tmp_path: Path) -> None:
-    if _installed(module):
-        pytest.skip(f"{package} is installed")
-    with pytest.raises(fetch.FetchError, match=f"pip install {package}"):
-        fetch.fetch(uri, tmp_path)
-
-
 def test_unsupported_scheme(tmp_path: Path) -> None:
     with pytest.raises(fetch.FetchError, match="unsupported URI scheme"):
         fetch.fetch("ftp://host/model.h5", tmp_path)
+
+
+def test_gs_is_refused_with_the_interoperable_alternative(tmp_path: Path) -> None:
+    with pytest.raises(fetch.FetchError, match=r"storage\.googleapis\.com"):
+        fetch.fetch("gs://bucket/model.h5", tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ hostile servers
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with whatever the test put in ``routes`` (path without query -> (status, body))."""
+
+    routes: dict[str, tuple[int, bytes]] = {}
+
+    def do_GET(self) -> None:
+        status, body = self.routes.get(self.path.split("?", 1)[0], (404, b"<Error><Code>NoSuchKey</Code></Error>"))
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hostile() -> Iterator[tuple[str, dict[str, tuple[int, bytes]]]]:
+    routes: dict[str, tuple[int, bytes]] = {}
+    handler = type("Handler", (_Hostile,), {"routes": routes})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", routes
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _listing(*keys: str) -> bytes:
+    items = "".join(f"<Contents><Key>{k}</Key><Size>1</Size></Contents>" for k in keys)
+    return f"<ListBucketResult><IsTruncated>false</IsTruncated>{items}</ListBucketResult>".encode()
+
+
+@pytest.mark.parametrize(
+    "key", ["model/../../escaped", "model//abs", "model/./x", "model/a/../../../etc/passwd", "model/a\\..\\b"]
+)
+def test_s3_prefix_keys_cannot_leave_the_download_dir(
+    hostile: tuple[str, dict[str, tuple[int, bytes]]], tmp_path: Path, key: str
+) -> None:
+    """A listing with empty, '.' or '..' segments is refused before any object is written (issue 14 item 8)."""
+    base, routes = hostile
+    routes["/bucket/"] = (200, _listing("model/saved_model.pb", key))
+    routes["/bucket/model/saved_model.pb"] = (200, b"x")
+    routes[f"/bucket/{key}"] = (200, b"pwned")
+    dest = tmp_path / "dl" / "deeper"
+    with pytest.raises(fetch.FetchError, match="refusing object key") as exc:
+        fetch.fetch("s3://bucket/model", dest, access=fetch.Access(endpoint=base))
+    assert not exc.value.temporary
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.read_bytes() == b"pwned"]
+
+
+def test_oci_layer_titles_and_archive_members_cannot_escape(tmp_path: Path) -> None:
+    from modelship.sources import paths
+
+    for bad in ("../x", "/etc/passwd", "a//b", "", "a/./b", "a\x00b"):
+        with pytest.raises(fetch.FetchError, match="refusing"):
+            paths.safe_relative(bad, what="layer title")
+    import io
+    import tarfile
+
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("../outside")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    with pytest.raises(fetch.FetchError, match="leave the download directory"):
+        paths.extract_tar_gz(archive, tmp_path / "out", max_bytes=1 << 20)
+    assert not (tmp_path / "outside").exists()
+    link = tmp_path / "link.tar.gz"
+    with tarfile.open(link, "w:gz") as tar:
+        info = tarfile.TarInfo("model")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc"
+        tar.addfile(info)
+    with pytest.raises(fetch.FetchError, match="not a regular file"):
+        paths.extract_tar_gz(link, tmp_path / "out2", max_bytes=1 << 20)
+
+
+def test_directory_archives_are_deterministic(tmp_path: Path) -> None:
+    from modelship.sources import paths
+
+    a = _tree(tmp_path / "a")
+    b = _tree(tmp_path / "b")
+    os.utime(b / "saved_model.pb", (1, 1))
+    assert paths.tar_gz_tree(a, tmp_path / "a.tgz") == paths.tar_gz_tree(b, tmp_path / "b.tgz")
+    assert (tmp_path / "a.tgz").read_bytes() == (tmp_path / "b.tgz").read_bytes()
+    paths.extract_tar_gz(tmp_path / "a.tgz", tmp_path / "back", max_bytes=1 << 20)
+    assert fetch.sha256_path(tmp_path / "back") == fetch.sha256_path(a)
+
+
+def test_server_that_never_answers_times_out_as_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from modelship.sources import http as shttp
+
+    monkeypatch.setattr(shttp, "READ_TIMEOUT_SECONDS", 0.3)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    try:
+        port = silent.getsockname()[1]
+        with pytest.raises(fetch.FetchError, match="timed out") as exc:
+            fetch.fetch(f"http://127.0.0.1:{port}/model.h5", tmp_path)
+        assert exc.value.temporary
+    finally:
+        silent.close()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    with pytest.raises(fetch.FetchError, match="connection refused") as refused:
+        fetch.fetch(f"http://127.0.0.1:{port}/model.h5", tmp_path)
+    assert refused.value.temporary
+
+
+def test_http_status_classification(hostile: tuple[str, dict[str, tuple[int, bytes]]], tmp_path: Path) -> None:
+    base, routes = hostile
+    routes["/denied.h5"] = (403, b"")
+    routes["/busy.h5"] = (503, b"")
+    with pytest.raises(fetch.FetchError, match="access denied") as denied:
+        fetch.fetch(f"{base}/denied.h5", tmp_path)
+    assert not denied.value.temporary
+    with pytest.raises(fetch.FetchError, match="HTTP 503") as busy:
+        fetch.fetch(f"{base}/busy.h5", tmp_path)
+    assert busy.value.temporary
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelship-test-ca")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = tmp_path / "ca.crt", tmp_path / "ca.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_a_source_ca_is_added_to_the_system_trust_store(http_root: tuple[str, Path], tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    system = ssl.create_default_context().cert_store_stats()["x509_ca"]
+    ctx = fetch.Access(ca_file=cert).ssl_context()
+    assert ctx.cert_store_stats()["x509_ca"] == system + 1  # added, not replacing the system's
+    _, root = http_root
+    (root / "model.tflite").write_bytes(b"TFL3" * 10)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    with static_server(root, tls) as port:
+        url = f"https://127.0.0.1:{port}/model.tflite"
+        with pytest.raises(fetch.FetchError, match="certificate not trusted") as untrusted:
+            fetch.fetch(url, tmp_path / "a", access=fetch.Access())
+        assert not untrusted.value.temporary
+        got = fetch.fetch(url, tmp_path / "b", access=fetch.Access(ca_file=cert))
+        assert got.path.read_bytes() == b"TFL3" * 10
+
+
+def test_credentials_come_from_files_per_source(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, secret in ((a, "first"), (b, "second")):
+        d.mkdir()
+        (d / "AWS_SECRET_ACCESS_KEY").write_text(secret + "\n")
+    env = {"AWS_SECRET_ACCESS_KEY": "from-env"}
+    assert fetch.Access(credentials_dir=a, env=env).secret("AWS_SECRET_ACCESS_KEY") == "first"
+    assert fetch.Access(credentials_dir=b, env=env).secret("AWS_SECRET_ACCESS_KEY") == "second"
+    assert fetch.Access(credentials_dir=tmp_path, env=env).secret("AWS_SECRET_ACCESS_KEY") is None  # no env in Pods
+    assert fetch.Access(environment=True, env=env).secret("AWS_SECRET_ACCESS_KEY") == "from-env"  # the CLI
+
+
+def test_sigv4_matches_the_published_examples() -> None:
+    """The S3 SigV4 examples of AWS's documentation (GET object with Range; ListObjects)."""
+    import datetime as dt
+
+    from modelship.sources import s3
+
+    keys = s3.Keys("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    when = dt.datetime(2013, 5, 24, tzinfo=dt.UTC)
+    host = "examplebucket.s3.amazonaws.com"
+    get = s3.sign("GET", host, "/test.txt", {}, {"Range": "bytes=0-9"}, s3.EMPTY_SHA256, keys, "us-east-1", when)
+    assert get["Authorization"].endswith("Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
+    assert "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date" in get["Authorization"]
+    lst = s3.sign("GET", host, "/", {"max-keys": "2", "prefix": "J"}, {}, s3.EMPTY_SHA256, keys, "us-east-1", when)
+    assert lst["Authorization"].endswith("Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7")
+
+
+def test_errors_name_the_spec_field(tmp_path: Path) -> None:
+    model = tmp_path / "m.h5"
+    model.write_bytes(b"abc")
+    sources = fetch.Sources()
+    with pytest.raises(fetch.FetchError, match=r"^spec\.optimization\.data\.fineTune\.uri: .*does not exist"):
+        sources.fetch("fineTune", str(tmp_path / "nope.npz"), tmp_path / "dl")
+    with pytest.raises(fetch.FetchError, match=r"^spec\.model\.digest: digest mismatch"):
+        sources.fetch("model", str(model), tmp_path / "dl", digest="sha256:" + "0" * 64)
+
+
+def test_oci_references() -> None:
+    from modelship.sources.oci import Reference
+
+    r = Reference.parse("oci://10.213.0.1:5000/models/linear:v1")
+    assert (r.host, r.repository, r.tag, r.digest) == ("10.213.0.1:5000", "models/linear", "v1", None)
+    d = "sha256:" + "a" * 64
+    assert Reference.parse(f"oci://reg.example.com/m@{d}").reference == d
+    assert Reference.parse("oci://reg.example.com/m").tag == "latest"
+    for bad in ("oci://reg", "oci://reg/UPPER:v1", "oci://reg/m@sha256:xyz", "oci://reg/m:bad tag"):
+        with pytest.raises(fetch.FetchError):
+            Reference.parse(bad)
+
+
+def test_format_inferred_at_fetch_time_or_refused_naming_the_field(tmp_path: Path) -> None:
+    """No spec.model.format: the name, then the content decide; a name that contradicts the content, or a
+    directory without saved_model.pb, is an error naming spec.model.format."""
+    from modelship.api.source import ModelFormat
+    from modelship.optimize import modelio
+    from modelship.optimize.errors import OptimizeError
+
+    sm = _tree(tmp_path / "exported")
+    assert modelio.inspect_model(sm).format == ModelFormat.SAVEDMODEL
+    zipped = tmp_path / "model.h5"
+    zipped.write_bytes(b"PK\x03\x04" + b"\0" * 64)  # a .keras archive named .h5
+    with pytest.raises(OptimizeError, match=r"looks like a tf-keras \.keras archive.*set spec\.model\.format"):
+        modelio.inspect_model(zipped)
+    empty_dir = tmp_path / "not-a-model"
+    (empty_dir / "variables").mkdir(parents=True)
+    with pytest.raises(OptimizeError, match=r"saved_model\.pb is missing.*set spec\.model\.format"):
+        modelio.inspect_model(empty_dir)
+    assert modelio.declared_format("savedmodel") == ModelFormat.SAVEDMODEL  # an OCI artifact's annotation
+    assert modelio.declared_format("onnx") is None

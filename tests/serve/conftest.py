@@ -62,7 +62,9 @@ def free_port() -> int:
 
 
 def serve_cmd(*args: str) -> list[str]:
-    return [PY, "-m", "modelship.serve", *args]
+    """``modelship serve`` with ``args``; the metrics port is a free one unless given (tests run side by side)."""
+    extra = [] if "--metrics-port" in args else ["--metrics-port", "0"]
+    return [PY, "-m", "modelship.serve", *args, *extra]
 
 
 def serve_env(**extra: str) -> dict[str, str]:

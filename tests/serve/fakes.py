@@ -31,6 +31,8 @@ class FakeRunner(Runner):
             m.gate.wait(timeout=30)
         if m.delay_s:
             time.sleep(m.delay_s)
+        if m.fail is not None:
+            raise m.fail
         x = inputs["x"].astype(np.float32)
         out = {"y": x @ W}
         if "k" in inputs:
@@ -52,6 +54,7 @@ class FakeModel(ServedModel):
         super().__init__(name, "1", inputs, outputs, batchable=True, path="<fake>")
         self.delay_s = delay_s
         self.gate: threading.Event | None = None  # when set, runs block until the event is set
+        self.fail: BaseException | None = None  # when set, runs raise it
         self.batches: list[int] = []
         self.lock = threading.Lock()
 
@@ -63,6 +66,16 @@ class FakeModel(ServedModel):
         return np.asarray(x, dtype=np.float32) @ W
 
 
+def wait_for(cond: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``cond()`` until it is true, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 class ServerThread:
     """A real Server on 127.0.0.1:<free port>, its event loop in a background thread."""
 
@@ -71,6 +84,7 @@ class ServerThread:
         cfg.setdefault("threads", 1)
         cfg.setdefault("drain_seconds", 0.0)
         cfg.setdefault("shutdown_timeout_s", 10.0)
+        cfg.setdefault("metrics_port", 0)
         self.cfg = ServeConfig(model="<in-process>", host="127.0.0.1", port=0, **cfg)
         self.models = models
         self.loop = asyncio.new_event_loop()
@@ -102,6 +116,7 @@ class ServerThread:
         await self.server.start()
         for m in self.models:
             await self.server.app.add_model(m)
+        self.server.resize_budgets()
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
@@ -123,6 +138,12 @@ class ServerThread:
     def port(self) -> int:
         assert self.server is not None
         return self.server.port
+
+    @property
+    def metrics_url(self) -> str:
+        """The metrics port: /metrics and health."""
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.metrics_port}"
 
     def call(self, fn: Any, timeout: float = 30) -> Any:
         """Run ``fn()`` (sync or coroutine function) on the server's loop and return its result."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pytest
@@ -222,4 +222,66 @@ async def test_slow_models_never_run_on_the_loop_thread() -> None:
         await asyncio.wait_for(f, 10)
         assert m.threads[0].startswith("modelship-worker-") and b.inline_runs == 0
     finally:
+        await b.stop()
+
+
+async def _until(cond: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.asyncio
+async def test_a_large_batch_never_runs_on_the_loop_thread() -> None:
+    m = EchoModel(single_row_seconds=0.001)  # fast: lone small requests run on the loop thread
+    b = Batcher(m, workers=1, threads=1, max_batch_size=8, max_wait_s=0)
+    await b.start()
+    try:
+        (f,) = await run_jobs(b, [rows(20, 2, 0)])  # more rows than a batch: the idle server still hands it off
+        np.testing.assert_array_equal((await asyncio.wait_for(f, 10))["out"], rows(20, 2, 0) * 2)
+        assert m.threads[0].startswith("modelship-worker-") and b.inline_runs == 0
+    finally:
+        await b.stop()
+
+
+@pytest.mark.asyncio
+async def test_the_last_worker_is_kept_for_small_requests_while_large_ones_queue() -> None:
+    m = EchoModel()
+    b = Batcher(m, workers=2, threads=1, max_batch_size=8, max_wait_s=0)
+    await b.start()
+    try:
+        m.gate.clear()  # batches block until released
+        large1, large2, small = await run_jobs(b, [rows(20, 2, 0), rows(30, 2, 100), rows(1, 2, 200)])
+        # the first large request takes a worker; the second waits, and the small one behind it gets the other
+        await _until(lambda: len(m.shapes) == 2, "two batches to start")
+        assert sorted(m.shapes) == [(1, 2), (20, 2)] and b.queued == 1
+        m.gate.set()
+        out = await asyncio.wait_for(asyncio.gather(large1, large2, small), 10)
+        for got, x in zip(out, [rows(20, 2, 0), rows(30, 2, 100), rows(1, 2, 200)], strict=True):
+            np.testing.assert_array_equal(got["out"], x * 2)
+        assert sorted(m.shapes) == [(1, 2), (20, 2), (30, 2)]
+    finally:
+        m.gate.set()
+        await b.stop()
+
+
+@pytest.mark.asyncio
+async def test_large_requests_still_run_when_no_small_one_waits() -> None:
+    m = EchoModel()
+    b = Batcher(m, workers=2, threads=1, max_batch_size=8, max_wait_s=0)
+    await b.start()
+    try:
+        m.gate.clear()
+        futs = await run_jobs(b, [rows(20, 2, 0), rows(20, 2, 100), rows(20, 2, 200)])
+        await _until(lambda: len(m.shapes) == 1, "the first large batch to start")
+        assert b.queued == 2 and b.busy_workers == 1  # one worker stays free for small requests
+        (small,) = await run_jobs(b, [rows(2, 2, 300)])
+        await _until(lambda: len(m.shapes) == 2, "the small request to start")
+        assert m.shapes[-1] == (2, 2)
+        m.gate.set()  # the large ones then run one after another
+        await asyncio.wait_for(asyncio.gather(*futs, small), 10)
+        assert len(m.shapes) == 4 and b.queued == 0
+    finally:
+        m.gate.set()
         await b.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelship.serve import cli
-from modelship.serve.config import ENV_VARS, available_cpus, config_from, cpu_limit
+from modelship.serve.config import ENV_VARS, available_cpus, config_from, cpu_limit, memory_limit, parse_bytes
 
 from .conftest import json_lines, serve_cmd, serve_env
 
@@ -58,6 +58,46 @@ def test_cgroup_v1_quota_and_unlimited(tmp_path: Path) -> None:
 
 def test_no_cgroup_files(tmp_path: Path) -> None:
     assert cpu_limit(tmp_path / "nothing", str(tmp_path / "missing")) is None
+    assert memory_limit(tmp_path / "nothing", str(tmp_path / "missing")) is None
+
+
+def test_cgroup_v2_memory_limit(tmp_path: Path) -> None:
+    root, pc = _tree(tmp_path, {"memory.max": "536870912\n"}, "0::/\n")
+    assert memory_limit(root, str(pc)) == 512 * 2**20
+    root, pc = _tree(tmp_path / "b", {"memory.max": "max\n"}, "0::/\n")
+    assert memory_limit(root, str(pc)) is None
+    root, pc = _tree(
+        tmp_path / "c", {"kubepods/pod1/memory.max": "1073741824\n", "memory.max": "max\n"}, "0::/kubepods/pod1\n"
+    )
+    assert memory_limit(root, str(pc)) == 2**30
+
+
+def test_cgroup_v1_memory_limit_and_unlimited(tmp_path: Path) -> None:
+    root, pc = _tree(tmp_path, {"memory/memory.limit_in_bytes": "268435456\n"}, "4:memory:/\n")
+    assert memory_limit(root, str(pc)) == 256 * 2**20
+    root, pc = _tree(
+        tmp_path / "b",
+        {"memory/kube/memory.limit_in_bytes": "9223372036854771712\n"},  # v1's "no limit"
+        "9:memory:/kube\n0::/\n",
+    )
+    assert memory_limit(root, str(pc)) is None
+
+
+def test_byte_counts_take_kubernetes_suffixes() -> None:
+    assert [parse_bytes(v) for v in ("1024", "16Mi", "2Gi", "1k", "3M", " 8 Ki ")] == [
+        1024, 16 * 2**20, 2 * 2**30, 1000, 3_000_000, 8192,
+    ]  # fmt: skip
+    for bad in ("", "1.5Gi", "16MB", "-1", "1m"):
+        with pytest.raises(ValueError):
+            parse_bytes(bad)
+    cfg = config_from({"model": "m"}, {"MODELSHIP_MAX_REQUEST_BYTES": "16Mi", "MODELSHIP_MAX_QUEUE": "7"})
+    assert (cfg.max_request_bytes, cfg.max_queue) == (16 * 2**20, 7)
+    with pytest.raises(ValueError, match="MODELSHIP_MAX_INFLIGHT_BYTES"):
+        config_from({"model": "m"}, {"MODELSHIP_MAX_INFLIGHT_BYTES": "lots"})
+    with pytest.raises(ValueError, match="never be admitted"):
+        config_from({"model": "m", "max_request_bytes": 2**20, "max_inflight_bytes": 2**19}, {})
+    with pytest.raises(ValueError, match="metrics port must differ"):
+        config_from({"model": "m", "port": 9000, "metrics_port": 9000}, {})
 
 
 def test_available_cpus_floors_the_quota_and_respects_affinity() -> None:

@@ -168,7 +168,7 @@ def test_still_healthy_and_correct_after_fuzzing(client: httpx.Client, server: S
     r = client.post("/v1/models/fake:predict", json={"inputs": {"x": x, "k": [[1, 1]]}})
     assert r.status_code == 200
     np.testing.assert_array_equal(np.asarray(r.json()["outputs"]["y"], dtype=np.float32), FakeModel.expected(x))
-    text = client.get("/metrics").text
+    text = httpx.get(f"{server.metrics_url}/metrics").text
     assert 'code="500"' not in text
     assert server.server is not None and server.server.http.stats()["dropped"] == 0
 
@@ -190,22 +190,63 @@ def test_simdjson_fast_path_answers_exactly_like_the_checked_path(
     client: httpx.Client, tensors: list[dict[str, Any]], rid: str | None
 ) -> None:
     """Large bodies are parsed with simdjson; force that path on small ones and compare every answer."""
-    from modelship.serve import codec
+    from modelship.serve import jsonparse
 
-    if codec._simdjson is None:
+    if jsonparse._simdjson is None:
         pytest.skip("pysimdjson (the [serve] extra) is not installed")
 
     doc: dict[str, Any] = {"inputs": tensors}
     if rid is not None:
         doc["id"] = rid
     body = encode(doc)
-    saved = codec.FAST_JSON_BYTES
+    saved = jsonparse.FAST_JSON_BYTES
     try:
-        codec.FAST_JSON_BYTES = 0
+        jsonparse.FAST_JSON_BYTES = 0
         fast = client.post("/v2/models/fake/infer", content=body)
-        codec.FAST_JSON_BYTES = 1 << 40
+        jsonparse.FAST_JSON_BYTES = 1 << 40
         slow = client.post("/v2/models/fake/infer", content=body)
     finally:
-        codec.FAST_JSON_BYTES = saved
+        jsonparse.FAST_JSON_BYTES = saved
     check(fast)
     assert (fast.status_code, fast.json()) == (slow.status_code, slow.json())
+
+
+nested_rows = st.lists(st.lists(safe_numbers, max_size=5), max_size=4) | st.lists(
+    st.lists(st.lists(safe_numbers, max_size=2), max_size=3), max_size=3
+)
+
+
+@pytest.fixture(scope="module")
+def one_input() -> Iterator[httpx.Client]:
+    """A single-input model (x: FP32 [-1, 4]), so unnamed TF Serving instances are valid."""
+    with ServerThread(FakeModel("one"), max_request_bytes=64 * 1024) as s, httpx.Client(base_url=s.url) as c:
+        yield c
+
+
+@FUZZ
+@given(rows=nested_rows, columnar=st.booleans(), k=nested_rows)
+def test_v1_fast_path_answers_exactly_like_the_checked_path(
+    client: httpx.Client, one_input: httpx.Client, rows: Any, columnar: bool, k: Any
+) -> None:
+    """Large TF Serving bodies are parsed with simdjson and nested numbers read straight into arrays (ragged
+    nesting found by comparing skeletons); forced on small ones, every answer equals the checked path's."""
+    from modelship.serve import jsonparse
+
+    if jsonparse._simdjson is None:
+        pytest.skip("pysimdjson (the [serve] extra) is not installed")
+    calls = [
+        (one_input, "/v1/models/one:predict", {"inputs": rows} if columnar else {"instances": rows}),
+        (client, "/v1/models/fake:predict", {"inputs": {"x": rows, "k": k}}),
+    ]
+    saved = jsonparse.FAST_JSON_BYTES
+    for c, path, doc in calls:
+        body = encode(doc)
+        try:
+            jsonparse.FAST_JSON_BYTES = 0
+            fast = c.post(path, content=body)
+            jsonparse.FAST_JSON_BYTES = 1 << 40
+            slow = c.post(path, content=body)
+        finally:
+            jsonparse.FAST_JSON_BYTES = saved
+        check(fast)
+        assert (fast.status_code, fast.json()) == (slow.status_code, slow.json()), doc

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,19 +13,10 @@ import httpx
 import numpy as np
 import pytest
 
-from .fakes import FakeModel, ServerThread
+from .fakes import FakeModel, ServerThread, wait_for
 
 X = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]]
 K = [[1, 2], [3, 4]]
-
-
-def wait_for(cond: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def v2_body(x: Any = X, k: Any = K, **extra: Any) -> dict[str, Any]:
@@ -419,7 +410,7 @@ def test_metrics_endpoint(fake_server: ServerThread) -> None:
             assert c.post("/v2/models/fake/infer", json=v2_body()).status_code == 200
         assert c.post("/v1/models/fake:predict", json={"inputs": {"x": X, "k": K}}).status_code == 200
         assert c.post("/v1/models/fake:predict", json={}).status_code == 400
-        text = c.get("/metrics").text
+        text = httpx.get(f"{fake_server.metrics_url}/metrics").text
     assert 'modelship_requests_total{code="200",model="fake",protocol="v2"} 3.0' in text
     assert 'modelship_requests_total{code="400",model="fake",protocol="v1"} 1.0' in text
     assert 'modelship_request_duration_seconds_count{model="fake",protocol="v2"} 3.0' in text
@@ -463,8 +454,8 @@ async def _stop(srv: Any) -> bool:
 def _refused(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except ConnectionRefusedError:
-        return True
+    except (ConnectionRefusedError, ConnectionResetError):
+        return True  # reset: the connect raced the listener's close (its queued handshakes are reset)
     return False
 
 
@@ -516,18 +507,18 @@ def test_work_for_a_client_that_left_is_skipped() -> None:
         r = httpx.post(f"{s.url}/v2/models/fake/infer", json=v2_body(), timeout=30)
         assert r.status_code == 200
         assert model.batches == [2, 2]  # the 3-row request of the departed client never ran
-        assert 'code="499"' in httpx.get(f"{s.url}/metrics").text
+        assert 'code="499"' in httpx.get(f"{s.metrics_url}/metrics").text
 
 
 def test_large_json_request_takes_the_fast_path_and_is_exact(fake_server: ServerThread) -> None:
     pytest.importorskip("simdjson", reason="pysimdjson (the [serve] extra) enables the fast path")
-    from modelship.serve import codec
+    from modelship.serve import jsonparse
 
     rng = np.random.default_rng(1)
     x = (rng.integers(-64, 64, (3000, 4)) / 8).astype(np.float32)
     k = rng.integers(-1000, 1000, (3000, 2)).astype(np.int32)
     body = json.dumps(v2_body(x=x, k=k.tolist())).encode()
-    assert len(body) > codec.FAST_JSON_BYTES
+    assert len(body) > jsonparse.FAST_JSON_BYTES
     r = httpx.post(f"{fake_server.url}/v2/models/fake/infer", content=body, timeout=30)
     assert r.status_code == 200, r.text
     outs = {o["name"]: o for o in r.json()["outputs"]}
@@ -551,3 +542,79 @@ def test_head_answers_headers_only_and_keeps_the_connection_usable(fake_server: 
     assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: 14" in head  # {"ready":true}
     assert rest.startswith(b"HTTP/1.1 200 OK")  # no body bytes before the next response
     assert rest.endswith(b'{"live":true}')
+
+
+def test_a_refused_upload_is_read_and_dropped_only_up_to_the_linger_limit() -> None:
+    """After a 413 at the headers the server drops what the client still sends, at most LINGER_MAX_BYTES of it
+    (then it stops reading until the connection closes): a flood of refused 64 MiB uploads costs the server a
+    bounded copy each."""
+    from modelship.serve.reading import LINGER_MAX_BYTES
+
+    with ServerThread(FakeModel(two_inputs=True), max_request_bytes=4096) as s:
+        assert s.server is not None
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        try:
+            head = b"POST /v2/models/fake/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 67108864\r\n\r\n"
+            sock.settimeout(0.5)
+            sent = 0
+            with contextlib.suppress(OSError):  # the head and 1 MiB of body at once: most of it already waits
+                sent = sock.send(head + b"x" * (4 * LINGER_MAX_BYTES)) - len(head)  # in the server's socket
+            sock.settimeout(10)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 413 ")
+            sock.settimeout(0.2)
+            with contextlib.suppress(OSError):  # the server stops reading: our sends stall
+                while sent < 8 * LINGER_MAX_BYTES:
+                    sent += sock.send(b"x" * 65536)
+            (conn,) = [c for c in list(s.server.http.connections) if c.lingering]
+            wait_for(lambda: conn.paused, what="the server to stop reading the refused upload")
+            assert sent > LINGER_MAX_BYTES and 0 < conn.discarded <= LINGER_MAX_BYTES
+        finally:
+            sock.close()
+
+
+def test_closed_connections_leave_no_cyclic_garbage() -> None:
+    """A closed connection (answered and closed, refused with 413, or dropped mid-request) is freed by reference
+    counting: nothing is left for the cyclic garbage collector, whose full collections stop the whole server."""
+    import gc
+
+    from modelship.serve.connection import _Conn
+
+    with ServerThread(FakeModel(two_inputs=True), max_request_bytes=4096) as s:
+        assert s.server is not None
+        gc.collect()
+        gc.disable()  # nothing is collected behind the test's back
+        try:
+            for _ in range(5):
+                assert httpx.post(f"{s.url}/v2/models/fake/infer", json=v2_body()).status_code == 200
+                resp = _raw(s.port, b"POST /v2/models/fake/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n\r\n")
+                assert resp.startswith(b"HTTP/1.1 413 ")
+                with socket.create_connection(("127.0.0.1", s.port)) as sock:
+                    sock.sendall(b"POST /v2/models/fake/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            wait_for(lambda: not s.server.http.connections, what="every connection to close")
+            gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds unreachable goes to gc.garbage
+            gc.collect()
+            cyclic = [o for o in gc.garbage if isinstance(o, _Conn)]
+            assert cyclic == [], f"{len(cyclic)} closed connections were left for the garbage collector"
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+
+
+def test_only_small_bodies_on_their_way_count_as_arriving_for_the_batcher() -> None:
+    """The batcher waits a little for requests still arriving to fill a batch: a small body about to complete
+    counts, a large upload (say a slow one, an abuser's) does not, so it never delays the requests queued now."""
+    with ServerThread(FakeModel(two_inputs=True)) as s:
+        assert s.server is not None
+        http, app = s.server.http, s.server.app
+        head = "POST /v2/models/fake/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", s.port)) as large, socket.create_connection(
+            ("127.0.0.1", s.port)
+        ) as small:
+            large.sendall(head.format(4 << 20).encode() + b"[" * 1024)
+            wait_for(lambda: http.receiving == 1, what="the large upload to be receiving")
+            assert app._arriving() == 0
+            small.sendall(head.format(200).encode() + b"{")
+            wait_for(lambda: http.receiving == 2, what="the small body to be receiving")
+            assert app._arriving() == 1
+        wait_for(lambda: http.receiving == 0 and app._arriving() == 0, what="both to be forgotten")

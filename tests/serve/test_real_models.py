@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from modelship import numerics
 from modelship.serve.model import load_model
 
 from .conftest import Digits
@@ -24,7 +25,8 @@ N = 37  # more than the largest batch bucket (8): exercises chunking and padding
 
 
 def reference(path: Path, x: np.ndarray) -> np.ndarray:
-    """The interpreter's own answer, one row at a time (int8 I/O quantized with the tensors' own parameters)."""
+    """The interpreter's own answer, one row at a time (int8 I/O quantized with the tensors' own parameters and
+    LiteRT's rounding, which tests/serve/test_numerics.py checks against LiteRT's QUANTIZE kernel)."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(path), num_threads=1)
@@ -35,13 +37,13 @@ def reference(path: Path, x: np.ndarray) -> np.ndarray:
         v = row[None]
         if inp["dtype"] == np.int8:
             scale, zp = inp["quantization"]
-            v = np.clip(np.round(v / scale) + zp, -128, 127).astype(np.int8)
+            v = numerics.quantize(v, scale, zp, np.int8)
         it.set_tensor(inp["index"], v)
         it.invoke()
         y = it.get_tensor(out["index"])
         if out["dtype"] == np.int8:
             scale, zp = out["quantization"]
-            y = (y.astype(np.float32) - zp) * np.float32(scale)
+            y = numerics.dequantize(y, scale, zp)
         rows.append(y[0].astype(np.float32))
     return np.stack(rows)
 
@@ -121,7 +123,7 @@ def test_int8_io_model_also_accepts_raw_int8_input(digits: Digits) -> None:
 
     path = digits.path("int8_io")
     scale, zp = Interpreter(model_path=str(path)).get_input_details()[0]["quantization"]
-    q = np.clip(np.round(digits.x[:N] / scale) + zp, -128, 127).astype(np.int8)
+    q = numerics.quantize(digits.x[:N], scale, zp, np.int8)
     body = {"inputs": [{"name": "image", "shape": list(q.shape), "datatype": "INT8", "data": q.ravel().tolist()}]}
     with ServerThread(load_model(path, name="digits")) as s:
         r = httpx.post(f"{s.url}/v2/models/digits/infer", json=body, timeout=30)

@@ -101,8 +101,8 @@ def test_binary_size_and_content_checks() -> None:
 def test_quantize_matches_tflite_rounding_and_saturates() -> None:
     q = Quantization(scale=0.5, zero_point=-10, datatype="INT8")
     x = np.array([0.0, 0.25, -0.25, 0.75, 1000.0, -1000.0], dtype=np.float32)
-    # x / 0.5 = 0, 0.5, -0.5, 1.5 -> half away from zero: 0, 1, -1, 2
-    np.testing.assert_array_equal(quantize(x, q), np.array([-10, -9, -11, -8, 127, -128], dtype=np.int8))
+    # x * (1 / 0.5) = 0, 0.5, -0.5, 1.5 -> half to even, as LiteRT's QUANTIZE kernel: 0, 0, 0, 2
+    np.testing.assert_array_equal(quantize(x, q), np.array([-10, -10, -10, -8, 127, -128], dtype=np.int8))
     np.testing.assert_array_equal(dequantize(np.array([-10, -8], dtype=np.int8), q), [0.0, 1.0])
 
 

@@ -144,6 +144,11 @@ INVALID: list[InvalidCase] = [
     ),
     InvalidCase("steps-strategy-without-steps", _set("spec.optimization.steps", []), "steps"),
     InvalidCase("custom-metric-without-callable", _set("spec.optimization.metric", {"type": "custom"}), "callable"),
+    InvalidCase(
+        "custom-metric-without-allow-code",
+        _set("spec.optimization.metric", {"type": "custom", "callable": "mymetrics:score"}),
+        "allowCode",
+    ),
     InvalidCase("wrong-data-format", _set("spec.optimization.data.evaluation.format", "parquet"), "format"),
     InvalidCase(
         "kaniko-two-platforms",
@@ -168,12 +173,58 @@ INVALID: list[InvalidCase] = [
     InvalidCase("wrong-build-engine", _set("spec.build.engine", "docker"), "engine"),
     InvalidCase("bad-quantity", _set("spec.serving.resources", {"requests": {"cpu": "lots"}}), "cpu"),
     InvalidCase("wrong-service-type", _set("spec.serving.service", {"type": "ExternalName"}), "type"),
+    InvalidCase("metrics-port-is-the-port", _set("spec.serving.metricsPort", 8080), "metricsPort"),
+    InvalidCase(
+        "fractional-request-bytes", _set("spec.serving.limits", {"maxRequestBytes": "1.5Gi"}), "maxRequestBytes"
+    ),
+    InvalidCase("tiny-request-bytes", _set("spec.serving.limits", {"maxRequestBytes": "100"}), "maxRequestBytes"),
+    InvalidCase(
+        "canary-without-canary-strategy",
+        _set("spec.serving.rollout", {"strategy": "RollingUpdate", "canary": {"steps": [{"weight": 20}]}}),
+        "canary",
+    ),
+    InvalidCase(
+        "canary-weight-over-90",
+        _set("spec.serving.rollout", {"strategy": "Canary", "canary": {"steps": [{"weight": 95}]}}),
+        "weight",
+    ),
+    InvalidCase(
+        "canary-without-steps", _set("spec.serving.rollout", {"strategy": "Canary", "canary": {"steps": []}}), "steps"
+    ),
+    InvalidCase(
+        "shadow-percent-zero",
+        _set("spec.serving.rollout", {"strategy": "Canary", "canary": {"shadow": {"percent": 0}}}),
+        "percent",
+    ),
+    InvalidCase(
+        "agreement-over-one",
+        _set("spec.serving.rollout", {"strategy": "Canary", "canary": {"analysis": {"minAgreement": 1.5}}}),
+        "minAgreement",
+    ),
+    InvalidCase(
+        "unknown-comparison",
+        _set("spec.serving.rollout", {"strategy": "Canary", "canary": {"analysis": {"comparison": "L2"}}}),
+        "comparison",
+    ),
+    InvalidCase("queue-of-zero", _set("spec.serving.limits", {"maxQueuedRequests": 0}), "maxQueuedRequests"),
     InvalidCase(
         "tflite-with-optimization",
         _all(_set("spec.model.format", "tflite"), _set("spec.model.uri", "pvc://models/digits/model.tflite")),
         "optimization",
     ),
     InvalidCase("secret-inline", _set("spec.model.credentials", {"accessKey": "AKIA..."}), "credentials"),
+    InvalidCase("gs-scheme-removed", _set("spec.model.uri", "gs://bucket/model.h5"), "uri"),
+    InvalidCase(
+        "https-model-format-not-inferable",
+        _all(_del("spec.model.format"), _set("spec.model.uri", "https://models.example.com/download?id=3")),
+        "format",
+    ),
+    InvalidCase(
+        "inferred-tflite-with-optimization",
+        _all(_del("spec.model.format"), _set("spec.model.uri", "s3://bucket/digits/model.TFLITE")),
+        "optimization",
+    ),
+    InvalidCase("mlflow-without-tracking-server", _set("spec.model.uri", "models:/digits/3"), "credentials"),
     InvalidCase("name-too-long", _set("metadata.name", "a" * 50), "name"),
     InvalidCase("name-starts-with-digit", _set("metadata.name", "1digits"), "name"),
     InvalidCase("suspend-not-bool", _set("spec.suspend", "yes"), "suspend"),

@@ -84,7 +84,7 @@ def test_left_out_repository_goes_to_the_default_registry_by_namespace_and_name(
     cfg = OperatorConfig(build_registry=REGISTRY)
     effective = with_operator_defaults(md({}), cfg)
     assert effective.spec.build.repository == f"{REGISTRY}/team-a/digits"
-    job = build_job(effective, "r1", "/artifacts/r1", cfg)
+    job = build_job(effective, "r1", "sha256:" + "ab" * 32, cfg)
     assert job["metadata"]["annotations"]["modelship.io/image"] == f"{REGISTRY}/team-a/digits:r1"
     # another namespace, another repository: tenants never share one
     other = with_operator_defaults(md({}, namespace="team-b"), cfg)
@@ -95,7 +95,7 @@ def test_left_out_engine_is_the_default_engine() -> None:
     cfg = OperatorConfig(build_engine=BuildEngine.KANIKO, images=Images(kaniko="r/kaniko:9"))
     left_out = with_operator_defaults(md({"repository": "r.example/x/y"}), cfg)
     assert left_out.spec.build.engine is BuildEngine.KANIKO
-    container = build_job(left_out, "r1", "/artifacts/r1", cfg)["spec"]["template"]["spec"]["containers"][0]
+    container = build_job(left_out, "r1", "sha256:" + "ab" * 32, cfg)["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "r/kaniko:9"
     said = with_operator_defaults(md({"repository": "r.example/x/y", "engine": "buildkit"}), cfg)
     assert said.spec.build.engine is BuildEngine.BUILDKIT

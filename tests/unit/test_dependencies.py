@@ -36,6 +36,7 @@ TOOLS = {
     "types-pyyaml": "stubs for mypy",
     "pytest-timeout": "pytest plugin: timeout in [tool.pytest.ini_options]",
     "pytest-asyncio": "pytest plugin: @pytest.mark.asyncio",
+    "py-spy": "bench/serve.py --profile: samples the model server (a command, not an import)",
 }
 
 

@@ -24,6 +24,8 @@ INJECTIONS = {
     "api": ("api/__init__.py", "from modelship.resources import meta"),
     "config": ("config.py", "from modelship.resources import meta"),
     "resources": ("resources/__init__.py", "from modelship.controller import store"),
+    "sources": ("sources/__init__.py", "from modelship import fetch"),
+    "fetch": ("fetch.py", "from modelship.optimize import errors"),
     "controller": ("controller/__init__.py", "from modelship.build import context"),
     "kopf": ("controller/__init__.py", "import kopf"),
     "serve": ("serve/__init__.py", "from modelship import config"),

@@ -12,9 +12,12 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from modelship import FIELD_MANAGER
 from modelship.controller.kube import Kube, transient
 
 JOB = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "ns"}}
+_POSTED = [{"manager": FIELD_MANAGER, "operation": "Update"}]
+OWNED = {**JOB, "metadata": {**JOB["metadata"], "uid": "uid-1", "managedFields": _POSTED}}
 
 
 @pytest.fixture
@@ -49,14 +52,16 @@ def silent_server() -> Iterator[str]:
 @pytest.mark.parametrize(
     "call",
     [
-        lambda k: k.apply(JOB),
+        lambda k: k.apply(JOB, "uid-1"),
+        lambda k: k.get("batch/v1", "Job", "ns", "j"),
+        lambda k: k.own_fields(OWNED),
         lambda k: k.create(JOB),
         lambda k: k.list("batch/v1", "Job", "ns", "a=b"),
-        lambda k: k.delete("batch/v1", "Job", "ns", "j"),
+        lambda k: k.delete("batch/v1", "Job", "ns", "j", "uid-1"),
         lambda k: k.patch_status("ns", "md", {"phase": "Ready"}),
-        lambda k: k.merge_configmap("ns", "cm", {}, {"k": "v"}),
+        lambda k: k.write_configmap("ns", "cm", {}, {"k": "v"}, "7"),
     ],
-    ids=["apply", "create", "list", "delete", "patch_status", "merge_configmap"],
+    ids=["apply", "get", "own_fields", "create", "list", "delete", "patch_status", "write_configmap"],
 )
 def test_every_request_times_out_on_a_half_open_connection(silent_server: str, call: Callable[[Kube], Any]) -> None:
     conf = client.Configuration(host=silent_server)

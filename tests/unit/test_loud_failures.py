@@ -19,6 +19,7 @@ from modelship.resources.revision import revision
 from tests.support.specs import valid_doc
 from tests.unit.test_plan import CONFIG, summary
 
+CONTAINER = {"name": "optimize", "image": "modelship/optimizer:0.1.0", "args": ["optimize"]}
 DONE = {"type": "Complete", "status": "True", "lastTransitionTime": "2026-11-26T11:00:00Z"}
 
 
@@ -33,7 +34,13 @@ class MemoryKube:
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         return []
 
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return None
+
+    def apply(self, obj: dict[str, Any], uid: str) -> dict[str, Any]:
+        return obj
+
+    def own_fields(self, obj: dict[str, Any]) -> dict[str, Any]:
         return obj
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +49,7 @@ class MemoryKube:
     def delete(self, *args: Any) -> None:
         pass
 
-    def merge_configmap(self, *args: Any) -> dict[str, Any]:
+    def write_configmap(self, *args: Any) -> dict[str, Any]:
         return {}
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
@@ -68,11 +75,16 @@ def optimized(store: Store, body: dict[str, Any]) -> None:
     rev = revision(ModelDeployment.from_body(body).spec)
     labels = {"modelship.io/modeldeployment": "digits", "app.kubernetes.io/component": "optimizer",
               "modelship.io/revision": rev, "batch.kubernetes.io/job-name": f"digits-opt-{rev}"}  # fmt: skip
-    store.put("Job", {"metadata": {"name": f"digits-opt-{rev}", "namespace": "ml", "labels": labels},
+    store.put("Job", {"metadata": {"name": f"digits-opt-{rev}", "namespace": "ml", "labels": labels, "uid": "j-1",
+                                   "ownerReferences": [{"uid": body["metadata"]["uid"], "controller": True}]},
+                      "spec": {"template": {"spec": {"containers": [CONTAINER]}}},
                       "status": {"conditions": [DONE], "completionTime": "2026-11-26T11:00:00Z"}})  # fmt: skip
     terminated = {"terminated": {"exitCode": 0, "message": summary(), "finishedAt": "2026-11-26T11:00:00Z"}}
-    store.put("Pod", {"metadata": {"name": "p", "namespace": "ml", "labels": labels},
-                      "status": {"phase": "Succeeded", "containerStatuses": [{"state": terminated}]}})  # fmt: skip
+    store.put("Pod", {"metadata": {"name": "p", "namespace": "ml", "labels": labels,
+                                   "ownerReferences": [{"uid": "j-1", "controller": True}]},
+                      "spec": {"containers": [CONTAINER]},
+                      "status": {"phase": "Succeeded",
+                                 "containerStatuses": [{"name": "optimize", "state": terminated}]}})  # fmt: skip
 
 
 def stalled(kube: MemoryKube, store: Store) -> dict[str, Any]:

@@ -225,9 +225,11 @@ def test_gate_block_keeps_previous_revision_serving() -> None:
 @pytest.mark.parametrize(("decision", "reason"), [("Baseline", "GateFailedDeployBaseline"),
                                                   ("BestPassing", "GateFailedDeployBestPassing")])  # fmt: skip
 def test_gate_fail_with_fallback_deploys(decision: str, reason: str) -> None:
-    md = make_md(build=False)
+    on_fail = {"Baseline": "DeployBaseline", "BestPassing": "DeployBestPassing"}[decision]
+    optimization = {**valid_doc()["spec"]["optimization"], "gate": {"maxDrop": 0.01, "onFail": on_fail}}
+    md = make_md(build=False, optimization=optimization)
     rev = revision(md.spec)
-    line = summary(gate="Failed", decision=decision)
+    line = summary(gate="Failed", decision=decision, candidate="baseline" if decision == "Baseline" else "prune")
     p = plan(md, Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=line)]), CONFIG, NOW)
     assert cond(p.status, "GatePassed")["reason"] == reason
     assert cond(p.status, "Stalled")["status"] == "False"
@@ -412,3 +414,39 @@ def test_complete_job_whose_pod_status_has_not_arrived_is_awaited_not_failed() -
     assert termination_message([running, done], want_success=True) == ""
     p = plan(md, Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg="", finished_at=just)]), CONFIG, NOW)
     assert cond(p.status, "Optimized")["reason"] == "InvalidSummary"
+
+
+def test_build_less_revision_serves_the_pushed_artifact_and_keeps_it_while_a_new_one_fails() -> None:
+    """Build disabled with an artifact repository: the optimization Job pushes the artifact, serving pods pull it
+    by digest (no claim), status records it; a later revision that fails leaves the pulled artifact serving."""
+    config = OperatorConfig(retry_base_seconds=10, max_job_attempts=3, artifact_repository="registry.local:5000/art")
+    md = make_md(build=False)
+    rev = revision(md.spec)
+    (opt_job,) = plan(md, Observed(), config, NOW).create
+    args = opt_job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--push-to") + 1] == f"oci://registry.local:5000/art/ml/digits:{rev}"
+    ref = "oci://registry.local:5000/art/ml/digits@sha256:" + "0a" * 32
+    done = job("optimizer", rev, JobState.SUCCEEDED, msg=summary(artifact_ref=ref), finished_at="2026-11-26T11:59:00Z")
+    p = plan(md, Observed(jobs=[done]), config, NOW)
+    assert p.status["optimization"]["artifactRef"] == ref and ref in cond(p.status, "ImageBuilt")["message"]
+    dep = next(o for o in p.apply if o["kind"] == "Deployment")
+    (init,) = dep["spec"]["template"]["spec"]["initContainers"]
+    assert init["args"][:2] == ["pull", ref] and "--digest" in init["args"]
+    assert not any("persistentVolumeClaim" in v for v in dep["spec"]["template"]["spec"]["volumes"])
+    up = Observed(jobs=[done], deployment=deployment(rev, config.images.serving),
+                  existing=frozenset({("PersistentVolumeClaim", "digits-artifacts")}))  # fmt: skip
+    ready = plan(make_md(build=False, status=p.status), up, config, NOW).status
+    assert ready["phase"] == "Ready" and ready["servingRevision"] == rev and ready["servingArtifact"] == ref
+    assert "servingImage" not in ready
+    # a new revision whose optimization fails for good: the pushed artifact of the old one keeps serving
+    changed = make_md(build=False, status=ready, model={**valid_doc()["spec"]["model"], "digest": "sha256:" + "9" * 64})
+    new_rev = revision(changed.spec)
+    assert new_rev != rev
+    failed = job("optimizer", new_rev, JobState.FAILED, reason="PodFailurePolicy", finished_at="2026-11-26T11:59:59Z",
+                 msg=Summary(ok=False, error="spec.model.digest: digest mismatch").to_line())  # fmt: skip
+    out = plan(changed, Observed(jobs=[done, failed], deployment=up.deployment, existing=up.existing), config, NOW)
+    assert cond(out.status, "Stalled")["status"] == "True" and out.status["lastFailure"]["revision"] == new_rev
+    assert (out.status["servingRevision"], out.status["servingArtifact"]) == (rev, ref)
+    dep = next(o for o in out.apply if o["kind"] == "Deployment")
+    assert dep["spec"]["template"]["spec"]["initContainers"][0]["args"][:2] == ["pull", ref]
+    assert dep["spec"]["template"]["metadata"]["labels"]["modelship.io/revision"] == rev

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import kubernetes_validate
@@ -11,6 +12,7 @@ import pytest
 from modelship.api import ModelDeployment
 from modelship.config import OperatorConfig
 from modelship.resources import meta
+from modelship.resources.canary import canary_deployment
 from modelship.resources.optimize_job import optimize_job
 from modelship.resources.plan import serving_plan
 from modelship.resources.revision import optimization_key, revision
@@ -142,10 +144,19 @@ def test_optimize_job_credentials_by_reference_only() -> None:
     job = optimize_job(md_from(doc), "r1", CONFIG)
     pod = job["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    assert c["envFrom"] == [{"secretRef": {"name": "s3"}}]
+    # credentials are files in the optimizer container, never environment variables
+    assert "envFrom" not in c
+    assert not any("secretKeyRef" in str(e) for e in c["env"])
     assert pod["serviceAccountName"] == "reader"
-    assert {"name": "MODELSHIP_STORAGE_ENDPOINT", "value": "https://minio:9000"} in c["env"]
-    ca = next(v for v in pod["volumes"] if v["name"] == "ca-bundle")
+    sources = json.loads(c["args"][c["args"].index("--sources-json") + 1])
+    assert sources["model"] == {
+        "endpoint": "https://minio:9000",
+        "credentialsDir": "/var/run/modelship/sources/model/credentials",
+        "caFile": "/var/run/modelship/sources/model/ca/ca.crt",
+    }
+    secret = next(v for v in pod["volumes"] if "secret" in v)
+    assert secret["secret"] == {"secretName": "s3", "defaultMode": 0o400}
+    ca = next(v for v in pod["volumes"] if "configMap" in v)
     assert ca["configMap"] == {"name": "ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
 
 
@@ -168,13 +179,38 @@ def test_deployment_cpu_defaults() -> None:
     assert "modelship.io/revision" not in spec["selector"]["matchLabels"]  # selector must survive revisions
     (c,) = pod["containers"]
     assert c["image"].endswith("@sha256:" + "b" * 64)
-    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
-    assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    # probes use the metrics port, which the inference Service does not expose (nor its overload reach)
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "metrics"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "metrics"}
+    assert c["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+    ]
+    annotations = spec["template"]["metadata"]["annotations"]
+    assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == ("9090", "/metrics")
+    args = c["args"]
+    assert args[args.index("--metrics-port") + 1] == "9090"
+    assert args[args.index("--max-queue") + 1] == "512" and args[args.index("--max-connections") + 1] == "1024"
+    assert args[args.index("--request-timeout-s") + 1] == "60"
+    assert "--max-request-bytes" not in args  # sized by the server from its memory limit
     assert pod["nodeSelector"] == {"kubernetes.io/arch": "amd64"}
     assert "tolerations" not in pod
     assert "nvidia.com/gpu" not in c["resources"].get("limits", {})
+
+
+def test_request_limits_reach_the_server() -> None:
+    limits = {"maxRequestBytes": "16Mi", "maxQueuedRequests": 32, "maxConnections": 100, "requestTimeoutSeconds": 5}
+    md = with_spec(limits=limits, metricsPort=9500)
+    (c,) = deployment(md, "r1", CONFIG, "img@sha256:" + "c" * 64, 1)["spec"]["template"]["spec"]["containers"]
+    args = c["args"]
+    flags = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--")}
+    assert flags["--max-request-bytes"] == "16Mi" and flags["--max-queue"] == "32"
+    assert flags["--max-connections"] == "100" and flags["--request-timeout-s"] == "5"
+    assert flags["--metrics-port"] == "9500"
+    assert {"name": "metrics", "containerPort": 9500, "protocol": "TCP"} in c["ports"]
+    svc = serving_plan(md, "r1", CONFIG, "img").service
+    assert [p["name"] for p in svc["spec"]["ports"]] == ["http"]  # the Service does not expose metrics
 
 
 def test_deployment_gpu_target() -> None:
@@ -244,14 +280,20 @@ def test_service_and_network_policy() -> None:
     assert svc["spec"]["ports"] == [{"name": "http", "port": 9000, "targetPort": "http", "protocol": "TCP"}]
     np = plan.network_policy
     assert np is not None
-    (rule,) = np["spec"]["ingress"]
+    rule, metrics_rule = np["spec"]["ingress"]
     assert rule["ports"] == [{"port": 9000, "protocol": "TCP"}]
-    assert rule["from"] == [
+    callers = [
         {
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ml"}},
             "podSelector": {"matchLabels": {"role": "frontend"}},
         }
     ]
+    assert rule["from"] == callers
+    assert metrics_rule == {"from": callers, "ports": [{"port": 9090, "protocol": "TCP"}]}
+    policy = {"enabled": True, "allowMetricsFromNamespaceLabels": {"name": "monitoring"}}
+    scraped = serving_plan(with_spec(networkPolicy=policy), "r1", CONFIG, "img").network_policy
+    assert scraped is not None
+    assert scraped["spec"]["ingress"][1]["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
     assert service_url(md, CONFIG) == "http://digits.ml.svc.cluster.local:9000/v2/models/digits/infer"
 
 
@@ -299,3 +341,86 @@ def test_no_pod_gets_service_link_env_vars() -> None:
     pods = [o["spec"]["template"]["spec"] for o in render_all(md, CONFIG) if o["kind"] in ("Job", "Deployment")]
     assert len(pods) == 3  # optimization Job, build Job, serving Deployment
     assert all(p["enableServiceLinks"] is False for p in pods)
+
+
+def test_optimize_job_runs_code_only_where_the_spec_allowed_it() -> None:
+    doc = copy.deepcopy(valid_doc())
+    doc["spec"]["optimization"]["metric"] = {"type": "custom", "callable": "m:score", "codeRef": {"name": "metric"}}
+    doc["spec"]["model"]["allowCode"] = True
+    job = optimize_job(md_from(doc), "r1", CONFIG)
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert "--allow-code" in c["args"]
+    assert {"name": "PYTHONPATH", "value": "/opt/modelship/metric"} in c["env"]
+    assert any(v["name"] == "metric-code" for v in pod["volumes"])
+    # the same model without allowCode: no flag (the optimizer refuses code), no metric code mounted (the CRD
+    # refuses a custom metric without allowCode; a stored spec the operator still sees gets nothing run)
+    plain = copy.deepcopy(valid_doc())
+    job = optimize_job(md_from(plain), "r1", CONFIG)
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    assert "--allow-code" not in c["args"] and all(e["name"] != "PYTHONPATH" for e in c["env"])
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and In/NotIn/Exists/DoesNotExist expressions) as the API server reads it."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        ok = {"In": labels.get(key) in values, "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}[op]  # fmt: skip
+        if not ok:
+            return False
+    return True
+
+
+def _admits(np: dict[str, Any], namespace: str, ns_labels: dict[str, str], pod: dict[str, str], port: int) -> bool:
+    """Whether the policy lets a pod (its labels, its namespace and that namespace's labels) reach ``port``."""
+    for rule in np["spec"]["ingress"]:
+        if port not in [p["port"] for p in rule["ports"]]:
+            continue
+        for peer in rule["from"]:
+            in_ns = (_selects(peer["namespaceSelector"], ns_labels) if "namespaceSelector" in peer
+                     else namespace == np["metadata"]["namespace"])  # fmt: skip
+            if in_ns and ("podSelector" not in peer or _selects(peer["podSelector"], pod)):
+                return True
+    return False
+
+
+def test_network_policy_covers_the_candidate_pods_and_lets_the_stable_ones_mirror() -> None:
+    """With the Canary strategy the policy selects the candidate's pods too (shadow and live), admits the stable
+    pods on the model's port (mirrored requests) and the metrics port (the candidate's offer), and the operator's
+    namespace on the metrics port (the analysis), while a stranger still gets nothing."""
+    canary = {"strategy": "Canary", "canary": {"shadow": {"percent": 20}}}
+    md = with_spec(networkPolicy={"enabled": True, "allowFromPodLabels": {"role": "frontend"}}, rollout=canary)
+    config = OperatorConfig(operator_namespace="modelship-system")
+    stable_plan = serving_plan(md, "r1", config, "img")
+    np = stable_plan.network_policy
+    assert np is not None
+    stable_pod = stable_plan.deployment["spec"]["template"]["metadata"]["labels"]
+    shadow_pod = canary_deployment(md, "r2", config, "img2", 1, live=False)["spec"]["template"]["metadata"]["labels"]
+    live_pod = canary_deployment(md, "r2", config, "img2", 1, live=True)["spec"]["template"]["metadata"]["labels"]
+    selector = np["spec"]["podSelector"]
+    for pod in (stable_pod, shadow_pod, live_pod):
+        assert _selects(selector, pod), pod
+    # not the stage Jobs' pods, nor another ModelDeployment's
+    opt_pod = optimize_job(md, "r2", config)["spec"]["template"]["metadata"]["labels"]
+    assert not _selects(selector, opt_pod)
+    assert not _selects(selector, {**stable_pod, "app.kubernetes.io/instance": "other",
+                                   "modelship.io/modeldeployment": "other"})  # fmt: skip
+    ml = {"kubernetes.io/metadata.name": "ml"}
+    system = {"kubernetes.io/metadata.name": "modelship-system"}
+    # the stable pods reach the candidate on both ports; the frontend the model's port; the operator the metrics
+    assert _admits(np, "ml", ml, stable_pod, 8080) and _admits(np, "ml", ml, stable_pod, 9090)
+    assert _admits(np, "ml", ml, {"role": "frontend"}, 8080)
+    assert _admits(np, "modelship-system", system, {"app": "operator"}, 9090)
+    assert not _admits(np, "modelship-system", system, {"app": "operator"}, 8080)
+    assert not _admits(np, "ml", ml, {"role": "other"}, 8080) and not _admits(np, "ml", ml, {"role": "other"}, 9090)
+    assert not _admits(np, "other", {"kubernetes.io/metadata.name": "other"}, stable_pod, 8080)
+    # without the Canary strategy nothing beyond the spec's callers and scrapers
+    plain = serving_plan(with_spec(networkPolicy={"enabled": True, "allowFromPodLabels": {"role": "frontend"}}),
+                         "r1", config, "img").network_policy  # fmt: skip
+    assert plain is not None
+    assert not _admits(plain, "ml", ml, stable_pod, 8080)
+    assert not _admits(plain, "modelship-system", system, {"app": "operator"}, 9090)
+    assert _admits(plain, "ml", ml, {"role": "frontend"}, 8080) and _admits(plain, "ml", ml, {"role": "frontend"}, 9090)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -11,21 +13,25 @@ import pytest
 from modelship.api import Summary
 from modelship.api.report import FailureKind
 from modelship.api.status import ConditionType, ImageStatus, OptimizationStatus, Phase, Reason, SourceStatus, StageName
+from modelship.config import OperatorConfig
 from modelship.controller import revcache
-from modelship.controller.observe import JobState, Observed
+from modelship.controller.observe import JobObservation, JobState, Observed
 from modelship.controller.stages.build import build
 from modelship.controller.stages.context import Context, Effects
 from modelship.controller.stages.deploy import ServingTarget, deploy, target
 from modelship.controller.stages.gate import GateVerdict, gate
 from modelship.controller.stages.optimize import classify, optimize
 from modelship.controller.stages.resolve import Known, known_results, remember, resolve
+from modelship.resources.meta import build_job_name, export_job_name
 from modelship.resources.revision import revision
+from modelship.resources.serving import ServedArtifact
+from tests.support.specs import valid_doc
 from tests.unit.test_plan import CONFIG, DIGEST, IMAGE, NOW, deployment, job, make_md, summary
 
 
-def ctx(md: Any = None, observed: Observed | None = None, now: Any = NOW) -> Context:
+def ctx(md: Any = None, observed: Observed | None = None, now: Any = NOW, config: OperatorConfig = CONFIG) -> Context:
     md = md or make_md()
-    return Context(md, revision(md.spec), observed or Observed(), CONFIG, now)
+    return Context(md, revision(md.spec), observed or Observed(), config, now)
 
 
 def conditions(effects: Effects) -> dict[ConditionType, tuple[bool | None, Reason, str]]:
@@ -39,6 +45,9 @@ def result(**kw: Any) -> OptimizationStatus:
 
 BUILT = json.dumps({"ok": True, "image": IMAGE, "digest": DIGEST, "platforms": ["linux/amd64"]})
 PASSED = GateVerdict(True, Effects())
+ARTIFACT_CONFIG = OperatorConfig(retry_base_seconds=10, max_job_attempts=3, artifact_repository="registry.local:5000")
+"""Build-less revisions push to registry.local:5000/<namespace>/<name> (ARTIFACT_REF's repository for make_md)."""
+ARTIFACT_REF = "oci://registry.local:5000/ml/digits@sha256:" + "0a" * 32
 
 
 # ---- resolve ------------------------------------------------------------------------------------------
@@ -70,7 +79,7 @@ def test_revision_cache_entries_are_known_in_both_formats(old_format: bool) -> N
         opt = OptimizationStatus.from_summary(
             Summary.from_line(line), revision="x", job="j-1", attempts=3, cached=False
         )
-        raw = revcache.entry(opt, SourceStatus.from_summary("pvc://elsewhere", Summary.from_line(line)), IMAGE)
+        raw = revcache.entry(opt, SourceStatus.from_summary("pvc://elsewhere", Summary.from_line(line)), IMAGE, NOW)
         assert "j-1" not in raw  # another ModelDeployment's Job bookkeeping is not cached
     c = ctx(md, Observed(cached=revcache.parse(raw, md.spec.model.uri)))
     known = known_results(c)
@@ -170,23 +179,72 @@ def test_optimizer_failure_classification(message: str | None, job_reason: str, 
 # ---- gate ---------------------------------------------------------------------------------------------
 
 
+def gated(on_fail: str = "Block", **optimization: Any) -> Any:
+    """make_md() with the gate's onFail (and other optimization fields) set."""
+    opt = copy.deepcopy(valid_doc()["spec"]["optimization"])
+    opt["gate"]["onFail"] = on_fail
+    opt.update(optimization)
+    return make_md(optimization=opt)
+
+
 @pytest.mark.parametrize(
-    ("gate_", "decision", "deployable", "status", "reason"),
+    ("on_fail", "figures", "deployable", "status", "reason", "says"),
     [
-        ("Passed", "Optimized", True, True, Reason.WITHIN_THRESHOLD),
-        ("Skipped", "Optimized", True, True, Reason.GATE_SKIPPED),
-        ("Failed", "Baseline", True, False, Reason.GATE_FAILED_DEPLOY_BASELINE),
-        ("Failed", "BestPassing", True, False, Reason.GATE_FAILED_DEPLOY_BEST_PASSING),
-        ("Failed", "Blocked", False, False, Reason.GATE_FAILED),
+        ("Block", {}, True, True, Reason.WITHIN_THRESHOLD, "drop 0.005"),
+        ("DeployBaseline", dict(gate="Failed", decision="Baseline", candidate="baseline", value=0.979, drop=0.001),
+         True, False, Reason.GATE_FAILED_DEPLOY_BASELINE, ""),
+        ("DeployBestPassing", dict(gate="Failed", decision="BestPassing", candidate="prune"),
+         True, False, Reason.GATE_FAILED_DEPLOY_BEST_PASSING, ""),
+        ("Block", dict(gate="Failed", decision="Blocked", value=0.95, drop=0.98 - 0.95,
+                       message="gate failed for prune+int8: drop 0.03 > maxDrop 0.01"),
+         False, False, Reason.GATE_FAILED, "drop 0.03"),
     ],
-)
-def test_gate_verdicts(gate_: str, decision: str, deployable: bool, status: bool, reason: Reason) -> None:
-    verdict = gate(ctx(), result(gate=gate_, decision=decision))
+)  # fmt: skip
+def test_gate_verdicts(on_fail: str, figures: dict[str, Any], deployable: bool, status: bool, reason: Reason,
+                       says: str) -> None:  # fmt: skip
+    verdict = gate(ctx(gated(on_fail)), result(**figures))
     assert verdict.deployable is deployable
     assert conditions(verdict.effects)[ConditionType.GATE_PASSED][:2] == (status, reason)
     assert (verdict.effects.failure is not None) is (reason == Reason.GATE_FAILED)
+    assert says in conditions(verdict.effects)[ConditionType.GATE_PASSED][2]
     if verdict.effects.failure is not None:
-        assert verdict.effects.failure.stage == StageName.GATE and "drop 0.005" in verdict.effects.failure.message
+        assert verdict.effects.failure.stage == StageName.GATE and says in verdict.effects.failure.message
+
+
+def test_gate_without_optimization_is_skipped() -> None:
+    md = gated(enabled=False)
+    verdict = gate(ctx(md), result(gate="Skipped", decision="Baseline", candidate="baseline"))
+    assert verdict.deployable
+    assert conditions(verdict.effects)[ConditionType.GATE_PASSED][:2] == (True, Reason.GATE_SKIPPED)
+
+
+@pytest.mark.parametrize(
+    ("on_fail", "figures", "says"),
+    [
+        ("Block", dict(value=0.96, drop=0.98 - 0.96), "drop 0.02 > maxDrop 0.01"),  # the issue's forged Passed
+        ("Block", dict(value=0.96, drop=0.005), "says drop 0.005, but baseline 0.98 and value 0.96 give 0.02"),
+        ("Block", dict(gate="Skipped"), "the gate is on"),
+        ("Block", dict(gate="Failed", decision="Baseline", candidate="baseline"), "onFail Block does not allow"),
+        ("DeployBaseline", dict(gate="Failed", decision="BestPassing", candidate="prune"),
+         "onFail DeployBaseline does not allow"),
+        ("Block", dict(gate="Passed", decision="Baseline"), "decision is Baseline"),
+        ("Block", dict(gate="Failed", decision="Optimized"), "never ships the optimized result"),
+        ("Block", dict(candidate="cluster+int8"), "not a chain of spec.optimization.steps (prune+int8)"),
+        ("DeployBestPassing", dict(gate="Failed", decision="BestPassing", candidate="prune+int8"),
+         "the whole chain"),
+        ("Block", dict(metric_name="mse"), "the spec's metric is 'accuracy'"),
+        ("Block", dict(value=float("nan"), drop=None), "without finite baseline, value and drop"),
+    ],
+)  # fmt: skip
+def test_a_report_that_contradicts_the_gate_is_refused(on_fail: str, figures: dict[str, Any], says: str) -> None:
+    line = summary(**figures) if not any(isinstance(v, float) and v != v for v in figures.values()) else None
+    res = result(**figures) if line else result().model_copy(update={"value": float("nan"), "metric_drop": None})
+    verdict = gate(ctx(gated(on_fail)), res)
+    assert not verdict.deployable
+    status, reason, message = conditions(verdict.effects)[ConditionType.GATE_PASSED]
+    assert (status, reason) == (False, Reason.GATE_REPORT_REFUSED)
+    assert says in message, message
+    assert verdict.effects.failure is not None and verdict.effects.failure.reason == Reason.GATE_REPORT_REFUSED
 
 
 def test_gate_waits_for_the_optimization_result() -> None:
@@ -199,32 +257,48 @@ def test_gate_waits_for_the_optimization_result() -> None:
 
 
 def test_build_waits_for_the_gate_and_is_skipped_when_disabled() -> None:
-    blocked = build(ctx(), GateVerdict(False, Effects()), Known())
+    blocked = build(ctx(), GateVerdict(False, Effects()), Known(), None)
     assert not blocked.built and conditions(blocked.effects)[ConditionType.IMAGE_BUILT][1] == Reason.PENDING
-    off = build(ctx(make_md(build=False)), PASSED, Known())
-    assert off.built and off.image is None and off.status is None
+    off = build(ctx(make_md(build=False)), PASSED, Known(), result())
+    assert off.built and off.image is None and off.status is None and off.artifact is None  # no push: the claim
     assert conditions(off.effects)[ConditionType.IMAGE_BUILT][:2] == (True, Reason.BUILD_DISABLED)
+
+
+def test_build_disabled_serves_the_artifact_the_optimization_job_pushed() -> None:
+    pushed = result(artifact_ref=ARTIFACT_REF)
+    out = build(ctx(make_md(build=False), config=ARTIFACT_CONFIG), PASSED, Known(), pushed)
+    assert out.built and out.image is None and out.status is None and out.effects.create == ()
+    assert out.artifact == ServedArtifact(ARTIFACT_REF, pushed.artifact_digest)
+    built, reason, message = conditions(out.effects)[ConditionType.IMAGE_BUILT]
+    assert (built, reason) == (True, Reason.BUILD_DISABLED) and ARTIFACT_REF in message
+    # a built image never serves a pushed artifact
+    assert build(ctx(), PASSED, Known(image=ImageStatus(revision="r", reference=IMAGE)), pushed).artifact is None
 
 
 def test_build_known_image_is_not_rebuilt() -> None:
     c = ctx()
     recorded = ImageStatus(revision=c.revision, reference=IMAGE, digest=DIGEST)
-    pushed = build(c, PASSED, Known(image=recorded))
+    pushed = build(c, PASSED, Known(image=recorded), result())
     assert pushed.built and pushed.image == IMAGE and pushed.effects.create == ()
     assert conditions(pushed.effects)[ConditionType.IMAGE_BUILT][1] == Reason.PUSHED
-    cached = build(c, PASSED, Known(image=recorded, image_from_cache=True))
+    cached = build(c, PASSED, Known(image=recorded, image_from_cache=True), result())
     assert conditions(cached.effects)[ConditionType.IMAGE_BUILT][1] == Reason.CACHED
+
+
+ARTIFACT = "sha256:" + "ef" * 32
 
 
 def test_build_job_created_then_read() -> None:
     c = ctx()
-    created = build(c, PASSED, Known())
+    created = build(c, PASSED, Known(), result(artifact_digest=ARTIFACT))
     (manifest,) = created.effects.create
-    assert manifest["metadata"]["name"] == f"digits-build-{c.revision}"
+    assert manifest["metadata"]["name"] == build_job_name(c.md, c.revision)
+    receive = manifest["spec"]["template"]["spec"]["initContainers"][0]
+    assert receive["args"][receive["args"].index("--digest") + 1] == ARTIFACT  # the recorded digest, nothing else
     assert conditions(created.effects)[ConditionType.IMAGE_BUILT][1] == Reason.BUILD_JOB_CREATED
     assert created.effects.progress is not None and created.effects.progress.phase == Phase.BUILDING
     done = job("build", c.revision, JobState.SUCCEEDED, msg=BUILT, finished_at="2026-11-26T11:59:30Z")
-    out = build(ctx(observed=Observed(jobs=[done])), PASSED, Known())
+    out = build(ctx(observed=Observed(jobs=[done])), PASSED, Known(), result(artifact_digest=ARTIFACT))
     assert out.built and out.image == IMAGE
     assert out.status is not None and out.status.wire() == {
         "revision": c.revision, "job": done.name, "attempts": 1, "reference": IMAGE, "digest": DIGEST,
@@ -237,10 +311,38 @@ def test_build_job_failed_by_its_context_step_is_permanent() -> None:
     failed = job("build", c.revision, JobState.FAILED, reason="PodFailurePolicy", msg="error: artifact missing",
                  message="Container context for pod x failed with exit code 1 matching FailJob rule at index 0",
                  finished_at=(NOW - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
-    out = build(ctx(observed=Observed(jobs=[failed])), PASSED, Known())
+    out = build(ctx(observed=Observed(jobs=[failed])), PASSED, Known(), result(artifact_digest=ARTIFACT))
     assert out.effects.create == () and out.effects.failure is not None
     assert out.effects.failure.stage == StageName.BUILD and out.effects.failure.reason == Reason.JOB_FAILED
     assert "artifact missing" in out.effects.failure.message
+
+
+def test_a_build_pod_waiting_for_its_artifact_gets_one_export_job() -> None:
+    c = ctx()
+    running = job("build", c.revision, JobState.ACTIVE, uid="0b9f6a1e-uid", receivers=(("p-build-abcde", "10.0.0.7"),))
+    out = build(ctx(observed=Observed(jobs=[running])), PASSED, Known(), result(artifact_digest=ARTIFACT))
+    (export,) = out.effects.create
+    assert export["metadata"]["name"] == export_job_name(c.md, c.revision, "p-build-abcde")
+    assert export["metadata"]["namespace"] == c.md.metadata.namespace  # the tenant's: the claim is there
+    args = export["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["artifact", "send"]
+    assert args[args.index("--to") + 1] == "http://10.0.0.7:8080/artifact"
+    assert args[args.index("--token") + 1] == "0b9f6a1e-uid"
+    assert out.effects.progress is not None and out.effects.progress.reason == Reason.BUILD_JOB_RUNNING
+    # once it exists, no second one; a retried build pod gets its own
+    sent = JobObservation(name=export["metadata"]["name"], stage="export", revision=c.revision, attempt=1,
+                          state=JobState.SUCCEEDED)  # fmt: skip
+    assert (
+        build(
+            ctx(observed=Observed(jobs=[running, sent])), PASSED, Known(), result(artifact_digest=ARTIFACT)
+        ).effects.create
+        == ()
+    )
+    retried = replace(running, receivers=(("p-build-fghij", "10.0.0.8"),))
+    (again,) = build(
+        ctx(observed=Observed(jobs=[retried, sent])), PASSED, Known(), result(artifact_digest=ARTIFACT)
+    ).effects.create
+    assert again["metadata"]["name"] == export_job_name(c.md, c.revision, "p-build-fghij")
 
 
 # ---- deploy -------------------------------------------------------------------------------------------
@@ -248,12 +350,19 @@ def test_build_job_failed_by_its_context_step_is_permanent() -> None:
 
 def test_target_is_the_new_revision_once_built_else_the_previous_one() -> None:
     c = ctx()
-    built = build(c, PASSED, Known(image=ImageStatus(revision=c.revision, reference=IMAGE)))
+    built = build(c, PASSED, Known(image=ImageStatus(revision=c.revision, reference=IMAGE)), result())
     assert target(c, built) == ServingTarget(c.revision, IMAGE)
-    waiting = build(c, GateVerdict(False, Effects()), Known())
+    waiting = build(c, GateVerdict(False, Effects()), Known(), None)
     assert target(c, waiting) is None
     before = ctx(make_md(status={"servingRevision": "rold", "servingImage": "r@" + DIGEST}))
     assert target(before, waiting) == ServingTarget("rold", "r@" + DIGEST)
+    pulled = ctx(make_md(build=False, status={"servingRevision": "rold", "servingArtifact": ARTIFACT_REF}))
+    assert target(pulled, waiting) == ServingTarget("rold", None, ServedArtifact(ARTIFACT_REF))
+    off = ctx(make_md(build=False), config=ARTIFACT_CONFIG)
+    artifact = ServedArtifact(ARTIFACT_REF, "sha256:" + "ef" * 32)
+    assert target(off, build(off, PASSED, Known(), result(artifact_ref=ARTIFACT_REF))) == ServingTarget(
+        off.revision, None, artifact
+    )
 
 
 def test_deploy_rolls_out_then_is_available() -> None:
@@ -266,6 +375,34 @@ def test_deploy_rolls_out_then_is_available() -> None:
     done = deploy(up, ServingTarget(c.revision, IMAGE))
     assert (done.serving_revision, done.serving_image) == (c.revision, IMAGE)
     assert conditions(done.effects)[ConditionType.DEPLOYED][:2] == (True, Reason.AVAILABLE)
+
+
+def test_deploy_of_a_pushed_artifact_pulls_it_in_every_pod_and_records_it() -> None:
+    c = ctx(make_md(build=False))
+    artifact = ServedArtifact(ARTIFACT_REF, "sha256:" + "ef" * 32)
+    rolling = deploy(c, ServingTarget(c.revision, None, artifact))
+    dep = rolling.effects.apply[0]
+    (init,) = dep["spec"]["template"]["spec"]["initContainers"]
+    assert init["args"][:2] == ["pull", ARTIFACT_REF] and "sha256:" + "ef" * 32 in init["args"]
+    volumes = dep["spec"]["template"]["spec"]["volumes"]
+    assert not any("persistentVolumeClaim" in v for v in volumes) and not rolling.effects.needs_artifact_claim
+    assert (rolling.serving_revision, rolling.serving_artifact) == (None, None)
+    up = ctx(make_md(build=False), Observed(deployment=deployment(c.revision, CONFIG.images.serving)))
+    done = deploy(up, ServingTarget(c.revision, None, artifact))
+    assert (done.serving_revision, done.serving_image, done.serving_artifact) == (c.revision, None, ARTIFACT_REF)
+    # without a pushed artifact the pods mount the artifact claim
+    assert deploy(c, ServingTarget(c.revision, None)).effects.needs_artifact_claim
+
+
+def test_deploy_keeps_the_previous_artifact_serving_while_the_new_revision_is_not_deployable() -> None:
+    old = "oci://registry.local:5000/ml/digits@sha256:" + "01" * 32
+    c = ctx(make_md(build=False, status={"servingRevision": "rold", "servingArtifact": old}))
+    out = deploy(c, ServingTarget("rold", None, ServedArtifact(old)))
+    assert (out.serving_revision, out.serving_image, out.serving_artifact) == ("rold", None, old)
+    (init,) = out.effects.apply[0]["spec"]["template"]["spec"]["initContainers"]
+    assert init["args"][:2] == ["pull", old]
+    assert conditions(out.effects)[ConditionType.DEPLOYED][1] == Reason.PREVIOUS_REVISION_SERVING
+    assert deploy(c, None).serving_artifact == old
 
 
 def test_deploy_removes_what_the_spec_turned_off() -> None:

@@ -55,3 +55,35 @@ else repository:tag, tag defaulting to the chart's appVersion. Call with (list $
 {{- printf "%s:%s" $img.repository (default $appVersion $img.tag) }}
 {{- end }}
 {{- end }}
+
+{{/*
+The namespaces the operator watches when not cluster-wide, as a JSON array: operator.watchNamespaces, each once.
+Fails the install when it is empty, or names a namespace the operator never acts in (operator.excludeNamespaces,
+the release namespace): such a Role would hand the operator rights it refuses to use.
+*/}}
+{{- define "modelship.watchNamespaces" -}}
+{{- if .Values.operator.clusterWide -}}
+[]
+{{- else -}}
+{{- $watched := uniq .Values.operator.watchNamespaces -}}
+{{- if not $watched -}}
+{{- fail "operator.watchNamespaces is empty: list the tenant namespaces to watch, or set operator.clusterWide=true" -}}
+{{- end -}}
+{{- range $ns := $watched -}}
+{{- if or (has $ns $.Values.operator.excludeNamespaces) (eq $ns $.Release.Namespace) -}}
+{{- fail (printf "operator.watchNamespaces: %s is excluded (operator.excludeNamespaces, or the release namespace, where the operator keeps its revision caches): the operator never acts there" $ns) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $watched -}}
+{{- end -}}
+{{- end }}
+
+{{/* operator.excludeNamespaces plus the release namespace, comma-separated (MODELSHIP_EXCLUDE_NAMESPACES). */}}
+{{- define "modelship.excludeNamespaces" -}}
+{{- append .Values.operator.excludeNamespaces .Release.Namespace | uniq | join "," -}}
+{{- end }}
+
+{{/* The namespace build Jobs run in: build.namespace, else the release namespace. */}}
+{{- define "modelship.buildNamespace" -}}
+{{- default .Release.Namespace .Values.build.namespace }}
+{{- end }}

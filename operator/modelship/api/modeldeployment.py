@@ -8,7 +8,7 @@ from pydantic import ConfigDict, Field, StrictBool, StringConstraints, model_val
 
 from .build import Build, Platform
 from .common import ApiModel, nested
-from .optimization import Optimization
+from .optimization import MetricType, Optimization
 from .rules import Rule, enforce, rules_schema
 from .serving import HardwareTarget, Serving
 from .source import ModelFormat, ModelSource
@@ -27,10 +27,19 @@ SPEC_RULES: tuple[Rule, ...] = (
         field_path=".build.platforms",
     ),
     Rule(
-        cel="self.model.format != 'tflite' || !has(self.optimization) || !self.optimization.enabled",
+        cel="!(has(self.model.format) ? self.model.format == 'tflite' "
+        ": self.model.uri.matches('(?i)\\\\.tflite$')) || !has(self.optimization) || !self.optimization.enabled",
         message="a tflite model is served as is: set optimization.enabled to false",
-        check=lambda m: m.model.format != ModelFormat.TFLITE or not m.optimization.enabled,
+        check=lambda m: m.model.inferred_format() != ModelFormat.TFLITE or not m.optimization.enabled,
         field_path=".optimization.enabled",
+    ),
+    Rule(
+        cel="!has(self.optimization) || !has(self.optimization.metric) || !has(self.optimization.metric.type) "
+        "|| self.optimization.metric.type != 'custom' || (has(self.model.allowCode) && self.model.allowCode)",
+        message="a custom metric is Python code run by the optimization Job: set model.allowCode to true "
+        "(the platform's policy must allow it)",
+        check=lambda m: m.optimization.metric.type != MetricType.CUSTOM or m.model.allow_code,
+        field_path=".model.allowCode",
     ),
 )
 

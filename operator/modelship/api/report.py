@@ -124,6 +124,8 @@ class Summary(ApiModel):
     """Path of the shipped artifact relative to the output directory."""
     artifact_digest: str | None = None
     """sha256 of the shipped artifact."""
+    artifact_ref: str | None = None
+    """oci://REPOSITORY@sha256:... where the artifact was pushed (revisions served without a build)."""
     metric_name: str | None = None
     """Metric name (accuracy, topK, mse, mae or the custom callable)."""
     baseline: float | None = None

@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, StrictBool
 
 from .common import ApiModel
 from .report import Summary
+from .rollout_status import RolloutStatus
 
 
 class Phase(StrEnum):
@@ -18,6 +19,7 @@ class Phase(StrEnum):
     OPTIMIZING = "Optimizing"
     BUILDING = "Building"
     DEPLOYING = "Deploying"
+    VERIFYING = "Verifying"
     READY = "Ready"
     SUSPENDED = "Suspended"
     FAILED = "Failed"
@@ -33,6 +35,7 @@ class ConditionType(StrEnum):
     OPTIMIZED = "Optimized"
     GATE_PASSED = "GatePassed"
     IMAGE_BUILT = "ImageBuilt"
+    VERIFIED = "Verified"
     DEPLOYED = "Deployed"
 
 
@@ -48,8 +51,14 @@ class Reason(StrEnum):
     PROGRESSING = "Progressing"
     SUSPENDED = "Suspended"
     INVALID_SPEC = "InvalidSpec"
+    POLICY_VIOLATION = "PolicyViolation"
+    """The spec sets what the platform's admin policy forbids (api/policy.py): nothing is created for it."""
     RECONCILE_ERROR = "ReconcileError"
     """The operator itself failed on this object (a bug or a spec its builders cannot express)."""
+    NAME_CONFLICT = "NameConflict"
+    """An object the ModelDeployment would create exists and is not controlled by it: left untouched."""
+    NAMESPACE_EXCLUDED = "NamespaceExcluded"
+    """The platform excludes the ModelDeployment's namespace (operator.excludeNamespaces): nothing is created."""
     # waiting for an upstream stage
     PENDING = "Pending"
     # Resolve
@@ -66,6 +75,13 @@ class Reason(StrEnum):
     OPTIMIZATION_FAILED = "OptimizationFailed"
     INVALID_SUMMARY = "InvalidSummary"
     INVALID_BUILD_RESULT = "InvalidBuildResult"
+    FOREIGN_POD = "ForeignPod"
+    """A stage Job finished with a pod that does not run its template (a forged controller reference)."""
+    IMAGE_OUTSIDE_REPOSITORY = "ImageOutsideRepository"
+    """The build reported an image that is not <spec.build.repository>@sha256:<64 hex>: never deployed."""
+    ARTIFACT_OUTSIDE_REPOSITORY = "ArtifactOutsideRepository"
+    """A build-less revision's report named an artifact that is not oci://<the repository the operator pushed it
+    to>@sha256:<64 hex> (or a content digest that is not sha256:<64 hex>): never served."""
     # Optimize
     OPTIMIZED = "Optimized"
     CONVERTED = "Converted"
@@ -75,6 +91,8 @@ class Reason(StrEnum):
     GATE_FAILED = "GateFailed"
     GATE_FAILED_DEPLOY_BASELINE = "GateFailedDeployBaseline"
     GATE_FAILED_DEPLOY_BEST_PASSING = "GateFailedDeployBestPassing"
+    GATE_REPORT_REFUSED = "GateReportRefused"
+    """The optimizer's figures contradict its verdict or the spec's gate: the operator's own verdict refuses it."""
     # Build
     BUILD_DISABLED = "BuildDisabled"
     PUSHED = "Pushed"
@@ -83,6 +101,24 @@ class Reason(StrEnum):
     ROLLING_OUT = "RollingOut"
     ROLLOUT_STALLED = "RolloutStalled"
     PREVIOUS_REVISION_SERVING = "PreviousRevisionServing"
+    # Verify (Canary strategy)
+    VERIFYING = "Verifying"
+    """Deployed: the previous revision serves while the new one is verified."""
+    SHADOWING = "Shadowing"
+    CANARY_STEP = "CanaryStep"
+    PROMOTING = "Promoting"
+    PROMOTED = "Promoted"
+    ANALYSIS_FAILED = "AnalysisFailed"
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    """A phase went on analysis.inconclusiveAfterSeconds past its hold time without every criterion judged (too
+    few requests): rolled back, the stable revision serving."""
+    ANALYSIS_UNAVAILABLE = "AnalysisUnavailable"
+    """The analysis figures could not be read (the Prometheus server the chart names is down or answers
+    garbage): the phase holds until they can, or until it is inconclusive."""
+    ROLLOUT_ABORTED = "RolloutAborted"
+    NO_STABLE_REVISION = "NoStableRevision"
+    TRAFFIC_ROUTING_UNAVAILABLE = "TrafficRoutingUnavailable"
+    """trafficRouting.gatewayAPI is set but the cluster does not serve the HTTPRoute API."""
 
 
 IN_FLIGHT_REASONS = frozenset(
@@ -92,6 +128,10 @@ IN_FLIGHT_REASONS = frozenset(
         Reason.BUILD_JOB_CREATED,
         Reason.BUILD_JOB_RUNNING,
         Reason.ROLLING_OUT,
+        Reason.VERIFYING,
+        Reason.SHADOWING,
+        Reason.CANARY_STEP,
+        Reason.PROMOTING,
         Reason.PROGRESSING,
         Reason.PENDING,
         Reason.SUSPENDED,
@@ -107,6 +147,7 @@ class StageName(StrEnum):
     OPTIMIZE = "Optimize"
     GATE = "Gate"
     BUILD = "Build"
+    VERIFY = "Verify"
     DEPLOY = "Deploy"
     RECONCILE = "Reconcile"
     """Not a stage: the operator failed while reconciling (see Reason.RECONCILE_ERROR)."""
@@ -186,6 +227,8 @@ class OptimizationStatus(ApiModel):
     """Artifact path in the artifact volume."""
     artifact_digest: str | None = None
     """sha256 of the artifact."""
+    artifact_ref: str | None = None
+    """oci://REPOSITORY@sha256:... the artifact was pushed to (build disabled: serving pods pull it)."""
     message: str | None = None
     """Gate message with the numbers."""
     completed_at: str | None = None
@@ -223,6 +266,7 @@ class OptimizationStatus(ApiModel):
             latency_p50_ms=summary.latency_p50_ms,
             artifact=summary.artifact,
             artifact_digest=summary.artifact_digest,
+            artifact_ref=summary.artifact_ref,
             message=summary.message,
             completed_at=completed_at,
         )
@@ -289,7 +333,9 @@ class ModelDeploymentStatus(ApiModel):
     serving_revision: str | None = None
     """Revision whose pods serve traffic now (differs from revision during a rollout or after a blocked one)."""
     serving_image: str | None = None
-    """Image serving servingRevision (unset when the stock runtime serves from the artifact volume)."""
+    """Image serving servingRevision (unset when the stock runtime serves the artifact: build disabled)."""
+    serving_artifact: str | None = None
+    """Build disabled: the OCI artifact (by digest) each serving pod of servingRevision pulls."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
@@ -313,5 +359,7 @@ class ModelDeploymentStatus(ApiModel):
     """Label selector of serving pods, for the scale subresource (HPA, kubectl scale)."""
     url: str | None = None
     """In-cluster inference endpoint."""
+    rollout: RolloutStatus | None = None
+    """The last Canary rollout (strategy Canary)."""
     last_failure: LastFailure | None = None
     """Most recent failure."""

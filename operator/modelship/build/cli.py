@@ -11,6 +11,7 @@ only when a subcommand runs, so the serving and operator images can register thi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 from typing import Any
@@ -54,7 +55,72 @@ def register(subparsers: Any) -> None:
     c.add_argument("--name", dest="ctx_name", default=None, help="model name (default: model)")
     c.add_argument("--revision", dest="ctx_revision", default=None)
     c.add_argument("--port", dest="ctx_port", type=int, default=8080)
+    c.add_argument("--check-base", dest="ctx_check_base", action="store_true",
+                   help="refuse a base image with ONBUILD triggers (reads its config from the registry, with "
+                   "$DOCKER_CONFIG/config.json credentials)")  # fmt: skip
+    c.add_argument("--platform", dest="ctx_platforms", action="append", default=[], metavar="OS/ARCH",
+                   help="a platform the build is for (repeatable; default linux/amd64)")  # fmt: skip
+    c.add_argument("--insecure-registry", dest="ctx_insecure_registry", default=None, metavar="HOST",
+                   help="a registry spoken to over plain HTTP")  # fmt: skip
+    c.add_argument(
+        "--expect-digest",
+        dest="ctx_expect_digest",
+        default=None,
+        metavar="sha256:HEX",
+        help="refuse an output whose artifact is not this one (the digest the operator recorded)",
+    )
     p.set_defaults(func=run)
+    _register_artifact(subparsers)
+
+
+def _register_artifact(subparsers: Any) -> None:
+    a = subparsers.add_parser(
+        "artifact",
+        help="hand an optimization output to a build pod (receive in the build pod, send from the export Job)",
+        description="The artifact's hand-off between the tenant's namespace and the build namespace "
+        "(modelship.build.handoff): one authenticated, bounded upload, accepted only with the recorded digest.",
+    )
+    sub = a.add_subparsers(dest="artifact_command", metavar="SUBCOMMAND", required=True)
+    r = sub.add_parser("receive", help="wait for one upload and verify it (the build pod's first init container)")
+    r.add_argument("--out", required=True, metavar="DIR", help="where the output is extracted")
+    r.add_argument("--digest", required=True, metavar="sha256:HEX", help="the artifact digest the operator recorded")
+    r.add_argument("--token-file", required=True, metavar="FILE", help="the upload token (downward API file)")
+    r.add_argument("--port", type=int, default=8080)
+    r.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the upload (default 600)")
+    r.add_argument("--max-bytes", type=int, required=True, help="largest upload accepted")
+    s = sub.add_parser("send", help="upload an optimization output to a build pod (the export Job)")
+    s.add_argument("--from", dest="source", required=True, metavar="DIR", help="the optimizer's output directory")
+    s.add_argument("--to", required=True, metavar="URL", help="http://HOST:PORT/artifact")
+    s.add_argument("--token", required=True, help="the upload token (the build Job's uid)")
+    s.add_argument("--timeout", type=float, default=300.0, help="seconds per network operation (default 300)")
+    a.set_defaults(func=run_artifact)
+
+
+def run_artifact(args: argparse.Namespace) -> int:
+    """Exit 0 done, 1 refused, 75 temporary; the one error line also goes to the termination message."""
+    from pathlib import Path
+
+    from .handoff import HandoffError, read_token, receive, send
+
+    try:
+        if args.artifact_command == "receive":
+            token = read_token(Path(args.token_file))
+            done = receive(Path(args.out), digest=args.digest, token=token, port=args.port, timeout=args.timeout,
+                           max_bytes=args.max_bytes)  # fmt: skip
+            print(f"modelship artifact receive: accepted {done.artifact} ({done.size} bytes, {done.digest})")
+        else:
+            print(
+                f"modelship artifact send: {send(Path(args.source), args.to, token=args.token, timeout=args.timeout)}"
+            )
+        return 0
+    except HandoffError as exc:
+        line = f"modelship artifact {args.artifact_command}: error: {exc}"
+        print(line, file=sys.stderr, flush=True)
+        termination = Path("/dev/termination-log")
+        if termination.exists():
+            with contextlib.suppress(OSError):
+                termination.write_text(line[:1024] + "\n")
+        return exc.exit_code
 
 
 def _sink(quiet: bool = False) -> tuple[LineSink, Any]:
@@ -104,15 +170,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_context(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from .baseimage import BaseImageError, ImageRef, refuse_onbuild
     from .context import render_context
 
+    base = args.ctx_base_image or _default_base_image()
+    if args.ctx_check_base:
+        config_dir = os.environ.get("DOCKER_CONFIG")
+        try:
+            refuse_onbuild(base, args.ctx_platforms or ["linux/amd64"],
+                           plain_http=ImageRef.parse(base).host == args.ctx_insecure_registry,
+                           docker_config=Path(config_dir) if config_dir else None)  # fmt: skip
+        except BaseImageError as exc:
+            print(f"modelship build context: error: {exc}", file=sys.stderr, flush=True)
+            return 75 if exc.temporary else 1
+        print(f"base image {base}: no ONBUILD triggers")
     ctx = render_context(
         args.ctx_source,
         args.ctx_out,
-        base_image=args.ctx_base_image or _default_base_image(),
+        base_image=base,
         name=args.ctx_name,
         revision=args.ctx_revision,
         port=args.ctx_port,
+        expect_digest=args.ctx_expect_digest,
     )
     print(
         f"build context in {ctx.path}: FROM {ctx.base_image}, {ctx.model_path} ({ctx.artifact_digest}), "

@@ -231,8 +231,12 @@ def render_context(
     revision: str | None = None,
     port: int = DEFAULT_PORT,
     created: str | None = None,
+    expect_digest: str | None = None,
 ) -> BuildContext:
-    """Verify ``src`` (see load_output) and write the build context into the empty (or new) directory ``out``."""
+    """Verify ``src`` (see load_output) and write the build context into the empty (or new) directory ``out``.
+
+    ``expect_digest``: the artifact digest recorded outside ``src`` (the operator's, from the optimization Job's
+    summary); a report naming any other artifact is refused."""
     src, out = Path(src), Path(out)
     name = name or DEFAULT_NAME
     if not NAME_PATTERN.match(name):
@@ -240,6 +244,10 @@ def render_context(
     if not 1 <= port <= 65535:
         raise ContextError(f"port {port} is out of range")
     report, artifact = load_output(src)
+    if expect_digest is not None and report.summary.artifact_digest != expect_digest:
+        raise ContextError(
+            f"{src}: the artifact is {report.summary.artifact_digest}, not {expect_digest} as recorded: refusing it"
+        )
     revision = revision or report.revision
     model_file = artifact.name
     model_path = f"{MODEL_DIR}/{model_file}"

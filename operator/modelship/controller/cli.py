@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from typing import Any
+
+log = logging.getLogger("modelship.operator")
+
+RESTART_PAUSE_SECONDS = 1.0
+"""Pause before the watches start again after a watched resource went away (a CRD deleted under its watch)."""
 
 
 def register(subparsers: Any) -> None:
@@ -37,14 +43,38 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(args.log_level.upper())
     if args.log_level.upper() != "DEBUG":
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per watch event
+    from ..config import OperatorConfig
+
     handlers._State.workers = max(1, args.workers)
     handlers._State.namespaced = bool(args.namespace)
+    namespaces = list(dict.fromkeys(args.namespace))
+    build_namespace = OperatorConfig.from_env().build_namespace
+    if namespaces and build_namespace and build_namespace not in namespaces:
+        namespaces.append(build_namespace)  # the build Jobs and their pods are watched there
     if args.metrics_port:
         start_http_server(args.metrics_port)
-    kopf.run(
-        standalone=True,
-        clusterwide=not args.namespace,
-        namespaces=list(args.namespace),
-        liveness_endpoint=args.liveness or None,
-    )
-    return 0
+    while True:
+        try:
+            kopf.run(
+                standalone=True,
+                clusterwide=not args.namespace,
+                namespaces=namespaces,
+                liveness_endpoint=args.liveness or None,
+            )
+            return 0
+        except gone_errors() as exc:
+            # A CRD deleted under a running watch (the Gateway API HTTPRoute CRD, say): kopf's watch-stream of it
+            # reconnects into a 404 and kopf's orchestrator re-raises it, ending the whole operator: always when
+            # namespaced (scanning off: no CRD watch), cluster-wide whenever the reconnect beats kopf's own CRD
+            # watch. Start again instead: the new start resolves the resources served now (the ModelDeployments
+            # and the rest keep being reconciled) and, cluster-wide, watches CRDs to pick the gone one up when it
+            # comes back; `startup` builds the store and the work queue afresh.
+            log.warning("a watch-stream ended: restarting the watches (%s)", exc)
+            time.sleep(RESTART_PAUSE_SECONDS)
+
+
+def gone_errors() -> tuple[type[Exception], ...]:
+    """What kopf raises when a watched resource is not served any more (kopf exports no name for it)."""
+    from kopf._cogs.clients.errors import APINotFoundError
+
+    return (APINotFoundError,)

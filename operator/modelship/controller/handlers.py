@@ -49,10 +49,10 @@ def _feed(kind: str, event: kopf.RawEvent, body: kopf.Body) -> None:
         _State.store.remove(kind, meta.get("namespace") or "", meta["name"])
     else:
         _State.store.put(kind, _plain(body))
-    owner = Store.owner_of(_plain(body))
+    owner = _State.store.owner(_plain(body))
     log.debug("%s %s/%s rv %s -> %s", event.get("type"), kind, meta["name"], meta.get("resourceVersion"), owner)
     if owner and _State.queue is not None:
-        _State.queue.add((meta.get("namespace") or "", owner))
+        _State.queue.add(owner)
 
 
 @kopf.on.startup()
@@ -69,6 +69,9 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
         settings.scanning.disabled = True
     settings.execution.max_workers = 8
     cfg = OperatorConfig.from_env()
+    if _State.queue is not None:  # a restart of the watches (controller/cli.py): kopf ran no cleanup
+        _State.queue.stop()
+    _State.store = Store(cfg.build_namespace)  # the new watches list everything again
     try:
         kconfig.load_incluster_config()  # type: ignore[no-untyped-call]
     except kconfig.ConfigException:
@@ -108,6 +111,9 @@ async def _resync(period: float) -> None:
         log.debug("resync: %d ModelDeployments", len(keys))
         for _kind, ns, name in keys:
             _State.queue.add((ns, name))
+        if _State.reconciler is not None:  # build Jobs whose ModelDeployment went while the operator was away
+            for owner in _State.reconciler.orphaned_builds():
+                _State.queue.add(owner)
         counts = _State.reconciler.phase_counts() if _State.reconciler else {}
         metrics.PHASES.clear()
         for phase, n in counts.items():
@@ -119,6 +125,8 @@ async def modeldeployment_event(event: kopf.RawEvent, body: kopf.Body, **_: Any)
     meta = body["metadata"]
     if event.get("type") == "DELETED":
         _State.store.remove(MD, meta["namespace"], meta["name"])
+        if _State.queue is not None:
+            _State.queue.add(_key(body))  # its build Jobs in the build namespace are the operator's to delete
         return
     new = _plain(body)
     old = _State.store.get(MD, meta["namespace"], meta["name"])
@@ -145,8 +153,8 @@ def _child_handler(kind: str) -> Any:
     return handler
 
 
-# Every watched child kind of the table (owned children and the revision cache): each change is mirrored in
-# the store and wakes the owner's reconcile.
+# Every watched child kind of the table (the owned children: Jobs, their pods, the serving objects): each change
+# is mirrored in the store and wakes the owner's reconcile.
 for _child in CHILDREN:
     assert _child.watch is not None
     kopf.on.event(_child.group, _child.version, _child.plural, labels=_selector(_child.watch),

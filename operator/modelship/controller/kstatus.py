@@ -87,8 +87,8 @@ def events(conds: ConditionSet) -> list[Event]:
     condition turned False for a reason other than work in flight."""
     out = []
     for c in conds.changes():
-        if c.type in (ConditionType.RECONCILING, ConditionType.STALLED):
-            continue
+        if c.type in (ConditionType.RECONCILING, ConditionType.STALLED, ConditionType.VERIFIED):
+            continue  # Verified: the rollout stage posts one Event per step itself
         warning = c.status == "False" and c.reason not in IN_FLIGHT_REASONS
         message = c.message or f"{c.type} is {c.status}"
         out.append(Event(EventType.WARNING if warning else EventType.NORMAL, f"{c.type}{c.reason}"[:128], message))

@@ -32,6 +32,11 @@ def resource_path(api_version: str, kind: str, namespace: str, name: str | None 
     return row.path(namespace, name)
 
 
+class PreconditionFailed(Exception):
+    """The object changed between the operator's read and its write (deleted, or another object took the name):
+    nothing was written; the next reconcile reads it again and judges who controls it."""
+
+
 class Unreachable(ConnectionError):
     """No answer from the API server (connect or read timeout, connection refused or reset)."""
 
@@ -79,20 +84,54 @@ class Kube:
         result = json.loads(data)
         return result if isinstance(result, dict) else {}
 
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply under the operator's field manager (force: we own these objects)."""
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as the API server has it now; None when there is none."""
+        try:
+            obj = self._call("GET", resource_path(api_version, kind, namespace, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        obj.setdefault("apiVersion", api_version)
+        obj.setdefault("kind", kind)
+        return obj
+
+    def serves(self, row: kinds.Kind) -> bool:
+        """Whether the API server serves ``row``'s resource (discovery of its group version): a kind from a CRD
+        that is not installed is not."""
+        base = f"/apis/{row.group}/{row.version}" if row.group else f"/api/{row.version}"
+        try:
+            found = self._call("GET", base)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(r.get("name") == row.plural for r in found.get("resources") or [])
+
+    def apply(self, obj: dict[str, Any], uid: str) -> dict[str, Any]:
+        """Server-side apply under the operator's field manager (force: the fields are ours) of an object the
+        caller judged ours, with its uid as precondition: if the object was deleted, or deleted and created
+        again by someone else, since it was judged, the API server refuses (PreconditionFailed)."""
         meta = obj["metadata"]
         path = resource_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
-        return self._call(
-            "PATCH",
-            path,
-            body=obj,
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-            content_type="application/apply-patch+yaml",
-        )
+        body = {**obj, "metadata": {**meta, "uid": uid}}
+        try:
+            return self._call(
+                "PATCH",
+                path,
+                body=body,
+                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                content_type="application/apply-patch+yaml",
+            )
+        except ApiException as exc:
+            # 409: "uid mismatch ... no existing object"; 422: "metadata.uid: field is immutable" (another object)
+            if exc.status == 409 or (exc.status == 422 and "metadata.uid" in (exc.body or "")):
+                raise PreconditionFailed(f"{obj['kind']} {meta['name']} is no longer the object uid {uid}") from None
+            raise
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
-        """Create; an object that already exists (same deterministic name) counts as created."""
+        """Create; None when an object of that name exists already (409): it is NOT ours for that (the caller
+        reads it and judges who controls it)."""
         meta = obj["metadata"]
         try:
             return self._call("POST", resource_path(obj["apiVersion"], obj["kind"], meta["namespace"]), body=obj,
@@ -101,6 +140,38 @@ class Kube:
             if exc.status == 409:
                 return None
             raise
+
+    def own_fields(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Turn the operator's Update entry of managedFields (left by the POST that created the object) into an
+        Apply entry, as ``kubectl``'s client-side to server-side apply upgrade does: later applies then remove
+        the fields they no longer set. A JSON patch guarded by the object's uid and the entry's position."""
+        meta = obj["metadata"]
+        entries = meta.get("managedFields") or []
+        ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
+        for i, entry in enumerate(entries):
+            if (
+                entry.get("manager") == FIELD_MANAGER
+                and entry.get("operation") == "Update"
+                and not entry.get("subresource")
+            ):
+                ops += [
+                    {"op": "test", "path": f"/metadata/managedFields/{i}/manager", "value": FIELD_MANAGER},
+                    {"op": "test", "path": f"/metadata/managedFields/{i}/operation", "value": "Update"},
+                    {"op": "replace", "path": f"/metadata/managedFields/{i}/operation", "value": "Apply"},
+                ]
+        if len(ops) == 1:
+            return obj
+        path = resource_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        try:
+            result = self._call("PATCH", path, body=ops, query=[("fieldManager", FIELD_MANAGER)],
+                                content_type="application/json-patch+json")  # fmt: skip
+        except ApiException as exc:
+            if exc.status in (404, 409, 422):  # gone, or changed under us: judge it again
+                raise PreconditionFailed(f"{obj['kind']} {meta['name']} changed before its fields were ours") from None
+            raise
+        result.setdefault("apiVersion", obj["apiVersion"])
+        result.setdefault("kind", obj["kind"])
+        return result
 
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         result = self._call(
@@ -112,11 +183,14 @@ class Kube:
             item.setdefault("kind", kind)
         return items
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+    def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str) -> None:
+        """Delete exactly the object ``uid`` (a precondition): never another object that took the name."""
+        body = {"propagationPolicy": "Background", "preconditions": {"uid": uid}}
         try:
-            self._call("DELETE", resource_path(api_version, kind, namespace, name),
-                       body={"propagationPolicy": "Background"})  # fmt: skip
+            self._call("DELETE", resource_path(api_version, kind, namespace, name), body=body)
         except ApiException as exc:
+            if exc.status == 409:
+                raise PreconditionFailed(f"{kind} {name} is no longer the object uid {uid}") from None
             if exc.status != 404:
                 raise
 
@@ -130,22 +204,33 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
-    def merge_configmap(
-        self, namespace: str, name: str, labels: dict[str, str], data: dict[str, str]
+    def write_configmap(
+        self,
+        namespace: str,
+        name: str,
+        labels: dict[str, str],
+        data: dict[str, str | None],
+        resource_version: str | None,
     ) -> dict[str, Any]:
-        """Add keys to a ConfigMap (created when missing) without touching the others."""
+        """Create the ConfigMap with ``data`` (``resource_version`` None: it must not exist), or merge-patch its
+        data (null removes a key) only if it is still at ``resource_version``. PreconditionFailed when another
+        writer got there first: read it again and recompute."""
         path = kinds.CONFIG_MAP.path(namespace, name)
+        if resource_version is None:
+            body = {**kinds.CONFIG_MAP.type_meta(), "metadata": {"name": name, "namespace": namespace,
+                    "labels": labels}, "data": {k: v for k, v in data.items() if v is not None}}  # fmt: skip
+            created = self.create(body)
+            if created is None:
+                raise PreconditionFailed(f"ConfigMap {namespace}/{name} was created meanwhile")
+            return created
+        patch = {"metadata": {"resourceVersion": resource_version}, "data": data}
         try:
-            return self._call("PATCH", path, body={"data": data}, content_type="application/merge-patch+json")
+            return self._call("PATCH", path, body=patch, query=[("fieldManager", FIELD_MANAGER)],
+                              content_type="application/merge-patch+json")  # fmt: skip
         except ApiException as exc:
-            if exc.status != 404:
-                raise
-        body = {**kinds.CONFIG_MAP.type_meta(), "metadata": {"name": name, "namespace": namespace,
-                "labels": labels}, "data": data}  # fmt: skip
-        created = self.create(body)
-        if created is None:  # lost a race with another writer: merge into theirs
-            return self._call("PATCH", path, body={"data": data}, content_type="application/merge-patch+json")
-        return created
+            if exc.status in (404, 409):
+                raise PreconditionFailed(f"ConfigMap {namespace}/{name} changed meanwhile") from None
+            raise
 
     def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = involved["metadata"]

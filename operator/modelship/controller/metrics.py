@@ -14,6 +14,9 @@ RECONCILE_SECONDS = Histogram(
     "Time of one reconcile (observe, plan, apply, status)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+API_READS = Counter(
+    "modelship_api_reads_total", "Fresh reads before a write (objects the store does not hold as ours)", ["kind"]
+)
 API_WRITES = Counter("modelship_api_writes_total", "Writes to the API server", ["verb", "kind"])
 STAGE_SECONDS = Histogram(
     "modelship_stage_duration_seconds",

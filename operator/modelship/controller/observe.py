@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..resources.meta import COMPONENT_LABEL, REVISION_LABEL
+from ..resources.meta import COMPONENT_LABEL, NAME_LABEL, REVISION_LABEL, SERVER_NAME, controlled_by
+from .canary import Samples
+from .phasewindow import Readings
 from .revcache import CachedRevision
 
 
@@ -33,6 +35,12 @@ class JobObservation:
     termination_reason: str | None = None
     """Why that container terminated (Completed, Error, OOMKilled, ...)."""
     finished_at: str | None = None
+    foreign_pods: tuple[str, ...] = ()
+    """Pods the Job counts (a controller reference with its uid) that do not run its template: forged, never read."""
+    uid: str = ""
+    """The Job's uid (a build Job's is its pods' upload token)."""
+    receivers: tuple[tuple[str, str], ...] = ()
+    """(pod name, pod IP) of the Job's live pods whose first step waits for the artifact upload (build Jobs)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,8 @@ class DeploymentObservation:
     available_replicas: int
     progress_deadline_exceeded: bool
     progress_message: str = ""
+    live: bool = True
+    """Its pods carry the labels the Service selects (a shadow candidate's do not)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,17 @@ class Observed:
     """(kind, name) of every owned serving object that exists (Service, HPA, PDB, NetworkPolicy, claim)."""
     cached: CachedRevision | None = None
     """What the namespace's revision cache holds for the revision the spec asks for."""
+    canary: DeploymentObservation | None = None
+    """The candidate's Deployment (Canary strategy)."""
+    canary_service_ip: str | None = None
+    """Cluster IP of the candidate's Service: where the stable pods mirror to."""
+    samples: Samples | None = None
+    """Prometheus' figures about the candidate under analysis over the current phase (read only while one is,
+    when the operator is configured with a Prometheus server)."""
+    readings: Readings | None = None
+    """The serving pods' own figures (read only while a candidate is under analysis, without Prometheus)."""
+    route_api: bool = False
+    """The cluster serves the HTTPRoute API (asked only when the spec wants an HTTPRoute)."""
 
     def jobs_for(self, stage: str, revision: str) -> list[JobObservation]:
         return sorted((j for j in self.jobs if j.stage == stage and j.revision == revision), key=lambda j: j.attempt)
@@ -75,8 +96,40 @@ def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
+def _run(container: dict[str, Any]) -> tuple[Any, ...]:
+    return (container.get("image"), container.get("command"), container.get("args"))
+
+
+def runs_template(pod: dict[str, Any], job: dict[str, Any]) -> bool:
+    """The pod is the Job's (its controller reference carries the Job's uid) and runs what the operator put in
+    the Job's template: every template container, by name, with the same image, command and args (containers
+    injected by admission, e.g. a mesh sidecar, may be added; none of the stage's may differ). A pod the tenant
+    made, or one whose controller reference the tenant forged, runs something else and is never read."""
+    if not controlled_by(pod, (job.get("metadata") or {}).get("uid")):
+        return False
+    template = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    pod_spec = pod.get("spec") or {}
+    for field_name in ("containers", "initContainers"):
+        have = {c.get("name"): _run(c) for c in pod_spec.get(field_name) or []}
+        for want in template.get(field_name) or []:
+            if have.get(want.get("name")) != _run(want):
+                return False
+    return True
+
+
+def stage_containers(job: dict[str, Any]) -> frozenset[str]:
+    """Names of the containers (and init containers: the build's steps) the operator put in the Job's template:
+    only their termination messages count."""
+    template = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return frozenset(str(c.get("name")) for f in ("initContainers", "containers") for c in template.get(f) or [])
+
+
 def job_observation(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservation:
-    """Reduce a Job and its pods to a JobObservation."""
+    """Reduce a Job and the pods that run its template (``runs_template``) to a JobObservation."""
+    uid = (job.get("metadata") or {}).get("uid")
+    foreign = tuple(p["metadata"]["name"] for p in pods if controlled_by(p, uid) and not runs_template(p, job))
+    pods = [p for p in pods if runs_template(p, job)]
+    containers = stage_containers(job)
     meta = job["metadata"]
     labels = meta.get("labels") or {}
     status = job.get("status") or {}
@@ -98,21 +151,58 @@ def job_observation(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObser
         state=state,
         reason=reason,
         message=message,
-        termination_message=termination_message(pods, want_success=state == JobState.SUCCEEDED),
-        termination_reason=termination_reason(pods),
+        termination_message=termination_message(pods, want_success=state == JobState.SUCCEEDED, containers=containers),
+        termination_reason=termination_reason(pods, containers),
         finished_at=finished,
+        foreign_pods=foreign,
+        uid=meta.get("uid") or "",
+        receivers=receivers(pods) if state == JobState.ACTIVE else (),
     )
 
 
-def termination_message(pods: list[dict[str, Any]], want_success: bool) -> str | None:
-    """The termination message of the newest terminated pod (a succeeded one when the Job succeeded); "" when it
-    terminated without one; None while no such pod has been seen."""
+RECEIVE_STEP = "receive"
+"""The first init container of a build pod: it waits for the artifact upload (resources/build_job.py)."""
+
+
+def receivers(pods: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """(name, IP) of the pods that have an address and whose receive step has not finished yet."""
+    out = []
+    for pod in pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        inits = [c.get("name") for c in (pod.get("spec") or {}).get("initContainers") or []]
+        if meta.get("deletionTimestamp") or status.get("phase") not in ("Pending", "Running") or not inits:
+            continue
+        if inits[0] != RECEIVE_STEP or not status.get("podIP"):
+            continue
+        done = any(
+            c.get("name") == RECEIVE_STEP and (c.get("state") or {}).get("terminated")
+            for c in status.get("initContainerStatuses") or []
+        )
+        if not done:
+            out.append((str(meta.get("name")), str(status["podIP"])))
+    return tuple(sorted(out))
+
+
+def _statuses(pod: dict[str, Any], containers: frozenset[str] | None) -> list[dict[str, Any]]:
+    """Init containers' and containers' statuses (a failed init step, the build's receive or context, is where the
+    pod's last words are), of the stage's own ``containers`` only (all when None)."""
+    status = pod.get("status") or {}
+    statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    return [cs for cs in statuses if containers is None or cs.get("name") in containers]
+
+
+def termination_message(
+    pods: list[dict[str, Any]], want_success: bool, containers: frozenset[str] | None = None
+) -> str | None:
+    """The termination message of the newest terminated pod (a succeeded one when the Job succeeded), from the
+    stage's own ``containers`` (all when None); "" when it terminated without one; None while no such pod has
+    been seen."""
     best: tuple[str, str] | None = None
     for pod in pods:
         phase = (pod.get("status") or {}).get("phase")
         if want_success and phase != "Succeeded":
             continue
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        for cs in _statuses(pod, containers):
             term = (cs.get("state") or {}).get("terminated")
             if not term:
                 continue
@@ -123,11 +213,11 @@ def termination_message(pods: list[dict[str, Any]], want_success: bool) -> str |
     return best[1] if best else None
 
 
-def termination_reason(pods: list[dict[str, Any]]) -> str | None:
+def termination_reason(pods: list[dict[str, Any]], containers: frozenset[str] | None = None) -> str | None:
     """The reason of the newest terminated container (OOMKilled, Error, DeadlineExceeded, ...)."""
     best: tuple[str, str] | None = None
     for pod in pods:
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        for cs in _statuses(pod, containers):
             term = (cs.get("state") or {}).get("terminated") or {}
             if term.get("reason") and (best is None or (term.get("finishedAt") or "") >= best[0]):
                 best = (term.get("finishedAt") or "", term["reason"])
@@ -154,4 +244,5 @@ def deployment_observation(dep: dict[str, Any]) -> DeploymentObservation:
         available_replicas=int(status.get("availableReplicas") or 0),
         progress_deadline_exceeded=bool(progressing and progressing.get("reason") == "ProgressDeadlineExceeded"),
         progress_message=(progressing or {}).get("message") or "",
+        live=((template.get("metadata") or {}).get("labels") or {}).get(NAME_LABEL) == SERVER_NAME,
     )

@@ -2,7 +2,8 @@
 
 The stages run in order, each a pure function of the context (and of the outcomes before it) to a typed outcome
 (``controller.stages``): resolve (results the revision already has) -> optimize (Job) -> resolve (the model's
-pin) -> gate -> build (Job) -> deploy. ``plan`` folds their effects into one Plan: the objects to create, apply
+pin) -> gate -> build (Job) -> verify (Canary strategy: shadow, canary steps, promotion or rollback) -> deploy.
+``plan`` folds their effects into one Plan: the objects to create, apply
 and delete, the status (through the API's status models) and its kstatus conditions, the Events, the revision
 cache entry, and when to look again. Nothing here talks to the API server; ``controller.reconcile`` carries the
 plan out.
@@ -22,7 +23,7 @@ from ..resources.revision import revision as compute_revision
 from ..resources.volumes import artifact_claim
 from . import kstatus
 from .conditions import ConditionSet
-from .kstatus import Event
+from .kstatus import Event, EventType
 from .observe import Observed
 from .stages.build import build
 from .stages.context import Context, Effects, Failure, Manifest, ObjectRef
@@ -30,6 +31,7 @@ from .stages.deploy import deploy, target
 from .stages.gate import gate
 from .stages.optimize import optimize
 from .stages.resolve import known_results, remember, resolve
+from .stages.verify import verify
 
 
 @dataclass
@@ -42,7 +44,7 @@ class Plan:
     delete: list[ObjectRef] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     cache_put: tuple[str, str] | None = None
-    """(revision, JSON) for the namespace's revision cache."""
+    """(revision, JSON) for the namespace's revision cache (in the operator's namespace)."""
     requeue_after: float | None = None
 
 
@@ -53,9 +55,10 @@ def plan(md: ModelDeployment, observed: Observed, config: OperatorConfig, now: d
     opt = optimize(ctx, known)
     source = resolve(ctx, opt.source)
     verdict = gate(ctx, opt.result)
-    image = build(ctx, verdict, known)
-    served = deploy(ctx, target(ctx, image))
-    out = [opt.effects, source.effects, verdict.effects, image.effects, served.effects]
+    image = build(ctx, verdict, known, opt.result)
+    verified = verify(ctx, target(ctx, image))
+    served = deploy(ctx, verified.serve)
+    out = [opt.effects, source.effects, verdict.effects, image.effects, verified.effects, served.effects]
     conds = ConditionSet(md.status.conditions, md.metadata.generation, now)
     failure = next((e.failure for e in reversed(out) if e.failure), None)
     for effects in out:
@@ -70,22 +73,32 @@ def plan(md: ModelDeployment, observed: Observed, config: OperatorConfig, now: d
         revision=ctx.revision,
         serving_revision=served.serving_revision,
         serving_image=served.serving_image,
+        serving_artifact=served.serving_artifact,
         conditions=conds.as_list(),
         source=source.source or md.status.source,
         optimization=opt.status,
         image=image.status,
         selector=",".join(f"{k}={v}" for k, v in selector_labels(md).items()),
         url=served.url,
+        rollout=verified.status,
         last_failure=_last_failure(ctx, phase, failure),
         **_replicas(ctx),
     )
-    entry = remember(ctx, opt.result, opt.source, image.image) if image.built else None
+    # the cache is written when a build Job just produced the image, or when this ModelDeployment reused an entry
+    # (its last use moves forward); never from what status already recorded, or every ModelDeployment whose entry
+    # was evicted would write it back on every resync
+    fresh = image.built and (known.image is None or known.image_from_cache)
+    entry = remember(ctx, opt.result, opt.source, image.image, known.image_from_cache) if fresh else None
     return Plan(
         status=status.wire(),
         create=[o for e in out for o in e.create],
         apply=_with_claim(ctx, out, [o for e in out for o in e.apply]),
         delete=[r for e in out for r in e.delete],
-        events=kstatus.events(conds),
+        events=kstatus.events(conds) + [
+            Event(EventType.WARNING if e.warning else EventType.NORMAL, e.reason, e.message)
+            for effects in out
+            for e in effects.events
+        ],
         cache_put=(ctx.revision, entry) if entry else None,
         requeue_after=min((e.requeue_after for e in out if e.requeue_after is not None), default=None),
     )

@@ -18,27 +18,43 @@ from ..api.modeldeployment import ModelDeployment
 from ..api.status import ModelDeploymentStatus, Phase, Reason, StageName
 from ..config import OperatorConfig
 from ..resources.defaults import InvalidSpec, with_operator_defaults
-from ..resources.kinds import APPLIED, JOB
-from ..resources.meta import MODELDEPLOYMENT_LABEL, serving_name
+from ..resources.kinds import APPLIED, HTTP_ROUTE, JOB
+from ..resources.meta import (
+    MODELDEPLOYMENT_LABEL,
+    MODELDEPLOYMENT_NAMESPACE_LABEL,
+    OWNER_UID_LABEL,
+    canary_name,
+    controlled_by,
+    controller_uid,
+    serving_name,
+)
+from ..resources.policy import PolicyViolation, enforce_policy
 from ..resources.revision import revision
+from ..resources.route import gateway_routing
 from . import kstatus, metrics, revcache
+from .canary import ANALYZING, Samples
 from .conditions import ORDER
 from .kstatus import Event
-from .kube import EventPoster, Kube, api_error_text
+from .kube import EventPoster, Kube, PreconditionFailed, api_error_text
 from .mergepatch import merge_patch
 from .observe import Observed, deployment_observation, job_observation
+from .ownership import Conflict, judge, name_conflict
+from .phasewindow import Readings
 from .plan import Plan, plan
+from .podmetrics import Fetch, fetch_pod, read_pods, serving_pods_selector
+from .prometheus import PrometheusClient
+from .prometheus import read as read_prometheus
 from .revcache import CachedRevision
+from .revisions import RevisionCaches
 from .stages.context import Failure
 from .store import Store
 
 log = logging.getLogger("modelship.reconcile")
 
 MD = "ModelDeployment"
-CACHE_CONFIGMAP = revcache.CONFIGMAP
-CACHE_LABELS = revcache.LABELS
 SPEC_HASH = "modelship.io/spec-hash"
 SERVING_KINDS = tuple(k.kind for k in APPLIED)  # the owned children whose existence a plan looks at
+RETRY_AFTER_PRECONDITION_SECONDS = 0.5
 
 
 def _subset(want: Any, have: Any) -> bool:
@@ -62,47 +78,105 @@ def with_spec_hash(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, store: Store, config: OperatorConfig, events: EventPoster | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        store: Store,
+        config: OperatorConfig,
+        events: EventPoster | None = None,
+        fetch_metrics: Fetch = fetch_pod,
+    ) -> None:
         self.kube = kube
         self.store = store
         self.config = config
         self.events = events
+        self.caches = RevisionCaches(kube, config)
+        self.fetch_metrics = fetch_metrics
+        """How a serving pod's /metrics is read (Canary analysis)."""
+        self.prometheus = PrometheusClient(config.prometheus) if config.prometheus.url else None
+        """Where the Canary analysis reads its figures instead, when the chart names a Prometheus server."""
 
     # -- observe --------------------------------------------------------------------------------
+    def _bound(self, md: ModelDeployment, obj: dict[str, Any]) -> bool:
+        """The ModelDeployment's own Job: in its namespace, one it controls (owner reference with its uid); in the
+        build namespace (where no owner reference can point back, and tenants cannot write), one labelled with its
+        uid (one of an earlier ModelDeployment of the same name is not)."""
+        meta = obj.get("metadata") or {}
+        if meta.get("namespace") == md.metadata.namespace:
+            return controlled_by(obj, md.metadata.uid)
+        if not self.config.build_namespace or meta.get("namespace") != self.config.build_namespace:
+            return False
+        return bool(md.metadata.uid) and (meta.get("labels") or {}).get(OWNER_UID_LABEL) == md.metadata.uid
+
     def observe(self, md: ModelDeployment) -> Observed:
-        ns, name = md.metadata.namespace or "", md.metadata.name
+        """What this ModelDeployment controls (owner reference with its uid): labels say whose an object claims
+        to be, anyone in the namespace can set them; only the controller reference is the operator's word."""
+        ns, name, uid = md.metadata.namespace or "", md.metadata.name, md.metadata.uid
+        jobs = [j for j in self.store.owned(ns, name, "Job") if self._bound(md, j)]
+        job_uids = {j["metadata"].get("uid") for j in jobs}
         pods_by_job: dict[str, list[dict[str, Any]]] = {}
         for pod in self.store.owned(ns, name, "Pod"):
-            job = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name") or (
-                pod["metadata"].get("labels") or {}
-            ).get("job-name")
-            if job:
-                pods_by_job.setdefault(job, []).append(pod)
-        jobs = [
-            job_observation(j, pods_by_job.get(j["metadata"]["name"], [])) for j in self.store.owned(ns, name, "Job")
-        ]
+            job_uid = controller_uid(pod)  # the Job controller's reference: a pod is read for the Job it belongs to
+            if job_uid in job_uids:
+                pods_by_job.setdefault(job_uid or "", []).append(pod)
+        observed_jobs = [job_observation(j, pods_by_job.get(j["metadata"].get("uid") or "", [])) for j in jobs]
         dep = self.store.get("Deployment", ns, serving_name(md))
-        if dep is not None and (dep["metadata"].get("labels") or {}).get(MODELDEPLOYMENT_LABEL) != name:
+        if dep is not None and not controlled_by(dep, uid):
             dep = None  # not ours
-        existing = frozenset((k, o["metadata"]["name"]) for k in SERVING_KINDS for o in self.store.owned(ns, name, k))
+        existing = frozenset(
+            (k, o["metadata"]["name"]) for k in SERVING_KINDS for o in self.store.owned(ns, name, k)
+            if controlled_by(o, uid)
+        )  # fmt: skip
+        canary = self._controlled("Deployment", ns, canary_name(md), uid)
+        canary_svc = self._controlled("Service", ns, canary_name(md), uid)
+        ip = ((canary_svc or {}).get("spec") or {}).get("clusterIP")
+        samples, readings = self._figures(md)
         return Observed(
-            jobs=jobs,
+            jobs=observed_jobs,
             deployment=deployment_observation(dep) if dep else None,
             existing=existing,
             cached=self._cached(md),
+            canary=deployment_observation(canary) if canary else None,
+            canary_service_ip=ip if ip and ip != "None" else None,
+            samples=samples,
+            readings=readings,
+            route_api=gateway_routing(md) is not None and self.kube.serves(HTTP_ROUTE),
         )
+
+    def _controlled(self, kind: str, ns: str, name: str, uid: str | None) -> dict[str, Any] | None:
+        obj = self.store.get(kind, ns, name)
+        return obj if obj is not None and controlled_by(obj, uid) else None  # another's is not read
+
+    def _figures(self, md: ModelDeployment) -> tuple[Samples | None, Readings | None]:
+        """The analysis figures while a candidate of the spec's revision is under analysis: Prometheus' over the
+        current phase (when the chart names a server), else the serving pods' own readings."""
+        rollout = md.status.rollout
+        if rollout is None or rollout.phase not in ANALYZING or rollout.candidate != revision(md.spec):
+            return None, None
+        ns = md.metadata.namespace or ""
+        if self.prometheus is not None:
+            if rollout.phase_started_at is None:
+                return None, None  # the phase's clock has not started: nothing to judge yet
+            now = datetime.now(UTC)
+            since = datetime.fromisoformat(rollout.phase_started_at.replace("Z", "+00:00"))
+            window = max(1, int((now - since).total_seconds()))
+            where = (ns, md.metadata.name)
+            return read_prometheus(self.prometheus, where, rollout.candidate, rollout.stable, now, window), None
+        pods = self.kube.list("v1", "Pod", ns, serving_pods_selector(md.metadata.name))
+        readings = read_pods(pods, md.spec.serving.metrics_port, rollout.candidate, rollout.stable,
+                             self.fetch_metrics)  # fmt: skip
+        return None, readings
 
     def _cached(self, md: ModelDeployment) -> CachedRevision | None:
         ns = md.metadata.namespace or ""
-        cache = self.store.get("ConfigMap", ns, CACHE_CONFIGMAP)
-        raw = (cache.get("data") or {}).get(revision(md.spec)) if cache is not None else None
+        raw = self.caches.get(ns, revision(md.spec))
         if not raw:
             return None
         try:
             return revcache.parse(raw, md.spec.model.uri)
         except ValueError as exc:
             log.warning("%s/%s: ignoring unreadable revision cache entry in %s: %s", ns, md.metadata.name,
-                        CACHE_CONFIGMAP, str(exc).splitlines()[0])  # fmt: skip
+                        revcache.configmap_name(ns), str(exc).splitlines()[0])  # fmt: skip
             return None
 
     # -- act ------------------------------------------------------------------------------------
@@ -111,9 +185,23 @@ class Reconciler:
         started = time.monotonic()
         body = self.store.get(MD, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            return None  # gone: owner references take the children with it
+            # gone: owner references take the children in its namespace with it; its build Jobs (in the build
+            # namespace, where no owner reference can point back) are the operator's to delete
+            self.collect_builds(namespace, name, None)
+            return None
+        if self.config.excluded(namespace):
+            self._excluded(body, namespace)
+            metrics.RECONCILES.labels("namespace-excluded").inc()
+            return None
+        self.collect_builds(namespace, name, body["metadata"].get("uid"))
         try:
-            md = with_operator_defaults(ModelDeployment.from_body(body), self.config)
+            md = ModelDeployment.from_body(body)
+            enforce_policy(md, self.config)
+            md = with_operator_defaults(md, self.config)
+        except PolicyViolation as exc:
+            self._stall(body, Failure(StageName.RESOLVE, Reason.POLICY_VIOLATION, str(exc)), rev=None)
+            metrics.RECONCILES.labels("policy-violation").inc()
+            return None
         except (ValidationError, InvalidSpec) as exc:
             self._invalid(body, describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc))
             metrics.RECONCILES.labels("invalid").inc()
@@ -124,7 +212,17 @@ class Reconciler:
             p = plan(md, observed, self.config, datetime.now(UTC))
             if p.create and self._store_missed_jobs(md, observed):
                 p = plan(md, self.observe(md), self.config, datetime.now(UTC))
-            self._execute(md, body, p)
+            live, conflicts = self._judge(md, p)
+            if conflicts:
+                self._stall(body, name_conflict(conflicts), p.status.get("revision"))
+                metrics.RECONCILES.labels("name-conflict").inc()
+                return None
+            self._execute(md, body, p, live)
+        except PreconditionFailed as exc:
+            # an object changed between the read and the write: nothing was written; judge it again shortly
+            log.info("%s/%s: %s; reconciling again", namespace, name, exc)
+            metrics.RECONCILES.labels("precondition-failed").inc()
+            return RETRY_AFTER_PRECONDITION_SECONDS
         except ApiException as exc:
             if exc.status == 403 and "being terminated" in (exc.body or ""):
                 metrics.RECONCILES.labels("namespace-terminating").inc()
@@ -137,56 +235,137 @@ class Reconciler:
             return p.requeue_after
         return None
 
+    def collect_builds(self, namespace: str, name: str, live_uid: str | None) -> int:
+        """Delete the build-namespace Jobs (and, by propagation, their pods) of the ModelDeployment ``namespace/name``
+        that do not carry ``live_uid``: it is gone, or they belong to an earlier one of the same name."""
+        build_ns = self.config.build_namespace
+        if not build_ns or build_ns == namespace:
+            return 0
+        deleted = 0
+        for job in self.store.owned(namespace, name, "Job"):
+            meta = job["metadata"]
+            if meta.get("namespace") != build_ns or meta.get("deletionTimestamp"):
+                continue
+            if live_uid and (meta.get("labels") or {}).get(OWNER_UID_LABEL) == live_uid:
+                continue
+            try:
+                self.kube.delete(JOB.api_version, JOB.kind, build_ns, meta["name"], meta["uid"])
+            except PreconditionFailed:
+                continue  # another Job took the name since the watch saw this one: not this one to delete
+            self.store.remove(JOB.kind, build_ns, meta["name"])
+            metrics.API_WRITES.labels("delete", JOB.kind).inc()
+            log.info("%s/%s: deleted build Job %s/%s (its ModelDeployment is gone)", namespace, name, build_ns,
+                     meta["name"])  # fmt: skip
+            deleted += 1
+        return deleted
+
+    def orphaned_builds(self) -> list[tuple[str, str]]:
+        """ModelDeployments (namespace, name) that have build Jobs in the build namespace but are not in the store
+        (deleted while the operator was not watching): a reconcile of each collects them."""
+        build_ns = self.config.build_namespace
+        if not build_ns:
+            return []
+        return [o for o in self.store.owners(JOB.kind, build_ns) if o[0] != build_ns and
+                self.store.get(MD, *o) is None]  # fmt: skip
+
     def _store_missed_jobs(self, md: ModelDeployment, planned_with: Observed) -> bool:
         """Before creating a Job, ask the API server (not the store) which of this ModelDeployment's Jobs
         exist: right after a restart the watch may not have listed them yet, and a Job the plan did not see
         must never be created twice. Returns True when the plan missed some (plan again)."""
         ns, name = md.metadata.namespace or "", md.metadata.name
         selector = f"{MODELDEPLOYMENT_LABEL}={name}"
-        live = self.kube.list(JOB.api_version, JOB.kind, ns, selector)
+        where = {ns: selector}
+        if self.config.build_namespace and self.config.build_namespace != ns:
+            where[self.config.build_namespace] = f"{selector},{MODELDEPLOYMENT_NAMESPACE_LABEL}={ns}"
+        live = [j for n, sel in where.items() for j in self.kube.list(JOB.api_version, JOB.kind, n, sel)]
         seen = {j.name for j in planned_with.jobs}  # what the plan saw, not what the store holds by now
-        missed = [j for j in live if j["metadata"]["name"] not in seen]
+        missed = [j for j in live if j["metadata"]["name"] not in seen and self._bound(md, j)]
         if not missed:
             return False
-        for pod in self.kube.list("v1", "Pod", ns, f"{selector},batch.kubernetes.io/job-name"):
-            self.store.put("Pod", pod)
+        for n, sel in where.items():
+            for pod in self.kube.list("v1", "Pod", n, f"{sel},batch.kubernetes.io/job-name"):
+                self.store.put("Pod", pod)
         for job in missed:
             self.store.put("Job", job)
         log.info("%s/%s: %d Job(s) not yet seen by the watch; planning again", ns, name, len(missed))
         return True
 
-    def _execute(self, md: ModelDeployment, body: dict[str, Any], p: Plan) -> None:
+    def _judge(
+        self, md: ModelDeployment, p: Plan
+    ) -> tuple[dict[tuple[str, str], dict[str, Any] | None], list[Conflict]]:
+        """Who controls each object the plan writes: the store's copy when this ModelDeployment controls it,
+        else a fresh read (the store mirrors only labelled objects). Returns the live objects by (kind, name)
+        and the conflicts (objects it does not control)."""
+        ns, uid = md.metadata.namespace or "", md.metadata.uid
+        live: dict[tuple[str, str], dict[str, Any] | None] = {}
+        conflicts: list[Conflict] = []
+        for obj in [*p.apply, *p.create]:
+            key = (obj["kind"], obj["metadata"]["name"])
+            obj_ns = obj["metadata"].get("namespace") or ns
+            if obj_ns != ns:  # a build Job in the build namespace: watched there, and bound by its uid label
+                current = self.store.get(key[0], obj_ns, key[1])  # a Job the watch missed is a 409 at create
+                live[key] = current
+                foreign = judge(obj, current, uid) if current is not None and not self._bound(md, current) else None
+                conflicts += [foreign] if foreign is not None else []
+                continue
+            current = self.store.get(key[0], ns, key[1])
+            if current is None or not controlled_by(current, uid):
+                current = self.kube.get(obj["apiVersion"], obj["kind"], ns, key[1])
+                metrics.API_READS.labels(obj["kind"]).inc()
+            live[key] = current
+            conflict = judge(obj, current, uid)
+            if conflict is not None:
+                conflicts.append(conflict)
+        return live, conflicts
+
+    def _execute(
+        self, md: ModelDeployment, body: dict[str, Any], p: Plan, live: dict[tuple[str, str], dict[str, Any] | None]
+    ) -> None:
         ns = md.metadata.namespace or ""
         for obj in p.apply:
             desired = with_spec_hash(obj)
-            current = self.store.get(obj["kind"], ns, obj["metadata"]["name"])
+            current = live[(obj["kind"], obj["metadata"]["name"])]
             if current is not None and _subset(desired["metadata"].get("annotations", {}),
                                                current["metadata"].get("annotations") or {}) and _subset(
                 {k: v for k, v in desired.items() if k not in ("metadata", "status")},
                 {k: v for k, v in current.items() if k not in ("metadata", "status")},
             ):  # fmt: skip
                 continue
-            applied = self.kube.apply(desired)
-            metrics.API_WRITES.labels("apply", obj["kind"]).inc()
-            if applied:
-                self.store.put(obj["kind"], applied)
+            self.store.put(obj["kind"], self._write_owned(desired, current))
         for obj in p.create:
             created = self.kube.create(obj)
             metrics.API_WRITES.labels("create", obj["kind"]).inc()
-            if created:
-                self.store.put(obj["kind"], created)
-                log.info("%s/%s: created %s %s", ns, md.metadata.name, obj["kind"], obj["metadata"]["name"])
+            if created is None:  # a 409 is not "created": someone made it since the read; judge it again
+                raise PreconditionFailed(f"{obj['kind']} {obj['metadata']['name']} appeared before it was created")
+            self.store.put(obj["kind"], created)
+            log.info("%s/%s: created %s %s", ns, md.metadata.name, obj["kind"], obj["metadata"]["name"])
         for api_version, kind, name in p.delete:
-            self.kube.delete(api_version, kind, ns, name)
+            current = self.store.get(kind, ns, name)
+            if current is None or not controlled_by(current, md.metadata.uid):
+                continue  # only what this ModelDeployment controls is pruned
+            self.kube.delete(api_version, kind, ns, name, current["metadata"]["uid"])
             self.store.remove(kind, ns, name)
             metrics.API_WRITES.labels("delete", kind).inc()
         if p.cache_put is not None:
-            rev, entry = p.cache_put
-            cm = self.kube.merge_configmap(ns, CACHE_CONFIGMAP, CACHE_LABELS, {rev: entry})
-            if cm:
-                self.store.put("ConfigMap", cm)
+            self.caches.put(ns, *p.cache_put)
         self._write_status(body, p.status)
         self._post(body, p.events)
+
+    def _write_owned(self, desired: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
+        """Create the object (none had its name when judged) or apply it over the one judged ours."""
+        kind = desired["kind"]
+        if current is None:
+            created = self.kube.create(desired)
+            metrics.API_WRITES.labels("create", kind).inc()
+            if created is None:  # someone made an object of that name since the read: not ours for that
+                raise PreconditionFailed(f"{kind} {desired['metadata']['name']} appeared before it was created")
+            metrics.API_WRITES.labels("patch", kind).inc()
+            return self.kube.own_fields(created)
+        if self.kube.own_fields(current) is not current:  # created by POST before (an earlier reconcile)
+            metrics.API_WRITES.labels("patch", kind).inc()
+        applied = self.kube.apply(desired, current["metadata"]["uid"])
+        metrics.API_WRITES.labels("apply", kind).inc()
+        return applied
 
     def _post(self, body: dict[str, Any], events: list[Event]) -> None:
         for ev in events:
@@ -227,6 +406,15 @@ class Reconciler:
         """A spec the CRD admitted but the operator cannot use (stricter Python rules, or this operator's
         configuration): Stalled, nothing else touched (no Event either: status says it, for every resync)."""
         self._stall(body, Failure(StageName.RESOLVE, Reason.INVALID_SPEC, message), rev=None, post_events=False)
+
+    def _excluded(self, body: dict[str, Any], namespace: str) -> None:
+        """A namespace the platform excludes (operator.excludeNamespaces, the operator's own): Stalled, nothing
+        created, an Event once."""
+        message = (
+            f"namespace {namespace} is excluded by the platform (operator.excludeNamespaces, or the operator's own "
+            "namespace): the operator creates nothing here; apply the ModelDeployment in a tenant namespace"
+        )
+        self._stall(body, Failure(StageName.RESOLVE, Reason.NAMESPACE_EXCLUDED, message), rev=None)
 
     def give_up(self, namespace: str, name: str, error: BaseException, tries: int) -> None:
         """The work queue's last word on an object whose reconciles kept failing: Stalled, with the error as

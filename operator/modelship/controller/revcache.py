@@ -1,18 +1,42 @@
-"""The namespace's revision cache: a ConfigMap mapping a revision to the results of its optimization and build,
-so a ModelDeployment whose spec resolves to a revision done before (by it or by another one in the namespace)
-skips both Jobs. Pure: the codec of one entry; ``controller.reconcile`` reads and merge-patches the ConfigMap."""
+"""The revision cache: what a revision's optimization and build established, so a ModelDeployment whose spec
+resolves to a revision done before in its namespace (by it or by another one) skips both Jobs.
+
+It lives where tenants cannot write: one ConfigMap per tenant namespace in the OPERATOR's namespace
+(``modelship-revisions-<tenant namespace>``), keyed by revision. A revision is computable offline from a spec,
+so a cache a tenant could write would let it skip optimization, gate and build (issue 14). Entries never cross
+namespaces: a tenant's revision never reuses another tenant's image.
+
+It is bounded (at most ``max_entries`` entries and ``max_bytes`` bytes of data per ConfigMap, far below the
+1 MiB object limit) and pruned least recently used first: every entry records when it was last written or
+reused (``at``); a write that would cross a bound evicts the oldest entries in the same patch.
+
+Pure: the codec of one entry and the patch of one write; ``controller.reconcile`` reads and writes the ConfigMap.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from ..api.report import Summary
 from ..api.status import OptimizationStatus, SourceStatus
-from ..resources.meta import REVISION_CACHE_LABELS, REVISION_CACHE_NAME
+from ..resources.meta import MANAGED_BY, MANAGED_BY_LABEL, REVISION_CACHE_NAME, safe_name
 
-CONFIGMAP = REVISION_CACHE_NAME
-LABELS = REVISION_CACHE_LABELS
+TENANT_LABEL = "modelship.io/revision-cache-of"
+"""Label of a cache ConfigMap: the tenant namespace whose revisions it holds."""
+LEGACY_LABELS = {MANAGED_BY_LABEL: MANAGED_BY, "modelship.io/cache": "revisions"}
+"""The labels of the pre-issue-14 cache (``modelship-revisions`` in each tenant namespace): never read."""
+
+
+def configmap_name(tenant_namespace: str) -> str:
+    """``modelship-revisions-<namespace>``: unique per namespace (a namespace is a DNS label)."""
+    return safe_name(REVISION_CACHE_NAME, tenant_namespace, limit=253)
+
+
+def labels(tenant_namespace: str) -> dict[str, str]:
+    return {MANAGED_BY_LABEL: MANAGED_BY, TENANT_LABEL: tenant_namespace}
 
 
 @dataclass(frozen=True)
@@ -46,12 +70,48 @@ def parse(text: str, model_uri: str) -> CachedRevision:
     )
 
 
-def entry(optimization: OptimizationStatus, source: SourceStatus | None, image: str) -> str:
-    """The entry recording a revision's results (its optimization's Job bookkeeping left out)."""
+def _stamp(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # microseconds: writes within a second keep their order
+
+
+def entry(optimization: OptimizationStatus, source: SourceStatus | None, image: str, at: datetime) -> str:
+    """The entry recording a revision's results (its optimization's Job bookkeeping left out), used at ``at``."""
     results = optimization.model_copy(
         update={"revision": None, "job": None, "attempts": None, "cached": None, "completed_at": None}
     )
-    data: dict[str, object] = {"optimization": results.wire(), "image": image}
+    data: dict[str, object] = {"optimization": results.wire(), "image": image, "at": _stamp(at)}
     if source is not None:
         data["source"] = source.wire()
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _last_used(text: str) -> str:
+    try:
+        value = json.loads(text).get("at")
+    except (ValueError, AttributeError):
+        return ""  # unreadable entries go first
+    return value if isinstance(value, str) else ""
+
+
+def _size(key: str, value: str) -> int:
+    return len(key.encode()) + len(value.encode())
+
+
+def put(
+    data: Mapping[str, str], revision: str, value: str, *, max_entries: int, max_bytes: int
+) -> dict[str, str | None]:
+    """The merge patch of ``data`` that writes ``revision`` and evicts the least recently used entries until at
+    most ``max_entries`` entries and ``max_bytes`` bytes remain (evicted keys are null)."""
+    if _size(revision, value) > max_bytes:
+        return {}  # an entry larger than the whole cache is not cached
+    kept = {k: v for k, v in data.items() if k != revision}
+    patch: dict[str, str | None] = {revision: value}
+    budget_entries = max(0, max_entries - 1)
+    budget_bytes = max_bytes - _size(revision, value)
+    total = sum(_size(k, v) for k, v in kept.items())
+    for key in sorted(kept, key=lambda k: (_last_used(kept[k]), k)):
+        if len(kept) <= budget_entries and total <= budget_bytes:
+            break
+        total -= _size(key, kept.pop(key))
+        patch[key] = None
+    return patch

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from typing import NamedTuple
 
+from ..api.candidates import Candidate, auto_candidates
 from ..api.report import StepReport
-from .candidates import Candidate, auto_candidates
 from .errors import OptimizeError, first_line
 from .progress import Task
 from .steps import StepRunner, describe_step, step_label

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..fetch import DEFAULT_PVC_ROOT, FetchError
+from ..fetch import DEFAULT_PVC_ROOT, ROLE_FIELDS, Access, FetchError, Sources
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_ENV = "MODELSHIP_TERMINATION_LOG"
@@ -33,7 +33,9 @@ def register(subparsers: Any) -> None:
             "Data URIs in the optimization need a scheme: for local files use pvc://DIR/file with --pvc-root."
         ),
     )
-    p.add_argument("--model", metavar="URI", help="model path or URI (file://, pvc://, http(s)://, s3://, gs://)")
+    p.add_argument(
+        "--model", metavar="URI", help="model path or URI (file://, pvc://, http(s)://, s3://, oci://, models:/)"
+    )
     p.add_argument("--format", choices=["keras", "h5", "savedmodel", "tflite"], help="model format (default: inferred)")
     p.add_argument("--digest", metavar="sha256:HEX", help="pinned model digest; a mismatch fails before anything runs")
     src = p.add_argument_group("what to do (one of)")
@@ -45,6 +47,12 @@ def register(subparsers: Any) -> None:
         "--example",
         choices=["linear", "digits-mlp", "digits-cnn", "two-inputs"],
         help="train a small example model into OUT/example and optimize it with its default optimization",
+    )
+    p.add_argument(
+        "--allow-code",
+        action="store_true",
+        help="run the Python a model carries (Lambda layers, custom objects) or a custom metric's code; refused "
+        "otherwise (spec.model.allowCode; the default with --spec is the spec's)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory: artifact + report.json")
     p.add_argument(
@@ -59,7 +67,31 @@ def register(subparsers: Any) -> None:
         help=f"where pvc://CLAIM/path resolves: DIR/CLAIM/path (default {DEFAULT_PVC_ROOT})",
     )
     p.add_argument(
-        "--ca-bundle", metavar="PEM", default=os.environ.get("MODELSHIP_CA_BUNDLE"), help="CA bundle for https/s3"
+        "--ca-bundle",
+        metavar="PEM",
+        default=os.environ.get("MODELSHIP_CA_BUNDLE"),
+        help="extra CA certificates for every source (added to the system's)",
+    )
+    p.add_argument(
+        "--endpoint",
+        metavar="URL",
+        default=os.environ.get("MODELSHIP_STORAGE_ENDPOINT"),
+        help="S3-compatible endpoint, registry base URL or MLflow tracking server for every source",
+    )
+    p.add_argument(
+        "--sources-json",
+        metavar="JSON",
+        help="per source (model, evaluation, calibration, fineTune): {endpoint, caFile, credentialsDir}; credentials "
+        "of a source given here come only from its credentialsDir (the operator passes it)",
+    )
+    p.add_argument(
+        "--push-to",
+        metavar="oci://REPO:TAG",
+        help="push the shipped artifact there as an OCI artifact (what serving pods pull when no image is built)",
+    )
+    p.add_argument("--push-plain-http", action="store_true", help="push over HTTP (a registry without TLS)")
+    p.add_argument(
+        "--push-credentials-dir", metavar="DIR", help="registry credentials (.dockerconfigjson) for --push-to"
     )
     p.add_argument("--plot", metavar="PNG", help="also write a plot of size vs metric per candidate")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -102,6 +134,53 @@ def _load_spec(path: str) -> tuple[Any, Any]:
     return md.spec.model, md.spec.optimization
 
 
+def credential_dirs(args: argparse.Namespace) -> list[Path]:
+    """Every credentials directory this run was given (its sources' and the push's), read leniently: an error
+    text is redacted of their values even when the arguments themselves are what failed."""
+    dirs = [Path(args.push_credentials_dir)] if getattr(args, "push_credentials_dir", None) else []
+    try:
+        given = json.loads(getattr(args, "sources_json", None) or "{}")
+    except ValueError:
+        return dirs
+    if isinstance(given, dict):
+        for value in given.values():
+            if isinstance(value, dict) and isinstance(value.get("credentialsDir"), str):
+                dirs.append(Path(value["credentialsDir"]))
+    return dirs
+
+
+def parse_sources(args: argparse.Namespace) -> Sources:
+    """Sources from --sources-json (roles the operator configured) over the CLI-wide defaults."""
+    default = Access(
+        endpoint=getattr(args, "endpoint", None),
+        ca_file=Path(args.ca_bundle) if getattr(args, "ca_bundle", None) else None,
+        environment=True,
+    )
+    text = getattr(args, "sources_json", None)
+    if not text:
+        return Sources(default=default)
+    try:
+        given = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--sources-json is not valid JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(given, dict):
+        raise UsageError("--sources-json must be an object keyed by source (model, evaluation, ...)")
+    roles: dict[str, Access] = {}
+    for role, value in given.items():
+        if role not in ROLE_FIELDS or not isinstance(value, dict):
+            raise UsageError(f"--sources-json: unknown source {role!r} (one of {', '.join(ROLE_FIELDS)})")
+        unknown = set(value) - {"endpoint", "caFile", "credentialsDir"}
+        if unknown:
+            raise UsageError(f"--sources-json: {role}: unknown keys {sorted(unknown)}")
+        roles[role] = Access(
+            endpoint=value.get("endpoint"),
+            ca_file=Path(value["caFile"]) if value.get("caFile") else None,
+            credentials_dir=Path(value["credentialsDir"]) if value.get("credentialsDir") else None,
+            environment=False,
+        )
+    return Sources(roles=roles, default=default)
+
+
 def build_request(args: argparse.Namespace) -> Any:
     """A Request from the command line (validated with the API models)."""
     from ..api.optimization import Optimization
@@ -116,10 +195,12 @@ def build_request(args: argparse.Namespace) -> Any:
     out = Path(args.out)
     model_uri, fmt, digest = args.model, args.format, args.digest
     pvc_root = args.pvc_root
+    allow_code = bool(getattr(args, "allow_code", False))
     if args.spec:
         source, opt = _load_spec(args.spec)
+        allow_code = allow_code or source.allow_code
         model_uri = model_uri or source.uri
-        fmt = fmt or source.format.value
+        fmt = fmt or (source.format.value if source.format else None)
         digest = digest or source.digest
     elif args.optimization_json:
         try:
@@ -146,11 +227,11 @@ def build_request(args: argparse.Namespace) -> Any:
         model_format=ModelFormat(fmt) if fmt else None,
         digest=digest,
         pvc_root=pvc_root,
-        ca_bundle=args.ca_bundle,
-        endpoint=os.environ.get("MODELSHIP_STORAGE_ENDPOINT"),
+        sources=parse_sources(args),
         seed=args.seed,
         threads=max(1, args.threads),
         speed_seconds=max(0.05, args.latency_seconds),
+        allow_code=allow_code,
     )
 
 
@@ -178,13 +259,16 @@ def write_termination(path: Path | None, line: str) -> None:
 def _fail(args: argparse.Namespace, message: str, context: dict[str, Any], *, temporary: bool = False) -> int:
     """Report a failure (summary, report.json, one stderr line); the exit code says whether a retry of the same
     input may succeed (the optimization Job fails at once on the permanent one)."""
+    from ..api.redact import redact
     from ..api.report import EXIT_CODES, FailureKind, Report, Summary
+    from ..credentials import known_secrets
 
-    message = " ".join(message.split())
+    # the summary reaches status and Events, the stderr line the pod's log: neither carries credentials
+    message = redact(message, known_secrets(extra=credential_dirs(args)), limit=1024)
     failure = FailureKind.TEMPORARY if temporary else FailureKind.PERMANENT
     summary = Summary(
         ok=False,
-        error=message[:1024],
+        error=message,
         failure=failure,
         source_digest=context.get("source_digest"),
         source_bytes=context.get("source_bytes"),
@@ -204,8 +288,29 @@ def _fail(args: argparse.Namespace, message: str, context: dict[str, Any], *, te
     return EXIT_CODES[failure]
 
 
+def push_artifact(args: argparse.Namespace, out_dir: Path, report: Any) -> Any:
+    """Push the shipped artifact (--push-to) and record its pinned reference in the summary and report.json."""
+    from ..sources.oci import Reference, push
+
+    artifact = Path(out_dir) / report.summary.artifact
+    access = Access(
+        endpoint=f"http://{Reference.parse(args.push_to).host}" if args.push_plain_http else None,
+        credentials_dir=Path(args.push_credentials_dir) if args.push_credentials_dir else None,
+        environment=not args.push_credentials_dir,
+    )
+    fmt = "savedmodel" if artifact.is_dir() else "tflite"
+    pinned = push(artifact, args.push_to, access, model_format=fmt)
+    summary = report.summary.model_copy(update={"artifact_ref": pinned})
+    report = report.model_copy(update={"summary": summary})
+    text = report.model_dump_json(by_alias=True, exclude_none=True, indent=2)
+    (Path(out_dir) / "report.json").write_text(text + "\n")
+    print(f"pushed {artifact.name} to {pinned}")
+    return report
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the optimizer from parsed arguments; 0 when it finished (whatever the gate decided), 1 on error."""
+    """Run the optimizer from parsed arguments; 0 when it finished (whatever the gate decided), else the exit code
+    of the failure's kind (``api.report.EXIT_CODES``: 1 permanent, 75 temporary)."""
     from .errors import OptimizeError, first_line
 
     try:
@@ -230,6 +335,12 @@ def run(args: argparse.Namespace) -> int:
         if os.environ.get("MODELSHIP_DEBUG") == "1":
             traceback.print_exc()
         return _fail(args, f"internal error: {type(exc).__name__}: {first_line(exc)}", {}, temporary=True)
+    if getattr(args, "push_to", None) and report.summary.artifact:
+        try:
+            report = push_artifact(args, request.out_dir, report)
+        except FetchError as exc:
+            fetched = {"source_digest": report.summary.source_digest, "source_bytes": report.summary.source_bytes}
+            return _fail(args, f"pushing the artifact to {args.push_to}: {exc}", fetched, temporary=exc.temporary)
     write_termination(termination_path(args), report.summary.to_line())
     from . import render
 

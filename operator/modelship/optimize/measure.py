@@ -1,6 +1,7 @@
 """Measurements: weight statistics, artifact sizes (raw and gzip -9), TFLite inference, latency and throughput.
 
-Inference runs on the LiteRT interpreter (``ai_edge_litert``), the same runtime the server uses.
+Inference runs on the LiteRT interpreter (``ai_edge_litert``) through :mod:`modelship.numerics`, the same runtime and
+the same quantization arithmetic the server uses.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..numerics import dequantize_output, new_interpreter, quantize_input, run
 from .errors import OptimizeError
 from .signature import Signature, TensorInfo, bind, count, rows
 from .tfenv import quiet_native_stderr
@@ -88,13 +90,9 @@ def path_sizes(path: Path) -> tuple[int, int]:
 
 
 def interpreter(content: bytes, threads: int = 1) -> Any:
-    """A LiteRT interpreter for a flatbuffer, tensors allocated."""
-    from ai_edge_litert.interpreter import Interpreter
-
+    """A LiteRT interpreter for a flatbuffer, tensors allocated (native banners silenced)."""
     with quiet_native_stderr():
-        it = Interpreter(model_content=content, num_threads=threads)
-        it.allocate_tensors()
-    return it
+        return new_interpreter(content, threads)
 
 
 def signature_details(it: Any) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]:
@@ -131,27 +129,6 @@ def tflite_signature(content: bytes) -> Signature:
     return Signature(
         inputs=tuple(_tensor_info(n, d) for n, d in ins), outputs=tuple(_tensor_info(n, d) for n, d in outs)
     )
-
-
-def quantize_input(x: Array, detail: dict[str, Any]) -> Array:
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind == "f":
-        return x.astype(dtype, copy=False)
-    scale, zero = detail["quantization"]
-    if scale == 0:
-        return x.astype(dtype)
-    info = np.iinfo(dtype)
-    q = np.round(x / scale + zero)
-    return np.asarray(np.clip(q, info.min, info.max), dtype=dtype)
-
-
-def _dequantize_output(y: Array, detail: dict[str, Any]) -> Array:
-    if np.dtype(detail["dtype"]).kind == "f":
-        return y.astype(np.float32, copy=False)
-    scale, zero = detail["quantization"]
-    if scale == 0:
-        return y.astype(np.float32)
-    return np.asarray((y.astype(np.float32) - zero) * scale, dtype=np.float32)
 
 
 class Runner:
@@ -204,14 +181,15 @@ class Runner:
         for start in range(0, total, b):
             chunk = rows(bound, slice(start, start + b))
             n = count(chunk)
+            feeds: dict[int, Array] = {}
             for name, d in self.inputs.items():
                 x = chunk[name]
                 if n < b:
                     x = np.concatenate([x, np.repeat(x[-1:], b - n, axis=0)], axis=0)
-                self.interpreter.set_tensor(d["index"], quantize_input(x, d))
-            self.interpreter.invoke()
-            for name, d in self.outputs.items():
-                out[name].append(_dequantize_output(self.interpreter.get_tensor(d["index"]), d)[:n])
+                feeds[d["index"]] = quantize_input(x, d)
+            results = run(self.interpreter, feeds, [d["index"] for d in self.outputs.values()])
+            for (name, d), y in zip(self.outputs.items(), results, strict=True):
+                out[name].append(dequantize_output(y, d)[:n])
         if total == 0:
             return {name: np.zeros((0, *d["shape"][1:]), dtype=np.float32) for name, d in self.outputs.items()}
         return {name: np.concatenate(parts, axis=0) for name, parts in out.items()}

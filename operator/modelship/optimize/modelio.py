@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..api.source import ModelFormat
-from . import tfenv
+from . import modelcode, tfenv
 from .errors import OptimizeError, first_line
 from .signature import Features, Signature, TensorInfo, count, keras_inputs, rows
 
@@ -41,6 +41,17 @@ PTQ_ONLY_NOTE = (
     "the input is a SavedModel without tf-keras metadata (e.g. a Keras 3 model.export()): "
     "only post-training quantization applies; prune, cluster, lowRank and QAT steps are skipped"
 )
+
+
+SET_FORMAT = "set spec.model.format (--format)"
+
+
+def declared_format(value: str | None) -> ModelFormat | None:
+    """A format a source declares (an OCI artifact's annotation), when it is one of ours."""
+    try:
+        return ModelFormat(value) if value else None
+    except ValueError:
+        return None
 
 
 def sniff(path: Path) -> ModelFormat | None:
@@ -90,8 +101,8 @@ def inspect_model(path: Path, declared: ModelFormat | None = None) -> ModelInfo:
     fmt = declared or format_from_name(path) or sniff(path)
     if fmt is None:
         raise OptimizeError(
-            f"{path}: cannot tell the model format from the name or content; "
-            "expected .h5, .keras, .tflite or a SavedModel directory (or pass --format)"
+            f"{path}: cannot tell the model format from the name or content; expected .h5, .keras, .tflite or a "
+            f"SavedModel directory: {SET_FORMAT}"
         )
     if path.is_dir() != (fmt == ModelFormat.SAVEDMODEL):
         what = "a directory" if path.is_dir() else "a file"
@@ -106,7 +117,10 @@ def inspect_model(path: Path, declared: ModelFormat | None = None) -> ModelInfo:
                 detail = "saved_model.pb is missing"
         else:
             detail = f"the content looks like {EXPECTED[found]}"
-        raise OptimizeError(f"{path}: expected {EXPECTED[fmt]} but {detail}")
+        # inferred, and the content contradicts the name (or a directory is no SavedModel): the spec must say
+        ambiguous = declared is None and (found is not None or path.is_dir())
+        advice = f" (format inferred from the name: {SET_FORMAT})" if ambiguous else ""
+        raise OptimizeError(f"{path}: expected {EXPECTED[fmt]} but {detail}{advice}")
     info = ModelInfo(path=path, format=fmt)
     if fmt == ModelFormat.KERAS:
         _inspect_keras_zip(info)
@@ -216,8 +230,30 @@ def _shape(value: Any) -> tuple[int | None, ...]:
     return tuple(None if d is None else int(d) for d in value)
 
 
-def load_model(info: ModelInfo) -> LoadedModel:
-    """Load an inspected model with TensorFlow (a .tflite input with the LiteRT interpreter only)."""
+CODE_ADVICE = (
+    "set spec.model.allowCode: true to run it if you trust its author (the platform's policy must allow it), "
+    "or save the model without custom code"
+)
+
+
+def check_code(info: ModelInfo, allow_code: bool) -> list[str]:
+    """Refuse a model that carries code (``modelcode.scan``) unless ``allow_code``; the notes to report."""
+    try:
+        findings = modelcode.scan(info.path, info.format)
+    except modelcode.ModelCodeError as exc:
+        raise OptimizeError(f"{info.path}: {exc}") from None
+    if not findings:
+        return []
+    text = modelcode.describe(findings)
+    if not allow_code:
+        raise OptimizeError(f"{info.path}: the model carries code that would run when it is loaded ({text}): "
+                            f"refused; {CODE_ADVICE}")  # fmt: skip
+    return [f"the model carries code, run because spec.model.allowCode is true: {text}"]
+
+
+def load_model(info: ModelInfo, allow_code: bool = False) -> LoadedModel:
+    """Load an inspected model with TensorFlow (a .tflite input with the LiteRT interpreter only); a model that
+    carries code needs ``allow_code``."""
     if info.format == ModelFormat.TFLITE:
         from .measure import tflite_signature
 
@@ -228,9 +264,10 @@ def load_model(info: ModelInfo) -> LoadedModel:
             raise OptimizeError(f"{info.path}: not a valid TFLite model ({first_line(exc)})") from None
         return LoadedModel(info=info, signature=signature, tflite=content, notes=list(info.notes))
     t = tfenv.load()
+    info.notes += check_code(info, allow_code)
     keras_model = None
     if info.format in (ModelFormat.H5, ModelFormat.KERAS) or (info.path / "keras_metadata.pb").is_file():
-        keras_model = _load_keras(t, info)
+        keras_model = _load_keras(t, info, allow_code)
     if keras_model is None:
         saved = _load_saved_model(t, info.path)
         fn = saved.signatures["serving_default"]
@@ -260,10 +297,14 @@ def load_model(info: ModelInfo) -> LoadedModel:
     return LoadedModel(info=info, signature=signature, keras=keras_model, notes=list(info.notes))
 
 
-def _load_keras(t: tfenv.TF, info: ModelInfo) -> Any:
+def _load_keras(t: tfenv.TF, info: ModelInfo, allow_code: bool) -> Any:
+    from tf_keras.src.saving.serialization_lib import SafeModeScope  # type: ignore[import-untyped,unused-ignore]
+
     try:
-        with tfenv.quiet_native_stderr():
-            return t.keras.models.load_model(str(info.path), compile=False)
+        # safe mode for every format (tf-keras applies safe_mode to .keras files only; the scope covers .h5 and
+        # SavedModel configs too): no Lambda bytecode is unmarshalled unless the spec allowed code
+        with tfenv.quiet_native_stderr(), SafeModeScope(not allow_code):
+            return t.keras.models.load_model(str(info.path), compile=False, safe_mode=not allow_code)
     except Exception as exc:
         reason = first_line(exc)
         if info.format == ModelFormat.SAVEDMODEL:

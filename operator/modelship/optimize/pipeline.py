@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import fetch as fetching
 from ..api.optimization import ExportFormat, Optimization, StepType, Strategy
+from ..api.redact import redact
 from ..api.report import GateDecision, Measurement, Report, ShipDecision, StepReport
 from ..api.source import ModelFormat
 from . import gate as gatemod
@@ -78,11 +79,11 @@ def check_plan(opt: Optimization, fmt: ModelFormat) -> None:
 def _run(request: Request, progress: Progress, work: Path, context: dict[str, Any]) -> Report:
     started = time.monotonic()
     opt = request.optimization
-    progress.log(f"fetching {request.model}")
-    fetched = request.fetch(request.model, work / "model", digest=request.digest)
+    progress.log(f"fetching {redact(request.model)}")
+    fetched = request.fetch("model", request.model, work / "model", digest=request.digest)
     context.update(source_digest=fetched.digest, source_bytes=fetched.size)
     progress.log(f"model {fetched.path} ({fetched.size} bytes, {fetched.digest})")
-    info = modelio.inspect_model(fetched.path, request.model_format)
+    info = modelio.inspect_model(fetched.path, request.model_format or modelio.declared_format(fetched.format_hint))
     check_plan(opt, info.format)
     ctx = prepare(request, info, work, progress)
     baseline = measure_baseline(ctx)

@@ -83,13 +83,18 @@ def prepare(request: Request, info: modelio.ModelInfo, work: Path, progress: Pro
     """Fetch the data, load TensorFlow and the model, and fit the data to the model."""
     opt = request.optimization
     data = load_data(request, work, progress)
-    custom = gatemod.load_callable(opt.metric.callable) if opt.metric.callable and opt.enabled else None
+    custom = None
+    if opt.metric.callable and opt.enabled:
+        if not request.allow_code:
+            raise OptimizeError(f"custom metric {opt.metric.callable}: a custom metric is Python code; "
+                                f"{modelio.CODE_ADVICE}")  # fmt: skip
+        custom = gatemod.load_callable(opt.metric.callable)
     t: tfenv.TF | None = None
     if info.format != ModelFormat.TFLITE:
         t = tfenv.load()
         t.keras.utils.set_random_seed(request.seed)
     progress.log(f"loading {info.format.value} model")
-    loaded = modelio.load_model(info)
+    loaded = modelio.load_model(info, allow_code=request.allow_code)
     if loaded.ptq_only and opt.enabled and opt.export.format == ExportFormat.SAVEDMODEL:
         raise OptimizeError(f"{info.path}: {modelio.PTQ_ONLY_NOTE}; use export.format tflite")
     output = metric_output(loaded, data, opt)
@@ -127,7 +132,7 @@ def prepare(request: Request, info: modelio.ModelInfo, work: Path, progress: Pro
 def _fetch_data(
     request: Request, role: str, ref: DataRef, needs_labels: bool, work: Path, progress: Progress
 ) -> datamod.Dataset:
-    ds = datamod.load(role, ref, request.fetch(ref.uri, work / role).path, needs_labels=needs_labels)
+    ds = datamod.load(role, ref, request.fetch(role, ref.uri, work / role).path, needs_labels=needs_labels)
     progress.log(f"{role} data: {len(ds)} samples from {ref.uri}")
     return ds
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import fetch as fetching
@@ -23,8 +23,8 @@ class Request:
     digest: str | None = None
     """Pinned sha256:<hex>; a mismatch fails before anything else runs."""
     pvc_root: str = fetching.DEFAULT_PVC_ROOT
-    ca_bundle: str | None = None
-    endpoint: str | None = None
+    sources: fetching.Sources = field(default_factory=fetching.Sources)
+    """Endpoint, CA and credentials of each source (model, evaluation, calibration, fineTune)."""
     work_dir: Path | None = None
     """Where remote models and data are downloaded (a temporary directory when None)."""
     seed: int = 0
@@ -33,9 +33,10 @@ class Request:
     speed_seconds: float = 1.0
     """Time spent measuring latency per model variant."""
     revision: str | None = None
+    allow_code: bool = False
+    """Run what the model or a custom metric carries as Python (spec.model.allowCode); else refused."""
 
-    def fetch(self, uri: str, dest: Path, digest: str | None = None) -> fetching.Fetched:
-        """Fetch a model or data URI with this request's storage settings."""
-        return fetching.fetch(
-            uri, dest, pvc_root=self.pvc_root, ca_bundle=self.ca_bundle, endpoint=self.endpoint, digest=digest
-        )
+    def fetch(self, role: str, uri: str, dest: Path, digest: str | None = None) -> fetching.Fetched:
+        """Fetch the model or a data set (``role``: model, evaluation, calibration, fineTune) with that source's
+        endpoint, CA and credentials; a FetchError names the spec field."""
+        return self.sources.fetch(role, uri, dest, pvc_root=self.pvc_root, digest=digest)

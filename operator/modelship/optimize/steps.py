@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ..api.gate import step_short_name
 from ..api.optimization import FineTune, OptimizationStep, QuantizeMode, QuantizeParams, StepType
 from ..api.report import Measurement, StepReport
 from . import modelio
@@ -39,11 +40,6 @@ def describe_step(step: OptimizationStep) -> str:
     if step.fine_tune is not None:
         text += " fineTune " + json.dumps(step.fine_tune.wire(), sort_keys=True, separators=(",", ":"))
     return text
-
-
-def short_name(step: OptimizationStep) -> str:
-    """The step's part of a chain's name (prune+int8)."""
-    return step.quantize.mode.value if step.quantize is not None else step.type.value
 
 
 def step_label(step: OptimizationStep) -> str:
@@ -212,7 +208,7 @@ def run_steps(runner: StepRunner) -> Search:
             seconds=round(time.monotonic() - started, 3),
         )
         if not outcome.skipped:
-            done.append(short_name(step))
+            done.append(step_short_name(step))
         name = "+".join(done) or "baseline"
         variants.append(Variant(report=report, tflite=measured.tflite, keras=state.keras, name=name))
         task.finish(runner.evaluator.line(report))

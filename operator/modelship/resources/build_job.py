@@ -1,25 +1,34 @@
-"""The in-cluster image build Job: render the model's build context from the artifact claim, build it
-with rootless BuildKit (default) or Kaniko, push ``spec.build.repository:<revision>``, and leave the
-pushed digest in the build container's termination message for the operator to read
-(``modelship.api.build_result.BuildResult``).
+"""The in-cluster image build Job: receive the revision's optimized artifact, render the model's build context,
+build it with rootless BuildKit (default) or Kaniko, push ``spec.build.repository:<revision>``, and leave the pushed
+digest in the build container's termination message for the operator to read (``modelship.api.build_result``).
+
+The Job runs in the operator's build namespace (``config.build_namespace``), not the tenant's: the push credentials
+live only there (the platform's, per registry: ``config.build_push_secrets``), the build image is the operator's,
+and the tenant's namespace can enforce Pod Security "restricted". The artifact claim stays in the tenant's namespace,
+so the artifact comes over the network (``modelship.build.handoff``) and is accepted only with the digest the
+operator recorded from the optimization Job's summary.
 
 Pod layout::
 
-    initContainers: context   modelship build context --from <artifact dir> --out /workspace
-                              (operator image, restricted securityContext, artifact claim read-only)
+    initContainers: receive   modelship artifact receive --digest <recorded> (port 8080, token: the Job's uid)
+                    context   modelship build context --from <received> --out <context> --expect-digest <recorded>
+                              (both: operator image, Pod Security "restricted" container settings)
     containers:     build     buildctl-daemonless.sh ... --metadata-file, digest -> /dev/termination-log
                               or /kaniko/executor ... --digest-file=/dev/termination-log
-    volumes:        artifacts (claim, read-only), workspace (emptyDir), tmp, buildkit state, docker config
+    volumes:        workspace (emptyDir), tmp, upload token (downward API), buildkit state (emptyDir, bounded),
+                    docker config (the build namespace's push Secret for the registry)
 
-Pure: a plain manifest dict from the ModelDeployment, the revision and the operator config; no I/O.
+Pure: a plain manifest dict from the ModelDeployment, the revision, the recorded digest and the operator config.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from ..api.build import BuildEngine
+from ..api.build_result import DIGEST_PATTERN
 from ..api.modeldeployment import ModelDeployment
 from ..config import OperatorConfig
 from .meta import (
@@ -28,20 +37,39 @@ from .meta import (
     container_security_context,
 )
 from .stage_job import fail_job_on_exit_codes, stage_job
-from .volumes import artifact_volume
 
 WORKSPACE = "/workspace"
+RECEIVED_DIR = f"{WORKSPACE}/artifact"
+"""Where the receive step extracts the uploaded optimization output."""
+CONTEXT_DIR = f"{WORKSPACE}/context"
+"""The rendered build context (Dockerfile + model) the builder reads."""
+RECEIVE_CONTAINER = "receive"
 CONTEXT_CONTAINER = "context"
 BUILD_CONTAINER = "build"
 TERMINATION_LOG = "/dev/termination-log"
+ARTIFACT_DIGEST_ANNOTATION = "modelship.io/artifact-digest"
+UNKNOWN_DIGEST = "sha256:" + "0" * 64
+"""What `modelship render` shows for the artifact digest, which only the optimization Job's summary gives."""
+UPLOAD_PORT = 8080
+UPLOAD_TOKEN_DIR = "/etc/modelship/upload"
+UPLOAD_TIMEOUT_SECONDS = 300
+"""How long a build pod waits for its artifact before it fails (temporarily: the Job's next pod waits again)."""
+CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
+"""Set by the Job controller on a Job's pods: the upload token is the build Job's uid."""
 
 # moby/buildkit:rootless layout (the image modelship/buildkit follows it): user 1000, state under ~/.local
 BUILDKIT_USER = 1000
 BUILDKIT_HOME = "/home/user"
 BUILDKIT_STATE = f"{BUILDKIT_HOME}/.local/share/buildkit"
 BUILDKIT_DOCKER_CONFIG = f"{BUILDKIT_HOME}/.docker"
+BUILDKIT_RUNTIME_DIR = f"/run/user/{BUILDKIT_USER}"
 BUILDKITD_FLAGS = "--oci-worker-no-process-sandbox"
+BUILDKIT_DROPPED_CAPABILITIES = ("NET_RAW", "NET_BIND_SERVICE", "SYS_CHROOT", "AUDIT_WRITE", "KILL", "SETPCAP")
 KANIKO_DOCKER_CONFIG = "/kaniko/.docker"
+CONTEXT_DOCKER_CONFIG = "/etc/modelship/registry"
+
+RECEIVE_EXIT_REFUSED = 1
+"""``modelship artifact receive`` refused the upload (not the recorded artifact): the Job fails at once."""
 
 DEFAULT_BUILD_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "500m", "memory": "512Mi"},
@@ -113,46 +141,60 @@ def _buildkit_container(
     args = [
         ref, repository, json.dumps(platforms, separators=(",", ":")),
         "--frontend", "dockerfile.v0",
-        "--local", f"context={WORKSPACE}",
-        "--local", f"dockerfile={WORKSPACE}",
+        "--local", f"context={CONTEXT_DIR}",
+        "--local", f"dockerfile={CONTEXT_DIR}",
         "--opt", f"platform={','.join(platforms)}",
         "--output", output,
     ]  # fmt: skip
-    env: list[dict[str, Any]] = [{"name": "BUILDKITD_FLAGS", "value": BUILDKITD_FLAGS}]
+    env: list[dict[str, Any]] = [
+        {"name": "BUILDKITD_FLAGS", "value": BUILDKITD_FLAGS},
+        {"name": "XDG_RUNTIME_DIR", "value": BUILDKIT_RUNTIME_DIR},
+        {"name": "HOME", "value": BUILDKIT_HOME},
+    ]
     mounts: list[dict[str, Any]] = [
         {"name": "workspace", "mountPath": WORKSPACE, "readOnly": True},
         {"name": "buildkitd", "mountPath": BUILDKIT_STATE},
+        {"name": "buildkit-home", "mountPath": BUILDKIT_HOME},
+        {"name": "buildkit-run", "mountPath": BUILDKIT_RUNTIME_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     volumes: list[dict[str, Any]] = [
-        {"name": "buildkitd", "emptyDir": {}},
+        # the build's layer store (base image + model layer): bounded, so a build cannot fill the node's disk
+        {"name": "buildkitd", "emptyDir": {"sizeLimit": config.build_state_size}},
+        {"name": "buildkit-home", "emptyDir": {"sizeLimit": "64Mi"}},
+        {"name": "buildkit-run", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
     if build.insecure_registry:
         env.append({"name": "MODELSHIP_INSECURE_REGISTRY", "value": registry_host(repository)})
-    if build.push_secret_ref is not None:
+    if push_secret(md, config) is not None:
         env.append({"name": "DOCKER_CONFIG", "value": BUILDKIT_DOCKER_CONFIG})
         mounts.append({"name": "docker-config", "mountPath": BUILDKIT_DOCKER_CONFIG, "readOnly": True})
-    # Rootless BuildKit, NOT privileged. The trade-off, exactly:
-    # - buildkitd runs as uid 1000 and makes its own user namespace (rootlesskit) in which it is "root"
-    #   over a subuid range. Creating it needs unshare(CLONE_NEWUSER) and mount(), which the runtime's
-    #   default seccomp profile and AppArmor profile deny: both are Unconfined for this one container.
-    # - the subuid mapping is written by newuidmap/newgidmap, setuid helpers: allowPrivilegeEscalation must
-    #   stay true (no_new_privs would defeat them). Nothing else gets more privilege than a default pod.
-    # - capabilities are the runtime's default set, none added: they bound what buildkitd may do as root
-    #   inside its namespace (chown while unpacking layers, mounts for snapshots), so dropping ALL breaks it.
-    # - --oci-worker-no-process-sandbox (BUILDKITD_FLAGS) lets buildkitd run without a new PID namespace
-    #   and /proc mount, so procMount stays Default (no Unmasked /proc). The cost: RUN steps would share the
-    #   build container's PID namespace. The model Dockerfile has no RUN step, so nothing executes there.
-    # - the root filesystem stays writable: rootlesskit and buildkitd write under $HOME and /run/user/1000.
-    # The pod is therefore outside Pod Security "restricted" and "baseline" (Unconfined seccomp/AppArmor):
-    # run builds in a namespace labelled pod-security.kubernetes.io/enforce=privileged, or use Kaniko.
+    # Rootless BuildKit, NOT privileged, in the operator's build namespace (never a tenant's). What it still needs,
+    # exactly, and why:
+    # - buildkitd runs as uid 1000 and makes its own user namespace (rootlesskit) in which it is "root" over a subuid
+    #   range. Creating it needs unshare(CLONE_NEWUSER) and mount(), which the runtime's default seccomp and AppArmor
+    #   profiles deny: both are Unconfined for this one container. That alone puts the pod outside Pod Security
+    #   "baseline": the build namespace is labelled privileged (the chart's), tenants' namespaces can be restricted.
+    # - the subuid mapping is written by newuidmap/newgidmap, setuid helpers: allowPrivilegeEscalation must stay
+    #   true (no_new_privs would defeat them).
+    # - capabilities: the bounding set caps what "root" in the user namespace can do, so the ones unpacking image
+    #   layers needs stay (chown, fowner, dac_override, fsetid, setuid/setgid, setfcap, mknod for device entries in
+    #   base layers); the runtime's other defaults (net_raw, net_bind_service, sys_chroot, audit_write, kill,
+    #   setpcap) are dropped.
+    # - --oci-worker-no-process-sandbox (BUILDKITD_FLAGS) lets buildkitd run without a new PID namespace and /proc
+    #   mount, so procMount stays Default (no Unmasked /proc). The cost: RUN steps would share the build container's
+    #   PID namespace; the model Dockerfile has no RUN step, and a base image with ONBUILD triggers (which would
+    #   add some) is refused before the build (the context step inspects its config).
+    # - the root filesystem is read-only: buildkitd writes only to its bounded state volume, $HOME and
+    #   XDG_RUNTIME_DIR (small emptyDirs) and /tmp.
     security: dict[str, Any] = {
         "privileged": False,
         "allowPrivilegeEscalation": True,
         "runAsNonRoot": True,
         "runAsUser": BUILDKIT_USER,
         "runAsGroup": BUILDKIT_USER,
-        "readOnlyRootFilesystem": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": list(BUILDKIT_DROPPED_CAPABILITIES)},
         "seccompProfile": {"type": "Unconfined"},
         "appArmorProfile": {"type": "Unconfined"},
     }
@@ -181,8 +223,8 @@ def _kaniko_container(
             f"{' + '.join(platforms)} (or list a single platform)"
         )
     args = [
-        f"--context=dir://{WORKSPACE}",
-        f"--dockerfile={WORKSPACE}/Dockerfile",
+        f"--context=dir://{CONTEXT_DIR}",
+        f"--dockerfile={CONTEXT_DIR}/Dockerfile",
         f"--destination={image_reference(md, revision)}",
         f"--digest-file={TERMINATION_LOG}",
         f"--custom-platform={platforms[0]}",
@@ -192,7 +234,7 @@ def _kaniko_container(
     if build.insecure_registry:
         args += ["--insecure", f"--insecure-registry={registry_host(repository)}"]
     mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": WORKSPACE, "readOnly": True}]
-    if build.push_secret_ref is not None:
+    if push_secret(md, config) is not None:
         mounts.append({"name": "docker-config", "mountPath": KANIKO_DOCKER_CONFIG, "readOnly": True})
     # Kaniko unpacks the base image into its own root filesystem and snapshots it, so it runs as uid 0
     # inside the container with a writable root and the runtime's default capabilities (chown/fowner while
@@ -218,45 +260,117 @@ def _kaniko_container(
     return container, []
 
 
-def _context_container(md: ModelDeployment, revision: str, artifact_dir: str, config: OperatorConfig) -> dict[str, Any]:
-    build = md.spec.build
+def _init_security() -> dict[str, Any]:
     security = container_security_context()
     security.update({"runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER})
+    return security
+
+
+def _receive_container(config: OperatorConfig, digest: str) -> dict[str, Any]:
     args = [
-        "build", "context",
-        "--from", artifact_dir,
-        "--out", WORKSPACE,
-        "--base-image", build.base_image or config.images.serving,
-        "--name", md.metadata.name,
-        "--revision", revision,
+        "artifact", "receive",
+        "--out", RECEIVED_DIR,
+        "--digest", digest,
+        "--token-file", f"{UPLOAD_TOKEN_DIR}/token",
+        "--port", str(UPLOAD_PORT),
+        "--timeout", str(UPLOAD_TIMEOUT_SECONDS),
+        "--max-bytes", str(quantity_bytes(config.artifact_storage_size)),
     ]  # fmt: skip
     return {
-        "name": CONTEXT_CONTAINER,
+        "name": RECEIVE_CONTAINER,
         "image": operator_image(config),
         "imagePullPolicy": config.images.pull_policy,
         "command": ["modelship"],
         "args": args,
         "env": [{"name": "HOME", "value": "/tmp"}],
+        "ports": [{"name": "upload", "containerPort": UPLOAD_PORT, "protocol": "TCP"}],
         "volumeMounts": [
-            {"name": "artifacts", "mountPath": config.artifacts_mount, "readOnly": True},
             {"name": "workspace", "mountPath": WORKSPACE},
             {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "upload-token", "mountPath": UPLOAD_TOKEN_DIR, "readOnly": True},
         ],
-        "securityContext": security,
+        "securityContext": _init_security(),
         "resources": CONTEXT_RESOURCES,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
 
-def build_job(
-    md: ModelDeployment, revision: str, artifact_dir: str, config: OperatorConfig, attempt: int = 1
-) -> dict[str, Any]:
-    """The build Job manifest for one revision (attempt > 1 after a failed Job).
+def _context_container(md: ModelDeployment, revision: str, digest: str, config: OperatorConfig) -> dict[str, Any]:
+    build = md.spec.build
+    args = [
+        "build", "context",
+        "--from", RECEIVED_DIR,
+        "--out", CONTEXT_DIR,
+        "--expect-digest", digest,
+        "--base-image", build.base_image or config.images.serving,
+        "--name", md.metadata.name,
+        "--revision", revision,
+        "--check-base",  # a base image with ONBUILD triggers is refused before anything is built
+    ]  # fmt: skip
+    for platform in build.platforms:
+        args += ["--platform", platform.value]
+    if build.insecure_registry:
+        args += ["--insecure-registry", registry_host(build.repository or "")]
+    env = [{"name": "HOME", "value": "/tmp"}]
+    mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": WORKSPACE}, {"name": "tmp", "mountPath": "/tmp"}]
+    if push_secret(md, config) is not None:  # to read a private base image's config (never the receive step)
+        env.append({"name": "DOCKER_CONFIG", "value": CONTEXT_DOCKER_CONFIG})
+        mounts.append({"name": "docker-config", "mountPath": CONTEXT_DOCKER_CONFIG, "readOnly": True})
+    return {
+        "name": CONTEXT_CONTAINER,
+        "image": operator_image(config),
+        "imagePullPolicy": config.images.pull_policy,
+        "command": ["modelship"],
+        "args": args,
+        "env": env,
+        "volumeMounts": mounts,
+        "securityContext": _init_security(),
+        "resources": CONTEXT_RESOURCES,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
 
-    ``artifact_dir`` is the optimization output inside the artifact claim as the pod sees it (e.g.
-    /artifacts/<revision>). Raises ValueError when the spec cannot be built (build disabled, no repository,
-    kaniko asked for several platforms)."""
+
+def build_namespace(md: ModelDeployment, config: OperatorConfig) -> str:
+    """Where the ModelDeployment's build Jobs run: the operator's build namespace, else its own."""
+    return config.build_namespace or md.metadata.namespace or "default"
+
+
+def push_secret(md: ModelDeployment, config: OperatorConfig) -> str | None:
+    """The Secret (in the build namespace) the build pushes with: the platform's for the repository's registry.
+    spec.build.pushSecretRef names a Secret of the tenant's namespace, so it is used only when the build runs
+    there (an operator without a build namespace)."""
+    registry = registry_host(md.spec.build.repository or "")
+    if registry in config.build_push_secrets:
+        return config.build_push_secrets[registry]
+    ref = md.spec.build.push_secret_ref
+    if ref is not None and build_namespace(md, config) == md.metadata.namespace:
+        return ref.name
+    return None
+
+
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([KMGTPE]i?|k|m)?$")
+_FACTORS = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}  # fmt: skip
+
+
+def quantity_bytes(quantity: str) -> int:
+    """Bytes of a storage quantity ("2Gi", "500M", "1048576")."""
+    m = _QUANTITY.match(quantity.strip())
+    if not m or m.group(2) == "m":
+        raise ValueError(f"{quantity!r} is not a storage quantity")
+    return int(float(m.group(1)) * _FACTORS[m.group(2) or ""])
+
+
+def build_job(
+    md: ModelDeployment, revision: str, artifact_digest: str, config: OperatorConfig, attempt: int = 1
+) -> dict[str, Any]:
+    """The build Job manifest for one revision (attempt > 1 after a failed Job), in the build namespace.
+
+    ``artifact_digest`` is the artifact's digest as the operator recorded it from the optimization Job's summary:
+    the Job builds that artifact or fails. Raises ValueError when the spec cannot be built (build disabled, no
+    repository, kaniko asked for several platforms)."""
     spec = md.spec
     build = spec.build
     job = build.job
@@ -264,8 +378,8 @@ def build_job(
         raise ValueError("spec.build.enabled is false: there is nothing to build")
     if build.repository is None:
         raise ValueError("spec.build.repository is not set")
-    if not artifact_dir.startswith("/"):
-        raise ValueError(f"artifact_dir {artifact_dir!r} must be an absolute path inside the pod")
+    if not re.fullmatch(DIGEST_PATTERN, artifact_digest):
+        raise ValueError(f"artifact digest {artifact_digest!r} is not sha256:<64 hex>")
     if build.engine == BuildEngine.KANIKO:
         container, extra_volumes = _kaniko_container(md, revision, config)
         pod_security: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
@@ -282,17 +396,20 @@ def build_job(
     container["terminationMessagePath"] = TERMINATION_LOG
     container["terminationMessagePolicy"] = "FallbackToLogsOnError"
 
+    token = {"path": "token", "fieldRef": {"fieldPath": f"metadata.labels['{CONTROLLER_UID_LABEL}']"}}
     volumes: list[dict[str, Any]] = [
-        artifact_volume(md, read_only=True),
-        {"name": "workspace", "emptyDir": {"sizeLimit": config.artifact_storage_size}},
+        # the received output and the rendered context: twice the artifact at most
+        {"name": "workspace", "emptyDir": {"sizeLimit": f"{2 * quantity_bytes(config.artifact_storage_size)}"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "upload-token", "downwardAPI": {"items": [token], "defaultMode": 0o444}},
         *extra_volumes,
     ]
-    if build.push_secret_ref is not None:
+    secret = push_secret(md, config)
+    if secret is not None:
         volumes.append({
             "name": "docker-config",
             "secret": {
-                "secretName": build.push_secret_ref.name,
+                "secretName": secret,
                 "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
                 "defaultMode": 0o440,
             },
@@ -300,21 +417,29 @@ def build_job(
 
     pod_spec: dict[str, Any] = {
         "securityContext": pod_security,
-        "initContainers": [_context_container(md, revision, artifact_dir, config)],
+        "initContainers": [
+            _receive_container(config, artifact_digest),
+            _context_container(md, revision, artifact_digest, config),
+        ],
         "containers": [container],
         "volumes": volumes,
     }
+    namespace = build_namespace(md, config)
     return stage_job(
         md,
-        name=build_job_name(md, revision, attempt),
+        name=build_job_name(md, revision, attempt, shared=namespace != md.metadata.namespace),
         component="build",
         revision=revision,
         attempt=attempt,
         settings=job,
         config=config,
         pod_spec=pod_spec,
-        annotations={"modelship.io/image": image_reference(md, revision)},
-        # the context step refuses bad input (missing artifact, digest mismatch): retrying the same artifact
-        # cannot help, so the Job fails at once
-        failure_rules=[fail_job_on_exit_codes(CONTEXT_CONTAINER, [1, 2])],
+        annotations={"modelship.io/image": image_reference(md, revision), ARTIFACT_DIGEST_ANNOTATION: artifact_digest},
+        # the receive step refuses an upload that is not the recorded artifact, the context step bad input: retrying
+        # the same artifact cannot help, so the Job fails at once (nothing arriving in time is retried)
+        failure_rules=[
+            fail_job_on_exit_codes(RECEIVE_CONTAINER, [RECEIVE_EXIT_REFUSED]),
+            fail_job_on_exit_codes(CONTEXT_CONTAINER, [1, 2]),
+        ],
+        namespace=namespace,
     )

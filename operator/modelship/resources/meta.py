@@ -15,12 +15,24 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 REVISION_LABEL = "modelship.io/revision"
 MODELDEPLOYMENT_LABEL = "modelship.io/modeldeployment"
+TRACK_LABEL = "modelship.io/track"
+"""canary on the candidate's pods (Canary strategy)."""
 MANAGED_BY = "modelship"
+SERVER_NAME = "modelship-server"
+"""app.kubernetes.io/name of the serving pods the Service selects."""
+SHADOW_NAME = "modelship-shadow"
+"""app.kubernetes.io/name of a candidate's pods (Canary strategy) while the Service does not select them: the
+shadow phase, and every phase when an HTTPRoute weighs the two Services."""
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 """Set by the Job controller on a Job's pods."""
+MODELDEPLOYMENT_NAMESPACE_LABEL = "modelship.io/namespace"
+"""On stage Jobs and their pods: the ModelDeployment's namespace (build Jobs run in the operator's build namespace,
+where no owner reference can point back to it). Trusted only on objects in the build namespace."""
+OWNER_UID_LABEL = "modelship.io/owner-uid"
+"""On stage Jobs and their pods: the uid of the ModelDeployment they belong to (a build Job in the build namespace is
+bound to its ModelDeployment by it, and deleted when that ModelDeployment is gone)."""
 REVISION_CACHE_NAME = "modelship-revisions"
-"""The namespace's revision cache: revision -> optimization summary and pushed image (a ConfigMap)."""
-REVISION_CACHE_LABELS = {MANAGED_BY_LABEL: MANAGED_BY, "modelship.io/cache": "revisions"}
+"""Prefix of the revision caches (ConfigMaps in the operator's namespace, one per tenant namespace)."""
 MAX_NAME = 63
 
 
@@ -38,8 +50,16 @@ def optimize_job_name(md: ModelDeployment, revision: str, attempt: int = 1) -> s
     return safe_name(md.metadata.name, "opt", revision, f"{attempt}" if attempt > 1 else "")
 
 
-def build_job_name(md: ModelDeployment, revision: str, attempt: int = 1) -> str:
-    return safe_name(md.metadata.name, "build", revision, f"{attempt}" if attempt > 1 else "")
+def build_job_name(md: ModelDeployment, revision: str, attempt: int = 1, shared: bool = False) -> str:
+    """``shared``: in a build namespace every tenant's builds share, where the ModelDeployment's namespace is part of
+    the name."""
+    namespace = (md.metadata.namespace or "") if shared else ""
+    return safe_name(namespace, md.metadata.name, "build", revision, f"{attempt}" if attempt > 1 else "")
+
+
+def export_job_name(md: ModelDeployment, revision: str, build_pod: str) -> str:
+    """The export Job that uploads the artifact to one build pod (a retried build pod gets its own)."""
+    return safe_name(md.metadata.name, "export", revision, build_pod.rsplit("-", 1)[-1])
 
 
 def artifact_claim_name(md: ModelDeployment) -> str:
@@ -51,10 +71,15 @@ def serving_name(md: ModelDeployment) -> str:
     return md.metadata.name
 
 
+def canary_name(md: ModelDeployment) -> str:
+    """The candidate's Deployment and Service under the Canary strategy."""
+    return safe_name(md.metadata.name, "canary")
+
+
 def selector_labels(md: ModelDeployment) -> dict[str, str]:
     """Labels that select the serving pods of every revision (stable for the Deployment's life)."""
     return {
-        NAME_LABEL: "modelship-server",
+        NAME_LABEL: SERVER_NAME,
         INSTANCE_LABEL: md.metadata.name,
         MODELDEPLOYMENT_LABEL: md.metadata.name,
     }
@@ -63,7 +88,7 @@ def selector_labels(md: ModelDeployment) -> dict[str, str]:
 def labels(md: ModelDeployment, component: str, revision: str | None = None) -> dict[str, str]:
     """The fixed label set. Only our own keys: parent labels (e.g. Argo CD tracking) are never copied."""
     out = {
-        NAME_LABEL: "modelship-server" if component == "server" else f"modelship-{component}",
+        NAME_LABEL: SERVER_NAME if component == "server" else f"modelship-{component}",
         INSTANCE_LABEL: md.metadata.name,
         COMPONENT_LABEL: component,
         MANAGED_BY_LABEL: MANAGED_BY,
@@ -87,6 +112,28 @@ def owner_reference(md: ModelDeployment) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def controller_uid(obj: dict[str, Any]) -> str | None:
+    """uid of the object's controller (the owner reference with ``controller: true``), if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid") or "") or None
+    return None
+
+
+def controlled_by(obj: dict[str, Any], owner_uid: str | None) -> bool:
+    """Whether ``owner_uid`` is the object's controller (apimachinery's ``metav1.IsControlledBy``)."""
+    return bool(owner_uid) and controller_uid(obj) == owner_uid
+
+
+def describe_controller(obj: dict[str, Any]) -> str:
+    """Who controls the object, for people: "no owner", "ModelDeployment digits (uid ...)", ..."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    ref = next((r for r in refs if r.get("controller")), None)
+    if ref is None:
+        return "owned by another object, not controlled by this ModelDeployment" if refs else "no owner"
+    return f"controlled by {ref.get('kind')} {ref.get('name')} (uid {ref.get('uid')})"
 
 
 def object_meta(

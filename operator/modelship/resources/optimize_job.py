@@ -12,40 +12,19 @@ from typing import Any
 from ..api.modeldeployment import ModelDeployment
 from ..api.report import EXIT_CODES, FailureKind
 from ..config import OperatorConfig
+from .artifact import push_args_and_mounts
 from .meta import (
     container_security_context,
     optimize_job_name,
     pod_security_context,
 )
 from .stage_job import fail_job_on_exit_codes, stage_job
-from .volumes import artifact_volume, source_volumes, tmp_volume
+from .volumes import artifact_volume, source_access, source_volumes, tmp_volume
 
 
 def artifact_dir(config: OperatorConfig, revision: str) -> str:
     """Where a revision's optimized artifact and report live in the artifact claim."""
     return f"{config.artifacts_mount}/{revision}"
-
-
-def _credential_env(md: ModelDeployment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """envFrom entries for the model's (and data sets') credential Secrets; CA bundle as a file."""
-    env_from: list[dict[str, Any]] = []
-    env: list[dict[str, Any]] = []
-    creds = [md.spec.model.credentials]
-    data = md.spec.optimization.data
-    creds += [d.credentials for d in (data.calibration, data.evaluation, data.fine_tune) if d is not None]
-    seen: set[str] = set()
-    for c in creds:
-        if c is None:
-            continue
-        if c.secret_ref is not None and c.secret_ref.name not in seen:
-            seen.add(c.secret_ref.name)
-            env_from.append({"secretRef": {"name": c.secret_ref.name}})
-    model_creds = md.spec.model.credentials
-    if model_creds is not None and model_creds.endpoint:
-        env.append({"name": "MODELSHIP_STORAGE_ENDPOINT", "value": model_creds.endpoint})
-    if model_creds is not None and model_creds.ca_bundle_ref is not None:
-        env.append({"name": "MODELSHIP_CA_BUNDLE", "value": "/etc/modelship/ca/ca.crt"})
-    return env_from, env
 
 
 def optimize_job(md: ModelDeployment, revision: str, config: OperatorConfig, attempt: int = 1) -> dict[str, Any]:
@@ -56,42 +35,38 @@ def optimize_job(md: ModelDeployment, revision: str, config: OperatorConfig, att
     args = [
         "optimize",
         "--model", spec.model.uri,
-        "--format", spec.model.format.value,
         "--optimization-json", json.dumps(spec.optimization.wire(), sort_keys=True, separators=(",", ":")),
         "--out", out,
         "--pvc-root", config.pvc_root,
         "--termination-log", "/dev/termination-log",
     ]  # fmt: skip
+    if spec.model.format is not None:
+        args += ["--format", spec.model.format.value]
     if spec.model.digest:
         args += ["--digest", spec.model.digest]
+    sources, source_vols, source_mounts = source_access(md)
+    args += ["--sources-json", json.dumps(sources, sort_keys=True, separators=(",", ":"))]
+    push_args, push_vols, push_mounts = push_args_and_mounts(md, config, revision)
+    args += push_args
+    if spec.model.allow_code:  # the platform's policy allowed it (the operator refuses the spec otherwise)
+        args.append("--allow-code")
     volumes, mounts = source_volumes(md, config)
-    volumes = [artifact_volume(md, read_only=False), tmp_volume(), *volumes]
+    volumes = [artifact_volume(md, read_only=False), tmp_volume(), *volumes, *source_vols, *push_vols]
     mounts = [
         {"name": "artifacts", "mountPath": config.artifacts_mount},
         {"name": "tmp", "mountPath": "/tmp"},
         *mounts,
+        *source_mounts,
+        *push_mounts,
     ]
-    env_from, env = _credential_env(md)
     env = [
         {"name": "TF_USE_LEGACY_KERAS", "value": "1"},
         {"name": "HOME", "value": "/tmp"},
         {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
-        *env,
     ]
     creds = spec.model.credentials
-    if creds is not None and creds.ca_bundle_ref is not None:
-        volumes.append(
-            {
-                "name": "ca-bundle",
-                "configMap": {
-                    "name": creds.ca_bundle_ref.name,
-                    "items": [{"key": creds.ca_bundle_ref.key, "path": "ca.crt"}],
-                },
-            }
-        )
-        mounts.append({"name": "ca-bundle", "mountPath": "/etc/modelship/ca", "readOnly": True})
     metric = spec.optimization.metric
-    if metric.code_ref is not None:
+    if metric.code_ref is not None and spec.model.allow_code:  # code runs only where the spec opted in
         volumes.append({"name": "metric-code", "configMap": {"name": metric.code_ref.name}})
         mounts.append({"name": "metric-code", "mountPath": "/opt/modelship/metric", "readOnly": True})
         env.append({"name": "PYTHONPATH", "value": "/opt/modelship/metric"})
@@ -111,8 +86,6 @@ def optimize_job(md: ModelDeployment, revision: str, config: OperatorConfig, att
             "limits": {"memory": "4Gi"},
         }),
     }  # fmt: skip
-    if env_from:
-        container["envFrom"] = env_from
     pod_spec: dict[str, Any] = {
         "securityContext": pod_security_context(),
         "containers": [container],

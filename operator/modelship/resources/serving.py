@@ -7,14 +7,19 @@ ones are available.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..api.modeldeployment import ModelDeployment
 from ..api.serving import HardwareTarget, RolloutStrategy, ServiceType
 from ..config import OperatorConfig
+from .artifact import MODEL_DIR, artifact_name, pull_init_container
 from .kinds import DEPLOYMENT, HORIZONTAL_POD_AUTOSCALER, NETWORK_POLICY, POD_DISRUPTION_BUDGET, SERVICE
 from .meta import (
+    NAME_LABEL,
     REVISION_LABEL,
+    SERVER_NAME,
+    SHADOW_NAME,
     container_security_context,
     labels,
     object_meta,
@@ -26,9 +31,18 @@ from .meta import (
 from .optimize_job import artifact_dir
 from .volumes import artifact_volume
 
-MODEL_DIR = "/models"
 HEALTH_LIVE = "/v2/health/live"
 HEALTH_READY = "/v2/health/ready"
+
+
+@dataclass(frozen=True)
+class ServedArtifact:
+    """The artifact a build-less revision serves: its pinned OCI reference and content digest."""
+
+    reference: str
+    """oci://REPOSITORY@sha256:... (the optimization Job's push)."""
+    digest: str | None = None
+    """sha256 of the artifact's content, checked again after the pull."""
 
 
 def _int_or_percent(value: str) -> int | str:
@@ -66,40 +80,69 @@ def _resources(md: ModelDeployment) -> dict[str, Any]:
 
 
 def deployment(
-    md: ModelDeployment, revision: str, config: OperatorConfig, image: str | None, replicas: int | None
+    md: ModelDeployment,
+    revision: str,
+    config: OperatorConfig,
+    image: str | None,
+    replicas: int | None,
+    artifact: ServedArtifact | None = None,
+    mirror_from: str | None = None,
 ) -> dict[str, Any]:
     """The serving Deployment for ``revision``.
 
-    ``image`` is the built image (repository@digest) when the build stage ran; without a build the stock
-    runtime image serves the artifact straight from the artifact claim. ``replicas`` is None while an HPA
-    owns the count (the field is then left out, so server-side apply never fights the HPA).
+    ``image`` is the built image (repository@digest) when the build stage ran. Without a build the stock runtime
+    image serves the artifact: each pod's init container pulls its own copy of ``artifact`` (the OCI artifact the
+    optimization Job pushed, by digest), or, when none was pushed, the pods mount the artifact claim (one node).
+    ``replicas`` is None while an HPA owns the count (the field is then left out, so server-side apply never
+    fights the HPA). ``mirror_from`` (Canary strategy) is where the pods read, every second, the mirror
+    settings a candidate revision offers: they mirror a share of their requests to it while one runs.
     """
     serving = md.spec.serving
     name = serving_name(md)
     port = serving.port
-    # interpreter workers: the server sizes its pool from the container's CPU limit (cgroup) itself
+    limits = serving.limits
+    # interpreter workers and memory budgets: the server sizes them from the container's CPU and memory limits
+    # (cgroup) itself
     args = ["serve", "--name", name, "--port", str(port), "--host", "0.0.0.0",
+            "--metrics-port", str(serving.metrics_port),
             "--max-batch-size", str(serving.batching.max_batch_size),
-            "--batch-timeout-us", str(serving.batching.max_wait_microseconds)]  # fmt: skip
+            "--batch-timeout-us", str(serving.batching.max_wait_microseconds),
+            "--max-queue", str(limits.max_queued_requests),
+            "--max-connections", str(limits.max_connections),
+            "--request-timeout-s", str(limits.request_timeout_seconds)]  # fmt: skip
+    if limits.max_request_bytes is not None:
+        args += ["--max-request-bytes", limits.max_request_bytes]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    init_containers: list[dict[str, Any]] = []
     if image is None:
         image = serving.image or config.images.serving
-        volumes.append(artifact_volume(md, read_only=True))
-        mounts.append({"name": "artifacts", "mountPath": MODEL_DIR, "subPath": revision, "readOnly": True})
-        args += ["--model", f"{MODEL_DIR}/model.tflite"]
+        if artifact is not None:
+            init, extra = pull_init_container(md, config, image, artifact.reference, artifact.digest)
+            init_containers.append(init)
+            volumes += [{"name": "model", "emptyDir": {"sizeLimit": config.artifact_storage_size}}, *extra]
+            mounts.append({"name": "model", "mountPath": MODEL_DIR, "readOnly": True})
+        else:
+            volumes.append(artifact_volume(md, read_only=True))
+            mounts.append({"name": "artifacts", "mountPath": MODEL_DIR, "subPath": revision, "readOnly": True})
+        args += ["--model", f"{MODEL_DIR}/{artifact_name(md)}"]
     # a built image carries its model and names it in MODELSHIP_MODEL (build/context.py): no --model
+    if mirror_from:
+        args += ["--mirror-config", mirror_from]
     if serving.shm_size:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": serving.shm_size}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
-    probe_port = "http"
+    probe_port = "metrics"  # health is on the metrics port too, which inference traffic does not reach
     container: dict[str, Any] = {
         "name": "server",
         "image": image,
         "imagePullPolicy": config.images.pull_policy,
         "command": ["modelship"],
         "args": args,
-        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": serving.metrics_port, "protocol": "TCP"},
+        ],
         "env": [{"name": "MODELSHIP_REVISION", "value": revision}],
         "resources": _resources(md),
         "securityContext": container_security_context(),
@@ -114,7 +157,7 @@ def deployment(
     pod_labels = labels(md, "server", revision)
     pod_annotations = {
         "prometheus.io/scrape": "true",
-        "prometheus.io/port": str(port),
+        "prometheus.io/port": str(serving.metrics_port),
         "prometheus.io/path": "/metrics",
         **serving.pod_annotations,
     }
@@ -127,11 +170,15 @@ def deployment(
         "volumes": volumes,
         **_scheduling(md),
     }
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
     if serving.service_account_name:
         pod_spec["serviceAccountName"] = serving.service_account_name
     rollout = serving.rollout
-    strategy: dict[str, Any] = {"type": rollout.strategy.value}
-    if rollout.strategy == RolloutStrategy.ROLLING_UPDATE:
+    # the Canary strategy verifies a new revision beside this Deployment; promoting rolls it as RollingUpdate
+    kind = RolloutStrategy.ROLLING_UPDATE if rollout.strategy == RolloutStrategy.CANARY else rollout.strategy
+    strategy: dict[str, Any] = {"type": kind.value}
+    if kind == RolloutStrategy.ROLLING_UPDATE:
         strategy["rollingUpdate"] = {
             "maxSurge": _int_or_percent(rollout.max_surge),
             "maxUnavailable": _int_or_percent(rollout.max_unavailable),
@@ -221,7 +268,13 @@ def pod_disruption_budget(md: ModelDeployment) -> dict[str, Any] | None:
     }
 
 
-def network_policy(md: ModelDeployment) -> dict[str, Any] | None:
+def network_policy(md: ModelDeployment, operator_namespace: str | None = None) -> dict[str, Any] | None:
+    """Ingress to every serving pod of the ModelDeployment: the stable Deployment's and, under the Canary
+    strategy, the candidate's (live or shadow; its pods carry another app.kubernetes.io/name while the Service
+    does not select them). The model's port admits the allowed callers; the metrics port the scrapers. With the
+    Canary strategy the ModelDeployment's own serving pods (the stable ones: they mirror requests to the
+    candidate and read its offer on the metrics port) may reach both ports, and the operator's namespace
+    (``operator_namespace``) the metrics port: the analysis reads every serving pod's figures there."""
     policy = md.spec.serving.network_policy
     if not policy.enabled:
         return None
@@ -232,13 +285,32 @@ def network_policy(md: ModelDeployment) -> dict[str, Any] | None:
         peer["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": md.metadata.namespace or ""}}
     if policy.allow_from_pod_labels is not None:
         peer["podSelector"] = {"matchLabels": dict(sorted(policy.allow_from_pod_labels.items()))}
+    scrapers = peer
+    metrics_from = policy.allow_metrics_from_namespace_labels
+    if metrics_from is not None:
+        scrapers = {"namespaceSelector": {"matchLabels": dict(sorted(metrics_from.items()))}}
+    serving = md.spec.serving
+    callers, readers = [peer], [scrapers]
+    if serving.rollout.strategy == RolloutStrategy.CANARY:
+        own_pods = {"podSelector": {"matchLabels": selector_labels(md)}}  # this namespace's stable serving pods
+        callers.append(own_pods)
+        readers.append(own_pods)
+        if operator_namespace:
+            readers.append({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": operator_namespace}}})
+    pods = {k: v for k, v in selector_labels(md).items() if k != NAME_LABEL}
     return {
         **NETWORK_POLICY.type_meta(),
         "metadata": object_meta(md, serving_name(md), "server"),
         "spec": {
-            "podSelector": {"matchLabels": selector_labels(md)},
+            "podSelector": {
+                "matchLabels": pods,
+                "matchExpressions": [{"key": NAME_LABEL, "operator": "In", "values": [SERVER_NAME, SHADOW_NAME]}],
+            },
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": [peer], "ports": [{"port": md.spec.serving.port, "protocol": "TCP"}]}],
+            "ingress": [
+                {"from": callers, "ports": [{"port": serving.port, "protocol": "TCP"}]},
+                {"from": readers, "ports": [{"port": serving.metrics_port, "protocol": "TCP"}]},
+            ],
         },
     }
 

@@ -1,12 +1,13 @@
 """Dynamic batching over a pool of worker threads, one model runner (interpreter set) per thread.
 
-The event loop owns the queue; workers only run batches. A request is dispatched as soon as a worker is
-free. It waits for others to join (at most ``max_wait_s`` after it was queued, and only until the batch
-is full) only while other requests are still arriving; a lone request never waits. Under load, requests
-queue while all workers are busy, so batches form without any waiting.
+The event loop owns the queue (bounded: ``max_queue`` requests, then 429 at once); workers only run batches. A
+request is dispatched as soon as a worker is free. It waits for others to join (at most ``max_wait_s`` after it
+was queued, and only until the batch is full) only while other requests are still arriving; a lone request never
+waits. Under load, requests queue while all workers are busy, so batches form without any waiting.
 
-Each worker quantizes, concatenates and pads its batch, invokes, dequantizes and splits the result by
-request; the interpreter releases the GIL while it runs, so workers run in parallel with the event loop.
+Each worker writes its batch's rows into the interpreter's input tensors (quantizing on the way), invokes,
+dequantizes and splits the result by request; the interpreter releases the GIL while it runs, so workers run in
+parallel with the event loop. Each worker's runner meters the CPU time spent inside ``invoke()``.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
-
-from .errors import ClientClosed, Unavailable
+from .. import numerics
+from .errors import ClientClosed, TooManyRequests, Unavailable
 from .metrics import Metrics
 from .model import Runner, ServedModel
 from .tensors import Array
@@ -44,17 +44,32 @@ Callback = Callable[[Result | None, BaseException | None], None]
 class Job:
     """One request's inputs (in request dtypes), waiting for a batch."""
 
-    __slots__ = ("callback", "done", "enqueued", "inputs", "key", "request", "rows")
+    __slots__ = ("callback", "dispatched", "done", "enqueued", "inputs", "key", "on_release", "request", "rows")
 
-    def __init__(self, inputs: Mapping[str, Array], rows: int, callback: Callback, request: Any = None) -> None:
+    def __init__(
+        self,
+        inputs: Mapping[str, Array],
+        rows: int,
+        callback: Callback,
+        request: Any = None,
+        on_release: Callable[[], None] | None = None,
+    ) -> None:
         self.inputs = inputs
         self.request = request  # anything with a ``closed`` flag: a gone client's job is skipped
         self.rows = rows
         self.callback = callback
         # requests batch together only when their non-batch dimensions agree
         self.key = tuple(a.shape[1:] for a in inputs.values())
-        self.enqueued = 0.0
+        self.enqueued = 0.0  # queued (time.monotonic)
+        self.dispatched = 0.0  # taken into a batch for a worker (time.monotonic; 0: not yet)
         self.done = False  # answered (result, error or timeout); a done job is skipped
+        #: called once on the loop thread when the batcher no longer touches the inputs (run, skipped or failed)
+        self.on_release = on_release
+
+    def release(self) -> None:
+        hook, self.on_release = self.on_release, None
+        if hook is not None:
+            hook()
 
 
 class _Worker:
@@ -79,8 +94,10 @@ class Batcher:
         metrics: Metrics | None = None,
         arriving: Callable[[], int] = lambda: 0,
         inline_max_s: float = 0.05,
+        max_queue: int = 512,
     ) -> None:
         self.model = model
+        self.max_queue = max(1, max_queue)
         self.workers = max(1, workers)
         self.threads = max(1, threads)
         self.max_batch_size = max(1, max_batch_size) if model.batchable else 1
@@ -94,6 +111,7 @@ class Batcher:
         self._idle: list[_Worker] = []
         self._all: list[_Worker] = []
         self._busy = 0
+        self._large_busy = 0  # workers running a large batch (one job of more rows than max_batch_size)
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -101,10 +119,12 @@ class Batcher:
         self._batch_hist: Any = None
         self._batch_req_hist: Any = None
         self._infer_hist: Any = None
+        self._wait_hist: Any = None
         if metrics is not None:
             self._batch_hist = metrics.batch_size.labels(model.name)
             self._batch_req_hist = metrics.batch_requests.labels(model.name)
             self._infer_hist = metrics.inference.labels(model.name)
+            self._wait_hist = metrics.queue_wait.labels(model.name)
             metrics.queue_depth.labels(model.name).set_function(lambda: len(self._pending))
 
     # ------------------------------------------------------------------ lifecycle
@@ -142,6 +162,7 @@ class Batcher:
             if not job.done:
                 job.done = True
                 job.callback(None, Unavailable("server is shutting down"))
+            job.release()
         self._pending_rows = 0
         for w in self._all:
             w.queue.put(None)
@@ -161,15 +182,34 @@ class Batcher:
         return len(self._pending)
 
     @property
+    def full(self) -> bool:
+        return len(self._pending) >= self.max_queue
+
+    def full_error(self) -> TooManyRequests:
+        return TooManyRequests(
+            f"model '{self.model.name}' has {len(self._pending)} requests waiting (limit {self.max_queue}); retry"
+        )
+
+    def meters(self) -> list[numerics.InvokeMeter]:
+        """The workers' invoke meters (read from any thread; each is written by its worker only)."""
+        return [w.runner.meter for w in self._all if w.runner is not None and w.runner.meter is not None]
+
+    @property
     def busy_workers(self) -> int:
         return self._busy
 
     def submit(self, job: Job) -> None:
-        """Queue a job (event loop thread only). Its callback runs on the loop thread exactly once."""
+        """Queue a job (event loop thread only). Its callback runs on the loop thread exactly once.
+
+        Raises TooManyRequests (and never calls the callback) when ``max_queue`` requests already wait.
+        """
         if self._closed:
             job.done = True
             job.callback(None, Unavailable("server is shutting down"))
+            job.release()
             return
+        if len(self._pending) >= self.max_queue:
+            raise self.full_error()
         job.enqueued = time.monotonic()
         self._pending.append(job)
         self._pending_rows += job.rows
@@ -180,6 +220,22 @@ class Batcher:
         self._timer = None
         self._dispatch(True)
 
+    def _large(self, job: Job) -> bool:
+        """A job of more rows than a batch holds: it runs alone, and long."""
+        return job.rows > self.max_batch_size
+
+    def _small_first(self) -> bool:
+        """All workers but one run large batches and a large job heads the queue: move the first small job
+        waiting behind it to the front (True), so the last worker serves small requests and a few large
+        requests cannot make every small one wait for them. False when no small job waits."""
+        pending = self._pending
+        for i, job in enumerate(pending):
+            if not self._large(job) and not job.done:
+                del pending[i]
+                pending.appendleft(job)
+                return True
+        return False
+
     def _dispatch(self, deadline_passed: bool) -> None:
         pending = self._pending
         while self._idle and pending:
@@ -187,6 +243,11 @@ class Batcher:
             if head.done or self._abandoned(head):
                 pending.popleft()
                 self._pending_rows -= head.rows
+                head.release()
+                continue
+            if self._large(head) and self.workers > 1 and self._large_busy >= self.workers - 1:
+                if not self._small_first():
+                    break  # the last worker waits for a small request (or for a large batch to end)
                 continue
             if (
                 not deadline_passed
@@ -204,11 +265,20 @@ class Batcher:
             batch = self._take()
             if not batch:
                 continue
+            now = time.monotonic()
+            for job in batch:
+                job.dispatched = now
+                if self._wait_hist is not None:
+                    self._wait_hist.observe(now - job.enqueued)
             worker = self._idle.pop()
             self._busy += 1
-            if self._inline and self._busy == 1 and not pending and self._arriving() == 0 and worker.runner:
+            large = self._large(batch[0])
+            if large:
+                self._large_busy += 1
+            elif self._inline and self._busy == 1 and not pending and self._arriving() == 0 and worker.runner:
                 # Nothing else to do: run on this thread with the idle worker's runner (that worker only
-                # touches it when given a batch), saving two thread wake-ups on the latency path.
+                # touches it when given a batch), saving two thread wake-ups on the latency path. Never a large
+                # batch: it would hold the event loop (every connection, every health check) while it runs.
                 self.inline_runs += 1
                 results, err = self._execute(worker.runner, batch)
                 self._complete(worker, batch, results, err)
@@ -241,6 +311,7 @@ class Batcher:
             if job.done or self._abandoned(job):
                 pending.popleft()
                 self._pending_rows -= job.rows
+                job.release()
                 continue
             if job.key != head.key:
                 skipped.append(pending.popleft())
@@ -259,12 +330,19 @@ class Batcher:
         self, worker: _Worker, batch: list[Job], results: list[Result] | None, err: BaseException | None
     ) -> None:
         self._busy -= 1
+        if self._large(batch[0]):
+            self._large_busy -= 1
         if not self._closed:
             self._idle.append(worker)
+        now = time.monotonic()
         for i, job in enumerate(batch):
+            job.release()
             if job.done:
                 continue
             job.done = True
+            timing = getattr(job.request, "timing", None)  # the client asked for Server-Timing
+            if timing is not None:
+                timing += [("queue", job.dispatched - job.enqueued), ("run", now - job.dispatched)]
             try:
                 job.callback(results[i] if results is not None else None, err)
             except Exception:
@@ -303,18 +381,13 @@ class Batcher:
                 return
 
     def _execute(self, runner: Runner, batch: list[Job]) -> tuple[list[Result] | None, BaseException | None]:
-        """Quantize, concatenate, run, dequantize and split one batch (on whichever thread owns ``runner``)."""
+        """Fill, run, dequantize and split one batch (on whichever thread owns ``runner``)."""
         model = self.model
         results: list[Result] | None = None
         err: BaseException | None = None
         t0 = time.perf_counter()
         try:
-            if len(batch) == 1:
-                raw = model.encode_inputs(batch[0].inputs)
-            else:
-                encoded = [model.encode_inputs(j.inputs) for j in batch]
-                raw = {name: np.concatenate([e[name] for e in encoded]) for name in encoded[0]}
-            out = model.decode_outputs(runner.run(raw))
+            out = model.decode_outputs(runner.run_parts(model, [j.inputs for j in batch], [j.rows for j in batch]))
             if len(batch) == 1:
                 results = [out]
             else:

@@ -2,15 +2,15 @@
 
 Decoders turn a body into ``{input name: array}`` in the caller's datatypes plus the batch size, and raise
 :class:`BadRequest` naming the problem. Encoders turn result arrays into response bytes.
+Decoding JSON costs memory beyond the body: :func:`modelship.serve.jsonparse.decode_cost` bounds it before
+anything is parsed. The JSON text itself is parsed in :mod:`modelship.serve.jsonparse` (large bodies with
+simdjson, tensor data straight into numeric buffers).
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import math
-import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 
 from .errors import BadRequest
+from .jsonparse import Body, loads_v1, loads_v2
 from .model import ServedModel
 from .tensors import (
     DATATYPES,
@@ -33,96 +34,12 @@ from .tensors import (
 )
 
 _DUMP_OPTS = orjson.OPT_SERIALIZE_NUMPY
+#: called with a number of bytes about to be allocated for a request's tensors; raises when they do not fit
+Charge = Callable[[int], None]
 
 
 def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, option=_DUMP_OPTS)
-
-
-def loads(body: bytes | memoryview) -> Any:
-    """Parse JSON; accepts TF Serving's NaN/Infinity tokens and very large integers via the stdlib."""
-    if not body:
-        raise BadRequest("request body is empty; expected a JSON object")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as first:
-        try:
-            return json.loads(bytes(body))
-        except (ValueError, RecursionError):
-            raise BadRequest(f"request body is not valid JSON: {first}") from None
-
-
-#: bodies at least this large are parsed with simdjson (when installed), tensor data straight into numpy
-FAST_JSON_BYTES = 64 * 1024
-
-_simdjson: Any
-try:
-    _simdjson = importlib.import_module("simdjson")
-except ImportError:  # pragma: no cover - optional speed-up (pysimdjson)
-    _simdjson = None
-
-
-def _py(v: Any) -> Any:
-    if isinstance(v, _simdjson.Array):
-        return v.as_list()
-    if isinstance(v, _simdjson.Object):
-        return v.as_dict()
-    return v
-
-
-_parsers = threading.local()
-
-
-def _parse_simd(data: bytes) -> Any:
-    """Parse with a per-thread reusable simdjson parser (a fresh one if the old is still referenced)."""
-    parser = getattr(_parsers, "parser", None)
-    if parser is None:
-        parser = _parsers.parser = _simdjson.Parser()
-    try:
-        return parser.parse(data)
-    except RuntimeError as e:
-        if "re-use a parser" not in str(e):
-            raise
-        parser = _parsers.parser = _simdjson.Parser()
-        return parser.parse(data)
-
-
-def loads_v2(body: bytes | memoryview) -> Any:
-    """Parse an inference request; large ones leave each input's flat ``data`` as :class:`FastData`.
-
-    Anything unusual falls back to :func:`loads`, which gives the same answers (or errors) without simdjson.
-    Only the keys are walked (``items()`` would convert every value, data included, to Python).
-    """
-    if _simdjson is None or len(body) < FAST_JSON_BYTES:
-        return loads(body)
-    try:
-        doc = _parse_simd(bytes(body))
-    except (ValueError, RuntimeError, TypeError):
-        return loads(body)
-    if not isinstance(doc, _simdjson.Object):
-        return _py(doc)
-    out: dict[str, Any] = {k: _py(doc[k]) for k in doc.keys() if k != "inputs"}  # noqa: SIM118 - proxy object
-    if "inputs" in doc:
-        inputs = doc["inputs"]
-        if isinstance(inputs, _simdjson.Array):
-            tensors: list[Any] = []
-            for t in inputs:
-                if isinstance(t, _simdjson.Object):
-                    d = {k: _py(t[k]) for k in t.keys() if k != "data"}  # noqa: SIM118
-                    if "data" in t:
-                        data = t["data"]
-                        # flat numbers only: nested data takes the checked path, which rejects ragged lists
-                        flat = isinstance(data, _simdjson.Array) and (
-                            len(data) == 0 or not isinstance(data[0], _simdjson.Array | _simdjson.Object)
-                        )
-                        d["data"] = FastData(data) if flat else _py(data)
-                    tensors.append(d)
-                else:
-                    tensors.append(_py(t))
-            out["inputs"] = tensors
-        else:
-            out["inputs"] = _py(inputs)
-    return out
 
 
 def _check_rows(model: ServedModel, arrays: Mapping[str, Array], how: str) -> int:
@@ -160,9 +77,17 @@ class V1Request:
     rows: int
     row_format: bool
 
+    #: bytes of tensors the request owns (all of them: JSON is decoded into new arrays)
+    @property
+    def owned_bytes(self) -> int:
+        return sum(_nbytes(a) for a in self.inputs.values())
 
-def v1_decode(model: ServedModel, body: bytes) -> V1Request:
-    obj = loads(body)
+    #: whether a tensor is a view into the request body (never for JSON)
+    body_views = False
+
+
+def v1_decode(model: ServedModel, body: Body) -> V1Request:
+    obj = loads_v1(body)
     if not isinstance(obj, dict):
         raise BadRequest("request body must be a JSON object with 'instances' or 'inputs'")
     sig = obj.get("signature_name")
@@ -177,10 +102,9 @@ def v1_decode(model: ServedModel, body: bytes) -> V1Request:
     arrays: dict[str, Array] = {}
     if has_rows:
         inst = obj["instances"]
-        if not isinstance(inst, list) or not inst:
+        if not isinstance(inst, list | FastData) or not len(inst):
             raise BadRequest("'instances' must be a non-empty list")
-        named = isinstance(inst[0], dict) and not _is_b64(inst[0])
-        if named:
+        if isinstance(inst, list) and isinstance(inst[0], dict) and not _is_b64(inst[0]):
             for i, row in enumerate(inst):
                 if not isinstance(row, dict):
                     raise BadRequest(f"instance {i} is not an object like the others")
@@ -210,6 +134,12 @@ def v1_decode(model: ServedModel, body: bytes) -> V1Request:
         specs[name].check_shape(arr.shape)
     rows = _check_rows(model, arrays, "v1")
     return V1Request(arrays, rows, has_rows)
+
+
+def _nbytes(a: Array) -> int:
+    if a.dtype != object:
+        return int(a.nbytes)
+    return int(a.nbytes) + sum(len(v) + 33 for v in a.reshape(-1) if isinstance(v, bytes))
 
 
 def _is_b64(v: Any) -> bool:
@@ -282,17 +212,31 @@ class V2Request:
     id: str | None
     outputs: list[str]
     binary_outputs: set[str] = field(default_factory=set)
+    #: bytes of tensors the request owns (decoded from JSON or converted), not views into its body
+    owned_bytes: int = 0
+    #: whether a tensor is a view into the request body (the binary extension, no conversion)
+    body_views: bool = False
 
 
-def v2_decode(model: ServedModel, body: bytes, header_length: str | None) -> V2Request:
+def json_length(body: Body, header_length: str | None) -> int:
+    """Bytes of JSON text in an inference request: all of it, or the binary extension's header part."""
+    if header_length is None:
+        return len(body)
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise BadRequest("Inference-Header-Content-Length must be an integer") from None
+    if n < 0 or n > len(body):
+        raise BadRequest(f"Inference-Header-Content-Length {n} is outside the body of {len(body)} bytes")
+    return n
+
+
+def v2_decode(model: ServedModel, body: Body, header_length: str | None, charge: Charge | None = None) -> V2Request:
+    """Decode an inference request. ``charge`` is told the bytes of tensors the binary extension makes the server
+    allocate (datatype conversions) before they are; JSON text is bounded beforehand by :func:`decode_cost`."""
     binary: memoryview | None = None
     if header_length is not None:
-        try:
-            n = int(header_length)
-        except ValueError:
-            raise BadRequest("Inference-Header-Content-Length must be an integer") from None
-        if n < 0 or n > len(body):
-            raise BadRequest(f"Inference-Header-Content-Length {n} is outside the body of {len(body)} bytes")
+        n = json_length(body, header_length)
         view = memoryview(body)
         obj = loads_v2(view[:n])
         binary = view[n:]
@@ -311,6 +255,8 @@ def v2_decode(model: ServedModel, body: bytes, header_length: str | None) -> V2R
         raise BadRequest("'inputs' must be a non-empty list of tensors")
     arrays: dict[str, Array] = {}
     offset = 0
+    owned = 0
+    views = False
     for i, t in enumerate(inputs):
         if not isinstance(t, dict):
             raise BadRequest(f"inputs[{i}] must be an object with name, shape, datatype and data")
@@ -345,6 +291,8 @@ def v2_decode(model: ServedModel, body: bytes, header_length: str | None) -> V2R
                 raise BadRequest(f"{what} has binary_data_size but the request has no Inference-Header-Content-Length")
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
                 raise BadRequest(f"{what}: binary_data_size {size} does not fit the binary data")
+            if charge is not None and datatype == "BYTES":
+                charge(size * 10)  # a Python bytes object per element
             arr = binary_to_array(binary[offset : offset + size], datatype, shape, what)
             offset += size
         else:
@@ -355,7 +303,15 @@ def v2_decode(model: ServedModel, body: bytes, header_length: str | None) -> V2R
                 raise BadRequest(f"{what}: shape {shape} needs {math.prod(shape)} values but 'data' has {arr.size}")
             arr = arr.reshape(shape)
         if datatype != spec.datatype and not (spec.quantization is not None and datatype == spec.raw_datatype):
-            arr = arr.astype(DATATYPES[spec.datatype])
+            target = DATATYPES[spec.datatype]
+            if charge is not None and size is not None:
+                charge(arr.size * target.itemsize)
+            arr = arr.astype(target)
+            owned += _nbytes(arr)
+        elif size is not None and datatype != "BYTES":
+            views = True  # the binary extension's data, in place
+        else:
+            owned += _nbytes(arr)
         arrays[name] = arr
     if binary is not None and offset != len(binary):
         raise BadRequest(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
@@ -384,7 +340,7 @@ def v2_decode(model: ServedModel, body: bytes, header_length: str | None) -> V2R
                 binary_out.add(oname)
     elif default_binary:
         binary_out = set(wanted)
-    return V2Request(arrays, rows, req_id, wanted, binary_out)
+    return V2Request(arrays, rows, req_id, wanted, binary_out, owned, views)
 
 
 def v2_encode(model: ServedModel, req: V2Request, result: Mapping[str, Array]) -> tuple[bytes, int | None]:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+#: Retry-After (seconds) sent with answers that say "busy, come back"
+RETRY_AFTER_S = 1
+
 
 class ServeError(Exception):
     """An error answered with ``status`` and ``{"error": message}``; the server keeps serving."""
 
     status: int = 500
+    #: extra response headers (Retry-After on overload answers)
+    headers: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -31,8 +36,16 @@ class PayloadTooLarge(ServeError):
     status = 413
 
 
+class TooManyRequests(ServeError):
+    """The server is at a bound (queue, memory budget): retry after ``Retry-After`` seconds."""
+
+    status = 429
+    headers = (("retry-after", str(RETRY_AFTER_S)),)
+
+
 class Unavailable(ServeError):
     status = 503
+    headers = (("retry-after", str(RETRY_AFTER_S)),)
 
 
 class Timeout(ServeError):

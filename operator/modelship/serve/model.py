@@ -20,11 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from .. import numerics
 from .errors import BadRequest
 from .logs import native_stderr_to_log
 from .tensors import Array, Quantization, TensorSpec, datatype_of, from_model, to_model
 
 log = logging.getLogger("modelship.serve.model")
+
+#: models whose single-row invoke() is shorter than this have it timed on a sample of calls (numerics.InvokeMeter)
+SAMPLED_INVOKE_S = 0.001
 
 
 class Runner(ABC):
@@ -36,9 +40,24 @@ class Runner(ABC):
 
     #: seconds one warm single-row run takes (set by ``warmup``); None when unknown
     single_row_seconds: float | None = None
+    #: CPU time spent inside the interpreter's ``invoke()`` by this runner (None: not measured)
+    meter: numerics.InvokeMeter | None = None
 
     def warmup(self) -> None:  # noqa: B027 - optional hook
         """Run every code path once so the first request does not pay for allocation."""
+
+    def run_parts(
+        self, model: ServedModel, parts: Sequence[Mapping[str, Array]], rows: Sequence[int]
+    ) -> dict[str, Array]:
+        """Run several requests' inputs (request dtypes, in order) as one batch; outputs in the model's dtypes.
+
+        The default converts each part, concatenates and runs; a runner that can write straight into its
+        input tensors overrides it.
+        """
+        if len(parts) == 1:
+            return self.run(model.encode_inputs(parts[0]))
+        encoded = [model.encode_inputs(p) for p in parts]
+        return self.run({name: np.concatenate([e[name] for e in encoded]) for name in encoded[0]})
 
 
 class ServedModel(ABC):
@@ -119,6 +138,7 @@ class _TFLiteRunner(Runner):
         self.model = model
         self.threads = threads
         self.buckets = batch_buckets(max_batch_size) if model.batchable else (0,)
+        self.meter = numerics.InvokeMeter(threads)
         self._interps: dict[int, Any] = {}
         # per bucket: the non-batch shape each input is currently allocated for
         self._alloc: dict[int, dict[int, tuple[int, ...]]] = {}
@@ -162,32 +182,73 @@ class _TFLiteRunner(Runner):
         m = self.model
         interp = self._interps[bucket]
         if bucket:
-            alloc = self._alloc[bucket]
-            resized = False
-            for name, idx in m.input_index.items():
-                tail = tuple(inputs[name].shape[1:])
-                if alloc.get(idx) != tail:
-                    interp.resize_tensor_input(idx, [bucket, *tail], strict=False)
-                    alloc[idx] = tail
-                    resized = True
-            if resized:
-                interp.allocate_tensors()
+            self._fit(bucket, interp, {name: tuple(inputs[name].shape[1:]) for name in m.input_index})
+            feeds: dict[int, Array] = {}
             for name, idx in m.input_index.items():
                 arr = inputs[name]
                 if rows != bucket:
                     padded = np.zeros((bucket, *arr.shape[1:]), dtype=arr.dtype)
                     padded[:rows] = arr
                     arr = padded
-                interp.set_tensor(idx, arr)
+                feeds[idx] = arr
         else:
-            for name, idx in m.input_index.items():
-                interp.set_tensor(idx, inputs[name])
-        interp.invoke()
+            feeds = {idx: inputs[name] for name, idx in m.input_index.items()}
+        results = numerics.run(interp, feeds, m.output_index.values(), self.meter)
         out: dict[str, Array] = {}
-        for name, idx in m.output_index.items():
-            res = interp.get_tensor(idx)
+        for name, res in zip(m.output_index, results, strict=True):
             out[name] = res[:rows] if bucket and rows != bucket else res
         return out
+
+    def run_parts(
+        self, model: ServedModel, parts: Sequence[Mapping[str, Array]], rows: Sequence[int]
+    ) -> dict[str, Array]:
+        """Write each request's rows straight into the input tensors (quantizing on the way), pad, invoke.
+
+        One copy from the request's arrays into the interpreter instead of convert + concatenate + pad +
+        ``set_tensor``. Batches larger than the biggest bucket take the chunked path of :meth:`run`.
+        """
+        m = self.model
+        total = sum(rows)
+        if len(parts) == 1 or not m.batchable or total > self.buckets[-1]:
+            # one request: converting it and set_tensor() is one copy too, with less per-call overhead
+            return super().run_parts(model, parts, rows)
+        bucket = self._bucket(total)
+        interp = self._interps[bucket]
+        first = parts[0]
+        self._fit(bucket, interp, {name: tuple(first[name].shape[1:]) for name in m.input_index})
+        for name, idx in m.input_index.items():
+            spec = m.input_by_name[name]
+            q = spec.quantization
+            view = interp.tensor(idx)()
+            try:
+                off = 0
+                for part, n in zip(parts, rows, strict=True):
+                    arr = part[name]
+                    if q is not None and arr.dtype != view.dtype:
+                        numerics.quantize(arr, q.scale, q.zero_point, view.dtype, out=view[off : off + n])
+                    else:
+                        np.copyto(view[off : off + n], arr, casting="unsafe")
+                    off += n
+                if off < bucket:
+                    view[off:bucket] = 0
+            finally:
+                del view  # the interpreter refuses to run while a view of its buffers is alive
+        results = numerics.run(interp, {}, m.output_index.values(), self.meter)
+        names = m.output_index
+        return {name: res[:total] if total != bucket else res for name, res in zip(names, results, strict=True)}
+
+    def _fit(self, bucket: int, interp: Any, tails: Mapping[str, tuple[int, ...]]) -> None:
+        """Resize the bucket's inputs when a request's non-batch dimensions differ from the allocated ones."""
+        alloc = self._alloc[bucket]
+        resized = False
+        for name, idx in self.model.input_index.items():
+            tail = tails[name]
+            if alloc.get(idx) != tail:
+                interp.resize_tensor_input(idx, [bucket, *tail], strict=False)
+                alloc[idx] = tail
+                resized = True
+        if resized:
+            interp.allocate_tensors()
 
     def warmup(self) -> None:
         m = self.model
@@ -203,14 +264,10 @@ class _TFLiteRunner(Runner):
                 t0 = time.perf_counter()
                 self._invoke(b, inputs, b)
                 self.single_row_seconds = time.perf_counter() - t0
-
-
-def _litert_interpreter_cls() -> Any:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # pragma: no cover - fallback for images with full TensorFlow only
-        from tensorflow.lite.python.interpreter import Interpreter
-    return Interpreter
+        if self.meter is not None and (self.single_row_seconds or 0.0) < SAMPLED_INVOKE_S:
+            self.meter.sample_every = 16  # a thread-clock read would cost about as much as the invoke
+        if self.meter is not None:
+            self.meter.cpu_seconds, self.meter.calls = 0.0, 0  # warming up is not serving
 
 
 class TFLiteModel(ServedModel):
@@ -219,11 +276,9 @@ class TFLiteModel(ServedModel):
     platform = "tflite"
 
     def __init__(self, path: str, name: str, version: str) -> None:
-        self._interpreter_cls = _litert_interpreter_cls()
         self._content = Path(path).read_bytes()
         with native_stderr_to_log(log):  # LiteRT prints its delegate banner on the first allocation
-            probe = self._interpreter_cls(model_content=self._content, num_threads=1)
-            probe.allocate_tensors()
+            probe = numerics.new_interpreter(self._content, 1)
         in_details, out_details = self._signature_details(probe)
         self.input_index: dict[str, int] = {}
         self.output_index: dict[str, int] = {}
@@ -245,7 +300,7 @@ class TFLiteModel(ServedModel):
         del probe
 
     def new_interpreter(self, threads: int) -> Any:
-        return self._interpreter_cls(model_content=self._content, num_threads=max(1, threads))
+        return numerics.new_interpreter(self._content, threads, allocate=False)
 
     @staticmethod
     def _signature_details(interp: Any) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:

@@ -2,8 +2,10 @@
 
 Lifecycle of ``modelship serve``:
 
-* listen at once: ``/v2/health/live`` answers 200 while the model loads, readiness says 503;
-* load the model in a thread, start one worker per CPU and warm every interpreter, then readiness turns 200;
+* listen at once on the inference port and the metrics port (``/metrics`` and health; the probes' port):
+  ``/v2/health/live`` answers 200 while the model loads, readiness says 503;
+* load the model in a thread, start one worker per CPU and warm every interpreter, size the memory budgets from
+  the container's memory limit and what the warm server already uses, then readiness turns 200;
 * on SIGTERM: readiness turns 503 and responses say ``Connection: close``; keep serving for
   ``drain_seconds`` (while Kubernetes removes the Pod from its endpoints); stop accepting; let in-flight
   requests finish (at most ``shutdown_timeout_s``); exit 0. SIGINT skips the drain delay; a second signal
@@ -17,15 +19,83 @@ import contextlib
 import logging
 import signal
 import socket
+import threading
 import time
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
 from .app import AppConfig, ServingApp
-from .config import ServeConfig
-from .http import HttpServer
+from .config import ServeConfig, memory_limit
+from .http import HttpServer, thread_schedstat
+from .limits import Budget, MemoryPlan, plan_memory, resident_bytes
+from .mirror import Mirror
+from .mirrorconfig import parse_config
 from .model import ServedModel
+from .pauses import GcPauses, freeze_heap
+
+#: the metrics port serves a few small GETs: few connections, tiny requests
+ADMIN_MAX_CONNECTIONS = 64
+ADMIN_MAX_REQUEST_BYTES = 64 * 1024
 
 log = logging.getLogger("modelship.serve")
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is in the [serve] extra
+        return asyncio.new_event_loop()
+
+
+class AdminThread:
+    """The metrics port on a thread and event loop of its own: probes and scrapes are answered while the
+    inference loop is saturated (a flood of connections, a long decode): they wait at most for the GIL, never in
+    the inference loop's queue."""
+
+    def __init__(self, http: HttpServer) -> None:
+        self.http = http
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, host: str, port: int, sock: socket.socket | None = None) -> int:
+        started = threading.Event()
+        failed: list[BaseException] = []
+
+        def main() -> None:
+            loop = self._loop = _new_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                self.port = loop.run_until_complete(self.http.start(host, port, sock=sock))
+            except BaseException as e:
+                failed.append(e)
+                started.set()
+                loop.close()
+                return
+            started.set()
+            try:
+                loop.run_forever()
+            finally:
+                self.http.close()
+                loop.run_until_complete(asyncio.sleep(0))
+                loop.close()
+
+        self._thread = threading.Thread(target=main, name="modelship-metrics", daemon=True)
+        self._thread.start()
+        started.wait(60)
+        if failed:
+            raise failed[0]
+        return self.port
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # already closed
+                loop.call_soon_threadsafe(loop.stop)
+            thread.join(30)
 
 
 class Server:
@@ -40,17 +110,47 @@ class Server:
                 max_batch_size=cfg.max_batch_size,
                 batch_timeout_us=cfg.batch_timeout_us,
                 request_timeout_s=cfg.request_timeout_s,
+                max_queue=cfg.max_queue,
             )
         )
+        self.inflight = Budget("inflight", 0)
+        self.decoded = Budget("decoded", 0)
+        self.plan = self._size_budgets()  # provisional: resized once the model is loaded and warm
         self.http = HttpServer(
             self.app.handle,
-            max_request_bytes=cfg.max_request_bytes,
+            max_request_bytes=self.plan.max_request,
             keepalive_timeout_s=cfg.keepalive_timeout_s,
             read_timeout_s=cfg.request_timeout_s if cfg.request_timeout_s > 0 else 3600.0,
+            header_timeout_s=cfg.header_timeout_s,
+            min_upload_rate=cfg.min_upload_rate,
+            max_connections=cfg.max_connections,
+            budget=self.inflight,
+            decoded_budget=self.decoded,
+            admit=self.app.admit,
         )
-        self.app.set_arriving(lambda: self.http.receiving)
+        self.admin = AdminThread(
+            HttpServer(
+                self.app.handle_admin,
+                max_request_bytes=ADMIN_MAX_REQUEST_BYTES,
+                keepalive_timeout_s=cfg.keepalive_timeout_s,
+                read_timeout_s=cfg.header_timeout_s,
+                header_timeout_s=cfg.header_timeout_s,
+                max_connections=ADMIN_MAX_CONNECTIONS,
+            )
+        )
+        if cfg.revision:
+            self.http.extra_headers = f"x-modelship-revision: {cfg.revision}\r\n".encode("ascii")
+        self.mirror = Mirror(self.app.metrics, cfg.mirror_config) if cfg.mirror_config else None
+        self.app.mirror = self.mirror
+        if cfg.mirror_offer:
+            parse_config(cfg.mirror_offer.encode())  # refused at start, with the reason, when it does not parse
+            self.app.mirror_offer = cfg.mirror_offer.encode()
+        self.app.set_arriving(lambda: self.http.receiving_small)
         self.app.metrics.connections.set_function(lambda: float(len(self.http.connections)))
+        self.gc = GcPauses()
+        self.app.metrics.add_collector(self._collect)
         self.port = 0
+        self.metrics_port = 0
         self._stop = asyncio.Event()
         self._drain_seconds = cfg.drain_seconds
         self._skip_delay = asyncio.Event()
@@ -59,20 +159,129 @@ class Server:
         self._phase = "running"
         self._result: bool | None = None
 
-    async def start(self, sock: socket.socket | None = None) -> int:
-        """Listen (the model is not loaded yet). Returns the bound port."""
+    def _size_budgets(self) -> MemoryPlan:
+        """Size the budgets from the memory limit and the resident size now (explicit settings win)."""
+        cfg = self.cfg
+        limit = cfg.memory_limit_bytes or memory_limit()
+        source = "configured" if cfg.memory_limit_bytes else "cgroup" if limit else "none"
+        plan = plan_memory(
+            limit=limit,
+            source=source,
+            baseline=resident_bytes(),
+            max_request=cfg.max_request_bytes,
+            inflight=cfg.max_inflight_bytes,
+            decoded=cfg.max_decoded_bytes,
+        )
+        self.inflight.resize(plan.inflight)
+        self.decoded.resize(plan.decoded)
+        if hasattr(self, "http"):
+            self.http.max_request_bytes = plan.max_request
+        self.plan = plan
+        return plan
+
+    def _collect(self) -> list[Metric]:
+        out: list[Metric] = []
+        for metric, help_text, attr in (
+            ("modelship_http_rejected_requests", "Requests refused by the HTTP layer (malformed, too large, "
+             "over the in-flight budget, timed out).", "rejected"),
+            ("modelship_http_refused_connections", "Connections refused at the connection limit (429).", "refused"),
+            ("modelship_http_evicted_connections", "Idle connections closed to make room for new ones.", "evicted"),
+        ):  # fmt: skip
+            out.append(CounterMetricFamily(metric, help_text, value=getattr(self.http, attr)))
+        limit = GaugeMetricFamily("modelship_budget_limit_bytes", "Size of each memory budget.", labels=["budget"])
+        used = GaugeMetricFamily("modelship_budget_used_bytes", "Bytes held in each memory budget.", labels=["budget"])
+        peak = GaugeMetricFamily("modelship_budget_peak_bytes", "Most bytes held in each budget.", labels=["budget"])
+        for b in (self.inflight, self.decoded):
+            limit.add_metric([b.name], b.limit)
+            used.add_metric([b.name], b.used)
+            peak.add_metric([b.name], b.peak)
+        out += [limit, used, peak]
+        out.append(GaugeMetricFamily("modelship_max_request_bytes", "Largest request body accepted.",
+                                     value=self.http.max_request_bytes))  # fmt: skip
+        if self.plan.limit is not None:
+            out.append(GaugeMetricFamily("modelship_memory_limit_bytes", "Memory limit the budgets are sized from.",
+                                         value=self.plan.limit))  # fmt: skip
+        out.append(GaugeMetricFamily("modelship_resident_memory_bytes", "Resident set size of the server.",
+                                     value=resident_bytes()))  # fmt: skip
+        return [*out, *self._loop_metrics(), self.gc.metric()]
+
+    def _loop_metrics(self) -> list[Metric]:
+        """How late the inference event loop runs (a timer probe), and how much of its thread's time went waiting
+        for a CPU (another process, or the server's own threads, had it) against running."""
+        lag = self.http.lag
+        out: list[Metric] = [HistogramMetricFamily(
+            "modelship_event_loop_lag_seconds", "How late a timer on the inference event loop runs (probed every "
+            "50 ms): the loop was busy, waited for the GIL, or its thread waited for a CPU.",
+            buckets=lag.cumulative(), sum_value=lag.total,
+        )]  # fmt: skip
+        stat = thread_schedstat(self.http.loop_thread) if self.http.loop_thread else None
+        if stat is not None:
+            out.append(CounterMetricFamily("modelship_event_loop_cpu_seconds", "CPU seconds the inference event "
+                                           "loop's thread ran (the scheduler's count).", value=stat[0]))  # fmt: skip
+            out.append(CounterMetricFamily(
+                "modelship_event_loop_cpu_wait_seconds", "Seconds the inference event loop's thread was ready to "
+                "run but waited for a CPU (CPU starvation by other processes or the server's own threads).",
+                value=stat[1],
+            ))  # fmt: skip
+        return out
+
+    async def start(self, sock: socket.socket | None = None, metrics_sock: socket.socket | None = None) -> int:
+        """Listen on both ports (the model is not loaded yet). Returns the inference port."""
         self.port = await self.http.start(self.cfg.host, self.cfg.port, sock=sock)
-        log.info("listening", extra={"host": self.cfg.host, "port": self.port})
+        self.gc.install()
+        self.metrics_port = self.admin.start(self.cfg.host, self.cfg.metrics_port, sock=metrics_sock)
+        if self.mirror is not None:
+            self.mirror.start()
+        log.info("listening", extra={"host": self.cfg.host, "port": self.port, "metrics_port": self.metrics_port})
         return self.port
 
-    async def load(self) -> None:
-        """Load and warm the model; readiness turns true when this returns."""
+    async def load(self, freeze: bool = False) -> None:
+        """Load and warm the model; readiness turns true when this returns. ``freeze``: then keep the heap as it
+        is out of later garbage collections (:meth:`freeze`; the server process does, embedders decide)."""
         t0 = time.perf_counter()
         await self.app.load(self.cfg.model, self.cfg.name, self.cfg.model_version)
+        self.resize_budgets()
+        if freeze:
+            self.freeze()
         log.info(
             "ready",
             extra={"models": list(self.app.models), "seconds": round(time.perf_counter() - t0, 3), "port": self.port},
         )
+
+    def freeze(self) -> None:
+        """The model is loaded and warm: keep what exists now out of every later garbage collection's walk (a
+        full collection under a flood of connections otherwise stops the server for as long as walking the
+        whole heap takes)."""
+        frozen = freeze_heap()
+        log.info("heap frozen for the garbage collector", extra={"objects": frozen})
+
+    def resize_budgets(self) -> MemoryPlan:
+        """Size the budgets again now that the models are loaded and warm (their memory is the baseline)."""
+        plan = self._size_budgets()
+        log.info(
+            "memory budgets",
+            extra={
+                "memory_limit": plan.limit,
+                "source": plan.source,
+                "resident": plan.baseline,
+                "inflight_budget": plan.inflight,
+                "decoded_budget": plan.decoded,
+                "max_request_bytes": plan.max_request,
+                "max_queue": self.cfg.max_queue,
+                "max_connections": self.cfg.max_connections,
+            },
+        )
+        if plan.requested_max_request:
+            log.warning(
+                "the request size limit is larger than the memory limit allows for request bodies: lowered",
+                extra={"requested": plan.requested_max_request, "max_request_bytes": plan.max_request},
+            )
+        if plan.limit is not None and plan.baseline + plan.inflight + plan.decoded > plan.limit:
+            log.warning(
+                "the memory limit leaves little room beyond the loaded model: budgets are at their minimum",
+                extra={"memory_limit": plan.limit, "resident": plan.baseline},
+            )
+        return plan
 
     def request_stop(self, drain_seconds: float | None = None) -> None:
         """Begin a graceful shutdown. Called again: ends the drain delay early; again after that: stops
@@ -125,7 +334,11 @@ class Server:
         if not waiter.done():
             waiter.cancel()
         await self.app.close()
+        if self.mirror is not None:
+            self.mirror.close()
         self.http.close()
+        self.admin.stop()
+        self.gc.uninstall()
         for _ in range(3):  # let aborted connections report connection_lost
             await asyncio.sleep(0)
         stats = self.http.stats()
@@ -143,6 +356,7 @@ async def start_server(cfg: ServeConfig, *models: ServedModel, sock: socket.sock
     if models:
         for m in models:
             await server.app.add_model(m)
+        server.resize_budgets()
     else:
         await server.load()
     return server
@@ -153,7 +367,7 @@ async def serve(cfg: ServeConfig) -> int:
     server = Server(cfg)
     server.install_signal_handlers()
     await server.start()
-    loader = asyncio.ensure_future(server.load())
+    loader = asyncio.ensure_future(server.load(freeze=True))
     stopper = asyncio.ensure_future(server.wait_stopped())
     await asyncio.wait([loader, stopper], return_when=asyncio.FIRST_COMPLETED)
     if loader.done() and loader.exception() is not None:
@@ -161,6 +375,7 @@ async def serve(cfg: ServeConfig) -> int:
         log.error("model failed to load", extra={"model": cfg.model, "error": f"{type(err).__name__}: {err}"})
         stopper.cancel()
         server.http.close()
+        server.admin.stop()
         await server.app.close()
         return 1
     if not loader.done():

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .. import numerics
 from .errors import BadRequest
 
 Array = npt.NDArray[Any]
@@ -177,27 +178,69 @@ def _bytes_array(value: Any) -> Array:
         raise BadRequest("string tensor is ragged: every list at one depth must have the same length") from None
 
 
+#: what a JSON number may consist of: deleting these from a numeric array's text leaves its skeleton
+_NUMBER_CHARS = b"0123456789+-.eE"
+
+
+def _skeleton(shape: Sequence[int]) -> bytes:
+    """The minified JSON of a regular nested array of ``shape`` with its numbers deleted: ``[,]`` for (2,)."""
+    inner = b"[" + b"," * (shape[-1] - 1) + b"]" if shape[-1] > 0 else b"[]"
+    for d in reversed(shape[:-1]):
+        inner = b"[" + b",".join([inner] * d) + b"]" if d > 0 else b"[]"
+    return inner
+
+
 class FastData:
     """A JSON array left unparsed by the fast path (pysimdjson): read straight into a numeric buffer when its
-    elements are all numbers, else converted to Python lists for the checked path."""
+    elements are all numbers and its nesting is regular, else converted to Python lists for the checked path.
+
+    A nested array is regular (not ragged) when its minified text, numbers deleted, is the skeleton of the shape
+    its first elements show: one comparison of bytes instead of a Python walk of every level.
+    """
 
     __slots__ = ("array",)
 
     def __init__(self, array: Any) -> None:
         self.array = array
 
+    def __len__(self) -> int:
+        return len(self.array)
+
     def numeric(self, datatype: str) -> Array | None:
+        """The values as float64, int64 or uint64 in their nested shape; None when the checked path must decide
+        (anything but numbers, a ragged or empty nesting, fractions for integers, BOOL and BYTES)."""
         kind = "d" if datatype in _FLOAT_TYPES else "u" if datatype == "UINT64" else "i"
         if datatype in ("BOOL", "BYTES"):
             return None
+        shape: list[int] = []
+        probe = self.array
         try:
+            while hasattr(probe, "as_buffer"):  # a (simdjson) array: one more level
+                shape.append(len(probe))
+                if not shape[-1] or len(shape) > 32:
+                    return None  # empty or absurdly deep: the checked path explains
+                probe = probe[0]
+            if not isinstance(probe, int | float) or isinstance(probe, bool):
+                return None
+            if len(shape) > 1 and self.array.mini.translate(None, _NUMBER_CHARS) != _skeleton(shape):
+                return None  # ragged, or something other than numbers inside
             buf = self.array.as_buffer(of_type=kind)
-        except (TypeError, ValueError, RuntimeError):
-            return None  # mixed, nulls, strings, fractions for integers: let the checked path explain
-        return np.frombuffer(buf, dtype={"d": np.float64, "u": np.uint64, "i": np.int64}[kind])
+        except (TypeError, ValueError, RuntimeError, AttributeError, IndexError):
+            return None  # mixed, nulls, strings, objects, fractions for integers: let the checked path explain
+        flat = np.frombuffer(buf, dtype={"d": np.float64, "u": np.uint64, "i": np.int64}[kind])
+        if flat.size != math.prod(shape):
+            return None
+        return flat.reshape(shape)
 
     def as_list(self) -> Any:
         return self.array.as_list()
+
+
+def _only_numbers(probe: Array) -> bool:
+    """An object array of Python numbers only (integers beyond 64 bits mixed with others), no str/None/bool."""
+    return probe.dtype.kind == "O" and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in probe.reshape(-1)
+    )
 
 
 def json_to_array(value: Any, datatype: str, what: str) -> Array:
@@ -224,10 +267,11 @@ def json_to_array(value: Any, datatype: str, what: str) -> Array:
             arr = np.asarray(value, dtype=dtype)
             if arr.dtype.kind != "f":
                 raise ValueError("not numeric")
-            if arr.size and np.isnan(arr).any():
-                # A NaN is fine (TF Serving accepts the token) but a null would also become NaN.
+            if arr.size and (np.isnan(arr).any() or not isinstance(value, np.ndarray)):
+                # A NaN is fine (TF Serving accepts the token) but a null would also become NaN, and numpy reads
+                # a string of digits ("2") as a number: JSON strings are not numbers
                 probe = np.asarray(value)
-                if probe.dtype.kind not in "biuf":
+                if probe.dtype.kind not in "biuf" and not _only_numbers(probe):
                     raise ValueError("not numeric")
             return arr
         probe = np.asarray(value)
@@ -257,19 +301,13 @@ def json_to_array(value: Any, datatype: str, what: str) -> Array:
 
 
 def quantize(arr: Array, q: Quantization) -> Array:
-    """Float values -> the model's integer type, with rounding and saturation."""
-    dtype = DATATYPES[q.datatype]
-    info = np.iinfo(dtype)
-    v = np.asarray(arr, dtype=np.float32) / np.float32(q.scale)
-    # round half away from zero, like TFLite's own quantize kernel (std::round)
-    scaled = np.copysign(np.floor(np.abs(v) + np.float32(0.5)), v) + q.zero_point
-    out: Array = np.clip(scaled, info.min, info.max).astype(dtype)
-    return out
+    """Float values -> the model's integer type, rounded and saturated as LiteRT does (:mod:`modelship.numerics`)."""
+    return numerics.quantize(arr, q.scale, q.zero_point, DATATYPES[q.datatype])
 
 
 def dequantize(arr: Array, q: Quantization) -> Array:
     """The model's integer values -> float32."""
-    return ((arr.astype(np.float32) - np.float32(q.zero_point)) * np.float32(q.scale)).astype(np.float32)
+    return numerics.dequantize(arr, q.scale, q.zero_point)
 
 
 def to_model(arr: Array, spec: TensorSpec) -> Array:

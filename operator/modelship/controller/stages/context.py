@@ -70,6 +70,15 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class StageEvent:
+    """An Event a stage posts itself (a step no condition change shows, e.g. the next canary step)."""
+
+    warning: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Effects:
     """What one stage contributes to the plan."""
 
@@ -85,6 +94,7 @@ class Effects:
     """Seconds until the stage wants another look (a retry backoff, a Job result still on its way)."""
     needs_artifact_claim: bool = False
     """The artifact claim must exist (a Job writes to it, or pods serve from it)."""
+    events: tuple[StageEvent, ...] = ()
 
 
 def condition(type_: ConditionType, status: bool | None, reason: Reason, message: str = "") -> ConditionUpdate:

@@ -9,10 +9,11 @@ from typing import Any
 
 from ...api.modeldeployment import ModelDeployment
 from ...api.status import ConditionType, Phase, Reason, StageName
+from ...resources.canary import mirror_source
 from ...resources.kinds import PRUNED
 from ...resources.meta import serving_name
 from ...resources.plan import ServingPlan, serving_plan
-from ...resources.serving import service_url
+from ...resources.serving import ServedArtifact, service_url
 from ..observe import DeploymentObservation
 from .build import BuildOutcome
 from .context import Context, Effects, Failure, ObjectRef, Progress, condition, pending
@@ -20,18 +21,25 @@ from .context import Context, Effects, Failure, ObjectRef, Progress, condition, 
 
 @dataclass(frozen=True)
 class ServingTarget:
-    """Which revision the serving objects run, with which image (None: the stock runtime, artifact volume)."""
+    """Which revision the serving objects run, with which image (None: the stock runtime) and, without an image,
+    which pushed artifact its pods pull (None: they mount the artifact claim)."""
 
     revision: str
     image: str | None
+    artifact: ServedArtifact | None = None
+    holding: tuple[Reason, str] | None = None
+    """Why the previous revision serves though the spec's is built (it is being verified), for Deployed."""
 
 
 def target(ctx: Context, built: BuildOutcome) -> ServingTarget | None:
-    """The revision the spec asks for once it is built, else the one that served before (if any)."""
+    """The revision the spec asks for once it is built, else the one that served before (if any), with the image
+    or artifact it served from."""
     if built.built:
-        return ServingTarget(ctx.revision, built.image)
-    if ctx.prev.serving_revision:
-        return ServingTarget(ctx.prev.serving_revision, ctx.prev.serving_image)
+        return ServingTarget(ctx.revision, built.image, built.artifact)
+    prev = ctx.prev
+    if prev.serving_revision:
+        artifact = ServedArtifact(prev.serving_artifact) if prev.serving_artifact and not prev.serving_image else None
+        return ServingTarget(prev.serving_revision, prev.serving_image, artifact)
     return None
 
 
@@ -39,6 +47,8 @@ def target(ctx: Context, built: BuildOutcome) -> ServingTarget | None:
 class DeployOutcome:
     serving_revision: str | None
     serving_image: str | None
+    serving_artifact: str | None
+    """status.servingArtifact: the OCI artifact (by digest) the pods of servingRevision pull."""
     url: str | None
     effects: Effects
 
@@ -74,25 +84,30 @@ def _turned_off(ctx: Context, sp: ServingPlan) -> tuple[ObjectRef, ...]:
     return tuple(
         (pruned.api_version, pruned.kind, name)
         for pruned in PRUNED
-        if optional[pruned.kind] is None and (pruned.kind, name) in ctx.observed.existing
+        if pruned.kind in optional  # the HTTPRoute is the verify stage's
+        and optional[pruned.kind] is None
+        and (pruned.kind, name) in ctx.observed.existing
     )
 
 
 def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     prev, rev, dep = ctx.prev, ctx.revision, ctx.observed.deployment
     if serve is None:
-        return DeployOutcome(
-            prev.serving_revision, prev.serving_image, None, pending(ConditionType.DEPLOYED, "nothing to deploy yet")
-        )
-    sp = serving_plan(ctx.md, serve.revision, ctx.config, serve.image)
-    objects = Effects(apply=tuple(sp.objects()), delete=_turned_off(ctx, sp), needs_artifact_claim=serve.image is None)
+        waiting = pending(ConditionType.DEPLOYED, "nothing to deploy yet")
+        return DeployOutcome(prev.serving_revision, prev.serving_image, prev.serving_artifact, None, waiting)
+    source = mirror_source(ctx.md, ctx.observed.canary_service_ip)  # Canary strategy: where a candidate offers
+    sp = serving_plan(ctx.md, serve.revision, ctx.config, serve.image, serve.artifact, source)
+    from_claim = serve.image is None and serve.artifact is None
+    objects = Effects(apply=tuple(sp.objects()), delete=_turned_off(ctx, sp), needs_artifact_claim=from_claim)
     url = service_url(ctx.md, ctx.config)
 
     def still(status: bool, reason: Reason, message: str, **more: Any) -> DeployOutcome:
         """The revision that served before still does (all but a completed rollout)."""
         effects = replace(objects, conditions=(condition(ConditionType.DEPLOYED, status, reason, message),), **more)
-        return DeployOutcome(prev.serving_revision, prev.serving_image, url, effects)
+        return DeployOutcome(prev.serving_revision, prev.serving_image, prev.serving_artifact, url, effects)
 
+    if serve.revision != rev and serve.holding is not None:
+        return still(False, *serve.holding)
     if serve.revision != rev:
         return still(
             False, Reason.PREVIOUS_REVISION_SERVING, f"revision {serve.revision} serves while {rev} is not deployable"
@@ -101,7 +116,8 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     if rollout_complete(ctx.md, dep, sp.deployment, rev):
         message = f"{want}/{want} replicas of {rev} available"
         effects = replace(objects, conditions=(condition(ConditionType.DEPLOYED, True, Reason.AVAILABLE, message),))
-        return DeployOutcome(rev, serve.image, url, effects)
+        served = serve.artifact.reference if serve.artifact is not None else None
+        return DeployOutcome(rev, serve.image, served, url, effects)
     if dep is not None and dep.progress_deadline_exceeded and dep.revision == rev:
         message = f"rollout of {rev} made no progress: {dep.progress_message}"
         if prev.serving_revision and prev.serving_revision != rev:

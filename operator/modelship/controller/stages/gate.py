@@ -1,10 +1,17 @@
-"""Gate: may this revision ship? The accuracy gate's outcome and the spec's ``onFail`` as the optimizer applied
-them (a failed gate ships the baseline or the best passing result, or blocks the revision)."""
+"""Gate: may this revision ship? The accuracy gate's outcome and the spec's ``onFail`` (a failed gate ships the
+baseline or the best passing result, or blocks the revision).
+
+The verdict is the operator's, not the pod's: the optimizer runs the tenant's model, so its report is input.
+Before anything ships, the gate's arithmetic (``api.gate``, the optimizer's own) is redone from the reported
+baseline and value with the spec's metric and gate, and a report whose figures contradict its verdict or the
+spec (Passed with a drop above maxDrop, a decision onFail does not allow, a candidate the spec never asked for)
+is refused: Stalled, reason GateReportRefused, nothing built or deployed."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...api.gate import Reported, verify
 from ...api.report import GateDecision, ShipDecision
 from ...api.status import ConditionType, OptimizationStatus, Reason, StageName
 from .context import Context, Effects, Failure, condition, pending
@@ -26,6 +33,15 @@ class GateVerdict:
 def gate(ctx: Context, result: OptimizationStatus | None) -> GateVerdict:
     if result is None:
         return GateVerdict(False, pending(ConditionType.GATE_PASSED, "waiting for the optimization result"))
+    refused = verify(ctx.md.spec.optimization, reported(result))
+    if refused is not None:
+        message = f"the optimizer's report for revision {ctx.revision} is refused: {refused}"
+        failure = Failure(StageName.GATE, Reason.GATE_REPORT_REFUSED, message)
+        effects = Effects(
+            conditions=(condition(ConditionType.GATE_PASSED, False, Reason.GATE_REPORT_REFUSED, message),),
+            failure=failure,
+        )
+        return GateVerdict(False, effects)
     message = result.describe()
     if result.gate is None or result.gate == GateDecision.SKIPPED:
         return _passed(Reason.GATE_SKIPPED, "optimization disabled: no gate")
@@ -39,6 +55,18 @@ def gate(ctx: Context, result: OptimizationStatus | None) -> GateVerdict:
         conditions=(condition(ConditionType.GATE_PASSED, False, Reason.GATE_FAILED, message),), failure=blocked
     )
     return GateVerdict(False, effects)
+
+
+def reported(result: OptimizationStatus) -> Reported:
+    return Reported(
+        metric=result.metric,
+        baseline=result.baseline,
+        value=result.value,
+        drop=result.metric_drop,
+        gate=result.gate,
+        decision=result.decision,
+        candidate=result.candidate,
+    )
 
 
 def _passed(reason: Reason, message: str) -> GateVerdict:

@@ -21,6 +21,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Generic, NamedTuple, TypeVar
 
+from ...api.redact import redact
 from ...api.status import ConditionType, Phase, Reason, StageName
 from ...config import OperatorConfig
 from ..observe import JobObservation, JobState
@@ -34,6 +35,15 @@ decides without it (the Job and its pod arrive as separate watch events)."""
 
 POD_FAILURE_POLICY = "PodFailurePolicy"
 """Reason of a Job failed by a FailJob rule of its podFailurePolicy: an exit code the stage declared final."""
+
+
+class RefusedResult(ValueError):
+    """A result that reads well but that the operator refuses (e.g. an image outside the spec's repository),
+    with its own reason."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Step(StrEnum):
@@ -73,6 +83,8 @@ def seconds_since(stamp: str | None, now: datetime) -> float:
 def _awaiting_pod_status(job: JobObservation, now: datetime) -> bool:
     """The Job finished (Complete, or failed by an exit code) but its pod's terminated status is not seen yet."""
     finished = job.state == JobState.SUCCEEDED or (job.state == JobState.FAILED and job.reason == POD_FAILURE_POLICY)
+    if job.foreign_pods:
+        return False  # the Job counted a pod that does not run its template: nothing to wait for
     return (
         finished and job.termination_message is None and seconds_since(job.finished_at, now) < POD_STATUS_GRACE_SECONDS
     )
@@ -109,7 +121,12 @@ def decide(
 
 def failure_text(job: JobObservation) -> str:
     """Why a Job failed, for people: the Job's reason and message, the container's, and the stage's own words
-    (the ``error`` of a JSON result line, else the last line its container left)."""
+    (the ``error`` of a JSON result line, else the last line its container left), without anything that looks like
+    a credential (``api.redact``: the pod's words go to status and Events)."""
+    return redact(_failure_text(job))
+
+
+def _failure_text(job: JobObservation) -> str:
     detail = ": ".join(p for p in (job.reason, job.message) if p)
     if job.termination_reason and job.termination_reason not in ("Completed", "Error"):
         detail = f"{detail} (container {job.termination_reason})" if detail else f"container {job.termination_reason}"
@@ -191,15 +208,19 @@ def run_job_stage(ctx: Context, stage: JobStage[R], recorded_attempts: int) -> J
         )
         return JobOutcome(None, attempts, name, finished, effects)
 
+    if d.step == Step.SUCCEEDED and job is not None and job.termination_message is None and job.foreign_pods:
+        message = (
+            f"{stage.label} {job.name} finished with pod(s) {', '.join(job.foreign_pods)} that do not run the Job's "
+            "template (a forged controller reference): their results are never read"
+        )
+        return settled(Reason.FOREIGN_POD, message, Failure(stage.stage, Reason.FOREIGN_POD, message))
     if d.step == Step.SUCCEEDED and job is not None:
         try:
             return JobOutcome(stage.read(ctx, job), attempts, name, finished, Effects())
         except ValueError as exc:
-            return settled(
-                stage.invalid_result,
-                str(exc),
-                Failure(stage.stage, stage.invalid_result, f"{stage.label} {job.name}: {exc}"),
-            )
+            reason = exc.reason if isinstance(exc, RefusedResult) else stage.invalid_result
+            words = redact(str(exc))
+            return settled(reason, words, Failure(stage.stage, reason, f"{stage.label} {job.name}: {words}"))
     if d.step == Step.FAILED:
         failure = _final_failure(ctx, stage, d, attempts)
         return settled(failure.reason, failure.message, failure)

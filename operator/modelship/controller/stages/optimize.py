@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...api.redact import redact
 from ...api.report import FailureKind, Summary
 from ...api.status import ConditionType, OptimizationStatus, Phase, Reason, SourceStatus, StageName
+from ...resources.artifact import artifact_target, pushed_here
 from ...resources.optimize_job import optimize_job
 from ..observe import JobObservation
 from .context import Context, Effects, Manifest, condition
-from .jobs import JobFailure, JobStage, classify_by_job, failure_text, run_job_stage
+from .jobs import JobFailure, JobStage, RefusedResult, classify_by_job, failure_text, run_job_stage
 from .resolve import Known
 
 COMPONENT = "optimizer"
@@ -34,6 +36,14 @@ def read_summary(ctx: Context, job: JobObservation) -> Summary:
     summary = Summary.from_line(job.termination_message or "")
     if not summary.ok:
         raise ValueError(summary.error or "the optimizer reported failure")
+    if summary.artifact_ref is not None and not pushed_here(ctx.md, ctx.config, summary.artifact_ref):
+        target = artifact_target(ctx.md, ctx.config, ctx.revision)
+        expected = f"{target.reference.rsplit(':', 1)[0]}@sha256:<64 hex>" if target else "no push at all"
+        raise RefusedResult(
+            Reason.ARTIFACT_OUTSIDE_REPOSITORY,
+            f"the optimizer reported artifact {summary.artifact_ref[:300]!r}, but the operator asked for {expected}: "
+            "it is never served",
+        )
     return summary
 
 
@@ -47,7 +57,7 @@ def classify(job: JobObservation) -> JobFailure:
         return classify_by_job(job)
     if summary.failure == FailureKind.TEMPORARY:
         return JobFailure(False, Reason.JOB_FAILED, failure_text(job))
-    return JobFailure(True, Reason.OPTIMIZATION_FAILED, summary.error or "the optimizer reported failure")
+    return JobFailure(True, Reason.OPTIMIZATION_FAILED, redact(summary.error or "the optimizer reported failure"))
 
 
 def make_job(ctx: Context, attempt: int) -> Manifest:

@@ -2,8 +2,10 @@
 
 The revision is content-addressed (model digest or URI + optimization + build + target, ``resources.revision``),
 so results recorded for it still hold: first in status (this ModelDeployment did the work), then in the
-namespace's revision cache (any ModelDeployment did). The model's digest is pinned by the spec or resolved by the
-optimization Job, which fetches and verifies the model before optimizing it (``resolve`` runs on its outcome).
+namespace's revision cache (any ModelDeployment of the namespace did; the cache lives in the operator's
+namespace, out of the tenant's reach: ``controller.revcache``). The model's digest is pinned by the spec or
+resolved by the optimization Job, which fetches and verifies the model before optimizing it (``resolve`` runs on
+its outcome).
 """
 
 from __future__ import annotations
@@ -47,15 +49,18 @@ def known_results(ctx: Context) -> Known:
 
 
 def remember(
-    ctx: Context, optimization: OptimizationStatus | None, source: SourceStatus | None, image: str | None
+    ctx: Context, optimization: OptimizationStatus | None, source: SourceStatus | None, image: str | None,
+    reused: bool = False,
 ) -> str | None:
-    """The revision cache entry to write once the revision is built, unless the cache already has it."""
+    """The revision cache entry to write once the revision is built: when the cache does not have it yet, or
+    when this ModelDeployment just reused it (its last use moves forward: the cache evicts the least recently
+    used entries first)."""
     if optimization is None or not image:
         return None
     cached = ctx.observed.cached
-    if cached is not None and cached.image == image:
+    if cached is not None and cached.image == image and not reused:
         return None
-    return revcache.entry(optimization, source, image)
+    return revcache.entry(optimization, source, image, ctx.now)
 
 
 @dataclass(frozen=True)

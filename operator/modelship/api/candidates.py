@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..api.optimization import (
+from .optimization import (
     ClusterParams,
     ExportFormat,
     FineTune,

@@ -1,0 +1,176 @@
+"""Status of a Canary rollout (status.rollout): the candidate, its phase and traffic share, each criterion's
+observed value against its threshold, the decision, and the current phase's analysis window. Written only by the
+operator."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from .common import ApiModel
+
+
+class RolloutPhase(StrEnum):
+    """Where a Canary rollout of status.rollout.candidate is."""
+
+    SHADOW = "Shadow"
+    CANARY = "Canary"
+    PROMOTING = "Promoting"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+
+
+class Criterion(StrEnum):
+    """The analysis criteria."""
+
+    ERROR_RATE = "ErrorRate"
+    LATENCY_RATIO = "LatencyRatio"
+    AGREEMENT = "Agreement"
+
+
+class Verdict(StrEnum):
+    PENDING = "Pending"
+    """Fewer requests than analysis.minRequests so far."""
+    PASSED = "Passed"
+    FAILED = "Failed"
+
+
+class Decision(StrEnum):
+    """What the analysis decided at the last look."""
+
+    WAIT = "Wait"
+    """Hold the phase (its time has not passed, or a criterion has too few requests)."""
+    NEXT = "Next"
+    """The phase held: go on to the next one."""
+    PROMOTE = "Promote"
+    ROLLBACK = "Rollback"
+
+
+class RollbackCause(StrEnum):
+    """Why a rollout was rolled back."""
+
+    ANALYSIS_FAILED = "AnalysisFailed"
+    """A criterion failed."""
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    """A phase could not judge every criterion in time (too few requests)."""
+    ABORTED = "Aborted"
+    """The abort annotation."""
+    ABANDONED = "Abandoned"
+    """The spec moved on to another revision."""
+
+
+class WindowCounters(ApiModel):
+    """Counters of one serving pod (or their sum over a phase's window) that the analysis reads."""
+
+    mirrored: float = 0
+    """Mirrored requests whose two answers were compared (stable pods)."""
+    mirror_failures: float = 0
+    """Mirrored requests the candidate did not answer (stable pods)."""
+    rows_agreed: float = 0
+    """Rows of mirrored requests on which the candidate agreed (stable pods)."""
+    rows_disagreed: float = 0
+    """Rows on which it did not (stable pods)."""
+    requests: float = 0
+    """Inference requests answered."""
+    errors: float = 0
+    """Of those, answered 5xx or 429."""
+    latency: Annotated[list[float], Field(max_length=64)] = Field(default_factory=list)
+    """Cumulative counts of the latency histogram, one per bound of the window's latencyBounds."""
+
+
+class PodBaseline(ApiModel):
+    """One serving pod's counters at the last look: its next delta is taken from them."""
+
+    pod: Annotated[str, Field(max_length=253)]
+    """Pod name."""
+    candidate: bool
+    """The pod serves the candidate (else the stable revision)."""
+    counters: WindowCounters
+    """Its counters at the last look (cumulative since its server started)."""
+
+
+class AnalysisWindow(ApiModel):
+    """The current phase's analysis window (figures read from the pods' metrics endpoints): each look adds every
+    pod's counter increase since the previous look, a counter that went down is a restarted pod and counts from
+    zero (as Prometheus' rate() does). Kept in status so an operator restart loses nothing."""
+
+    phase: str
+    """The phase the window belongs to (phase/step/start): another one starts a new window."""
+    since: str
+    """When the window started (RFC 3339)."""
+    latency_bounds: Annotated[list[str], Field(max_length=64)] = Field(default_factory=list)
+    """Upper bounds of the latency histogram buckets, as Prometheus' le label writes them."""
+    stable: WindowCounters = Field(default_factory=WindowCounters)
+    """Increase over the window, summed over the stable pods."""
+    candidate: WindowCounters = Field(default_factory=WindowCounters)
+    """Increase over the window, summed over the candidate's pods."""
+    pods: Annotated[list[PodBaseline], Field(max_length=64)] = Field(default_factory=list)
+    """Each pod's counters at the last look (at most 64 pods are followed)."""
+
+
+class CriterionStatus(ApiModel):
+    """One analysis criterion: observed value against its threshold."""
+
+    name: Criterion
+    """ErrorRate, LatencyRatio or Agreement."""
+    observed: float | None = None
+    """Observed value (unset before any request)."""
+    threshold: float
+    """maxErrorRate, maxLatencyRatio or minAgreement."""
+    requests: int = 0
+    """Requests the observed value is computed over."""
+    verdict: Verdict = Verdict.PENDING
+    """Pending (fewer than minRequests), Passed or Failed."""
+
+
+class RouteStatus(ApiModel):
+    """The HTTPRoute that splits live traffic (spec.serving.rollout.canary.trafficRouting.gatewayAPI)."""
+
+    name: str
+    """The HTTPRoute (in the ModelDeployment's namespace)."""
+    stable_weight: int
+    """Weight of the stable Service's backendRef, as written on the route."""
+    candidate_weight: int
+    """Weight of the candidate's Service's backendRef, as written on the route."""
+
+
+class RolloutStatus(ApiModel):
+    """A Canary rollout: the candidate revision, its phase and traffic share, and the analysis."""
+
+    candidate: str
+    """Revision under analysis."""
+    candidate_image: str | None = None
+    """Image of the candidate (unset when the stock runtime serves it)."""
+    candidate_artifact: str | None = None
+    """Without an image: the pushed artifact the candidate's pods pull (unset: the artifact claim)."""
+    stable: str
+    """Revision serving before the candidate."""
+    phase: RolloutPhase
+    """Shadow, Canary, Promoting, Promoted or RolledBack."""
+    step: int = 0
+    """Canary step (1-based; 0 before the first)."""
+    weight: int = 0
+    """Candidate's share of live traffic in percent: exact through an HTTPRoute (route), else as the replica
+    counts give it."""
+    route: RouteStatus | None = None
+    """The HTTPRoute's weights (trafficRouting.gatewayAPI), as written on it."""
+    mirror_percent: int = 0
+    """Share of the stable pods' requests mirrored to the candidate."""
+    started_at: str
+    """When the rollout of the candidate began (RFC 3339)."""
+    phase_started_at: str | None = None
+    """When the current phase's clock started: its pods were available (RFC 3339)."""
+    criteria: list[CriterionStatus] = Field(default_factory=list)
+    """Each criterion's observed value against its threshold, at the last look."""
+    decision: Decision = Decision.WAIT
+    """The analysis' decision at the last look."""
+    message: str = ""
+    """The decision, for people."""
+    rollback_cause: RollbackCause | None = None
+    """Why it was rolled back (RolledBack only)."""
+    source: str | None = None
+    """Where the analysis figures come from: Pods (their metrics endpoints) or Prometheus."""
+    window: AnalysisWindow | None = None
+    """The current phase's analysis window (figures read from the pods)."""

@@ -1,0 +1,354 @@
+"""The Canary strategy's decisions, as pure functions: the phase a rollout is in, the analysis samples read from
+the serving pods, the time, and the spec in; the next phase, the candidate's traffic share, each criterion's
+observed value against its threshold, and the decision out.
+
+A rollout of a candidate revision goes Shadow (the stable pods mirror a share of their requests to it) -> Canary
+step 1..n (it takes a share of live traffic from replica counts) -> Promoting (the stable Deployment rolls to
+it) -> Promoted. Each phase's clock starts when the candidate's pods for that phase are available; the phase
+ends when its time has passed and every criterion holds over at least ``minRequests`` requests. The first
+criterion that fails, in any phase, rolls the candidate back (RolledBack: scaled to zero, the stable revision
+serves everything). An annotation ``modelship.io/promote=<candidate>`` or ``modelship.io/abort=<candidate>``
+overrides the analysis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from ..api.rollout_status import (
+    Criterion,
+    CriterionStatus,
+    Decision,
+    RollbackCause,
+    RolloutPhase,
+    RolloutStatus,
+    Verdict,
+)
+from ..api.serving import Analysis, Canary
+from .conditions import rfc3339
+
+PROMOTE_ANNOTATION = "modelship.io/promote"
+ABORT_ANNOTATION = "modelship.io/abort"
+
+ANALYZING = frozenset({RolloutPhase.SHADOW, RolloutPhase.CANARY})
+"""Phases whose decisions need samples from the serving pods."""
+
+
+class Manual(StrEnum):
+    PROMOTE = "promote"
+    ABORT = "abort"
+
+
+def manual_action(annotations: Mapping[str, str], candidate: str) -> Manual | None:
+    """The override the annotations ask for this candidate (an annotation naming another revision is stale)."""
+    if annotations.get(ABORT_ANNOTATION) == candidate:
+        return Manual.ABORT
+    if annotations.get(PROMOTE_ANNOTATION) == candidate:
+        return Manual.PROMOTE
+    return None
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A cumulative Prometheus histogram: upper bounds (the last one +Inf) and the count at or below each."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[float, ...]
+
+    @property
+    def total(self) -> float:
+        return self.counts[-1] if self.counts else 0.0
+
+    def __add__(self, other: Histogram) -> Histogram:
+        if not self.bounds:
+            return other
+        if not other.bounds:
+            return self
+        if self.bounds != other.bounds:
+            raise ValueError("histograms with different buckets cannot be added")
+        return Histogram(self.bounds, tuple(a + b for a, b in zip(self.counts, other.counts, strict=True)))
+
+    def quantile(self, q: float) -> float | None:
+        """The q-quantile as Prometheus' histogram_quantile computes it (linear within the bucket; the highest
+        finite bound when it falls in the +Inf bucket); None without observations."""
+        total = self.total
+        if total <= 0:
+            return None
+        rank = q * total
+        lower_bound, lower_count = 0.0, 0.0
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            if count >= rank:
+                if math.isinf(bound):
+                    return lower_bound
+                if count == lower_count:
+                    return bound
+                return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+            lower_bound, lower_count = bound, count
+        return lower_bound
+
+
+EMPTY = Histogram((), ())
+
+
+@dataclass(frozen=True)
+class Samples:
+    """What the serving pods' metrics say about the candidate, summed over pods."""
+
+    mirrored: int = 0
+    """Mirrored requests whose two answers were compared (stable pods)."""
+    rows_agreed: int = 0
+    rows_compared: int = 0
+    mirror_failures: int = 0
+    """Mirrored requests the candidate did not answer (timeout, refused, 5xx) (stable pods)."""
+    candidate_requests: int = 0
+    """Inference requests the candidate's pods answered (mirrored and live)."""
+    candidate_errors: int = 0
+    """Of those, answered with a 5xx."""
+    candidate_latency: Histogram = EMPTY
+    stable_latency: Histogram = EMPTY
+    pods: int = 0
+    """Pods whose metrics were read."""
+    unreadable: tuple[str, ...] = field(default_factory=tuple)
+    """Pods whose metrics could not be read, with why."""
+    error: str | None = None
+    """The figures could not be read at all (the Prometheus server is down or answers garbage): the criteria
+    keep their last verdicts and the phase holds."""
+
+
+def judge(analysis: Analysis, s: Samples, mirrored: bool = True) -> list[CriterionStatus]:
+    """Each criterion's observed value against its threshold; Pending below minRequests. Agreement needs
+    mirrored requests: without mirroring (no shadow phase) it is not judged."""
+    need = analysis.min_requests
+
+    def verdict(n: int, ok: bool) -> Verdict:
+        return Verdict.PENDING if n < need else (Verdict.PASSED if ok else Verdict.FAILED)
+
+    answered = s.candidate_requests + s.mirror_failures
+    errors = s.candidate_errors + s.mirror_failures
+    error_rate = errors / answered if answered else None
+    out = [
+        CriterionStatus(
+            name=Criterion.ERROR_RATE,
+            observed=_round(error_rate),
+            threshold=analysis.max_error_rate,
+            requests=answered,
+            verdict=verdict(answered, error_rate is not None and error_rate <= analysis.max_error_rate),
+        )
+    ]
+    cand_p99, stable_p99 = s.candidate_latency.quantile(0.99), s.stable_latency.quantile(0.99)
+    ratio = cand_p99 / stable_p99 if cand_p99 is not None and stable_p99 else None
+    timed = int(min(s.candidate_latency.total, s.stable_latency.total)) if ratio is not None else 0
+    out.append(
+        CriterionStatus(
+            name=Criterion.LATENCY_RATIO,
+            observed=_round(ratio),
+            threshold=analysis.max_latency_ratio,
+            requests=timed,
+            verdict=verdict(timed, ratio is not None and ratio <= analysis.max_latency_ratio),
+        )
+    )
+    if not mirrored:
+        return out
+    agreement = s.rows_agreed / s.rows_compared if s.rows_compared else None
+    out.append(
+        CriterionStatus(
+            name=Criterion.AGREEMENT,
+            observed=_round(agreement),
+            threshold=analysis.min_agreement,
+            requests=s.mirrored,
+            verdict=verdict(s.mirrored, agreement is not None and agreement >= analysis.min_agreement),
+        )
+    )
+    return out
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def canary_replicas(stable_replicas: int, weight: int) -> int:
+    """Candidate replicas that give it ``weight`` percent of the pods behind the Service, the stable Deployment
+    keeping its own: round(stable * weight / (100 - weight)), at least 1."""
+    return max(1, round(stable_replicas * weight / (100 - weight)))
+
+
+def shadow_replicas(stable_replicas: int, percent: int) -> int:
+    """Candidate replicas for the mirrored share of the stable pods' load."""
+    return max(1, math.ceil(stable_replicas * percent / 100))
+
+
+def effective_weight(stable_replicas: int, candidate_replicas: int) -> int:
+    """The candidate's share of the pods behind the Service, in percent (what kube-proxy's random choice
+    gives it on average)."""
+    total = stable_replicas + candidate_replicas
+    return round(100 * candidate_replicas / total) if total else 0
+
+
+def start(
+    canary: Canary,
+    candidate: str,
+    candidate_image: str | None,
+    stable: str,
+    now: datetime,
+    candidate_artifact: str | None = None,
+) -> RolloutStatus:
+    """A new rollout of ``candidate``: the shadow phase, or the first canary step without one."""
+    first = RolloutPhase.SHADOW if canary.shadow is not None else RolloutPhase.CANARY
+    return RolloutStatus(
+        candidate=candidate,
+        candidate_image=candidate_image,
+        candidate_artifact=candidate_artifact,
+        stable=stable,
+        phase=first,
+        step=0 if first == RolloutPhase.SHADOW else 1,
+        mirror_percent=canary.shadow.percent if canary.shadow else 0,
+        started_at=rfc3339(now),
+        message="waiting for the candidate's pods",
+    )
+
+
+@dataclass(frozen=True)
+class Look:
+    """One look at a rollout in progress: what is observed now."""
+
+    now: datetime
+    available: bool
+    """The candidate's pods for the current phase are all available (and, Promoting, the stable Deployment
+    finished rolling to the candidate)."""
+    samples: Samples | None = None
+    manual: Manual | None = None
+
+
+def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
+    """The rollout's next state. Promoted is final; RolledBack too, unless the promote annotation overrides it."""
+    if state.phase == RolloutPhase.PROMOTED:
+        return state
+    if state.phase == RolloutPhase.ROLLED_BACK and look.manual != Manual.PROMOTE:
+        return state
+    if look.manual == Manual.ABORT:
+        message = f"aborted by the annotation {ABORT_ANNOTATION}={state.candidate}"
+        return _rollback(state, RollbackCause.ABORTED, message)
+    if look.manual == Manual.PROMOTE and state.phase != RolloutPhase.PROMOTING:
+        return state.model_copy(
+            update={
+                "phase": RolloutPhase.PROMOTING,
+                "decision": Decision.PROMOTE,
+                "rollback_cause": None,
+                "phase_started_at": rfc3339(look.now),
+                "message": f"promoted by the annotation {PROMOTE_ANNOTATION}={state.candidate}",
+            }
+        )
+    if state.phase == RolloutPhase.PROMOTING:
+        if look.available:
+            return state.model_copy(
+                update={
+                    "phase": RolloutPhase.PROMOTED,
+                    "decision": Decision.PROMOTE,
+                    "weight": 100,
+                    "mirror_percent": 0,
+                    "message": f"revision {state.candidate} serves all traffic",
+                }
+            )
+        return state.model_copy(update={"message": f"the stable Deployment is rolling to {state.candidate}"})
+    unavailable = look.samples.error if look.samples is not None else None
+    if look.samples is not None and unavailable is None:
+        criteria = judge(canary.analysis, look.samples, mirrored=state.mirror_percent > 0)
+    else:
+        criteria = list(state.criteria)
+    failed = [c for c in criteria if c.verdict == Verdict.FAILED]
+    if failed:
+        state = state.model_copy(update={"criteria": criteria})
+        return _rollback(state, RollbackCause.ANALYSIS_FAILED, _failure_message(failed[0]))
+    if not look.available:
+        return state.model_copy(
+            update={
+                "criteria": criteria,
+                "decision": Decision.WAIT,
+                "phase_started_at": None,
+                "message": f"waiting for the candidate's pods of {_where(state)}",
+            }
+        )
+    started = state.phase_started_at or rfc3339(look.now)
+    hold = _hold_seconds(canary, state)
+    elapsed = (look.now - _parse_time(started)).total_seconds()
+    pending = [c for c in criteria if c.verdict == Verdict.PENDING]
+    if elapsed < hold or pending or unavailable:
+        counts = "; ".join(f"{c.name} has {c.requests}/{canary.analysis.min_requests} requests" for c in pending)
+        if elapsed < hold:
+            why = f"{_where(state)} held {int(elapsed)}/{hold}s"
+        else:
+            why = f"{_where(state)}: {counts or 'no figures yet'}"
+        if unavailable:
+            why = f"{why}; analysis figures unavailable: {unavailable}"
+        limit = hold + canary.analysis.inconclusive_after_seconds
+        if (pending or unavailable) and elapsed >= limit:
+            state = state.model_copy(update={"criteria": criteria})
+            message = (
+                f"analysis inconclusive: {_where(state)} ran {int(elapsed)}s, {limit - hold}s past its "
+                f"{hold}s hold, without a verdict ({counts or 'no figures'}"
+                + (f"; figures unavailable: {unavailable}" if unavailable else "")
+                + ")"
+            )
+            return _rollback(state, RollbackCause.ANALYSIS_INCONCLUSIVE, message)
+        return state.model_copy(
+            update={"criteria": criteria, "decision": Decision.WAIT, "phase_started_at": started, "message": why}
+        )
+    passed = ", ".join(f"{c.name} {c.observed} (threshold {c.threshold})" for c in criteria)
+    if state.phase == RolloutPhase.SHADOW or state.step < len(canary.steps):
+        step = state.step + 1
+        return state.model_copy(
+            update={
+                "phase": RolloutPhase.CANARY,
+                "step": step,
+                "criteria": criteria,
+                "decision": Decision.NEXT,
+                "phase_started_at": None,
+                "message": f"{_where(state)} passed ({passed}); canary step {step} of {len(canary.steps)} "
+                f"at {canary.steps[step - 1].weight}%",
+            }
+        )
+    return state.model_copy(
+        update={
+            "phase": RolloutPhase.PROMOTING,
+            "criteria": criteria,
+            "decision": Decision.PROMOTE,
+            "phase_started_at": rfc3339(look.now),
+            "message": f"{_where(state)} passed ({passed}); promoting {state.candidate}",
+        }
+    )
+
+
+def _rollback(state: RolloutStatus, cause: RollbackCause, message: str) -> RolloutStatus:
+    return state.model_copy(
+        update={
+            "phase": RolloutPhase.ROLLED_BACK,
+            "decision": Decision.ROLLBACK,
+            "rollback_cause": cause,
+            "weight": 0,
+            "mirror_percent": 0,
+            "message": f"{message}; revision {state.stable} serves all traffic",
+        }
+    )
+
+
+def _failure_message(c: CriterionStatus) -> str:
+    relation = "below the minimum" if c.name == Criterion.AGREEMENT else "above the maximum"
+    return f"{c.name} {c.observed} over {c.requests} requests is {relation} {c.threshold}"
+
+
+def _where(state: RolloutStatus) -> str:
+    return "shadow" if state.phase == RolloutPhase.SHADOW else f"canary step {state.step}"
+
+
+def _hold_seconds(canary: Canary, state: RolloutStatus) -> int:
+    if state.phase == RolloutPhase.SHADOW:
+        return canary.shadow.duration_seconds if canary.shadow else 0
+    return canary.steps[state.step - 1].pause_seconds
+
+
+def _parse_time(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))

@@ -1,0 +1,175 @@
+"""Read the analysis figures of a Canary rollout straight from the serving pods' metrics endpoints (no Prometheus
+needed): the stable pods' mirror counters and latency, the candidate pods' answers and latency.
+
+Every read is bounded: a connect and a read timeout per pod, at most ``MAX_METRICS_BYTES`` per answer, and a
+deadline for all pods together; a pod that cannot be read is named in the samples, not an error.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..resources.meta import COMPONENT_LABEL, MODELDEPLOYMENT_LABEL, REVISION_LABEL
+from .canary import EMPTY, Histogram, Samples
+from .phasewindow import PodFigures, PodReading, Readings
+
+log = logging.getLogger("modelship.podmetrics")
+
+MAX_METRICS_BYTES = 1024 * 1024
+CONNECT_TIMEOUT_SECONDS = 1.0
+READ_TIMEOUT_SECONDS = 2.0
+DEADLINE_SECONDS = 8.0
+INFERENCE = ("v1", "v2")
+"""The protocols of inference requests (the server's requests counter also counts health and metadata)."""
+
+
+def serving_pods_selector(name: str) -> str:
+    return f"{MODELDEPLOYMENT_LABEL}={name},{COMPONENT_LABEL}=server"
+
+
+def parse(text: str, candidate: str) -> PodFigures:
+    """A model server's Prometheus text, reduced to the figures the analysis reads."""
+    out = PodFigures()
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = s.labels
+            if s.name == "modelship_mirror_requests_total" and labels.get("candidate") == candidate:
+                outcome = labels.get("outcome")
+                if outcome == "compared":
+                    out.mirrored += s.value
+                elif outcome == "failed":
+                    out.mirror_failures += s.value
+            elif s.name == "modelship_mirror_rows_total" and labels.get("candidate") == candidate:
+                if labels.get("result") == "agree":
+                    out.rows_agreed += s.value
+                else:
+                    out.rows_disagreed += s.value
+            elif s.name == "modelship_request_duration_seconds_count" and labels.get("model"):
+                out.requests += s.value  # inference requests answered, whatever the answer
+            elif s.name == "modelship_requests_total" and labels.get("model") and labels.get("protocol") in INFERENCE:
+                code = int(labels.get("code") or 0)
+                if code >= 500 or code == 429:
+                    out.errors += s.value
+            elif s.name == "modelship_request_duration_seconds_bucket" and labels.get("model"):
+                le = float(labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + s.value
+    if buckets:
+        bounds = tuple(sorted(buckets))
+        out.latency = Histogram(bounds, tuple(buckets[b] for b in bounds))
+    return out
+
+
+Fetch = Callable[[dict[str, Any], int], str]
+"""(pod, metrics port) -> the pod's /metrics text; raises OSError when it cannot be read."""
+
+
+def fetch_pod(pod: dict[str, Any], port: int) -> str:
+    """GET http://<pod IP>:<port>/metrics with bounded time and size."""
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        raise OSError("no pod IP yet")
+    conn = http.client.HTTPConnection(ip, port, timeout=CONNECT_TIMEOUT_SECONDS)
+    try:
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.settimeout(READ_TIMEOUT_SECONDS)
+        conn.request("GET", "/metrics", headers={"Accept": "text/plain"})
+        resp = conn.getresponse()
+        body = resp.read(MAX_METRICS_BYTES + 1)
+        if resp.status != 200:
+            raise OSError(f"/metrics answered {resp.status}")
+        if len(body) > MAX_METRICS_BYTES:
+            raise OSError(f"/metrics is larger than {MAX_METRICS_BYTES} bytes")
+        return body.decode("utf-8", errors="replace")
+    except http.client.HTTPException as e:
+        raise OSError(f"{type(e).__name__}: {e}") from e
+    finally:
+        conn.close()
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running" or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def read_pods(
+    pods: Iterable[dict[str, Any]], port: int, candidate: str, stable: str, fetch: Fetch = fetch_pod
+) -> Readings:
+    """The figures of each ready serving pod of the candidate or the stable revision (cumulative since its
+    server started; controller.phasewindow turns them into the phase's increase)."""
+    read: list[PodReading] = []
+    unreadable: list[tuple[str, str]] = []
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        rev = (meta.get("labels") or {}).get(REVISION_LABEL)
+        if rev not in (candidate, stable) or not _ready(pod):
+            continue
+        name = str(meta.get("name") or "")
+        if time.monotonic() > deadline:
+            unreadable.append((name, "not read (deadline)"))
+            continue
+        try:
+            figs = parse(fetch(pod, port), candidate)
+        except (OSError, ValueError) as e:
+            unreadable.append((name, str(e)))
+            continue
+        read.append(PodReading(name, rev == candidate, _created(meta), figs))
+    if unreadable:
+        log.info("metrics of %d pod(s) unreadable: %s", len(unreadable),
+                 "; ".join(f"{p}: {why}" for p, why in unreadable)[:500])  # fmt: skip
+    return Readings(tuple(read), tuple(unreadable))
+
+
+def read_samples(
+    pods: Iterable[dict[str, Any]], port: int, candidate: str, stable: str, fetch: Fetch = fetch_pod
+) -> Samples:
+    """The pods' figures summed over their lifetime (what a Prometheus sum() of the raw counters says)."""
+    return lifetime(read_pods(pods, port, candidate, stable, fetch))
+
+
+def lifetime(readings: Readings) -> Samples:
+    stable_figs = [r.figures for r in readings.pods if not r.candidate]
+    cand_figs = [r.figures for r in readings.pods if r.candidate]
+    stable_latency, cand_latency = EMPTY, EMPTY
+    for f in stable_figs:
+        stable_latency = _add(stable_latency, f.latency)
+    for f in cand_figs:
+        cand_latency = _add(cand_latency, f.latency)
+    return Samples(
+        mirrored=int(sum(f.mirrored for f in stable_figs)),
+        rows_agreed=int(sum(f.rows_agreed for f in stable_figs)),
+        rows_compared=int(sum(f.rows_agreed + f.rows_disagreed for f in stable_figs)),
+        mirror_failures=int(sum(f.mirror_failures for f in stable_figs)),
+        candidate_requests=int(sum(f.requests for f in cand_figs)),
+        candidate_errors=int(sum(f.errors for f in cand_figs)),
+        candidate_latency=cand_latency,
+        stable_latency=stable_latency,
+        pods=len(readings.pods),
+        unreadable=tuple(f"{p}: {why}" for p, why in readings.unreadable),
+    )
+
+
+def _created(meta: dict[str, Any]) -> datetime | None:
+    stamp = meta.get("creationTimestamp")
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
+    except ValueError:
+        return None
+
+
+def _add(a: Histogram, b: Histogram) -> Histogram:
+    try:
+        return a + b
+    except ValueError:  # another server version with other buckets: keep what is comparable
+        return a

@@ -1,0 +1,341 @@
+"""Verify (Canary strategy): between build and deploy, a built revision that would replace the serving one is
+first verified on live traffic, beside it: shadow (the stable pods mirror a share of requests to it), canary
+steps (it takes a share of the Service's pods), then promotion (the stable Deployment rolls to it) or rollback
+(scaled to zero, the stable revision serving everything, Stalled with reason AnalysisFailed).
+
+The decisions are ``controller.canary``'s; this stage turns them into objects (the candidate's Deployment and
+Service, the mirror settings the candidate offers the stable pods), conditions, Events and what the deploy stage
+serves. The first
+revision of a ModelDeployment has nothing to be compared with and is served at once; so is any revision under
+RollingUpdate or Recreate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from ...api.rollout_status import AnalysisWindow, RollbackCause, RolloutPhase, RolloutStatus, RouteStatus
+from ...api.serving import Canary, RolloutStrategy
+from ...api.status import ConditionType, Phase, Reason, StageName
+from ...resources.canary import canary_deployment, canary_service, mirror_offer, mirror_source
+from ...resources.kinds import HTTP_ROUTE
+from ...resources.plan import serving_plan
+from ...resources.route import gateway_routing, http_route, route_name
+from ...resources.serving import ServedArtifact
+from ..canary import (
+    ANALYZING,
+    Look,
+    Manual,
+    Samples,
+    canary_replicas,
+    decide,
+    effective_weight,
+    manual_action,
+    shadow_replicas,
+    start,
+)
+from ..observe import DeploymentObservation, Observed
+from ..phasewindow import advance, phase_key, samples
+from .context import (
+    ConditionUpdate,
+    Context,
+    Effects,
+    Failure,
+    Manifest,
+    ObjectRef,
+    Progress,
+    StageEvent,
+    condition,
+)
+from .deploy import ServingTarget, rollout_complete, wanted_replicas
+
+ANALYSIS_INTERVAL_SECONDS = 5.0
+"""How often a rollout in progress reads the pods' figures again."""
+ROUTE_API_RECHECK_SECONDS = 30.0
+"""How often a ModelDeployment Stalled for a missing HTTPRoute API looks again (the CRDs may be installed)."""
+ROUTING_FIELD = "spec.serving.rollout.canary.trafficRouting.gatewayAPI"
+
+_ROLLBACK_REASON = {
+    RollbackCause.ANALYSIS_FAILED: Reason.ANALYSIS_FAILED,
+    RollbackCause.ANALYSIS_INCONCLUSIVE: Reason.ANALYSIS_INCONCLUSIVE,
+    RollbackCause.ABORTED: Reason.ROLLOUT_ABORTED,
+}
+
+_PHASE_REASON = {
+    RolloutPhase.SHADOW: Reason.SHADOWING,
+    RolloutPhase.CANARY: Reason.CANARY_STEP,
+    RolloutPhase.PROMOTING: Reason.PROMOTING,
+    RolloutPhase.PROMOTED: Reason.PROMOTED,
+}
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    serve: ServingTarget | None
+    """What the stable Deployment runs (the candidate only once it is being promoted)."""
+    status: RolloutStatus | None
+    effects: Effects
+
+
+def verify(ctx: Context, built: ServingTarget | None) -> VerifyOutcome:
+    md = ctx.md
+    prev = ctx.prev.rollout
+    if gateway_routing(md) is not None and not ctx.observed.route_api:
+        return _no_route_api(ctx, built, prev)
+    if md.spec.serving.rollout.strategy != RolloutStrategy.CANARY or ctx.suspended:
+        return _with_route(ctx, VerifyOutcome(built, prev, Effects(apply=_wound_down(ctx, prev))), 0)
+    stable = ctx.prev.serving_revision
+    if built is None or stable is None or built.revision == stable or built.revision != ctx.revision:
+        return _with_route(ctx, _nothing_to_verify(ctx, built, prev), 0)
+    canary = md.spec.serving.rollout.canary_spec()
+    outcome = _verify(ctx, built, stable, canary)
+    assert outcome.status is not None
+    return _with_route(ctx, outcome, route_weight(canary, outcome.status))
+
+
+def _with_route(ctx: Context, outcome: VerifyOutcome, candidate_weight: int) -> VerifyOutcome:
+    """The outcome with the HTTPRoute at ``candidate_weight`` (the spec asks for one), or the route this
+    ModelDeployment created before deleted (it no longer does)."""
+    route = http_route(ctx.md, candidate_weight)
+    effects = outcome.effects
+    if route is None:
+        name = route_name(ctx.md)
+        if (HTTP_ROUTE.kind, name) not in ctx.observed.existing:
+            return outcome
+        gone: ObjectRef = (HTTP_ROUTE.api_version, HTTP_ROUTE.kind, name)
+        return VerifyOutcome(outcome.serve, outcome.status, replace(effects, delete=(*effects.delete, gone)))
+    # a backend Service not there yet only leaves the route's ResolvedRefs condition False until it is
+    out = replace(effects, apply=(*effects.apply, route))
+    status = outcome.status
+    if status is not None:  # a rollout's status shows the weights in force
+        weights = RouteStatus(name=route_name(ctx.md), stable_weight=100 - candidate_weight,
+                              candidate_weight=candidate_weight)  # fmt: skip
+        status = status.model_copy(update={"route": weights})
+    return VerifyOutcome(outcome.serve, status, out)
+
+
+def _no_route_api(ctx: Context, built: ServingTarget | None, prev: RolloutStatus | None) -> VerifyOutcome:
+    """The spec asks for an HTTPRoute the cluster cannot hold: Stalled, naming the field; no candidate is
+    verified (its weights could not be set), the revision that serves keeps serving (the first one is served,
+    through its Service), and the operator looks again every 30 s (the CRDs may be installed)."""
+    message = (
+        f"{ROUTING_FIELD}: the cluster does not serve the HTTPRoute API ({HTTP_ROUTE.api_version}, "
+        f"{HTTP_ROUTE.plural}); install the Gateway API CRDs (standard channel) or remove trafficRouting"
+    )
+    stable = ctx.prev.serving_revision
+    serve = built
+    if built is not None and stable is not None and built.revision != stable:
+        serve = _stable(ctx, stable, (Reason.TRAFFIC_ROUTING_UNAVAILABLE, f"revision {stable} serves: {message}"))
+    reason = Reason.TRAFFIC_ROUTING_UNAVAILABLE
+    effects = Effects(
+        conditions=(condition(ConditionType.VERIFIED, False, reason, message),),
+        apply=(*_wound_down(ctx, prev), canary_service(ctx.md)),
+        failure=Failure(StageName.VERIFY, reason, message),
+        requeue_after=ROUTE_API_RECHECK_SECONDS,
+    )
+    return VerifyOutcome(serve, prev, effects)
+
+
+def _nothing_to_verify(ctx: Context, built: ServingTarget | None, prev: RolloutStatus | None) -> VerifyOutcome:
+    """The first revision (served at once), the serving one, or one not built yet: no candidate now. A rollout
+    of another candidate still in progress is abandoned (the spec moved on)."""
+    state, events = prev, tuple[StageEvent, ...]()
+    if prev is not None and prev.phase in (*ANALYZING, RolloutPhase.PROMOTING) and prev.candidate != ctx.revision:
+        message = f"abandoned: the spec asks for revision {ctx.revision} now; revision {prev.stable} serves"
+        state = prev.model_copy(update={"phase": RolloutPhase.ROLLED_BACK, "weight": 0, "mirror_percent": 0,
+                                        "rollback_cause": RollbackCause.ABANDONED, "window": None,
+                                        "message": message})  # fmt: skip
+        events = (StageEvent(False, "VerifiedAbandoned", f"rollout of {prev.candidate} {message}"),)
+    objects = [*_wound_down(ctx, state), canary_service(ctx.md)]
+    conditions: tuple[ConditionUpdate, ...] = ()
+    if built is not None and built.revision == ctx.revision:
+        if state is not None and state.candidate == ctx.revision and state.phase == RolloutPhase.PROMOTED:
+            conditions = (condition(ConditionType.VERIFIED, True, Reason.PROMOTED, state.message),)
+        else:
+            message = f"revision {ctx.revision} is served without verification: no other revision served before it"
+            conditions = (condition(ConditionType.VERIFIED, True, Reason.NO_STABLE_REVISION, message),)
+    return VerifyOutcome(built, state, Effects(conditions=conditions, apply=tuple(objects), events=events))
+
+
+def _wound_down(ctx: Context, state: RolloutStatus | None) -> tuple[Manifest, ...]:
+    """The candidate's Deployment at zero when it has pods (a finished or abandoned rollout, or a strategy that is
+    no longer Canary): with no candidate pod offering, the stable pods mirror nothing."""
+    out: list[Manifest] = []
+    dep = ctx.observed.canary
+    if dep is not None and state is not None and (dep.replicas > 0 or dep.revision != state.candidate):
+        artifact = ServedArtifact(state.candidate_artifact) if state.candidate_artifact else None
+        out.append(canary_deployment(ctx.md, state.candidate, ctx.config, state.candidate_image, 0, dep.live, artifact))
+    return tuple(out)
+
+
+def _shape(canary: Canary, state: RolloutStatus, stable_replicas: int) -> tuple[int, bool]:
+    """(candidate replicas, live) for a phase. With an HTTPRoute the candidate's pods never join the stable
+    Service (the route weighs the two Services) and it gets the replicas its share warrants:
+    ceil(stable replicas * weight / 100), at least 1."""
+    shadow = shadow_replicas(stable_replicas, state.mirror_percent or 1)
+    step = canary.steps[min(state.step, len(canary.steps)) - 1] if state.step > 0 else None
+    routed = canary.gateway_api() is not None
+    if state.phase == RolloutPhase.SHADOW:
+        return shadow, False
+    if state.phase in (RolloutPhase.CANARY, RolloutPhase.PROMOTING):
+        if step is None:
+            return shadow, False
+        if routed:
+            return max(1, math.ceil(stable_replicas * step.weight / 100)), False
+        return canary_replicas(stable_replicas, step.weight), True
+    return 0, state.step > 0 and not routed
+
+
+def route_weight(canary: Canary, state: RolloutStatus) -> int:
+    """The candidate's weight on the HTTPRoute: a canary step's once the candidate's pods for it are available
+    (until then the step before's, 0 before the first), kept while promoting; 0 in the shadow phase, promoted
+    (the stable Service runs the candidate by then) and rolled back."""
+    if state.phase not in (RolloutPhase.CANARY, RolloutPhase.PROMOTING) or state.step <= 0:
+        return 0
+    step = min(state.step, len(canary.steps))
+    if state.phase == RolloutPhase.CANARY and state.phase_started_at is None:
+        step -= 1
+    return canary.steps[step - 1].weight if step > 0 else 0
+
+
+def _ready(dep: DeploymentObservation | None, revision: str, replicas: int, live: bool) -> bool:
+    return (
+        dep is not None
+        and dep.revision == revision
+        and dep.live == live
+        and dep.replicas == replicas
+        and dep.observed_generation >= dep.generation
+        and dep.updated_replicas == replicas
+        and dep.status_replicas == replicas
+        and dep.available_replicas >= replicas
+    )
+
+
+def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> VerifyOutcome:
+    md, rev, observed = ctx.md, ctx.revision, ctx.observed
+    prev = ctx.prev.rollout
+    fresh = prev is None or prev.candidate != rev
+    artifact_ref = built.artifact.reference if built.artifact else None
+    state = start(canary, rev, built.image, stable, ctx.now, artifact_ref) if fresh or prev is None else prev
+    ip = observed.canary_service_ip
+    source = mirror_source(md, ip)
+    stable_plan = serving_plan(md, stable, ctx.config, ctx.prev.serving_image, _stable_artifact(ctx), source)
+    n = wanted_replicas(md, stable_plan.deployment, observed.deployment)
+    replicas, live = _shape(canary, state, n)
+    if state.phase == RolloutPhase.PROMOTING:
+        promoted_plan = serving_plan(md, rev, ctx.config, built.image, built.artifact, source)
+        available = rollout_complete(md, observed.deployment, promoted_plan.deployment, rev)
+    else:
+        available = (
+            rollout_complete(md, observed.deployment, stable_plan.deployment, stable)  # its pods read the offer
+            and _ready(observed.canary, rev, replicas, live)
+            and (ip is not None or state.mirror_percent == 0)
+        )
+    manual: Manual | None = manual_action(md.metadata.annotations, rev)
+    figures, window = _figures(observed, state, ctx) if state.phase in ANALYZING else (None, None)
+    new = _windowed(decide(canary, state, Look(ctx.now, available, figures, manual)), observed, window, ctx)
+    replicas, live = _shape(canary, new, n)
+    routed = canary.gateway_api() is not None
+    weight = {RolloutPhase.PROMOTED: 100, RolloutPhase.ROLLED_BACK: 0}.get(new.phase)
+    if weight is None and routed:
+        weight = route_weight(canary, new)
+    elif weight is None:
+        weight = effective_weight(n, replicas) if live else 0
+    new = new.model_copy(update={"weight": weight})
+    # the candidate offers the stable pods to be mirrored to (through its Service, once it has an address)
+    offer = mirror_offer(md, ip, new.mirror_percent, rev) if ip and new.mirror_percent > 0 else None
+    objects = (
+        canary_service(md),
+        canary_deployment(md, rev, ctx.config, built.image, replicas, live, built.artifact, offer),
+    )
+    events = _events(prev if not fresh else None, new, canary)
+    if new.phase == RolloutPhase.ROLLED_BACK:
+        reason = _ROLLBACK_REASON.get(new.rollback_cause or RollbackCause.ANALYSIS_FAILED, Reason.ANALYSIS_FAILED)
+        message = f"revision {rev} rolled back: {new.message}"
+        effects = Effects(
+            conditions=(condition(ConditionType.VERIFIED, False, reason, message),),
+            apply=objects,
+            failure=Failure(StageName.VERIFY, reason, message),
+            events=events,
+        )
+        return VerifyOutcome(_stable(ctx, stable, (reason, f"revision {stable} serves: {message}")), new, effects)
+    if new.phase == RolloutPhase.PROMOTED:
+        effects = Effects(
+            conditions=(condition(ConditionType.VERIFIED, True, Reason.PROMOTED, new.message),),
+            apply=objects,
+            events=events,
+        )
+        return VerifyOutcome(built, new, effects)
+    reason = _PHASE_REASON[new.phase]
+    if figures is not None and figures.error and new.phase in ANALYZING:
+        reason = Reason.ANALYSIS_UNAVAILABLE
+    effects = Effects(
+        conditions=(condition(ConditionType.VERIFIED, False, reason, new.message),),
+        apply=objects,
+        progress=Progress(reason, f"verifying revision {rev}: {new.message}", Phase.VERIFYING),
+        requeue_after=ANALYSIS_INTERVAL_SECONDS,
+        events=events,
+    )
+    if new.phase == RolloutPhase.PROMOTING:
+        return VerifyOutcome(built, new, effects)
+    holding = (Reason.VERIFYING, f"revision {stable} serves while revision {rev} is verified: {new.message}")
+    return VerifyOutcome(_stable(ctx, stable, holding), new, effects)
+
+
+def _figures(observed: Observed, state: RolloutStatus, ctx: Context) -> tuple[Samples | None, AnalysisWindow | None]:
+    """The analysis figures of the current phase: from Prometheus (already over the phase's window), or from the
+    pods' readings added to the phase's window kept in status."""
+    readings = observed.readings
+    if readings is None:
+        return observed.samples, None
+    key = phase_key(state)
+    window = advance(state.window if state.window and state.window.phase == key else None, readings, key, ctx.now)
+    return samples(window, readings), window
+
+
+def _windowed(new: RolloutStatus, observed: Observed, window: AnalysisWindow | None, ctx: Context) -> RolloutStatus:
+    """The new state with the window it goes on with: a phase that (re)started opens a new one from the current
+    readings; a finished rollout keeps none (its criteria say what was observed)."""
+    if new.phase not in ANALYZING:
+        return new.model_copy(update={"window": None})
+    readings = observed.readings
+    if readings is None:
+        return new.model_copy(update={"window": None, "source": "Prometheus" if observed.samples else new.source})
+    key = phase_key(new)
+    if window is None or window.phase != key:
+        window = advance(None, readings, key, ctx.now)
+    return new.model_copy(update={"window": window, "source": "Pods"})
+
+
+def _stable_artifact(ctx: Context) -> ServedArtifact | None:
+    """The artifact the stable revision's pods pull (build disabled), as the deploy stage has it."""
+    prev = ctx.prev
+    return ServedArtifact(prev.serving_artifact) if prev.serving_artifact and not prev.serving_image else None
+
+
+def _stable(ctx: Context, stable: str, holding: tuple[Reason, str] | None) -> ServingTarget:
+    return ServingTarget(stable, ctx.prev.serving_image, _stable_artifact(ctx), holding)
+
+
+def _events(prev: RolloutStatus | None, new: RolloutStatus, canary: Canary) -> tuple[StageEvent, ...]:
+    """One Event per step of the rollout: it started, a phase or canary step began, it was promoted or rolled
+    back."""
+    if prev is not None and (prev.phase, prev.step) == (new.phase, new.step):
+        return ()
+    if new.phase == RolloutPhase.ROLLED_BACK:
+        return (StageEvent(True, "VerifiedRolledBack", f"revision {new.candidate}: {new.message}"),)
+    where = {
+        RolloutPhase.SHADOW: f"shadow: {new.mirror_percent}% of requests mirrored",
+        RolloutPhase.CANARY: _step_text(canary, new),
+        RolloutPhase.PROMOTING: "promoting",
+        RolloutPhase.PROMOTED: "promoted",
+    }[new.phase]
+    return (StageEvent(False, f"Verified{new.phase.value}", f"revision {new.candidate}: {where}; {new.message}"),)
+
+
+def _step_text(canary: Canary, state: RolloutStatus) -> str:
+    if canary.gateway_api() is None:
+        return f"canary step {state.step} at {state.weight}% of the pods"
+    weight = canary.steps[min(state.step, len(canary.steps)) - 1].weight
+    return f"canary step {state.step}: {weight}% of requests through the HTTPRoute once its pods are available"

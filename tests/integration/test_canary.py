@@ -1,0 +1,264 @@
+"""The Canary strategy on the real control plane: the operator (its own ServiceAccount, the chart's RBAC) verifies
+a new revision beside the serving one: the candidate's Deployment and Service, the stable pods' mirror
+ConfigMap, replica weights, status, Events, promotion, and rollback on a failed criterion. kwok's pods are not
+processes, so the pods' metrics come from a loopback endpoint this test runs (tests/integration/canary_operator
+plants it; the reader's parsing and sums are the real ones)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.chart.gitops import EXPECTED, SAMPLES, argocd_health, kstatus, sample_of
+from tests.integration.cluster import condition, wait_for
+from tests.integration.operator_harness import OperatorProcess, running_operator
+from tests.integration.test_operator import MSG, REPO, Cluster, build_result, md_doc, opt_summary
+from tests.support.servers import loopback_http
+
+CANARY = {
+    "strategy": "Canary",
+    "canary": {
+        "shadow": {"percent": 20, "durationSeconds": 10},
+        "steps": [{"weight": 50, "pauseSeconds": 10}],
+        "analysis": {"minRequests": 20, "minAgreement": 0.95, "maxLatencyRatio": 2.0},
+    },
+}
+NEW_IMAGE = f"{REPO}@sha256:" + "7a" * 32
+
+
+class FakeMetrics:
+    """What the serving pods' /metrics say, by revision: the stable pods' mirror counters and both latencies."""
+
+    def __init__(self) -> None:
+        self.stable = ""
+        self.candidate = ""
+        self.compared = 0
+        self.agreed = 0
+        self.candidate_requests = 0
+        self.candidate_errors = 0
+        self.reads: list[str] = []
+        self.lock = threading.Lock()
+
+    def text(self, rev: str) -> str:
+        lines = ["# TYPE modelship_request_duration_seconds histogram"]
+        with self.lock:
+            if rev == self.stable:
+                n, errors = 1000 + 10 * self.compared, 0  # the stable pods answer live traffic as it comes
+                lines += [
+                    "# TYPE modelship_mirror_requests_total counter",
+                    f'modelship_mirror_requests_total{{candidate="{self.candidate}",outcome="compared"}} '
+                    f"{self.compared}",
+                    "# TYPE modelship_mirror_rows_total counter",
+                    f'modelship_mirror_rows_total{{candidate="{self.candidate}",result="agree"}} {self.agreed}',
+                    f'modelship_mirror_rows_total{{candidate="{self.candidate}",result="disagree"}} '
+                    f"{self.compared - self.agreed}",
+                ]
+            else:
+                n, errors = self.candidate_requests, self.candidate_errors
+        lines += [
+            f'modelship_request_duration_seconds_bucket{{model="digits",protocol="v2",le="0.001"}} {n // 2}',
+            f'modelship_request_duration_seconds_bucket{{model="digits",protocol="v2",le="0.0025"}} {n}',
+            f'modelship_request_duration_seconds_bucket{{model="digits",protocol="v2",le="+Inf"}} {n}',
+            f'modelship_request_duration_seconds_count{{model="digits",protocol="v2"}} {n}',
+            "# TYPE modelship_requests_total counter",
+            f'modelship_requests_total{{model="digits",protocol="v2",code="200"}} {n - errors}',
+            f'modelship_requests_total{{model="digits",protocol="v2",code="500"}} {errors}',
+        ]
+        return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def fake_metrics() -> Iterator[tuple[FakeMetrics, str]]:
+    fake = FakeMetrics()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            _, rev, pod = self.path.split("/", 2)
+            with fake.lock:
+                fake.reads.append(pod)
+            body = fake.text(rev).encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/plain; version=0.0.4")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with loopback_http(Handler) as url:
+        yield fake, url
+
+
+@pytest.fixture(scope="module")
+def operator(api_client: client.ApiClient, fake_metrics: tuple[FakeMetrics, str]) -> Iterator[OperatorProcess]:
+    env = {"MODELSHIP_TEST_POD_METRICS": fake_metrics[1]}
+    with running_operator(api_client, env, module="tests.integration.canary_operator") as op:
+        yield op
+
+
+@pytest.fixture
+def k(api_client: client.ApiClient, namespace: str, operator: OperatorProcess) -> Cluster:
+    return Cluster(api_client, namespace)
+
+
+@pytest.fixture
+def metrics(fake_metrics: tuple[FakeMetrics, str]) -> FakeMetrics:
+    fake = fake_metrics[0]
+    with fake.lock:
+        fake.compared = fake.agreed = fake.candidate_requests = fake.candidate_errors = 0
+        fake.reads.clear()
+    return fake
+
+
+def _first_revision_then_a_new_one(
+    k: Cluster, metrics: FakeMetrics, rollout: dict[str, Any] = CANARY
+) -> tuple[dict[str, Any], str, str]:
+    doc = md_doc(rollout=rollout)
+    k.apply(doc)
+    first = k.wait_condition("Ready", "True", timeout=120)
+    old = first["status"]["revision"]
+    assert condition(first, "Verified")["reason"] == "NoStableRevision"
+    assert "rollout" not in first["status"]
+    # a new revision: same model, another optimization
+    doc["spec"]["optimization"]["gate"]["maxDrop"] = 0.02
+    doc["spec"]["optimization"]["job"]["podAnnotations"] = {MSG: opt_summary(candidate="prune+dynamic")}
+    doc["spec"]["build"]["job"]["podAnnotations"] = {MSG: build_result(NEW_IMAGE)}
+    k.apply(doc)
+    shadow = k.wait_md(lambda o: ((o.get("status") or {}).get("rollout") or {}).get("phase") == "Shadow",
+                       what="rollout in Shadow", timeout=120)  # fmt: skip
+    new = shadow["status"]["revision"]
+    assert new != old and shadow["status"]["rollout"]["candidate"] == new
+    with metrics.lock:
+        metrics.stable, metrics.candidate = old, new
+    return doc, old, new
+
+
+def _gitops_sample(name: str, obj: dict[str, Any]) -> None:
+    """Argo CD's health check and kstatus (Flux) say what they should of this live object: verifying is
+    Progressing / InProgress, rolled back Degraded / Failed. MODELSHIP_UPDATE_SAMPLES=1 keeps it as a sample for
+    tests/chart/test_gitops_docs.py."""
+    assert (argocd_health(obj)["status"], kstatus(obj)) == EXPECTED[name]
+    if os.environ.get("MODELSHIP_UPDATE_SAMPLES", "") == "1":
+        (SAMPLES / f"{name}.json").write_text(json.dumps(sample_of(obj), indent=2, sort_keys=True) + "\n")
+
+
+def _deployment(k: Cluster, name: str) -> Any:
+    return k.apps.read_namespaced_deployment(name, k.ns)
+
+
+def _offer(dep: Any) -> dict[str, Any]:
+    """The mirror settings a Deployment's pods offer (modelship serve --mirror-offer)."""
+    args = dep.spec.template.spec.containers[0].args
+    doc: dict[str, Any] = json.loads(args[args.index("--mirror-offer") + 1])
+    return doc
+
+
+def _events(k: Cluster) -> list[Any]:
+    return [e for e in k.core.list_namespaced_event(k.ns).items if e.involved_object.kind == "ModelDeployment"]
+
+
+def test_a_good_revision_goes_shadow_canary_promoted(k: Cluster, metrics: FakeMetrics) -> None:
+    _, old, new = _first_revision_then_a_new_one(k, metrics)
+    # shadow: the candidate's pods outside the Service's selector, the stable pods told where to mirror
+    k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+    cand = _deployment(k, "digits-canary")
+    labels = cand.spec.template.metadata.labels
+    assert labels["modelship.io/revision"] == new and labels["app.kubernetes.io/name"] == "modelship-shadow"
+    assert cand.spec.replicas == 1 and cand.spec.template.spec.containers[0].image == NEW_IMAGE
+    svc = k.core.read_namespaced_service("digits", k.ns)
+    assert not set(svc.spec.selector.items()) <= set(labels.items())
+    canary_svc = k.core.read_namespaced_service("digits-canary", k.ns)
+    ip = canary_svc.spec.cluster_ip
+    offer = _offer(cand)  # the candidate offers to be mirrored to, at its own Service's address
+    assert offer["url"] == f"http://{ip}:8080" and offer["percent"] == 20 and offer["candidate"] == new
+    stable = _deployment(k, "digits")
+    assert stable.spec.template.spec.containers[0].image.endswith("5e" * 32)  # the old image keeps serving
+    args = stable.spec.template.spec.containers[0].args  # and its pods read the offer through that Service
+    assert args[args.index("--mirror-config") + 1] == f"http://{ip}:9090/mirror"
+    assert {p.name: p.port for p in canary_svc.spec.ports} == {"http": 8080, "metrics": 9090}
+    # the analysis waits for minRequests, then the figures pass
+    held = k.wait_md(lambda o: any(c["verdict"] == "Pending" for c in o["status"]["rollout"]["criteria"]),
+                     what="criteria pending")  # fmt: skip
+    assert held["status"]["rollout"]["phase"] == "Shadow" and held["status"]["phase"] == "Verifying"
+    _gitops_sample("verifying", held)
+    assert condition(held, "Reconciling")["status"] == "True" and condition(held, "Ready")["status"] == "False"
+    with metrics.lock:
+        metrics.compared = metrics.agreed = 40
+        metrics.candidate_requests = 40
+    step = k.wait_md(lambda o: o["status"]["rollout"]["phase"] == "Canary", what="canary step 1", timeout=120)
+    assert step["status"]["rollout"]["step"] == 1 and step["status"]["rollout"]["weight"] == 50
+    # the step's weight from replicas: 2 stable + 2 candidate pods, all behind the one Service
+    k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="step pods available")
+    cand = _deployment(k, "digits-canary")
+    assert cand.spec.replicas == 2 and cand.status.available_replicas == 2
+    assert set(svc.spec.selector.items()) <= set(cand.spec.template.metadata.labels.items())
+    # the step is judged on its own requests: the shadow's do not count again
+    pending = k.wait_md(lambda o: o["status"]["rollout"].get("window", {}).get("phase", "").startswith("Canary/1/"),
+                        what="the step's own analysis window")  # fmt: skip
+    assert {c["verdict"] for c in pending["status"]["rollout"]["criteria"]} <= {"Pending", "Passed"}
+    with metrics.lock:
+        metrics.compared = metrics.agreed = 80
+        metrics.candidate_requests = 80
+    done = k.wait_condition("Ready", "True", timeout=120)
+    s = done["status"]
+    assert s["rollout"]["phase"] == "Promoted" and s["servingRevision"] == new and s["rollout"]["weight"] == 100
+    assert condition(done, "Verified")["reason"] == "Promoted"
+    assert [c["verdict"] for c in s["rollout"]["criteria"]] == ["Passed"] * 3
+    assert _deployment(k, "digits").spec.template.spec.containers[0].image == NEW_IMAGE
+    k.wait_md(lambda o: _deployment(k, "digits-canary").spec.replicas == 0, what="the candidate's Deployment at 0")
+    wanted = {"VerifiedShadow", "VerifiedCanary", "VerifiedPromoting", "VerifiedPromoted"}
+    # Events are posted after the status they explain, from the operator's event thread: wait for them
+    wait_for(lambda: wanted <= {e.reason for e in _events(k)}, timeout=30, description="an Event for every step")
+    assert any(pod.startswith("digits-canary-") for pod in metrics.reads)  # the candidate's pods were read
+    assert old != new
+
+
+def test_a_revision_without_traffic_is_inconclusive_and_rolled_back(k: Cluster, metrics: FakeMetrics) -> None:
+    quick = {**CANARY, "canary": {**CANARY["canary"], "analysis": {**CANARY["canary"]["analysis"],
+                                                                    "inconclusiveAfterSeconds": 10}}}  # fmt: skip
+    _, old, new = _first_revision_then_a_new_one(k, metrics, quick)
+    k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+    with metrics.lock:  # a trickle: fewer than minRequests (20) in the phase
+        metrics.compared = metrics.agreed = metrics.candidate_requests = 5
+    gone = k.wait_condition("Stalled", "True", reason="AnalysisInconclusive", timeout=120)
+    s = gone["status"]
+    assert s["rollout"]["phase"] == "RolledBack" and s["rollout"]["rollbackCause"] == "AnalysisInconclusive"
+    assert s["servingRevision"] == old and s["lastFailure"]["reason"] == "AnalysisInconclusive"
+    message = condition(gone, "Ready")["message"]  # two stable pods mirrored 5 each, the candidate answered 5
+    assert "ErrorRate has 5/20 requests" in message and "Agreement has 10/20 requests" in message
+    k.wait_md(lambda o: _deployment(k, "digits-canary").spec.replicas == 0, what="the candidate's Deployment at 0")
+    warnings = wait_for(lambda: [e for e in _events(k) if e.reason == "VerifiedRolledBack"], timeout=30,
+                        description="the rollback's Event")  # fmt: skip
+    assert warnings[0].type == "Warning" and "inconclusive" in warnings[0].message and new != old
+
+
+def test_a_disagreeing_revision_is_rolled_back_and_the_stable_serves(k: Cluster, metrics: FakeMetrics) -> None:
+    _, old, new = _first_revision_then_a_new_one(k, metrics)
+    k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+    with metrics.lock:  # a model trained on another function: it agrees on a third of the rows (each stable pod)
+        metrics.compared, metrics.agreed, metrics.candidate_requests = 30, 10, 30
+    failed = k.wait_condition("Stalled", "True", reason="AnalysisFailed", timeout=120)
+    s = failed["status"]
+    assert s["rollout"]["phase"] == "RolledBack" and s["rollout"]["decision"] == "Rollback"
+    agreement = next(c for c in s["rollout"]["criteria"] if c["name"] == "Agreement")
+    assert agreement["verdict"] == "Failed" and agreement["observed"] == 0.3333 and agreement["requests"] == 60
+    assert "Agreement 0.3333 over 60 requests is below the minimum 0.95" in condition(failed, "Ready")["message"]
+    assert s["servingRevision"] == old and s["lastFailure"]["stage"] == "Verify"
+    _gitops_sample("stalled-analysis-failed", failed)
+    assert condition(failed, "Ready")["status"] == "False" and condition(failed, "Reconciling")["status"] == "False"
+    k.wait_md(lambda o: _deployment(k, "digits-canary").spec.replicas == 0, what="the candidate's Deployment at 0")
+    stable = _deployment(k, "digits")
+    assert stable.spec.template.metadata.labels["modelship.io/revision"] == old
+    assert stable.status.available_replicas == 2  # no candidate pod left to offer mirroring: none happens
+    warnings = wait_for(lambda: [e for e in _events(k) if e.reason == "VerifiedRolledBack"], timeout=30,
+                        description="the rollback's Event")  # fmt: skip
+    assert warnings[0].type == "Warning" and "Agreement 0.3333" in warnings[0].message
+    assert new != old

@@ -1,0 +1,224 @@
+"""The Canary strategy's decisions (controller.canary): pure, phase by phase."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from modelship.api.rollout_status import Criterion, Decision, RollbackCause, RolloutPhase, RolloutStatus, Verdict
+from modelship.api.serving import Analysis, Canary, CanaryStep, Shadow
+from modelship.controller.canary import (
+    ABORT_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    Histogram,
+    Look,
+    Manual,
+    Samples,
+    canary_replicas,
+    decide,
+    effective_weight,
+    judge,
+    manual_action,
+    shadow_replicas,
+    start,
+)
+
+T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+BOUNDS = (0.001, 0.0025, 0.005, 0.01, float("inf"))
+CANARY = Canary(
+    shadow=Shadow(percent=20, duration_seconds=60),
+    steps=[CanaryStep(weight=25, pause_seconds=30), CanaryStep(weight=50, pause_seconds=30)],
+    analysis=Analysis(min_requests=100, max_error_rate=0.01, max_latency_ratio=2.0, min_agreement=0.99),
+)
+
+
+def hist(*per_bucket: float) -> Histogram:
+    """A histogram from per-bucket (not cumulative) counts."""
+    cumulative, total = [], 0.0
+    for n in per_bucket:
+        total += n
+        cumulative.append(total)
+    return Histogram(BOUNDS, tuple(cumulative))
+
+
+def good(n: int = 200) -> Samples:
+    return Samples(
+        mirrored=n,
+        rows_agreed=n,
+        rows_compared=n,
+        candidate_requests=n,
+        candidate_latency=hist(0, n, 0, 0, 0),
+        stable_latency=hist(0, 5 * n, 0, 0, 0),
+    )
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def started() -> RolloutStatus:
+    return start(CANARY, "cand", None, "stable", T0)
+
+
+def test_histogram_quantile_interpolates_like_prometheus() -> None:
+    h = hist(50, 50, 0, 0, 0)  # 50 at <= 1 ms, 50 in (1, 2.5] ms
+    assert h.quantile(0.5) == pytest.approx(0.001)
+    assert h.quantile(0.99) == pytest.approx(0.001 + 0.0015 * 49 / 50)
+    assert hist(0, 0, 0, 0, 10).quantile(0.99) == 0.01  # in +Inf: the highest finite bound
+    assert Histogram((), ()).quantile(0.99) is None
+    assert (hist(1, 0, 0, 0, 0) + hist(0, 1, 0, 0, 0)).counts == (1, 2, 2, 2, 2)
+    with pytest.raises(ValueError, match="different buckets"):
+        _ = hist(1, 0, 0, 0, 0) + Histogram((1.0, float("inf")), (1, 1))
+
+
+def test_criteria_are_pending_below_min_requests_then_judged() -> None:
+    few = judge(CANARY.analysis, good(99))
+    assert [c.verdict for c in few] == [Verdict.PENDING] * 3
+    enough = judge(CANARY.analysis, good(100))
+    assert [c.verdict for c in enough] == [Verdict.PASSED] * 3
+    assert [c.name for c in enough] == [Criterion.ERROR_RATE, Criterion.LATENCY_RATIO, Criterion.AGREEMENT]
+    assert enough[0].observed == 0.0 and enough[2].observed == 1.0
+
+
+def test_each_criterion_fails_on_its_own_numbers() -> None:
+    a = CANARY.analysis
+    errors = judge(a, Samples(**{**good().__dict__, "candidate_errors": 3}))  # 3/200 = 0.015 > 0.01
+    assert errors[0].verdict == Verdict.FAILED and errors[0].observed == 0.015
+    timeouts = judge(a, Samples(**{**good().__dict__, "mirror_failures": 10}))  # no answer counts as failed
+    assert timeouts[0].verdict == Verdict.FAILED and timeouts[0].requests == 210
+    slow = judge(a, Samples(**{**good().__dict__, "candidate_latency": hist(0, 0, 0, 200, 0)}))
+    assert slow[1].verdict == Verdict.FAILED and slow[1].observed is not None and slow[1].observed > 2.0
+    disagree = judge(a, Samples(**{**good().__dict__, "rows_agreed": 150}))
+    assert disagree[2].verdict == Verdict.FAILED and disagree[2].observed == 0.75
+    assert [c.verdict for c in disagree[:2]] == [Verdict.PASSED, Verdict.PASSED]
+
+
+def test_shadow_waits_for_pods_then_holds_its_duration_then_goes_to_step_one() -> None:
+    s = started()
+    assert s.phase == RolloutPhase.SHADOW and s.step == 0 and s.mirror_percent == 20
+    waiting = decide(CANARY, s, Look(at(5), available=False, samples=good()))
+    assert waiting.decision == Decision.WAIT and waiting.phase_started_at is None
+    clock = decide(CANARY, waiting, Look(at(10), available=True, samples=good()))
+    assert clock.phase == RolloutPhase.SHADOW and clock.phase_started_at == "2026-11-28T12:00:10Z"
+    held = decide(CANARY, clock, Look(at(69), available=True, samples=good()))
+    assert held.decision == Decision.WAIT and "59/60s" in held.message
+    nxt = decide(CANARY, held, Look(at(70), available=True, samples=good()))
+    assert (nxt.phase, nxt.step, nxt.decision) == (RolloutPhase.CANARY, 1, Decision.NEXT)
+    assert nxt.phase_started_at is None  # the step's clock starts when its pods are available
+
+
+def test_time_passed_but_too_few_requests_holds_and_says_how_many() -> None:
+    s = decide(CANARY, started(), Look(at(0), available=True, samples=good(40)))
+    held = decide(CANARY, s, Look(at(600), available=True, samples=good(40)))
+    assert held.phase == RolloutPhase.SHADOW and held.decision == Decision.WAIT
+    assert "Agreement has 40/100 requests" in held.message
+
+
+def test_steps_in_order_then_promoting_then_promoted() -> None:
+    s = started().model_copy(update={"phase": RolloutPhase.CANARY, "step": 1})
+    s = decide(CANARY, s, Look(at(0), available=True, samples=good()))
+    s = decide(CANARY, s, Look(at(30), available=True, samples=good()))
+    assert (s.phase, s.step) == (RolloutPhase.CANARY, 2)
+    s = decide(CANARY, s, Look(at(31), available=True, samples=good()))
+    s = decide(CANARY, s, Look(at(61), available=True, samples=good()))
+    assert (s.phase, s.decision) == (RolloutPhase.PROMOTING, Decision.PROMOTE)
+    rolling = decide(CANARY, s, Look(at(62), available=False))
+    assert rolling.phase == RolloutPhase.PROMOTING
+    done = decide(CANARY, rolling, Look(at(70), available=True))
+    assert (done.phase, done.weight, done.mirror_percent) == (RolloutPhase.PROMOTED, 100, 0)
+    assert decide(CANARY, done, Look(at(80), available=True, manual=Manual.ABORT)) == done  # terminal
+
+
+def test_the_first_failed_criterion_rolls_back_at_once_in_any_phase() -> None:
+    bad = Samples(**{**good().__dict__, "rows_agreed": 120})
+    for phase, step in ((RolloutPhase.SHADOW, 0), (RolloutPhase.CANARY, 2)):
+        s = started().model_copy(update={"phase": phase, "step": step, "phase_started_at": "2026-11-28T12:00:00Z"})
+        out = decide(CANARY, s, Look(at(1), available=True, samples=bad))  # long before the phase's time
+        assert (out.phase, out.decision, out.weight, out.mirror_percent) == (
+            RolloutPhase.ROLLED_BACK, Decision.ROLLBACK, 0, 0,
+        )  # fmt: skip
+        assert "Agreement 0.6 over 200 requests is below the minimum 0.99" in out.message
+        assert "revision stable serves all traffic" in out.message
+        agreement = next(c for c in out.criteria if c.name == Criterion.AGREEMENT)
+        assert agreement.observed == 0.6 and agreement.verdict == Verdict.FAILED
+    # a failure is judged even while the candidate's pods are not all available
+    out = decide(CANARY, started(), Look(at(1), available=False, samples=bad))
+    assert out.phase == RolloutPhase.ROLLED_BACK
+
+
+def test_without_shadow_the_rollout_starts_at_step_one() -> None:
+    s = start(Canary(steps=[CanaryStep(weight=10)]), "c", "img", "s", T0)
+    assert (s.phase, s.step, s.mirror_percent, s.candidate_image) == (RolloutPhase.CANARY, 1, 0, "img")
+
+
+def test_manual_overrides_name_the_candidate() -> None:
+    assert manual_action({PROMOTE_ANNOTATION: "cand"}, "cand") == Manual.PROMOTE
+    assert manual_action({ABORT_ANNOTATION: "cand", PROMOTE_ANNOTATION: "cand"}, "cand") == Manual.ABORT
+    assert manual_action({PROMOTE_ANNOTATION: "older"}, "cand") is None  # stale: another revision
+    promoted = decide(CANARY, started(), Look(at(1), available=False, manual=Manual.PROMOTE))
+    assert promoted.phase == RolloutPhase.PROMOTING and "annotation" in promoted.message
+    aborted = decide(CANARY, started(), Look(at(1), available=True, samples=good(), manual=Manual.ABORT))
+    assert aborted.phase == RolloutPhase.ROLLED_BACK and ABORT_ANNOTATION in aborted.message
+    assert decide(CANARY, aborted, Look(at(2), available=True, samples=good())) == aborted  # stays rolled back
+    overridden = decide(CANARY, aborted, Look(at(3), available=True, manual=Manual.PROMOTE))
+    assert overridden.phase == RolloutPhase.PROMOTING  # a human may still ship what the analysis refused
+
+
+def test_without_mirroring_agreement_is_not_judged() -> None:
+    spec = Canary(steps=[CanaryStep(weight=10, pause_seconds=0)])
+    s = start(spec, "c", None, "s", T0)
+    no_mirror = Samples(**{**good().__dict__, "mirrored": 0, "rows_agreed": 0, "rows_compared": 0})
+    s = decide(spec, s, Look(at(0), available=True, samples=no_mirror))
+    assert [c.name for c in s.criteria] == [Criterion.ERROR_RATE, Criterion.LATENCY_RATIO]
+    assert s.phase == RolloutPhase.PROMOTING
+
+
+@pytest.mark.parametrize(
+    ("stable", "weight", "replicas", "share"),
+    [(1, 50, 1, 50), (2, 25, 1, 33), (3, 25, 1, 25), (2, 50, 2, 50), (4, 20, 1, 20), (1, 90, 9, 90), (2, 10, 1, 33)],
+)
+def test_replica_weights_are_quantized_and_reported(stable: int, weight: int, replicas: int, share: int) -> None:
+    assert canary_replicas(stable, weight) == replicas
+    assert effective_weight(stable, replicas) == share
+
+
+def test_shadow_replicas_cover_the_mirrored_share() -> None:
+    assert shadow_replicas(1, 20) == 1
+    assert shadow_replicas(10, 20) == 2
+    assert shadow_replicas(10, 25) == 3
+
+
+def test_a_phase_without_enough_requests_is_inconclusive_after_the_bound_and_rolls_back() -> None:
+    bound = CANARY.analysis.inconclusive_after_seconds
+    assert bound == 600  # the documented default
+    s = decide(CANARY, started(), Look(at(0), available=True, samples=good(40)))
+    held = decide(CANARY, s, Look(at(60 + bound - 1), available=True, samples=good(40)))
+    assert held.phase == RolloutPhase.SHADOW and held.decision == Decision.WAIT
+    gone = decide(CANARY, held, Look(at(60 + bound), available=True, samples=good(40)))
+    assert (gone.phase, gone.decision, gone.rollback_cause) == (
+        RolloutPhase.ROLLED_BACK, Decision.ROLLBACK, RollbackCause.ANALYSIS_INCONCLUSIVE)  # fmt: skip
+    assert gone.weight == 0 and gone.mirror_percent == 0
+    assert "analysis inconclusive: shadow ran 660s, 600s past its 60s hold" in gone.message
+    assert "Agreement has 40/100 requests" in gone.message and "revision stable serves all traffic" in gone.message
+    # a human can still promote it, or abort before the bound
+    promoted = decide(CANARY, gone, Look(at(700), available=False, manual=Manual.PROMOTE))
+    assert promoted.phase == RolloutPhase.PROMOTING and promoted.rollback_cause is None
+    aborted = decide(CANARY, held, Look(at(61), available=True, samples=good(40), manual=Manual.ABORT))
+    assert aborted.rollback_cause == RollbackCause.ABORTED
+
+
+def test_a_custom_bound_and_unreadable_figures_hold_then_turn_inconclusive() -> None:
+    analysis = CANARY.analysis.model_copy(update={"inconclusive_after_seconds": 30})
+    canary = CANARY.model_copy(update={"analysis": analysis})
+    s = decide(canary, started(), Look(at(0), available=True, samples=good()))
+    assert [c.verdict for c in s.criteria] == [Verdict.PASSED] * 3
+    down = Samples(error="Prometheus at http://prom:9090: ConnectionRefusedError: [Errno 111] Connection refused")
+    held = decide(canary, s, Look(at(61), available=True, samples=down))
+    # the last verdicts stay, but nothing is promoted on figures that cannot be read now
+    assert held.phase == RolloutPhase.SHADOW and held.decision == Decision.WAIT and held.criteria == s.criteria
+    assert "analysis figures unavailable: Prometheus at http://prom:9090: ConnectionRefusedError" in held.message
+    back = decide(canary, held, Look(at(62), available=True, samples=good()))
+    assert back.phase == RolloutPhase.CANARY  # readable again: the phase held, on to step 1
+    gone = decide(canary, held, Look(at(90), available=True, samples=down))
+    assert gone.rollback_cause == RollbackCause.ANALYSIS_INCONCLUSIVE and "figures unavailable" in gone.message

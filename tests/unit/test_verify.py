@@ -1,0 +1,260 @@
+"""The Canary strategy through the whole plan (pure): objects, weights, status, conditions and Events from the
+first reconcile of a new revision to its promotion or rollback."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from modelship.controller.canary import Histogram, Samples
+from modelship.controller.observe import DeploymentObservation, JobState, Observed
+from modelship.controller.phasewindow import PodFigures, PodReading, Readings
+from modelship.controller.plan import Plan, plan
+from modelship.resources.revision import revision
+from tests.unit.test_plan import CONFIG, NOW, cond, deployment, job, make_md, summary
+
+CANARY = {
+    "strategy": "Canary",
+    "canary": {
+        "shadow": {"percent": 20, "durationSeconds": 60},
+        "steps": [{"weight": 50, "pauseSeconds": 30}],
+        "analysis": {"minRequests": 50},
+    },
+}
+OLD = "rold"
+BOUNDS = (0.001, 0.01, float("inf"))
+
+
+def samples(agreed: int = 100, n: int = 100) -> Samples:
+    lat = Histogram(BOUNDS, (n, n, n))
+    return Samples(mirrored=n, rows_agreed=agreed, rows_compared=n, candidate_requests=n, candidate_latency=lat,
+                   stable_latency=Histogram(BOUNDS, (5 * n, 5 * n, 5 * n)), pods=3)  # fmt: skip
+
+
+def md_with(status: dict[str, Any] | None = None, **annotations: str) -> Any:
+    md = make_md(
+        build=False,
+        serving={"replicas": 2, "rollout": CANARY},
+        status={"servingRevision": OLD} if status is None else status,
+    )
+    md.metadata.annotations.update(annotations)
+    return md
+
+
+def new_revision() -> tuple[Any, str, list[Any]]:
+    """A spec with a new revision whose optimization succeeded: its ModelDeployment, revision and Jobs."""
+    md = md_with()
+    rev = revision(md.spec)
+    return md, rev, [job("optimizer", rev, JobState.SUCCEEDED, msg=summary())]
+
+
+def by_name(p: Plan, kind: str, name: str) -> dict[str, Any]:
+    return next(o for o in p.apply if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+def canary_obs(rev: str, replicas: int, live: bool) -> DeploymentObservation:
+    return deployment(rev, CONFIG.images.serving, replicas=replicas, available=replicas, name="digits-canary",
+                      live=live)  # fmt: skip
+
+
+def args(p: Plan, name: str) -> list[str]:
+    return list(by_name(p, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def offer(p: Plan) -> dict[str, Any] | None:
+    """The mirror settings the candidate's pods offer the stable ones (--mirror-offer), if any."""
+    a = args(p, "digits-canary")
+    return json.loads(a[a.index("--mirror-offer") + 1]) if "--mirror-offer" in a else None
+
+
+def test_a_new_revision_goes_shadow_canary_promoted() -> None:
+    md, rev, jobs = new_revision()
+    stable = deployment(OLD, CONFIG.images.serving)
+    # 1. the candidate's pods in the shadow phase: not selected by the Service; the stable keeps serving
+    p1 = plan(md, Observed(jobs=jobs, deployment=stable), CONFIG, NOW)
+    dep = by_name(p1, "Deployment", "digits")
+    assert dep["spec"]["template"]["metadata"]["labels"]["modelship.io/revision"] == OLD
+    assert "--mirror-config" not in args(p1, "digits")  # the candidate's Service has no address yet
+    cand = by_name(p1, "Deployment", "digits-canary")
+    labels = cand["spec"]["template"]["metadata"]["labels"]
+    assert labels["modelship.io/revision"] == rev and labels["app.kubernetes.io/name"] == "modelship-shadow"
+    assert cand["spec"]["replicas"] == 1 and "--mirror-config" not in args(p1, "digits-canary")
+    svc = by_name(p1, "Service", "digits")
+    assert not set(svc["spec"]["selector"].items()) <= set(labels.items())  # the shadow is not behind the Service
+    assert set(by_name(p1, "Service", "digits-canary")["spec"]["selector"].items()) <= set(labels.items())
+    assert offer(p1) is None
+    s1 = p1.status
+    assert s1["phase"] == "Verifying" and s1["servingRevision"] == OLD
+    assert s1["rollout"]["phase"] == "Shadow" and s1["rollout"]["candidate"] == rev and s1["rollout"]["stable"] == OLD
+    assert cond(s1, "Verified")["reason"] == "Shadowing" and cond(s1, "Deployed")["reason"] == "Verifying"
+    assert cond(s1, "Reconciling")["status"] == "True" and cond(s1, "Ready")["status"] == "False"
+    assert p1.requeue_after == 5.0
+    assert [e.reason for e in p1.events if e.reason.startswith("Verified")] == ["VerifiedShadow"]
+    # 2. the shadow pods are up and the candidate's Service has an address: mirroring starts, the clock runs
+    obs = Observed(jobs=jobs, deployment=stable, canary=canary_obs(rev, 1, False), canary_service_ip="10.96.0.9",
+                   samples=samples(n=10))  # fmt: skip
+    p2 = plan(md_with(s1), obs, CONFIG, NOW)
+    # the stable pods read what the candidate offers, through its Service's metrics port; it offers its own address
+    assert args(p2, "digits")[-2:] == ["--mirror-config", "http://10.96.0.9:9090/mirror"]
+    assert offer(p2) == {"url": "http://10.96.0.9:8080", "percent": 20, "candidate": rev, "comparison": "auto",
+                         "rtol": 0.05, "atol": 0.01}  # fmt: skip
+    ports = by_name(p2, "Service", "digits-canary")["spec"]["ports"]
+    assert [(p["name"], p["port"]) for p in ports] == [("http", 8080), ("metrics", 9090)]
+    r2 = p2.status["rollout"]
+    assert r2["phaseStartedAt"] == "2026-11-26T12:00:00Z" and r2["decision"] == "Wait"
+    assert [c["verdict"] for c in r2["criteria"]] == ["Pending"] * 3
+    # 3. the shadow held its time with every criterion passing: canary step 1 at 50% (2 stable + 2 candidate)
+    later = NOW + timedelta(seconds=61)
+    p3 = plan(md_with(p2.status), Observed(**{**obs.__dict__, "samples": samples()}), CONFIG, later)
+    r3 = p3.status["rollout"]
+    assert (r3["phase"], r3["step"], r3["weight"]) == ("Canary", 1, 50)
+    cand = by_name(p3, "Deployment", "digits-canary")
+    assert cand["spec"]["replicas"] == 2
+    assert cand["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "modelship-server"
+    assert [c["observed"] for c in r3["criteria"]] == [0.0, 1.0, 1.0]
+    assert any(e.reason == "VerifiedCanary" and "canary step 1 at 50%" in e.message for e in p3.events)
+    # 4. the step's pods are live and the step held: promoting rolls the stable Deployment to the candidate
+    obs4 = Observed(**{**obs.__dict__, "canary": canary_obs(rev, 2, True), "samples": samples()})
+    p4 = plan(md_with(p3.status), obs4, CONFIG, later + timedelta(seconds=1))
+    p4 = plan(md_with(p4.status), obs4, CONFIG, later + timedelta(seconds=32))
+    assert p4.status["rollout"]["phase"] == "Promoting"
+    assert by_name(p4, "Deployment", "digits")["spec"]["template"]["metadata"]["labels"]["modelship.io/revision"] == rev
+    assert by_name(p4, "Deployment", "digits-canary")["spec"]["replicas"] == 2  # serving until the stable rolled
+    # 5. the stable Deployment runs the candidate: promoted, the candidate's Deployment at zero, Ready
+    obs5 = Observed(**{**obs4.__dict__, "deployment": deployment(rev, CONFIG.images.serving), "samples": None})
+    p5 = plan(md_with(p4.status), obs5, CONFIG, later + timedelta(seconds=40))
+    s5 = p5.status
+    assert s5["rollout"]["phase"] == "Promoted" and s5["rollout"]["weight"] == 100
+    assert s5["servingRevision"] == rev and s5["phase"] == "Ready"
+    assert cond(s5, "Verified")["reason"] == "Promoted" and cond(s5, "Ready")["status"] == "True"
+    assert by_name(p5, "Deployment", "digits-canary")["spec"]["replicas"] == 0
+    # and it stays so
+    p6 = plan(md_with(s5), Observed(**{**obs5.__dict__, "canary": canary_obs(rev, 0, True)}), CONFIG, later)
+    assert p6.status["phase"] == "Ready" and cond(p6.status, "Verified")["reason"] == "Promoted"
+
+
+def test_a_disagreeing_candidate_is_rolled_back_and_the_resource_stalls_with_the_numbers() -> None:
+    md, rev, jobs = new_revision()
+    stable = deployment(OLD, CONFIG.images.serving)
+    p1 = plan(md, Observed(jobs=jobs, deployment=stable), CONFIG, NOW)
+    obs = Observed(jobs=jobs, deployment=stable, canary=canary_obs(rev, 1, False), canary_service_ip="10.96.0.9",
+                   samples=samples(agreed=40))  # fmt: skip
+    p2 = plan(md_with(p1.status), obs, CONFIG, NOW + timedelta(seconds=5))
+    s = p2.status
+    assert s["rollout"]["phase"] == "RolledBack" and s["rollout"]["decision"] == "Rollback"
+    agreement = next(c for c in s["rollout"]["criteria"] if c["name"] == "Agreement")
+    assert agreement == {"name": "Agreement", "observed": 0.4, "threshold": 0.99, "requests": 100, "verdict": "Failed"}
+    assert cond(s, "Stalled")["status"] == "True" and cond(s, "Stalled")["reason"] == "AnalysisFailed"
+    assert "Agreement 0.4 over 100 requests is below the minimum 0.99" in cond(s, "Ready")["message"]
+    assert s["servingRevision"] == OLD and s["phase"] == "Failed"
+    assert s["lastFailure"]["stage"] == "Verify" and s["lastFailure"]["reason"] == "AnalysisFailed"
+    assert by_name(p2, "Deployment", "digits-canary")["spec"]["replicas"] == 0
+    assert by_name(p2, "Deployment", "digits")["spec"]["template"]["metadata"]["labels"]["modelship.io/revision"] == OLD
+    # no candidate pod left to offer mirroring: the stable pods mirror nothing
+    assert any(e.reason == "VerifiedRolledBack" and e.type == "Warning" for e in p2.events)
+    # it stays rolled back (no new analysis, no requeue), the stable serving, until the spec changes
+    p3 = plan(md_with(s), Observed(**{**obs.__dict__, "samples": None}), CONFIG, NOW + timedelta(seconds=60))
+    assert p3.status["rollout"] == s["rollout"] and cond(p3.status, "Stalled")["status"] == "True"
+    assert not [e for e in p3.events if e.reason.startswith("Verified")]
+
+
+def test_abort_and_promote_annotations_name_the_candidate() -> None:
+    md, rev, jobs = new_revision()
+    stable = deployment(OLD, CONFIG.images.serving)
+    p1 = plan(md, Observed(jobs=jobs, deployment=stable), CONFIG, NOW)
+    aborted = plan(md_with(p1.status, **{"modelship.io/abort": rev}), Observed(jobs=jobs, deployment=stable), CONFIG,
+                   NOW)  # fmt: skip
+    assert cond(aborted.status, "Stalled")["reason"] == "RolloutAborted"
+    promoted = plan(md_with(aborted.status, **{"modelship.io/promote": rev}), Observed(jobs=jobs, deployment=stable),
+                    CONFIG, NOW)  # fmt: skip
+    assert promoted.status["rollout"]["phase"] == "Promoting"
+    dep = by_name(promoted, "Deployment", "digits")
+    assert dep["spec"]["template"]["metadata"]["labels"]["modelship.io/revision"] == rev
+    stale = plan(md_with(p1.status, **{"modelship.io/abort": "someotherrev"}), Observed(jobs=jobs, deployment=stable),
+                 CONFIG, NOW)  # fmt: skip
+    assert stale.status["rollout"]["phase"] == "Shadow"
+
+
+def test_the_first_revision_is_served_at_once_and_other_strategies_are_untouched() -> None:
+    md = md_with(status={})
+    rev = revision(md.spec)
+    p = plan(md, Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=summary())]), CONFIG, NOW)
+    assert by_name(p, "Deployment", "digits")["spec"]["template"]["metadata"]["labels"]["modelship.io/revision"] == rev
+    assert not [o for o in p.apply if o["metadata"]["name"] == "digits-canary" and o["kind"] == "Deployment"]
+    assert cond(p.status, "Verified")["reason"] == "NoStableRevision" and "rollout" not in p.status
+    plain = make_md(build=False, status={"servingRevision": OLD})
+    p2 = plan(plain, Observed(jobs=[job("optimizer", revision(plain.spec), JobState.SUCCEEDED, msg=summary())],
+                              deployment=deployment(OLD, CONFIG.images.serving)), CONFIG, NOW)  # fmt: skip
+    assert {o["kind"] for o in p2.apply} == {"PersistentVolumeClaim", "Deployment", "Service", "PodDisruptionBudget"}
+    assert "Verified" not in [c["type"] for c in p2.status["conditions"]]
+
+
+def readings(cand_requests: float, compared: float, agreed: float, cand_errors: float = 0) -> Readings:
+    """The pods' own cumulative counters (no Prometheus): one stable pod mirroring, one candidate pod."""
+    lat = Histogram(BOUNDS, (cand_requests, cand_requests, cand_requests))
+    created = NOW - timedelta(hours=1)
+    return Readings((
+        PodReading("digits-a", False, created, PodFigures(mirrored=compared, rows_agreed=agreed,
+                   rows_disagreed=compared - agreed, latency=Histogram(BOUNDS, (5 * compared,) * 3))),
+        PodReading("digits-canary-a", True, created, PodFigures(requests=cand_requests, errors=cand_errors,
+                   latency=lat)),
+    ))  # fmt: skip
+
+
+def test_the_pods_figures_are_judged_over_the_phase_window_kept_in_status() -> None:
+    md, rev, jobs = new_revision()
+    base = Observed(jobs=jobs, deployment=deployment(OLD, CONFIG.images.serving), canary=canary_obs(rev, 1, False),
+                    canary_service_ip="10.96.0.9")  # fmt: skip
+    s1 = plan(md, Observed(jobs=jobs, deployment=base.deployment), CONFIG, NOW).status
+    # the candidate's pods already answered 1000 requests, 100 of them 5xx, and disagreed on 500 rows (e.g. an
+    # earlier rollout of the same revision): none of it is this phase's
+    old = readings(1000, 600, 100, cand_errors=100)
+    s2 = plan(md_with(s1), Observed(**{**base.__dict__, "readings": old}), CONFIG, NOW).status
+    w = s2["rollout"]["window"]
+    assert s2["rollout"]["source"] == "Pods" and w["phase"].startswith("Shadow/0/") and w["candidate"]["requests"] == 0
+    assert [p["pod"] for p in w["pods"]] == ["digits-a", "digits-canary-a"]
+    assert [c["verdict"] for c in s2["rollout"]["criteria"]] == ["Pending"] * 3
+    t = NOW + timedelta(seconds=61)
+    new = readings(1200, 800, 300, cand_errors=100)  # 200 requests, 0 errors; 200 rows all agreeing
+    p3 = plan(md_with(s2), Observed(**{**base.__dict__, "readings": new}), CONFIG, t)
+    r3 = p3.status["rollout"]
+    assert (r3["phase"], r3["step"]) == ("Canary", 1), r3["message"]
+    assert [(c["name"], c["observed"], c["requests"]) for c in r3["criteria"]] == [
+        ("ErrorRate", 0.0, 200), ("LatencyRatio", 1.0, 200), ("Agreement", 1.0, 200)]  # fmt: skip
+    assert r3["window"]["phase"].startswith("Canary/1/") and r3["window"]["candidate"]["requests"] == 0
+
+
+def test_a_phase_without_traffic_is_inconclusive_stalled_with_an_event() -> None:
+    md, rev, jobs = new_revision()
+    obs = Observed(jobs=jobs, deployment=deployment(OLD, CONFIG.images.serving), canary=canary_obs(rev, 1, False),
+                   canary_service_ip="10.96.0.9", readings=readings(3, 2, 2))  # fmt: skip
+    s1 = plan(md, Observed(jobs=jobs, deployment=obs.deployment), CONFIG, NOW).status
+    s2 = plan(md_with(s1), obs, CONFIG, NOW).status
+    s3 = plan(md_with(s2), Observed(**{**obs.__dict__, "readings": readings(10, 6, 6)}), CONFIG,
+              NOW + timedelta(seconds=300)).status  # fmt: skip
+    assert s3["rollout"]["phase"] == "Shadow" and cond(s3, "Verified")["reason"] == "Shadowing"
+    p4 = plan(md_with(s3), Observed(**{**obs.__dict__, "readings": readings(12, 8, 8)}), CONFIG,
+              NOW + timedelta(seconds=660))  # fmt: skip
+    s4 = p4.status
+    r = s4["rollout"]
+    assert (r["phase"], r["rollbackCause"]) == ("RolledBack", "AnalysisInconclusive") and "window" not in r
+    assert cond(s4, "Stalled")["status"] == "True" and cond(s4, "Stalled")["reason"] == "AnalysisInconclusive"
+    assert "Agreement has 6/50 requests" in cond(s4, "Ready")["message"]
+    assert s4["servingRevision"] == OLD and s4["lastFailure"]["reason"] == "AnalysisInconclusive"
+    assert by_name(p4, "Deployment", "digits-canary")["spec"]["replicas"] == 0
+    assert any(e.reason == "VerifiedRolledBack" and e.type == "Warning" and "inconclusive" in e.message
+               for e in p4.events)  # fmt: skip
+
+
+def test_unreadable_prometheus_figures_are_a_readable_condition() -> None:
+    md, rev, jobs = new_revision()
+    down = Samples(error="Prometheus at http://prom:9090: HTTP 503: service unavailable")
+    obs = Observed(jobs=jobs, deployment=deployment(OLD, CONFIG.images.serving), canary=canary_obs(rev, 1, False),
+                   canary_service_ip="10.96.0.9", samples=down)  # fmt: skip
+    s1 = plan(md, Observed(jobs=jobs, deployment=obs.deployment), CONFIG, NOW).status
+    s2 = plan(md_with(s1), obs, CONFIG, NOW + timedelta(seconds=5)).status
+    v = cond(s2, "Verified")
+    assert v["reason"] == "AnalysisUnavailable" and "HTTP 503: service unavailable" in v["message"]
+    assert s2["rollout"]["phase"] == "Shadow" and s2["rollout"]["source"] == "Prometheus"
+    assert cond(s2, "Stalled")["status"] == "False" and s2["servingRevision"] == OLD
