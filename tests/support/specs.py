@@ -212,6 +212,11 @@ INVALID: list[InvalidCase] = [
         _all(_set("spec.model.format", "tflite"), _set("spec.model.uri", "pvc://models/digits/model.tflite")),
         "optimization",
     ),
+    InvalidCase(
+        "data-set-service-account",
+        _set("spec.optimization.data.evaluation.credentials", {"serviceAccountName": "reader"}),
+        "serviceAccountName",
+    ),
     InvalidCase("secret-inline", _set("spec.model.credentials", {"accessKey": "AKIA..."}), "credentials"),
     InvalidCase("gs-scheme-removed", _set("spec.model.uri", "gs://bucket/model.h5"), "uri"),
     InvalidCase(

@@ -194,6 +194,14 @@ DATA_REF_RULES: tuple[Rule, ...] = (
         check=lambda m: m.inputs is None or all(1 <= len(k) <= 253 for k in m.inputs),
         field_path=".inputs",
     ),
+    Rule(
+        cel="!has(self.credentials) || !has(self.credentials.serviceAccountName)",
+        message="a data set has no ServiceAccount of its own: the optimization Job fetches the model and every "
+        "data set in one pod, which runs as spec.model.credentials.serviceAccountName; remove it here (and set it "
+        "there if the data needs that identity)",
+        check=lambda m: m.credentials is None or m.credentials.service_account_name is None,
+        field_path=".credentials.serviceAccountName",
+    ),
 )
 
 
@@ -218,7 +226,8 @@ class DataRef(ApiModel):
     samples: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
     """Use at most this many samples (all when unset)."""
     credentials: Credentials | None = None
-    """Credentials for private storage, by reference only."""
+    """Credentials for private storage, by reference only: endpoint, CA and Secret of this data set's own (never the
+    model's). Not serviceAccountName: the Job runs as one ServiceAccount, the model's."""
 
     @model_validator(mode="after")
     def _rules(self) -> DataRef:

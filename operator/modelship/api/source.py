@@ -37,7 +37,9 @@ class Credentials(ApiModel):
     username and password; models:/ MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD;
     https token (sent as a Bearer token)."""
     service_account_name: DnsSubdomain | None = None
-    """ServiceAccount the fetching Job runs as (IRSA / Workload Identity)."""
+    """ServiceAccount the optimization Job runs as (IRSA / Workload Identity), under the platform's policy
+    (policy.allowServiceAccounts). spec.model only: the Job fetches the model and every data set in one pod, so a
+    data set's credentials refuse it rather than ignore it."""
     endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2048)] | None = None
     """s3: an S3-compatible endpoint (MinIO, Ceph, versitygw; https://storage.googleapis.com for Cloud Storage with
     HMAC keys); oci: the registry's base URL (http:// for a registry without TLS); models:/ the MLflow tracking
