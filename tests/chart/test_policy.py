@@ -65,6 +65,7 @@ def test_values_become_the_policys_variables(helm: Helm) -> None:
         "allowNodeSelectors": False,
         "allowCredentialSecrets": False,
         "allowCrossNamespaceGateways": True,
+        "allowedBuildEngines": ["buildkit"],
     }
     assert set(given) == {s.value for s in Setting}
     vap = one(helm.template({f"policy.{k}": v for k, v in given.items()}), "ValidatingAdmissionPolicy", POLICY)
@@ -84,7 +85,8 @@ def test_admission_policy_can_be_left_out(helm: Helm) -> None:
 
 
 @pytest.mark.parametrize("bad", [{"policy.allowCode": "yes"}, {"policy.allowedImagePrefixes": "registry/"},
-                                 {"policy.allowedImagePrefixes": [""]}, {"policy.allowEverything": True}])  # fmt: skip
+                                 {"policy.allowedImagePrefixes": [""]}, {"policy.allowEverything": True},
+                                 {"policy.allowedBuildEngines": ["docker"]}])  # fmt: skip
 def test_mistyped_policy_values_fail_helm_template(helm: Helm, bad: dict[str, Any]) -> None:
     proc = helm.run(*helm.template_args(bad), check=False)
     assert proc.returncode != 0

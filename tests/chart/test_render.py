@@ -290,6 +290,7 @@ ENV_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "MODELSHIP_POLICY_ALLOW_NODE_SELECTORS": ("false", {"policy.allowNodeSelectors": False}),
     "MODELSHIP_POLICY_ALLOW_CREDENTIAL_SECRETS": ("false", {"policy.allowCredentialSecrets": False}),
     "MODELSHIP_POLICY_ALLOW_CROSS_NAMESPACE_GATEWAYS": ("true", {"policy.allowCrossNamespaceGateways": True}),
+    "MODELSHIP_POLICY_ALLOWED_BUILD_ENGINES": ('["buildkit"]', {"policy.allowedBuildEngines": ["buildkit"]}),
 }
 
 

@@ -33,6 +33,7 @@ OPEN_VALUES: dict[str, Any] = {
     "policy.allowNodeSelectors": True,
     "policy.allowCredentialSecrets": True,
     "policy.allowCrossNamespaceGateways": True,
+    "policy.allowedBuildEngines": ["buildkit", "kaniko"],
 }
 OPEN = Policy(
     allowed_image_prefixes=("evil.example.com/",),
@@ -99,9 +100,11 @@ STRICT_VALUES: dict[str, Any] = {
     "policy.allowNodeSelectors": False,
     "policy.allowCredentialSecrets": False,
     "policy.allowCrossNamespaceGateways": False,
+    "policy.allowedBuildEngines": ["buildkit"],
 }
 STRICT = Policy(allowed_repository_prefixes=("registry.example.com/{namespace}/", "registry.local:5000/models/"),
-                allow_node_selectors=False, allow_credential_secrets=False)  # fmt: skip
+                allow_node_selectors=False, allow_credential_secrets=False,
+                allowed_build_engines=("buildkit",))  # fmt: skip
 
 
 def assert_twins(chart: Installed, namespace: str, policy: Policy) -> int:
@@ -134,7 +137,7 @@ def assert_twins(chart: Installed, namespace: str, policy: Policy) -> int:
 
 def test_every_rule_is_refused_at_admission_as_the_operator_refuses_it(chart: Installed, namespace: str) -> None:
     # chart defaults: images, ServiceAccounts, allowCode, tolerations and another namespace's Gateway refused; node
-    # selectors, Secrets and any repository allowed
+    # selectors, Secrets, either build engine and any repository allowed
     assert assert_twins(chart, namespace, Policy()) == 4 + 1 + 2 + 3 + 1
     try:
         _set_values(chart.release, STRICT_VALUES)

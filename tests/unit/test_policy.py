@@ -27,6 +27,8 @@ def value_for(rule: PolicyRule) -> Any:
         return "evil.example.com/miner:latest"
     if rule.check == Check.REPOSITORY_PREFIX:
         return "registry.example.com/team-b/stolen"
+    if rule.check == Check.ONE_OF:
+        return "kaniko"
     return {
         "allowCode": True,
         "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
@@ -53,7 +55,8 @@ def spec_with(rule: PolicyRule, value: Any) -> dict[str, Any]:
 
 
 STRICT = Policy(allowed_repository_prefixes=("registry.example.com/{namespace}/", "registry.local:5000/models/"),
-                allow_node_selectors=False, allow_credential_secrets=False)  # fmt: skip
+                allow_node_selectors=False, allow_credential_secrets=False,
+                allowed_build_engines=("buildkit",))  # fmt: skip
 OPEN = Policy(
     allowed_image_prefixes=("evil.example.com/",),
     allowed_repository_prefixes=("registry.example.com/team-b/", "registry.local:5000/"),
@@ -100,6 +103,21 @@ def test_gateways_of_the_own_namespace_need_no_setting() -> None:
     assert violations(own, NS, STRICT) == []
     assert violations(own, "team-b", STRICT) == [rule.message]  # the same spec applied elsewhere names team-a
     assert violations(own, "team-b", Policy(allow_cross_namespace_gateways=True)) == []
+
+
+def test_build_engines_are_named_not_prefixed() -> None:
+    """Kaniko (uid 0, writable root) can be kept out of the build namespace; left out, the engine is the platform's
+    default and not judged; the setting takes BuildEngine names only."""
+    rule = next(r for r in RULES if r.check == Check.ONE_OF)
+    buildkit_only = Policy(allowed_build_engines=("buildkit",))
+    assert violations(spec_with(rule, "kaniko"), NS, buildkit_only) == [rule.message]
+    assert violations(spec_with(rule, "buildkit"), NS, buildkit_only) == []
+    assert violations(valid_doc("digits")["spec"], NS, Policy(allowed_build_engines=())) == []
+    assert violations(spec_with(rule, "kaniko"), NS, Policy()) == []  # both engines by default
+    assert rule.cel().endswith("object.spec.build.engine in variables.allowedBuildEngines")
+    assert parse_setting(Setting.ALLOWED_BUILD_ENGINES, '["buildkit"]') == ("buildkit",)
+    with pytest.raises(ValueError, match="buildkit, kaniko"):
+        parse_setting(Setting.ALLOWED_BUILD_ENGINES, '["docker"]')
 
 
 def test_image_prefix_is_a_prefix_not_a_substring() -> None:

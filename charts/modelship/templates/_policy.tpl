@@ -19,6 +19,8 @@ do not edit. tests/chart/test_policy.py fails when this file and the table diffe
   expression: {{ .Values.policy.allowCredentialSecrets | toJson | quote }}
 - name: allowCrossNamespaceGateways
   expression: {{ .Values.policy.allowCrossNamespaceGateways | toJson | quote }}
+- name: allowedBuildEngines
+  expression: {{ .Values.policy.allowedBuildEngines | toJson | quote }}
 {{- end }}
 
 {{- define "modelship.policy.validations" -}}
@@ -36,6 +38,9 @@ do not edit. tests/chart/test_policy.py fails when this file and the table diffe
   reason: Forbidden
 - expression: "!(has(object.spec.build) && has(object.spec.build.repository)) || size(variables.allowedRepositoryPrefixes) == 0 || variables.allowedRepositoryPrefixes.exists(p, object.spec.build.repository.startsWith(p.replace('{namespace}', request.namespace)))"
   message: "spec.build.repository: the repository the build pushes to must start with one of the platform's allowed repository prefixes (policy.allowedRepositoryPrefixes)"
+  reason: Forbidden
+- expression: "!(has(object.spec.build) && has(object.spec.build.engine)) || object.spec.build.engine in variables.allowedBuildEngines"
+  message: "spec.build.engine: the build engine must be one of the platform's policy.allowedBuildEngines"
   reason: Forbidden
 - expression: "!(has(object.spec.model) && has(object.spec.model.allowCode)) || variables.allowCode || !object.spec.model.allowCode"
   message: "spec.model.allowCode: running the model's or a custom metric's Python code is not allowed by the platform's policy (policy.allowCode)"

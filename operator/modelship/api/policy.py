@@ -3,8 +3,10 @@
 A platform team hands ``ModelDeployment`` to tenants who may edit their own namespace and nothing else. Some fields
 reach further than the namespace: an image override runs code the platform did not vet, a ServiceAccount carries
 cloud identity (IRSA, Workload Identity), a toleration or node selector reaches dedicated nodes, ``allowCode`` lets
-the model's (or a custom metric's) Python run in the optimization Job, and ``build.repository`` decides where the
-platform's push credentials write. The policy says which of these tenants may set (the chart's ``policy`` values).
+the model's (or a custom metric's) Python run in the optimization Job, ``build.repository`` decides where the
+platform's push credentials write, and ``build.engine`` decides which builder runs in the build namespace (Kaniko
+runs as uid 0 with a writable root filesystem there; rootless BuildKit as uid 1000 without seccomp/AppArmor). The
+policy says which of these tenants may set (the chart's ``policy`` values).
 
 Every rule of ``RULES`` is enforced twice from this one table:
 
@@ -23,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
+
+from .build import BuildEngine
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class Policy:
     """Tenants may add node selectors to stage Jobs and serving pods."""
     allow_credential_secrets: bool = True
     """Tenants may reference Secrets of their namespace as source or push credentials."""
+    allowed_build_engines: tuple[str, ...] = ("buildkit", "kaniko")
+    """spec.build.engine, when set, must be one of these (``api.build.BuildEngine`` values). A spec that leaves it
+    out gets the platform's own default (the chart's build.engine), which this does not judge."""
     allow_cross_namespace_gateways: bool = False
     """Tenants may attach their HTTPRoute (Canary trafficRouting.gatewayAPI) to a Gateway in another namespace
     (which must also admit it: its listener's allowedRoutes); false: only to Gateways of their own namespace."""
@@ -61,6 +68,7 @@ class Setting(StrEnum):
     ALLOW_NODE_SELECTORS = "allowNodeSelectors"
     ALLOW_CREDENTIAL_SECRETS = "allowCredentialSecrets"
     ALLOW_CROSS_NAMESPACE_GATEWAYS = "allowCrossNamespaceGateways"
+    ALLOWED_BUILD_ENGINES = "allowedBuildEngines"
 
     @property
     def attribute(self) -> str:
@@ -74,7 +82,14 @@ class Setting(StrEnum):
 
     @property
     def is_list(self) -> bool:
-        return self.value.endswith("Prefixes")
+        return self.value.startswith("allowed")
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        """The values a list setting's items must come from, when they are names rather than free prefixes."""
+        if self == Setting.ALLOWED_BUILD_ENGINES:
+            return tuple(e.value for e in BuildEngine)
+        return None
 
 
 class Check(StrEnum):
@@ -87,6 +102,8 @@ class Check(StrEnum):
     ALLOWED_IF = "AllowedIf"
     """The field may be set (a string or object present, a list or map not empty, a bool true) only when the
     rule's boolean setting is true."""
+    ONE_OF = "OneOf"
+    """A set string must be one of the rule's list setting."""
     OWN_NAMESPACE = "OwnNamespace"
     """Every item of the list names no namespace, or the ModelDeployment's own, unless the rule's boolean setting
     is true."""
@@ -116,6 +133,8 @@ class PolicyRule:
         if self.check == Check.REPOSITORY_PREFIX:
             return (f"{self.field}: {self.what} must start with one of the platform's allowed repository prefixes "
                     f"(policy.{self.setting.value})")  # fmt: skip
+        if self.check == Check.ONE_OF:
+            return f"{self.field}: {self.what} must be one of the platform's policy.{self.setting.value}"
         if self.check == Check.OWN_NAMESPACE:
             return (f"{self.field}: {self.what} in another namespace is not allowed by the platform's policy "
                     f"(policy.{self.setting.value}); leave namespace unset or name the ModelDeployment's")  # fmt: skip
@@ -135,6 +154,8 @@ class PolicyRule:
             ok = f"{var}.exists(p, {ref}.startsWith(p))"
         elif self.check == Check.REPOSITORY_PREFIX:
             ok = f"size({var}) == 0 || {var}.exists(p, {ref}.startsWith(p.replace('{{namespace}}', request.namespace)))"
+        elif self.check == Check.ONE_OF:
+            ok = f"{ref} in {var}"
         elif self.check == Check.OWN_NAMESPACE:
             ok = f"{var} || {ref}.all(r, !has(r.namespace) || r.namespace == request.namespace)"
         else:
@@ -155,6 +176,8 @@ class PolicyRule:
             return any(str(value).startswith(p) for p in allowed)
         if self.check == Check.REPOSITORY_PREFIX:
             return not allowed or any(str(value).startswith(p.replace("{namespace}", namespace)) for p in allowed)
+        if self.check == Check.ONE_OF:
+            return str(value) in allowed
         if self.check == Check.OWN_NAMESPACE:
             items = value if isinstance(value, list) else []
             return bool(allowed) or all(
@@ -199,6 +222,7 @@ RULES: tuple[PolicyRule, ...] = (
     _rule("build.baseImage", _IMG, Setting.ALLOWED_IMAGE_PREFIXES, "the base image of the build"),
     _rule("serving.image", _IMG, Setting.ALLOWED_IMAGE_PREFIXES, "the serving image"),
     _rule("build.repository", _REPO, Setting.ALLOWED_REPOSITORY_PREFIXES, "the repository the build pushes to"),
+    _rule("build.engine", Check.ONE_OF, Setting.ALLOWED_BUILD_ENGINES, "the build engine"),
     _rule("model.allowCode", _IF, Setting.ALLOW_CODE, "running the model's or a custom metric's Python code"),
     _rule("model.credentials.serviceAccountName", _IF, Setting.ALLOW_SERVICE_ACCOUNTS, "a ServiceAccount"),
     _rule("serving.serviceAccountName", _IF, Setting.ALLOW_SERVICE_ACCOUNTS, "a ServiceAccount"),
@@ -238,6 +262,9 @@ def parse_setting(setting: Setting, raw: str) -> Any:
             raise ValueError("not a JSON list of strings") from None
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ValueError("not a JSON list of non-empty strings")
+        choices = setting.choices
+        if choices is not None and not set(value) <= set(choices):
+            raise ValueError(f"not a JSON list of {', '.join(choices)}")
         return tuple(value)
     text = raw.strip().lower()
     if text not in ("true", "false"):
