@@ -15,6 +15,7 @@ import pytest
 
 from modelship import fetch
 from modelship.sources.digest import CHUNK
+from tests.support.hostile import hostile_server, s3_listing
 
 
 def test_file_digest_is_sha256_of_bytes(tmp_path: Path) -> None:
@@ -135,39 +136,11 @@ def test_gs_is_refused_with_the_interoperable_alternative(tmp_path: Path) -> Non
 # ------------------------------------------------------------------------------------------ hostile servers
 
 
-class _Hostile(http.server.BaseHTTPRequestHandler):
-    """Answers every GET with whatever the test put in ``routes`` (path without query -> (status, body))."""
-
-    routes: dict[str, tuple[int, bytes]] = {}
-
-    def do_GET(self) -> None:
-        status, body = self.routes.get(self.path.split("?", 1)[0], (404, b"<Error><Code>NoSuchKey</Code></Error>"))
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def hostile() -> Iterator[tuple[str, dict[str, tuple[int, bytes]]]]:
-    routes: dict[str, tuple[int, bytes]] = {}
-    handler = type("Handler", (_Hostile,), {"routes": routes})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", routes
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def _listing(*keys: str) -> bytes:
-    items = "".join(f"<Contents><Key>{k}</Key><Size>1</Size></Contents>" for k in keys)
-    return f"<ListBucketResult><IsTruncated>false</IsTruncated>{items}</ListBucketResult>".encode()
+    """A loopback server answering every GET with whatever the test put in ``routes`` (path -> (status, body))."""
+    with hostile_server() as server:
+        yield server.url, server.routes
 
 
 @pytest.mark.parametrize(
@@ -178,7 +151,7 @@ def test_s3_prefix_keys_cannot_leave_the_download_dir(
 ) -> None:
     """A listing with empty, '.' or '..' segments is refused before any object is written (issue 14 item 8)."""
     base, routes = hostile
-    routes["/bucket/"] = (200, _listing("model/saved_model.pb", key))
+    routes["/bucket/"] = (200, s3_listing("model/saved_model.pb", key))
     routes["/bucket/model/saved_model.pb"] = (200, b"x")
     routes[f"/bucket/{key}"] = (200, b"pwned")
     dest = tmp_path / "dl" / "deeper"
