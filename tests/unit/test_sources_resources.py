@@ -11,6 +11,7 @@ import pytest
 from modelship.api import ModelDeployment
 from modelship.api.source import ModelFormat, format_from_uri
 from modelship.config import OperatorConfig
+from modelship.resources.artifact import single_node_warning
 from modelship.resources.optimize_job import optimize_job
 from modelship.resources.plan import serving_plan
 from modelship.resources.serving import ServedArtifact, deployment
@@ -129,3 +130,72 @@ def test_operator_wide_artifact_repository() -> None:
     assert "--push-to" not in optimize_job(m, "r9", CONFIG)["spec"]["template"]["spec"]["containers"][0]["args"]
     built = md()
     assert "--push-to" not in optimize_job(built, "r9", config)["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+TENANTS = "registry.local:5000/tenants"
+
+
+def test_build_registry_is_the_default_home_of_build_less_artifacts() -> None:
+    """No repository in the spec and none for artifacts in the operator: the build registry's
+    <namespace>/<name> receives the artifact (each pod pulls it), unless builds push there with a platform Secret
+    the tenant's optimization Job cannot use; the spec's own repository and the chart's artifacts.repository win."""
+    from modelship.resources.defaults import artifact_registry, with_operator_defaults
+    from modelship.resources.revision import revision
+
+    off = md(lambda s: s.update(build={"enabled": False, "insecureRegistry": True}))
+    config = OperatorConfig(build_registry=TENANTS)
+    effective = with_operator_defaults(off, config)
+    assert effective.spec.build.repository == f"{TENANTS}/team-a/digits" and not effective.spec.build.enabled
+    args = optimize_job(effective, "r1", config)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--push-to") + 1] == f"oci://{TENANTS}/team-a/digits:r1" and "--push-plain-http" in args
+    assert revision(effective.spec) != revision(off.spec)  # relying on a default: its revision follows it
+    # the build registry pushed to with the platform's Secret: no default, the claim (and the MultiNode warning)
+    secret = OperatorConfig(build_registry=TENANTS, build_push_secrets={"registry.local:5000": "push"})
+    assert artifact_registry(secret) is None and with_operator_defaults(off, secret).spec.build.repository is None
+    assert "build.pushSecrets" in (single_node_warning(off, secret) or "")
+    # the chart's artifacts.repository wins (pushed under <repository>/<namespace>/<name>); so does the spec's own
+    both = OperatorConfig(build_registry=TENANTS, artifact_repository="registry.local:5000/art")
+    assert with_operator_defaults(off, both).spec.build.repository is None
+    args = optimize_job(off, "r1", both)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--push-to") + 1] == "oci://registry.local:5000/art/team-a/digits:r1"
+    own = md(lambda s: s.update(build={"enabled": False, "repository": "r.example/own/m"}))
+    assert with_operator_defaults(own, config).spec.build.repository == "r.example/own/m"
+    # without any registry nothing changes: the claim
+    assert with_operator_defaults(off, CONFIG).spec.build.repository is None
+
+
+def test_single_node_warning_names_what_asks_for_several_pods() -> None:
+    def spec(**serving: Any) -> ModelDeployment:
+        return md(lambda s: s.update(build={"enabled": False}, serving=serving))
+
+    assert single_node_warning(spec(replicas=1), CONFIG) is None
+    assert single_node_warning(spec(replicas=3), CONFIG) is not None
+    suspended = md(lambda s: s.update(build={"enabled": False}, suspend=True, serving={"replicas": 3}))
+    assert single_node_warning(suspended, CONFIG) is None
+    hpa = {"enabled": True, "maxReplicas": 1, "targetCPUUtilizationPercentage": 70}
+    assert single_node_warning(spec(replicas=3, autoscaling=hpa), CONFIG) is None  # the HPA owns the count: 1
+    canary = single_node_warning(spec(replicas=1, rollout={"strategy": "Canary"}), CONFIG) or ""
+    assert "Canary rollout" in canary and "neither the spec (spec.build.repository) nor the operator" in canary
+
+
+def test_the_multinode_warning_is_an_event_once_and_a_condition_while_it_holds() -> None:
+    from modelship.controller.observe import JobState, Observed
+    from modelship.controller.plan import plan
+    from modelship.resources.revision import revision
+    from tests.unit.test_plan import NOW, cond, deployment, job, make_md, summary
+
+    m = make_md(build=False)
+    rev = revision(m.spec)
+    obs = Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=summary())],
+                   deployment=deployment(rev, CONFIG.images.serving))  # fmt: skip
+    first = plan(m, obs, CONFIG, NOW)
+    multi = cond(first.status, "MultiNode")
+    assert (multi["status"], multi["reason"]) == ("False", "ArtifactClaimReadWriteOnce")
+    assert cond(first.status, "Ready")["status"] == "True"  # a warning, not a failure: one node serves
+    (event,) = [e for e in first.events if e.reason == "MultiNodeArtifactClaimReadWriteOnce"]
+    assert event.type == "Warning" and event.message == multi["message"]
+    again = plan(make_md(build=False, status=first.status), obs, CONFIG, NOW)
+    assert cond(again.status, "MultiNode") == multi
+    assert not any(e.reason.startswith("MultiNode") for e in again.events)  # said once, not every resync
+    one = make_md(build=False, status=first.status, serving={"replicas": 1})
+    assert all(c["type"] != "MultiNode" for c in plan(one, obs, CONFIG, NOW).status["conditions"])

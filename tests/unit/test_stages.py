@@ -394,6 +394,35 @@ def test_deploy_of_a_pushed_artifact_pulls_it_in_every_pod_and_records_it() -> N
     assert deploy(c, ServingTarget(c.revision, None)).effects.needs_artifact_claim
 
 
+def test_pods_confined_to_the_claims_node_say_so_with_a_multinode_condition() -> None:
+    """Served from the ReadWriteOnce artifact claim, more than one pod (replicas, an HPA, a Canary candidate) must
+    share one node: MultiNode False says why and what to set, on every outcome of the stage, and only then."""
+    two = ctx(make_md(build=False))  # replicas 2
+    for out in (
+        deploy(two, ServingTarget(two.revision, None)),  # rolling out
+        deploy(ctx(make_md(build=False), Observed(deployment=deployment(two.revision, CONFIG.images.serving))),
+               ServingTarget(two.revision, None)),  # available
+        deploy(two, ServingTarget("rold", None)),  # the previous revision serves
+    ):  # fmt: skip
+        status, reason, message = conditions(out.effects)[ConditionType.MULTI_NODE]
+        assert (status, reason) == (False, Reason.ARTIFACT_CLAIM_READ_WRITE_ONCE)
+        assert message.startswith("the serving pods (2 replicas) mount the ReadWriteOnce artifact claim digits-")
+        assert "Multi-Attach" in message and "spec.build.repository" in message and "artifacts.repository" in message
+    assert "Deployed" in {c.type for c in deploy(two, ServingTarget(two.revision, None)).effects.conditions}
+    hpa = {"replicas": 1, "autoscaling": {"enabled": True, "maxReplicas": 4, "targetCPUUtilizationPercentage": 70}}
+    scaled = ctx(make_md(build=False, serving=hpa))
+    message = conditions(deploy(scaled, ServingTarget(scaled.revision, None)).effects)[ConditionType.MULTI_NODE][2]
+    assert message.startswith("the serving pods (an HPA that scales to 4 replicas) mount")
+    # one pod, or pods that pull their own copy or run a built image: nothing to say
+    one = ctx(make_md(build=False, serving={"replicas": 1}))
+    quiet = [
+        deploy(one, ServingTarget(one.revision, None)),
+        deploy(two, ServingTarget(two.revision, None, ServedArtifact(ARTIFACT_REF))),
+        deploy(two, ServingTarget(two.revision, IMAGE)),
+    ]
+    assert all(ConditionType.MULTI_NODE not in conditions(out.effects) for out in quiet)
+
+
 def test_deploy_keeps_the_previous_artifact_serving_while_the_new_revision_is_not_deployable() -> None:
     old = "oci://registry.local:5000/ml/digits@sha256:" + "01" * 32
     c = ctx(make_md(build=False, status={"servingRevision": "rold", "servingArtifact": old}))

@@ -37,6 +37,9 @@ class ConditionType(StrEnum):
     IMAGE_BUILT = "ImageBuilt"
     VERIFIED = "Verified"
     DEPLOYED = "Deployed"
+    MULTI_NODE = "MultiNode"
+    """Set only while it is False: the serving pods mount the ReadWriteOnce artifact claim and the spec asks for
+    more than one of them, so all must run on the node holding it (reason ArtifactClaimReadWriteOnce)."""
 
 
 class Reason(StrEnum):
@@ -101,6 +104,8 @@ class Reason(StrEnum):
     ROLLING_OUT = "RollingOut"
     ROLLOUT_STALLED = "RolloutStalled"
     PREVIOUS_REVISION_SERVING = "PreviousRevisionServing"
+    ARTIFACT_CLAIM_READ_WRITE_ONCE = "ArtifactClaimReadWriteOnce"
+    """MultiNode: the pods serve from the ReadWriteOnce artifact claim (no registry receives the artifact)."""
     # Verify (Canary strategy)
     VERIFYING = "Verifying"
     """Deployed: the previous revision serves while the new one is verified."""

@@ -2,9 +2,11 @@
 artifact, and how each serving pod pulls its own read-only copy of it (no shared ReadWriteOnce claim, so replicas
 on any node work).
 
-The artifact goes to ``spec.build.repository:<revision>`` when the spec names a repository, else to the operator's
-artifact repository (``MODELSHIP_ARTIFACT_REPOSITORY``) under ``<namespace>/<name>:<revision>``. With neither, the
-serving pods mount the artifact claim (one node only).
+The artifact goes to ``spec.build.repository:<revision>`` when the spec names a repository (the build registry's
+``<namespace>/<name>`` fills it in when the operator has one it may push to: ``defaults.artifact_registry``), else
+to the operator's artifact repository (``MODELSHIP_ARTIFACT_REPOSITORY``) under ``<namespace>/<name>:<revision>``.
+With neither, the serving pods mount the ReadWriteOnce artifact claim: they all must run on one node, and
+``single_node_warning`` says so when the spec asks for more than one pod.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Any
 from ..api.build_result import DIGEST_PATTERN
 from ..api.modeldeployment import ModelDeployment
 from ..api.optimization import ExportFormat
+from ..api.serving import RolloutStrategy
 from ..config import OperatorConfig
-from .meta import container_security_context
+from .build_job import registry_host
+from .meta import artifact_claim_name, container_security_context
 
 MODEL_DIR = "/models"
 PUSH_SECRET_MOUNT = "/var/run/modelship/push"
@@ -132,3 +136,43 @@ def pull_init_container(
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
     }
     return container, volumes
+
+
+_NO_REGISTRY = (
+    "neither the spec (spec.build.repository) nor the operator (artifacts.repository, build.registry) names one"
+)
+
+
+def _pods_beside_each_other(md: ModelDeployment) -> str | None:
+    """What makes more than one serving pod mount the claim at once, if anything does."""
+    serving = md.spec.serving
+    if serving.autoscaling.enabled and serving.autoscaling.max_replicas > 1:
+        return f"an HPA that scales to {serving.autoscaling.max_replicas} replicas"
+    if not serving.autoscaling.enabled and serving.replicas > 1 and not md.spec.suspend:
+        return f"{serving.replicas} replicas"
+    if serving.rollout.strategy == RolloutStrategy.CANARY:
+        return "a Canary rollout (the candidate's pods run beside the stable ones)"
+    return None
+
+
+def single_node_warning(md: ModelDeployment, config: OperatorConfig) -> str | None:
+    """Why serving ``md``'s revision from its artifact claim confines every pod to one node, when the spec asks for
+    more than one pod (replicas, an HPA, a Canary candidate); None when one pod is all it asks for. ``md`` is the
+    effective spec (``defaults.with_operator_defaults``)."""
+    pods = _pods_beside_each_other(md)
+    if pods is None:
+        return None
+    if config.build_registry and not config.artifact_repository:
+        host = registry_host(f"{config.build_registry}/namespace/name")
+        why = (
+            f"the build registry ({host}) is pushed to with the platform's Secret (build.pushSecrets), which the "
+            "optimization Job in this namespace cannot use"
+        )
+    else:
+        why = _NO_REGISTRY
+    return (
+        f"the serving pods ({pods}) mount the ReadWriteOnce artifact claim {artifact_claim_name(md)}: a pod "
+        "scheduled on another node than the one holding it cannot start (Multi-Attach), so all must run on one "
+        f"node. No registry receives the artifact ({why}): set spec.build.repository (with spec.build.pushSecretRef "
+        "if it needs credentials) or the chart's artifacts.repository, and each pod pulls its own copy."
+    )

@@ -9,6 +9,7 @@ from typing import Any
 
 from ...api.modeldeployment import ModelDeployment
 from ...api.status import ConditionType, Phase, Reason, StageName
+from ...resources.artifact import single_node_warning
 from ...resources.canary import mirror_source
 from ...resources.kinds import PRUNED
 from ...resources.meta import serving_name
@@ -16,7 +17,7 @@ from ...resources.plan import ServingPlan, serving_plan
 from ...resources.serving import ServedArtifact, service_url
 from ..observe import DeploymentObservation
 from .build import BuildOutcome
-from .context import Context, Effects, Failure, ObjectRef, Progress, condition, pending
+from .context import ConditionUpdate, Context, Effects, Failure, ObjectRef, Progress, condition, pending
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,18 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     from_claim = serve.image is None and serve.artifact is None
     objects = Effects(apply=tuple(sp.objects()), delete=_turned_off(ctx, sp), needs_artifact_claim=from_claim)
     url = service_url(ctx.md, ctx.config)
+    one_node = single_node_warning(ctx.md, ctx.config) if from_claim else None
+
+    def deployed(status: bool, reason: Reason, message: str) -> tuple[ConditionUpdate, ...]:
+        """The Deployed condition, and MultiNode (False) while the pods are confined to one node."""
+        out = [condition(ConditionType.DEPLOYED, status, reason, message)]
+        if one_node is not None:
+            out.append(condition(ConditionType.MULTI_NODE, False, Reason.ARTIFACT_CLAIM_READ_WRITE_ONCE, one_node))
+        return tuple(out)
 
     def still(status: bool, reason: Reason, message: str, **more: Any) -> DeployOutcome:
         """The revision that served before still does (all but a completed rollout)."""
-        effects = replace(objects, conditions=(condition(ConditionType.DEPLOYED, status, reason, message),), **more)
+        effects = replace(objects, conditions=deployed(status, reason, message), **more)
         return DeployOutcome(prev.serving_revision, prev.serving_image, prev.serving_artifact, url, effects)
 
     if serve.revision != rev and serve.holding is not None:
@@ -115,7 +124,7 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     want = wanted_replicas(ctx.md, sp.deployment, dep)
     if rollout_complete(ctx.md, dep, sp.deployment, rev):
         message = f"{want}/{want} replicas of {rev} available"
-        effects = replace(objects, conditions=(condition(ConditionType.DEPLOYED, True, Reason.AVAILABLE, message),))
+        effects = replace(objects, conditions=deployed(True, Reason.AVAILABLE, message))
         served = serve.artifact.reference if serve.artifact is not None else None
         return DeployOutcome(rev, serve.image, served, url, effects)
     if dep is not None and dep.progress_deadline_exceeded and dep.revision == rev:
