@@ -1,6 +1,8 @@
 """The chart's build defaults on the real control plane: the API server accepts a ModelDeployment without
 spec.build.repository or engine (and stores no engine), and the operator builds it to the default registry with
-the default engine, or, with no default registry, Stalls it naming the field and creates nothing."""
+the default engine, or, with no default registry, Stalls it naming the field and creates nothing. A build-less
+ModelDeployment's artifact goes to the default registry too; with no registry at all its pods mount the
+ReadWriteOnce claim, and one that asks for more than one pod is told so (MultiNode False, a Warning Event)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,9 @@ from typing import Any
 from kubernetes import client
 
 from modelship.config import OperatorConfig
-from tests.integration.cluster import condition
+from tests.integration.cluster import condition, wait_for
 from tests.integration.operator_harness import running_operator
-from tests.integration.test_operator import DIGEST, Cluster, md_doc
+from tests.integration.test_operator import DIGEST, Cluster, md_doc, opt_summary
 
 REGISTRY = "registry.local:5000/tenants"
 
@@ -51,3 +53,67 @@ def test_no_default_registry_stalls_naming_the_field(api_client: client.ApiClien
         assert message.startswith("spec.build.repository: required"), message
         assert stalled["status"]["lastFailure"]["reason"] == "InvalidSpec"
         assert k.jobs() == []
+
+
+def _build_less(name: str, namespace: str, *, pushed_to: str | None, replicas: int) -> dict[str, Any]:
+    """A ModelDeployment without a build (no repository); its optimizer reports the push the operator asked for."""
+    ref = f"oci://{pushed_to}/{namespace}/{name}@{DIGEST}" if pushed_to else None
+    doc = md_doc(name, opt_msg=opt_summary(artifact_ref=ref) if ref else None, replicas=replicas)
+    doc["spec"]["build"] = {"enabled": False, "insecureRegistry": True}
+    return doc
+
+
+def test_build_less_revisions_push_to_the_default_registry_and_pull_everywhere(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    """The chart's default (no artifacts.repository) with a build registry: the optimization Job pushes the
+    artifact to <build.registry>/<namespace>/<name>:<revision> and every serving pod pulls its own copy (no
+    ReadWriteOnce claim in the Deployment, so replicas on any node), and nothing warns."""
+    with running_operator(api_client, {"MODELSHIP_BUILD_REGISTRY": REGISTRY}):
+        k = Cluster(api_client, namespace)
+        stored = k.apply(_build_less("digits", namespace, pushed_to=REGISTRY, replicas=3))
+        assert "repository" not in stored["spec"]["build"]
+        ready = k.wait_condition("Ready", "True", timeout=120)
+        rev, ref = ready["status"]["revision"], f"oci://{REGISTRY}/{namespace}/digits@{DIGEST}"
+        (job,) = k.jobs("optimizer")
+        args = job.spec.template.spec.containers[0].args
+        assert args[args.index("--push-to") + 1] == f"oci://{REGISTRY}/{namespace}/digits:{rev}"
+        assert "--push-plain-http" in args
+        assert ready["status"]["servingArtifact"] == ref
+        pod = k.apps.read_namespaced_deployment("digits", namespace).spec.template.spec
+        (init,) = pod.init_containers
+        assert init.args[:2] == ["pull", ref] and "--plain-http" in init.args
+        assert not any(v.persistent_volume_claim for v in pod.volumes)
+        assert all(c["type"] != "MultiNode" for c in ready["status"]["conditions"])
+
+
+def test_pods_confined_to_the_claim_get_a_condition_and_a_warning_event(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    """No registry at all: the pods mount the ReadWriteOnce artifact claim. With 2 replicas the ModelDeployment is
+    Ready (one node serves) and says MultiNode False with what to set, with one Warning Event; back to one replica
+    the condition goes away."""
+    with running_operator(api_client):
+        k = Cluster(api_client, namespace)
+        k.apply(_build_less("digits", namespace, pushed_to=None, replicas=2))
+        ready = k.wait_condition("Ready", "True", timeout=120)
+        multi = condition(ready, "MultiNode")
+        assert (multi["status"], multi["reason"]) == ("False", "ArtifactClaimReadWriteOnce"), multi
+        assert "digits-artifacts" in multi["message"] and "Multi-Attach" in multi["message"]
+        assert "spec.build.repository" in multi["message"] and "artifacts.repository" in multi["message"]
+        pod = k.apps.read_namespaced_deployment("digits", namespace).spec.template.spec
+        assert any(v.persistent_volume_claim for v in pod.volumes) and not pod.init_containers
+
+        def warnings() -> list[Any]:
+            events = k.core.list_namespaced_event(namespace, field_selector="involvedObject.kind=ModelDeployment")
+            return [e for e in events.items if e.reason == "MultiNodeArtifactClaimReadWriteOnce"]
+
+        (event,) = wait_for(warnings, timeout=30, description="the MultiNode Warning Event")
+        assert event.type == "Warning" and event.message == multi["message"]
+        patched = _build_less("digits", namespace, pushed_to=None, replicas=1)
+        k.apply(patched)
+        one = k.wait_md(lambda o: all(c["type"] != "MultiNode" for c in o["status"]["conditions"])
+                        and o["status"].get("observedGeneration") == o["metadata"]["generation"],
+                        timeout=60, what="MultiNode gone")  # fmt: skip
+        assert condition(one, "Ready")["status"] == "True"
+        assert len(warnings()) == 1  # said once

@@ -2,7 +2,8 @@
 docker-registry (OCI artifacts) and an MLflow tracking server (PyPI, sqlite backend). The optimizer's real fetch
 code runs (as `modelship optimize` where the summary matters); its failure summaries and exit codes then go
 through the operator on the real API server, which must stall with a reason naming the field: at once for a
-permanent failure, after its retries for a temporary one."""
+permanent failure, after its retries for a temporary one. The registry and MLflow also run with their own Basic
+authentication (distribution's htpasswd, MLflow's basic-auth app) for the refused-credentials cases."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,24 @@ def registry(workdir: Path) -> Iterator[servers.Registry]:
 @pytest.fixture(scope="module")
 def mlflow(workdir: Path) -> Iterator[servers.MLflowServer]:
     with servers.mlflow_server(workdir / "mlflow") as server:
+        yield server
+
+
+REG_USER = {"username": "ci", "password": "s3cret-pass"}
+MLFLOW_USER = ("modelship-admin", "modelship-admin-pass-0123")
+
+
+@pytest.fixture(scope="module")
+def auth_registry(workdir: Path) -> Iterator[servers.Registry]:
+    """A registry that asks for Basic credentials (REG_USER)."""
+    with servers.docker_registry(workdir / "auth-registry", user=(REG_USER["username"], REG_USER["password"])) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def auth_mlflow(workdir: Path) -> Iterator[servers.MLflowServer]:
+    """MLflow's basic-auth app (MLFLOW_USER the admin): every request needs credentials."""
+    with servers.mlflow_server(workdir / "auth-mlflow", user=MLFLOW_USER) as server:
         yield server
 
 
@@ -122,57 +142,152 @@ def test_s3_failures_are_classified_and_name_the_field(s3_server: servers.S3Serv
     assert [results[n].failure for n in cases] == [FailureKind.PERMANENT] * 3 + [FailureKind.TEMPORARY]
 
 
-SOURCE_FAILURES = ("missing object", "refused credentials", "unreachable")
+@dataclass(frozen=True)
+class StallCase:
+    """One failure of one source, as the spec names it and the optimizer reaches it."""
+
+    uri: str
+    endpoint: str
+    """credentials.endpoint in the spec, and the optimizer's endpoint."""
+    credentials_dir: Path | None = None
+    """The mounted Secret as the optimizer sees it."""
+    digest: str | None = None
+    """spec.model.digest (and the optimizer's --digest)."""
+    says: str = ""
+    """What the Stalled message must say besides the field."""
+    field: str = "spec.model.uri"
+    secret: str | None = None
+    """A credential that must never appear in status."""
+
+    @property
+    def temporary(self) -> bool:
+        return "unreachable" in self.says
 
 
-@pytest.mark.parametrize("case", SOURCE_FAILURES)
+WRONG_DIGEST = "sha256:" + "0" * 64
+
+
+def _creds(where: Path, **keys: str) -> Path:
+    where.mkdir(parents=True, exist_ok=True)
+    for key, value in keys.items():
+        (where / key).write_text(value)
+    return where
+
+
+def _s3_case(request: pytest.FixtureRequest, what: str, tmp: Path) -> StallCase:
+    server: servers.S3Server = request.getfixturevalue("s3_server")
+    s3.Client(s3_access(server, tmp / "admin")).put(BUCKET, "g/model.h5", b"x")
+    good = server.credentials_dir(tmp / "creds")
+    if what == "missing object":
+        return StallCase(f"s3://{BUCKET}/g/nope.h5", server.endpoint, good, says="no such object")
+    if what == "refused credentials":
+        bad = server.credentials_dir(tmp / "bad", secret="wrong-s3-secret")
+        return StallCase(f"s3://{BUCKET}/g/model.h5", server.endpoint, bad, says="access denied",
+                         secret="wrong-s3-secret")  # fmt: skip
+    return StallCase(f"s3://{BUCKET}/g/model.h5", f"http://127.0.0.1:{servers.free_port()}", good, says="unreachable")
+
+
+def _oci_case(request: pytest.FixtureRequest, what: str, tmp: Path) -> StallCase:
+    if what == "refused credentials":
+        reg: servers.Registry = request.getfixturevalue("auth_registry")
+        model = _creds(tmp / "m", **{"model.h5": "\x89HDF"}) / "model.h5"
+        pinned = oci.push(model, f"oci://{reg.host}/m/stall:v1", Access(credentials_dir=_creds(tmp / "ok", **REG_USER)))
+        bad = _creds(tmp / "bad", username=REG_USER["username"], password="wrong-registry-pass")
+        return StallCase(pinned, f"http://{reg.host}", bad, says="access denied", secret="wrong-registry-pass")
+    reg = request.getfixturevalue("registry")
+    model = _creds(tmp / "m", **{"model.h5": "\x89HDF" + os.urandom(8).hex()}) / "model.h5"
+    pinned = oci.push(model, f"oci://{reg.host}/m/stall:v1", Access())
+    if what == "missing object":
+        return StallCase(f"oci://{reg.host}/m/stall:no-such-tag", f"http://{reg.host}", says="no such artifact")
+    if what == "digest mismatch":
+        return StallCase(pinned, f"http://{reg.host}", digest=WRONG_DIGEST, field="spec.model.digest",
+                         says=f"the spec pins {WRONG_DIGEST}")  # fmt: skip
+    down = f"127.0.0.1:{servers.free_port()}"
+    return StallCase(f"oci://{down}/m/stall:v1", f"http://{down}", says="unreachable")
+
+
+def _mlflow_case(request: pytest.FixtureRequest, what: str, tmp: Path) -> StallCase:
+    logged = tmp / "logged"
+    (logged / "data").mkdir(parents=True)
+    (logged / "MLmodel").write_text("artifact_path: model\nflavors: {}\n")
+    (logged / "data" / "model.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(64))
+    name = f"stall-{what.replace(' ', '-')}"
+    if what == "refused credentials":
+        auth: servers.MLflowServer = request.getfixturevalue("auth_mlflow")
+        register(auth, name, [logged], alias="champion")
+        bad = _creds(tmp / "bad", MLFLOW_TRACKING_USERNAME=MLFLOW_USER[0], MLFLOW_TRACKING_PASSWORD="wrong-ml-pass")
+        return StallCase(f"models:/{name}/1", auth.url, bad, says="access denied", secret="wrong-ml-pass")
+    server: servers.MLflowServer = request.getfixturevalue("mlflow")
+    register(server, name, [logged], alias="champion")
+    if what == "missing object":
+        return StallCase(f"models:/{name}/9", server.url, says="not found")
+    if what == "digest mismatch":
+        return StallCase(f"models:/{name}@champion", server.url, digest=WRONG_DIGEST, field="spec.model.digest",
+                         says=f"the spec pins {WRONG_DIGEST}")  # fmt: skip
+    return StallCase(f"models:/{name}/1", f"http://127.0.0.1:{servers.free_port()}", says="unreachable")
+
+
+STALL_CASES = {"s3": _s3_case, "oci": _oci_case, "mlflow": _mlflow_case}
+SOURCE_FAILURES = [
+    *(("s3", w) for w in ("missing object", "refused credentials", "unreachable")),
+    *((kind, w) for kind in ("oci", "mlflow") for w in ("missing object", "refused credentials", "digest mismatch",
+                                                        "unreachable")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "what"), SOURCE_FAILURES, ids=[f"{kind}-{w.replace(' ', '-')}" for kind, w in SOURCE_FAILURES]
+)
 def test_source_failures_stall_at_once_or_after_the_retries(
     k: Cluster,  # noqa: F811
-    s3_server: servers.S3Server,
+    request: pytest.FixtureRequest,
     tmp_path: Path,
-    case: str,
+    kind: str,
+    what: str,
 ) -> None:
-    """The real optimizer's summary and exit code for a source failure, as the Job's pod ends with them, through
-    the operator on the real API server: a permanent failure (a missing object, refused credentials) fails the
-    Job at its first pod by the Job's podFailurePolicy and stalls at once (one Job, one pod, no blind retry); a
-    temporary one (the endpoint does not answer) is retried with backoff, then Stalled after the attempts
-    (MODELSHIP_MAX_JOB_ATTEMPTS=2 here). Either way the reason names spec.model.uri."""
-    s3.Client(s3_access(s3_server, tmp_path / "admin")).put(BUCKET, "g/model.h5", b"x")
-    uri, endpoint = f"s3://{BUCKET}/g/model.h5", s3_server.endpoint
-    creds = s3_server.credentials_dir(tmp_path / "creds")
-    if case == "missing object":
-        uri = f"s3://{BUCKET}/g/nope.h5"
-    elif case == "refused credentials":
-        creds = s3_server.credentials_dir(tmp_path / "bad", secret="wrong")
-    else:
-        endpoint = f"http://127.0.0.1:{servers.free_port()}"
-    source = {"endpoint": endpoint, "credentialsDir": str(creds)}
-    rc, summary, stderr = optimize_summary(tmp_path, uri, {"model": source})
-    temporary = case == "unreachable"
-    assert summary.failure == (FailureKind.TEMPORARY if temporary else FailureKind.PERMANENT), summary
+    """Each source's failures (S3 on versitygw, OCI on docker-registry, MLflow on mlflow server, the last two also
+    with their own Basic authentication) as the real optimizer reports them (summary and exit code, as the Job's
+    pod ends with them), through the operator on the real API server: a permanent failure (a missing object,
+    refused credentials, a digest mismatch) fails the Job at its first pod by the Job's podFailurePolicy and stalls
+    at once (one Job, one pod, no blind retry); a temporary one (the endpoint does not answer) is retried with
+    backoff, then Stalled after the attempts (MODELSHIP_MAX_JOB_ATTEMPTS=2 here). Either way the reason names the
+    field (spec.model.uri, spec.model.digest; credentials.secretRef for refused credentials) and no credential
+    reaches status."""
+    case = STALL_CASES[kind](request, what, tmp_path)
+    source: dict[str, Any] = {"endpoint": case.endpoint}
+    if case.credentials_dir is not None:
+        source["credentialsDir"] = str(case.credentials_dir)
+    extra = ("--digest", case.digest) if case.digest else ()
+    rc, summary, stderr = optimize_summary(tmp_path, case.uri, {"model": source}, *extra)
+    assert summary.failure == (FailureKind.TEMPORARY if case.temporary else FailureKind.PERMANENT), summary
     assert rc == EXIT_CODES[summary.failure], stderr
     pod = {"modelship.io/test-fail": "Error", "modelship.io/test-exit-code": str(rc)}
     doc = md_doc(opt_msg=summary.to_line(), opt_annotations=pod)
-    doc["spec"]["model"] = {"uri": uri, "credentials": {"secretRef": {"name": "s3-reader"}, "endpoint": endpoint}}
-    if temporary:
+    model: dict[str, Any] = {"uri": case.uri, "credentials": {"secretRef": {"name": "model-reader"},
+                                                             "endpoint": case.endpoint}}  # fmt: skip
+    if case.digest:
+        model["digest"] = case.digest
+    doc["spec"]["model"] = model
+    if case.temporary:
         doc["spec"]["optimization"]["job"]["backoffLimit"] = 0  # one pod per Job: the operator's retries only
     k.apply(doc)
     s = k.wait_condition("Stalled", "True", timeout=150)
     stalled = condition(s, "Stalled")
-    assert "spec.model.uri" in stalled["message"] and s["status"]["lastFailure"]["stage"] == "Optimize"
+    assert f"{case.field}: " in stalled["message"] and case.says in stalled["message"], stalled
+    assert s["status"]["lastFailure"]["stage"] == "Optimize"
+    if case.secret is not None:
+        assert "credentials.secretRef" in stalled["message"]
+        assert case.secret not in json.dumps(s["status"])  # never echo a credential
     rev = s["status"]["revision"]
     jobs = sorted(k.jobs("optimizer"), key=lambda j: j.metadata.creation_timestamp)
     failed = [next(c for c in j.status.conditions if c.type == "Failed") for j in jobs]
-    if temporary:
+    if case.temporary:
         assert stalled["reason"] == "JobFailed" and "2 attempt" in stalled["message"]
-        assert "unreachable" in stalled["message"]
         assert [j.metadata.name for j in jobs] == [f"digits-opt-{rev}", f"digits-opt-{rev}-2"]
         assert [c.reason for c in failed] == ["BackoffLimitExceeded"] * 2  # exit 75: no FailJob rule matched
         assert s["status"]["optimization"]["attempts"] == 2
         return
     assert stalled["reason"] == "OptimizationFailed" and "1 attempt" in stalled["message"]
-    assert ("no such object" if case == "missing object" else "access denied") in stalled["message"]
-    assert "wrong" not in stalled["message"]  # never echo a credential
     (job,) = jobs
     assert failed[0].status == "True" and failed[0].reason == "PodFailurePolicy"
     pods = k.core.list_namespaced_pod(k.ns, label_selector=f"batch.kubernetes.io/job-name={job.metadata.name}").items
@@ -180,7 +295,7 @@ def test_source_failures_stall_at_once_or_after_the_retries(
     # the Job mounts the Secret as files for the optimizer only; no credential reaches the environment
     (c,) = job.spec.template.spec.containers
     assert not c.env_from and not any(e.value_from for e in c.env or [])
-    assert any(v.secret and v.secret.secret_name == "s3-reader" for v in job.spec.template.spec.volumes)
+    assert any(v.secret and v.secret.secret_name == "model-reader" for v in job.spec.template.spec.volumes)
 
 
 def test_each_data_source_uses_its_own_endpoint_and_secret(s3_server: servers.S3Server, tmp_path: Path) -> None:

@@ -81,10 +81,12 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
 
 
 @contextlib.contextmanager
-def _process(cmd: list[str], log: Path, ready_url: str, timeout: float = 60.0) -> Iterator[subprocess.Popen[bytes]]:
+def _process(
+    cmd: list[str], log: Path, ready_url: str, timeout: float = 60.0, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     try:
         _wait_http(ready_url, proc, log, timeout)
         yield proc
@@ -175,26 +177,47 @@ class MLflowServer:
     url: str
     python: str
     """The MLflow venv's python (to register models with the real client)."""
+    user: tuple[str, str] | None = None
+    """The admin's (name, password) of a server that asks for Basic credentials."""
 
     def client(self, code: str) -> str:
-        """Run ``code`` with mlflow imported and the tracking URI set; return its stdout."""
+        """Run ``code`` with mlflow imported and the tracking URI (and the admin's credentials) set; return its
+        stdout."""
         env = {**os.environ, "MLFLOW_TRACKING_URI": self.url, "PYTHONPATH": ""}
+        if self.user is not None:
+            env.update(MLFLOW_TRACKING_USERNAME=self.user[0], MLFLOW_TRACKING_PASSWORD=self.user[1])
         out = subprocess.run([self.python, "-c", "import mlflow\n" + code], env=env, check=True,
                              capture_output=True, text=True, timeout=300)  # fmt: skip
         return out.stdout
 
 
 @contextlib.contextmanager
-def mlflow_server(workdir: Path, host: str = "127.0.0.1") -> Iterator[MLflowServer]:
-    """``mlflow server`` with a sqlite backend and proxied artifacts under ``workdir``."""
+def mlflow_server(
+    workdir: Path, host: str = "127.0.0.1", *, user: tuple[str, str] | None = None
+) -> Iterator[MLflowServer]:
+    """``mlflow server`` with a sqlite backend and proxied artifacts under ``workdir``; with ``user`` (name,
+    password) MLflow's own basic-auth app (``--app-name basic-auth``) runs with that admin and its user database in
+    ``workdir``, and every request needs Basic credentials."""
     python = _tool("install-mlflow")
+    workdir.mkdir(parents=True, exist_ok=True)
     port = free_port(host)
     url = f"http://{host}:{port}"
     cmd = [python, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1",
            "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
            "--artifacts-destination", str(workdir / "mlartifacts")]  # fmt: skip
-    with _process(cmd, workdir / "mlflow.log", f"{url}/health", timeout=180):
-        yield MLflowServer(url=url, python=python)
+    env = {**os.environ, "PYTHONPATH": ""}
+    if user is not None:
+        config = workdir / "basic_auth.ini"
+        config.write_text(
+            "[mlflow]\ndefault_permission = READ\n"
+            f"database_uri = sqlite:///{workdir / 'basic_auth.db'}\n"
+            f"admin_username = {user[0]}\nadmin_password = {user[1]}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        env.update(MLFLOW_AUTH_CONFIG_PATH=str(config), MLFLOW_FLASK_SERVER_SECRET_KEY=os.urandom(16).hex())
+        cmd += ["--app-name", "basic-auth"]
+    with _process(cmd, workdir / "mlflow.log", f"{url}/health", timeout=180, env=env):
+        yield MLflowServer(url=url, python=python, user=user)
 
 
 def python_env() -> dict[str, str]:

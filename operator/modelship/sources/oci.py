@@ -145,7 +145,10 @@ class Registry:
         scheme, _, params = challenge.partition(" ")
         if scheme.lower() == "basic":
             if creds is None:
-                raise FetchError(f"registry {self.ref.host} asks for credentials and none were given")
+                raise FetchError(
+                    f"registry {self.ref.host} asks for credentials and none were given (credentials.secretRef: "
+                    ".dockerconfigjson, or username and password)"
+                )
             self.auth = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
             return
         if scheme.lower() != "bearer":
