@@ -162,6 +162,10 @@ def test_build_registry_is_the_default_home_of_build_less_artifacts() -> None:
     assert with_operator_defaults(own, config).spec.build.repository == "r.example/own/m"
     # without any registry nothing changes: the claim
     assert with_operator_defaults(off, CONFIG).spec.build.repository is None
+    # a default that would be no valid repository: the claim, not a refusal (the warning says why)
+    long = OperatorConfig(build_registry="registry.example.com/" + "a" * 240)
+    assert with_operator_defaults(off, long).spec.build.repository is None
+    assert "is not a valid repository" in (single_node_warning(off, long) or "")
 
 
 def test_single_node_warning_names_what_asks_for_several_pods() -> None:

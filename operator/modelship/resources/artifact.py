@@ -21,6 +21,7 @@ from ..api.optimization import ExportFormat
 from ..api.serving import RolloutStrategy
 from ..config import OperatorConfig
 from .build_job import registry_host
+from .defaults import artifact_registry, default_repository
 from .meta import artifact_claim_name, container_security_context
 
 MODEL_DIR = "/models"
@@ -162,14 +163,17 @@ def single_node_warning(md: ModelDeployment, config: OperatorConfig) -> str | No
     pods = _pods_beside_each_other(md)
     if pods is None:
         return None
-    if config.build_registry and not config.artifact_repository:
-        host = registry_host(f"{config.build_registry}/namespace/name")
+    if not config.build_registry or config.artifact_repository:
+        why = _NO_REGISTRY
+    elif artifact_registry(config) is None:
+        host = registry_host(default_repository(config.build_registry, "namespace", "name"))
         why = (
             f"the build registry ({host}) is pushed to with the platform's Secret (build.pushSecrets), which the "
             "optimization Job in this namespace cannot use"
         )
     else:
-        why = _NO_REGISTRY
+        repository = default_repository(config.build_registry, md.metadata.namespace or "default", md.metadata.name)
+        why = f"the build registry's repository for it, {repository}, is not a valid repository"
     return (
         f"the serving pods ({pods}) mount the ReadWriteOnce artifact claim {artifact_claim_name(md)}: a pod "
         "scheduled on another node than the one holding it cannot start (Multi-Attach), so all must run on one "
