@@ -68,6 +68,14 @@ class Helm:
         out = self.run(*self.template_args(values, **kw)).stdout
         return [d for d in yaml.safe_load_all(out) if d]
 
+    def notes(self, values: Mapping[str, Any] | None = None, **kw: Any) -> str:
+        """The NOTES `helm install` prints (a client-side dry run: nothing is sent anywhere)."""
+        args = self.template_args(values, **kw)
+        args[0] = "install"
+        out = self.run(*args, "--dry-run=client").stdout
+        assert "NOTES:" in out, out[-2000:]
+        return out.split("NOTES:", 1)[1]
+
     def template_error(self, values: Mapping[str, Any] | None = None, **kw: Any) -> str:
         """helm template must fail: its stderr."""
         proc = self.run(*self.template_args(values, **kw), check=False)

@@ -11,14 +11,20 @@ import kubernetes_validate
 import pytest
 
 from modelship import __version__
+from modelship.api import ModelDeployment
 from modelship.api.build import BuildEngine
 from modelship.cli import build_parser
-from modelship.config import ENV, Images, OperatorConfig
+from modelship.config import ENV, Images, OperatorConfig, PrometheusConfig
+from modelship.resources.canary import canary_deployment
+from modelship.resources.serving import deployment
 from tests.chart.helm import CHART, Helm, container_env, find, one
+from tests.support.specs import valid_doc
 
 RELEASE, NAMESPACE = "ms", "modelship-system"
 FULLNAME = "ms-modelship"
 SM_API = "monitoring.coreos.com/v1/ServiceMonitor"
+PM_API = "monitoring.coreos.com/v1/PodMonitor"
+PM = {"analysis.prometheus.podMonitor.enabled": True}
 D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
 
 # name -> (values given with --set-json, values files, extra --api-versions)
@@ -30,6 +36,11 @@ MATRIX: dict[str, tuple[dict[str, Any], list[Path], list[str]]] = {
     "ci-pinned": ({}, [CHART / "ci" / "pinned-values.yaml"], []),
     "ci-monitoring": ({}, [CHART / "ci" / "monitoring-values.yaml"], [SM_API]),
     "no-metrics": ({"metrics.enabled": False}, [], []),
+    "pod-monitor": (
+        {**PM, "analysis.prometheus.podMonitor.labels": {"release": "prom"}, "operator.watchNamespaces": ["a", "b"]},
+        [],
+        [PM_API],
+    ),
     "existing-sa-no-rbac": (
         {"serviceAccount.create": False, "serviceAccount.name": "ops", "rbac.create": False},
         [],
@@ -94,7 +105,7 @@ def test_common_invariants(helm: Helm, case: str) -> None:
         labels = meta["labels"]
         assert labels["app.kubernetes.io/instance"] == RELEASE and labels["app.kubernetes.io/managed-by"] == "Helm"
         assert labels["app.kubernetes.io/version"] == __version__
-        if obj["kind"] in ("Deployment", "Service", "ServiceAccount", "ServiceMonitor"):
+        if obj["kind"] in ("Deployment", "Service", "ServiceAccount", "ServiceMonitor", "PodMonitor"):
             assert meta["namespace"] == NAMESPACE, obj["kind"]
     dep = one(objs, "Deployment", FULLNAME)
     spec = dep["spec"]
@@ -262,10 +273,15 @@ ENV_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "MODELSHIP_BUILD_NAMESPACE": ("builds", {"build.namespace": "builds"}),
     "MODELSHIP_BUILD_PUSH_SECRETS": ('{"r.example":"push"}', {"build.pushSecrets": {"r.example": "push"}}),
     "MODELSHIP_BUILD_STATE_SIZE": ("9Gi", {"build.stateSize": "9Gi"}),
-    "MODELSHIP_PROMETHEUS_URL": ("http://prom.monitoring:9090", {"analysis.prometheus.url": "http://prom.monitoring:9090"}),
+    "MODELSHIP_PROMETHEUS_URL": (
+        "http://prom.monitoring:9090",
+        {"analysis.prometheus.url": "http://prom.monitoring:9090"},
+    ),
     "MODELSHIP_PROMETHEUS_REVISION_LABEL": ("rev", {"analysis.prometheus.revisionLabel": "rev"}),
-    "MODELSHIP_PROMETHEUS_NAMESPACE_LABEL": ("kubernetes_namespace",
-                                             {"analysis.prometheus.namespaceLabel": "kubernetes_namespace"}),
+    "MODELSHIP_PROMETHEUS_NAMESPACE_LABEL": (
+        "kubernetes_namespace",
+        {"analysis.prometheus.namespaceLabel": "kubernetes_namespace"},
+    ),
     "MODELSHIP_PROMETHEUS_NAME_LABEL": ("md", {"analysis.prometheus.nameLabel": "md"}),
     "MODELSHIP_PROMETHEUS_TIMEOUT_SECONDS": ("2.5", {"analysis.prometheus.timeoutSeconds": 2.5}),
     "MODELSHIP_PROMETHEUS_TOKEN_FILE": (
@@ -380,6 +396,68 @@ def test_service_monitor_scrapes_the_metrics_service(helm: Helm) -> None:
     assert endpoint["path"] == "/metrics" and endpoint["interval"] == "30s"
     assert svc["spec"]["ports"][0]["port"] == 9090
     assert build_parser().parse_args(operator_container(objs)["args"]).metrics_port == 9090
+
+
+# ---------------------------------------------------------------------------- PodMonitor of the serving pods
+def serving_pods() -> list[dict[str, str]]:
+    """The labels of the serving pods the operator renders: a stable Deployment's and a candidate's (shadow and
+    live), and the ports of their server container."""
+    doc = valid_doc()
+    doc["metadata"].update(namespace="team-a", uid="u-1")
+    doc["spec"]["serving"]["rollout"] = {"strategy": "Canary", "canary": {"shadow": {"percent": 20}}}
+    md = ModelDeployment.from_body(doc)
+    deps = [deployment(md, "r1", OperatorConfig(), "img", 1)]
+    deps += [canary_deployment(md, "r2", OperatorConfig(), "img", 1, live=live) for live in (False, True)]
+    for dep in deps:
+        (server,) = dep["spec"]["template"]["spec"]["containers"]
+        assert "metrics" in [p["name"] for p in server["ports"]]
+    return [dep["spec"]["template"]["metadata"]["labels"] for dep in deps]
+
+
+def test_pod_monitor_off_by_default_even_where_the_api_exists(helm: Helm) -> None:
+    assert not find(helm.template(api_versions=[PM_API]), "PodMonitor")
+    assert "PodMonitor" not in helm.notes()  # not asked for: no warning either
+
+
+def test_pod_monitor_needs_the_monitoring_api_and_the_notes_say_so(helm: Helm) -> None:
+    assert not find(helm.template(PM, api_versions=[SM_API]), "PodMonitor")  # ServiceMonitor alone is not enough
+    # `helm install` (whose --dry-run=client serves no monitoring API; it takes no --api-versions) warns
+    notes = helm.notes(PM)
+    assert "WARNING: analysis.prometheus.podMonitor.enabled is true" in notes and "PodMonitor, so none" in notes
+
+
+def test_pod_monitor_scrapes_every_serving_pod_with_the_labels_the_queries_use(helm: Helm) -> None:
+    pm = one(render(helm, "pod-monitor"), "PodMonitor", f"{FULLNAME}-serving")
+    assert pm["apiVersion"] == "monitoring.coreos.com/v1" and pm["metadata"]["labels"]["release"] == "prom"
+    spec = pm["spec"]
+    selector = spec["selector"]["matchLabels"]
+    for pod_labels in serving_pods():
+        assert selector.items() <= pod_labels.items(), pod_labels
+    operator_pod = one(render(helm, "pod-monitor"), "Deployment", FULLNAME)["spec"]["template"]["metadata"]
+    assert not selector.items() <= operator_pod["labels"].items()
+    assert spec["namespaceSelector"] == {"matchNames": ["a", "b"]}
+    # prometheus-operator writes each pod label under its sanitized name, and the namespace as `namespace`
+    written = {re.sub(r"[^a-zA-Z0-9_]", "_", k) for k in spec["podTargetLabels"]}
+    default = PrometheusConfig()
+    assert written == {default.name_label, default.revision_label} and default.namespace_label == "namespace"
+    assert set(spec["podTargetLabels"]) <= set(serving_pods()[0])
+    (endpoint,) = spec["podMetricsEndpoints"]
+    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+
+
+def test_pod_monitor_cluster_wide_and_other_label_names(helm: Helm) -> None:
+    values = {**PM, "operator.clusterWide": True, "analysis.prometheus.revisionLabel": "rev",
+              "analysis.prometheus.namespaceLabel": "kubernetes_namespace"}  # fmt: skip
+    objs = helm.template(values, api_versions=[PM_API], release=RELEASE, namespace=NAMESPACE)
+    spec = one(objs, "PodMonitor", f"{FULLNAME}-serving")["spec"]
+    assert spec["namespaceSelector"] == {"any": True}
+    (endpoint,) = spec["podMetricsEndpoints"]
+    assert endpoint["relabelings"] == [
+        {"sourceLabels": ["__meta_kubernetes_namespace"], "targetLabel": "kubernetes_namespace"},
+        {"sourceLabels": ["__meta_kubernetes_pod_label_modelship_io_revision"], "targetLabel": "rev"},
+    ]
+    env = container_env(one(objs, "Deployment", FULLNAME))
+    assert env["MODELSHIP_PROMETHEUS_REVISION_LABEL"] == "rev"  # the operator queries the label it writes
 
 
 # ---------------------------------------------------------------------------- the rest of the knobs

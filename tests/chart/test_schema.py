@@ -43,6 +43,8 @@ BAD: list[tuple[dict[str, Any], list[str]]] = [
     ({"jobs.ttlSecondsAfterFinished": "1h"}, ["/jobs/ttlSecondsAfterFinished", "integer"]),
     ({"metrics.port": 70000}, ["/metrics/port", "maximum"]),
     ({"metrics.serviceMonitor.interval": "often"}, ["/metrics/serviceMonitor/interval"]),
+    ({"analysis.prometheus.podMonitor.interval": "often"}, ["/analysis/prometheus/podMonitor/interval"]),
+    ({"analysis.prometheus.podMonitor.enable": True}, ["additional properties 'enable' not allowed"]),
     ({"build.engine": "docker"}, ["/build/engine", "'buildkit', 'kaniko'"]),
     ({"build.registry": "https://registry.example.com/models"}, ["/build/registry"]),
     ({"build.registry": "Registry.Example/models"}, ["/build/registry"]),
