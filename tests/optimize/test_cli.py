@@ -194,3 +194,45 @@ def test_keras3_export_gets_post_training_quantization_only(keras3_models: Path,
     assert prune.skipped and "prune skipped" in prune.notes[0] and "post-training quantization" in prune.notes[0]
     assert not quant.skipped and quant.measurement.metric is not None
     assert report.summary.candidate == "dynamic" and (out / "model.tflite").is_file()
+
+
+HIDE_SKLEARN = """
+import importlib.abc, sys
+
+class Absent(importlib.abc.MetaPathFinder):
+    # scikit-learn as if it were not installed (the `examples` extra left out)
+    def find_spec(self, name, path=None, target=None):
+        if name == "sklearn" or name.startswith("sklearn."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Absent())
+from modelship.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("example", ["digits-mlp", "digits-cnn", "two-inputs"])
+def test_a_digits_example_without_scikit_learn_names_the_extra(tmp_path: Path, example: str) -> None:
+    term = tmp_path / "term.log"
+    proc = subprocess.run(
+        [sys.executable, "-c", HIDE_SKLEARN, "optimize", "--example", example, "--out", str(tmp_path / "o"),
+         "--termination-log", str(term)],
+        capture_output=True, text=True, env=cli_env(), timeout=300, check=False,
+    )  # fmt: skip
+    line = error_line(proc)  # exit 1 (the input is at fault: no retry helps), one line, no traceback
+    assert f"the {example} example" in line and "scikit-learn is not installed" in line
+    assert "No module named 'sklearn'" in line
+    assert "install the 'examples' extra, e.g. pip install 'modelship[examples]'" in line
+    summary = read_summary(term)
+    assert summary["ok"] is False and summary["failure"] == "Permanent"
+    assert not (tmp_path / "o" / "example").exists() or not any((tmp_path / "o" / "example").rglob("*.h5"))
+
+
+def test_the_examples_extra_carries_scikit_learn() -> None:
+    import tomllib
+
+    from modelship.optimize.examples import SKLEARN_EXTRA
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    assert any(req.startswith("scikit-learn") for req in project["optional-dependencies"][SKLEARN_EXTRA])

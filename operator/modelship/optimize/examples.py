@@ -2,7 +2,8 @@
 
 * ``linear``: the seed's y = 2x - 1, a Dense(1) model trained on x in [-1, 4]; held-out evaluation data in the same
   range, calibration data over [-1, 4], and a "wide" evaluation set reaching x = 10 that shows the calibration trap.
-* ``digits-mlp`` / ``digits-cnn``: sklearn's bundled 8x8 digits (ships in the wheel), stratified 80/20 split.
+* ``digits-mlp`` / ``digits-cnn``: sklearn's bundled 8x8 digits (ships in the wheel), stratified 80/20 split; without
+  scikit-learn (the ``examples`` extra) they, and ``two-inputs``, fail with an OptimizeError saying what to install.
 * ``two-inputs``: a functional model with two inputs and two outputs, saved as ``.keras``: ``first`` takes the top
   half of a digit (4x8 pixels), ``second`` the bottom half; ``digit`` is the class (softmax), ``parity`` whether it
   is odd (sigmoid). The data names its arrays ``top``, ``bottom``, ``y`` (and ``odd``), mapped to the inputs with
@@ -36,6 +37,7 @@ from ..api.optimization import (
     StepType,
 )
 from . import tfenv
+from .errors import OptimizeError
 
 NAMES = ("linear", "digits-mlp", "digits-cnn", "two-inputs")
 DEFAULT_CLAIM = "examples"
@@ -122,6 +124,21 @@ def linear(root: Path, *, claim: str = DEFAULT_CLAIM, seed: int = 0, epochs: int
     return Example(name=ex.name, root=ex.root, claim=claim, model=model_path, files=files, optimization=opt)
 
 
+SKLEARN_EXTRA = "examples"
+"""The extra of pyproject.toml that carries scikit-learn (the digits examples' data)."""
+
+
+def _require_sklearn(example: str) -> None:
+    """Fail early, before TensorFlow loads, with what to install when scikit-learn is not there."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError as exc:
+        raise OptimizeError(
+            f"the {example} example trains on scikit-learn's bundled digits, and scikit-learn is not installed "
+            f"({exc}): install the {SKLEARN_EXTRA!r} extra, e.g. pip install 'modelship[{SKLEARN_EXTRA}]'"
+        ) from None
+
+
 def _digits(seed: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -150,6 +167,7 @@ def digits(
     """Train a digits MLP (64-256-128-10) or CNN (Conv32-Conv64-Pool-Dense128-10); write model.h5 and .npz splits."""
     if kind not in ("mlp", "cnn"):
         raise ValueError("kind is mlp or cnn")
+    _require_sklearn(f"digits-{kind}")
     t = tfenv.load()
     keras = t.keras
     keras.utils.set_random_seed(seed)
@@ -212,6 +230,7 @@ TWO_INPUTS = {"first": "top", "second": "bottom"}
 def two_inputs(root: Path, *, claim: str = DEFAULT_CLAIM, seed: int = 0, epochs: int = 30) -> Example:
     """Train the two-input, two-output digits model (top and bottom halves -> digit and parity); write
     model.keras and train/eval/calibration .npz with arrays top, bottom, y, odd."""
+    _require_sklearn("two-inputs")
     t = tfenv.load()
     keras = t.keras
     keras.utils.set_random_seed(seed)
