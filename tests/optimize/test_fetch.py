@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.server
 import os
 import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from modelship import fetch
 from modelship.sources.digest import CHUNK
 from tests.support.hostile import hostile_server, s3_listing
+from tests.support.servers import loopback_http
 
 
 def test_file_digest_is_sha256_of_bytes(tmp_path: Path) -> None:
@@ -76,9 +75,8 @@ def test_digest_mismatch_fails(tmp_path: Path) -> None:
     assert fetch.fetch(str(p), digest=fetch.sha256_path(p)).path == p
 
 
-@contextlib.contextmanager
-def static_server(root: Path, tls: ssl.SSLContext | None = None) -> Iterator[int]:
-    """A quiet loopback server of the files under ``root`` (HTTPS with ``tls``); yields its port."""
+def static_files(root: Path) -> type[http.server.BaseHTTPRequestHandler]:
+    """A quiet handler of the files under ``root``."""
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args: object, **kwargs: object) -> None:
@@ -87,24 +85,15 @@ def static_server(root: Path, tls: ssl.SSLContext | None = None) -> Iterator[int
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    return Handler
 
 
 @pytest.fixture
 def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root = tmp_path / "www"
     root.mkdir()
-    with static_server(root) as port:
-        yield f"http://127.0.0.1:{port}", root
+    with loopback_http(static_files(root)) as base:
+        yield base, root
 
 
 def test_http_download_streams_and_hashes(http_root: tuple[str, Path], tmp_path: Path) -> None:
@@ -273,8 +262,9 @@ def test_a_source_ca_is_added_to_the_system_trust_store(http_root: tuple[str, Pa
     (root / "model.tflite").write_bytes(b"TFL3" * 10)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
-    with static_server(root, tls) as port:
-        url = f"https://127.0.0.1:{port}/model.tflite"
+    with loopback_http(static_files(root), tls) as base:
+        url = f"{base}/model.tflite"
+        assert url.startswith("https://")
         with pytest.raises(fetch.FetchError, match="certificate not trusted") as untrusted:
             fetch.fetch(url, tmp_path / "a", access=fetch.Access())
         assert not untrusted.value.temporary
