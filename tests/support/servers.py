@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -239,18 +240,24 @@ class PrometheusServer:
 
 @contextlib.contextmanager
 def prometheus(
-    workdir: Path, targets: list[tuple[str, dict[str, str]]], scrape_seconds: float = 1.0, host: str = "127.0.0.1"
+    workdir: Path,
+    targets: list[tuple[str, dict[str, str]]],
+    scrape_seconds: float = 1.0,
+    host: str = "127.0.0.1",
+    scrape_configs: list[dict[str, Any]] | None = None,
 ) -> Iterator[PrometheusServer]:
     """A real Prometheus (hack/servers/build-prometheus) on loopback scraping ``targets`` ((host:port, target
-    labels)) every ``scrape_seconds`` from a static configuration, its TSDB in ``workdir``."""
+    labels)) every ``scrape_seconds`` from a static configuration, or running ``scrape_configs`` instead, its
+    TSDB in ``workdir``."""
     import json
 
     binary = _tool("build-prometheus")
+    static = [{"job_name": "modelship-serving", "metrics_path": "/metrics",
+               "static_configs": [{"targets": [t], "labels": labels} for t, labels in targets]}]  # fmt: skip
     config = {
         "global": {"scrape_interval": f"{scrape_seconds:g}s", "scrape_timeout": f"{scrape_seconds:g}s"},
-        "scrape_configs": [{"job_name": "modelship-serving", "metrics_path": "/metrics",
-                            "static_configs": [{"targets": [t], "labels": labels} for t, labels in targets]}],
-    }  # fmt: skip
+        "scrape_configs": static if scrape_configs is None else scrape_configs,
+    }
     cfg = workdir / "prometheus.yml"
     cfg.write_text(json.dumps(config))  # JSON is YAML
     port = free_port(host)
