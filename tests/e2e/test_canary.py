@@ -90,8 +90,9 @@ def canary(real_node: RealNode) -> Iterator[ModuleType]:
 
 
 class LoadLoop(threading.Thread):
-    """Predicts y(4) = 7 through the Service, a new connection per request, until stopped; records which revision
-    answered each request (x-modelship-revision) and every failure."""
+    """Predicts y(4) = 7 through the Service (at the address status.url's host resolves to), a new connection per
+    request, until stopped; records which revision answered each request (x-modelship-revision) and every
+    failure."""
 
     def __init__(self, ip: str, port: int) -> None:
         super().__init__(daemon=True)
@@ -132,14 +133,9 @@ class Watcher(threading.Thread):
             time.sleep(0.5)
 
 
-def _service(name: str) -> tuple[str, int]:
-    svc = demo.kjson("get", "service", name, "-n", demo.NS)
-    return svc["spec"]["clusterIP"], int(svc["spec"]["ports"][0]["port"])
-
-
 def _run_with_load(change: list[dict[str, Any]], done: Any, timeout: float = 900) -> tuple[dict[str, Any], list[
         LoadLoop], Watcher, float]:  # fmt: skip
-    ip, port = _service(demo.NAME)
+    ip, port = demo.service_address(demo.NAME)  # by status.url, through the cluster DNS, as a client would
     loops = [LoadLoop(ip, port) for _ in range(2)]
     watcher = Watcher()
     for t in (*loops, watcher):
