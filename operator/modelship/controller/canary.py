@@ -229,31 +229,11 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
         return state
     if state.phase == RolloutPhase.ROLLED_BACK and look.manual != Manual.PROMOTE:
         return state
-    if look.manual == Manual.ABORT:
-        message = f"aborted by the annotation {ABORT_ANNOTATION}={state.candidate}"
-        return _rollback(state, RollbackCause.ABORTED, message)
-    if look.manual == Manual.PROMOTE and state.phase != RolloutPhase.PROMOTING:
-        return state.model_copy(
-            update={
-                "phase": RolloutPhase.PROMOTING,
-                "decision": Decision.PROMOTE,
-                "rollback_cause": None,
-                "phase_started_at": rfc3339(look.now),
-                "message": f"promoted by the annotation {PROMOTE_ANNOTATION}={state.candidate}",
-            }
-        )
+    overridden = _manual_override(state, look)
+    if overridden is not None:
+        return overridden
     if state.phase == RolloutPhase.PROMOTING:
-        if look.available:
-            return state.model_copy(
-                update={
-                    "phase": RolloutPhase.PROMOTED,
-                    "decision": Decision.PROMOTE,
-                    "weight": 100,
-                    "mirror_percent": 0,
-                    "message": f"revision {state.candidate} serves all traffic",
-                }
-            )
-        return state.model_copy(update={"message": f"the stable Deployment is rolling to {state.candidate}"})
+        return _promoting(state, look.available)
     unavailable = look.samples.error if look.samples is not None else None
     if look.samples is not None and unavailable is None:
         criteria = judge(canary.analysis, look.samples, mirrored=state.mirror_percent > 0)
@@ -318,6 +298,40 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
             "decision": Decision.PROMOTE,
             "phase_started_at": rfc3339(look.now),
             "message": f"{_where(state)} passed ({passed}); promoting {state.candidate}",
+        }
+    )
+
+
+def _manual_override(state: RolloutStatus, look: Look) -> RolloutStatus | None:
+    """What an annotation naming the candidate makes of the rollout: abort rolls it back from any phase but a
+    final one; promote goes to Promoting at once (from a rollback too); None when none applies."""
+    if look.manual == Manual.ABORT:
+        message = f"aborted by the annotation {ABORT_ANNOTATION}={state.candidate}"
+        return _rollback(state, RollbackCause.ABORTED, message)
+    if look.manual == Manual.PROMOTE and state.phase != RolloutPhase.PROMOTING:
+        return state.model_copy(
+            update={
+                "phase": RolloutPhase.PROMOTING,
+                "decision": Decision.PROMOTE,
+                "rollback_cause": None,
+                "phase_started_at": rfc3339(look.now),
+                "message": f"promoted by the annotation {PROMOTE_ANNOTATION}={state.candidate}",
+            }
+        )
+    return None
+
+
+def _promoting(state: RolloutStatus, available: bool) -> RolloutStatus:
+    """Promoting: Promoted once the stable Deployment has rolled to the candidate (``available``)."""
+    if not available:
+        return state.model_copy(update={"message": f"the stable Deployment is rolling to {state.candidate}"})
+    return state.model_copy(
+        update={
+            "phase": RolloutPhase.PROMOTED,
+            "decision": Decision.PROMOTE,
+            "weight": 100,
+            "mirror_percent": 0,
+            "message": f"revision {state.candidate} serves all traffic",
         }
     )
 
