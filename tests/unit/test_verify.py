@@ -176,6 +176,32 @@ def test_abort_and_promote_annotations_name_the_candidate() -> None:
     assert stale.status["rollout"]["phase"] == "Shadow"
 
 
+def test_an_override_naming_another_revision_is_ignored_with_one_warning() -> None:
+    md, rev, jobs = new_revision()
+    obs = Observed(jobs=jobs, deployment=deployment(OLD, CONFIG.images.serving))
+    p1 = plan(md, obs, CONFIG, NOW)
+    stale = {"modelship.io/abort": OLD, "modelship.io/promote": "r" + "9" * 12}
+    p2 = plan(md_with(p1.status, **stale), obs, CONFIG, NOW + timedelta(seconds=5))
+    ro = p2.status["rollout"]
+    assert ro["phase"] == "Shadow" and cond(p2.status, "Stalled")["status"] != "True"
+    assert ro["ignoredOverrides"] == ["modelship.io/promote=r999999999999", f"modelship.io/abort={OLD}"]
+    warnings = [e for e in p2.events if e.reason == "VerifiedOverrideIgnored"]
+    assert [e.type for e in warnings] == ["Warning", "Warning"]
+    assert all(f"not the candidate {rev}" in e.message for e in warnings)
+    # noted once: the next looks post nothing about them while they stay
+    p3 = plan(md_with(p2.status, **stale), obs, CONFIG, NOW + timedelta(seconds=10))
+    assert p3.status["rollout"]["ignoredOverrides"] == ro["ignoredOverrides"]
+    assert not [e for e in p3.events if e.reason == "VerifiedOverrideIgnored"]
+    # one changed: only it is noted; both gone: nothing is ignored any more
+    p4 = plan(md_with(p3.status, **{**stale, "modelship.io/abort": "r" + "8" * 12}), obs, CONFIG,
+              NOW + timedelta(seconds=15))  # fmt: skip
+    assert [e.message.split(" is ignored")[0] for e in p4.events if e.reason == "VerifiedOverrideIgnored"] == [
+        "the annotation modelship.io/abort=r888888888888"
+    ]
+    p5 = plan(md_with(p4.status), obs, CONFIG, NOW + timedelta(seconds=20))
+    assert "ignoredOverrides" not in p5.status["rollout"] and p5.status["rollout"]["phase"] == "Shadow"
+
+
 def test_the_first_revision_is_served_at_once_and_other_strategies_are_untouched() -> None:
     md = md_with(status={})
     rev = revision(md.spec)

@@ -170,6 +170,9 @@ class RolloutStatus(ApiModel):
     """The decision, for people."""
     rollback_cause: RollbackCause | None = None
     """Why it was rolled back (RolledBack only)."""
+    ignored_overrides: Annotated[list[Annotated[str, Field(max_length=400)]], Field(max_length=2)] | None = None
+    """Annotations modelship.io/promote or modelship.io/abort that name another revision than the candidate, as
+    annotation=value: ignored (an Event said so when each appeared)."""
     source: str | None = None
     """Where the analysis figures come from: Pods (their metrics endpoints) or Prometheus."""
     window: AnalysisWindow | None = None

@@ -8,7 +8,7 @@ it) -> Promoted. Each phase's clock starts when the candidate's pods for that ph
 ends when its time has passed and every criterion holds over at least ``minRequests`` requests. The first
 criterion that fails, in any phase, rolls the candidate back (RolledBack: scaled to zero, the stable revision
 serves everything). An annotation ``modelship.io/promote=<candidate>`` or ``modelship.io/abort=<candidate>``
-overrides the analysis.
+overrides the analysis; one naming another revision is ignored.
 """
 
 from __future__ import annotations
@@ -50,6 +50,16 @@ def manual_action(annotations: Mapping[str, str], candidate: str) -> Manual | No
     if annotations.get(PROMOTE_ANNOTATION) == candidate:
         return Manual.PROMOTE
     return None
+
+
+def ignored_overrides(annotations: Mapping[str, str], candidate: str) -> list[str]:
+    """The override annotations that name another revision than the candidate (left from an earlier rollout, or a
+    mistyped revision), as ``annotation=value`` (the value cut at 200 characters): they are ignored."""
+    return [
+        f"{key}={annotations[key][:200]}"
+        for key in (PROMOTE_ANNOTATION, ABORT_ANNOTATION)
+        if key in annotations and annotations[key] != candidate
+    ]
 
 
 @dataclass(frozen=True)

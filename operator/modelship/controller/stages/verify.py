@@ -31,6 +31,7 @@ from ..canary import (
     canary_replicas,
     decide,
     effective_weight,
+    ignored_overrides,
     manual_action,
     shadow_replicas,
     start,
@@ -242,14 +243,15 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
         weight = route_weight(canary, new)
     elif weight is None:
         weight = effective_weight(n, replicas) if live else 0
-    new = new.model_copy(update={"weight": weight})
+    ignored = ignored_overrides(md.metadata.annotations, rev)
+    new = new.model_copy(update={"weight": weight, "ignored_overrides": ignored or None})
     # the candidate offers the stable pods to be mirrored to (through its Service, once it has an address)
     offer = mirror_offer(md, ip, new.mirror_percent, rev) if ip and new.mirror_percent > 0 else None
     objects = (
         canary_service(md),
         canary_deployment(md, rev, ctx.config, built.image, replicas, live, built.artifact, offer),
     )
-    events = _events(prev if not fresh else None, new, canary)
+    events = (*_events(prev if not fresh else None, new, canary), *_ignored_events(prev if not fresh else None, new))
     if new.phase == RolloutPhase.ROLLED_BACK:
         reason = _ROLLBACK_REASON.get(new.rollback_cause or RollbackCause.ANALYSIS_FAILED, Reason.ANALYSIS_FAILED)
         message = f"revision {rev} rolled back: {new.message}"
@@ -332,6 +334,22 @@ def _events(prev: RolloutStatus | None, new: RolloutStatus, canary: Canary) -> t
         RolloutPhase.PROMOTED: "promoted",
     }[new.phase]
     return (StageEvent(False, f"Verified{new.phase.value}", f"revision {new.candidate}: {where}; {new.message}"),)
+
+
+def _ignored_events(prev: RolloutStatus | None, new: RolloutStatus) -> tuple[StageEvent, ...]:
+    """A Warning for each override annotation naming another revision, when it appears (once per rollout)."""
+    before = set(prev.ignored_overrides or ()) if prev is not None else set()
+    out = []
+    for item in new.ignored_overrides or ():
+        if item in before:
+            continue
+        key, _, value = item.partition("=")
+        message = (
+            f"the annotation {item} is ignored: it names revision {value or '(none)'}, not the candidate "
+            f"{new.candidate} (annotate {key}={new.candidate} to act on this rollout)"
+        )
+        out.append(StageEvent(True, "VerifiedOverrideIgnored", message))
+    return tuple(out)
 
 
 def _step_text(canary: Canary, state: RolloutStatus) -> str:
