@@ -1,19 +1,22 @@
 """Mirroring benchmark: the stable server's throughput and p99 with 20% of its requests mirrored to a candidate,
 against no mirroring, in the same run.
 
-    PYTHONPATH=operator python bench/mirror.py [--duration 5] [--rounds 3] [--percent 20] [--no-append]
+    PYTHONPATH=operator python bench/mirror.py [--duration 3] [--rounds 8] [--percent 20] [--no-append]
 
 One stable server (``modelship serve``, the digits CNN int8) and one candidate (the same model as float32: a
 "good new revision") run on loopback; a closed-loop load generator (bench/serve.py's, a separate process, 8 and
-1 keep-alive connections, small v2 JSON requests) drives the stable one. Rounds alternate between mirroring off
-(mirror file at 0%) and on (20%): the same process, the mirror file rewritten between rounds (the server reads
-it again every second, as it does a ConfigMap). The stable server is pinned to CPU 0 and the load generator and
-the candidate to CPU 1, so the figures are the cost of mirroring in the stable server's own process (in a
-cluster the candidate's CPU is its own pods'). Reported: median throughput and p99 per setting and their
-ratio; the stable server's CPU time per request answered (from /proc) and the capacity it leaves (CPU per
-request without mirroring over with it: what a CPU-bound server's throughput scales with, unlike the measured
-throughput, which on 2 shared cores also moves with the load generator's own share of CPU 1, where the
-candidate's work for the mirrored requests lands); and the mirror's own counters (compared, dropped,
+1 keep-alive connections, small v2 JSON requests) drives the stable one. Each round runs the same load twice,
+back to back, with mirroring off (mirror file at 0%) and on (20%), in alternating order (off/on, then on/off:
+a load that drifts during the run weighs on both settings alike); the same process, the mirror file rewritten
+between runs (the server reads it again every second, as it does a ConfigMap). The stable server is pinned to
+CPU 0 and the load generator and the candidate to CPU 1, so the figures are the cost of mirroring in the stable
+server's own process (in a cluster the candidate's CPU is its own pods').
+
+On shared cores one run's throughput swings by a quarter from the next, so no single run is a figure: reported
+are, per setting, the median over the rounds with their range (min-max), and the cost of mirroring as the median
+of each round's own on/off ratio (its two runs seconds apart see about the same machine) with the rounds' range
+and how many of them are within the target (<= 10% throughput loss); beside it the stable server's CPU time per
+request answered (from /proc), the steadier figure; and the mirror's own counters (compared, dropped,
 agreement).
 """
 
@@ -27,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +80,9 @@ def mirror_counters(metrics_port: int) -> dict[str, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=float, default=5.0)
-    ap.add_argument("--warmup", type=float, default=1.0)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--warmup", type=float, default=0.5)
+    ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--percent", type=int, default=20)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[8, 1])
     ap.add_argument("--no-append", action="store_true")
@@ -108,34 +112,83 @@ def main() -> int:
                 pin(stable.pid, {0})
                 pin(cand.pid, {1})
                 os.sched_setaffinity(0, {1})  # the load generator (spawned from here) inherits it
-            results: dict[tuple[int, int], list[dict[str, Any]]] = {}
+            rounds: dict[int, list[Round]] = {}
             for c in args.concurrency:
-                for _ in range(args.rounds):
-                    for percent in (0, args.percent):
+                for i in range(args.rounds):
+                    pair: dict[int, dict[str, Any]] = {}
+                    for percent in round_order(i, args.percent):
                         write_mirror(mirror, f"http://127.0.0.1:{cport}", percent)
                         time.sleep(1.5)  # the server reads the file every second
                         cpu0 = process_cpu(stable.pid)
                         r = run_loadgen(sport, request, c, args.warmup, args.duration)
                         answered = r["ok"] + r["bad"]
                         r["cpu_us_per_request"] = (process_cpu(stable.pid) - cpu0) / max(1, answered) * 1e6
-                        results.setdefault((c, percent), []).append(r)
-                        print(f"c={c} mirror={percent}%: {r['throughput']:.0f} req/s p99 {r['p99_ms']:.2f} ms "
-                              f"stable CPU {r['cpu_us_per_request']:.0f} us/request "
+                        pair[percent] = r
+                        print(f"c={c} round {i + 1} mirror={percent}%: {r['throughput']:.0f} req/s "
+                              f"p99 {r['p99_ms']:.2f} ms stable CPU {r['cpu_us_per_request']:.0f} us/request "
                               f"(bad {r['bad']}, errors {r['errors']})", flush=True)  # fmt: skip
+                    rounds.setdefault(c, []).append(Round(off=pair[0], on=pair[args.percent]))
             counters = mirror_counters(smport)
         finally:
             stop(stable)
             stop(cand)
     load_after = os.getloadavg()[0]
-    text = render(results, counters, args, cpus, time.monotonic() - started, load_before, load_after)
+    text = render(rounds, counters, args, cpus, time.monotonic() - started, load_before, load_after)
     print(text)
     if not args.no_append:
         append_section(text)
     return 0
 
 
+def round_order(i: int, percent: int) -> tuple[int, int]:
+    """The settings of round ``i``: off then on, then on then off the next round (ABBA), so a load that drifts
+    during the run weighs on both alike instead of always on the second."""
+    return (0, percent) if i % 2 == 0 else (percent, 0)
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round: the same load run with mirroring off and on, back to back."""
+
+    off: dict[str, Any]
+    on: dict[str, Any]
+
+    def ratio(self, key: str) -> float:
+        return float(self.on[key]) / float(self.off[key]) if self.off[key] else float("nan")
+
+
+def spread(values: list[float], fmt: str = ".0f", unit: str = "") -> str:
+    """``median (min-max)`` of the rounds' values."""
+    return f"{statistics.median(values):{fmt}}{unit} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+def change(ratio: float) -> str:
+    """A ratio of on to off as words: ``5.1% lower``, ``26.1% higher``, ``unchanged``."""
+    pct = 100 * (ratio - 1)
+    if round(pct, 1) == 0:
+        return "unchanged"
+    return f"{abs(pct):.1f}% {'higher' if pct > 0 else 'lower'}"
+
+
+def verdict(c: int, percent: int, rs: list[Round], target_loss: float = 10.0) -> str:
+    """The throughput cost of mirroring from the paired rounds: its median, the rounds' range, the target."""
+    ratios = [r.ratio("throughput") for r in rs]
+    med = statistics.median(ratios)
+    loss = 100 * (1 - med)
+    met = "met" if loss <= target_loss else "NOT met"
+    within = sum(1 for x in ratios if 100 * (1 - x) <= target_loss)
+    cpu_off = statistics.median(r.off["cpu_us_per_request"] for r in rs)
+    cpu_on = statistics.median(r.on["cpu_us_per_request"] for r in rs)
+    return (
+        f"- {c} connection(s): with {percent}% mirrored the stable server's throughput is {change(med)} than "
+        f"without (median of {len(rs)} paired rounds; the rounds range from {change(min(ratios))} to "
+        f"{change(max(ratios))}); target <= {target_loss:g}% loss: {met} ({within} of {len(rs)} rounds within "
+        f"it). Its CPU time per request: {cpu_on:.0f} us against {cpu_off:.0f} us ({change(cpu_on / cpu_off)})."
+    )
+
+
 def render(
-    results: dict[tuple[int, int], list[dict[str, Any]]],
+    rounds: dict[int, list[Round]],
     counters: dict[str, float],
     args: argparse.Namespace,
     cpus: int,
@@ -150,33 +203,30 @@ def render(
         f"Machine: {cpus} CPUs ({cpu_model()}); run took {seconds:.0f} s; 1-minute load average {load_before:.1f} "
         f"at the start, {load_after:.1f} at the end (other engineers' jobs share these cores). Stable: digits CNN "
         "int8, 1 worker, pinned to CPU 0; candidate (same model, float32) and load generator on CPU 1. "
-        f"{args.rounds} interleaved rounds of {args.duration:g} s per setting; medians.",
+        f"{args.rounds} rounds per connection count, each running mirroring off and on back to back for "
+        f"{args.duration:g} s each (off first in odd rounds, on first in even ones); each figure is the median "
+        "over the rounds with their range (min-max); a ratio is the median of the rounds' own on/off ratios.",
         "",
         "| connections | mirror | throughput (req/s) | p99 (ms) | throughput vs none | p99 vs none "
-        "| stable CPU per request (us) | capacity vs none | bad / errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| stable CPU per request (us) | bad / errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     verdicts = []
-    for c in args.concurrency:
-        base = results[(c, 0)]
-        base_tp = statistics.median(r["throughput"] for r in base)
-        base_p99 = statistics.median(r["p99_ms"] for r in base)
-        base_cpu = statistics.median(r["cpu_us_per_request"] for r in base)
-        for percent in (0, args.percent):
-            rs = results[(c, percent)]
-            tp = statistics.median(r["throughput"] for r in rs)
-            p99 = statistics.median(r["p99_ms"] for r in rs)
-            cpu = statistics.median(r["cpu_us_per_request"] for r in rs)
-            bad = sum(r["bad"] for r in rs), sum(r["errors"] for r in rs)
-            lines.append(f"| {c} | {percent}% | {tp:.0f} | {p99:.2f} | {tp / base_tp:.3f}x | {p99 / base_p99:.2f}x "
-                         f"| {cpu:.0f} | {base_cpu / cpu:.3f}x | {bad[0]} / {bad[1]} |")  # fmt: skip
+    for c, rs in rounds.items():
+        for percent, side in ((0, "off"), (args.percent, "on")):
+            runs = [getattr(r, side) for r in rs]
+            tp = spread([r["throughput"] for r in runs])
+            p99 = spread([r["p99_ms"] for r in runs], ".2f")
+            cpu = spread([r["cpu_us_per_request"] for r in runs])
+            bad = sum(r["bad"] for r in runs), sum(r["errors"] for r in runs)
             if percent:
-                loss = 100 * (1 - base_cpu / cpu)
-                met = "met" if loss <= 10 else "NOT met"
-                verdicts.append(f"- {c} connection(s): {percent}% mirrored costs the stable server "
-                                f"{cpu - base_cpu:.0f} us of CPU per request: {loss:.1f}% of its capacity "
-                                f"(target <= 10%: {met}); "
-                                f"measured throughput {100 * (1 - tp / base_tp):.1f}% lower")  # fmt: skip
+                tp_ratio = spread([r.ratio("throughput") for r in rs], ".3f", "x")
+                p99_ratio = spread([r.ratio("p99_ms") for r in rs], ".2f", "x")
+            else:
+                tp_ratio, p99_ratio = "1.000x", "1.00x"
+            lines.append(f"| {c} | {percent}% | {tp} | {p99} | {tp_ratio} | {p99_ratio} | {cpu} "
+                         f"| {bad[0]} / {bad[1]} |")  # fmt: skip
+        verdicts.append(verdict(c, args.percent, rs))
     lines += ["", *verdicts, "", "Mirror counters of the stable server at the end: "
               + ", ".join(f"{k}: {v:.0f}" for k, v in sorted(counters.items()))]  # fmt: skip
     return "\n".join(lines) + "\n"
