@@ -1,6 +1,7 @@
 """The Canary strategy on the real control plane: the operator (its own ServiceAccount, the chart's RBAC) verifies
 a new revision beside the serving one: the candidate's Deployment and Service, the stable pods' mirror
-ConfigMap, replica weights, status, Events, promotion, and rollback on a failed criterion. kwok's pods are not
+ConfigMap, replica weights, status, Events, promotion, rollback on a failed criterion, and the manual promote /
+abort annotations (one naming another revision is ignored, with an Event). kwok's pods are not
 processes, so the pods' metrics come from a loopback endpoint this test runs (tests/integration/canary_operator
 plants it; the reader's parsing and sums are the real ones)."""
 
@@ -19,7 +20,17 @@ from kubernetes import client
 from tests.chart.gitops import EXPECTED, SAMPLES, argocd_health, kstatus, sample_of
 from tests.integration.cluster import condition, wait_for
 from tests.integration.operator_harness import OperatorProcess, running_operator
-from tests.integration.test_operator import MSG, REPO, Cluster, build_result, md_doc, opt_summary
+from tests.integration.test_operator import (
+    GROUP,
+    MSG,
+    PLURAL,
+    REPO,
+    VERSION,
+    Cluster,
+    build_result,
+    md_doc,
+    opt_summary,
+)
 from tests.support.servers import loopback_http
 
 CANARY = {
@@ -165,6 +176,19 @@ def _events(k: Cluster) -> list[Any]:
     return [e for e in k.core.list_namespaced_event(k.ns).items if e.involved_object.kind == "ModelDeployment"]
 
 
+def _annotate(k: Cluster, **annotations: str) -> None:
+    """What ``kubectl annotate md digits modelship.io/<key>=<value>`` does (a merge patch of the metadata)."""
+    body = {"metadata": {"annotations": {f"modelship.io/{key}": v for key, v in annotations.items()}}}
+    k.custom.patch_namespaced_custom_object(GROUP, VERSION, k.ns, PLURAL, "digits", body)
+
+
+def _ignored(k: Cluster, annotation: str) -> list[Any]:
+    """The Warning Events that say ``annotation`` (key=value) is ignored, once the operator has posted one."""
+    return wait_for(lambda: [e for e in _events(k) if e.reason == "VerifiedOverrideIgnored"
+                             and e.message.startswith(f"the annotation {annotation} is ignored")],
+                    timeout=30, description=f"the Event saying {annotation} is ignored")  # fmt: skip
+
+
 def test_a_good_revision_goes_shadow_canary_promoted(k: Cluster, metrics: FakeMetrics) -> None:
     _, old, new = _first_revision_then_a_new_one(k, metrics)
     # shadow: the candidate's pods outside the Service's selector, the stable pods told where to mirror
@@ -262,3 +286,86 @@ def test_a_disagreeing_revision_is_rolled_back_and_the_stable_serves(k: Cluster,
                         description="the rollback's Event")  # fmt: skip
     assert warnings[0].type == "Warning" and "Agreement 0.3333" in warnings[0].message
     assert new != old
+
+
+def test_a_promote_annotation_promotes_the_candidate_mid_phase(k: Cluster, metrics: FakeMetrics) -> None:
+    _, old, new = _first_revision_then_a_new_one(k, metrics)
+    k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+    with metrics.lock:  # the analysis has too few requests for a verdict: the shadow phase holds
+        metrics.compared = metrics.agreed = metrics.candidate_requests = 5
+    # an annotation naming another revision than the candidate (here the stable one) is ignored, with an Event
+    _annotate(k, promote=old)
+    noted = k.wait_md(lambda o: o["status"]["rollout"].get("ignoredOverrides") == [f"modelship.io/promote={old}"],
+                      what="the stale annotation noted")  # fmt: skip
+    # the look that saw it held the phase: too few requests for a verdict
+    assert noted["status"]["rollout"]["phase"] == "Shadow" and noted["status"]["rollout"]["decision"] == "Wait"
+    assert noted["status"]["servingRevision"] == old
+    warning = _ignored(k, f"modelship.io/promote={old}")[0]
+    assert warning.type == "Warning" and f"not the candidate {new}" in warning.message
+    for n in (6, 7):  # two more looks at the phase (new figures in its status), the annotation still there
+        with metrics.lock:
+            metrics.compared = metrics.agreed = metrics.candidate_requests = n
+        look = k.wait_md(lambda o, n=n: {c["requests"] for c in o["status"]["rollout"]["criteria"]} >= {n, 2 * n},
+                         what=f"the look at {n} requests")  # fmt: skip
+        assert look["status"]["rollout"]["phase"] == "Shadow"
+        assert look["status"]["rollout"]["ignoredOverrides"] == [f"modelship.io/promote={old}"]
+    assert len(_ignored(k, f"modelship.io/promote={old}")) == 1  # said once, not at every look
+    # naming the candidate: promoted at once, the analysis skipped
+    _annotate(k, promote=new)
+    done = k.wait_condition("Ready", "True", timeout=120)
+    s = done["status"]
+    assert s["rollout"]["phase"] == "Promoted" and s["rollout"]["decision"] == "Promote"
+    assert s["servingRevision"] == new and s["rollout"]["weight"] == 100 and s["rollout"]["mirrorPercent"] == 0
+    assert condition(done, "Verified")["reason"] == "Promoted"
+    assert (condition(done, "Stalled") or {}).get("status") != "True" and "rollbackCause" not in s["rollout"]
+    stable = _deployment(k, "digits")  # the candidate gets every request: the stable Deployment runs it
+    assert stable.spec.template.spec.containers[0].image == NEW_IMAGE
+    assert stable.spec.template.metadata.labels["modelship.io/revision"] == new
+    k.wait_md(lambda o: _deployment(k, "digits-canary").spec.replicas == 0, what="the candidate's Deployment at 0")
+    events = wait_for(lambda: (lambda es: es if {"VerifiedPromoting", "VerifiedPromoted"} <= {e.reason for e in es}
+                                          else None)(_events(k)),
+                      timeout=30, description="the promotion's Events")  # fmt: skip
+    promoting = next(e for e in events if e.reason == "VerifiedPromoting")
+    assert f"promoted by the annotation modelship.io/promote={new}" in promoting.message
+    assert "VerifiedCanary" not in {e.reason for e in events}  # no canary step ran
+    assert len([e for e in events if e.reason == "VerifiedOverrideIgnored"]) == 1
+
+
+def test_an_abort_annotation_rolls_back_and_the_stable_serves(k: Cluster, metrics: FakeMetrics) -> None:
+    _, old, new = _first_revision_then_a_new_one(k, metrics)
+    k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+    with metrics.lock:  # a good shadow phase: on to the canary step, whose own figures then stay too few
+        metrics.compared = metrics.agreed = metrics.candidate_requests = 40
+    step = k.wait_md(lambda o: o["status"]["rollout"]["phase"] == "Canary"
+                     and o["status"]["rollout"].get("phaseStartedAt") is not None,
+                     what="canary step 1 with its pods available", timeout=120)  # fmt: skip
+    assert step["status"]["rollout"]["weight"] == 50 and _deployment(k, "digits-canary").spec.replicas == 2
+    # an abort of another revision is ignored: the step goes on
+    _annotate(k, abort="r0000000000")
+    noted = k.wait_md(lambda o: o["status"]["rollout"].get("ignoredOverrides") == ["modelship.io/abort=r0000000000"],
+                      what="the stale annotation noted")  # fmt: skip
+    assert noted["status"]["rollout"]["phase"] == "Canary" and noted["status"]["rollout"]["weight"] == 50
+    assert "not the candidate" in _ignored(k, "modelship.io/abort=r0000000000")[0].message
+    # naming the candidate: rolled back at once, though no criterion failed
+    _annotate(k, abort=new)
+    gone = k.wait_condition("Stalled", "True", reason="RolloutAborted", timeout=120)
+    s = gone["status"]
+    assert s["rollout"]["phase"] == "RolledBack" and s["rollout"]["rollbackCause"] == "Aborted"
+    assert s["rollout"]["decision"] == "Rollback" and s["rollout"]["weight"] == 0 and s["rollout"]["mirrorPercent"] == 0
+    assert "Failed" not in {c["verdict"] for c in s["rollout"]["criteria"]}
+    assert f"aborted by the annotation modelship.io/abort={new}" in condition(gone, "Ready")["message"]
+    assert condition(gone, "Ready")["status"] == "False" and condition(gone, "Reconciling")["status"] == "False"
+    assert s["servingRevision"] == old and s["lastFailure"]["reason"] == "RolloutAborted"
+    assert "ignoredOverrides" not in s["rollout"]  # the abort annotation names the candidate now
+    # the stable revision serves everything: the candidate's pods leave the Service, the stable ones stay
+    cand = wait_for(lambda: (lambda d: d if d.spec.replicas == 0 and not d.status.replicas else None)(
+                        _deployment(k, "digits-canary")),
+                    timeout=60, description="the candidate's pods gone")  # fmt: skip
+    assert cand.spec.template.metadata.labels["modelship.io/revision"] == new
+    stable = _deployment(k, "digits")
+    assert stable.spec.template.metadata.labels["modelship.io/revision"] == old
+    assert stable.spec.template.spec.containers[0].image.endswith("5e" * 32)
+    assert stable.spec.replicas == 2 and stable.status.available_replicas == 2
+    warnings = wait_for(lambda: [e for e in _events(k) if e.reason == "VerifiedRolledBack"], timeout=30,
+                        description="the rollback's Event")  # fmt: skip
+    assert warnings[0].type == "Warning" and "aborted by the annotation" in warnings[0].message
