@@ -273,6 +273,7 @@ class ChartOperator:
     def __init__(self) -> None:
         self.log = DEMO / "operator.log"
         self.helm = sh("bash", str(REPO / "hack" / "tools" / "install-helm")).strip().splitlines()[-1]
+        self.installed = False
 
     def _helm(self, *args: str, check: bool = True) -> str:
         return sh(self.helm, f"--kubeconfig={ENV['KUBECONFIG_NODE']}", "-n", self.NAMESPACE, *args, check=check)
@@ -295,6 +296,7 @@ class ChartOperator:
         restrict_tenant_namespace()
         self._helm("upgrade", "--install", self.RELEASE, str(REPO / "charts" / "modelship"), "--create-namespace",
                    "-f", str(vfile), "--wait", "--timeout", "180s")  # fmt: skip
+        self.installed = True
         say(f"operator: helm install charts/modelship -> {self.NAMESPACE}/{self.RELEASE} (in-cluster config)")
 
     def stop(self) -> None:
@@ -304,6 +306,9 @@ class ChartOperator:
         self._helm("uninstall", self.RELEASE, "--wait", "--timeout", "60s", check=False)
 
     def keep(self) -> str:
+        """Leave the release installed past the demo (no helm uninstall): hack/node/down ends it with the node."""
+        if not self.installed:
+            return "operator: not installed"
         where = f"{self.NAMESPACE}/{self.RELEASE}"
         return f"operator: helm release {where} left installed (kubectl logs -n {self.NAMESPACE} deploy/{self.RELEASE})"
 
@@ -530,7 +535,12 @@ def report(md: dict[str, Any], models: Path) -> None:
           f"http://{addr}/v1/models/{NAME}:predict -d '{{\"instances\": [[5.0]]}}'")  # fmt: skip
 
 
-def main() -> int:
+def node_down() -> None:
+    """hack/node/down: the machine as it was (its output goes to the user's terminal)."""
+    subprocess.run([str(NODE / "down")], check=False)
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-wait", action="store_true", help="tear down right after the report")
     ap.add_argument(
@@ -543,7 +553,7 @@ def main() -> int:
     ap.add_argument("--cold", action="store_true", help="forget cached revisions: optimize and build again")
     ap.add_argument("--skip-digits", action="store_true", help="only the seed's linear-regression example")
     ap.add_argument("--local-operator", action="store_true", help="run the operator as a local process, not the chart")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     op: Operator | ChartOperator = Operator() if args.local_operator else ChartOperator()
     rc = 1
 
@@ -599,7 +609,7 @@ def main() -> int:
         else:
             op.stop()
             say("teardown: hack/node/down")
-            subprocess.run([str(NODE / "down")], check=False)
+            node_down()
     return rc
 
 
