@@ -2,7 +2,8 @@
 hack/cluster, a kubelet and kube-proxy built from the Go module proxy, Debian's containerd + runc + CNI bridge
 on a private /24, CoreDNS and metrics-server (Go module proxy, hack/node/addons), our images imported into
 containerd (nothing pulled). Torn down by hack/node/down, which
-restores the machine (netns, bridge, mounts, cgroups, sysctls, iptables chains).
+restores the machine (netns, bridge, mounts, cgroups, sysctls, iptables chains, processes, files under /run): the
+tier proves it, comparing modelship_dev.hoststate captures taken before up and after down (real_node).
 
 Skipped, with the reason, only where the machine cannot run a node: not root, no kubelet/containerd/CNI
 (run hack/node/prepare), or the docker images missing (hack/images/build-all)."""
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from modelship_dev import hoststate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HACK_NODE = REPO_ROOT / "hack" / "node"
@@ -105,14 +108,19 @@ class RealNode:
             time.sleep(interval)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def real_node() -> Iterator[RealNode]:
+    """The node for the whole tier (package scope: down right after the tier's last test, not at the end of the
+    whole suite). A node this fixture starts is held to `make demo-down`'s promise: the machine's state the node
+    touches (modelship_dev.hoststate) is captured before hack/node/up and must be the same after hack/node/down,
+    once every e2e test has used the node; a difference fails the tier's last test (at teardown) and names it."""
     reason = _missing()
     if reason:
         pytest.skip(f"real node unavailable: {reason}")
     env = _node_env()
     # A node somebody else started (make demo) is reused and left running.
     already_up = Path(env["node_run"], "kubelet.pid").exists()
+    before = None if already_up else hoststate.capture()
     # BuildKit's newuidmap needs CAP_SYS_ADMIN in its bounding set on this VM (hack/node/runc-buildkit-caps)
     os.environ.setdefault("MODELSHIP_NODE_BUILDKIT_SYS_ADMIN", "1")
     up = subprocess.run([str(HACK_NODE / "up")], capture_output=True, text=True, timeout=1500)
@@ -124,9 +132,15 @@ def real_node() -> Iterator[RealNode]:
     try:
         yield RealNode(env["kubeconfig"], f"{env['cp_bin']}/kubectl", "modelship-node-0", workdir)
     finally:
+        down = None
         if not already_up:
-            subprocess.run([str(HACK_NODE / "down")], capture_output=True, text=True, timeout=300)
+            down = subprocess.run([str(HACK_NODE / "down")], capture_output=True, text=True, timeout=300)
         shutil.rmtree(workdir, ignore_errors=True)
+        if before is not None and down is not None:
+            left = hoststate.compare(before, hoststate.capture())
+            changed = "\n".join(left)
+            said = down.stderr[-3000:]
+            assert not left, f"hack/node/down left the machine changed (- gone, + new):\n{changed}\ndown said:\n{said}"
 
 
 @pytest.fixture
