@@ -278,7 +278,18 @@ class DevCluster:
                         # finalizers, so a missing RBAC verb shows here rather than on a customer's cluster
                         {"key": "enable-admission-plugins", "value": "OwnerReferencesPermissionEnforcement"},
                     ],
-                }
+                },
+                {
+                    "name": "kube-controller-manager",
+                    "extraArgs": [
+                        # its FlexVolume prober creates this directory when missing: the cluster's own, removed
+                        # with it, not /usr/libexec/kubernetes/... left on the machine
+                        {
+                            "key": "flex-volume-plugin-dir",
+                            "value": str(self.workdir / "clusters" / self.name / "volume-plugins"),
+                        },
+                    ],
+                },
             ],
         }
         stages = sorted(STAGES_DIR.glob("*.yaml"))

@@ -303,7 +303,8 @@ SYSCTL_VOLATILE = ("net.netfilter.nf_conntrack_count",)  # the number of tracked
 
 MOUNT_ROOTS = ("/run/netns", "/run/containerd", "/var/lib/kubelet", "/var/lib/containerd", "/var/lib/cni")
 FILE_ROOTS = ("/var/lib/cni", "/var/lib/kubelet", "/var/lib/containerd", "/var/lib/kube-proxy", "/etc/cni",
-              "/opt/cni", "/opt/containerd", "/etc/kubernetes", "/var/log/containers", "/var/log/pods")  # fmt: skip
+              "/opt/cni", "/opt/containerd", "/etc/kubernetes", "/var/log/containers", "/var/log/pods",
+              "/usr/libexec/kubernetes")  # fmt: skip
 
 
 def capture(node: Node | None = None, sections: Iterable[str] = SECTIONS) -> State:
