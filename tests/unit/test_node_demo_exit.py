@@ -104,16 +104,22 @@ OUTCOMES = {
 }  # fmt: skip
 
 
+def _demo(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], outcome: str, *argv: str) -> str:
+    """Run the demo to ``outcome`` (OUTCOMES): its exit status and message checked -> its output."""
+    exc, rc, said = OUTCOMES[outcome]
+    if exc is not None:
+        monkeypatch.setattr(demo, "watch_many", _fail_at_watch(exc))
+    assert demo.main(list(argv)) == rc
+    out = capsys.readouterr().out
+    assert said in out
+    return out
+
+
 @pytest.mark.parametrize("outcome", list(OUTCOMES))
 def test_keep_leaves_the_operator_installed_and_the_node_up(
     machine: Machine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], outcome: str
 ) -> None:
-    exc, rc, said = OUTCOMES[outcome]
-    if exc is not None:
-        monkeypatch.setattr(demo, "watch_many", _fail_at_watch(exc))
-    assert demo.main(["--keep"]) == rc
-    out = capsys.readouterr().out
-    assert said in out
+    out = _demo(monkeypatch, capsys, outcome, "--keep")
     assert machine.events[0] == ("up", "--registry")
     assert machine.helm_verbs() == ["upgrade"]  # installed, never uninstalled
     assert ("down",) not in machine.events
@@ -125,12 +131,7 @@ def test_keep_leaves_the_operator_installed_and_the_node_up(
 def test_without_keep_the_operator_is_uninstalled_then_the_node_torn_down(
     machine: Machine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], outcome: str
 ) -> None:
-    exc, rc, said = OUTCOMES[outcome]
-    if exc is not None:
-        monkeypatch.setattr(demo, "watch_many", _fail_at_watch(exc))
-    assert demo.main(["--no-wait"]) == rc
-    out = capsys.readouterr().out
-    assert said in out
+    out = _demo(monkeypatch, capsys, outcome, "--no-wait")
     assert machine.helm_verbs() == ["upgrade", "uninstall"]
     # the operator's log is saved and its release uninstalled while the API server still runs, then the node goes
     assert machine.index(("kubectl", "logs")) < machine.index(("helm", "uninstall")) < machine.index(("down",))
