@@ -26,10 +26,11 @@ CLUSTER_DOMAIN="cluster.local"
 # on the bridge): br_netfilter sends it through the FORWARD chain, whose policy is DROP where docker runs. Accept
 # what stays on our bridge, nothing else (pods get no way out). Added by up, deleted by down.
 FORWARD_RULE=(FORWARD -i "$NODE_BRIDGE" -o "$NODE_BRIDGE" -m comment --comment "modelship-node: pod to pod on $NODE_BRIDGE" -j ACCEPT)
-# Host directories containerd, its shims and CNI make on first use, whatever their config says (network namespaces'
-# bind mounts, shim sockets, libcni's result cache): up lists those missing before (dirs.absent), down removes them
-# again once empty. Parents first.
-NODE_HOST_DIRS=(/run/netns /run/containerd /run/containerd/s /var/lib/cni /var/lib/cni/results)
+# Host directories the kubelet, containerd, its shims and CNI make on first use whatever their config says (the
+# kubelet's device-plugin socket, network namespaces, shim sockets, libcni's result cache): up lists those missing
+# before (dirs.absent); down removes what the node put in them and then them, once empty. Parents first.
+NODE_HOST_DIRS=(/run/netns /run/containerd /run/containerd/s /var/lib/cni /var/lib/cni/results
+                /var/lib/kubelet /var/lib/kubelet/device-plugins)
 KUBECONFIG_NODE="$MODELSHIP_CACHE/kubeconfig-$NODE_CLUSTER"
 CTR=(ctr --address "$NODE_RUN/containerd.sock" -n k8s.io)
 PAUSE_IMAGE="docker.io/modelship/pause:3.10"
