@@ -233,8 +233,8 @@ def processes(procs: Mapping[int, Proc], markers: Iterable[str], environ: Iterab
 
 
 def tree(root: Path, skip: Iterable[str] = (), limit: int = 20000) -> list[str]:
-    """Every entry under ``root`` (not following links) as "root/rel type", without the relative paths in
-    ``skip`` (and what is under them); capped at ``limit`` entries (a note says so)."""
+    """Every entry under ``root`` (not following links, not descending into mount points) as "root/rel type",
+    without the relative paths in ``skip`` (and what is under them); capped at ``limit`` entries (a note says so)."""
     if not root.exists() and not root.is_symlink():
         return []
     skip = tuple(skip)
@@ -247,7 +247,10 @@ def tree(root: Path, skip: Iterable[str] = (), limit: int = 20000) -> list[str]:
                 if name in dirnames:
                     dirnames.remove(name)
                 continue
-            out.append(f"{root}/{r} {_kind(Path(dirpath, name))}")
+            path = Path(dirpath, name)
+            if name in dirnames and os.path.ismount(path):
+                dirnames.remove(name)  # another file system (a container's rootfs, a netns file): "mounts" has it
+            out.append(f"{root}/{r} {_kind(path)}")
             if len(out) >= limit:
                 return [*out, f"{root}: more than {limit} entries"]
     return out
