@@ -15,6 +15,23 @@ COPY pyproject.toml operator/images/requirements.py /src/
 RUN python3 /src/requirements.py /src/pyproject.toml --extra serve --no-core --core-only pydantic --core-only PyYAML \
       > /requirements.txt
 
+# native: libmsjson (large JSON requests' tensors read without the GIL), compiled on this base so it matches its
+# C library; its simdjson sources come from PyPI's pysimdjson sdist (pinned in hack/native/build). Only the .so
+# reaches the final image (it needs nothing but libc); without it the server uses pysimdjson.
+FROM ${BASE_IMAGE} AS native
+ARG EXTRA_CA_CERTS=""
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore PIP_DEFAULT_TIMEOUT=120 \
+    PIP_CERT=/tmp/pip-ca.pem DEBIAN_FRONTEND=noninteractive
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends g++ binutils >/dev/null \
+ && rm -rf /var/lib/apt/lists/* \
+ && cat /etc/ssl/certs/ca-certificates.crt > /tmp/pip-ca.pem \
+ && if [ -n "$EXTRA_CA_CERTS" ]; then printf '%s\n' "$EXTRA_CA_CERTS" >> /tmp/pip-ca.pem; fi \
+ && python3 -m venv /opt/tools
+COPY hack/native/build /src/hack/native/build
+COPY native/msjson /src/native/msjson
+RUN MODELSHIP_CACHE=/tmp/cache bash /src/hack/native/build --python /opt/tools/bin/python --dest /opt/msjson/libmsjson.so \
+ && rm -rf /tmp/cache
+
 # builder: /opt/venv gets the dependencies only (no pip in it); Modelship's own code goes to /opt/modelship
 # (found through a .pth file), so a code change rebuilds one small layer, never the dependency layer.
 # pip itself lives in /opt/tools and never reaches the final image.
@@ -47,6 +64,8 @@ RUN groupadd --system --gid 65532 modelship \
  && useradd --system --uid 65532 --gid 65532 --home-dir /home/modelship --create-home --shell /usr/sbin/nologin modelship
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /opt/modelship /opt/modelship
+# where modelship.serve.nativejson looks: <sys.prefix>/lib/modelship/libmsjson.so
+COPY --from=native /opt/msjson/libmsjson.so /opt/venv/lib/modelship/libmsjson.so
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     VIRTUAL_ENV=/opt/venv PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8
 LABEL org.opencontainers.image.title="modelship-serving" \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -173,7 +174,44 @@ def test_still_healthy_and_correct_after_fuzzing(client: httpx.Client, server: S
     assert server.server is not None and server.server.http.stats()["dropped"] == 0
 
 
-safe_numbers = st.integers(-(2**53), 2**53) | st.floats(-1e30, 1e30) | st.booleans() | st.none() | st.text(max_size=2)
+def _fast_paths() -> list[str]:
+    """The fast paths this machine has: libmsjson (native; required in CI, where hack/setup builds it) and
+    pysimdjson."""
+    from modelship.serve import jsonparse, nativejson
+
+    if nativejson.LIBRARY is None and os.environ.get("CI"):
+        pytest.fail(f"libmsjson is missing in CI: {nativejson.WHY_NOT}")
+    paths = ["native"] if nativejson.LIBRARY is not None else []
+    if jsonparse._simdjson is not None:
+        paths.append("simdjson")
+    if not paths:
+        pytest.skip("neither libmsjson nor pysimdjson (the [serve] extra) is installed")
+    return paths
+
+
+def _answer(c: httpx.Client, url: str, body: bytes, path: str | None) -> httpx.Response:
+    """POST ``body`` with the server decoding it the ``path`` way (None: the checked path, orjson + numpy)."""
+    from modelship.serve import jsonparse, nativejson
+
+    saved = jsonparse.FAST_JSON_BYTES, nativejson.LIBRARY
+    try:
+        jsonparse.FAST_JSON_BYTES = 1 << 40 if path is None else 0
+        if path == "simdjson":
+            nativejson.LIBRARY = None
+        return c.post(url, content=body)
+    finally:
+        jsonparse.FAST_JSON_BYTES, nativejson.LIBRARY = saved
+
+
+safe_numbers = (
+    st.integers(-(2**53), 2**53)
+    | st.floats(-1e30, 1e30)
+    | st.floats(width=32, allow_nan=False, allow_infinity=False)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+    | st.none()
+    | st.text(max_size=2)
+)
 fast_tensor = st.fixed_dictionaries(
     {
         "name": st.sampled_from(["x", "k", "zz"]),
@@ -189,26 +227,17 @@ fast_tensor = st.fixed_dictionaries(
 def test_simdjson_fast_path_answers_exactly_like_the_checked_path(
     client: httpx.Client, tensors: list[dict[str, Any]], rid: str | None
 ) -> None:
-    """Large bodies are parsed with simdjson; force that path on small ones and compare every answer."""
-    from modelship.serve import jsonparse
-
-    if jsonparse._simdjson is None:
-        pytest.skip("pysimdjson (the [serve] extra) is not installed")
-
+    """Large bodies are parsed with libmsjson (native) or simdjson; force each path on small ones and compare every
+    answer with the checked path's."""
     doc: dict[str, Any] = {"inputs": tensors}
     if rid is not None:
         doc["id"] = rid
     body = encode(doc)
-    saved = jsonparse.FAST_JSON_BYTES
-    try:
-        jsonparse.FAST_JSON_BYTES = 0
-        fast = client.post("/v2/models/fake/infer", content=body)
-        jsonparse.FAST_JSON_BYTES = 1 << 40
-        slow = client.post("/v2/models/fake/infer", content=body)
-    finally:
-        jsonparse.FAST_JSON_BYTES = saved
-    check(fast)
-    assert (fast.status_code, fast.json()) == (slow.status_code, slow.json())
+    slow = _answer(client, "/v2/models/fake/infer", body, None)
+    for path in _fast_paths():
+        fast = _answer(client, "/v2/models/fake/infer", body, path)
+        check(fast)
+        assert (fast.status_code, fast.json()) == (slow.status_code, slow.json()), path
 
 
 nested_rows = st.lists(st.lists(safe_numbers, max_size=5), max_size=4) | st.lists(
@@ -230,23 +259,14 @@ def test_v1_fast_path_answers_exactly_like_the_checked_path(
 ) -> None:
     """Large TF Serving bodies are parsed with simdjson and nested numbers read straight into arrays (ragged
     nesting found by comparing skeletons); forced on small ones, every answer equals the checked path's."""
-    from modelship.serve import jsonparse
-
-    if jsonparse._simdjson is None:
-        pytest.skip("pysimdjson (the [serve] extra) is not installed")
     calls = [
         (one_input, "/v1/models/one:predict", {"inputs": rows} if columnar else {"instances": rows}),
         (client, "/v1/models/fake:predict", {"inputs": {"x": rows, "k": k}}),
     ]
-    saved = jsonparse.FAST_JSON_BYTES
-    for c, path, doc in calls:
+    for c, url, doc in calls:
         body = encode(doc)
-        try:
-            jsonparse.FAST_JSON_BYTES = 0
-            fast = c.post(path, content=body)
-            jsonparse.FAST_JSON_BYTES = 1 << 40
-            slow = c.post(path, content=body)
-        finally:
-            jsonparse.FAST_JSON_BYTES = saved
-        check(fast)
-        assert (fast.status_code, fast.json()) == (slow.status_code, slow.json()), doc
+        slow = _answer(c, url, body, None)
+        for path in _fast_paths():
+            fast = _answer(c, url, body, path)
+            check(fast)
+            assert (fast.status_code, fast.json()) == (slow.status_code, slow.json()), (path, doc)

@@ -1,22 +1,42 @@
-"""The simdjson fast path reads tensor data straight into arrays; on every edge case it must decode exactly what the
-checked path (orjson, the stdlib for NaN/Infinity and huge integers, numpy) decodes, or refuse with the same
-message. The hypothesis fuzz in test_fuzz.py covers random documents; these are the cases a float parser gets
-wrong: exponents, signed zeros, NaN/Infinity tokens, overflow and underflow, integers beyond 2**53 and 2**64 for
+"""The fast paths (libmsjson, native; pysimdjson) read tensor data straight into arrays; on every edge case each
+must decode exactly what the checked path (orjson, the stdlib for NaN/Infinity and huge integers, numpy) decodes,
+or refuse with the same message (the native one declines, and the checked path answers). The hypothesis fuzz in
+test_fuzz.py covers random documents; these are the cases a float parser gets wrong: exponents, signed zeros, NaN/Infinity tokens, overflow and underflow, integers beyond 2**53 and 2**64 for
 float inputs, fractions and out-of-range values for integer inputs, nesting and wrong element counts."""
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from modelship.serve import codec, jsonparse
+from modelship.serve import codec, jsonparse, nativejson
 from modelship.serve.errors import BadRequest
 
 from .fakes import FakeModel
 
 pytestmark = pytest.mark.skipif(jsonparse._simdjson is None, reason="pysimdjson (the [serve] extra) is missing")
+
+
+def require_native() -> None:
+    """Skip without libmsjson, except in CI, where hack/setup builds it: there its absence is a failure."""
+    if nativejson.LIBRARY is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"libmsjson is missing in CI: {nativejson.WHY_NOT}")
+        pytest.skip(f"libmsjson is not built: {nativejson.WHY_NOT}")
+
+
+@pytest.fixture(autouse=True, params=["native", "simdjson"])
+def fast_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every test here runs once per fast path: libmsjson, then pysimdjson alone."""
+    if request.param == "native":
+        require_native()
+    else:
+        monkeypatch.setattr(nativejson, "LIBRARY", None)
+    yield request.param
 
 X_DATA = [
     "[1e5, -0.0, 1E-7, 2.5e+3]",

@@ -38,6 +38,7 @@ from .codec import (
     v2_decode,
     v2_encode,
 )
+from .config import available_cpus
 from .errors import (
     NotFound,
     ServeError,
@@ -96,6 +97,9 @@ class ServingApp(Routes, Admission):
         self._loop: asyncio.AbstractEventLoop | None = None
         # one thread: the JSON parsers hold the GIL, so more would not decode faster, only use more memory
         self._decoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="modelship-decode")
+        # a lone large JSON request (decoded inline: nothing else in flight) may parse its tensor on two threads
+        # with libmsjson; under load every core is busy with other requests and one thread each is cheaper
+        self._lone_decode_threads = 2 if available_cpus() >= 2 else 1
         self.metrics.bind_gauges(
             in_flight=lambda: float(self._in_flight),
             ready=lambda: 1.0 if self.ready else 0.0,
@@ -275,10 +279,12 @@ class ServingApp(Routes, Admission):
         except ServeError as e:
             return self._send(req, respond, _error(e), name, protocol, True)
 
+        threads = 1 if offload else self._lone_decode_threads
+
         def decode(charge: Callable[[int], None] | None) -> Decoded:
             if protocol == "v2":
-                return v2_decode(model, req.body, header, charge)
-            return v1_decode(model, req.body)
+                return v2_decode(model, req.body, header, charge, threads)
+            return v1_decode(model, req.body, threads)
 
         if not offload:
             charge = (lambda n: self._reserve(hold, hold.decoded_bytes + n)) if hold is not None else None

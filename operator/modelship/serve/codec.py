@@ -25,6 +25,7 @@ from .tensors import (
     TF_DTYPES,
     Array,
     FastData,
+    NativeArray,
     TensorSpec,
     array_to_binary,
     binary_to_array,
@@ -86,8 +87,9 @@ class V1Request:
     body_views = False
 
 
-def v1_decode(model: ServedModel, body: Body) -> V1Request:
-    obj = loads_v1(body)
+def v1_decode(model: ServedModel, body: Body, threads: int = 1) -> V1Request:
+    """Decode a TF Serving request; ``threads`` 2 lets a large flat tensor be parsed on two threads."""
+    obj = loads_v1(body, {s.name: s.datatype for s in model.inputs}, threads)
     if not isinstance(obj, dict):
         raise BadRequest("request body must be a JSON object with 'instances' or 'inputs'")
     sig = obj.get("signature_name")
@@ -102,7 +104,7 @@ def v1_decode(model: ServedModel, body: Body) -> V1Request:
     arrays: dict[str, Array] = {}
     if has_rows:
         inst = obj["instances"]
-        if not isinstance(inst, list | FastData) or not len(inst):
+        if not isinstance(inst, list | FastData | NativeArray) or not len(inst):
             raise BadRequest("'instances' must be a non-empty list")
         if isinstance(inst, list) and isinstance(inst[0], dict) and not _is_b64(inst[0]):
             for i, row in enumerate(inst):
@@ -231,17 +233,20 @@ def json_length(body: Body, header_length: str | None) -> int:
     return n
 
 
-def v2_decode(model: ServedModel, body: Body, header_length: str | None, charge: Charge | None = None) -> V2Request:
+def v2_decode(
+    model: ServedModel, body: Body, header_length: str | None, charge: Charge | None = None, threads: int = 1
+) -> V2Request:
     """Decode an inference request. ``charge`` is told the bytes of tensors the binary extension makes the server
-    allocate (datatype conversions) before they are; JSON text is bounded beforehand by :func:`decode_cost`."""
+    allocate (datatype conversions) before they are; JSON text is bounded beforehand by :func:`decode_cost`.
+    ``threads`` 2 lets a large flat JSON tensor be parsed on two threads (libmsjson)."""
     binary: memoryview | None = None
     if header_length is not None:
         n = json_length(body, header_length)
         view = memoryview(body)
-        obj = loads_v2(view[:n])
+        obj = loads_v2(view[:n], threads)
         binary = view[n:]
     else:
-        obj = loads_v2(body)
+        obj = loads_v2(body, threads)
     if not isinstance(obj, dict):
         raise BadRequest("request body must be a JSON object with 'inputs'")
     req_id = obj.get("id")

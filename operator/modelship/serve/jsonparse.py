@@ -1,10 +1,12 @@
 """Request JSON to Python objects, and what that costs.
 
 The checked path, :func:`loads`, is orjson (with the stdlib as a fallback for TF Serving's NaN/Infinity tokens
-and very large integers). Bodies of :data:`FAST_JSON_BYTES` or more take the fast path when pysimdjson is
-installed: :func:`loads_v2` and :func:`loads_v1` parse with simdjson and leave tensor data as
-:class:`~modelship.serve.tensors.FastData`, read later straight into a numeric buffer, never through Python lists;
-anything unusual falls back to :func:`loads`, which gives the same answers. :func:`decode_cost` bounds the
+and very large integers). Bodies of :data:`FAST_JSON_BYTES` or more take a fast path: with libmsjson
+(:mod:`modelship.serve.nativejson`) the tensor data is read by native code without the GIL straight into the input
+buffer (:class:`~modelship.serve.tensors.NativeArray`, on two threads when the caller allows); else, or when the
+library declines, with pysimdjson: :func:`loads_v2` and :func:`loads_v1` parse with simdjson and leave tensor data
+as :class:`~modelship.serve.tensors.FastData`, read later straight into a numeric buffer, never through Python
+lists; anything unusual falls back to :func:`loads`, which gives the same answers. :func:`decode_cost` bounds the
 memory decoding takes before anything is parsed, so the server can reserve it (:mod:`modelship.serve.limits`).
 """
 
@@ -13,11 +15,13 @@ from __future__ import annotations
 import importlib
 import json
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import orjson
 
+from . import nativejson
 from .errors import BadRequest
 from .tensors import FastData
 
@@ -101,13 +105,28 @@ def _parse_simd(data: Body) -> Any:
         return parser.parse(data)
 
 
-def loads_v2(body: Body) -> Any:
-    """Parse an inference request; large ones leave each input's flat ``data`` as :class:`FastData`.
+def describe() -> str:
+    """Which path large JSON requests take, for the server's start-up log."""
+    simd = "pysimdjson" if _simdjson is not None else "orjson only (pysimdjson is not installed)"
+    if nativejson.LIBRARY is not None:
+        return f"{nativejson.describe()}, else {simd}"
+    return f"{simd} ({nativejson.describe()})"
+
+
+def loads_v2(body: Body, threads: int = 1) -> Any:
+    """Parse an inference request; large ones leave each input's ``data`` as :class:`NativeArray` (libmsjson;
+    ``threads`` 2 lets it parse a large flat array on two threads) or :class:`FastData` (pysimdjson).
 
     Anything unusual falls back to :func:`loads`, which gives the same answers (or errors) without simdjson.
     Only the keys are walked (``items()`` would convert every value, data included, to Python).
     """
-    if _simdjson is None or len(body) < FAST_JSON_BYTES:
+    if len(body) < FAST_JSON_BYTES:
+        return loads(body)
+    if nativejson.LIBRARY is not None:
+        doc = nativejson.loads(body, 2, threads)
+        if doc is not None:
+            return doc
+    if _simdjson is None:
         return loads(body)
     try:
         doc = _parse_simd(body if isinstance(body, bytes) else memoryview(body))
@@ -140,10 +159,17 @@ def _numeric_array(v: Any) -> bool:
     return isinstance(v, _simdjson.Array) and (len(v) == 0 or not isinstance(v[0], _simdjson.Object))
 
 
-def loads_v1(body: Body) -> Any:
-    """Parse a TF Serving request; large ones leave ``instances`` / ``inputs`` tensors as :class:`FastData`
-    (rows of named inputs stay Python objects). Falls back to :func:`loads` like :func:`loads_v2`."""
-    if _simdjson is None or len(body) < FAST_JSON_BYTES:
+def loads_v1(body: Body, datatypes: Mapping[str, str] | None = None, threads: int = 1) -> Any:
+    """Parse a TF Serving request; large ones leave ``instances`` / ``inputs`` tensors as :class:`NativeArray`
+    (libmsjson, in ``datatypes``: the model's input name -> datatype) or :class:`FastData` (pysimdjson); rows of
+    named inputs stay Python objects. Falls back to :func:`loads` like :func:`loads_v2`."""
+    if len(body) < FAST_JSON_BYTES:
+        return loads(body)
+    if nativejson.LIBRARY is not None and datatypes is not None:
+        doc = nativejson.loads(body, 1, threads, datatypes)
+        if doc is not None:
+            return doc
+    if _simdjson is None:
         return loads(body)
     try:
         doc = _parse_simd(body if isinstance(body, bytes) else memoryview(body))

@@ -25,6 +25,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from . import jsonparse
 from .app import AppConfig, ServingApp
 from .config import ServeConfig, memory_limit
 from .http import HttpServer, thread_schedstat
@@ -233,6 +234,7 @@ class Server:
         if self.mirror is not None:
             self.mirror.start()
         log.info("listening", extra={"host": self.cfg.host, "port": self.port, "metrics_port": self.metrics_port})
+        log.info("large JSON requests", extra={"json_path": jsonparse.describe()})
         return self.port
 
     async def load(self, freeze: bool = False) -> None:

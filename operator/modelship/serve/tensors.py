@@ -236,6 +236,18 @@ class FastData:
         return self.array.as_list()
 
 
+@dataclass(frozen=True, slots=True)
+class NativeArray:
+    """Tensor data libmsjson read (:mod:`modelship.serve.nativejson`): already in ``datatype``'s dtype, in the
+    nested shape of its JSON, every value exactly what the checked path would make of it."""
+
+    array: Array
+    datatype: str
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+
 def _only_numbers(probe: Array) -> bool:
     """An object array of Python numbers only (integers beyond 64 bits mixed with others), no str/None/bool."""
     return probe.dtype.kind == "O" and all(
@@ -249,6 +261,10 @@ def json_to_array(value: Any, datatype: str, what: str) -> Array:
     Raises BadRequest when the values do not fit the datatype (strings for numbers, fractions for
     integers, out-of-range integers, ragged lists, nulls).
     """
+    if isinstance(value, NativeArray):
+        if value.datatype == datatype:
+            return value.array
+        value = value.array
     if isinstance(value, FastData):
         flat = value.numeric(datatype)
         if flat is None:

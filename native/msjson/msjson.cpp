@@ -1,0 +1,583 @@
+// libmsjson: the tensor data of large inference requests, read from the JSON text straight into the input buffer.
+//
+// Two calls, both plain C, both safe to run without Python's GIL (ctypes releases it):
+//   msjson_scan  walks the request document (OIP v2 or TF Serving v1), finds the arrays of tensor data and
+//                measures each (end, value count, nesting depth, a comma near its middle); everything else in
+//                the document is left to the caller's JSON parser (orjson) with the arrays cut out.
+//   msjson_read  parses one array into a numeric buffer, on two threads when asked and the array is flat.
+//
+// Numbers are read as simdjson reads them (its parse_double: the same grammar checks, the same digit
+// accumulation, compute_float_64 or its exact fallback), so every float64 is the correctly rounded value of its
+// text, then cast to the input's type. Anything this library does not decode exactly as Modelship's checked path
+// (orjson + numpy) would (strings, null, true/false, NaN/Infinity tokens, integers past 2^53 in float tensors,
+// fractions or out-of-range integers in integer tensors, ragged or empty nesting, a wrong count, duplicate or
+// escaped keys) makes it DECLINE (a negative return): the caller then decodes the request the checked way, which
+// gives the answer or the error. No exception crosses the C boundary (built with -fno-exceptions; no allocation
+// but the caller's buffers); only the msjson_* functions are exported (hidden visibility + a version script).
+#include "simdjson.h"
+
+#include <pthread.h>
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#define MSJSON_API extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+namespace numparse = simdjson::builtin::numberparsing;
+using u8 = uint8_t;
+
+constexpr int ABI = 1;
+constexpr int DECLINE = -1;      // not something this library decodes exactly: use the checked path
+constexpr int MAX_DEPTH = 32;    // the checked path's limit for nested tensors
+constexpr int CHECKPOINTS = 1024;
+
+// ------------------------------------------------------------------------------------------------ spans
+
+}  // namespace
+
+// One array of tensor data found by msjson_scan (layout shared with modelship/serve/nativejson.py).
+struct msjson_span {
+  uint64_t start;        // offset of its '['
+  uint64_t end;          // offset just past its ']'
+  uint64_t count;        // values (exact when the nesting is regular, which msjson_read checks)
+  uint64_t split;        // offset of a comma near its middle (flat arrays only; 0: none)
+  uint64_t split_index;  // values before that comma
+  uint64_t name_start;   // v1 named input: offset and length of the member name (raw, no escapes)
+  uint64_t name_len;
+  uint32_t depth;        // nesting depth (1: flat)
+  uint32_t owner;        // v2: index in "inputs"; v1: 0 "instances", 1 "inputs" list, 2 "inputs" member
+};
+
+namespace {
+
+inline bool is_ws(u8 c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+inline bool is_digit(u8 c) { return u8(c - '0') <= 9; }
+inline const u8 *skip_ws(const u8 *p, const u8 *end) {
+  while (p < end && is_ws(*p)) p++;
+  return p;
+}
+
+// p after the opening quote -> just past the closing quote (nullptr: unterminated)
+inline const u8 *skip_string(const u8 *p, const u8 *end) {
+  for (;;) {
+    const u8 *q = static_cast<const u8 *>(memchr(p, '"', size_t(end - p)));
+    if (q == nullptr) return nullptr;
+    size_t backslashes = 0;
+    while (q - backslashes > p && q[-1 - ptrdiff_t(backslashes)] == '\\') backslashes++;
+    if (backslashes % 2 == 0) return q + 1;
+    p = q + 1;
+  }
+}
+
+// Any JSON value starting at p (after whitespace) -> just past it. Not a validator: the caller's parser validates
+// everything outside the tensor arrays; this only has to find where a value ends (strings and brackets).
+const u8 *skip_value(const u8 *p, const u8 *end) {
+  int depth = 0;
+  while (p < end) {
+    u8 c = *p;
+    if (c == '"') {
+      p = skip_string(p + 1, end);
+      if (p == nullptr) return nullptr;
+      if (depth == 0) return p;
+      continue;
+    }
+    if (c == '[' || c == '{') {
+      depth++;
+    } else if (c == ']' || c == '}') {
+      if (depth == 0) return p;  // end of a scalar inside its container
+      if (--depth == 0) return p + 1;
+    } else if (depth == 0 && (c == ',' || is_ws(c))) {
+      return p;  // end of a scalar
+    }
+    p++;
+  }
+  return depth == 0 ? p : nullptr;
+}
+
+// A string key at p (the opening quote) -> [k, k_end) its raw bytes, returns just past it; nullptr when it holds
+// an escape (the caller declines: "d\u0061ta" is "data" to every JSON parser)
+inline const u8 *read_key(const u8 *p, const u8 *end, const u8 *&k, const u8 *&k_end) {
+  if (p >= end || *p != '"') return nullptr;
+  k = p + 1;
+  const u8 *q = static_cast<const u8 *>(memchr(k, '"', size_t(end - k)));
+  if (q == nullptr || memchr(k, '\\', size_t(q - k)) != nullptr) return nullptr;
+  k_end = q;
+  return q + 1;
+}
+
+inline bool key_is(const u8 *k, const u8 *k_end, const char *word) {
+  size_t n = strlen(word);
+  return size_t(k_end - k) == n && memcmp(k, word, n) == 0;
+}
+
+// p at '[': measure a numeric array (numbers, commas, brackets, whitespace). Fills span start/end/count/depth and
+// the split comma; returns just past the array, or nullptr to decline (strings or objects inside, too deep,
+// unbalanced). Regular nesting is only checked by msjson_read; count is exact when it is regular: the commas,
+// minus those that separate rows (a '[' after a comma), plus one per innermost row (a '[' before a value).
+const u8 *measure_array(const u8 *buf, const u8 *p, const u8 *end, msjson_span &span) {
+  const u8 *start = p;
+  int depth = 0, max_depth = 0;
+  uint64_t commas = 0, row_commas = 0, leaves = 0;
+  // comma counts at checkpoints, to find a comma near the middle once the end is known
+  size_t stride = size_t(end - p) / CHECKPOINTS + 1;
+  stride = stride < 65536 ? 65536 : (stride + 15) & ~size_t(15);
+  const u8 *cp_pos[CHECKPOINTS];
+  uint64_t cp_commas[CHECKPOINTS];
+  int cps = 0;
+  const u8 *next_cp = p + stride;
+  auto one = [&](const u8 *q) -> int {  // 1: array closed at q, 0: go on, -1: decline
+    u8 c = *q;
+    if (c == ',') {
+      commas++;
+    } else if (c == '[') {
+      if (++depth > MAX_DEPTH) return -1;
+      if (depth > max_depth) max_depth = depth;
+      const u8 *b = q;
+      while (b > start && is_ws(b[-1])) b--;
+      if (b > start && b[-1] == ',') row_commas++;
+      const u8 *a = skip_ws(q + 1, end);
+      if (a < end && *a != '[') leaves++;
+    } else if (c == ']') {
+      if (--depth == 0) return 1;
+    } else if (c == '"' || c == '{' || c == '}') {
+      return -1;
+    }
+    return 0;
+  };
+#if defined(__SSE2__)
+  const __m128i open = _mm_set1_epi8('['), close = _mm_set1_epi8(']'), quote = _mm_set1_epi8('"'),
+                brace = _mm_set1_epi8('{'), rbrace = _mm_set1_epi8('}'), comma = _mm_set1_epi8(',');
+  while (end - p >= 16) {
+    if (p >= next_cp && cps < CHECKPOINTS) {
+      cp_pos[cps] = p;
+      cp_commas[cps++] = commas;
+      next_cp = p + stride;
+    }
+    __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+    unsigned special = unsigned(_mm_movemask_epi8(
+        _mm_or_si128(_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, open), _mm_cmpeq_epi8(v, close)),
+                                  _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, brace))),
+                     _mm_cmpeq_epi8(v, rbrace))));
+    if (special == 0) {
+      commas += unsigned(__builtin_popcount(unsigned(_mm_movemask_epi8(_mm_cmpeq_epi8(v, comma)))));
+      p += 16;
+      continue;
+    }
+    for (int j = 0; j < 16; j++) {
+      int r = one(p + j);
+      if (r < 0) return nullptr;
+      if (r > 0) {
+        p += j;
+        goto closed;
+      }
+    }
+    p += 16;
+  }
+#endif
+  for (; p < end; p++) {
+    if (p >= next_cp && cps < CHECKPOINTS) {
+      cp_pos[cps] = p;
+      cp_commas[cps++] = commas;
+      next_cp = p + stride;
+    }
+    int r = one(p);
+    if (r < 0) return nullptr;
+    if (r > 0) goto closed;
+  }
+  return nullptr;  // never closed
+closed:
+  span.start = uint64_t(start - buf);
+  span.end = uint64_t(p + 1 - buf);
+  span.depth = uint32_t(max_depth);
+  {
+    const u8 *first = skip_ws(start + 1, p);
+    span.count = first == p ? 0 : commas - row_commas + leaves;
+  }
+  span.split = span.split_index = 0;
+  if (max_depth == 1 && cps > 0) {
+    // the checkpoint nearest the middle, then the first comma after it
+    const u8 *mid = start + (p - start) / 2;
+    int best = 0;
+    for (int i = 1; i < cps; i++) {
+      if ((cp_pos[i] > mid ? cp_pos[i] - mid : mid - cp_pos[i]) <
+          (cp_pos[best] > mid ? cp_pos[best] - mid : mid - cp_pos[best]))
+        best = i;
+    }
+    const u8 *c = static_cast<const u8 *>(memchr(cp_pos[best], ',', size_t(p - cp_pos[best])));
+    if (c != nullptr) {
+      span.split = uint64_t(c - buf);
+      span.split_index = cp_commas[best] + 1;
+    }
+  }
+  return p + 1;
+}
+
+struct Scan {
+  const u8 *buf;
+  const u8 *end;
+  msjson_span *spans;
+  size_t max, n = 0;
+
+  // -1 decline, 0 not numeric (skipped), 1 recorded
+  int array(const u8 *&p, uint32_t owner) {
+    const u8 *first = skip_ws(p + 1, end);
+    if (first >= end) return -1;
+    if (*first == '{' || *first == '"' || *first == ']') {  // rows of named inputs, b64, strings, empty: not ours
+      p = skip_value(p, end);
+      return p == nullptr ? -1 : 0;
+    }
+    if (n >= max) return -1;
+    msjson_span &s = spans[n];
+    memset(&s, 0, sizeof s);
+    p = measure_array(buf, p, end, s);
+    if (p == nullptr) return -1;
+    s.owner = owner;
+    n++;
+    return 1;
+  }
+};
+
+// Members of an object at p ('{'): calls member(key, key_end, p) with p at the value (after whitespace), which
+// must advance p past the value; returns just past '}' or nullptr.
+template <typename F>
+const u8 *object(const u8 *p, const u8 *end, F member) {
+  p = skip_ws(p + 1, end);
+  if (p < end && *p == '}') return p + 1;
+  for (;;) {
+    const u8 *k, *k_end;
+    p = read_key(skip_ws(p, end), end, k, k_end);
+    if (p == nullptr) return nullptr;
+    p = skip_ws(p, end);
+    if (p >= end || *p != ':') return nullptr;
+    p = skip_ws(p + 1, end);
+    if (p >= end || !member(k, k_end, p)) return nullptr;
+    p = skip_ws(p, end);
+    if (p >= end) return nullptr;
+    if (*p == '}') return p + 1;
+    if (*p != ',') return nullptr;
+    p++;
+  }
+}
+
+long scan_v2(Scan &s) {
+  const u8 *end = s.end;
+  const u8 *p = skip_ws(s.buf, end);
+  if (p >= end || *p != '{') return 0;
+  bool seen_inputs = false, declined = false;
+  p = object(p, end, [&](const u8 *k, const u8 *k_end, const u8 *&v) {
+    if (!key_is(k, k_end, "inputs")) return (v = skip_value(v, end)) != nullptr;
+    if (seen_inputs) return !(declined = true);
+    seen_inputs = true;
+    if (*v != '[') return (v = skip_value(v, end)) != nullptr;
+    v = skip_ws(v + 1, end);
+    if (v < end && *v == ']') return ++v, true;
+    for (uint32_t i = 0;; i++) {
+      v = skip_ws(v, end);
+      if (v >= end) return false;
+      if (*v == '{') {
+        bool seen_data = false;
+        v = object(v, end, [&](const u8 *tk, const u8 *tk_end, const u8 *&tv) {
+          if (!key_is(tk, tk_end, "data")) return (tv = skip_value(tv, end)) != nullptr;
+          if (seen_data) return !(declined = true);
+          seen_data = true;
+          if (*tv != '[') return (tv = skip_value(tv, end)) != nullptr;
+          int r = s.array(tv, i);
+          return r >= 0 || !(declined = true);
+        });
+      } else {
+        v = skip_value(v, end);
+      }
+      if (v == nullptr) return false;
+      v = skip_ws(v, end);
+      if (v >= end) return false;
+      if (*v == ']') return ++v, true;
+      if (*v != ',') return false;
+      v++;
+    }
+  });
+  if (declined || p == nullptr) return DECLINE;
+  return long(s.n);
+}
+
+long scan_v1(Scan &s) {
+  const u8 *end = s.end;
+  const u8 *p = skip_ws(s.buf, end);
+  if (p >= end || *p != '{') return 0;
+  bool seen_instances = false, seen_inputs = false, declined = false;
+  p = object(p, end, [&](const u8 *k, const u8 *k_end, const u8 *&v) {
+    bool instances = key_is(k, k_end, "instances");
+    if (!instances && !key_is(k, k_end, "inputs")) return (v = skip_value(v, end)) != nullptr;
+    bool &seen = instances ? seen_instances : seen_inputs;
+    if (seen) return !(declined = true);
+    seen = true;
+    if (*v == '[') return s.array(v, instances ? 0 : 1) >= 0 || !(declined = true);
+    if (instances || *v != '{') return (v = skip_value(v, end)) != nullptr;
+    size_t first = s.n;
+    v = object(v, end, [&](const u8 *nk, const u8 *nk_end, const u8 *&nv) {
+      for (size_t j = first; j < s.n; j++) {  // duplicate names: the last one wins in JSON parsers
+        if (size_t(nk_end - nk) == s.spans[j].name_len && memcmp(nk, s.buf + s.spans[j].name_start, s.spans[j].name_len) == 0)
+          return !(declined = true);
+      }
+      if (*nv != '[') return !(declined = true);  // a member that is not an array: the checked path decides
+      int r = s.array(nv, 2);
+      if (r <= 0) return !(declined = true);
+      s.spans[s.n - 1].name_start = uint64_t(nk - s.buf);
+      s.spans[s.n - 1].name_len = uint64_t(nk_end - nk);
+      return true;
+    });
+    return v != nullptr;
+  });
+  if (declined || p == nullptr) return DECLINE;
+  return long(s.n);
+}
+
+// ------------------------------------------------------------------------------------------------ numbers
+
+// One JSON number token, lexed as simdjson's parse_double lexes it.
+struct Token {
+  const u8 *src;  // first digit (after the sign)
+  uint64_t i;     // the digits as an integer (may wrap when overflow)
+  int64_t exponent;
+  bool negative, integer, overflow;
+};
+
+// p at the token -> just past it, or nullptr when it is not a JSON number
+inline const u8 *lex(const u8 *p, const u8 *end, Token &t) {
+  t.negative = p < end && *p == '-';
+  p += t.negative;
+  const u8 *src = t.src = p;
+  uint64_t i = 0;
+  while (p < end && is_digit(*p)) i = 10 * i + u8(*p++ - '0');
+  if (p == src || (*src == '0' && p != src + 1)) return nullptr;  // no digits, or a leading zero
+  int64_t exponent = 0;
+  t.integer = true;
+  if (p < end && *p == '.') {
+    t.integer = false;
+    const u8 *first = ++p;
+    while (end - p >= 8 && numparse::is_made_of_eight_digits_fast(p)) {
+      i = i * 100000000 + numparse::parse_eight_digits_unrolled(p);
+      p += 8;
+    }
+    while (p < end && is_digit(*p)) i = 10 * i + u8(*p++ - '0');
+    if (p == first) return nullptr;  // "1." has no decimals
+    exponent = first - p;
+    t.overflow = p - src - 1 > 19;
+    if (t.overflow && *src == '0') {  // leading zeros of 0.000123 do not count
+      const u8 *d = src + 2;
+      while (d < p && *d == '0') d++;
+      t.overflow = p - d > 19;
+    }
+  } else {
+    t.overflow = p - src > 19;
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    t.integer = false;
+    p++;
+    bool neg = p < end && *p == '-';
+    if (p < end && (*p == '-' || *p == '+')) p++;
+    const u8 *first = p;
+    uint64_t e = 0;
+    while (p < end && is_digit(*p)) e = 10 * e + u8(*p++ - '0');
+    if (p == first || p - first > 19) return nullptr;
+    exponent += neg ? -int64_t(e) : int64_t(e);
+  }
+  t.i = i;
+  t.exponent = exponent;
+  return p;
+}
+
+// The token as orjson + numpy would make it a float64: exactly, or false (decline)
+inline bool to_double(const Token &t, const u8 *tok_end, double &d) {
+  if (t.integer) {
+    // a JSON integer is a Python int to the checked path: exact up to 2^53, past that numpy may round it
+    // differently (twice): decline. "-0" is the int 0, not the float -0.0
+    if (t.overflow || t.i > (uint64_t(1) << 53)) return false;
+    d = double(t.i);
+    if (t.negative && t.i != 0) d = -d;
+    return true;
+  }
+  bool overflow = t.overflow || t.exponent < simdjson::internal::smallest_power ||
+                  t.exponent > simdjson::internal::largest_power;
+  if (!overflow && numparse::compute_float_64(t.exponent, t.i, t.negative, d)) return true;
+  // simdjson's exact slow path; false for infinities (1e400: the checked path decides)
+  return numparse::parse_float_fallback(t.src - t.negative, tok_end, &d);
+}
+
+// The token as an integer in [lo, hi]: only integer tokens (the checked path accepts 2.0 for an int, rarely sent:
+// decline), false when out of range (the checked path explains)
+inline bool to_int(const Token &t, int64_t lo, uint64_t hi, int64_t &v) {
+  if (!t.integer || t.overflow) return false;
+  if (t.negative) {
+    if (t.i > uint64_t(1) << 63) return false;
+    v = t.i == uint64_t(1) << 63 ? INT64_MIN : -int64_t(t.i);
+    return t.i == 0 || v >= lo;
+  }
+  if (t.i > uint64_t(INT64_MAX) || t.i > hi) return false;
+  v = int64_t(t.i);
+  return true;
+}
+
+enum Kind { F32 = 0, F64 = 1, I8, I16, I32, I64, U8, U16, U32, U64, KINDS };
+
+template <typename T>
+struct Sink {
+  T *out;
+  int64_t lo;
+  uint64_t hi;
+  bool put(const Token &t, const u8 *tok_end, uint64_t at) const {
+    if constexpr (std::is_floating_point_v<T>) {
+      double d;
+      if (!to_double(t, tok_end, d)) return false;
+      out[at] = T(d);
+    } else {
+      int64_t v;
+      if (!to_int(t, lo, hi, v)) return false;
+      out[at] = T(v);
+    }
+    return true;
+  }
+};
+
+// Values of a flat array between p (after '[' or a comma) and e (its ']' or the next half's comma): exactly count
+// of them, written from out[0]. 0 or DECLINE.
+template <typename T>
+int read_flat(const u8 *p, const u8 *e, const Sink<T> &sink, uint64_t count) {
+  uint64_t n = 0;
+  for (;;) {
+    p = skip_ws(p, e);
+    Token t;
+    const u8 *q = lex(p, e, t);
+    if (q == nullptr || n >= count || !sink.put(t, q, n)) return DECLINE;
+    n++;
+    p = skip_ws(q, e);
+    if (p == e) return n == count ? 0 : DECLINE;
+    if (*p != ',') return DECLINE;
+    p++;
+  }
+}
+
+// A nested array at p ('['), up to e (its ']' + 1): regular (every row at a depth as long as the first), values
+// only at the innermost depth, none empty; exactly count values; shape[0..depth) filled.
+template <typename T>
+int read_nested(const u8 *p, const u8 *e, const Sink<T> &sink, uint64_t count, int depth, int64_t *shape) {
+  int64_t len[MAX_DEPTH];
+  for (int i = 0; i < depth; i++) shape[i] = -1;
+  int d = -1;  // current depth (index of the open array)
+  uint64_t n = 0;
+  while (p < e) {
+    p = skip_ws(p, e);
+    if (p >= e) break;
+    if (*p == '[') {
+      if (++d >= depth) return DECLINE;
+      len[d] = 0;
+      p = skip_ws(p + 1, e);
+      if (p < e && *p == ']') return DECLINE;  // empty
+      continue;
+    }
+    if (d != depth - 1) return DECLINE;  // a number above the innermost depth
+    Token t;
+    const u8 *q = lex(p, e, t);
+    if (q == nullptr || n >= count || !sink.put(t, q, n)) return DECLINE;
+    n++;
+    len[d]++;
+    p = q;
+    // after a value or a closed row: ',' or ']'s
+    for (;;) {
+      p = skip_ws(p, e);
+      if (p >= e) return DECLINE;
+      if (*p == ',') {
+        p++;
+        break;
+      }
+      if (*p != ']') return DECLINE;
+      if (shape[d] < 0) {
+        shape[d] = len[d];
+      } else if (shape[d] != len[d]) {
+        return DECLINE;  // ragged
+      }
+      p++;
+      if (d-- == 0) return (skip_ws(p, e) == e && n == count) ? 0 : DECLINE;
+      len[d]++;
+    }
+    p = skip_ws(p, e);
+    if (p < e && *p == '[' && d == depth - 1) return DECLINE;  // a row among values
+    if (p < e && *p != '[' && d != depth - 1) return DECLINE;  // a value among rows
+  }
+  return DECLINE;
+}
+
+template <typename T>
+struct Half {
+  const u8 *p, *e;
+  Sink<T> sink;
+  uint64_t count;
+  int rc;
+};
+
+template <typename T>
+void *run_half(void *arg) {
+  auto *h = static_cast<Half<T> *>(arg);
+  h->rc = read_flat(h->p, h->e, h->sink, h->count);
+  return nullptr;
+}
+
+template <typename T>
+int read_as(const u8 *buf, const msjson_span &s, T *out, int64_t lo, uint64_t hi, int64_t *shape, int threads) {
+  const u8 *p = buf + s.start, *e = buf + s.end;
+  if (s.depth > 1) return read_nested(p, e, Sink<T>{out, lo, hi}, s.count, int(s.depth), shape);
+  shape[0] = int64_t(s.count);
+  if (threads > 1 && s.split > s.start && s.split + 1 < s.end && s.split_index > 0 && s.split_index < s.count) {
+    Half<T> second{buf + s.split + 1, e - 1, Sink<T>{out + s.split_index, lo, hi}, s.count - s.split_index, DECLINE};
+    pthread_t th;
+    if (pthread_create(&th, nullptr, run_half<T>, &second) == 0) {
+      int rc = read_flat(p + 1, buf + s.split, Sink<T>{out, lo, hi}, s.split_index);
+      pthread_join(th, nullptr);
+      return rc == 0 && second.rc == 0 ? 0 : DECLINE;
+    }  // no thread to be had: one does it all
+  }
+  return read_flat(p + 1, e - 1, Sink<T>{out, lo, hi}, s.count);
+}
+
+}  // namespace
+
+MSJSON_API int msjson_abi(void) { return ABI; }
+
+MSJSON_API const char *msjson_version(void) { return "msjson 1, simdjson " SIMDJSON_VERSION " number parsing"; }
+
+// protocol 2: OIP v2 (inputs[i].data); 1: TF Serving v1 (instances, inputs, inputs.<name>). Returns the number of
+// spans found (0: none; the caller's usual path applies) or a negative number to decline.
+MSJSON_API long msjson_scan(const uint8_t *buf, size_t len, int protocol, msjson_span *spans, size_t max) {
+  if (buf == nullptr || spans == nullptr) return DECLINE;
+  Scan s{buf, buf + len, spans, max};
+  return protocol == 2 ? scan_v2(s) : protocol == 1 ? scan_v1(s) : DECLINE;
+}
+
+// One span (from msjson_scan on the same buf) into out: span->count values of kind (0 f32, 1 f64, 2-5 int8-int64,
+// 6-9 uint8-uint64); shape gets span->depth dimensions. threads > 1: a flat array is parsed in two halves at once.
+// 0, or DECLINE.
+MSJSON_API int msjson_read(const uint8_t *buf, size_t len, const msjson_span *span, int kind, void *out,
+                           int64_t *shape, int threads) {
+  if (buf == nullptr || span == nullptr || out == nullptr || shape == nullptr) return DECLINE;
+  const msjson_span &s = *span;
+  if (s.end > len || s.start >= s.end || s.count == 0 || s.depth < 1 || s.depth > MAX_DEPTH) return DECLINE;
+  if (s.split != 0 && (s.split <= s.start || s.split >= s.end)) return DECLINE;
+  switch (kind) {
+    case F32: return read_as(buf, s, static_cast<float *>(out), 0, 0, shape, threads);
+    case F64: return read_as(buf, s, static_cast<double *>(out), 0, 0, shape, threads);
+    case I8: return read_as(buf, s, static_cast<int8_t *>(out), INT8_MIN, INT8_MAX, shape, threads);
+    case I16: return read_as(buf, s, static_cast<int16_t *>(out), INT16_MIN, INT16_MAX, shape, threads);
+    case I32: return read_as(buf, s, static_cast<int32_t *>(out), INT32_MIN, INT32_MAX, shape, threads);
+    case I64: return read_as(buf, s, static_cast<int64_t *>(out), INT64_MIN, INT64_MAX, shape, threads);
+    case U8: return read_as(buf, s, static_cast<uint8_t *>(out), 0, UINT8_MAX, shape, threads);
+    case U16: return read_as(buf, s, static_cast<uint16_t *>(out), 0, UINT16_MAX, shape, threads);
+    case U32: return read_as(buf, s, static_cast<uint32_t *>(out), 0, UINT32_MAX, shape, threads);
+    case U64: return read_as(buf, s, static_cast<uint64_t *>(out), 0, INT64_MAX, shape, threads);
+    default: return DECLINE;
+  }
+}
