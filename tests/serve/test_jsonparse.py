@@ -1,8 +1,9 @@
 """The fast paths (libmsjson, native; pysimdjson) read tensor data straight into arrays; on every edge case each
 must decode exactly what the checked path (orjson, the stdlib for NaN/Infinity and huge integers, numpy) decodes,
 or refuse with the same message (the native one declines, and the checked path answers). The hypothesis fuzz in
-test_fuzz.py covers random documents; these are the cases a float parser gets wrong: exponents, signed zeros, NaN/Infinity tokens, overflow and underflow, integers beyond 2**53 and 2**64 for
-float inputs, fractions and out-of-range values for integer inputs, nesting and wrong element counts."""
+test_fuzz.py covers random documents; these are the cases a float parser gets wrong: exponents, signed zeros,
+NaN/Infinity tokens, overflow and underflow, integers beyond 2**53 and 2**64 for float inputs, fractions and
+out-of-range values for integer inputs, nesting and wrong element counts."""
 
 from __future__ import annotations
 
