@@ -151,25 +151,45 @@ const u8 *measure_array(const u8 *buf, const u8 *p, const u8 *end, msjson_span &
     return 0;
   };
 #if defined(__SSE2__)
-  const __m128i open = _mm_set1_epi8('['), close = _mm_set1_epi8(']'), quote = _mm_set1_epi8('"'),
-                brace = _mm_set1_epi8('{'), rbrace = _mm_set1_epi8('}'), comma = _mm_set1_epi8(',');
-  while (end - p >= 16) {
+  // 64 bytes a step. '[' ']' '{' '}' all become 0x59 under & 0xD9 (so do 'Y' '_' 'y' DEL: checked one by one
+  // with the rest of a step that has any); commas are summed per byte lane, folded before a lane can overflow
+  const __m128i fold = _mm_set1_epi8(char(0xD9)), bracket = _mm_set1_epi8(0x59), quote = _mm_set1_epi8('"'),
+                comma = _mm_set1_epi8(','), zero = _mm_setzero_si128();
+  __m128i lanes = zero;
+  int steps = 0;
+  auto flush = [&] {
+    __m128i sums = _mm_sad_epu8(lanes, zero);
+    commas += uint64_t(_mm_cvtsi128_si32(sums)) + uint64_t(_mm_cvtsi128_si32(_mm_unpackhi_epi64(sums, sums)));
+    lanes = zero;
+    steps = 0;
+  };
+  while (end - p >= 64) {
     if (p >= next_cp && cps < CHECKPOINTS) {
+      flush();
       cp_pos[cps] = p;
       cp_commas[cps++] = commas;
       next_cp = p + stride;
     }
-    __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
-    unsigned special = unsigned(_mm_movemask_epi8(
-        _mm_or_si128(_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, open), _mm_cmpeq_epi8(v, close)),
-                                  _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, brace))),
-                     _mm_cmpeq_epi8(v, rbrace))));
-    if (special == 0) {
-      commas += unsigned(__builtin_popcount(unsigned(_mm_movemask_epi8(_mm_cmpeq_epi8(v, comma)))));
-      p += 16;
+    __m128i v0 = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+    __m128i v1 = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p + 16));
+    __m128i v2 = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p + 32));
+    __m128i v3 = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p + 48));
+    auto special = [&](__m128i v) {
+      return _mm_or_si128(_mm_cmpeq_epi8(_mm_and_si128(v, fold), bracket), _mm_cmpeq_epi8(v, quote));
+    };
+    __m128i any = _mm_or_si128(_mm_or_si128(special(v0), special(v1)), _mm_or_si128(special(v2), special(v3)));
+    if (_mm_movemask_epi8(any) == 0) {
+      // each cmpeq lane is 0 or -1: subtracting counts
+      lanes = _mm_sub_epi8(lanes, _mm_cmpeq_epi8(v0, comma));
+      lanes = _mm_sub_epi8(lanes, _mm_cmpeq_epi8(v1, comma));
+      lanes = _mm_sub_epi8(lanes, _mm_cmpeq_epi8(v2, comma));
+      lanes = _mm_sub_epi8(lanes, _mm_cmpeq_epi8(v3, comma));
+      if (++steps == 63) flush();  // 63 * 4 < 256
+      p += 64;
       continue;
     }
-    for (int j = 0; j < 16; j++) {
+    flush();
+    for (int j = 0; j < 64; j++) {
       int r = one(p + j);
       if (r < 0) return nullptr;
       if (r > 0) {
@@ -177,8 +197,9 @@ const u8 *measure_array(const u8 *buf, const u8 *p, const u8 *end, msjson_span &
         goto closed;
       }
     }
-    p += 16;
+    p += 64;
   }
+  flush();
 #endif
   for (; p < end; p++) {
     if (p >= next_cp && cps < CHECKPOINTS) {

@@ -223,3 +223,17 @@ def test_without_the_library_the_reason_is_given(tmp_path: Any) -> None:
     env[nativejson.ENV] = str(tmp_path / "junk.so")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert "does not load" in out.stdout
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 64, 3), (1, 224, 224, 3), (3, 5000)])
+def test_large_nested_rows_read_exactly(shape: tuple[int, ...]) -> None:
+    """TF Serving rows of images (the scan's 64-byte steps through brackets every few values): exactly the checked
+    path's array, in its nested shape."""
+    x = np.random.default_rng(1).random(shape, dtype=np.float32) * 2 - 1
+    body = json.dumps({"instances": x.tolist()}).encode()
+    doc = nativejson.loads(body, 1, 2, {"x": "FP32"})
+    assert doc is not None
+    got = doc["instances"].array
+    assert got.shape == shape and got.tobytes() == x.tobytes()
+    ragged = body.replace(b"], [", b", 0.5], [", 1)
+    assert nativejson.loads(ragged, 1, 2, {"x": "FP32"}) is None
