@@ -382,7 +382,7 @@ def input_name(model: Path) -> str:
 #: run in a subprocess with the server tree's PYTHONPATH: the server's own decode, run and encode of one JSON
 #: request, timed one by one (median of ``n``) without HTTP
 _STAGES = r"""
-import json, statistics, sys, time
+import inspect, json, statistics, sys, time
 from modelship.serve import codec, jsonparse
 from modelship.serve.model import load_model
 path, body_file, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -398,12 +398,15 @@ def median_ms(f):
         f()
         times.append(time.perf_counter() - t)
     return statistics.median(times) * 1e3
+# a lone request may parse on two threads (libmsjson) where the tree's server does
+lone = {"threads": 2} if "threads" in inspect.signature(codec.v2_decode).parameters else {}
 req = codec.v2_decode(model, body, None)
 raw = runner.run_parts(model, [req.inputs], [1])
 out = model.decode_outputs(raw)
-parse = median_ms(lambda: jsonparse.loads_v2(body))
-decode = median_ms(lambda: codec.v2_decode(model, body, None))
+parse = median_ms(lambda: jsonparse.loads_v2(body, **lone))
+decode = median_ms(lambda: codec.v2_decode(model, body, None, **lone))
 print(json.dumps({
+    "json_path": jsonparse.describe() if hasattr(jsonparse, "describe") else "pysimdjson",
     "parse_ms": parse,
     "to_array_ms": max(0.0, decode - parse),
     "run_ms": median_ms(lambda: runner.run_parts(model, [req.inputs], [1])),
@@ -412,7 +415,7 @@ print(json.dumps({
 """
 
 
-def stage_times(tree: Path, model: Path, request: bytes, work: Path, n: int = 50) -> dict[str, float]:
+def stage_times(tree: Path, model: Path, request: bytes, work: Path, n: int = 50) -> dict[str, Any]:
     """Where a JSON request's time goes inside the server of ``tree``, stage by stage, without HTTP: parse (JSON
     text to the parser's document), to array (tensor data to the input array, checks), run (quantize, invoke,
     outputs) and encode (dequantize, response JSON)."""
@@ -423,7 +426,7 @@ def stage_times(tree: Path, model: Path, request: bytes, work: Path, n: int = 50
     out = subprocess.run(
         [PY, "-c", _STAGES, str(model), str(body_file), str(n)], env=env, check=True, capture_output=True, text=True
     )
-    stages: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    stages: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     stages["body_bytes"] = float(len(body))
     return stages
 
@@ -667,8 +670,10 @@ def render(
         out += [
             "",
             "Where a JSON request's time goes at 1 client: the server's own stages timed one by one in a separate "
-            "process (median, no HTTP, same body): parse (the JSON text to simdjson's document), to array (the "
-            "`data` values into the input array, with the protocol's checks), run (quantize, `invoke()`, "
+            "process (median, no HTTP, same body): parse (the JSON text to simdjson's document; with libmsjson, "
+            "the document with the `data` values already in the input array, on two threads as a lone request "
+            "is), to array (the `data` values into the input array, with the protocol's checks), run (quantize, "
+            "`invoke()`, "
             "outputs), encode (dequantize, response JSON); the rest of the p50 is HTTP (receiving the body, "
             "answering), the event loop and the load generator's own send and receive.",
             "",
@@ -684,6 +689,7 @@ def render(
                 f"{st['parse_ms']:.2f} | {st['to_array_ms']:.2f} | {st['run_ms']:.2f} | {st['encode_ms']:.3f} | "
                 f"{r['p50_ms'] - known:.2f} | {bare_text} |"
             )
+        out += [f"- {r['server']}'s JSON path: {r['stages'].get('json_path', '?')}" for r in staged]
     for r in rows:
         if r.get("profile"):
             out.append(

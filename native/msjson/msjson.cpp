@@ -17,6 +17,7 @@
 #include "simdjson.h"
 
 #include <pthread.h>
+#include <signal.h>
 
 #include <cstdint>
 #include <cstring>
@@ -556,7 +557,13 @@ int read_as(const u8 *buf, const msjson_span &s, T *out, int64_t lo, uint64_t hi
   if (threads > 1 && s.split > s.start && s.split + 1 < s.end && s.split_index > 0 && s.split_index < s.count) {
     Half<T> second{buf + s.split + 1, e - 1, Sink<T>{out + s.split_index, lo, hi}, s.count - s.split_index, DECLINE};
     pthread_t th;
-    if (pthread_create(&th, nullptr, run_half<T>, &second) == 0) {
+    // the helper lives for a millisecond: signals stay with the process' own threads (it starts with all blocked)
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int started = pthread_create(&th, nullptr, run_half<T>, &second);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (started == 0) {
       int rc = read_flat(p + 1, buf + s.split, Sink<T>{out, lo, hi}, s.split_index);
       pthread_join(th, nullptr);
       return rc == 0 && second.rc == 0 ? 0 : DECLINE;
