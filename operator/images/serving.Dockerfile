@@ -26,7 +26,7 @@ RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends g++ bin
  && rm -rf /var/lib/apt/lists/* \
  && cat /etc/ssl/certs/ca-certificates.crt > /tmp/pip-ca.pem \
  && if [ -n "$EXTRA_CA_CERTS" ]; then printf '%s\n' "$EXTRA_CA_CERTS" >> /tmp/pip-ca.pem; fi \
- && python3 -m venv /opt/tools
+ && python3 -m venv /opt/tools && /opt/tools/bin/pip install --quiet --upgrade "pip>=24"
 COPY hack/native/build /src/hack/native/build
 COPY native/msjson /src/native/msjson
 RUN MODELSHIP_CACHE=/tmp/cache bash /src/hack/native/build --python /opt/tools/bin/python --dest /opt/msjson/libmsjson.so \
