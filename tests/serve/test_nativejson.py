@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import random
 import struct
@@ -21,7 +22,7 @@ import pytest
 from modelship.serve import codec, jsonparse, nativejson
 from modelship.serve.tensors import NativeArray, TensorSpec, json_to_array
 
-from .fakes import FakeModel
+from .fakes import FakeModel, ServerThread
 from .test_jsonparse import require_native
 
 
@@ -209,9 +210,14 @@ def test_the_library_keeps_to_itself() -> None:
         _ = ctypes.CDLL(None).msjson_scan  # not in the process' global namespace
 
 
-def test_the_server_says_which_json_path_it_takes() -> None:
+def test_the_server_says_at_start_which_json_path_it_takes(caplog: pytest.LogCaptureFixture) -> None:
     assert jsonparse.describe().startswith("native (msjson 1, simdjson ")
-    assert nativejson.describe().endswith(f"{nativejson.LIBRARY.path})" if nativejson.LIBRARY else "")
+    caplog.set_level(logging.INFO, logger="modelship.serve")
+    with ServerThread(FakeModel()):
+        pass
+    said = [r for r in caplog.records if r.getMessage() == "large JSON requests"]
+    assert len(said) == 1 and getattr(said[0], "json_path", "") == jsonparse.describe()
+    assert nativejson.LIBRARY is not None and nativejson.LIBRARY.path in jsonparse.describe()
 
 
 def test_without_the_library_the_reason_is_given(tmp_path: Any) -> None:
