@@ -243,3 +243,18 @@ def test_large_nested_rows_read_exactly(shape: tuple[int, ...]) -> None:
     assert got.shape == shape and got.tobytes() == x.tobytes()
     ragged = body.replace(b"], [", b", 0.5], [", 1)
     assert nativejson.loads(ragged, 1, 2, {"x": "FP32"}) is None
+
+
+def test_a_second_thread_only_when_the_cpu_is_not_under_pressure(tmp_path: Any) -> None:
+    """PSI's CPU "some avg10" decides whether a lone request's parse takes a second thread (the cgroup's file first,
+    else the machine's); without PSI a core counts as free."""
+    busy, quiet = tmp_path / "busy", tmp_path / "quiet"
+    busy.write_text("some avg10=86.53 avg60=81.93 avg300=62.90 total=1790505502\nfull avg10=0.00 avg60=0.00\n")
+    quiet.write_text("some avg10=1.50 avg60=3.00 avg300=2.00 total=17905\nfull avg10=0.00 avg60=0.00\n")
+    missing = str(tmp_path / "missing")
+    assert nativejson.CpuPressure((missing, str(busy))).read() == pytest.approx(86.53)
+    assert not nativejson.CpuPressure((str(busy), str(quiet))).free()
+    assert nativejson.CpuPressure((str(quiet), str(busy))).free()
+    assert nativejson.CpuPressure((missing,)).free()
+    (tmp_path / "odd").write_text("some avg10=x\n")
+    assert nativejson.CpuPressure((str(tmp_path / "odd"),)).read() == 0.0

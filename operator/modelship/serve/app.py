@@ -52,6 +52,7 @@ from .mirror import Mirror
 from .mirrorconfig import MirrorConfig
 from .mirrorwire import Shadowed, header_items
 from .model import ServedModel, load_model
+from .nativejson import CpuPressure
 from .routes import SERVER_NAME, Routes, _Entry, _error, _method
 
 log = logging.getLogger("modelship.serve.app")
@@ -98,8 +99,10 @@ class ServingApp(Routes, Admission):
         # one thread: the JSON parsers hold the GIL, so more would not decode faster, only use more memory
         self._decoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="modelship-decode")
         # a lone large JSON request (decoded inline: nothing else in flight) may parse its tensor on two threads
-        # with libmsjson; under load every core is busy with other requests and one thread each is cheaper
-        self._lone_decode_threads = 2 if available_cpus() >= 2 else 1
+        # with libmsjson, when a core is free for the second; under load every core is busy with other requests
+        # (or other processes) and one thread each is cheaper
+        self._split = available_cpus() >= 2
+        self._pressure = CpuPressure()
         self.metrics.bind_gauges(
             in_flight=lambda: float(self._in_flight),
             ready=lambda: 1.0 if self.ready else 0.0,
@@ -279,7 +282,7 @@ class ServingApp(Routes, Admission):
         except ServeError as e:
             return self._send(req, respond, _error(e), name, protocol, True)
 
-        threads = 1 if offload else self._lone_decode_threads
+        threads = 2 if not offload and self._split and self._pressure.free() else 1
 
         def decode(charge: Callable[[int], None] | None) -> Decoded:
             if protocol == "v2":
