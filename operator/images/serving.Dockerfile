@@ -16,7 +16,7 @@ RUN python3 /src/requirements.py /src/pyproject.toml --extra serve --no-core --c
       > /requirements.txt
 
 # native: libmsjson (large JSON requests' tensors read without the GIL), compiled on this base so it matches its
-# C library; its simdjson sources come from PyPI's pysimdjson sdist (pinned in hack/native/build). Only the .so
+# C library; its simdjson sources come from PyPI's pysimdjson sdist (pinned in native/msjson/build). Only the .so
 # reaches the final image (it needs nothing but libc); without it the server uses pysimdjson.
 FROM ${BASE_IMAGE} AS native
 ARG EXTRA_CA_CERTS=""
@@ -27,9 +27,8 @@ RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends g++ bin
  && cat /etc/ssl/certs/ca-certificates.crt > /tmp/pip-ca.pem \
  && if [ -n "$EXTRA_CA_CERTS" ]; then printf '%s\n' "$EXTRA_CA_CERTS" >> /tmp/pip-ca.pem; fi \
  && python3 -m venv /opt/tools && /opt/tools/bin/pip install --quiet --upgrade "pip>=24"
-COPY hack/native/build /src/hack/native/build
 COPY native/msjson /src/native/msjson
-RUN MODELSHIP_CACHE=/tmp/cache bash /src/hack/native/build --python /opt/tools/bin/python --dest /opt/msjson/libmsjson.so \
+RUN MODELSHIP_CACHE=/tmp/cache bash /src/native/msjson/build --python /opt/tools/bin/python --dest /opt/msjson/libmsjson.so \
  && rm -rf /tmp/cache
 
 # builder: /opt/venv gets the dependencies only (no pip in it); Modelship's own code goes to /opt/modelship
