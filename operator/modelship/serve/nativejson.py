@@ -5,7 +5,7 @@ The library is optional: ``hack/native/build`` compiles it (``hack/setup`` and t
 Without it (a plain ``pip install modelship[serve]``), :mod:`modelship.serve.jsonparse` uses pysimdjson.
 
 How a request is read (:func:`loads`): the library finds the arrays of tensor data in the text (``msjson_scan``,
-~0.1 ms per MB); the rest of the document, with each array replaced by ``null``, is parsed by orjson (a few hundred
+~0.07 ms per MB); the rest of the document, with each array replaced by ``null``, is parsed by orjson (a few hundred
 bytes); each array is then parsed straight into a numpy buffer of its input's datatype (``msjson_read``), a flat
 one in two halves on two threads when the caller allows it. ctypes releases the GIL for both calls. Numbers are
 simdjson's (correctly rounded float64, then cast). Whenever the library cannot decode a request exactly as the
