@@ -199,6 +199,16 @@ def test_runtime_images_shape(docker_client: Any, serving_image: str) -> None:
     assert sizes["serving"] * 5 < sizes["optimizer"], sizes
 
 
+def test_the_serving_image_reads_large_json_natively(docker_client: Any, serving_image: str) -> None:
+    """libmsjson, built in the image's own native stage, is where the server looks for it and loads there (the
+    final stage has no compiler: test_runtime_images_shape)."""
+    code = "from modelship.serve import jsonparse; print(jsonparse.describe())"
+    out = docker_client.containers.run(
+        serving_image, entrypoint=["/opt/venv/bin/python", "-c", code], remove=True, read_only=True
+    ).decode()
+    assert out.startswith("native (msjson 1, simdjson 3.12.3 number parsing; /opt/venv/lib/modelship/libmsjson.so)")
+
+
 def test_refused_before_the_engine_builds(tmp_path: Path, docker_client: Any, serving_image: str) -> None:
     from modelship.build.context import ContextError
 
