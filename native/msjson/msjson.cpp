@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -37,6 +38,9 @@ constexpr int ABI = 1;
 constexpr int DECLINE = -1;      // not something this library decodes exactly: use the checked path
 constexpr int MAX_DEPTH = 32;    // the checked path's limit for nested tensors
 constexpr int CHECKPOINTS = 1024;
+#ifndef MSJSON_MIN_STRIDE
+#define MSJSON_MIN_STRIDE 65536  // bytes between checkpoints at least (the fuzz build lowers it: splits in small bodies)
+#endif
 
 // ------------------------------------------------------------------------------------------------ spans
 
@@ -79,7 +83,7 @@ inline const u8 *skip_string(const u8 *p, const u8 *end) {
 // Any JSON value starting at p (after whitespace) -> just past it. Not a validator: the caller's parser validates
 // everything outside the tensor arrays; this only has to find where a value ends (strings and brackets).
 const u8 *skip_value(const u8 *p, const u8 *end) {
-  int depth = 0;
+  size_t depth = 0;  // (a body of 2^31 '[' must not overflow it)
   while (p < end) {
     u8 c = *p;
     if (c == '"') {
@@ -127,11 +131,13 @@ const u8 *measure_array(const u8 *buf, const u8 *p, const u8 *end, msjson_span &
   uint64_t commas = 0, row_commas = 0, leaves = 0;
   // comma counts at checkpoints, to find a comma near the middle once the end is known
   size_t stride = size_t(end - p) / CHECKPOINTS + 1;
-  stride = stride < 65536 ? 65536 : (stride + 15) & ~size_t(15);
+  stride = stride < MSJSON_MIN_STRIDE ? MSJSON_MIN_STRIDE : (stride + 15) & ~size_t(15);
   const u8 *cp_pos[CHECKPOINTS];
   uint64_t cp_commas[CHECKPOINTS];
   int cps = 0;
-  const u8 *next_cp = p + stride;
+  // the next checkpoint's position, never past the body (a pointer beyond it is undefined even unused)
+  auto after = [&](const u8 *q) { return size_t(end - q) > stride ? q + stride : end; };
+  const u8 *next_cp = after(p);
   auto one = [&](const u8 *q) -> int {  // 1: array closed at q, 0: go on, -1: decline
     u8 c = *q;
     if (c == ',') {
@@ -169,7 +175,7 @@ const u8 *measure_array(const u8 *buf, const u8 *p, const u8 *end, msjson_span &
       flush();
       cp_pos[cps] = p;
       cp_commas[cps++] = commas;
-      next_cp = p + stride;
+      next_cp = after(p);
     }
     __m128i v0 = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
     __m128i v1 = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p + 16));
@@ -206,7 +212,7 @@ const u8 *measure_array(const u8 *buf, const u8 *p, const u8 *end, msjson_span &
     if (p >= next_cp && cps < CHECKPOINTS) {
       cp_pos[cps] = p;
       cp_commas[cps++] = commas;
-      next_cp = p + stride;
+      next_cp = after(p);
     }
     int r = one(p);
     if (r < 0) return nullptr;
@@ -220,6 +226,9 @@ closed:
   {
     const u8 *first = skip_ws(start + 1, p);
     span.count = first == p ? 0 : commas - row_commas + leaves;
+    // n values take n digits and n - 1 commas at least: a larger count is no array of numbers (a run of commas),
+    // and the caller sizes its buffer by it
+    if (span.count > uint64_t(p - start) / 2) return nullptr;
   }
   span.split = span.split_index = 0;
   if (max_depth == 1 && cps > 0) {
@@ -404,8 +413,13 @@ inline const u8 *lex(const u8 *p, const u8 *end, Token &t) {
     bool neg = p < end && *p == '-';
     if (p < end && (*p == '-' || *p == '+')) p++;
     const u8 *first = p;
+    // saturated far above any exponent a double has (and below what int64 negates): 1e-9223372036854775808 is
+    // simdjson's slow path's, not a signed overflow here
     uint64_t e = 0;
-    while (p < end && is_digit(*p)) e = 10 * e + u8(*p++ - '0');
+    while (p < end && is_digit(*p)) {
+      if (e < (uint64_t(1) << 59)) e = 10 * e + u8(*p - '0');
+      p++;
+    }
     if (p == first || p - first > 19) return nullptr;
     exponent += neg ? -int64_t(e) : int64_t(e);
   }
@@ -456,6 +470,11 @@ struct Sink {
     if constexpr (std::is_floating_point_v<T>) {
       double d;
       if (!to_double(t, tok_end, d)) return false;
+      // a double past float's range (3.5e38 for FP32) has no float: ISO C++ leaves the cast undefined (IEEE 754
+      // hardware gives inf, as numpy does); the checked path decides
+      if constexpr (sizeof(T) < sizeof(double)) {
+        if (d > double(std::numeric_limits<T>::max()) || d < double(std::numeric_limits<T>::lowest())) return false;
+      }
       out[at] = T(d);
     } else {
       int64_t v;

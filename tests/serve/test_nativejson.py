@@ -68,6 +68,8 @@ TAKEN = [
     (2, {"k": "INT8"}, _v2("INT8", "[3]", "[-128, 127, -0]", "k")),
     (2, {"k": "UINT64"}, _v2("UINT64", "[2]", "[0, 9223372036854775807]", "k")),
     (2, {"k": "INT64"}, _v2("INT64", "[2]", "[-9223372036854775808, 1]", "k")),
+    # exponents past int64 (once a signed overflow in the lexer, native/msjson/fuzz-corpus): 0.0 as orjson says
+    (2, {"x": "FP64"}, _v2("FP64", "[3]", "[1e-9223372036854775808, 2e-9999999999999999999, 1E+0000000000000000001]")),
     (2, {"x": "FP32"}, b'{"id": "a]", "inputs": [{"name": "x", "parameters": {"p": [{"q": "]["}]}, "shape": [1], '
      b'"datatype": "FP32", "data": [ 1 ]}], "outputs": [{"name": "y"}]}'),
     (1, {"x": "FP32"}, b'{"instances": [[[1.5, 2], [3, 4]], [[5, 6], [7, 8e-1]]]}'),
@@ -105,6 +107,8 @@ DECLINED = [
     b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, true]}]}',
     b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 9007199254740993]}]}',
     b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 1e400]}]}',
+    # past float32's range: no float (the cast was undefined behaviour); the checked path makes it inf
+    b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1e39, -3.5e38]}]}',
     b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 01]}]}',
     b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 1.]}]}',
     b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, .5]}]}',
@@ -138,6 +142,19 @@ def test_what_the_checked_path_must_decide_is_declined(body: bytes) -> None:
     grammar refuses, fractions and out-of-range integers in integer tensors, datatypes it does not read, ragged or
     empty nesting, duplicate or escaped keys, anything outside the tensors that orjson refuses."""
     assert nativejson.loads(body, 2, 2) is None
+
+
+def test_a_run_of_commas_is_declined_by_the_scan_before_any_buffer_is_sized() -> None:
+    """The caller sizes its buffer by a span's count: a count above what the span's bytes can hold (n values take
+    2n - 1 bytes) is no array of numbers, and a megabyte of commas must not ask for 8 MB of float64."""
+    lib = nativejson.LIBRARY
+    assert lib is not None
+    spans = (nativejson.Span * nativejson.MAX_SPANS)()
+    for body in (b'{"instances": [' + b"," * 1_000_000 + b"]}", b'{"instances": [[1' + b"," * 100 + b"]]}"):
+        assert lib.lib.msjson_scan(body, len(body), 1, ctypes.byref(spans), nativejson.MAX_SPANS) < 0
+    body = b'{"instances": [' + b",".join([b"1"] * 1000) + b"]}"
+    assert lib.lib.msjson_scan(body, len(body), 1, ctypes.byref(spans), nativejson.MAX_SPANS) == 1
+    assert spans[0].count == 1000
 
 
 def test_v1_declines_what_it_cannot_place() -> None:
