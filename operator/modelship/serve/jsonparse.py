@@ -113,6 +113,19 @@ def describe() -> str:
     return f"{simd} ({nativejson.describe()})"
 
 
+def _simd_document(body: Body) -> Any:
+    """pysimdjson's document of a large body, for the callers to walk when it is an object; otherwise the answer
+    itself: the checked parse's (:func:`loads`) where pysimdjson is absent or refuses the body, the document as
+    Python where it is not an object."""
+    if _simdjson is None:
+        return loads(body)
+    try:
+        doc = _parse_simd(body if isinstance(body, bytes) else memoryview(body))
+    except (ValueError, RuntimeError, TypeError):
+        return loads(body)
+    return doc if isinstance(doc, _simdjson.Object) else _py(doc)
+
+
 def loads_v2(body: Body, threads: int = 1) -> Any:
     """Parse an inference request; large ones leave each input's ``data`` as :class:`NativeArray` (libmsjson;
     ``threads`` 2 lets it parse a large flat array on two threads) or :class:`FastData` (pysimdjson).
@@ -126,14 +139,9 @@ def loads_v2(body: Body, threads: int = 1) -> Any:
         doc = nativejson.loads(body, 2, threads)
         if doc is not None:
             return doc
-    if _simdjson is None:
-        return loads(body)
-    try:
-        doc = _parse_simd(body if isinstance(body, bytes) else memoryview(body))
-    except (ValueError, RuntimeError, TypeError):
-        return loads(body)
-    if not isinstance(doc, _simdjson.Object):
-        return _py(doc)
+    doc = _simd_document(body)
+    if _simdjson is None or not isinstance(doc, _simdjson.Object):
+        return doc  # already the answer
     out: dict[str, Any] = {k: _py(doc[k]) for k in doc.keys() if k != "inputs"}  # noqa: SIM118 - proxy object
     if "inputs" in doc:
         inputs = doc["inputs"]
@@ -169,14 +177,9 @@ def loads_v1(body: Body, datatypes: Mapping[str, str] | None = None, threads: in
         doc = nativejson.loads(body, 1, threads, datatypes)
         if doc is not None:
             return doc
-    if _simdjson is None:
-        return loads(body)
-    try:
-        doc = _parse_simd(body if isinstance(body, bytes) else memoryview(body))
-    except (ValueError, RuntimeError, TypeError):
-        return loads(body)
-    if not isinstance(doc, _simdjson.Object):
-        return _py(doc)
+    doc = _simd_document(body)
+    if _simdjson is None or not isinstance(doc, _simdjson.Object):
+        return doc  # already the answer
     out: dict[str, Any] = {}
     for key in doc.keys():  # noqa: SIM118 - proxy object
         v = doc[key]
