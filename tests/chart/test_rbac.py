@@ -133,10 +133,12 @@ def test_least_privilege(helm: Helm, mode: str) -> None:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
         # an API group never carries a version: "admissionregistration.k8s.io/v1" would match nothing
         assert not any("/" in g for g in rule["apiGroups"]), rule
-        # nothing that reads credentials or grants more rights
-        assert not {"secrets", "serviceaccounts", "serviceaccounts/token", "pods/exec", "pods/attach"} & set(
-            rule["resources"]
-        ), rule
+        # nothing that reads credentials or grants more rights; Secrets by name only (get: whether one a stage Job
+        # would mount exists, asked as metadata), never listed or watched
+        forbidden = {"serviceaccounts", "serviceaccounts/token", "pods/exec", "pods/attach"}
+        assert not forbidden & set(rule["resources"]), rule
+        if "secrets" in rule["resources"]:
+            assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get"], rule
         assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"]), rule
         assert "rbac.authorization.k8s.io" not in rule["apiGroups"], rule
         # kopf runs standalone: no peering objects, no leases
@@ -155,7 +157,8 @@ def test_rbac_create_false_renders_no_rbac(helm: Helm) -> None:
 def test_only_verbs_the_code_uses() -> None:
     """What no code path calls is not granted (ReplicaSets were read for nothing, Events were never patched, and
     a single object is read only before the first write of its name, to see who controls it: the children the
-    operator writes, never Pods, ConfigMaps or ModelDeployments); owner references that block deletion need
+    operator writes, never Pods, ConfigMaps or ModelDeployments; and a Secret a stage Job would mount, by name, to
+    see that it exists: get only, never list or watch); owner references that block deletion need
     update on the owner's finalizers (OwnerReferencesPermissionEnforcement, e.g. OpenShift)."""
     rules = operator_rules(cluster_scope=True)
     by_resource = {(g, res): r["verbs"] for r in rules for g in r["apiGroups"] for res in r["resources"]}
@@ -163,7 +166,8 @@ def test_only_verbs_the_code_uses() -> None:
     assert by_resource[("", "events")] == ["create"] and ("events.k8s.io", "events") not in by_resource
     readable = {res for (_g, res), verbs in by_resource.items() if "get" in verbs}
     assert readable == {"jobs", "deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets",
-                        "networkpolicies", "httproutes", "persistentvolumeclaims"}  # fmt: skip
+                        "networkpolicies", "httproutes", "persistentvolumeclaims", "secrets"}  # fmt: skip
+    assert by_resource[("", "secrets")] == ["get"]
     assert by_resource[("modelship.io", "modeldeployments/finalizers")] == ["update"]
     assert by_resource[("modelship.io", "modeldeployments")] == ["list", "watch"]  # never writes spec
     # only what the spec can turn off is ever deleted; the garbage collector removes the rest with its owner

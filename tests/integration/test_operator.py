@@ -403,7 +403,8 @@ def test_deleting_the_modeldeployment_removes_its_children(k: Cluster) -> None:
 
 
 def test_operator_identity_is_least_privilege(operator_api_client: client.ApiClient, namespace: str) -> None:
-    """The operator's own identity cannot read Secrets or RBAC objects: requests outside its rules are refused."""
+    """The operator's own identity cannot list Secrets (it gets one by name, to see that it exists) or read RBAC
+    objects: requests outside its rules are refused."""
     with pytest.raises(ApiException) as info:
         client.CoreV1Api(operator_api_client).list_namespaced_secret(namespace)
     assert info.value.status == 403

@@ -270,6 +270,8 @@ def test_source_failures_stall_at_once_or_after_the_retries(
     doc["spec"]["model"] = model
     if case.temporary:
         doc["spec"]["optimization"]["job"]["backoffLimit"] = 0  # one pod per Job: the operator's retries only
+    # the Secret exists (else no Job starts: SecretNotFound); kwok's pod does not read it, the summary says it all
+    k.core.create_namespaced_secret(k.ns, {"metadata": {"name": "model-reader"}, "stringData": {"token": "unused"}})
     k.apply(doc)
     s = k.wait_condition("Stalled", "True", timeout=150)
     stalled = condition(s, "Stalled")

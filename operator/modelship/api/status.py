@@ -82,6 +82,9 @@ class Reason(StrEnum):
     """A stage Job finished with a pod that does not run its template (a forged controller reference)."""
     IMAGE_OUTSIDE_REPOSITORY = "ImageOutsideRepository"
     """The build reported an image that is not <spec.build.repository>@sha256:<64 hex>: never deployed."""
+    SECRET_NOT_FOUND = "SecretNotFound"
+    """A stage Job would mount a Secret the spec names (credentials.secretRef, build.pushSecretRef) that does not
+    exist in the namespace: the Job is not created (its pod would wait in ContainerCreating) until it does."""
     ARTIFACT_OUTSIDE_REPOSITORY = "ArtifactOutsideRepository"
     """A build-less revision's report named an artifact that is not oci://<the repository the operator pushed it
     to>@sha256:<64 hex> (or a content digest that is not sha256:<64 hex>): never served."""

@@ -41,6 +41,8 @@ class Unreachable(ConnectionError):
     """No answer from the API server (connect or read timeout, connection refused or reset)."""
 
 
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+"""Accept header of a read that returns the object's metadata only."""
 CONNECT_TIMEOUT_SECONDS = 10.0
 READ_TIMEOUT_SECONDS = 30.0
 
@@ -58,6 +60,7 @@ class Kube:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         if body is not None and not content_type.endswith("json"):
             body = json.dumps(body)  # JSON is YAML: send apply configurations pre-serialized
@@ -65,7 +68,7 @@ class Kube:
             method=method,
             resource_path=path,
             query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            header_params={"Content-Type": content_type, "Accept": accept},
             body=body,
             auth_settings=["BearerToken"],
         )
@@ -95,6 +98,17 @@ class Kube:
         obj.setdefault("apiVersion", api_version)
         obj.setdefault("kind", kind)
         return obj
+
+    def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Whether the object exists, asked for its metadata only (PartialObjectMetadata): for a Secret, its data
+        never leaves the API server."""
+        try:
+            self._call("GET", resource_path(api_version, kind, namespace, name), accept=METADATA_ONLY)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     def serves(self, row: kinds.Kind) -> bool:
         """Whether the API server serves ``row``'s resource (discovery of its group version): a kind from a CRD

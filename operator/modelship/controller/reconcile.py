@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections import Counter as Tally
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from ..api.modeldeployment import ModelDeployment
 from ..api.status import ModelDeploymentStatus, Phase, Reason, StageName
 from ..config import OperatorConfig
 from ..resources.defaults import InvalidSpec, with_operator_defaults
-from ..resources.kinds import APPLIED, HTTP_ROUTE, JOB
+from ..resources.kinds import APPLIED, HTTP_ROUTE, JOB, SECRET
 from ..resources.meta import (
     MODELDEPLOYMENT_LABEL,
     MODELDEPLOYMENT_NAMESPACE_LABEL,
@@ -31,6 +32,7 @@ from ..resources.meta import (
 from ..resources.policy import PolicyViolation, enforce_policy
 from ..resources.revision import revision
 from ..resources.route import gateway_routing
+from ..resources.secrets import mounted_secrets
 from . import kstatus, metrics, revcache
 from .canary import ANALYZING, Samples
 from .conditions import ORDER
@@ -211,7 +213,11 @@ class Reconciler:
             log.debug("%s/%s observed deployment %s", namespace, name, observed.deployment)
             p = plan(md, observed, self.config, datetime.now(UTC))
             if p.create and self._store_missed_jobs(md, observed):
-                p = plan(md, self.observe(md), self.config, datetime.now(UTC))
+                observed = self.observe(md)
+                p = plan(md, observed, self.config, datetime.now(UTC))
+            if p.create and (missing := self._missing_secrets(md, p.create)):
+                observed = replace(observed, missing_secrets=missing)
+                p = plan(md, observed, self.config, datetime.now(UTC))
             live, conflicts = self._judge(md, p)
             if conflicts:
                 self._stall(body, name_conflict(conflicts), p.status.get("revision"))
@@ -289,6 +295,28 @@ class Reconciler:
             self.store.put("Job", job)
         log.info("%s/%s: %d Job(s) not yet seen by the watch; planning again", ns, name, len(missed))
         return True
+
+    def _missing_secrets(self, md: ModelDeployment, jobs: list[dict[str, Any]]) -> frozenset[tuple[str, str]]:
+        """(namespace, name) of the Secrets the Jobs about to be created mount in the ModelDeployment's namespace
+        that do not exist there: asked by existence only (metadata), never reading a Secret's data. A build Job
+        in the build namespace mounts the platform's push Secret, which is not the tenant's to fix: not asked.
+        An operator whose Role lacks get on Secrets (an older chart) checks nothing, as before."""
+        ns = md.metadata.namespace or ""
+        wanted = {(ns, s) for j in jobs if (j["metadata"].get("namespace") or ns) == ns for s in mounted_secrets(j)}
+        missing = set()
+        for where, name in sorted(wanted):
+            try:
+                found = self.kube.exists(SECRET.api_version, SECRET.kind, where, name)
+            except ApiException as exc:
+                if exc.status != 403:
+                    raise
+                log.warning("%s/%s: cannot check Secret %s (forbidden): %s", ns, md.metadata.name, name,
+                            api_error_text(exc))  # fmt: skip
+                continue
+            metrics.API_READS.labels(SECRET.kind).inc()
+            if not found:
+                missing.add((where, name))
+        return frozenset(missing)
 
     def _judge(
         self, md: ModelDeployment, p: Plan

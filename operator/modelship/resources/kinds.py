@@ -200,6 +200,14 @@ CONFIG_MAP = Kind(
     ),
     own_namespace=True,
 )  # fmt: skip
+SECRET = Kind(
+    "Secret", "", "v1", "secrets",
+    grants=(
+        Grant(Verb.GET, "before a stage Job is created, whether each Secret its pod would mount exists (a missing "
+                        "one is SecretNotFound, not a pod waiting in ContainerCreating): asked for the metadata "
+                        "only (PartialObjectMetadata), a Secret's data is never read; no list or watch"),
+    ),
+)  # fmt: skip
 EVENT = Kind(
     "Event", "", "v1", "events",
     grants=(Grant(Verb.CREATE, "an Event per stage change (ours) and per handler failure (kopf's posting)"),),
@@ -228,6 +236,7 @@ KINDS: tuple[Kind, ...] = (
     HTTP_ROUTE,
     PERSISTENT_VOLUME_CLAIM,
     CONFIG_MAP,
+    SECRET,
     EVENT,
     NAMESPACE,
     CUSTOM_RESOURCE_DEFINITION,

@@ -26,6 +26,7 @@ from ...api.status import ConditionType, Phase, Reason, StageName
 from ...config import OperatorConfig
 from ..observe import JobObservation, JobState
 from .context import Context, Effects, Failure, Manifest, Progress, condition
+from .secrets import missing_secrets_message, recheck_after
 
 R = TypeVar("R")
 
@@ -231,6 +232,14 @@ def run_job_stage(ctx: Context, stage: JobStage[R], recorded_attempts: int) -> J
     if ctx.suspended:
         return settled(Reason.SUSPENDED, "suspended: no new Jobs are started")
     manifest = stage.make(ctx, d.attempt)
+    absent = missing_secrets_message(ctx, manifest, stage.label)
+    if absent is not None:  # its pod would wait in ContainerCreating: no Job until the Secret exists
+        effects = Effects(
+            (condition(stage.condition, False, Reason.SECRET_NOT_FOUND, absent),),
+            failure=Failure(stage.stage, Reason.SECRET_NOT_FOUND, absent),
+            requeue_after=recheck_after(ctx, stage.condition),
+        )
+        return JobOutcome(None, attempts, name, finished, effects)
     name = manifest["metadata"]["name"]
     message = f"{stage.label} {name} created (attempt {d.attempt})"
     effects = Effects(

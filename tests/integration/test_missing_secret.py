@@ -1,0 +1,98 @@
+"""A Secret the spec names that does not exist, on the real API server with the operator under the chart's RBAC:
+no Job is created (its pod would wait in ContainerCreating with nothing in status), the stage's condition and
+Stalled say SecretNotFound naming the Secret, the field and the namespace, one Warning Event; once the Secret is
+created the stage goes on by itself."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.integration.cluster import condition, wait_for
+from tests.integration.operator_harness import OperatorProcess
+from tests.integration.test_operator import Cluster, md_doc, operator  # noqa: F401 (the operator fixture)
+
+
+@pytest.fixture
+def tenant(api_client: client.ApiClient, namespace: str, operator: OperatorProcess) -> Cluster:  # noqa: F811
+    return Cluster(api_client, namespace)
+
+
+def secret_volumes(job: Any) -> set[str]:
+    return {v.secret.secret_name for v in job.spec.template.spec.volumes or [] if v.secret is not None}
+
+
+def warnings(tenant: Cluster, reason: str) -> list[Any]:
+    events = tenant.core.list_namespaced_event(tenant.ns, field_selector="involvedObject.name=digits").items
+    return [e for e in events if e.reason == reason and e.type == "Warning"]
+
+
+def stalled_on_secret(tenant: Cluster, stage_condition: str, secret: str, field: str) -> dict[str, Any]:
+    obj = tenant.wait_condition("Stalled", "True", reason="SecretNotFound")
+    stage = condition(obj, stage_condition)
+    assert (stage["status"], stage["reason"]) == ("False", "SecretNotFound"), stage
+    for words in (f'Secret "{secret}"', field, f"namespace {tenant.ns}"):
+        assert words in stage["message"], stage["message"]
+    assert condition(obj, "Stalled")["message"] == stage["message"]
+    assert condition(obj, "Ready")["status"] == "False" and condition(obj, "Reconciling")["status"] == "False"
+    assert obj["status"]["lastFailure"]["reason"] == "SecretNotFound"
+    return obj
+
+
+def create_secret(tenant: Cluster, name: str, data: dict[str, str], type_: str = "Opaque") -> None:
+    encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": type_, "data": encoded}
+    tenant.core.create_namespaced_secret(tenant.ns, body)
+
+
+def test_missing_model_secret_is_stalled_naming_the_field_then_proceeds_once_created(tenant: Cluster) -> None:
+    doc = md_doc()
+    doc["spec"]["model"]["credentials"] = {"secretRef": {"name": "model-creds"}}
+    tenant.apply(doc)
+    stalled_on_secret(tenant, "Optimized", "model-creds", "spec.model.credentials.secretRef.name")
+    assert tenant.jobs() == []  # no pod left waiting in ContainerCreating
+
+    create_secret(tenant, "model-creds", {"token": "not-a-real-token"})
+    job = wait_for(lambda: next(iter(tenant.jobs("optimizer")), None), timeout=90, description="optimization Job")
+    assert "model-creds" in secret_volumes(job)
+    tenant.wait_condition("Ready", "True", timeout=120)
+    assert tenant.md()["status"].get("lastFailure") is None
+    # one Warning Event for the stall, however often the operator looked again before the Secret came
+    assert len(warnings(tenant, "OptimizedSecretNotFound")) == 1
+
+
+def test_missing_push_secret_stalls_the_build_after_the_optimization_then_builds(tenant: Cluster) -> None:
+    doc = md_doc()
+    doc["spec"]["build"]["pushSecretRef"] = {"name": "push-creds"}
+    tenant.apply(doc)
+    obj = stalled_on_secret(tenant, "ImageBuilt", "push-creds", "spec.build.pushSecretRef.name")
+    assert condition(obj, "Optimized")["status"] == "True"  # the optimization Job mounts no push Secret
+    assert tenant.jobs("build") == []
+
+    config = {"auths": {"registry.local:5000": {"auth": base64.b64encode(b"ci:pass").decode()}}}
+    create_secret(tenant, "push-creds", {".dockerconfigjson": json.dumps(config)}, "kubernetes.io/dockerconfigjson")
+    job = wait_for(lambda: next(iter(tenant.jobs("build")), None), timeout=90, description="build Job")
+    assert "push-creds" in secret_volumes(job)
+    tenant.wait_condition("Ready", "True", timeout=120)
+    assert len(warnings(tenant, "ImageBuiltSecretNotFound")) == 1
+
+
+def test_the_operator_can_tell_a_secret_exists_but_not_read_or_list_it(
+    operator_api_client: client.ApiClient, namespace: str, api_client: client.ApiClient
+) -> None:
+    """get (what the check needs) is granted; list and watch are not, so the operator cannot enumerate Secrets."""
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "present"}, "stringData": {"k": "v"}})
+    ours = client.CoreV1Api(operator_api_client)
+    assert ours.read_namespaced_secret("present", namespace).metadata.name == "present"
+    for forbidden in (lambda: ours.list_namespaced_secret(namespace), lambda: ours.list_secret_for_all_namespaces()):
+        try:
+            forbidden()
+        except client.ApiException as exc:
+            assert exc.status == 403
+        else:
+            raise AssertionError("the operator could list Secrets")
