@@ -20,16 +20,13 @@ from kubernetes import client
 from tests.chart.gitops import EXPECTED, SAMPLES, argocd_health, kstatus, sample_of
 from tests.integration.cluster import condition, wait_for
 from tests.integration.operator_harness import OperatorProcess, running_operator
+from tests.integration.rollout import NEW_IMAGE, shadow_a_new_revision
 from tests.integration.test_operator import (
     GROUP,
-    MSG,
     PLURAL,
-    REPO,
     VERSION,
     Cluster,
-    build_result,
     md_doc,
-    opt_summary,
 )
 from tests.support.servers import loopback_http
 
@@ -41,7 +38,6 @@ CANARY = {
         "analysis": {"minRequests": 20, "minAgreement": 0.95, "maxLatencyRatio": 2.0},
     },
 }
-NEW_IMAGE = f"{REPO}@sha256:" + "7a" * 32
 
 
 class FakeMetrics:
@@ -138,13 +134,7 @@ def _first_revision_then_a_new_one(
     old = first["status"]["revision"]
     assert condition(first, "Verified")["reason"] == "NoStableRevision"
     assert "rollout" not in first["status"]
-    # a new revision: same model, another optimization
-    doc["spec"]["optimization"]["gate"]["maxDrop"] = 0.02
-    doc["spec"]["optimization"]["job"]["podAnnotations"] = {MSG: opt_summary(candidate="prune+dynamic")}
-    doc["spec"]["build"]["job"]["podAnnotations"] = {MSG: build_result(NEW_IMAGE)}
-    k.apply(doc)
-    shadow = k.wait_md(lambda o: ((o.get("status") or {}).get("rollout") or {}).get("phase") == "Shadow",
-                       what="rollout in Shadow", timeout=120)  # fmt: skip
+    shadow = shadow_a_new_revision(k, doc)  # same model, another optimization
     new = shadow["status"]["revision"]
     assert new != old and shadow["status"]["rollout"]["candidate"] == new
     with metrics.lock:

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from modelship.rbac import operator_rules
 from tests.integration.cluster import ensure_operator_identity, install_gateway_api_crds, remove_httproute_crd, wait_for
 from tests.integration.operator_harness import OperatorProcess, running_operator
+from tests.integration.rollout import deployment_replicas as _replicas
 from tests.integration.test_operator import Cluster, md_doc
 
 CYCLES = 3
@@ -32,15 +32,6 @@ def operator(api_client: client.ApiClient) -> Iterator[OperatorProcess]:
             yield op
     finally:
         install_gateway_api_crds(api_client)  # the other modules expect the Gateway API CRDs
-
-
-def _replicas(k: Cluster) -> int | None:
-    try:
-        return int(k.apps.read_namespaced_deployment("digits", k.ns).spec.replicas)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
 
 
 def _log(op: OperatorProcess) -> str:

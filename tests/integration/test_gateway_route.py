@@ -27,8 +27,9 @@ from tests.integration.cluster import (
     wait_for,
 )
 from tests.integration.operator_harness import OperatorProcess
-from tests.integration.test_canary import NEW_IMAGE, FakeMetrics, fake_metrics, metrics, operator  # noqa: F401
-from tests.integration.test_operator import MSG, Cluster, build_result, md_doc, opt_summary
+from tests.integration.rollout import deployment_replicas, shadow_a_new_revision
+from tests.integration.test_canary import FakeMetrics, fake_metrics, metrics, operator  # noqa: F401
+from tests.integration.test_operator import Cluster, md_doc
 
 STEPS = [{"weight": 10, "pauseSeconds": 8}, {"weight": 40, "pauseSeconds": 8}]
 ROUTED = {
@@ -72,15 +73,6 @@ def _route(k: Cluster, name: str = "digits") -> dict[str, Any] | None:
             return None
         raise
     return obj
-
-
-def _deployment_replicas(k: Cluster) -> int | None:
-    try:
-        return int(k.apps.read_namespaced_deployment("digits", k.ns).spec.replicas)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
 
 
 def _weights(route: dict[str, Any] | None) -> tuple[int, int] | None:
@@ -133,12 +125,7 @@ def _first_then_new(k: Cluster, metrics: FakeMetrics, rollout: dict[str, Any]) -
     k.apply(doc)
     first = k.wait_condition("Ready", "True", timeout=120)
     old = first["status"]["revision"]
-    doc["spec"]["optimization"]["gate"]["maxDrop"] = 0.02
-    doc["spec"]["optimization"]["job"]["podAnnotations"] = {MSG: opt_summary(candidate="prune+dynamic")}
-    doc["spec"]["build"]["job"]["podAnnotations"] = {MSG: build_result(NEW_IMAGE)}
-    k.apply(doc)
-    shadow = k.wait_md(lambda o: ((o.get("status") or {}).get("rollout") or {}).get("phase") == "Shadow",
-                       what="rollout in Shadow", timeout=120)  # fmt: skip
+    shadow = shadow_a_new_revision(k, doc)
     new = shadow["status"]["revision"]
     with metrics.lock:
         metrics.stable, metrics.candidate = old, new
@@ -157,7 +144,7 @@ def test_without_the_httproute_crd_it_stalls_naming_the_field_until_the_crd_come
         assert condition(stalled, "Ready")["status"] == "False"
         assert stalled["status"]["lastFailure"]["reason"] == "TrafficRoutingUnavailable"
         # the operator keeps working (no crash loop): the first revision is still built and served by its Service
-        wait_for(lambda: _deployment_replicas(k) == 2, timeout=120, description="the first revision's Deployment")
+        wait_for(lambda: deployment_replicas(k) == 2, timeout=120, description="the first revision's Deployment")
         assert k.md()["status"]["phase"] != "Ready"
     finally:
         install_gateway_api_crds(api_client)
