@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from .resources.kinds import KINDS, Kind, Verb
@@ -22,7 +23,10 @@ def operator_rules(cluster_scope: bool = True) -> list[dict[str, Any]]:
 
     cluster_scope adds what kopf needs to discover namespaces and CRDs when it watches the whole cluster.
     """
-    return _rules(k for k in KINDS if not k.own_namespace and (cluster_scope or not k.cluster_scope_only))
+    kinds = (k for k in KINDS if cluster_scope or not k.cluster_scope_only)
+    # an own_namespace kind is granted here only the verbs it needs everywhere (``Kind.everywhere``)
+    return _rules(replace(k, grants=k.everywhere, subresources={}) if k.own_namespace else k for k in kinds
+                  if not k.own_namespace or k.everywhere)  # fmt: skip
 
 
 def own_namespace_rules() -> list[dict[str, Any]]:

@@ -80,8 +80,9 @@ def test_defaults_are_namespaced_and_cluster_wide_is_explicit(helm: Helm) -> Non
 
 @pytest.mark.parametrize("mode", ["cluster", "namespaced"])
 def test_configmaps_only_in_the_operators_own_namespace(helm: Helm, mode: str) -> None:
-    """The revision caches live in the release namespace: a Role there, and no ConfigMap rights anywhere else
-    (a tenant's ConfigMaps are never the operator's to read or write)."""
+    """The revision caches live in the release namespace: a Role there, and no ConfigMap write anywhere else (a
+    tenant's ConfigMaps are never the operator's to write); elsewhere only get, by name: whether a ConfigMap a stage
+    Job would mount exists (asked as metadata)."""
     objs = cluster_objs(helm) if mode == "cluster" else namespaced_objs(helm)
     own = one(objs, "Role", f"{FULLNAME}-own")
     assert own["metadata"]["namespace"] == RELEASE_NS and own["rules"] == own_namespace_rules()
@@ -91,7 +92,8 @@ def test_configmaps_only_in_the_operators_own_namespace(helm: Helm, mode: str) -
     assert binding["metadata"]["namespace"] == RELEASE_NS
     assert binding["roleRef"]["name"] == f"{FULLNAME}-own"
     others = [o for o in objs if o["kind"] in ("ClusterRole", "Role") and o["metadata"]["name"] == FULLNAME]
-    assert others and not [r for o in others for r in o["rules"] if "configmaps" in r["resources"]]
+    elsewhere = [r for o in others for r in o["rules"] if "configmaps" in r["resources"]]
+    assert others and elsewhere == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}] * len(others)
 
 
 @pytest.mark.parametrize(
@@ -157,7 +159,7 @@ def test_rbac_create_false_renders_no_rbac(helm: Helm) -> None:
 def test_only_verbs_the_code_uses() -> None:
     """What no code path calls is not granted (ReplicaSets were read for nothing, Events were never patched, and
     a single object is read only before the first write of its name, to see who controls it: the children the
-    operator writes, never Pods, ConfigMaps or ModelDeployments; and a Secret a stage Job would mount, by name, to
+    operator writes, never Pods or ModelDeployments; and a Secret or ConfigMap a stage Job would mount, by name, to
     see that it exists: get only, never list or watch); owner references that block deletion need
     update on the owner's finalizers (OwnerReferencesPermissionEnforcement, e.g. OpenShift)."""
     rules = operator_rules(cluster_scope=True)
@@ -166,8 +168,8 @@ def test_only_verbs_the_code_uses() -> None:
     assert by_resource[("", "events")] == ["create"] and ("events.k8s.io", "events") not in by_resource
     readable = {res for (_g, res), verbs in by_resource.items() if "get" in verbs}
     assert readable == {"jobs", "deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets",
-                        "networkpolicies", "httproutes", "persistentvolumeclaims", "secrets"}  # fmt: skip
-    assert by_resource[("", "secrets")] == ["get"]
+                        "networkpolicies", "httproutes", "persistentvolumeclaims", "secrets", "configmaps"}  # fmt: skip
+    assert by_resource[("", "secrets")] == by_resource[("", "configmaps")] == ["get"]
     assert by_resource[("modelship.io", "modeldeployments/finalizers")] == ["update"]
     assert by_resource[("modelship.io", "modeldeployments")] == ["list", "watch"]  # never writes spec
     # only what the spec can turn off is ever deleted; the garbage collector removes the rest with its owner

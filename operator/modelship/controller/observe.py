@@ -84,9 +84,9 @@ class Observed:
     """The serving pods' own figures (read only while a candidate is under analysis, without Prometheus)."""
     route_api: bool = False
     """The cluster serves the HTTPRoute API (asked only when the spec wants an HTTPRoute)."""
-    missing_secrets: frozenset[tuple[str, str]] = frozenset()
-    """(namespace, name) of Secrets a Job the plan would create mounts that do not exist (asked only before a Job
-    is created, by existence: ``controller.stages.secrets``)."""
+    missing_mounts: frozenset[tuple[str, str, str]] = frozenset()
+    """(kind, namespace, name) of the Secrets, ConfigMaps and claims a Job the plan would create mounts that do not
+    exist (asked only before a Job is created, by existence: ``controller.stages.mounts``)."""
 
     def jobs_for(self, stage: str, revision: str) -> list[JobObservation]:
         return sorted((j for j in self.jobs if j.stage == stage and j.revision == revision), key=lambda j: j.attempt)

@@ -19,7 +19,7 @@ from ..api.modeldeployment import ModelDeployment
 from ..api.status import ModelDeploymentStatus, Phase, Reason, StageName
 from ..config import OperatorConfig
 from ..resources.defaults import InvalidSpec, with_operator_defaults
-from ..resources.kinds import APPLIED, HTTP_ROUTE, JOB, SECRET
+from ..resources.kinds import APPLIED, BY_KIND, HTTP_ROUTE, JOB
 from ..resources.meta import (
     MODELDEPLOYMENT_LABEL,
     MODELDEPLOYMENT_NAMESPACE_LABEL,
@@ -29,10 +29,10 @@ from ..resources.meta import (
     controller_uid,
     serving_name,
 )
+from ..resources.mounted import mounted_objects
 from ..resources.policy import PolicyViolation, enforce_policy
 from ..resources.revision import revision
 from ..resources.route import gateway_routing
-from ..resources.secrets import mounted_secrets
 from . import kstatus, metrics, revcache
 from .canary import ANALYZING, Samples
 from .conditions import ORDER
@@ -215,8 +215,8 @@ class Reconciler:
             if p.create and self._store_missed_jobs(md, observed):
                 observed = self.observe(md)
                 p = plan(md, observed, self.config, datetime.now(UTC))
-            if p.create and (missing := self._missing_secrets(md, p.create)):
-                observed = replace(observed, missing_secrets=missing)
+            if p.create and (missing := self._missing_mounts(md, p)):
+                observed = replace(observed, missing_mounts=missing)
                 p = plan(md, observed, self.config, datetime.now(UTC))
             live, conflicts = self._judge(md, p)
             if conflicts:
@@ -296,26 +296,39 @@ class Reconciler:
         log.info("%s/%s: %d Job(s) not yet seen by the watch; planning again", ns, name, len(missed))
         return True
 
-    def _missing_secrets(self, md: ModelDeployment, jobs: list[dict[str, Any]]) -> frozenset[tuple[str, str]]:
-        """(namespace, name) of the Secrets the Jobs about to be created mount in the ModelDeployment's namespace
-        that do not exist there: asked by existence only (metadata), never reading a Secret's data. A build Job
-        in the build namespace mounts the platform's push Secret, which is not the tenant's to fix: not asked.
-        An operator whose Role lacks get on Secrets (an older chart) checks nothing, as before."""
+    def _missing_mounts(self, md: ModelDeployment, p: Plan) -> frozenset[tuple[str, str, str]]:
+        """(kind, namespace, name) of the Secrets, ConfigMaps and claims the Jobs about to be created mount in the
+        ModelDeployment's namespace that do not exist there, and that the plan does not write itself (the artifact
+        claim is applied before the Jobs are created): asked by existence only (metadata), never reading a Secret's
+        or ConfigMap's data. A build Job in the build namespace mounts the platform's push Secret, which is not the
+        tenant's to fix: not asked. An operator whose Role lacks get on a kind (an older chart) checks nothing of
+        that kind, as before."""
         ns = md.metadata.namespace or ""
-        wanted = {(ns, s) for j in jobs if (j["metadata"].get("namespace") or ns) == ns for s in mounted_secrets(j)}
+        written = {(o["kind"], o["metadata"].get("namespace") or ns, o["metadata"]["name"]) for o in p.apply}
+        wanted = {
+            (kind, ns, name)
+            for j in p.create
+            if (j["metadata"].get("namespace") or ns) == ns
+            for kind, name in mounted_objects(j)
+        } - written
         missing = set()
-        for where, name in sorted(wanted):
+        forbidden: set[str] = set()
+        for kind, where, name in sorted(wanted):
+            if kind in forbidden:
+                continue
+            row = BY_KIND[kind]
             try:
-                found = self.kube.exists(SECRET.api_version, SECRET.kind, where, name)
+                found = self.kube.exists(row.api_version, row.kind, where, name)
             except ApiException as exc:
                 if exc.status != 403:
                     raise
-                log.warning("%s/%s: cannot check Secret %s (forbidden): %s", ns, md.metadata.name, name,
+                log.warning("%s/%s: cannot check %s %s (forbidden): %s", ns, md.metadata.name, kind, name,
                             api_error_text(exc))  # fmt: skip
+                forbidden.add(kind)
                 continue
-            metrics.API_READS.labels(SECRET.kind).inc()
+            metrics.API_READS.labels(kind).inc()
             if not found:
-                missing.add((where, name))
+                missing.add((kind, where, name))
         return frozenset(missing)
 
     def _judge(

@@ -22,7 +22,7 @@ under exactly these rules against a real API server (tests/integration).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -80,6 +80,8 @@ class Kind:
     own_namespace: bool = False
     """Granted only in the operator's own namespace (a Role there), never in tenant namespaces: the revision
     caches live there, out of tenants' reach."""
+    everywhere: tuple[Grant, ...] = ()
+    """For an ``own_namespace`` kind: the verbs also granted wherever the operator works (tenant namespaces)."""
     subresources: Mapping[str, tuple[Grant, ...]] = field(default_factory=lambda: MappingProxyType({}))
     """Subresource -> the verbs the operator needs on it."""
     in_build_namespace: tuple[Grant, ...] = ()
@@ -189,7 +191,15 @@ HTTP_ROUTE = _applied_child("HTTPRoute", "gateway.networking.k8s.io", "v1", "htt
 (the operator asks discovery first; a missing CRD is a Stalled ModelDeployment, and kopf leaves the watch
 unresolved: watching the whole cluster it starts once the CRD appears, watching namespaces at its next start;
 until then the operator reads and writes the route without the watch)."""
+_MOUNT_CHECK = (
+    "before a stage Job is created, whether each {} its pod would mount exists (a missing one is {}, not a pod "
+    "waiting in {}): asked for the metadata only (PartialObjectMetadata){}; no list or watch"
+)
 PERSISTENT_VOLUME_CLAIM = _applied_child("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims")
+PERSISTENT_VOLUME_CLAIM = replace(PERSISTENT_VOLUME_CLAIM, grants=(
+    Grant(Verb.GET, f"{_FRESH_READ}; and {_MOUNT_CHECK.format('claim', 'ClaimNotFound', 'Pending', '')}"),
+    *PERSISTENT_VOLUME_CLAIM.grants[1:],
+))  # fmt: skip
 CONFIG_MAP = Kind(
     "ConfigMap", "", "v1", "configmaps",
     grants=(
@@ -199,13 +209,16 @@ CONFIG_MAP = Kind(
                           "with a resourceVersion precondition"),
     ),
     own_namespace=True,
+    everywhere=(
+        Grant(Verb.GET, _MOUNT_CHECK.format("ConfigMap", "ConfigMapNotFound", "ContainerCreating",
+                                            ", a ConfigMap's data is never read")),
+    ),
 )  # fmt: skip
 SECRET = Kind(
     "Secret", "", "v1", "secrets",
     grants=(
-        Grant(Verb.GET, "before a stage Job is created, whether each Secret its pod would mount exists (a missing "
-                        "one is SecretNotFound, not a pod waiting in ContainerCreating): asked for the metadata "
-                        "only (PartialObjectMetadata), a Secret's data is never read; no list or watch"),
+        Grant(Verb.GET, _MOUNT_CHECK.format("Secret", "SecretNotFound", "ContainerCreating",
+                                            ", a Secret's data is never read")),
     ),
 )  # fmt: skip
 EVENT = Kind(

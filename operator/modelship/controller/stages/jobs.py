@@ -26,7 +26,7 @@ from ...api.status import ConditionType, Phase, Reason, StageName
 from ...config import OperatorConfig
 from ..observe import JobObservation, JobState
 from .context import Context, Effects, Failure, Manifest, Progress, condition
-from .secrets import missing_secrets_message, recheck_after
+from .mounts import missing_mounts, recheck_after
 
 R = TypeVar("R")
 
@@ -232,11 +232,12 @@ def run_job_stage(ctx: Context, stage: JobStage[R], recorded_attempts: int) -> J
     if ctx.suspended:
         return settled(Reason.SUSPENDED, "suspended: no new Jobs are started")
     manifest = stage.make(ctx, d.attempt)
-    absent = missing_secrets_message(ctx, manifest, stage.label)
-    if absent is not None:  # its pod would wait in ContainerCreating: no Job until the Secret exists
+    absent = missing_mounts(ctx, manifest, stage.label)
+    if absent is not None:  # its pod would wait in ContainerCreating or Pending: no Job until the object exists
+        reason, why = absent
         effects = Effects(
-            (condition(stage.condition, False, Reason.SECRET_NOT_FOUND, absent),),
-            failure=Failure(stage.stage, Reason.SECRET_NOT_FOUND, absent),
+            (condition(stage.condition, False, reason, why),),
+            failure=Failure(stage.stage, reason, why),
             requeue_after=recheck_after(ctx, stage.condition),
         )
         return JobOutcome(None, attempts, name, finished, effects)

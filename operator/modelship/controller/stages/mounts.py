@@ -1,0 +1,63 @@
+"""Before a stage Job is created: every Secret, ConfigMap and PersistentVolumeClaim its pod mounts by name must
+exist in the Job's namespace. Pure.
+
+A missing one is ``SecretNotFound``, ``ConfigMapNotFound`` or ``ClaimNotFound`` (the first missing kind in the
+order Secret, ConfigMap, claim gives the reason; the message names every missing object): the stage's condition
+False and the resource Stalled (the user must create the object or fix the field), the message naming each
+object, the field of the spec that names it and the namespace. No Job is created, so no pod waits in
+ContainerCreating or Pending. The stage looks again with a backoff (the operator does not watch these kinds), and
+goes on by itself once the object exists. Which objects are missing is read by ``controller.reconcile``
+(existence only, as metadata: a Secret's or ConfigMap's data is never read) into ``Observed.missing_mounts``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import MappingProxyType
+
+from ...api.status import ConditionType, Reason
+from ...resources.kinds import CONFIG_MAP, PERSISTENT_VOLUME_CLAIM, SECRET
+from ...resources.mounted import MOUNTABLE, mounted_fields, mounted_objects
+from .context import Context, Manifest
+
+RECHECK_MIN_SECONDS = 5.0
+RECHECK_MAX_SECONDS = 300.0
+
+NOT_FOUND = MappingProxyType({
+    SECRET.kind: Reason.SECRET_NOT_FOUND,
+    CONFIG_MAP.kind: Reason.CONFIG_MAP_NOT_FOUND,
+    PERSISTENT_VOLUME_CLAIM.kind: Reason.CLAIM_NOT_FOUND,
+})  # fmt: skip
+"""The reason of a missing object of each kind a pod mounts by name (``resources.mounted.MOUNTABLE``)."""
+_NOUN = MappingProxyType({SECRET.kind: "Secret", CONFIG_MAP.kind: "ConfigMap", PERSISTENT_VOLUME_CLAIM.kind: "claim"})
+_OPERATOR = "the operator configuration"
+
+
+def missing_mounts(ctx: Context, manifest: Manifest, label: str) -> tuple[Reason, str] | None:
+    """Why the Job ``manifest`` cannot start (an object its pod mounts is missing): the reason and the message, or
+    None when every one exists (as far as ``ctx.observed.missing_mounts`` says)."""
+    namespace = manifest["metadata"].get("namespace") or ctx.md.metadata.namespace or ""
+    absent = ctx.observed.missing_mounts
+    missing = [(kind, n) for kind, n in mounted_objects(manifest) if (kind, namespace, n) in absent]
+    if not missing:
+        return None
+    order = [k.kind for k in MOUNTABLE]
+    missing.sort(key=lambda ref: order.index(ref[0]))  # stable: each kind's objects in the manifest's order
+    fields = mounted_fields(ctx.md)
+    named = "; ".join(f'{_NOUN[k]} "{n}" ({", ".join(fields.get((k, n), (_OPERATOR,)))})' for k, n in missing)
+    return NOT_FOUND[missing[0][0]], (
+        f"{named} not found in namespace {namespace}: create it there or fix the field; the {label} starts once it "
+        "exists"
+    )
+
+
+def recheck_after(ctx: Context, condition: ConditionType) -> float:
+    """Seconds until the next look: as long as the stage has waited for the object (from its condition's
+    lastTransitionTime), between RECHECK_MIN_SECONDS and RECHECK_MAX_SECONDS, so the looks double in spacing."""
+    prev = next((c for c in ctx.prev.conditions if c.type == condition.value), None)
+    waiting = {r.value for r in NOT_FOUND.values()}
+    if prev is None or prev.reason not in waiting or not prev.last_transition_time:
+        return RECHECK_MIN_SECONDS
+    since = datetime.fromisoformat(prev.last_transition_time.replace("Z", "+00:00"))
+    waited = (ctx.now - since).total_seconds()
+    return min(RECHECK_MAX_SECONDS, max(RECHECK_MIN_SECONDS, waited))

@@ -1,0 +1,286 @@
+"""A Secret, ConfigMap or claim a stage Job would mount that does not exist: the pure decision
+(controller/stages/mounts.py, resources/mounted.py). No Job, the stage's condition False SecretNotFound /
+ConfigMapNotFound / ClaimNotFound naming the object, its field and the namespace, Stalled with the same reason, one
+Warning Event per condition change, a backoff, and the Job once the object exists."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from modelship.api import ModelDeployment
+from modelship.config import OperatorConfig
+from modelship.controller.observe import JobState, Observed
+from modelship.controller.plan import plan
+from modelship.controller.reconcile import Reconciler
+from modelship.controller.stages.mounts import RECHECK_MAX_SECONDS, RECHECK_MIN_SECONDS
+from modelship.controller.store import Store
+from modelship.resources.build_job import build_job
+from modelship.resources.kinds import SECRET
+from modelship.resources.mounted import mounted, mounted_fields, mounted_objects
+from modelship.resources.optimize_job import optimize_job
+from modelship.resources.revision import revision
+from tests.support.specs import valid_doc
+from tests.unit.test_loud_failures import MemoryKube, md_body, stalled
+from tests.unit.test_plan import CONFIG, NOW, cond, job, make_md, summary
+
+CREDS = {"secretRef": {"name": "model-creds"}}
+DATA = {
+    "calibration": {"uri": "s3://data/train.npz", "format": "npz", "credentials": {"secretRef": {"name": "shared"}}},
+    "evaluation": {"uri": "s3://data/test.npz", "format": "npz", "credentials": {"secretRef": {"name": "shared"}}},
+}
+
+
+def sourced(**build: Any) -> ModelDeployment:
+    """Model and both data sets behind Secrets (one shared by the two data sets)."""
+    doc = valid_doc()
+    doc["metadata"].update(namespace="ml", uid="u-1", generation=4)
+    doc["spec"]["model"] = {"uri": "s3://models/cnn.h5", "format": "h5", "credentials": CREDS}
+    doc["spec"]["optimization"]["data"] = DATA
+    doc["spec"]["build"].update(build)
+    return ModelDeployment.from_body(doc)
+
+
+def written(md: ModelDeployment, status: dict[str, Any]) -> ModelDeployment:
+    """``md`` as the API server has it once ``status`` is written."""
+    return md.model_copy(update={"status": md.status.model_validate(status)})
+
+
+def test_the_secrets_a_job_mounts_are_read_from_its_manifest_and_each_has_its_fields() -> None:
+    md = sourced(pushSecretRef={"name": "push"})
+    rev = revision(md.spec)
+    assert mounted(optimize_job(md, rev, CONFIG), SECRET) == ("model-creds", "shared")  # an image is built: no push
+    fields = mounted_fields(md)
+    assert {ref: f for ref, f in fields.items() if ref[0] == "Secret"} == {
+        ("Secret", "model-creds"): ("spec.model.credentials.secretRef.name",),
+        ("Secret", "shared"): (
+            "spec.optimization.data.evaluation.credentials.secretRef.name",
+            "spec.optimization.data.calibration.credentials.secretRef.name",
+        ),
+        ("Secret", "push"): ("spec.build.pushSecretRef.name",),
+    }
+    # build-less with a repository: the optimization Job pushes the artifact with the push Secret
+    unbuilt = sourced(enabled=False, pushSecretRef={"name": "push"})
+    assert mounted(optimize_job(unbuilt, revision(unbuilt.spec), CONFIG), SECRET) == ("model-creds", "shared", "push")
+    # the build Job in the tenant's namespace (no build namespace) mounts the tenant's push Secret
+    digest = "sha256:" + "ef" * 32
+    assert mounted(build_job(md, rev, digest, CONFIG), SECRET) == ("push",)
+    # in the operator's build namespace it mounts the platform's, never the tenant's
+    platform = OperatorConfig(build_namespace="builds", build_push_secrets={"registry.local:5000": "platform-push"})
+    assert mounted(build_job(md, rev, digest, platform), SECRET) == ("platform-push",)
+    assert mounted_objects({"spec": {"template": {"spec": {"volumes": [
+        {"name": "p", "projected": {"sources": [{"secret": {"name": "a"}}, {"configMap": {"name": "c"}}]}},
+        {"name": "o", "secret": {"secretName": "maybe", "optional": True}},
+        {"name": "q", "configMap": {"name": "perhaps", "optional": True}},
+        {"name": "v", "persistentVolumeClaim": {"claimName": "data"}},
+        {"name": "w", "configMap": {"name": "c"}},
+    ]}}}}) == (("Secret", "a"), ("ConfigMap", "c"), ("PersistentVolumeClaim", "data"))  # fmt: skip
+
+
+def with_cas_and_code(doc: dict[str, Any]) -> ModelDeployment:
+    """``doc`` (pvc:// model and data sets) with a CA bundle for the model and the evaluation set, one shared
+    ConfigMap for the model's and the calibration set's, and a custom metric's code."""
+    doc["metadata"].update(namespace="ml", uid="u-1", generation=4)
+    spec = doc["spec"]
+    spec["model"]["credentials"] = {"caBundleRef": {"name": "corp-ca", "key": "ca.pem"}}
+    spec["model"]["allowCode"] = True
+    data = spec["optimization"]["data"]
+    data["evaluation"]["credentials"] = {"caBundleRef": {"name": "eval-ca", "key": "ca.crt"}}
+    data["calibration"]["credentials"] = {"caBundleRef": {"name": "corp-ca", "key": "ca.pem"}}
+    spec["optimization"]["metric"] = {"type": "custom", "callable": "mymetric:score", "codeRef": {"name": "metric"}}
+    return ModelDeployment.from_body(doc)
+
+
+def test_the_configmaps_and_claims_a_job_mounts_are_read_from_its_manifest_and_each_has_its_fields() -> None:
+    md = with_cas_and_code(valid_doc())
+    job_manifest = optimize_job(md, revision(md.spec), CONFIG)
+    assert mounted_objects(job_manifest) == (
+        ("PersistentVolumeClaim", "digits-artifacts"),  # the operator's own claim, which it applies first
+        ("PersistentVolumeClaim", "models"),
+        ("ConfigMap", "corp-ca"),
+        ("ConfigMap", "eval-ca"),
+        ("ConfigMap", "metric"),
+    )
+    fields = mounted_fields(md)
+    assert fields[("ConfigMap", "corp-ca")] == (
+        "spec.model.credentials.caBundleRef.name",
+        "spec.optimization.data.calibration.credentials.caBundleRef.name",
+    )
+    assert fields[("ConfigMap", "eval-ca")] == ("spec.optimization.data.evaluation.credentials.caBundleRef.name",)
+    assert fields[("ConfigMap", "metric")] == ("spec.optimization.metric.codeRef.name",)
+    assert fields[("PersistentVolumeClaim", "models")] == (
+        "spec.model.uri",
+        "spec.optimization.data.evaluation.uri",
+        "spec.optimization.data.calibration.uri",
+    )
+
+
+def test_a_missing_configmap_stalls_the_optimization_naming_its_fields() -> None:
+    md = with_cas_and_code(valid_doc())
+    missing = frozenset({("ConfigMap", "ml", "corp-ca"), ("ConfigMap", "ml", "metric")})
+    p = plan(md, Observed(missing_mounts=missing), CONFIG, NOW)
+    assert p.create == []
+    optimized = cond(p.status, "Optimized")
+    assert (optimized["status"], optimized["reason"]) == ("False", "ConfigMapNotFound")
+    message = optimized["message"]
+    assert message.startswith(
+        'ConfigMap "corp-ca" (spec.model.credentials.caBundleRef.name, '
+        "spec.optimization.data.calibration.credentials.caBundleRef.name); "
+        'ConfigMap "metric" (spec.optimization.metric.codeRef.name) not found in namespace ml'
+    ), message
+    assert "eval-ca" not in message  # only what is missing
+    assert (cond(p.status, "Stalled")["status"], cond(p.status, "Stalled")["reason"]) == ("True", "ConfigMapNotFound")
+    warnings = [e.reason for e in p.events if e.type == "Warning"]
+    assert warnings == ["OptimizedConfigMapNotFound", "ReadyConfigMapNotFound"]
+    assert p.requeue_after == RECHECK_MIN_SECONDS
+    # the same ConfigMap in another namespace says nothing about this one
+    elsewhere = frozenset({("ConfigMap", "other", "corp-ca")})
+    assert [o["kind"] for o in plan(md, Observed(missing_mounts=elsewhere), CONFIG, NOW).create] == ["Job"]
+
+
+def test_a_missing_claim_stalls_the_optimization_then_the_job_once_it_exists() -> None:
+    md = make_md()
+    p = plan(md, Observed(missing_mounts=frozenset({("PersistentVolumeClaim", "ml", "models")})), CONFIG, NOW)
+    assert p.create == []
+    optimized = cond(p.status, "Optimized")
+    assert (optimized["status"], optimized["reason"]) == ("False", "ClaimNotFound")
+    assert optimized["message"].startswith(
+        'claim "models" (spec.model.uri, spec.optimization.data.evaluation.uri, '
+        "spec.optimization.data.calibration.uri) not found in namespace ml"
+    ), optimized["message"]
+    assert p.status["lastFailure"]["reason"] == "ClaimNotFound"
+    # the operator does not apply the artifact claim for a Job it does not create
+    assert not [o for o in p.apply if o["kind"] == "PersistentVolumeClaim"]
+    # a missing Secret is named first (its reason), every missing object in the message
+    both = frozenset({("PersistentVolumeClaim", "ml", "models"), ("Secret", "ml", "model-creds")})
+    creds = make_md(model={"uri": "pvc://models/digits/cnn.h5", "format": "h5", "credentials": CREDS})
+    mixed = cond(plan(creds, Observed(missing_mounts=both), CONFIG, NOW).status, "Optimized")
+    assert mixed["reason"] == "SecretNotFound"
+    assert mixed["message"].index('Secret "model-creds"') < mixed["message"].index('claim "models"')
+    # looked again later and later while it waits; the Job once the claim exists
+    stalled = written(md, p.status)
+    again = plan(stalled, Observed(missing_mounts=frozenset({("PersistentVolumeClaim", "ml", "models")})), CONFIG,
+                 NOW + timedelta(seconds=40))  # fmt: skip
+    assert again.create == [] and again.events == [] and again.requeue_after == 40.0
+    later = plan(stalled, Observed(), CONFIG, NOW + timedelta(seconds=60))
+    assert [o["kind"] for o in later.create] == ["Job"]
+    assert cond(later.status, "Optimized")["reason"] == "JobCreated"
+
+
+def test_a_missing_source_secret_stalls_the_optimization_without_a_job() -> None:
+    md = sourced()
+    p = plan(md, Observed(missing_mounts=frozenset({("Secret", "ml", "shared")})), CONFIG, NOW)
+    assert p.create == []
+    s = p.status
+    optimized = cond(s, "Optimized")
+    assert (optimized["status"], optimized["reason"]) == ("False", "SecretNotFound")
+    message = optimized["message"]
+    assert 'Secret "shared"' in message and "namespace ml" in message
+    assert "spec.optimization.data.calibration.credentials.secretRef.name" in message
+    assert "spec.optimization.data.evaluation.credentials.secretRef.name" in message
+    assert "model-creds" not in message  # only what is missing
+    assert (cond(s, "Stalled")["status"], cond(s, "Stalled")["reason"]) == ("True", "SecretNotFound")
+    assert cond(s, "Stalled")["message"] == message
+    assert (cond(s, "Ready")["status"], cond(s, "Reconciling")["status"]) == ("False", "False")
+    assert s["phase"] == "Failed"
+    assert s["lastFailure"]["stage"] == "Optimize" and s["lastFailure"]["reason"] == "SecretNotFound"
+    warnings = [e for e in p.events if e.type == "Warning"]
+    assert [e.reason for e in warnings] == ["OptimizedSecretNotFound", "ReadySecretNotFound"]
+    assert p.requeue_after == RECHECK_MIN_SECONDS
+
+
+def test_the_same_stall_posts_nothing_again_and_looks_again_later_and_later() -> None:
+    md = sourced()
+    missing = Observed(missing_mounts=frozenset({("Secret", "ml", "model-creds")}))
+    first = plan(md, missing, CONFIG, NOW)
+    for waited, expected in ((40, 40.0), (2, RECHECK_MIN_SECONDS), (10_000, RECHECK_MAX_SECONDS)):
+        stalled = written(md, first.status)  # what the first reconcile wrote
+        again = plan(stalled, missing, CONFIG, NOW + timedelta(seconds=waited))
+        assert again.create == [] and again.events == []
+        assert again.requeue_after == expected
+        assert (
+            cond(again.status, "Optimized")["lastTransitionTime"]
+            == cond(first.status, "Optimized")["lastTransitionTime"]
+        )
+    # the Secret exists now: the Job is created, the resource Reconciling again
+    stalled = written(md, first.status)
+    later = plan(stalled, Observed(), CONFIG, NOW + timedelta(seconds=60))
+    assert [o["kind"] for o in later.create] == ["Job"]
+    assert cond(later.status, "Optimized")["reason"] == "JobCreated"
+    assert cond(later.status, "Stalled")["status"] == "False"
+
+
+def test_a_missing_push_secret_stalls_the_build_after_the_optimization() -> None:
+    md = sourced(pushSecretRef={"name": "push"})
+    rev = revision(md.spec)
+    done = [job("optimizer", rev, JobState.SUCCEEDED, msg=summary())]
+    p = plan(md, Observed(jobs=done, missing_mounts=frozenset({("Secret", "ml", "push")})), CONFIG, NOW)
+    assert p.create == []
+    built = cond(p.status, "ImageBuilt")
+    assert (built["status"], built["reason"]) == ("False", "SecretNotFound")
+    assert 'Secret "push" (spec.build.pushSecretRef.name) not found in namespace ml' in built["message"]
+    assert cond(p.status, "Optimized")["status"] == "True"
+    assert p.status["lastFailure"]["stage"] == "Build"
+    # a Secret of another namespace of that name says nothing about this one
+    other = plan(md, Observed(jobs=done, missing_mounts=frozenset({("Secret", "elsewhere", "push")})), CONFIG, NOW)
+    assert [o["kind"] for o in other.create] == ["Job"]
+
+
+def test_suspended_creates_nothing_and_asks_for_nothing() -> None:
+    md = make_md(model={"uri": "s3://models/cnn.h5", "format": "h5", "credentials": CREDS}, suspend=True)
+    p = plan(md, Observed(missing_mounts=frozenset({("Secret", "ml", "model-creds")})), CONFIG, NOW)
+    assert p.create == [] and p.status["phase"] == "Suspended"
+    assert cond(p.status, "Optimized")["reason"] == "Suspended"
+
+
+class CheckingKube(MemoryKube):
+    """An in-memory API that answers the existence checks: some objects absent, some kinds forbidden (a Role that
+    lacks get on them, as an older chart's)."""
+
+    def __init__(self, store: Store, absent: set[tuple[str, str]], forbidden: frozenset[str] = frozenset()) -> None:
+        super().__init__(store)
+        self.absent, self.forbidden = absent, forbidden
+        self.asked: list[tuple[str, str, str]] = []
+        self.created: list[dict[str, Any]] = []
+
+    def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        self.asked.append((kind, namespace, name))
+        if kind in self.forbidden:
+            raise ApiException(status=403, reason="Forbidden")
+        return (kind, name) not in self.absent
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.created.append(obj)
+        return obj
+
+
+def reconciled(absent: set[tuple[str, str]], forbidden: frozenset[str] = frozenset()) -> tuple[CheckingKube, Store]:
+    doc = md_body()
+    doc["spec"]["model"]["credentials"] = {"caBundleRef": {"name": "corp-ca", "key": "ca.pem"}}
+    store = Store()
+    store.put("ModelDeployment", doc)
+    kube = CheckingKube(store, absent, forbidden)
+    Reconciler(kube, store, CONFIG).reconcile("ml", "digits")  # type: ignore[arg-type]
+    return kube, store
+
+
+def test_the_reconcile_asks_for_each_mounted_object_but_the_claim_it_applies_itself() -> None:
+    kube, store = reconciled({("ConfigMap", "corp-ca")})
+    # by existence, each once; not the artifact claim, which the same plan applies before creating the Job
+    assert sorted(kube.asked) == [("ConfigMap", "ml", "corp-ca"), ("PersistentVolumeClaim", "ml", "models")]
+    assert [o["kind"] for o in kube.created] == []
+    assert stalled(kube, store)["reason"] == "ConfigMapNotFound"
+    present, _ = reconciled(set())
+    assert [o["kind"] for o in present.created] == ["PersistentVolumeClaim", "Job"]  # the claim first
+
+
+def test_a_role_without_get_on_a_kind_checks_nothing_of_that_kind_and_creates_the_job() -> None:
+    kube, store = reconciled({("ConfigMap", "corp-ca")}, forbidden=frozenset({"ConfigMap"}))
+    assert ("ConfigMap", "ml", "corp-ca") in kube.asked  # asked once, refused: as before the check existed
+    assert [o["kind"] for o in kube.created] == ["PersistentVolumeClaim", "Job"]
+    assert stalled(kube, store).get("status") != "True"
+    # a kind it may read is still checked
+    kube, store = reconciled({("PersistentVolumeClaim", "models")}, forbidden=frozenset({"ConfigMap"}))
+    assert kube.created == [] and stalled(kube, store)["reason"] == "ClaimNotFound"
