@@ -54,6 +54,10 @@ def test_kinds_are_unique_and_rows_well_formed() -> None:
         assert all(g.why.strip() for g in k.grants), k.kind
         assert len(k.verbs) == len(k.grants), f"{k.kind}: a verb granted twice"
         assert k.plural == k.plural.lower() and "/" not in k.group, k.kind
+        # verbs granted everywhere besides the own namespace: only for an own-namespace row, each with its reason
+        assert not k.everywhere or k.own_namespace, k.kind
+        assert all(g.why.strip() for g in k.everywhere), k.kind
+        assert {g.verb for g in k.everywhere} <= set(k.verbs), k.kind  # so the API server check covers them
 
 
 def test_roles_imply_their_verbs() -> None:
