@@ -12,13 +12,11 @@ import logging
 from typing import Any
 
 import kopf
-from kubernetes import client
-from kubernetes import config as kconfig
 
 from ..config import OperatorConfig
 from ..resources.kinds import CHILDREN, MODELDEPLOYMENT, Selector
 from . import metrics
-from .kube import EventPoster, Kube, transient
+from .kube import EventPoster, Kube, api_client, transient
 from .reconcile import MD, Reconciler
 from .store import Store
 from .workqueue import WorkQueue
@@ -72,14 +70,7 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
     if _State.queue is not None:  # a restart of the watches (controller/cli.py): kopf ran no cleanup
         _State.queue.stop()
     _State.store = Store(cfg.build_namespace)  # the new watches list everything again
-    try:
-        kconfig.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kconfig.ConfigException:
-        kconfig.load_kube_config()  # type: ignore[no-untyped-call]
-    conf = client.Configuration.get_default_copy()
-    conf.connection_pool_maxsize = _State.workers + 4  # every worker and the event poster keep their connection
-    api = client.ApiClient(conf)
-    kube = Kube(api)
+    kube = Kube(api_client(_State.workers + 4))  # every worker and the event poster keep their connection
     _State.reconciler = Reconciler(kube, _State.store, cfg, EventPoster(kube))
     reconciler = _State.reconciler
 
@@ -100,6 +91,8 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
 async def cleanup(**_: Any) -> None:
     if _State.queue is not None:
         _State.queue.stop()
+    if _State.resync_task is not None:  # else kopf waits 5 s for it as a hung task before it stops or restarts
+        _State.resync_task.cancel()
 
 
 async def _resync(period: float) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
+from kubernetes import config as kconfig
 from kubernetes.client.exceptions import ApiException
 
 from .. import FIELD_MANAGER
@@ -45,6 +46,18 @@ METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 """Accept header of a read that returns the object's metadata only."""
 CONNECT_TIMEOUT_SECONDS = 10.0
 READ_TIMEOUT_SECONDS = 30.0
+
+
+def api_client(connections: int) -> client.ApiClient:
+    """A client of the API server the operator runs against (its Pod's service account, else the kubeconfig),
+    keeping up to ``connections`` connections open."""
+    try:
+        kconfig.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kconfig.ConfigException:
+        kconfig.load_kube_config()  # type: ignore[no-untyped-call]
+    conf = client.Configuration.get_default_copy()
+    conf.connection_pool_maxsize = connections
+    return client.ApiClient(conf)
 
 
 @dataclass
@@ -113,14 +126,23 @@ class Kube:
     def serves(self, row: kinds.Kind) -> bool:
         """Whether the API server serves ``row``'s resource (discovery of its group version): a kind from a CRD
         that is not installed is not."""
-        base = f"/apis/{row.group}/{row.version}" if row.group else f"/api/{row.version}"
+        return row.plural in self.discover(row.group, row.version)
+
+    def discover(self, group: str, version: str) -> dict[str, frozenset[str]]:
+        """The resources discovery serves in one group version (one GET), plural -> verbs, subresources left out;
+        empty when the group version is not served (its CRDs are not installed)."""
+        base = f"/apis/{group}/{version}" if group else f"/api/{version}"
         try:
             found = self._call("GET", base)
         except ApiException as exc:
             if exc.status == 404:
-                return False
+                return {}
             raise
-        return any(r.get("name") == row.plural for r in found.get("resources") or [])
+        return {
+            r["name"]: frozenset(r.get("verbs") or ())
+            for r in found.get("resources") or []
+            if isinstance(r.get("name"), str) and "/" not in r["name"]
+        }
 
     def apply(self, obj: dict[str, Any], uid: str) -> dict[str, Any]:
         """Server-side apply under the operator's field manager (force: the fields are ours) of an object the
