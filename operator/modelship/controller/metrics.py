@@ -33,3 +33,9 @@ API_SECONDS = Histogram(
     ["verb"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+WATCH_RESTARTS = Counter(
+    "modelship_watch_restarts_total",
+    "Restarts of kopf's watches, by reason: gone (a watched resource went away under its watch-stream) or served "
+    "(a watched kind became served after kopf had found it missing)",
+    ["reason"],
+)

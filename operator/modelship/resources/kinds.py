@@ -189,8 +189,8 @@ NETWORK_POLICY = _applied_child("NetworkPolicy", "networking.k8s.io", "v1", "net
 HTTP_ROUTE = _applied_child("HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes", pruned=True)
 """Only with spec.serving.rollout.canary.trafficRouting.gatewayAPI, on a cluster that serves the Gateway API CRDs
 (the operator asks discovery first; a missing CRD is a Stalled ModelDeployment, and kopf leaves the watch
-unresolved: watching the whole cluster it starts once the CRD appears, watching namespaces at its next start;
-until then the operator reads and writes the route without the watch)."""
+unresolved until discovery serves the CRD: ``controller.rewatch`` then starts the watches again, cluster-wide or
+namespaced; until then the operator reads and writes the route without the watch)."""
 _MOUNT_CHECK = (
     "before a stage Job is created, whether each {} its pod would mount exists (a missing one is {}, not a pod "
     "waiting in {}): asked for the metadata only (PartialObjectMetadata){}; no list or watch"
@@ -258,7 +258,12 @@ KINDS: tuple[Kind, ...] = (
 
 BY_KIND: Mapping[str, Kind] = MappingProxyType({k.kind: k for k in KINDS})
 
-CHILDREN: tuple[Kind, ...] = tuple(k for k in KINDS if k.watch is not None and k is not MODELDEPLOYMENT)
+WATCHED: tuple[Kind, ...] = tuple(k for k in KINDS if k.watch is not None)
+"""Every kind kopf watches for the operator: the ModelDeployment and its children (``controller.handlers``). One
+that kopf found unserved (a CRD installed later: the Gateway API's HTTPRoute) is watched as soon as discovery serves
+it (``controller.rewatch``)."""
+
+CHILDREN: tuple[Kind, ...] = tuple(k for k in WATCHED if k is not MODELDEPLOYMENT)
 """Watched kinds besides the ModelDeployment itself: each change is mirrored in the store and wakes the owner."""
 
 APPLIED: tuple[Kind, ...] = tuple(k for k in KINDS if k.applied)
