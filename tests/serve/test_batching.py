@@ -213,6 +213,24 @@ async def test_an_idle_server_runs_a_lone_request_on_the_loop_thread() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_body_being_received_of_any_size_keeps_a_lone_request_off_the_loop_thread() -> None:
+    m = EchoModel(single_row_seconds=0.001)
+    receiving = [1]  # e.g. a large upload: not "arriving" (that counts small bodies), but being received
+    b = Batcher(m, workers=2, threads=1, max_batch_size=8, max_wait_s=0, receiving=lambda: receiving[0])
+    await b.start()
+    try:
+        (f,) = await run_jobs(b, [rows(1, 2, 0)])
+        np.testing.assert_array_equal((await asyncio.wait_for(f, 10))["out"], rows(1, 2, 0) * 2)
+        assert m.threads[0].startswith("modelship-worker-") and b.inline_runs == 0
+        receiving[0] = 0
+        (f,) = await run_jobs(b, [rows(1, 2, 1)])
+        await asyncio.wait_for(f, 10)
+        assert m.threads[1] == threading.current_thread().name and b.inline_runs == 1
+    finally:
+        await b.stop()
+
+
+@pytest.mark.asyncio
 async def test_slow_models_never_run_on_the_loop_thread() -> None:
     m = EchoModel(single_row_seconds=1.0)
     b = Batcher(m, workers=1, threads=1, max_batch_size=8, max_wait_s=0)

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from .fakes import FakeModel, ServerThread, wait_for
+from .fakes import FakeModel, FakeRunner, ServerThread, wait_for
 
 X = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]]
 K = [[1, 2], [3, 4]]
@@ -618,3 +618,43 @@ def test_only_small_bodies_on_their_way_count_as_arriving_for_the_batcher() -> N
             wait_for(lambda: http.receiving == 2, what="the small body to be receiving")
             assert app._arriving() == 1
         wait_for(lambda: http.receiving == 0 and app._arriving() == 0, what="both to be forgotten")
+
+
+class _FastFake(FakeModel):
+    """A FakeModel whose warm-up says a single row runs in 1 ms: a lone request may run on the loop thread."""
+
+    def create_runner(self, threads: int, max_batch_size: int) -> FakeRunner:
+        runner = FakeRunner(self)
+        runner.single_row_seconds = 0.001
+        return runner
+
+
+def test_a_lone_request_runs_on_the_loop_thread_only_while_no_other_body_is_being_received() -> None:
+    """Any other body still arriving, large ones included, sends the request to a worker: run on the loop thread
+    it would stop the loop reading that body, and under load with large bodies every request would run there,
+    one at a time."""
+    with ServerThread(_FastFake()) as s:
+        assert s.server is not None
+        http = s.server.http
+        batcher = s.server.app.models["fake"].batcher
+        assert batcher is not None
+        url = f"{s.url}/v2/models/fake/infer"
+        body = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": np.ravel(X).tolist()}]}
+
+        def infer() -> None:
+            r = httpx.post(url, json=body, timeout=10)
+            assert r.status_code == 200, r.text
+            np.testing.assert_array_equal(r.json()["outputs"][0]["data"], FakeModel.expected(X).ravel())
+
+        infer()
+        assert batcher.inline_runs == 1  # alone: on the loop thread
+        head = "POST /v2/models/fake/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", s.port)) as large:
+            large.sendall(head.format(4 << 20).encode() + b"[" * 1024)
+            wait_for(lambda: http.receiving == 1, what="the large upload to be receiving")
+            assert s.server.app._arriving() == 0  # a large body does not count as arriving ...
+            infer()
+            assert batcher.inline_runs == 1  # ... but the request went to a worker
+        wait_for(lambda: http.receiving == 0, what="the large upload to be forgotten")
+        infer()
+        assert batcher.inline_runs == 2

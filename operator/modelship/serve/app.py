@@ -93,6 +93,7 @@ class ServingApp(Routes, Admission):
         self.mirror_offer: bytes | None = None
         """As a candidate: the mirror settings offered to the stable pods at /mirror on the metrics port."""
         self._arriving = arriving
+        self._receiving: Callable[[], int] = lambda: 0
         self._in_flight = 0
         self._decoding = 0  # requests on the decode thread
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -118,10 +119,14 @@ class ServingApp(Routes, Admission):
         entries = list(self.models.values())  # read from the metrics thread too
         return bool(entries) and not self.draining and all(e.state == "AVAILABLE" for e in entries)
 
-    def set_arriving(self, arriving: Callable[[], int]) -> None:
+    def set_arriving(self, arriving: Callable[[], int], receiving: Callable[[], int] | None = None) -> None:
         """How many requests are partly received and about to complete (the batcher waits for them, not for
-        nobody; the server counts small bodies only, so a slow large upload never delays queued requests)."""
+        nobody; the server counts small bodies only, so a slow large upload never delays queued requests), and
+        how many bodies of any size are being received (a lone request runs on the loop thread only when none
+        is)."""
         self._arriving = arriving
+        if receiving is not None:
+            self._receiving = receiving
 
     def expect(self, name: str, version: str = "1") -> None:
         """Announce a model that is still loading (status endpoints say LOADING instead of 404)."""
@@ -145,6 +150,7 @@ class ServingApp(Routes, Admission):
             max_wait_s=cfg.batch_timeout_us / 1e6,
             metrics=self.metrics,
             arriving=lambda: self._arriving(),
+            receiving=lambda: self._receiving(),
             max_queue=cfg.max_queue,
         )
         try:

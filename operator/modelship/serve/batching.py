@@ -93,6 +93,7 @@ class Batcher:
         max_wait_s: float,
         metrics: Metrics | None = None,
         arriving: Callable[[], int] = lambda: 0,
+        receiving: Callable[[], int] = lambda: 0,
         inline_max_s: float = 0.05,
         max_queue: int = 512,
     ) -> None:
@@ -103,6 +104,7 @@ class Batcher:
         self.max_batch_size = max(1, max_batch_size) if model.batchable else 1
         self.max_wait_s = max(0.0, max_wait_s)
         self._arriving = arriving
+        self._receiving = receiving
         self._inline_max_s = inline_max_s
         self._inline = False  # decided after warmup: single-row runs are short enough
         self.inline_runs = 0
@@ -275,7 +277,7 @@ class Batcher:
             large = self._large(batch[0])
             if large:
                 self._large_busy += 1
-            elif self._inline and self._busy == 1 and not pending and self._arriving() == 0 and worker.runner:
+            elif worker.runner is not None and self._alone():
                 # Nothing else to do: run on this thread with the idle worker's runner (that worker only
                 # touches it when given a batch), saving two thread wake-ups on the latency path. Never a large
                 # batch: it would hold the event loop (every connection, every health check) while it runs.
@@ -287,6 +289,13 @@ class Batcher:
         if not pending and self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _alone(self) -> bool:
+        """The batch just taken may run on the loop thread: fast enough, nothing else running or queued, and no
+        other request's body being received, large ones included (``arriving`` counts small ones only): the loop
+        would stop reading it, and under load with large bodies every request would find the others unread and
+        run here, one at a time, with the workers idle."""
+        return self._inline and self._busy == 1 and not self._pending and not self._arriving() and not self._receiving()
 
     @staticmethod
     def _abandoned(job: Job) -> bool:

@@ -146,7 +146,7 @@ class Server:
         if cfg.mirror_offer:
             parse_config(cfg.mirror_offer.encode())  # refused at start, with the reason, when it does not parse
             self.app.mirror_offer = cfg.mirror_offer.encode()
-        self.app.set_arriving(lambda: self.http.receiving_small)
+        self.app.set_arriving(lambda: self.http.receiving_small, lambda: self.http.receiving)
         self.app.metrics.connections.set_function(lambda: float(len(self.http.connections)))
         self.gc = GcPauses()
         self.app.metrics.add_collector(self._collect)
