@@ -16,11 +16,13 @@ Ctrl-C -> teardown (with --keep: the node and the operator stay up; `make demo-d
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -378,17 +380,52 @@ def status_url(name: str = NAME) -> str:
     return str(kjson("get", "modeldeployment", name, "-n", NS)["status"]["url"])
 
 
+ROUTE_DEADLINE = 30.0
+"""Seconds a Service address may take to route after the ModelDeployment is Ready (kube-proxy's lag)."""
+_NOT_ROUTED_YET = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ETIMEDOUT)
+
+
+def routed(ip: str, port: int, deadline: float = ROUTE_DEADLINE, connect_timeout: float = 2.0) -> float:
+    """Wait until kube-proxy routes the Service address ``ip:port`` (a TCP connection to it is accepted) -> the
+    seconds waited. A ModelDeployment turns Ready once its Deployment's pods are available, about when the
+    Service's EndpointSlice lists them as ready; kube-proxy applies an EndpointSlice change at most once a second
+    (iptables minSyncPeriod, 1 s by default and on the node), so for a moment after Ready the Service may still
+    refuse connections (kube-proxy's REJECT rule for a Service without ready endpoints) or, before its rules
+    exist, leave them unanswered. Those are retried for at most ``deadline`` seconds (any other error is raised
+    at once); a wait is said; past the deadline TimeoutError names the address and the last error."""
+    t0, tries = time.monotonic(), 0
+    while True:
+        tries += 1
+        try:
+            socket.create_connection((ip, port), timeout=connect_timeout).close()
+        except OSError as exc:
+            if not isinstance(exc, TimeoutError) and exc.errno not in _NOT_ROUTED_YET:
+                raise
+            waited = time.monotonic() - t0
+            if waited >= deadline:
+                raise TimeoutError(f"{ip}:{port} not routed after {waited:.1f}s (last: {exc})") from exc
+            time.sleep(min(0.2, deadline - waited))
+            continue
+        waited = time.monotonic() - t0
+        if tries > 1:
+            say(f"{ip}:{port}: routed by kube-proxy after {waited:.2f}s ({tries - 1} connections turned away)")
+        return waited
+
+
 def service_address(name: str = NAME) -> tuple[str, int]:
     """Where status.url points: the address its host name resolves to through the cluster DNS (the Service's
-    ClusterIP, routed to the pods by kube-proxy) and its port."""
+    ClusterIP, routed to the pods by kube-proxy) and its port, once kube-proxy routes it (``routed``)."""
     ip, _, port = dns.resolve_url(status_url(name))
+    routed(ip, port)
     return ip, port
 
 
 def by_name(url: str) -> str:
     """``url`` with its host resolved by the cluster DNS (CoreDNS through the kube-dns Service), as a pod would:
-    the host has no cluster DNS of its own, and the demo leaves the host's resolver alone."""
+    the host has no cluster DNS of its own, and the demo leaves the host's resolver alone. Returned once
+    kube-proxy routes the address (``routed``)."""
     ip, _, port = dns.resolve_url(url)
+    routed(ip, port)
     parts = urllib.parse.urlsplit(url)
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{ip}:{port}"))
 
