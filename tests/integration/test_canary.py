@@ -35,7 +35,8 @@ CANARY = {
     "canary": {
         "shadow": {"percent": 20, "durationSeconds": 10},
         "steps": [{"weight": 50, "pauseSeconds": 10}],
-        "analysis": {"minRequests": 20, "minAgreement": 0.95, "maxLatencyRatio": 2.0},
+        # p90: judged once each side has 50 requests in the phase (5 above the quantile)
+        "analysis": {"minRequests": 20, "minAgreement": 0.95, "maxLatencyRatio": 2.0, "latencyQuantile": 0.9},
     },
 }
 
@@ -198,15 +199,24 @@ def test_a_good_revision_goes_shadow_canary_promoted(k: Cluster, metrics: FakeMe
     args = stable.spec.template.spec.containers[0].args  # and its pods read the offer through that Service
     assert args[args.index("--mirror-config") + 1] == f"http://{ip}:9090/mirror"
     assert {p.name: p.port for p in canary_svc.spec.ports} == {"http": 8080, "metrics": 9090}
-    # the analysis waits for minRequests, then the figures pass
+    # the analysis waits for minRequests (the latency ratio for 50 requests on each side), then the figures pass
     held = k.wait_md(lambda o: any(c["verdict"] == "Pending" for c in o["status"]["rollout"]["criteria"]),
                      what="criteria pending")  # fmt: skip
     assert held["status"]["rollout"]["phase"] == "Shadow" and held["status"]["phase"] == "Verifying"
     _gitops_sample("verifying", held)
     assert condition(held, "Reconciling")["status"] == "True" and condition(held, "Ready")["status"] == "False"
+    with metrics.lock:  # 40 answers: enough for minRequests, not for the p90 of the candidate's latency
+        metrics.compared = metrics.agreed = 20
+        metrics.candidate_requests = 40
+    wanted = "LatencyRatio has 40/50 requests on each side (p90 is judged once 5 requests of each side lie above it)"
+    few = k.wait_md(lambda o: wanted in (o["status"]["rollout"].get("message") or ""),
+                    what="the latency ratio waiting for its requests")  # fmt: skip
+    ratio = next(c for c in few["status"]["rollout"]["criteria"] if c["name"] == "LatencyRatio")
+    assert ratio["verdict"] == "Pending" and ratio["requests"] == 40 and ratio["required"] == 50
+    assert few["status"]["rollout"]["phase"] == "Shadow"
     with metrics.lock:
         metrics.compared = metrics.agreed = 40
-        metrics.candidate_requests = 40
+        metrics.candidate_requests = 60
     step = k.wait_md(lambda o: o["status"]["rollout"]["phase"] == "Canary", what="canary step 1", timeout=120)
     assert step["status"]["rollout"]["step"] == 1 and step["status"]["rollout"]["weight"] == 50
     # the step's weight from replicas: 2 stable + 2 candidate pods, all behind the one Service
@@ -220,7 +230,7 @@ def test_a_good_revision_goes_shadow_canary_promoted(k: Cluster, metrics: FakeMe
     assert {c["verdict"] for c in pending["status"]["rollout"]["criteria"]} <= {"Pending", "Passed"}
     with metrics.lock:
         metrics.compared = metrics.agreed = 80
-        metrics.candidate_requests = 80
+        metrics.candidate_requests = 120
     done = k.wait_condition("Ready", "True", timeout=120)
     s = done["status"]
     assert s["rollout"]["phase"] == "Promoted" and s["servingRevision"] == new and s["rollout"]["weight"] == 100
@@ -248,6 +258,7 @@ def test_a_revision_without_traffic_is_inconclusive_and_rolled_back(k: Cluster, 
     assert s["servingRevision"] == old and s["lastFailure"]["reason"] == "AnalysisInconclusive"
     message = condition(gone, "Ready")["message"]  # two stable pods mirrored 5 each, the candidate answered 5
     assert "ErrorRate has 5/20 requests" in message and "Agreement has 10/20 requests" in message
+    assert "LatencyRatio has 5/50 requests on each side (p90 is judged once 5 requests" in message
     k.wait_md(lambda o: _deployment(k, "digits-canary").spec.replicas == 0, what="the candidate's Deployment at 0")
     warnings = wait_for(lambda: [e for e in _events(k) if e.reason == "VerifiedRolledBack"], timeout=30,
                         description="the rollback's Event")  # fmt: skip
@@ -325,7 +336,8 @@ def test_an_abort_annotation_rolls_back_and_the_stable_serves(k: Cluster, metric
     _, old, new = _first_revision_then_a_new_one(k, metrics)
     k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
     with metrics.lock:  # a good shadow phase: on to the canary step, whose own figures then stay too few
-        metrics.compared = metrics.agreed = metrics.candidate_requests = 40
+        metrics.compared = metrics.agreed = 40
+        metrics.candidate_requests = 60
     step = k.wait_md(lambda o: o["status"]["rollout"]["phase"] == "Canary"
                      and o["status"]["rollout"].get("phaseStartedAt") is not None,
                      what="canary step 1 with its pods available", timeout=120)  # fmt: skip

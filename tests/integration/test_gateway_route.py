@@ -37,7 +37,7 @@ ROUTED = {
     "canary": {
         "shadow": {"percent": 20, "durationSeconds": 10},
         "steps": STEPS,
-        "analysis": {"minRequests": 20, "minAgreement": 0.95, "maxLatencyRatio": 2.0},
+        "analysis": {"minRequests": 20, "minAgreement": 0.95, "maxLatencyRatio": 2.0, "latencyQuantile": 0.9},
         "trafficRouting": {"gatewayAPI": {"parentRefs": [{"name": "public", "sectionName": "http"}],
                                           "hostnames": ["digits.example.com"]}},
     },
@@ -117,7 +117,7 @@ def _pass_phase(k: Cluster, metrics: FakeMetrics, key: str) -> None:  # noqa: F8
     with metrics.lock:
         metrics.compared += 40
         metrics.agreed += 40
-        metrics.candidate_requests += 40
+        metrics.candidate_requests += 60  # the p90 latency ratio needs 50 on each side
 
 
 def _first_then_new(k: Cluster, metrics: FakeMetrics, rollout: dict[str, Any]) -> tuple[str, str]:  # noqa: F811

@@ -202,6 +202,16 @@ INVALID: list[InvalidCase] = [
         "minAgreement",
     ),
     InvalidCase(
+        "latency-quantile-one",
+        _set("spec.serving.rollout", {"strategy": "Canary", "canary": {"analysis": {"latencyQuantile": 1.0}}}),
+        "latencyQuantile",
+    ),
+    InvalidCase(
+        "latency-quantile-below-median",
+        _set("spec.serving.rollout", {"strategy": "Canary", "canary": {"analysis": {"latencyQuantile": 0.3}}}),
+        "latencyQuantile",
+    ),
+    InvalidCase(
         "unknown-comparison",
         _set("spec.serving.rollout", {"strategy": "Canary", "canary": {"analysis": {"comparison": "L2"}}}),
         "comparison",

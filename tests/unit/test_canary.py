@@ -5,8 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
-from modelship.api.rollout_status import Criterion, Decision, RollbackCause, RolloutPhase, RolloutStatus, Verdict
+from modelship.api.rollout_status import (
+    Criterion,
+    CriterionStatus,
+    Decision,
+    RollbackCause,
+    RolloutPhase,
+    RolloutStatus,
+    Verdict,
+)
 from modelship.api.serving import Analysis, Canary, CanaryStep, Shadow
 from modelship.controller.canary import (
     ABORT_ANNOTATION,
@@ -19,17 +28,23 @@ from modelship.controller.canary import (
     decide,
     effective_weight,
     judge,
+    latency_requests_needed,
     manual_action,
+    quantile_name,
     shadow_replicas,
     start,
 )
+from modelship.controller.phasewindow import PodFigures, PodReading, Readings, advance, samples
+from modelship.controller.podmetrics import lifetime
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 BOUNDS = (0.001, 0.0025, 0.005, 0.01, float("inf"))
 CANARY = Canary(
     shadow=Shadow(percent=20, duration_seconds=60),
     steps=[CanaryStep(weight=25, pause_seconds=30), CanaryStep(weight=50, pause_seconds=30)],
-    analysis=Analysis(min_requests=100, max_error_rate=0.01, max_latency_ratio=2.0, min_agreement=0.99),
+    analysis=Analysis(
+        min_requests=100, max_error_rate=0.01, max_latency_ratio=2.0, min_agreement=0.99, latency_quantile=0.95
+    ),
 )
 
 
@@ -166,10 +181,12 @@ def test_manual_overrides_name_the_candidate() -> None:
 
 
 def test_without_mirroring_agreement_is_not_judged() -> None:
-    spec = Canary(steps=[CanaryStep(weight=10, pause_seconds=0)])
+    spec = Canary(steps=[CanaryStep(weight=10, pause_seconds=0)], analysis=CANARY.analysis)
     s = start(spec, "c", None, "s", T0)
     no_mirror = Samples(**{**good().__dict__, "mirrored": 0, "rows_agreed": 0, "rows_compared": 0})
-    s = decide(spec, s, Look(at(0), available=True, samples=no_mirror))
+    s = decide(spec, s, Look(at(0), available=True, samples=no_mirror))  # the step's clock (and window) starts
+    assert s.phase == RolloutPhase.CANARY and s.phase_started_at is not None
+    s = decide(spec, s, Look(at(5), available=True, samples=no_mirror))
     assert [c.name for c in s.criteria] == [Criterion.ERROR_RATE, Criterion.LATENCY_RATIO]
     assert s.phase == RolloutPhase.PROMOTING
 
@@ -212,6 +229,7 @@ def test_a_custom_bound_and_unreadable_figures_hold_then_turn_inconclusive() -> 
     analysis = CANARY.analysis.model_copy(update={"inconclusive_after_seconds": 30})
     canary = CANARY.model_copy(update={"analysis": analysis})
     s = decide(canary, started(), Look(at(0), available=True, samples=good()))
+    s = decide(canary, s, Look(at(1), available=True, samples=good()))
     assert [c.verdict for c in s.criteria] == [Verdict.PASSED] * 3
     down = Samples(error="Prometheus at http://prom:9090: ConnectionRefusedError: [Errno 111] Connection refused")
     held = decide(canary, s, Look(at(61), available=True, samples=down))
@@ -222,3 +240,114 @@ def test_a_custom_bound_and_unreadable_figures_hold_then_turn_inconclusive() -> 
     assert back.phase == RolloutPhase.CANARY  # readable again: the phase held, on to step 1
     gone = decide(canary, held, Look(at(90), available=True, samples=down))
     assert gone.rollback_cause == RollbackCause.ANALYSIS_INCONCLUSIVE and "figures unavailable" in gone.message
+
+
+# The latency ratio is judged soundly: both sides over the phase's window, a quantile that is not the slowest
+# request, and not while the candidate's pods start. (CI once rolled a good revision back on "LatencyRatio 6.9126
+# over 48 requests": the p99 of 48 requests is the slowest one, a single cold or preempted request.)
+SERVER_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, float("inf"))
+"""The serving runtime's latency buckets (serve.metrics.LATENCY_BUCKETS up to 100 ms, then +Inf)."""
+P99 = Analysis(min_requests=40, max_latency_ratio=5.0)  # the e2e test's analysis, the default quantile
+
+
+def server_hist(**per_bucket: float) -> Histogram:
+    """Per-bucket counts by upper bound in ms (b5 = (2.5, 5] ms), cumulative over SERVER_BOUNDS."""
+    names = ("b0_1", "b0_25", "b0_5", "b1", "b2_5", "b5", "b10", "b25", "b50", "b100", "inf")
+    unknown = set(per_bucket) - set(names)
+    assert not unknown, unknown
+    cumulative, total = [], 0.0
+    for name in names:
+        total += per_bucket.get(name, 0.0)
+        cumulative.append(total)
+    return Histogram(SERVER_BOUNDS, tuple(cumulative))
+
+
+def latency(analysis: Analysis, candidate: Histogram, stable: Histogram, timed: bool = True) -> CriterionStatus:
+    n = int(candidate.total)
+    s = Samples(mirrored=n, rows_agreed=n, rows_compared=n, candidate_requests=n, candidate_latency=candidate,
+                stable_latency=stable)  # fmt: skip
+    return next(c for c in judge(analysis, s, timed=timed) if c.name == Criterion.LATENCY_RATIO)
+
+
+def test_a_p99_of_too_few_requests_is_the_slowest_one_and_stays_pending() -> None:
+    # CI's case: 47 warm answers and one that waited on the shared CPUs; the stable side warm throughout
+    cand = server_hist(b5=47, b50=1)
+    stable = server_hist(b2_5=200, b5=2000)
+    c = latency(P99, cand, stable)
+    assert c.verdict == Verdict.PENDING and c.requests == 48 and c.required == 500
+    # with five requests above the p99 on each side, one slow request does not decide it
+    c = latency(P99, server_hist(b5=499, b50=1), stable)
+    assert c.verdict == Verdict.PASSED and c.observed is not None and c.observed < 2.0
+    # a candidate that is slow in its tail (10 of 500 requests at 25-50 ms) still fails
+    c = latency(P99, server_hist(b5=490, b50=10), stable)
+    assert c.verdict == Verdict.FAILED and c.observed is not None and c.observed > 5.0
+
+
+def test_the_latency_quantile_is_settable_and_sets_the_requests_it_needs() -> None:
+    assert latency_requests_needed(P99) == 500
+    assert latency_requests_needed(Analysis(min_requests=40, latency_quantile=0.95)) == 100
+    assert latency_requests_needed(Analysis(min_requests=40, latency_quantile=0.9)) == 50
+    assert latency_requests_needed(Analysis(min_requests=400, latency_quantile=0.9)) == 400  # minRequests rules
+    assert latency_requests_needed(Analysis(latency_quantile=0.999)) == 5000
+    p90 = Analysis(min_requests=40, max_latency_ratio=5.0, latency_quantile=0.9)
+    # p90 of 60 requests, 4 of them slow: the quantile sits among the warm ones
+    c = latency(p90, server_hist(b5=56, b50=4), server_hist(b5=1000))
+    assert c.verdict == Verdict.PASSED and c.required == 50
+    assert quantile_name(0.99) == "p99" and quantile_name(0.999) == "p99.9" and quantile_name(0.5) == "p50"
+    for bad in (0.4, 1.0, 1.5):
+        with pytest.raises(ValidationError, match="latencyQuantile"):
+            Analysis.model_validate({"latencyQuantile": bad})
+
+
+def test_latency_is_not_judged_while_the_phase_window_has_not_started() -> None:
+    # enough requests, all of them from the candidate's start-up (cold first answers, the mirrored burst)
+    cold = Samples(mirrored=600, rows_agreed=600, rows_compared=600, candidate_requests=600,
+                   candidate_latency=server_hist(b5=500, b100=100), stable_latency=server_hist(b5=5000))  # fmt: skip
+    c = latency(P99, cold.candidate_latency, cold.stable_latency, timed=False)
+    assert c.verdict == Verdict.PENDING and c.observed is None and c.requests == 0
+    spec = Canary(shadow=Shadow(percent=50, duration_seconds=20), steps=[CanaryStep(weight=50, pause_seconds=30)],
+                  analysis=P99)  # fmt: skip
+    s = start(spec, "cand", None, "stable", T0)
+    waiting = decide(spec, s, Look(at(5), available=False, samples=cold))  # pods still starting: no verdict
+    assert waiting.phase == RolloutPhase.SHADOW and waiting.decision == Decision.WAIT
+    clock = decide(spec, waiting, Look(at(10), available=True, samples=cold))  # the look that starts the window
+    assert clock.phase == RolloutPhase.SHADOW and clock.phase_started_at is not None
+    ratio = next(c for c in clock.criteria if c.name == Criterion.LATENCY_RATIO)
+    assert ratio.verdict == Verdict.PENDING
+    # over the phase's own window the same slow tail fails, and the message names the quantile and the sides
+    out = decide(spec, clock, Look(at(15), available=True, samples=cold))
+    assert out.phase == RolloutPhase.ROLLED_BACK
+    assert "LatencyRatio (p99) " in out.message and "over 600 requests each is above the maximum 5.0" in out.message
+
+
+def test_a_pending_latency_ratio_says_what_it_has_and_needs_on_each_side() -> None:
+    spec = Canary(steps=[CanaryStep(weight=50, pause_seconds=10)], analysis=P99)
+    few = Samples(candidate_requests=48, candidate_latency=server_hist(b5=47, b50=1),
+                  stable_latency=server_hist(b5=3000))  # fmt: skip
+    s = decide(spec, start(spec, "cand", None, "stable", T0), Look(at(0), available=True, samples=few))
+    held = decide(spec, s, Look(at(11), available=True, samples=few))
+    assert held.phase == RolloutPhase.CANARY and held.decision == Decision.WAIT
+    assert "ErrorRate has 48/40" not in held.message  # judged: 48 >= minRequests
+    assert "LatencyRatio has 48/500 requests on each side (p99 is judged once 5 requests of each side lie above it)" \
+        in held.message  # fmt: skip
+
+
+def test_both_sides_are_judged_over_the_phase_window_not_the_pods_lifetime() -> None:
+    # the stable pods served 100000 fast requests before the phase; in the phase both sides are equally slow
+    # (the node is busier): over the window the ratio is 1, over the pods' lifetime it would look ~10x worse
+    before = PodFigures(requests=100000, latency=server_hist(b1=100000))
+    stable0 = PodReading("stable-a", False, T0 - timedelta(hours=1), before)
+    cand0 = PodReading("cand-a", True, T0 - timedelta(seconds=30),
+                       PodFigures(requests=10, latency=server_hist(b10=10)))  # fmt: skip
+    window = advance(None, Readings((stable0, cand0)), "Shadow/0/x", T0)
+    in_phase = server_hist(b1=100000, b10=600)
+    stable1 = PodReading("stable-a", False, stable0.created, PodFigures(requests=100600, latency=in_phase))
+    cand1 = PodReading("cand-a", True, cand0.created, PodFigures(requests=610, latency=server_hist(b10=610)))
+    readings = Readings((stable1, cand1))
+    window = advance(window, readings, "Shadow/0/x", T0 + timedelta(seconds=20))
+    windowed = samples(window, readings)
+    assert windowed.candidate_latency.total == 600 and windowed.stable_latency.total == 600
+    c = latency(P99, windowed.candidate_latency, windowed.stable_latency)
+    assert c.verdict == Verdict.PASSED and c.observed == 1.0 and c.requests == 600
+    whole = lifetime(readings)
+    assert latency(P99, whole.candidate_latency, whole.stable_latency).verdict == Verdict.FAILED

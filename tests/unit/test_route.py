@@ -30,7 +30,7 @@ CANARY: dict[str, Any] = {
     "canary": {
         "shadow": {"percent": 20, "durationSeconds": 60},
         "steps": [{"weight": 10, "pauseSeconds": 30}, {"weight": 40, "pauseSeconds": 30}],
-        "analysis": {"minRequests": 50},
+        "analysis": {"minRequests": 50, "latencyQuantile": 0.9},
         "trafficRouting": ROUTING,
     },
 }

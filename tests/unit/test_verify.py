@@ -19,7 +19,7 @@ CANARY = {
     "canary": {
         "shadow": {"percent": 20, "durationSeconds": 60},
         "steps": [{"weight": 50, "pauseSeconds": 30}],
-        "analysis": {"minRequests": 50},
+        "analysis": {"minRequests": 50, "latencyQuantile": 0.9},
     },
 }
 OLD = "rold"
@@ -144,7 +144,8 @@ def test_a_disagreeing_candidate_is_rolled_back_and_the_resource_stalls_with_the
     s = p2.status
     assert s["rollout"]["phase"] == "RolledBack" and s["rollout"]["decision"] == "Rollback"
     agreement = next(c for c in s["rollout"]["criteria"] if c["name"] == "Agreement")
-    assert agreement == {"name": "Agreement", "observed": 0.4, "threshold": 0.99, "requests": 100, "verdict": "Failed"}
+    assert agreement == {"name": "Agreement", "observed": 0.4, "threshold": 0.99, "requests": 100, "required": 50,
+                         "verdict": "Failed"}  # fmt: skip
     assert cond(s, "Stalled")["status"] == "True" and cond(s, "Stalled")["reason"] == "AnalysisFailed"
     assert "Agreement 0.4 over 100 requests is below the minimum 0.99" in cond(s, "Ready")["message"]
     assert s["servingRevision"] == OLD and s["phase"] == "Failed"

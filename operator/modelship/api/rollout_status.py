@@ -120,9 +120,12 @@ class CriterionStatus(ApiModel):
     threshold: float
     """maxErrorRate, maxLatencyRatio or minAgreement."""
     requests: int = 0
-    """Requests the observed value is computed over."""
+    """Requests the observed value is computed over (LatencyRatio: the fewer of the two sides')."""
+    required: int | None = None
+    """Requests the criterion needs before it is judged: minRequests, or for LatencyRatio
+    max(minRequests, ceil(5 / (1 - latencyQuantile))) on each side."""
     verdict: Verdict = Verdict.PENDING
-    """Pending (fewer than minRequests), Passed or Failed."""
+    """Pending (fewer than the required requests), Passed or Failed."""
 
 
 class RouteStatus(ApiModel):

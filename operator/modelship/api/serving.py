@@ -171,7 +171,14 @@ class Analysis(ApiModel):
     max_error_rate: Share = 0.01
     """Largest share of the candidate's requests that may fail (5xx, or no answer to a mirrored request)."""
     max_latency_ratio: Annotated[float, Field(ge=1.0, le=100.0)] = 2.0
-    """Largest candidate p99 latency relative to the stable revision's (from the servers' latency histograms)."""
+    """Largest candidate latency quantile (latencyQuantile, p99 by default) relative to the stable revision's,
+    both from the servers' latency histograms over the same window (the current phase)."""
+    latency_quantile: Annotated[float, Field(ge=0.5, le=0.999)] = 0.99
+    """The latency quantile compared (0.99: p99). The ratio is judged once each side has at least 5 requests
+    above it in the phase, i.e. max(minRequests, ceil(5 / (1 - latencyQuantile))) requests each (500 for p99,
+    100 for p95): with fewer, the quantile of a histogram is the slowest request or next to it, and one
+    scheduler hiccup would decide the verdict. Until then the criterion is Pending and the condition says how
+    many requests it has and needs."""
     min_agreement: Share = 0.99
     """Smallest share of mirrored rows on which the candidate's output agrees with the stable revision's."""
     comparison: Comparison = Comparison.AUTO

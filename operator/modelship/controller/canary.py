@@ -5,10 +5,13 @@ observed value against its threshold, and the decision out.
 A rollout of a candidate revision goes Shadow (the stable pods mirror a share of their requests to it) -> Canary
 step 1..n (it takes a share of live traffic from replica counts) -> Promoting (the stable Deployment rolls to
 it) -> Promoted. Each phase's clock starts when the candidate's pods for that phase are available; the phase
-ends when its time has passed and every criterion holds over at least ``minRequests`` requests. The first
-criterion that fails, in any phase, rolls the candidate back (RolledBack: scaled to zero, the stable revision
-serves everything). An annotation ``modelship.io/promote=<candidate>`` or ``modelship.io/abort=<candidate>``
-overrides the analysis; one naming another revision is ignored.
+ends when its time has passed and every criterion holds over at least ``minRequests`` requests. The latency
+ratio compares the two sides' latency quantile over the same window, the phase's own requests once its clock
+started (never the pods' start-up, nor requests from before the phase), and only once each side has
+``TAIL_SAMPLES`` requests above that quantile. The first criterion that fails, in any phase, rolls the candidate
+back (RolledBack: scaled to zero, the stable revision serves everything). An annotation
+``modelship.io/promote=<candidate>`` or ``modelship.io/abort=<candidate>`` overrides the analysis; one naming
+another revision is ignored.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ ABORT_ANNOTATION = "modelship.io/abort"
 
 ANALYZING = frozenset({RolloutPhase.SHADOW, RolloutPhase.CANARY})
 """Phases whose decisions need samples from the serving pods."""
+
+TAIL_SAMPLES = 5
+"""Requests each side needs above its latency quantile before the latency ratio is judged. With fewer, the
+quantile of a histogram is its slowest request or next to it (p99 of 48 requests is the slowest one), and one
+scheduler hiccup on a shared node, or one cold first request, decides the verdict."""
 
 
 class Manual(StrEnum):
@@ -129,13 +137,27 @@ class Samples:
     keep their last verdicts and the phase holds."""
 
 
-def judge(analysis: Analysis, s: Samples, mirrored: bool = True) -> list[CriterionStatus]:
-    """Each criterion's observed value against its threshold; Pending below minRequests. Agreement needs
-    mirrored requests: without mirroring (no shadow phase) it is not judged."""
+def latency_requests_needed(analysis: Analysis) -> int:
+    """Requests each side needs in the window before the latency ratio is judged: minRequests, and enough for
+    ``TAIL_SAMPLES`` of them to lie above the quantile (500 for p99, 100 for p95)."""
+    tail = math.ceil(round(TAIL_SAMPLES / (1.0 - analysis.latency_quantile), 6))
+    return max(analysis.min_requests, tail)
+
+
+def quantile_name(q: float) -> str:
+    """0.99 -> p99, 0.999 -> p99.9, 0.5 -> p50."""
+    return f"p{round(q * 100, 4):g}"
+
+
+def judge(analysis: Analysis, s: Samples, mirrored: bool = True, timed: bool = True) -> list[CriterionStatus]:
+    """Each criterion's observed value against its threshold; Pending below minRequests (the latency ratio:
+    below ``latency_requests_needed`` on either side). Agreement needs mirrored requests: without mirroring (no
+    shadow phase) it is not judged. ``timed``: the latency histograms cover the phase's own window (its clock
+    started and its pods are available); otherwise the ratio is not computed and stays Pending."""
     need = analysis.min_requests
 
-    def verdict(n: int, ok: bool) -> Verdict:
-        return Verdict.PENDING if n < need else (Verdict.PASSED if ok else Verdict.FAILED)
+    def verdict(n: int, ok: bool, required: int = need) -> Verdict:
+        return Verdict.PENDING if n < required else (Verdict.PASSED if ok else Verdict.FAILED)
 
     answered = s.candidate_requests + s.mirror_failures
     errors = s.candidate_errors + s.mirror_failures
@@ -146,19 +168,23 @@ def judge(analysis: Analysis, s: Samples, mirrored: bool = True) -> list[Criteri
             observed=_round(error_rate),
             threshold=analysis.max_error_rate,
             requests=answered,
+            required=need,
             verdict=verdict(answered, error_rate is not None and error_rate <= analysis.max_error_rate),
         )
     ]
-    cand_p99, stable_p99 = s.candidate_latency.quantile(0.99), s.stable_latency.quantile(0.99)
-    ratio = cand_p99 / stable_p99 if cand_p99 is not None and stable_p99 else None
-    timed = int(min(s.candidate_latency.total, s.stable_latency.total)) if ratio is not None else 0
+    q = analysis.latency_quantile
+    cand_q, stable_q = s.candidate_latency.quantile(q), s.stable_latency.quantile(q)
+    ratio = cand_q / stable_q if cand_q is not None and stable_q and timed else None
+    each = int(min(s.candidate_latency.total, s.stable_latency.total)) if ratio is not None else 0
+    latency_need = latency_requests_needed(analysis)
     out.append(
         CriterionStatus(
             name=Criterion.LATENCY_RATIO,
             observed=_round(ratio),
             threshold=analysis.max_latency_ratio,
-            requests=timed,
-            verdict=verdict(timed, ratio is not None and ratio <= analysis.max_latency_ratio),
+            requests=each,
+            required=latency_need,
+            verdict=verdict(each, ratio is not None and ratio <= analysis.max_latency_ratio, latency_need),
         )
     )
     if not mirrored:
@@ -170,6 +196,7 @@ def judge(analysis: Analysis, s: Samples, mirrored: bool = True) -> list[Criteri
             observed=_round(agreement),
             threshold=analysis.min_agreement,
             requests=s.mirrored,
+            required=need,
             verdict=verdict(s.mirrored, agreement is not None and agreement >= analysis.min_agreement),
         )
     )
@@ -246,13 +273,15 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
         return _promoting(state, look.available)
     unavailable = look.samples.error if look.samples is not None else None
     if look.samples is not None and unavailable is None:
-        criteria = judge(canary.analysis, look.samples, mirrored=state.mirror_percent > 0)
+        # latency is compared over the phase's window only: not while the candidate's pods start and warm up
+        timed = look.available and state.phase_started_at is not None
+        criteria = judge(canary.analysis, look.samples, mirrored=state.mirror_percent > 0, timed=timed)
     else:
         criteria = list(state.criteria)
     failed = [c for c in criteria if c.verdict == Verdict.FAILED]
     if failed:
         state = state.model_copy(update={"criteria": criteria})
-        return _rollback(state, RollbackCause.ANALYSIS_FAILED, _failure_message(failed[0]))
+        return _rollback(state, RollbackCause.ANALYSIS_FAILED, _failure_message(failed[0], canary.analysis))
     if not look.available:
         return state.model_copy(
             update={
@@ -267,7 +296,7 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
     elapsed = (look.now - _parse_time(started)).total_seconds()
     pending = [c for c in criteria if c.verdict == Verdict.PENDING]
     if elapsed < hold or pending or unavailable:
-        counts = "; ".join(f"{c.name} has {c.requests}/{canary.analysis.min_requests} requests" for c in pending)
+        counts = "; ".join(_pending_text(c, canary.analysis) for c in pending)
         if elapsed < hold:
             why = f"{_where(state)} held {int(elapsed)}/{hold}s"
         else:
@@ -359,9 +388,22 @@ def _rollback(state: RolloutStatus, cause: RollbackCause, message: str) -> Rollo
     )
 
 
-def _failure_message(c: CriterionStatus) -> str:
+def _failure_message(c: CriterionStatus, analysis: Analysis) -> str:
     relation = "below the minimum" if c.name == Criterion.AGREEMENT else "above the maximum"
-    return f"{c.name} {c.observed} over {c.requests} requests is {relation} {c.threshold}"
+    what = f"{c.name} ({quantile_name(analysis.latency_quantile)})" if c.name == Criterion.LATENCY_RATIO else c.name
+    each = " each" if c.name == Criterion.LATENCY_RATIO else ""
+    return f"{what} {c.observed} over {c.requests} requests{each} is {relation} {c.threshold}"
+
+
+def _pending_text(c: CriterionStatus, analysis: Analysis) -> str:
+    need = c.required if c.required is not None else analysis.min_requests
+    if c.name != Criterion.LATENCY_RATIO:
+        return f"{c.name} has {c.requests}/{need} requests"
+    q = quantile_name(analysis.latency_quantile)
+    return (
+        f"{c.name} has {c.requests}/{need} requests on each side ({q} is judged once {TAIL_SAMPLES} requests "
+        f"of each side lie above it)"
+    )
 
 
 def _where(state: RolloutStatus) -> str:
