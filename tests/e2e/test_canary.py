@@ -117,12 +117,14 @@ class LoadLoop(threading.Thread):
 
 
 class Watcher(threading.Thread):
-    """Records the rollout's status as it goes: (time, phase, step, phaseStartedAt, weight)."""
+    """Records the rollout's status as it goes: (time, phase, step, phaseStartedAt, weight), and each new
+    LatencyRatio the analysis reports (phase/step, observed, requests, required, verdict)."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.stop = threading.Event()
         self.seen: list[tuple[float, str, int, str | None, int]] = []
+        self.latency: list[tuple[str, Any, int, Any, str]] = []
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -130,7 +132,15 @@ class Watcher(threading.Thread):
             if ro:
                 self.seen.append((time.monotonic(), ro["phase"], ro.get("step", 0), ro.get("phaseStartedAt"),
                                   ro.get("weight", 0)))  # fmt: skip
+                for c in ro.get("criteria") or []:
+                    where = f"{ro['phase']}/{ro.get('step', 0)}"
+                    seen = (where, c.get("observed"), c.get("requests", 0), c.get("required"), c["verdict"])
+                    if c["name"] == "LatencyRatio" and (not self.latency or self.latency[-1] != seen):
+                        self.latency.append(seen)
             time.sleep(0.5)
+
+    def latency_report(self) -> str:
+        return "; ".join(f"{w} {obs} over {n}/{req} {v}" for w, obs, n, req, v in self.latency)
 
 
 def _run_with_load(change: list[dict[str, Any]], done: Any, timeout: float = 900) -> tuple[dict[str, Any], list[
@@ -156,6 +166,7 @@ def _run_with_load(change: list[dict[str, Any]], done: Any, timeout: float = 900
             t.stop.set()
         for t in (*loops, watcher):
             t.join(30)
+        print(f"LatencyRatio as the analysis saw it: {watcher.latency_report() or '-'}")  # also when it failed
     return md, loops, watcher, elapsed
 
 
@@ -205,6 +216,8 @@ def test_a_good_revision_is_shadowed_canaried_and_promoted_by_itself(canary: Mod
     crit = {c["name"]: c for c in md["status"]["rollout"]["criteria"]}
     assert {c["verdict"] for c in crit.values()} == {"Passed"}
     print("criteria: " + ", ".join(f"{n} {c['observed']} (threshold {c['threshold']})" for n, c in crit.items()))
+    # every latency verdict was reached over at least the requests its quantile needs on each side
+    assert all(n >= (req or 0) for _, _, n, req, v in watcher.latency if v != "Pending")
     wanted = {"VerifiedShadow", "VerifiedCanary", "VerifiedPromoting", "VerifiedPromoted"}
     deadline = time.monotonic() + 30  # Events are posted after the status they explain
     while not wanted <= (reasons := _event_reasons()):
