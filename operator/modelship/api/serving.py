@@ -167,7 +167,8 @@ class Analysis(ApiModel):
 
     min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 100
     """Requests a criterion needs in the current phase before it is judged (mirrored requests for agreement;
-    requests the candidate answered for error rate and latency)."""
+    requests the candidate answered for error rate; for the latency ratio, requests on each side, and at least
+    ceil(5 / (1 - latencyQuantile)) of them)."""
     max_error_rate: Share = 0.01
     """Largest share of the candidate's requests that may fail (5xx, or no answer to a mirrored request)."""
     max_latency_ratio: Annotated[float, Field(ge=1.0, le=100.0)] = 2.0
