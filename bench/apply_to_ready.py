@@ -120,8 +120,7 @@ def main() -> int:
     try:
         demo.DEMO.mkdir(parents=True, exist_ok=True)
         demo.prepare_node()
-        demo.kc("apply", "-f", str(REPO / "crds"))
-        demo.kc("wait", "--for=condition=Established", "crd/modeldeployments.modelship.io", "--timeout=60s")
+        demo.apply_crds()
         demo.prepare_storage()
         op.start()
         cold = apply_and_wait()

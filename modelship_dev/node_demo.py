@@ -315,6 +315,22 @@ class ChartOperator:
         return f"operator: helm release {where} left installed (kubectl logs -n {self.NAMESPACE} deploy/{self.RELEASE})"
 
 
+def apply_crds(timeout: float = 60.0) -> None:
+    """Apply the committed CRDs and wait until the API server serves ModelDeployments (Established). Polls the
+    CRD's conditions: `kubectl wait --for=condition=Established` right after the apply fails instead of waiting
+    while the new CRD has no conditions yet."""
+    kc("apply", "-f", str(REPO / "crds"))
+    deadline = time.monotonic() + timeout
+    while True:
+        crd = kjson("get", "crd", "modeldeployments.modelship.io") or {}
+        conds = (crd.get("status") or {}).get("conditions") or []
+        if any(c["type"] == "Established" and c["status"] == "True" for c in conds):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"crd/modeldeployments.modelship.io not Established after {timeout:.0f} s: {conds}")
+        time.sleep(0.5)
+
+
 def watch(timeout: float, name: str = NAME) -> dict[str, Any]:
     return watch_many(timeout, (name,))[name]
 
@@ -601,13 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         DEMO.mkdir(parents=True, exist_ok=True)
         prepare_node()
-        kc("apply", "-f", str(REPO / "crds"))
-        for _ in range(120):
-            crd = kjson("get", "crd", "modeldeployments.modelship.io") or {}
-            conds = (crd.get("status") or {}).get("conditions") or []
-            if any(c["type"] == "Established" and c["status"] == "True" for c in conds):
-                break
-            time.sleep(0.5)
+        apply_crds()
         names = (NAME,) if args.skip_digits else (NAME, DIGITS)
         models = prepare_storage(digits=DIGITS in names)
         for name in names:
