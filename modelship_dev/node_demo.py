@@ -220,6 +220,8 @@ class Operator:
             "MODELSHIP_RETRY_BASE_SECONDS": "1",
             "MODELSHIP_RESYNC_SECONDS": "5",
             "MODELSHIP_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
+            # the admin policy ChartOperator's values set: the build's FROM is the node registry's serving runtime
+            "MODELSHIP_POLICY_ALLOWED_IMAGE_PREFIXES": json.dumps([f"{ENV['REGISTRY']}/"]),
         }
         kc("create", "namespace", OPERATOR_NAMESPACE, check=False)
         health, metrics = free_port(), free_port()
