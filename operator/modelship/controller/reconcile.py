@@ -19,17 +19,8 @@ from ..api.modeldeployment import ModelDeployment
 from ..api.status import ModelDeploymentStatus, Phase, Reason, StageName
 from ..config import OperatorConfig
 from ..resources.defaults import InvalidSpec, with_operator_defaults
-from ..resources.kinds import APPLIED, BY_KIND, HTTP_ROUTE, JOB
-from ..resources.meta import (
-    MODELDEPLOYMENT_LABEL,
-    MODELDEPLOYMENT_NAMESPACE_LABEL,
-    OWNER_UID_LABEL,
-    canary_name,
-    controlled_by,
-    controller_uid,
-    serving_name,
-)
-from ..resources.mounted import mounted_objects
+from ..resources.kinds import APPLIED, HTTP_ROUTE, JOB
+from ..resources.meta import OWNER_UID_LABEL, canary_name, controlled_by, controller_uid, serving_name
 from ..resources.policy import PolicyViolation, enforce_policy
 from ..resources.revision import revision
 from ..resources.route import gateway_routing
@@ -44,6 +35,7 @@ from .ownership import Conflict, judge, name_conflict
 from .phasewindow import Readings
 from .plan import Plan, plan
 from .podmetrics import Fetch, fetch_pod, read_pods, serving_pods_selector
+from .prejob import missing_mounts, store_missed_jobs
 from .prometheus import PrometheusClient
 from .prometheus import read as read_prometheus
 from .revcache import CachedRevision
@@ -212,10 +204,11 @@ class Reconciler:
             observed = self.observe(md)
             log.debug("%s/%s observed deployment %s", namespace, name, observed.deployment)
             p = plan(md, observed, self.config, datetime.now(UTC))
-            if p.create and self._store_missed_jobs(md, observed):
+            if p.create and store_missed_jobs(self.kube, self.store, md, observed, self.config.build_namespace,
+                                              lambda job: self._bound(md, job)):  # fmt: skip
                 observed = self.observe(md)
                 p = plan(md, observed, self.config, datetime.now(UTC))
-            if p.create and (missing := self._missing_mounts(md, p)):
+            if p.create and (missing := missing_mounts(self.kube, md, p)):
                 observed = replace(observed, missing_mounts=missing)
                 p = plan(md, observed, self.config, datetime.now(UTC))
             live, conflicts = self._judge(md, p)
@@ -273,63 +266,6 @@ class Reconciler:
             return []
         return [o for o in self.store.owners(JOB.kind, build_ns) if o[0] != build_ns and
                 self.store.get(MD, *o) is None]  # fmt: skip
-
-    def _store_missed_jobs(self, md: ModelDeployment, planned_with: Observed) -> bool:
-        """Before creating a Job, ask the API server (not the store) which of this ModelDeployment's Jobs
-        exist: right after a restart the watch may not have listed them yet, and a Job the plan did not see
-        must never be created twice. Returns True when the plan missed some (plan again)."""
-        ns, name = md.metadata.namespace or "", md.metadata.name
-        selector = f"{MODELDEPLOYMENT_LABEL}={name}"
-        where = {ns: selector}
-        if self.config.build_namespace and self.config.build_namespace != ns:
-            where[self.config.build_namespace] = f"{selector},{MODELDEPLOYMENT_NAMESPACE_LABEL}={ns}"
-        live = [j for n, sel in where.items() for j in self.kube.list(JOB.api_version, JOB.kind, n, sel)]
-        seen = {j.name for j in planned_with.jobs}  # what the plan saw, not what the store holds by now
-        missed = [j for j in live if j["metadata"]["name"] not in seen and self._bound(md, j)]
-        if not missed:
-            return False
-        for n, sel in where.items():
-            for pod in self.kube.list("v1", "Pod", n, f"{sel},batch.kubernetes.io/job-name"):
-                self.store.put("Pod", pod)
-        for job in missed:
-            self.store.put("Job", job)
-        log.info("%s/%s: %d Job(s) not yet seen by the watch; planning again", ns, name, len(missed))
-        return True
-
-    def _missing_mounts(self, md: ModelDeployment, p: Plan) -> frozenset[tuple[str, str, str]]:
-        """(kind, namespace, name) of the Secrets, ConfigMaps and claims the Jobs about to be created mount in the
-        ModelDeployment's namespace that do not exist there, and that the plan does not write itself (the artifact
-        claim is applied before the Jobs are created): asked by existence only (metadata), never reading a Secret's
-        or ConfigMap's data. A build Job in the build namespace mounts the platform's push Secret, which is not the
-        tenant's to fix: not asked. An operator whose Role lacks get on a kind (an older chart) checks nothing of
-        that kind, as before."""
-        ns = md.metadata.namespace or ""
-        written = {(o["kind"], o["metadata"].get("namespace") or ns, o["metadata"]["name"]) for o in p.apply}
-        wanted = {
-            (kind, ns, name)
-            for j in p.create
-            if (j["metadata"].get("namespace") or ns) == ns
-            for kind, name in mounted_objects(j)
-        } - written
-        missing = set()
-        forbidden: set[str] = set()
-        for kind, where, name in sorted(wanted):
-            if kind in forbidden:
-                continue
-            row = BY_KIND[kind]
-            try:
-                found = self.kube.exists(row.api_version, row.kind, where, name)
-            except ApiException as exc:
-                if exc.status != 403:
-                    raise
-                log.warning("%s/%s: cannot check %s %s (forbidden): %s", ns, md.metadata.name, kind, name,
-                            api_error_text(exc))  # fmt: skip
-                forbidden.add(kind)
-                continue
-            metrics.API_READS.labels(kind).inc()
-            if not found:
-                missing.add((kind, where, name))
-        return frozenset(missing)
 
     def _judge(
         self, md: ModelDeployment, p: Plan
