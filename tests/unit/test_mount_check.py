@@ -5,13 +5,16 @@ Warning Event per condition change, a backoff, and the Job once the object exist
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from kubernetes.client.exceptions import ApiException
 
 from modelship.api import ModelDeployment
 from modelship.config import OperatorConfig
+from modelship.controller import prejob
 from modelship.controller.observe import JobState, Observed
 from modelship.controller.plan import plan
 from modelship.controller.reconcile import Reconciler
@@ -284,3 +287,31 @@ def test_a_role_without_get_on_a_kind_checks_nothing_of_that_kind_and_creates_th
     # a kind it may read is still checked
     kube, store = reconciled({("PersistentVolumeClaim", "models")}, forbidden=frozenset({"ConfigMap"}))
     assert kube.created == [] and stalled(kube, store)["reason"] == "ClaimNotFound"
+
+
+def _refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "cannot check" in r.getMessage()]
+
+
+def test_a_role_without_get_on_a_kind_is_warned_of_once_per_kind_and_process_not_every_reconcile(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(prejob, "FORBIDDEN", prejob.ForbiddenKinds())  # the process's memory, fresh for this test
+    caplog.set_level(logging.DEBUG, logger="modelship.reconcile")
+    both = frozenset({"ConfigMap", "PersistentVolumeClaim"})
+    for _ in range(3):  # three reconciles, each of a new Reconciler (as after a restart of the watches)
+        kube, store = reconciled({("ConfigMap", "corp-ca")}, forbidden=both)
+        # still asked and still skipped every time: the Job is created, nothing is stalled
+        assert sorted(kube.asked) == [("ConfigMap", "ml", "corp-ca"), ("PersistentVolumeClaim", "ml", "models")]
+        assert [o["kind"] for o in kube.created] == ["PersistentVolumeClaim", "Job"]
+        assert stalled(kube, store).get("status") != "True"
+    said = _refusals(caplog)
+    assert len(said) == 2, said  # once per kind
+    assert "cannot check ConfigMap corp-ca (forbidden)" in said[0] and "lacks get on ConfigMaps" in said[0]
+    assert "cannot check PersistentVolumeClaim models (forbidden)" in said[1]
+    # the Role is fixed for ConfigMaps (a check of one succeeds), then refuses again: that is said again
+    caplog.clear()
+    reconciled(set(), forbidden=frozenset({"PersistentVolumeClaim"}))
+    assert _refusals(caplog) == []
+    reconciled(set(), forbidden=both)
+    assert [m.split(": ")[1] for m in _refusals(caplog)] == ["cannot check ConfigMap corp-ca (forbidden)"]

@@ -5,6 +5,7 @@ mount exist."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,32 @@ from .plan import Plan
 from .store import Store
 
 log = logging.getLogger("modelship.reconcile")  # the reconcile's words: its logger, as before they moved here
+
+
+class ForbiddenKinds:
+    """The kinds the operator was refused get on (403) when it asked whether a mounted object exists: a Role
+    without it (an older chart) refuses every reconcile the same way, so it is said once per kind and process, not
+    on every reconcile. A kind asked again with success is forgotten (the Role was fixed): a later refusal is said
+    again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the work queue's reconciles run in several threads
+        self._kinds: set[str] = set()
+
+    def refused(self, kind: str) -> bool:
+        """Note a refusal of ``kind``: True the first time (say it), False while it is already known."""
+        with self._lock:
+            first = kind not in self._kinds
+            self._kinds.add(kind)
+            return first
+
+    def allowed(self, kind: str) -> None:
+        with self._lock:
+            self._kinds.discard(kind)
+
+
+FORBIDDEN = ForbiddenKinds()
+"""This process's: shared by every reconcile (and every Reconciler a restart of the watches makes)."""
 
 
 def store_missed_jobs(
@@ -60,7 +87,7 @@ def missing_mounts(kube: Kube, md: ModelDeployment, p: Plan) -> frozenset[tuple[
     claim is applied before the Jobs are created): asked by existence only (metadata), never reading a Secret's
     or ConfigMap's data. A build Job in the build namespace mounts the platform's push Secret, which is not the
     tenant's to fix: not asked. An operator whose Role lacks get on a kind (an older chart) checks nothing of
-    that kind, as before."""
+    that kind, as before the checks existed, and warns of it once per kind (``FORBIDDEN``)."""
     ns = md.metadata.namespace or ""
     written = {(o["kind"], o["metadata"].get("namespace") or ns, o["metadata"]["name"]) for o in p.apply}
     wanted = {
@@ -80,10 +107,15 @@ def missing_mounts(kube: Kube, md: ModelDeployment, p: Plan) -> frozenset[tuple[
         except ApiException as exc:
             if exc.status != 403:
                 raise
-            log.warning("%s/%s: cannot check %s %s (forbidden): %s", ns, md.metadata.name, kind, name,
-                        api_error_text(exc))  # fmt: skip
+            if FORBIDDEN.refused(kind):
+                log.warning("%s/%s: cannot check %s %s (forbidden): %s; the operator's Role lacks get on %ss: no "
+                            "%s is checked before a Job mounts it (said once)", ns, md.metadata.name, kind, name,
+                            api_error_text(exc), kind, kind)  # fmt: skip
+            else:
+                log.debug("%s/%s: cannot check %s %s (forbidden)", ns, md.metadata.name, kind, name)
             forbidden.add(kind)
             continue
+        FORBIDDEN.allowed(kind)
         metrics.API_READS.labels(kind).inc()
         if not found:
             missing.add((kind, where, name))
