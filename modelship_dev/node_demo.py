@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from modelship_dev import dns
+from modelship_dev import dns, poll
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = REPO / "hack" / "node"
@@ -231,17 +231,16 @@ class Operator:
              "--liveness", self.health, "--metrics-port", str(metrics)],
             env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
         )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"operator exited {self.proc.returncode}: see {self.log}")
-            try:
-                urllib.request.urlopen(self.health, timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"operator not healthy after 60s: see {self.log}") from None
-                time.sleep(0.5)
+        proc = self.proc
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"operator exited {proc.returncode}: see {self.log}")
+            urllib.request.urlopen(self.health, timeout=2).close()
+            return True
+
+        poll.until(healthy, pending=f"operator not healthy at {self.health} (see {self.log})", timeout=60,
+                   retry=(OSError,))  # fmt: skip
         say(f"operator: python -m modelship operator (pid {self.proc.pid}, log {self.log})")
 
     def stop(self) -> None:
@@ -322,15 +321,15 @@ def apply_crds(timeout: float = 60.0) -> None:
     CRD's conditions: `kubectl wait --for=condition=Established` right after the apply fails instead of waiting
     while the new CRD has no conditions yet."""
     kc("apply", "-f", str(REPO / "crds"))
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def established() -> bool:
         crd = kjson("get", "crd", "modeldeployments.modelship.io") or {}
         conds = (crd.get("status") or {}).get("conditions") or []
         if any(c["type"] == "Established" and c["status"] == "True" for c in conds):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"crd/modeldeployments.modelship.io not Established after {timeout:.0f} s: {conds}")
-        time.sleep(0.5)
+            return True
+        raise poll.NotYet(f"conditions {conds}")
+
+    poll.until(established, pending="crd/modeldeployments.modelship.io not Established", timeout=timeout)
 
 
 def watch(timeout: float, name: str = NAME) -> dict[str, Any]:
@@ -412,22 +411,23 @@ def routed(ip: str, port: int, deadline: float = ROUTE_DEADLINE, connect_timeout
     exist, leave them unanswered. Those are retried for at most ``deadline`` seconds (any other error is raised
     at once); a wait is said; past the deadline TimeoutError names the address and the last error."""
     t0, tries = time.monotonic(), 0
-    while True:
+
+    def connects() -> bool:
+        nonlocal tries
         tries += 1
-        try:
-            socket.create_connection((ip, port), timeout=connect_timeout).close()
-        except OSError as exc:
-            if not isinstance(exc, TimeoutError) and exc.errno not in _NOT_ROUTED_YET:
-                raise
-            waited = time.monotonic() - t0
-            if waited >= deadline:
-                raise TimeoutError(f"{ip}:{port} not routed after {waited:.1f}s (last: {exc})") from exc
-            time.sleep(min(0.2, deadline - waited))
-            continue
-        waited = time.monotonic() - t0
-        if tries > 1:
-            say(f"{ip}:{port}: routed by kube-proxy after {waited:.2f}s ({tries - 1} connections turned away)")
-        return waited
+        socket.create_connection((ip, port), timeout=connect_timeout).close()
+        return True
+
+    poll.until(connects, pending=f"{ip}:{port} not routed", timeout=deadline, interval=0.2, retry=_not_routed_yet)
+    waited = time.monotonic() - t0
+    if tries > 1:
+        say(f"{ip}:{port}: routed by kube-proxy after {waited:.2f}s ({tries - 1} connections turned away)")
+    return waited
+
+
+def _not_routed_yet(exc: Exception) -> bool:
+    """A connection refused, unreachable or unanswered: kube-proxy has not routed the address yet."""
+    return isinstance(exc, TimeoutError) or (isinstance(exc, OSError) and exc.errno in _NOT_ROUTED_YET)
 
 
 def service_address(name: str = NAME) -> tuple[str, int]:
