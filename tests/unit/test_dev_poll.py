@@ -8,7 +8,7 @@ import errno
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 
 from modelship_dev import node_demo as demo
 from modelship_dev import poll
+from tests.unit.test_node_demo_routed import closed_port  # noqa: F401 (a loopback port nothing listens on)
 
 
 class FakeClock:
@@ -116,22 +117,14 @@ def test_a_predicate_chooses_which_errors_mean_not_yet(clock: FakeClock) -> None
 
 
 # ---------------------------------------------------------------------------- loopback, the real clock
-@pytest.fixture
-def free_port() -> Iterator[int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    yield port
-
-
-def test_on_loopback_refusals_are_retried_until_a_listener_answers(free_port: int) -> None:
+def test_on_loopback_refusals_are_retried_until_a_listener_answers(closed_port: int) -> None:  # noqa: F811
     listening = threading.Event()
     stop = threading.Event()
 
     def listen_after_a_refusal() -> None:
         with socket.socket() as srv:
             srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            srv.bind(("127.0.0.1", free_port))
+            srv.bind(("127.0.0.1", closed_port))
             refused.wait(10)  # not listening until the probe has been turned away once
             srv.listen()
             listening.set()
@@ -142,7 +135,7 @@ def test_on_loopback_refusals_are_retried_until_a_listener_answers(free_port: in
 
     def connects() -> bool:
         try:
-            socket.create_connection(("127.0.0.1", free_port), timeout=2).close()
+            socket.create_connection(("127.0.0.1", closed_port), timeout=2).close()
         except ConnectionRefusedError:
             tries.append("refused")
             refused.set()
@@ -161,13 +154,13 @@ def test_on_loopback_refusals_are_retried_until_a_listener_answers(free_port: in
     assert listening.is_set() and tries[0] == "refused" and tries[-1] == "accepted"
 
 
-def test_on_loopback_the_deadline_ends_a_wait_nothing_answers(free_port: int) -> None:
+def test_on_loopback_the_deadline_ends_a_wait_nothing_answers(closed_port: int) -> None:  # noqa: F811
     def connects() -> bool:
-        socket.create_connection(("127.0.0.1", free_port), timeout=2).close()
+        socket.create_connection(("127.0.0.1", closed_port), timeout=2).close()
         return True
 
-    with pytest.raises(TimeoutError, match=rf"127\.0\.0\.1:{free_port} closed after 0\.\d+s \(last: .*refused"):
-        poll.until(connects, pending=f"127.0.0.1:{free_port} closed", timeout=0.3, interval=0.05,
+    with pytest.raises(TimeoutError, match=rf"127\.0\.0\.1:{closed_port} closed after 0\.\d+s \(last: .*refused"):
+        poll.until(connects, pending=f"127.0.0.1:{closed_port} closed", timeout=0.3, interval=0.05,
                    retry=(ConnectionRefusedError,))  # fmt: skip
 
 
