@@ -62,6 +62,9 @@ class Reason(StrEnum):
     """An object the ModelDeployment would create exists and is not controlled by it: left untouched."""
     NAMESPACE_EXCLUDED = "NamespaceExcluded"
     """The platform excludes the ModelDeployment's namespace (operator.excludeNamespaces): nothing is created."""
+    UNSUPPORTED_FIELDS = "UnsupportedFields"
+    """The spec sets fields this operator does not know (the installed CRD is newer than the operator: upgrade
+    the operator): nothing is changed, what serves keeps serving."""
     # waiting for an upstream stage
     PENDING = "Pending"
     # Resolve

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from ..api.errors import describe_validation_error
 from ..api.modeldeployment import ModelDeployment
-from ..api.status import ModelDeploymentStatus, Phase, Reason, StageName
+from ..api.skew import UnsupportedFields
+from ..api.status import Phase, Reason, StageName
 from ..config import OperatorConfig
 from ..resources.defaults import InvalidSpec, with_operator_defaults
 from ..resources.kinds import APPLIED, HTTP_ROUTE, JOB
@@ -40,6 +41,7 @@ from .prometheus import PrometheusClient
 from .prometheus import read as read_prometheus
 from .revcache import CachedRevision
 from .revisions import RevisionCaches
+from .skew import Skew, keep_unknown_status
 from .stages.context import Failure
 from .store import Store
 
@@ -85,6 +87,8 @@ class Reconciler:
         self.config = config
         self.events = events
         self.caches = RevisionCaches(kube, config)
+        self.skew = Skew(kube)
+        """Reads ModelDeployments whatever CRD the API server serves (fields this operator does not know)."""
         self.fetch_metrics = fetch_metrics
         """How a serving pod's /metrics is read (Canary analysis)."""
         self.prometheus = PrometheusClient(config.prometheus) if config.prometheus.url else None
@@ -189,9 +193,13 @@ class Reconciler:
             return None
         self.collect_builds(namespace, name, body["metadata"].get("uid"))
         try:
-            md = ModelDeployment.from_body(body)
+            md = self.skew.read(body)
             enforce_policy(md, self.config)
             md = with_operator_defaults(md, self.config)
+        except UnsupportedFields as exc:
+            self._unsupported(body, exc)
+            metrics.RECONCILES.labels("unsupported-fields").inc()
+            return None
         except PolicyViolation as exc:
             self._stall(body, Failure(StageName.RESOLVE, Reason.POLICY_VIOLATION, str(exc)), rev=None)
             metrics.RECONCILES.labels("policy-violation").inc()
@@ -355,7 +363,9 @@ class Reconciler:
     def _write_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
         current = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
         # every key to drop, at every depth, as null: a merge patch of {"optimization": {...}} would otherwise
-        # keep the previous revision's decision and artifact beside the new revision's Job
+        # keep the previous revision's decision and artifact beside the new revision's Job; but never a field
+        # this operator does not know (a newer operator's, under a newer CRD): those are kept as they are
+        status = keep_unknown_status(current, status)
         patch = merge_patch(current, status)
         if not patch:
             log.debug(
@@ -384,6 +394,12 @@ class Reconciler:
         configuration): Stalled, nothing else touched (no Event either: status says it, for every resync)."""
         self._stall(body, Failure(StageName.RESOLVE, Reason.INVALID_SPEC, message), rev=None, post_events=False)
 
+    def _unsupported(self, body: dict[str, Any], exc: UnsupportedFields) -> None:
+        """A spec with fields this operator does not know (a newer CRD is installed): Stalled naming every field
+        and this operator's version, a Warning Event; nothing else is touched (what serves keeps serving)."""
+        serving = self.skew.status(body).serving_revision
+        self._stall(body, Failure(StageName.RESOLVE, Reason.UNSUPPORTED_FIELDS, exc.message(serving)), rev=None)
+
     def _excluded(self, body: dict[str, Any], namespace: str) -> None:
         """A namespace the platform excludes (operator.excludeNamespaces, the operator's own): Stalled, nothing
         created, an Event once."""
@@ -400,17 +416,14 @@ class Reconciler:
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         try:
-            rev: str | None = revision(with_operator_defaults(ModelDeployment.from_body(body), self.config).spec)
-        except (ValidationError, InvalidSpec):
+            rev: str | None = revision(with_operator_defaults(self.skew.read(body), self.config).spec)
+        except (ValidationError, InvalidSpec, UnsupportedFields, ApiException):  # the served CRD unreadable
             rev = None
         message = f"reconcile failed {tries} times in a row, the last with {describe_error(error)}"
         self._stall(body, Failure(StageName.RECONCILE, Reason.RECONCILE_ERROR, message), rev)
 
     def _stall(self, body: dict[str, Any], failure: Failure, rev: str | None, post_events: bool = True) -> None:
-        try:
-            prev = ModelDeploymentStatus.model_validate(body.get("status") or {})
-        except ValidationError:
-            prev = ModelDeploymentStatus()
+        prev = self.skew.status(body)  # what this operator can read of it: never an empty one for a newer field
         generation = body["metadata"].get("generation")
         status, events = kstatus.stalled(prev, generation, failure, rev, datetime.now(UTC))
         self._write_status(body, status.wire())

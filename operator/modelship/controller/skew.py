@@ -1,0 +1,149 @@
+"""The operator's side of version skew (the policy is ``api.skew``): the served CRD's spec schema, read only when
+a spec has fields this operator does not know, and one log line per left-out field path.
+
+The cluster-wide chart grants list and watch on CustomResourceDefinitions (kopf's scanning), so that operator can
+read the served CRD and tolerate a field a newer CRD only defaults; the namespaced chart grants nothing on them (a
+403, remembered like an answer): every unknown spec field stalls there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from .. import GROUP, PLURAL, VERSION, __version__
+from ..api.modeldeployment import ModelDeployment
+from ..api.skew import (
+    Schema,
+    keep_unknown,
+    known_status_schema,
+    read_served,
+    read_status,
+    served_spec_schema,
+)
+from ..api.status import ModelDeploymentStatus
+from .kube import Kube
+
+log = logging.getLogger("modelship.skew")
+
+CRD_NAME = f"{PLURAL}.{GROUP}"
+SERVED_SCHEMA_TTL_SECONDS = 60.0
+"""How long a read of the served CRD is used: a CRD upgrade is seen within this time (no watch of CRDs here)."""
+
+
+class Notes:
+    """Log a message at INFO the first time its key comes up in this process, at DEBUG after that."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def note(self, key: str, message: str, *args: Any) -> None:
+        with self._lock:
+            first = key not in self._seen
+            self._seen.add(key)
+        log.log(logging.INFO if first else logging.DEBUG, message, *args)
+
+
+class ServedSchema:
+    """The spec schema of the ModelDeployment CRD the API server serves (None when this operator may not read
+    it, or the CRD does not serve this operator's version), read at most once per ``ttl`` seconds."""
+
+    def __init__(self, kube: Kube, notes: Notes, ttl: float = SERVED_SCHEMA_TTL_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.kube = kube
+        self.notes = notes
+        self.ttl = ttl
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._read_at: float | None = None
+        self._schema: Schema | None = None
+
+    def __call__(self) -> Schema | None:
+        with self._lock:
+            now = self.clock()
+            if self._read_at is not None and now - self._read_at < self.ttl:
+                return self._schema
+            try:
+                crd = self.kube.custom_resource_definition(CRD_NAME)
+            except ApiException as exc:
+                if exc.status != 403:
+                    raise
+                self.notes.note(
+                    "crd-forbidden",
+                    "cannot read CustomResourceDefinition %s (forbidden: a namespaced install): a spec field this "
+                    "operator does not know stalls its ModelDeployment even when a newer CRD only defaults it",
+                    CRD_NAME,
+                )
+                crd = None
+            self._schema = served_spec_schema(crd, VERSION) if crd is not None else None
+            self._read_at = now
+            return self._schema
+
+
+class Skew:
+    """Reads ModelDeployments as the API server serves them, whatever CRD it serves (``api.skew.read_served``)."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.notes = Notes()
+        self.served = ServedSchema(kube, self.notes)
+
+    def read(self, body: Mapping[str, Any]) -> ModelDeployment:
+        """The ModelDeployment of ``body``; raises ``api.skew.UnsupportedFields`` or ``ValidationError``."""
+        reading = read_served(body, self.served)
+        where = _where(body)
+        for field in reading.tolerated:
+            self.notes.note(
+                f"tolerated {field.path}",
+                "%s: %s is not known to this operator (modelship %s) and holds the installed CRD's default: a newer "
+                "CRD defaults it, the spec does not ask for anything; left out",
+                where, field.describe(), __version__,
+            )  # fmt: skip
+        self._note_ignored(where, reading.ignored)
+        return reading.md
+
+    def status(self, body: Mapping[str, Any]) -> ModelDeploymentStatus:
+        """The status of ``body`` as far as this operator can read it (never raises)."""
+        status, ignored = read_status(body.get("status"))
+        self._note_ignored(_where(body), ignored)
+        return status
+
+    def _note_ignored(self, where: str, ignored: tuple[str, ...]) -> None:
+        for path in ignored:
+            self.notes.note(
+                f"ignored {_no_indexes(path)}",
+                "%s: %s is not known to this operator (modelship %s): a newer operator wrote it; ignored, and kept "
+                "as it is when this operator writes status",
+                where, path, __version__,
+            )  # fmt: skip
+
+
+def keep_unknown_status(current: Mapping[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """The status to write: ``desired`` plus every field of ``current`` this operator does not know (a newer
+    operator's), so that the merge patch leaves them alone."""
+    out = keep_unknown(known_status_schema(), current, desired)
+    assert isinstance(out, dict)
+    return out
+
+
+def _where(body: Mapping[str, Any]) -> str:
+    meta = body.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+def _no_indexes(path: str) -> str:
+    out, depth = [], 0
+    for ch in path:
+        if ch == "[":
+            depth += 1
+            out.append("[]")
+        elif ch == "]":
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)

@@ -1,0 +1,45 @@
+"""A CRD newer than this operator, for the version-skew tests (unit and integration): the CRD generated from the
+current models plus two spec fields and two status fields the models do not know."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from modelship.api.crd import crd
+
+DEFAULTED = ("serving", "warmup")
+"""A new spec field the newer CRD defaults: the API server fills it in on every read."""
+DEFAULTED_VALUE = "auto"
+SETTING = ("serving", "turbo")
+"""A new spec field without a default: present only when the tenant sets it."""
+NEW_STATUS = "upgradeNote"
+"""A new top-level status field a newer operator writes."""
+NEW_NESTED_STATUS = ("optimization", "energyJoules")
+"""A new status field inside an object this operator writes too."""
+NEW_CONDITION_FIELD = "severity"
+"""A new field in condition items (a list keyed by type)."""
+
+
+def newer_crd() -> dict[str, Any]:
+    """The CRD of this operator's models, as a newer release would ship it."""
+    out = copy.deepcopy(crd())
+    root = out["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec = root["properties"]["spec"]["properties"]
+    spec[DEFAULTED[0]]["properties"][DEFAULTED[1]] = {
+        "type": "string",
+        "default": DEFAULTED_VALUE,
+        "description": "A newer release's setting, defaulted to the old behaviour.",
+    }
+    spec[SETTING[0]]["properties"][SETTING[1]] = {"type": "boolean", "description": "A newer release's setting."}
+    status = root["properties"]["status"]["properties"]
+    status[NEW_STATUS] = {"type": "string", "description": "A newer operator's note."}
+    status[NEW_NESTED_STATUS[0]]["properties"][NEW_NESTED_STATUS[1]] = {
+        "type": "number",
+        "description": "A newer operator's figure.",
+    }
+    status["conditions"]["items"]["properties"][NEW_CONDITION_FIELD] = {
+        "type": "string",
+        "description": "A newer operator's condition field.",
+    }
+    return out
