@@ -233,7 +233,12 @@ NAMESPACE = Kind(
 )  # fmt: skip
 CUSTOM_RESOURCE_DEFINITION = Kind(
     "CustomResourceDefinition", "apiextensions.k8s.io", "v1", "customresourcedefinitions",
-    grants=(Grant(Verb.LIST, _SCANNING), Grant(Verb.WATCH, _SCANNING)),
+    grants=(
+        Grant(Verb.LIST, f"{_SCANNING}; and the served ModelDeployment CRD, listed by name when a spec has fields "
+                         "this operator does not know, to tell a newer CRD's defaults from a tenant's setting "
+                         "(controller.skew; a namespaced operator, without it, stalls on them)"),
+        Grant(Verb.WATCH, _SCANNING),
+    ),
     namespaced=False, cluster_scope_only=True,
 )  # fmt: skip
 
