@@ -34,19 +34,11 @@ from tests.integration.cluster import (
     install_crds,
     wait_for,
 )
-from tests.integration.operator_harness import OperatorProcess, running_operator, token_kubeconfig
-from tests.integration.test_operator import GROUP, PLURAL, VERSION, Cluster, md_doc
-from tests.support.skew import (
-    DEFAULTED,
-    DEFAULTED_VALUE,
-    NEW_CONDITION_FIELD,
-    NEW_NESTED_STATUS,
-    NEW_STATUS,
-    SETTING,
-    newer_crd,
-)
+from tests.integration.operator_harness import OperatorProcess, token_kubeconfig
+from tests.integration.test_operator import GROUP, PLURAL, VERSION, Cluster, md_doc, operator  # noqa: F401
+from tests.support import skew as newer
 
-NOTE_CONDITION = f"].{NEW_CONDITION_FIELD} is not known to this operator"
+NOTE_CONDITION = f"].{newer.NEW_CONDITION_FIELD} is not known to this operator"
 """The operator's log line (once per process) when it reads a condition with the newer operator's field."""
 NAMESPACED_IDENTITY = "modelship-operator-namespaced"
 """A ServiceAccount and ClusterRole with the namespaced chart's rules: nothing on CustomResourceDefinitions."""
@@ -64,9 +56,9 @@ def current_crd_restored(api_client: client.ApiClient) -> Iterator[None]:
 def install_newer_crd(api_client: client.ApiClient, namespace: str) -> None:
     """Apply the newer CRD and wait until the API server validates with it (a strict dry run of a spec that sets
     the new field passes): it serves the new schema from then on."""
-    apply_manifest(api_client, newer_crd(), force=True)
+    apply_manifest(api_client, newer.newer_crd(), force=True)
     probe = md_doc("probe")
-    probe["spec"][SETTING[0]][SETTING[1]] = True
+    probe["spec"][newer.SETTING[0]][newer.SETTING[1]] = True
     custom = client.CustomObjectsApi(api_client)
 
     def served() -> bool:
@@ -97,22 +89,16 @@ def ready_at_generation(k: Cluster, timeout: float = 120) -> dict[str, Any]:
     return k.wait_condition("Ready", "True", timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def operator(api_client: client.ApiClient) -> Iterator[OperatorProcess]:
-    """The cluster-wide operator (its ClusterRole lists CRDs, as the chart's operator.clusterWide=true)."""
-    with running_operator(api_client, {"MODELSHIP_MAX_JOB_ATTEMPTS": "2"}) as op:
-        yield op
-
-
 def test_a_newer_crd_under_a_ready_resource_keeps_it_reconciled_and_a_newer_operators_status_kept(
-    api_client: client.ApiClient, namespace: str, operator: OperatorProcess
+    api_client: client.ApiClient, namespace: str, operator: OperatorProcess  # noqa: F811 (cluster-wide: lists CRDs)
 ) -> None:
     k = Cluster(api_client, namespace)
     doc = md_doc()
     k.apply(doc)
     ready_at_generation(k)
     install_newer_crd(api_client, namespace)
-    assert k.md()["spec"][DEFAULTED[0]][DEFAULTED[1]] == DEFAULTED_VALUE  # the API server defaults it on read
+    defaulted = k.md()["spec"][newer.DEFAULTED[0]][newer.DEFAULTED[1]]
+    assert defaulted == newer.DEFAULTED_VALUE  # the API server defaults it on every read
 
     # a newer operator's status fields: top level, inside an object this operator writes, in a condition. Written
     # again until this operator has read them: its own write of a status read before ours replaces the conditions
@@ -124,9 +110,9 @@ def test_a_newer_crd_under_a_ready_resource_keeps_it_reconciled_and_a_newer_oper
         conditions = copy.deepcopy(status["conditions"])
         for c in conditions:
             if c["type"] == "Ready":
-                c[NEW_CONDITION_FIELD] = "info"
-        written = {NEW_STATUS: "written by a newer operator", "conditions": conditions,
-                   NEW_NESTED_STATUS[0]: {NEW_NESTED_STATUS[1]: 1.5}}  # fmt: skip
+                c[newer.NEW_CONDITION_FIELD] = "info"
+        written = {newer.NEW_STATUS: "written by a newer operator", "conditions": conditions,
+                   newer.NEW_NESTED_STATUS[0]: {newer.NEW_NESTED_STATUS[1]: 1.5}}  # fmt: skip
         k.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, "digits",
                                                        {"status": written})  # fmt: skip
         k.apply({**doc, "metadata": {**doc["metadata"], "labels": {"poke": str(time.monotonic_ns())}}})
@@ -146,15 +132,15 @@ def test_a_newer_crd_under_a_ready_resource_keeps_it_reconciled_and_a_newer_oper
     assert condition(after, "Stalled")["status"] == "False"
     st = after["status"]
     assert "3/3 replicas" in condition(after, "Ready")["message"]  # the operator rewrote the Ready condition...
-    assert condition(after, "Ready")[NEW_CONDITION_FIELD] == "info"  # ...and kept the newer operator's field
-    assert st[NEW_STATUS] == "written by a newer operator"
-    assert st[NEW_NESTED_STATUS[0]][NEW_NESTED_STATUS[1]] == 1.5
-    assert st[NEW_NESTED_STATUS[0]]["revision"] == st["revision"]  # its own fields there are still written
+    assert condition(after, "Ready")[newer.NEW_CONDITION_FIELD] == "info"  # ...and kept the newer operator's field
+    assert st[newer.NEW_STATUS] == "written by a newer operator"
+    assert st[newer.NEW_NESTED_STATUS[0]][newer.NEW_NESTED_STATUS[1]] == 1.5
+    assert st[newer.NEW_NESTED_STATUS[0]]["revision"] == st["revision"]  # its own fields there are still written
     assert st.get("servingRevision") == st["revision"] and st.get("url")
 
 
 def test_an_unknown_spec_setting_stalls_naming_it_and_leaves_what_serves_alone(
-    api_client: client.ApiClient, namespace: str, operator: OperatorProcess
+    api_client: client.ApiClient, namespace: str, operator: OperatorProcess  # noqa: F811 (cluster-wide: lists CRDs)
 ) -> None:
     install_newer_crd(api_client, namespace)
     k = Cluster(api_client, namespace)
@@ -164,7 +150,7 @@ def test_an_unknown_spec_setting_stalls_naming_it_and_leaves_what_serves_alone(
     served_revision = ready["status"]["servingRevision"]
     before = serving(k)
 
-    doc["spec"][SETTING[0]][SETTING[1]] = True
+    doc["spec"][newer.SETTING[0]][newer.SETTING[1]] = True
     doc["spec"]["serving"]["replicas"] = 4  # nothing of this change may be applied either
     k.apply(doc)
     stalled = k.wait_condition("Stalled", "True", reason="UnsupportedFields", timeout=60)
@@ -181,14 +167,14 @@ def test_an_unknown_spec_setting_stalls_naming_it_and_leaves_what_serves_alone(
     assert st["lastFailure"]["reason"] == "UnsupportedFields"
     assert serving(k) == before  # the Deployment is untouched: same replicas, same image
 
-    del doc["spec"][SETTING[0]][SETTING[1]]
+    del doc["spec"][newer.SETTING[0]][newer.SETTING[1]]
     k.apply(doc)
     ready_at_generation(k)
     assert serving(k)[0] == 4
 
 
 def test_a_namespaced_operator_cannot_read_the_crd_and_stalls_on_a_defaulted_field(
-    api_client: client.ApiClient, namespace: str, operator: OperatorProcess
+    api_client: client.ApiClient, namespace: str, operator: OperatorProcess  # noqa: F811 (cluster-wide: lists CRDs)
 ) -> None:
     """No list on CRDs (the namespaced chart): a field the newer CRD defaults is not told from a setting."""
     operator.stop()  # the cluster-wide operator would reconcile this namespace too
@@ -206,7 +192,7 @@ def test_a_namespaced_operator_cannot_read_the_crd_and_stalls_on_a_defaulted_fie
         k.apply(md_doc())
         stalled = k.wait_condition("Stalled", "True", reason="UnsupportedFields", timeout=60)
         message = condition(stalled, "Stalled")["message"]
-        assert f'spec.serving.warmup ("{DEFAULTED_VALUE}")' in message, message
+        assert f'spec.serving.warmup ("{newer.DEFAULTED_VALUE}")' in message, message
         assert "cannot read the installed CRD" in message, message
         assert not k.jobs()  # nothing was created for it
     finally:

@@ -32,20 +32,12 @@ from modelship.controller.reconcile import Reconciler
 from modelship.controller.skew import Notes, ServedSchema
 from modelship.controller.store import Store
 from modelship.resources.revision import revision
-from tests.support.skew import (
-    DEFAULTED,
-    DEFAULTED_VALUE,
-    NEW_CONDITION_FIELD,
-    NEW_NESTED_STATUS,
-    NEW_STATUS,
-    SETTING,
-    newer_crd,
-)
+from tests.support import skew as newer
 from tests.support.specs import valid_doc
 from tests.unit.test_loud_failures import MemoryKube, md_body
 from tests.unit.test_plan import CONFIG
 
-SERVED = served_spec_schema(newer_crd(), VERSION)
+SERVED = served_spec_schema(newer.newer_crd(), VERSION)
 assert SERVED is not None
 
 
@@ -74,11 +66,11 @@ STATUS = {
     "servingRevision": "r1",
     "conditions": [
         {"type": "Ready", "status": "True", "reason": "Available", "lastTransitionTime": "2026-11-29T05:00:00Z",
-         NEW_CONDITION_FIELD: "info"},
+         newer.NEW_CONDITION_FIELD: "info"},
         {"type": "Stalled", "status": "False", "reason": "Healthy", "lastTransitionTime": "2026-11-29T05:00:00Z"},
     ],
-    "optimization": {"revision": "r1", "value": 0.98, NEW_NESTED_STATUS[1]: 1.5},
-    NEW_STATUS: "written by modelship 0.2",
+    "optimization": {"revision": "r1", "value": 0.98, newer.NEW_NESTED_STATUS[1]: 1.5},
+    newer.NEW_STATUS: "written by modelship 0.2",
 }  # fmt: skip
 
 
@@ -92,17 +84,17 @@ def test_a_spec_of_known_fields_has_none_unknown_and_free_form_maps_are_not_unkn
 
 
 def test_unknown_fields_are_found_at_every_depth_and_in_list_items_outermost_only() -> None:
-    doc = doc_with((SETTING, True), (("build", "newBlock"), {"a": {"b": 1}}))
+    doc = doc_with((newer.SETTING, True), (("build", "newBlock"), {"a": {"b": 1}}))
     doc["spec"]["optimization"]["steps"][1]["quantize"]["newOption"] = 3
     assert unknown_fields(known_spec_schema(), doc["spec"]) == [
         ("optimization", "steps", 1, "quantize", "newOption"),
         ("build", "newBlock"),
-        SETTING,
+        newer.SETTING,
     ]
 
 
 def test_an_unknown_spec_field_is_unsupported_naming_every_path_value_and_this_version() -> None:
-    doc = doc_with((SETTING, True), (DEFAULTED, "eager"))
+    doc = doc_with((newer.SETTING, True), (newer.DEFAULTED, "eager"))
     with pytest.raises(UnsupportedFields) as info:
         read_served(doc, served)
     message = info.value.message("r1")
@@ -115,21 +107,21 @@ def test_an_unknown_spec_field_is_unsupported_naming_every_path_value_and_this_v
 
 def test_a_field_holding_the_served_crds_default_is_tolerated_and_changes_no_revision() -> None:
     plain = read_served(doc_with(), served).md
-    reading = read_served(doc_with((DEFAULTED, DEFAULTED_VALUE)), served)
-    assert [(f.path, f.value) for f in reading.tolerated] == [("spec.serving.warmup", DEFAULTED_VALUE)]
+    reading = read_served(doc_with((newer.DEFAULTED, newer.DEFAULTED_VALUE)), served)
+    assert [(f.path, f.value) for f in reading.tolerated] == [("spec.serving.warmup", newer.DEFAULTED_VALUE)]
     assert revision(reading.md.spec) == revision(plain.spec)
 
 
 def test_without_the_served_crd_even_a_defaulted_field_stalls_and_the_message_says_why() -> None:
     with pytest.raises(UnsupportedFields) as info:
-        read_served(doc_with((DEFAULTED, DEFAULTED_VALUE)), unreadable)
+        read_served(doc_with((newer.DEFAULTED, newer.DEFAULTED_VALUE)), unreadable)
     assert not info.value.schema_read
     assert "spec.serving.warmup" in str(info.value) and "cannot read the installed CRD" in str(info.value)
 
 
 def test_a_served_crd_that_declares_no_default_there_tolerates_nothing() -> None:
     with pytest.raises(UnsupportedFields):
-        read_served(doc_with((SETTING, False)), served)  # false is no default: the CRD declares none
+        read_served(doc_with((newer.SETTING, False)), served)  # false is no default: the CRD declares none
 
 
 def test_the_served_crd_is_asked_only_when_the_spec_has_unknown_fields() -> None:
@@ -141,7 +133,7 @@ def test_the_served_crd_is_asked_only_when_the_spec_has_unknown_fields() -> None
 
     read_served(doc_with(), counting)
     assert asked == []
-    read_served(doc_with((DEFAULTED, DEFAULTED_VALUE)), counting)
+    read_served(doc_with((newer.DEFAULTED, newer.DEFAULTED_VALUE)), counting)
     assert asked == [1]
 
 
@@ -162,7 +154,7 @@ def test_defaults_are_applied_below_a_new_object_as_the_api_server_does() -> Non
 
 
 def test_a_spec_invalid_besides_is_still_a_validation_error() -> None:
-    doc = doc_with((DEFAULTED, DEFAULTED_VALUE))
+    doc = doc_with((newer.DEFAULTED, newer.DEFAULTED_VALUE))
     doc["spec"]["serving"]["replicas"] = -1
     with pytest.raises(ValidationError):
         read_served(doc, served)
@@ -206,9 +198,9 @@ def test_a_status_write_keeps_every_field_this_operator_does_not_know() -> None:
     ).wire()
     patch = merge_patch(STATUS, keep_unknown(known_status_schema(), STATUS, desired))
     written = apply_merge_patch(STATUS, patch)
-    assert written[NEW_STATUS] == STATUS[NEW_STATUS]
-    assert written["optimization"] == {"revision": "r2", NEW_NESTED_STATUS[1]: 1.5}  # known keys dropped, new kept
-    assert written["conditions"][0][NEW_CONDITION_FIELD] == "info"  # matched by type
+    assert written[newer.NEW_STATUS] == STATUS[newer.NEW_STATUS]
+    assert written["optimization"] == {"revision": "r2", newer.NEW_NESTED_STATUS[1]: 1.5}  # known dropped, new kept
+    assert written["conditions"][0][newer.NEW_CONDITION_FIELD] == "info"  # matched by type
     assert written["conditions"][0]["reason"] == "RollingOut"
     assert "servingRevision" not in written  # a field this operator knows and drops is still dropped
 
@@ -217,7 +209,7 @@ def test_the_cli_keeps_rejecting_unknown_fields(tmp_path: Path) -> None:
     import yaml
 
     path = tmp_path / "md.yaml"
-    path.write_text(yaml.safe_dump(doc_with((DEFAULTED, DEFAULTED_VALUE))))
+    path.write_text(yaml.safe_dump(doc_with((newer.DEFAULTED, newer.DEFAULTED_VALUE))))
     with pytest.raises(CliError, match=r"spec\.serving\.warmup: unknown field"):
         load_modeldeployments(str(path))
 
@@ -241,7 +233,7 @@ class SkewKube(MemoryKube):
         if self.crd_status != 200:
             raise ApiException(status=self.crd_status, reason="Forbidden")
         assert name == "modeldeployments.modelship.io"
-        return newer_crd()
+        return newer.newer_crd()
 
 
 def reconcile(body: dict[str, Any], crd_status: int = 200) -> tuple[SkewKube, dict[str, Any]]:
@@ -267,13 +259,13 @@ def test_reconcile_stalls_an_unsupported_spec_with_a_warning_and_keeps_what_serv
     assert ("Warning", "ReadyUnsupportedFields") in [(t, r) for t, r, _ in kube.events]
     status = after["status"]
     assert status["servingRevision"] == "r1" and status["optimization"]["revision"] == "r1"  # kept, not wiped
-    assert status[NEW_STATUS] == STATUS[NEW_STATUS]  # the newer operator's field is left alone
+    assert status[newer.NEW_STATUS] == STATUS[newer.NEW_STATUS]  # the newer operator's field is left alone
     assert status["lastFailure"]["reason"] == "UnsupportedFields"
 
 
 def test_reconcile_tolerates_a_defaulted_field_with_the_crd_readable_and_stalls_without() -> None:
     body = md_body()
-    body["spec"]["serving"]["warmup"] = DEFAULTED_VALUE
+    body["spec"]["serving"]["warmup"] = newer.DEFAULTED_VALUE
     _, after = reconcile(copy.deepcopy(body))
     assert cond(after["status"], "Stalled")["status"] == "False"
     assert after["status"]["phase"] == "Optimizing"  # planned as usual: the optimization Job is created
@@ -289,8 +281,8 @@ def test_reconcile_with_a_newer_operators_status_plans_as_usual_and_keeps_its_fi
     kube, after = reconcile(body)
     status = after["status"]
     assert cond(status, "Stalled")["status"] == "False"
-    assert status[NEW_STATUS] == STATUS[NEW_STATUS]
-    assert cond(status, "Ready")[NEW_CONDITION_FIELD] == "info"
+    assert status[newer.NEW_STATUS] == STATUS[newer.NEW_STATUS]
+    assert cond(status, "Ready")[newer.NEW_CONDITION_FIELD] == "info"
     assert kube.crd_reads == 0  # nothing unknown in the spec: the CRD is not read
 
 

@@ -158,7 +158,10 @@ def served_default(schema: Schema, path: Path) -> tuple[bool, Any]:
 
 
 def without(data: Any, paths: list[Path]) -> Any:
-    """A copy of ``data`` with the fields at ``paths`` (each ending in an object key) removed."""
+    """A copy of ``data`` with the fields at ``paths`` (each ending in an object key) removed (``data`` itself
+    when there are none)."""
+    if not paths:
+        return data
     out = copy.deepcopy(data)
     for path in paths:
         parent = value_at(out, path[:-1])
