@@ -37,6 +37,9 @@ class MemoryKube:
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return None
 
+    def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        return True  # what a pod mounts is there (tests/unit/test_mount_check.py asks otherwise)
+
     def apply(self, obj: dict[str, Any], uid: str) -> dict[str, Any]:
         return obj
 

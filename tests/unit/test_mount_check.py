@@ -246,6 +246,9 @@ class CheckingKube(MemoryKube):
         super().__init__(store)
         self.absent, self.forbidden = absent, forbidden
         self.asked: list[tuple[str, str, str]] = []
+        self.read: list[tuple[str, str]] = []
+        self.keys: dict[str, tuple[str, ...]] = {}
+        """The keys of each ConfigMap that exists (default: a CA bundle's ca.pem)."""
         self.created: list[dict[str, Any]] = []
 
     def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
@@ -253,6 +256,14 @@ class CheckingKube(MemoryKube):
         if kind in self.forbidden:
             raise ApiException(status=403, reason="Forbidden")
         return (kind, name) not in self.absent
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind != "ConfigMap":
+            return super().get(api_version, kind, namespace, name)
+        self.read.append((namespace, name))  # a ConfigMap read whole (its keys), not only asked for
+        if not self.exists(api_version, kind, namespace, name):
+            return None
+        return {"kind": kind, "metadata": {"name": name}, "data": dict.fromkeys(self.keys.get(name, ("ca.pem",)), "")}
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.created.append(obj)

@@ -390,8 +390,11 @@ def test_deploy_of_a_pushed_artifact_pulls_it_in_every_pod_and_records_it() -> N
     up = ctx(make_md(build=False), Observed(deployment=deployment(c.revision, CONFIG.images.serving)))
     done = deploy(up, ServingTarget(c.revision, None, artifact))
     assert (done.serving_revision, done.serving_image, done.serving_artifact) == (c.revision, None, ARTIFACT_REF)
-    # without a pushed artifact the pods mount the artifact claim
-    assert deploy(c, ServingTarget(c.revision, None)).effects.needs_artifact_claim
+    # without a pushed artifact the pods mount the artifact claim, which the stage does not ask to be made: a claim
+    # made afresh would not hold the artifact (a missing one holds the rollout: test_mount_check)
+    from_claim = deploy(c, ServingTarget(c.revision, None)).effects
+    assert not from_claim.needs_artifact_claim
+    assert any("persistentVolumeClaim" in v for v in from_claim.apply[0]["spec"]["template"]["spec"]["volumes"])
 
 
 def test_pods_confined_to_the_claims_node_say_so_with_a_multinode_condition() -> None:

@@ -213,7 +213,7 @@ def test_the_first_revision_is_served_at_once_and_other_strategies_are_untouched
     plain = make_md(build=False, status={"servingRevision": OLD})
     p2 = plan(plain, Observed(jobs=[job("optimizer", revision(plain.spec), JobState.SUCCEEDED, msg=summary())],
                               deployment=deployment(OLD, CONFIG.images.serving)), CONFIG, NOW)  # fmt: skip
-    assert {o["kind"] for o in p2.apply} == {"PersistentVolumeClaim", "Deployment", "Service", "PodDisruptionBudget"}
+    assert {o["kind"] for o in p2.apply} == {"Deployment", "Service", "PodDisruptionBudget"}
     assert "Verified" not in [c["type"] for c in p2.status["conditions"]]
 
 

@@ -86,15 +86,21 @@ class Reason(StrEnum):
     IMAGE_OUTSIDE_REPOSITORY = "ImageOutsideRepository"
     """The build reported an image that is not <spec.build.repository>@sha256:<64 hex>: never deployed."""
     SECRET_NOT_FOUND = "SecretNotFound"
-    """A stage Job would mount a Secret the spec names (credentials.secretRef, build.pushSecretRef) that does not
-    exist in the namespace: the Job is not created (its pod would wait in ContainerCreating) until it does."""
+    """A stage Job (or the serving Deployment) would mount a Secret the spec names (credentials.secretRef,
+    build.pushSecretRef) that does not exist in the namespace: the Job is not created (its pod would wait in
+    ContainerCreating) until it does."""
     CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
     """A stage Job would mount a ConfigMap the spec names (credentials.caBundleRef, optimization.metric.codeRef)
     that does not exist in the namespace: the Job is not created (its pod would wait in ContainerCreating) until it
     does."""
     CLAIM_NOT_FOUND = "ClaimNotFound"
-    """A stage Job would mount a PersistentVolumeClaim (a pvc:// URI's claim) that does not exist in the namespace:
-    the Job is not created (its pod would wait in Pending) until it does."""
+    """A stage Job would mount a PersistentVolumeClaim (a pvc:// URI's claim), or the serving Deployment the
+    artifact claim, that does not exist in the namespace: the Job is not created / the Deployment keeps its
+    template (its pod would wait in Pending) until it does."""
+    CONFIG_MAP_KEY_NOT_FOUND = "ConfigMapKeyNotFound"
+    """A stage Job would mount a key of a ConfigMap as a file (credentials.caBundleRef.key) that the ConfigMap
+    lacks: the Job is not created (the kubelet would fail the mount, the pod wait in ContainerCreating) until it
+    has it."""
     ARTIFACT_OUTSIDE_REPOSITORY = "ArtifactOutsideRepository"
     """A build-less revision's report named an artifact that is not oci://<the repository the operator pushed it
     to>@sha256:<64 hex> (or a content digest that is not sha256:<64 hex>): never served."""

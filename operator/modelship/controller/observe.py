@@ -85,8 +85,11 @@ class Observed:
     route_api: bool = False
     """The cluster serves the HTTPRoute API (asked only when the spec wants an HTTPRoute)."""
     missing_mounts: frozenset[tuple[str, str, str]] = frozenset()
-    """(kind, namespace, name) of the Secrets, ConfigMaps and claims a Job the plan would create mounts that do not
-    exist (asked only before a Job is created, by existence: ``controller.stages.mounts``)."""
+    """(kind, namespace, name) of the Secrets, ConfigMaps and claims a Job the plan would create, or the serving
+    Deployment it would apply, mounts that do not exist (asked by existence: ``controller.prejob``)."""
+    missing_keys: frozenset[tuple[str, str, str]] = frozenset()
+    """(namespace, ConfigMap, key) of the keys those pods mount as files (a CA bundle's) that their existing
+    ConfigMap lacks (``controller.prejob``)."""
 
     def jobs_for(self, stage: str, revision: str) -> list[JobObservation]:
         return sorted((j for j in self.jobs if j.stage == stage and j.revision == revision), key=lambda j: j.attempt)

@@ -105,8 +105,9 @@ def plan(md: ModelDeployment, observed: Observed, config: OperatorConfig, now: d
 
 
 def _with_claim(ctx: Context, effects: list[Effects], apply: list[Manifest]) -> list[Manifest]:
-    """The artifact claim first, when a Job writes to it or pods serve from it and it does not exist yet."""
-    needed = not ctx.md.spec.build.enabled or any(e.needs_artifact_claim for e in effects)
+    """The artifact claim first, when a Job writes to it and it does not exist yet. Not for the serving pods: a
+    claim made afresh would not hold the artifact they serve (the deploy stage waits for it: ``ClaimNotFound``)."""
+    needed = any(e.needs_artifact_claim for e in effects)
     if needed and ("PersistentVolumeClaim", artifact_claim_name(ctx.md)) not in ctx.observed.existing:
         return [artifact_claim(ctx.md, ctx.config), *apply]
     return apply

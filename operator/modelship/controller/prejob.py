@@ -1,20 +1,21 @@
-"""What the reconcile asks the API server, not the store, before it creates Jobs: whether the watch missed some of
-the ModelDeployment's Jobs (right after a restart), and whether the Secrets, ConfigMaps and claims the Jobs would
-mount exist."""
+"""What the reconcile asks the API server, not the store, before it creates Jobs or applies the serving
+Deployment: whether the watch missed some of the ModelDeployment's Jobs (right after a restart), and whether the
+Secrets, ConfigMaps and claims their pods would mount exist (and the ConfigMap keys they mount as files)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from ..api.modeldeployment import ModelDeployment
-from ..resources.kinds import BY_KIND, JOB
-from ..resources.meta import MODELDEPLOYMENT_LABEL, MODELDEPLOYMENT_NAMESPACE_LABEL
-from ..resources.mounted import mounted_objects
+from ..resources.kinds import BY_KIND, CONFIG_MAP, DEPLOYMENT, JOB
+from ..resources.meta import MODELDEPLOYMENT_LABEL, MODELDEPLOYMENT_NAMESPACE_LABEL, serving_name
+from ..resources.mounted import mounted_keys, mounted_objects
 from . import metrics
 from .kube import Kube, api_error_text
 from .observe import Observed
@@ -81,35 +82,72 @@ def store_missed_jobs(
     return True
 
 
-def missing_mounts(kube: Kube, md: ModelDeployment, p: Plan) -> frozenset[tuple[str, str, str]]:
-    """(kind, namespace, name) of the Secrets, ConfigMaps and claims the Jobs about to be created mount in the
-    ModelDeployment's namespace that do not exist there, and that the plan does not write itself (the artifact
-    claim is applied before the Jobs are created): asked by existence only (metadata), never reading a Secret's
-    or ConfigMap's data. A build Job in the build namespace mounts the platform's push Secret, which is not the
-    tenant's to fix: not asked. An operator whose Role lacks get on a kind (an older chart) checks nothing of
-    that kind, as before the checks existed, and warns of it once per kind (``FORBIDDEN``)."""
+@dataclass(frozen=True)
+class Missing:
+    """What the pods the plan would start mount that is not there (``Observed.missing_mounts`` / ``missing_keys``)."""
+
+    objects: frozenset[tuple[str, str, str]] = frozenset()
+    """(kind, namespace, name) of the Secrets, ConfigMaps and claims that do not exist."""
+    keys: frozenset[tuple[str, str, str]] = frozenset()
+    """(namespace, ConfigMap, key) of the keys mounted as files that their (existing) ConfigMap lacks."""
+
+    def __bool__(self) -> bool:
+        return bool(self.objects or self.keys)
+
+
+def pod_templates(md: ModelDeployment, p: Plan) -> list[tuple[dict[str, Any], bool]]:
+    """The manifests with a pod template the plan writes in the ModelDeployment's namespace, each with whether the
+    objects the plan applies itself count as there: the Jobs it would create (the artifact claim is applied
+    before them, and a Job writes to it) and the serving Deployment it would apply (they do not: a claim made
+    afresh would not hold the artifact the pods serve, so the plan does not make one for them)."""
+    ns = md.metadata.namespace or ""
+    jobs = [(j, True) for j in p.create if (j["metadata"].get("namespace") or ns) == ns]
+    serving = serving_name(md)
+    deployments = [(o, False) for o in p.apply if o["kind"] == DEPLOYMENT.kind and o["metadata"]["name"] == serving]
+    return [*jobs, *deployments]
+
+
+def _ask(kube: Kube, kind: str, where: str, name: str, keys: bool) -> dict[str, Any] | None:
+    """The object (its metadata only, unless ``keys``: a ConfigMap whose keys are mounted as files, read whole),
+    None when it does not exist; raises ApiException(403) when the Role lacks get on the kind."""
+    row = BY_KIND[kind]
+    if keys:
+        return kube.get(row.api_version, row.kind, where, name)
+    return {} if kube.exists(row.api_version, row.kind, where, name) else None
+
+
+def missing_mounts(kube: Kube, md: ModelDeployment, p: Plan) -> Missing:
+    """The Secrets, ConfigMaps and claims the pods the plan would start (``pod_templates``) mount in the
+    ModelDeployment's namespace that do not exist there, and the ConfigMap keys they mount as files that the
+    ConfigMap lacks. Asked by existence only (metadata), never reading a Secret's data; a ConfigMap is read whole
+    only when a pod mounts some of its keys as files (a CA bundle: public data), to see its keys. A build Job in
+    the build namespace mounts the platform's push Secret, which is not the tenant's to fix: not asked. The
+    serving Deployment is asked on every reconcile that applies it when it mounts anything (a claim, a pull
+    Secret): one GET each. An operator whose Role lacks get on a kind (an older chart) checks nothing of that
+    kind, as before the checks existed, and warns of it once per kind (``FORBIDDEN``)."""
     ns = md.metadata.namespace or ""
     written = {(o["kind"], o["metadata"].get("namespace") or ns, o["metadata"]["name"]) for o in p.apply}
-    wanted = {
-        (kind, ns, name)
-        for j in p.create
-        if (j["metadata"].get("namespace") or ns) == ns
-        for kind, name in mounted_objects(j)
-    } - written
-    missing = set()
+    wanted: set[tuple[str, str, str]] = set()
+    wanted_keys: dict[str, set[str]] = {}
+    for manifest, trust_written in pod_templates(md, p):
+        refs = {(kind, ns, name) for kind, name in mounted_objects(manifest)}
+        wanted |= refs - written if trust_written else refs
+        for cm, key in mounted_keys(manifest):
+            wanted_keys.setdefault(cm, set()).add(key)
+    missing, missing_keys = set(), set()
     forbidden: set[str] = set()
     for kind, where, name in sorted(wanted):
         if kind in forbidden:
             continue
-        row = BY_KIND[kind]
+        keys = wanted_keys.get(name, set()) if kind == CONFIG_MAP.kind else set()
         try:
-            found = kube.exists(row.api_version, row.kind, where, name)
+            found = _ask(kube, kind, where, name, bool(keys))
         except ApiException as exc:
             if exc.status != 403:
                 raise
             if FORBIDDEN.refused(kind):
                 log.warning("%s/%s: cannot check %s %s (forbidden): %s; the operator's Role lacks get on %ss: no "
-                            "%s is checked before a Job mounts it (said once)", ns, md.metadata.name, kind, name,
+                            "%s is checked before a pod mounts it (said once)", ns, md.metadata.name, kind, name,
                             api_error_text(exc), kind, kind)  # fmt: skip
             else:
                 log.debug("%s/%s: cannot check %s %s (forbidden)", ns, md.metadata.name, kind, name)
@@ -117,6 +155,9 @@ def missing_mounts(kube: Kube, md: ModelDeployment, p: Plan) -> frozenset[tuple[
             continue
         FORBIDDEN.allowed(kind)
         metrics.API_READS.labels(kind).inc()
-        if not found:
+        if found is None:
             missing.add((kind, where, name))
-    return frozenset(missing)
+            continue
+        present = {*(found.get("data") or {}), *(found.get("binaryData") or {})}
+        missing_keys |= {(where, name, key) for key in keys - present}
+    return Missing(frozenset(missing), frozenset(missing_keys))

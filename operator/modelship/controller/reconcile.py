@@ -216,8 +216,8 @@ class Reconciler:
                                               lambda job: self._bound(md, job)):  # fmt: skip
                 observed = self.observe(md)
                 p = plan(md, observed, self.config, datetime.now(UTC))
-            if p.create and (missing := missing_mounts(self.kube, md, p)):
-                observed = replace(observed, missing_mounts=missing)
+            if missing := missing_mounts(self.kube, md, p):
+                observed = replace(observed, missing_mounts=missing.objects, missing_keys=missing.keys)
                 p = plan(md, observed, self.config, datetime.now(UTC))
             live, conflicts = self._judge(md, p)
             if conflicts:

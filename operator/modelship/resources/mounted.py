@@ -1,11 +1,14 @@
-"""Which objects a stage Job's pod mounts by name (Secrets, ConfigMaps, PersistentVolumeClaims), and which fields
-of the spec name them. Pure.
+"""Which objects the pod of a stage Job or of the serving Deployment mounts by name (Secrets, ConfigMaps,
+PersistentVolumeClaims, as volumes or as environment), which ConfigMap keys it mounts as files, and which fields of
+the spec name them. Pure.
 
 The kubelet does not start a pod whose volume names a Secret or ConfigMap that does not exist (unless the volume
 says ``optional``), and the scheduler does not place one whose claim does not exist: the pod waits in
 ContainerCreating or Pending, and the Job never says why. The operator reads the names from the Job manifest it is
 about to create (so the check always covers exactly what the pod would mount) and asks the API server whether each
-exists (``controller.reconcile``); the field paths let the condition say what to fix.
+exists (``controller.prejob``); the field paths let the condition say what to fix. A ConfigMap volume that lists
+``items`` (a CA bundle's key) fails to mount when the ConfigMap lacks one of those keys: those keys are listed too,
+so the check can read that ConfigMap's keys (never a Secret's).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ MOUNTABLE: tuple[Kind, ...] = (SECRET, CONFIG_MAP, PERSISTENT_VOLUME_CLAIM)
 
 Mounted = tuple[str, str]
 """(kind, name) of an object a pod mounts."""
+MountedKey = tuple[str, str]
+"""(ConfigMap name, key) of a key a pod mounts as a file."""
 
 
 def _volume_refs(volume: dict[str, Any]) -> Iterator[Mounted]:
@@ -42,16 +47,52 @@ def _volume_refs(volume: dict[str, Any]) -> Iterator[Mounted]:
                 yield kind.kind, projected["name"]
 
 
+def _env_refs(container: dict[str, Any]) -> Iterator[Mounted]:
+    for source in container.get("envFrom") or []:
+        for key, kind in (("secretRef", SECRET), ("configMapRef", CONFIG_MAP)):
+            ref = source.get(key)
+            if ref and ref.get("name") and not ref.get("optional"):
+                yield kind.kind, ref["name"]
+    for var in container.get("env") or []:
+        value_from = var.get("valueFrom") or {}
+        for key, kind in (("secretKeyRef", SECRET), ("configMapKeyRef", CONFIG_MAP)):
+            ref = value_from.get(key)
+            if ref and ref.get("name") and not ref.get("optional"):
+                yield kind.kind, ref["name"]
+
+
+def _pod_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = ((manifest.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return spec
+
+
 def mounted_objects(manifest: dict[str, Any]) -> tuple[Mounted, ...]:
-    """(kind, name) of each Secret, ConfigMap and claim the pod template of a Job (or of any pod-owning manifest)
-    mounts as a volume, in order, each once: ``secret``, ``configMap`` and ``persistentVolumeClaim`` volumes and
-    the Secrets and ConfigMaps of ``projected`` ones. An ``optional`` Secret or ConfigMap does not hold the pod
-    back, so it is not listed."""
-    template = ((manifest.get("spec") or {}).get("template") or {}).get("spec") or {}
+    """(kind, name) of each Secret, ConfigMap and claim the pod template of a Job, a Deployment (any pod-owning
+    manifest) mounts, in order, each once: ``secret``, ``configMap`` and ``persistentVolumeClaim`` volumes, the
+    Secrets and ConfigMaps of ``projected`` ones, and those its containers' ``envFrom`` and ``env`` ``valueFrom``
+    name (the kubelet does not start a container whose environment names a missing one). An ``optional`` Secret
+    or ConfigMap does not hold the pod back, so it is not listed."""
+    template = _pod_spec(manifest)
     names: dict[Mounted, None] = {}
     for volume in template.get("volumes") or []:
         names.update(dict.fromkeys(_volume_refs(volume)))
+    for container in [*(template.get("initContainers") or []), *(template.get("containers") or [])]:
+        names.update(dict.fromkeys(_env_refs(container)))
     return tuple(names)
+
+
+def mounted_keys(manifest: dict[str, Any]) -> tuple[MountedKey, ...]:
+    """(ConfigMap name, key) of each key a non-optional ``configMap`` volume (or projected source) of the pod
+    template lists in ``items``: the kubelet fails the mount when the ConfigMap lacks it. Secrets' keys are not
+    listed: the operator never reads a Secret's data."""
+    keys: dict[MountedKey, None] = {}
+    for volume in _pod_spec(manifest).get("volumes") or []:
+        sources = [volume.get("configMap")]
+        sources += [s.get("configMap") for s in (volume.get("projected") or {}).get("sources") or []]
+        for cm in sources:
+            if cm and cm.get("name") and not cm.get("optional"):
+                keys.update(dict.fromkeys((cm["name"], item["key"]) for item in cm.get("items") or []))
+    return tuple(keys)
 
 
 def mounted(manifest: dict[str, Any], kind: Kind) -> tuple[str, ...]:
@@ -61,6 +102,22 @@ def mounted(manifest: dict[str, Any], kind: Kind) -> tuple[str, ...]:
 
 def _source_prefix(role: str) -> str:
     return "spec.model" if role == "model" else f"spec.optimization.data.{role}"
+
+
+def _key_fields(md: ModelDeployment) -> Iterator[tuple[MountedKey, str]]:
+    for role, creds in source_roles(md).items():
+        if creds is not None and creds.ca_bundle_ref is not None:
+            ref = creds.ca_bundle_ref
+            yield (ref.name, ref.key), f"{_source_prefix(role)}.credentials.caBundleRef.key"
+
+
+def mounted_key_fields(md: ModelDeployment) -> dict[MountedKey, tuple[str, ...]]:
+    """(ConfigMap name, key) -> the fields of the spec that name the key (a CA bundle's ``caBundleRef.key``)."""
+    out: dict[MountedKey, tuple[str, ...]] = {}
+    for ref, field in _key_fields(md):
+        if field not in out.get(ref, ()):
+            out[ref] = (*out.get(ref, ()), field)
+    return out
 
 
 def _fields(md: ModelDeployment) -> Iterator[tuple[Mounted, str]]:

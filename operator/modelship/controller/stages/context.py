@@ -93,7 +93,7 @@ class Effects:
     requeue_after: float | None = None
     """Seconds until the stage wants another look (a retry backoff, a Job result still on its way)."""
     needs_artifact_claim: bool = False
-    """The artifact claim must exist (a Job writes to it, or pods serve from it)."""
+    """The artifact claim must exist (a Job writes to it): the plan applies it first when it does not."""
     events: tuple[StageEvent, ...] = ()
 
 

@@ -18,6 +18,7 @@ from ...resources.serving import ServedArtifact, service_url
 from ..observe import DeploymentObservation
 from .build import BuildOutcome
 from .context import ConditionUpdate, Context, Effects, Failure, ObjectRef, Progress, condition, pending
+from .mounts import held, missing_mounts
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,14 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     source = mirror_source(ctx.md, ctx.observed.canary_service_ip)  # Canary strategy: where a candidate offers
     sp = serving_plan(ctx.md, serve.revision, ctx.config, serve.image, serve.artifact, source)
     from_claim = serve.image is None and serve.artifact is None
-    objects = Effects(apply=tuple(sp.objects()), delete=_turned_off(ctx, sp), needs_artifact_claim=from_claim)
+    objects = Effects(apply=tuple(sp.objects()), delete=_turned_off(ctx, sp))
     url = service_url(ctx.md, ctx.config)
+    absent = missing_mounts(ctx, sp.deployment, f"rollout of revision {serve.revision}")
+    if absent is not None:  # its pods could not start: the Deployment keeps the template that serves (if any)
+        kept = tuple(o for o in objects.apply if o is not sp.deployment)
+        waiting = held(ctx, StageName.DEPLOY, ConditionType.DEPLOYED, absent)
+        effects = replace(waiting, apply=kept, delete=objects.delete)
+        return DeployOutcome(prev.serving_revision, prev.serving_image, prev.serving_artifact, url, effects)
     one_node = single_node_warning(ctx.md, ctx.config) if from_claim else None
 
     def deployed(status: bool, reason: Reason, message: str) -> tuple[ConditionUpdate, ...]:

@@ -26,7 +26,7 @@ from ...api.status import ConditionType, Phase, Reason, StageName
 from ...config import OperatorConfig
 from ..observe import JobObservation, JobState
 from .context import Context, Effects, Failure, Manifest, Progress, condition
-from .mounts import missing_mounts, recheck_after
+from .mounts import held, missing_mounts
 
 R = TypeVar("R")
 
@@ -234,13 +234,7 @@ def run_job_stage(ctx: Context, stage: JobStage[R], recorded_attempts: int) -> J
     manifest = stage.make(ctx, d.attempt)
     absent = missing_mounts(ctx, manifest, stage.label)
     if absent is not None:  # its pod would wait in ContainerCreating or Pending: no Job until the object exists
-        reason, why = absent
-        effects = Effects(
-            (condition(stage.condition, False, reason, why),),
-            failure=Failure(stage.stage, reason, why),
-            requeue_after=recheck_after(ctx, stage.condition),
-        )
-        return JobOutcome(None, attempts, name, finished, effects)
+        return JobOutcome(None, attempts, name, finished, held(ctx, stage.stage, stage.condition, absent))
     name = manifest["metadata"]["name"]
     message = f"{stage.label} {name} created (attempt {d.attempt})"
     effects = Effects(

@@ -1,13 +1,16 @@
-"""Before a stage Job is created: every Secret, ConfigMap and PersistentVolumeClaim its pod mounts by name must
-exist in the Job's namespace. Pure.
+"""Before a stage Job is created, or the serving Deployment applied: every Secret, ConfigMap and
+PersistentVolumeClaim its pod mounts by name must exist in its namespace, and every ConfigMap key it mounts as a
+file (a CA bundle's) must be in that ConfigMap. Pure.
 
 A missing one is ``SecretNotFound``, ``ConfigMapNotFound`` or ``ClaimNotFound`` (the first missing kind in the
 order Secret, ConfigMap, claim gives the reason; the message names every missing object): the stage's condition
 False and the resource Stalled (the user must create the object or fix the field), the message naming each
 object, the field of the spec that names it and the namespace. No Job is created, so no pod waits in
-ContainerCreating or Pending. The stage looks again with a backoff (the operator does not watch these kinds), and
-goes on by itself once the object exists. Which objects are missing is read by ``controller.reconcile``
-(existence only, as metadata: a Secret's or ConfigMap's data is never read) into ``Observed.missing_mounts``.
+ContainerCreating or Pending; no new Deployment template either, so the pods that serve keep serving. A missing
+key is ``ConfigMapKeyNotFound``, after the missing objects. The stage looks again with a backoff (the operator
+does not watch these kinds), and goes on by itself once the object exists. Which objects are missing is read by
+``controller.prejob`` (existence only, as metadata: a Secret's data is never read; a ConfigMap whose keys are
+mounted as files is read for its keys) into ``Observed.missing_mounts`` and ``Observed.missing_keys``.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from __future__ import annotations
 from datetime import datetime
 from types import MappingProxyType
 
-from ...api.status import ConditionType, Reason
+from ...api.status import ConditionType, Reason, StageName
 from ...resources.kinds import CONFIG_MAP, PERSISTENT_VOLUME_CLAIM, SECRET
-from ...resources.mounted import MOUNTABLE, mounted_fields, mounted_objects
-from .context import Context, Manifest
+from ...resources.mounted import MOUNTABLE, mounted_fields, mounted_key_fields, mounted_keys, mounted_objects
+from .context import Context, Effects, Failure, Manifest, condition
 
 RECHECK_MIN_SECONDS = 5.0
 RECHECK_MAX_SECONDS = 300.0
@@ -34,20 +37,37 @@ _OPERATOR = "the operator configuration"
 
 
 def missing_mounts(ctx: Context, manifest: Manifest, label: str) -> tuple[Reason, str] | None:
-    """Why the Job ``manifest`` cannot start (an object its pod mounts is missing): the reason and the message, or
-    None when every one exists (as far as ``ctx.observed.missing_mounts`` says)."""
+    """Why the pod of ``manifest`` (a Job, the serving Deployment) cannot start (an object it mounts is missing, or
+    a key it mounts as a file): the reason and the message, or None when every one is there (as far as
+    ``ctx.observed`` says)."""
     namespace = manifest["metadata"].get("namespace") or ctx.md.metadata.namespace or ""
     absent = ctx.observed.missing_mounts
     missing = [(kind, n) for kind, n in mounted_objects(manifest) if (kind, namespace, n) in absent]
-    if not missing:
+    keys = [(cm, key) for cm, key in mounted_keys(manifest) if (namespace, cm, key) in ctx.observed.missing_keys]
+    if not missing and not keys:
         return None
     order = [k.kind for k in MOUNTABLE]
     missing.sort(key=lambda ref: order.index(ref[0]))  # stable: each kind's objects in the manifest's order
-    fields = mounted_fields(ctx.md)
-    named = "; ".join(f'{_NOUN[k]} "{n}" ({", ".join(fields.get((k, n), (_OPERATOR,)))})' for k, n in missing)
-    return NOT_FOUND[missing[0][0]], (
-        f"{named} not found in namespace {namespace}: create it there or fix the field; the {label} starts once it "
+    fields, key_fields = mounted_fields(ctx.md), mounted_key_fields(ctx.md)
+    named = ["; ".join(f'{_NOUN[k]} "{n}" ({", ".join(fields.get((k, n), (_OPERATOR,)))})' for k, n in missing)
+             + " not found"] if missing else []  # fmt: skip
+    named += [f'key "{key}" ({", ".join(key_fields.get((cm, key), (_OPERATOR,)))}) not in ConfigMap "{cm}"'
+              for cm, key in keys]  # fmt: skip
+    reason = NOT_FOUND[missing[0][0]] if missing else Reason.CONFIG_MAP_KEY_NOT_FOUND
+    return reason, (
+        f"{'; '.join(named)} in namespace {namespace}: create it there or fix the field; the {label} starts once it "
         "exists"
+    )
+
+
+def held(ctx: Context, stage: StageName, type_: ConditionType, absent: tuple[Reason, str]) -> Effects:
+    """The stage held for a missing mounted object: its condition False with the reason, Stalled (the user must
+    create the object or fix the field), and another look after ``recheck_after``."""
+    reason, why = absent
+    return Effects(
+        (condition(type_, False, reason, why),),
+        failure=Failure(stage, reason, why),
+        requeue_after=recheck_after(ctx, type_),
     )
 
 
@@ -55,7 +75,7 @@ def recheck_after(ctx: Context, condition: ConditionType) -> float:
     """Seconds until the next look: as long as the stage has waited for the object (from its condition's
     lastTransitionTime), between RECHECK_MIN_SECONDS and RECHECK_MAX_SECONDS, so the looks double in spacing."""
     prev = next((c for c in ctx.prev.conditions if c.type == condition.value), None)
-    waiting = {r.value for r in NOT_FOUND.values()}
+    waiting = {r.value for r in (*NOT_FOUND.values(), Reason.CONFIG_MAP_KEY_NOT_FOUND)}
     if prev is None or prev.reason not in waiting or not prev.last_transition_time:
         return RECHECK_MIN_SECONDS
     since = datetime.fromisoformat(prev.last_transition_time.replace("Z", "+00:00"))
