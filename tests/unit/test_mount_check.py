@@ -6,6 +6,7 @@ Warning Event per condition change, a backoff, and the Job once the object exist
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -18,16 +19,19 @@ from modelship.controller import prejob
 from modelship.controller.observe import JobState, Observed
 from modelship.controller.plan import plan
 from modelship.controller.reconcile import Reconciler
+from modelship.controller.stages.context import Context
+from modelship.controller.stages.deploy import ServingTarget, deploy
 from modelship.controller.stages.mounts import RECHECK_MAX_SECONDS, RECHECK_MIN_SECONDS
 from modelship.controller.store import Store
 from modelship.resources.build_job import build_job
 from modelship.resources.kinds import SECRET
-from modelship.resources.mounted import mounted, mounted_fields, mounted_objects
+from modelship.resources.mounted import mounted, mounted_fields, mounted_key_fields, mounted_keys, mounted_objects
 from modelship.resources.optimize_job import optimize_job
 from modelship.resources.revision import revision
+from modelship.resources.serving import ServedArtifact
 from tests.support.specs import valid_doc
 from tests.unit.test_loud_failures import MemoryKube, md_body, stalled
-from tests.unit.test_plan import CONFIG, NOW, cond, job, make_md, summary
+from tests.unit.test_plan import CONFIG, IMAGE, NOW, cond, deployment, job, make_md, summary
 
 CREDS = {"secretRef": {"name": "model-creds"}}
 DATA = {
@@ -326,3 +330,161 @@ def test_a_role_without_get_on_a_kind_is_warned_of_once_per_kind_and_process_not
     assert _refusals(caplog) == []
     reconciled(set(), forbidden=both)
     assert [m.split(": ")[1] for m in _refusals(caplog)] == ["cannot check ConfigMap corp-ca (forbidden)"]
+
+
+def test_the_objects_a_pods_environment_names_and_the_configmap_keys_it_mounts_as_files_are_listed() -> None:
+    manifest = {"spec": {"template": {"spec": {
+        "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "init-env"}}]}],
+        "containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "settings"}},
+                                                 {"secretRef": {"name": "maybe", "optional": True}}],
+                        "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "token", "key": "t"}}},
+                                {"name": "L", "valueFrom": {"configMapKeyRef": {"name": "level", "key": "l"}}},
+                                {"name": "O", "valueFrom": {"configMapKeyRef": {"name": "o", "key": "o",
+                                                                                "optional": True}}},
+                                {"name": "P", "value": "plain"}]}],
+        "volumes": [
+            {"name": "ca", "configMap": {"name": "corp-ca", "items": [{"key": "ca.pem", "path": "ca.crt"}]}},
+            {"name": "p", "projected": {"sources": [
+                {"configMap": {"name": "more", "items": [{"key": "k", "path": "k"}]}}]}},
+            {"name": "o", "configMap": {"name": "opt", "optional": True, "items": [{"key": "x", "path": "x"}]}},
+            {"name": "s", "secret": {"secretName": "push", "items": [{"key": ".dockerconfigjson", "path": "c.json"}]}},
+            {"name": "whole", "configMap": {"name": "code"}},
+        ],
+    }}}}  # fmt: skip
+    assert mounted_objects(manifest) == (
+        ("ConfigMap", "corp-ca"), ("ConfigMap", "more"), ("Secret", "push"), ("ConfigMap", "code"),
+        ("Secret", "init-env"), ("ConfigMap", "settings"), ("Secret", "token"), ("ConfigMap", "level"),
+    )  # fmt: skip
+    # only ConfigMap keys (never a Secret's), only of volumes that name items and are not optional
+    assert mounted_keys(manifest) == (("corp-ca", "ca.pem"), ("more", "k"))
+    md = with_cas_and_code(valid_doc())
+    assert mounted_keys(optimize_job(md, revision(md.spec), CONFIG)) == (("corp-ca", "ca.pem"), ("eval-ca", "ca.crt"))
+    assert mounted_key_fields(md) == {
+        ("corp-ca", "ca.pem"): ("spec.model.credentials.caBundleRef.key",
+                                "spec.optimization.data.calibration.credentials.caBundleRef.key"),
+        ("eval-ca", "ca.crt"): ("spec.optimization.data.evaluation.credentials.caBundleRef.key",),
+    }  # fmt: skip
+
+
+def test_a_ca_bundle_key_its_configmap_lacks_stalls_the_optimization_naming_key_field_and_configmap() -> None:
+    md = with_cas_and_code(valid_doc())
+    keys = frozenset({("ml", "corp-ca", "ca.pem")})
+    p = plan(md, Observed(missing_keys=keys), CONFIG, NOW)
+    assert p.create == []  # the kubelet would fail the mount: the pod would wait in ContainerCreating
+    optimized = cond(p.status, "Optimized")
+    assert (optimized["status"], optimized["reason"]) == ("False", "ConfigMapKeyNotFound")
+    assert optimized["message"].startswith(
+        'key "ca.pem" (spec.model.credentials.caBundleRef.key, '
+        'spec.optimization.data.calibration.credentials.caBundleRef.key) not in ConfigMap "corp-ca" in namespace ml'
+    ), optimized["message"]
+    stalled_on = cond(p.status, "Stalled")
+    assert (stalled_on["status"], stalled_on["reason"]) == ("True", "ConfigMapKeyNotFound")
+    assert [e.reason for e in p.events if e.type == "Warning"] == ["OptimizedConfigMapKeyNotFound",
+                                                                   "ReadyConfigMapKeyNotFound"]  # fmt: skip
+    assert p.requeue_after == RECHECK_MIN_SECONDS
+    # a missing ConfigMap is said first (its reason), the missing key after it
+    both = plan(md, Observed(missing_keys=keys, missing_mounts=frozenset({("ConfigMap", "ml", "metric")})), CONFIG,
+                NOW)  # fmt: skip
+    mixed = cond(both.status, "Optimized")
+    assert mixed["reason"] == "ConfigMapNotFound"
+    assert mixed["message"].startswith(
+        'ConfigMap "metric" (spec.optimization.metric.codeRef.name) not found; key "ca.pem"'
+    ), mixed["message"]
+    # looked again later and later; the Job once the key is there
+    again = plan(written(md, p.status), Observed(missing_keys=keys), CONFIG, NOW + timedelta(seconds=30))
+    assert again.create == [] and again.events == [] and again.requeue_after == 30.0
+    later = plan(written(md, p.status), Observed(), CONFIG, NOW + timedelta(seconds=60))
+    assert [o["kind"] for o in later.create] == ["Job"]
+
+
+def test_the_reconcile_reads_a_ca_bundles_configmap_for_its_keys_and_stalls_without_the_key() -> None:
+    doc = md_body()
+    doc["spec"]["model"]["credentials"] = {"caBundleRef": {"name": "corp-ca", "key": "ca.pem"}}
+    store = Store()
+    store.put("ModelDeployment", doc)
+    kube = CheckingKube(store, set())
+    kube.keys = {"corp-ca": ("tls.crt",)}  # the ConfigMap exists, with another key
+    Reconciler(kube, store, CONFIG).reconcile("ml", "digits")  # type: ignore[arg-type]
+    assert kube.read == [("ml", "corp-ca")]  # read once, for its keys
+    assert kube.created == []
+    said = stalled(kube, store)
+    assert said["reason"] == "ConfigMapKeyNotFound"
+    for words in ('key "ca.pem"', "spec.model.credentials.caBundleRef.key", 'ConfigMap "corp-ca"', "namespace ml"):
+        assert words in said["message"], said["message"]
+    kube.keys = {"corp-ca": ("ca.pem",)}
+    Reconciler(kube, store, CONFIG).reconcile("ml", "digits")  # type: ignore[arg-type]
+    assert [o["kind"] for o in kube.created] == ["PersistentVolumeClaim", "Job"]
+
+
+OLD = "r0123456789"
+CLAIM = frozenset({("PersistentVolumeClaim", "ml", "digits-artifacts")})
+
+
+def served_from_the_claim() -> tuple[ModelDeployment, Observed]:
+    """A build-less ModelDeployment (no artifact registry: the pods mount the artifact claim) whose revision
+    ``OLD`` serves while the spec's new revision has just been optimized."""
+    md = make_md(build=False, status={"servingRevision": OLD, "revision": OLD})
+    done = [job("optimizer", revision(md.spec), JobState.SUCCEEDED, msg=summary())]
+    return md, Observed(jobs=done, deployment=deployment(OLD, CONFIG.images.serving))
+
+
+def test_a_rollout_whose_artifact_claim_is_gone_keeps_the_deployment_that_serves_then_goes_on() -> None:
+    md, seen = served_from_the_claim()
+    rev = revision(md.spec)
+    p = plan(md, replace(seen, missing_mounts=CLAIM), CONFIG, NOW)
+    # the Deployment is not applied (its pods could not start; the old ones keep serving), nor the claim made afresh
+    assert [o["kind"] for o in p.apply] == ["Service", "PodDisruptionBudget"]
+    deployed = cond(p.status, "Deployed")
+    assert (deployed["status"], deployed["reason"]) == ("False", "ClaimNotFound")
+    for words in ('claim "digits-artifacts"', "artifact claim", "namespace ml", f"rollout of revision {rev}"):
+        assert words in deployed["message"], deployed["message"]
+    assert (cond(p.status, "Stalled")["status"], cond(p.status, "Stalled")["reason"]) == ("True", "ClaimNotFound")
+    assert cond(p.status, "Optimized")["status"] == "True"
+    assert p.status["servingRevision"] == OLD and p.status["lastFailure"]["stage"] == "Deploy"
+    assert p.requeue_after == RECHECK_MIN_SECONDS
+    assert [e.reason for e in p.events if e.type == "Warning"] == ["DeployedClaimNotFound", "ReadyClaimNotFound"]
+    # still gone a while later: nothing new posted, looked at later and later
+    again = plan(written(md, p.status), replace(seen, missing_mounts=CLAIM), CONFIG, NOW + timedelta(seconds=90))
+    assert "Deployment" not in [o["kind"] for o in again.apply] and again.events == [] and again.requeue_after == 90.0
+    # the claim is back: the rollout goes on by itself
+    later = plan(written(md, p.status), seen, CONFIG, NOW + timedelta(seconds=100))
+    (dep,) = [o for o in later.apply if o["kind"] == "Deployment"]
+    assert dep["spec"]["template"]["metadata"]["labels"]["modelship.io/revision"] == rev
+    assert cond(later.status, "Deployed")["reason"] == "RollingOut"
+    assert cond(later.status, "Stalled")["status"] == "False"
+
+
+def test_a_pushed_artifacts_pull_secret_gone_holds_the_rollout_naming_the_field() -> None:
+    doc = valid_doc()
+    doc["metadata"].update(namespace="ml", uid="u-1", generation=4)
+    doc["spec"]["build"] = {"enabled": False, "repository": "registry.local:5000/ml/digits",
+                            "pushSecretRef": {"name": "push"}}  # fmt: skip
+    md = ModelDeployment.from_body(doc)
+    rev = revision(md.spec)
+    artifact = ServedArtifact("oci://registry.local:5000/ml/digits@sha256:" + "0a" * 32, "sha256:" + "ef" * 32)
+    c = Context(md, rev, Observed(missing_mounts=frozenset({("Secret", "ml", "push")})), CONFIG, NOW)
+    out = deploy(c, ServingTarget(rev, None, artifact))
+    assert "Deployment" not in [o["kind"] for o in out.effects.apply]
+    (deployed,) = [u for u in out.effects.conditions if u.type.value == "Deployed"]
+    assert deployed.reason.value == "SecretNotFound"
+    assert 'Secret "push" (spec.build.pushSecretRef.name) not found in namespace ml' in deployed.message
+    assert out.effects.failure is not None and out.serving_revision is None
+    # an image-built revision mounts nothing the tenant names: nothing held
+    built = deploy(c, ServingTarget(rev, IMAGE))
+    assert "Deployment" in [o["kind"] for o in built.effects.apply] and built.effects.failure is None
+
+
+def test_the_reconcile_asks_for_the_claim_the_serving_pods_mount_and_never_makes_it() -> None:
+    md, seen = served_from_the_claim()
+    store = Store()
+    kube = CheckingKube(store, {("PersistentVolumeClaim", "digits-artifacts")})
+    p = plan(md, seen, CONFIG, NOW)
+    missing = prejob.missing_mounts(kube, md, p)  # type: ignore[arg-type]
+    assert kube.asked == [("PersistentVolumeClaim", "ml", "digits-artifacts")]
+    assert missing.objects == CLAIM and missing.keys == frozenset()
+    # an image-built revision's Deployment mounts nothing: only the new revision's Job's pvc:// claim is asked (the
+    # artifact claim the same plan applies for the Job is not)
+    kube.asked.clear()
+    built = make_md(status={"servingRevision": OLD, "servingImage": IMAGE})
+    assert not prejob.missing_mounts(kube, built, plan(built, Observed(), CONFIG, NOW))  # type: ignore[arg-type]
+    assert kube.asked == [("PersistentVolumeClaim", "ml", "models")]
