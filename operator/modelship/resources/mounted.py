@@ -139,7 +139,8 @@ def _fields(md: ModelDeployment) -> Iterator[tuple[Mounted, str]]:
     for role, uri in uris:
         if uri.startswith("pvc://"):
             yield (PERSISTENT_VOLUME_CLAIM.kind, uri[len("pvc://") :].split("/", 1)[0]), f"{_source_prefix(role)}.uri"
-    yield (PERSISTENT_VOLUME_CLAIM.kind, artifact_claim_name(md)), "the artifact claim: it held the artifacts the optimization Jobs wrote, restore it"
+    artifacts = "the artifact claim, which held the optimized artifacts"
+    yield (PERSISTENT_VOLUME_CLAIM.kind, artifact_claim_name(md)), artifacts
 
 
 def mounted_fields(md: ModelDeployment) -> dict[Mounted, tuple[str, ...]]:
