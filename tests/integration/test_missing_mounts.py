@@ -167,3 +167,75 @@ def test_the_operator_can_tell_a_tenants_configmap_exists_but_not_list_or_write_
             assert exc.status == 403
         else:
             raise AssertionError("the operator could list or write a tenant's ConfigMaps")
+
+
+def test_missing_ca_bundle_key_is_stalled_naming_key_and_field_then_proceeds_once_added(tenant: Cluster) -> None:
+    """The ConfigMap exists but lacks the key: the kubelet would fail the mount of that item. The operator reads that
+    ConfigMap's keys (a CA bundle, public data) and says which key, which field, which ConfigMap."""
+    pem = "-----BEGIN CERTIFICATE-----\nnot a real one\n-----END CERTIFICATE-----\n"
+    body = {"metadata": {"name": "corp-ca"}, "data": {"tls.crt": pem}}
+    tenant.core.create_namespaced_config_map(tenant.ns, body)
+    doc = md_doc()
+    doc["spec"]["model"]["credentials"] = {"caBundleRef": {"name": "corp-ca", "key": "ca.pem"}}
+    tenant.apply(doc)
+    field = "spec.model.credentials.caBundleRef.key"
+    obj = stalled_on(tenant, "Optimized", "ConfigMapKeyNotFound", 'key "ca.pem"', field)
+    assert 'ConfigMap "corp-ca"' in condition(obj, "Optimized")["message"]
+    assert tenant.jobs() == []  # no pod left waiting in ContainerCreating
+
+    tenant.core.patch_namespaced_config_map("corp-ca", tenant.ns, {"data": {"ca.pem": pem}})
+    job = wait_for(lambda: next(iter(tenant.jobs("optimizer")), None), timeout=90, description="optimization Job")
+    assert "corp-ca" in config_map_volumes(job)
+    tenant.wait_condition("Ready", "True", timeout=120)
+    assert tenant.md()["status"].get("lastFailure") is None
+    assert len(warnings(tenant, "OptimizedConfigMapKeyNotFound")) == 1
+
+
+def test_a_claim_served_rollout_whose_artifact_claim_is_gone_keeps_the_old_deployment_then_proceeds(
+    tenant: Cluster,
+) -> None:
+    """Served from the artifact claim (no image, no registry for the artifact): the claim is deleted. The operator
+    does not make an empty one afresh (it would not hold the artifact) and does not roll the Deployment to pods that
+    could not start: a change of the serving settings leaves the Deployment as it was, Stalled ClaimNotFound on
+    Deployed; once the claim is back (restored by the user) the rollout goes on by itself."""
+    doc = md_doc(replicas=1)
+    doc["spec"]["build"] = {"enabled": False, "insecureRegistry": True}
+    tenant.apply(doc)
+    ready = tenant.wait_condition("Ready", "True", timeout=120)
+    before = tenant.apps.read_namespaced_deployment("digits", tenant.ns)
+    assert "digits-artifacts" in claim_volumes(before)
+
+    # the claim goes (its protection finalizer dropped, as once the serving pods are gone)
+    tenant.core.delete_namespaced_persistent_volume_claim("digits-artifacts", tenant.ns)
+    tenant.core.patch_namespaced_persistent_volume_claim("digits-artifacts", tenant.ns,
+                                                         {"metadata": {"finalizers": None}})  # fmt: skip
+
+    def claim_gone() -> bool:
+        try:
+            tenant.core.read_namespaced_persistent_volume_claim("digits-artifacts", tenant.ns)
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(claim_gone, timeout=30, description="the artifact claim deleted")
+    doc["spec"]["serving"]["podAnnotations"] = {"example.com/rolled": "yes"}  # a new pod template
+    tenant.apply(doc)
+    obj = stalled_on(tenant, "Deployed", "ClaimNotFound", 'claim "digits-artifacts"', "artifact claim")
+    assert f"rollout of revision {ready['status']['revision']}" in condition(obj, "Deployed")["message"]
+    assert obj["status"]["servingRevision"] == ready["status"]["revision"]
+    held = tenant.apps.read_namespaced_deployment("digits", tenant.ns)
+    assert held.metadata.generation == before.metadata.generation  # the Deployment untouched
+    assert "example.com/rolled" not in (held.spec.template.metadata.annotations or {})
+    with pytest.raises(client.ApiException) as gone:  # and no empty claim made afresh
+        tenant.core.read_namespaced_persistent_volume_claim("digits-artifacts", tenant.ns)
+    assert gone.value.status == 404
+
+    hostpath_volume(tenant.api, tenant.ns, "digits-artifacts")
+    spec = {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "resources": {"requests": {"storage": "1Gi"}}}
+    claim = {"metadata": {"name": "digits-artifacts"}, "spec": spec}
+    tenant.core.create_namespaced_persistent_volume_claim(tenant.ns, claim)
+    tenant.wait_condition("Ready", "True", timeout=120)
+    rolled = tenant.apps.read_namespaced_deployment("digits", tenant.ns)
+    assert rolled.spec.template.metadata.annotations["example.com/rolled"] == "yes"
+    assert tenant.md()["status"].get("lastFailure") is None
+    assert len(warnings(tenant, "DeployedClaimNotFound")) == 1
