@@ -342,7 +342,9 @@ def watch_many(timeout: float, names: tuple[str, ...]) -> dict[str, dict[str, An
     t_apply = time.monotonic()
     last_pods = ""
     done: dict[str, dict[str, Any]] = {}
-    while True:
+
+    def look() -> dict[str, dict[str, Any]] | None:
+        nonlocal last_pods
         for name in names:
             if name in done:
                 continue
@@ -360,7 +362,7 @@ def watch_many(timeout: float, names: tuple[str, ...]) -> dict[str, dict[str, An
                 st["applyToReadySeconds"] = time.monotonic() - t_apply
                 done[name] = md
             elif conds.get("Stalled", {}).get("status") == "True":
-                raise RuntimeError(f"{name} stalled: {conds['Stalled'].get('message')}")
+                raise RuntimeError(f"{name} stalled: {conds['Stalled'].get('message')}")  # not retried: at once
         pods = kc("get", "pods", "-n", NS, "--no-headers", check=False)
         counts: dict[str, int] = {}
         for ln in pods.splitlines():
@@ -375,10 +377,9 @@ def watch_many(timeout: float, names: tuple[str, ...]) -> dict[str, dict[str, An
             say(f"  pods: {summary or '-'}")
         if len(done) == len(names):
             return done
-        if time.monotonic() - t_apply > timeout:
-            missing = ", ".join(n for n in names if n not in done)
-            raise TimeoutError(f"not Ready after {timeout:.0f}s: {missing}")
-        time.sleep(1)
+        raise poll.NotYet("not Ready: " + ", ".join(n for n in names if n not in done))
+
+    return poll.until(look, pending=f"{', '.join(names)} not all Ready", timeout=timeout, interval=1)
 
 
 def serving_pods(name: str = NAME) -> list[dict[str, Any]]:
@@ -502,20 +503,21 @@ def pod_python(code: str, *args: str, namespace: str = CLIENT_NS, service_accoun
                             "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}],
         },
     }  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while kc("get", "serviceaccount", "default", "-n", namespace, check=False) == "":  # made by the controller
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no default ServiceAccount in {namespace}")
-        time.sleep(0.5)
+    deadline = time.monotonic() + timeout  # one deadline for both waits
+    # the namespace's default ServiceAccount is made by the controller
+    poll.until(lambda: kc("get", "serviceaccount", "default", "-n", namespace, check=False) != "",
+               pending=f"no default ServiceAccount in {namespace}", timeout=timeout)  # fmt: skip
     kc("apply", "-f", "-", input_text=json.dumps(manifest))
     try:
-        while (phase := ((kjson("get", "pod", pod, "-n", namespace) or {}).get("status") or {}).get("phase")) not in (
-            "Succeeded",
-            "Failed",
-        ):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"client pod {namespace}/{pod} still {phase} after {timeout:.0f}s")
-            time.sleep(0.5)
+
+        def finished() -> str:
+            phase = ((kjson("get", "pod", pod, "-n", namespace) or {}).get("status") or {}).get("phase")
+            if phase not in ("Succeeded", "Failed"):
+                raise poll.NotYet(f"still {phase}")
+            return str(phase)
+
+        phase = poll.until(finished, pending=f"client pod {namespace}/{pod} not finished",
+                           timeout=max(0.0, deadline - time.monotonic()))  # fmt: skip
         logs = kc("logs", "-n", namespace, pod, check=False)
         if phase != "Succeeded":
             raise RuntimeError(f"client pod {namespace}/{pod} failed:\n{logs[-2000:]}")
