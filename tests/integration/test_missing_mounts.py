@@ -205,8 +205,25 @@ def test_a_claim_served_rollout_whose_artifact_claim_is_gone_keeps_the_old_deplo
     before = tenant.apps.read_namespaced_deployment("digits", tenant.ns)
     assert "digits-artifacts" in claim_volumes(before)
 
-    # the claim goes (its protection finalizer dropped, as once the serving pods are gone)
+    # the claim is deleted: held by its protection finalizer (Terminating) while the serving pods mount it, and no
+    # new pod can mount it
     tenant.core.delete_namespaced_persistent_volume_claim("digits-artifacts", tenant.ns)
+    terminating = tenant.core.read_namespaced_persistent_volume_claim("digits-artifacts", tenant.ns)
+    assert terminating.metadata.deletion_timestamp is not None
+    doc["spec"]["serving"]["podAnnotations"] = {"example.com/rolled": "yes"}  # a new pod template
+    tenant.apply(doc)
+    obj = stalled_on(tenant, "Deployed", "ClaimNotFound", 'claim "digits-artifacts"', "artifact claim")
+    message = condition(obj, "Deployed")["message"]
+    assert f"rollout of revision {ready['status']['revision']}" in message and "being deleted" in message
+    assert obj["status"]["servingRevision"] == ready["status"]["revision"]
+
+    def untouched() -> None:
+        held = tenant.apps.read_namespaced_deployment("digits", tenant.ns)
+        assert held.metadata.generation == before.metadata.generation  # the Deployment untouched
+        assert "example.com/rolled" not in (held.spec.template.metadata.annotations or {})
+
+    untouched()
+    # the pods are gone (the finalizer dropped, as the protection controller does then): the claim is gone
     tenant.core.patch_namespaced_persistent_volume_claim("digits-artifacts", tenant.ns,
                                                          {"metadata": {"finalizers": None}})  # fmt: skip
 
@@ -218,17 +235,12 @@ def test_a_claim_served_rollout_whose_artifact_claim_is_gone_keeps_the_old_deplo
         return False
 
     wait_for(claim_gone, timeout=30, description="the artifact claim deleted")
-    doc["spec"]["serving"]["podAnnotations"] = {"example.com/rolled": "yes"}  # a new pod template
+    doc["spec"]["serving"]["podAnnotations"]["example.com/again"] = "yes"  # a new generation, reconciled while gone
     tenant.apply(doc)
-    obj = stalled_on(tenant, "Deployed", "ClaimNotFound", 'claim "digits-artifacts"', "artifact claim")
-    assert f"rollout of revision {ready['status']['revision']}" in condition(obj, "Deployed")["message"]
-    assert obj["status"]["servingRevision"] == ready["status"]["revision"]
-    held = tenant.apps.read_namespaced_deployment("digits", tenant.ns)
-    assert held.metadata.generation == before.metadata.generation  # the Deployment untouched
-    assert "example.com/rolled" not in (held.spec.template.metadata.annotations or {})
-    with pytest.raises(client.ApiException) as gone:  # and no empty claim made afresh
-        tenant.core.read_namespaced_persistent_volume_claim("digits-artifacts", tenant.ns)
-    assert gone.value.status == 404
+    still = stalled_on(tenant, "Deployed", "ClaimNotFound", 'claim "digits-artifacts"', "artifact claim")
+    assert still["status"]["servingRevision"] == ready["status"]["revision"]
+    untouched()
+    assert claim_gone()  # no empty claim made afresh: it would not hold the artifact the pods serve
 
     hostpath_volume(tenant.api, tenant.ns, "digits-artifacts")
     spec = {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "resources": {"requests": {"storage": "1Gi"}}}

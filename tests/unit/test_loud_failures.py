@@ -40,6 +40,9 @@ class MemoryKube:
     def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         return True  # what a pod mounts is there (tests/unit/test_mount_check.py asks otherwise)
 
+    def metadata(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return {"metadata": {"name": name}} if self.exists(api_version, kind, namespace, name) else None
+
     def apply(self, obj: dict[str, Any], uid: str) -> dict[str, Any]:
         return obj
 

@@ -251,6 +251,8 @@ class CheckingKube(MemoryKube):
         self.absent, self.forbidden = absent, forbidden
         self.asked: list[tuple[str, str, str]] = []
         self.read: list[tuple[str, str]] = []
+        self.deleting: set[tuple[str, str]] = set()
+        """Objects that exist with a deletionTimestamp (a claim held by its protection finalizer)."""
         self.keys: dict[str, tuple[str, ...]] = {}
         """The keys of each ConfigMap that exists (default: a CA bundle's ca.pem)."""
         self.created: list[dict[str, Any]] = []
@@ -260,6 +262,12 @@ class CheckingKube(MemoryKube):
         if kind in self.forbidden:
             raise ApiException(status=403, reason="Forbidden")
         return (kind, name) not in self.absent
+
+    def metadata(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = super().metadata(api_version, kind, namespace, name)
+        if found is not None and (kind, name) in self.deleting:
+            found["metadata"]["deletionTimestamp"] = "2026-11-26T11:59:00Z"
+        return found
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         if kind != "ConfigMap":
@@ -482,6 +490,13 @@ def test_the_reconcile_asks_for_the_claim_the_serving_pods_mount_and_never_makes
     missing = prejob.missing_mounts(kube, md, p)  # type: ignore[arg-type]
     assert kube.asked == [("PersistentVolumeClaim", "ml", "digits-artifacts")]
     assert missing.objects == CLAIM and missing.keys == frozenset()
+    # a claim being deleted (held while the old pods mount it) is missing too: no new pod can mount it
+    kube = CheckingKube(store, set())
+    assert not prejob.missing_mounts(kube, md, p)  # type: ignore[arg-type]
+    kube.deleting = {("PersistentVolumeClaim", "digits-artifacts")}
+    assert prejob.missing_mounts(kube, md, p).objects == CLAIM  # type: ignore[arg-type]
+    message = cond(plan(md, replace(seen, missing_mounts=CLAIM), CONFIG, NOW).status, "Deployed")["message"]
+    assert message.endswith("(a claim being deleted does not count: no new pod can mount it)"), message
     # an image-built revision's Deployment mounts nothing: only the new revision's Job's pvc:// claim is asked (the
     # artifact claim the same plan applies for the Job is not)
     kube.asked.clear()

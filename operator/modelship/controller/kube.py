@@ -115,13 +115,16 @@ class Kube:
     def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Whether the object exists, asked for its metadata only (PartialObjectMetadata): for a Secret, its data
         never leaves the API server."""
+        return self.metadata(api_version, kind, namespace, name) is not None
+
+    def metadata(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object's metadata only (PartialObjectMetadata: ``{"metadata": {...}}``), None when there is none."""
         try:
-            self._call("GET", resource_path(api_version, kind, namespace, name), accept=METADATA_ONLY)
+            return self._call("GET", resource_path(api_version, kind, namespace, name), accept=METADATA_ONLY)
         except ApiException as exc:
             if exc.status == 404:
-                return False
+                return None
             raise
-        return True
 
     def serves(self, row: kinds.Kind) -> bool:
         """Whether the API server serves ``row``'s resource (discovery of its group version): a kind from a CRD

@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from ..api.modeldeployment import ModelDeployment
-from ..resources.kinds import BY_KIND, CONFIG_MAP, DEPLOYMENT, JOB
+from ..resources.kinds import BY_KIND, CONFIG_MAP, DEPLOYMENT, JOB, PERSISTENT_VOLUME_CLAIM
 from ..resources.meta import MODELDEPLOYMENT_LABEL, MODELDEPLOYMENT_NAMESPACE_LABEL, serving_name
 from ..resources.mounted import mounted_keys, mounted_objects
 from . import metrics
@@ -108,11 +108,17 @@ def pod_templates(md: ModelDeployment, p: Plan) -> list[tuple[dict[str, Any], bo
 
 
 def _ask(kube: Kube, kind: str, where: str, name: str, keys: bool) -> dict[str, Any] | None:
-    """The object (its metadata only, unless ``keys``: a ConfigMap whose keys are mounted as files, read whole),
-    None when it does not exist; raises ApiException(403) when the Role lacks get on the kind."""
+    """The object as far as the check needs it, None when a pod cannot mount it; raises ApiException(403) when the
+    Role lacks get on the kind. A Secret or ConfigMap is asked by existence (metadata only), unless ``keys``: a
+    ConfigMap whose keys are mounted as files, read whole. A claim's metadata is read: one being
+    deleted (held by its protection finalizer while the pods that mount it run) counts as missing, since the
+    scheduler places no new pod that mounts it."""
     row = BY_KIND[kind]
     if keys:
         return kube.get(row.api_version, row.kind, where, name)
+    if kind == PERSISTENT_VOLUME_CLAIM.kind:
+        claim = kube.metadata(row.api_version, row.kind, where, name)
+        return None if claim is None or (claim.get("metadata") or {}).get("deletionTimestamp") else claim
     return {} if kube.exists(row.api_version, row.kind, where, name) else None
 
 

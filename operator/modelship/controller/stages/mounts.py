@@ -54,9 +54,10 @@ def missing_mounts(ctx: Context, manifest: Manifest, label: str) -> tuple[Reason
     named += [f'key "{key}" ({", ".join(key_fields.get((cm, key), (_OPERATOR,)))}) not in ConfigMap "{cm}"'
               for cm, key in keys]  # fmt: skip
     reason = NOT_FOUND[missing[0][0]] if missing else Reason.CONFIG_MAP_KEY_NOT_FOUND
+    claims = any(k == PERSISTENT_VOLUME_CLAIM.kind for k, _ in missing)
     return reason, (
         f"{'; '.join(named)} in namespace {namespace}: create it there or fix the field; the {label} starts once it "
-        "exists"
+        "exists" + (" (a claim being deleted does not count: no new pod can mount it)" if claims else "")
     )
 
 
