@@ -43,3 +43,36 @@ def newer_crd() -> dict[str, Any]:
         "description": "A newer operator's condition field.",
     }
     return out
+
+
+OLDER_DEFAULTED = ("serving", "batching")
+"""A spec field (with a default) the older CRD does not have yet: the API server prunes it from what a tenant
+sends."""
+OLDER_STATUS = ("optimization", "compressionRatio")
+"""A status field this operator writes once (when the optimization Job ends, carried over after that) that the older
+CRD does not have yet: the API server prunes it."""
+OLDER_RECOMPUTED_STATUS = ("updatedReplicas",)
+"""A status field this operator computes again at every reconcile (from the Deployment) that the older CRD does
+not have yet: the API server prunes it from every status write."""
+
+
+def older_crd() -> dict[str, Any]:
+    """The CRD of this operator's models as an older release shipped it (an operator upgraded before its CRD)."""
+    out = copy.deepcopy(crd())
+    root = out["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for top, path in (("spec", OLDER_DEFAULTED), ("status", OLDER_STATUS), ("status", OLDER_RECOMPUTED_STATUS)):
+        node = root["properties"][top]
+        for depth, key in enumerate(path):
+            default = node.get("default")
+            if isinstance(default, dict):  # an object's default names its fields too
+                _drop(default, path[depth:])
+            node = node["properties"][key] if depth < len(path) - 1 else node
+        del node["properties"][path[-1]]
+    return out
+
+
+def _drop(value: dict[str, Any], path: tuple[str, ...]) -> None:
+    if len(path) == 1:
+        value.pop(path[0], None)
+    elif isinstance(value.get(path[0]), dict):
+        _drop(value[path[0]], path[1:])

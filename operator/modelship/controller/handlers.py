@@ -96,6 +96,7 @@ async def cleanup(**_: Any) -> None:
 
 
 async def _resync(period: float) -> None:
+    await _check_served_crd()  # at once, not in the way of startup
     while True:
         await asyncio.sleep(period)
         if _State.queue is None:
@@ -107,10 +108,21 @@ async def _resync(period: float) -> None:
         if _State.reconciler is not None:  # build Jobs whose ModelDeployment went while the operator was away
             for owner in _State.reconciler.orphaned_builds():
                 _State.queue.add(owner)
+        await _check_served_crd()
         counts = _State.reconciler.phase_counts() if _State.reconciler else {}
         metrics.PHASES.clear()
         for phase, n in counts.items():
             metrics.PHASES.labels(phase).set(n)
+
+
+async def _check_served_crd() -> None:
+    """The served CRD against this operator's models (version skew, both ways): never fatal."""
+    if _State.reconciler is None:
+        return
+    try:
+        await asyncio.to_thread(_State.reconciler.check_served_crd)
+    except Exception:  # an API hiccup: the next resync reads it again
+        log.warning("could not compare the served ModelDeployment CRD with this operator's", exc_info=True)
 
 
 @kopf.on.event(MODELDEPLOYMENT.group, MODELDEPLOYMENT.version, MODELDEPLOYMENT.plural)

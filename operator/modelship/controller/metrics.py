@@ -39,3 +39,9 @@ WATCH_RESTARTS = Counter(
     "(a watched kind became served after kopf had found it missing)",
     ["reason"],
 )
+CRD_SKEW = Gauge(
+    "modelship_crd_skew",
+    "Evidence that the installed ModelDeployment CRD and this operator differ, by direction: older (the CRD is older "
+    "than the operator) counts the status fields the API server drops from the operator's writes",
+    ["direction"],
+)

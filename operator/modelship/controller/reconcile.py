@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from .. import __version__
 from ..api.errors import describe_validation_error
 from ..api.modeldeployment import ModelDeployment
 from ..api.skew import UnsupportedFields
@@ -39,9 +40,10 @@ from .podmetrics import Fetch, fetch_pod, read_pods, serving_pods_selector
 from .prejob import missing_mounts, store_missed_jobs
 from .prometheus import PrometheusClient
 from .prometheus import read as read_prometheus
+from .pruning import Path, PrunedStatus, describe, pruned_paths, without_paths
 from .revcache import CachedRevision
 from .revisions import RevisionCaches
-from .skew import Skew, keep_unknown_status
+from .skew import ServedCrd, Skew, keep_unknown_status
 from .stages.context import Failure
 from .store import Store
 
@@ -51,6 +53,11 @@ MD = "ModelDeployment"
 SPEC_HASH = "modelship.io/spec-hash"
 SERVING_KINDS = tuple(k.kind for k in APPLIED)  # the owned children whose existence a plan looks at
 RETRY_AFTER_PRECONDITION_SECONDS = 0.5
+CRD_OLDER_REASON = "CRDOlderThanOperator"
+READ_BACK = frozenset({"servingRevision", "servingImage", "servingArtifact", "rollout", "source"})
+"""Top-level status fields this operator reads back as its memory of what serves: an older CRD that prunes one is
+harm, not just a missing figure (seen: status.servingArtifact pruned, a blocked next revision re-rendered the
+serving Deployment to mount the artifact claim instead of pulling the served artifact)."""
 
 
 def _subset(want: Any, have: Any) -> bool:
@@ -88,6 +95,10 @@ class Reconciler:
         self.events = events
         self.caches = RevisionCaches(kube, config)
         self.skew = Skew(kube)
+        self.pruned = PrunedStatus()
+        """Status fields the served CRD drops (one older than this operator): left out of status writes."""
+        self.served_crd = ServedCrd(kube)
+        """The served CRD's fields against this operator's, when it may read the CRD."""
         """Reads ModelDeployments whatever CRD the API server serves (fields this operator does not know)."""
         self.fetch_metrics = fetch_metrics
         """How a serving pod's /metrics is read (Canary analysis)."""
@@ -366,7 +377,9 @@ class Reconciler:
         # keep the previous revision's decision and artifact beside the new revision's Job; but never a field
         # this operator does not know (a newer operator's, under a newer CRD): those are kept as they are
         status = keep_unknown_status(current, status)
-        patch = merge_patch(current, status)
+        retried = self.pruned.all() - (left_out := self.pruned.current())
+        # and never a field the served CRD prunes (an older CRD): the patch would be sent again at every reconcile
+        patch = merge_patch(current, without_paths(status, left_out))
         if not patch:
             log.debug(
                 "status unchanged (rv %s, phase %s)", body["metadata"].get("resourceVersion"), status.get("phase")
@@ -381,6 +394,7 @@ class Reconciler:
         meta = body["metadata"]
         result = self.kube.patch_status(meta["namespace"], meta["name"], patch)
         metrics.API_WRITES.labels("patch", "ModelDeployment/status").inc()
+        self._note_pruned(body, patch, result.get("status"), retried)
         log.debug(
             "status written: rv %s phase %s",
             result.get("metadata", {}).get("resourceVersion"),
@@ -388,6 +402,46 @@ class Reconciler:
         )
         if result:
             self.store.put(MD, result)
+
+    def check_served_crd(self) -> None:
+        """Compare the served CRD with this operator's models (cluster-wide operators; at startup and resync)."""
+        self.served_crd.check()
+        self._set_skew_gauge()
+
+    def _set_skew_gauge(self) -> None:
+        older = set(self.served_crd.older) | {describe(p) for p in self.pruned.all()}
+        metrics.CRD_SKEW.labels("older").set(len(older))
+        metrics.CRD_SKEW.labels("newer").set(len(self.served_crd.newer))
+
+    def _note_pruned(
+        self, body: dict[str, Any], sent: dict[str, Any], served: dict[str, Any] | None, retried: frozenset[Path]
+    ) -> None:
+        """Status fields the API server dropped from the write ``sent``: the installed CRD is older than this
+        operator. Remembered (left out of the next writes), logged and posted as a Warning Event once each."""
+        pruned = pruned_paths(sent, served)
+        self.pruned.clear(retried - pruned)
+        fresh = self.pruned.found(pruned)
+        self._set_skew_gauge()
+        if not fresh:
+            return
+        fields = ", ".join(sorted(describe(p) for p in fresh))
+        message = (
+            f"the installed ModelDeployment CRD is older than this operator (modelship {__version__}): the API "
+            f"server drops {fields} from its status writes. Apply this release's CRD (kubectl apply --server-side "
+            "-f crds/); until then status goes without these fields"
+        )
+        memory = sorted(describe(p) for p in fresh if p[0] in READ_BACK)
+        if memory:
+            message += (
+                f". This operator reads {', '.join(memory)} back to know what serves (and where a Canary stands): "
+                "until the CRD is applied, a change that does not deploy (a blocked revision) can re-render the "
+                "serving Deployment from what is left"
+            )
+        log.warning("%s/%s: %s", body["metadata"].get("namespace"), body["metadata"].get("name"), message)
+        if self.events is not None:  # not a stage transition: not through _post
+            self.events.post(body, "Warning", CRD_OLDER_REASON, message)
+        else:
+            self.kube.event(body, "Warning", CRD_OLDER_REASON, message)
 
     def _invalid(self, body: dict[str, Any], message: str) -> None:
         """A spec the CRD admitted but the operator cannot use (stricter Python rules, or this operator's

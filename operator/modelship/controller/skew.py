@@ -8,6 +8,7 @@ read the served CRD and tolerate a field a newer CRD only defaults; the namespac
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from .. import GROUP, PLURAL, VERSION, __version__
+from ..api.crd import crd
 from ..api.modeldeployment import ModelDeployment
 from ..api.skew import (
     Schema,
@@ -28,6 +30,7 @@ from ..api.skew import (
 )
 from ..api.status import ModelDeploymentStatus
 from .kube import Kube
+from .pruning import describe, missing_fields
 
 log = logging.getLogger("modelship.skew")
 
@@ -121,6 +124,74 @@ class Skew:
                 "as it is when this operator writes status",
                 where, path, __version__,
             )  # fmt: skip
+
+
+class ServedCrd:
+    """This operator's schema against the served CRD's, both ways: the fields the CRD lacks (an older CRD: the API
+    server drops them) and the fields it adds (a newer CRD). Read once at startup and at every resync (one list of
+    one CRD); a namespaced operator may not read CRDs (403, remembered): it finds an older CRD from the status
+    fields the API server drops from its writes (``pruning.PrunedStatus``) alone."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.forbidden = False
+        self.older: tuple[str, ...] = ()
+        """The fields this operator's models declare that the served CRD lacks."""
+        self.newer: tuple[str, ...] = ()
+        """The fields the served CRD declares that this operator's models lack."""
+
+    def check(self) -> None:
+        if self.forbidden:
+            return
+        try:
+            crd = self.kube.custom_resource_definition(CRD_NAME)
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            self.forbidden = True
+            log.info("cannot read CustomResourceDefinition %s (a namespaced install): an older CRD is found from "
+                     "the status fields the API server drops from this operator's writes", CRD_NAME)  # fmt: skip
+            return
+        served = served_root_schema(crd, VERSION) if crd is not None else None
+        if served is None:
+            return
+        own = own_root_schema()
+        older = tuple(describe(p[1:], str(p[0])) for p in missing_fields(own, served))
+        newer = tuple(describe(p[1:], str(p[0])) for p in missing_fields(served, own))
+        if older and older != self.older:
+            log.warning(
+                "the installed ModelDeployment CRD is older than this operator (modelship %s): it lacks %s. The "
+                "API server drops these fields: from this operator's status writes, and from a tenant's spec "
+                "without an error unless the client asks for strict field validation (kubectl does). Apply this "
+                "release's CRD (kubectl apply --server-side -f crds/)",
+                __version__, ", ".join(older),
+            )  # fmt: skip
+        if newer and newer != self.newer:
+            log.warning(
+                "the installed ModelDeployment CRD is newer than this operator (modelship %s): it adds %s. Status "
+                "fields a newer operator writes are kept; a spec that sets one of these fields is Stalled "
+                "(UnsupportedFields). Upgrade the operator",
+                __version__, ", ".join(newer),
+            )  # fmt: skip
+        if not older and not newer and (self.older or self.newer):
+            log.info("the installed ModelDeployment CRD now matches this operator (modelship %s)", __version__)
+        self.older, self.newer = older, newer
+
+
+@functools.cache
+def own_root_schema() -> Schema:
+    """The openAPIV3Schema of the CRD this operator's models generate."""
+    root: Schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return root
+
+
+def served_root_schema(crd_body: Mapping[str, Any], version: str) -> Schema | None:
+    """The openAPIV3Schema of ``version`` in a CustomResourceDefinition as the API server returns it."""
+    for v in (crd_body.get("spec") or {}).get("versions") or []:
+        if v.get("name") == version:
+            root = (v.get("schema") or {}).get("openAPIV3Schema")
+            return root if isinstance(root, Mapping) else None
+    return None
 
 
 def keep_unknown_status(current: Mapping[str, Any], desired: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,160 @@
+"""An operator newer than its CRD: status fields the API server prunes from this operator's writes.
+
+The installed CRD is older than the models this operator was built with (its image rolled before the CRD was
+applied): the API server drops, without an error, every status field the CRD does not declare. A field this
+operator computes at every reconcile (``updatedReplicas`` from the Deployment) is then missing from every status it
+reads back, so each reconcile would send the same merge patch again: no change on the server (the resourceVersion
+stays, so no watch event and no loop), but one useless write per reconcile and per object, forever.
+
+The paths are found by comparing what a status write sent with what the API server answered (pure functions here),
+remembered (``PrunedStatus``), and left out of the following writes. Paths name object fields; ``[]`` stands for
+"every item" of a list (``conditions[].severity``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+Path = tuple[str, ...]
+ITEMS = "[]"
+"""The path step of a list's items."""
+RETRY_SECONDS = 600.0
+"""How long a pruned path is left out of status writes before it is tried again (the CRD may have been upgraded
+since: the next write finds out)."""
+
+
+def pruned_paths(sent: Mapping[str, Any], served: Mapping[str, Any] | None) -> set[Path]:
+    """The fields of the merge patch ``sent`` (``null`` values delete and are skipped) that the object ``served``
+    after the write does not have: the API server pruned them (its schema does not declare them). A value that
+    differs but is there (normalised by the server, or written by someone else meanwhile) is not pruning."""
+    out: set[Path] = set()
+    _pruned(sent, served or {}, (), out)
+    return out
+
+
+def _pruned(sent: Any, served: Any, at: Path, out: set[Path]) -> None:
+    if isinstance(sent, Mapping):
+        if not isinstance(served, Mapping):
+            return
+        for key, value in sent.items():
+            if value is None:
+                continue
+            if key not in served:
+                out.add((*at, key))
+            else:
+                _pruned(value, served[key], (*at, key), out)
+    elif isinstance(sent, list) and isinstance(served, list) and len(sent) == len(served):
+        for a, b in zip(sent, served, strict=True):
+            _pruned(a, b, (*at, ITEMS), out)
+
+
+def without_paths(value: Any, paths: Iterable[Path]) -> Any:
+    """``value`` without the fields at ``paths`` (a copy only where something is left out)."""
+    tree: dict[str, Any] = {}
+    for path in paths:
+        node = tree
+        for step in path[:-1]:
+            node = node.setdefault(step, {})
+            if node is None:
+                break
+        else:
+            node[path[-1]] = None  # a leaf: drop the field here
+    return _without(value, tree) if tree else value
+
+
+def _without(value: Any, tree: dict[str, Any]) -> Any:
+    if isinstance(value, list) and ITEMS in tree and isinstance(tree[ITEMS], dict):
+        return [_without(item, tree[ITEMS]) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] | None = None
+    for key, sub in tree.items():
+        if key not in value:
+            continue
+        new = None if sub is None else _without(value[key], sub)
+        if sub is not None and new is value[key]:
+            continue
+        if out is None:
+            out = dict(value)
+        if sub is None:
+            del out[key]
+        else:
+            out[key] = new
+    return value if out is None else out
+
+
+def missing_fields(declared: Mapping[str, Any], served: Mapping[str, Any]) -> list[Path]:
+    """The fields the structural schema ``declared`` has and ``served`` lacks (the outermost one: nothing below it
+    is listed), in schema order; nothing below a free-form node (``x-kubernetes-preserve-unknown-fields``) of
+    ``served``. With this operator's own schema as ``declared`` and the served CRD's as ``served``: what an older
+    CRD prunes; the other way round: what a newer CRD adds."""
+    out: list[Path] = []
+    _missing(declared, served, (), out)
+    return out
+
+
+def _missing(declared: Any, served: Any, at: Path, out: list[Path]) -> None:
+    if not isinstance(declared, Mapping) or not isinstance(served, Mapping):
+        return
+    if served.get("x-kubernetes-preserve-unknown-fields"):
+        return
+    theirs = served.get("properties") or {}
+    for key, sub in (declared.get("properties") or {}).items():
+        if key not in theirs:
+            out.append((*at, key))
+        else:
+            _missing(sub, theirs[key], (*at, key), out)
+    _missing(declared.get("items"), served.get("items"), (*at, ITEMS), out)
+    extra = declared.get("additionalProperties")
+    _missing(extra, served.get("additionalProperties"), (*at, "*"), out)
+
+
+def describe(path: Path, root: str = "status") -> str:
+    """``status.conditions[].severity`` for ``("conditions", "[]", "severity")``."""
+    text = root
+    for step in path:
+        text += step if step == ITEMS else f".{step}"
+    return text
+
+
+class PrunedStatus:
+    """The status paths the served CRD prunes, as this process found them; each is left out of status writes for
+    ``retry`` seconds after it was last found, then tried again once."""
+
+    def __init__(self, retry: float = RETRY_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.retry = retry
+        self.clock = clock
+        self._found: dict[Path, float] = {}
+        self._lock = threading.Lock()
+
+    def current(self) -> frozenset[Path]:
+        """The paths to leave out of the next status write."""
+        now = self.clock()
+        with self._lock:
+            return frozenset(p for p, at in self._found.items() if now - at < self.retry)
+
+    def found(self, paths: Iterable[Path]) -> set[Path]:
+        """Remember ``paths`` as pruned now; returns those that were not known (first found, or found again after
+        a retry) so the caller says so once."""
+        now = self.clock()
+        fresh: set[Path] = set()
+        with self._lock:
+            for path in paths:
+                at = self._found.get(path)
+                if at is None:
+                    fresh.add(path)
+                self._found[path] = now
+        return fresh
+
+    def clear(self, paths: Iterable[Path]) -> None:
+        """``paths`` were written and kept: the CRD declares them (upgraded)."""
+        with self._lock:
+            for path in paths:
+                self._found.pop(path, None)
+
+    def all(self) -> frozenset[Path]:
+        """Every path found pruned (also those due for a retry)."""
+        with self._lock:
+            return frozenset(self._found)

@@ -1,0 +1,207 @@
+"""Status fields an older CRD prunes (controller.pruning): found in a write's answer, left out of later writes,
+tried again after a while, reported once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from modelship.api.crd import crd
+from modelship.config import OperatorConfig
+from modelship.controller import metrics
+from modelship.controller.mergepatch import apply_merge_patch
+from modelship.controller.pruning import PrunedStatus, describe, missing_fields, pruned_paths, without_paths
+from modelship.controller.reconcile import CRD_OLDER_REASON, Reconciler
+from modelship.controller.skew import ServedCrd, own_root_schema
+from modelship.controller.store import Store
+from tests.support.skew import newer_crd, older_crd
+
+
+def test_pruned_paths_are_the_sent_fields_the_answer_lacks() -> None:
+    sent = {
+        "phase": "Ready",
+        "updatedReplicas": 2,
+        "optimization": {"compressionRatio": 3.7, "value": 0.98, "gone": None},
+        "conditions": [{"type": "Ready", "severity": "info"}, {"type": "Stalled", "severity": "info"}],
+        "image": {"new": {"deep": 1}},
+    }
+    served = {
+        "phase": "Ready",
+        "optimization": {"value": 0.97},  # a different value is not pruning; a null (a delete) is not looked at
+        "conditions": [{"type": "Ready"}, {"type": "Stalled"}],
+        "image": {},
+    }
+    assert pruned_paths(sent, served) == {
+        ("updatedReplicas",),
+        ("optimization", "compressionRatio"),
+        ("conditions", "[]", "severity"),
+        ("image", "new"),
+    }
+    assert pruned_paths(sent, None) == {(k,) for k in sent}
+    assert pruned_paths({"phase": "Ready"}, {"phase": "Ready", "other": 1}) == set()
+    # lists of a different length (someone else's write meanwhile) say nothing about their items
+    assert pruned_paths({"conditions": [{"type": "Ready", "x": 1}]}, {"conditions": []}) == set()
+
+
+def test_without_paths_leaves_out_fields_at_every_depth_and_in_list_items() -> None:
+    status = {
+        "updatedReplicas": 2,
+        "replicas": 2,
+        "optimization": {"compressionRatio": 3.7, "value": 0.98},
+        "conditions": [{"type": "Ready", "severity": "info"}, {"type": "Stalled"}],
+    }
+    out = without_paths(
+        status, [("updatedReplicas",), ("optimization", "compressionRatio"), ("conditions", "[]", "severity")]
+    )
+    assert out == {
+        "replicas": 2,
+        "optimization": {"value": 0.98},
+        "conditions": [{"type": "Ready"}, {"type": "Stalled"}],
+    }
+    assert status["updatedReplicas"] == 2 and status["optimization"]["compressionRatio"] == 3.7  # not changed
+    assert without_paths(status, []) is status
+    assert without_paths(status, [("absent",), ("absent", "deeper")]) is status
+    # a path and a longer one under it: the whole field goes
+    assert without_paths(status, [("optimization", "value"), ("optimization",)]) == without_paths(
+        status, [("optimization",)]
+    )
+    assert describe(("conditions", "[]", "severity")) == "status.conditions[].severity"
+
+
+def test_pruned_status_remembers_retries_after_a_while_and_reports_each_path_once() -> None:
+    now = [100.0]
+    pruned = PrunedStatus(retry=600, clock=lambda: now[0])
+    assert pruned.found([("a",), ("b", "c")]) == {("a",), ("b", "c")}
+    assert pruned.current() == {("a",), ("b", "c")}
+    now[0] += 300
+    assert pruned.found([("a",)]) == set()  # already known: not reported again
+    now[0] += 300
+    assert pruned.current() == {("a",)}  # found again 300 s ago: still left out; ("b", "c") is tried again
+    pruned.clear([("b", "c")])  # that write kept it: the CRD was upgraded
+    assert pruned.all() == {("a",)}
+
+
+class PruningKube:
+    """An API server whose CRD lacks ``status.updatedReplicas``: status writes are merged, then pruned."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.patches: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        self.patches.append(status)
+        merged = apply_merge_patch(self.body.get("status") or {}, status)
+        merged.pop("updatedReplicas", None)
+        self.body = {**self.body, "status": merged}
+        return self.body
+
+    def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+def test_a_status_field_the_crd_prunes_is_sent_once_reported_once_then_left_out() -> None:
+    body: dict[str, Any] = {"metadata": {"namespace": "ml", "name": "digits", "resourceVersion": "7"}}
+    kube = PruningKube(body)
+    now = [0.0]
+    reconciler = Reconciler(kube, Store(), OperatorConfig())  # type: ignore[arg-type]
+    reconciler.pruned = PrunedStatus(retry=600, clock=lambda: now[0])
+    desired = {"phase": "Ready", "replicas": 2, "updatedReplicas": 2}
+
+    reconciler._write_status(kube.body, dict(desired))
+    assert kube.patches == [desired]
+    ((type_, reason, message),) = kube.events
+    assert (type_, reason) == ("Warning", CRD_OLDER_REASON)
+    assert "status.updatedReplicas" in message and "older than this operator" in message
+    assert "reads" not in message  # a figure, not the operator's memory of what serves
+    assert metrics.CRD_SKEW.labels("older")._value.get() == 1
+
+    for _ in range(3):  # further reconciles: nothing to write, nothing said
+        reconciler._write_status(kube.body, dict(desired))
+    assert len(kube.patches) == 1 and len(kube.events) == 1
+
+    reconciler._write_status(kube.body, {**desired, "replicas": 3})  # a real change is still written, without it
+    assert kube.patches[-1] == {"replicas": 3}
+
+    now[0] += 600  # tried again once: still pruned, left out again, not reported again
+    reconciler._write_status(kube.body, {**desired, "replicas": 3})
+    assert kube.patches[-1] == {"updatedReplicas": 2} and len(kube.events) == 1
+    reconciler._write_status(kube.body, {**desired, "replicas": 3})
+    assert len(kube.patches) == 3
+
+
+def test_a_retried_field_the_upgraded_crd_keeps_is_written_from_then_on() -> None:
+    body: dict[str, Any] = {"metadata": {"namespace": "ml", "name": "digits"}, "status": {"phase": "Ready"}}
+    kube = PruningKube(body)
+    now = [0.0]
+    reconciler = Reconciler(kube, Store(), OperatorConfig())  # type: ignore[arg-type]
+    reconciler.pruned = PrunedStatus(retry=600, clock=lambda: now[0])
+    reconciler._write_status(kube.body, {"phase": "Ready", "updatedReplicas": 2})
+    assert reconciler.pruned.all() == {("updatedReplicas",)}
+
+    kube.patch_status = lambda ns, name, status: {  # type: ignore[method-assign]  # the CRD is upgraded
+        **kube.body,
+        "status": apply_merge_patch(kube.body["status"], status),
+    }
+    now[0] += 600
+    reconciler._write_status(kube.body, {"phase": "Ready", "updatedReplicas": 2})
+    assert reconciler.pruned.all() == set()
+    assert metrics.CRD_SKEW.labels("older")._value.get() == 0
+
+
+class CrdKube:
+    def __init__(self, crd: dict[str, Any] | None = None, status: int | None = None) -> None:
+        self.crd, self.status, self.reads = crd, status, 0
+
+    def custom_resource_definition(self, name: str) -> dict[str, Any] | None:
+        self.reads += 1
+        if self.status is not None:
+            raise ApiException(status=self.status)
+        return self.crd
+
+
+def test_the_served_crd_is_compared_with_this_operators_models_both_ways() -> None:
+    kube = CrdKube(older_crd())
+    served = ServedCrd(kube)  # type: ignore[arg-type]
+    served.check()
+    assert served.older == ("spec.serving.batching", "status.optimization.compressionRatio", "status.updatedReplicas")
+    assert served.newer == ()
+    kube.crd = newer_crd()
+    served.check()
+    assert served.older == ()
+    assert served.newer == (
+        "spec.serving.warmup",
+        "spec.serving.turbo",
+        "status.conditions[].severity",
+        "status.optimization.energyJoules",
+        "status.upgradeNote",
+    )
+    kube.crd = crd()
+    served.check()
+    assert (served.older, served.newer) == ((), ())
+    assert missing_fields(own_root_schema(), own_root_schema()) == []
+
+
+def test_a_namespaced_operator_reads_the_crd_once_and_finds_an_older_one_from_pruning_alone() -> None:
+    kube = CrdKube(status=403)
+    served = ServedCrd(kube)  # type: ignore[arg-type]
+    served.check()
+    served.check()
+    assert kube.reads == 1 and served.forbidden and served.older == ()
+    kube.status = 500  # anything else is an error the caller logs; the next resync tries again
+    served.forbidden = False
+    with pytest.raises(ApiException):
+        served.check()
+
+
+def test_a_pruned_field_the_operator_reads_back_is_called_harm() -> None:
+    body: dict[str, Any] = {"metadata": {"namespace": "ml", "name": "digits"}}
+    kube = PruningKube(body)
+    reconciler = Reconciler(kube, Store(), OperatorConfig())  # type: ignore[arg-type]
+    kube.patch_status = lambda ns, name, status: {**kube.body, "status": {"phase": "Ready"}}  # type: ignore[method-assign]
+    reconciler._write_status(kube.body, {"phase": "Ready", "servingArtifact": "oci://r/m@sha256:1", "replicas": 1})
+    ((_, _, message),) = kube.events
+    assert "drops status.replicas, status.servingArtifact from" in message
+    assert "reads status.servingArtifact back to know what serves" in message
