@@ -205,3 +205,21 @@ def test_a_pruned_field_the_operator_reads_back_is_called_harm() -> None:
     ((_, _, message),) = kube.events
     assert "drops status.replicas, status.servingArtifact from" in message
     assert "reads status.servingArtifact back to know what serves" in message
+
+
+def test_the_cluster_wide_operator_writes_a_field_again_as_soon_as_the_served_crd_declares_it() -> None:
+    body: dict[str, Any] = {"metadata": {"namespace": "ml", "name": "digits"}}
+    kube = PruningKube(body)
+    crds = CrdKube(older_crd())
+    reconciler = Reconciler(kube, Store(), OperatorConfig())  # type: ignore[arg-type]
+    reconciler.served_crd = ServedCrd(crds)  # type: ignore[arg-type]
+    reconciler.check_served_crd()
+    reconciler._write_status(kube.body, {"phase": "Ready", "updatedReplicas": 2})
+    assert reconciler.pruned.all() == {("updatedReplicas",)}
+    assert metrics.CRD_SKEW.labels("older")._value.get() == 3  # the CRD's three, the pruned one among them
+    reconciler.check_served_crd()
+    assert reconciler.pruned.all() == {("updatedReplicas",)}  # still lacking: still left out
+    crds.crd = crd()  # the CRD is upgraded: known at the next resync, not 10 minutes later
+    reconciler.check_served_crd()
+    assert reconciler.pruned.all() == set()
+    assert metrics.CRD_SKEW.labels("older")._value.get() == 0

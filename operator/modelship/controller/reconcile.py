@@ -405,7 +405,8 @@ class Reconciler:
 
     def check_served_crd(self) -> None:
         """Compare the served CRD with this operator's models (cluster-wide operators; at startup and resync)."""
-        self.served_crd.check()
+        if self.served_crd.check():  # fields the served CRD now declares are written again at once
+            self.pruned.clear(p for p in self.pruned.all() if describe(p) not in self.served_crd.older)
         self._set_skew_gauge()
 
     def _set_skew_gauge(self) -> None:

@@ -140,9 +140,10 @@ class ServedCrd:
         self.newer: tuple[str, ...] = ()
         """The fields the served CRD declares that this operator's models lack."""
 
-    def check(self) -> None:
+    def check(self) -> bool:
+        """Read the served CRD and compare; False when it could not be read (forbidden, or not there)."""
         if self.forbidden:
-            return
+            return False
         try:
             crd = self.kube.custom_resource_definition(CRD_NAME)
         except ApiException as exc:
@@ -151,10 +152,10 @@ class ServedCrd:
             self.forbidden = True
             log.info("cannot read CustomResourceDefinition %s (a namespaced install): an older CRD is found from "
                      "the status fields the API server drops from this operator's writes", CRD_NAME)  # fmt: skip
-            return
+            return False
         served = served_root_schema(crd, VERSION) if crd is not None else None
         if served is None:
-            return
+            return False
         own = own_root_schema()
         older = tuple(describe(p[1:], str(p[0])) for p in missing_fields(own, served))
         newer = tuple(describe(p[1:], str(p[0])) for p in missing_fields(served, own))
@@ -176,6 +177,7 @@ class ServedCrd:
         if not older and not newer and (self.older or self.newer):
             log.info("the installed ModelDeployment CRD now matches this operator (modelship %s)", __version__)
         self.older, self.newer = older, newer
+        return True
 
 
 @functools.cache
