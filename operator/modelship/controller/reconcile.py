@@ -394,7 +394,8 @@ class Reconciler:
         meta = body["metadata"]
         result = self.kube.patch_status(meta["namespace"], meta["name"], patch)
         metrics.API_WRITES.labels("patch", "ModelDeployment/status").inc()
-        self._note_pruned(body, patch, result.get("status"), retried)
+        if isinstance(result.get("status"), dict):  # an answer without status says nothing about pruning
+            self._note_pruned(body, patch, result["status"], retried)
         log.debug(
             "status written: rv %s phase %s",
             result.get("metadata", {}).get("resourceVersion"),
@@ -415,7 +416,7 @@ class Reconciler:
         metrics.CRD_SKEW.labels("newer").set(len(self.served_crd.newer))
 
     def _note_pruned(
-        self, body: dict[str, Any], sent: dict[str, Any], served: dict[str, Any] | None, retried: frozenset[Path]
+        self, body: dict[str, Any], sent: dict[str, Any], served: dict[str, Any], retried: frozenset[Path]
     ) -> None:
         """Status fields the API server dropped from the write ``sent``: the installed CRD is older than this
         operator. Remembered (left out of the next writes), logged and posted as a Warning Event once each."""
