@@ -95,11 +95,11 @@ class Reconciler:
         self.events = events
         self.caches = RevisionCaches(kube, config)
         self.skew = Skew(kube)
+        """Reads ModelDeployments whatever CRD the API server serves (fields this operator does not know)."""
         self.pruned = PrunedStatus()
         """Status fields the served CRD drops (one older than this operator): left out of status writes."""
         self.served_crd = ServedCrd(kube)
         """The served CRD's fields against this operator's, when it may read the CRD."""
-        """Reads ModelDeployments whatever CRD the API server serves (fields this operator does not know)."""
         self.fetch_metrics = fetch_metrics
         """How a serving pod's /metrics is read (Canary analysis)."""
         self.prometheus = PrometheusClient(config.prometheus) if config.prometheus.url else None
