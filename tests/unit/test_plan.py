@@ -16,6 +16,7 @@ from modelship.controller.observe import DeploymentObservation, JobObservation, 
 from modelship.controller.plan import plan
 from modelship.controller.stages.build import parse_build_result
 from modelship.resources.revision import revision
+from tests.support.endpoints import routed
 from tests.support.specs import valid_doc
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -121,10 +122,21 @@ def test_finished_optimization_then_serving_without_build() -> None:
     assert cond(s, "Deployed")["reason"] == "RollingOut"
     assert s["phase"] == "Deploying" and "servingRevision" not in s
     assert s["url"] == "http://digits.ml.svc.cluster.local:8080/v2/models/digits/infer"
-    # the Deployment becomes available: Ready
-    obs2 = Observed(jobs=obs.jobs, deployment=deployment(rev, CONFIG.images.serving),
-                    existing=frozenset({("PersistentVolumeClaim", "digits-artifacts")}))  # fmt: skip
+    # the Deployment becomes available, but the Service routes to none of its pods yet (or to another
+    # revision's): not Ready, still Reconciling, with what is missing
     md2 = make_md(build=False, status=s)
+    for endpoints, have in ((None, 0), (routed(("rother", 2)), 0), (routed((rev, 1), ("rother", 1)), 1)):
+        obs1 = Observed(jobs=obs.jobs, deployment=deployment(rev, CONFIG.images.serving), endpoints=endpoints,
+                        existing=frozenset({("PersistentVolumeClaim", "digits-artifacts")}))  # fmt: skip
+        p1 = plan(md2, obs1, CONFIG, NOW)
+        message = f"2/2 replicas of {rev} available, {have}/2 endpoints ready in Service digits"
+        assert (cond(p1.status, "Ready")["status"], cond(p1.status, "Ready")["message"]) == ("False", message)
+        assert cond(p1.status, "Reconciling")["status"] == "True"
+        assert cond(p1.status, "Deployed")["reason"] == "RollingOut"
+        assert p1.status["phase"] == "Deploying" and "servingRevision" not in p1.status
+    # its EndpointSlices list both pods as ready: Ready
+    obs2 = Observed(jobs=obs.jobs, deployment=deployment(rev, CONFIG.images.serving), endpoints=routed((rev, 2)),
+                    existing=frozenset({("PersistentVolumeClaim", "digits-artifacts")}))  # fmt: skip
     p2 = plan(md2, obs2, CONFIG, NOW)
     assert cond(p2.status, "Ready")["status"] == "True"
     assert cond(p2.status, "Reconciling")["status"] == "False"
@@ -385,10 +397,13 @@ def test_under_an_hpa_ready_waits_for_min_replicas() -> None:
     assert cond(at_one.status, "Ready")["status"] == "False"
     assert "1/2 replicas" in cond(at_one.status, "Deployed")["message"]
     assert "minReplicas 2" in cond(at_one.status, "Deployed")["message"]
-    at_two = plan(md, Observed(jobs=done, deployment=deployment(rev, CONFIG.images.serving, 2, 2)), CONFIG, NOW)
+    at_two = plan(md, Observed(jobs=done, deployment=deployment(rev, CONFIG.images.serving, 2, 2),
+                               endpoints=routed((rev, 2))), CONFIG, NOW)  # fmt: skip
     assert cond(at_two.status, "Ready")["status"] == "True"
-    scaled_up = plan(md, Observed(jobs=done, deployment=deployment(rev, CONFIG.images.serving, 3, 3)), CONFIG, NOW)
+    scaled_up = plan(md, Observed(jobs=done, deployment=deployment(rev, CONFIG.images.serving, 3, 3),
+                                  endpoints=routed((rev, 2))), CONFIG, NOW)  # fmt: skip
     assert cond(scaled_up.status, "Deployed")["message"].startswith("3/3 replicas")
+    assert "2/3 endpoints ready" in cond(scaled_up.status, "Ready")["message"]  # the HPA's third pod: not yet
 
 
 def test_complete_job_whose_pod_status_has_not_arrived_is_awaited_not_failed() -> None:
@@ -434,7 +449,7 @@ def test_build_less_revision_serves_the_pushed_artifact_and_keeps_it_while_a_new
     (init,) = dep["spec"]["template"]["spec"]["initContainers"]
     assert init["args"][:2] == ["pull", ref] and "--digest" in init["args"]
     assert not any("persistentVolumeClaim" in v for v in dep["spec"]["template"]["spec"]["volumes"])
-    up = Observed(jobs=[done], deployment=deployment(rev, config.images.serving),
+    up = Observed(jobs=[done], deployment=deployment(rev, config.images.serving), endpoints=routed((rev, 2)),
                   existing=frozenset({("PersistentVolumeClaim", "digits-artifacts")}))  # fmt: skip
     ready = plan(make_md(build=False, status=p.status), up, config, NOW).status
     assert ready["phase"] == "Ready" and ready["servingRevision"] == rev and ready["servingArtifact"] == ref

@@ -19,6 +19,7 @@ from modelship.controller.plan import Plan, plan
 from modelship.controller.stages.verify import route_weight
 from modelship.resources.revision import revision
 from modelship.resources.route import http_route, route_weights
+from tests.support.endpoints import routed
 from tests.unit.test_plan import CONFIG, NOW, cond, deployment, job, make_md, summary
 from tests.unit.test_verify import OLD, canary_obs, samples
 
@@ -139,7 +140,8 @@ def test_a_rollout_through_the_route_shifts_exact_weights_and_returns_to_stable(
     assert weights(p1) == (100, 0)
     assert candidate(p1)["spec"]["replicas"] == 1
     assert p1.status["rollout"]["route"] == {"name": "digits", "stableWeight": 100, "candidateWeight": 0}
-    obs = Observed(**{**base.__dict__, "canary": canary_obs(rev, 1, False), "samples": samples(n=10)})
+    obs = Observed(**{**base.__dict__, "canary": canary_obs(rev, 1, False), "samples": samples(n=10),
+                      "canary_endpoints": routed((rev, 1), service="digits-canary")})  # fmt: skip
     p2 = plan(md_with(p1.status), obs, CONFIG, NOW)
     assert weights(p2) == (100, 0) and p2.status["rollout"]["phase"] == "Shadow"
     # the shadow held: step 1 (10%) starts; ceil(4 * 10 / 100) = 1 candidate pod, never behind the stable Service
@@ -163,7 +165,11 @@ def test_a_rollout_through_the_route_shifts_exact_weights_and_returns_to_stable(
     r5 = p5.status["rollout"]
     assert (r5["phase"], r5["step"]) == ("Canary", 2) and candidate(p5)["spec"]["replicas"] == 2
     assert weights(p5) == (90, 10) and r5["weight"] == 10
+    # both pods available, but the candidate's Service lists one: the route still waits for the second
     obs2 = Observed(**{**obs.__dict__, "canary": canary_obs(rev, 2, False), "samples": samples()})
+    p5b = plan(md_with(p5.status), obs2, CONFIG, t + timedelta(seconds=33))
+    assert weights(p5b) == (90, 10) and "phaseStartedAt" not in p5b.status["rollout"]
+    obs2 = Observed(**{**obs2.__dict__, "canary_endpoints": routed((rev, 2), service="digits-canary")})
     p6 = plan(md_with(p5.status), obs2, CONFIG, t + timedelta(seconds=33))
     assert weights(p6) == (60, 40) and p6.status["rollout"]["weight"] == 40
     # step 2 held: promoting keeps 60/40 while the stable Deployment rolls to the candidate
@@ -172,6 +178,9 @@ def test_a_rollout_through_the_route_shifts_exact_weights_and_returns_to_stable(
     # promoted: the stable Service (now the candidate's revision) gets everything, the candidate goes to zero
     obs3 = Observed(**{**obs2.__dict__, "deployment": deployment(rev, CONFIG.images.serving, replicas=4,
                                                                  available=4), "samples": None})  # fmt: skip
+    unrouted = plan(md_with(p7.status), obs3, CONFIG, t + timedelta(seconds=70))  # the Service lists none yet
+    assert unrouted.status["rollout"]["phase"] == "Promoting" and weights(unrouted) == (60, 40)
+    obs3 = Observed(**{**obs3.__dict__, "endpoints": routed((rev, 4))})
     p8 = plan(md_with(p7.status), obs3, CONFIG, t + timedelta(seconds=70))
     assert p8.status["rollout"]["phase"] == "Promoted" and weights(p8) == (100, 0)
     assert p8.status["rollout"]["route"]["candidateWeight"] == 0 and candidate(p8)["spec"]["replicas"] == 0
@@ -187,7 +196,8 @@ def test_a_rollback_sends_everything_back_to_stable() -> None:
                           mirror_percent=20, started_at="2026-11-26T12:00:00Z",
                           phase_started_at="2026-11-26T12:00:00Z")  # fmt: skip
     obs = Observed(jobs=jobs, deployment=stable, route_api=True, canary_service_ip="10.96.0.9",
-                   canary=canary_obs(rev, 2, False), samples=samples(agreed=10))  # fmt: skip
+                   canary=canary_obs(rev, 2, False), samples=samples(agreed=10),
+                   canary_endpoints=routed((rev, 2), service="digits-canary"))  # fmt: skip
     before = plan(md_with({"servingRevision": OLD, "rollout": state.wire()}), obs.__class__(**{
         **obs.__dict__, "samples": samples()}), CONFIG, NOW)  # fmt: skip
     assert weights(before) == (60, 40)

@@ -186,12 +186,13 @@ def test_the_multinode_warning_is_an_event_once_and_a_condition_while_it_holds()
     from modelship.controller.observe import JobState, Observed
     from modelship.controller.plan import plan
     from modelship.resources.revision import revision
+    from tests.support.endpoints import routed
     from tests.unit.test_plan import NOW, cond, deployment, job, make_md, summary
 
     m = make_md(build=False)
     rev = revision(m.spec)
     obs = Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=summary())],
-                   deployment=deployment(rev, CONFIG.images.serving))  # fmt: skip
+                   deployment=deployment(rev, CONFIG.images.serving), endpoints=routed((rev, 2)))  # fmt: skip
     first = plan(m, obs, CONFIG, NOW)
     multi = cond(first.status, "MultiNode")
     assert (multi["status"], multi["reason"]) == ("False", "ArtifactClaimReadWriteOnce")

@@ -25,6 +25,7 @@ from modelship.controller.stages.resolve import Known, known_results, remember, 
 from modelship.resources.meta import build_job_name, export_job_name
 from modelship.resources.revision import revision
 from modelship.resources.serving import ServedArtifact
+from tests.support.endpoints import routed
 from tests.support.specs import valid_doc
 from tests.unit.test_plan import CONFIG, DIGEST, IMAGE, NOW, deployment, job, make_md, summary
 
@@ -371,10 +372,18 @@ def test_deploy_rolls_out_then_is_available() -> None:
     assert [o["kind"] for o in rolling.effects.apply] == ["Deployment", "Service", "PodDisruptionBudget"]
     assert conditions(rolling.effects)[ConditionType.DEPLOYED][1] == Reason.ROLLING_OUT
     assert rolling.serving_revision is None and rolling.url is not None
-    up = ctx(observed=Observed(deployment=deployment(c.revision, IMAGE)))
+    # the pods are available but the Service's EndpointSlices list one of them: still rolling out, in flight
+    available = ctx(observed=Observed(deployment=deployment(c.revision, IMAGE), endpoints=routed((c.revision, 1))))
+    waiting = deploy(available, ServingTarget(c.revision, IMAGE))
+    assert waiting.serving_revision is None and waiting.effects.progress is not None
+    assert conditions(waiting.effects)[ConditionType.DEPLOYED] == (
+        False, Reason.ROLLING_OUT, f"2/2 replicas of {c.revision} available, 1/2 endpoints ready in Service digits"
+    )  # fmt: skip
+    up = ctx(observed=Observed(deployment=deployment(c.revision, IMAGE), endpoints=routed((c.revision, 2))))
     done = deploy(up, ServingTarget(c.revision, IMAGE))
     assert (done.serving_revision, done.serving_image) == (c.revision, IMAGE)
     assert conditions(done.effects)[ConditionType.DEPLOYED][:2] == (True, Reason.AVAILABLE)
+    assert done.effects.progress is None
 
 
 def test_deploy_of_a_pushed_artifact_pulls_it_in_every_pod_and_records_it() -> None:
@@ -387,7 +396,8 @@ def test_deploy_of_a_pushed_artifact_pulls_it_in_every_pod_and_records_it() -> N
     volumes = dep["spec"]["template"]["spec"]["volumes"]
     assert not any("persistentVolumeClaim" in v for v in volumes) and not rolling.effects.needs_artifact_claim
     assert (rolling.serving_revision, rolling.serving_artifact) == (None, None)
-    up = ctx(make_md(build=False), Observed(deployment=deployment(c.revision, CONFIG.images.serving)))
+    up = ctx(make_md(build=False), Observed(deployment=deployment(c.revision, CONFIG.images.serving),
+                                           endpoints=routed((c.revision, 2))))  # fmt: skip
     done = deploy(up, ServingTarget(c.revision, None, artifact))
     assert (done.serving_revision, done.serving_image, done.serving_artifact) == (c.revision, None, ARTIFACT_REF)
     # without a pushed artifact the pods mount the artifact claim, which the stage does not ask to be made: a claim

@@ -12,6 +12,7 @@ from modelship.controller.observe import DeploymentObservation, JobState, Observ
 from modelship.controller.phasewindow import PodFigures, PodReading, Readings
 from modelship.controller.plan import Plan, plan
 from modelship.resources.revision import revision
+from tests.support.endpoints import routed
 from tests.unit.test_plan import CONFIG, NOW, cond, deployment, job, make_md, summary
 
 CANARY = {
@@ -92,8 +93,11 @@ def test_a_new_revision_goes_shadow_canary_promoted() -> None:
     assert p1.requeue_after == 5.0
     assert [e.reason for e in p1.events if e.reason.startswith("Verified")] == ["VerifiedShadow"]
     # 2. the shadow pods are up and the candidate's Service has an address: mirroring starts, the clock runs
+    # (not before the candidate's Service lists its pod as a ready endpoint: the stable pods could not reach it)
     obs = Observed(jobs=jobs, deployment=stable, canary=canary_obs(rev, 1, False), canary_service_ip="10.96.0.9",
                    samples=samples(n=10))  # fmt: skip
+    assert "phaseStartedAt" not in plan(md_with(s1), obs, CONFIG, NOW).status["rollout"]
+    obs = Observed(**{**obs.__dict__, "canary_endpoints": routed((rev, 1), service="digits-canary")})
     p2 = plan(md_with(s1), obs, CONFIG, NOW)
     # the stable pods read what the candidate offers, through its Service's metrics port; it offers its own address
     assert args(p2, "digits")[-2:] == ["--mirror-config", "http://10.96.0.9:9090/mirror"]
@@ -115,14 +119,16 @@ def test_a_new_revision_goes_shadow_canary_promoted() -> None:
     assert [c["observed"] for c in r3["criteria"]] == [0.0, 1.0, 1.0]
     assert any(e.reason == "VerifiedCanary" and "canary step 1 at 50%" in e.message for e in p3.events)
     # 4. the step's pods are live and the step held: promoting rolls the stable Deployment to the candidate
-    obs4 = Observed(**{**obs.__dict__, "canary": canary_obs(rev, 2, True), "samples": samples()})
+    obs4 = Observed(**{**obs.__dict__, "canary": canary_obs(rev, 2, True), "samples": samples(),
+                       "endpoints": routed((OLD, 2), (rev, 2))})  # fmt: skip
     p4 = plan(md_with(p3.status), obs4, CONFIG, later + timedelta(seconds=1))
     p4 = plan(md_with(p4.status), obs4, CONFIG, later + timedelta(seconds=32))
     assert p4.status["rollout"]["phase"] == "Promoting"
     assert by_name(p4, "Deployment", "digits")["spec"]["template"]["metadata"]["labels"]["modelship.io/revision"] == rev
     assert by_name(p4, "Deployment", "digits-canary")["spec"]["replicas"] == 2  # serving until the stable rolled
     # 5. the stable Deployment runs the candidate: promoted, the candidate's Deployment at zero, Ready
-    obs5 = Observed(**{**obs4.__dict__, "deployment": deployment(rev, CONFIG.images.serving), "samples": None})
+    obs5 = Observed(**{**obs4.__dict__, "deployment": deployment(rev, CONFIG.images.serving), "samples": None,
+                       "endpoints": routed((rev, 2))})  # fmt: skip
     p5 = plan(md_with(p4.status), obs5, CONFIG, later + timedelta(seconds=40))
     s5 = p5.status
     assert s5["rollout"]["phase"] == "Promoted" and s5["rollout"]["weight"] == 100
@@ -232,7 +238,8 @@ def readings(cand_requests: float, compared: float, agreed: float, cand_errors: 
 def test_the_pods_figures_are_judged_over_the_phase_window_kept_in_status() -> None:
     md, rev, jobs = new_revision()
     base = Observed(jobs=jobs, deployment=deployment(OLD, CONFIG.images.serving), canary=canary_obs(rev, 1, False),
-                    canary_service_ip="10.96.0.9")  # fmt: skip
+                    canary_service_ip="10.96.0.9",
+                    canary_endpoints=routed((rev, 1), service="digits-canary"))  # fmt: skip
     s1 = plan(md, Observed(jobs=jobs, deployment=base.deployment), CONFIG, NOW).status
     # the candidate's pods already answered 1000 requests, 100 of them 5xx, and disagreed on 500 rows (e.g. an
     # earlier rollout of the same revision): none of it is this phase's
@@ -255,7 +262,8 @@ def test_the_pods_figures_are_judged_over_the_phase_window_kept_in_status() -> N
 def test_a_phase_without_traffic_is_inconclusive_stalled_with_an_event() -> None:
     md, rev, jobs = new_revision()
     obs = Observed(jobs=jobs, deployment=deployment(OLD, CONFIG.images.serving), canary=canary_obs(rev, 1, False),
-                   canary_service_ip="10.96.0.9", readings=readings(3, 2, 2))  # fmt: skip
+                   canary_service_ip="10.96.0.9", readings=readings(3, 2, 2),
+                   canary_endpoints=routed((rev, 1), service="digits-canary"))  # fmt: skip
     s1 = plan(md, Observed(jobs=jobs, deployment=obs.deployment), CONFIG, NOW).status
     s2 = plan(md_with(s1), obs, CONFIG, NOW).status
     s3 = plan(md_with(s2), Observed(**{**obs.__dict__, "readings": readings(10, 6, 6)}), CONFIG,
@@ -278,7 +286,8 @@ def test_unreadable_prometheus_figures_are_a_readable_condition() -> None:
     md, rev, jobs = new_revision()
     down = Samples(error="Prometheus at http://prom:9090: HTTP 503: service unavailable")
     obs = Observed(jobs=jobs, deployment=deployment(OLD, CONFIG.images.serving), canary=canary_obs(rev, 1, False),
-                   canary_service_ip="10.96.0.9", samples=down)  # fmt: skip
+                   canary_service_ip="10.96.0.9", samples=down,
+                   canary_endpoints=routed((rev, 1), service="digits-canary"))  # fmt: skip
     s1 = plan(md, Observed(jobs=jobs, deployment=obs.deployment), CONFIG, NOW).status
     s2 = plan(md_with(s1), obs, CONFIG, NOW + timedelta(seconds=5)).status
     v = cond(s2, "Verified")

@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..resources.meta import COMPONENT_LABEL, NAME_LABEL, REVISION_LABEL, SERVER_NAME, controlled_by
+from ..resources.meta import (
+    COMPONENT_LABEL,
+    NAME_LABEL,
+    REVISION_LABEL,
+    SERVER_NAME,
+    SERVICE_NAME_LABEL,
+    controlled_by,
+)
 from .canary import Samples
 from .phasewindow import Readings
 from .revcache import CachedRevision
@@ -64,6 +71,65 @@ class DeploymentObservation:
 
 
 @dataclass(frozen=True)
+class EndpointsObservation:
+    """What a Service's EndpointSlices list: its ready endpoints, counted once per pod, by the revision of the pod
+    (the pods' revision label; "" for a pod the operator could not find among the ModelDeployment's pods)."""
+
+    service: str
+    ready: tuple[tuple[str, int], ...] = ()
+    """(revision, ready endpoints), by revision."""
+
+    def ready_of(self, revision: str) -> int:
+        """Ready endpoints whose pods are of ``revision``."""
+        return sum(n for rev, n in self.ready if rev == revision)
+
+    @property
+    def total_ready(self) -> int:
+        return sum(n for _rev, n in self.ready)
+
+
+PodRef = tuple[str, str]
+"""(name, uid) of a pod an endpoint points to (its targetRef)."""
+
+
+def service_slices(slices: list[dict[str, Any]], service: str, service_uid: str | None) -> list[dict[str, Any]]:
+    """The EndpointSlices of the Service ``service`` (by its uid): labelled with its name and controlled by it (the
+    EndpointSlice controller's owner reference), not being deleted."""
+    return [
+        s
+        for s in slices
+        if ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL) == service
+        and controlled_by(s, service_uid)
+        and not (s.get("metadata") or {}).get("deletionTimestamp")
+    ]
+
+
+def ready_pods(slices: list[dict[str, Any]]) -> frozenset[PodRef]:
+    """The pods the slices list as ready endpoints (conditions.ready true, or unset: the API reads nil as true):
+    each pod once, whatever the number of its addresses, address families or slices."""
+    out: set[PodRef] = set()
+    for s in slices:
+        for ep in s.get("endpoints") or []:
+            ref = ep.get("targetRef") or {}
+            if ref.get("kind") != "Pod" or not ref.get("name"):
+                continue
+            if (ep.get("conditions") or {}).get("ready") is False:
+                continue
+            out.add((str(ref["name"]), str(ref.get("uid") or "")))
+    return frozenset(out)
+
+
+def endpoints_observation(service: str, pods: frozenset[PodRef], revisions: dict[str, str]) -> EndpointsObservation:
+    """Count the ready ``pods`` of a Service by their revision; ``revisions`` maps a pod's uid to its revision
+    label (a pod it does not hold counts under "")."""
+    tally: dict[str, int] = {}
+    for _name, uid in pods:
+        rev = revisions.get(uid, "")
+        tally[rev] = tally.get(rev, 0) + 1
+    return EndpointsObservation(service, tuple(sorted(tally.items())))
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything observed for one ModelDeployment."""
 
@@ -77,6 +143,10 @@ class Observed:
     """The candidate's Deployment (Canary strategy)."""
     canary_service_ip: str | None = None
     """Cluster IP of the candidate's Service: where the stable pods mirror to."""
+    endpoints: EndpointsObservation | None = None
+    """The ready endpoints the Service's EndpointSlices list (None: no Service of ours yet)."""
+    canary_endpoints: EndpointsObservation | None = None
+    """The same for the candidate's Service (Canary strategy)."""
     samples: Samples | None = None
     """Prometheus' figures about the candidate under analysis over the current phase (read only while one is,
     when the operator is configured with a Prometheus server)."""

@@ -29,6 +29,7 @@ from ..resources.route import gateway_routing
 from . import kstatus, metrics, revcache
 from .canary import ANALYZING, Samples
 from .conditions import ORDER
+from .endpoints import PodRevisions, observe_endpoints
 from .kstatus import Event
 from .kube import EventPoster, Kube, PreconditionFailed, api_error_text
 from .mergepatch import merge_patch
@@ -100,6 +101,8 @@ class Reconciler:
         """Status fields the served CRD drops (one older than this operator): left out of status writes."""
         self.served_crd = ServedCrd(kube)
         """The served CRD's fields against this operator's, when it may read the CRD."""
+        self.pod_revisions = PodRevisions(kube)
+        """The revision of each serving pod an EndpointSlice lists (Ready waits for the Service to route to them)."""
         self.fetch_metrics = fetch_metrics
         """How a serving pod's /metrics is read (Canary analysis)."""
         self.prometheus = PrometheusClient(config.prometheus) if config.prometheus.url else None
@@ -138,6 +141,7 @@ class Reconciler:
         )  # fmt: skip
         canary = self._controlled("Deployment", ns, canary_name(md), uid)
         canary_svc = self._controlled("Service", ns, canary_name(md), uid)
+        svc = self._controlled("Service", ns, serving_name(md), uid)
         ip = ((canary_svc or {}).get("spec") or {}).get("clusterIP")
         samples, readings = self._figures(md)
         return Observed(
@@ -147,6 +151,8 @@ class Reconciler:
             cached=self._cached(md),
             canary=deployment_observation(canary) if canary else None,
             canary_service_ip=ip if ip and ip != "None" else None,
+            endpoints=observe_endpoints(self.store, self.pod_revisions, ns, name, svc),
+            canary_endpoints=observe_endpoints(self.store, self.pod_revisions, ns, name, canary_svc),
             samples=samples,
             readings=readings,
             route_api=gateway_routing(md) is not None and self.kube.serves(HTTP_ROUTE),
@@ -194,6 +200,7 @@ class Reconciler:
         started = time.monotonic()
         body = self.store.get(MD, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self.pod_revisions.forget(namespace, name)
             # gone: owner references take the children in its namespace with it; its build Jobs (in the build
             # namespace, where no owner reference can point back) are the operator's to delete
             self.collect_builds(namespace, name, None)

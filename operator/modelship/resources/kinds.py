@@ -27,7 +27,7 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from .. import GROUP, KIND, PLURAL, VERSION
-from .meta import JOB_NAME_LABEL, MANAGED_BY, MANAGED_BY_LABEL
+from .meta import JOB_NAME_LABEL, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL
 
 
 class Verb(StrEnum):
@@ -191,6 +191,15 @@ HTTP_ROUTE = _applied_child("HTTPRoute", "gateway.networking.k8s.io", "v1", "htt
 (the operator asks discovery first; a missing CRD is a Stalled ModelDeployment, and kopf leaves the watch
 unresolved until discovery serves the CRD: ``controller.rewatch`` then starts the watches again, cluster-wide or
 namespaced; until then the operator reads and writes the route without the watch)."""
+ENDPOINT_SLICE = Kind(
+    "EndpointSlice", "discovery.k8s.io", "v1", "endpointslices",
+    grants=_watched(" (read only, and only the slices of the operator's own Services: the EndpointSlice "
+                    "controller copies a Service's labels onto its slices): which pods the Service routes to, for "
+                    "Ready; a change wakes the ModelDeployment"),
+    watch=MappingProxyType({**OURS, SERVICE_NAME_LABEL: None}),
+)  # fmt: skip
+"""Written by the EndpointSlice controller for the Services the operator owns: a ModelDeployment is Ready only once
+its Service lists the wanted number of ready endpoints of the revision (``controller.stages.deploy``)."""
 _MOUNT_CHECK = (
     "before a stage Job is created, whether each {} its pod would mount exists (a missing one is {}, not a pod "
     "waiting in {}): asked for the metadata only (PartialObjectMetadata){}; no list or watch"
@@ -248,6 +257,7 @@ KINDS: tuple[Kind, ...] = (
     POD,
     DEPLOYMENT,
     SERVICE,
+    ENDPOINT_SLICE,
     HORIZONTAL_POD_AUTOSCALER,
     POD_DISRUPTION_BUDGET,
     NETWORK_POLICY,

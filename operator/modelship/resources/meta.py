@@ -23,6 +23,8 @@ SERVER_NAME = "modelship-server"
 SHADOW_NAME = "modelship-shadow"
 """app.kubernetes.io/name of a candidate's pods (Canary strategy) while the Service does not select them: the
 shadow phase, and every phase when an HTTPRoute weighs the two Services."""
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+"""Set by the EndpointSlice controller on a Service's slices: the Service's name."""
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 """Set by the Job controller on a Job's pods."""
 MODELDEPLOYMENT_NAMESPACE_LABEL = "modelship.io/namespace"

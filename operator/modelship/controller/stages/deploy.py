@@ -15,7 +15,7 @@ from ...resources.kinds import PRUNED
 from ...resources.meta import serving_name
 from ...resources.plan import ServingPlan, serving_plan
 from ...resources.serving import ServedArtifact, service_url
-from ..observe import DeploymentObservation
+from ..observe import DeploymentObservation, EndpointsObservation
 from .build import BuildOutcome
 from .context import ConditionUpdate, Context, Effects, Failure, ObjectRef, Progress, condition, pending
 from .mounts import held, missing_mounts
@@ -80,6 +80,11 @@ def rollout_complete(md: ModelDeployment, dep: DeploymentObservation | None, des
     )
 
 
+def routed_endpoints(endpoints: EndpointsObservation | None, rev: str) -> int:
+    """Ready endpoints of pods of ``rev`` the Service's EndpointSlices list (0 before the Service exists)."""
+    return endpoints.ready_of(rev) if endpoints is not None else 0
+
+
 def _turned_off(ctx: Context, sp: ServingPlan) -> tuple[ObjectRef, ...]:
     """Optional objects (the pruned kinds) the spec no longer wants but the ModelDeployment created before."""
     name, optional = serving_name(ctx.md), sp.optional()
@@ -130,7 +135,14 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
         )
     want = wanted_replicas(ctx.md, sp.deployment, dep)
     if rollout_complete(ctx.md, dep, sp.deployment, rev):
-        message = f"{want}/{want} replicas of {rev} available"
+        # available pods are not yet routed: Ready means the Service sends requests to the revision's pods
+        service, routed = serving_name(ctx.md), routed_endpoints(ctx.observed.endpoints, rev)
+        if routed < want:
+            message = f"{want}/{want} replicas of {rev} available, {routed}/{want} endpoints ready in Service {service}"
+            return still(
+                False, Reason.ROLLING_OUT, message, progress=Progress(Reason.ROLLING_OUT, message, Phase.DEPLOYING)
+            )
+        message = f"{want}/{want} replicas of {rev} available and ready endpoints of Service {service}"
         effects = replace(objects, conditions=deployed(True, Reason.AVAILABLE, message))
         served = serve.artifact.reference if serve.artifact is not None else None
         return DeployOutcome(rev, serve.image, served, url, effects)

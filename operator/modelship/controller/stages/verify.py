@@ -49,7 +49,7 @@ from .context import (
     StageEvent,
     condition,
 )
-from .deploy import ServingTarget, rollout_complete, wanted_replicas
+from .deploy import ServingTarget, rollout_complete, routed_endpoints, wanted_replicas
 
 ANALYSIS_INTERVAL_SECONDS = 5.0
 """How often a rollout in progress reads the pods' figures again."""
@@ -213,6 +213,17 @@ def _ready(dep: DeploymentObservation | None, revision: str, replicas: int, live
     )
 
 
+def _routed(canary: Canary, state: RolloutStatus, observed: Observed, rev: str, replicas: int, live: bool) -> bool:
+    """The candidate's pods are ready endpoints of the Service that brings them their traffic in this phase: the
+    one Service when they are live, their own when the HTTPRoute weighs it or the stable pods mirror to it (a
+    phase's clock starts only once they can be reached)."""
+    if live:
+        return routed_endpoints(observed.endpoints, rev) >= replicas
+    if canary.gateway_api() is not None or state.mirror_percent > 0:
+        return routed_endpoints(observed.canary_endpoints, rev) >= replicas
+    return True
+
+
 def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> VerifyOutcome:
     md, rev, observed = ctx.md, ctx.revision, ctx.observed
     prev = ctx.prev.rollout
@@ -226,12 +237,16 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
     replicas, live = _shape(canary, state, n)
     if state.phase == RolloutPhase.PROMOTING:
         promoted_plan = serving_plan(md, rev, ctx.config, built.image, built.artifact, source)
-        available = rollout_complete(md, observed.deployment, promoted_plan.deployment, rev)
+        available = (
+            rollout_complete(md, observed.deployment, promoted_plan.deployment, rev)
+            and routed_endpoints(observed.endpoints, rev) >= n
+        )
     else:
         available = (
             rollout_complete(md, observed.deployment, stable_plan.deployment, stable)  # its pods read the offer
             and _ready(observed.canary, rev, replicas, live)
             and (ip is not None or state.mirror_percent == 0)
+            and _routed(canary, state, observed, rev, replicas, live)
         )
     manual: Manual | None = manual_action(md.metadata.annotations, rev)
     figures, window = _figures(observed, state, ctx) if state.phase in ANALYZING else (None, None)

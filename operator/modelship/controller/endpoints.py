@@ -1,0 +1,67 @@
+"""Which revision's pods a Service routes to: its EndpointSlices (from the store, fed by the watch) tied to the
+revisions of the pods they list.
+
+An endpoint names its pod (targetRef: name and uid) but carries none of its labels, and a pod's name says only its
+ReplicaSet's, not its revision. So the serving pods of the ModelDeployment are read by label (one list), and each
+pod's revision is kept by its uid: a later look needs the API server again only when a slice lists a pod not seen
+before (a new pod of a rollout). What is kept is the pods of the last list, so it never outgrows the serving pods.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ..resources.kinds import ENDPOINT_SLICE, POD
+from ..resources.meta import REVISION_LABEL
+from . import metrics
+from .kube import Kube
+from .observe import EndpointsObservation, endpoints_observation, ready_pods, service_slices
+from .podmetrics import serving_pods_selector
+from .store import Store
+
+
+class PodRevisions:
+    """The revision of each serving pod of a ModelDeployment, by pod uid, read from the API server on demand."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self._lock = threading.Lock()
+        self._known: dict[tuple[str, str], dict[str, str]] = {}
+        """(namespace, ModelDeployment) -> pod uid -> revision label, as of the last list."""
+
+    def of(self, namespace: str, name: str, uids: set[str]) -> dict[str, str]:
+        """uid -> revision for ``uids`` (a uid no serving pod has is left out): from what the last list said, or a
+        new list when it did not see one of them."""
+        key = (namespace, name)
+        with self._lock:
+            known = self._known.get(key)
+        if known is None or not uids <= known.keys():
+            pods = self.kube.list(POD.api_version, POD.kind, namespace, serving_pods_selector(name))
+            metrics.API_READS.labels(POD.kind).inc()
+            known = {
+                str(p["metadata"]["uid"]): str((p["metadata"].get("labels") or {}).get(REVISION_LABEL) or "")
+                for p in pods
+                if p.get("metadata", {}).get("uid")
+            }
+            with self._lock:
+                self._known[key] = known
+        return {uid: known[uid] for uid in uids if uid in known}
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._known.pop((namespace, name), None)
+
+
+def observe_endpoints(
+    store: Store, revisions: PodRevisions, namespace: str, name: str, service: dict[str, Any] | None
+) -> EndpointsObservation | None:
+    """The ready endpoints of ``service`` (the store's copy of a Service the ModelDeployment ``name`` controls; None:
+    there is none yet) by revision."""
+    if service is None:
+        return None
+    meta = service["metadata"]
+    slices = service_slices(store.owned(namespace, name, ENDPOINT_SLICE.kind), meta["name"], meta.get("uid"))
+    pods = ready_pods(slices)
+    uids = {uid for _pod, uid in pods if uid}
+    return endpoints_observation(meta["name"], pods, revisions.of(namespace, name, uids) if uids else {})

@@ -1,0 +1,103 @@
+"""Which revision's pods a Service routes to: EndpointSlices reduced to ready endpoints by revision (pure), and the
+pods' revisions read by label only when a slice lists a pod not seen before."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelship.controller.endpoints import PodRevisions, observe_endpoints
+from modelship.controller.observe import endpoints_observation, ready_pods, service_slices
+from modelship.controller.store import Store
+
+SVC_UID = "svc-uid"
+
+
+def endpoint(pod: str, uid: str, ready: bool | None = True, kind: str = "Pod") -> dict[str, Any]:
+    ep: dict[str, Any] = {"addresses": ["10.0.0.1"], "targetRef": {"kind": kind, "name": pod, "uid": uid,
+                                                                     "namespace": "ml"}}  # fmt: skip
+    if ready is not None:
+        ep["conditions"] = {"ready": ready, "serving": ready, "terminating": not ready}
+    return ep
+
+
+def eps(name: str, *endpoints: dict[str, Any], service: str = "digits", owner: str = SVC_UID,
+        **meta: Any) -> dict[str, Any]:  # fmt: skip
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "labels": {"kubernetes.io/service-name": service, "modelship.io/modeldeployment": "digits",
+                       "app.kubernetes.io/managed-by": "modelship"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": service, "uid": owner,
+                                 "controller": True}],
+            **meta,
+        },
+        "addressType": "IPv4",
+        "endpoints": list(endpoints),
+    }
+
+
+def test_only_the_services_own_slices_count() -> None:
+    mine = eps("digits-abc", endpoint("a", "1"))
+    other_service = eps("digits-canary-x", endpoint("b", "2"), service="digits-canary")
+    forged = eps("digits-forged", endpoint("c", "3"), owner="someone-else")
+    going = eps("digits-old", endpoint("d", "4"), deletionTimestamp="2026-11-29T00:00:00Z")
+    assert service_slices([mine, other_service, forged, going], "digits", SVC_UID) == [mine]
+    assert service_slices([mine], "digits", None) == []  # no Service of ours: nothing is its
+
+
+def test_ready_pods_counts_each_ready_pod_once() -> None:
+    ipv4 = eps("digits-v4", endpoint("a", "1"), endpoint("b", "2", ready=False), endpoint("c", "3", ready=None),
+               endpoint("n", "9", kind="Node"))  # fmt: skip
+    ipv6 = {**eps("digits-v6", endpoint("a", "1")), "addressType": "IPv6"}  # the same pod in the other family
+    assert ready_pods([ipv4, ipv6]) == {("a", "1"), ("c", "3")}  # unset ready reads as true (the API's rule)
+    assert ready_pods([eps("digits-empty")]) == frozenset()
+
+
+def test_endpoints_are_counted_by_their_pods_revision() -> None:
+    pods = frozenset({("a", "1"), ("b", "2"), ("c", "3")})
+    obs = endpoints_observation("digits", pods, {"1": "r1", "2": "r2"})
+    assert (obs.ready_of("r1"), obs.ready_of("r2"), obs.ready_of(""), obs.total_ready) == (1, 1, 1, 3)
+    assert obs.ready_of("r3") == 0
+
+
+class ListingKube:
+    """Answers pod lists from a fixed set of pods and counts the lists."""
+
+    def __init__(self, pods: list[dict[str, Any]]) -> None:
+        self.pods = pods
+        self.lists: list[tuple[str, str]] = []
+
+    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        assert (api_version, kind) == ("v1", "Pod")
+        self.lists.append((namespace, selector))
+        return [p for p in self.pods if p["metadata"]["namespace"] == namespace]
+
+
+def pod(name: str, uid: str, rev: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "ml", "uid": uid, "labels": {"modelship.io/revision": rev}}}
+
+
+def test_pods_are_listed_only_when_a_slice_names_one_not_seen_before() -> None:
+    kube = ListingKube([pod("a", "1", "r1"), pod("b", "2", "r1")])
+    revisions = PodRevisions(kube)  # type: ignore[arg-type]
+    store = Store()
+    service = {"metadata": {"name": "digits", "namespace": "ml", "uid": SVC_UID}}
+    store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("b", "2", ready=False)))
+    first = observe_endpoints(store, revisions, "ml", "digits", service)
+    assert first is not None and first.ready_of("r1") == 1
+    assert kube.lists == [("ml", "modelship.io/modeldeployment=digits,app.kubernetes.io/component=server")]
+    store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("b", "2")))
+    assert observe_endpoints(store, revisions, "ml", "digits", service) == first.__class__("digits", (("r1", 2),))
+    assert len(kube.lists) == 1  # both pods known: no new list
+    kube.pods.append(pod("c", "3", "r2"))  # a new pod of the next rollout appears in the slice
+    store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("c", "3")))
+    third = observe_endpoints(store, revisions, "ml", "digits", service)
+    assert third is not None and (third.ready_of("r1"), third.ready_of("r2")) == (1, 1) and len(kube.lists) == 2
+    # no Service yet, or a slice listing no ready pod: nothing to ask
+    assert observe_endpoints(store, revisions, "ml", "digits", None) is None
+    store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1", ready=False)))
+    assert observe_endpoints(store, revisions, "ml", "digits", service) == first.__class__("digits", ())
+    assert len(kube.lists) == 2
