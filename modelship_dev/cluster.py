@@ -310,6 +310,14 @@ class DevCluster:
         proc = self.kubectl("get", "--raw=/readyz", check=False, timeout=15)
         return proc.returncode == 0 and proc.stdout.strip() == "ok"
 
+    def config_current(self) -> bool:
+        """The running cluster was created from the configuration this checkout renders (its kwok Stages, its
+        components' flags): a Stage added since is not in a cluster that was reused."""
+        try:
+            return self.config_path.read_text() == self.render_config()
+        except FileNotFoundError:
+            return False
+
     def server_version(self) -> str:
         out = self.kubectl("version", "-o", "json").stdout
         return str(json.loads(out)["serverVersion"]["gitVersion"])
@@ -320,11 +328,14 @@ class DevCluster:
         t0 = time.monotonic()
         self.require_binaries()
         if self.exists():
-            if self.healthy():
-                _log(f"reusing running cluster {self.name}")
-            else:
+            if not self.healthy():
                 _log(f"cluster {self.name} exists but is not healthy: recreating it")
                 self._delete(check=False)
+            elif not self.config_current():
+                _log(f"cluster {self.name} runs another configuration (kwok Stages or flags changed): recreating it")
+                self._delete(check=False)
+            else:
+                _log(f"reusing running cluster {self.name}")
         if not self.exists():
             self.config_path.parent.mkdir(parents=True, exist_ok=True)
             self.config_path.write_text(self.render_config())
