@@ -405,8 +405,8 @@ _NOT_ROUTED_YET = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ETIMEDOUT)
 
 def routed(ip: str, port: int, deadline: float = ROUTE_DEADLINE, connect_timeout: float = 2.0) -> float:
     """Wait until kube-proxy routes the Service address ``ip:port`` (a TCP connection to it is accepted) -> the
-    seconds waited. A ModelDeployment turns Ready once its Deployment's pods are available, about when the
-    Service's EndpointSlice lists them as ready; kube-proxy applies an EndpointSlice change at most once a second
+    seconds waited. A ModelDeployment turns Ready once the Service's EndpointSlices list its revision's pods as
+    ready endpoints (the operator waits for them); kube-proxy applies an EndpointSlice change at most once a second
     (iptables minSyncPeriod, 1 s by default and on the node), so for a moment after Ready the Service may still
     refuse connections (kube-proxy's REJECT rule for a Service without ready endpoints) or, before its rules
     exist, leave them unanswered. Those are retried for at most ``deadline`` seconds (any other error is raised
