@@ -14,6 +14,7 @@ Leaves the machine as it was (hack/node/down). Prints a table; appends a section
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.results import append_section, cpu_model  # noqa: E402
+from bench.results import cpu_model, publish  # noqa: E402
 from modelship_dev import node_demo as demo  # noqa: E402  (make demo's steps: node, storage, operator, watch)
 
 
@@ -42,6 +44,27 @@ def job_seconds(name: str) -> float:
     job = demo.kjson("get", "job", name, "-n", demo.NS)
     st = job["status"]
     return (_ts(st["completionTime"]) - _ts(job["metadata"]["creationTimestamp"])).total_seconds()
+
+
+@contextlib.contextmanager
+def node_with_operator() -> Iterator[None]:
+    """A fresh node (hack/node/up with an empty registry), the CRDs, the example's storage and the operator as a
+    local process; the operator stopped and the node down again afterwards, whatever happened."""
+    os.environ.setdefault("MODELSHIP_NODE_BUILDKIT_SYS_ADMIN", "1")
+    down = [str(REPO / "hack" / "node" / "down")]
+    subprocess.run(down, capture_output=True, check=False)
+    shutil.rmtree(Path(demo.ENV["NODE_CACHE"]) / "registry", ignore_errors=True)
+    op = demo.Operator()
+    try:
+        demo.DEMO.mkdir(parents=True, exist_ok=True)
+        demo.prepare_node()
+        demo.apply_crds()
+        demo.prepare_storage()
+        op.start()
+        yield
+    finally:
+        op.stop()
+        subprocess.run(down, capture_output=True, check=False)
 
 
 def apply_and_wait() -> dict[str, Any]:
@@ -111,18 +134,8 @@ def main() -> int:
     ap.add_argument("--floor-runs", type=int, default=3)
     ap.add_argument("--no-append", action="store_true", help="do not append to bench/RESULTS.md")
     args = ap.parse_args()
-    os.environ.setdefault("MODELSHIP_NODE_BUILDKIT_SYS_ADMIN", "1")
-    node = REPO / "hack" / "node"
-    subprocess.run([str(node / "down")], capture_output=True, check=False)
-    shutil.rmtree(Path(demo.ENV["NODE_CACHE"]) / "registry", ignore_errors=True)
-    op = demo.Operator()
     begin = time.monotonic()
-    try:
-        demo.DEMO.mkdir(parents=True, exist_ok=True)
-        demo.prepare_node()
-        demo.apply_crds()
-        demo.prepare_storage()
-        op.start()
+    with node_with_operator():
         cold = apply_and_wait()
         rev = cold["status"]["revision"]
         t_cold = cold["status"]["applyToReadySeconds"]
@@ -140,9 +153,6 @@ def main() -> int:
             warm.append(md["status"]["applyToReadySeconds"])
         delete_md()
         floors = [floor_run(floor) for _ in range(args.floor_runs)]
-    finally:
-        op.stop()
-        subprocess.run([str(node / "down")], capture_output=True, check=False)
     f, w = statistics.median(floors), statistics.median(warm)
     rows = [
         ("floor: Deployment + Service applied directly", f, 1.0, ", ".join(f"{x:.1f}" for x in floors)),
@@ -166,9 +176,7 @@ def main() -> int:
             f"completion), the rest ({t_cold - t_opt - t_build:.1f} s) is scheduling, the rollout and the operator.",
         ]
     )
-    print("\n" + text)
-    if not args.no_append:
-        append_section(text)
+    publish(text, append=not args.no_append)
     return 0
 
 

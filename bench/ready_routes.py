@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -36,8 +34,8 @@ if str(REPO) not in sys.path:
 
 from kubernetes import client, config, watch  # noqa: E402
 
-from bench.apply_to_ready import delete_md  # noqa: E402
-from bench.results import append_section, cpu_model  # noqa: E402
+from bench.apply_to_ready import delete_md, node_with_operator  # noqa: E402
+from bench.results import cpu_model, publish  # noqa: E402
 from modelship_dev import node_demo as demo  # noqa: E402
 
 REPLICAS = 3
@@ -150,20 +148,10 @@ def main() -> int:
     ap.add_argument("--warm-runs", type=int, default=4)
     ap.add_argument("--no-append", action="store_true", help="do not append to bench/RESULTS.md")
     args = ap.parse_args()
-    os.environ.setdefault("MODELSHIP_NODE_BUILDKIT_SYS_ADMIN", "1")
-    node = REPO / "hack" / "node"
-    subprocess.run([str(node / "down")], capture_output=True, check=False)
-    shutil.rmtree(Path(demo.ENV["NODE_CACHE"]) / "registry", ignore_errors=True)
-    op = demo.Operator()
     begin = time.monotonic()
     runs: list[tuple[str, dict[str, float]]] = []
     load: list[float] = []
-    try:
-        demo.DEMO.mkdir(parents=True, exist_ok=True)
-        demo.prepare_node()
-        demo.apply_crds()
-        demo.prepare_storage()
-        op.start()
+    with node_with_operator():
         api = config.new_client_from_config(config_file=demo.ENV["KUBECONFIG_NODE"])  # type: ignore[no-untyped-call]
         runs.append(("cold", Run(api).go(900)))
         load.append(os.getloadavg()[0])
@@ -173,9 +161,6 @@ def main() -> int:
             runs.append((f"warm {i + 1}", Run(api).go(300)))
             load.append(os.getloadavg()[0])
         delete_md()
-    finally:
-        op.stop()
-        subprocess.run([str(node / "down")], capture_output=True, check=False)
     names = list(gaps(runs[0][1]))
     rows = [f"| {label} | " + " | ".join(f"{r[k]:.2f}" for k in ("available", "slice", "Ready", "answer")) + " | "
             + " | ".join(f"{g:+.0f}" for g in gaps(r).values()) + " |" for label, r in runs]  # fmt: skip
@@ -200,9 +185,7 @@ def main() -> int:
             "waits for the slice); answer: the first prediction answered through the Service.",
         ]
     )
-    print("\n" + text)
-    if not args.no_append:
-        append_section(text)
+    publish(text, append=not args.no_append)
     return 0
 
 

@@ -31,3 +31,10 @@ def append_section(text: str, path: Path | str = RESULTS) -> Path:
         f.write("\n" + text.strip("\n") + "\n")
     print(f"appended to {path}")
     return path
+
+
+def publish(text: str, append: bool = True) -> None:
+    """Print a benchmark's section and, unless told not to (--no-append), append it to the results file."""
+    print("\n" + text)
+    if append:
+        append_section(text)
