@@ -96,8 +96,14 @@ def test_pods_are_listed_only_when_a_slice_names_one_not_seen_before() -> None:
     store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("c", "3")))
     third = observe_endpoints(store, revisions, "ml", "digits", service)
     assert third is not None and (third.ready_of("r1"), third.ready_of("r2")) == (1, 1) and len(kube.lists) == 2
+    # a pod someone else labelled so the Service selects it: no revision of ours, and asked about once
+    store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("c", "3"), endpoint("x", "99")))
+    for _ in range(2):
+        foreign = observe_endpoints(store, revisions, "ml", "digits", service)
+        assert foreign is not None and (foreign.ready_of("r1"), foreign.ready_of(""), foreign.total_ready) == (1, 1, 3)
+    assert len(kube.lists) == 3
     # no Service yet, or a slice listing no ready pod: nothing to ask
     assert observe_endpoints(store, revisions, "ml", "digits", None) is None
     store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1", ready=False)))
     assert observe_endpoints(store, revisions, "ml", "digits", service) == first.__class__("digits", ())
-    assert len(kube.lists) == 2
+    assert len(kube.lists) == 3

@@ -31,8 +31,8 @@ class PodRevisions:
         """(namespace, ModelDeployment) -> pod uid -> revision label, as of the last list."""
 
     def of(self, namespace: str, name: str, uids: set[str]) -> dict[str, str]:
-        """uid -> revision for ``uids`` (a uid no serving pod has is left out): from what the last list said, or a
-        new list when it did not see one of them."""
+        """uid -> revision for ``uids`` ("" for a uid no serving pod of the ModelDeployment has): from what the last
+        list said, or a new list when it did not see one of them."""
         key = (namespace, name)
         with self._lock:
             known = self._known.get(key)
@@ -44,9 +44,12 @@ class PodRevisions:
                 for p in pods
                 if p.get("metadata", {}).get("uid")
             }
+            # a uid the list does not hold is no serving pod of this ModelDeployment (a pod someone else labelled
+            # so the Service selects it): kept as such, so it is not asked about again
+            known.update({uid: "" for uid in uids - known.keys()})
             with self._lock:
                 self._known[key] = known
-        return {uid: known[uid] for uid in uids if uid in known}
+        return {uid: known[uid] for uid in uids}
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
