@@ -13,8 +13,9 @@ from modelship.config import OperatorConfig
 from modelship.controller import metrics
 from modelship.controller.mergepatch import apply_merge_patch
 from modelship.controller.pruning import PrunedStatus, describe, missing_fields, pruned_paths, without_paths
-from modelship.controller.reconcile import CRD_OLDER_REASON, Reconciler
+from modelship.controller.reconcile import Reconciler
 from modelship.controller.skew import ServedCrd, own_root_schema
+from modelship.controller.statuswrite import CRD_OLDER_REASON
 from modelship.controller.store import Store
 from tests.support.skew import newer_crd, older_crd
 
@@ -107,10 +108,10 @@ def test_a_status_field_the_crd_prunes_is_sent_once_reported_once_then_left_out(
     kube = PruningKube(body)
     now = [0.0]
     reconciler = Reconciler(kube, Store(), OperatorConfig())  # type: ignore[arg-type]
-    reconciler.pruned = PrunedStatus(retry=600, clock=lambda: now[0])
+    reconciler.status_writer.pruned = PrunedStatus(retry=600, clock=lambda: now[0])
     desired = {"phase": "Ready", "replicas": 2, "updatedReplicas": 2}
 
-    reconciler._write_status(kube.body, dict(desired))
+    reconciler.status_writer.write(kube.body, dict(desired))
     assert kube.patches == [desired]
     ((type_, reason, message),) = kube.events
     assert (type_, reason) == ("Warning", CRD_OLDER_REASON)
@@ -119,16 +120,16 @@ def test_a_status_field_the_crd_prunes_is_sent_once_reported_once_then_left_out(
     assert metrics.CRD_SKEW.labels("older")._value.get() == 1
 
     for _ in range(3):  # further reconciles: nothing to write, nothing said
-        reconciler._write_status(kube.body, dict(desired))
+        reconciler.status_writer.write(kube.body, dict(desired))
     assert len(kube.patches) == 1 and len(kube.events) == 1
 
-    reconciler._write_status(kube.body, {**desired, "replicas": 3})  # a real change is still written, without it
+    reconciler.status_writer.write(kube.body, {**desired, "replicas": 3})  # a real change is still written, without it
     assert kube.patches[-1] == {"replicas": 3}
 
     now[0] += 600  # tried again once: still pruned, left out again, not reported again
-    reconciler._write_status(kube.body, {**desired, "replicas": 3})
+    reconciler.status_writer.write(kube.body, {**desired, "replicas": 3})
     assert kube.patches[-1] == {"updatedReplicas": 2} and len(kube.events) == 1
-    reconciler._write_status(kube.body, {**desired, "replicas": 3})
+    reconciler.status_writer.write(kube.body, {**desired, "replicas": 3})
     assert len(kube.patches) == 3
 
 
@@ -137,17 +138,17 @@ def test_a_retried_field_the_upgraded_crd_keeps_is_written_from_then_on() -> Non
     kube = PruningKube(body)
     now = [0.0]
     reconciler = Reconciler(kube, Store(), OperatorConfig())  # type: ignore[arg-type]
-    reconciler.pruned = PrunedStatus(retry=600, clock=lambda: now[0])
-    reconciler._write_status(kube.body, {"phase": "Ready", "updatedReplicas": 2})
-    assert reconciler.pruned.all() == {("updatedReplicas",)}
+    reconciler.status_writer.pruned = PrunedStatus(retry=600, clock=lambda: now[0])
+    reconciler.status_writer.write(kube.body, {"phase": "Ready", "updatedReplicas": 2})
+    assert reconciler.status_writer.pruned.all() == {("updatedReplicas",)}
 
     kube.patch_status = lambda ns, name, status: {  # type: ignore[method-assign]  # the CRD is upgraded
         **kube.body,
         "status": apply_merge_patch(kube.body["status"], status),
     }
     now[0] += 600
-    reconciler._write_status(kube.body, {"phase": "Ready", "updatedReplicas": 2})
-    assert reconciler.pruned.all() == set()
+    reconciler.status_writer.write(kube.body, {"phase": "Ready", "updatedReplicas": 2})
+    assert reconciler.status_writer.pruned.all() == set()
     assert metrics.CRD_SKEW.labels("older")._value.get() == 0
 
 
@@ -201,7 +202,8 @@ def test_a_pruned_field_the_operator_reads_back_is_called_harm() -> None:
     kube = PruningKube(body)
     reconciler = Reconciler(kube, Store(), OperatorConfig())  # type: ignore[arg-type]
     kube.patch_status = lambda ns, name, status: {**kube.body, "status": {"phase": "Ready"}}  # type: ignore[method-assign]
-    reconciler._write_status(kube.body, {"phase": "Ready", "servingArtifact": "oci://r/m@sha256:1", "replicas": 1})
+    status = {"phase": "Ready", "servingArtifact": "oci://r/m@sha256:1", "replicas": 1}
+    reconciler.status_writer.write(kube.body, status)
     ((_, _, message),) = kube.events
     assert "drops status.replicas, status.servingArtifact from" in message
     assert "reads status.servingArtifact back to know what serves" in message
@@ -212,14 +214,14 @@ def test_the_cluster_wide_operator_writes_a_field_again_as_soon_as_the_served_cr
     kube = PruningKube(body)
     crds = CrdKube(older_crd())
     reconciler = Reconciler(kube, Store(), OperatorConfig())  # type: ignore[arg-type]
-    reconciler.served_crd = ServedCrd(crds)  # type: ignore[arg-type]
-    reconciler.check_served_crd()
-    reconciler._write_status(kube.body, {"phase": "Ready", "updatedReplicas": 2})
-    assert reconciler.pruned.all() == {("updatedReplicas",)}
+    reconciler.status_writer.served_crd = ServedCrd(crds)  # type: ignore[arg-type]
+    reconciler.status_writer.check_served_crd()
+    reconciler.status_writer.write(kube.body, {"phase": "Ready", "updatedReplicas": 2})
+    assert reconciler.status_writer.pruned.all() == {("updatedReplicas",)}
     assert metrics.CRD_SKEW.labels("older")._value.get() == 3  # the CRD's three, the pruned one among them
-    reconciler.check_served_crd()
-    assert reconciler.pruned.all() == {("updatedReplicas",)}  # still lacking: still left out
+    reconciler.status_writer.check_served_crd()
+    assert reconciler.status_writer.pruned.all() == {("updatedReplicas",)}  # still lacking: still left out
     crds.crd = crd()  # the CRD is upgraded: known at the next resync, not 10 minutes later
-    reconciler.check_served_crd()
-    assert reconciler.pruned.all() == set()
+    reconciler.status_writer.check_served_crd()
+    assert reconciler.status_writer.pruned.all() == set()
     assert metrics.CRD_SKEW.labels("older")._value.get() == 0

@@ -120,7 +120,7 @@ async def _check_served_crd() -> None:
     if _State.reconciler is None:
         return
     try:
-        await asyncio.to_thread(_State.reconciler.check_served_crd)
+        await asyncio.to_thread(_State.reconciler.status_writer.check_served_crd)
     except Exception:  # an API hiccup: the next resync reads it again
         log.warning("could not compare the served ModelDeployment CRD with this operator's", exc_info=True)
 

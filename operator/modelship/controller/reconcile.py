@@ -14,7 +14,6 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from .. import __version__
 from ..api.errors import describe_validation_error
 from ..api.modeldeployment import ModelDeployment
 from ..api.skew import UnsupportedFields
@@ -32,7 +31,6 @@ from .conditions import ORDER
 from .endpoints import PodRevisions, observe_endpoints
 from .kstatus import Event
 from .kube import EventPoster, Kube, PreconditionFailed, api_error_text
-from .mergepatch import merge_patch
 from .observe import Observed, deployment_observation, job_observation
 from .ownership import Conflict, judge, name_conflict
 from .phasewindow import Readings
@@ -41,11 +39,11 @@ from .podmetrics import Fetch, fetch_pod, read_pods, serving_pods_selector
 from .prejob import missing_mounts, store_missed_jobs
 from .prometheus import PrometheusClient
 from .prometheus import read as read_prometheus
-from .pruning import Path, PrunedStatus, describe, pruned_paths, without_paths
 from .revcache import CachedRevision
 from .revisions import RevisionCaches
-from .skew import ServedCrd, Skew, keep_unknown_status
+from .skew import Skew
 from .stages.context import Failure
+from .statuswrite import StatusWriter
 from .store import Store
 
 log = logging.getLogger("modelship.reconcile")
@@ -54,11 +52,6 @@ MD = "ModelDeployment"
 SPEC_HASH = "modelship.io/spec-hash"
 SERVING_KINDS = tuple(k.kind for k in APPLIED)  # the owned children whose existence a plan looks at
 RETRY_AFTER_PRECONDITION_SECONDS = 0.5
-CRD_OLDER_REASON = "CRDOlderThanOperator"
-READ_BACK = frozenset({"servingRevision", "servingImage", "servingArtifact", "rollout", "source"})
-"""Top-level status fields this operator reads back as its memory of what serves: an older CRD that prunes one is
-harm, not just a missing figure (seen: status.servingArtifact pruned, a blocked next revision re-rendered the
-serving Deployment to mount the artifact claim instead of pulling the served artifact)."""
 
 
 def _subset(want: Any, have: Any) -> bool:
@@ -97,10 +90,8 @@ class Reconciler:
         self.caches = RevisionCaches(kube, config)
         self.skew = Skew(kube)
         """Reads ModelDeployments whatever CRD the API server serves (fields this operator does not know)."""
-        self.pruned = PrunedStatus()
-        """Status fields the served CRD drops (one older than this operator): left out of status writes."""
-        self.served_crd = ServedCrd(kube)
-        """The served CRD's fields against this operator's, when it may read the CRD."""
+        self.status_writer = StatusWriter(kube, store, events)
+        """Writes status: unknown fields kept, fields the served CRD prunes left out and reported."""
         self.pod_revisions = PodRevisions(kube)
         """The revision of each serving pod an EndpointSlice lists (Ready waits for the Service to route to them)."""
         self.fetch_metrics = fetch_metrics
@@ -351,7 +342,7 @@ class Reconciler:
             metrics.API_WRITES.labels("delete", kind).inc()
         if p.cache_put is not None:
             self.caches.put(ns, *p.cache_put)
-        self._write_status(body, p.status)
+        self.status_writer.write(body, p.status)
         self._post(body, p.events)
 
     def _write_owned(self, desired: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
@@ -377,80 +368,6 @@ class Reconciler:
             else:
                 self.kube.event(body, ev.type, ev.reason, ev.message)
             metrics.STAGE_TRANSITIONS.labels(*_split_reason(ev.reason)).inc()
-
-    def _write_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
-        current = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
-        # every key to drop, at every depth, as null: a merge patch of {"optimization": {...}} would otherwise
-        # keep the previous revision's decision and artifact beside the new revision's Job; but never a field
-        # this operator does not know (a newer operator's, under a newer CRD): those are kept as they are
-        status = keep_unknown_status(current, status)
-        retried = self.pruned.all() - (left_out := self.pruned.current())
-        # and never a field the served CRD prunes (an older CRD): the patch would be sent again at every reconcile
-        patch = merge_patch(current, without_paths(status, left_out))
-        if not patch:
-            log.debug(
-                "status unchanged (rv %s, phase %s)", body["metadata"].get("resourceVersion"), status.get("phase")
-            )
-            return
-        log.debug(
-            "status write (rv %s): phase %s -> %s",
-            body["metadata"].get("resourceVersion"),
-            current.get("phase"),
-            status.get("phase"),
-        )
-        meta = body["metadata"]
-        result = self.kube.patch_status(meta["namespace"], meta["name"], patch)
-        metrics.API_WRITES.labels("patch", "ModelDeployment/status").inc()
-        if isinstance(result.get("status"), dict):  # an answer without status says nothing about pruning
-            self._note_pruned(body, patch, result["status"], retried)
-        log.debug(
-            "status written: rv %s phase %s",
-            result.get("metadata", {}).get("resourceVersion"),
-            (result.get("status") or {}).get("phase"),
-        )
-        if result:
-            self.store.put(MD, result)
-
-    def check_served_crd(self) -> None:
-        """Compare the served CRD with this operator's models (cluster-wide operators; at startup and resync)."""
-        if self.served_crd.check():  # fields the served CRD now declares are written again at once
-            self.pruned.clear(p for p in self.pruned.all() if describe(p) not in self.served_crd.older)
-        self._set_skew_gauge()
-
-    def _set_skew_gauge(self) -> None:
-        older = set(self.served_crd.older) | {describe(p) for p in self.pruned.all()}
-        metrics.CRD_SKEW.labels("older").set(len(older))
-        metrics.CRD_SKEW.labels("newer").set(len(self.served_crd.newer))
-
-    def _note_pruned(
-        self, body: dict[str, Any], sent: dict[str, Any], served: dict[str, Any], retried: frozenset[Path]
-    ) -> None:
-        """Status fields the API server dropped from the write ``sent``: the installed CRD is older than this
-        operator. Remembered (left out of the next writes), logged and posted as a Warning Event once each."""
-        pruned = pruned_paths(sent, served)
-        self.pruned.clear(retried - pruned)
-        fresh = self.pruned.found(pruned)
-        self._set_skew_gauge()
-        if not fresh:
-            return
-        fields = ", ".join(sorted(describe(p) for p in fresh))
-        message = (
-            f"the installed ModelDeployment CRD is older than this operator (modelship {__version__}): the API "
-            f"server drops {fields} from its status writes. Apply this release's CRD (kubectl apply --server-side "
-            "-f crds/); until then status goes without these fields"
-        )
-        memory = sorted(describe(p) for p in fresh if p[0] in READ_BACK)
-        if memory:
-            message += (
-                f". This operator reads {', '.join(memory)} back to know what serves (and where a Canary stands): "
-                "until the CRD is applied, a change that does not deploy (a blocked revision) can re-render the "
-                "serving Deployment from what is left"
-            )
-        log.warning("%s/%s: %s", body["metadata"].get("namespace"), body["metadata"].get("name"), message)
-        if self.events is not None:  # not a stage transition: not through _post
-            self.events.post(body, "Warning", CRD_OLDER_REASON, message)
-        else:
-            self.kube.event(body, "Warning", CRD_OLDER_REASON, message)
 
     def _invalid(self, body: dict[str, Any], message: str) -> None:
         """A spec the CRD admitted but the operator cannot use (stricter Python rules, or this operator's
@@ -489,7 +406,7 @@ class Reconciler:
         prev = self.skew.status(body)  # what this operator can read of it: never an empty one for a newer field
         generation = body["metadata"].get("generation")
         status, events = kstatus.stalled(prev, generation, failure, rev, datetime.now(UTC))
-        self._write_status(body, status.wire())
+        self.status_writer.write(body, status.wire())
         if post_events:
             self._post(body, events)
 

@@ -1,0 +1,111 @@
+"""How a ModelDeployment's status is written: a merge patch of what changed, fields this operator does not know
+kept as they are, fields the served CRD prunes (one older than this operator) left out and reported, and the CRD
+skew gauge kept."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .. import KIND, __version__
+from . import metrics
+from .kube import EventPoster, Kube
+from .mergepatch import merge_patch
+from .pruning import Path, PrunedStatus, describe, pruned_paths, without_paths
+from .skew import ServedCrd, keep_unknown_status
+from .store import Store
+
+log = logging.getLogger("modelship.reconcile")  # the reconcile's words: its logger, as before they moved here
+
+CRD_OLDER_REASON = "CRDOlderThanOperator"
+READ_BACK = frozenset({"servingRevision", "servingImage", "servingArtifact", "rollout", "source"})
+"""Top-level status fields this operator reads back as its memory of what serves: an older CRD that prunes one is
+harm, not just a missing figure (seen: status.servingArtifact pruned, a blocked next revision re-rendered the
+serving Deployment to mount the artifact claim instead of pulling the served artifact)."""
+
+
+class StatusWriter:
+    """Writes ModelDeployment status for the Reconciler, and remembers what the served CRD drops."""
+
+    def __init__(self, kube: Kube, store: Store, events: EventPoster | None = None) -> None:
+        self.kube = kube
+        self.store = store
+        self.events = events
+        self.pruned = PrunedStatus()
+        """Status fields the served CRD drops (one older than this operator): left out of status writes."""
+        self.served_crd = ServedCrd(kube)
+        """The served CRD's fields against this operator's, when it may read the CRD."""
+
+    def write(self, body: dict[str, Any], status: dict[str, Any]) -> None:
+        current = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+        # every key to drop, at every depth, as null: a merge patch of {"optimization": {...}} would otherwise
+        # keep the previous revision's decision and artifact beside the new revision's Job; but never a field
+        # this operator does not know (a newer operator's, under a newer CRD): those are kept as they are
+        status = keep_unknown_status(current, status)
+        retried = self.pruned.all() - (left_out := self.pruned.current())
+        # and never a field the served CRD prunes (an older CRD): the patch would be sent again at every reconcile
+        patch = merge_patch(current, without_paths(status, left_out))
+        if not patch:
+            log.debug(
+                "status unchanged (rv %s, phase %s)", body["metadata"].get("resourceVersion"), status.get("phase")
+            )
+            return
+        log.debug(
+            "status write (rv %s): phase %s -> %s",
+            body["metadata"].get("resourceVersion"),
+            current.get("phase"),
+            status.get("phase"),
+        )
+        meta = body["metadata"]
+        result = self.kube.patch_status(meta["namespace"], meta["name"], patch)
+        metrics.API_WRITES.labels("patch", "ModelDeployment/status").inc()
+        if isinstance(result.get("status"), dict):  # an answer without status says nothing about pruning
+            self._note_pruned(body, patch, result["status"], retried)
+        log.debug(
+            "status written: rv %s phase %s",
+            result.get("metadata", {}).get("resourceVersion"),
+            (result.get("status") or {}).get("phase"),
+        )
+        if result:
+            self.store.put(KIND, result)
+
+    def check_served_crd(self) -> None:
+        """Compare the served CRD with this operator's models (cluster-wide operators; at startup and resync)."""
+        if self.served_crd.check():  # fields the served CRD now declares are written again at once
+            self.pruned.clear(p for p in self.pruned.all() if describe(p) not in self.served_crd.older)
+        self._set_skew_gauge()
+
+    def _set_skew_gauge(self) -> None:
+        older = set(self.served_crd.older) | {describe(p) for p in self.pruned.all()}
+        metrics.CRD_SKEW.labels("older").set(len(older))
+        metrics.CRD_SKEW.labels("newer").set(len(self.served_crd.newer))
+
+    def _note_pruned(
+        self, body: dict[str, Any], sent: dict[str, Any], served: dict[str, Any], retried: frozenset[Path]
+    ) -> None:
+        """Status fields the API server dropped from the write ``sent``: the installed CRD is older than this
+        operator. Remembered (left out of the next writes), logged and posted as a Warning Event once each."""
+        pruned = pruned_paths(sent, served)
+        self.pruned.clear(retried - pruned)
+        fresh = self.pruned.found(pruned)
+        self._set_skew_gauge()
+        if not fresh:
+            return
+        fields = ", ".join(sorted(describe(p) for p in fresh))
+        message = (
+            f"the installed ModelDeployment CRD is older than this operator (modelship {__version__}): the API "
+            f"server drops {fields} from its status writes. Apply this release's CRD (kubectl apply --server-side "
+            "-f crds/); until then status goes without these fields"
+        )
+        memory = sorted(describe(p) for p in fresh if p[0] in READ_BACK)
+        if memory:
+            message += (
+                f". This operator reads {', '.join(memory)} back to know what serves (and where a Canary stands): "
+                "until the CRD is applied, a change that does not deploy (a blocked revision) can re-render the "
+                "serving Deployment from what is left"
+            )
+        log.warning("%s/%s: %s", body["metadata"].get("namespace"), body["metadata"].get("name"), message)
+        if self.events is not None:  # not a stage transition: not through the Reconciler's _post
+            self.events.post(body, "Warning", CRD_OLDER_REASON, message)
+        else:
+            self.kube.event(body, "Warning", CRD_OLDER_REASON, message)
