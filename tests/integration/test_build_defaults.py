@@ -112,8 +112,11 @@ def test_pods_confined_to_the_claim_get_a_condition_and_a_warning_event(
         assert event.type == "Warning" and event.message == multi["message"]
         patched = _build_less("digits", namespace, pushed_to=None, replicas=1)
         k.apply(patched)
+        # the scale-down is Reconciling (Ready False) until the Deployment reports one replica: a status written
+        # for the new generation may say MultiNode gone before the Deployment has caught up, so wait for both
         one = k.wait_md(lambda o: all(c["type"] != "MultiNode" for c in o["status"]["conditions"])
-                        and o["status"].get("observedGeneration") == o["metadata"]["generation"],
-                        timeout=60, what="MultiNode gone")  # fmt: skip
-        assert condition(one, "Ready")["status"] == "True"
+                        and o["status"].get("observedGeneration") == o["metadata"]["generation"]
+                        and condition(o, "Ready")["status"] == "True",
+                        timeout=60, what="MultiNode gone and Ready at the new generation")  # fmt: skip
+        assert one["status"]["replicas"] == 1 and one["status"]["availableReplicas"] == 1
         assert len(warnings()) == 1  # said once
