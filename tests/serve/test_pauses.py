@@ -1,10 +1,17 @@
-"""Pauses of the whole server: the garbage collector's, timed per generation, and the heap frozen out of its way."""
+"""Pauses of the whole server: the garbage collector's, timed per generation, and the heap frozen out of its way;
+the GIL switch interval the server runs with."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import sys
 
-from modelship.serve.pauses import PAUSE_BUCKETS, GcPauses, Pauses, freeze_heap
+import pytest
+
+from modelship.serve import server
+from modelship.serve.config import config_from
+from modelship.serve.pauses import PAUSE_BUCKETS, GcPauses, Pauses, freeze_heap, switch_interval
 
 
 def test_pauses_are_counted_in_cumulative_buckets() -> None:
@@ -46,3 +53,40 @@ def test_freezing_the_heap_takes_what_exists_out_of_later_collections() -> None:
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
+
+
+def test_switch_interval_is_set_for_the_block_and_restored() -> None:
+    before = sys.getswitchinterval()
+    with switch_interval(0.0005) as previous:
+        assert previous == before
+        assert abs(sys.getswitchinterval() - 0.0005) < 1e-9
+    assert sys.getswitchinterval() == before
+    with pytest.raises(RuntimeError), switch_interval(0.002):
+        raise RuntimeError("boom")
+    assert sys.getswitchinterval() == before  # restored on the way out of an error too
+
+
+def test_the_server_runs_with_the_configured_switch_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[float] = []
+
+    async def load(self: server.Server, freeze: bool = False) -> None:
+        seen.append(sys.getswitchinterval())
+        raise FileNotFoundError("no model")  # serve() exits 1 without serving
+
+    monkeypatch.setattr(server.Server, "load", load)
+    before = sys.getswitchinterval()
+    cfg = config_from({"model": "m", "port": 0, "metrics_port": 0, "host": "127.0.0.1"}, {})
+    assert cfg.switch_interval_us == 500
+    assert asyncio.run(server.serve(cfg)) == 1
+    assert seen == [pytest.approx(0.0005)]
+    cfg = config_from({"model": "m", "port": 0, "metrics_port": 0, "host": "127.0.0.1"},
+                      {"MODELSHIP_SWITCH_INTERVAL_US": "2000"})  # fmt: skip
+    assert asyncio.run(server.serve(cfg)) == 1
+    assert seen[1] == pytest.approx(0.002)
+    assert sys.getswitchinterval() == before
+
+
+def test_a_switch_interval_out_of_range_is_refused() -> None:
+    for bad in ("0", "20", "200000"):
+        with pytest.raises(ValueError, match="switch interval"):
+            config_from({"model": "m"}, {"MODELSHIP_SWITCH_INTERVAL_US": bad})

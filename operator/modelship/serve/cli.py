@@ -131,6 +131,13 @@ def register(subparsers: Any) -> None:
         "then wait at most this long for in-flight requests",
         _D.shutdown_timeout_s,
     )
+    add(
+        "--switch-interval-us",
+        "switch_interval_us",
+        int,
+        "longest a thread running Python keeps the GIL while another waits for it (Python's default: 5000)",
+        _D.switch_interval_us,
+    )
     add("--log-level", "log_level", str, "debug, info, warning or error", _D.log_level)
     add("--revision", "revision", str, "revision named in every answer's x-modelship-revision header", "none")
     add(

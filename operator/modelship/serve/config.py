@@ -39,6 +39,10 @@ class ServeConfig:
     keepalive_timeout_s: float = 75.0
     drain_seconds: float = 5.0
     shutdown_timeout_s: float = 20.0
+    switch_interval_us: int = 500
+    """How long a thread running Python keeps the GIL while another thread waits for it (``sys.setswitchinterval``;
+    Python's default is 5000). The event loop and the workers hand the GIL to each other on every request: at 5 ms
+    a small request's answer could wait a whole interval (or two) behind a thread parsing or quantizing another."""
     log_level: str = "info"
     revision: str | None = None
     """The revision this server runs (the operator sets MODELSHIP_REVISION): every inference answer names it in
@@ -145,6 +149,7 @@ def _validate(cfg: ServeConfig) -> None:
         (cfg.keepalive_timeout_s > 0, "keep-alive timeout must be > 0"),
         (cfg.drain_seconds >= 0, "drain seconds must be >= 0"),
         (cfg.shutdown_timeout_s >= 0, "shutdown timeout must be >= 0"),
+        (50 <= cfg.switch_interval_us <= 100_000, "switch interval must be in 50..100000 microseconds"),
         (cfg.log_level.lower() in ("debug", "info", "warning", "error", "critical"), "unknown log level"),
         (
             cfg.revision is None or re.fullmatch(r"[A-Za-z0-9._-]{1,128}", cfg.revision) is not None,

@@ -6,13 +6,20 @@ libraries' included; under a flood of connections (many objects that live a litt
 every few seconds and each stops everything for as long as the walk takes. :func:`freeze_heap` moves what exists
 once the model is loaded and warm out of the collector's way (``gc.freeze``), so a collection walks only what
 serving allocated since.
+
+A thread waiting for the GIL is paused too: while another thread runs Python, it waits up to the interpreter's
+switch interval (5 ms by default) before the holder is asked to let go, and the event loop and the workers hand
+the GIL to each other on every request. :func:`switch_interval` shortens that wait for the server's lifetime.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import gc
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client.core import HistogramMetricFamily, Metric
@@ -87,3 +94,15 @@ def freeze_heap() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+@contextlib.contextmanager
+def switch_interval(seconds: float) -> Iterator[float]:
+    """Run the block with the interpreter's GIL switch interval set to ``seconds`` (``sys.setswitchinterval``),
+    then put the previous one back. Yields the previous interval."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield previous
+    finally:
+        sys.setswitchinterval(previous)

@@ -33,7 +33,7 @@ from .limits import Budget, MemoryPlan, plan_memory, resident_bytes
 from .mirror import Mirror
 from .mirrorconfig import parse_config
 from .model import ServedModel
-from .pauses import GcPauses, freeze_heap
+from .pauses import GcPauses, freeze_heap, switch_interval
 
 #: the metrics port serves a few small GETs: few connections, tiny requests
 ADMIN_MAX_CONNECTIONS = 64
@@ -365,7 +365,14 @@ async def start_server(cfg: ServeConfig, *models: ServedModel, sock: socket.sock
 
 
 async def serve(cfg: ServeConfig) -> int:
-    """Run until SIGTERM/SIGINT. Exit code 0 after a clean drain, 1 on load failure or cut requests."""
+    """Run until SIGTERM/SIGINT. Exit code 0 after a clean drain, 1 on load failure or cut requests. The GIL's
+    switch interval is ``cfg.switch_interval_us`` meanwhile."""
+    with switch_interval(cfg.switch_interval_us / 1e6) as previous:
+        log.info("GIL switch interval", extra={"microseconds": cfg.switch_interval_us, "was": round(previous * 1e6)})
+        return await _serve(cfg)
+
+
+async def _serve(cfg: ServeConfig) -> int:
     server = Server(cfg)
     server.install_signal_handlers()
     await server.start()
