@@ -50,6 +50,7 @@ from tests.e2e.conftest import RealNode, _node_env  # noqa: E402
 PY = sys.executable
 HACK_NODE = REPO / "hack" / "node"
 NAME = "digits"
+DEFAULT_IMAGE = "modelship/serving:0.1.0"
 MiB = 1 << 20
 
 # =============================================================================================
@@ -710,7 +711,7 @@ def render_report(results: list[dict[str, Any]], args: Any, load: tuple[float, f
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--image", default="modelship/serving:0.1.0")
+    ap.add_argument("--image", default=DEFAULT_IMAGE, help="the server's image (another tag is imported into the node)")
     ap.add_argument("--tree", default=str(REPO / "operator"), help="operator/ whose code renders --image's Pod")
     ap.add_argument("--before-image", help="also run an earlier server image (imported into the node here)")
     ap.add_argument("--before-tree", help="operator/ of that earlier version (renders its Pod)")
@@ -759,6 +760,8 @@ def main() -> int:
         print("building the digits model ...", flush=True)
         model, row = build_model(work)
         runs = []
+        if args.image != DEFAULT_IMAGE:
+            import_image(env, args.image)  # hack/node/up imports the standard tags only
         if args.before_image:
             import_image(env, args.before_image)
             tree = Path(args.before_tree or args.tree)

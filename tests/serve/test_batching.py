@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pytest
 
-from modelship.serve.batching import Batcher, Job, Result
+from modelship.serve.batching import INLINE_RECEIVING_MAX_S, Batcher, Job, Result
 from modelship.serve.errors import Unavailable
 from modelship.serve.model import Runner, ServedModel
 from modelship.serve.tensors import Array, TensorSpec
@@ -218,6 +218,7 @@ async def test_a_body_being_received_of_any_size_keeps_a_lone_request_off_the_lo
     receiving = [1]  # e.g. a large upload: not "arriving" (that counts small bodies), but being received
     b = Batcher(m, workers=2, threads=1, max_batch_size=8, max_wait_s=0, receiving=lambda: receiving[0])
     await b.start()
+    assert b.inline_policy == "when idle"
     try:
         (f,) = await run_jobs(b, [rows(1, 2, 0)])
         np.testing.assert_array_equal((await asyncio.wait_for(f, 10))["out"], rows(1, 2, 0) * 2)
@@ -231,10 +232,35 @@ async def test_a_body_being_received_of_any_size_keeps_a_lone_request_off_the_lo
 
 
 @pytest.mark.asyncio
+async def test_a_tiny_model_runs_a_lone_request_on_the_loop_thread_while_a_large_body_is_received() -> None:
+    m = EchoModel(single_row_seconds=0.0001)  # well within INLINE_RECEIVING_MAX_S
+    receiving, arriving = [1], [0]
+    b = Batcher(
+        m, workers=2, threads=1, max_batch_size=8, max_wait_s=0,
+        receiving=lambda: receiving[0], arriving=lambda: arriving[0],
+    )  # fmt: skip
+    await b.start()
+    assert b.inline_policy == "when idle or receiving" and b.single_row_seconds == 0.0001
+    try:
+        here = threading.current_thread().name
+        (f,) = await run_jobs(b, [rows(1, 2, 0)])
+        np.testing.assert_array_equal((await asyncio.wait_for(f, 10))["out"], rows(1, 2, 0) * 2)
+        assert m.threads == [here] and b.inline_runs == 1
+        arriving[0] = 1  # a small request on its way still sends this one to a worker (they may batch)
+        (f,) = await run_jobs(b, [rows(1, 2, 1)])
+        await asyncio.wait_for(f, 10)
+        assert m.threads[1].startswith("modelship-worker-") and b.inline_runs == 1
+    finally:
+        await b.stop()
+    assert INLINE_RECEIVING_MAX_S < 0.001  # the model of the test above (0.001 s) is not tiny
+
+
+@pytest.mark.asyncio
 async def test_slow_models_never_run_on_the_loop_thread() -> None:
     m = EchoModel(single_row_seconds=1.0)
     b = Batcher(m, workers=1, threads=1, max_batch_size=8, max_wait_s=0)
     await b.start()
+    assert b.inline_policy == "never"
     try:
         (f,) = await run_jobs(b, [rows(1, 2, 0)])
         await asyncio.wait_for(f, 10)

@@ -174,6 +174,8 @@ class ServingApp(Routes, Admission):
                 "batch_timeout_us": cfg.batch_timeout_us,
                 "warmup_seconds": round(warm, 4),
                 "load_seconds": round(model.load_seconds, 4),
+                "single_row_seconds": batcher.single_row_seconds,
+                "runs_on_the_loop": batcher.inline_policy,
             },
         )
 

@@ -40,6 +40,11 @@ Result = dict[str, Array]
 WORKER_NICE = int(os.environ.get("MODELSHIP_WORKER_NICE", "0"))
 Callback = Callable[[Result | None, BaseException | None], None]
 
+#: a model whose single row runs within this (measured at warm-up) runs a lone request on the event loop thread
+#: even while large bodies are being received (see ``Batcher._alone``): the digits CNN (~0.2 ms) does,
+#: MobileNetV2 (~3-4 ms) does not
+INLINE_RECEIVING_MAX_S = 0.0005
+
 
 class Job:
     """One request's inputs (in request dtypes), waiting for a batch."""
@@ -95,6 +100,7 @@ class Batcher:
         arriving: Callable[[], int] = lambda: 0,
         receiving: Callable[[], int] = lambda: 0,
         inline_max_s: float = 0.05,
+        inline_receiving_max_s: float = INLINE_RECEIVING_MAX_S,
         max_queue: int = 512,
     ) -> None:
         self.model = model
@@ -106,7 +112,9 @@ class Batcher:
         self._arriving = arriving
         self._receiving = receiving
         self._inline_max_s = inline_max_s
+        self._inline_receiving_max_s = inline_receiving_max_s
         self._inline = False  # decided after warmup: single-row runs are short enough
+        self._inline_receiving = False  # ... and so short that receiving a body may wait for one
         self.inline_runs = 0
         self._pending: deque[Job] = deque()
         self._pending_rows = 0
@@ -150,8 +158,11 @@ class Batcher:
             await self.stop()
             raise
         self._idle = list(reversed(self._all))
-        probes = [w.runner.single_row_seconds for w in self._all if w.runner is not None]
-        self._inline = bool(probes) and all(p is not None and p <= self._inline_max_s for p in probes)
+        slowest = self.single_row_seconds
+        self._inline = slowest is not None and slowest <= self._inline_max_s
+        self._inline_receiving = slowest is not None and slowest <= min(
+            self._inline_max_s, self._inline_receiving_max_s
+        )
 
     async def stop(self) -> None:
         """Fail queued jobs, stop the workers after their current batch and join them."""
@@ -195,6 +206,19 @@ class Batcher:
     def meters(self) -> list[numerics.InvokeMeter]:
         """The workers' invoke meters (read from any thread; each is written by its worker only)."""
         return [w.runner.meter for w in self._all if w.runner is not None and w.runner.meter is not None]
+
+    @property
+    def single_row_seconds(self) -> float | None:
+        """The slowest worker's single-row run at warm-up (None before, or if a runner did not measure it)."""
+        probes = [w.runner.single_row_seconds for w in self._all if w.runner is not None]
+        measured = [p for p in probes if p is not None]
+        return max(measured) if measured and len(measured) == len(probes) else None
+
+    @property
+    def inline_policy(self) -> str:
+        """When a lone request runs on the event loop thread: "never", "when idle" (nothing running, queued or
+        being received) or "when idle or receiving" (large bodies being received do not stop it)."""
+        return "when idle or receiving" if self._inline_receiving else "when idle" if self._inline else "never"
 
     @property
     def busy_workers(self) -> int:
@@ -294,8 +318,13 @@ class Batcher:
         """The batch just taken may run on the loop thread: fast enough, nothing else running or queued, and no
         other request's body being received, large ones included (``arriving`` counts small ones only): the loop
         would stop reading it, and under load with large bodies every request would find the others unread and
-        run here, one at a time, with the workers idle."""
-        return self._inline and self._busy == 1 and not self._pending and not self._arriving() and not self._receiving()
+        run here, one at a time, with the workers idle. A model whose single row runs in at most
+        ``inline_receiving_max_s`` runs here even while large bodies are being received: reading them waits less
+        than handing the run to a worker and back costs, and on a CPU shared with other processes (slow uploads
+        and floods from the same machine) every thread wake-up is a wait for a CPU."""
+        if not (self._inline and self._busy == 1 and not self._pending and not self._arriving()):
+            return False
+        return self._inline_receiving or not self._receiving()
 
     @staticmethod
     def _abandoned(job: Job) -> bool:
