@@ -256,6 +256,30 @@ async def test_a_tiny_model_runs_a_lone_request_on_the_loop_thread_while_a_large
 
 
 @pytest.mark.asyncio
+async def test_a_multi_row_batch_while_a_body_is_received_goes_to_a_worker() -> None:
+    m = EchoModel(single_row_seconds=0.0001)  # one row is tiny, eight rows (0.8 ms) are not
+    receiving = [1]
+    b = Batcher(m, workers=2, threads=1, max_batch_size=8, max_wait_s=0, receiving=lambda: receiving[0])
+    await b.start()
+    assert b.inline_policy == "when idle or receiving"
+    try:
+        here = threading.current_thread().name
+        (f,) = await run_jobs(b, [rows(8, 2, 0)])  # a full batch, not a large one: the loop would hold 0.8 ms
+        np.testing.assert_array_equal((await asyncio.wait_for(f, 10))["out"], rows(8, 2, 0) * 2)
+        assert m.shapes == [(8, 2)] and m.threads[0].startswith("modelship-worker-") and b.inline_runs == 0
+        (f,) = await run_jobs(b, [rows(3, 2, 8)])  # 3 rows x 0.1 ms: within INLINE_RECEIVING_MAX_S
+        await asyncio.wait_for(f, 10)
+        assert m.threads[1] == here and b.inline_runs == 1
+        receiving[0] = 0  # nothing being received: the full batch runs here again
+        (f,) = await run_jobs(b, [rows(8, 2, 16)])
+        await asyncio.wait_for(f, 10)
+        assert m.threads[2] == here and b.inline_runs == 2
+    finally:
+        await b.stop()
+    assert 3 * 0.0001 <= INLINE_RECEIVING_MAX_S < 8 * 0.0001
+
+
+@pytest.mark.asyncio
 async def test_slow_models_never_run_on_the_loop_thread() -> None:
     m = EchoModel(single_row_seconds=1.0)
     b = Batcher(m, workers=1, threads=1, max_batch_size=8, max_wait_s=0)

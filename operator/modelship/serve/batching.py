@@ -115,6 +115,7 @@ class Batcher:
         self._inline_receiving_max_s = inline_receiving_max_s
         self._inline = False  # decided after warmup: single-row runs are short enough
         self._inline_receiving = False  # ... and so short that receiving a body may wait for one
+        self._single_row_s: float | None = None  # the slowest worker's single-row run, measured at warm-up
         self.inline_runs = 0
         self._pending: deque[Job] = deque()
         self._pending_rows = 0
@@ -160,9 +161,8 @@ class Batcher:
         self._idle = list(reversed(self._all))
         slowest = self.single_row_seconds
         self._inline = slowest is not None and slowest <= self._inline_max_s
-        self._inline_receiving = slowest is not None and slowest <= min(
-            self._inline_max_s, self._inline_receiving_max_s
-        )
+        self._single_row_s = slowest
+        self._inline_receiving = slowest is not None and slowest <= self._inline_receiving_limit_s
 
     async def stop(self) -> None:
         """Fail queued jobs, stop the workers after their current batch and join them."""
@@ -213,6 +213,11 @@ class Batcher:
         probes = [w.runner.single_row_seconds for w in self._all if w.runner is not None]
         measured = [p for p in probes if p is not None]
         return max(measured) if measured and len(measured) == len(probes) else None
+
+    @property
+    def _inline_receiving_limit_s(self) -> float:
+        """The longest run (estimated) that may hold the loop thread while a body is being received."""
+        return min(self._inline_max_s, self._inline_receiving_max_s)
 
     @property
     def inline_policy(self) -> str:
@@ -301,7 +306,7 @@ class Batcher:
             large = self._large(batch[0])
             if large:
                 self._large_busy += 1
-            elif worker.runner is not None and self._alone():
+            elif worker.runner is not None and self._alone(batch):
                 # Nothing else to do: run on this thread with the idle worker's runner (that worker only
                 # touches it when given a batch), saving two thread wake-ups on the latency path. Never a large
                 # batch: it would hold the event loop (every connection, every health check) while it runs.
@@ -314,17 +319,24 @@ class Batcher:
             self._timer.cancel()
             self._timer = None
 
-    def _alone(self) -> bool:
+    def _alone(self, batch: list[Job]) -> bool:
         """The batch just taken may run on the loop thread: fast enough, nothing else running or queued, and no
         other request's body being received, large ones included (``arriving`` counts small ones only): the loop
         would stop reading it, and under load with large bodies every request would find the others unread and
         run here, one at a time, with the workers idle. A model whose single row runs in at most
         ``inline_receiving_max_s`` runs here even while large bodies are being received: reading them waits less
         than handing the run to a worker and back costs, and on a CPU shared with other processes (slow uploads
-        and floods from the same machine) every thread wake-up is a wait for a CPU."""
+        and floods from the same machine) every thread wake-up is a wait for a CPU. That holds for the batch's
+        rows together: a batch of many rows (up to ``max_batch_size``) whose estimated run (rows x the single
+        row's) exceeds that bound goes to a worker while a body is being received."""
         if not (self._inline and self._busy == 1 and not self._pending and not self._arriving()):
             return False
-        return self._inline_receiving or not self._receiving()
+        if not self._receiving():
+            return True
+        if not self._inline_receiving or self._single_row_s is None:
+            return False
+        rows = sum(j.rows for j in batch)
+        return rows == 1 or rows * self._single_row_s <= self._inline_receiving_limit_s
 
     @staticmethod
     def _abandoned(job: Job) -> bool:
