@@ -219,8 +219,12 @@ CONFIG_MAP = Kind(
     ),
     own_namespace=True,
     everywhere=(
-        Grant(Verb.GET, _MOUNT_CHECK.format("ConfigMap", "ConfigMapNotFound", "ContainerCreating",
-                                            ", a ConfigMap's data is never read")),
+        Grant(Verb.GET, _MOUNT_CHECK.format(
+            "ConfigMap", "ConfigMapNotFound", "ContainerCreating",
+            ", except a ConfigMap a pod mounts some keys of as files (a caBundleRef with its key: a CA bundle, "
+            "public data), which is read whole to see whether it has the key (a missing one is "
+            "ConfigMapKeyNotFound); its values are not kept, logged or written, only the key names compared",
+        )),
     ),
 )  # fmt: skip
 SECRET = Kind(
