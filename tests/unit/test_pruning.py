@@ -12,7 +12,14 @@ from modelship.api.crd import crd
 from modelship.config import OperatorConfig
 from modelship.controller import metrics
 from modelship.controller.mergepatch import apply_merge_patch
-from modelship.controller.pruning import PrunedStatus, describe, missing_fields, pruned_paths, without_paths
+from modelship.controller.pruning import (
+    PrunedStatus,
+    describe,
+    missing_fields,
+    pruned_paths,
+    sent_paths,
+    without_paths,
+)
 from modelship.controller.reconcile import Reconciler
 from modelship.controller.skew import ServedCrd, own_root_schema
 from modelship.controller.statuswrite import CRD_OLDER_REASON
@@ -44,6 +51,13 @@ def test_pruned_paths_are_the_sent_fields_the_answer_lacks() -> None:
     assert pruned_paths({"phase": "Ready"}, {"phase": "Ready", "other": 1}) == set()
     # lists of a different length (someone else's write meanwhile) say nothing about their items
     assert pruned_paths({"conditions": [{"type": "Ready", "x": 1}]}, {"conditions": []}) == set()
+
+
+def test_sent_paths_are_those_the_patch_sets_to_a_value() -> None:
+    sent = {"a": 1, "b": None, "c": {"d": 2}, "conditions": [{"type": "Ready"}, {"type": "X", "severity": "Info"}]}
+    listed = {("conditions", "[]", "severity"), ("conditions", "[]", "z")}
+    paths = {("a",), ("b",), ("c", "d"), ("c", "e"), ("q",), *listed}
+    assert sent_paths(sent, paths) == {("a",), ("c", "d"), ("conditions", "[]", "severity")}
 
 
 def test_without_paths_leaves_out_fields_at_every_depth_and_in_list_items() -> None:
@@ -150,6 +164,26 @@ def test_a_retried_field_the_upgraded_crd_keeps_is_written_from_then_on() -> Non
     reconciler.status_writer.write(kube.body, {"phase": "Ready", "updatedReplicas": 2})
     assert reconciler.status_writer.pruned.all() == set()
     assert metrics.CRD_SKEW.labels("older")._value.get() == 0
+
+
+def test_a_retried_field_the_write_did_not_send_stays_known_and_is_not_reported_again() -> None:
+    body: dict[str, Any] = {"metadata": {"namespace": "ml", "name": "digits"}, "status": {"phase": "Ready"}}
+    kube = PruningKube(body)
+    now = [0.0]
+    writer = Reconciler(kube, Store(), OperatorConfig()).status_writer  # type: ignore[arg-type]
+    writer.pruned = PrunedStatus(retry=600, clock=lambda: now[0])
+    writer.write(kube.body, {"phase": "Ready", "updatedReplicas": 2})
+    assert writer.pruned.all() == {("updatedReplicas",)} and len(kube.events) == 1
+
+    now[0] += 600  # due for a retry, but the next status has no updatedReplicas (a field set now and then)
+    writer.write(kube.body, {"phase": "Progressing"})
+    assert kube.patches[-1] == {"phase": "Progressing"}
+    assert writer.pruned.all() == {("updatedReplicas",)}  # not sent: nothing learnt about it
+    writer.write(kube.body, {"phase": "Ready", "updatedReplicas": 3})  # sent again (the retry), pruned again
+    assert kube.patches[-1] == {"phase": "Ready", "updatedReplicas": 3}
+    assert len(kube.events) == 1  # known: no second Warning
+    writer.write(kube.body, {"phase": "Progressing", "updatedReplicas": 3})  # left out for another 600 s
+    assert kube.patches[-1] == {"phase": "Progressing"} and len(kube.events) == 1
 
 
 class CrdKube:

@@ -50,6 +50,21 @@ def _pruned(sent: Any, served: Any, at: Path, out: set[Path]) -> None:
             _pruned(a, b, (*at, ITEMS), out)
 
 
+def sent_paths(sent: Mapping[str, Any], paths: Iterable[Path]) -> set[Path]:
+    """Those of ``paths`` the merge patch ``sent`` sets (a value other than ``null`` at the path; in some item, for
+    a list's ``[]``): only a write that sent a field says whether the served CRD keeps it."""
+    return {path for path in paths if _sets(sent, path)}
+
+
+def _sets(value: Any, path: Path) -> bool:
+    if not path:
+        return value is not None
+    step, rest = path[0], path[1:]
+    if step == ITEMS:
+        return isinstance(value, list) and any(_sets(item, rest) for item in value)
+    return isinstance(value, Mapping) and _sets(value.get(step), rest)
+
+
 def without_paths(value: Any, paths: Iterable[Path]) -> Any:
     """``value`` without the fields at ``paths`` (a copy only where something is left out)."""
     tree: dict[str, Any] = {}

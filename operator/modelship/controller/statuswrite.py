@@ -11,7 +11,7 @@ from .. import KIND, __version__
 from . import metrics
 from .kube import EventPoster, Kube
 from .mergepatch import merge_patch
-from .pruning import Path, PrunedStatus, describe, pruned_paths, without_paths
+from .pruning import Path, PrunedStatus, describe, pruned_paths, sent_paths, without_paths
 from .skew import ServedCrd, keep_unknown_status
 from .store import Store
 
@@ -84,9 +84,11 @@ class StatusWriter:
         self, body: dict[str, Any], sent: dict[str, Any], served: dict[str, Any], retried: frozenset[Path]
     ) -> None:
         """Status fields the API server dropped from the write ``sent``: the installed CRD is older than this
-        operator. Remembered (left out of the next writes), logged and posted as a Warning Event once each."""
+        operator. Remembered (left out of the next writes), logged and posted as a Warning Event once each. A
+        retried path is forgotten (the CRD keeps it) only if this write sent it and it was kept: one this write did
+        not send (a field set only now and then) stays known, and is not reported again when next pruned."""
         pruned = pruned_paths(sent, served)
-        self.pruned.clear(retried - pruned)
+        self.pruned.clear(sent_paths(sent, retried) - pruned)
         fresh = self.pruned.found(pruned)
         self._set_skew_gauge()
         if not fresh:
