@@ -29,7 +29,7 @@ from modelship.cli import CliError
 from modelship.commands import load_modeldeployments
 from modelship.controller.mergepatch import apply_merge_patch, merge_patch
 from modelship.controller.reconcile import Reconciler
-from modelship.controller.skew import Notes, ServedSchema
+from modelship.controller.skew import Notes, ServedSchema, keep_unknown_status
 from modelship.controller.store import Store
 from modelship.resources.revision import revision
 from tests.support import skew as newer
@@ -175,9 +175,29 @@ def test_unknown_status_fields_are_ignored_and_the_rest_is_read() -> None:
 
 
 def test_a_status_value_this_operator_cannot_read_drops_that_field_only() -> None:
-    status, ignored = read_status({**STATUS, "phase": "Upgrading"})  # a newer operator's phase
+    status, ignored, unreadable = read_status({**STATUS, "phase": "Upgrading"})  # a newer operator's phase
     assert status.phase is None and status.serving_revision == "r1"
-    assert "status.phase" in ignored
+    assert "status.phase" in ignored and unreadable == {"phase"}
+
+
+NEWER_ROLLOUT = {  # a Canary rollout in a phase a newer operator added: known field, unreadable value
+    "candidate": "r2", "stable": "r1", "phase": "Paused", "weight": 10, "startedAt": "2026-11-29T05:00:00Z",
+}  # fmt: skip
+
+
+def test_a_known_status_field_with_an_unreadable_value_is_reported_and_a_write_leaves_it_alone() -> None:
+    current = {**STATUS, "rollout": NEWER_ROLLOUT}
+    reading = read_status(current)
+    assert reading.status.rollout is None and reading.status.serving_revision == "r1"
+    assert reading.unreadable == {"rollout"} and "status.rollout" in reading.ignored
+    assert read_status(STATUS).unreadable == frozenset()  # unknown fields are not "unreadable": kept by keep_unknown
+    desired = {"observedGeneration": 3, "phase": "Deploying", "servingRevision": "r1"}
+    written = apply_merge_patch(current, merge_patch(current, keep_unknown_status(current, desired)))
+    assert written["rollout"] == NEWER_ROLLOUT and written["phase"] == "Deploying"
+    assert written[newer.NEW_STATUS] == STATUS[newer.NEW_STATUS]
+    mine = {**NEWER_ROLLOUT, "phase": "RolledBack"}  # a status that sets the field anew writes it
+    patch = merge_patch(current, keep_unknown_status(current, {**desired, "rollout": mine}))
+    assert apply_merge_patch(current, patch)["rollout"] == mine
 
 
 def test_kopfs_own_status_key_is_not_reported() -> None:
@@ -284,6 +304,16 @@ def test_reconcile_with_a_newer_operators_status_plans_as_usual_and_keeps_its_fi
     assert status[newer.NEW_STATUS] == STATUS[newer.NEW_STATUS]
     assert cond(status, "Ready")[newer.NEW_CONDITION_FIELD] == "info"
     assert kube.crd_reads == 0  # nothing unknown in the spec: the CRD is not read
+
+
+def test_reconcile_keeps_a_status_field_whose_value_this_operator_cannot_read() -> None:
+    body = md_body()
+    body["status"] = {**copy.deepcopy(STATUS), "rollout": copy.deepcopy(NEWER_ROLLOUT)}
+    kube, after = reconcile(body)
+    status = after["status"]
+    assert kube.status_writes and cond(status, "Stalled")["status"] == "False"
+    assert status["phase"] == "Optimizing"  # planned as usual
+    assert status["rollout"] == NEWER_ROLLOUT  # not erased by a merge patch of rollout: null
 
 
 def test_the_served_crd_is_read_once_per_ttl_and_a_403_is_remembered_too() -> None:

@@ -9,7 +9,9 @@ operator reads objects from the API server through ``read_served``:
 
 - **status** is the operators' own record: a field this operator does not know was written by a newer one. It is
   left out of the parsed status (``read_status``) and put back, as it is, into every status this operator writes
-  (``keep_unknown``), so the merge patch never removes it.
+  (``keep_unknown``), so the merge patch never removes it. So is a top-level field this operator knows whose value
+  it cannot read (a newer operator's enum value): ``read_status`` reports it (``StatusReading.unreadable``) and a
+  status write leaves it as it is unless it sets the field itself (``controller.skew.keep_unknown_status``).
 - **spec** is the tenant's: a field this operator does not know is a setting it cannot honour, never silently
   ignored: ``UnsupportedFields`` names every such path. One exception: a field whose value is what the served CRD's
   schema defaults it to (when the operator can read the served CRD) is a newer CRD defaulting a field, not the
@@ -28,7 +30,7 @@ import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -253,23 +255,36 @@ class Reading:
     """Status fields left out: written by a newer operator (or unreadable to this one)."""
 
 
-def read_status(raw: Any) -> tuple[ModelDeploymentStatus, tuple[str, ...]]:
+class StatusReading(NamedTuple):
+    """What ``read_status`` made of a raw status."""
+
+    status: ModelDeploymentStatus
+    ignored: tuple[str, ...]
+    """The paths left out: fields this operator does not know, and the top-level fields in ``unreadable``."""
+    unreadable: frozenset[str]
+    """Top-level keys this operator knows whose values it cannot read (a newer operator's enum value, as
+    ``status.rollout`` with a phase this one lacks): a status write leaves them as they are unless it sets them."""
+
+
+def read_status(raw: Any) -> StatusReading:
     """The status this operator can read of ``raw``, and the paths it left out: fields it does not know, and
     top-level fields whose values it cannot read (a newer operator's enum value). Never raises."""
     if not isinstance(raw, Mapping):
-        return ModelDeploymentStatus(), ()
+        return StatusReading(ModelDeploymentStatus(), (), frozenset())
     raw = {k: v for k, v in raw.items() if k != KOPF_STATUS_KEY}
     unknown = unknown_fields(known_status_schema(), raw)
     data: dict[str, Any] = without(raw, unknown)
     ignored = [path_text("status", p) for p in unknown]
+    unreadable: set[str] = set()
     while True:
         try:
-            return ModelDeploymentStatus.model_validate(data), tuple(ignored)
+            return StatusReading(ModelDeploymentStatus.model_validate(data), tuple(ignored), frozenset(unreadable))
         except ValidationError as exc:
             bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]} & data.keys()
             if not bad:
-                return ModelDeploymentStatus(), (*ignored, "status")
+                return StatusReading(ModelDeploymentStatus(), (*ignored, "status"), frozenset(unreadable | data.keys()))
             ignored += [f"status.{k}" for k in sorted(bad)]
+            unreadable |= bad
             data = {k: v for k, v in data.items() if k not in bad}
 
 
@@ -291,7 +306,7 @@ def read_served(body: Mapping[str, Any], served_spec: Callable[[], Schema | None
             (tolerated if found and default == field.value else unsupported).append(field)
         if unsupported:
             raise UnsupportedFields(tuple(unsupported), schema_read=served is not None)
-    status, ignored = read_status(body.get("status"))
+    status, ignored, _ = read_status(body.get("status"))
     md = ModelDeployment.model_validate({**body, "spec": without(spec, unknown), "status": {}})
     return Reading(md.model_copy(update={"status": status}), tuple(tolerated), ignored)
 

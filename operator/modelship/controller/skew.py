@@ -112,7 +112,7 @@ class Skew:
 
     def status(self, body: Mapping[str, Any]) -> ModelDeploymentStatus:
         """The status of ``body`` as far as this operator can read it (never raises)."""
-        status, ignored = read_status(body.get("status"))
+        status, ignored, _ = read_status(body.get("status"))
         self._note_ignored(_where(body), ignored)
         return status
 
@@ -198,9 +198,14 @@ def served_root_schema(crd_body: Mapping[str, Any], version: str) -> Schema | No
 
 def keep_unknown_status(current: Mapping[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
     """The status to write: ``desired`` plus every field of ``current`` this operator does not know (a newer
-    operator's), so that the merge patch leaves them alone."""
+    operator's), and every top-level field it knows but cannot read (``read_status``: a newer operator's value,
+    left out of what this operator read, so never in ``desired`` unless it sets the field anew) that ``desired``
+    does not set, so that the merge patch leaves them alone instead of sending null."""
     out = keep_unknown(known_status_schema(), current, desired)
     assert isinstance(out, dict)
+    for key in read_status(current).unreadable:
+        if desired.get(key) is None and key in current:
+            out[key] = current[key]
     return out
 
 

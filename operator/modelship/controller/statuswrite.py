@@ -40,7 +40,8 @@ class StatusWriter:
         current = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
         # every key to drop, at every depth, as null: a merge patch of {"optimization": {...}} would otherwise
         # keep the previous revision's decision and artifact beside the new revision's Job; but never a field
-        # this operator does not know (a newer operator's, under a newer CRD): those are kept as they are
+        # this operator does not know (a newer operator's, under a newer CRD): those are kept as they are, and
+        # so is a top-level field it knows but cannot read (a newer operator's value), unless this status sets it
         status = keep_unknown_status(current, status)
         retried = self.pruned.all() - (left_out := self.pruned.current())
         # and never a field the served CRD prunes (an older CRD): the patch would be sent again at every reconcile
