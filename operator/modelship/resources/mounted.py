@@ -13,7 +13,7 @@ so the check can read that ConfigMap's keys (never a Secret's).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..api.modeldeployment import ModelDeployment
@@ -111,13 +111,18 @@ def _key_fields(md: ModelDeployment) -> Iterator[tuple[MountedKey, str]]:
             yield (ref.name, ref.key), f"{_source_prefix(role)}.credentials.caBundleRef.key"
 
 
-def mounted_key_fields(md: ModelDeployment) -> dict[MountedKey, tuple[str, ...]]:
-    """(ConfigMap name, key) -> the fields of the spec that name the key (a CA bundle's ``caBundleRef.key``)."""
-    out: dict[MountedKey, tuple[str, ...]] = {}
-    for ref, field in _key_fields(md):
+def _by_ref(pairs: Iterable[tuple[tuple[str, str], str]]) -> dict[tuple[str, str], tuple[str, ...]]:
+    """ref -> the fields that name it, each once, in the order first seen."""
+    out: dict[tuple[str, str], tuple[str, ...]] = {}
+    for ref, field in pairs:
         if field not in out.get(ref, ()):
             out[ref] = (*out.get(ref, ()), field)
     return out
+
+
+def mounted_key_fields(md: ModelDeployment) -> dict[MountedKey, tuple[str, ...]]:
+    """(ConfigMap name, key) -> the fields of the spec that name the key (a CA bundle's ``caBundleRef.key``)."""
+    return _by_ref(_key_fields(md))
 
 
 def _fields(md: ModelDeployment) -> Iterator[tuple[Mounted, str]]:
@@ -145,8 +150,4 @@ def _fields(md: ModelDeployment) -> Iterator[tuple[Mounted, str]]:
 
 def mounted_fields(md: ModelDeployment) -> dict[Mounted, tuple[str, ...]]:
     """(kind, name) -> the fields of the spec that name it (one object may serve several sources)."""
-    out: dict[Mounted, tuple[str, ...]] = {}
-    for ref, field in _fields(md):
-        if field not in out.get(ref, ()):
-            out[ref] = (*out.get(ref, ()), field)
-    return out
+    return _by_ref(_fields(md))
