@@ -186,6 +186,23 @@ def test_a_retried_field_the_write_did_not_send_stays_known_and_is_not_reported_
     assert kube.patches[-1] == {"phase": "Progressing"} and len(kube.events) == 1
 
 
+def test_every_object_whose_status_goes_without_a_pruned_field_is_told_once() -> None:
+    """The first object's write finds the field pruned; a second object's writes leave it out from the start (the
+    process knows): it is told too, on its own, once (a cluster-wide operator: each tenant learns why)."""
+    first = PruningKube({"metadata": {"namespace": "a", "name": "one", "uid": "u1"}})
+    writer = Reconciler(first, Store(), OperatorConfig()).status_writer  # type: ignore[arg-type]
+    writer.write(first.body, {"phase": "Ready", "updatedReplicas": 2})
+    assert len(first.events) == 1
+    second = PruningKube({"metadata": {"namespace": "b", "name": "two", "uid": "u2"}})
+    writer.kube = second  # type: ignore[assignment]
+    for phase in ("Progressing", "Ready", "Ready"):
+        writer.write(second.body, {"phase": phase, "updatedReplicas": 2})
+    assert all("updatedReplicas" not in p for p in second.patches)  # left out: the process knows
+    ((type_, reason, message),) = second.events
+    assert (type_, reason) == ("Warning", CRD_OLDER_REASON) and "status.updatedReplicas" in message
+    assert len(first.events) == 1
+
+
 class CrdKube:
     def __init__(self, crd: dict[str, Any] | None = None, status: int | None = None) -> None:
         self.crd, self.status, self.reads = crd, status, 0

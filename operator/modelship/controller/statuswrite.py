@@ -5,6 +5,8 @@ skew gauge kept."""
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from .. import KIND, __version__
@@ -22,6 +24,8 @@ READ_BACK = frozenset({"servingRevision", "servingImage", "servingArtifact", "ro
 """Top-level status fields this operator reads back as its memory of what serves: an older CRD that prunes one is
 harm, not just a missing figure (seen: status.servingArtifact pruned, a blocked next revision re-rendered the
 serving Deployment to mount the artifact claim instead of pulling the served artifact)."""
+TOLD_MAX = 10_000
+"""ModelDeployments remembered as told which fields their status goes without (the oldest forgotten first)."""
 
 
 class StatusWriter:
@@ -35,6 +39,10 @@ class StatusWriter:
         """Status fields the served CRD drops (one older than this operator): left out of status writes."""
         self.served_crd = ServedCrd(kube)
         """The served CRD's fields against this operator's, when it may read the CRD."""
+        self._told: OrderedDict[str, frozenset[Path]] = OrderedDict()
+        """Per ModelDeployment (uid): the pruned fields a Warning Event on it has named (each object is told of
+        the fields its own status goes without, whichever object's write found them first)."""
+        self._told_lock = threading.Lock()  # the work queue's reconciles run in several threads
 
     def write(self, body: dict[str, Any], status: dict[str, Any]) -> None:
         current = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
@@ -46,10 +54,12 @@ class StatusWriter:
         retried = self.pruned.all() - (left_out := self.pruned.current())
         # and never a field the served CRD prunes (an older CRD): the patch would be sent again at every reconcile
         patch = merge_patch(current, without_paths(status, left_out))
+        omitted = sent_paths(status, left_out)  # what this object's status goes without: it is told once too
         if not patch:
             log.debug(
                 "status unchanged (rv %s, phase %s)", body["metadata"].get("resourceVersion"), status.get("phase")
             )
+            self._tell(body, omitted)
             return
         log.debug(
             "status write (rv %s): phase %s -> %s",
@@ -61,7 +71,8 @@ class StatusWriter:
         result = self.kube.patch_status(meta["namespace"], meta["name"], patch)
         metrics.API_WRITES.labels("patch", "ModelDeployment/status").inc()
         if isinstance(result.get("status"), dict):  # an answer without status says nothing about pruning
-            self._note_pruned(body, patch, result["status"], retried)
+            omitted |= self._note_pruned(body, patch, result["status"], retried)
+        self._tell(body, omitted)
         log.debug(
             "status written: rv %s phase %s",
             result.get("metadata", {}).get("resourceVersion"),
@@ -83,32 +94,56 @@ class StatusWriter:
 
     def _note_pruned(
         self, body: dict[str, Any], sent: dict[str, Any], served: dict[str, Any], retried: frozenset[Path]
-    ) -> None:
+    ) -> set[Path]:
         """Status fields the API server dropped from the write ``sent``: the installed CRD is older than this
-        operator. Remembered (left out of the next writes), logged and posted as a Warning Event once each. A
-        retried path is forgotten (the CRD keeps it) only if this write sent it and it was kept: one this write did
-        not send (a field set only now and then) stays known, and is not reported again when next pruned."""
+        operator. Remembered (left out of the next writes) and logged once each per process; returned, so that the
+        object whose write found them is told. A retried path is forgotten (the CRD keeps it) only if this write
+        sent it and it was kept: one this write did not send (a field set only now and then) stays known, and is
+        not reported again when next pruned."""
         pruned = pruned_paths(sent, served)
         self.pruned.clear(sent_paths(sent, retried) - pruned)
         fresh = self.pruned.found(pruned)
         self._set_skew_gauge()
-        if not fresh:
+        if fresh:
+            log.warning("%s/%s: %s", body["metadata"].get("namespace"), body["metadata"].get("name"),
+                        self._message(fresh))  # fmt: skip
+        return pruned
+
+    def _tell(self, body: dict[str, Any], omitted: set[Path]) -> None:
+        """A Warning Event on this ModelDeployment naming the pruned fields its status goes without that it has not
+        been told of yet: every tenant whose status lacks a field learns why, once, not only the first object whose
+        write found it."""
+        if not omitted:
             return
-        fields = ", ".join(sorted(describe(p) for p in fresh))
+        key = body["metadata"].get("uid") or f"{body['metadata'].get('namespace')}/{body['metadata'].get('name')}"
+        with self._told_lock:
+            told = self._told.get(key, frozenset())
+            new = omitted - told
+            if not new:
+                return
+            self._told[key] = told | new
+            self._told.move_to_end(key)
+            while len(self._told) > TOLD_MAX:
+                self._told.popitem(last=False)
+        message = self._message(new)
+        if self.events is not None:  # not a stage transition: not through the Reconciler's _post
+            self.events.post(body, "Warning", CRD_OLDER_REASON, message)
+        else:
+            self.kube.event(body, "Warning", CRD_OLDER_REASON, message)
+
+    @staticmethod
+    def _message(paths: set[Path]) -> str:
+        fields = ", ".join(sorted(describe(p) for p in paths))
         message = (
             f"the installed ModelDeployment CRD is older than this operator (modelship {__version__}): the API "
             f"server drops {fields} from its status writes. Apply this release's CRD (kubectl apply --server-side "
             "-f crds/); until then status goes without these fields"
         )
-        memory = sorted(describe(p) for p in fresh if p[0] in READ_BACK)
+        memory = sorted(describe(p) for p in paths if p[0] in READ_BACK)
         if memory:
             message += (
                 f". This operator reads {', '.join(memory)} back to know what serves (and where a Canary stands): "
                 "until the CRD is applied, a change that does not deploy (a blocked revision) can re-render the "
                 "serving Deployment from what is left"
             )
-        log.warning("%s/%s: %s", body["metadata"].get("namespace"), body["metadata"].get("name"), message)
-        if self.events is not None:  # not a stage transition: not through the Reconciler's _post
-            self.events.post(body, "Warning", CRD_OLDER_REASON, message)
-        else:
-            self.kube.event(body, "Warning", CRD_OLDER_REASON, message)
+        return message
