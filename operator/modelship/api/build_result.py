@@ -22,6 +22,11 @@ DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 _DIGEST = re.compile(DIGEST_PATTERN)
 
 
+def in_repository(image: str, repository: str) -> bool:
+    """``image`` is ``<repository>@sha256:<64 hex>``: the only images a ModelDeployment deploys."""
+    return re.fullmatch(re.escape(repository) + "@" + DIGEST_PATTERN.strip("^$"), image) is not None
+
+
 class BuildResult(ApiModel):
     """What the build Job pushed (or why it failed)."""
 

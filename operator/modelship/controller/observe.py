@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from ..resources.artifact import PULL_CONTAINER
 from ..resources.meta import (
     COMPONENT_LABEL,
     NAME_LABEL,
@@ -68,6 +69,13 @@ class DeploymentObservation:
     progress_message: str = ""
     live: bool = True
     """Its pods carry the labels the Service selects (a shadow candidate's do not)."""
+    stock_runtime: bool = False
+    """The server container is told which model file to serve (``--model``): the stock runtime serving an artifact,
+    not a built image (which carries its model)."""
+    artifact: str | None = None
+    """The OCI artifact its pods' init container pulls (build-less serving from a registry)."""
+    artifact_digest: str | None = None
+    """The content digest that pull checks."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +168,9 @@ class Observed:
     missing_keys: frozenset[tuple[str, str, str]] = frozenset()
     """(namespace, ConfigMap, key) of the keys those pods mount as files (a CA bundle's) that their existing
     ConfigMap lacks (``controller.prejob``)."""
+    pruned_status: frozenset[str] = frozenset()
+    """Status fields the served CRD is known to prune (one older than this operator), e.g.
+    ``status.servingArtifact``: what this operator remembers there is gone (``controller.stages.memory``)."""
 
     def jobs_for(self, stage: str, revision: str) -> list[JobObservation]:
         return sorted((j for j in self.jobs if j.stage == stage and j.revision == revision), key=lambda j: j.attempt)
@@ -307,6 +318,7 @@ def deployment_observation(dep: dict[str, Any]) -> DeploymentObservation:
     template = spec.get("template") or {}
     containers = (template.get("spec") or {}).get("containers") or [{}]
     progressing = _condition(dep, "Progressing")
+    pull = _pull(template)
     return DeploymentObservation(
         name=meta["name"],
         revision=((template.get("metadata") or {}).get("labels") or {}).get(REVISION_LABEL),
@@ -321,4 +333,17 @@ def deployment_observation(dep: dict[str, Any]) -> DeploymentObservation:
         progress_deadline_exceeded=bool(progressing and progressing.get("reason") == "ProgressDeadlineExceeded"),
         progress_message=(progressing or {}).get("message") or "",
         live=((template.get("metadata") or {}).get("labels") or {}).get(NAME_LABEL) == SERVER_NAME,
+        stock_runtime="--model" in (containers[0].get("args") or []),
+        artifact=pull[0] if pull else None,
+        artifact_digest=pull[1] if pull else None,
     )
+
+
+def _pull(template: dict[str, Any]) -> tuple[str, str | None] | None:
+    """(reference, digest) the pod template's artifact-pull init container pulls (``pull REF ... --digest D``)."""
+    for init in (template.get("spec") or {}).get("initContainers") or []:
+        args = [str(a) for a in init.get("args") or []]
+        if init.get("name") == PULL_CONTAINER and len(args) >= 2 and args[0] == "pull":
+            digest = args[args.index("--digest") + 1] if "--digest" in args[:-1] else None
+            return args[1], digest
+    return None

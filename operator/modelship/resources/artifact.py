@@ -107,6 +107,10 @@ def push_args_and_mounts(
     return args, volumes, mounts
 
 
+PULL_CONTAINER = "pull-model"
+"""The serving pods' init container that pulls the artifact (build-less serving from a registry)."""
+
+
 def pull_init_container(
     md: ModelDeployment, config: OperatorConfig, image: str, reference: str, digest: str | None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -127,7 +131,7 @@ def pull_init_container(
         mounts.append({"name": "pull-credentials", "mountPath": PULL_SECRET_MOUNT, "readOnly": True})
         args += ["--credentials-dir", PULL_SECRET_MOUNT]
     container = {
-        "name": "pull-model",
+        "name": PULL_CONTAINER,
         "image": image,
         "imagePullPolicy": config.images.pull_policy,
         "command": ["modelship"],

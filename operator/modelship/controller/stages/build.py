@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from ...api.build_result import DIGEST_PATTERN, BuildResult
+from ...api.build_result import DIGEST_PATTERN, BuildResult, in_repository
 from ...api.status import ConditionType, ImageStatus, OptimizationStatus, Phase, Reason, StageName
 from ...resources.artifact import servable
 from ...resources.build_job import UPLOAD_PORT, build_job
@@ -36,11 +36,6 @@ def parse_build_result(text: str | None, repository: str, platforms: list[str]) 
 
 
 _DIGEST = DIGEST_PATTERN.strip("^$")
-
-
-def in_repository(image: str, repository: str) -> bool:
-    """``image`` is ``<repository>@sha256:<64 hex>``: the only images a ModelDeployment deploys."""
-    return re.fullmatch(re.escape(repository) + "@" + _DIGEST, image) is not None
 
 
 def read_result(ctx: Context, job: JobObservation) -> BuildResult:
