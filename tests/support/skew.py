@@ -56,11 +56,20 @@ OLDER_RECOMPUTED_STATUS = ("updatedReplicas",)
 not have yet: the API server prunes it from every status write."""
 
 
-def older_crd() -> dict[str, Any]:
-    """The CRD of this operator's models as an older release shipped it (an operator upgraded before its CRD)."""
+OLDER_READ_BACK_STATUS = (("servingArtifact",), ("optimization", "artifactRef"), ("rollout",))
+"""Status fields this operator reads back as its memory of what serves, which a CRD of 2026-11-27 (before
+build-less registry serving and the Canary strategy) did not have: the API server prunes them."""
+
+
+def older_crd(
+    status: tuple[tuple[str, ...], ...] = (OLDER_STATUS, OLDER_RECOMPUTED_STATUS),
+    spec: tuple[tuple[str, ...], ...] = (OLDER_DEFAULTED,),
+) -> dict[str, Any]:
+    """The CRD of this operator's models as an older release shipped it (an operator upgraded before its CRD):
+    without the ``spec`` and ``status`` field paths."""
     out = copy.deepcopy(crd())
     root = out["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    for top, path in (("spec", OLDER_DEFAULTED), ("status", OLDER_STATUS), ("status", OLDER_RECOMPUTED_STATUS)):
+    for top, path in [*(("spec", p) for p in spec), *(("status", p) for p in status)]:
         node = root["properties"][top]
         for depth, key in enumerate(path):
             default = node.get("default")

@@ -65,6 +65,9 @@ class Reason(StrEnum):
     UNSUPPORTED_FIELDS = "UnsupportedFields"
     """The spec sets fields this operator does not know (the installed CRD is newer than the operator: upgrade
     the operator): nothing is changed, what serves keeps serving."""
+    CRD_OLDER_THAN_OPERATOR = "CRDOlderThanOperator"
+    """The installed CRD prunes a status field this operator reads back to know what serves (or where a Canary
+    stands), and the live objects cannot tell it either: serving changes are held, what serves keeps serving."""
     # waiting for an upstream stage
     PENDING = "Pending"
     # Resolve

@@ -147,6 +147,7 @@ class Reconciler:
             samples=samples,
             readings=readings,
             route_api=gateway_routing(md) is not None and self.kube.serves(HTTP_ROUTE),
+            pruned_status=self.status_writer.known_pruned(),
         )
 
     def _controlled(self, kind: str, ns: str, name: str, uid: str | None) -> dict[str, Any] | None:

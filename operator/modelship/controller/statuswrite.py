@@ -81,6 +81,12 @@ class StatusWriter:
         if result:
             self.store.put(KIND, result)
 
+    def known_pruned(self) -> frozenset[str]:
+        """The status fields (``status.servingArtifact``) the served CRD is known to prune: found so by a write of
+        this process (also those due for a retry), or missing from the served CRD (cluster-wide operators)."""
+        found = {describe(p) for p in self.pruned.all()}
+        return frozenset(found | {f for f in self.served_crd.older if f.startswith("status.")})
+
     def check_served_crd(self) -> None:
         """Compare the served CRD with this operator's models (cluster-wide operators; at startup and resync)."""
         if self.served_crd.check():  # fields the served CRD now declares are written again at once

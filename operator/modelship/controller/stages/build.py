@@ -21,6 +21,7 @@ from ..observe import JobObservation
 from .context import Context, Effects, Failure, Manifest, condition, pending
 from .gate import GateVerdict
 from .jobs import JobStage, RefusedResult, classify_by_job, run_job_stage
+from .memory import pushed_artifact
 from .resolve import Known
 
 COMPONENT = "build"
@@ -138,6 +139,11 @@ def build(ctx: Context, verdict: GateVerdict, known: Known, shipped: Optimizatio
 
 
 def _served_without_build(ctx: Context, shipped: OptimizationStatus | None) -> BuildOutcome:
+    unknown = pushed_artifact(ctx, shipped)[1] if shipped is not None else None
+    if unknown is not None:  # status.optimization.artifactRef pruned by an older CRD, and nothing tells it
+        failure = Failure(StageName.BUILD, Reason.CRD_OLDER_THAN_OPERATOR, unknown)
+        cond = condition(ConditionType.IMAGE_BUILT, False, Reason.CRD_OLDER_THAN_OPERATOR, unknown)
+        return BuildOutcome(False, None, None, Effects(conditions=(cond,), failure=failure))
     if shipped is not None and shipped.artifact_ref:
         digest = shipped.artifact_digest
         if not servable(ctx.md, ctx.config, shipped.artifact_ref) or (digest and not re.fullmatch(_DIGEST, digest)):

@@ -18,6 +18,7 @@ from ...resources.serving import ServedArtifact, service_url
 from ..observe import DeploymentObservation, EndpointsObservation
 from .build import BuildOutcome
 from .context import ConditionUpdate, Context, Effects, Failure, ObjectRef, Progress, condition, pending
+from .memory import what_serves
 from .mounts import held, missing_mounts
 
 
@@ -34,15 +35,19 @@ class ServingTarget:
 
 
 def target(ctx: Context, built: BuildOutcome) -> ServingTarget | None:
-    """The revision the spec asks for once it is built, else the one that served before (if any), with the image
-    or artifact it served from."""
+    """The revision the spec asks for once it is built, else the one that served before (if any, and known:
+    ``memory``), with the image or artifact it served from."""
     if built.built:
         return ServingTarget(ctx.revision, built.image, built.artifact)
-    prev = ctx.prev
-    if prev.serving_revision:
-        artifact = ServedArtifact(prev.serving_artifact) if prev.serving_artifact and not prev.serving_image else None
-        return ServingTarget(prev.serving_revision, prev.serving_image, artifact)
-    return None
+    return serving(ctx)
+
+
+def serving(ctx: Context, holding: tuple[Reason, str] | None = None) -> ServingTarget | None:
+    """The revision that serves now, with its image or artifact, as far as it is known (``memory``)."""
+    served = what_serves(ctx).served
+    if served is None:
+        return None
+    return ServingTarget(served.revision, served.image, served.artifact, holding)
 
 
 @dataclass(frozen=True)
@@ -97,11 +102,30 @@ def _turned_off(ctx: Context, sp: ServingPlan) -> tuple[ObjectRef, ...]:
     )
 
 
+def _kept(ctx: Context) -> tuple[str | None, str | None, str | None]:
+    """(servingRevision, servingImage, servingArtifact) for status while the revision that served before still
+    does: as far as it is known (recovered from the serving Deployment when status lost them: written back
+    once the CRD keeps them)."""
+    memory = what_serves(ctx)
+    if memory.served is None:
+        return ctx.prev.serving_revision, ctx.prev.serving_image, ctx.prev.serving_artifact
+    served = memory.served
+    return served.revision, served.image, served.artifact.reference if served.artifact is not None else None
+
+
 def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
-    prev, rev, dep = ctx.prev, ctx.revision, ctx.observed.deployment
+    rev, dep = ctx.revision, ctx.observed.deployment
+    kept = _kept(ctx)
+    prev_revision = kept[0]
     if serve is None:
+        unknown = what_serves(ctx).unknown
+        if unknown is not None:  # what serves cannot be told (an older CRD pruned it): nothing is touched
+            failure = Failure(StageName.DEPLOY, Reason.CRD_OLDER_THAN_OPERATOR, unknown)
+            cond = condition(ConditionType.DEPLOYED, False, Reason.CRD_OLDER_THAN_OPERATOR, unknown)
+            url = service_url(ctx.md, ctx.config) if prev_revision else None
+            return DeployOutcome(*kept, url, Effects(conditions=(cond,), failure=failure))
         waiting = pending(ConditionType.DEPLOYED, "nothing to deploy yet")
-        return DeployOutcome(prev.serving_revision, prev.serving_image, prev.serving_artifact, None, waiting)
+        return DeployOutcome(*kept, None, waiting)
     source = mirror_source(ctx.md, ctx.observed.canary_service_ip)  # Canary strategy: where a candidate offers
     sp = serving_plan(ctx.md, serve.revision, ctx.config, serve.image, serve.artifact, source)
     from_claim = serve.image is None and serve.artifact is None
@@ -109,10 +133,10 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     url = service_url(ctx.md, ctx.config)
     absent = missing_mounts(ctx, sp.deployment, f"rollout of revision {serve.revision}")
     if absent is not None:  # its pods could not start: the Deployment keeps the template that serves (if any)
-        kept = tuple(o for o in objects.apply if o is not sp.deployment)
+        others = tuple(o for o in objects.apply if o is not sp.deployment)
         waiting = held(ctx, StageName.DEPLOY, ConditionType.DEPLOYED, absent)
-        effects = replace(waiting, apply=kept, delete=objects.delete)
-        return DeployOutcome(prev.serving_revision, prev.serving_image, prev.serving_artifact, url, effects)
+        effects = replace(waiting, apply=others, delete=objects.delete)
+        return DeployOutcome(*kept, url, effects)
     one_node = single_node_warning(ctx.md, ctx.config) if from_claim else None
 
     def deployed(status: bool, reason: Reason, message: str) -> tuple[ConditionUpdate, ...]:
@@ -125,7 +149,7 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     def still(status: bool, reason: Reason, message: str, **more: Any) -> DeployOutcome:
         """The revision that served before still does (all but a completed rollout)."""
         effects = replace(objects, conditions=deployed(status, reason, message), **more)
-        return DeployOutcome(prev.serving_revision, prev.serving_image, prev.serving_artifact, url, effects)
+        return DeployOutcome(*kept, url, effects)
 
     if serve.revision != rev and serve.holding is not None:
         return still(False, *serve.holding)
@@ -148,8 +172,8 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
         return DeployOutcome(rev, serve.image, served, url, effects)
     if dep is not None and dep.progress_deadline_exceeded and dep.revision == rev:
         message = f"rollout of {rev} made no progress: {dep.progress_message}"
-        if prev.serving_revision and prev.serving_revision != rev:
-            message += f"; revision {prev.serving_revision} keeps serving"
+        if prev_revision and prev_revision != rev:
+            message += f"; revision {prev_revision} keeps serving"
         return still(
             False, Reason.ROLLOUT_STALLED, message, failure=Failure(StageName.DEPLOY, Reason.ROLLOUT_STALLED, message)
         )

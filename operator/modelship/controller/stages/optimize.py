@@ -13,6 +13,7 @@ from ...resources.optimize_job import optimize_job
 from ..observe import JobObservation
 from .context import Context, Effects, Manifest, condition
 from .jobs import JobFailure, JobStage, RefusedResult, classify_by_job, failure_text, run_job_stage
+from .memory import recalled
 from .resolve import Known
 
 COMPONENT = "optimizer"
@@ -92,6 +93,7 @@ def optimize(ctx: Context, known: Known) -> OptimizeOutcome:
 
 
 def _done(ctx: Context, result: OptimizationStatus, source: SourceStatus | None) -> OptimizeOutcome:
+    result = recalled(ctx, result)  # the artifact it pushed, when status lost it (a CRD older than the operator)
     reason = Reason.OPTIMIZED if ctx.md.spec.optimization.enabled else Reason.CONVERTED
     effects = Effects(conditions=(condition(ConditionType.OPTIMIZED, True, reason, result.describe()),))
     return OptimizeOutcome(result, result, source, effects)

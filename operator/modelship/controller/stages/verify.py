@@ -49,7 +49,8 @@ from .context import (
     StageEvent,
     condition,
 )
-from .deploy import ServingTarget, rollout_complete, routed_endpoints, wanted_replicas
+from .deploy import ServingTarget, rollout_complete, routed_endpoints, serving, wanted_replicas
+from .memory import SERVING_REVISION, lost, rollout_lost, rollout_unknown
 
 ANALYSIS_INTERVAL_SECONDS = 5.0
 """How often a rollout in progress reads the pods' figures again."""
@@ -87,12 +88,41 @@ def verify(ctx: Context, built: ServingTarget | None) -> VerifyOutcome:
     if md.spec.serving.rollout.strategy != RolloutStrategy.CANARY or ctx.suspended:
         return _with_route(ctx, VerifyOutcome(built, prev, Effects(apply=_wound_down(ctx, prev))), 0)
     stable = ctx.prev.serving_revision
+    if built is not None and built.revision == ctx.revision:
+        # an older CRD prunes the memory a Canary rollout needs (without servingRevision, whether there is a
+        # revision to verify against): the candidate is not started
+        pruned = ctx.observed.pruned_status
+        gone = [SERVING_REVISION] if lost(SERVING_REVISION, pruned) else []
+        gone += rollout_lost(pruned) if gone or (stable is not None and built.revision != stable) else []
+        if gone:
+            return _held(ctx, rollout_unknown(gone))
     if built is None or stable is None or built.revision == stable or built.revision != ctx.revision:
         return _with_route(ctx, _nothing_to_verify(ctx, built, prev), 0)
     canary = md.spec.serving.rollout.canary_spec()
     outcome = _verify(ctx, built, stable, canary)
     assert outcome.status is not None
     return _with_route(ctx, outcome, route_weight(canary, outcome.status))
+
+
+def _held(ctx: Context, message: str) -> VerifyOutcome:
+    """Stalled, reason CRDOlderThanOperator: the revision that serves keeps serving (when known: ``memory``) with
+    all the traffic (the HTTPRoute, if any, at weight 0 for a candidate); no candidate is started, and one that
+    has pods (started before the operator found the record pruned) is scaled to zero, offering no mirror."""
+    reason = Reason.CRD_OLDER_THAN_OPERATOR
+    dep = ctx.observed.canary
+    apply: tuple[Manifest, ...] = ()
+    if dep is not None and dep.replicas > 0 and dep.revision:
+        image = None if dep.stock_runtime else dep.image
+        artifact = ServedArtifact(dep.artifact, dep.artifact_digest) if dep.artifact else None
+        apply = (canary_deployment(ctx.md, dep.revision, ctx.config, image, 0, dep.live, artifact),)
+    effects = Effects(
+        conditions=(condition(ConditionType.VERIFIED, False, reason, message),),
+        apply=apply,
+        failure=Failure(StageName.VERIFY, reason, message),
+    )
+    stable = ctx.prev.serving_revision
+    serve = serving(ctx, (reason, f"revision {stable} serves: {message}")) if stable else None
+    return _with_route(ctx, VerifyOutcome(serve, ctx.prev.rollout, effects), 0)
 
 
 def _with_route(ctx: Context, outcome: VerifyOutcome, candidate_weight: int) -> VerifyOutcome:
@@ -127,7 +157,7 @@ def _no_route_api(ctx: Context, built: ServingTarget | None, prev: RolloutStatus
     stable = ctx.prev.serving_revision
     serve = built
     if built is not None and stable is not None and built.revision != stable:
-        serve = _stable(ctx, stable, (Reason.TRAFFIC_ROUTING_UNAVAILABLE, f"revision {stable} serves: {message}"))
+        serve = serving(ctx, (Reason.TRAFFIC_ROUTING_UNAVAILABLE, f"revision {stable} serves: {message}"))
     reason = Reason.TRAFFIC_ROUTING_UNAVAILABLE
     effects = Effects(
         conditions=(condition(ConditionType.VERIFIED, False, reason, message),),
@@ -232,7 +262,9 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
     state = start(canary, rev, built.image, stable, ctx.now, artifact_ref) if fresh or prev is None else prev
     ip = observed.canary_service_ip
     source = mirror_source(md, ip)
-    stable_plan = serving_plan(md, stable, ctx.config, ctx.prev.serving_image, _stable_artifact(ctx), source)
+    kept = serving(ctx)
+    image, artifact = (kept.image, kept.artifact) if kept is not None else (ctx.prev.serving_image, None)
+    stable_plan = serving_plan(md, stable, ctx.config, image, artifact, source)
     n = wanted_replicas(md, stable_plan.deployment, observed.deployment)
     replicas, live = _shape(canary, state, n)
     if state.phase == RolloutPhase.PROMOTING:
@@ -276,7 +308,7 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
             failure=Failure(StageName.VERIFY, reason, message),
             events=events,
         )
-        return VerifyOutcome(_stable(ctx, stable, (reason, f"revision {stable} serves: {message}")), new, effects)
+        return VerifyOutcome(serving(ctx, (reason, f"revision {stable} serves: {message}")), new, effects)
     if new.phase == RolloutPhase.PROMOTED:
         effects = Effects(
             conditions=(condition(ConditionType.VERIFIED, True, Reason.PROMOTED, new.message),),
@@ -297,7 +329,7 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
     if new.phase == RolloutPhase.PROMOTING:
         return VerifyOutcome(built, new, effects)
     holding = (Reason.VERIFYING, f"revision {stable} serves while revision {rev} is verified: {new.message}")
-    return VerifyOutcome(_stable(ctx, stable, holding), new, effects)
+    return VerifyOutcome(serving(ctx, holding), new, effects)
 
 
 def _figures(observed: Observed, state: RolloutStatus, ctx: Context) -> tuple[Samples | None, AnalysisWindow | None]:
@@ -323,16 +355,6 @@ def _windowed(new: RolloutStatus, observed: Observed, window: AnalysisWindow | N
     if window is None or window.phase != key:
         window = advance(None, readings, key, ctx.now)
     return new.model_copy(update={"window": window, "source": "Pods"})
-
-
-def _stable_artifact(ctx: Context) -> ServedArtifact | None:
-    """The artifact the stable revision's pods pull (build disabled), as the deploy stage has it."""
-    prev = ctx.prev
-    return ServedArtifact(prev.serving_artifact) if prev.serving_artifact and not prev.serving_image else None
-
-
-def _stable(ctx: Context, stable: str, holding: tuple[Reason, str] | None) -> ServingTarget:
-    return ServingTarget(stable, ctx.prev.serving_image, _stable_artifact(ctx), holding)
 
 
 def _events(prev: RolloutStatus | None, new: RolloutStatus, canary: Canary) -> tuple[StageEvent, ...]:

@@ -1,0 +1,179 @@
+"""What this operator remembers in status of what serves, and what it does when an installed CRD older than the
+operator prunes that memory.
+
+Status is where the operator remembers what serves: the API server drops a field the installed CRD does not
+declare (``controller.pruning``), and a decision that read the dropped field would act on a false memory (seen:
+with ``status.servingArtifact`` pruned, a blocked next revision re-rendered the serving Deployment to mount the
+artifact claim instead of pulling the served artifact). What serves must never change because a field was
+pruned, so every status field a decision reads back is one of:
+
+===================================  =====================================================================
+``status.servingImage``,             **recovered** from the live serving Deployment (the operator's own), when
+``status.servingArtifact``           its pod template runs ``status.servingRevision``: the server container's
+                                     image (a built one, or the stock runtime told ``--model``) and the
+                                     artifact its init container pulls, with the digest it checks. Only what
+                                     this ModelDeployment may serve is taken (its image repository, its
+                                     artifact repository); otherwise **held**
+``status.optimization.artifactRef``  **recovered** from the revision's succeeded optimization Job (its summary,
+                                     checked like any summary, while the Job is kept: ``jobTtlSeconds``) or a
+                                     serving Deployment running the revision; otherwise **held**
+``status.servingRevision``           **held**: which revision serves is what the serving Deployment's template
+                                     cannot tell during a rollout
+``status.rollout`` (the Canary       **held** while a candidate would be verified: its phase, step, clocks and
+record)                              window are nowhere else; a rollout restarted at every look never ends
+===================================  =====================================================================
+
+**Held** means: Stalled, reason ``CRDOlderThanOperator`` naming the fields and the fix, and no serving object
+applied or deleted by the stage that needs the memory (the candidate is not started; the serving Deployment is
+left as it is). A change that does not need the memory still goes on: a revision that is built is deployed
+(RollingUpdate) from what its build gave.
+
+Two read-back fields are harmless when pruned: ``status.rollout.ignoredOverrides`` (which override annotations a
+Warning Event has named: named again) and ``status.rollout.criteria[].required`` (a figure in a message). The
+other fields read back (``optimization`` and ``image`` results and attempts, ``source``, ``lastFailure``,
+``conditions``) are in every CRD this API version ever had, so no released CRD prunes them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ...api.build_result import in_repository
+from ...api.report import Summary
+from ...api.status import OptimizationStatus
+from ...resources.artifact import artifact_target, pushed_here, servable
+from ...resources.serving import ServedArtifact
+from ..observe import DeploymentObservation, JobState
+from .context import Context
+
+SERVING_REVISION = "status.servingRevision"
+SERVING_IMAGE = "status.servingImage"
+SERVING_ARTIFACT = "status.servingArtifact"
+ARTIFACT_REF = "status.optimization.artifactRef"
+ROLLOUT = "status.rollout"
+HARMLESS = frozenset({"status.rollout.ignoredOverrides", "status.rollout.criteria[].required"})
+"""Read back, but pruning them changes nothing that serves."""
+FIX = "apply this release's CRD (kubectl apply --server-side -f crds/)"
+
+
+def lost(path: str, pruned: Iterable[str]) -> bool:
+    """``path`` (``status.optimization.artifactRef``), or an object holding it, is pruned by the served CRD."""
+    return any(path == p or path.startswith((f"{p}.", f"{p}[]")) for p in pruned)
+
+
+def rollout_lost(pruned: Iterable[str]) -> list[str]:
+    """The parts of ``status.rollout`` the Canary decisions read back that the served CRD prunes."""
+    return sorted(p for p in pruned if (p == ROLLOUT or p.startswith(f"{ROLLOUT}.")) and p not in HARMLESS)
+
+
+@dataclass(frozen=True)
+class Served:
+    """The revision the serving Deployment runs, with its image (None: the stock runtime) and, without an image,
+    the artifact its pods pull (None: they mount the artifact claim)."""
+
+    revision: str
+    image: str | None
+    artifact: ServedArtifact | None
+
+
+@dataclass(frozen=True)
+class Memory:
+    served: Served | None
+    """What serves (None: nothing yet, or ``unknown``)."""
+    unknown: str | None = None
+    """Why what serves cannot be told (a pruned field the live objects do not tell either): hold."""
+
+
+def what_serves(ctx: Context) -> Memory:
+    """What serves, from status; from the live serving Deployment where status says nothing of the image or
+    artifact of ``status.servingRevision`` (the served CRD prunes them now, or did when status was last written:
+    an operator restarted, or a CRD applied since, finds them missing too)."""
+    prev, pruned = ctx.prev, ctx.observed.pruned_status
+    if lost(SERVING_REVISION, pruned):
+        return Memory(None, _unknown([SERVING_REVISION], "which revision serves"))
+    if not prev.serving_revision:
+        return Memory(None)
+    if prev.serving_image or prev.serving_artifact:
+        artifact = ServedArtifact(prev.serving_artifact) if prev.serving_artifact and not prev.serving_image else None
+        return Memory(Served(prev.serving_revision, prev.serving_image, artifact))
+    gone = [f for f in (SERVING_IMAGE, SERVING_ARTIFACT) if lost(f, pruned)]
+    live = ctx.observed.deployment
+    served = _live(ctx, live) if live is not None and live.revision == prev.serving_revision else None
+    if served is not None:
+        return Memory(served)
+    if not gone:  # status says it: the stock runtime serves the artifact from the claim
+        return Memory(Served(prev.serving_revision, None, None))
+    runs = "does not exist" if live is None else f"runs revision {live.revision}"
+    if live is not None and live.revision == prev.serving_revision:
+        runs = "runs an image or artifact this ModelDeployment may not serve"
+    return Memory(None, _unknown(gone, f"what revision {prev.serving_revision} serves (the serving Deployment {runs})"))
+
+
+def _live(ctx: Context, live: DeploymentObservation) -> Served | None:
+    """What the live serving Deployment runs, if it is what this ModelDeployment may serve."""
+    assert live.revision is not None
+    if not live.stock_runtime:  # a built image, carrying its model
+        repo = ctx.md.spec.build.repository or ""
+        ok = live.image is not None and live.artifact is None and in_repository(live.image, repo)
+        return Served(live.revision, live.image, None) if ok else None
+    if live.image != (ctx.md.spec.serving.image or ctx.config.images.serving):
+        return None
+    if live.artifact is None:
+        return Served(live.revision, None, None)
+    if not servable(ctx.md, ctx.config, live.artifact):
+        return None
+    return Served(live.revision, None, ServedArtifact(live.artifact, live.artifact_digest))
+
+
+def pushed_artifact(ctx: Context, result: OptimizationStatus) -> tuple[ServedArtifact | None, str | None]:
+    """(artifact, why unknown) of the spec's revision when its optimization ``result`` names no artifact though
+    the operator asked for a push (``status.optimization.artifactRef`` pruned by the served CRD now or when status
+    was written): the revision's succeeded optimization Job says what it pushed; so does a Deployment already
+    running the revision. Unknown (hold) only while the field is known pruned; (None, None) otherwise: the pods
+    mount the claim."""
+    if result.artifact_ref or artifact_target(ctx.md, ctx.config, ctx.revision) is None:
+        return None, None
+    for job in reversed(ctx.observed.jobs_for("optimizer", ctx.revision)):
+        if job.state != JobState.SUCCEEDED or not job.termination_message:
+            continue
+        try:
+            summary = Summary.from_line(job.termination_message)
+        except ValueError:
+            continue
+        ref = summary.artifact_ref
+        if summary.ok and ref is not None and pushed_here(ctx.md, ctx.config, ref):
+            return ServedArtifact(ref, summary.artifact_digest), None
+    for live in (ctx.observed.deployment, ctx.observed.canary):
+        served = _live(ctx, live) if live is not None and live.revision == ctx.revision else None
+        if served is not None and served.artifact is not None:
+            return served.artifact, None
+    if not lost(ARTIFACT_REF, ctx.observed.pruned_status):
+        return None, None
+    why = f"the artifact revision {ctx.revision} pushed (its optimization Job is gone and nothing runs it)"
+    return None, _unknown([ARTIFACT_REF], why)
+
+
+def recalled(ctx: Context, result: OptimizationStatus) -> OptimizationStatus:
+    """``result`` with the artifact its revision pushed, when status lost it and the live objects tell it."""
+    artifact, _ = pushed_artifact(ctx, result)
+    if artifact is None:
+        return result
+    digest = result.artifact_digest or artifact.digest
+    return result.model_copy(update={"artifact_ref": artifact.reference, "artifact_digest": digest})
+
+
+def _unknown(fields: list[str], what: str) -> str:
+    return (
+        f"the installed ModelDeployment CRD is older than this operator: the API server drops {', '.join(fields)} "
+        f"from status, where this operator remembers {what}, and the live objects do not tell it either. Serving "
+        f"changes are held until then, what serves keeps serving: {FIX}"
+    )
+
+
+def rollout_unknown(fields: list[str]) -> str:
+    """Why a Canary verification is held: the rollout record is pruned."""
+    return (
+        f"the installed ModelDeployment CRD is older than this operator: the API server drops {', '.join(fields)} "
+        "from status, where this operator records a Canary rollout's phase, step and analysis: a rollout would "
+        f"restart at every look and never end. The candidate is not started, what serves keeps serving: {FIX}"
+    )
