@@ -15,15 +15,12 @@ from .kube import EventPoster, Kube
 from .mergepatch import merge_patch
 from .pruning import Path, PrunedStatus, describe, pruned_paths, sent_paths, without_paths
 from .skew import ServedCrd, keep_unknown_status
+from .stages.memory import read_back
 from .store import Store
 
 log = logging.getLogger("modelship.reconcile")  # the reconcile's words: its logger, as before they moved here
 
 CRD_OLDER_REASON = "CRDOlderThanOperator"
-READ_BACK = frozenset({"servingRevision", "servingImage", "servingArtifact", "rollout", "source"})
-"""Top-level status fields this operator reads back as its memory of what serves: an older CRD that prunes one is
-harm, not just a missing figure (seen: status.servingArtifact pruned, a blocked next revision re-rendered the
-serving Deployment to mount the artifact claim instead of pulling the served artifact)."""
 TOLD_MAX = 10_000
 """ModelDeployments remembered as told which fields their status goes without (the oldest forgotten first)."""
 
@@ -145,11 +142,11 @@ class StatusWriter:
             f"server drops {fields} from its status writes. Apply this release's CRD (kubectl apply --server-side "
             "-f crds/); until then status goes without these fields"
         )
-        memory = sorted(describe(p) for p in paths if p[0] in READ_BACK)
+        memory = sorted(describe(p) for p in paths if read_back(describe(p)))
         if memory:
             message += (
                 f". This operator reads {', '.join(memory)} back to know what serves (and where a Canary stands): "
-                "until the CRD is applied, a change that does not deploy (a blocked revision) can re-render the "
-                "serving Deployment from what is left"
+                "it recovers what serves from the serving Deployment and the revision's optimization Job, and "
+                "holds a change it cannot (Stalled, reason CRDOlderThanOperator); a Canary rollout is held"
             )
         return message

@@ -56,6 +56,17 @@ HARMLESS = frozenset({"status.rollout.ignoredOverrides", "status.rollout.criteri
 FIX = "apply this release's CRD (kubectl apply --server-side -f crds/)"
 
 
+READ_BACK = (SERVING_REVISION, SERVING_IMAGE, SERVING_ARTIFACT, ARTIFACT_REF, ROLLOUT)
+"""The status fields (and objects holding them) whose loss would change what serves but for this module."""
+
+
+def read_back(path: str) -> bool:
+    """``path`` is (or holds, or is part of) a status field this operator reads back to know what serves."""
+    if path in HARMLESS:
+        return False
+    return any(lost(field, [path]) or lost(path, [field]) for field in READ_BACK)
+
+
 def lost(path: str, pruned: Iterable[str]) -> bool:
     """``path`` (``status.optimization.artifactRef``), or an object holding it, is pruned by the served CRD."""
     return any(path == p or path.startswith((f"{p}.", f"{p}[]")) for p in pruned)
