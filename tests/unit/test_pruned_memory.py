@@ -179,3 +179,17 @@ def test_a_canary_rollout_is_held_while_its_record_is_pruned() -> None:
     p = plan(first, Observed(jobs=jobs, pruned_status=pruned), CONFIG, NOW)
     assert all(c["reason"] != "CRDOlderThanOperator" for c in p.status["conditions"])
     assert by_name(p, "Deployment", "digits")["spec"]["template"]["metadata"]["labels"]["modelship.io/revision"] == rev
+
+
+def test_a_blocked_revision_keeps_the_digest_the_serving_pods_check() -> None:
+    """Status keeps the served artifact's reference, not its content digest: the previous revision re-rendered
+    from status alone lost --digest, and every serving pod was replaced by an identical one."""
+    md = make_md(build=False, status={"servingRevision": OLD, "servingArtifact": ARTIFACT_REF})
+    before = live(md, ServingTarget(OLD, None, PULLED))
+    c = ctx(md, Observed(deployment=deployment_observation(before)), config=ARTIFACT_CONFIG)
+    out = deploy(c, target(c, build(c, BLOCKED, Known(), None)))
+    assert template(out) == before["spec"]["template"]
+    # another artifact in the Deployment than status names: status is the operator's word, the digest is not taken
+    other = live(md, ServingTarget(OLD, None, ServedArtifact(ARTIFACT_REF.replace("0a", "0c"), CONTENT)))
+    c = ctx(md, Observed(deployment=deployment_observation(other)), config=ARTIFACT_CONFIG)
+    assert target(c, build(c, BLOCKED, Known(), None)) == ServingTarget(OLD, None, ServedArtifact(ARTIFACT_REF))

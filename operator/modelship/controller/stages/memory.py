@@ -28,6 +28,10 @@ applied or deleted by the stage that needs the memory (the candidate is not star
 left as it is). A change that does not need the memory still goes on: a revision that is built is deployed
 (RollingUpdate) from what its build gave.
 
+Status keeps the served artifact's reference, not the content digest its pods check: that digest is taken from
+the serving Deployment when it pulls the same reference (re-rendered without it, every serving pod was replaced
+by an identical one when a next revision was blocked, whatever the CRD).
+
 Two read-back fields are harmless when pruned: ``status.rollout.ignoredOverrides`` (which override annotations a
 Warning Event has named: named again) and ``status.rollout.criteria[].required`` (a figure in a message). The
 other fields read back (``optimization`` and ``image`` results and attempts, ``source``, ``lastFailure``,
@@ -104,11 +108,16 @@ def what_serves(ctx: Context) -> Memory:
         return Memory(None, _unknown([SERVING_REVISION], "which revision serves"))
     if not prev.serving_revision:
         return Memory(None)
+    live = ctx.observed.deployment
     if prev.serving_image or prev.serving_artifact:
         artifact = ServedArtifact(prev.serving_artifact) if prev.serving_artifact and not prev.serving_image else None
+        # status keeps the reference, the pods also check the content digest: re-rendered without it, every
+        # serving pod would be replaced by an identical one (a blocked next revision did that)
+        same = artifact is not None and live is not None and live.revision == prev.serving_revision
+        if same and live is not None and artifact is not None and live.artifact == artifact.reference:
+            artifact = ServedArtifact(artifact.reference, live.artifact_digest or artifact.digest)
         return Memory(Served(prev.serving_revision, prev.serving_image, artifact))
     gone = [f for f in (SERVING_IMAGE, SERVING_ARTIFACT) if lost(f, pruned)]
-    live = ctx.observed.deployment
     served = _live(ctx, live) if live is not None and live.revision == prev.serving_revision else None
     if served is not None:
         return Memory(served)
