@@ -193,3 +193,16 @@ def test_a_blocked_revision_keeps_the_digest_the_serving_pods_check() -> None:
     other = live(md, ServingTarget(OLD, None, ServedArtifact(ARTIFACT_REF.replace("0a", "0c"), CONTENT)))
     c = ctx(md, Observed(deployment=deployment_observation(other)), config=ARTIFACT_CONFIG)
     assert target(c, build(c, BLOCKED, Known(), None)) == ServingTarget(OLD, None, ServedArtifact(ARTIFACT_REF))
+
+
+def test_the_stock_runtime_of_an_older_operator_does_not_hold_the_artifact_it_pulls() -> None:
+    """An operator newer than its CRD is usually an upgraded one: its stock runtime image is newer than the one
+    the serving Deployment runs. The artifact is recovered; the runtime is this operator's, as at any upgrade."""
+    md = make_md(build=False, status={"servingRevision": OLD})
+    old_runtime = live(md, ServingTarget(OLD, None, PULLED))
+    pod = old_runtime["spec"]["template"]["spec"]
+    for container in (*pod["containers"], *pod["initContainers"]):
+        container["image"] = "modelship/serving:0.0.9"
+    c = ctx(md, Observed(deployment=deployment_observation(old_runtime), pruned_status=frozenset(ARTIFACT)),
+            config=ARTIFACT_CONFIG)  # fmt: skip
+    assert target(c, build(c, BLOCKED, Known(), None)) == ServingTarget(OLD, None, PULLED)

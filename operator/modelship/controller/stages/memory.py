@@ -136,8 +136,7 @@ def _live(ctx: Context, live: DeploymentObservation) -> Served | None:
         repo = ctx.md.spec.build.repository or ""
         ok = live.image is not None and live.artifact is None and in_repository(live.image, repo)
         return Served(live.revision, live.image, None) if ok else None
-    if live.image != (ctx.md.spec.serving.image or ctx.config.images.serving):
-        return None
+    # the stock runtime: its image is this operator's (or the spec's) and is rendered afresh, as after an upgrade
     if live.artifact is None:
         return Served(live.revision, None, None)
     if not servable(ctx.md, ctx.config, live.artifact):
