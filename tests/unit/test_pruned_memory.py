@@ -206,3 +206,15 @@ def test_the_stock_runtime_of_an_older_operator_does_not_hold_the_artifact_it_pu
     c = ctx(md, Observed(deployment=deployment_observation(old_runtime), pruned_status=frozenset(ARTIFACT)),
             config=ARTIFACT_CONFIG)  # fmt: skip
     assert target(c, build(c, BLOCKED, Known(), None)) == ServingTarget(OLD, None, PULLED)
+
+
+def test_a_built_image_is_recovered_when_servingImage_is_pruned_and_only_from_its_repository() -> None:
+    md = make_md(status={"servingRevision": OLD})  # build enabled: servingImage pruned from what was written
+    pruned = frozenset({"status.servingImage"})
+    c = ctx(md, Observed(deployment=deployment_observation(live(md, ServingTarget(OLD, IMAGE), CONFIG)),
+                         pruned_status=pruned))  # fmt: skip
+    assert target(c, build(c, BLOCKED, Known(), None)) == ServingTarget(OLD, IMAGE)
+    elsewhere = "evil.example/digits@" + CONTENT
+    c = ctx(md, Observed(deployment=deployment_observation(live(md, ServingTarget(OLD, elsewhere), CONFIG)),
+                         pruned_status=pruned))  # fmt: skip
+    assert what_serves(c).served is None and "status.servingImage" in (what_serves(c).unknown or "")
