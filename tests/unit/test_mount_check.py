@@ -17,6 +17,7 @@ from modelship.api import ModelDeployment
 from modelship.config import OperatorConfig
 from modelship.controller import prejob
 from modelship.controller.observe import JobState, Observed
+from modelship.controller.once import Once
 from modelship.controller.plan import plan
 from modelship.controller.reconcile import Reconciler
 from modelship.controller.stages.context import Context
@@ -319,7 +320,7 @@ def _refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_a_role_without_get_on_a_kind_is_warned_of_once_per_kind_and_process_not_every_reconcile(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(prejob, "FORBIDDEN", prejob.ForbiddenKinds())  # the process's memory, fresh for this test
+    monkeypatch.setattr(prejob, "FORBIDDEN", Once())  # the process's memory, fresh for this test
     caplog.set_level(logging.DEBUG, logger="modelship.reconcile")
     both = frozenset({"ConfigMap", "PersistentVolumeClaim"})
     for _ in range(3):  # three reconciles, each of a new Reconciler (as after a restart of the watches)

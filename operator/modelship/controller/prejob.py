@@ -5,7 +5,6 @@ Secrets, ConfigMaps and claims their pods would mount exist (and the ConfigMap k
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,36 +18,18 @@ from ..resources.mounted import mounted_keys, mounted_objects
 from . import metrics
 from .kube import Kube, api_error_text
 from .observe import Observed
+from .once import Once
 from .plan import Plan
 from .store import Store
 
 log = logging.getLogger("modelship.reconcile")  # the reconcile's words: its logger, as before they moved here
 
 
-class ForbiddenKinds:
-    """The kinds the operator was refused get on (403) when it asked whether a mounted object exists: a Role
-    without it (an older chart) refuses every reconcile the same way, so it is said once per kind and process, not
-    on every reconcile. A kind asked again with success is forgotten (the Role was fixed): a later refusal is said
-    again."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()  # the work queue's reconciles run in several threads
-        self._kinds: set[str] = set()
-
-    def refused(self, kind: str) -> bool:
-        """Note a refusal of ``kind``: True the first time (say it), False while it is already known."""
-        with self._lock:
-            first = kind not in self._kinds
-            self._kinds.add(kind)
-            return first
-
-    def allowed(self, kind: str) -> None:
-        with self._lock:
-            self._kinds.discard(kind)
-
-
-FORBIDDEN = ForbiddenKinds()
-"""This process's: shared by every reconcile (and every Reconciler a restart of the watches makes)."""
+FORBIDDEN = Once()
+"""The kinds the operator was refused get on (403) when it asked whether a mounted object exists: a Role without
+it (an older chart) refuses every reconcile the same way, so it is said once per kind and process, not on every
+reconcile. A kind asked again with success is forgotten (the Role was fixed): a later refusal is said again. This
+process's: shared by every reconcile (and every Reconciler a restart of the watches makes)."""
 
 
 def store_missed_jobs(
@@ -151,7 +132,7 @@ def missing_mounts(kube: Kube, md: ModelDeployment, p: Plan) -> Missing:
         except ApiException as exc:
             if exc.status != 403:
                 raise
-            if FORBIDDEN.refused(kind):
+            if FORBIDDEN.first(kind):
                 log.warning("%s/%s: cannot check %s %s (forbidden): %s; the operator's Role lacks get on %ss: no "
                             "%s is checked before a pod mounts it (said once)", ns, md.metadata.name, kind, name,
                             api_error_text(exc), kind, kind)  # fmt: skip
@@ -159,7 +140,7 @@ def missing_mounts(kube: Kube, md: ModelDeployment, p: Plan) -> Missing:
                 log.debug("%s/%s: cannot check %s %s (forbidden)", ns, md.metadata.name, kind, name)
             forbidden.add(kind)
             continue
-        FORBIDDEN.allowed(kind)
+        FORBIDDEN.forget(kind)
         metrics.API_READS.labels(kind).inc()
         if found is None:
             missing.add((kind, where, name))

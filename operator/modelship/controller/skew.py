@@ -30,6 +30,7 @@ from ..api.skew import (
 )
 from ..api.status import ModelDeploymentStatus
 from .kube import Kube
+from .once import Once
 from .pruning import describe, missing_fields
 
 log = logging.getLogger("modelship.skew")
@@ -43,14 +44,10 @@ class Notes:
     """Log a message at INFO the first time its key comes up in this process, at DEBUG after that."""
 
     def __init__(self) -> None:
-        self._seen: set[str] = set()
-        self._lock = threading.Lock()
+        self._once = Once()
 
     def note(self, key: str, message: str, *args: Any) -> None:
-        with self._lock:
-            first = key not in self._seen
-            self._seen.add(key)
-        log.log(logging.INFO if first else logging.DEBUG, message, *args)
+        log.log(logging.INFO if self._once.first(key) else logging.DEBUG, message, *args)
 
 
 class ServedSchema:
