@@ -18,7 +18,8 @@ from modelship.config import OperatorConfig
 from modelship.controller import prejob
 from modelship.controller.observe import JobState, Observed
 from modelship.controller.once import Once
-from modelship.controller.plan import plan
+from modelship.controller.plan import Plan, plan
+from modelship.controller.prejob import SERVING_MOUNTS_RECHECK_SECONDS, ServingMounts, missing_mounts
 from modelship.controller.reconcile import Reconciler
 from modelship.controller.stages.context import Context
 from modelship.controller.stages.deploy import ServingTarget, deploy
@@ -504,3 +505,123 @@ def test_the_reconcile_asks_for_the_claim_the_serving_pods_mount_and_never_makes
     built = make_md(status={"servingRevision": OLD, "servingImage": IMAGE})
     assert not prejob.missing_mounts(kube, built, plan(built, Observed(), CONFIG, NOW))  # type: ignore[arg-type]
     assert kube.asked == [("PersistentVolumeClaim", "ml", "models")]
+
+
+def owned_claim(deleting: bool = False, uid: str = "u-1") -> dict[str, Any]:
+    """The artifact claim as the operator's watch mirrors it in the store."""
+    meta: dict[str, Any] = {"name": "digits-artifacts", "namespace": "ml",
+                            "ownerReferences": [{"kind": "ModelDeployment", "name": "digits", "uid": uid,
+                                                 "controller": True}]}  # fmt: skip
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-26T11:59:00Z"
+    return {"kind": "PersistentVolumeClaim", "metadata": meta}
+
+
+def test_the_claim_the_serving_pods_mount_is_read_from_the_store_not_asked_every_reconcile() -> None:
+    md, seen = served_from_the_claim()
+    p = plan(md, seen, CONFIG, NOW)
+    store = Store()
+    store.put("PersistentVolumeClaim", owned_claim())
+    before = CheckingKube(store, set())  # without the memory (as before): one metadata GET per reconcile
+    for _ in range(10):
+        assert not missing_mounts(before, md, p)  # type: ignore[arg-type]
+    assert before.asked == [("PersistentVolumeClaim", "ml", "digits-artifacts")] * 10
+    kube = CheckingKube(store, set())
+    serving = ServingMounts(store)
+    for _ in range(10):
+        assert not missing_mounts(kube, md, p, serving)  # type: ignore[arg-type]
+    assert kube.asked == []  # the operator's own claim, mirrored by its watch: no GET
+    # being deleted (the watch brings the deletionTimestamp): missing at once, still without a GET
+    store.put("PersistentVolumeClaim", owned_claim(deleting=True))
+    assert missing_mounts(kube, md, p, serving).objects == CLAIM and kube.asked == []  # type: ignore[arg-type]
+    # gone from the store: asked (gone indeed; or a claim a user restored without the operator's labels: there)
+    store.remove("PersistentVolumeClaim", "ml", "digits-artifacts")
+    kube.absent = {("PersistentVolumeClaim", "digits-artifacts")}
+    assert missing_mounts(kube, md, p, serving).objects == CLAIM  # type: ignore[arg-type]
+    kube.absent = set()
+    assert not missing_mounts(kube, md, p, serving)  # type: ignore[arg-type]
+    assert kube.asked == [("PersistentVolumeClaim", "ml", "digits-artifacts")] * 2
+    # a claim of that name another ModelDeployment (another uid) controls is not taken on the store's word
+    store.put("PersistentVolumeClaim", owned_claim(uid="u-other"))
+    kube.absent = {("PersistentVolumeClaim", "digits-artifacts")}
+    assert missing_mounts(kube, md, p, ServingMounts(store)).objects == CLAIM  # type: ignore[arg-type]
+    assert len(kube.asked) == 3
+
+
+def pulled() -> tuple[ModelDeployment, Plan]:
+    """Build disabled, the artifact pushed to a registry: the serving pods pull it with the push Secret."""
+    doc = valid_doc()
+    doc["metadata"].update(namespace="ml", uid="u-1", generation=4)
+    doc["spec"]["build"] = {"enabled": False, "repository": "registry.local:5000/ml/digits",
+                            "pushSecretRef": {"name": "push"}}  # fmt: skip
+    md = ModelDeployment.from_body(doc)
+    rev = revision(md.spec)
+    artifact = ServedArtifact("oci://registry.local:5000/ml/digits@sha256:" + "0a" * 32, "sha256:" + "ef" * 32)
+    out = deploy(Context(md, rev, Observed(), CONFIG, NOW), ServingTarget(rev, None, artifact))
+    return md, Plan(status={}, apply=out.effects.apply)
+
+
+def with_annotation(p: Plan, value: str) -> Plan:
+    """``p`` with another pod template for the serving Deployment (an annotation changed)."""
+    apply = []
+    for o in p.apply:
+        if o["kind"] == "Deployment":
+            template = o["spec"]["template"]
+            meta = {**template["metadata"], "annotations": {"example.com/rolled": value}}
+            o = {**o, "spec": {**o["spec"], "template": {**template, "metadata": meta}}}
+        apply.append(o)
+    return replace(p, apply=apply)
+
+
+def test_the_serving_deployments_pull_secret_is_asked_when_its_template_changes_or_once_a_minute() -> None:
+    md, p = pulled()
+    secret = ("Secret", "ml", "push")
+    store = Store()
+    before = CheckingKube(store, set())  # without the memory (as before): one GET per reconcile
+    for _ in range(10):
+        assert not missing_mounts(before, md, p)  # type: ignore[arg-type]
+    assert before.asked == [secret] * 10
+    now = [1000.0]
+    kube, serving = CheckingKube(store, set()), ServingMounts(store, clock=lambda: now[0])
+    for _ in range(10):  # ten reconciles over 45 s, the pod template unchanged: one GET
+        assert not missing_mounts(kube, md, p, serving)  # type: ignore[arg-type]
+        now[0] += 5
+    assert kube.asked == [secret]
+    rolled = with_annotation(p, "yes")  # a new pod template: asked at once, then trusted
+    for _ in range(3):
+        assert not missing_mounts(kube, md, rolled, serving)  # type: ignore[arg-type]
+    assert kube.asked == [secret] * 2
+    # the Secret is deleted under the running Deployment: noticed at the first reconcile a minute after the last
+    # look (here 59.9 s after it: not yet), then asked at every reconcile until it is back
+    looked = now[0]
+    kube.absent = {("Secret", "push")}
+    now[0] = looked + SERVING_MOUNTS_RECHECK_SECONDS - 0.1
+    assert not missing_mounts(kube, md, rolled, serving) and len(kube.asked) == 2  # type: ignore[arg-type]
+    now[0] = looked + SERVING_MOUNTS_RECHECK_SECONDS
+    for _ in range(2):
+        assert missing_mounts(kube, md, rolled, serving).objects == {secret}  # type: ignore[arg-type]
+    assert len(kube.asked) == 4
+    kube.absent = set()  # back: found, and trusted again
+    for _ in range(3):
+        assert not missing_mounts(kube, md, rolled, serving)  # type: ignore[arg-type]
+    assert len(kube.asked) == 5
+    # a ModelDeployment deleted and made again under the same name (another uid), or forgotten: asked again
+    serving.forget("ml", "digits")
+    assert not missing_mounts(kube, md, rolled, serving) and len(kube.asked) == 6  # type: ignore[arg-type]
+    other = md.model_copy(update={"metadata": md.metadata.model_copy(update={"uid": "u-2"})})
+    assert not missing_mounts(kube, other, rolled, serving) and len(kube.asked) == 7  # type: ignore[arg-type]
+
+
+def test_the_serving_mounts_memory_is_bounded() -> None:
+    md, p = pulled()
+    store = Store()
+    kube, serving = CheckingKube(store, set()), ServingMounts(store, capacity=2)
+    mds = [md.model_copy(update={"metadata": md.metadata.model_copy(update={"namespace": n})}) for n in "abc"]
+    for m in mds:
+        missing_mounts(kube, m, p, serving)  # type: ignore[arg-type]
+    assert len(kube.asked) == 3
+    missing_mounts(kube, mds[2], p, serving)  # type: ignore[arg-type]
+    missing_mounts(kube, mds[1], p, serving)  # type: ignore[arg-type]
+    assert len(kube.asked) == 3
+    missing_mounts(kube, mds[0], p, serving)  # type: ignore[arg-type]
+    assert len(kube.asked) == 4  # the one looked at longest ago was forgotten

@@ -4,7 +4,12 @@ Secrets, ConfigMaps and claims their pods would mount exist (and the ConfigMap k
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ..api.modeldeployment import ModelDeployment
 from ..resources.kinds import BY_KIND, CONFIG_MAP, DEPLOYMENT, JOB, PERSISTENT_VOLUME_CLAIM
-from ..resources.meta import MODELDEPLOYMENT_LABEL, MODELDEPLOYMENT_NAMESPACE_LABEL, serving_name
+from ..resources.meta import MODELDEPLOYMENT_LABEL, MODELDEPLOYMENT_NAMESPACE_LABEL, controlled_by, serving_name
 from ..resources.mounted import mounted_keys, mounted_objects
 from . import metrics
 from .kube import Kube, api_error_text
@@ -103,25 +108,114 @@ def _ask(kube: Kube, kind: str, where: str, name: str, keys: bool) -> dict[str, 
     return {} if kube.exists(row.api_version, row.kind, where, name) else None
 
 
-def missing_mounts(kube: Kube, md: ModelDeployment, p: Plan) -> Missing:
+Ref = tuple[str, str, str]
+"""(kind, namespace, name) of an object a pod mounts."""
+
+SERVING_MOUNTS_RECHECK_SECONDS = 60.0
+"""How long the tenant's objects the serving Deployment mounts (a pull Secret, an envFrom Secret or ConfigMap) are
+taken as there after a look found them all, while its pod template stays the same: one deleted under a running
+Deployment is noticed at the first reconcile at least this long after that look, i.e. within this plus one resync
+period (2 minutes at the defaults; a reconcile that an event brings may notice it earlier)."""
+SERVING_MOUNTS_CAPACITY = 10_000
+"""ModelDeployments whose last look is kept (the one looked at longest ago is forgotten first: it is asked again)."""
+
+
+def template_digest(manifest: dict[str, Any]) -> str:
+    """A digest of the pod template of ``manifest``: the same for the same pods."""
+    template = (manifest.get("spec") or {}).get("template") or {}
+    return hashlib.sha256(json.dumps(template, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class ServingMounts:
+    """What the mount check knows of the serving Deployment's mounts between reconciles, so that a reconcile (one per
+    resync, and one per event of the Deployment, its pods' EndpointSlices...) does not ask the API server each time:
+
+    - a claim the ModelDeployment controls (the artifact claim: the operator's, mirrored in the store by the watch)
+      is read from the store: there, it is there; being deleted (deletionTimestamp), it is missing. Not in the store
+      (gone, a claim someone restored without the operator's labels, another's claim of that name), it is asked;
+    - the tenant's objects (a pull Secret, what envFrom names) are asked when the pod template to apply is not the
+      one the last look found them all for, or ``recheck`` seconds after that look; a look that finds one missing
+      is not kept (asked again at the stall's next look).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        recheck: float = SERVING_MOUNTS_RECHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        capacity: int = SERVING_MOUNTS_CAPACITY,
+    ) -> None:
+        self.store = store
+        self.recheck = recheck
+        self.clock = clock
+        self.capacity = capacity
+        self._lock = threading.Lock()  # the work queue's reconciles run in several threads
+        self._found: OrderedDict[tuple[str, str], tuple[str | None, str, float]] = OrderedDict()
+        """(namespace, ModelDeployment) -> (its uid, the pod template's digest, when) of the last look that found
+        every tenant object the template mounts."""
+
+    def claim(self, md: ModelDeployment, ref: Ref) -> bool | None:
+        """Whether the store answers for the claim ``ref``: True it is there, False it is being deleted, None: it
+        does not (ask the API server)."""
+        kind, where, name = ref
+        if kind != PERSISTENT_VOLUME_CLAIM.kind:
+            return None
+        obj = self.store.get(kind, where, name)
+        if obj is None or not controlled_by(obj, md.metadata.uid):
+            return None
+        return not obj["metadata"].get("deletionTimestamp")
+
+    def trusted(self, md: ModelDeployment, digest: str) -> bool:
+        """Whether the last look found every tenant object of this pod template, less than ``recheck`` ago."""
+        with self._lock:
+            last = self._found.get((md.metadata.namespace or "", md.metadata.name))
+        return last is not None and last[:2] == (md.metadata.uid, digest) and self.clock() - last[2] < self.recheck
+
+    def found_all(self, md: ModelDeployment, digest: str) -> None:
+        key = (md.metadata.namespace or "", md.metadata.name)
+        with self._lock:
+            self._found.pop(key, None)
+            self._found[key] = (md.metadata.uid, digest, self.clock())
+            while len(self._found) > self.capacity:
+                self._found.popitem(last=False)
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._found.pop((namespace, name), None)
+
+
+def missing_mounts(kube: Kube, md: ModelDeployment, p: Plan, serving: ServingMounts | None = None) -> Missing:
     """The Secrets, ConfigMaps and claims the pods the plan would start (``pod_templates``) mount in the
     ModelDeployment's namespace that do not exist there, and the ConfigMap keys they mount as files that the
     ConfigMap lacks. Asked by existence only (metadata), never reading a Secret's data; a ConfigMap is read whole
     only when a pod mounts some of its keys as files (a CA bundle: public data), to see its keys. A build Job in
     the build namespace mounts the platform's push Secret, which is not the tenant's to fix: not asked. The
-    serving Deployment is asked on every reconcile that applies it when it mounts anything (a claim, a pull
-    Secret): one GET each. An operator whose Role lacks get on a kind (an older chart) checks nothing of that
-    kind, as before the checks existed, and warns of it once per kind (``FORBIDDEN``)."""
+    serving Deployment's mounts are asked as ``serving`` says (its claim from the store, the tenant's objects when
+    the pod template changes or once a minute); without it, on every reconcile that applies it: one GET each. An
+    operator whose Role lacks get on a kind (an older chart) checks nothing of that kind, as before the checks
+    existed, and warns of it once per kind (``FORBIDDEN``)."""
     ns = md.metadata.namespace or ""
     written = {(o["kind"], o["metadata"].get("namespace") or ns, o["metadata"]["name"]) for o in p.apply}
-    wanted: set[tuple[str, str, str]] = set()
+    wanted: set[Ref] = set()
     wanted_keys: dict[str, set[str]] = {}
+    missing: set[Ref] = set()
+    looked: tuple[set[Ref], str] | None = None
+    """The serving Deployment's tenant objects asked now, and its template's digest."""
     for manifest, trust_written in pod_templates(md, p):
         refs = {(kind, ns, name) for kind, name in mounted_objects(manifest)}
-        wanted |= refs - written if trust_written else refs
+        if trust_written:
+            refs -= written
+        elif serving is not None:  # the serving Deployment
+            in_store = {ref: there for ref in refs if (there := serving.claim(md, ref)) is not None}
+            missing |= {ref for ref, there in in_store.items() if not there}
+            refs -= in_store.keys()
+            digest = template_digest(manifest)
+            refs = set() if serving.trusted(md, digest) else refs
+            looked = (refs, digest) if refs else None
+        wanted |= refs
         for cm, key in mounted_keys(manifest):
             wanted_keys.setdefault(cm, set()).add(key)
-    missing, missing_keys = set(), set()
+    missing_keys: set[tuple[str, str, str]] = set()
     forbidden: set[str] = set()
     for kind, where, name in sorted(wanted):
         if kind in forbidden:
@@ -147,4 +241,8 @@ def missing_mounts(kube: Kube, md: ModelDeployment, p: Plan) -> Missing:
             continue
         present = {*(found.get("data") or {}), *(found.get("binaryData") or {})}
         missing_keys |= {(where, name, key) for key in keys - present}
+    if serving is not None and looked is not None:
+        lacking = missing | {(CONFIG_MAP.kind, where, name) for where, name, _ in missing_keys}
+        if not looked[0] & lacking:
+            serving.found_all(md, looked[1])
     return Missing(frozenset(missing), frozenset(missing_keys))

@@ -36,7 +36,7 @@ from .ownership import Conflict, judge, name_conflict
 from .phasewindow import Readings
 from .plan import Plan, plan
 from .podmetrics import Fetch, fetch_pod, read_pods, serving_pods_selector
-from .prejob import missing_mounts, store_missed_jobs
+from .prejob import ServingMounts, missing_mounts, store_missed_jobs
 from .prometheus import PrometheusClient
 from .prometheus import read as read_prometheus
 from .revcache import CachedRevision
@@ -94,6 +94,8 @@ class Reconciler:
         """Writes status: unknown fields kept, fields the served CRD prunes left out and reported."""
         self.pod_revisions = PodRevisions(kube)
         """The revision of each serving pod an EndpointSlice lists (Ready waits for the Service to route to them)."""
+        self.serving_mounts = ServingMounts(store)
+        """What the mount check knows of the serving Deployment's mounts between reconciles (asked less often)."""
         self.fetch_metrics = fetch_metrics
         """How a serving pod's /metrics is read (Canary analysis)."""
         self.prometheus = PrometheusClient(config.prometheus) if config.prometheus.url else None
@@ -193,6 +195,7 @@ class Reconciler:
         body = self.store.get(MD, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.pod_revisions.forget(namespace, name)
+            self.serving_mounts.forget(namespace, name)
             # gone: owner references take the children in its namespace with it; its build Jobs (in the build
             # namespace, where no owner reference can point back) are the operator's to delete
             self.collect_builds(namespace, name, None)
@@ -226,7 +229,7 @@ class Reconciler:
                                               lambda job: self._bound(md, job)):  # fmt: skip
                 observed = self.observe(md)
                 p = plan(md, observed, self.config, datetime.now(UTC))
-            if missing := missing_mounts(self.kube, md, p):
+            if missing := missing_mounts(self.kube, md, p, self.serving_mounts):
                 observed = replace(observed, missing_mounts=missing.objects, missing_keys=missing.keys)
                 p = plan(md, observed, self.config, datetime.now(UTC))
             live, conflicts = self._judge(md, p)
