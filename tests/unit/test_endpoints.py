@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelship.controller.endpoints import PodRevisions, observe_endpoints
+from modelship.controller.endpoints import FOREIGN_PODS_KEPT, PodRevisions, observe_endpoints
 from modelship.controller.observe import endpoints_observation, ready_pods, service_slices
 from modelship.controller.store import Store
 
@@ -107,3 +107,44 @@ def test_pods_are_listed_only_when_a_slice_names_one_not_seen_before() -> None:
     store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1", ready=False)))
     assert observe_endpoints(store, revisions, "ml", "digits", service) == first.__class__("digits", ())
     assert len(kube.lists) == 3
+
+
+def test_two_foreign_pods_one_per_service_are_asked_about_once_each_not_every_reconcile() -> None:
+    """A Canary: the stable and the candidate Service each list a pod someone else labelled so it selects it. The
+    two Services' looks share the ModelDeployment's memory: the second look's list must not forget the first
+    Service's foreign pod (else every reconcile lists the pods twice, for ever)."""
+    kube = ListingKube([pod("a", "1", "r1"), pod("c", "3", "r2")])
+    revisions = PodRevisions(kube)  # type: ignore[arg-type]
+    store = Store()
+    stable = {"metadata": {"name": "digits", "namespace": "ml", "uid": SVC_UID}}
+    canary = {"metadata": {"name": "digits-canary", "namespace": "ml", "uid": "canary-uid"}}
+    store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("x", "98")))
+    store.put("EndpointSlice", eps("digits-canary-abc", endpoint("c", "3"), endpoint("y", "99"),
+                                   service="digits-canary", owner="canary-uid"))  # fmt: skip
+    for _ in range(5):  # five reconciles, each looking at both Services
+        seen = observe_endpoints(store, revisions, "ml", "digits", stable)
+        assert seen is not None and (seen.ready_of("r1"), seen.ready_of(""), seen.total_ready) == (1, 1, 2)
+        candidate = observe_endpoints(store, revisions, "ml", "digits", canary)
+        assert candidate is not None and (candidate.ready_of("r2"), candidate.ready_of("")) == (1, 1)
+    assert len(kube.lists) == 2  # one per foreign pod, when each was first seen
+    # a serving pod a later list finds (the foreign uids kept do not hide it): its revision is read
+    kube.pods.append(pod("d", "4", "r2"))
+    store.put("EndpointSlice", eps("digits-canary-abc", endpoint("c", "3"), endpoint("y", "99"), endpoint("d", "4"),
+                                   service="digits-canary", owner="canary-uid"))  # fmt: skip
+    candidate = observe_endpoints(store, revisions, "ml", "digits", canary)
+    assert candidate is not None and candidate.ready_of("r2") == 2 and len(kube.lists) == 3
+    seen = observe_endpoints(store, revisions, "ml", "digits", stable)
+    assert seen is not None and seen.ready_of("") == 1 and len(kube.lists) == 3  # x still known as foreign
+
+
+def test_the_foreign_pods_kept_are_bounded_the_most_recent_kept() -> None:
+    kube = ListingKube([pod("a", "1", "r1")])
+    revisions = PodRevisions(kube)  # type: ignore[arg-type]
+    for i in range(FOREIGN_PODS_KEPT + 36):  # foreign pods come and go, one at a time: each is listed for once
+        assert revisions.of("ml", "digits", {"1", f"f{i}"}) == {"1": "r1", f"f{i}": ""}
+    assert len(kube.lists) == FOREIGN_PODS_KEPT + 36
+    recent = {f"f{i}" for i in range(36, FOREIGN_PODS_KEPT + 36)}
+    assert revisions.of("ml", "digits", recent) == dict.fromkeys(recent, "")
+    assert len(kube.lists) == FOREIGN_PODS_KEPT + 36  # the last FOREIGN_PODS_KEPT are kept
+    revisions.of("ml", "digits", {"f0"})
+    assert len(kube.lists) == FOREIGN_PODS_KEPT + 37  # an older one was forgotten: asked again

@@ -4,7 +4,8 @@ revisions of the pods they list.
 An endpoint names its pod (targetRef: name and uid) but carries none of its labels, and a pod's name says only its
 ReplicaSet's, not its revision. So the serving pods of the ModelDeployment are read by label (one list), and each
 pod's revision is kept by its uid: a later look needs the API server again only when a slice lists a pod not seen
-before (a new pod of a rollout). What is kept is the pods of the last list, so it never outgrows the serving pods.
+before (a new pod of a rollout). What is kept is the pods of the last list, so it never outgrows the serving pods,
+and the last ``FOREIGN_PODS_KEPT`` pods the slices listed that are not the ModelDeployment's.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from .observe import EndpointsObservation, endpoints_observation, ready_pods, se
 from .podmetrics import serving_pods_selector
 from .store import Store
 
+FOREIGN_PODS_KEPT = 64
+"""Pods not of the ModelDeployment that its Services' slices listed, kept per ModelDeployment across lists."""
+
 
 class PodRevisions:
     """The revision of each serving pod of a ModelDeployment, by pod uid, read from the API server on demand."""
@@ -27,29 +31,34 @@ class PodRevisions:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
         self._lock = threading.Lock()
-        self._known: dict[tuple[str, str], dict[str, str]] = {}
-        """(namespace, ModelDeployment) -> pod uid -> revision label, as of the last list."""
+        self._known: dict[tuple[str, str], tuple[dict[str, str], tuple[str, ...]]] = {}
+        """(namespace, ModelDeployment) -> (pod uid -> revision label, as of the last list; the uids of pods no list
+        held, most recent last)."""
 
     def of(self, namespace: str, name: str, uids: set[str]) -> dict[str, str]:
         """uid -> revision for ``uids`` ("" for a uid no serving pod of the ModelDeployment has): from what the last
         list said, or a new list when it did not see one of them."""
         key = (namespace, name)
         with self._lock:
-            known = self._known.get(key)
-        if known is None or not uids <= known.keys():
+            listed, foreign = self._known.get(key, (None, ()))
+        if listed is None or not uids <= listed.keys() | set(foreign):
             pods = self.kube.list(POD.api_version, POD.kind, namespace, serving_pods_selector(name))
             metrics.API_READS.labels(POD.kind).inc()
-            known = {
+            listed = {
                 str(p["metadata"]["uid"]): str((p["metadata"].get("labels") or {}).get(REVISION_LABEL) or "")
                 for p in pods
                 if p.get("metadata", {}).get("uid")
             }
             # a uid the list does not hold is no serving pod of this ModelDeployment (a pod someone else labelled
-            # so the Service selects it): kept as such, so it is not asked about again
-            known.update({uid: "" for uid in uids - known.keys()})
+            # so a Service selects it): kept as such, so it is not asked about again; and so are those known before,
+            # which the other Service's slices list (a Canary looks at two Services: each look would forget the
+            # other's and list again, every reconcile), the most recent FOREIGN_PODS_KEPT
+            new = sorted(uids - listed.keys())
+            before = [uid for uid in foreign if uid not in listed and uid not in uids]
+            foreign = (*before[max(0, len(before) + len(new) - FOREIGN_PODS_KEPT) :], *new)
             with self._lock:
-                self._known[key] = known
-        return {uid: known[uid] for uid in uids}
+                self._known[key] = (listed, foreign)
+        return {uid: listed.get(uid, "") for uid in uids}
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
