@@ -5,6 +5,7 @@ tests/integration/test_version_skew.py."""
 from __future__ import annotations
 
 import copy
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -326,3 +327,63 @@ def test_the_served_crd_is_read_once_per_ttl_and_a_403_is_remembered_too() -> No
     now[0] = 61.0
     assert schema() == SERVED and schema() == SERVED
     assert kube.crd_reads == 2
+
+
+class SlowCrdKube(SkewKube):
+    """Its CRD read is held in the network until ``release`` is set; ``entered`` counts the reads begun."""
+
+    def __init__(self) -> None:
+        super().__init__(Store())
+        self.release = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def custom_resource_definition(self, name: str) -> dict[str, Any] | None:
+        self.entered.release()
+        assert self.release.wait(timeout=60)
+        return super().custom_resource_definition(name)
+
+
+def calls(schema: ServedSchema, n: int) -> tuple[list[threading.Thread], list[Any]]:
+    """``n`` threads, each asking ``schema`` once, started; what they got is appended to the list."""
+    got: list[Any] = []
+    threads = [threading.Thread(target=lambda: got.append(schema())) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads, got
+
+
+def test_readers_of_the_served_schema_never_queue_behind_the_crd_read() -> None:
+    now = [0.0]
+    kube = SlowCrdKube()
+    schema = ServedSchema(kube, Notes(), ttl=60, clock=lambda: now[0])  # type: ignore[arg-type]
+    try:
+        # no value yet: four callers, one read (the others wait for that one, not for one each)
+        first, got = calls(schema, 4)
+        assert kube.entered.acquire(timeout=30)
+        kube.release.set()
+        for t in first:
+            t.join(timeout=30)
+        assert got == [SERVED] * 4 and kube.crd_reads == 1
+        # the value is stale: one caller reads again, held in the network; the others get the last value meanwhile
+        now[0] = 61.0
+        kube.release.clear()
+        kube.crd_status = 403  # what the new read will find (a namespaced install now): None
+        (reader,), read = calls(schema, 1)
+        assert kube.entered.acquire(timeout=30)  # the read is in flight
+        meanwhile, last = calls(schema, 3)
+        for t in meanwhile:
+            t.join(timeout=30)
+        assert not any(t.is_alive() for t in meanwhile) and not kube.release.is_set()  # none waited for the read
+        assert last == [SERVED] * 3
+        kube.release.set()
+        reader.join(timeout=30)
+        assert read == [None] and schema() is None and kube.crd_reads == 2  # the new value, once read
+        # a read that fails raises in its own caller; the next caller reads again
+        now[0] = 200.0
+        kube.crd_status = 500
+        with pytest.raises(ApiException):
+            schema()
+        kube.crd_status = 200
+        assert schema() == SERVED and kube.crd_reads == 4
+    finally:
+        kube.release.set()  # never leave a thread held

@@ -52,7 +52,12 @@ class Notes:
 
 class ServedSchema:
     """The spec schema of the ModelDeployment CRD the API server serves (None when this operator may not read
-    it, or the CRD does not serve this operator's version), read at most once per ``ttl`` seconds."""
+    it, or the CRD does not serve this operator's version), read at most once per ``ttl`` seconds.
+
+    Reconciles run in several threads and none queues behind the network: one of them reads (single flight), the
+    others meanwhile get the last value read; only before the first value is there do they wait, for that one read
+    (not one each). A read that fails (an error other than 403) raises in its own caller and leaves the next caller
+    to read again."""
 
     def __init__(self, kube: Kube, notes: Notes, ttl: float = SERVED_SCHEMA_TTL_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
@@ -60,30 +65,48 @@ class ServedSchema:
         self.notes = notes
         self.ttl = ttl
         self.clock = clock
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._read_at: float | None = None
         self._schema: Schema | None = None
+        self._reading = False
+        """A read is in flight (its caller does not hold the lock meanwhile)."""
 
     def __call__(self) -> Schema | None:
-        with self._lock:
-            now = self.clock()
-            if self._read_at is not None and now - self._read_at < self.ttl:
-                return self._schema
-            try:
-                crd = self.kube.custom_resource_definition(CRD_NAME)
-            except ApiException as exc:
-                if exc.status != 403:
-                    raise
-                self.notes.note(
-                    "crd-forbidden",
-                    "cannot read CustomResourceDefinition %s (forbidden: a namespaced install): a spec field this "
-                    "operator does not know stalls its ModelDeployment even when a newer CRD only defaults it",
-                    CRD_NAME,
-                )
-                crd = None
-            self._schema = served_spec_schema(crd, VERSION) if crd is not None else None
-            self._read_at = now
-            return self._schema
+        with self._cond:
+            while True:
+                now = self.clock()
+                if self._read_at is not None and (self._reading or now - self._read_at < self.ttl):
+                    return self._schema  # fresh, or being read again: the last value, without waiting
+                if not self._reading:
+                    self._reading = True  # this caller reads
+                    break
+                self._cond.wait()  # no value yet: wait for the read in flight
+        try:
+            schema = self._read()
+        except BaseException:
+            with self._cond:
+                self._reading = False
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._schema, self._read_at, self._reading = schema, now, False
+            self._cond.notify_all()
+        return schema
+
+    def _read(self) -> Schema | None:
+        try:
+            crd = self.kube.custom_resource_definition(CRD_NAME)
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            self.notes.note(
+                "crd-forbidden",
+                "cannot read CustomResourceDefinition %s (forbidden: a namespaced install): a spec field this "
+                "operator does not know stalls its ModelDeployment even when a newer CRD only defaults it",
+                CRD_NAME,
+            )
+            return None
+        return served_spec_schema(crd, VERSION) if crd is not None else None
 
 
 class Skew:
