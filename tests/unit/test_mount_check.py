@@ -464,14 +464,19 @@ def test_a_rollout_whose_artifact_claim_is_gone_keeps_the_deployment_that_serves
     assert cond(later.status, "Stalled")["status"] == "False"
 
 
-def test_a_pushed_artifacts_pull_secret_gone_holds_the_rollout_naming_the_field() -> None:
+def pull_served() -> tuple[ModelDeployment, str, ServedArtifact]:
+    """Build disabled, the artifact pushed to a registry: the serving pods pull it with the push Secret."""
     doc = valid_doc()
     doc["metadata"].update(namespace="ml", uid="u-1", generation=4)
     doc["spec"]["build"] = {"enabled": False, "repository": "registry.local:5000/ml/digits",
                             "pushSecretRef": {"name": "push"}}  # fmt: skip
     md = ModelDeployment.from_body(doc)
-    rev = revision(md.spec)
     artifact = ServedArtifact("oci://registry.local:5000/ml/digits@sha256:" + "0a" * 32, "sha256:" + "ef" * 32)
+    return md, revision(md.spec), artifact
+
+
+def test_a_pushed_artifacts_pull_secret_gone_holds_the_rollout_naming_the_field() -> None:
+    md, rev, artifact = pull_served()
     c = Context(md, rev, Observed(missing_mounts=frozenset({("Secret", "ml", "push")})), CONFIG, NOW)
     out = deploy(c, ServingTarget(rev, None, artifact))
     assert "Deployment" not in [o["kind"] for o in out.effects.apply]
@@ -549,14 +554,8 @@ def test_the_claim_the_serving_pods_mount_is_read_from_the_store_not_asked_every
 
 
 def pulled() -> tuple[ModelDeployment, Plan]:
-    """Build disabled, the artifact pushed to a registry: the serving pods pull it with the push Secret."""
-    doc = valid_doc()
-    doc["metadata"].update(namespace="ml", uid="u-1", generation=4)
-    doc["spec"]["build"] = {"enabled": False, "repository": "registry.local:5000/ml/digits",
-                            "pushSecretRef": {"name": "push"}}  # fmt: skip
-    md = ModelDeployment.from_body(doc)
-    rev = revision(md.spec)
-    artifact = ServedArtifact("oci://registry.local:5000/ml/digits@sha256:" + "0a" * 32, "sha256:" + "ef" * 32)
+    """``pull_served``'s ModelDeployment and the plan that applies its serving Deployment (mounting the Secret)."""
+    md, rev, artifact = pull_served()
     out = deploy(Context(md, rev, Observed(), CONFIG, NOW), ServingTarget(rev, None, artifact))
     return md, Plan(status={}, apply=out.effects.apply)
 
