@@ -5,14 +5,13 @@ skew gauge kept."""
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from typing import Any
 
 from .. import KIND, __version__
 from . import metrics
 from .kube import EventPoster, Kube
 from .mergepatch import merge_patch
+from .once import Once
 from .pruning import Path, PrunedStatus, describe, pruned_paths, sent_paths, without_paths
 from .skew import ServedCrd, keep_unknown_status
 from .stages.memory import read_back
@@ -21,8 +20,9 @@ from .store import Store
 log = logging.getLogger("modelship.reconcile")  # the reconcile's words: its logger, as before they moved here
 
 CRD_OLDER_REASON = "CRDOlderThanOperator"
-TOLD_MAX = 10_000
-"""ModelDeployments remembered as told which fields their status goes without (the oldest forgotten first)."""
+TOLD_MAX = 40_000
+"""(ModelDeployment, field) pairs remembered as told (the one told longest ago forgotten first): some 10,000 objects
+at a few pruned fields each."""
 
 
 class StatusWriter:
@@ -36,10 +36,9 @@ class StatusWriter:
         """Status fields the served CRD drops (one older than this operator): left out of status writes."""
         self.served_crd = ServedCrd(kube)
         """The served CRD's fields against this operator's, when it may read the CRD."""
-        self._told: OrderedDict[str, frozenset[Path]] = OrderedDict()
-        """Per ModelDeployment (uid): the pruned fields a Warning Event on it has named (each object is told of
-        the fields its own status goes without, whichever object's write found them first)."""
-        self._told_lock = threading.Lock()  # the work queue's reconciles run in several threads
+        self._told = Once(TOLD_MAX)
+        """(ModelDeployment uid, field) of the pruned fields a Warning Event on it has named (each object is told
+        of the fields its own status goes without, whichever object's write found them first)."""
 
     def write(self, body: dict[str, Any], status: dict[str, Any]) -> None:
         current = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
@@ -119,15 +118,9 @@ class StatusWriter:
         if not omitted:
             return
         key = body["metadata"].get("uid") or f"{body['metadata'].get('namespace')}/{body['metadata'].get('name')}"
-        with self._told_lock:
-            told = self._told.get(key, frozenset())
-            new = omitted - told
-            if not new:
-                return
-            self._told[key] = told | new
-            self._told.move_to_end(key)
-            while len(self._told) > TOLD_MAX:
-                self._told.popitem(last=False)
+        new = {path for path in sorted(omitted) if self._told.first((key, path))}
+        if not new:
+            return
         message = self._message(new)
         if self.events is not None:  # not a stage transition: not through the Reconciler's _post
             self.events.post(body, "Warning", CRD_OLDER_REASON, message)
