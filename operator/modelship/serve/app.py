@@ -293,9 +293,15 @@ class ServingApp(Routes, Admission):
         threads = 2 if not offload and self._split and self._pressure.free() else 1
 
         def decode(charge: Callable[[int], None] | None) -> Decoded:
+            t0 = time.perf_counter()
+            decoded: Decoded
             if protocol == "v2":
-                return v2_decode(model, req.body, header, charge, threads)
-            return v1_decode(model, req.body, threads)
+                decoded = v2_decode(model, req.body, header, charge, threads)
+            else:
+                decoded = v1_decode(model, req.body, threads)
+            if req.timing is not None:  # the client asked for Server-Timing
+                req.timing.append(("decode", time.perf_counter() - t0))
+            return decoded
 
         if not offload:
             charge = (lambda n: self._reserve(hold, hold.decoded_bytes + n)) if hold is not None else None

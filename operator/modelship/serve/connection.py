@@ -52,7 +52,8 @@ TIMING_HEADER = "x-modelship-timing"
 
 def server_timing(req: Request) -> str:
     """Where a request's time went inside the server, as a ``Server-Timing`` header value (milliseconds):
-    ``recv`` from its first byte read to its last, the app's own steps (``queue``: waiting for a worker; ``run``:
+    ``recv`` from its first byte read to its last, the app's own steps (``decode``: the body to input arrays, on the
+    event loop or the decode thread; ``queue``: waiting for a worker; ``run``:
     from a worker taking it to the answer back on the event loop), ``total`` from the first byte read to the
     answer being written. What a client sees beyond ``total`` was spent outside the server process: in the kernel,
     the network, or waiting for a CPU before the server could read the request. ``read`` (its ``desc``) is the wall
