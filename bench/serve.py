@@ -16,6 +16,10 @@ are the interpreter's padded sizes) times a bare ``invoke()``'s CPU at each size
 (/proc). ``--before TREE`` also runs the server from another checkout (e.g. ``git archive <rev> operator | tar
 -x -C TREE``) for the MobileNetV2 cells, for a before/after in the same run.
 
+At 1 client with a JSON body, the stages are also timed in the running server, right after the cell: a client
+sends requests one after another asking for Server-Timing, and the table splits its time into its own send, the
+server's receive, decode, queue and run, and what is outside the server.
+
 ``--profile`` samples the server with py-spy (the ``test`` extra) during the busiest MobileNetV2 cells and lists
 where its time goes, by function.
 
@@ -431,6 +435,47 @@ def stage_times(tree: Path, model: Path, request: bytes, work: Path, n: int = 50
     return stages
 
 
+def live_stages(port: int, request: bytes, n: int = 200) -> dict[str, float]:
+    """Where one request's time goes in the running server: ``n`` requests one after another on a keep-alive
+    connection, each asking for Server-Timing (``x-modelship-timing``); medians (ms) of the client's whole
+    request, its ``send`` (the body written to the socket: wall and this thread's CPU), the server's steps
+    (``recv`` its first byte read to its last, ``decode`` where the server reports it, ``queue``, ``run``,
+    ``total``) and ``outside`` = client - total (the kernel, the wake-ups, the answer's way back)."""
+    head, body = request.split(b"\r\n\r\n", 1)
+    timed = head + b"\r\nx-modelship-timing: 1\r\n\r\n" + body
+    rows: list[dict[str, float]] = []
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(n + n // 10):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            s.sendall(timed)
+            t1, c1 = time.perf_counter(), time.thread_time()
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    raise RuntimeError("the server closed the connection")
+                buf += chunk
+            answer_head, rest = buf.split(b"\r\n\r\n", 1)
+            fields = dict(line.split(b":", 1) for line in answer_head.lower().split(b"\r\n")[1:] if b":" in line)
+            length = int(fields[b"content-length"])
+            while len(rest) < length:
+                rest += s.recv(1 << 16)
+            t2 = time.perf_counter()
+            if not answer_head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"answer: {answer_head[:100]!r}")
+            if i < n // 10:
+                continue  # warm-up
+            row = {"client": t2 - t0, "send": t1 - t0, "send_cpu": c1 - c0}
+            for part in fields.get(b"server-timing", b"").decode().split(","):
+                step, _, dur = part.strip().partition(";dur=")
+                if dur:
+                    row[step] = float(dur) / 1e3
+            row["outside"] = row["client"] - row.get("total", 0.0)
+            rows.append(row)
+    return {k: statistics.median(r[k] for r in rows) * 1e3 for k in rows[0] if all(k in r for r in rows)}
+
+
 def start_profile(pid: int, out: Path, seconds: float) -> tuple[subprocess.Popen[bytes], Path]:
     """py-spy on the server for ``seconds`` (non-blocking sampling, every thread, idle time excluded)."""
     spy = Path(PY).with_name("py-spy")
@@ -543,6 +588,7 @@ def main() -> int:
                             r["bare_ms"] = (pre + bare_invoke_ms(path, x, 1, n_invoke)) / 2
                         if ours and big and fmt == "json" and c == 1:
                             r["stages"] = stage_times(tree, path, req, work)
+                            r["live"] = live_stages(port, req)
                         r.update(model=label, server=server, fmt=fmt, load=os.getloadavg()[0])
                         if ours:
                             r.update(efficiency(m0, m1, name, cpu1 - cpu0, invoke_cpu))
@@ -690,6 +736,29 @@ def render(
                 f"{r['p50_ms'] - known:.2f} | {bare_text} |"
             )
         out += [f"- {r['server']}'s JSON path: {r['stages'].get('json_path', '?')}" for r in staged]
+        out += [
+            "",
+            "The same in the running server, right after the cell: 200 requests one after another on one "
+            "keep-alive connection, each asking for Server-Timing (median ms): client (send to answer read), the "
+            "client's send (the 3 MB write: wall / its CPU), recv (the server's first body byte read to its last), "
+            "decode (reported by servers that time it), queue, run (a worker taking it to the answer back on the "
+            "loop), total (first byte read to the answer written), outside = client - total.",
+            "",
+            "| model | server | client | send wall / CPU | recv | decode | queue | run | total | outside |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in staged:
+            lv = r.get("live", {})
+            if not lv:
+                continue
+
+            def ms(key: str, lv: dict[str, float] = lv) -> str:
+                return f"{lv[key]:.2f}" if key in lv else "-"
+
+            out.append(
+                f"| {r['model']} | {r['server']} | {ms('client')} | {ms('send')} / {ms('send_cpu')} | {ms('recv')} "
+                f"| {ms('decode')} | {ms('queue')} | {ms('run')} | {ms('total')} | {ms('outside')} |"
+            )
     for r in rows:
         if r.get("profile"):
             out.append(
