@@ -67,6 +67,9 @@ class DeploymentObservation:
     available_replicas: int
     progress_deadline_exceeded: bool
     progress_message: str = ""
+    progress_reason: str = ""
+    """Reason of its Progressing condition: ``NewReplicaSetAvailable`` once the controller finished rolling out the
+    newest template, kept while it only scales (the controller's own "complete", sticky across scale events)."""
     live: bool = True
     """Its pods carry the labels the Service selects (a shadow candidate's do not)."""
     stock_runtime: bool = False
@@ -332,6 +335,7 @@ def deployment_observation(dep: dict[str, Any]) -> DeploymentObservation:
         available_replicas=int(status.get("availableReplicas") or 0),
         progress_deadline_exceeded=bool(progressing and progressing.get("reason") == "ProgressDeadlineExceeded"),
         progress_message=(progressing or {}).get("message") or "",
+        progress_reason=(progressing or {}).get("reason") or "",
         live=((template.get("metadata") or {}).get("labels") or {}).get(NAME_LABEL) == SERVER_NAME,
         stock_runtime="--model" in (containers[0].get("args") or []),
         artifact=pull[0] if pull else None,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ...api.modeldeployment import ModelDeployment
-from ...api.status import ConditionType, Phase, Reason, StageName
+from ...api.status import ConditionType, ModelDeploymentStatus, Phase, Reason, StageName
 from ...resources.artifact import single_node_warning
 from ...resources.canary import mirror_source
 from ...resources.kinds import PRUNED
@@ -85,6 +85,71 @@ def rollout_complete(md: ModelDeployment, dep: DeploymentObservation | None, des
     )
 
 
+ROLLED_OUT = "NewReplicaSetAvailable"
+"""The Deployment controller's Progressing reason once the newest template is fully rolled out; it keeps it while
+the Deployment only scales and replaces it as soon as it sees a new template (NewReplicaSetCreated,
+FoundNewReplicaSet, ReplicaSetUpdated) or the deadline passes (ProgressDeadlineExceeded)."""
+
+
+def autoscaled_floor(md: ModelDeployment, desired: dict[str, Any]) -> int | None:
+    """minReplicas while an HPA owns the Deployment's count (the manifest leaves spec.replicas out), else None."""
+    auto = md.spec.serving.autoscaling
+    return auto.min_replicas if auto.enabled and "replicas" not in desired["spec"] else None
+
+
+def template_rolled_out(dep: DeploymentObservation | None, desired: dict[str, Any], rev: str) -> bool:
+    """The Deployment runs ``rev``'s template (revision, image) and its controller finished rolling that template
+    out: every pod it counts is of it (updated = all), none of an old one, whatever the count is moving to."""
+    if dep is None or dep.revision != rev:
+        return False
+    return (
+        dep.image == desired["spec"]["template"]["spec"]["containers"][0]["image"]
+        and dep.progress_reason == ROLLED_OUT
+        and dep.updated_replicas == dep.status_replicas
+    )
+
+
+def scaling_message(dep: DeploymentObservation, rev: str, routed: int, floor: int, service: str) -> str:
+    """Deployed's message while the HPA moves spec.replicas of a revision that serves at minReplicas or more."""
+    n, available = dep.replicas, dep.available_replicas
+    if available > n or routed > n or dep.status_replicas > n:
+        return (
+            f"{available} replicas of {rev} available, {routed} endpoints ready in Service {service}, "
+            f"autoscaler scaling down to {n}"
+        )
+    if available < n or routed < n:
+        return (
+            f"{available}/{n} replicas of {rev} available, {routed}/{n} endpoints ready in Service {service}, "
+            f"autoscaler scaling up (at least minReplicas {floor} serve)"
+        )
+    return f"{n}/{n} replicas of {rev} available and ready endpoints of Service {service}"
+
+
+def serves_while_scaling(
+    md: ModelDeployment,
+    prev: ModelDeploymentStatus,
+    dep: DeploymentObservation | None,
+    desired: dict[str, Any],
+    rev: str,
+    routed: int,
+) -> bool:
+    """``rev`` keeps being Deployed (Ready) while an HPA scales it: it was Deployed (every wanted replica available
+    and routed) and since then nothing but the count moved (its template stays fully rolled out, the controller
+    says), and at least minReplicas of its pods are available and ready endpoints of the Service.
+
+    A new revision or template, a rollout the controller has not finished, the operator's own replicas (no HPA)
+    or fewer than minReplicas serving: False, judged as any rollout (all wanted replicas available and routed).
+    While the controller has not yet observed the HPA's write (observedGeneration behind) its status still
+    describes the settled template: the same judgement holds."""
+    floor = autoscaled_floor(md, desired)
+    if floor is None or dep is None or prev.serving_revision != rev:
+        return False
+    was = next((c for c in prev.conditions if c.type == ConditionType.DEPLOYED), None)
+    if was is None or was.status != "True":
+        return False
+    return template_rolled_out(dep, desired, rev) and dep.available_replicas >= floor and routed >= floor
+
+
 def routed_endpoints(endpoints: EndpointsObservation | None, rev: str) -> int:
     """Ready endpoints of pods of ``rev`` the Service's EndpointSlices list (0 before the Service exists)."""
     return endpoints.ready_of(rev) if endpoints is not None else 0
@@ -158,18 +223,25 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
             False, Reason.PREVIOUS_REVISION_SERVING, f"revision {serve.revision} serves while {rev} is not deployable"
         )
     want = wanted_replicas(ctx.md, sp.deployment, dep)
+    service, routed = serving_name(ctx.md), routed_endpoints(ctx.observed.endpoints, rev)
+
+    def serves(message: str) -> DeployOutcome:
+        effects = replace(objects, conditions=deployed(True, Reason.AVAILABLE, message))
+        served = serve.artifact.reference if serve.artifact is not None else None
+        return DeployOutcome(rev, serve.image, served, url, effects)
+
+    # an HPA moving the count of a revision that serves is no rollout: it stays Deployed (Ready) at minReplicas
+    if dep is not None and serves_while_scaling(ctx.md, ctx.prev, dep, sp.deployment, rev, routed):
+        floor = autoscaled_floor(ctx.md, sp.deployment) or want
+        return serves(scaling_message(dep, rev, routed, floor, service))
     if rollout_complete(ctx.md, dep, sp.deployment, rev):
         # available pods are not yet routed: Ready means the Service sends requests to the revision's pods
-        service, routed = serving_name(ctx.md), routed_endpoints(ctx.observed.endpoints, rev)
         if routed < want:
             message = f"{want}/{want} replicas of {rev} available, {routed}/{want} endpoints ready in Service {service}"
             return still(
                 False, Reason.ROLLING_OUT, message, progress=Progress(Reason.ROLLING_OUT, message, Phase.DEPLOYING)
             )
-        message = f"{want}/{want} replicas of {rev} available and ready endpoints of Service {service}"
-        effects = replace(objects, conditions=deployed(True, Reason.AVAILABLE, message))
-        served = serve.artifact.reference if serve.artifact is not None else None
-        return DeployOutcome(rev, serve.image, served, url, effects)
+        return serves(f"{want}/{want} replicas of {rev} available and ready endpoints of Service {service}")
     if dep is not None and dep.progress_deadline_exceeded and dep.revision == rev:
         message = f"rollout of {rev} made no progress: {dep.progress_message}"
         if prev_revision and prev_revision != rev:

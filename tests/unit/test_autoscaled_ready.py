@@ -1,0 +1,129 @@
+"""Deployed (so Ready) while an HPA scales a revision that serves: the pure decision of the deploy stage. A revision
+that was Deployed and stays fully rolled out keeps Deployed True at minReplicas available and routed while the
+count moves; a new revision or template, a rollout the Deployment controller has not finished, the operator's own
+replicas, or fewer than minReplicas serving are judged as any rollout (RollingOut until every wanted replica is
+available and routed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelship.api.status import ConditionType, Reason
+from modelship.controller.observe import Observed
+from modelship.controller.stages.deploy import (
+    ROLLED_OUT,
+    ServingTarget,
+    autoscaled_floor,
+    deploy,
+    scaling_message,
+    template_rolled_out,
+)
+from modelship.resources.plan import serving_plan
+from modelship.resources.revision import revision
+from tests.support.endpoints import routed
+from tests.unit.test_plan import CONFIG, IMAGE, deployment, make_md
+from tests.unit.test_stages import conditions, ctx
+
+HPA = {"replicas": 2, "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6}}
+REV = revision(make_md(serving=HPA).spec)
+
+
+def was(deployed: bool = True, serving_rev: str = REV, **spec: Any) -> Any:
+    """A ModelDeployment (under the HPA unless ``spec`` says otherwise) whose last status said ``serving_rev`` serves,
+    Deployed ``deployed``."""
+    status = {
+        "servingRevision": serving_rev,
+        "servingImage": IMAGE,
+        "conditions": [{"type": "Deployed", "status": str(deployed), "reason": "Available" if deployed else
+                        "RollingOut", "message": "", "observedGeneration": 4,
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    }  # fmt: skip
+    return make_md(status=status, **({"serving": HPA} | spec))
+
+
+def scaled(replicas: int, available: int, image: str = IMAGE, **kw: Any) -> Any:
+    """The serving Deployment of REV after the HPA wrote ``replicas``: every pod of the template, rolled out."""
+    base: dict[str, Any] = dict(status_replicas=replicas, updated_replicas=replicas, progress_reason=ROLLED_OUT)
+    return deployment(REV, image, replicas, available, **(base | kw))
+
+
+def judged(md: Any, dep: Any, ready: int) -> tuple[bool | None, Reason, str]:
+    c = ctx(md, Observed(deployment=dep, endpoints=routed((REV, ready))))
+    assert c.revision == REV
+    return conditions(deploy(c, ServingTarget(REV, IMAGE)).effects)[ConditionType.DEPLOYED]
+
+
+def test_a_deployed_revision_stays_deployed_while_the_hpa_scales_up() -> None:
+    status, reason, message = judged(was(), scaled(4, 2), 2)
+    assert (status, reason) == (True, Reason.AVAILABLE)
+    assert message == (f"2/4 replicas of {REV} available, 2/4 endpoints ready in Service digits, autoscaler "
+                       "scaling up (at least minReplicas 2 serve)")  # fmt: skip
+    # pods available but not routed yet count as not serving: the message says both
+    assert judged(was(), scaled(6, 6), 3)[:2] == (True, Reason.AVAILABLE)
+    message = judged(was(), scaled(6, 6), 3)[2]
+    assert "6/6 replicas" in message and "3/6 endpoints" in message
+    # all up and routed: the message of any Deployed revision
+    assert judged(was(), scaled(4, 4), 4)[2] == f"4/4 replicas of {REV} available and ready endpoints of Service digits"
+
+
+def test_a_scale_down_the_controller_has_not_observed_yet_stays_deployed() -> None:
+    """The HPA wrote 2 (generation 5); the controller's status still describes generation 4's 4 pods."""
+    dep = scaled(2, 4, status_replicas=4, updated_replicas=4, generation=5, observed_generation=4)
+    status, reason, message = judged(was(), dep, 4)
+    assert (status, reason) == (True, Reason.AVAILABLE)
+    assert message == (f"4 replicas of {REV} available, 4 endpoints ready in Service digits, autoscaler scaling "
+                       "down to 2")  # fmt: skip
+    up = scaled(4, 2, status_replicas=2, updated_replicas=2, generation=5, observed_generation=4)
+    assert judged(was(), up, 2)[:2] == (True, Reason.AVAILABLE)
+
+
+def test_fewer_than_min_replicas_serving_is_rolling_out() -> None:
+    status, reason, message = judged(was(), scaled(4, 1), 1)
+    assert (status, reason, message) == (False, Reason.ROLLING_OUT, f"1/4 replicas of {REV} available")
+    # available but fewer than minReplicas routed
+    assert judged(was(), scaled(4, 4), 1)[:2] == (False, Reason.ROLLING_OUT)
+
+
+def test_a_rollout_is_judged_as_without_an_hpa() -> None:
+    """Only a revision that was Deployed, with its template fully rolled out, is held: anything else waits for every
+    wanted replica available and routed, as today."""
+    not_yet = judged(was(deployed=False), scaled(4, 4), 2)  # the first rollout of REV: all four routed first
+    waits = f"4/4 replicas of {REV} available, 2/4 endpoints ready in Service digits"
+    assert not_yet == (False, Reason.ROLLING_OUT, waits)
+    assert judged(was(serving_rev="rold"), scaled(4, 4), 2)[:2] == (False, Reason.ROLLING_OUT)  # a new revision
+    # a new template the controller is rolling out (its Progressing reason), or pods of an old template left
+    for dep in (scaled(4, 4, progress_reason="ReplicaSetUpdated"), scaled(4, 3, updated_replicas=3),
+                scaled(4, 4, progress_reason="NewReplicaSetCreated"), scaled(4, 4, image="other@sha256:" + "1" * 64)):
+        assert judged(was(), dep, 2)[:2] == (False, Reason.ROLLING_OUT), dep  # fmt: skip
+    stalled = scaled(4, 2, progress_reason="ProgressDeadlineExceeded", progress_deadline_exceeded=True)
+    assert judged(was(), stalled, 2)[:2] == (False, Reason.ROLLOUT_STALLED)
+
+
+def test_the_operators_own_replicas_are_judged_as_today() -> None:
+    """Without an HPA the count is the spec's: a change of it is Reconciling until every replica serves."""
+    own = was(serving={"replicas": 4})
+    assert revision(own.spec) == REV  # serving settings are not part of the revision
+    dep = deployment(REV, IMAGE, 4, 2, progress_reason=ROLLED_OUT)
+    c = ctx(own, Observed(deployment=dep, endpoints=routed((REV, 2))))
+    out = conditions(deploy(c, ServingTarget(c.revision, IMAGE)).effects)[ConditionType.DEPLOYED]
+    assert out[:2] == (False, Reason.ROLLING_OUT)
+
+
+def test_the_pure_parts() -> None:
+    md = make_md(serving=HPA)
+    desired = serving_plan(md, REV, CONFIG, IMAGE, None, None).deployment
+    assert autoscaled_floor(md, desired) == 2
+    own = make_md(serving={"replicas": 4})
+    assert autoscaled_floor(own, serving_plan(own, REV, CONFIG, IMAGE, None, None).deployment) is None
+    suspended = make_md(serving=HPA, suspend=True)  # scaled to zero by the operator, no HPA
+    assert autoscaled_floor(suspended, serving_plan(suspended, REV, CONFIG, IMAGE, None, None).deployment) is None
+    assert template_rolled_out(scaled(4, 2), desired, REV)
+    assert not template_rolled_out(scaled(4, 2), desired, "rold")
+    assert not template_rolled_out(scaled(4, 2, updated_replicas=3), desired, REV)
+    assert not template_rolled_out(scaled(4, 2, progress_reason=""), desired, REV)
+    assert not template_rolled_out(None, desired, REV)
+    full = "3/3 replicas of r available and ready endpoints of Service s"
+    assert scaling_message(scaled(3, 3), "r", 3, 2, "s") == full
+    assert scaling_message(scaled(3, 3), "r", 4, 2, "s").endswith("autoscaler scaling down to 3")
+    up = "autoscaler scaling up (at least minReplicas 2 serve)"
+    assert scaling_message(scaled(5, 3), "r", 3, 2, "s").endswith(up)
