@@ -183,9 +183,11 @@ def test_ready_holds_while_the_autoscaler_scales_a_healthy_revision(k: Cluster) 
                 addressed.add(name)
                 host += 1
         dep = k.apps.read_namespaced_deployment("digits", k.ns)
-        st = dep.status
-        return (dep.spec.template.spec.containers[0].image == NEW_IMAGE and st.updated_replicas == 4
-                and st.replicas == 4 and st.available_replicas == 4) or None  # fmt: skip
+        st = dep.status  # of the generation the controller observed: the new template's only once it did
+        return (dep.spec.template.spec.containers[0].image == NEW_IMAGE
+                and st.observed_generation == dep.metadata.generation
+                and st.updated_replicas == 4 and st.replicas == 4 and st.available_replicas == 4
+                and len(new_pods()) == 4 and len(addressed) == 2) or None  # fmt: skip
 
     wait_for(rolled, timeout=120, description="the new revision's 4 pods available")
     s = k.wait_md(lambda o: "2/4 endpoints ready" in (condition(o, "Ready") or {}).get("message", "")
