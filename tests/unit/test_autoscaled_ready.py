@@ -18,8 +18,11 @@ from modelship.controller.stages.deploy import (
     scaling_message,
     template_rolled_out,
 )
+from modelship.resources.canary import canary_deployment
+from modelship.resources.meta import TEMPLATE_ANNOTATION
 from modelship.resources.plan import serving_plan
 from modelship.resources.revision import revision
+from modelship.resources.serving import template_digest
 from tests.support.endpoints import routed
 from tests.unit.test_plan import CONFIG, IMAGE, deployment, make_md
 from tests.unit.test_stages import conditions, ctx
@@ -127,3 +130,43 @@ def test_the_pure_parts() -> None:
     assert scaling_message(scaled(3, 3), "r", 4, 2, "s").endswith("autoscaler scaling down to 3")
     up = "autoscaler scaling up (at least minReplicas 2 serve)"
     assert scaling_message(scaled(5, 3), "r", 3, 2, "s").endswith(up)
+
+
+def test_a_template_the_operator_is_changing_is_a_rollout() -> None:
+    """A serving setting changed (same revision): the pass that applies the new template still sees the old one
+    live. Its digest (TEMPLATE_ANNOTATION) differs from the rendered one, so that pass is RollingOut, with or
+    without an HPA, not Ready on the pods of the template being replaced; a Deployment an older operator applied
+    (no digest) is judged by revision and image alone, as before."""
+    old = "0" * 16
+    assert judged(was(), scaled(4, 4, template=old), 4)[:2] == (False, Reason.ROLLING_OUT)
+    assert judged(was(), scaled(4, 4, template=None), 4)[:2] == (True, Reason.AVAILABLE)
+    own = was(serving={"replicas": 2})
+    for live, verdict in ((old, (False, Reason.ROLLING_OUT)), (None, (True, Reason.AVAILABLE))):
+        dep = deployment(REV, IMAGE, 2, 2, progress_reason=ROLLED_OUT, template=live)
+        c = ctx(own, Observed(deployment=dep, endpoints=routed((REV, 2))))
+        assert conditions(deploy(c, ServingTarget(REV, IMAGE)).effects)[ConditionType.DEPLOYED][:2] == verdict
+    # the live digest equal to the rendered one: the template is the one the operator applies
+    rendered = serving_plan(own, REV, CONFIG, IMAGE, None, None).deployment
+    current = rendered["metadata"]["annotations"][TEMPLATE_ANNOTATION]
+    assert current == template_digest(rendered["spec"]["template"])
+    dep = deployment(REV, IMAGE, 2, 2, progress_reason=ROLLED_OUT, template=current)
+    c = ctx(own, Observed(deployment=dep, endpoints=routed((REV, 2))))
+    assert conditions(deploy(c, ServingTarget(REV, IMAGE)).effects)[ConditionType.DEPLOYED][:2] == (
+        True,
+        Reason.AVAILABLE,
+    )
+
+
+def test_the_template_digest_follows_the_template() -> None:
+    md = make_md(serving=HPA)
+    one = serving_plan(md, REV, CONFIG, IMAGE, None, None).deployment
+    again = serving_plan(make_md(serving=HPA), REV, CONFIG, IMAGE, None, None).deployment
+    assert one["metadata"]["annotations"][TEMPLATE_ANNOTATION] == again["metadata"]["annotations"][TEMPLATE_ANNOTATION]
+    bigger = make_md(serving=HPA | {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "2"}}})
+    other = serving_plan(bigger, REV, CONFIG, IMAGE, None, None).deployment
+    assert revision(bigger.spec) == REV  # the same revision, another template
+    assert other["metadata"]["annotations"][TEMPLATE_ANNOTATION] != one["metadata"]["annotations"][TEMPLATE_ANNOTATION]
+    # the candidate's Deployment (Canary) carries the digest of the template it runs, not of the one it came from
+    cand = canary_deployment(md, REV, CONFIG, IMAGE, 1, False)
+    assert cand["metadata"]["annotations"][TEMPLATE_ANNOTATION] == template_digest(cand["spec"]["template"])
+    assert cand["metadata"]["annotations"][TEMPLATE_ANNOTATION] != one["metadata"]["annotations"][TEMPLATE_ANNOTATION]

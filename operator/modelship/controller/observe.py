@@ -13,6 +13,7 @@ from ..resources.meta import (
     REVISION_LABEL,
     SERVER_NAME,
     SERVICE_NAME_LABEL,
+    TEMPLATE_ANNOTATION,
     controlled_by,
 )
 from .canary import Samples
@@ -79,6 +80,9 @@ class DeploymentObservation:
     """The OCI artifact its pods' init container pulls (build-less serving from a registry)."""
     artifact_digest: str | None = None
     """The content digest that pull checks."""
+    template: str | None = None
+    """The digest of the pod template the operator last applied (TEMPLATE_ANNOTATION; None on a Deployment an
+    older operator applied)."""
 
 
 @dataclass(frozen=True)
@@ -340,6 +344,7 @@ def deployment_observation(dep: dict[str, Any]) -> DeploymentObservation:
         stock_runtime="--model" in (containers[0].get("args") or []),
         artifact=pull[0] if pull else None,
         artifact_digest=pull[1] if pull else None,
+        template=(meta.get("annotations") or {}).get(TEMPLATE_ANNOTATION),
     )
 
 

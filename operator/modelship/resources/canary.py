@@ -24,11 +24,12 @@ from .meta import (
     MODELDEPLOYMENT_LABEL,
     NAME_LABEL,
     SHADOW_NAME,
+    TEMPLATE_ANNOTATION,
     TRACK_LABEL,
     canary_name,
     object_meta,
 )
-from .serving import ServedArtifact, deployment
+from .serving import ServedArtifact, deployment, template_digest
 
 MIRROR_PATH = "/mirror"
 """Where a candidate's metrics port offers its mirror settings (``modelship serve --mirror-offer``)."""
@@ -69,6 +70,7 @@ def canary_deployment(
         pod_labels[NAME_LABEL] = SHADOW_NAME
     spec["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
     spec["revisionHistoryLimit"] = 1
+    dep["metadata"]["annotations"][TEMPLATE_ANNOTATION] = template_digest(spec["template"])  # the template it runs
     return dep
 
 

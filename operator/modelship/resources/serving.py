@@ -7,6 +7,8 @@ ones are available.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,7 @@ from .meta import (
     REVISION_LABEL,
     SERVER_NAME,
     SHADOW_NAME,
+    TEMPLATE_ANNOTATION,
     container_security_context,
     labels,
     object_meta,
@@ -197,9 +200,15 @@ def deployment(
         spec["replicas"] = replicas
     return {
         **DEPLOYMENT.type_meta(),
-        "metadata": object_meta(md, name, "server", revision),
+        "metadata": object_meta(md, name, "server", revision, {TEMPLATE_ANNOTATION: template_digest(spec["template"])}),
         "spec": spec,
     }
+
+
+def template_digest(template: dict[str, Any]) -> str:
+    """A digest of a pod template as the operator renders it (TEMPLATE_ANNOTATION): equal templates, equal digests."""
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def desired_replicas(md: ModelDeployment) -> int | None:

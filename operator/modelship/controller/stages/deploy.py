@@ -12,7 +12,7 @@ from ...api.status import ConditionType, ModelDeploymentStatus, Phase, Reason, S
 from ...resources.artifact import single_node_warning
 from ...resources.canary import mirror_source
 from ...resources.kinds import PRUNED
-from ...resources.meta import serving_name
+from ...resources.meta import TEMPLATE_ANNOTATION, serving_name
 from ...resources.plan import ServingPlan, serving_plan
 from ...resources.serving import ServedArtifact, service_url
 from ..observe import DeploymentObservation, EndpointsObservation
@@ -70,8 +70,16 @@ def wanted_replicas(md: ModelDeployment, desired: dict[str, Any], dep: Deploymen
     return max(current, auto.min_replicas) if auto.enabled else current
 
 
+def same_template(dep: DeploymentObservation, desired: dict[str, Any]) -> bool:
+    """The live Deployment runs the pod template the operator renders now, as far as its annotation tells (a
+    Deployment an older operator applied has none: revision and image decide alone). False in the pass that
+    applies a changed template: that pass still sees the template before it."""
+    want = (desired["metadata"].get("annotations") or {}).get(TEMPLATE_ANNOTATION)
+    return dep.template is None or want is None or dep.template == want
+
+
 def rollout_complete(md: ModelDeployment, dep: DeploymentObservation | None, desired: dict[str, Any], rev: str) -> bool:
-    if dep is None or dep.revision != rev:
+    if dep is None or dep.revision != rev or not same_template(dep, desired):
         return False
     want_image = desired["spec"]["template"]["spec"]["containers"][0]["image"]
     want = wanted_replicas(md, desired, dep)
@@ -100,7 +108,7 @@ def autoscaled_floor(md: ModelDeployment, desired: dict[str, Any]) -> int | None
 def template_rolled_out(dep: DeploymentObservation | None, desired: dict[str, Any], rev: str) -> bool:
     """The Deployment runs ``rev``'s template (revision, image) and its controller finished rolling that template
     out: every pod it counts is of it (updated = all), none of an old one, whatever the count is moving to."""
-    if dep is None or dep.revision != rev:
+    if dep is None or dep.revision != rev or not same_template(dep, desired):
         return False
     return (
         dep.image == desired["spec"]["template"]["spec"]["containers"][0]["image"]
