@@ -101,7 +101,7 @@ class ReadyRecorder:
 
     def __init__(self, k: Cluster) -> None:
         self.k, self._stop = k, threading.Event()
-        self.seen: list[tuple[str, str, str]] = []
+        self.seen: list[tuple[str, str, str, int]] = []
         self.error: Exception | None = None
         rv = k.md()["metadata"]["resourceVersion"]
         self._thread = threading.Thread(target=self._run, args=(rv,), daemon=True)
@@ -115,16 +115,17 @@ class ReadyRecorder:
             for ev in stream:
                 obj = ev["object"]
                 ready, rec = condition(obj, "Ready") or {}, condition(obj, "Reconciling") or {}
-                self.seen.append((ready.get("status", ""), rec.get("status", ""), ready.get("message", "")))
+                gen = int((obj.get("status") or {}).get("observedGeneration") or 0)
+                self.seen.append((ready.get("status", ""), rec.get("status", ""), ready.get("message", ""), gen))
                 if self._stop.is_set():
                     w.stop()
         except Exception as exc:  # the stream broke (the test failed and the cluster went): stop() says so
             self.error = exc
 
-    def stop(self) -> list[tuple[str, str, str]]:
+    def stop(self) -> list[tuple[str, str, str, int]]:
         self._stop.set()
         self.k.custom.patch_namespaced_custom_object(  # one more event, so the stream sees the stop
-            GROUP, VERSION, self.k.ns, PLURAL, "digits", {"metadata": {"annotations": {"test/recorder": "stop"}}}
+            GROUP, VERSION, self.k.ns, PLURAL, "digits", {"metadata": {"annotations": {"test/recorder": str(id(self))}}}
         )
         self._thread.join(timeout=30)
         assert self.error is None and not self._thread.is_alive(), self.error
@@ -202,7 +203,7 @@ def test_ready_holds_while_the_autoscaler_scales_a_healthy_revision(k: Cluster) 
     s = _ready_at(k, 3, timeout=60)
     assert condition(s, "Ready")["lastTransitionTime"] == since
     seen = rec.stop()
-    assert seen and all((r, c) == ("True", "False") for r, c, _m in seen), seen
+    assert seen and all((r, c) == ("True", "False") for r, c, _m, _g in seen), seen
     assert _flaps(k) == before
 
     # fewer than minReplicas routed: Reconciling, as without an HPA
@@ -260,6 +261,27 @@ def test_ready_holds_while_the_autoscaler_scales_a_healthy_revision(k: Cluster) 
     assert (ready["status"], ready["reason"]) == ("False", "RollingOut"), ready
     assert ready["message"] == f"4/4 replicas of {new} available, 2/4 endpoints ready in Service digits"
     assert condition(s, "Reconciling")["status"] == "True"
-    _address_all(k, host)
+    host = _address_all(k, host)
     s = _ready_at(k, 4, timeout=60)
     assert s["status"]["servingRevision"] == new
+
+    # a serving setting changes the pod template, not the revision: from the first status of the new generation on
+    # (its pass still sees the old template live) Reconciling, until the new template's pods are routed
+    rec = ReadyRecorder(k)
+    doc["spec"]["serving"]["podAnnotations"] = {**NO_IP, "example.com/team": "vision"}
+    gen = k.apply(doc)["metadata"]["generation"]
+
+    def settled() -> dict[str, Any] | None:
+        nonlocal host
+        host = _address_all(k, host)  # each pod of the new template, as it comes
+        o = k.md()
+        ready = condition(o, "Ready") or {}
+        fresh = all(p.metadata.annotations.get("example.com/team") == "vision" for p in _pods(k).values())
+        full = f"4/4 replicas of {new} available and ready endpoints of Service digits"
+        ok = (ready.get("status") == "True" and o["status"].get("observedGeneration") == gen and fresh
+              and ready.get("message") == full)  # fmt: skip
+        return o if ok else None
+
+    wait_for(settled, timeout=120, description="the new template's pods routed")
+    seen = [x for x in rec.stop() if x[3] == gen]
+    assert seen and seen[0][:2] == ("False", "True"), seen
