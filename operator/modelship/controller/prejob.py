@@ -4,8 +4,6 @@ Secrets, ConfigMaps and claims their pods would mount exist (and the ConfigMap k
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -20,6 +18,7 @@ from ..api.modeldeployment import ModelDeployment
 from ..resources.kinds import BY_KIND, CONFIG_MAP, DEPLOYMENT, JOB, PERSISTENT_VOLUME_CLAIM
 from ..resources.meta import MODELDEPLOYMENT_LABEL, MODELDEPLOYMENT_NAMESPACE_LABEL, controlled_by, serving_name
 from ..resources.mounted import mounted_keys, mounted_objects
+from ..resources.serving import template_digest as pod_template_digest
 from . import metrics
 from .kube import Kube, api_error_text
 from .observe import Observed
@@ -122,8 +121,7 @@ SERVING_MOUNTS_CAPACITY = 10_000
 
 def template_digest(manifest: dict[str, Any]) -> str:
     """A digest of the pod template of ``manifest``: the same for the same pods."""
-    template = (manifest.get("spec") or {}).get("template") or {}
-    return hashlib.sha256(json.dumps(template, sort_keys=True, default=str).encode()).hexdigest()
+    return pod_template_digest((manifest.get("spec") or {}).get("template") or {})
 
 
 class ServingMounts:

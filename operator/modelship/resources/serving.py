@@ -206,8 +206,9 @@ def deployment(
 
 
 def template_digest(template: dict[str, Any]) -> str:
-    """A digest of a pod template as the operator renders it (TEMPLATE_ANNOTATION): equal templates, equal digests."""
-    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    """A digest of a pod template as the operator renders it (TEMPLATE_ANNOTATION on the serving Deployment; the
+    mount check's memory of a template it looked at): equal templates, equal digests."""
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
