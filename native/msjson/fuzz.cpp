@@ -5,7 +5,7 @@
 // exactly its length, so a read one byte past the body is an ASan report. Besides the sanitizers, it checks what the
 // Python side relies on: spans inside the body, in order, at '[' ... ']', a count no larger than the body, a split
 // comma inside its span; a successful read's shape multiplies to its count; a split read gives what a one-thread
-// read gives.
+// read gives. Then msjson_quantize on random float32 arrays against a plain reference (fuzz_quantize).
 //
 //   fuzz [--seed S] [--mutations N] [--seconds T] [--crash FILE] [--only] [FILE...]
 //
@@ -35,6 +35,7 @@ struct msjson_span {
 extern "C" long msjson_scan(const uint8_t *buf, size_t len, int protocol, msjson_span *spans, size_t max);
 extern "C" int msjson_read(const uint8_t *buf, size_t len, const msjson_span *span, int kind, void *out,
                            int64_t *shape, int threads);
+extern "C" int msjson_quantize(const void *in, size_t n, float inv_scale, int32_t zero_point, int kind, void *out);
 
 namespace {
 
@@ -322,6 +323,70 @@ std::string padded_v2(size_t total) {  // a valid v2 body of exactly total bytes
 
 }  // namespace
 
+// msjson_quantize on random float32 arrays (random bit patterns: NaNs, infinities, subnormals; values near integers
+// and ties; 0..300 values at byte offsets 0..3 of a block of exactly their size), random reciprocal scales (2^-40 ..
+// 2^40, 0, inf) and zero points (in range, at the library's bound, past it), each kind: every value must be what a
+// plain double reference gives (x * inv in float32, NaN -> 0, nearbyint: half to even, + zero point, saturate),
+// nothing read or written outside the blocks (ASan), and no float -> int conversion out of range (UBSan's
+// float-cast-overflow). Returns how many arrays it ran.
+uint64_t fuzz_quantize(Rng &rng, uint64_t rounds) {
+  static const int kinds[3] = {2, 3, 6};  // int8, int16, uint8
+  static const int64_t lo_of[3] = {-128, -32768, 0}, hi_of[3] = {127, 32767, 255};
+  static const size_t size_of[3] = {1, 2, 1};
+  for (uint64_t r = 0; r < rounds; r++) {
+    int k = int(rng.below(3));
+    size_t n = rng.below(rng.coin(8) ? 301 : 40);
+    size_t offset = rng.below(4);
+    float inv;
+    switch (rng.below(8)) {
+      case 0: inv = 0.0f; break;
+      case 1: inv = INFINITY; break;
+      default: inv = ldexpf(1.0f + float(rng.below(1u << 23)) / float(1u << 23), int(rng.below(81)) - 40);
+    }
+    int32_t zp;
+    switch (rng.below(6)) {
+      case 0: zp = int32_t(lo_of[k]); break;
+      case 1: zp = int32_t(hi_of[k]); break;
+      case 2: zp = rng.coin(2) ? (1 << 20) : -(1 << 20); break;
+      case 3: zp = rng.coin(2) ? (1 << 20) + 1 : -(1 << 20) - 1; break;
+      default: zp = int32_t(rng.below(size_t(hi_of[k] - lo_of[k] + 1))) + int32_t(lo_of[k]);
+    }
+    std::vector<float> x(n);
+    for (size_t i = 0; i < n; i++) {
+      uint32_t bits = uint32_t(rng.next());
+      float f;
+      memcpy(&f, &bits, 4);
+      if (rng.coin(2)) f = (float(int32_t(rng.below(1u << 18)) - (1 << 17)) + (rng.coin(2) ? 0.5f : 0.0f)) / inv;
+      x[i] = f;
+    }
+    uint8_t *in = static_cast<uint8_t *>(malloc(offset + n * 4 + 1));
+    if (n) memcpy(in + offset, x.data(), n * 4);
+    void *out = malloc(n * size_of[k] + (n == 0));
+    current = "msjson_quantize";
+    int rc = msjson_quantize(in + offset, n, inv, zp, kinds[k], out);
+    bool declines = zp > (1 << 20) || zp < -(1 << 20);
+    if (rc != (declines ? -1 : 0)) fail("quantize's return", rc);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+      volatile float v = x[i] * inv;  // float32, as numpy
+      float f = v;
+      double want = (f != f ? 0.0 : nearbyint(double(f))) + double(zp);
+      want = want < double(lo_of[k]) ? double(lo_of[k]) : want > double(hi_of[k]) ? double(hi_of[k]) : want;
+      int64_t got = k == 0 ? int64_t(static_cast<int8_t *>(out)[i])
+                  : k == 1 ? int64_t(static_cast<int16_t *>(out)[i])
+                           : int64_t(static_cast<uint8_t *>(out)[i]);
+      if (double(got) != want) {
+        fprintf(stderr, "msjson-fuzz: kind %d, x %a * inv %a = %a, zero point %d: got %" PRId64 ", want %.0f\n",
+                kinds[k], double(x[i]), double(inv), double(f), zp, got, want);
+        fail("quantized value differs from the reference", long(i));
+      }
+    }
+    free(in);
+    free(out);
+    ran++;
+  }
+  return rounds;
+}
+
 int main(int argc, char **argv) {
   uint64_t seed = 1, mutations = 100000;
   double seconds = 0;
@@ -367,6 +432,7 @@ int main(int argc, char **argv) {
     printf("msjson-fuzz: %" PRIu64 " bodies from %zu files, no report\n", ran, seeds.size());
     return 0;
   }
+  uint64_t quantized = fuzz_quantize(rng, mutations / 10 + 1000);
   for (int j = 0; j < 8; j++) seeds.push_back(body(rng));
 
   // every seed as is, cut at every byte, and without each byte
@@ -422,7 +488,8 @@ int main(int argc, char **argv) {
     run_one(s, rng, false);
     if (rng.coin(64)) pool[rng.below(pool.size())] = s;  // keep some mutants: mutations compound
   }
-  printf("msjson-fuzz: %" PRIu64 " bodies (%" PRIu64 " fixed, %" PRIu64 " mutated), seed %" PRIu64 ", no report\n",
-         ran, fixed, ran - fixed, seed);
+  printf("msjson-fuzz: %" PRIu64 " bodies (%" PRIu64 " fixed, %" PRIu64 " mutated) and %" PRIu64
+         " quantized arrays, seed %" PRIu64 ", no report\n",
+         ran - quantized, fixed - quantized, ran - fixed, quantized, seed);
   return 0;
 }

@@ -5,6 +5,9 @@
 //                measures each (end, value count, nesting depth, a comma near its middle); everything else in
 //                the document is left to the caller's JSON parser (orjson) with the arrays cut out.
 //   msjson_read  parses one array into a numeric buffer, on two threads when asked and the array is flat.
+// And one that is not about JSON, but shares the library (it is loaded anyway, and calling it releases the GIL):
+//   msjson_quantize  float32 values -> an int8/uint8/int16 input tensor, in one pass (modelship.numerics.quantize's
+//                arithmetic exactly, NaN included; see the function).
 //
 // Numbers are read as simdjson reads them (its parse_double: the same grammar checks, the same digit
 // accumulation, compute_float_64 or its exact fallback), so every float64 is the correctly rounded value of its
@@ -19,6 +22,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <cfloat>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -34,7 +38,7 @@ namespace {
 namespace numparse = simdjson::builtin::numberparsing;
 using u8 = uint8_t;
 
-constexpr int ABI = 1;
+constexpr int ABI = 2;
 constexpr int DECLINE = -1;      // not something this library decodes exactly: use the checked path
 constexpr int MAX_DEPTH = 32;    // the checked path's limit for nested tensors
 constexpr int CHECKPOINTS = 1024;
@@ -591,11 +595,45 @@ int read_as(const u8 *buf, const msjson_span &s, T *out, int64_t lo, uint64_t hi
   return read_flat(p + 1, e - 1, Sink<T>{out, lo, hi}, s.count);
 }
 
+// ------------------------------------------------------------------------------------------------ quantize
+
+// Values the rounding below keeps exact: |zero point| up to this, so that (type's bound - zero point) is an exact
+// float and every clamped value, its truncation and its fraction are exact too (all well below 2^24)
+constexpr int32_t MAX_ZERO_POINT = 1 << 20;
+
+// n float32 values (in: any alignment, native byte order) -> out, as numerics.quantize computes them: v = x * inv in
+// float32 (the caller passes numpy's float32(1) / float32(scale)), round half to even, + zero point, saturate to T.
+// NaN gives the zero point (numerics.quantize maps it to 0.0 first, too).
+//
+// Clamping comes before rounding: clamp(rint(v) + zp, min, max) == rint(clamp(v, min - zp, max - zp)) + zp because
+// both bounds are integers and rint is monotonic. After the clamp |v| < 2^21, so adding 1.5 * 2^23 lands in
+// [2^23, 2^24), where a float's unit in the last place is 1: the sum is rounded to an integer by the FPU's rounding
+// mode (IEEE-754's default, round half to even, the mode numpy's rint uses too; 1.5 * 2^23 is even, so ties go to
+// the even v), and subtracting it back is exact. The conversion to int32 then meets only integers in range (defined
+// behaviour, no rounding left). The product is not fused with the addition: a select lies between them, and the
+// build passes -ffp-contract=off. Branch-free: the compiler vectorizes it at the baseline ISA (SSE2, NEON).
+template <typename T>
+void quantize_as(const u8 *__restrict in, size_t n, float inv, int32_t zp, T *__restrict out) {
+  const float lo = float(int32_t(std::numeric_limits<T>::min()) - zp);
+  const float hi = float(int32_t(std::numeric_limits<T>::max()) - zp);
+  const float round = 12582912.0f;  // 1.5 * 2^23
+  for (size_t i = 0; i < n; i++) {
+    float x;
+    memcpy(&x, in + i * sizeof(float), sizeof(float));  // a body's bytes need not be aligned for float
+    float v = x * inv;
+    v = v == v ? v : 0.0f;  // NaN -> 0
+    v = v > lo ? v : lo;  // (the forms of maxps / minps: one instruction each)
+    v = v < hi ? v : hi;
+    v = (v + round) - round;
+    out[i] = T(int32_t(v) + zp);
+  }
+}
+
 }  // namespace
 
 MSJSON_API int msjson_abi(void) { return ABI; }
 
-MSJSON_API const char *msjson_version(void) { return "msjson 1, simdjson " SIMDJSON_VERSION " number parsing"; }
+MSJSON_API const char *msjson_version(void) { return "msjson 2, simdjson " SIMDJSON_VERSION " number parsing"; }
 
 // protocol 2: OIP v2 (inputs[i].data); 1: TF Serving v1 (instances, inputs, inputs.<name>). Returns the number of
 // spans found (0: none; the caller's usual path applies) or a negative number to decline.
@@ -627,4 +665,25 @@ MSJSON_API int msjson_read(const uint8_t *buf, size_t len, const msjson_span *sp
     case U64: return read_as(buf, s, static_cast<uint64_t *>(out), 0, INT64_MAX, shape, threads);
     default: return DECLINE;
   }
+}
+
+// n float32 values at in -> out, quantized to kind (2 int8, 3 int16, 6 uint8; msjson_read's numbering) with the
+// reciprocal of the scale (inv_scale, a float32: numerics.quantize's float32(1) / float32(scale)) and zero_point.
+// in may be unaligned; out must be aligned for its type; they must not overlap. 0, or DECLINE (another kind, a zero
+// point past +-2^20, or a platform whose float arithmetic is not plain float32: the caller quantizes with numpy).
+MSJSON_API int msjson_quantize(const void *in, size_t n, float inv_scale, int32_t zero_point, int kind, void *out) {
+#if !defined(FLT_EVAL_METHOD) || FLT_EVAL_METHOD != 0
+  (void)in, (void)n, (void)inv_scale, (void)zero_point, (void)kind, (void)out;
+  return DECLINE;  // float expressions evaluated wider than float32 (x87): the products would differ from numpy's
+#else
+  if ((in == nullptr || out == nullptr) && n != 0) return DECLINE;
+  if (zero_point > MAX_ZERO_POINT || zero_point < -MAX_ZERO_POINT) return DECLINE;
+  const u8 *src = static_cast<const u8 *>(in);
+  switch (kind) {
+    case I8: quantize_as(src, n, inv_scale, zero_point, static_cast<int8_t *>(out)); return 0;
+    case I16: quantize_as(src, n, inv_scale, zero_point, static_cast<int16_t *>(out)); return 0;
+    case U8: quantize_as(src, n, inv_scale, zero_point, static_cast<uint8_t *>(out)); return 0;
+    default: return DECLINE;
+  }
+#endif
 }

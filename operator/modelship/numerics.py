@@ -42,11 +42,19 @@ def quantize(
 
     With ``out`` (an array of ``dtype`` and ``x``'s shape, e.g. a view of an interpreter's input tensor), the
     result is written there and ``out`` is returned.
+
+    NaN has no integer: it is quantized as 0.0, i.e. to the zero point, on every platform. (LiteRT leaves it
+    undefined: its kernels cast NaN to an integer, whatever that gives on the CPU at hand.) The model server's
+    native path (:func:`modelship.serve.nativequant.quantize`, libmsjson's ``msjson_quantize``) computes the same
+    values, NaN included; ``tests/serve/test_nativequant.py`` holds the two to it.
     """
     out_dtype = np.dtype(dtype)
     info = np.iinfo(out_dtype)
-    v = np.asarray(x, dtype=np.float32) * (np.float32(1.0) / np.float32(scale))
-    with np.errstate(invalid="ignore"):  # NaN has no integer; TFLite leaves it undefined too
+    with np.errstate(over="ignore", invalid="ignore"):  # a product past float32 saturates; inf * 0 is NaN
+        v = np.asarray(x, dtype=np.float32) * (np.float32(1.0) / np.float32(scale))
+        nan = np.isnan(v)
+        if nan.any():
+            v[nan] = 0.0
         np.rint(v, out=v)
         v += np.float32(zero_point)
         np.clip(v, info.min, info.max, out=v)

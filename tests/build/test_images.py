@@ -201,12 +201,16 @@ def test_runtime_images_shape(docker_client: Any, serving_image: str) -> None:
 
 def test_the_serving_image_reads_large_json_natively(docker_client: Any, serving_image: str) -> None:
     """libmsjson, built in the image's own native stage, is where the server looks for it and loads there (the
-    final stage has no compiler: test_runtime_images_shape)."""
-    code = "from modelship.serve import jsonparse; print(jsonparse.describe())"
+    final stage has no compiler: test_runtime_images_shape), its quantize bound for the workers' inputs too."""
+    code = (
+        "from modelship.serve import jsonparse, nativequant; print(jsonparse.describe()); "
+        "print('quantize', 'native' if nativequant.QUANTIZE is not None else 'numpy')"
+    )
     out = docker_client.containers.run(
         serving_image, entrypoint=["/opt/venv/bin/python", "-c", code], remove=True, read_only=True
     ).decode()
-    assert out.startswith("native (msjson 1, simdjson 3.12.3 number parsing; /opt/venv/lib/modelship/libmsjson.so)")
+    assert out.startswith("native (msjson 2, simdjson 3.12.3 number parsing; /opt/venv/lib/modelship/libmsjson.so)")
+    assert out.splitlines()[-1] == "quantize native", out
 
 
 def test_refused_before_the_engine_builds(tmp_path: Path, docker_client: Any, serving_image: str) -> None:

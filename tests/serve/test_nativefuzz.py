@@ -4,7 +4,10 @@ bodies, native/msjson/fuzz-corpus/: each a body that once made a sanitizer repor
 truncation and one-byte deletion of them, bodies of 0..130 bytes around the scanner's 64-byte steps, deep nesting,
 runs of commas, then a fixed number of random mutations. Any report, or a broken invariant the Python side relies on
 (spans inside the body, counts no larger than it, a split inside its span, the two-thread read equal to the one-thread
-one), fails the test with the report and the body. Long runs: ``native/msjson/fuzz --seconds 600 --seed N``."""
+one), fails the test with the report and the body. Before the bodies, msjson_quantize runs on random float32 arrays
+(NaN, infinities, subnormals, ties; unaligned; every kind, zero points up to and past its bound), each value checked
+against a plain double reference, out-of-range float -> int conversions caught by UBSan.
+Long runs: ``native/msjson/fuzz --seconds 600 --seed N``."""
 
 from __future__ import annotations
 
@@ -58,3 +61,6 @@ def test_hostile_bodies_raise_no_sanitizer_report(tmp_path: Path) -> None:
     assert "no report" in run.stdout, run.stdout
     ran = int(run.stdout.split("msjson-fuzz: ")[1].split()[0])
     assert ran > MUTATIONS, run.stdout
+    # msjson_quantize too: random float32 arrays against a plain reference, under the same sanitizers
+    quantized = int(run.stdout.split(" quantized arrays")[0].split()[-1])
+    assert quantized > MUTATIONS // 10, run.stdout

@@ -213,13 +213,13 @@ class _OneInput(FakeModel):
 
 
 def test_the_library_keeps_to_itself() -> None:
-    """Loaded RTLD_LOCAL; exports its four entry points and nothing else (simdjson and its static libstdc++ are
+    """Loaded RTLD_LOCAL; exports its five entry points and nothing else (simdjson and its static libstdc++ are
     hidden), needs only the C library: nothing in it can take the place of a symbol TensorFlow or LiteRT use."""
     lib = nativejson.LIBRARY
     assert lib is not None
     out = subprocess.run(["nm", "-D", "--defined-only", lib.path], capture_output=True, text=True, check=True).stdout
     exported = sorted(line.split()[-1].split("@")[0] for line in out.splitlines() if line.split()[1:2] == ["T"])
-    assert exported == ["msjson_abi", "msjson_read", "msjson_scan", "msjson_version"]
+    assert exported == ["msjson_abi", "msjson_quantize", "msjson_read", "msjson_scan", "msjson_version"]
     dyn = subprocess.run(["readelf", "-d", lib.path], capture_output=True, text=True, check=True).stdout
     needed = sorted(line.split("[")[1].rstrip("]") for line in dyn.splitlines() if "(NEEDED)" in line)
     assert all(n.startswith(("libc.so", "ld-linux", "libm.so")) for n in needed), needed
@@ -228,7 +228,7 @@ def test_the_library_keeps_to_itself() -> None:
 
 
 def test_the_server_says_at_start_which_json_path_it_takes(caplog: pytest.LogCaptureFixture) -> None:
-    assert jsonparse.describe().startswith("native (msjson 1, simdjson ")
+    assert jsonparse.describe().startswith("native (msjson 2, simdjson ")
     caplog.set_level(logging.INFO, logger="modelship.serve")
     with ServerThread(FakeModel()):
         pass

@@ -5,6 +5,7 @@ the interpreter, identical outputs)."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from modelship import numerics
 from modelship.optimize.measure import Runner
+from modelship.serve import nativejson, nativequant
 from modelship.serve.model import load_model
 
 from .conftest import Digits
@@ -119,9 +121,28 @@ def fed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Feeds]:
     feeds.record("")
 
 
-def test_optimizer_and_server_feed_identical_bytes_and_get_identical_outputs(digits: Digits, fed: Feeds) -> None:
+@pytest.mark.parametrize("quantize_path", ["native", "numpy"])
+def test_optimizer_and_server_feed_identical_bytes_and_get_identical_outputs(
+    digits: Digits, fed: Feeds, quantize_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The accuracy gate (optimize.measure.Runner, as the optimizer's evaluation runs it) and a request to the
-    server (HTTP, binary FP32 tensors) on the same int8-I/O model and the same float inputs, ties included."""
+    server (HTTP, binary FP32 tensors) on the same int8-I/O model and the same float inputs, ties included; the
+    server quantizing with libmsjson (native) and without it (numpy, as with ``$MODELSHIP_JSON_LIB=none``)."""
+    native = nativequant.QUANTIZE
+    used: list[int] = []
+    if quantize_path == "numpy":
+        monkeypatch.setattr(nativequant, "QUANTIZE", None)
+    elif native is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"libmsjson is missing in CI: {nativejson.WHY_NOT}")
+        pytest.skip(f"libmsjson is not built: {nativejson.WHY_NOT}")
+    else:
+
+        def counted(*args: Any) -> int:
+            used.append(int(args[1]))
+            return int(native(*args))
+
+        monkeypatch.setattr(nativequant, "QUANTIZE", counted)
     path = digits.path("int8_io")
     content = path.read_bytes()
     probe = numerics.new_interpreter(content)
@@ -150,6 +171,8 @@ def test_optimizer_and_server_feed_identical_bytes_and_get_identical_outputs(dig
     assert opt_rows[:n].tobytes() == srv_rows[:n].tobytes()
     assert opt_rows[:n].tobytes() == numerics.quantize(x, scale, inp["quantization"][1], np.int8).tobytes()
     np.testing.assert_array_equal(y_opt, y_srv)
+    # every request's rows went through the path under test (5 requests: 4 of 8 rows, 1 of 3)
+    assert (sum(used), len(used)) == ((n * x[0].size, 5) if quantize_path == "native" else (0, 0))
 
 
 def _infer_binary(url: str, x: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 from .. import numerics
 from .errors import BadRequest
 from .logs import native_stderr_to_log
+from .nativequant import quantize
 from .tensors import Array, Quantization, TensorSpec, datatype_of, from_model, to_model
 
 log = logging.getLogger("modelship.serve.model")
@@ -204,30 +205,34 @@ class _TFLiteRunner(Runner):
     ) -> dict[str, Array]:
         """Write each request's rows straight into the input tensors (quantizing on the way), pad, invoke.
 
-        One copy from the request's arrays into the interpreter instead of convert + concatenate + pad +
-        ``set_tensor``. Batches larger than the biggest bucket take the chunked path of :meth:`run`.
+        One pass from the request's arrays into the interpreter, a lone request's too (the quantize writes into
+        the tensor), instead of quantize (allocating) + concatenate + pad + ``set_tensor``. Batches larger than the
+        biggest bucket take the chunked path of :meth:`run`; so does a fixed-shape model's request whose shapes are
+        not the model's (``set_tensor`` reports them).
         """
         m = self.model
         total = sum(rows)
-        if len(parts) == 1 or not m.batchable or total > self.buckets[-1]:
-            # one request: converting it and set_tensor() is one copy too, with less per-call overhead
+        if m.batchable and total <= self.buckets[-1]:
+            bucket = self._bucket(total)
+            interp = self._interps[bucket]
+            first = parts[0]
+            self._fit(bucket, interp, {name: tuple(first[name].shape[1:]) for name in m.input_index})
+        elif not m.batchable and len(parts) == 1 and all(
+            tuple(parts[0][name].shape) == m.default_shapes[idx] for name, idx in m.input_index.items()
+        ):
+            bucket, interp = 0, self._interps[0]
+        else:
             return super().run_parts(model, parts, rows)
-        bucket = self._bucket(total)
-        interp = self._interps[bucket]
-        first = parts[0]
-        self._fit(bucket, interp, {name: tuple(first[name].shape[1:]) for name in m.input_index})
         for name, idx in m.input_index.items():
-            spec = m.input_by_name[name]
-            q = spec.quantization
+            q = m.input_by_name[name].quantization
             view = interp.tensor(idx)()
             try:
+                if not bucket:
+                    _write(parts[0][name], view, q)
+                    continue
                 off = 0
                 for part, n in zip(parts, rows, strict=True):
-                    arr = part[name]
-                    if q is not None and arr.dtype != view.dtype:
-                        numerics.quantize(arr, q.scale, q.zero_point, view.dtype, out=view[off : off + n])
-                    else:
-                        np.copyto(view[off : off + n], arr, casting="unsafe")
+                    _write(part[name], view[off : off + n], q)
                     off += n
                 if off < bucket:
                     view[off:bucket] = 0
@@ -235,7 +240,9 @@ class _TFLiteRunner(Runner):
                 del view  # the interpreter refuses to run while a view of its buffers is alive
         results = numerics.run(interp, {}, m.output_index.values(), self.meter)
         names = m.output_index
-        return {name: res[:total] if total != bucket else res for name, res in zip(names, results, strict=True)}
+        if not bucket or total == bucket:
+            return dict(zip(names, results, strict=True))
+        return {name: res[:total] for name, res in zip(names, results, strict=True)}
 
     def _fit(self, bucket: int, interp: Any, tails: Mapping[str, tuple[int, ...]]) -> None:
         """Resize the bucket's inputs when a request's non-batch dimensions differ from the allocated ones."""
@@ -339,6 +346,14 @@ class TFLiteModel(ServedModel):
 
     def create_runner(self, threads: int, max_batch_size: int) -> Runner:
         return _TFLiteRunner(self, threads, max_batch_size)
+
+
+def _write(arr: Array, dest: Array, q: Quantization | None) -> None:
+    """A request's array into (a slice of) an input tensor: quantized when the tensor is integer and the array not."""
+    if q is not None and arr.dtype != dest.dtype:
+        quantize(arr, q.scale, q.zero_point, dest.dtype, out=dest)
+    else:
+        np.copyto(dest, arr, casting="unsafe")
 
 
 def _fixed(spec: TensorSpec, shape: tuple[int, ...]) -> TensorSpec:

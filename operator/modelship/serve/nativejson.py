@@ -29,8 +29,9 @@ import orjson
 
 from .tensors import Array, NativeArray
 
-#: the library's C interface version this module speaks (msjson_abi)
-ABI = 1
+#: the library's C interface version this module speaks (msjson_abi); 2 added msjson_quantize
+#: (:mod:`modelship.serve.nativequant` binds it)
+ABI = 2
 ENV = "MODELSHIP_JSON_LIB"
 #: at most this many tensor arrays in one request take the native path (more: the usual path)
 MAX_SPANS = 64

@@ -317,8 +317,11 @@ def json_to_array(value: Any, datatype: str, what: str) -> Array:
 
 
 def quantize(arr: Array, q: Quantization) -> Array:
-    """Float values -> the model's integer type, rounded and saturated as LiteRT does (:mod:`modelship.numerics`)."""
-    return numerics.quantize(arr, q.scale, q.zero_point, DATATYPES[q.datatype])
+    """Float values -> the model's integer type, rounded and saturated as LiteRT does (:mod:`modelship.numerics`),
+    by libmsjson when it is there (:mod:`modelship.serve.nativequant`: the same values in one pass)."""
+    from .nativequant import quantize as quantize_fast  # (nativequant -> nativejson -> this module)
+
+    return quantize_fast(arr, q.scale, q.zero_point, DATATYPES[q.datatype])
 
 
 def dequantize(arr: Array, q: Quantization) -> Array:
