@@ -252,12 +252,27 @@ def has_metrics_port(tree: Path | None) -> bool:
     return cli is not None and cli.is_file() and "--metrics-port" in cli.read_text()
 
 
+def tree_env(tree: Path, json_lib: str | None = None) -> dict[str, str]:
+    """The environment a server tree runs in: its operator/ first on the path, and its own libmsjson when given
+    (``$MODELSHIP_JSON_LIB``: a tree that speaks another ABI than the venv's library needs its own build)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    if json_lib:
+        env["MODELSHIP_JSON_LIB"] = json_lib
+    return env
+
+
 def start_ours(
-    model: Path, name: str, port: int, log: Path, tree: Path = REPO / "operator", metrics_port: int | None = None
+    model: Path,
+    name: str,
+    port: int,
+    log: Path,
+    tree: Path = REPO / "operator",
+    metrics_port: int | None = None,
+    json_lib: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """``modelship serve`` from ``tree`` (this checkout's operator/ by default). ``metrics_port`` None: a version
-    from before the metrics port (metrics on the inference port)."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    from before the metrics port (metrics on the inference port). ``json_lib``: the libmsjson it loads."""
+    env = tree_env(tree, json_lib)
     extra = [] if metrics_port is None else ["--metrics-port", str(metrics_port)]
     return subprocess.Popen(
         [PY, "-m", "modelship.serve", "--model", str(model), "--name", name, "--port", str(port), "--host", "127.0.0.1",
@@ -419,14 +434,16 @@ print(json.dumps({
 """
 
 
-def stage_times(tree: Path, model: Path, request: bytes, work: Path, n: int = 50) -> dict[str, Any]:
+def stage_times(
+    tree: Path, model: Path, request: bytes, work: Path, n: int = 50, json_lib: str | None = None
+) -> dict[str, Any]:
     """Where a JSON request's time goes inside the server of ``tree``, stage by stage, without HTTP: parse (JSON
     text to the parser's document), to array (tensor data to the input array, checks), run (quantize, invoke,
     outputs) and encode (dequantize, response JSON)."""
     body = request.split(b"\r\n\r\n", 1)[1]
     body_file = work / "stages-body.json"
     body_file.write_bytes(body)
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = tree_env(tree, json_lib)
     out = subprocess.run(
         [PY, "-c", _STAGES, str(model), str(body_file), str(n)], env=env, check=True, capture_output=True, text=True
     )
@@ -525,6 +542,11 @@ def main() -> int:
     ap.add_argument("--no-append", action="store_true", help="do not append to bench/RESULTS.md")
     ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"))
     ap.add_argument("--before", help="a checkout's operator/ directory whose server also runs (MobileNetV2 cells)")
+    ap.add_argument(
+        "--before-json-lib",
+        help="the libmsjson the --before server loads ($MODELSHIP_JSON_LIB; default: the one this run's server "
+        "loads), for a tree of another ABI: e.g. that checkout's native/msjson/build --dest FILE",
+    )
     ap.add_argument("--profile", action="store_true", help="py-spy the server in the MobileNetV2 1- and N-client cells")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -565,8 +587,10 @@ def main() -> int:
                 if server == "kserve":
                     proc = start_kserve(path, name, port, log, kserve_script)
                 else:
-                    tree = before if server == "modelship-before" and before is not None else REPO / "operator"
-                    proc = start_ours(path, name, port, log, tree, mport)
+                    is_before = server == "modelship-before" and before is not None
+                    tree = before if is_before and before is not None else REPO / "operator"
+                    lib = args.before_json_lib if is_before else None
+                    proc = start_ours(path, name, port, log, tree, mport, lib)
                 try:
                     wait_ready(port, name, proc)
                     for c in levels:
@@ -587,7 +611,7 @@ def main() -> int:
                             # bare invoke right before and after, with the server idle: same machine state
                             r["bare_ms"] = (pre + bare_invoke_ms(path, x, 1, n_invoke)) / 2
                         if ours and big and fmt == "json" and c == 1:
-                            r["stages"] = stage_times(tree, path, req, work)
+                            r["stages"] = stage_times(tree, path, req, work, json_lib=lib)
                             r["live"] = live_stages(port, req)
                         r.update(model=label, server=server, fmt=fmt, load=os.getloadavg()[0])
                         if ours:
