@@ -13,9 +13,11 @@ from modelship.config import OperatorConfig
 from modelship.controller import metrics
 from modelship.controller.mergepatch import apply_merge_patch
 from modelship.controller.pruning import (
+    PROBE_MAX_BYTES,
     PrunedStatus,
     describe,
     missing_fields,
+    probe_patch,
     pruned_paths,
     sent_paths,
     without_paths,
@@ -101,15 +103,20 @@ def test_pruned_status_remembers_retries_after_a_while_and_reports_each_path_onc
 class PruningKube:
     """An API server whose CRD lacks ``status.updatedReplicas``: status writes are merged, then pruned."""
 
-    def __init__(self, body: dict[str, Any]) -> None:
+    def __init__(self, body: dict[str, Any], prunes: tuple[str, ...] = ("updatedReplicas",)) -> None:
         self.body = body
+        self.prunes = prunes
         self.patches: list[dict[str, Any]] = []
+        self.dry_runs: list[dict[str, Any]] = []
         self.events: list[tuple[str, str, str]] = []
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        self.patches.append(status)
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        (self.dry_runs if dry_run else self.patches).append(status)
         merged = apply_merge_patch(self.body.get("status") or {}, status)
-        merged.pop("updatedReplicas", None)
+        for field in self.prunes:
+            merged.pop(field, None)
+        if dry_run:  # what would be stored: nothing is
+            return {**self.body, "status": merged}
         self.body = {**self.body, "status": merged}
         return self.body
 
@@ -166,7 +173,7 @@ def test_a_retried_field_the_upgraded_crd_keeps_is_written_from_then_on() -> Non
     assert metrics.CRD_SKEW.labels("older")._value.get() == 0
 
 
-def test_a_retried_field_the_write_did_not_send_stays_known_and_is_not_reported_again() -> None:
+def test_a_retried_field_the_write_did_not_send_is_probed_by_a_dry_run_and_stays_known_while_pruned() -> None:
     body: dict[str, Any] = {"metadata": {"namespace": "ml", "name": "digits"}, "status": {"phase": "Ready"}}
     kube = PruningKube(body)
     now = [0.0]
@@ -178,12 +185,75 @@ def test_a_retried_field_the_write_did_not_send_stays_known_and_is_not_reported_
     now[0] += 600  # due for a retry, but the next status has no updatedReplicas (a field set now and then)
     writer.write(kube.body, {"phase": "Progressing"})
     assert kube.patches[-1] == {"phase": "Progressing"}
-    assert writer.pruned.all() == {("updatedReplicas",)}  # not sent: nothing learnt about it
-    writer.write(kube.body, {"phase": "Ready", "updatedReplicas": 3})  # sent again (the retry), pruned again
-    assert kube.patches[-1] == {"phase": "Ready", "updatedReplicas": 3}
+    assert kube.dry_runs == [{"updatedReplicas": 2}]  # probed with the value last found pruned: pruned again
+    assert writer.pruned.current() == {("updatedReplicas",)}  # left out for another 600 s
+    writer.write(kube.body, {"phase": "Ready", "updatedReplicas": 3})
+    assert kube.patches[-1] == {"phase": "Ready"} and len(kube.dry_runs) == 1
     assert len(kube.events) == 1  # known: no second Warning
-    writer.write(kube.body, {"phase": "Progressing", "updatedReplicas": 3})  # left out for another 600 s
-    assert kube.patches[-1] == {"phase": "Progressing"} and len(kube.events) == 1
+    now[0] += 600  # due again, and this status sends it: the write itself is the retry, no probe
+    writer.write(kube.body, {"phase": "Progressing", "updatedReplicas": 3})
+    assert kube.patches[-1] == {"phase": "Progressing", "updatedReplicas": 3} and len(kube.dry_runs) == 1
+    assert len(kube.events) == 1
+
+
+def test_a_pruned_path_no_status_sends_again_is_found_kept_by_a_dry_run_probe() -> None:
+    """A held Canary sends no ``rollout``: once the CRD keeps it (applied; a namespaced operator cannot read the
+    CRD), the dry-run probe at the retry finds it kept and forgets it, so the hold lifts."""
+    body: dict[str, Any] = {"metadata": {"namespace": "ml", "name": "digits"}, "status": {"phase": "Ready"}}
+    kube = PruningKube(body, prunes=("rollout", "updatedReplicas"))
+    now = [0.0]
+    writer = Reconciler(kube, Store(), OperatorConfig()).status_writer  # type: ignore[arg-type]
+    writer.pruned = PrunedStatus(retry=600, clock=lambda: now[0])
+    record = {"phase": "Shadow", "step": 0, "candidateRevision": "r2"}
+    writer.write(kube.body, {"phase": "Ready", "rollout": record, "conditions": [{"type": "Ready", "x": 1}]})
+    assert writer.known_pruned() == {"status.rollout"}
+    for _ in range(3):  # held: no status sends rollout; before the retry, nothing is probed
+        now[0] += 100
+        writer.write(kube.body, {"phase": "Stalled"})
+    assert kube.dry_runs == [] and writer.known_pruned() == {"status.rollout"}
+    now[0] += 300  # due: probed, still pruned (the CRD was not applied yet)
+    writer.write(kube.body, {"phase": "Stalled"})
+    assert kube.dry_runs == [{"rollout": record}] and writer.known_pruned() == {"status.rollout"}
+    assert kube.body["status"] == {"phase": "Stalled", "conditions": [{"type": "Ready", "x": 1}]}  # stored nothing
+
+    kube.prunes = ("updatedReplicas",)  # the admin applies the CRD
+    now[0] += 599
+    writer.write(kube.body, {"phase": "Stalled"})
+    assert len(kube.dry_runs) == 1  # not due yet
+    now[0] += 1
+    writer.write(kube.body, {"phase": "Stalled"})
+    assert kube.dry_runs[-1] == {"rollout": record} and writer.known_pruned() == frozenset()
+    assert "rollout" not in kube.body["status"]  # a dry run: the next reconcile writes the record
+    assert metrics.CRD_SKEW.labels("older")._value.get() == 0
+
+
+def test_a_dry_run_probe_without_an_answer_keeps_the_path_known_until_the_next_retry() -> None:
+    body: dict[str, Any] = {"metadata": {"namespace": "ml", "name": "digits"}, "status": {}}
+    kube = PruningKube(body, prunes=("servingArtifact",))
+    now = [0.0]
+    writer = Reconciler(kube, Store(), OperatorConfig()).status_writer  # type: ignore[arg-type]
+    writer.pruned = PrunedStatus(retry=600, clock=lambda: now[0])
+    writer.write(kube.body, {"servingRevision": "r1", "servingArtifact": "oci://reg/ml/d@sha256:" + "a" * 64})
+
+    def refused(namespace: str, name: str, status: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        raise ApiException(status=422, reason="Invalid")
+
+    kube.patch_status = refused  # type: ignore[method-assign]
+    now[0] += 600
+    writer.write(kube.body, {"servingRevision": "r1"})
+    assert writer.pruned.current() == {("servingArtifact",)}
+
+
+def test_the_probe_patch_sets_only_the_path_and_a_whole_list_for_an_item_path() -> None:
+    sent = {"phase": "Ready", "rollout": {"step": 1, "window": {"a": 1}}, "conditions": [{"type": "R", "s": 1}]}
+    assert probe_patch(sent, ("rollout", "window")) == {"rollout": {"window": {"a": 1}}}
+    assert probe_patch(sent, ("conditions", "[]", "s")) == {"conditions": [{"type": "R", "s": 1}]}
+    assert probe_patch(sent, ("rollout", "gone")) is None
+    pruned = PrunedStatus(retry=10, clock=lambda: 100.0)
+    pruned.found([("rollout", "window")], sent)
+    pruned.found([("huge",)], {"huge": "x" * (PROBE_MAX_BYTES + 1)})  # too large to remember: no probe
+    pruned.clock = lambda: 110.0
+    assert pruned.due() == {("rollout", "window"): {"rollout": {"window": {"a": 1}}}}
 
 
 def test_every_object_whose_status_goes_without_a_pruned_field_is_told_once() -> None:

@@ -242,13 +242,16 @@ class Kube:
             if exc.status != 404:
                 raise
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """Merge-patch the ModelDeployment's status; ``dry_run``: the API server answers what it would store
+        (pruned to the served CRD) and stores nothing."""
         path = f"{kinds.MODELDEPLOYMENT.path(namespace, name)}/status"
+        query = [("fieldManager", FIELD_MANAGER), *([("dryRun", "All")] if dry_run else [])]
         return self._call(
             "PATCH",
             path,
             body={"status": status},
-            query=[("fieldManager", FIELD_MANAGER)],
+            query=query,
             content_type="application/merge-patch+json",
         )
 

@@ -12,6 +12,7 @@ remembered (``PrunedStatus``), and left out of the following writes. Paths name 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -22,7 +23,10 @@ ITEMS = "[]"
 """The path step of a list's items."""
 RETRY_SECONDS = 600.0
 """How long a pruned path is left out of status writes before it is tried again (the CRD may have been upgraded
-since: the next write finds out)."""
+since: the next write that sends it finds out, or else a dry-run probe: ``PrunedStatus.probe``)."""
+PROBE_MAX_BYTES = 64 * 1024
+"""The largest value (as JSON) remembered per pruned path to probe it with; a larger one is not remembered, and its
+path is found kept only by a write that sends it."""
 
 
 def pruned_paths(sent: Mapping[str, Any], served: Mapping[str, Any] | None) -> set[Path]:
@@ -63,6 +67,22 @@ def _sets(value: Any, path: Path) -> bool:
     if step == ITEMS:
         return isinstance(value, list) and any(_sets(item, rest) for item in value)
     return isinstance(value, Mapping) and _sets(value.get(step), rest)
+
+
+def probe_patch(sent: Mapping[str, Any], path: Path) -> dict[str, Any] | None:
+    """A merge patch setting only what ``sent`` set at ``path`` (the whole list, for a path through a list's items:
+    a merge patch replaces lists): sent again, the answer says whether the served CRD keeps ``path``. None when
+    ``sent`` sets nothing there."""
+    steps = path[: path.index(ITEMS)] if ITEMS in path else path
+    if not steps or not sent_paths(sent, [path]):
+        return None
+    value: Any = sent
+    for step in steps:
+        value = value[step]
+    out: dict[str, Any] = {steps[-1]: value}
+    for step in reversed(steps[:-1]):
+        out = {step: out}
+    return out
 
 
 def without_paths(value: Any, paths: Iterable[Path]) -> Any:
@@ -142,6 +162,8 @@ class PrunedStatus:
         self.retry = retry
         self.clock = clock
         self._found: dict[Path, float] = {}
+        self._probes: dict[Path, dict[str, Any]] = {}
+        """Per path, the last merge patch found pruned that set it (``probe_patch``): what a probe sends again."""
         self._lock = threading.Lock()
 
     def current(self) -> frozenset[Path]:
@@ -150,17 +172,25 @@ class PrunedStatus:
         with self._lock:
             return frozenset(p for p, at in self._found.items() if now - at < self.retry)
 
-    def found(self, paths: Iterable[Path]) -> set[Path]:
-        """Remember ``paths`` as pruned now; returns those that were not known (first found, or found again after
-        a retry) so the caller says so once."""
+    def found(self, paths: Iterable[Path], sent: Mapping[str, Any] | None = None) -> set[Path]:
+        """Remember ``paths`` as pruned now (with what the merge patch ``sent`` set there, to probe them with);
+        returns those that were not known (first found, or found again after a retry) so the caller says so once."""
         now = self.clock()
         fresh: set[Path] = set()
+        paths = list(paths)
+        probes: dict[Path, dict[str, Any]] = {}
+        for path in paths if sent is not None else ():
+            patch = probe_patch(sent or {}, path)
+            if patch is not None and len(json.dumps(patch)) <= PROBE_MAX_BYTES:
+                probes[path] = patch
         with self._lock:
             for path in paths:
                 at = self._found.get(path)
                 if at is None:
                     fresh.add(path)
                 self._found[path] = now
+                if path in probes:
+                    self._probes[path] = probes[path]
         return fresh
 
     def clear(self, paths: Iterable[Path]) -> None:
@@ -168,6 +198,14 @@ class PrunedStatus:
         with self._lock:
             for path in paths:
                 self._found.pop(path, None)
+                self._probes.pop(path, None)
+
+    def due(self) -> dict[Path, dict[str, Any]]:
+        """The paths due for a retry (found pruned ``retry`` seconds ago or more) with the merge patch to probe each
+        with (``probe_patch``); a path with none is not listed."""
+        now = self.clock()
+        with self._lock:
+            return {p: self._probes[p] for p, at in self._found.items() if now - at >= self.retry and p in self._probes}
 
     def all(self) -> frozenset[Path]:
         """Every path found pruned (also those due for a retry)."""

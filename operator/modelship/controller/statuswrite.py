@@ -7,9 +7,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from .. import KIND, __version__
 from . import metrics
-from .kube import EventPoster, Kube
+from .kube import EventPoster, Kube, Unreachable
 from .mergepatch import merge_patch
 from .once import Once
 from .pruning import Path, PrunedStatus, describe, pruned_paths, sent_paths, without_paths
@@ -48,6 +50,7 @@ class StatusWriter:
         # so is a top-level field it knows but cannot read (a newer operator's value), unless this status sets it
         status = keep_unknown_status(current, status)
         retried = self.pruned.all() - (left_out := self.pruned.current())
+        self._probe(body, retried - sent_paths(status, retried))
         # and never a field the served CRD prunes (an older CRD): the patch would be sent again at every reconcile
         patch = merge_patch(current, without_paths(status, left_out))
         omitted = sent_paths(status, left_out)  # what this object's status goes without: it is told once too
@@ -104,12 +107,36 @@ class StatusWriter:
         not reported again when next pruned."""
         pruned = pruned_paths(sent, served)
         self.pruned.clear(sent_paths(sent, retried) - pruned)
-        fresh = self.pruned.found(pruned)
+        fresh = self.pruned.found(pruned, sent)
         self._set_skew_gauge()
         if fresh:
             log.warning("%s/%s: %s", body["metadata"].get("namespace"), body["metadata"].get("name"),
                         self._message(fresh))  # fmt: skip
         return pruned
+
+    def _probe(self, body: dict[str, Any], unsent: frozenset[Path]) -> None:
+        """Probe the pruned paths due for a retry that this write does not send (a held Canary sends no
+        ``rollout``: without this, nothing would ever find that the CRD now keeps it, a namespaced operator being
+        unable to read the CRD): a dry-run status PATCH of this object carrying the value last found pruned there.
+        Kept in the answer: the CRD declares the path, it is forgotten (a hold for it lifts at the next reconcile);
+        pruned, or no clear answer: it stays known pruned until its next retry."""
+        probes = {path: patch for path, patch in self.pruned.due().items() if path in unsent}
+        meta = body["metadata"]
+        for path, patch in sorted(probes.items()):
+            try:
+                result = self.kube.patch_status(meta["namespace"], meta["name"], patch, dry_run=True)
+            except (ApiException, Unreachable) as exc:  # no answer: tried again at the next retry
+                log.debug("dry-run probe of %s: %s", describe(path), exc)
+                result = {}
+            metrics.API_WRITES.labels("patch", "ModelDeployment/status").inc()
+            served = result.get("status")
+            if isinstance(served, dict) and path not in pruned_paths(patch, served):
+                log.info("%s is kept by the served CRD again (a dry-run status write): written again", describe(path))
+                self.pruned.clear([path])
+            else:
+                self.pruned.found([path])
+        if probes:
+            self._set_skew_gauge()
 
     def _tell(self, body: dict[str, Any], omitted: set[Path]) -> None:
         """A Warning Event on this ModelDeployment naming the pruned fields its status goes without that it has not
