@@ -4,6 +4,7 @@ renders, read back through the same observation the reconciler makes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from modelship.api.status import ConditionType, Reason
@@ -13,7 +14,7 @@ from modelship.controller.stages.build import build
 from modelship.controller.stages.context import Effects
 from modelship.controller.stages.deploy import ServingTarget, deploy, target
 from modelship.controller.stages.gate import GateVerdict
-from modelship.controller.stages.memory import lost, read_back, rollout_lost, what_serves
+from modelship.controller.stages.memory import SERVING_IMAGE, Served, lost, read_back, rollout_lost, what_serves
 from modelship.controller.stages.optimize import optimize
 from modelship.controller.stages.resolve import Known
 from modelship.resources.revision import revision
@@ -218,3 +219,57 @@ def test_a_built_image_is_recovered_when_servingImage_is_pruned_and_only_from_it
     c = ctx(md, Observed(deployment=deployment_observation(live(md, ServingTarget(OLD, elsewhere), CONFIG)),
                          pruned_status=pruned))  # fmt: skip
     assert what_serves(c).served is None and "status.servingImage" in (what_serves(c).unknown or "")
+
+
+def test_status_lacking_the_artifact_of_a_pushing_modeldeployment_is_never_read_as_the_claim() -> None:
+    """Status can lack servingArtifact / artifactRef with nothing known pruned (a namespaced operator restarted, or
+    the CRD upgraded since they were pruned): a ModelDeployment that pushes artifacts recovers them or holds."""
+    md = make_md(build=False, status={"servingRevision": OLD})
+    mid_rollout = ctx(md, observed(md, ServingTarget("rnew", None, PULLED), set()), config=ARTIFACT_CONFIG)
+    memory = what_serves(mid_rollout)
+    assert memory.served is None and "status lacks status.servingArtifact" in (memory.unknown or "")
+    held = deploy(mid_rollout, target(mid_rollout, build(mid_rollout, BLOCKED, Known(), None)))
+    assert held.effects.apply == () and held.effects.failure is not None
+    assert held.effects.failure.reason == Reason.CRD_OLDER_THAN_OPERATOR
+    # the live Deployment of that revision says so: the claim (or the artifact it pulls) it is
+    claim = ctx(md, observed(md, ServingTarget(OLD, None), set()), config=ARTIFACT_CONFIG)
+    assert what_serves(claim).served is not None and what_serves(claim).served.artifact is None  # type: ignore[union-attr]
+    # nothing pushed (no artifact repository): status says the claim, as before
+    plain = ctx(md, Observed(deployment=deployment_observation(live(md, ServingTarget("rnew", None), CONFIG))))
+    assert target(plain, build(plain, BLOCKED, Known(), None)) == ServingTarget(OLD, None)
+
+    rev = revision(md.spec)
+    recorded = result().wire()
+    recorded.update(revision=rev)  # status has the optimization result, without artifactRef; nothing known pruned
+    md = make_md(build=False, status={"optimization": recorded})
+    gone = ctx(md, Observed(), config=ARTIFACT_CONFIG)
+    assert not build(gone, PASSED, Known(), optimize(gone, Known(optimization=md.status.optimization)).result).built
+    # a succeeded Job of the revision that pushed nothing says: the claim
+    unpushed = job("optimizer", rev, JobState.SUCCEEDED, msg=summary())
+    c = ctx(md, Observed(jobs=[unpushed]), config=ARTIFACT_CONFIG)
+    opt = optimize(c, Known(optimization=md.status.optimization))
+    assert target(c, build(c, PASSED, Known(), opt.result)) == ServingTarget(rev, None)
+
+
+def test_a_digest_taken_from_the_live_deployment_must_be_a_digest() -> None:
+    md = make_md(build=False, status={"servingRevision": OLD, "servingArtifact": ARTIFACT_REF})
+    forged = replace(deployment_observation(live(md, ServingTarget(OLD, None, PULLED))), artifact_digest="sha256:x;y")
+    c = ctx(md, Observed(deployment=forged), config=ARTIFACT_CONFIG)
+    assert target(c, build(c, BLOCKED, Known(), None)) == ServingTarget(OLD, None, ServedArtifact(ARTIFACT_REF))
+    # recovered only with a well-formed digest (status lacks the artifact): else held
+    lacking = make_md(build=False, status={"servingRevision": OLD})
+    c = ctx(lacking, Observed(deployment=forged, pruned_status=frozenset(ARTIFACT)), config=ARTIFACT_CONFIG)
+    assert what_serves(c).served is None and what_serves(c).unknown is not None
+
+
+def test_a_tenant_edit_of_the_serving_deployment_is_not_adopted_when_nothing_is_pruned() -> None:
+    """A current CRD, status naming no image (the stock runtime served the claim before a build was enabled): an
+    image of spec.build.repository put into the serving Deployment by someone else is reverted, not adopted."""
+    md = make_md(status={"servingRevision": OLD})
+    edited = live(md, ServingTarget(OLD, IMAGE), CONFIG)
+    c = ctx(md, Observed(deployment=deployment_observation(edited)))
+    assert what_serves(c).served == Served(OLD, None, None)
+    assert target(c, build(c, BLOCKED, Known(), None)) == ServingTarget(OLD, None)
+    # with servingImage known pruned, the live Deployment is what tells it
+    c = ctx(md, Observed(deployment=deployment_observation(edited), pruned_status=frozenset({SERVING_IMAGE})))
+    assert what_serves(c).served == Served(OLD, IMAGE, None)

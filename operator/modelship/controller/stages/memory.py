@@ -13,7 +13,9 @@ pruned, so every status field a decision reads back is one of:
                                      image (a built one, or the stock runtime told ``--model``) and the
                                      artifact its init container pulls, with the digest it checks. Only what
                                      this ModelDeployment may serve is taken (its image repository, its
-                                     artifact repository); otherwise **held**
+                                     artifact repository, a well-formed digest); otherwise **held**. Read
+                                     only while a field is known pruned or the ModelDeployment pushes
+                                     artifacts (then a missing field is never "the claim" on a guess)
 ``status.optimization.artifactRef``  **recovered** from the revision's succeeded optimization Job (its summary,
                                      checked like any summary, while the Job is kept: ``jobTtlSeconds``) or a
                                      serving Deployment running the revision; otherwise **held**
@@ -39,13 +41,14 @@ other fields read back (``optimization`` and ``image`` results and attempts, ``s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ...api.build_result import in_repository
+from ...api.build_result import DIGEST_PATTERN, in_repository
 from ...api.report import Summary
 from ...api.status import OptimizationStatus
-from ...resources.artifact import artifact_target, pushed_here, servable
+from ...resources.artifact import artifact_repository, artifact_target, pushed_here, servable
 from ...resources.serving import ServedArtifact
 from ..observe import DeploymentObservation, JobState
 from .context import Context
@@ -101,8 +104,10 @@ class Memory:
 
 def what_serves(ctx: Context) -> Memory:
     """What serves, from status; from the live serving Deployment where status says nothing of the image or
-    artifact of ``status.servingRevision`` (the served CRD prunes them now, or did when status was last written:
-    an operator restarted, or a CRD applied since, finds them missing too)."""
+    artifact of ``status.servingRevision`` and a read-back field is known pruned or the ModelDeployment pushes
+    artifacts (the served CRD prunes them now, or did when status was last written: an operator restarted, or a CRD
+    applied since, finds them missing too). Otherwise the live Deployment is not read: status says what serves,
+    and a tenant's edit of the Deployment is reverted, never adopted."""
     prev, pruned = ctx.prev, ctx.observed.pruned_status
     if lost(SERVING_REVISION, pruned):
         return Memory(None, _unknown([SERVING_REVISION], "which revision serves"))
@@ -115,18 +120,27 @@ def what_serves(ctx: Context) -> Memory:
         # serving pod would be replaced by an identical one (a blocked next revision did that)
         same = artifact is not None and live is not None and live.revision == prev.serving_revision
         if same and live is not None and artifact is not None and live.artifact == artifact.reference:
-            artifact = ServedArtifact(artifact.reference, live.artifact_digest or artifact.digest)
+            artifact = ServedArtifact(artifact.reference, _digest(live.artifact_digest) or artifact.digest)
         return Memory(Served(prev.serving_revision, prev.serving_image, artifact))
     gone = [f for f in (SERVING_IMAGE, SERVING_ARTIFACT) if lost(f, pruned)]
+    pushes = artifact_repository(ctx.md, ctx.config) is not None
+    if not gone and not pushes:  # status says it: the stock runtime serves the artifact from the claim
+        return Memory(Served(prev.serving_revision, None, None))
+    # status lacks what it may have lost (pruned now or when it was written): only a live object tells it, also
+    # that the claim serves; never a guess
     served = _live(ctx, live) if live is not None and live.revision == prev.serving_revision else None
     if served is not None:
         return Memory(served)
-    if not gone:  # status says it: the stock runtime serves the artifact from the claim
-        return Memory(Served(prev.serving_revision, None, None))
     runs = "does not exist" if live is None else f"runs revision {live.revision}"
     if live is not None and live.revision == prev.serving_revision:
         runs = "runs an image or artifact this ModelDeployment may not serve"
-    return Memory(None, _unknown(gone, f"what revision {prev.serving_revision} serves (the serving Deployment {runs})"))
+    what = f"what revision {prev.serving_revision} serves (the serving Deployment {runs})"
+    return Memory(None, _unknown(gone or [SERVING_ARTIFACT], what, known=bool(gone)))
+
+
+def _digest(digest: str | None) -> str | None:
+    """A content digest read from a live Deployment (tenant-editable): only a well-formed one."""
+    return digest if digest is not None and re.fullmatch(DIGEST_PATTERN, digest) else None
 
 
 def _live(ctx: Context, live: DeploymentObservation) -> Served | None:
@@ -141,15 +155,17 @@ def _live(ctx: Context, live: DeploymentObservation) -> Served | None:
         return Served(live.revision, None, None)
     if not servable(ctx.md, ctx.config, live.artifact):
         return None
+    if live.artifact_digest is not None and _digest(live.artifact_digest) is None:
+        return None  # a malformed digest: not what this operator rendered
     return Served(live.revision, None, ServedArtifact(live.artifact, live.artifact_digest))
 
 
 def pushed_artifact(ctx: Context, result: OptimizationStatus) -> tuple[ServedArtifact | None, str | None]:
     """(artifact, why unknown) of the spec's revision when its optimization ``result`` names no artifact though
-    the operator asked for a push (``status.optimization.artifactRef`` pruned by the served CRD now or when status
-    was written): the revision's succeeded optimization Job says what it pushed; so does a Deployment already
-    running the revision. Unknown (hold) only while the field is known pruned; (None, None) otherwise: the pods
-    mount the claim."""
+    the operator asks for a push (``status.optimization.artifactRef`` pruned by the served CRD now or when status
+    was written): the revision's succeeded optimization Job says what it pushed (or that it pushed nothing: the
+    claim); so does a Deployment already running the revision. Unknown (hold) otherwise, whether or not the field
+    is known pruned: never the claim on a guess. (None, None) when nothing is pushed: the pods mount the claim."""
     if result.artifact_ref or artifact_target(ctx.md, ctx.config, ctx.revision) is None:
         return None, None
     for job in reversed(ctx.observed.jobs_for("optimizer", ctx.revision)):
@@ -160,16 +176,16 @@ def pushed_artifact(ctx: Context, result: OptimizationStatus) -> tuple[ServedArt
         except ValueError:
             continue
         ref = summary.artifact_ref
+        if summary.ok and ref is None:
+            return None, None  # the Job pushed nothing: its artifact is on the claim
         if summary.ok and ref is not None and pushed_here(ctx.md, ctx.config, ref):
             return ServedArtifact(ref, summary.artifact_digest), None
     for live in (ctx.observed.deployment, ctx.observed.canary):
         served = _live(ctx, live) if live is not None and live.revision == ctx.revision else None
-        if served is not None and served.artifact is not None:
-            return served.artifact, None
-    if not lost(ARTIFACT_REF, ctx.observed.pruned_status):
-        return None, None
+        if served is not None:
+            return served.artifact, None  # None: it mounts the claim
     why = f"the artifact revision {ctx.revision} pushed (its optimization Job is gone and nothing runs it)"
-    return None, _unknown([ARTIFACT_REF], why)
+    return None, _unknown([ARTIFACT_REF], why, known=lost(ARTIFACT_REF, ctx.observed.pruned_status))
 
 
 def recalled(ctx: Context, result: OptimizationStatus) -> OptimizationStatus:
@@ -181,10 +197,18 @@ def recalled(ctx: Context, result: OptimizationStatus) -> OptimizationStatus:
     return result.model_copy(update={"artifact_ref": artifact.reference, "artifact_digest": digest})
 
 
-def _unknown(fields: list[str], what: str) -> str:
-    return (
+def _unknown(fields: list[str], what: str, known: bool = True) -> str:
+    """Why a serving change is held; ``known``: the fields are known pruned now (else status lacks them, as after
+    an older CRD pruned them when status was written)."""
+    drops = (
         f"the installed ModelDeployment CRD is older than this operator: the API server drops {', '.join(fields)} "
-        f"from status, where this operator remembers {what}, and the live objects do not tell it either. Serving "
+        "from status"
+        if known
+        else f"status lacks {', '.join(fields)} (an older CRD pruned it when status was written, or a restart "
+        "forgot that it does)"
+    )
+    return (
+        f"{drops}, where this operator remembers {what}, and the live objects do not tell it either. Serving "
         f"changes are held until then, what serves keeps serving: {FIX}"
     )
 
