@@ -148,3 +148,11 @@ def test_the_foreign_pods_kept_are_bounded_the_most_recent_kept() -> None:
     assert len(kube.lists) == FOREIGN_PODS_KEPT + 36  # the last FOREIGN_PODS_KEPT are kept
     revisions.of("ml", "digits", {"f0"})
     assert len(kube.lists) == FOREIGN_PODS_KEPT + 37  # an older one was forgotten: asked again
+
+
+def test_one_look_listing_more_foreign_pods_than_kept_keeps_only_the_bound() -> None:
+    kube = ListingKube([pod("a", "1", "r1")])
+    revisions = PodRevisions(kube)  # type: ignore[arg-type]
+    many = {f"f{i:03d}" for i in range(FOREIGN_PODS_KEPT * 3)}  # a slice of someone else's pods, all at once
+    assert revisions.of("ml", "digits", {"1", *many}) == {"1": "r1", **dict.fromkeys(many, "")}
+    assert len(revisions._known["ml", "digits"][1]) == FOREIGN_PODS_KEPT

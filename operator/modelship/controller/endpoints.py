@@ -55,7 +55,7 @@ class PodRevisions:
             # other's and list again, every reconcile), the most recent FOREIGN_PODS_KEPT
             new = sorted(uids - listed.keys())
             before = [uid for uid in foreign if uid not in listed and uid not in uids]
-            foreign = (*before[max(0, len(before) + len(new) - FOREIGN_PODS_KEPT) :], *new)
+            foreign = (*before, *new)[-FOREIGN_PODS_KEPT:]  # also when one look lists more than that
             with self._lock:
                 self._known[key] = (listed, foreign)
         return {uid: listed.get(uid, "") for uid in uids}
