@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from modelship.api.rollout_status import CriterionStatus, RolloutStatus
 from modelship.api.status import ConditionType, Reason
 from modelship.controller.observe import JobState, Observed, deployment_observation
 from modelship.controller.plan import plan
@@ -14,7 +15,16 @@ from modelship.controller.stages.build import build
 from modelship.controller.stages.context import Effects
 from modelship.controller.stages.deploy import ServingTarget, deploy, target
 from modelship.controller.stages.gate import GateVerdict
-from modelship.controller.stages.memory import SERVING_IMAGE, Served, lost, read_back, rollout_lost, what_serves
+from modelship.controller.stages.memory import (
+    HARMLESS,
+    ROLLOUT_READ_BACK,
+    SERVING_IMAGE,
+    Served,
+    lost,
+    read_back,
+    rollout_lost,
+    what_serves,
+)
 from modelship.controller.stages.optimize import optimize
 from modelship.controller.stages.resolve import Known
 from modelship.resources.revision import revision
@@ -273,3 +283,15 @@ def test_a_tenant_edit_of_the_serving_deployment_is_not_adopted_when_nothing_is_
     # with servingImage known pruned, the live Deployment is what tells it
     c = ctx(md, Observed(deployment=deployment_observation(edited), pruned_status=frozenset({SERVING_IMAGE})))
     assert what_serves(c).served == Served(OLD, IMAGE, None)
+
+
+def test_every_field_of_the_rollout_record_is_classified_read_back_or_harmless() -> None:
+    fields = {f"status.rollout.{info.alias or name}" for name, info in RolloutStatus.model_fields.items()}
+    fields |= {f"status.rollout.criteria[].{info.alias or name}" for name, info in CriterionStatus.model_fields.items()}
+    criteria = {f for f in fields if f.startswith("status.rollout.criteria[].")}
+    unclassified = fields - ROLLOUT_READ_BACK - HARMLESS - criteria
+    assert not unclassified, f"add to memory.ROLLOUT_READ_BACK or memory.HARMLESS: {sorted(unclassified)}"
+    assert not ROLLOUT_READ_BACK & HARMLESS and fields >= (ROLLOUT_READ_BACK | HARMLESS)  # no stale names
+    assert "status.rollout.criteria" in ROLLOUT_READ_BACK  # its items are read back, but for HARMLESS ones
+    assert all(read_back(f) for f in ROLLOUT_READ_BACK) and not any(read_back(f) for f in HARMLESS)
+    assert rollout_lost(ROLLOUT_READ_BACK | HARMLESS) == sorted(ROLLOUT_READ_BACK)

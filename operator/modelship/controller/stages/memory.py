@@ -60,6 +60,17 @@ ARTIFACT_REF = "status.optimization.artifactRef"
 ROLLOUT = "status.rollout"
 HARMLESS = frozenset({"status.rollout.ignoredOverrides", "status.rollout.criteria[].required"})
 """Read back, but pruning them changes nothing that serves."""
+ROLLOUT_READ_BACK = frozenset(
+    f"status.rollout.{field}"
+    for field in (
+        "candidate", "candidateImage", "candidateArtifact", "stable", "phase", "step", "weight", "route",
+        "mirrorPercent", "startedAt", "phaseStartedAt", "criteria", "decision", "message", "rollbackCause", "source",
+        "window",
+    )
+)  # fmt: skip
+"""The fields of the Canary record a rollout's decisions read back: one of them pruned holds the rollout
+(``rollout_lost``). Every field of ``RolloutStatus`` is here or in ``HARMLESS`` (a unit test checks): a field added
+to the record must be classified."""
 FIX = "apply this release's CRD (kubectl apply --server-side -f crds/)"
 
 
