@@ -20,6 +20,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from modelship.api.rollout_status import RolloutPhase, RolloutStatus
+from modelship.controller.kube import Kube
+from modelship.controller.pruning import PrunedStatus
+from modelship.controller.statuswrite import StatusWriter
+from modelship.controller.store import Store
 from tests.integration.cluster import CRD_DIR, apply_manifest, condition, install_crds, wait_for
 from tests.integration.operator_harness import OperatorProcess, running_operator
 from tests.integration.rollout import NEW_IMAGE
@@ -146,3 +151,40 @@ def test_a_canary_rollout_is_held_while_its_record_is_pruned(
     names = [d.metadata.name for d in k.apps.list_namespaced_deployment(namespace).items]
     assert names == ["digits"], names  # no candidate Deployment
     assert k.wait_condition("Stalled", "True", reason="CRDOlderThanOperator")["status"]["servingRevision"] == rev
+
+
+def test_a_dry_run_status_patch_says_whether_the_served_crd_keeps_the_rollout_record(
+    api_client: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    """What lifts a held Canary under a namespaced operator, which cannot read the CRD and whose held status sends
+    no status.rollout: at the retry, the status writer sends the record last found pruned in a dry-run status
+    PATCH. The real API server's answer is pruned to the served CRD and nothing is stored; once the current CRD is
+    applied, the answer keeps the record and the writer forgets it was pruned. Runs last: it applies the current
+    CRD."""
+    k = Cluster(api_client, namespace)
+    older_crd_served(k)
+    k.apply(md_doc())
+    now = [0.0]
+    writer = StatusWriter(Kube(api_client), Store())  # the served CRD is never read: as a namespaced operator
+    writer.pruned = PrunedStatus(retry=600, clock=lambda: now[0])
+    record = RolloutStatus(candidate="r2", stable="r1", phase=RolloutPhase.SHADOW,
+                           started_at="2026-11-29T10:00:00Z").wire()  # fmt: skip
+
+    def current() -> dict[str, Any]:
+        return {key: value for key, value in (k.md().get("status") or {}).items() if key != "kopf"}
+
+    writer.write(k.md(), {**current(), "rollout": record})  # a real write: the older CRD prunes the record
+    assert writer.known_pruned() == {"status.rollout"} and "rollout" not in current()
+    now[0] += 600  # due: the status sent does not have it (a held Canary's), so a dry run probes it
+    writer.write(k.md(), current())
+    assert writer.known_pruned() == {"status.rollout"}  # the older CRD prunes it from the dry run's answer too
+
+    install_crds(api_client, CRD_DIR)
+
+    def probed_kept() -> bool:
+        now[0] += 600
+        writer.write(k.md(), current())
+        return writer.known_pruned() == frozenset()
+
+    wait_for(probed_kept, timeout=60, description="a dry-run probe finding status.rollout kept")
+    assert "rollout" not in current()  # a dry run: nothing was stored

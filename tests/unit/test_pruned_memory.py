@@ -7,10 +7,16 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from modelship.api.rollout_status import CriterionStatus, RolloutStatus
 from modelship.api.status import ConditionType, Reason
+from modelship.config import OperatorConfig
+from modelship.controller.mergepatch import apply_merge_patch
 from modelship.controller.observe import JobState, Observed, deployment_observation
 from modelship.controller.plan import plan
+from modelship.controller.pruning import PrunedStatus
+from modelship.controller.reconcile import Reconciler
 from modelship.controller.stages.build import build
 from modelship.controller.stages.context import Effects
 from modelship.controller.stages.deploy import ServingTarget, deploy, target
@@ -27,6 +33,7 @@ from modelship.controller.stages.memory import (
 )
 from modelship.controller.stages.optimize import optimize
 from modelship.controller.stages.resolve import Known
+from modelship.controller.store import Store
 from modelship.resources.revision import revision
 from modelship.resources.serving import ServedArtifact
 from tests.unit.test_plan import CONFIG, IMAGE, NOW, job, make_md, summary
@@ -295,3 +302,59 @@ def test_every_field_of_the_rollout_record_is_classified_read_back_or_harmless()
     assert "status.rollout.criteria" in ROLLOUT_READ_BACK  # its items are read back, but for HARMLESS ones
     assert all(read_back(f) for f in ROLLOUT_READ_BACK) and not any(read_back(f) for f in HARMLESS)
     assert rollout_lost(ROLLOUT_READ_BACK | HARMLESS) == sorted(ROLLOUT_READ_BACK)
+
+
+def test_a_held_canary_of_a_namespaced_operator_goes_on_once_the_crd_keeps_the_record() -> None:
+    """A namespaced operator cannot read the CRD; its held status sends no status.rollout. Once the CRD is
+    applied, the dry-run probe at the retry finds the record kept, and the next reconcile starts the rollout
+    (before: Stalled CRDOlderThanOperator until a restart)."""
+    md = make_md(build=False, serving={"replicas": 2, "rollout": CANARY}, status={"servingRevision": OLD})
+    jobs = [job("optimizer", revision(md.spec), JobState.SUCCEEDED, msg=summary())]
+    stable = deployment_observation(live(md, ServingTarget(OLD, None), CONFIG))
+    kube = ForbiddenCrdKube({"metadata": {"namespace": "ml", "name": "digits", "uid": "u"},
+                             "status": {"servingRevision": OLD}})  # fmt: skip
+    now = [0.0]
+    writer = Reconciler(kube, Store(), OperatorConfig()).status_writer  # type: ignore[arg-type]
+    writer.pruned = PrunedStatus(retry=600, clock=lambda: now[0])
+    writer.check_served_crd()  # forbidden: namespaced
+
+    def reconcile() -> str:
+        out = plan(md, Observed(jobs=jobs, deployment=stable, pruned_status=writer.known_pruned()), CONFIG, NOW)
+        writer.write(kube.body, out.status)
+        return str(next(c for c in out.status["conditions"] if c["type"] == "Verified")["reason"])
+
+    reconcile()  # the rollout starts, its record is pruned: known from this write
+    assert writer.known_pruned() == {"status.rollout"}
+    for _ in range(3):
+        now[0] += 300
+        assert reconcile() == "CRDOlderThanOperator"  # held; probed at 600 s: still pruned
+    assert kube.dry_runs == 1
+    kube.prunes = False  # the admin applies the CRD
+    now[0] += 600
+    assert reconcile() == "CRDOlderThanOperator" and writer.known_pruned() == frozenset()  # the probe found it kept
+    assert reconcile() != "CRDOlderThanOperator" and "rollout" in kube.body["status"]  # goes on, recorded
+
+
+class ForbiddenCrdKube:
+    """A namespaced operator's API server: the CRD may not be read; status.rollout pruned while ``prunes``."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.prunes = True
+        self.dry_runs = 0
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        merged = apply_merge_patch(self.body.get("status") or {}, status)
+        if self.prunes:
+            merged.pop("rollout", None)
+        self.dry_runs += dry_run
+        if dry_run:
+            return {**self.body, "status": merged}
+        self.body = {**self.body, "status": merged}
+        return self.body
+
+    def custom_resource_definition(self, name: str) -> dict[str, Any]:
+        raise ApiException(status=403, reason="Forbidden")
+
+    def event(self, *args: Any) -> None:
+        pass
