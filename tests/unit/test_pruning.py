@@ -253,7 +253,10 @@ def test_the_probe_patch_sets_only_the_path_and_a_whole_list_for_an_item_path() 
     pruned.found([("rollout", "window")], sent)
     pruned.found([("huge",)], {"huge": "x" * (PROBE_MAX_BYTES + 1)})  # too large to remember: no probe
     pruned.clock = lambda: 110.0
-    assert pruned.due() == {("rollout", "window"): {"rollout": {"window": {"a": 1}}}}
+    due = [("rollout", "window"), ("huge",)]
+    assert pruned.take_due(due) == {("rollout", "window"): {"rollout": {"window": {"a": 1}}}}
+    assert pruned.take_due(due) == {}  # taken: another writer does not probe it too
+    assert pruned.current() == {("rollout", "window")}  # left out until its next retry, unless the probe clears it
 
 
 def test_every_object_whose_status_goes_without_a_pruned_field_is_told_once() -> None:

@@ -200,12 +200,15 @@ class PrunedStatus:
                 self._found.pop(path, None)
                 self._probes.pop(path, None)
 
-    def due(self) -> dict[Path, dict[str, Any]]:
-        """The paths due for a retry (found pruned ``retry`` seconds ago or more) with the merge patch to probe each
-        with (``probe_patch``); a path with none is not listed."""
+    def take_due(self, among: Iterable[Path]) -> dict[Path, dict[str, Any]]:
+        """Those of ``among`` due for a retry (found pruned ``retry`` seconds ago or more) with the merge patch to
+        probe each with (``probe_patch``; a path with none is not listed), each taken as found now: another writer
+        does not probe it too, and it stays known pruned unless the probe's answer keeps it (``clear``)."""
         now = self.clock()
         with self._lock:
-            return {p: self._probes[p] for p, at in self._found.items() if now - at >= self.retry and p in self._probes}
+            due = {p: self._probes[p] for p in among if p in self._probes and now - self._found[p] >= self.retry}
+            self._found.update(dict.fromkeys(due, now))
+            return due
 
     def all(self) -> frozenset[Path]:
         """Every path found pruned (also those due for a retry)."""

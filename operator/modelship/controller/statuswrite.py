@@ -119,8 +119,8 @@ class StatusWriter:
         ``rollout``: without this, nothing would ever find that the CRD now keeps it, a namespaced operator being
         unable to read the CRD): a dry-run status PATCH of this object carrying the value last found pruned there.
         Kept in the answer: the CRD declares the path, it is forgotten (a hold for it lifts at the next reconcile);
-        pruned, or no clear answer: it stays known pruned until its next retry."""
-        probes = {path: patch for path, patch in self.pruned.due().items() if path in unsent}
+        pruned, or no clear answer: it stays known pruned until its next retry (``take_due`` took it as found now)."""
+        probes = self.pruned.take_due(unsent)
         meta = body["metadata"]
         for path, patch in sorted(probes.items()):
             try:
@@ -128,13 +128,11 @@ class StatusWriter:
             except (ApiException, Unreachable) as exc:  # no answer: tried again at the next retry
                 log.debug("dry-run probe of %s: %s", describe(path), exc)
                 result = {}
-            metrics.API_WRITES.labels("patch", "ModelDeployment/status").inc()
+            metrics.API_WRITES.labels("dry-run patch", "ModelDeployment/status").inc()  # stores nothing
             served = result.get("status")
             if isinstance(served, dict) and path not in pruned_paths(patch, served):
                 log.info("%s is kept by the served CRD again (a dry-run status write): written again", describe(path))
                 self.pruned.clear([path])
-            else:
-                self.pruned.found([path])
         if probes:
             self._set_skew_gauge()
 
