@@ -14,6 +14,7 @@ from modelship.controller import metrics
 from modelship.controller.mergepatch import apply_merge_patch
 from modelship.controller.pruning import (
     PROBE_MAX_BYTES,
+    PROBE_MAX_VALUES,
     PrunedStatus,
     describe,
     missing_fields,
@@ -242,6 +243,49 @@ def test_a_dry_run_probe_without_an_answer_keeps_the_path_known_until_the_next_r
     now[0] += 600
     writer.write(kube.body, {"servingRevision": "r1"})
     assert writer.pruned.current() == {("servingArtifact",)}
+
+
+def test_a_dry_run_probe_of_an_object_sends_only_its_own_pruned_value_never_another_tenants() -> None:
+    """Tenant A's write finds ``rollout`` pruned; at the retry, tenant B is written first: B is not probed with A's
+    record (it would reach webhooks and the audit log as B's), and the path stays due until A's own reconcile
+    probes A with A's record, once (the retry timer is one per path)."""
+    a = PruningKube({"metadata": {"namespace": "a", "name": "one", "uid": "ua"}}, prunes=("rollout",))
+    b = PruningKube({"metadata": {"namespace": "b", "name": "two", "uid": "ub"}}, prunes=("rollout",))
+    now = [0.0]
+    writer = Reconciler(a, Store(), OperatorConfig()).status_writer  # type: ignore[arg-type]
+    writer.pruned = PrunedStatus(retry=600, clock=lambda: now[0])
+    secret = {"phase": "Shadow", "candidateImage": "reg.a.internal/team-a/model@sha256:" + "a" * 64}
+    writer.write(a.body, {"phase": "Ready", "rollout": secret})
+    assert writer.known_pruned() == {"status.rollout"}
+    now[0] += 600
+    writer.kube = b  # type: ignore[assignment]
+    writer.write(b.body, {"phase": "Ready"})
+    assert b.dry_runs == []  # B never carries A's value
+    writer.kube = a  # type: ignore[assignment]
+    writer.write(a.body, {"phase": "Stalled"})
+    assert a.dry_runs == [{"rollout": secret}]  # still due for A: A probes itself
+    writer.write(a.body, {"phase": "Stalled"})
+    writer.kube = b  # type: ignore[assignment]
+    writer.write(b.body, {"phase": "Ready"})
+    assert len(a.dry_runs) == 1 and b.dry_runs == []  # one probe per retry
+
+
+def test_the_values_kept_to_probe_with_are_bounded_over_all_objects() -> None:
+    pruned = PrunedStatus(retry=10, clock=lambda: 100.0)
+    for i in range(PROBE_MAX_VALUES + 5):
+        pruned.found([("rollout",)], {"rollout": {"n": i}}, owner=f"u{i}")
+    assert len(pruned._probes) == PROBE_MAX_VALUES
+    pruned.clock = lambda: 110.0
+    assert pruned.take_due([("rollout",)], owner="u0") == {}  # the oldest forgotten
+    last = f"u{PROBE_MAX_VALUES + 4}"
+    assert pruned.take_due([("rollout",)], owner=last) == {("rollout",): {"rollout": {"n": PROBE_MAX_VALUES + 4}}}
+    big = {"rollout": "x" * (PROBE_MAX_BYTES - 20)}
+    for i in range(40):
+        pruned.found([("rollout",)], big, owner=f"big{i}")
+    assert pruned._probe_bytes <= 1024 * 1024
+    assert pruned._probe_bytes == sum(size for _, size in pruned._probes.values())
+    pruned.clear([("rollout",)])
+    assert not pruned._probes and pruned._probe_bytes == 0
 
 
 def test_the_probe_patch_sets_only_the_path_and_a_whole_list_for_an_item_path() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -27,6 +28,12 @@ since: the next write that sends it finds out, or else a dry-run probe: ``Pruned
 PROBE_MAX_BYTES = 64 * 1024
 """The largest value (as JSON) remembered per pruned path to probe it with; a larger one is not remembered, and its
 path is found kept only by a write that sends it."""
+PROBE_MAX_VALUES = 256
+"""The most values remembered to probe with, over all objects and paths (each object's own, ``PrunedStatus``); past
+it, or past ``PROBE_MAX_TOTAL_BYTES``, the one stored longest ago is forgotten (that object then goes unprobed
+until a write of its own finds the path pruned again)."""
+PROBE_MAX_TOTAL_BYTES = 1024 * 1024
+"""The most bytes (as JSON) of values remembered to probe with, over all objects and paths."""
 
 
 def pruned_paths(sent: Mapping[str, Any], served: Mapping[str, Any] | None) -> set[Path]:
@@ -156,14 +163,20 @@ def describe(path: Path, root: str = "status") -> str:
 
 class PrunedStatus:
     """The status paths the served CRD prunes, as this process found them; each is left out of status writes for
-    ``retry`` seconds after it was last found, then tried again once."""
+    ``retry`` seconds after it was last found, then tried again once.
+
+    The values to probe a path with are kept per object (``owner``: its uid) and path: a probe of one object sends
+    only that object's own last pruned value, never another tenant's (which would reach admission webhooks and the
+    audit log as this object's). The retry timer stays one per path (one probe per retry, not one per object)."""
 
     def __init__(self, retry: float = RETRY_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self.retry = retry
         self.clock = clock
         self._found: dict[Path, float] = {}
-        self._probes: dict[Path, dict[str, Any]] = {}
-        """Per path, the last merge patch found pruned that set it (``probe_patch``): what a probe sends again."""
+        self._probes: OrderedDict[tuple[str, Path], tuple[dict[str, Any], int]] = OrderedDict()
+        """Per (object, path), the last merge patch found pruned that set it (``probe_patch``) and its size as JSON:
+        what a probe of that object sends again. Bounded (``PROBE_MAX_VALUES``, ``PROBE_MAX_TOTAL_BYTES``)."""
+        self._probe_bytes = 0
         self._lock = threading.Lock()
 
     def current(self) -> frozenset[Path]:
@@ -172,17 +185,19 @@ class PrunedStatus:
         with self._lock:
             return frozenset(p for p, at in self._found.items() if now - at < self.retry)
 
-    def found(self, paths: Iterable[Path], sent: Mapping[str, Any] | None = None) -> set[Path]:
-        """Remember ``paths`` as pruned now (with what the merge patch ``sent`` set there, to probe them with);
-        returns those that were not known (first found, or found again after a retry) so the caller says so once."""
+    def found(self, paths: Iterable[Path], sent: Mapping[str, Any] | None = None, owner: str = "") -> set[Path]:
+        """Remember ``paths`` as pruned now (with what the merge patch ``sent`` to the object ``owner`` set there,
+        to probe that object with); returns those that were not known (first found, or found again after a retry)
+        so the caller says so once."""
         now = self.clock()
         fresh: set[Path] = set()
         paths = list(paths)
-        probes: dict[Path, dict[str, Any]] = {}
+        probes: dict[Path, tuple[dict[str, Any], int]] = {}
         for path in paths if sent is not None else ():
             patch = probe_patch(sent or {}, path)
-            if patch is not None and len(json.dumps(patch)) <= PROBE_MAX_BYTES:
-                probes[path] = patch
+            size = len(json.dumps(patch)) if patch is not None else 0
+            if patch is not None and size <= PROBE_MAX_BYTES:
+                probes[path] = (patch, size)
         with self._lock:
             for path in paths:
                 at = self._found.get(path)
@@ -190,23 +205,40 @@ class PrunedStatus:
                     fresh.add(path)
                 self._found[path] = now
                 if path in probes:
-                    self._probes[path] = probes[path]
+                    self._forget((owner, path))
+                    self._probes[(owner, path)] = probes[path]
+                    self._probe_bytes += probes[path][1]
+            while self._probes and (len(self._probes) > PROBE_MAX_VALUES or self._probe_bytes > PROBE_MAX_TOTAL_BYTES):
+                self._forget(next(iter(self._probes)))
         return fresh
+
+    def _forget(self, key: tuple[str, Path]) -> None:
+        """Drop one stored probe value (the lock held)."""
+        stored = self._probes.pop(key, None)
+        if stored is not None:
+            self._probe_bytes -= stored[1]
 
     def clear(self, paths: Iterable[Path]) -> None:
         """``paths`` were written and kept: the CRD declares them (upgraded)."""
         with self._lock:
-            for path in paths:
+            gone = set(paths)
+            for path in gone:
                 self._found.pop(path, None)
-                self._probes.pop(path, None)
+            for key in [k for k in self._probes if k[1] in gone]:
+                self._forget(key)
 
-    def take_due(self, among: Iterable[Path]) -> dict[Path, dict[str, Any]]:
+    def take_due(self, among: Iterable[Path], owner: str = "") -> dict[Path, dict[str, Any]]:
         """Those of ``among`` due for a retry (found pruned ``retry`` seconds ago or more) with the merge patch to
-        probe each with (``probe_patch``; a path with none is not listed), each taken as found now: another writer
-        does not probe it too, and it stays known pruned unless the probe's answer keeps it (``clear``)."""
+        probe the object ``owner`` with: its own last value found pruned there (``probe_patch``; a path with none
+        for this object is not listed, and stays due for an object that has one), each taken as found now: another
+        writer does not probe it too, and it stays known pruned unless the probe's answer keeps it (``clear``)."""
         now = self.clock()
         with self._lock:
-            due = {p: self._probes[p] for p in among if p in self._probes and now - self._found[p] >= self.retry}
+            due = {
+                p: self._probes[(owner, p)][0]
+                for p in among
+                if (owner, p) in self._probes and now - self._found[p] >= self.retry
+            }
             self._found.update(dict.fromkeys(due, now))
             return due
 

@@ -107,7 +107,7 @@ class StatusWriter:
         not reported again when next pruned."""
         pruned = pruned_paths(sent, served)
         self.pruned.clear(sent_paths(sent, retried) - pruned)
-        fresh = self.pruned.found(pruned, sent)
+        fresh = self.pruned.found(pruned, sent, _owner(body))
         self._set_skew_gauge()
         if fresh:
             log.warning("%s/%s: %s", body["metadata"].get("namespace"), body["metadata"].get("name"),
@@ -120,7 +120,7 @@ class StatusWriter:
         unable to read the CRD): a dry-run status PATCH of this object carrying the value last found pruned there.
         Kept in the answer: the CRD declares the path, it is forgotten (a hold for it lifts at the next reconcile);
         pruned, or no clear answer: it stays known pruned until its next retry (``take_due`` took it as found now)."""
-        probes = self.pruned.take_due(unsent)
+        probes = self.pruned.take_due(unsent, _owner(body))
         meta = body["metadata"]
         for path, patch in sorted(probes.items()):
             try:
@@ -142,7 +142,7 @@ class StatusWriter:
         write found it."""
         if not omitted:
             return
-        key = body["metadata"].get("uid") or f"{body['metadata'].get('namespace')}/{body['metadata'].get('name')}"
+        key = _owner(body)
         new = {path for path in sorted(omitted) if self._told.first((key, path))}
         if not new:
             return
@@ -168,3 +168,9 @@ class StatusWriter:
                 "holds a change it cannot (Stalled, reason CRDOlderThanOperator); a Canary rollout is held"
             )
         return message
+
+
+def _owner(body: dict[str, Any]) -> str:
+    """The key of this ModelDeployment in per-object memories: its uid (a namespace/name without one)."""
+    meta = body["metadata"]
+    return str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
