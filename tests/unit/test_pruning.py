@@ -245,6 +245,36 @@ def test_a_dry_run_probe_without_an_answer_keeps_the_path_known_until_the_next_r
     assert writer.pruned.current() == {("servingArtifact",)}
 
 
+def test_a_dry_run_probe_the_api_server_refuses_is_said_at_warning_once_per_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A webhook with sideEffects Unknown/Some fails every dry-run request (400): the held object would stay held
+    in silence; the operator says why, once per path, not at every retry."""
+    body: dict[str, Any] = {"metadata": {"namespace": "ml", "name": "digits", "uid": "u1"}, "status": {}}
+    kube = PruningKube(body, prunes=("rollout", "servingArtifact"))
+    now = [0.0]
+    writer = Reconciler(kube, Store(), OperatorConfig()).status_writer  # type: ignore[arg-type]
+    writer.pruned = PrunedStatus(retry=600, clock=lambda: now[0])
+    writer.write(kube.body, {"rollout": {"phase": "Shadow"}, "servingArtifact": "oci://reg/ml/d@sha256:" + "a" * 64})
+    write = kube.patch_status
+
+    def webhook(namespace: str, name: str, status: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        if dry_run:
+            raise ApiException(status=400, reason="BadRequest")
+        return write(namespace, name, status, dry_run)
+
+    kube.patch_status = webhook  # type: ignore[method-assign]
+    caplog.set_level("DEBUG", logger="modelship.reconcile")
+    for _ in range(3):
+        now[0] += 600
+        writer.write(kube.body, {"phase": "Stalled"})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "dry-run" in r.getMessage()]
+    assert len(warnings) == 2  # once per path, not once per retry
+    assert {w.split(":")[0] for w in warnings} == {"status.rollout", "status.servingArtifact"}
+    assert all("400" in w and "sideEffects" in w for w in warnings)
+    assert writer.known_pruned() == {"status.rollout", "status.servingArtifact"}
+
+
 def test_a_dry_run_probe_of_an_object_sends_only_its_own_pruned_value_never_another_tenants() -> None:
     """Tenant A's write finds ``rollout`` pruned; at the retry, tenant B is written first: B is not probed with A's
     record (it would reach webhooks and the audit log as B's), and the path stays due until A's own reconcile

@@ -41,6 +41,8 @@ class StatusWriter:
         self._told = Once(TOLD_MAX)
         """(ModelDeployment uid, field) of the pruned fields a Warning Event on it has named (each object is told
         of the fields its own status goes without, whichever object's write found them first)."""
+        self._probe_refused = Once()
+        """The pruned paths whose dry-run probe the API server refused (a WARNING once per path and process)."""
 
     def write(self, body: dict[str, Any], status: dict[str, Any]) -> None:
         current = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
@@ -125,7 +127,18 @@ class StatusWriter:
         for path, patch in sorted(probes.items()):
             try:
                 result = self.kube.patch_status(meta["namespace"], meta["name"], patch, dry_run=True)
-            except (ApiException, Unreachable) as exc:  # no answer: tried again at the next retry
+            except ApiException as exc:  # refused: tried again at the next retry; said once per path
+                if self._probe_refused.first(path):
+                    log.warning(
+                        "%s: the API server refused the dry-run status write that probes whether the CRD keeps it "
+                        "again (HTTP %s %s); an admission webhook whose sideEffects is Unknown or Some fails every "
+                        "dry-run request: until it is NoneOnDryRun or None, or a status write sends the field, it "
+                        "stays left out and what is held for it stays held",
+                        describe(path), exc.status, exc.reason,
+                    )  # fmt: skip
+                log.debug("dry-run probe of %s: %s", describe(path), exc)
+                result = {}
+            except Unreachable as exc:  # no answer: tried again at the next retry
                 log.debug("dry-run probe of %s: %s", describe(path), exc)
                 result = {}
             metrics.API_WRITES.labels("dry-run patch", "ModelDeployment/status").inc()  # stores nothing
