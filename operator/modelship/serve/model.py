@@ -143,6 +143,9 @@ class _TFLiteRunner(Runner):
         self._interps: dict[int, Any] = {}
         # per bucket: the non-batch shape each input is currently allocated for
         self._alloc: dict[int, dict[int, tuple[int, ...]]] = {}
+        #: whether run_parts may write requests straight into the input tensors: not with a BYTES (string) input,
+        #: whose numpy view is no writable array of numbers; those take ``set_tensor`` (``Runner.run_parts``)
+        self._direct = not any(s.raw_datatype == "BYTES" for s in model.inputs)
         for b in self.buckets:
             self._interps[b] = self._make(b)
 
@@ -188,7 +191,13 @@ class _TFLiteRunner(Runner):
             for name, idx in m.input_index.items():
                 arr = inputs[name]
                 if rows != bucket:
-                    padded = np.zeros((bucket, *arr.shape[1:]), dtype=arr.dtype)
+                    pad_shape = (bucket, *arr.shape[1:])
+                    # a BYTES input pads with empty strings (a string tensor takes no number)
+                    padded = (
+                        np.full(pad_shape, b"", dtype=arr.dtype)
+                        if arr.dtype == np.object_
+                        else np.zeros(pad_shape, dtype=arr.dtype)
+                    )
                     padded[:rows] = arr
                     arr = padded
                 feeds[idx] = arr
@@ -208,17 +217,21 @@ class _TFLiteRunner(Runner):
         One pass from the request's arrays into the interpreter, a lone request's too (the quantize writes into
         the tensor), instead of quantize (allocating) + concatenate + pad + ``set_tensor``. Batches larger than the
         biggest bucket take the chunked path of :meth:`run`; so does a fixed-shape model's request whose shapes are
-        not the model's (``set_tensor`` reports them).
+        not the model's (``set_tensor`` reports them), and every request of a model with a BYTES input.
         """
         m = self.model
         total = sum(rows)
+        if not self._direct:
+            return super().run_parts(model, parts, rows)
         if m.batchable and total <= self.buckets[-1]:
             bucket = self._bucket(total)
             interp = self._interps[bucket]
             first = parts[0]
             self._fit(bucket, interp, {name: tuple(first[name].shape[1:]) for name in m.input_index})
-        elif not m.batchable and len(parts) == 1 and all(
-            tuple(parts[0][name].shape) == m.default_shapes[idx] for name, idx in m.input_index.items()
+        elif (
+            not m.batchable
+            and len(parts) == 1
+            and all(tuple(parts[0][name].shape) == m.default_shapes[idx] for name, idx in m.input_index.items())
         ):
             bucket, interp = 0, self._interps[0]
         else:
