@@ -31,16 +31,18 @@ HPA = {"replicas": 2, "autoscaling": {"enabled": True, "minReplicas": 2, "maxRep
 REV = revision(make_md(serving=HPA).spec)
 
 
-def was(deployed: bool = True, serving_rev: str = REV, **spec: Any) -> Any:
-    """A ModelDeployment (under the HPA unless ``spec`` says otherwise) whose last status said ``serving_rev`` serves,
-    Deployed ``deployed``."""
-    status = {
+def was(deployed: bool = True, serving_rev: str = REV, observed: int | None = 4, **spec: Any) -> Any:
+    """A ModelDeployment (generation 4; under the HPA unless ``spec`` says otherwise) whose last status, written for
+    generation ``observed``, said ``serving_rev`` serves, Deployed ``deployed``."""
+    status: dict[str, Any] = {
         "servingRevision": serving_rev,
         "servingImage": IMAGE,
         "conditions": [{"type": "Deployed", "status": str(deployed), "reason": "Available" if deployed else
                         "RollingOut", "message": "", "observedGeneration": 4,
                         "lastTransitionTime": "2026-01-01T00:00:00Z"}],
     }  # fmt: skip
+    if observed is not None:
+        status["observedGeneration"] = observed
     return make_md(status=status, **({"serving": HPA} | spec))
 
 
@@ -69,15 +71,39 @@ def test_a_deployed_revision_stays_deployed_while_the_hpa_scales_up() -> None:
     assert judged(was(), scaled(4, 4), 4)[2] == f"4/4 replicas of {REV} available and ready endpoints of Service digits"
 
 
+def current_template(md: Any) -> str:
+    """The template digest the operator renders for ``md`` now."""
+    rendered = serving_plan(md, REV, CONFIG, IMAGE, None, None).deployment
+    return str(rendered["metadata"]["annotations"][TEMPLATE_ANNOTATION])
+
+
 def test_a_scale_down_the_controller_has_not_observed_yet_stays_deployed() -> None:
     """The HPA wrote 2 (generation 5); the controller's status still describes generation 4's 4 pods."""
-    dep = scaled(2, 4, status_replicas=4, updated_replicas=4, generation=5, observed_generation=4)
+    own = current_template(was())
+    dep = scaled(2, 4, status_replicas=4, updated_replicas=4, generation=5, observed_generation=4, template=own)
     status, reason, message = judged(was(), dep, 4)
     assert (status, reason) == (True, Reason.AVAILABLE)
     assert message == (f"4 replicas of {REV} available, 4 endpoints ready in Service digits, autoscaler scaling "
                        "down to 2")  # fmt: skip
-    up = scaled(4, 2, status_replicas=2, updated_replicas=2, generation=5, observed_generation=4)
+    up = scaled(4, 2, status_replicas=2, updated_replicas=2, generation=5, observed_generation=4, template=own)
     assert judged(was(), up, 2)[:2] == (True, Reason.AVAILABLE)
+
+
+def test_an_unobserved_deployment_change_is_held_only_when_it_can_only_be_the_hpas() -> None:
+    """The Deployment controller has not observed the latest write (observedGeneration behind): held Ready only when
+    the Deployment carries this operator's template digest and the previous status was written for this
+    ModelDeployment's generation; otherwise the unobserved change may be the operator's own template (an upgrade
+    from an operator without the digest, or a status write that failed after an apply): judged as a rollout."""
+    behind: dict[str, Any] = dict(status_replicas=4, updated_replicas=4, generation=5, observed_generation=4)
+    own = current_template(was())
+    assert judged(was(), scaled(4, 4, template=own, **behind), 4)[:2] == (True, Reason.AVAILABLE)
+    # an older operator's Deployment (no digest): not sure the change is only the count
+    assert judged(was(), scaled(4, 2, template=None, **behind), 2)[:2] == (False, Reason.ROLLING_OUT)
+    # the last status was for generation 3 (its write after the apply of generation 4's template failed)
+    assert judged(was(observed=3), scaled(4, 2, template=own, **behind), 2)[:2] == (False, Reason.ROLLING_OUT)
+    assert judged(was(observed=None), scaled(4, 2, template=own, **behind), 2)[:2] == (False, Reason.ROLLING_OUT)
+    # observed by the controller: the template digest decides as before, whatever the previous status's generation
+    assert judged(was(observed=3), scaled(4, 2, template=None), 2)[:2] == (True, Reason.AVAILABLE)
 
 
 def test_fewer_than_min_replicas_serving_is_rolling_out() -> None:

@@ -148,9 +148,16 @@ def serves_while_scaling(
     A new revision or template, a rollout the controller has not finished, the operator's own replicas (no HPA)
     or fewer than minReplicas serving: False, judged as any rollout (all wanted replicas available and routed).
     While the controller has not yet observed the HPA's write (observedGeneration behind) its status still
-    describes the settled template: the same judgement holds."""
+    describes the settled template: the same judgement holds, but only when that is sure: the Deployment carries
+    this operator's template digest (an older operator's has none) and the previous status was written for this
+    ModelDeployment's generation (else a status write failed after an apply, and the unobserved change may be the
+    operator's own template, not the HPA's count)."""
     floor = autoscaled_floor(md, desired)
     if floor is None or dep is None or prev.serving_revision != rev:
+        return False
+    if dep.observed_generation < dep.generation and (
+        dep.template is None or prev.observed_generation is None or prev.observed_generation != md.metadata.generation
+    ):
         return False
     was = next((c for c in prev.conditions if c.type == ConditionType.DEPLOYED), None)
     if was is None or was.status != "True":
