@@ -371,3 +371,115 @@ def test_an_abort_annotation_rolls_back_and_the_stable_serves(k: Cluster, metric
     warnings = wait_for(lambda: [e for e in _events(k) if e.reason == "VerifiedRolledBack"], timeout=30,
                         description="the rollback's Event")  # fmt: skip
     assert warnings[0].type == "Warning" and "aborted by the annotation" in warnings[0].message
+
+
+# A Canary rollout under an HPA: the autoscaler moves the stable Deployment's spec.replicas (through its scale
+# subresource, as the HPA controller does) in the middle of a phase, and the new pods cannot start (a ResourceQuota
+# that admits no more pods stands for a cluster out of capacity, or pods slow to load their model). The phase's
+# clock must go on (the stable pods still serve at minReplicas), the candidate must follow the live count without
+# restarting its phase, and the rollout must get promoted.
+
+AUTO = {"enabled": True, "minReplicas": 2, "maxReplicas": 8}
+
+
+def _hpa_scale(k: Cluster, replicas: int, name: str = "digits") -> None:
+    """What the HPA controller does: write spec.replicas through the Deployment's scale subresource."""
+    k.apps.patch_namespaced_deployment_scale(name, k.ns, {"spec": {"replicas": replicas}})
+
+
+def _freeze_pods(k: Cluster) -> None:
+    """A ResourceQuota admitting exactly the pods that run now: no new pod can be created until it is lifted."""
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-more-pods"},
+             "spec": {"hard": {"pods": "100"}}}  # fmt: skip
+    k.core.create_namespaced_resource_quota(k.ns, quota)
+
+    def used() -> int | None:
+        st = k.core.read_namespaced_resource_quota("no-more-pods", k.ns).status
+        return int(st.used["pods"]) if st and st.used and "pods" in st.used else None
+
+    n = wait_for(used, timeout=30, description="the quota controller counting the pods")
+    k.core.patch_namespaced_resource_quota("no-more-pods", k.ns, {"spec": {"hard": {"pods": str(n)}}})
+    wait_for(lambda: (k.core.read_namespaced_resource_quota("no-more-pods", k.ns).status.hard or {}).get("pods")
+             == str(n) or None, timeout=30, description="the quota in force")  # fmt: skip
+
+
+def _lift_freeze(k: Cluster) -> None:
+    k.core.delete_namespaced_resource_quota("no-more-pods", k.ns)
+
+
+def _blocked(k: Cluster, name: str, replicas: int) -> Any:
+    """The Deployment ``name`` asked for ``replicas`` (the controller saw it) but runs fewer: its new pods are
+    refused."""
+
+    def probe() -> Any:
+        dep = _deployment(k, name)
+        st = dep.status
+        return dep if (dep.spec.replicas == replicas and st.observed_generation == dep.metadata.generation
+                       and (st.replicas or 0) < replicas) else None  # fmt: skip
+
+    return wait_for(probe, timeout=30, description=f"{name} at {replicas} replicas, its new pods refused")
+
+
+def test_an_hpa_scaling_the_stable_pods_mid_phase_keeps_the_phase_clock_and_promotes(
+    k: Cluster, metrics: FakeMetrics
+) -> None:
+    doc = md_doc(rollout=CANARY, autoscaling=AUTO)
+    k.apply(doc)
+    old = k.wait_condition("Ready", "True", timeout=120)["status"]["revision"]
+    new = shadow_a_new_revision(k, doc)["status"]["revision"]
+    with metrics.lock:
+        metrics.stable, metrics.candidate = old, new
+    s = k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+    started = s["status"]["rollout"]["phaseStartedAt"]
+
+    # mid-shadow the HPA scales the stable Deployment to 4; its 2 new pods cannot start
+    _freeze_pods(k)
+    _hpa_scale(k, 4)
+    _blocked(k, "digits", 4)
+    seen: set[str | None] = set()
+
+    def shadow_seen(o: dict[str, Any]) -> bool:
+        r = o["status"]["rollout"]
+        if r["phase"] == "Shadow":
+            seen.add(r.get("phaseStartedAt"))
+        return bool(r["phase"] != "Shadow")
+
+    with metrics.lock:  # figures that pass: the shadow ends once its 10 s hold ran, the scale or not
+        metrics.compared = metrics.agreed = 40
+        metrics.candidate_requests = 60
+    step = k.wait_md(shadow_seen, what="the shadow passed while the HPA scales", timeout=60)
+    assert seen == {started}, seen  # the clock never restarted
+    assert step["status"]["rollout"]["phase"] == "Canary", step["status"]["rollout"]
+    assert _deployment(k, "digits").status.available_replicas == 2  # it passed with minReplicas serving
+
+    # the canary step: its pods (a new template, live) are a rollout: it starts once they all serve. The candidate
+    # follows the live count the HPA set: 4 stable, so 4 candidate pods for 50%
+    _lift_freeze(k)
+    s = k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="the step's pods serve",
+                  timeout=90)  # fmt: skip
+    started = s["status"]["rollout"]["phaseStartedAt"]
+    assert _deployment(k, "digits-canary").spec.replicas == 4 and s["status"]["rollout"]["weight"] == 50
+    # the HPA scales to 6 and no new pod can start: the candidate is asked for 6 too (its share of the live
+    # count), and the step's clock goes on: its 10 s hold runs out with the step waiting only for its own requests
+    _freeze_pods(k)
+    _hpa_scale(k, 6)
+    _blocked(k, "digits", 6)
+    _blocked(k, "digits-canary", 6)
+    held = k.wait_md(lambda o: "ErrorRate has 0/20" in (o["status"]["rollout"].get("message") or ""),
+                     what="the step's hold run out at 6", timeout=30)  # fmt: skip
+    rollout = held["status"]["rollout"]
+    assert rollout["phaseStartedAt"] == started and rollout["weight"] == 50, rollout
+    assert _deployment(k, "digits").status.available_replicas == 4
+    with metrics.lock:
+        metrics.compared = metrics.agreed = 80
+        metrics.candidate_requests = 120
+    promoting = k.wait_md(lambda o: o["status"]["rollout"]["phase"] != "Canary", what="the step passed", timeout=60)
+    assert promoting["status"]["rollout"]["phase"] in ("Promoting", "Promoted"), promoting["status"]["rollout"]
+    # promotion rolls the stable Deployment to the candidate: a rollout, which needs room for its pods
+    _lift_freeze(k)
+    _hpa_scale(k, 5)  # and the HPA moves again while it rolls
+    done = k.wait_condition("Ready", "True", timeout=120)
+    s = done["status"]
+    assert s["rollout"]["phase"] == "Promoted" and s["servingRevision"] == new
+    assert _deployment(k, "digits").spec.template.spec.containers[0].image == NEW_IMAGE
+    k.wait_md(lambda o: _deployment(k, "digits-canary").spec.replicas == 0, what="the candidate's Deployment at 0")

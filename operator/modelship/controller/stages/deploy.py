@@ -117,6 +117,22 @@ def template_rolled_out(dep: DeploymentObservation | None, desired: dict[str, An
     )
 
 
+def serves_at_floor(
+    dep: DeploymentObservation | None, desired: dict[str, Any], rev: str, floor: int, routed: int, lag_ok: bool
+) -> bool:
+    """``dep`` runs ``rev``'s template fully rolled out (the Deployment controller's word, kept while only its count
+    moves) and at least ``floor`` of its pods are available and ``routed`` (ready endpoints of the Service that
+    brings them traffic), whatever count an autoscaler is moving it to. A status the controller has not caught up
+    with (observedGeneration behind) is trusted only when ``lag_ok`` (the caller judged this template rolled out
+    before, and nothing but a count can have moved since) and the Deployment carries the operator's template
+    digest; otherwise the unobserved change may be a new template, and False."""
+    if dep is None:
+        return False
+    if dep.observed_generation < dep.generation and (not lag_ok or dep.template is None):
+        return False
+    return template_rolled_out(dep, desired, rev) and dep.available_replicas >= floor and routed >= floor
+
+
 def scaling_message(dep: DeploymentObservation, rev: str, routed: int, floor: int, service: str) -> str:
     """Deployed's message while the HPA moves spec.replicas of a revision that serves at minReplicas or more."""
     n, available = dep.replicas, dep.available_replicas

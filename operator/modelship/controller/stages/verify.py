@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from ...api.modeldeployment import ModelDeployment
 from ...api.rollout_status import AnalysisWindow, RollbackCause, RolloutPhase, RolloutStatus, RouteStatus
 from ...api.serving import Canary, RolloutStrategy
 from ...api.status import ConditionType, Phase, Reason, StageName
@@ -49,7 +50,15 @@ from .context import (
     StageEvent,
     condition,
 )
-from .deploy import ServingTarget, rollout_complete, routed_endpoints, serving, wanted_replicas
+from .deploy import (
+    ServingTarget,
+    autoscaled_floor,
+    rollout_complete,
+    routed_endpoints,
+    serves_at_floor,
+    serving,
+    wanted_replicas,
+)
 from .memory import SERVING_REVISION, lost, rollout_lost, rollout_unknown
 
 ANALYSIS_INTERVAL_SECONDS = 5.0
@@ -243,15 +252,77 @@ def _ready(dep: DeploymentObservation | None, revision: str, replicas: int, live
     )
 
 
-def _routed(canary: Canary, state: RolloutStatus, observed: Observed, rev: str, replicas: int, live: bool) -> bool:
-    """The candidate's pods are ready endpoints of the Service that brings them their traffic in this phase: the
-    one Service when they are live, their own when the HTTPRoute weighs it or the stable pods mirror to it (a
-    phase's clock starts only once they can be reached)."""
+def _reached(canary: Canary, state: RolloutStatus, observed: Observed, rev: str, live: bool) -> int | None:
+    """The candidate's pods that are ready endpoints of the Service that brings them their traffic in this phase:
+    the one Service when they are live, their own when the HTTPRoute weighs it or the stable pods mirror to it (a
+    phase's clock starts only once they can be reached); None when no Service brings them any."""
     if live:
-        return routed_endpoints(observed.endpoints, rev) >= replicas
+        return routed_endpoints(observed.endpoints, rev)
     if canary.gateway_api() is not None or state.mirror_percent > 0:
-        return routed_endpoints(observed.canary_endpoints, rev) >= replicas
-    return True
+        return routed_endpoints(observed.canary_endpoints, rev)
+    return None
+
+
+def _routed(canary: Canary, state: RolloutStatus, observed: Observed, rev: str, replicas: int, live: bool) -> bool:
+    reached = _reached(canary, state, observed, rev, live)
+    return reached is None or reached >= replicas
+
+
+@dataclass(frozen=True)
+class PhasePods:
+    """What a look at a phase (not Promoting) judges the pods by: the stable Deployment's manifest (of revision
+    ``stable``), the candidate's for the phase (``replicas``, ``live``) and, under an HPA, the floor."""
+
+    stable: str
+    stable_manifest: Manifest
+    candidate_manifest: Manifest
+    replicas: int
+    live: bool
+    floor: int | None
+    """minReplicas while an HPA owns the stable Deployment's count, else None."""
+    settled: bool
+    """The phase's clock runs (it was judged on these templates) and the last status was written for this
+    generation: a Deployment status behind its generation can only be behind a count, and is trusted."""
+
+
+def phase_pods_serve(md: ModelDeployment, canary: Canary, state: RolloutStatus, observed: Observed, rev: str,
+                     pods: PhasePods) -> bool:  # fmt: skip
+    """The pods a phase needs serve: the stable Deployment and the candidate's pods for the phase.
+
+    Every wanted pod up: the stable Deployment's rollout is complete, the candidate's Deployment has its replicas
+    for the phase, all available and routed. Under an HPA, whose moves of the stable Deployment's count are no
+    rollout, less is enough: each Deployment's template fully rolled out (the controller's word), the stable
+    Deployment serving at least minReplicas and the candidate at least its share of minReplicas (available and
+    routed). So the phase's clock neither waits for nor restarts at a scale, while the candidate is asked for its
+    share of the live count."""
+    stable_dep, cand = observed.deployment, observed.canary
+    stable_ok = rollout_complete(md, stable_dep, pods.stable_manifest, pods.stable)
+    cand_ok = _ready(cand, rev, pods.replicas, pods.live) and _routed(canary, state, observed, rev, pods.replicas,
+                                                                     pods.live)  # fmt: skip
+    if pods.floor is None:
+        return stable_ok and cand_ok
+    if not stable_ok:
+        routed = routed_endpoints(observed.endpoints, pods.stable)
+        stable_ok = serves_at_floor(stable_dep, pods.stable_manifest, pods.stable, pods.floor, routed, pods.settled)
+    if not cand_ok and cand is not None and cand.live == pods.live:
+        least = _shape(canary, state, pods.floor)[0]
+        reached = _reached(canary, state, observed, rev, pods.live)
+        routed = least if reached is None else reached
+        cand_ok = serves_at_floor(cand, pods.candidate_manifest, rev, least, routed, pods.settled)
+    return stable_ok and cand_ok
+
+
+def promoted_pods_serve(md: ModelDeployment, observed: Observed, manifest: Manifest, rev: str, n: int) -> bool:
+    """Promoting: the stable Deployment rolled to the candidate ``rev``: every wanted replica available and routed,
+    or, under an HPA, the template fully rolled out (the controller finished rolling it: every pod it wanted then
+    was available) and at least minReplicas available and routed, so a scale after the roll does not hold
+    promotion until the HPA's new pods are up. A status behind the Deployment's generation is never trusted here:
+    the change not yet observed may be the promotion's own template."""
+    routed = routed_endpoints(observed.endpoints, rev)
+    if rollout_complete(md, observed.deployment, manifest, rev) and routed >= n:
+        return True
+    floor = autoscaled_floor(md, manifest)
+    return floor is not None and serves_at_floor(observed.deployment, manifest, rev, floor, routed, lag_ok=False)
 
 
 def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> VerifyOutcome:
@@ -269,16 +340,21 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
     replicas, live = _shape(canary, state, n)
     if state.phase == RolloutPhase.PROMOTING:
         promoted_plan = serving_plan(md, rev, ctx.config, built.image, built.artifact, source)
-        available = (
-            rollout_complete(md, observed.deployment, promoted_plan.deployment, rev)
-            and routed_endpoints(observed.endpoints, rev) >= n
-        )
+        available = promoted_pods_serve(md, observed, promoted_plan.deployment, rev, n)
     else:
-        available = (
-            rollout_complete(md, observed.deployment, stable_plan.deployment, stable)  # its pods read the offer
-            and _ready(observed.canary, rev, replicas, live)
-            and (ip is not None or state.mirror_percent == 0)
-            and _routed(canary, state, observed, rev, replicas, live)
+        was = mirror_offer(md, ip, state.mirror_percent, rev) if ip and state.mirror_percent > 0 else None
+        settled = state.phase_started_at is not None and ctx.prev.observed_generation == md.metadata.generation
+        pods = PhasePods(
+            stable=stable,
+            stable_manifest=stable_plan.deployment,  # its pods read the offer
+            candidate_manifest=canary_deployment(md, rev, ctx.config, built.image, replicas, live, built.artifact, was),
+            replicas=replicas,
+            live=live,
+            floor=autoscaled_floor(md, stable_plan.deployment),
+            settled=settled,
+        )
+        available = phase_pods_serve(md, canary, state, observed, rev, pods) and (
+            ip is not None or state.mirror_percent == 0
         )
     manual: Manual | None = manual_action(md.metadata.annotations, rev)
     figures, window = _figures(observed, state, ctx) if state.phase in ANALYZING else (None, None)
