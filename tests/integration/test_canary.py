@@ -465,7 +465,8 @@ def test_an_hpa_scaling_the_stable_pods_mid_phase_keeps_the_phase_clock_and_prom
     _hpa_scale(k, 6)
     _blocked(k, "digits", 6)
     _blocked(k, "digits-canary", 6)
-    held = k.wait_md(lambda o: "ErrorRate has 0/20" in (o["status"]["rollout"].get("message") or ""),
+    held = k.wait_md(lambda o: (o["status"]["rollout"].get("message") or "").startswith("canary step 1: ")
+                     and " requests" in o["status"]["rollout"]["message"],
                      what="the step's hold run out at 6", timeout=30)  # fmt: skip
     rollout = held["status"]["rollout"]
     assert rollout["phaseStartedAt"] == started and rollout["weight"] == 50, rollout
