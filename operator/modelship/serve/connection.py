@@ -80,6 +80,7 @@ class _Conn(Reading):
             return
         srv.connections.add(self)
         srv.idle[self] = None
+        srv.arm_lag_probe()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):

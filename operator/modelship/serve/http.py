@@ -52,8 +52,9 @@ from .reading import DISCARD_BYTES, SCRATCH_BYTES, Reading
 
 log = logging.getLogger("modelship.serve.http")
 
-#: the event loop's lag is probed this often: a timer due now runs this late (the loop was busy, waited for the
-#: GIL, or its thread waited for a CPU)
+#: the event loop's lag is probed this often while a client is connected: a timer due now runs this late (the loop
+#: was busy, waited for the GIL, or its thread waited for a CPU). With no connection open the probe stops: nothing
+#: can wait on the loop then, and a 20 Hz timer would keep an idle server's CPU (and its HPA utilization) up.
 LAG_PROBE_S = 0.05
 
 
@@ -84,8 +85,10 @@ class HttpServer:
         budget: Budget | None = None,
         decoded_budget: Budget | None = None,
         admit: Admit | None = None,
+        probe_lag: bool = True,
     ) -> None:
         self.handler = handler
+        self.probe_lag = probe_lag  # probe the loop's lag (``lag``) while a client is connected
         self.max_request_bytes = max_request_bytes
         self.keepalive_timeout_s = keepalive_timeout_s
         self.read_timeout_s = read_timeout_s
@@ -148,12 +151,21 @@ class HttpServer:
         self._server = await loop.create_server(lambda: _Conn(self), sock=sock, backlog=backlog)
         self._sweeper = loop.call_later(1.0, self._sweep)
         self.loop_thread = threading.get_native_id()
-        self._lag_probe = loop.call_later(LAG_PROBE_S, self._probe_lag, time.monotonic() + LAG_PROBE_S)
         return self.port
+
+    def arm_lag_probe(self) -> None:
+        """Start probing the loop's lag (a connection opened), unless it runs already or is off."""
+        if self.probe_lag and self._lag_probe is None and self._server is not None:
+            self._lag_probe = asyncio.get_running_loop().call_later(
+                LAG_PROBE_S, self._probe_lag, time.monotonic() + LAG_PROBE_S
+            )
 
     def _probe_lag(self, due: float) -> None:
         now = time.monotonic()
         self.lag.observe(now - due)
+        if not self.connections:  # idle: stop until the next connection (``arm_lag_probe``)
+            self._lag_probe = None
+            return
         self._lag_probe = asyncio.get_running_loop().call_later(LAG_PROBE_S, self._probe_lag, now + LAG_PROBE_S)
 
     def _update_date(self) -> None:

@@ -137,6 +137,7 @@ class Server:
                 read_timeout_s=cfg.header_timeout_s,
                 header_timeout_s=cfg.header_timeout_s,
                 max_connections=ADMIN_MAX_CONNECTIONS,
+                probe_lag=False,  # only the inference loop's lag is exported
             )
         )
         if cfg.revision:
@@ -212,7 +213,8 @@ class Server:
         lag = self.http.lag
         out: list[Metric] = [HistogramMetricFamily(
             "modelship_event_loop_lag_seconds", "How late a timer on the inference event loop runs (probed every "
-            "50 ms): the loop was busy, waited for the GIL, or its thread waited for a CPU.",
+            "50 ms while a client is connected): the loop was busy, waited for the GIL, or its thread waited for a "
+            "CPU.",
             buckets=lag.cumulative(), sum_value=lag.total,
         )]  # fmt: skip
         stat = thread_schedstat(self.http.loop_thread) if self.http.loop_thread else None
