@@ -81,7 +81,7 @@ def test_fewer_than_min_replicas_or_a_rollout_of_the_stable_pods_restarts_the_cl
     # one stable pod serves: below minReplicas
     p3 = again(p2, obs, 30, deployment=hpa_scaled(OLD, 4, 1), endpoints=routed((OLD, 1)))
     assert "phaseStartedAt" not in rollout(p3)
-    assert rollout(p3)["message"] == "waiting for the candidate's pods of shadow"
+    assert rollout(p3)["message"] == "waiting for the stable pods of shadow"
     # two available, one routed
     p3 = again(p2, obs, 30, deployment=hpa_scaled(OLD, 4, 2), endpoints=routed((OLD, 1)))
     assert "phaseStartedAt" not in rollout(p3)
@@ -89,9 +89,11 @@ def test_fewer_than_min_replicas_or_a_rollout_of_the_stable_pods_restarts_the_cl
     rolling = hpa_scaled(OLD, 4, 3, progress_reason="ReplicaSetUpdated", updated_replicas=1, status_replicas=4)
     p3 = again(p2, obs, 30, deployment=rolling, endpoints=routed((OLD, 3)))
     assert "phaseStartedAt" not in rollout(p3)
+    assert rollout(p3)["message"] == "waiting for the stable pods of shadow"  # not the candidate's: they serve
     # without an HPA every replica the operator asks for must serve, as before
     fixed = plan(md_with(p2.status), Observed(**{**obs.__dict__, "deployment": hpa_scaled(OLD, 2, 1)}), CONFIG, NOW)
     assert "phaseStartedAt" not in rollout(fixed)
+    assert rollout(fixed)["message"] == "waiting for the stable pods of shadow"
     assert rollout(plan(md_with(p2.status), obs, CONFIG, NOW))["phaseStartedAt"] == "2026-11-26T12:00:00Z"
 
 

@@ -40,6 +40,9 @@ ABORT_ANNOTATION = "modelship.io/abort"
 ANALYZING = frozenset({RolloutPhase.SHADOW, RolloutPhase.CANARY})
 """Phases whose decisions need samples from the serving pods."""
 
+CANDIDATE_PODS = "the candidate's pods"
+"""What a phase waits for by default (``Look.waiting_for``)."""
+
 TAIL_SAMPLES = 5
 """Requests each side needs above its latency quantile before the latency ratio is judged. With fewer, the
 quantile of a histogram is its slowest request or next to it (p99 of 48 requests is the slowest one), and one
@@ -244,7 +247,7 @@ def start(
         step=0 if first == RolloutPhase.SHADOW else 1,
         mirror_percent=canary.shadow.percent if canary.shadow else 0,
         started_at=rfc3339(now),
-        message="waiting for the candidate's pods",
+        message=f"waiting for {CANDIDATE_PODS}",
     )
 
 
@@ -258,6 +261,9 @@ class Look:
     finished rolling to the candidate)."""
     samples: Samples | None = None
     manual: Manual | None = None
+    waiting_for: str = CANDIDATE_PODS
+    """Which pods a look that is not ``available`` waits for (the message names them): the candidate's, the stable
+    ones (under an HPA: fewer than minReplicas available and routed, or a rollout of their template), or both."""
 
 
 def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
@@ -288,7 +294,7 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
                 "criteria": criteria,
                 "decision": Decision.WAIT,
                 "phase_started_at": None,
-                "message": f"waiting for the candidate's pods of {_where(state)}",
+                "message": f"waiting for {look.waiting_for} of {_where(state)}",
             }
         )
     started = state.phase_started_at or rfc3339(look.now)

@@ -26,6 +26,7 @@ from ...resources.route import gateway_routing, http_route, route_name
 from ...resources.serving import ServedArtifact
 from ..canary import (
     ANALYZING,
+    CANDIDATE_PODS,
     Look,
     Manual,
     Samples,
@@ -285,9 +286,10 @@ class PhasePods:
     generation: a Deployment status behind its generation can only be behind a count, and is trusted."""
 
 
-def phase_pods_serve(md: ModelDeployment, canary: Canary, state: RolloutStatus, observed: Observed, rev: str,
-                     pods: PhasePods) -> bool:  # fmt: skip
-    """The pods a phase needs serve: the stable Deployment and the candidate's pods for the phase.
+def phase_pods_waiting(md: ModelDeployment, canary: Canary, state: RolloutStatus, observed: Observed, rev: str,
+                       pods: PhasePods) -> str | None:  # fmt: skip
+    """None when the pods a phase needs serve (the stable Deployment and the candidate's pods for the phase), else
+    which of them it waits for (the rollout's message names them).
 
     Every wanted pod up: the stable Deployment's rollout is complete, the candidate's Deployment has its replicas
     for the phase, all available and routed. Under an HPA, whose moves of the stable Deployment's count are no
@@ -300,7 +302,7 @@ def phase_pods_serve(md: ModelDeployment, canary: Canary, state: RolloutStatus, 
     cand_ok = _ready(cand, rev, pods.replicas, pods.live) and _routed(canary, state, observed, rev, pods.replicas,
                                                                      pods.live)  # fmt: skip
     if pods.floor is None:
-        return stable_ok and cand_ok
+        return _waiting_for(stable_ok, cand_ok)
     if not stable_ok:
         routed = routed_endpoints(observed.endpoints, pods.stable)
         stable_ok = serves_at_floor(stable_dep, pods.stable_manifest, pods.stable, pods.floor, routed, pods.settled)
@@ -309,7 +311,13 @@ def phase_pods_serve(md: ModelDeployment, canary: Canary, state: RolloutStatus, 
         reached = _reached(canary, state, observed, rev, pods.live)
         routed = least if reached is None else reached
         cand_ok = serves_at_floor(cand, pods.candidate_manifest, rev, least, routed, pods.settled)
-    return stable_ok and cand_ok
+    return _waiting_for(stable_ok, cand_ok)
+
+
+def _waiting_for(stable_ok: bool, cand_ok: bool) -> str | None:
+    if stable_ok:
+        return None if cand_ok else CANDIDATE_PODS
+    return "the stable pods" if cand_ok else f"{CANDIDATE_PODS} and the stable pods"
 
 
 def promoted_pods_serve(md: ModelDeployment, observed: Observed, manifest: Manifest, rev: str, n: int) -> bool:
@@ -338,6 +346,7 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
     stable_plan = serving_plan(md, stable, ctx.config, image, artifact, source)
     n = wanted_replicas(md, stable_plan.deployment, observed.deployment)
     replicas, live = _shape(canary, state, n)
+    waiting: str | None = None
     if state.phase == RolloutPhase.PROMOTING:
         promoted_plan = serving_plan(md, rev, ctx.config, built.image, built.artifact, source)
         available = promoted_pods_serve(md, observed, promoted_plan.deployment, rev, n)
@@ -353,12 +362,14 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
             floor=autoscaled_floor(md, stable_plan.deployment),
             settled=settled,
         )
-        available = phase_pods_serve(md, canary, state, observed, rev, pods) and (
-            ip is not None or state.mirror_percent == 0
-        )
+        waiting = phase_pods_waiting(md, canary, state, observed, rev, pods)
+        if waiting is None and ip is None and state.mirror_percent > 0:
+            waiting = "the candidate Service's address"  # the stable pods mirror to it
+        available = waiting is None
     manual: Manual | None = manual_action(md.metadata.annotations, rev)
     figures, window = _figures(observed, state, ctx) if state.phase in ANALYZING else (None, None)
-    new = _windowed(decide(canary, state, Look(ctx.now, available, figures, manual)), observed, window, ctx)
+    look = Look(ctx.now, available, figures, manual, waiting_for=waiting or CANDIDATE_PODS)
+    new = _windowed(decide(canary, state, look), observed, window, ctx)
     replicas, live = _shape(canary, new, n)
     routed = canary.gateway_api() is not None
     weight = {RolloutPhase.PROMOTED: 100, RolloutPhase.ROLLED_BACK: 0}.get(new.phase)
