@@ -40,6 +40,10 @@ class ConditionType(StrEnum):
     MULTI_NODE = "MultiNode"
     """Set only while it is False: the serving pods mount the ReadWriteOnce artifact claim and the spec asks for
     more than one of them, so all must run on the node holding it (reason ArtifactClaimReadWriteOnce)."""
+    CAPACITY = "Capacity"
+    """Set only while it is False: an HPA scales the revision that serves up and fewer replicas than it asks for
+    are available or routed (reason ScalingUp; ScaleUpStalled once that lasts progressDeadlineSeconds). Ready
+    stays True while minReplicas serve: traffic is served, capacity is missing."""
 
 
 class Reason(StrEnum):
@@ -128,6 +132,13 @@ class Reason(StrEnum):
     PREVIOUS_REVISION_SERVING = "PreviousRevisionServing"
     ARTIFACT_CLAIM_READ_WRITE_ONCE = "ArtifactClaimReadWriteOnce"
     """MultiNode: the pods serve from the ReadWriteOnce artifact claim (no registry receives the artifact)."""
+    SCALING_UP = "ScalingUp"
+    """Capacity: the HPA scales the revision that serves up; its new replicas are not all available and routed."""
+    SCALE_UP_STALLED = "ScaleUpStalled"
+    """Capacity: a scale-up has been short of replicas for progressDeadlineSeconds (new pods unschedulable,
+    crash-looping, or not pulled); a Warning Event says so. Ready stays True while minReplicas serve."""
+    SCALED_UP = "ScaledUp"
+    """The Event (CapacityScaledUp) when a stalled scale-up is over."""
     # Verify (Canary strategy)
     VERIFYING = "Verifying"
     """Deployed: the previous revision serves while the new one is verified."""

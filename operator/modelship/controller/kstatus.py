@@ -89,6 +89,8 @@ def events(conds: ConditionSet) -> list[Event]:
     for c in conds.changes():
         if c.type in (ConditionType.RECONCILING, ConditionType.STALLED, ConditionType.VERIFIED):
             continue  # Verified: the rollout stage posts one Event per step itself
+        if c.type == ConditionType.CAPACITY and c.reason == Reason.SCALING_UP:
+            continue  # every autoscaler scale-up: no news until it stalls
         warning = c.status == "False" and c.reason not in IN_FLIGHT_REASONS
         message = c.message or f"{c.type} is {c.status}"
         out.append(Event(EventType.WARNING if warning else EventType.NORMAL, f"{c.type}{c.reason}"[:128], message))

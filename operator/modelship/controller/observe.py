@@ -83,6 +83,9 @@ class DeploymentObservation:
     template: str | None = None
     """The digest of the pod template the operator last applied (TEMPLATE_ANNOTATION; None on a Deployment an
     older operator applied)."""
+    unavailable_since: str | None = None
+    """lastTransitionTime of its Available condition while that is False (fewer pods available than spec.replicas
+    less maxUnavailable): when the shortfall began, as the Deployment controller saw it."""
 
 
 @dataclass(frozen=True)
@@ -325,6 +328,7 @@ def deployment_observation(dep: dict[str, Any]) -> DeploymentObservation:
     template = spec.get("template") or {}
     containers = (template.get("spec") or {}).get("containers") or [{}]
     progressing = _condition(dep, "Progressing")
+    available = _condition(dep, "Available") or {}
     pull = _pull(template)
     return DeploymentObservation(
         name=meta["name"],
@@ -345,6 +349,7 @@ def deployment_observation(dep: dict[str, Any]) -> DeploymentObservation:
         artifact=pull[0] if pull else None,
         artifact_digest=pull[1] if pull else None,
         template=(meta.get("annotations") or {}).get(TEMPLATE_ANNOTATION),
+        unavailable_since=available.get("lastTransitionTime") if available.get("status") == "False" else None,
     )
 
 

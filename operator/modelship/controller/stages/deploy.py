@@ -5,6 +5,7 @@ serving with the current serving settings, so a revision that fails never takes 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from ...api.modeldeployment import ModelDeployment
@@ -17,7 +18,18 @@ from ...resources.plan import ServingPlan, serving_plan
 from ...resources.serving import ServedArtifact, service_url
 from ..observe import DeploymentObservation, EndpointsObservation
 from .build import BuildOutcome
-from .context import ConditionUpdate, Context, Effects, Failure, ObjectRef, Progress, condition, pending
+from .context import (
+    ConditionUpdate,
+    Context,
+    Effects,
+    Failure,
+    ObjectRef,
+    Progress,
+    StageEvent,
+    condition,
+    pending,
+)
+from .jobs import seconds_since
 from .memory import what_serves
 from .mounts import held, missing_mounts
 
@@ -133,20 +145,89 @@ def serves_at_floor(
     return template_rolled_out(dep, desired, rev) and dep.available_replicas >= floor and routed >= floor
 
 
+def scaling_down(dep: DeploymentObservation, routed: int) -> bool:
+    """More replicas available, routed or counted than the HPA's spec.replicas: the count moves down."""
+    n = dep.replicas
+    return dep.available_replicas > n or routed > n or dep.status_replicas > n
+
+
+def capacity_short(dep: DeploymentObservation, routed: int) -> bool:
+    """A scale-up not complete: fewer replicas available or routed than the HPA's spec.replicas."""
+    return not scaling_down(dep, routed) and (dep.available_replicas < dep.replicas or routed < dep.replicas)
+
+
 def scaling_message(dep: DeploymentObservation, rev: str, routed: int, floor: int, service: str) -> str:
     """Deployed's message while the HPA moves spec.replicas of a revision that serves at minReplicas or more."""
     n, available = dep.replicas, dep.available_replicas
-    if available > n or routed > n or dep.status_replicas > n:
+    if scaling_down(dep, routed):
         return (
             f"{available} replicas of {rev} available, {routed} endpoints ready in Service {service}, "
             f"autoscaler scaling down to {n}"
         )
-    if available < n or routed < n:
+    if capacity_short(dep, routed):
         return (
             f"{available}/{n} replicas of {rev} available, {routed}/{n} endpoints ready in Service {service}, "
             f"autoscaler scaling up (at least minReplicas {floor} serve)"
         )
     return f"{n}/{n} replicas of {rev} available and ready endpoints of Service {service}"
+
+
+def short_for(prev: ModelDeploymentStatus, dep: DeploymentObservation, now: datetime) -> float:
+    """Seconds a scale-up has been short of replicas: since the earlier of the Capacity condition the previous
+    status wrote (False: short since its lastTransitionTime) and the Deployment's Available condition turning
+    False (the controller's own record, there when the operator did not run as the shortfall began). Both live
+    in objects, so an operator restart does not reset the clock; 0 at the first look."""
+    was = next((c for c in prev.conditions if c.type == ConditionType.CAPACITY), None)
+    stamps = [was.last_transition_time if was is not None and was.status == "False" else None, dep.unavailable_since]
+    return max([0.0, *(seconds_since(s, now) for s in stamps if s)])
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``12m``, ``3h5m``: how long, as a person reads it."""
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{s % 3600 // 60}m"
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What a scale-up that is short says: the Capacity condition, a suffix of Deployed's message, when to look
+    again (the deadline, for a scale-up not stalled yet)."""
+
+    condition: ConditionUpdate
+    suffix: str = ""
+    requeue_after: float | None = None
+
+
+def capacity(
+    md: ModelDeployment, dep: DeploymentObservation, rev: str, routed: int, service: str, now: datetime
+) -> Capacity | None:
+    """The Capacity condition while the HPA scales ``rev`` up and not every replica it asks for serves (None once
+    they do, or while it scales down): ScalingUp until that has lasted the rollout's progressDeadlineSeconds (the
+    deadline the Deployment controller applies to a rollout, and does not apply to a pure scale), then
+    ScaleUpStalled. Ready stays True meanwhile (at least minReplicas serve): traffic is served, capacity is
+    missing, so it is a condition of its own and a Warning Event, not Stalled."""
+    if not capacity_short(dep, routed):
+        return None
+    n, available = dep.replicas, dep.available_replicas
+    deadline = md.spec.serving.rollout.progress_deadline_seconds
+    seconds = short_for(md.status, dep, now)
+    counts = f"{available}/{n} replicas of {rev} available"
+    routes = f"{routed}/{n} endpoints ready in Service {service}"
+    if seconds < deadline:
+        message = f"{counts}, {routes}: the autoscaler scales up"
+        scaling = condition(ConditionType.CAPACITY, False, Reason.SCALING_UP, message)
+        return Capacity(scaling, "", deadline - seconds + 1)
+    message = (
+        f"{counts} for {duration(seconds)} (progressDeadlineSeconds {deadline}), {routes}: the autoscaler's "
+        "scale-up makes no progress (new pods unschedulable, crash-looping or not pulled: the pods' events and "
+        "the HPA's status tell which); the replicas that serve keep serving"
+    )
+    cond = condition(ConditionType.CAPACITY, False, Reason.SCALE_UP_STALLED, message)
+    return Capacity(cond, f"; scale-up stalled for {duration(seconds)}")
 
 
 def serves_while_scaling(
@@ -179,6 +260,14 @@ def serves_while_scaling(
     if was is None or was.status != "True":
         return False
     return template_rolled_out(dep, desired, rev) and dep.available_replicas >= floor and routed >= floor
+
+
+def scaled_up(prev: ModelDeploymentStatus, message: str) -> tuple[StageEvent, ...]:
+    """A Normal Event (CapacityScaledUp) when a scale-up the previous status said was stalled is over."""
+    was = next((c for c in prev.conditions if c.type == ConditionType.CAPACITY), None)
+    if was is None or was.reason != Reason.SCALE_UP_STALLED:
+        return ()
+    return (StageEvent(False, f"{ConditionType.CAPACITY.value}{Reason.SCALED_UP.value}", f"scale-up over: {message}"),)
 
 
 def routed_endpoints(endpoints: EndpointsObservation | None, rev: str) -> int:
@@ -256,15 +345,19 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     want = wanted_replicas(ctx.md, sp.deployment, dep)
     service, routed = serving_name(ctx.md), routed_endpoints(ctx.observed.endpoints, rev)
 
-    def serves(message: str) -> DeployOutcome:
-        effects = replace(objects, conditions=deployed(True, Reason.AVAILABLE, message))
+    def serves(message: str, *more: ConditionUpdate, **extra: Any) -> DeployOutcome:
+        effects = replace(objects, conditions=deployed(True, Reason.AVAILABLE, message) + more, **extra)
         served = serve.artifact.reference if serve.artifact is not None else None
         return DeployOutcome(rev, serve.image, served, url, effects)
 
     # an HPA moving the count of a revision that serves is no rollout: it stays Deployed (Ready) at minReplicas
     if dep is not None and serves_while_scaling(ctx.md, ctx.prev, dep, sp.deployment, rev, routed):
         floor = autoscaled_floor(ctx.md, sp.deployment) or want
-        return serves(scaling_message(dep, rev, routed, floor, service))
+        message = scaling_message(dep, rev, routed, floor, service)
+        short = capacity(ctx.md, dep, rev, routed, service, ctx.now)
+        if short is not None:
+            return serves(message + short.suffix, short.condition, requeue_after=short.requeue_after)
+        return serves(message, events=scaled_up(ctx.prev, message))
     if rollout_complete(ctx.md, dep, sp.deployment, rev):
         # available pods are not yet routed: Ready means the Service sends requests to the revision's pods
         if routed < want:

@@ -1,0 +1,84 @@
+"""Under an HPA, on the real control plane (the Deployment, ReplicaSet and HPA controllers, the real scheduler):
+a scale-up whose new pods never come up is told (Ready stays True while minReplicas serve, the Capacity condition
+and a Warning Event say the scale-up is stalled); a Deployment someone scaled to 0 (which the HPA then leaves
+alone) is said so; and switching autoscaling on or off never drops the Deployment's replicas in between (server-side
+apply would reset a field the operator stops setting to its default of 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.integration.cluster import condition, wait_for
+from tests.integration.operator_harness import OperatorProcess, running_operator
+from tests.integration.test_operator import Cluster, md_doc
+from tests.integration.test_ready_routes import AUTO, NO_IP, _address_all, _pods, _ready_at, _scale
+
+
+@pytest.fixture(scope="module")
+def operator(api_client: client.ApiClient) -> Iterator[OperatorProcess]:
+    # no periodic resync: the stall must be told by the operator's own timer, not by a resync that happens to come
+    with running_operator(api_client, {"MODELSHIP_RESYNC_SECONDS": "3600"}) as op:
+        yield op
+
+
+@pytest.fixture
+def k(api_client: client.ApiClient, namespace: str, operator: OperatorProcess) -> Cluster:
+    return Cluster(api_client, namespace)
+
+
+def _cordon(k: Cluster, on: bool) -> None:
+    """Mark every node unschedulable (or schedulable again): pods made now stay Pending, as on a full cluster."""
+    for node in k.core.list_node().items:
+        k.core.patch_node(node.metadata.name, {"spec": {"unschedulable": on}})
+
+
+def _events(k: Cluster, reason: str) -> list[Any]:
+    events = k.core.list_namespaced_event(k.ns, field_selector="involvedObject.name=digits").items
+    return [e for e in events if e.reason == reason and e.involved_object.kind == "ModelDeployment"]
+
+
+def _serving_at(k: Cluster, n: int) -> str:
+    wait_for(lambda: len([p for p in _pods(k).values() if p.status.phase == "Running"]) == n or None,
+             timeout=120, description=f"{n} running serving pods")  # fmt: skip
+    _address_all(k, 1)
+    return str(_ready_at(k, n)["status"]["revision"])
+
+
+def test_a_scale_up_whose_pods_never_come_up_is_told(k: Cluster) -> None:
+    k.apply(md_doc(podAnnotations=NO_IP, autoscaling=AUTO, rollout={"progressDeadlineSeconds": 30}))
+    rev = _serving_at(k, 2)
+    try:
+        _cordon(k, True)
+        _scale(k, 4)  # the HPA asks for 4: the two new pods cannot be scheduled
+        up = (f"2/4 replicas of {rev} available, 2/4 endpoints ready in Service digits, autoscaler scaling up "
+              "(at least minReplicas 2 serve)")  # fmt: skip
+        s = k.wait_md(lambda o: (condition(o, "Ready") or {}).get("message") == up, what="scaling up", timeout=60)
+        short = condition(s, "Capacity")
+        assert short is not None and (short["status"], short["reason"]) == ("False", "ScalingUp"), short
+        assert not _events(k, "CapacityScalingUp")  # a scale-up in flight is no news
+        # past progressDeadlineSeconds (30 s) without the missing pods: told, by the operator's own timer
+        s = k.wait_md(lambda o: (condition(o, "Capacity") or {}).get("reason") == "ScaleUpStalled",
+                      what="the scale-up stalled", timeout=90)  # fmt: skip
+        stalled = condition(s, "Capacity")
+        assert stalled["status"] == "False" and stalled["lastTransitionTime"] == short["lastTransitionTime"]
+        assert stalled["message"].startswith(f"2/4 replicas of {rev} available for ")
+        assert "progressDeadlineSeconds 30" in stalled["message"], stalled
+        ready = condition(s, "Ready")  # traffic is served at minReplicas: Ready, not Stalled, but the message says
+        assert (ready["status"], ready["reason"]) == ("True", "Available"), ready
+        assert "scale-up stalled" in ready["message"], ready
+        assert condition(s, "Stalled")["status"] == "False" and condition(s, "Reconciling")["status"] == "False"
+        warned = _events(k, "CapacityScaleUpStalled")
+        assert warned and warned[0].type == "Warning", warned
+    finally:
+        _cordon(k, False)
+    # the pods are scheduled and routed: the condition goes, an Event says so
+    wait_for(lambda: len([p for p in _pods(k).values() if p.status.phase == "Running"]) == 4 or None,
+             timeout=120, description="4 running serving pods")  # fmt: skip
+    _address_all(k, 10)
+    s = _ready_at(k, 4, timeout=60)
+    assert condition(s, "Capacity") is None
+    assert _events(k, "CapacityScaledUp")

@@ -1,0 +1,116 @@
+"""Under an HPA, the pure parts of: a scale-up whose new pods do not come up (the Capacity condition, its clock
+kept in objects, the Events); a Deployment scaled to 0 outside the operator; the replica count handed over when
+autoscaling is switched on (server-side apply would otherwise reset it to 1)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from modelship.api.status import ConditionType, Reason
+from modelship.controller.conditions import ConditionSet, rfc3339
+from modelship.controller.kstatus import EventType, events
+from modelship.controller.observe import Observed
+from modelship.controller.stages.deploy import ServingTarget, deploy, duration
+from tests.support.endpoints import routed
+from tests.unit.test_autoscaled_ready import HPA, REV, scaled, was
+from tests.unit.test_plan import IMAGE, NOW, make_md
+from tests.unit.test_stages import conditions, ctx
+
+UP = (f"2/4 replicas of {REV} available, 2/4 endpoints ready in Service digits, autoscaler scaling up "
+      "(at least minReplicas 2 serve)")  # fmt: skip
+
+
+def short(seconds: float | None, reason: str = "ScalingUp", deadline: int | None = None) -> Any:
+    """A ModelDeployment that was Deployed under the HPA (rollout.progressDeadlineSeconds ``deadline``); with
+    ``seconds``, its last status also said Capacity False (``reason``) since that long before NOW."""
+    spec = {"serving": {**HPA, "rollout": {"progressDeadlineSeconds": deadline}}} if deadline else {}
+    md = was(**spec)
+    if seconds is None:
+        return md
+    status = md.status.wire()
+    status["conditions"].append({"type": "Capacity", "status": "False", "reason": reason, "message": "",
+                                 "lastTransitionTime": rfc3339(NOW - timedelta(seconds=seconds))})  # fmt: skip
+    return make_md(status=status, **({"serving": HPA} | spec))
+
+
+def outcome(md: Any, dep: Any, ready: int) -> Any:
+    return deploy(ctx(md, Observed(deployment=dep, endpoints=routed((REV, ready)))), ServingTarget(REV, IMAGE))
+
+
+def test_a_scale_up_short_of_replicas_says_so_and_looks_again_at_the_deadline() -> None:
+    out = outcome(short(None), scaled(4, 2), 2)
+    got = conditions(out.effects)
+    assert got[ConditionType.DEPLOYED] == (True, Reason.AVAILABLE, UP)  # Ready: minReplicas serve
+    assert got[ConditionType.CAPACITY][:2] == (False, Reason.SCALING_UP)
+    assert got[ConditionType.CAPACITY][2] == (f"2/4 replicas of {REV} available, 2/4 endpoints ready in Service "
+                                              "digits: the autoscaler scales up")  # fmt: skip
+    assert out.effects.requeue_after == 601  # the default progressDeadlineSeconds, first look now
+    assert out.effects.failure is None and out.effects.progress is None and not out.effects.events
+    # 100 s into it (the previous status's Capacity condition): the timer is the rest of the deadline
+    assert outcome(short(100), scaled(4, 2), 2).effects.requeue_after == 501
+    # available but not routed is short too
+    assert conditions(outcome(short(None), scaled(4, 4), 3).effects)[ConditionType.CAPACITY][1] == Reason.SCALING_UP
+
+
+def test_past_progress_deadline_seconds_the_scale_up_is_stalled_while_ready_stays() -> None:
+    md = short(601, deadline=600)
+    out = outcome(md, scaled(4, 2), 2)
+    got = conditions(out.effects)
+    assert got[ConditionType.DEPLOYED] == (True, Reason.AVAILABLE, UP + "; scale-up stalled for 10m")
+    status, reason, message = got[ConditionType.CAPACITY]
+    assert (status, reason) == (False, Reason.SCALE_UP_STALLED)
+    assert message.startswith(f"2/4 replicas of {REV} available for 10m (progressDeadlineSeconds 600), "
+                              "2/4 endpoints ready in Service digits: the autoscaler's scale-up makes no "
+                              "progress")  # fmt: skip
+    assert out.effects.failure is None and out.effects.requeue_after is None
+    # a shorter deadline (the spec's) stalls sooner; just under it does not
+    assert conditions(outcome(short(45, deadline=30), scaled(4, 2), 2).effects)[
+        ConditionType.CAPACITY][1] == Reason.SCALE_UP_STALLED  # fmt: skip
+    assert conditions(outcome(short(29, deadline=30), scaled(4, 2), 2).effects)[
+        ConditionType.CAPACITY][1] == Reason.SCALING_UP  # fmt: skip
+
+
+def test_the_clock_is_the_deployment_s_own_when_status_has_none() -> None:
+    """The Deployment's Available condition turned False when the shortfall began (the operator was not running
+    then, or its status was lost): that time counts."""
+    since = rfc3339(NOW - timedelta(seconds=700))
+    got = conditions(outcome(short(None), scaled(4, 2, unavailable_since=since), 2).effects)
+    assert got[ConditionType.CAPACITY][1] == Reason.SCALE_UP_STALLED
+    assert "for 11m" in got[ConditionType.CAPACITY][2]
+    # the earlier of the two counts
+    assert "for 11m" in conditions(outcome(short(30), scaled(4, 2, unavailable_since=since), 2).effects)[
+        ConditionType.CAPACITY][2]  # fmt: skip
+
+
+def test_no_capacity_condition_once_every_replica_serves_or_while_scaling_down() -> None:
+    full = outcome(short(None), scaled(4, 4), 4)
+    assert ConditionType.CAPACITY not in conditions(full.effects) and not full.effects.events
+    down = outcome(short(None), scaled(2, 4, status_replicas=4), 4)
+    assert ConditionType.CAPACITY not in conditions(down.effects)
+    # a stalled scale-up that is over: a Normal Event says so
+    over = outcome(short(900, reason="ScaleUpStalled"), scaled(4, 4), 4)
+    assert ConditionType.CAPACITY not in conditions(over.effects)
+    (event,) = over.effects.events
+    assert (event.warning, event.reason) == (False, "CapacityScaledUp")
+    assert event.message == f"scale-up over: 4/4 replicas of {REV} available and ready endpoints of Service digits"
+    # one only in flight ends silently
+    assert not outcome(short(10), scaled(4, 4), 4).effects.events
+
+
+def test_events_say_a_stall_not_every_scale_up() -> None:
+    conds = ConditionSet([], 4, NOW)
+    conds.set(ConditionType.CAPACITY, False, Reason.SCALING_UP, "2/4")
+    assert events(conds) == []
+    prev = conds.as_list()
+    later = ConditionSet(prev, 4, NOW + timedelta(minutes=11))
+    later.set(ConditionType.CAPACITY, False, Reason.SCALE_UP_STALLED, "2/4 for 11m")
+    (event,) = events(later)
+    assert (event.type, event.reason) == (EventType.WARNING, "CapacityScaleUpStalled")
+    # the clock (lastTransitionTime) is kept from ScalingUp to ScaleUpStalled: both False
+    assert later.as_list()[0].last_transition_time == rfc3339(NOW)
+
+
+def test_duration_reads_as_a_person_says_it() -> None:
+    assert [duration(s) for s in (0, 59.9, 119, 120, 3599, 7199, 7200, 7320)] == [
+        "0s", "59s", "119s", "2m", "59m", "119m", "2h0m", "2h2m"]  # fmt: skip
