@@ -10,3 +10,5 @@ SINGULAR = "modeldeployment"
 SHORT_NAMES = ("md",)
 API_VERSION = f"{GROUP}/{VERSION}"
 FIELD_MANAGER = "modelship-operator"
+HANDOVER_FIELD_MANAGER = "modelship-handover"
+"""Owns a field the operator stops setting until its next owner (the HPA, for spec.replicas) writes it."""

@@ -6,11 +6,12 @@ apply would reset a field the operator stops setting to its default of 1)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from tests.integration.cluster import condition, wait_for
 from tests.integration.operator_harness import OperatorProcess, running_operator
@@ -82,3 +83,64 @@ def test_a_scale_up_whose_pods_never_come_up_is_told(k: Cluster) -> None:
     s = _ready_at(k, 4, timeout=60)
     assert condition(s, "Capacity") is None
     assert _events(k, "CapacityScaledUp")
+
+
+class ReplicaRecorder:
+    """Every spec.replicas of the serving Deployment a watch delivers, in order."""
+
+    def __init__(self, k: Cluster) -> None:
+        self.k, self._stop = k, threading.Event()
+        self.seen: list[int] = []
+        rv = k.apps.read_namespaced_deployment("digits", k.ns).metadata.resource_version
+        self._thread = threading.Thread(target=self._run, args=(rv,), daemon=True)
+        self._thread.start()
+
+    def _run(self, rv: str) -> None:
+        w = watch.Watch()
+        for ev in w.stream(self.k.apps.list_namespaced_deployment, self.k.ns, field_selector="metadata.name=digits",
+                           resource_version=rv, timeout_seconds=120):  # fmt: skip
+            self.seen.append(int(ev["object"].spec.replicas))
+            if self._stop.is_set():
+                w.stop()
+
+    def stop(self) -> list[int]:
+        self._stop.set()
+        self.k.apps.patch_namespaced_deployment("digits", self.k.ns, {"metadata": {"annotations": {"t/r": "1"}}})
+        self._thread.join(timeout=30)
+        return self.seen
+
+
+def test_switching_autoscaling_on_and_off_keeps_the_replicas(k: Cluster) -> None:
+    doc = md_doc(podAnnotations=NO_IP)
+    doc["spec"]["serving"]["replicas"] = 3
+    k.apply(doc)
+    _serving_at(k, 3)
+    rec = ReplicaRecorder(k)
+    doc["spec"]["serving"]["autoscaling"] = AUTO  # minReplicas 2, maxReplicas 6: 3 is within
+    gen = k.apply(doc)["metadata"]["generation"]
+    k.wait_md(lambda o: (o.get("status") or {}).get("observedGeneration") == gen, what="the new generation seen")
+    wait_for(lambda: _hpa_exists(k) or None, timeout=60, description="the HPA")
+    _ready_at(k, 3)
+    seen = rec.stop()
+    assert seen and min(seen) == 3, seen  # never the default 1 in between
+    # the operator's own apply no longer sets the count: the HPA's next write is not fought
+    fields = k.apps.read_namespaced_deployment("digits", k.ns).metadata.managed_fields
+    applied = [f for f in fields if f.manager == "modelship-operator" and f.operation == "Apply"]
+    assert applied and all("f:replicas" not in (f.fields_v1 or {}).get("f:spec", {}) for f in applied), applied
+    # the HPA scales it to 5; autoscaling off with spec.serving.replicas 3: 3, owned by the operator again
+    _scale(k, 5)
+    wait_for(lambda: len([p for p in _pods(k).values() if p.status.phase == "Running"]) == 5 or None,
+             timeout=120, description="5 running serving pods")  # fmt: skip
+    _address_all(k, 30)
+    _ready_at(k, 5)
+    del doc["spec"]["serving"]["autoscaling"]
+    k.apply(doc)
+    wait_for(lambda: (not _hpa_exists(k)) or None, timeout=60, description="the HPA gone")
+    wait_for(lambda: k.apps.read_namespaced_deployment("digits", k.ns).spec.replicas == 3 or None, timeout=60,
+             description="the spec's 3 replicas")  # fmt: skip
+    _ready_at(k, 3)
+
+
+def _hpa_exists(k: Cluster) -> bool:
+    hpas = client.AutoscalingV2Api(k.api).list_namespaced_horizontal_pod_autoscaler(k.ns).items
+    return any(h.metadata.name == "digits" for h in hpas)

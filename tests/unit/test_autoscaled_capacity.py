@@ -7,14 +7,16 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from modelship import FIELD_MANAGER
 from modelship.api.status import ConditionType, Reason
 from modelship.controller.conditions import ConditionSet, rfc3339
 from modelship.controller.kstatus import EventType, events
-from modelship.controller.observe import Observed
-from modelship.controller.stages.deploy import ServingTarget, deploy, duration
+from modelship.controller.observe import Observed, applies_replicas, deployment_observation
+from modelship.controller.stages.deploy import ServingTarget, deploy, duration, handover
+from modelship.resources.plan import serving_plan
 from tests.support.endpoints import routed
 from tests.unit.test_autoscaled_ready import HPA, REV, scaled, was
-from tests.unit.test_plan import IMAGE, NOW, make_md
+from tests.unit.test_plan import CONFIG, IMAGE, NOW, deployment, make_md
 from tests.unit.test_stages import conditions, ctx
 
 UP = (f"2/4 replicas of {REV} available, 2/4 endpoints ready in Service digits, autoscaler scaling up "
@@ -114,3 +116,48 @@ def test_events_say_a_stall_not_every_scale_up() -> None:
 def test_duration_reads_as_a_person_says_it() -> None:
     assert [duration(s) for s in (0, 59.9, 119, 120, 3599, 7199, 7200, 7320)] == [
         "0s", "59s", "119s", "2m", "59m", "119m", "2h0m", "2h2m"]  # fmt: skip
+
+
+def test_switching_autoscaling_on_hands_the_count_over() -> None:
+    md = was()
+    desired = serving_plan(md, REV, CONFIG, IMAGE, None, None).deployment
+    assert "replicas" not in desired["spec"]
+    given = handover(md, scaled(3, 3, replicas_applied=True), desired)
+    assert given == {"apiVersion": "apps/v1", "kind": "Deployment",
+                     "metadata": {"name": "digits", "namespace": "ml"}, "spec": {"replicas": 3}}  # fmt: skip
+    # at least minReplicas (2): from 0 (suspended before) or 1
+    assert handover(md, scaled(0, 0, replicas_applied=True), desired)["spec"]["replicas"] == 2  # type: ignore[index]
+    # nothing to hand over: the operator's apply does not own the count, or it still sets it (no HPA)
+    assert handover(md, scaled(3, 3), desired) is None
+    plain = make_md(serving={"replicas": 2})
+    fixed = serving_plan(plain, REV, CONFIG, IMAGE, None, None).deployment
+    assert handover(plain, scaled(3, 3, replicas_applied=True), fixed) is None
+    out = outcome(md, scaled(3, 3, replicas_applied=True), 3)
+    assert out.effects.handover == (given,)
+    assert not outcome(md, scaled(3, 3), 3).effects.handover
+
+
+def _live(fields: list[dict[str, Any]], available: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "digits", "generation": 2, "managedFields": fields},
+        "spec": {"replicas": 3, "template": {"spec": {"containers": [{"image": IMAGE}]}}},
+        "status": {"conditions": [available] if available else []},
+    }
+
+
+def test_the_observation_reads_who_applies_the_count_and_since_when_it_is_short() -> None:
+    ours = {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    theirs = {"manager": "kube-controller-manager", "operation": "Update", "subresource": "scale",
+              "fieldsV1": {"f:spec": {"f:replicas": {}}}}  # fmt: skip
+    handed = {"manager": "modelship-handover", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    without = {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {"f:template": {}}}}
+    assert applies_replicas(_live([ours])["metadata"])
+    assert not applies_replicas(_live([without, theirs, handed])["metadata"])
+    assert not applies_replicas({"name": "digits"})
+    stamp = "2026-11-26T11:50:00Z"
+    off = {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable", "lastTransitionTime": stamp}
+    on = {**off, "status": "True", "reason": "MinimumReplicasAvailable"}
+    assert deployment_observation(_live([ours], off)).unavailable_since == stamp
+    assert deployment_observation(_live([ours], on)).unavailable_since is None
+    assert deployment_observation(_live([ours], on)).replicas_applied
+    assert deployment(REV, IMAGE).replicas_applied is False

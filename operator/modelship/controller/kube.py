@@ -147,7 +147,7 @@ class Kube:
             if isinstance(r.get("name"), str) and "/" not in r["name"]
         }
 
-    def apply(self, obj: dict[str, Any], uid: str) -> dict[str, Any]:
+    def apply(self, obj: dict[str, Any], uid: str, manager: str = FIELD_MANAGER) -> dict[str, Any]:
         """Server-side apply under the operator's field manager (force: the fields are ours) of an object the
         caller judged ours, with its uid as precondition: if the object was deleted, or deleted and created
         again by someone else, since it was judged, the API server refuses (PreconditionFailed)."""
@@ -159,7 +159,7 @@ class Kube:
                 "PATCH",
                 path,
                 body=body,
-                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                query=[("fieldManager", manager), ("force", "true")],
                 content_type="application/apply-patch+yaml",
             )
         except ApiException as exc:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .. import FIELD_MANAGER
 from ..resources.artifact import PULL_CONTAINER
 from ..resources.meta import (
     COMPONENT_LABEL,
@@ -86,6 +87,9 @@ class DeploymentObservation:
     unavailable_since: str | None = None
     """lastTransitionTime of its Available condition while that is False (fewer pods available than spec.replicas
     less maxUnavailable): when the shortfall began, as the Deployment controller saw it."""
+    replicas_applied: bool = False
+    """The operator's own server-side apply owns spec.replicas (managedFields): an apply that leaves the field out
+    would reset it to the default of 1."""
 
 
 @dataclass(frozen=True)
@@ -350,6 +354,18 @@ def deployment_observation(dep: dict[str, Any]) -> DeploymentObservation:
         artifact_digest=pull[1] if pull else None,
         template=(meta.get("annotations") or {}).get(TEMPLATE_ANNOTATION),
         unavailable_since=available.get("lastTransitionTime") if available.get("status") == "False" else None,
+        replicas_applied=applies_replicas(meta),
+    )
+
+
+def applies_replicas(meta: dict[str, Any]) -> bool:
+    """The operator's Apply entry of managedFields owns spec.replicas."""
+    return any(
+        e.get("manager") == FIELD_MANAGER
+        and e.get("operation") == "Apply"
+        and not e.get("subresource")
+        and "f:replicas" in ((e.get("fieldsV1") or {}).get("f:spec") or {})
+        for e in meta.get("managedFields") or []
     )
 
 

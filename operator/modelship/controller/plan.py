@@ -41,6 +41,8 @@ class Plan:
     status: dict[str, Any]
     create: list[Manifest] = field(default_factory=list)
     apply: list[Manifest] = field(default_factory=list)
+    handover: list[Manifest] = field(default_factory=list)
+    """Applied under the handover field manager before ``apply`` (a replica count an HPA takes over)."""
     delete: list[ObjectRef] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     cache_put: tuple[str, str] | None = None
@@ -93,6 +95,7 @@ def plan(md: ModelDeployment, observed: Observed, config: OperatorConfig, now: d
         status=status.wire(),
         create=[o for e in out for o in e.create],
         apply=_with_claim(ctx, out, [o for e in out for o in e.apply]),
+        handover=[o for e in out for o in e.handover],
         delete=[r for e in out for r in e.delete],
         events=kstatus.events(conds) + [
             Event(EventType.WARNING if e.warning else EventType.NORMAL, e.reason, e.message)

@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from .. import HANDOVER_FIELD_MANAGER
 from ..api.errors import describe_validation_error
 from ..api.modeldeployment import ModelDeployment
 from ..api.skew import UnsupportedFields
@@ -320,6 +321,13 @@ class Reconciler:
         self, md: ModelDeployment, body: dict[str, Any], p: Plan, live: dict[tuple[str, str], dict[str, Any] | None]
     ) -> None:
         ns = md.metadata.namespace or ""
+        for obj in p.handover:  # before the apply that stops setting the field; never skipped (same value: owned)
+            current = live.get((obj["kind"], obj["metadata"]["name"]))
+            if current is not None:
+                self.store.put(obj["kind"], self.kube.apply(obj, current["metadata"]["uid"], HANDOVER_FIELD_MANAGER))
+                metrics.API_WRITES.labels("apply", obj["kind"]).inc()
+                log.info("%s/%s: handed %s %s's replica count over (%s)", ns, md.metadata.name, obj["kind"],
+                         obj["metadata"]["name"], HANDOVER_FIELD_MANAGER)  # fmt: skip
         for obj in p.apply:
             desired = with_spec_hash(obj)
             current = live[(obj["kind"], obj["metadata"]["name"])]

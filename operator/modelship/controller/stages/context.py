@@ -87,6 +87,9 @@ class Effects:
     """Objects to create (Jobs: never updated, a new attempt is a new Job)."""
     apply: tuple[Manifest, ...] = ()
     """Objects to server-side apply."""
+    handover: tuple[Manifest, ...] = ()
+    """Fields to server-side apply under the handover field manager before ``apply`` (the replica count an HPA
+    takes over: it keeps an owner when the operator's apply stops setting it)."""
     delete: tuple[ObjectRef, ...] = ()
     failure: Failure | None = None
     progress: Progress | None = None

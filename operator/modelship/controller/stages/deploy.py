@@ -23,6 +23,7 @@ from .context import (
     Context,
     Effects,
     Failure,
+    Manifest,
     ObjectRef,
     Progress,
     StageEvent,
@@ -230,6 +231,24 @@ def capacity(
     return Capacity(cond, f"; scale-up stalled for {duration(seconds)}")
 
 
+def handover(md: ModelDeployment, dep: DeploymentObservation | None, desired: dict[str, Any]) -> Manifest | None:
+    """When autoscaling is switched on, the manifest leaves spec.replicas out; had the operator's server-side
+    apply owned it (it set the count before), that apply would remove the field and the Deployment would fall to
+    the default of 1 replica until the HPA acts. So, in that pass, the count is first applied under a field
+    manager of its own (the live count, at least minReplicas): the field keeps an owner, keeps its value, and is
+    the HPA's from its first write on. None when nothing is to hand over."""
+    floor = autoscaled_floor(md, desired)
+    if floor is None or dep is None or not dep.replicas_applied:
+        return None
+    meta = desired["metadata"]
+    return {
+        "apiVersion": desired["apiVersion"],
+        "kind": desired["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta.get("namespace")},
+        "spec": {"replicas": max(dep.replicas, floor)},
+    }
+
+
 def serves_while_scaling(
     md: ModelDeployment,
     prev: ModelDeploymentStatus,
@@ -314,7 +333,8 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     source = mirror_source(ctx.md, ctx.observed.canary_service_ip)  # Canary strategy: where a candidate offers
     sp = serving_plan(ctx.md, serve.revision, ctx.config, serve.image, serve.artifact, source)
     from_claim = serve.image is None and serve.artifact is None
-    objects = Effects(apply=tuple(sp.objects()), delete=_turned_off(ctx, sp))
+    given = handover(ctx.md, dep, sp.deployment)
+    objects = Effects(apply=tuple(sp.objects()), delete=_turned_off(ctx, sp), handover=(given,) if given else ())
     url = service_url(ctx.md, ctx.config)
     absent = missing_mounts(ctx, sp.deployment, f"rollout of revision {serve.revision}")
     if absent is not None:  # its pods could not start: the Deployment keeps the template that serves (if any)
