@@ -85,6 +85,29 @@ def test_a_scale_up_whose_pods_never_come_up_is_told(k: Cluster) -> None:
     assert _events(k, "CapacityScaledUp")
 
 
+def test_a_deployment_scaled_to_zero_under_an_hpa_is_told(k: Cluster) -> None:
+    k.apply(md_doc(podAnnotations=NO_IP, autoscaling=AUTO))
+    _serving_at(k, 2)
+    _scale(k, 0)  # someone scaled it to 0: the HPA leaves a target at 0 alone (ScalingDisabled)
+    s = k.wait_md(lambda o: (condition(o, "Stalled") or {}).get("status") == "True", what="Stalled", timeout=60)
+    ready = condition(s, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ScaledToZero"), ready
+    assert "scaled to 0" in ready["message"] and "HPA" in ready["message"] and "suspend" in ready["message"]
+    assert "raises" not in ready["message"]
+    # the HPA controller indeed leaves it at 0, and says why
+    def disabled() -> bool | None:
+        hpa = client.AutoscalingV2Api(k.api).read_namespaced_horizontal_pod_autoscaler("digits", k.ns)
+        return any(c.reason == "ScalingDisabled" for c in hpa.status.conditions or []) or None
+
+    wait_for(disabled, timeout=60, description="the HPA's ScalingDisabled")
+    assert k.apps.read_namespaced_deployment("digits", k.ns).spec.replicas == 0
+    _scale(k, 2)  # scaled back: serves again
+    wait_for(lambda: len([p for p in _pods(k).values() if p.status.phase == "Running"]) == 2 or None,
+             timeout=120, description="2 running serving pods")  # fmt: skip
+    _address_all(k, 20)
+    _ready_at(k, 2)
+
+
 class ReplicaRecorder:
     """Every spec.replicas of the serving Deployment a watch delivers, in order."""
 

@@ -12,7 +12,7 @@ from modelship.api.status import ConditionType, Reason
 from modelship.controller.conditions import ConditionSet, rfc3339
 from modelship.controller.kstatus import EventType, events
 from modelship.controller.observe import Observed, applies_replicas, deployment_observation
-from modelship.controller.stages.deploy import ServingTarget, deploy, duration, handover
+from modelship.controller.stages.deploy import ServingTarget, deploy, duration, handover, scaled_to_zero
 from modelship.resources.plan import serving_plan
 from tests.support.endpoints import routed
 from tests.unit.test_autoscaled_ready import HPA, REV, scaled, was
@@ -116,6 +116,23 @@ def test_events_say_a_stall_not_every_scale_up() -> None:
 def test_duration_reads_as_a_person_says_it() -> None:
     assert [duration(s) for s in (0, 59.9, 119, 120, 3599, 7199, 7200, 7320)] == [
         "0s", "59s", "119s", "2m", "59m", "119m", "2h0m", "2h2m"]  # fmt: skip
+
+
+def test_a_deployment_scaled_to_zero_under_an_hpa_is_stalled_with_the_remedy() -> None:
+    out = outcome(was(), scaled(0, 0), 0)
+    status, reason, message = conditions(out.effects)[ConditionType.DEPLOYED]
+    assert (status, reason) == (False, Reason.SCALED_TO_ZERO)
+    assert message == (
+        "Deployment digits was scaled to 0 replicas outside the operator, and the HPA does not scale a target at 0 "
+        "(autoscaling stays disabled while it is): nothing serves; scale it back (kubectl scale deployment digits "
+        "--replicas=2), or set spec.suspend to scale to zero"
+    )
+    assert out.effects.failure is not None and out.effects.failure.reason == Reason.SCALED_TO_ZERO
+    desired = serving_plan(was(), REV, CONFIG, IMAGE, None, None).deployment
+    # not while the operator's own apply holds the count (0 when suspended: it hands it over), nor without an HPA
+    assert scaled_to_zero(was(), scaled(0, 0, replicas_applied=True), desired) is None
+    plain = make_md(serving={"replicas": 2})
+    assert scaled_to_zero(plain, scaled(0, 0), serving_plan(plain, REV, CONFIG, IMAGE, None, None).deployment) is None
 
 
 def test_switching_autoscaling_on_hands_the_count_over() -> None:

@@ -139,6 +139,9 @@ class Reason(StrEnum):
     crash-looping, or not pulled); a Warning Event says so. Ready stays True while minReplicas serve."""
     SCALED_UP = "ScaledUp"
     """The Event (CapacityScaledUp) when a stalled scale-up is over."""
+    SCALED_TO_ZERO = "ScaledToZero"
+    """Under an HPA the serving Deployment was scaled to 0 outside the operator: the HPA does not scale a target
+    at 0 (autoscaling disabled), so nothing would bring it back: Stalled until someone scales it up."""
     # Verify (Canary strategy)
     VERIFYING = "Verifying"
     """Deployed: the previous revision serves while the new one is verified."""

@@ -231,6 +231,21 @@ def capacity(
     return Capacity(cond, f"; scale-up stalled for {duration(seconds)}")
 
 
+def scaled_to_zero(md: ModelDeployment, dep: DeploymentObservation | None, desired: dict[str, Any]) -> str | None:
+    """Why nothing will serve when an HPA owns the count and the Deployment was scaled to 0 outside the operator:
+    the HPA does not scale a target at 0 replicas (its ScalingActive condition says ScalingDisabled), so nothing
+    brings it back. None otherwise (also when the operator's own apply still holds the count: it hands it over)."""
+    floor = autoscaled_floor(md, desired)
+    if floor is None or dep is None or dep.replicas != 0 or dep.replicas_applied:
+        return None
+    name = dep.name
+    return (
+        f"Deployment {name} was scaled to 0 replicas outside the operator, and the HPA does not scale a target at 0 "
+        f"(autoscaling stays disabled while it is): nothing serves; scale it back (kubectl scale deployment {name} "
+        f"--replicas={floor}), or set spec.suspend to scale to zero"
+    )
+
+
 def handover(md: ModelDeployment, dep: DeploymentObservation | None, desired: dict[str, Any]) -> Manifest | None:
     """When autoscaling is switched on, the manifest leaves spec.replicas out; had the operator's server-side
     apply owned it (it set the count before), that apply would remove the field and the Deployment would fall to
@@ -370,6 +385,9 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
         served = serve.artifact.reference if serve.artifact is not None else None
         return DeployOutcome(rev, serve.image, served, url, effects)
 
+    zero = scaled_to_zero(ctx.md, dep, sp.deployment)
+    if zero is not None:
+        return still(False, Reason.SCALED_TO_ZERO, zero, failure=Failure(StageName.DEPLOY, Reason.SCALED_TO_ZERO, zero))
     # an HPA moving the count of a revision that serves is no rollout: it stays Deployed (Ready) at minReplicas
     if dep is not None and serves_while_scaling(ctx.md, ctx.prev, dep, sp.deployment, rev, routed):
         floor = autoscaled_floor(ctx.md, sp.deployment) or want
