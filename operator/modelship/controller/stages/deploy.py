@@ -222,13 +222,15 @@ def capacity(
         message = f"{counts}, {routes}: the autoscaler scales up"
         scaling = condition(ConditionType.CAPACITY, False, Reason.SCALING_UP, message)
         return Capacity(scaling, "", deadline - seconds + 1)
+    # the deadline, not the time so far: the message stays the same from one status write to the next (the
+    # condition's lastTransitionTime says since when)
     message = (
-        f"{counts} for {duration(seconds)} (progressDeadlineSeconds {deadline}), {routes}: the autoscaler's "
+        f"{counts} for more than {duration(deadline)} (progressDeadlineSeconds {deadline}), {routes}: the autoscaler's "
         "scale-up makes no progress (new pods unschedulable, crash-looping or not pulled: the pods' events and "
         "the HPA's status tell which); the replicas that serve keep serving"
     )
     cond = condition(ConditionType.CAPACITY, False, Reason.SCALE_UP_STALLED, message)
-    return Capacity(cond, f"; scale-up stalled for {duration(seconds)}")
+    return Capacity(cond, f"; scale-up stalled for more than {duration(deadline)}")
 
 
 def scaled_to_zero(md: ModelDeployment, dep: DeploymentObservation | None, desired: dict[str, Any]) -> str | None:
