@@ -46,6 +46,7 @@ from .skew import Skew
 from .stages.context import Failure
 from .statuswrite import StatusWriter
 from .store import Store
+from .terminating import TerminatingNamespaces, refused_as_terminating
 
 log = logging.getLogger("modelship.reconcile")
 
@@ -101,6 +102,8 @@ class Reconciler:
         """How a serving pod's /metrics is read (Canary analysis)."""
         self.prometheus = PrometheusClient(config.prometheus) if config.prometheus.url else None
         """Where the Canary analysis reads its figures instead, when the chart names a Prometheus server."""
+        self.terminating = TerminatingNamespaces()
+        """Namespaces the API server refused a create in as being terminated: nothing is reconciled there."""
 
     # -- observe --------------------------------------------------------------------------------
     def _bound(self, md: ModelDeployment, obj: dict[str, Any]) -> bool:
@@ -200,6 +203,11 @@ class Reconciler:
             # gone: owner references take the children in its namespace with it; its build Jobs (in the build
             # namespace, where no owner reference can point back) are the operator's to delete
             self.collect_builds(namespace, name, None)
+            self.terminating.release_if_empty(namespace, lambda ns: self.store.any_in(MD, ns))
+            return None
+        if self.terminating.held(namespace):
+            # the namespace is going away with everything in it: nothing to create, restore or report there
+            metrics.RECONCILES.labels("namespace-terminating-held").inc()
             return None
         if self.config.excluded(namespace):
             self._excluded(body, namespace)
@@ -245,8 +253,9 @@ class Reconciler:
             metrics.RECONCILES.labels("precondition-failed").inc()
             return RETRY_AFTER_PRECONDITION_SECONDS
         except ApiException as exc:
-            if exc.status == 403 and "being terminated" in (exc.body or ""):
+            if refused_as_terminating(exc):
                 metrics.RECONCILES.labels("namespace-terminating").inc()
+                self.terminating.hold(namespace)  # the other ModelDeployments there are not even tried
                 return None  # the namespace is going away with everything in it: nothing to restore
             raise  # the work queue logs, counts and retries it (and stalls the resource after its tries)
         finally:

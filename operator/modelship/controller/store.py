@@ -80,6 +80,11 @@ class Store:
             keys = [k for k in self._by_owner.get((namespace, owner), ()) if k[0] == kind]
             return [copy.deepcopy(self._objects[k]) for k in keys if k in self._objects]
 
+    def any_in(self, kind: str, namespace: str) -> bool:
+        """Whether any object of ``kind`` is stored in ``namespace``."""
+        with self._lock:
+            return any(k[0] == kind and k[1] == namespace for k in self._objects)
+
     def keys(self, kind: str) -> list[Key]:
         with self._lock:
             return [k for k in self._objects if k[0] == kind]
