@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -149,3 +150,33 @@ def test_holds_lapse_and_are_bounded() -> None:
     assert len(held) == 3 and not held.held("a") and held.held("d")  # the oldest forgotten
     assert not held.release_if_empty("d", lambda ns: True)
     assert held.release_if_empty("d", lambda ns: False) and not held.held("d")
+
+
+def test_a_refused_event_holds_the_namespace_and_its_later_events_are_not_posted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from modelship.controller.kube import EventPoster
+
+    posted: list[str] = []
+    gone = {"ml"}
+    done = threading.Event()
+
+    class Poster:
+        def post_event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+            ns = involved["metadata"]["namespace"]
+            posted.append(f"{ns}/{reason}")
+            if reason == "Last":
+                done.set()
+            if ns in gone:
+                raise refusal(ns)
+
+    held = TerminatingNamespaces()
+    poster = EventPoster(Poster(), terminating=held)  # type: ignore[arg-type]
+    caplog.set_level(logging.INFO, logger="modelship")
+    for i in range(5):
+        poster.post(md(f"m{i}"), "Normal", f"Step{i}", "")
+    poster.post(md("x", "other"), "Normal", "Last", "")
+    assert done.wait(10)
+    assert posted == ["ml/Step0", "other/Last"]  # one refusal, the rest not even tried
+    assert held.held("ml") and poster.dropped == 5
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no warning per Event

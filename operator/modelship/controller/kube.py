@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from .. import FIELD_MANAGER
 from ..resources import kinds
 from .metrics import API_SECONDS
+from .terminating import TerminatingNamespaces, refused_as_terminating
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +285,14 @@ class Kube:
             raise
 
     def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post an Event, best effort: a refusal is logged, never raised."""
+        try:
+            self.post_event(involved, type_, reason, message)
+        except ApiException as exc:  # events are best effort: never fail a reconcile over one
+            log.warning("could not post event %s: %s", reason, exc.reason)
+
+    def post_event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post an Event; the API server's refusal is raised (ApiException)."""
         meta = involved["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
@@ -307,21 +316,21 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        try:
-            self._call("POST", kinds.EVENT.path(meta["namespace"]), body=body)
-        except ApiException as exc:  # events are best effort: never fail a reconcile over one
-            log.warning("could not post event %s: %s", reason, exc.reason)
+        self._call("POST", kinds.EVENT.path(meta["namespace"]), body=body)
 
 
 class EventPoster:
     """Posts Events from a background thread: a reconcile never waits on them, and a full queue drops them
-    (Events are best effort; status is the record)."""
+    (Events are best effort; status is the record). An Event of a namespace being terminated is not posted: the
+    API server's refusal of one holds the namespace (``terminating``), as a refused create of a reconcile does."""
 
-    def __init__(self, kube: Kube, capacity: int = 10000) -> None:
+    def __init__(self, kube: Kube, capacity: int = 10000, terminating: TerminatingNamespaces | None = None) -> None:
         import queue
         import threading
 
         self._kube = kube
+        self.terminating = terminating
+        """The namespaces held as terminating (the reconciler's, shared): their Events are dropped."""
         self._queue: queue.Queue[tuple[dict[str, Any], str, str, str]] = queue.Queue(maxsize=capacity)
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="event-poster", daemon=True)
@@ -338,8 +347,18 @@ class EventPoster:
     def _run(self) -> None:
         while True:
             involved, type_, reason, message = self._queue.get()
+            namespace = (involved.get("metadata") or {}).get("namespace") or ""
+            if self.terminating is not None and self.terminating.held(namespace):
+                self.dropped += 1
+                continue
             try:
-                self._kube.event(involved, type_, reason, message)
+                self._kube.post_event(involved, type_, reason, message)
+            except ApiException as exc:
+                if self.terminating is not None and refused_as_terminating(exc):
+                    self.terminating.hold(namespace)
+                    self.dropped += 1
+                else:
+                    log.warning("could not post event %s: %s", reason, exc.reason)
             except Exception:  # a lost Event must never stop the poster
                 log.warning("could not post event %s", reason, exc_info=True)
 

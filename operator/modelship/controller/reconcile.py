@@ -104,6 +104,8 @@ class Reconciler:
         """Where the Canary analysis reads its figures instead, when the chart names a Prometheus server."""
         self.terminating = TerminatingNamespaces()
         """Namespaces the API server refused a create in as being terminated: nothing is reconciled there."""
+        if events is not None and events.terminating is None:
+            events.terminating = self.terminating  # a refused Event holds the namespace too; held ones get none
 
     # -- observe --------------------------------------------------------------------------------
     def _bound(self, md: ModelDeployment, obj: dict[str, Any]) -> bool:
