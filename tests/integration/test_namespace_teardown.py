@@ -6,11 +6,11 @@ ModelDeployment that outlives its Deployment sees it go and would create it agai
 while makes the race's worst case certain: every serving Deployment and Service goes first. The operator may be
 refused once per reconcile worker, then holds the namespace (one INFO line) and creates nothing more there; once
 the ModelDeployments are let go the namespace is finalized, and one created again under the same name is served.
+The ModelDeployments are bench/reconcile.py's, their revision already in the cache: each goes straight to serving.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -19,49 +19,21 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from modelship.api import ModelDeployment, Summary
-from modelship.config import OperatorConfig
+from bench.reconcile import GROUP, PLURAL, VERSION, cached_entry, md_doc
 from modelship.controller import revcache
 from modelship.rbac import operator_rules
-from modelship.resources.defaults import with_operator_defaults
-from modelship.resources.revision import revision
 from tests.integration.cluster import OPERATOR_NAMESPACE, apply_manifest, ensure_operator_identity, wait_for
 from tests.integration.operator_harness import OperatorProcess
 
-GROUP, VERSION, PLURAL = "modelship.io", "v1alpha1", "modeldeployments"
-DIGEST = "sha256:" + "ad" * 32
-IMAGE = "registry.local:5000/models/teardown@sha256:" + "7e" * 32
 N = 16
 WORKERS = 4
 
 
-def md_doc(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": "https://models.example.com/teardown/model.h5", "format": "h5", "digest": DIGEST},
-            "optimization": {
-                "steps": [{"type": "quantize", "quantize": {"mode": "dynamic"}}],
-                "data": {"evaluation": {"uri": "https://models.example.com/teardown/eval.npz", "format": "npz"}},
-            },
-            "build": {"repository": "registry.local:5000/models/teardown"},
-            "serving": {"replicas": 1, "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}},
-        },
-    }
-
-
 def cache_configmap(ns: str) -> dict[str, Any]:
-    """The namespace's revision cache with the revision already optimized and built: each ModelDeployment goes
-    straight to its Deployment and Service."""
-    md = with_operator_defaults(ModelDeployment.from_body(md_doc("x")), OperatorConfig())
-    summary = Summary(ok=True, source_digest=DIGEST, artifact="model.tflite", metric_name="accuracy",
-                      baseline=0.98, value=0.978, drop=0.002, gate="Passed", decision="Optimized", candidate="dynamic",
-                      original_bytes=600000, optimized_bytes=160000, compression_ratio=3.7)  # fmt: skip
-    entry = json.dumps({"summary": summary.to_line(), "image": IMAGE})
-    return {"metadata": {"name": revcache.configmap_name(ns), "labels": revcache.labels(ns)},
-            "data": {revision(md.spec): entry}}  # fmt: skip
+    """The namespace's revision cache with the bench's revision already optimized and built: each ModelDeployment
+    goes straight to its Deployment and Service."""
+    rev, entry = cached_entry()
+    return {"metadata": {"name": revcache.configmap_name(ns), "labels": revcache.labels(ns)}, "data": {rev: entry}}
 
 
 def hold_modeldeployments(ns: str) -> list[dict[str, Any]]:

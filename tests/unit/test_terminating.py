@@ -139,7 +139,8 @@ def test_the_hold_ends_when_the_namespace_has_no_modeldeployment_left() -> None:
 
 def test_holds_lapse_and_are_bounded() -> None:
     now = [0.0]
-    held = TerminatingNamespaces(hold_seconds=10, max_held=3, clock=lambda: now[0])
+    there = {"a", "b", "c", "d"}
+    held = TerminatingNamespaces(lambda ns: ns in there, hold_seconds=10, max_held=3, clock=lambda: now[0])
     assert held.hold("a") and not held.hold("a")  # new once
     now[0] = 9.9
     assert held.held("a")
@@ -148,8 +149,11 @@ def test_holds_lapse_and_are_bounded() -> None:
     for ns in ("a", "b", "c", "d"):
         held.hold(ns)
     assert len(held) == 3 and not held.held("a") and held.held("d")  # the oldest forgotten
-    assert not held.release_if_empty("d", lambda ns: True)
-    assert held.release_if_empty("d", lambda ns: False) and not held.held("d")
+    assert not held.release_if_empty("d")  # it still has a ModelDeployment
+    there.discard("d")
+    assert held.release_if_empty("d") and not held.held("d")
+    # a refusal that comes after the last ModelDeployment went (a queued Event) holds nothing
+    assert not held.hold("d") and not held.held("d")
 
 
 def test_a_refused_event_holds_the_namespace_and_its_later_events_are_not_posted(
@@ -170,7 +174,7 @@ def test_a_refused_event_holds_the_namespace_and_its_later_events_are_not_posted
             if ns in gone:
                 raise refusal(ns)
 
-    held = TerminatingNamespaces()
+    held = TerminatingNamespaces(lambda ns: ns == "ml")
     poster = EventPoster(Poster(), terminating=held)  # type: ignore[arg-type]
     caplog.set_level(logging.INFO, logger="modelship")
     for i in range(5):

@@ -354,9 +354,11 @@ class EventPoster:
             try:
                 self._kube.post_event(involved, type_, reason, message)
             except ApiException as exc:
-                if self.terminating is not None and refused_as_terminating(exc):
-                    self.terminating.hold(namespace)
+                if refused_as_terminating(exc):  # its namespace is going: said once (hold), not per Event
                     self.dropped += 1
+                    if self.terminating is not None:
+                        self.terminating.hold(namespace)
+                    log.debug("event %s not posted: namespace %s is being terminated", reason, namespace)
                 else:
                     log.warning("could not post event %s: %s", reason, exc.reason)
             except Exception:  # a lost Event must never stop the poster

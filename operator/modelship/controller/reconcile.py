@@ -102,7 +102,7 @@ class Reconciler:
         """How a serving pod's /metrics is read (Canary analysis)."""
         self.prometheus = PrometheusClient(config.prometheus) if config.prometheus.url else None
         """Where the Canary analysis reads its figures instead, when the chart names a Prometheus server."""
-        self.terminating = TerminatingNamespaces()
+        self.terminating = TerminatingNamespaces(lambda ns: store.any_in(MD, ns))
         """Namespaces the API server refused a create in as being terminated: nothing is reconciled there."""
         if events is not None and events.terminating is None:
             events.terminating = self.terminating  # a refused Event holds the namespace too; held ones get none
@@ -205,7 +205,7 @@ class Reconciler:
             # gone: owner references take the children in its namespace with it; its build Jobs (in the build
             # namespace, where no owner reference can point back) are the operator's to delete
             self.collect_builds(namespace, name, None)
-            self.terminating.release_if_empty(namespace, lambda ns: self.store.any_in(MD, ns))
+            self.terminating.release_if_empty(namespace)
             return None
         if self.terminating.held(namespace):
             # the namespace is going away with everything in it: nothing to create, restore or report there

@@ -11,11 +11,13 @@ extra request, and it needs no right to read Namespaces (which a namespaced inst
 have). Once one is seen, the namespace is held: its ModelDeployments are not reconciled (nothing is created,
 applied, written to status or posted as an Event), not retried, and the hold is logged once at INFO.
 
-A hold ends (``release_if_empty``) when the namespace has no ModelDeployment left in the operator's store: a
-namespace is not finalized while it still holds one, and one of the same name created later starts empty, so a
-ModelDeployment seen after that is a new namespace's. A hold also lapses after ``HOLD_SECONDS`` (a watch that missed
-a deletion must not keep a namespace held forever; a namespace still terminating then costs one more refusal) and at
-most ``MAX_HELD`` namespaces are held (the oldest forgotten): memory stays bounded while namespaces come and go.
+A hold ends (``release_if_empty``, on each ModelDeployment's deletion) when the namespace has no ModelDeployment
+left in the operator's store: a namespace is not finalized while it still holds one, and one of the same name created
+later starts empty, so a ModelDeployment seen after that is a new namespace's. For the same reason a refusal that
+comes when none is left (an Event queued before the last one went) holds nothing: the check and the hold are made
+under one lock, so a hold never outlives the last deletion. A hold also lapses after ``HOLD_SECONDS`` (a watch that
+missed a deletion must not keep a namespace held forever; a namespace still terminating then costs one more refusal)
+and at most ``MAX_HELD`` namespaces are held (the oldest forgotten): memory stays bounded while namespaces come and go.
 """
 
 from __future__ import annotations
@@ -60,8 +62,14 @@ class TerminatingNamespaces:
     """The namespaces held as terminating, each with the monotonic time its hold ends. Thread-safe."""
 
     def __init__(
-        self, hold_seconds: float = HOLD_SECONDS, max_held: int = MAX_HELD, clock: Callable[[], float] = time.monotonic
+        self,
+        occupied: Callable[[str], bool] = lambda _: True,
+        hold_seconds: float = HOLD_SECONDS,
+        max_held: int = MAX_HELD,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._occupied = occupied
+        """Whether the operator's store still has a ModelDeployment in a namespace."""
         self._hold = hold_seconds
         self._max = max_held
         self._clock = clock
@@ -71,8 +79,11 @@ class TerminatingNamespaces:
         """Namespaces whose hold was logged at INFO (a hold that lapsed and came back is logged at DEBUG)."""
 
     def hold(self, namespace: str) -> bool:
-        """Hold ``namespace`` (a refusal was seen); True when it was not held already."""
+        """Hold ``namespace`` (a refusal was seen) while it has a ModelDeployment; True when it was not held
+        already."""
         with self._lock:
+            if not self._occupied(namespace):
+                return False
             new = self._live(namespace) is None
             self._until.pop(namespace, None)
             self._until[namespace] = self._clock() + self._hold
@@ -96,16 +107,13 @@ class TerminatingNamespaces:
         with self._lock:
             return self._live(namespace) is not None
 
-    def release(self, namespace: str) -> None:
+    def release_if_empty(self, namespace: str) -> bool:
+        """End the hold of ``namespace`` once it has no ModelDeployment left; True when one ended."""
         with self._lock:
+            if self._live(namespace) is None or self._occupied(namespace):
+                return False
             self._until.pop(namespace, None)
             self._logged.pop(namespace, None)
-
-    def release_if_empty(self, namespace: str, has_modeldeployments: Callable[[str], bool]) -> bool:
-        """End the hold of ``namespace`` once it has no ModelDeployment left; True when one ended."""
-        if not self.held(namespace) or has_modeldeployments(namespace):
-            return False
-        self.release(namespace)
         log.debug("namespace %s: no ModelDeployment left, hold released", namespace)
         return True
 
