@@ -155,7 +155,7 @@ class HttpServer:
 
     def arm_lag_probe(self) -> None:
         """Start probing the loop's lag (a connection opened), unless it runs already or is off."""
-        if self.probe_lag and self._lag_probe is None and self._server is not None:
+        if self.probe_lag and self._lag_probe is None:
             self._lag_probe = asyncio.get_running_loop().call_later(
                 LAG_PROBE_S, self._probe_lag, time.monotonic() + LAG_PROBE_S
             )
