@@ -658,3 +658,33 @@ def test_a_lone_request_runs_on_the_loop_thread_only_while_no_other_body_is_bein
         wait_for(lambda: http.receiving == 0, what="the large upload to be forgotten")
         infer()
         assert batcher.inline_runs == 2
+
+
+def test_cpu_pressure_is_read_only_for_a_body_a_second_parse_thread_could_split() -> None:
+    """A small request never opens the PSI file (at a low request rate that read was a cold open/read/close on
+    every other request); a body large enough to be parsed in two halves still consults it."""
+    from modelship.serve.nativejson import SPLIT_BYTES, CpuPressure
+
+    class Counting(CpuPressure):
+        reads = 0
+
+        def read(self) -> float:
+            Counting.reads += 1
+            return 0.0
+
+    with ServerThread(FakeModel("one")) as s:
+        assert s.server is not None
+        app = s.server.app
+        app._split = True  # as on a machine with two CPUs or more
+        app._pressure = Counting()
+        for _ in range(3):
+            r = httpx.post(f"{s.url}/v1/models/one:predict", json={"instances": X})
+            assert r.status_code == 200, r.text
+        assert Counting.reads == 0
+        rows = np.tile(np.asarray(X, dtype=np.float32), (SPLIT_BYTES // 40, 1))
+        body = json.dumps({"instances": rows.tolist()}).encode()
+        assert len(body) >= SPLIT_BYTES
+        r = httpx.post(f"{s.url}/v1/models/one:predict", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(np.asarray(r.json()["predictions"], dtype=np.float32), FakeModel.expected(rows))
+        assert Counting.reads == 1

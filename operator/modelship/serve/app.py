@@ -52,7 +52,7 @@ from .mirror import Mirror
 from .mirrorconfig import MirrorConfig
 from .mirrorwire import Shadowed, header_items
 from .model import ServedModel, load_model
-from .nativejson import CpuPressure
+from .nativejson import SPLIT_BYTES, CpuPressure
 from .routes import SERVER_NAME, Routes, _Entry, _error, _method
 
 log = logging.getLogger("modelship.serve.app")
@@ -290,7 +290,9 @@ class ServingApp(Routes, Admission):
         except ServeError as e:
             return self._send(req, respond, _error(e), name, protocol, True)
 
-        threads = 2 if not offload and self._split and self._pressure.free() else 1
+        # a second parse thread only for an array that can be split (PSI is not read for a small body: at a low
+        # request rate that file read was a cold open/read/close on every other request, for nothing)
+        threads = 2 if not offload and self._split and json_len >= SPLIT_BYTES and self._pressure.free() else 1
 
         def decode(charge: Callable[[int], None] | None) -> Decoded:
             t0 = time.perf_counter()
