@@ -376,24 +376,26 @@ def test_server_timing_on_request_and_where_the_time_went_on_the_metrics_port(fa
     before = metric(s, "modelship_event_loop_lag_seconds_count") - metric(
         s, 'modelship_event_loop_lag_seconds_bucket{le="0.1"}'
     )
-    with httpx.Client(base_url=s.url) as c:  # a client connected (kept alive) while the loop is blocked
-        assert c.get("/v2/health/live").status_code == 200
-        s.loop.call_soon_threadsafe(block)
-        assert blocked.wait(5)
-        wait_for(
-            lambda: (
-                metric(s, "modelship_event_loop_lag_seconds_count")
-                - metric(s, 'modelship_event_loop_lag_seconds_bucket{le="0.1"}')
-                > before
-            ),
-            what="the blocked loop's lag (> 100 ms) to be counted",
-        )
+    with httpx.Client(base_url=s.url) as c:  # the loop blocked right after a request (its probe is due)
+
+        def blocked_after_a_request() -> bool:
+            blocked.clear()
+            assert c.get("/v2/health/live").status_code == 200
+            s.loop.call_soon_threadsafe(block)
+            assert blocked.wait(5)
+            late = metric(s, "modelship_event_loop_lag_seconds_count") - metric(
+                s, 'modelship_event_loop_lag_seconds_bucket{le="0.1"}'
+            )
+            return late > before
+
+        wait_for(blocked_after_a_request, what="the blocked loop's lag (> 100 ms) to be counted")
 
 
 def test_an_idle_server_does_not_probe_its_loop(fake_server: ServerThread) -> None:
-    """The loop's lag is probed (every 50 ms) only while a client is connected: with no connection open the
+    """The loop's lag is probed (every 50 ms) only while requests arrive: with none for a probe period the
     inference loop has no timer but the 1 s sweep, so an idle pod costs next to no CPU (its HPA utilization is
-    its traffic's). A new connection starts the probe again; the metrics port's own loop is never probed."""
+    its traffic's), also while a client holds a keep-alive connection open between requests (a proxy, a sidecar).
+    The next request starts the probe again; the metrics port's own loop is never probed."""
     s = fake_server
     assert s.server is not None
     http = s.server.http
@@ -404,7 +406,16 @@ def test_an_idle_server_does_not_probe_its_loop(fake_server: ServerThread) -> No
     with httpx.Client(base_url=s.url) as c:
         assert c.get("/v2/health/live").status_code == 200
         first = samples()
-        wait_for(lambda: samples() >= first + 2, what="the lag probed while a client is connected")
+        wait_for(
+            lambda: c.get("/v2/health/live").status_code == 200 and samples() >= first + 2,
+            what="the lag probed while requests arrive",
+        )
+        wait_for(lambda: http._lag_probe is None, what="the probe to stop with the connection open and no request")
+        idle = samples()
+        time.sleep(10 * LAG_PROBE_S)  # ten probe periods with a connection open and no request: no sample taken
+        assert samples() == idle and http.connections
+        assert c.get("/v2/health/live").status_code == 200  # a request starts it again
+        wait_for(lambda: samples() > idle, what="the lag probed after the next request")
     wait_for(lambda: not http.connections, what="the server to see the client go")
     wait_for(lambda: http._lag_probe is None, what="the probe to stop once no client is connected")
     idle = samples()
@@ -413,7 +424,7 @@ def test_an_idle_server_does_not_probe_its_loop(fake_server: ServerThread) -> No
     assert s.server.admin.http._lag_probe is None and sum(s.server.admin.http.lag.counts) == 0
     with httpx.Client(base_url=s.url) as c:
         assert c.get("/v2/health/live").status_code == 200
-        wait_for(lambda: samples() > idle, what="the probe to start again with a new connection")
+        wait_for(lambda: samples() > idle, what="the probe to start again with a new connection and its request")
 
 
 def test_probes_are_answered_while_the_inference_loop_is_stuck(fake_server: ServerThread) -> None:

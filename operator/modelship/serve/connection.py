@@ -80,7 +80,6 @@ class _Conn(Reading):
             return
         srv.connections.add(self)
         srv.idle[self] = None
-        srv.arm_lag_probe()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -148,7 +147,10 @@ class _Conn(Reading):
         self.seen_request = True
         self.message_started = time.monotonic()
         self._received = time.perf_counter()
-        self.server.idle.pop(self, None)
+        srv = self.server
+        srv.idle.pop(self, None)
+        srv.begun += 1
+        srv.arm_lag_probe()
         self._head_bytes = 0
         self._url = []
         self._headers = {}
