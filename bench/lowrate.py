@@ -54,6 +54,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body are two writes: no 40 ms delayed-ACK stall between them
     def do_POST(self):
         n = int(self.headers.get("content-length", "0"))
         req = json.loads(self.rfile.read(n))
@@ -290,34 +291,39 @@ def loadavg() -> float:
 # =============================================================================================
 
 
-def run_server(
-    label: str, start: Any, rates: list[float], seconds: float, hot_s: float, results: dict[str, Any]
-) -> None:
-    proc, port = start()
+def run_servers(starts: dict[str, Any], rates: list[float], seconds: float, hot_s: float) -> dict[str, Any]:
+    """Start every server, then run each cell on each server in turn (the machine's load drifts: interleaved,
+    every server sees the same drift), then stop them."""
+    procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    results: dict[str, Any] = {label: {} for label in starts}
     try:
-        # warm the path once on each kind of connection (first-request costs are not the steady state)
-        for keepalive in (False, True):
-            paced_cell(proc.pid, port, 20.0, 0.5, keepalive)
-        cells: dict[str, Any] = {"idle": idle_cell(proc.pid, seconds)}
+        for label, start in starts.items():
+            procs[label] = start()
+        for label, (proc, port) in procs.items():
+            # warm the path once on each kind of connection (first-request costs are not the steady state)
+            for keepalive in (False, True):
+                paced_cell(proc.pid, port, 20.0, 0.5, keepalive)
+            results[label]["idle"] = idle_cell(proc.pid, seconds)
         for rate in rates:
             for keepalive in (False, True):
                 key = f"{rate:g}/s {'keep-alive' if keepalive else 'new conn'}"
-                cells[key] = paced_cell(proc.pid, port, rate, seconds, keepalive)
-                c = cells[key]
-                print(f"  {label:>8} {key:>20}: {c['cpu'] / c['requests'] * 1e3:.3f} ms CPU/request "
-                      f"({c['minflt'] / c['requests']:.1f} faults, {c['switches'] / c['requests']:.1f} switches)",
-                      flush=True)  # fmt: skip
-        cells["hot"] = hot_cell(proc.pid, port, hot_s)
-        c = cells["hot"]
-        print(f"  {label:>8} {'hot (3 clients)':>20}: {c['cpu'] / c['requests'] * 1e3:.3f} ms CPU/request, "
-              f"{c['requests'] / c['wall']:.0f} req/s", flush=True)  # fmt: skip
-        results[label] = cells
+                for label, (proc, port) in procs.items():
+                    c = results[label][key] = paced_cell(proc.pid, port, rate, seconds, keepalive)
+                    print(f"  {label:>8} {key:>20}: {c['cpu'] / c['requests'] * 1e3:.3f} ms CPU/request "
+                          f"({c['minflt'] / c['requests']:.1f} faults, {c['switches'] / c['requests']:.1f} "
+                          "switches)", flush=True)  # fmt: skip
+        for label, (proc, port) in procs.items():
+            c = results[label]["hot"] = hot_cell(proc.pid, port, hot_s)
+            print(f"  {label:>8} {'hot (3 clients)':>20}: {c['cpu'] / c['requests'] * 1e3:.3f} ms CPU/request, "
+                  f"{c['requests'] / c['wall']:.0f} req/s", flush=True)  # fmt: skip
     finally:
-        stop(proc)
+        for proc, _ in procs.values():
+            stop(proc)
+    return results
 
 
 def render(results: dict[str, Any], rates: list[float], seconds: float, hot_s: float, loads: list[float]) -> str:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     servers = [s for s in results if s != "stdlib"]
     lines = [
         f"## Low request rate: server CPU per request (bench/lowrate.py, {now})",
@@ -327,7 +333,9 @@ def render(results: dict[str, Any], rates: list[float], seconds: float, hot_s: f
         f"--workers 1 --threads 1`, TF Serving REST `{{\"instances\": [[4.0]]}}`, paced requests from a separate "
         f"client process (http.client), a new connection per request or one keep-alive connection; the stdlib "
         f"baseline is `http.server` (one thread) doing json.loads + json.dumps of the same request; hot = 3 "
-        f"back-to-back keep-alive clients for {hot_s:g} s. CPU: the server process's threads' scheduler counts "
+        f"back-to-back keep-alive clients for {hot_s:g} s (the stdlib server is one thread: it serves one client "
+        f"at a time). The servers run side by side, each cell on each in turn. CPU: the server process's threads' "
+        f"scheduler counts "
         f"(/proc/PID/task/*/schedstat). Load average (1 min) during the run: {min(loads):.1f} to {max(loads):.1f}.",
         "",
     ]
@@ -383,17 +391,14 @@ def main() -> int:
         model = workdir / "linear.tflite"
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         subprocess.run([PY, "-c", BUILD_MODEL, str(model)], check=True, env=env, stderr=subprocess.DEVNULL)
-        results: dict[str, Any] = {}
-        loads = [loadavg()]
-        run_server("stdlib", lambda: start_stdlib(workdir), rates, args.duration, args.hot, results)
-        loads.append(loadavg())
-        trees = [("ours", REPO / "operator")]
+        starts: dict[str, Any] = {"stdlib": lambda: start_stdlib(workdir)}
+        starts["ours"] = lambda: start_ours(model, REPO / "operator", workdir / "ours.log")
         if args.before:
-            trees.append(("before", Path(args.before).resolve()))
-        for label, tree in trees:
-            log = workdir / f"{label}.log"
-            run_server(label, lambda t=tree, lg=log: start_ours(model, t, lg), rates, args.duration, args.hot, results)
-            loads.append(loadavg())
+            before = Path(args.before).resolve()
+            starts["before"] = lambda: start_ours(model, before, workdir / "before.log")
+        loads = [loadavg()]
+        results = run_servers(starts, rates, args.duration, args.hot)
+        loads.append(loadavg())
         publish(render(results, rates, args.duration, args.hot, loads), append=not args.no_append)
     return 0
 
