@@ -90,7 +90,7 @@ class HttpServer:
         probe_lag: bool = True,
     ) -> None:
         self.handler = handler
-        self.probe_lag = probe_lag  # probe the loop's lag (``lag``) while a client is connected
+        self.probe_lag = probe_lag  # probe the loop's lag (``lag``) while requests arrive
         self.max_request_bytes = max_request_bytes
         self.keepalive_timeout_s = keepalive_timeout_s
         self.read_timeout_s = read_timeout_s

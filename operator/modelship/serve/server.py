@@ -213,7 +213,7 @@ class Server:
         lag = self.http.lag
         out: list[Metric] = [HistogramMetricFamily(
             "modelship_event_loop_lag_seconds", "How late a timer on the inference event loop runs (probed every "
-            "50 ms while a client is connected): the loop was busy, waited for the GIL, or its thread waited for a "
+            "50 ms while requests arrive): the loop was busy, waited for the GIL, or its thread waited for a "
             "CPU.",
             buckets=lag.cumulative(), sum_value=lag.total,
         )]  # fmt: skip
