@@ -28,7 +28,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.results import cpu_model, publish  # noqa: E402
+from bench.serve import free_port  # noqa: E402
 
 PY = sys.executable
 NAME = "linear"
@@ -227,12 +227,6 @@ def idle_cell(pid: int, seconds: float) -> dict[str, Any]:
 
 # =============================================================================================
 # servers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_up(port: int, path: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
