@@ -2,10 +2,12 @@
 a scale-up whose new pods never come up is told (Ready stays True while minReplicas serve, the Capacity condition
 and a Warning Event say the scale-up is stalled); a Deployment someone scaled to 0 (which the HPA then leaves
 alone) is said so; and switching autoscaling on or off never drops the Deployment's replicas in between (server-side
-apply would reset a field the operator stops setting to its default of 1)."""
+apply would reset a field the operator stops setting to its default of 1), and a Deployment created under an HPA
+hands its count over once, not at every reconcile."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -169,3 +171,29 @@ def test_switching_autoscaling_on_and_off_keeps_the_replicas(k: Cluster) -> None
 def _hpa_exists(k: Cluster) -> bool:
     hpas = client.AutoscalingV2Api(k.api).list_namespaced_horizontal_pod_autoscaler(k.ns).items
     return any(h.metadata.name == "digits" for h in hpas)
+
+
+def _ok_reconciles(op: OperatorProcess) -> float:
+    found = re.search(r'^modelship_reconciles_total\{result="ok"\} (\S+)$', op.metrics(), re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_deployment_created_under_an_hpa_hands_its_count_over_once(k: Cluster, operator: OperatorProcess) -> None:
+    # the POST that creates the Deployment leaves spec.replicas out; the API server defaults it to 1 and the
+    # creating entry owns it: with minReplicas 1 the handover writes the same value, and the operator's apply that
+    # follows must still run (and drop the field from its entry), or every reconcile hands the count over again
+    k.apply(md_doc(podAnnotations=NO_IP, autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 3}))
+    _serving_at(k, 1)
+    for i in range(3):  # a few more reconciles, each after a change of the Deployment the operator watches
+        before = _ok_reconciles(operator)
+        k.apps.patch_namespaced_deployment("digits", k.ns, {"metadata": {"annotations": {"t/poke": str(i)}}})
+        wait_for(lambda b=before: _ok_reconciles(operator) > b or None, timeout=30,
+                 description=f"reconcile {i} after the poke")  # fmt: skip
+    fields = k.apps.read_namespaced_deployment("digits", k.ns).metadata.managed_fields
+    owners = [(f.manager, f.operation) for f in fields if "f:replicas" in (f.fields_v1 or {}).get("f:spec", {})]
+    managers = [(f.manager, f.operation, f.subresource) for f in fields]
+    assert ("modelship-operator", "Apply", None) in managers, managers
+    assert ("modelship-operator", "Apply") not in owners and ("modelship-operator", "Update") not in owners, owners
+    handed = operator.log_path.read_text(errors="replace").count(f"{k.ns}/digits: handed Deployment digits's")
+    assert handed <= 1, (handed, fields)
+    assert k.apps.read_namespaced_deployment("digits", k.ns).spec.replicas == 1

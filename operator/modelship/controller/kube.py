@@ -165,6 +165,8 @@ class Kube:
             )
         except ApiException as exc:
             # 409: "uid mismatch ... no existing object"; 422: "metadata.uid: field is immutable" (another object)
+            if exc.status == 409 and "has been modified" in (exc.body or ""):  # the resourceVersion it carries
+                raise PreconditionFailed(f"{obj['kind']} {meta['name']} changed since it was read") from None
             if exc.status == 409 or (exc.status == 422 and "metadata.uid" in (exc.body or "")):
                 raise PreconditionFailed(f"{obj['kind']} {meta['name']} is no longer the object uid {uid}") from None
             raise

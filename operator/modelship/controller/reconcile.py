@@ -332,17 +332,27 @@ class Reconciler:
         self, md: ModelDeployment, body: dict[str, Any], p: Plan, live: dict[tuple[str, str], dict[str, Any] | None]
     ) -> None:
         ns = md.metadata.namespace or ""
+        handed: dict[tuple[str, str], dict[str, Any]] = {}
         for obj in p.handover:  # before the apply that stops setting the field; never skipped (same value: owned)
-            current = live.get((obj["kind"], obj["metadata"]["name"]))
+            key = (obj["kind"], obj["metadata"]["name"])
+            current = live.get(key)
             if current is not None:
-                self.store.put(obj["kind"], self.kube.apply(obj, current["metadata"]["uid"], HANDOVER_FIELD_MANAGER))
+                # at the version the count was read from: a count the HPA wrote since is a 409 (judged again), not
+                # overwritten with the older one
+                version = {"resourceVersion": current["metadata"]["resourceVersion"]}
+                guarded = {**obj, "metadata": {**obj["metadata"], **version}}
+                handed[key] = self.kube.apply(guarded, current["metadata"]["uid"], HANDOVER_FIELD_MANAGER)
+                self.store.put(obj["kind"], handed[key])
                 metrics.API_WRITES.labels("apply", obj["kind"]).inc()
                 log.info("%s/%s: handed %s %s's replica count over (%s)", ns, md.metadata.name, obj["kind"],
                          obj["metadata"]["name"], HANDOVER_FIELD_MANAGER)  # fmt: skip
         for obj in p.apply:
             desired = with_spec_hash(obj)
-            current = live[(obj["kind"], obj["metadata"]["name"])]
-            if current is not None and _subset(desired["metadata"].get("annotations", {}),
+            key = (obj["kind"], obj["metadata"]["name"])
+            current = handed.get(key, live[key])
+            # an object handed over in this pass is applied even when nothing else changed: only that apply takes
+            # the field out of the operator's entry (both managers own the same value until then)
+            if key not in handed and current is not None and _subset(desired["metadata"].get("annotations", {}),
                                                current["metadata"].get("annotations") or {}) and _subset(
                 {k: v for k, v in desired.items() if k not in ("metadata", "status")},
                 {k: v for k, v in current.items() if k not in ("metadata", "status")},
