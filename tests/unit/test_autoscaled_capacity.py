@@ -103,6 +103,24 @@ def test_no_capacity_condition_once_every_replica_serves_or_while_scaling_down()
     assert not outcome(short(10), scaled(4, 4), 4).effects.events
 
 
+def test_a_stalled_scale_up_the_hpa_lowers_stays_short_until_the_lower_count_serves() -> None:
+    """Stalled at 2/4 available, the HPA lowers to 3: status.replicas still counts the 4 pods (the pending one not
+    deleted yet), yet 2 < 3 serve: still short and stalled (clock kept), no "scale-up over" Event."""
+    md = short(900, reason="ScaleUpStalled")
+    lowered = outcome(md, scaled(3, 2, status_replicas=4, updated_replicas=4), 2)
+    got = conditions(lowered.effects)
+    assert got[ConditionType.CAPACITY][:2] == (False, Reason.SCALE_UP_STALLED)
+    status, reason, message = got[ConditionType.DEPLOYED]
+    assert (status, reason) == (True, Reason.AVAILABLE)
+    assert message.startswith(f"2/3 replicas of {REV} available, 2/3 endpoints ready") and "scaling up" in message
+    assert not lowered.effects.events
+    # the surplus pending pod goes while 3 serve: over, the scale-down message and the Event
+    done = outcome(md, scaled(3, 3, status_replicas=4, updated_replicas=4), 3)
+    assert ConditionType.CAPACITY not in conditions(done.effects)
+    assert "scaling down to 3" in conditions(done.effects)[ConditionType.DEPLOYED][2]
+    assert [e.reason for e in done.effects.events] == ["CapacityScaledUp"]
+
+
 def test_events_say_a_stall_not_every_scale_up() -> None:
     conds = ConditionSet([], 4, NOW)
     conds.set(ConditionType.CAPACITY, False, Reason.SCALING_UP, "2/4")

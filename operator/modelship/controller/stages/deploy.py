@@ -153,22 +153,24 @@ def scaling_down(dep: DeploymentObservation, routed: int) -> bool:
 
 
 def capacity_short(dep: DeploymentObservation, routed: int) -> bool:
-    """A scale-up not complete: fewer replicas available or routed than the HPA's spec.replicas."""
-    return not scaling_down(dep, routed) and (dep.available_replicas < dep.replicas or routed < dep.replicas)
+    """A scale-up not complete: fewer replicas available or routed than the HPA's spec.replicas. It holds while
+    surplus pods go too (an HPA that lowers its count during a stalled scale-up: status.replicas still counts the
+    pending pods the controller has not deleted yet): fewer serve than asked for, whichever way the count moves."""
+    return dep.available_replicas < dep.replicas or routed < dep.replicas
 
 
 def scaling_message(dep: DeploymentObservation, rev: str, routed: int, floor: int, service: str) -> str:
     """Deployed's message while the HPA moves spec.replicas of a revision that serves at minReplicas or more."""
     n, available = dep.replicas, dep.available_replicas
+    if capacity_short(dep, routed):  # short first: surplus pending pods going away are no scale-down done
+        return (
+            f"{available}/{n} replicas of {rev} available, {routed}/{n} endpoints ready in Service {service}, "
+            f"autoscaler scaling up (at least minReplicas {floor} serve)"
+        )
     if scaling_down(dep, routed):
         return (
             f"{available} replicas of {rev} available, {routed} endpoints ready in Service {service}, "
             f"autoscaler scaling down to {n}"
-        )
-    if capacity_short(dep, routed):
-        return (
-            f"{available}/{n} replicas of {rev} available, {routed}/{n} endpoints ready in Service {service}, "
-            f"autoscaler scaling up (at least minReplicas {floor} serve)"
         )
     return f"{n}/{n} replicas of {rev} available and ready endpoints of Service {service}"
 
@@ -206,8 +208,8 @@ class Capacity:
 def capacity(
     md: ModelDeployment, dep: DeploymentObservation, rev: str, routed: int, service: str, now: datetime
 ) -> Capacity | None:
-    """The Capacity condition while the HPA scales ``rev`` up and not every replica it asks for serves (None once
-    they do, or while it scales down): ScalingUp until that has lasted the rollout's progressDeadlineSeconds (the
+    """The Capacity condition while not every replica the HPA asks for of ``rev`` serves (None once they do,
+    also while surplus ones go away): ScalingUp until that has lasted the rollout's progressDeadlineSeconds (the
     deadline the Deployment controller applies to a rollout, and does not apply to a pure scale), then
     ScaleUpStalled. Ready stays True meanwhile (at least minReplicas serve): traffic is served, capacity is
     missing, so it is a condition of its own and a Warning Event, not Stalled."""
