@@ -258,12 +258,17 @@ def test_ready_holds_while_the_autoscaler_scales_a_healthy_revision(k: Cluster) 
 
     wait_for(rolled, timeout=120, description="the new revision's 4 pods available")
     s = k.wait_md(lambda o: "2/4 endpoints ready" in (condition(o, "Ready") or {}).get("message", "")
-                  and o["status"]["revision"] != rev, what="the new revision waiting for its endpoints")  # fmt: skip
+                  and o["status"]["revision"] != rev and o["status"].get("servingRevision") != rev,
+                  what="the new revision waiting for its endpoints")  # fmt: skip
     new = s["status"]["revision"]
+    # the controller rolled the new revision out (every pod it wanted available) and minReplicas of it are routed:
+    # it serves (servingRevision), and the two not routed yet are a Capacity shortfall, not a rollout
     ready = condition(s, "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "RollingOut"), ready
-    assert ready["message"] == f"4/4 replicas of {new} available, 2/4 endpoints ready in Service digits"
-    assert condition(s, "Reconciling")["status"] == "True"
+    assert (ready["status"], ready["reason"]) == ("True", "Available"), ready
+    assert ready["message"] == (f"4/4 replicas of {new} available, 2/4 endpoints ready in Service digits, "
+                                "autoscaler scaling up (at least minReplicas 2 serve)")  # fmt: skip
+    assert s["status"]["servingRevision"] == new
+    assert (condition(s, "Capacity") or {}).get("reason") == "ScalingUp", condition(s, "Capacity")
     host = _address_all(k, host)
     s = _ready_at(k, 4, timeout=60)
     assert s["status"]["servingRevision"] == new

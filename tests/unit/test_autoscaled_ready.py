@@ -113,13 +113,28 @@ def test_fewer_than_min_replicas_serving_is_rolling_out() -> None:
     assert judged(was(), scaled(4, 4), 1)[:2] == (False, Reason.ROLLING_OUT)
 
 
-def test_a_rollout_is_judged_as_without_an_hpa() -> None:
-    """Only a revision that was Deployed, with its template fully rolled out, is held: anything else waits for every
-    wanted replica available and routed, as today."""
-    not_yet = judged(was(deployed=False), scaled(4, 4), 2)  # the first rollout of REV: all four routed first
-    waits = f"4/4 replicas of {REV} available, 2/4 endpoints ready in Service digits"
-    assert not_yet == (False, Reason.ROLLING_OUT, waits)
-    assert judged(was(serving_rev="rold"), scaled(4, 4), 2)[:2] == (False, Reason.ROLLING_OUT)  # a new revision
+def test_a_rollout_is_judged_as_without_an_hpa_until_the_controller_rolled_it_out() -> None:
+    """A revision not Deployed before (a first rollout, a new revision) waits for every wanted replica available
+    and routed while the controller is rolling it out; once the controller says its template is rolled out
+    (NewReplicaSetAvailable) and at least minReplicas serve, it serves, and a count the HPA raised beyond what can
+    be scheduled is a Capacity shortfall, not a rollout that never ends."""
+    first = was(deployed=False)
+    # still rolling: the controller's Progressing reason says so, or pods it counts are not of the template yet
+    rolling = scaled(4, 2, progress_reason="ReplicaSetUpdated")
+    assert judged(first, rolling, 2) == (False, Reason.ROLLING_OUT, f"2/4 replicas of {REV} available")
+    assert judged(first, scaled(4, 2, status_replicas=4, updated_replicas=2), 2)[:2] == (False, Reason.ROLLING_OUT)
+    assert judged(first, scaled(4, 2, progress_reason="NewReplicaSetCreated"), 2)[:2] == (False, Reason.ROLLING_OUT)
+    # the controller has not observed the latest generation: never taken for rolled out
+    assert judged(first, scaled(4, 4, generation=3, observed_generation=2), 4)[:2] == (False, Reason.ROLLING_OUT)
+    # fewer than minReplicas (2) routed
+    assert judged(first, scaled(4, 4), 1)[:2] == (False, Reason.ROLLING_OUT)
+    # rolled out, then the HPA asked for 4 of which 2 serve: Deployed, the shortfall is Capacity's
+    out = deploy(ctx(first, Observed(deployment=scaled(4, 2), endpoints=routed((REV, 2)))), ServingTarget(REV, IMAGE))
+    got = conditions(out.effects)
+    assert got[ConditionType.DEPLOYED][:2] == (True, Reason.AVAILABLE)
+    assert got[ConditionType.CAPACITY][:2] == (False, Reason.SCALING_UP)
+    assert out.serving_revision == REV
+    assert judged(was(serving_rev="rold"), scaled(4, 4), 2)[:2] == (True, Reason.AVAILABLE)  # a new revision too
     # a new template the controller is rolling out (its Progressing reason), or pods of an old template left
     for dep in (scaled(4, 4, progress_reason="ReplicaSetUpdated"), scaled(4, 3, updated_replicas=3),
                 scaled(4, 4, progress_reason="NewReplicaSetCreated"), scaled(4, 4, image="other@sha256:" + "1" * 64)):

@@ -183,11 +183,16 @@ def test_promotion_finishes_when_the_hpa_scales_after_the_roll() -> None:
     p6 = again(p5, obs, 110, deployment=rolled, endpoints=routed((rev, 4)))
     assert rollout(p6)["phase"] == "Promoted"
     assert by_name(p6, "Deployment", "digits-canary")["spec"]["replicas"] == 0
-    # Deployed (servingRevision) is the deploy stage's: the revision's first rollout under the HPA waits for every
-    # replica the HPA asks for (docs/conditions.md), then it serves
-    assert p6.status["servingRevision"] == OLD
+    # the promoted revision serves at once (its template rolled out, minReplicas serve): servingRevision is it, so
+    # a later spec change never renders OLD's template again; the HPA's missing pods are a Capacity shortfall
+    assert p6.status["servingRevision"] == rev
+    capacity = next(c for c in p6.status["conditions"] if c["type"] == "Capacity")
+    assert (capacity["status"], capacity["reason"]) == ("False", "ScalingUp"), capacity
+    ready = next(c for c in p6.status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True", ready
     p7 = again(p6, obs, 120, deployment=hpa_scaled(rev, 6, 6), endpoints=routed((rev, 6)))
     assert p7.status["servingRevision"] == rev and rollout(p7)["phase"] == "Promoted"
+    assert all(c["type"] != "Capacity" for c in p7.status["conditions"])
 
 
 def test_promotion_waits_for_the_roll_itself() -> None:

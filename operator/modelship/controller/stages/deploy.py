@@ -276,26 +276,32 @@ def serves_while_scaling(
     rev: str,
     routed: int,
 ) -> bool:
-    """``rev`` keeps being Deployed (Ready) while an HPA scales it: it was Deployed (every wanted replica available
-    and routed) and since then nothing but the count moved (its template stays fully rolled out, the controller
-    says), and at least minReplicas of its pods are available and ready endpoints of the Service.
+    """``rev`` is (or keeps being) Deployed (Ready) while an HPA scales it: it was Deployed (every wanted replica
+    available and routed) and since then nothing but the count moved (its template stays fully rolled out, the
+    controller says), and at least minReplicas of its pods are available and ready endpoints of the Service.
 
-    A new revision or template, a rollout the controller has not finished, the operator's own replicas (no HPA)
-    or fewer than minReplicas serving: False, judged as any rollout (all wanted replicas available and routed).
+    A revision not Deployed before (a plain rollout, or a Canary's promotion) is too once its template is fully
+    rolled out by the controller's word (observed, NewReplicaSetAvailable: every pod it wanted then was available)
+    and at least minReplicas of it serve: an HPA that scaled it beyond what can be scheduled right after the roll
+    is a Capacity shortfall, not a rollout that never ends (which would keep servingRevision on the revision
+    before, and the next spec change would roll the serving pods back to it); the rule promotion uses.
+
+    A new template, a rollout the controller has not finished, the operator's own replicas (no HPA) or fewer
+    than minReplicas serving: False, judged as any rollout (all wanted replicas available and routed).
     While the controller has not yet observed the HPA's write (observedGeneration behind) its status still
     describes the settled template: the same judgement holds, but only when that is sure: the Deployment carries
     this operator's template digest (an older operator's has none) and the previous status was written for this
     ModelDeployment's generation (else a status write failed after an apply, and the unobserved change may be the
     operator's own template, not the HPA's count)."""
     floor = autoscaled_floor(md, desired)
-    if floor is None or dep is None or prev.serving_revision != rev:
+    if floor is None or dep is None:
         return False
+    was = next((c for c in prev.conditions if c.type == ConditionType.DEPLOYED), None)
+    if prev.serving_revision != rev or was is None or was.status != "True":
+        return serves_at_floor(dep, desired, rev, floor, routed, lag_ok=False)
     if dep.observed_generation < dep.generation and (
         dep.template is None or prev.observed_generation is None or prev.observed_generation != md.metadata.generation
     ):
-        return False
-    was = next((c for c in prev.conditions if c.type == ConditionType.DEPLOYED), None)
-    if was is None or was.status != "True":
         return False
     return template_rolled_out(dep, desired, rev) and dep.available_replicas >= floor and routed >= floor
 
