@@ -12,6 +12,7 @@ from modelship.api.status import ConditionType, Reason
 from modelship.controller.conditions import ConditionSet, rfc3339
 from modelship.controller.kstatus import EventType, events
 from modelship.controller.observe import Observed, applies_replicas, deployment_observation
+from modelship.controller.reconcile import unchanged, with_spec_hash
 from modelship.controller.stages.deploy import ServingTarget, deploy, duration, handover, scaled_to_zero
 from modelship.resources.plan import serving_plan
 from tests.support.endpoints import routed
@@ -199,3 +200,20 @@ def test_the_observation_reads_who_applies_the_count_and_since_when_it_is_short(
     assert deployment_observation(_live([ours], on)).unavailable_since is None
     assert deployment_observation(_live([ours], on)).replicas_applied
     assert deployment(REV, IMAGE).replicas_applied is False
+
+
+def test_an_object_whose_creating_entry_is_not_yet_the_operators_apply_entry_is_applied() -> None:
+    """The patch that turns the create's Update entry into an Apply entry failed (the object changed in between):
+    the next pass applies even an unchanged manifest (that path converts it), or the entry would own every
+    defaulted field (spec.replicas under an HPA among them) with no handover seeing it."""
+    meta = {"name": "digits", "annotations": {"a": "1"}}
+    desired = with_spec_hash({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {"paused": 0}})
+    update = {"manager": FIELD_MANAGER, "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    status = {**update, "subresource": "status"}
+    spec = {"paused": 0, "replicas": 1}
+    live = {**desired, "metadata": {**desired["metadata"], "managedFields": [status]}, "spec": spec}
+    assert unchanged(desired, live)
+    assert not unchanged(desired, {**live, "metadata": {**live["metadata"], "managedFields": [update, status]}})
+    applied = {**update, "operation": "Apply"}
+    assert unchanged(desired, {**live, "metadata": {**live["metadata"], "managedFields": [applied, status]}})
+    assert not unchanged(desired, {**live, "spec": {"paused": 1}})

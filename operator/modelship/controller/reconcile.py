@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from .. import HANDOVER_FIELD_MANAGER
+from .. import FIELD_MANAGER, HANDOVER_FIELD_MANAGER
 from ..api.errors import describe_validation_error
 from ..api.modeldeployment import ModelDeployment
 from ..api.skew import UnsupportedFields
@@ -67,6 +67,24 @@ def _subset(want: Any, have: Any) -> bool:
             and all(_subset(a, b) for a, b in zip(want, have, strict=True))
         )
     return bool(want == have or str(want) == str(have))
+
+
+def unchanged(desired: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Nothing to apply: the live object has every field and annotation the manifest sets, and its fields are the
+    operator's to apply already. An object whose creating entry (the POST's Update) was not yet turned into an Apply
+    entry (that patch failed after the create, the object changed in between) is applied anyway: until then the
+    operator's entry owns every field the API server defaulted, spec.replicas of a Deployment under an HPA among
+    them, and no handover sees it."""
+    if any(
+        e.get("manager") == FIELD_MANAGER and e.get("operation") == "Update" and not e.get("subresource")
+        for e in current["metadata"].get("managedFields") or []
+    ):
+        return False
+    annotations = desired["metadata"].get("annotations", {}), current["metadata"].get("annotations") or {}
+    return _subset(*annotations) and _subset(
+        {k: v for k, v in desired.items() if k not in ("metadata", "status")},
+        {k: v for k, v in current.items() if k not in ("metadata", "status")},
+    )
 
 
 def with_spec_hash(obj: dict[str, Any]) -> dict[str, Any]:
@@ -352,11 +370,7 @@ class Reconciler:
             current = handed.get(key, live[key])
             # an object handed over in this pass is applied even when nothing else changed: only that apply takes
             # the field out of the operator's entry (both managers own the same value until then)
-            if key not in handed and current is not None and _subset(desired["metadata"].get("annotations", {}),
-                                               current["metadata"].get("annotations") or {}) and _subset(
-                {k: v for k, v in desired.items() if k not in ("metadata", "status")},
-                {k: v for k, v in current.items() if k not in ("metadata", "status")},
-            ):  # fmt: skip
+            if key not in handed and current is not None and unchanged(desired, current):
                 continue
             self.store.put(obj["kind"], self._write_owned(desired, current))
         for obj in p.create:
