@@ -46,7 +46,7 @@ class MemoryKube:
     def apply(self, obj: dict[str, Any], uid: str) -> dict[str, Any]:
         return obj
 
-    def own_fields(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def own_fields(self, obj: dict[str, Any], unset: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
         return obj
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:

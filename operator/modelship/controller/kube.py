@@ -183,10 +183,15 @@ class Kube:
                 return None
             raise
 
-    def own_fields(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def own_fields(self, obj: dict[str, Any], unset: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
         """Turn the operator's Update entry of managedFields (left by the POST that created the object) into an
         Apply entry, as ``kubectl``'s client-side to server-side apply upgrade does: later applies then remove
-        the fields they no longer set. A JSON patch guarded by the object's uid and the entry's position."""
+        the fields they no longer set. A JSON patch guarded by the object's uid and the entry's position.
+
+        ``unset``: fields (``("f:spec", "f:replicas")``) the manifest leaves out but the entry owns because the
+        API server defaulted them at the create; they are taken out of the entry, so no owner of them is the
+        operator's (under an HPA, spec.replicas is the autoscaler's from its first write, with nothing to hand
+        over)."""
         meta = obj["metadata"]
         entries = meta.get("managedFields") or []
         ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
@@ -200,6 +205,12 @@ class Kube:
                     {"op": "test", "path": f"/metadata/managedFields/{i}/manager", "value": FIELD_MANAGER},
                     {"op": "test", "path": f"/metadata/managedFields/{i}/operation", "value": "Update"},
                     {"op": "replace", "path": f"/metadata/managedFields/{i}/operation", "value": "Apply"},
+                ]
+                fields = entry.get("fieldsV1") or {}
+                ops += [
+                    {"op": "remove", "path": f"/metadata/managedFields/{i}/fieldsV1/{parent}/{field}"}
+                    for parent, field in unset
+                    if field in (fields.get(parent) or {})
                 ]
         if len(ops) == 1:
             return obj

@@ -87,6 +87,14 @@ def unchanged(desired: dict[str, Any], current: dict[str, Any]) -> bool:
     )
 
 
+def defaulted(desired: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Fields the API server defaults at a create that the manifest leaves to another owner: a Deployment's
+    spec.replicas under an HPA (the creating entry must not own it, or an apply would have to hand it over)."""
+    if desired.get("kind") == "Deployment" and "replicas" not in (desired.get("spec") or {}):
+        return (("f:spec", "f:replicas"),)
+    return ()
+
+
 def with_spec_hash(obj: dict[str, Any]) -> dict[str, Any]:
     """Stamp the object with a hash of itself: a change that only removes a field still changes the hash."""
     digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
@@ -401,8 +409,8 @@ class Reconciler:
             if created is None:  # someone made an object of that name since the read: not ours for that
                 raise PreconditionFailed(f"{kind} {desired['metadata']['name']} appeared before it was created")
             metrics.API_WRITES.labels("patch", kind).inc()
-            return self.kube.own_fields(created)
-        if self.kube.own_fields(current) is not current:  # created by POST before (an earlier reconcile)
+            return self.kube.own_fields(created, defaulted(desired))
+        if self.kube.own_fields(current, defaulted(desired)) is not current:  # created by POST before (an earlier pass)
             metrics.API_WRITES.labels("patch", kind).inc()
         applied = self.kube.apply(desired, current["metadata"]["uid"])
         metrics.API_WRITES.labels("apply", kind).inc()
