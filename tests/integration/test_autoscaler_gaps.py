@@ -74,7 +74,9 @@ def test_a_scale_up_whose_pods_never_come_up_is_told(k: Cluster) -> None:
         assert (ready["status"], ready["reason"]) == ("True", "Available"), ready
         assert "scale-up stalled" in ready["message"], ready
         assert condition(s, "Stalled")["status"] == "False" and condition(s, "Reconciling")["status"] == "False"
-        warned = _events(k, "CapacityScaleUpStalled")
+        # Events are posted off the reconcile (the operator's EventPoster): waited for, not read at once
+        warned = wait_for(lambda: _events(k, "CapacityScaleUpStalled") or None, timeout=30,
+                          description="the CapacityScaleUpStalled Event")  # fmt: skip
         assert warned and warned[0].type == "Warning", warned
     finally:
         _cordon(k, False)
@@ -84,7 +86,7 @@ def test_a_scale_up_whose_pods_never_come_up_is_told(k: Cluster) -> None:
     _address_all(k, 10)
     s = _ready_at(k, 4, timeout=60)
     assert condition(s, "Capacity") is None
-    assert _events(k, "CapacityScaledUp")
+    wait_for(lambda: _events(k, "CapacityScaledUp") or None, timeout=30, description="the CapacityScaledUp Event")
 
 
 def test_a_deployment_scaled_to_zero_under_an_hpa_is_told(k: Cluster) -> None:
