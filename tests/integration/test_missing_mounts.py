@@ -78,12 +78,28 @@ def test_missing_model_secret_is_stalled_naming_the_field_then_proceeds_once_cre
     assert len(warnings(tenant, "OptimizedSecretNotFound")) == 1
 
 
-def test_missing_push_secret_stalls_the_build_after_the_optimization_then_builds(tenant: Cluster) -> None:
+def secret_reads(op: OperatorProcess) -> float:
+    """The operator's existence checks of Secrets so far (one per look while one is missing)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in op.metrics().splitlines()
+               if line.startswith('modelship_api_reads_total{kind="Secret"}'))  # fmt: skip
+
+
+def test_missing_push_secret_stalls_the_build_after_the_optimization_then_builds(
+    tenant: Cluster,
+    operator: OperatorProcess,  # noqa: F811
+) -> None:
     doc = md_doc()
     doc["spec"]["build"]["pushSecretRef"] = {"name": "push-creds"}
     tenant.apply(doc)
     obj = stalled_on_secret(tenant, "ImageBuilt", "push-creds", "spec.build.pushSecretRef.name")
     assert condition(obj, "Optimized")["status"] == "True"  # the optimization Job mounts no push Secret
+    assert tenant.jobs("build") == []
+
+    # the operator looks again more often than the stage may try (MODELSHIP_MAX_JOB_ATTEMPTS=2): waiting for the
+    # Secret uses up no attempt, so the build still starts once it exists (it stayed failed for ever before)
+    looks = secret_reads(operator)
+    wait_for(lambda: secret_reads(operator) >= looks + 4, timeout=90, description="four more looks for the Secret")
+    assert not tenant.md()["status"]["image"].get("attempts"), tenant.md()["status"]["image"]
     assert tenant.jobs("build") == []
 
     config = {"auths": {"registry.local:5000": {"auth": base64.b64encode(b"ci:pass").decode()}}}

@@ -4,6 +4,7 @@ building."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -153,3 +154,54 @@ def test_decide_is_the_whole_state_machine() -> None:
     assert step([probe(JobState.SUCCEEDED, msg="1", finished_at=stamp(1))]) == (Step.SUCCEEDED, 1)
     assert step([probe(JobState.FAILED, msg="x", finished_at=stamp(1))], 2) == (Step.WAITING, 2)
     assert step([probe(JobState.FAILED, msg="x", finished_at=stamp(100))], 2) == (Step.CREATE, 3)
+
+
+def mounting(ctx: Context, attempt: int) -> Manifest:
+    pod = {"volumes": [{"name": "creds", "secret": {"secretName": "creds"}}]}
+    return {"kind": "Job", "metadata": {"name": f"probe-{ctx.revision}-{attempt}", "namespace": "ml"},
+            "spec": {"template": {"spec": pod}}}  # fmt: skip
+
+
+MOUNTING: JobStage[int] = replace(PROBE, make=mounting)
+
+
+def held(recorded: int, missing: bool = True) -> JobOutcome[int]:
+    md = make_md()
+    absent = frozenset({("Secret", "ml", "creds")}) if missing else frozenset()
+    ctx = Context(md, revision(md.spec), Observed(missing_mounts=absent), CONFIG, NOW)
+    return run_job_stage(ctx, MOUNTING, recorded)
+
+
+def test_waiting_for_a_mounted_object_uses_up_no_attempt() -> None:
+    """Each look while the Secret is missing records the attempts made so far (none), however many looks there
+    are: once it exists, attempt 1 is created (a user who takes longer than max_job_attempts looks to create it
+    must not find the stage failed)."""
+    recorded = 0
+    for _ in range(CONFIG.max_job_attempts + 2):
+        out = held(recorded)
+        assert out.effects.create == () and out.effects.failure is not None
+        assert out.effects.failure.reason == Reason.SECRET_NOT_FOUND
+        recorded = out.attempts
+    assert recorded == 0
+    created = held(recorded, missing=False)
+    assert [j["metadata"]["name"] for j in created.effects.create] == [f"probe-{REV}-1"] and created.attempts == 1
+
+
+def test_a_retry_held_for_a_mounted_object_keeps_the_attempts_made() -> None:
+    failed = probe(JobState.FAILED, msg="flaky", reason="BackoffLimitExceeded", finished_at=stamp(60))
+    md = make_md()
+    ctx = Context(md, revision(md.spec), Observed(jobs=[failed], missing_mounts=frozenset({("Secret", "ml", "creds")})),
+                  CONFIG, NOW)  # fmt: skip
+    out = run_job_stage(ctx, MOUNTING, 1)
+    assert out.effects.create == () and out.attempts == 1
+
+
+def test_a_suspended_stage_uses_up_no_attempt() -> None:
+    recorded = 0
+    for _ in range(CONFIG.max_job_attempts + 2):
+        out = run([], recorded, suspend=True)
+        assert the_condition(out)[1] == Reason.SUSPENDED and out.effects.create == ()
+        recorded = out.attempts
+    assert recorded == 0
+    resumed = run([], recorded)
+    assert [j["metadata"]["name"] for j in resumed.effects.create] == [f"probe-{REV}-1"] and resumed.attempts == 1

@@ -192,7 +192,9 @@ def run_job_stage(ctx: Context, stage: JobStage[R], recorded_attempts: int) -> J
     stage says what its result means."""
     jobs = ctx.observed.jobs_for(stage.component, ctx.revision)
     d = decide(jobs, recorded_attempts, ctx.config, ctx.now, stage.classify)
-    attempts = max(d.attempt, recorded_attempts)
+    # an attempt counts once its Job is created: a stage held back (suspended, or an object its pod mounts missing)
+    # records the attempts made so far, so that waiting for the object never uses up the stage's attempts
+    attempts = max(d.attempt - 1 if d.step == Step.CREATE else d.attempt, recorded_attempts)
     job = d.job
     name = job.name if job else None
     finished = job.finished_at if job else None
@@ -243,7 +245,7 @@ def run_job_stage(ctx: Context, stage: JobStage[R], recorded_attempts: int) -> J
         progress=Progress(stage.created, message, stage.phase),
         needs_artifact_claim=True,
     )
-    return JobOutcome(None, attempts, name, None, effects)
+    return JobOutcome(None, d.attempt, name, None, effects)
 
 
 def _final_failure(ctx: Context, stage: JobStage[R], d: Decision, attempts: int) -> Failure:
