@@ -74,3 +74,23 @@ def test_summary_round_trip_and_limit() -> None:
         Summary.from_line("")
     with pytest.raises(ValueError, match="not valid"):
         Summary.from_line("Traceback (most recent call last):")
+
+
+def test_status_condition_finds_by_type_and_is_not_a_schema_field() -> None:
+    from modelship.api.status import ConditionType, ModelDeploymentStatus
+
+    at = "2026-01-01T00:00:00Z"
+    status = ModelDeploymentStatus.model_validate(
+        {
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "Available", "lastTransitionTime": at},
+                {"type": "Capacity", "status": "False", "reason": "ScalingUp", "lastTransitionTime": at},
+            ]
+        }
+    )
+    capacity = status.condition(ConditionType.CAPACITY)
+    assert capacity is not None and capacity.reason == "ScalingUp"
+    ready = status.condition("Ready")
+    assert ready is not None and ready.status == "True"
+    assert status.condition(ConditionType.DEPLOYED) is None
+    assert "condition" not in ModelDeploymentStatus.model_json_schema()["properties"]

@@ -404,3 +404,7 @@ class ModelDeploymentStatus(ApiModel):
     """The last Canary rollout (strategy Canary)."""
     last_failure: LastFailure | None = None
     """Most recent failure."""
+
+    def condition(self, type_: ConditionType | str) -> Condition | None:
+        """The condition of ``type_`` (None if the status has none): a method, so the CRD's schema is unchanged."""
+        return next((c for c in self.conditions if c.type == type_), None)

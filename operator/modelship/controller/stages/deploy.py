@@ -180,7 +180,7 @@ def short_for(prev: ModelDeploymentStatus, dep: DeploymentObservation, now: date
     status wrote (False: short since its lastTransitionTime) and the Deployment's Available condition turning
     False (the controller's own record, there when the operator did not run as the shortfall began). Both live
     in objects, so an operator restart does not reset the clock; 0 at the first look."""
-    was = next((c for c in prev.conditions if c.type == ConditionType.CAPACITY), None)
+    was = prev.condition(ConditionType.CAPACITY)
     stamps = [was.last_transition_time if was is not None and was.status == "False" else None, dep.unavailable_since]
     return max([0.0, *(seconds_since(s, now) for s in stamps if s)])
 
@@ -296,7 +296,7 @@ def serves_while_scaling(
     floor = autoscaled_floor(md, desired)
     if floor is None or dep is None:
         return False
-    was = next((c for c in prev.conditions if c.type == ConditionType.DEPLOYED), None)
+    was = prev.condition(ConditionType.DEPLOYED)
     if prev.serving_revision != rev or was is None or was.status != "True":
         return serves_at_floor(dep, desired, rev, floor, routed, lag_ok=False)
     if dep.observed_generation < dep.generation and (
@@ -308,7 +308,7 @@ def serves_while_scaling(
 
 def scaled_up(prev: ModelDeploymentStatus, message: str) -> tuple[StageEvent, ...]:
     """A Normal Event (CapacityScaledUp) when a scale-up the previous status said was stalled is over."""
-    was = next((c for c in prev.conditions if c.type == ConditionType.CAPACITY), None)
+    was = prev.condition(ConditionType.CAPACITY)
     if was is None or was.reason != Reason.SCALE_UP_STALLED:
         return ()
     return (StageEvent(False, f"{ConditionType.CAPACITY.value}{Reason.SCALED_UP.value}", f"scale-up over: {message}"),)

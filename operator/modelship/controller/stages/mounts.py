@@ -75,7 +75,7 @@ def held(ctx: Context, stage: StageName, type_: ConditionType, absent: tuple[Rea
 def recheck_after(ctx: Context, condition: ConditionType) -> float:
     """Seconds until the next look: as long as the stage has waited for the object (from its condition's
     lastTransitionTime), between RECHECK_MIN_SECONDS and RECHECK_MAX_SECONDS, so the looks double in spacing."""
-    prev = next((c for c in ctx.prev.conditions if c.type == condition.value), None)
+    prev = ctx.prev.condition(condition)
     waiting = {r.value for r in (*NOT_FOUND.values(), Reason.CONFIG_MAP_KEY_NOT_FOUND)}
     if prev is None or prev.reason not in waiting or not prev.last_transition_time:
         return RECHECK_MIN_SECONDS
