@@ -18,7 +18,7 @@ from kubernetes import client
 from kubernetes import config as kconfig
 from kubernetes.client.exceptions import ApiException
 
-from .. import FIELD_MANAGER
+from .. import FIELD_MANAGER, own_entry
 from ..resources import kinds
 from .metrics import API_SECONDS
 from .terminating import TerminatingNamespaces, refused_as_terminating
@@ -196,11 +196,7 @@ class Kube:
         entries = meta.get("managedFields") or []
         ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
         for i, entry in enumerate(entries):
-            if (
-                entry.get("manager") == FIELD_MANAGER
-                and entry.get("operation") == "Update"
-                and not entry.get("subresource")
-            ):
+            if own_entry(entry, "Update"):
                 ops += [
                     {"op": "test", "path": f"/metadata/managedFields/{i}/manager", "value": FIELD_MANAGER},
                     {"op": "test", "path": f"/metadata/managedFields/{i}/operation", "value": "Update"},

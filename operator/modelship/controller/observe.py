@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .. import FIELD_MANAGER
+from .. import own_entry
 from ..resources.artifact import PULL_CONTAINER
 from ..resources.meta import (
     COMPONENT_LABEL,
@@ -361,10 +361,7 @@ def deployment_observation(dep: dict[str, Any]) -> DeploymentObservation:
 def applies_replicas(meta: dict[str, Any]) -> bool:
     """The operator's Apply entry of managedFields owns spec.replicas."""
     return any(
-        e.get("manager") == FIELD_MANAGER
-        and e.get("operation") == "Apply"
-        and not e.get("subresource")
-        and "f:replicas" in ((e.get("fieldsV1") or {}).get("f:spec") or {})
+        own_entry(e, "Apply") and "f:replicas" in ((e.get("fieldsV1") or {}).get("f:spec") or {})
         for e in meta.get("managedFields") or []
     )
 

@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from .. import FIELD_MANAGER, HANDOVER_FIELD_MANAGER
+from .. import HANDOVER_FIELD_MANAGER, own_entry
 from ..api.errors import describe_validation_error
 from ..api.modeldeployment import ModelDeployment
 from ..api.skew import UnsupportedFields
@@ -75,10 +75,7 @@ def unchanged(desired: dict[str, Any], current: dict[str, Any]) -> bool:
     entry (that patch failed after the create, the object changed in between) is applied anyway: until then the
     operator's entry owns every field the API server defaulted, spec.replicas of a Deployment under an HPA among
     them, and no handover sees it."""
-    if any(
-        e.get("manager") == FIELD_MANAGER and e.get("operation") == "Update" and not e.get("subresource")
-        for e in current["metadata"].get("managedFields") or []
-    ):
+    if any(own_entry(e, "Update") for e in current["metadata"].get("managedFields") or []):
         return False
     annotations = desired["metadata"].get("annotations", {}), current["metadata"].get("annotations") or {}
     return _subset(*annotations) and _subset(
