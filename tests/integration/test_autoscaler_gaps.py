@@ -9,28 +9,18 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from kubernetes import client, watch
 
+from tests.integration import no_resync
 from tests.integration.cluster import condition, wait_for
-from tests.integration.operator_harness import OperatorProcess, running_operator
+from tests.integration.operator_harness import OperatorProcess
 from tests.integration.test_operator import Cluster, md_doc
 from tests.integration.test_ready_routes import AUTO, NO_IP, _address_all, _pods, _ready_at, _scale
 
-
-@pytest.fixture(scope="module")
-def operator(api_client: client.ApiClient) -> Iterator[OperatorProcess]:
-    # no periodic resync: the stall must be told by the operator's own timer, not by a resync that happens to come
-    with running_operator(api_client, {"MODELSHIP_RESYNC_SECONDS": "3600"}) as op:
-        yield op
-
-
-@pytest.fixture
-def k(api_client: client.ApiClient, namespace: str, operator: OperatorProcess) -> Cluster:
-    return Cluster(api_client, namespace)
+# no periodic resync: the stall must be told by the operator's own timer, not by a resync that happens to come
+operator, k = no_resync.operator, no_resync.k
 
 
 def _cordon(k: Cluster, on: bool) -> None:

@@ -5,28 +5,17 @@ it stays Ready while an HPA scales a revision that serves."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from kubernetes import client, watch
 
+from tests.integration import no_resync
 from tests.integration.cluster import condition, wait_for
-from tests.integration.operator_harness import OperatorProcess, running_operator
 from tests.integration.rollout import NEW_IMAGE
 from tests.integration.test_operator import GROUP, PLURAL, VERSION, Cluster, build_result, md_doc
 
-
-@pytest.fixture(scope="module")
-def operator(api_client: client.ApiClient) -> Iterator[OperatorProcess]:
-    # no periodic resync within a test: only a watch event (the slice's) can wake the ModelDeployment
-    with running_operator(api_client, {"MODELSHIP_RESYNC_SECONDS": "3600"}) as op:
-        yield op
-
-
-@pytest.fixture
-def k(api_client: client.ApiClient, namespace: str, operator: OperatorProcess) -> Cluster:
-    return Cluster(api_client, namespace)
+# no periodic resync within a test: only a watch event (the slice's) can wake the ModelDeployment
+operator, k = no_resync.operator, no_resync.k
 
 
 def _slice_pods(k: Cluster, service: str) -> dict[str, bool]:
