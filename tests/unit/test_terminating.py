@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import REGISTRY
 
 from modelship.controller import metrics
 from modelship.controller.reconcile import Reconciler
@@ -177,10 +178,61 @@ def test_a_refused_event_holds_the_namespace_and_its_later_events_are_not_posted
     held = TerminatingNamespaces(lambda ns: ns == "ml")
     poster = EventPoster(Poster(), terminating=held)  # type: ignore[arg-type]
     caplog.set_level(logging.INFO, logger="modelship")
+    before = dropped_events("namespace-terminating")
     for i in range(5):
         poster.post(md(f"m{i}"), "Normal", f"Step{i}", "")
     poster.post(md("x", "other"), "Normal", "Last", "")
     assert done.wait(10)
     assert posted == ["ml/Step0", "other/Last"]  # one refusal, the rest not even tried
     assert held.held("ml") and poster.dropped == 5
+    assert dropped_events("namespace-terminating") - before == 5  # the refused one and the four not tried
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no warning per Event
+
+
+def dropped_events(reason: str) -> float:
+    return REGISTRY.get_sample_value("modelship_events_dropped_total", {"reason": reason}) or 0.0
+
+
+def test_events_dropped_for_a_full_queue_or_a_failed_post_are_counted_by_reason() -> None:
+    """``modelship_events_dropped_total{reason}``: an Event a full queue turns away (queue-full), one the API server
+    refuses (api-error) or does not answer (unreachable), or a post that fails otherwise (error). Posted ones count
+    nothing."""
+    from modelship.controller.kube import EventPoster, Unreachable
+
+    reasons = ("queue-full", "api-error", "unreachable", "error", "namespace-terminating")
+    before = {r: dropped_events(r) for r in reasons}
+    started, release = threading.Event(), threading.Event()
+    done = {"Queued": threading.Event(), "Last": threading.Event()}
+    failures: dict[str, BaseException] = {
+        "Refused": ApiException(status=422, reason="Unprocessable Entity"),
+        "NoAnswer": Unreachable("POST /api/v1/namespaces/ml/events: timed out"),
+        "Broken": RuntimeError("a bug"),
+    }
+    posted: list[str] = []
+
+    class Poster:
+        def post_event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+            if reason == "First":
+                started.set()
+                release.wait(10)
+            if reason in failures:
+                raise failures[reason]
+            posted.append(reason)
+            if reason in done:
+                done[reason].set()
+
+    full = EventPoster(Poster(), capacity=1)  # type: ignore[arg-type]
+    full.post(md("a"), "Normal", "First", "")
+    assert started.wait(10)  # the poster holds "First": its queue (of one) is empty
+    full.post(md("a"), "Normal", "Queued", "")
+    full.post(md("a"), "Normal", "TurnedAway", "")  # the queue is full
+    assert full.dropped == 1
+    release.set()
+
+    failing = EventPoster(Poster())  # type: ignore[arg-type]
+    for reason in (*failures, "Last"):
+        failing.post(md("a"), "Warning", reason, "")
+    assert all(e.wait(10) for e in done.values())  # each poster takes its queue in order: the failures came first
+    assert sorted(posted) == ["First", "Last", "Queued"] and full.dropped == 1 and failing.dropped == 3
+    counted = {r: dropped_events(r) - before[r] for r in reasons}
+    assert counted == {"queue-full": 1, "api-error": 1, "unreachable": 1, "error": 1, "namespace-terminating": 0}

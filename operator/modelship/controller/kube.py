@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from .. import FIELD_MANAGER, own_entry
 from ..resources import kinds
-from .metrics import API_SECONDS
+from .metrics import API_SECONDS, EVENTS_DROPPED
 from .terminating import TerminatingNamespaces, refused_as_terminating
 
 log = logging.getLogger(__name__)
@@ -330,7 +330,8 @@ class Kube:
 
 class EventPoster:
     """Posts Events from a background thread: a reconcile never waits on them, and a full queue drops them
-    (Events are best effort; status is the record). An Event of a namespace being terminated is not posted: the
+    (Events are best effort; status is the record). Every Event not posted is counted (``dropped``, and
+    ``modelship_events_dropped_total{reason}``). An Event of a namespace being terminated is not posted: the
     API server's refusal of one holds the namespace (``terminating``), as a refused create of a reconcile does."""
 
     def __init__(self, kube: Kube, capacity: int = 10000, terminating: TerminatingNamespaces | None = None) -> None:
@@ -351,26 +352,36 @@ class EventPoster:
         try:
             self._queue.put_nowait((involved, type_, reason, message))
         except queue.Full:
-            self.dropped += 1
+            self._drop("queue-full")
+
+    def _drop(self, why: str) -> None:
+        """One Event not posted: counted here and in ``modelship_events_dropped_total{reason}``."""
+        self.dropped += 1
+        EVENTS_DROPPED.labels(why).inc()
 
     def _run(self) -> None:
         while True:
             involved, type_, reason, message = self._queue.get()
             namespace = (involved.get("metadata") or {}).get("namespace") or ""
             if self.terminating is not None and self.terminating.held(namespace):
-                self.dropped += 1
+                self._drop("namespace-terminating")
                 continue
             try:
                 self._kube.post_event(involved, type_, reason, message)
             except ApiException as exc:
                 if refused_as_terminating(exc):  # its namespace is going: said once (hold), not per Event
-                    self.dropped += 1
+                    self._drop("namespace-terminating")
                     if self.terminating is not None:
                         self.terminating.hold(namespace)
                     log.debug("event %s not posted: namespace %s is being terminated", reason, namespace)
                 else:
+                    self._drop("api-error")
                     log.warning("could not post event %s: %s", reason, exc.reason)
+            except Unreachable as exc:
+                self._drop("unreachable")
+                log.warning("could not post event %s: %s", reason, exc)
             except Exception:  # a lost Event must never stop the poster
+                self._drop("error")
                 log.warning("could not post event %s", reason, exc_info=True)
 
 

@@ -25,6 +25,13 @@ STAGE_SECONDS = Histogram(
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
 )
 STAGE_TRANSITIONS = Counter("modelship_stage_transitions_total", "Stage condition changes", ["condition", "reason"])
+EVENTS_DROPPED = Counter(
+    "modelship_events_dropped_total",
+    "Events the operator did not post (Events are best effort; status is the record), by reason: "
+    "namespace-terminating (its namespace is being deleted), queue-full (the poster's queue was full), "
+    "api-error (the API server refused it), unreachable (no answer from the API server), error (anything else)",
+    ["reason"],
+)
 QUEUE_DEPTH = Gauge("modelship_workqueue_depth", "Keys waiting for a reconcile")
 PHASES = Gauge("modelship_modeldeployments", "ModelDeployments by phase", ["phase"])
 API_SECONDS = Histogram(
