@@ -16,8 +16,9 @@ from kubernetes import client, watch
 from tests.integration import no_resync
 from tests.integration.cluster import condition, wait_for
 from tests.integration.operator_harness import OperatorProcess
+from tests.integration.test_canary import _freeze_pods, _lift_freeze
 from tests.integration.test_operator import Cluster, md_doc
-from tests.integration.test_ready_routes import AUTO, NO_IP, _address_all, _pods, _ready_at, _scale
+from tests.integration.test_ready_routes import AUTO, NO_IP, SERVER, _address_all, _pods, _ready_at, _scale
 
 # no periodic resync: the stall must be told by the operator's own timer, not by a resync that happens to come
 operator, k = no_resync.operator, no_resync.k
@@ -100,6 +101,50 @@ def test_a_deployment_scaled_to_zero_under_an_hpa_is_told(k: Cluster) -> None:
              timeout=120, description="2 running serving pods")  # fmt: skip
     _address_all(k, 20)
     _ready_at(k, 2)
+
+
+def test_fewer_than_min_replicas_past_the_deadline_is_a_stalled_rollout(k: Cluster) -> None:
+    """minReplicas raised beyond what a ResourceQuota admits: the HPA raises the Deployment to 2, the ReplicaSet
+    cannot create the second pod. The Deployment controller keeps Progressing NewReplicaSetAvailable (a pure scale:
+    it runs no progress deadline on it), so without the operator's own deadline the ModelDeployment would stay
+    RollingOut for ever: past progressDeadlineSeconds it is Stalled (RolloutStalled), told by the operator's own
+    timer (no resync), and serves again once the quota admits the pod."""
+    doc = md_doc(podAnnotations=NO_IP, autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 3},
+                 rollout={"progressDeadlineSeconds": 30})  # fmt: skip
+    k.apply(doc)
+    rev = _serving_at(k, 1)
+    _freeze_pods(k)
+    assert k.core.read_namespaced_resource_quota("no-more-pods", k.ns).spec.hard["pods"] == "1"  # the serving pod
+    try:
+        doc["spec"]["serving"]["autoscaling"]["minReplicas"] = 2
+        k.apply(doc)
+        # the HPA raises the count; the quota refuses the pod: a rollout short of minReplicas, not Ready
+        s = k.wait_md(lambda o: (condition(o, "Ready") or {}).get("message") == f"1/2 replicas of {rev} available",
+                      what="1/2 replicas, rolling out", timeout=90)  # fmt: skip
+        assert (condition(s, "Ready")["status"], condition(s, "Stalled")["status"]) == ("False", "False")
+        # past progressDeadlineSeconds (30 s): Stalled, by the operator's own timer
+        s = k.wait_md(lambda o: (condition(o, "Stalled") or {}).get("status") == "True", what="Stalled", timeout=90)
+        deployed = condition(s, "Deployed")
+        assert (deployed["status"], deployed["reason"]) == ("False", "RolloutStalled"), deployed
+        assert deployed["message"].startswith(f"1/2 replicas of {rev} available (minReplicas 2) for more than 30s "
+                                              "(progressDeadlineSeconds 30): "), deployed  # fmt: skip
+        assert condition(s, "Ready")["reason"] == "RolloutStalled" and s["status"]["lastFailure"]["stage"] == "Deploy"
+        # the controller's own record says nothing is wrong: the path its ProgressDeadlineExceeded takes is not it
+        dep = k.apps.read_namespaced_deployment("digits", k.ns)
+        assert dep.spec.replicas == 2 and (dep.status.available_replicas or 0) == 1
+        progressing = next(c for c in dep.status.conditions if c.type == "Progressing")
+        assert (progressing.status, progressing.reason) == ("True", "NewReplicaSetAvailable"), progressing
+    finally:
+        _lift_freeze(k)
+    # the ReplicaSet controller retries its refused create with a growing backoff: a change of the ReplicaSet
+    # makes it look now
+    for rs in k.apps.list_namespaced_replica_set(k.ns, label_selector=SERVER).items:
+        k.apps.patch_namespaced_replica_set(rs.metadata.name, k.ns, {"metadata": {"annotations": {"t/poke": "1"}}})
+    wait_for(lambda: len([p for p in _pods(k).values() if p.status.phase == "Running"]) == 2 or None,
+             timeout=120, description="2 running serving pods")  # fmt: skip
+    _address_all(k, 40)
+    s = _ready_at(k, 2)
+    assert condition(s, "Stalled")["status"] == "False"
 
 
 class ReplicaRecorder:

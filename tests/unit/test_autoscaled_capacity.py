@@ -13,7 +13,7 @@ from modelship.controller.conditions import ConditionSet, rfc3339
 from modelship.controller.kstatus import EventType, events
 from modelship.controller.observe import Observed, applies_replicas, deployment_observation
 from modelship.controller.reconcile import unchanged, with_spec_hash
-from modelship.controller.stages.deploy import ServingTarget, deploy, duration, handover, scaled_to_zero
+from modelship.controller.stages.deploy import ROLLED_OUT, ServingTarget, deploy, duration, handover, scaled_to_zero
 from modelship.resources.plan import serving_plan
 from tests.support.endpoints import routed
 from tests.unit.test_autoscaled_ready import HPA, REV, scaled, was
@@ -217,3 +217,64 @@ def test_an_object_whose_creating_entry_is_not_yet_the_operators_apply_entry_is_
     applied = {**update, "operation": "Apply"}
     assert unchanged(desired, {**live, "metadata": {**live["metadata"], "managedFields": [applied, status]}})
     assert not unchanged(desired, {**live, "spec": {"paused": 1}})
+
+
+def below(seconds: float | None, **kw: Any) -> Any:
+    """The serving Deployment of REV under the HPA (spec.replicas 2 = minReplicas), its template rolled out by the
+    controller's word, with 1 pod available; its Available condition False since ``seconds`` before NOW."""
+    since = rfc3339(NOW - timedelta(seconds=seconds)) if seconds is not None else None
+    return scaled(2, 1, unavailable_since=since, **kw)
+
+
+def test_below_min_replicas_past_the_deadline_is_a_stalled_rollout() -> None:
+    """A revision that served at minReplicas loses a pod that cannot come back (no node, a quota), or a first
+    rollout the controller completed at 1 replica before the HPA raised it to minReplicas: the controller keeps
+    NewReplicaSetAvailable and runs no deadline on the count, so the operator's own does, from the Deployment's
+    Available condition turning False."""
+    for md in (was(**{"serving": {**HPA, "rollout": {"progressDeadlineSeconds": 30}}}),
+               was(deployed=False, **{"serving": {**HPA, "rollout": {"progressDeadlineSeconds": 30}}})):  # fmt: skip
+        early = outcome(md, below(10), 1)
+        assert conditions(early.effects)[ConditionType.DEPLOYED] == (
+            False, Reason.ROLLING_OUT, f"1/2 replicas of {REV} available")  # fmt: skip
+        assert early.effects.requeue_after == 21 and early.effects.failure is None  # the operator's own timer
+        late = outcome(md, below(31), 1)
+        status, reason, message = conditions(late.effects)[ConditionType.DEPLOYED]
+        assert (status, reason) == (False, Reason.ROLLOUT_STALLED)
+        assert message == (f"1/2 replicas of {REV} available (minReplicas 2) for more than 30s "
+                           "(progressDeadlineSeconds 30): its new pods do not come up (unschedulable, over a "
+                           "ResourceQuota, crash-looping or not pulled: the pods' events and the ReplicaSet's "
+                           "conditions tell which), and the Deployment controller sets no deadline on a count the "
+                           "autoscaler moves")  # fmt: skip
+        assert late.effects.failure is not None and late.effects.failure.reason == Reason.ROLLOUT_STALLED
+        assert late.effects.progress is None and late.effects.requeue_after is None
+        assert late.serving_revision == md.status.serving_revision  # what served before stays servingRevision
+        # the message names the deadline, not the time so far: the same at every later pass
+        assert conditions(outcome(md, below(3 * 3600), 1).effects)[ConditionType.DEPLOYED][2] == message
+    # the quota case: the ReplicaSet could not create the second pod at all (status.replicas 1 of spec 2)
+    first = was(deployed=False, **{"serving": {**HPA, "rollout": {"progressDeadlineSeconds": 30}}})
+    quota = outcome(first, below(31, status_replicas=1, updated_replicas=1), 1)
+    assert conditions(quota.effects)[ConditionType.DEPLOYED][1] == Reason.ROLLOUT_STALLED
+    # pods that come up end it: Deployed again (the stall was the Deployment's Available condition, now True)
+    assert conditions(outcome(first, scaled(2, 2), 2).effects)[ConditionType.DEPLOYED][:2] == (True, Reason.AVAILABLE)
+
+
+def test_below_min_replicas_is_not_judged_where_the_controller_s_deadline_holds_or_it_cannot_tell() -> None:
+    md = was(deployed=False, **{"serving": {**HPA, "rollout": {"progressDeadlineSeconds": 30}}})
+
+    def judged(dep: Any) -> tuple[Reason, float | None]:
+        out = outcome(md, dep, 1)
+        return conditions(out.effects)[ConditionType.DEPLOYED][1], out.effects.requeue_after
+
+    # the controller still rolls the template out: its own ProgressDeadlineExceeded says a stall
+    assert judged(below(900, progress_reason="ReplicaSetUpdated")) == (Reason.ROLLING_OUT, None)
+    # ... and an old template's pods still counted (updated < status.replicas): a rollout too
+    assert judged(below(900, status_replicas=3)) == (Reason.ROLLING_OUT, None)
+    # the controller has not observed the last change: its status may describe another template
+    assert judged(below(900, generation=3)) == (Reason.ROLLING_OUT, None)
+    # the Deployment counts itself available (a maxUnavailable that allows it): no clock to read
+    assert judged(below(None)) == (Reason.ROLLING_OUT, None)
+    # the operator's own replicas (no HPA): a rollout as any, the controller's deadline
+    fixed = was(deployed=False, **{"serving": {"replicas": 2, "rollout": {"progressDeadlineSeconds": 30}}})
+    out = outcome(fixed, deployment(REV, IMAGE, 2, 1, progress_reason=ROLLED_OUT,
+                                    unavailable_since=rfc3339(NOW - timedelta(seconds=900))), 1)  # fmt: skip
+    assert conditions(out.effects)[ConditionType.DEPLOYED][1] == Reason.ROLLING_OUT and out.effects.failure is None

@@ -129,6 +129,8 @@ class Reason(StrEnum):
     # Deploy
     ROLLING_OUT = "RollingOut"
     ROLLOUT_STALLED = "RolloutStalled"
+    """The Deployment exceeded its progress deadline, or under an HPA fewer than minReplicas have been available
+    for progressDeadlineSeconds with its template rolled out (the controller sets no deadline on a count)."""
     PREVIOUS_REVISION_SERVING = "PreviousRevisionServing"
     ARTIFACT_CLAIM_READ_WRITE_ONCE = "ArtifactClaimReadWriteOnce"
     """MultiNode: the pods serve from the ReadWriteOnce artifact claim (no registry receives the artifact)."""

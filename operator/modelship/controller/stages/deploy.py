@@ -235,6 +235,44 @@ def capacity(
     return Capacity(cond, f"; scale-up stalled for more than {duration(deadline)}")
 
 
+@dataclass(frozen=True)
+class BelowFloor:
+    """A revision short of minReplicas under an HPA with no deadline of the Deployment controller's: its stall
+    (the message, once that has lasted progressDeadlineSeconds), else when to look again (the deadline)."""
+
+    stalled: str | None = None
+    requeue_after: float | None = None
+
+
+def below_floor(
+    md: ModelDeployment, dep: DeploymentObservation | None, desired: dict[str, Any], rev: str, now: datetime
+) -> BelowFloor | None:
+    """Fewer than minReplicas of ``rev`` available under an HPA, with ``rev``'s template rolled out by the
+    Deployment controller's word (NewReplicaSetAvailable, which it keeps while only the count moves: it runs no
+    progress deadline on a pure scale, so the HPA's raise to minReplicas, or a pod lost since, that never comes up
+    is not flagged by it). The clock is the Deployment's own: its Available condition False since (with the default
+    maxUnavailable 0, as soon as fewer than spec.replicas are available); past the rollout's progressDeadlineSeconds
+    it is a stalled rollout, as the controller's ProgressDeadlineExceeded would be. None when the controller runs
+    the rollout (its deadline holds), it has not observed the last change, or it does not count the Deployment
+    unavailable."""
+    floor = autoscaled_floor(md, desired)
+    if floor is None or dep is None or dep.available_replicas >= floor or not dep.unavailable_since:
+        return None
+    if dep.observed_generation < dep.generation or not template_rolled_out(dep, desired, rev):
+        return None
+    deadline = md.spec.serving.rollout.progress_deadline_seconds
+    seconds = seconds_since(dep.unavailable_since, now)
+    if seconds < deadline:
+        return BelowFloor(requeue_after=deadline - seconds + 1)
+    # the deadline, not the time so far: the message stays the same from one pass to the next
+    return BelowFloor(
+        f"{dep.available_replicas}/{floor} replicas of {rev} available (minReplicas {floor}) for more than "
+        f"{duration(deadline)} (progressDeadlineSeconds {deadline}): its new pods do not come up (unschedulable, "
+        "over a ResourceQuota, crash-looping or not pulled: the pods' events and the ReplicaSet's conditions tell "
+        "which), and the Deployment controller sets no deadline on a count the autoscaler moves"
+    )
+
+
 def scaled_to_zero(md: ModelDeployment, dep: DeploymentObservation | None, desired: dict[str, Any]) -> str | None:
     """Why nothing will serve when an HPA owns the count and the Deployment was scaled to 0 outside the operator:
     the HPA does not scale a target at 0 replicas (its ScalingActive condition says ScalingDisabled), so nothing
@@ -421,8 +459,13 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
         return still(
             False, Reason.ROLLOUT_STALLED, message, failure=Failure(StageName.DEPLOY, Reason.ROLLOUT_STALLED, message)
         )
+    low = below_floor(ctx.md, dep, sp.deployment, rev, ctx.now)
+    if low is not None and low.stalled is not None:
+        failure = Failure(StageName.DEPLOY, Reason.ROLLOUT_STALLED, low.stalled)
+        return still(False, Reason.ROLLOUT_STALLED, low.stalled, failure=failure)
     have = dep.available_replicas if dep and dep.revision == rev else 0
     message = f"{have}/{want} replicas of {rev} available"
     if dep is not None and dep.replicas < want:
         message += f" (the HPA raises the Deployment to minReplicas {want})"
-    return still(False, Reason.ROLLING_OUT, message, progress=Progress(Reason.ROLLING_OUT, message, Phase.DEPLOYING))
+    progress, requeue = Progress(Reason.ROLLING_OUT, message, Phase.DEPLOYING), low.requeue_after if low else None
+    return still(False, Reason.ROLLING_OUT, message, progress=progress, requeue_after=requeue)
