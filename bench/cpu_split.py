@@ -105,11 +105,8 @@ def kind(stack: list[tuple[str, str]]) -> str:
     return f"user: {base}"
 
 
-def perf_kinds(data: Path) -> tuple[int, collections.Counter[int], dict[int, collections.Counter[str]]]:
-    """(samples, samples by thread, kinds by thread) of a ``perf record -g`` file."""
-    text = subprocess.run(
-        ["perf", "script", "-i", str(data), "-F", "tid,ip,sym,dso", "--no-demangle"], capture_output=True, text=True
-    ).stdout
+def perf_kinds(text: str) -> tuple[int, collections.Counter[int], dict[int, collections.Counter[str]]]:
+    """(samples, samples by thread, kinds by thread) of ``perf script -F tid,ip,sym,dso`` output."""
     by_tid: collections.Counter[int] = collections.Counter()
     kinds: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     tid: int | None = None
@@ -123,9 +120,9 @@ def perf_kinds(data: Path) -> tuple[int, collections.Counter[int], dict[int, col
     for line in text.splitlines():
         if not line.strip():
             continue
-        if not line[0].isspace():
+        if line.strip().isdigit():  # a sample's thread id (right-aligned: it may start with spaces)
             flush()
-            tid, stack = int(line.split()[0]), []
+            tid, stack = int(line), []
             continue
         _, _, rest = line.strip().partition(" ")
         m = re.match(r"(.*) \((.*)\)$", rest)
@@ -133,6 +130,12 @@ def perf_kinds(data: Path) -> tuple[int, collections.Counter[int], dict[int, col
         stack.append((re.sub(r"\+0x[0-9a-f]+$", "", sym), dso))
     flush()
     return sum(by_tid.values()), by_tid, kinds
+
+
+def perf_script(data: Path) -> str:
+    return subprocess.run(
+        ["perf", "script", "-i", str(data), "-F", "tid,ip,sym,dso", "--no-demangle"], capture_output=True, text=True
+    ).stdout
 
 
 def spy_functions(out: Path) -> dict[str, collections.Counter[str]]:
@@ -260,7 +263,7 @@ def main() -> int:
               f"waiting for a CPU {(b[1] - a[1]) / answered * 1e3:.3f} ms/request; context switches/request "
               f"{(b[2] - a[2]) / answered:.2f} voluntary, {(b[3] - a[3]) / answered:.2f} involuntary")  # fmt: skip
     if use_perf:
-        n, by_tid, kinds = perf_kinds(data)
+        n, by_tid, kinds = perf_kinds(perf_script(data))
         print(f"perf cpu-clock samples: {n}")
         for tid, k in by_tid.most_common(4):
             print(f"  {'loop' if tid == loop_tid else 'thread'} {tid}: {k / n * 100:.1f}% of the samples")
