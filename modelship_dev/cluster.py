@@ -288,6 +288,9 @@ class DevCluster:
                             "key": "flex-volume-plugin-dir",
                             "value": str(self.workdir / "clusters" / self.name / "volume-plugins"),
                         },
+                        # the one instance: without a lease to keep, a pause (a loaded machine, a test that stops
+                        # it to hold a status behind) can never make it exit on a missed renew deadline
+                        {"key": "leader-elect", "value": "false"},
                     ],
                 },
             ],
@@ -304,8 +307,23 @@ class DevCluster:
         proc = self.kwokctl("get", "clusters", check=False)
         return self.name in proc.stdout.split()
 
+    def dead_components(self) -> list[str]:
+        """The components (etcd, kube-apiserver, kube-controller-manager, ...) whose process kwokctl started and
+        that no longer runs: kube-controller-manager, for one, exits when the API server is not healthy within its
+        20 s at start (a loaded machine), and nothing restarts it (no Job controller, no garbage collector)."""
+        pids = self.workdir / "clusters" / self.name / "pids"
+        dead = []
+        for path in sorted(pids.glob("*.pid")):
+            try:
+                state = Path(f"/proc/{int(path.read_text().strip())}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, ValueError, IndexError):
+                state = "gone"
+            if state in ("gone", "Z", "X"):
+                dead.append(path.stem)
+        return dead
+
     def healthy(self) -> bool:
-        if not self.kubeconfig.exists():
+        if not self.kubeconfig.exists() or self.dead_components():
             return False
         proc = self.kubectl("get", "--raw=/readyz", check=False, timeout=15)
         return proc.returncode == 0 and proc.stdout.strip() == "ok"
@@ -324,7 +342,20 @@ class DevCluster:
 
     # ------------------------------------------------------------------ lifecycle
     def up(self, *, timeout: float = 120) -> float:
-        """Create the cluster (or reuse a healthy one) and its fake nodes; returns seconds taken."""
+        """Create the cluster (or reuse a healthy one) and its fake nodes; returns seconds taken. A component that
+        exits while the cluster comes up (kube-controller-manager gives up on an API server still starting on a
+        loaded machine) gets the cluster created once more."""
+        try:
+            return self._up(timeout=timeout)
+        except DevClusterError as exc:
+            dead = self.dead_components()
+            if not dead:
+                raise
+            _log(f"cluster {self.name}: {', '.join(dead)} exited while it came up ({exc}); creating it again")
+            self._delete(check=False)
+            return self._up(timeout=timeout)
+
+    def _up(self, *, timeout: float) -> float:
         t0 = time.monotonic()
         self.require_binaries()
         if self.exists():
@@ -374,6 +405,8 @@ class DevCluster:
 
     def _wait_ready(self, *, deadline: float) -> None:
         while not self.healthy():
+            if dead := self.dead_components():
+                raise DevClusterError(f"{', '.join(dead)} of {self.name} exited; see {self.logs_hint()}")
             if time.monotonic() > deadline:
                 raise DevClusterError(f"kube-apiserver of {self.name} not ready; see {self.logs_hint()}")
             time.sleep(0.25)
@@ -381,6 +414,8 @@ class DevCluster:
     def _wait_default_service_account(self, *, deadline: float) -> None:
         # Pods need the ServiceAccount that kube-controller-manager creates in every namespace.
         while self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode != 0:
+            if dead := self.dead_components():
+                raise DevClusterError(f"{', '.join(dead)} of {self.name} exited; see {self.logs_hint()}")
             if time.monotonic() > deadline:
                 raise DevClusterError("ServiceAccount default/default never appeared (kube-controller-manager?)")
             time.sleep(0.25)

@@ -4,7 +4,10 @@ a real kubelet, in-cluster clients and an aggregated API, rendered without start
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 from modelship_dev.cluster import KUBERNETES_SERVICE_IP, DevCluster
 
@@ -46,3 +49,28 @@ def test_node_config_keeps_the_stages_and_leaves_the_test_config_alone(tmp_path:
     assert "kubeApiserverCertSANs" not in plain and "requestheader" not in plain
     node_only = {"bind-address", "kubelet-client-certificate", "requestheader-client-ca-file", "proxy-client-cert-file"}
     assert not node_only & {str(a["key"]) for a in _apiserver_args(plain)}
+
+
+def test_the_controller_manager_runs_without_leader_election() -> None:
+    """The one instance keeps no lease: a pause longer than its renew deadline (a loaded machine, a test that
+    stops it to hold a Deployment's status behind) cannot make it exit."""
+    conf = json.loads(DevCluster("x").render_config().partition("\n---\n")[0])
+    (patch,) = [p for p in conf["componentsPatches"] if p["name"] == "kube-controller-manager"]
+    assert {"key": "leader-elect", "value": "false"} in patch["extraArgs"]
+
+
+def test_a_component_whose_process_is_gone_is_dead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kube-controller-manager exits when the API server is not healthy within 20 s of its start, and nothing
+    restarts it: such a cluster is not healthy (up() creates it again)."""
+    cluster = DevCluster("x")
+    monkeypatch.setattr(cluster, "workdir", tmp_path)
+    pids = tmp_path / "clusters" / "x" / "pids"
+    pids.mkdir(parents=True)
+    (pids / "etcd.pid").write_text(f"{os.getpid()}\n")  # this test's own process: alive
+    (pids / "kube-controller-manager.pid").write_text("999999999\n")  # no such process
+    (pids / "kube-scheduler.pid").write_text("not a pid\n")
+    assert cluster.dead_components() == ["kube-controller-manager", "kube-scheduler"]
+    cluster.kubeconfig = tmp_path / "kubeconfig"
+    cluster.kubeconfig.write_text("")
+    monkeypatch.setattr(cluster, "kubectl", lambda *a, **kw: pytest.fail("a cluster with a dead component was asked"))
+    assert not cluster.healthy()
