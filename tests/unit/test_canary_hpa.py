@@ -6,10 +6,11 @@ promotion finishes once the stable Deployment rolled to the candidate, whatever 
 
 from __future__ import annotations
 
+import copy
 from datetime import timedelta
 from typing import Any
 
-from modelship.controller.observe import DeploymentObservation, Observed
+from modelship.controller.observe import DeploymentObservation, Observed, deployment_observation
 from modelship.controller.plan import Plan, plan
 from modelship.controller.stages.deploy import ROLLED_OUT
 from modelship.resources.meta import TEMPLATE_ANNOTATION
@@ -30,8 +31,13 @@ def hpa_scaled(rev: str, replicas: int, available: int, name: str = "digits", **
     """A Deployment whose template is fully rolled out (the controller's Progressing reason says so) and whose
     count was moved to ``replicas``: only ``available`` pods of it run (the rest cannot start yet)."""
     base: dict[str, Any] = dict(status_replicas=available, updated_replicas=available, progress_reason=ROLLED_OUT,
-                                name=name)  # fmt: skip
+                                name=name, pod_template=pod_template(rev, name))  # fmt: skip
     return deployment(rev, CONFIG.images.serving, replicas, available, **(base | kw))
+
+
+def pod_template(rev: str, name: str = "digits") -> str:
+    """The digest a Deployment's pod template reads as (a scale leaves it as it is)."""
+    return f"{name}-{rev}"[:64]
 
 
 def candidate(rev: str, replicas: int, live: bool, available: int | None = None, **kw: Any) -> DeploymentObservation:
@@ -48,8 +54,9 @@ def in_shadow() -> tuple[str, Observed, Plan]:
     """A shadow phase whose clock runs (started at NOW), the stable Deployment at minReplicas."""
     _md, rev, jobs = new_revision()
     md = md_auto()
-    p1 = plan(md, Observed(jobs=jobs, deployment=deployment(OLD, CONFIG.images.serving)), CONFIG, NOW)
-    obs = Observed(jobs=jobs, deployment=deployment(OLD, CONFIG.images.serving), canary=candidate(rev, 1, False),
+    stable = deployment(OLD, CONFIG.images.serving, pod_template=pod_template(OLD))
+    p1 = plan(md, Observed(jobs=jobs, deployment=stable), CONFIG, NOW)
+    obs = Observed(jobs=jobs, deployment=stable, canary=candidate(rev, 1, False),
                    canary_service_ip=IP, canary_endpoints=routed((rev, 1), service="digits-canary"),
                    endpoints=routed((OLD, 2)), samples=samples(n=10))  # fmt: skip
     p2 = plan(md_auto(p1.status), obs, CONFIG, NOW)
@@ -115,6 +122,86 @@ def test_a_scale_the_controller_has_not_observed_yet_is_trusted_only_once_the_ph
     waiting = {**p2.status, "rollout": {k: v for k, v in rollout(p2).items() if k != "phaseStartedAt"}}
     p3 = plan(md_auto(waiting), Observed(**{**obs.__dict__, "deployment": behind}), CONFIG, NOW)
     assert "phaseStartedAt" not in rollout(p3)
+
+
+def read(manifest: dict[str, Any], replicas: int, generation: int = 2, seen: int = 2, **annotations: str) -> Any:
+    """The observation of the Deployment the operator rendered as ``manifest``, as the API server returns it: at
+    ``replicas``, all available, its template fully rolled out by the controller's word at generation ``seen``;
+    ``annotations`` added to its pod template (as ``kubectl rollout restart`` does)."""
+    dep = copy.deepcopy(manifest)
+    dep["metadata"]["generation"] = generation
+    dep["spec"]["replicas"] = replicas
+    dep["spec"]["template"]["metadata"].setdefault("annotations", {}).update(annotations)
+    dep["status"] = {"observedGeneration": seen, "replicas": replicas, "updatedReplicas": replicas,
+                     "readyReplicas": replicas, "availableReplicas": replicas,
+                     "conditions": [{"type": "Progressing", "status": "True", "reason": ROLLED_OUT}]}  # fmt: skip
+    return deployment_observation(dep)
+
+
+def test_a_rollout_restart_the_controller_has_not_observed_is_not_taken_for_the_rolled_out_template() -> None:
+    _md, rev, jobs = new_revision()
+    p1 = plan(md_auto(), Observed(jobs=jobs, deployment=deployment(OLD, CONFIG.images.serving)), CONFIG, NOW)
+    base = Observed(jobs=jobs, deployment=deployment(OLD, CONFIG.images.serving), canary_service_ip=IP,
+                    canary_endpoints=routed((rev, 1), service="digits-canary"), endpoints=routed((OLD, 2)),
+                    samples=samples(n=10))  # fmt: skip
+    rendered = plan(md_auto(p1.status), base, CONFIG, NOW)  # the shadow's two Deployments, as the operator renders them
+    stable, cand = by_name(rendered, "Deployment", "digits"), by_name(rendered, "Deployment", "digits-canary")
+    obs = Observed(**{**base.__dict__, "deployment": read(stable, 2), "canary": read(cand, 1)})
+    p3 = plan(md_auto(rendered.status), obs, CONFIG, NOW)
+    assert rollout(p3)["phaseStartedAt"] == "2026-11-26T12:00:00Z"
+    # the HPA wrote 4; the controller has not seen it: trusted, the clock goes on
+    assert rollout(again(p3, obs, 20, deployment=read(stable, 4, generation=3)))["phaseStartedAt"] == (
+        "2026-11-26T12:00:00Z"
+    )
+    # `kubectl rollout restart deployment/digits`: the template changes, the ModelDeployment's generation does not,
+    # and the controller's status (not caught up) still says the old template is rolled out
+    restart = {"kubectl.kubernetes.io/restartedAt": "2026-11-26T12:00:15Z"}
+    p4 = again(p3, obs, 20, deployment=read(stable, 2, generation=3, **restart))
+    assert "phaseStartedAt" not in rollout(p4), rollout(p4)["message"]
+    assert rollout(p4)["message"] == "waiting for the stable pods of shadow"
+
+
+def test_a_lagging_status_is_not_trusted_once_a_template_changed_outside_the_spec() -> None:
+    rev, obs, p2 = in_shadow()
+    # the clock started on the templates read then
+    read_then = {"stable": pod_template(OLD), "candidate": pod_template(rev, "digits-canary")}
+    assert rollout(p2)["phaseTemplates"] == read_then
+    digest = stable_template(p2)
+    # `kubectl rollout restart` of the stable Deployment (or an edit, or an operator upgrade that renders its
+    # template anew): its generation moves, the ModelDeployment's does not, and the controller has not seen it yet
+    # (its status still says the old template is rolled out). Not trusted: the clock restarts
+    restarted = hpa_scaled(OLD, 2, 2, generation=3, observed_generation=2, template=digest, pod_template="restarted")
+    p3 = again(p2, obs, 30, deployment=restarted)
+    assert "phaseStartedAt" not in rollout(p3) and "phaseTemplates" not in rollout(p3)
+    assert rollout(p3)["message"] == "waiting for the stable pods of shadow"
+    # the same for the candidate's Deployment
+    cand = candidate(rev, 1, False, generation=3, observed_generation=2, pod_template="restarted")
+    p3 = again(p2, obs, 30, deployment=hpa_scaled(OLD, 4, 2, generation=3, observed_generation=2, template=digest),
+               canary=cand)  # fmt: skip
+    assert "phaseStartedAt" not in rollout(p3)
+    # the controller caught up and rolled the restarted template out: the clock starts again, on it
+    done = hpa_scaled(OLD, 2, 2, template=digest, pod_template="restarted")
+    p4 = again(p3, obs, 40, deployment=done)
+    assert rollout(p4)["phaseStartedAt"] == "2026-11-26T12:00:40Z"
+    assert rollout(p4)["phaseTemplates"]["stable"] == "restarted"
+    # from then on an HPA write the controller has not observed is trusted again
+    p5 = again(p4, obs, 50, deployment=hpa_scaled(OLD, 4, 2, generation=4, observed_generation=3, template=digest,
+                                                  pod_template="restarted"))  # fmt: skip
+    assert rollout(p5)["phaseStartedAt"] == "2026-11-26T12:00:40Z"
+
+
+def test_a_running_phase_without_recorded_templates_takes_them_from_an_observed_status() -> None:
+    _rev, obs, p2 = in_shadow()
+    digest = stable_template(p2)
+    older = {**p2.status, "rollout": {k: v for k, v in rollout(p2).items() if k != "phaseTemplates"}}
+    behind = hpa_scaled(OLD, 4, 2, generation=3, observed_generation=2, template=digest)
+    # written by an operator before phaseTemplates: a lagging status is not trusted
+    p3 = plan(md_auto(older), Observed(**{**obs.__dict__, "deployment": behind}), CONFIG, NOW)
+    assert "phaseStartedAt" not in rollout(p3)
+    # a look at observed statuses keeps the clock and reads the templates; the next lag is trusted
+    p3 = plan(md_auto(older), obs, CONFIG, NOW)
+    assert rollout(p3)["phaseStartedAt"] == "2026-11-26T12:00:00Z" and rollout(p3)["phaseTemplates"]
+    assert rollout(again(p3, obs, 30, deployment=behind))["phaseStartedAt"] == "2026-11-26T12:00:00Z"
 
 
 def in_step() -> tuple[str, Observed, Plan]:
@@ -210,3 +297,28 @@ def test_promotion_waits_for_the_roll_itself() -> None:
     # fewer than minReplicas of the candidate routed
     p6 = again(p5, obs, 110, deployment=hpa_scaled(rev, 6, 4), endpoints=routed((rev, 1)))
     assert rollout(p6)["phase"] == "Promoting"
+
+
+def test_the_served_weight_is_the_routed_share_and_the_step_goes_on_below_it() -> None:
+    rev, obs, p4 = in_step()
+    # every pod up: the share asked is the share served
+    assert (rollout(p4)["weight"], rollout(p4)["servedWeight"]) == (50, 50)
+    assert "below" not in rollout(p4)["message"]
+    # the HPA raised the stable count to 6 and all 6 serve; the candidate is asked for 6, 4 of them run (a quota
+    # holds the rest): 4 of the 10 ready endpoints are the candidate's
+    up = {"deployment": hpa_scaled(OLD, 6, 6), "canary": candidate(rev, 6, True, available=4),
+          "endpoints": routed((OLD, 6), (rev, 4))}  # fmt: skip
+    p5 = again(p4, obs, 70, **up)
+    r = rollout(p5)
+    assert (r["weight"], r["servedWeight"]) == (50, 40), r
+    assert r["message"] == (
+        "canary step 1 held 8/30s; the candidate serves 40% (4 of 10 ready endpoints behind the Service), below "
+        "the step's 50%"
+    )
+    verified = next(c for c in p5.status["conditions"] if c["type"] == "Verified")
+    assert verified["message"] == r["message"]
+    # the step's clock goes on: a clock restarted at every scale would never end
+    assert r["phaseStartedAt"] == "2026-11-26T12:01:02Z"
+    # the candidate's pods come up: the note goes
+    p6 = again(p5, obs, 80, **{**up, "canary": candidate(rev, 6, True), "endpoints": routed((OLD, 6), (rev, 6))})
+    assert (rollout(p6)["servedWeight"], rollout(p6)["message"]) == (50, "canary step 1 held 18/30s")

@@ -139,6 +139,16 @@ class RouteStatus(ApiModel):
     """Weight of the candidate's Service's backendRef, as written on the route."""
 
 
+class PhaseTemplates(ApiModel):
+    """Digests of the pod templates of the two Deployments a phase was judged on, as read from them when the
+    phase's clock started (spec.template, defaults included)."""
+
+    stable: Annotated[str, Field(max_length=64)]
+    """The stable Deployment's."""
+    candidate: Annotated[str, Field(max_length=64)]
+    """The candidate's Deployment's."""
+
+
 class RolloutStatus(ApiModel):
     """A Canary rollout: the candidate revision, its phase and traffic share, and the analysis."""
 
@@ -155,8 +165,13 @@ class RolloutStatus(ApiModel):
     step: int = 0
     """Canary step (1-based; 0 before the first)."""
     weight: int = 0
-    """Candidate's share of live traffic in percent: exact through an HTTPRoute (route), else as the replica
-    counts give it."""
+    """Candidate's share of live traffic the current step asks for, in percent: exact through an HTTPRoute
+    (route), else as the replica counts asked give it."""
+    served_weight: int | None = None
+    """Candidate's share of live traffic at the last look, in percent: without an HTTPRoute its ready endpoints
+    over the stable and candidate ready endpoints behind the Service (below weight while its pods come up, or an
+    HPA or a quota holds it short); through an HTTPRoute the route's weight once the candidate's Service has a
+    ready endpoint (0 before)."""
     route: RouteStatus | None = None
     """The HTTPRoute's weights (trafficRouting.gatewayAPI), as written on it."""
     mirror_percent: int = 0
@@ -165,6 +180,9 @@ class RolloutStatus(ApiModel):
     """When the rollout of the candidate began (RFC 3339)."""
     phase_started_at: str | None = None
     """When the current phase's clock started: its pods were available (RFC 3339)."""
+    phase_templates: PhaseTemplates | None = None
+    """The pod templates the running phase was judged on (set with phaseStartedAt): a Deployment status its
+    controller has not caught up with is trusted only while both Deployments still run these."""
     criteria: list[CriterionStatus] = Field(default_factory=list)
     """Each criterion's observed value against its threshold, at the last look."""
     decision: Decision = Decision.WAIT

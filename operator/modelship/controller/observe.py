@@ -17,6 +17,7 @@ from ..resources.meta import (
     TEMPLATE_ANNOTATION,
     controlled_by,
 )
+from ..resources.serving import template_digest
 from .canary import Samples
 from .phasewindow import Readings
 from .revcache import CachedRevision
@@ -90,6 +91,10 @@ class DeploymentObservation:
     replicas_applied: bool = False
     """The operator's own server-side apply owns spec.replicas (managedFields): an apply that leaves the field out
     would reset it to the default of 1."""
+    pod_template: str | None = None
+    """The digest of the pod template it runs, as read (spec.template, defaults and edits of others included: a
+    ``kubectl rollout restart`` changes it, a scale does not). Unlike ``template``, which only this operator's
+    apply moves."""
 
 
 @dataclass(frozen=True)
@@ -355,6 +360,7 @@ def deployment_observation(dep: dict[str, Any]) -> DeploymentObservation:
         template=(meta.get("annotations") or {}).get(TEMPLATE_ANNOTATION),
         unavailable_since=available.get("lastTransitionTime") if available.get("status") == "False" else None,
         replicas_applied=applies_replicas(meta),
+        pod_template=template_digest(template) if template else None,
     )
 
 

@@ -58,8 +58,10 @@ SERVING_IMAGE = "status.servingImage"
 SERVING_ARTIFACT = "status.servingArtifact"
 ARTIFACT_REF = "status.optimization.artifactRef"
 ROLLOUT = "status.rollout"
-HARMLESS = frozenset({"status.rollout.ignoredOverrides", "status.rollout.criteria[].required"})
-"""Read back, but pruning them changes nothing that serves."""
+HARMLESS = frozenset({"status.rollout.ignoredOverrides", "status.rollout.criteria[].required",
+                      "status.rollout.servedWeight", "status.rollout.phaseTemplates"})  # fmt: skip
+"""Read back (or only reported), but pruning them changes nothing that serves: without phaseTemplates a
+Deployment status its controller has not caught up with is never trusted, and the phase waits for it."""
 ROLLOUT_READ_BACK = frozenset(
     f"status.rollout.{field}"
     for field in (

@@ -16,7 +16,14 @@ import math
 from dataclasses import dataclass, replace
 
 from ...api.modeldeployment import ModelDeployment
-from ...api.rollout_status import AnalysisWindow, RollbackCause, RolloutPhase, RolloutStatus, RouteStatus
+from ...api.rollout_status import (
+    AnalysisWindow,
+    PhaseTemplates,
+    RollbackCause,
+    RolloutPhase,
+    RolloutStatus,
+    RouteStatus,
+)
 from ...api.serving import Canary, RolloutStrategy
 from ...api.status import ConditionType, Phase, Reason, StageName
 from ...resources.canary import canary_deployment, canary_service, mirror_offer, mirror_source
@@ -282,8 +289,48 @@ class PhasePods:
     floor: int | None
     """minReplicas while an HPA owns the stable Deployment's count, else None."""
     settled: bool
-    """The phase's clock runs (it was judged on these templates) and the last status was written for this
-    generation: a Deployment status behind its generation can only be behind a count, and is trusted."""
+    """A Deployment status behind its generation can only be behind a count, and is trusted (``lag_trusted``)."""
+
+
+def live_templates(observed: Observed) -> PhaseTemplates | None:
+    """The digests of the pod templates the stable and the candidate's Deployments run now, as read (None when
+    either Deployment, or its template, is not there)."""
+    stable, cand = observed.deployment, observed.canary
+    if stable is None or cand is None or stable.pod_template is None or cand.pod_template is None:
+        return None
+    return PhaseTemplates(stable=stable.pod_template, candidate=cand.pod_template)
+
+
+def lag_trusted(state: RolloutStatus, observed: Observed, prev_generation: int | None, generation: int | None) -> bool:
+    """A Deployment status its controller has not caught up with (observedGeneration behind) is trusted in a phase
+    (it can only be behind a count the HPA wrote) when the phase's clock runs (its pods were judged serving on a
+    status the controller had observed), the last status was written for the ModelDeployment's generation (no
+    spec change, no failed status write after an apply of the operator's), and both Deployments still run the pod
+    templates read when the clock started (``phaseTemplates``). The last one because a template can change while
+    the ModelDeployment's generation does not: a ``kubectl rollout restart`` (an annotation on the template), an
+    edit of the Deployment, an operator upgrade that renders the template anew."""
+    return (
+        state.phase_started_at is not None
+        and generation is not None
+        and prev_generation == generation
+        and state.phase_templates is not None
+        and state.phase_templates == live_templates(observed)
+    )
+
+
+def with_phase_templates(prev: RolloutStatus, new: RolloutStatus, observed: Observed) -> RolloutStatus:
+    """``new`` with the templates its phase is judged on: read when the phase's clock (re)starts, kept while it
+    runs, none while it does not. A running phase without them (its status written by an operator before them)
+    takes them at a look whose two Deployment statuses are observed by their controller (they describe the
+    templates read)."""
+    if new.phase not in ANALYZING or new.phase_started_at is None:
+        return new.model_copy(update={"phase_templates": None})
+    restarted = (new.phase, new.step, new.phase_started_at) != (prev.phase, prev.step, prev.phase_started_at)
+    templates = None if restarted else prev.phase_templates
+    deps = (observed.deployment, observed.canary)
+    if templates is None and all(d is not None and d.observed_generation >= d.generation for d in deps):
+        templates = live_templates(observed)
+    return new.model_copy(update={"phase_templates": templates})
 
 
 def phase_pods_waiting(md: ModelDeployment, canary: Canary, state: RolloutStatus, observed: Observed, rev: str,
@@ -352,7 +399,7 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
         available = promoted_pods_serve(md, observed, promoted_plan.deployment, rev, n)
     else:
         was = mirror_offer(md, ip, state.mirror_percent, rev) if ip and state.mirror_percent > 0 else None
-        settled = state.phase_started_at is not None and ctx.prev.observed_generation == md.metadata.generation
+        settled = lag_trusted(state, observed, ctx.prev.observed_generation, md.metadata.generation)
         pods = PhasePods(
             stable=stable,
             stable_manifest=stable_plan.deployment,  # its pods read the offer
@@ -369,7 +416,7 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
     manual: Manual | None = manual_action(md.metadata.annotations, rev)
     figures, window = _figures(observed, state, ctx) if state.phase in ANALYZING else (None, None)
     look = Look(ctx.now, available, figures, manual, waiting_for=waiting or CANDIDATE_PODS)
-    new = _windowed(decide(canary, state, look), observed, window, ctx)
+    new = with_phase_templates(state, _windowed(decide(canary, state, look), observed, window, ctx), observed)
     replicas, live = _shape(canary, new, n)
     routed = canary.gateway_api() is not None
     weight = {RolloutPhase.PROMOTED: 100, RolloutPhase.ROLLED_BACK: 0}.get(new.phase)
@@ -378,7 +425,10 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
     elif weight is None:
         weight = effective_weight(n, replicas) if live else 0
     ignored = ignored_overrides(md.metadata.annotations, rev)
-    new = new.model_copy(update={"weight": weight, "ignored_overrides": ignored or None})
+    served = served_weight(canary, new, observed, stable)
+    below = below_share(canary, new, observed, stable, served)
+    new = new.model_copy(update={"weight": weight, "served_weight": served, "ignored_overrides": ignored or None,
+                                 "message": new.message + below})  # fmt: skip
     # the candidate offers the stable pods to be mirrored to (through its Service, once it has an address)
     offer = mirror_offer(md, ip, new.mirror_percent, rev) if ip and new.mirror_percent > 0 else None
     objects = (
@@ -417,6 +467,38 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
         return VerifyOutcome(built, new, effects)
     holding = (Reason.VERIFYING, f"revision {stable} serves while revision {rev} is verified: {new.message}")
     return VerifyOutcome(serving(ctx, holding), new, effects)
+
+
+def served_weight(canary: Canary, state: RolloutStatus, observed: Observed, stable: str) -> int:
+    """The candidate's share of live traffic at this look, in percent (``servedWeight``): without an HTTPRoute its
+    ready endpoints over the stable and candidate ones behind the Service (kube-proxy picks among them); through
+    an HTTPRoute the route's weight once the candidate's Service has a ready endpoint, else 0. 100 once Promoted,
+    0 once RolledBack."""
+    final = {RolloutPhase.PROMOTED: 100, RolloutPhase.ROLLED_BACK: 0}.get(state.phase)
+    if final is not None:
+        return final
+    rev = state.candidate
+    if canary.gateway_api() is not None:
+        return route_weight(canary, state) if routed_endpoints(observed.canary_endpoints, rev) > 0 else 0
+    ours = routed_endpoints(observed.endpoints, rev)
+    return effective_weight(routed_endpoints(observed.endpoints, stable), ours)
+
+
+def below_share(canary: Canary, state: RolloutStatus, observed: Observed, stable: str, served: int) -> str:
+    """What a canary step's message adds while its clock runs and the candidate serves less than the step's share
+    (an HPA raised the stable count and the candidate's new pods are not up yet, a quota holds them): the figures
+    are judged on what it does serve, and the clock goes on (a clock restarted at every scale would never end).
+    "" otherwise."""
+    if state.phase != RolloutPhase.CANARY or state.phase_started_at is None or served >= state.weight:
+        return ""
+    if canary.gateway_api() is not None:
+        return f"; the candidate's Service has no ready endpoint: it serves 0%, below the step's {state.weight}%"
+    ours = routed_endpoints(observed.endpoints, state.candidate)
+    total = ours + routed_endpoints(observed.endpoints, stable)
+    return (
+        f"; the candidate serves {served}% ({ours} of {total} ready endpoints behind the Service), below the "
+        f"step's {state.weight}%"
+    )
 
 
 def _figures(observed: Observed, state: RolloutStatus, ctx: Context) -> tuple[Samples | None, AnalysisWindow | None]:
