@@ -322,3 +322,4 @@ def test_the_served_weight_is_the_routed_share_and_the_step_goes_on_below_it() -
     # the candidate's pods come up: the note goes
     p6 = again(p5, obs, 80, **{**up, "canary": candidate(rev, 6, True), "endpoints": routed((OLD, 6), (rev, 6))})
     assert (rollout(p6)["servedWeight"], rollout(p6)["message"]) == (50, "canary step 1 held 18/30s")
+

@@ -191,9 +191,9 @@ def _nothing_to_verify(ctx: Context, built: ServingTarget | None, prev: RolloutS
     state, events = prev, tuple[StageEvent, ...]()
     if prev is not None and prev.phase in (*ANALYZING, RolloutPhase.PROMOTING) and prev.candidate != ctx.revision:
         message = f"abandoned: the spec asks for revision {ctx.revision} now; revision {prev.stable} serves"
-        state = prev.model_copy(update={"phase": RolloutPhase.ROLLED_BACK, "weight": 0, "mirror_percent": 0,
-                                        "rollback_cause": RollbackCause.ABANDONED, "window": None,
-                                        "message": message})  # fmt: skip
+        state = prev.model_copy(update={"phase": RolloutPhase.ROLLED_BACK, "weight": 0, "served_weight": 0,
+                                        "mirror_percent": 0, "rollback_cause": RollbackCause.ABANDONED,
+                                        "window": None, "phase_templates": None, "message": message})  # fmt: skip
         events = (StageEvent(False, "VerifiedAbandoned", f"rollout of {prev.candidate} {message}"),)
     objects = [*_wound_down(ctx, state), canary_service(ctx.md)]
     conditions: tuple[ConditionUpdate, ...] = ()
