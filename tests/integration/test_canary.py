@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from modelship_dev import cluster as devcluster
 from tests.chart.gitops import EXPECTED, SAMPLES, argocd_health, kstatus, sample_of
-from tests.integration.cluster import condition, wait_for
+from tests.integration.cluster import ClusterInfo, condition, wait_for
 from tests.integration.operator_harness import OperatorProcess, running_operator
 from tests.integration.rollout import NEW_IMAGE, shadow_a_new_revision
 from tests.integration.test_operator import (
@@ -484,3 +489,59 @@ def test_an_hpa_scaling_the_stable_pods_mid_phase_keeps_the_phase_clock_and_prom
     assert s["rollout"]["phase"] == "Promoted" and s["servingRevision"] == new
     assert _deployment(k, "digits").spec.template.spec.containers[0].image == NEW_IMAGE
     k.wait_md(lambda o: _deployment(k, "digits-canary").spec.replicas == 0, what="the candidate's Deployment at 0")
+
+
+@contextmanager
+def _controller_manager_paused(cluster: ClusterInfo) -> Iterator[None]:
+    """kube-controller-manager of the test cluster stopped (SIGSTOP) for the block: the Deployment controller sees
+    nothing, so a Deployment's status stays behind its generation, as it does for the controller's lag on a busy
+    cluster, for as long as the block lasts. It keeps its leader lease only if the block is shorter than the
+    lease's renew deadline (10 s), so the block must be brief."""
+    if cluster.name == "external":
+        pytest.skip("the control plane is not this test run's (MODELSHIP_KUBECONFIG): its processes are not ours")
+    pids = devcluster.DevCluster(cluster.name).workdir / "clusters" / cluster.name / "pids"
+    pid = int((pids / "kube-controller-manager.pid").read_text().strip())
+    assert b"kube-controller-manager" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_rollout_restart_mid_phase_is_not_taken_for_the_rolled_out_template(
+    k: Cluster, metrics: FakeMetrics, cluster: ClusterInfo
+) -> None:
+    """A `kubectl rollout restart` of the stable Deployment mid-shadow (under an HPA, whose writes the phase trusts
+    before the controller has observed them) changes its template but not the ModelDeployment's generation: while
+    the controller has not observed it, its status still says the old template is rolled out, and the phase must
+    not take it for that: its clock restarts, and starts again on the restarted template once it is rolled out."""
+    doc = md_doc(rollout=CANARY, autoscaling=AUTO)
+    k.apply(doc)
+    old = k.wait_condition("Ready", "True", timeout=120)["status"]["revision"]
+    new = shadow_a_new_revision(k, doc)["status"]["revision"]
+    with metrics.lock:  # no requests: the shadow cannot pass while this test runs
+        metrics.stable, metrics.candidate = old, new
+    s = k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+    started, templates = s["status"]["rollout"]["phaseStartedAt"], s["status"]["rollout"]["phaseTemplates"]
+    before = _deployment(k, "digits")
+    assert before.status.observed_generation == before.metadata.generation
+
+    restart = {"spec": {"template": {"metadata": {"annotations": {
+        "kubectl.kubernetes.io/restartedAt": datetime.now(UTC).isoformat()}}}}}  # fmt: skip
+    with _controller_manager_paused(cluster):
+        k.apps.patch_namespaced_deployment("digits", k.ns, restart)
+        # the operator looks (the Deployment's watch event) while the status still describes the old template
+        held = k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is None,
+                         what="the phase's clock stopped on the restart", timeout=6)  # fmt: skip
+        lagging = _deployment(k, "digits")
+        assert lagging.status.observed_generation < lagging.metadata.generation  # the controller never saw it
+    assert held["status"]["rollout"]["phase"] == "Shadow"
+    assert held["status"]["rollout"]["message"] == "waiting for the stable pods of shadow", held["status"]["rollout"]
+    # the controller rolls the restarted template out: the clock starts again, on it
+    again = k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, timeout=90,
+                      what="the shadow's clock started on the restarted template")  # fmt: skip
+    rollout = again["status"]["rollout"]
+    assert rollout["phase"] == "Shadow" and rollout["phaseStartedAt"] > started, rollout
+    assert rollout["phaseTemplates"]["stable"] != templates["stable"]
+    assert rollout["phaseTemplates"]["candidate"] == templates["candidate"]
