@@ -309,16 +309,20 @@ class DevCluster:
 
     def dead_components(self) -> list[str]:
         """The components (etcd, kube-apiserver, kube-controller-manager, ...) whose process kwokctl started and
-        that no longer runs: kube-controller-manager, for one, exits when the API server is not healthy within its
-        20 s at start (a loaded machine), and nothing restarts it (no Job controller, no garbage collector)."""
+        that no longer runs (gone, a zombie, its pid now another program's, or stopped): kube-controller-manager,
+        for one, exits when the API server is not healthy within its 20 s at start (a loaded machine), and nothing
+        restarts it (no Job controller, no garbage collector)."""
         pids = self.workdir / "clusters" / self.name / "pids"
         dead = []
         for path in sorted(pids.glob("*.pid")):
             try:
-                state = Path(f"/proc/{int(path.read_text().strip())}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                proc = Path(f"/proc/{int(path.read_text().strip())}")
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                ours = path.stem.encode() in (proc / "cmdline").read_bytes()  # not a reused pid
             except (OSError, ValueError, IndexError):
-                state = "gone"
-            if state in ("gone", "Z", "X"):
+                state, ours = "gone", False
+            # stopped (T, t) counts too: a test run killed while it held the controller manager stopped leaves it so
+            if not ours or state in ("Z", "X", "T", "t"):
                 dead.append(path.stem)
         return dead
 

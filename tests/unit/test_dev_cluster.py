@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -66,10 +69,21 @@ def test_a_component_whose_process_is_gone_is_dead(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(cluster, "workdir", tmp_path)
     pids = tmp_path / "clusters" / "x" / "pids"
     pids.mkdir(parents=True)
-    (pids / "etcd.pid").write_text(f"{os.getpid()}\n")  # this test's own process: alive
     (pids / "kube-controller-manager.pid").write_text("999999999\n")  # no such process
     (pids / "kube-scheduler.pid").write_text("not a pid\n")
-    assert cluster.dead_components() == ["kube-controller-manager", "kube-scheduler"]
+    (pids / "etcd.pid").write_text(f"{os.getpid()}\n")  # a live process, but not etcd (a reused pid)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        (pids / "sleep.pid").write_text(f"{sleeper.pid}\n")  # alive and running what its name says
+        assert cluster.dead_components() == ["etcd", "kube-controller-manager", "kube-scheduler"]
+        os.kill(sleeper.pid, signal.SIGSTOP)  # left stopped (a test run killed while it held it stopped)
+        wait_stopped = time.monotonic() + 10
+        while "sleep" not in cluster.dead_components() and time.monotonic() < wait_stopped:
+            time.sleep(0.01)
+        assert cluster.dead_components() == ["etcd", "kube-controller-manager", "kube-scheduler", "sleep"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
     cluster.kubeconfig = tmp_path / "kubeconfig"
     cluster.kubeconfig.write_text("")
     monkeypatch.setattr(cluster, "kubectl", lambda *a, **kw: pytest.fail("a cluster with a dead component was asked"))
