@@ -1,9 +1,12 @@
 """TFLite conversion of recurrent layers. Rolled, the converter refuses an LSTM or GRU with a dynamic batch size,
 and a fused LSTM traced with a static one keeps its state between invocations (a served model would answer from
-the previous request). The optimizer converts them unrolled: stateless, dynamic batch, names kept."""
+the previous request). The optimizer converts them unrolled: stateless, dynamic batch, names kept. A SavedModel
+that tf-keras wrote (keras_metadata.pb) takes the same path; one it cannot load (tf.saved_model.save, model.export)
+is converted as a graph: a tf.while_loop converts stateless, a rolled LSTM is refused, never served stateful."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,3 +59,115 @@ def test_a_sequence_of_unknown_length_is_a_clear_error() -> None:
 
     with pytest.raises(OptimizeError, match=r"must be unrolled .* give the model's Input a fixed sequence length"):
         convert(tfenv.load(), keras_model=_recurrent("LSTM", steps=None))
+
+
+# SavedModel inputs: the same model saved three ways, and a hand-written loop. Each is compared with the
+# SavedModel's own answers for two different requests in a row, the first again, and a batch of 2.
+
+
+def _served_like_the_savedmodel(blob: bytes, directory: Path, x: Any) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from modelship.optimize import tfenv
+
+    fn = tfenv.load().tf.saved_model.load(str(directory)).signatures["serving_default"]
+    (name,) = fn.structured_input_signature[1]
+    (out,) = fn.structured_outputs
+    want = fn(**{name: x[:2]})[out].numpy()
+    runner = Interpreter(model_content=blob).get_signature_runner()
+    assert list(runner.get_input_details()[name]["shape_signature"]) == [-1, *x.shape[1:]]  # dynamic batch
+    first, second, again = (runner(**{name: x[i : i + 1]})[out] for i in (0, 1, 0))
+    np.testing.assert_allclose(np.concatenate([first, second]), want, atol=1e-5)
+    np.testing.assert_array_equal(first, again)  # no state carried from one request to the next
+    np.testing.assert_allclose(runner(**{name: x[:2]})[out], want, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", ["LSTM", "GRU"])
+def test_a_keras_savedmodel_is_loaded_as_keras_and_converted_unrolled(layer: str, tmp_path: Path) -> None:
+    from modelship.optimize import modelio, tfenv
+    from modelship.optimize.variants import State, tflite_of
+
+    directory = tmp_path / "saved"
+    _recurrent(layer, steps=6).save(str(directory))  # tf-keras SavedModel format: keras_metadata.pb
+    loaded = modelio.load_model(modelio.inspect_model(directory))
+    assert loaded.keras is not None and not loaded.ptq_only
+    assert (loaded.signature.input_names, loaded.signature.output_names) == (["sequence"], ["value"])
+    blob = tflite_of(tfenv.load(), loaded, State(keras=loaded.keras))
+    x = np.random.default_rng(1).normal(size=(2, 6, 2)).astype(np.float32)
+    _served_like_the_savedmodel(blob, directory, x)
+
+
+ROLLED = r"rolled recurrent loop over a TensorList, standard_lstm \(in model\S*/lstm\S*\)"
+
+
+@pytest.mark.parametrize(
+    ("how", "batch", "refusal"),
+    [
+        ("tf.saved_model.save", None, ROLLED),
+        ("export", None, ROLLED),
+        ("export", 1, r"keeps state between invocations in UNIDIRECTIONAL_SEQUENCE_LSTM"),
+    ],
+    ids=["saved_model.save", "export", "export-batch-1"],
+)
+def test_a_rolled_lstm_in_a_savedmodel_without_keras_metadata_is_refused(
+    how: str, batch: int | None, refusal: str, tmp_path: Path
+) -> None:
+    """Without keras_metadata.pb tf-keras cannot load it: the converter either fails on the TensorList loop (a
+    dynamic batch) or, with a static batch, fuses the LSTM into an op whose state outlives the request."""
+    from modelship.optimize import modelio, tfenv
+    from modelship.optimize.variants import State, tflite_of
+
+    t = tfenv.load()
+    keras = t.keras
+    keras.utils.set_random_seed(0)
+    inp = keras.layers.Input((6, 2), batch_size=batch, name="sequence")
+    model = keras.Model(inp, keras.layers.Dense(1, name="value")(keras.layers.LSTM(4)(inp)))
+    directory = tmp_path / "saved"
+    if how == "export":
+        model.export(str(directory))
+    else:
+        t.tf.saved_model.save(model, str(directory))
+    loaded = modelio.load_model(modelio.inspect_model(directory))
+    assert loaded.ptq_only
+    with pytest.raises(OptimizeError, match=refusal + r".*refused; save the tf-keras model with model.save\(DIR\)"):
+        tflite_of(t, loaded, State(keras=None))
+
+
+def test_a_while_loop_savedmodel_converts_stateless_with_a_dynamic_batch(tmp_path: Path) -> None:
+    """A tf.Module whose signature runs an LSTM cell in a tf.while_loop over time becomes a TFLite WHILE loop:
+    stateless, dynamic batch, the SavedModel's answers."""
+    from modelship.optimize import modelio, tfenv
+    from modelship.optimize.conversion import stateful_ops
+    from modelship.optimize.variants import State, tflite_of
+
+    t = tfenv.load()
+    tf = t.tf
+    t.keras.utils.set_random_seed(0)
+
+    class Recurrent(tf.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell = t.keras.layers.LSTMCell(4)
+            self.cell.build((None, 2))
+            self.head = tf.Variable(tf.random.normal((4, 1)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 6, 2], tf.float32, name="sequence")])  # type: ignore[misc]
+        def serve(self, sequence: Any) -> dict[str, Any]:
+            steps = tf.transpose(sequence, [1, 0, 2])
+            zeros = tf.zeros((tf.shape(sequence)[0], 4))
+
+            def step(i: Any, h: Any, c: Any) -> tuple[Any, Any, Any]:
+                _, (h, c) = self.cell(steps[i], [h, c])
+                return i + 1, h, c
+
+            _, h, _ = tf.while_loop(lambda i, h, c: i < 6, step, (0, zeros, zeros))
+            return {"value": h @ self.head}
+
+    module = Recurrent()
+    directory = tmp_path / "saved"
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
+    loaded = modelio.load_model(modelio.inspect_model(directory))
+    blob = tflite_of(t, loaded, State(keras=None))
+    assert stateful_ops(blob) == []
+    x = np.random.default_rng(1).normal(size=(2, 6, 2)).astype(np.float32)
+    _served_like_the_savedmodel(blob, directory, x)

@@ -4,6 +4,8 @@ input and output names."""
 
 from __future__ import annotations
 
+import importlib
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +20,14 @@ from .tfenv import TF, quiet_native_stderr
 
 RECURRENT = ("LSTM", "GRU", "SimpleRNN")
 """Keras recurrent layers the TFLite converter cannot take as they are."""
+
+RESOURCE_OPS = frozenset({"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE"})
+"""TFLite ops that keep resource variables from one invocation to the next."""
+
+RECURRENT_ADVICE = (
+    "save the tf-keras model with model.save(DIR) (its keras_metadata.pb lets the optimizer load it as tf-keras "
+    "and convert the recurrent layers unrolled), or export it with unroll=True over a fixed sequence length"
+)
 
 
 def representative(x: Features, n: int) -> Features:
@@ -121,7 +131,9 @@ def convert(
     ``per_tensor``: "dense" quantizes Dense kernels per tensor, "all" every kernel (by default kernels are
     quantized per output channel, which maps one shared cluster value to a different integer in every row).
     ``output_names``: the original model's output names, which the TFLite signature keeps (QAT renames outputs).
-    A tf-keras model's recurrent layers are converted unrolled (see :func:`unrolled`).
+    A tf-keras model's recurrent layers are converted unrolled (see :func:`unrolled`). A SavedModel is converted as
+    a graph: a rolled recurrent loop the converter cannot lower, or a result that keeps state between invocations
+    (:func:`stateful_ops`), is refused with what to do instead.
     """
     tf = t.tf
     what = mode.value if mode is not None else "float32"
@@ -137,9 +149,54 @@ def convert(
     else:
         raise ValueError("convert needs a model")
     try:
-        return _run(tf, c, mode, params, calibration, per_tensor)
+        blob = _run(tf, c, mode, params, calibration, per_tensor)
     except Exception as exc:
-        raise OptimizeError(f"TFLite conversion ({what}) failed: {first_line(exc)}") from None
+        reason = _tensor_list_loop(str(exc)) or first_line(exc)
+        raise OptimizeError(f"TFLite conversion ({what}) failed: {reason}") from None
+    if stateful := stateful_ops(blob):
+        raise OptimizeError(
+            f"TFLite conversion ({what}): the converted model keeps state between invocations in "
+            f"{', '.join(stateful)} (a fused recurrent op traced with a static batch size, or resource variables), so "
+            f"a served model would answer each request from the previous one's state: refused; {RECURRENT_ADVICE}"
+        )
+    return blob
+
+
+def _tensor_list_loop(message: str) -> str | None:
+    """A readable account of the converter's failure on a rolled recurrent loop (a TensorList the converter can
+    lower only with a static batch size), naming the function and layer; None for any other failure."""
+    if "TensorList" not in message:
+        return None
+    function = re.search(r"__inference_(\w+?)_\d+", message)
+    layer = re.search(r'"([\w./-]+)/PartitionedCall@', message)
+    where = function.group(1) if function else "a while loop"
+    if layer:
+        where += f" (in {layer.group(1)})"
+    return (
+        f"the serving function runs a rolled recurrent loop over a TensorList, {where}, which the TFLite converter "
+        "takes only with a static batch size, and then as a fused op that keeps its state between requests: "
+        f"refused; {RECURRENT_ADVICE}"
+    )
+
+
+def stateful_ops(blob: bytes) -> list[str]:
+    """The ops of a TFLite flatbuffer that carry state from one invocation to the next: those that read or write a
+    variable tensor (the state inputs of a fused UNIDIRECTIONAL_SEQUENCE_LSTM) and resource-variable ops."""
+    schema: Any = importlib.import_module("tensorflow.lite.python.schema_py_generated")
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAs(blob, 0)  # read in place: the weight buffers are never copied
+    found: set[str] = set()
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        variable = {i for i in range(graph.TensorsLength()) if graph.Tensors(i).IsVariable()}
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+            inputs = {int(op.Inputs(i)) for i in range(op.InputsLength())}
+            if name in RESOURCE_OPS or inputs & variable:
+                found.add(name)
+    return sorted(found)
 
 
 def _run(
