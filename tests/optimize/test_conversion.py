@@ -171,3 +171,37 @@ def test_a_while_loop_savedmodel_converts_stateless_with_a_dynamic_batch(tmp_pat
     assert stateful_ops(blob) == []
     x = np.random.default_rng(1).normal(size=(2, 6, 2)).astype(np.float32)
     _served_like_the_savedmodel(blob, directory, x)
+
+
+def test_a_savedmodel_that_assigns_a_variable_per_call_is_refused(tmp_path: Path) -> None:
+    """A signature that changes a variable on each call (a counter) converts to ASSIGN_VARIABLE: every request would
+    see the previous ones' changes, so it is refused; a variable it only reads is frozen and converts."""
+    from modelship.optimize import modelio, tfenv
+    from modelship.optimize.conversion import stateful_ops
+    from modelship.optimize.variants import State, tflite_of
+
+    t = tfenv.load()
+    tf = t.tf
+
+    class Counting(tf.Module):  # type: ignore[misc,name-defined]
+        def __init__(self, assign: bool) -> None:
+            super().__init__()
+            self.assign = assign
+            self.count = tf.Variable(1.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])  # type: ignore[misc]
+        def serve(self, x: Any) -> dict[str, Any]:
+            if self.assign:
+                self.count.assign_add(1.0)
+            return {"y": x * self.count}
+
+    for assign in (True, False):
+        module = Counting(assign)
+        directory = tmp_path / f"saved-{assign}"
+        tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
+        loaded = modelio.load_model(modelio.inspect_model(directory))
+        if assign:
+            with pytest.raises(OptimizeError, match=r"keeps state between invocations in ASSIGN_VARIABLE"):
+                tflite_of(t, loaded, State(keras=None))
+        else:
+            assert stateful_ops(tflite_of(t, loaded, State(keras=None))) == []

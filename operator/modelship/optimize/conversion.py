@@ -21,8 +21,9 @@ from .tfenv import TF, quiet_native_stderr
 RECURRENT = ("LSTM", "GRU", "SimpleRNN")
 """Keras recurrent layers the TFLite converter cannot take as they are."""
 
-RESOURCE_OPS = frozenset({"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE"})
-"""TFLite ops that keep resource variables from one invocation to the next."""
+RESOURCE_OPS = frozenset({"ASSIGN_VARIABLE"})
+"""TFLite ops that change a resource variable, which the next invocation reads (a variable only read, as a table
+initialized once by CALL_ONCE, carries nothing from one request to the next)."""
 
 RECURRENT_ADVICE = (
     "save the tf-keras model with model.save(DIR) (its keras_metadata.pb lets the optimizer load it as tf-keras "
@@ -181,7 +182,8 @@ def _tensor_list_loop(message: str) -> str | None:
 
 def stateful_ops(blob: bytes) -> list[str]:
     """The ops of a TFLite flatbuffer that carry state from one invocation to the next: those that read or write a
-    variable tensor (the state inputs of a fused UNIDIRECTIONAL_SEQUENCE_LSTM) and resource-variable ops."""
+    variable tensor (the state inputs of a fused UNIDIRECTIONAL_SEQUENCE_LSTM) and those that assign a resource
+    variable."""
     schema: Any = importlib.import_module("tensorflow.lite.python.schema_py_generated")
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     model = schema.Model.GetRootAs(blob, 0)  # read in place: the weight buffers are never copied
