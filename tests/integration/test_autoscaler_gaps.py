@@ -126,7 +126,7 @@ def test_fewer_than_min_replicas_past_the_deadline_is_a_stalled_rollout(k: Clust
         s = k.wait_md(lambda o: (condition(o, "Stalled") or {}).get("status") == "True", what="Stalled", timeout=90)
         deployed = condition(s, "Deployed")
         assert (deployed["status"], deployed["reason"]) == ("False", "RolloutStalled"), deployed
-        assert deployed["message"].startswith(f"1/2 replicas of {rev} available (minReplicas 2) for more than 30s "
+        assert deployed["message"].startswith(f"fewer than minReplicas 2 replicas of {rev} available for more than 30s "
                                               "(progressDeadlineSeconds 30): "), deployed  # fmt: skip
         assert condition(s, "Ready")["reason"] == "RolloutStalled" and s["status"]["lastFailure"]["stage"] == "Deploy"
         # the controller's own record says nothing is wrong: the path its ProgressDeadlineExceeded takes is not it

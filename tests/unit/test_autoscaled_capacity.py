@@ -230,9 +230,9 @@ def test_below_min_replicas_past_the_deadline_is_a_stalled_rollout() -> None:
     """A revision that served at minReplicas loses a pod that cannot come back (no node, a quota), or a first
     rollout the controller completed at 1 replica before the HPA raised it to minReplicas: the controller keeps
     NewReplicaSetAvailable and runs no deadline on the count, so the operator's own does, from the Deployment's
-    Available condition turning False."""
-    for md in (was(**{"serving": {**HPA, "rollout": {"progressDeadlineSeconds": 30}}}),
-               was(deployed=False, **{"serving": {**HPA, "rollout": {"progressDeadlineSeconds": 30}}})):  # fmt: skip
+    Available condition turning False (the previous status's Deployed condition False since long before)."""
+    for md in (was(deployed=False, **{"serving": {**HPA, "rollout": {"progressDeadlineSeconds": 30}}}),
+               stalled_since(3600, Reason.ROLLOUT_STALLED)):  # fmt: skip
         early = outcome(md, below(10), 1)
         assert conditions(early.effects)[ConditionType.DEPLOYED] == (
             False, Reason.ROLLING_OUT, f"1/2 replicas of {REV} available")  # fmt: skip
@@ -240,7 +240,7 @@ def test_below_min_replicas_past_the_deadline_is_a_stalled_rollout() -> None:
         late = outcome(md, below(31), 1)
         status, reason, message = conditions(late.effects)[ConditionType.DEPLOYED]
         assert (status, reason) == (False, Reason.ROLLOUT_STALLED)
-        assert message == (f"1/2 replicas of {REV} available (minReplicas 2) for more than 30s "
+        assert message == (f"fewer than minReplicas 2 replicas of {REV} available for more than 30s "
                            "(progressDeadlineSeconds 30): its new pods do not come up (unschedulable, over a "
                            "ResourceQuota, crash-looping or not pulled: the pods' events and the ReplicaSet's "
                            "conditions tell which), and the Deployment controller sets no deadline on a count the "
@@ -256,6 +256,44 @@ def test_below_min_replicas_past_the_deadline_is_a_stalled_rollout() -> None:
     assert conditions(quota.effects)[ConditionType.DEPLOYED][1] == Reason.ROLLOUT_STALLED
     # pods that come up end it: Deployed again (the stall was the Deployment's Available condition, now True)
     assert conditions(outcome(first, scaled(2, 2), 2).effects)[ConditionType.DEPLOYED][:2] == (True, Reason.AVAILABLE)
+
+
+def stalled_since(seconds: float, reason: Reason = Reason.ROLLING_OUT) -> Any:
+    """REV under the HPA (progressDeadlineSeconds 30) whose last status said Deployed False (``reason``) since
+    ``seconds`` before NOW."""
+    status = was(deployed=False).status.wire()
+    (deployed,) = status["conditions"]
+    deployed |= {"reason": reason.value, "lastTransitionTime": rfc3339(NOW - timedelta(seconds=seconds))}
+    return make_md(status=status, serving={**HPA, "rollout": {"progressDeadlineSeconds": 30}})
+
+
+def test_the_below_floor_clock_starts_no_earlier_than_the_revision_dropped() -> None:
+    """With maxUnavailable 0 the Deployment's Available condition turned False at a short scale-up long ago (Ready
+    stayed True, Capacity ScalingUp) and kept its lastTransitionTime: a drop below minReplicas now (a node drained)
+    is not stalled at once. Deployed True at the last look: the drop is now, look again at the deadline; Deployed
+    False since (RollingOut, RolloutStalled): the later of the two stamps, from objects (a restart keeps it)."""
+    served = was(**{"serving": {**HPA, "rollout": {"progressDeadlineSeconds": 30}}})  # Deployed True
+    now = outcome(served, below(900), 1)
+    assert conditions(now.effects)[ConditionType.DEPLOYED] == (False, Reason.ROLLING_OUT, f"1/2 replicas of {REV} "
+                                                                "available")  # fmt: skip
+    assert now.effects.requeue_after == 31 and now.effects.failure is None
+    # the next look: Deployed False RollingOut since the drop (10 s ago): 20 s to go, then stalled
+    assert outcome(stalled_since(10), below(900), 1).effects.requeue_after == 21
+    late = conditions(outcome(stalled_since(31), below(900), 1).effects)[ConditionType.DEPLOYED]
+    assert late[:2] == (False, Reason.ROLLOUT_STALLED)
+    # ... and stays stalled (RolloutStalled since then); the Deployment's stamp the later one counts too
+    assert conditions(outcome(stalled_since(900, Reason.ROLLOUT_STALLED), below(31), 1).effects)[
+        ConditionType.DEPLOYED][1] == Reason.ROLLOUT_STALLED  # fmt: skip
+    assert outcome(stalled_since(900), below(10), 1).effects.requeue_after == 21
+
+
+def test_the_below_floor_stall_message_does_not_follow_the_live_count() -> None:
+    """Crash-looping pods flap 0 -> 1 -> 0 available: the stall's message (Deployed, lastFailure) stays the same,
+    so no status write, lastFailure time or Warning Event at each flap."""
+    md = stalled_since(900, Reason.ROLLOUT_STALLED)
+    messages = {conditions(outcome(md, scaled(2, n, unavailable_since=rfc3339(NOW - timedelta(seconds=900))), n)
+                           .effects)[ConditionType.DEPLOYED][2] for n in (0, 1)}  # fmt: skip
+    assert len(messages) == 1 and next(iter(messages)).startswith(f"fewer than minReplicas 2 replicas of {REV} ")
 
 
 def test_below_min_replicas_is_not_judged_where_the_controller_s_deadline_holds_or_it_cannot_tell() -> None:

@@ -244,14 +244,34 @@ class BelowFloor:
     requeue_after: float | None = None
 
 
+def below_floor_for(prev: ModelDeploymentStatus, dep: DeploymentObservation, now: datetime) -> float:
+    """Seconds a revision has been below minReplicas: since the Deployment's Available condition turned False,
+    yet no earlier than the previous status's Deployed condition says the revision dropped. Available keeps its
+    lastTransitionTime through every short scale-up (False at any with maxUnavailable 0, while Deployed stays
+    True), so it alone would count a drop below the floor from a scale-up long before: Deployed True at the last
+    look, the drop is now; Deployed not True (RollingOut, RolloutStalled, ...), the later of the two stamps. Both
+    live in objects, so an operator restart does not reset the clock."""
+    was = prev.condition(ConditionType.DEPLOYED)
+    if was is not None and was.status == "True":
+        return 0.0
+    stamps = [dep.unavailable_since, was.last_transition_time if was is not None else None]
+    return max(0.0, min(seconds_since(s, now) for s in stamps if s))
+
+
 def below_floor(
-    md: ModelDeployment, dep: DeploymentObservation | None, desired: dict[str, Any], rev: str, now: datetime
+    md: ModelDeployment,
+    prev: ModelDeploymentStatus,
+    dep: DeploymentObservation | None,
+    desired: dict[str, Any],
+    rev: str,
+    now: datetime,
 ) -> BelowFloor | None:
     """Fewer than minReplicas of ``rev`` available under an HPA, with ``rev``'s template rolled out by the
     Deployment controller's word (NewReplicaSetAvailable, which it keeps while only the count moves: it runs no
     progress deadline on a pure scale, so the HPA's raise to minReplicas, or a pod lost since, that never comes up
-    is not flagged by it). The clock is the Deployment's own: its Available condition False since (with the default
-    maxUnavailable 0, as soon as fewer than spec.replicas are available); past the rollout's progressDeadlineSeconds
+    is not flagged by it). The clock (below_floor_for) is the Deployment's own, its Available condition False since
+    (with the default maxUnavailable 0, as soon as fewer than spec.replicas are available), started no earlier than
+    the previous status's Deployed condition says the revision dropped; past the rollout's progressDeadlineSeconds
     it is a stalled rollout, as the controller's ProgressDeadlineExceeded would be. None when the controller runs
     the rollout (its deadline holds), it has not observed the last change, or it does not count the Deployment
     unavailable."""
@@ -261,12 +281,13 @@ def below_floor(
     if dep.observed_generation < dep.generation or not template_rolled_out(dep, desired, rev):
         return None
     deadline = md.spec.serving.rollout.progress_deadline_seconds
-    seconds = seconds_since(dep.unavailable_since, now)
+    seconds = below_floor_for(prev, dep, now)
     if seconds < deadline:
         return BelowFloor(requeue_after=deadline - seconds + 1)
-    # the deadline, not the time so far: the message stays the same from one pass to the next
+    # the deadline, not the time so far, and no live count (crash-looping pods flap it): the message stays the same
+    # from one pass to the next, so no status write, lastFailure or Event of its own (Capacity/Ready carry counts)
     return BelowFloor(
-        f"{dep.available_replicas}/{floor} replicas of {rev} available (minReplicas {floor}) for more than "
+        f"fewer than minReplicas {floor} replicas of {rev} available for more than "
         f"{duration(deadline)} (progressDeadlineSeconds {deadline}): its new pods do not come up (unschedulable, "
         "over a ResourceQuota, crash-looping or not pulled: the pods' events and the ReplicaSet's conditions tell "
         "which), and the Deployment controller sets no deadline on a count the autoscaler moves"
@@ -459,7 +480,7 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
         return still(
             False, Reason.ROLLOUT_STALLED, message, failure=Failure(StageName.DEPLOY, Reason.ROLLOUT_STALLED, message)
         )
-    low = below_floor(ctx.md, dep, sp.deployment, rev, ctx.now)
+    low = below_floor(ctx.md, ctx.prev, dep, sp.deployment, rev, ctx.now)
     if low is not None and low.stalled is not None:
         failure = Failure(StageName.DEPLOY, Reason.ROLLOUT_STALLED, low.stalled)
         return still(False, Reason.ROLLOUT_STALLED, low.stalled, failure=failure)
