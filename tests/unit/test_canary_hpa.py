@@ -204,6 +204,23 @@ def test_a_running_phase_without_recorded_templates_takes_them_from_an_observed_
     assert rollout(again(p3, obs, 30, deployment=behind))["phaseStartedAt"] == "2026-11-26T12:00:00Z"
 
 
+def test_an_older_crd_that_prunes_phase_templates_trusts_a_lagging_status_on_the_generation() -> None:
+    """An installed CRD older than the operator drops phaseTemplates from every status write (Helm never upgrades
+    crds/): they are never there to compare, so the generation alone decides, as before the field; else every
+    scale of the HPA the controller has not observed yet restarted the phase's clock and it never ended."""
+    _rev, obs, p2 = in_shadow()
+    digest = stable_template(p2)
+    pruned = {**p2.status, "rollout": {k: v for k, v in rollout(p2).items() if k != "phaseTemplates"}}
+    behind = hpa_scaled(OLD, 4, 2, generation=3, observed_generation=2, template=digest)
+    older_crd = Observed(**{**obs.__dict__, "deployment": behind,
+                            "pruned_status": frozenset({"status.rollout.phaseTemplates"})})  # fmt: skip
+    p3 = plan(md_auto(pruned), older_crd, CONFIG, NOW + timedelta(seconds=30))
+    assert rollout(p3)["phaseStartedAt"] == "2026-11-26T12:00:00Z", rollout(p3)["message"]
+    # the generation still decides: a status written for another generation is not trusted
+    stale = plan(md_auto({**pruned, "observedGeneration": 1}), older_crd, CONFIG, NOW + timedelta(seconds=30))
+    assert "phaseStartedAt" not in rollout(stale)
+
+
 def in_step() -> tuple[str, Observed, Plan]:
     """Canary step 1 (50%) with its clock running, the HPA's stable Deployment at 4, the candidate at 4."""
     rev, obs, p2 = in_shadow()
@@ -323,3 +340,35 @@ def test_the_served_weight_is_the_routed_share_and_the_step_goes_on_below_it() -
     p6 = again(p5, obs, 80, **{**up, "canary": candidate(rev, 6, True), "endpoints": routed((OLD, 6), (rev, 6))})
     assert (rollout(p6)["servedWeight"], rollout(p6)["message"]) == (50, "canary step 1 held 18/30s")
 
+
+
+def test_below_its_share_compares_with_the_weight_the_same_write_sets() -> None:
+    """A 20% step: the HPA raises the stable count from 4 to 6 (4 of them up), the candidate is asked for 2 (25% of
+    the pods behind the Service), its one pod serves 20%: below the 25% the same write sets as weight, not the 20%
+    of the look before."""
+    step20 = {**CANARY, "canary": {**CANARY["canary"], "steps": [{"weight": 20, "pauseSeconds": 30}]}}
+
+    def look(status: dict[str, Any], obs: Observed, seconds: float, **changes: Any) -> Plan:
+        md = make_md(build=False, serving={"replicas": 2, "rollout": step20, "autoscaling": AUTO}, status=status)
+        return plan(md, Observed(**{**obs.__dict__, **changes}), CONFIG, NOW + timedelta(seconds=seconds))
+
+    _md, rev, jobs = new_revision()
+    stable = deployment(OLD, CONFIG.images.serving, pod_template=pod_template(OLD))
+    p1 = look({"servingRevision": OLD}, Observed(jobs=jobs, deployment=stable), 0)
+    obs = Observed(jobs=jobs, deployment=stable, canary=candidate(rev, 1, False), canary_service_ip=IP,
+                   canary_endpoints=routed((rev, 1), service="digits-canary"), endpoints=routed((OLD, 2)),
+                   samples=samples(n=10))  # fmt: skip
+    p2 = look(p1.status, obs, 0)
+    at4 = {"deployment": hpa_scaled(OLD, 4, 4), "endpoints": routed((OLD, 4)), "samples": samples()}
+    p3 = look(p2.status, obs, 61, **at4)
+    assert rollout(p3)["phase"] == "Canary"
+    live = {**at4, "canary": candidate(rev, 1, True), "endpoints": routed((OLD, 4), (rev, 1))}
+    p4 = look(p3.status, obs, 62, **live)
+    r = rollout(p4)
+    assert (r["phaseStartedAt"], r["weight"], r["servedWeight"]) == ("2026-11-26T12:01:02Z", 20, 20)
+    assert "below" not in r["message"]
+    p5 = look(p4.status, obs, 70, **{**live, "deployment": hpa_scaled(OLD, 6, 4)})
+    r = rollout(p5)
+    assert by_name(p5, "Deployment", "digits-canary")["spec"]["replicas"] == 2
+    assert (r["phaseStartedAt"], r["weight"], r["servedWeight"]) == ("2026-11-26T12:01:02Z", 25, 20), r
+    assert r["message"].endswith("below the step's 25%"), r["message"]

@@ -67,7 +67,7 @@ from .deploy import (
     serving,
     wanted_replicas,
 )
-from .memory import SERVING_REVISION, lost, rollout_lost, rollout_unknown
+from .memory import PHASE_TEMPLATES, SERVING_REVISION, lost, rollout_lost, rollout_unknown
 
 ANALYSIS_INTERVAL_SECONDS = 5.0
 """How often a rollout in progress reads the pods' figures again."""
@@ -301,21 +301,26 @@ def live_templates(observed: Observed) -> PhaseTemplates | None:
     return PhaseTemplates(stable=stable.pod_template, candidate=cand.pod_template)
 
 
-def lag_trusted(state: RolloutStatus, observed: Observed, prev_generation: int | None, generation: int | None) -> bool:
+def lag_trusted(
+    state: RolloutStatus,
+    observed: Observed,
+    prev_generation: int | None,
+    generation: int | None,
+    templates_pruned: bool = False,
+) -> bool:
     """A Deployment status its controller has not caught up with (observedGeneration behind) is trusted in a phase
     (it can only be behind a count the HPA wrote) when the phase's clock runs (its pods were judged serving on a
     status the controller had observed), the last status was written for the ModelDeployment's generation (no
     spec change, no failed status write after an apply of the operator's), and both Deployments still run the pod
     templates read when the clock started (``phaseTemplates``). The last one because a template can change while
     the ModelDeployment's generation does not: a ``kubectl rollout restart`` (an annotation on the template), an
-    edit of the Deployment, an operator upgrade that renders the template anew."""
-    return (
-        state.phase_started_at is not None
-        and generation is not None
-        and prev_generation == generation
-        and state.phase_templates is not None
-        and state.phase_templates == live_templates(observed)
-    )
+    edit of the Deployment, an operator upgrade that renders the template anew. ``templates_pruned``: the installed
+    CRD drops ``phaseTemplates`` (an older one: Helm does not upgrade CRDs), so they are never there to compare:
+    the generation alone decides, as before the field (the Warning Event about the older CRD names it), where
+    requiring them would restart the phase's clock at nearly every scale of an HPA."""
+    if state.phase_started_at is None or generation is None or prev_generation != generation:
+        return False
+    return templates_pruned or (state.phase_templates is not None and state.phase_templates == live_templates(observed))
 
 
 def with_phase_templates(prev: RolloutStatus, new: RolloutStatus, observed: Observed) -> RolloutStatus:
@@ -399,7 +404,8 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
         available = promoted_pods_serve(md, observed, promoted_plan.deployment, rev, n)
     else:
         was = mirror_offer(md, ip, state.mirror_percent, rev) if ip and state.mirror_percent > 0 else None
-        settled = lag_trusted(state, observed, ctx.prev.observed_generation, md.metadata.generation)
+        pruned = lost(PHASE_TEMPLATES, observed.pruned_status)
+        settled = lag_trusted(state, observed, ctx.prev.observed_generation, md.metadata.generation, pruned)
         pods = PhasePods(
             stable=stable,
             stable_manifest=stable_plan.deployment,  # its pods read the offer
@@ -425,9 +431,10 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
     elif weight is None:
         weight = effective_weight(n, replicas) if live else 0
     ignored = ignored_overrides(md.metadata.annotations, rev)
+    new = new.model_copy(update={"weight": weight})  # the share this write asks for is what "below" compares with
     served = served_weight(canary, new, observed, stable)
     below = below_share(canary, new, observed, stable, served)
-    new = new.model_copy(update={"weight": weight, "served_weight": served, "ignored_overrides": ignored or None,
+    new = new.model_copy(update={"served_weight": served, "ignored_overrides": ignored or None,
                                  "message": new.message + below})  # fmt: skip
     # the candidate offers the stable pods to be mirrored to (through its Service, once it has an address)
     offer = mirror_offer(md, ip, new.mirror_percent, rev) if ip and new.mirror_percent > 0 else None
