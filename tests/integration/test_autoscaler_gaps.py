@@ -147,6 +147,44 @@ def test_fewer_than_min_replicas_past_the_deadline_is_a_stalled_rollout(k: Clust
     assert condition(s, "Stalled")["status"] == "False"
 
 
+def test_a_pod_lost_after_a_long_scale_up_has_the_whole_deadline_from_the_drop(k: Cluster) -> None:
+    """With maxUnavailable 0 the Deployment's Available condition turned False when the scale-up began (Ready stayed
+    True at minReplicas) and keeps that time; a serving pod lost long after (a node drained) drops the revision below
+    minReplicas: RollingOut for the rollout's progressDeadlineSeconds from the drop, then Stalled, not Stalled at
+    once on the Available condition's old time."""
+    k.apply(md_doc(podAnnotations=NO_IP, autoscaling=AUTO, rollout={"progressDeadlineSeconds": 30}))
+    rev = _serving_at(k, 2)
+    try:
+        _cordon(k, True)
+        _scale(k, 4)  # the HPA asks for 4: the two new pods cannot be scheduled
+        k.wait_md(lambda o: (condition(o, "Capacity") or {}).get("reason") == "ScaleUpStalled",
+                  what="the scale-up stalled (Available False for more than 30 s)", timeout=90)  # fmt: skip
+        dep = k.apps.read_namespaced_deployment("digits", k.ns)
+        available = next(c for c in dep.status.conditions if c.type == "Available")
+        assert available.status == "False", available
+        # a drain takes one of the two serving pods; its replacement cannot be scheduled either
+        victim = sorted(name for name, p in _pods(k).items() if p.status.phase == "Running")[0]
+        k.core.delete_namespaced_pod(victim, k.ns, grace_period_seconds=0)
+        s = k.wait_md(lambda o: (condition(o, "Deployed") or {}).get("reason") in ("RollingOut", "RolloutStalled"),
+                      what="below minReplicas", timeout=60)  # fmt: skip
+        deployed = condition(s, "Deployed")
+        assert (deployed["status"], deployed["reason"]) == ("False", "RollingOut"), deployed
+        assert condition(s, "Stalled")["status"] == "False" and condition(s, "Ready")["status"] == "False"
+        # the whole deadline from the drop, told by the operator's own timer
+        s = k.wait_md(lambda o: (condition(o, "Stalled") or {}).get("status") == "True", what="Stalled", timeout=90)
+        stalled = condition(s, "Deployed")
+        assert stalled["reason"] == "RolloutStalled" and stalled["lastTransitionTime"] == deployed["lastTransitionTime"]
+        assert stalled["message"].startswith(f"fewer than minReplicas 2 replicas of {rev} available for more than "
+                                             "30s (progressDeadlineSeconds 30): "), stalled  # fmt: skip
+    finally:
+        _cordon(k, False)
+    wait_for(lambda: len([p for p in _pods(k).values() if p.status.phase == "Running"]) == 4 or None,
+             timeout=120, description="4 running serving pods")  # fmt: skip
+    _address_all(k, 30)
+    s = _ready_at(k, 4, timeout=60)
+    assert condition(s, "Stalled")["status"] == "False"
+
+
 class ReplicaRecorder:
     """Every spec.replicas of the serving Deployment a watch delivers, in order."""
 
