@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from kubernetes import client
 
 from modelship_dev import cluster as devcluster
 from tests.chart.gitops import EXPECTED, SAMPLES, argocd_health, kstatus, sample_of
-from tests.integration.cluster import ClusterInfo, condition, wait_for
+from tests.integration.cluster import CRD_DIR, ClusterInfo, apply_manifest, condition, install_crds, wait_for
 from tests.integration.operator_harness import OperatorProcess, running_operator
 from tests.integration.rollout import NEW_IMAGE, shadow_a_new_revision
 from tests.integration.test_operator import (
@@ -33,6 +34,7 @@ from tests.integration.test_operator import (
     Cluster,
     md_doc,
 )
+from tests.support import skew as older
 from tests.support.servers import loopback_http
 
 CANARY = {
@@ -545,3 +547,45 @@ def test_a_rollout_restart_mid_phase_is_not_taken_for_the_rolled_out_template(
     assert rollout["phase"] == "Shadow" and rollout["phaseStartedAt"] > started, rollout
     assert rollout["phaseTemplates"]["stable"] != templates["stable"]
     assert rollout["phaseTemplates"]["candidate"] == templates["candidate"]
+
+
+def _ok_reconciles(op: OperatorProcess) -> float:
+    found = re.search(r'^modelship_reconciles_total\{result="ok"\} (\S+)$', op.metrics(), re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_an_older_crd_that_prunes_phase_templates_keeps_the_phase_clock_through_an_hpa_scale(
+    k: Cluster, metrics: FakeMetrics, cluster: ClusterInfo, api_client: client.ApiClient, operator: OperatorProcess
+) -> None:
+    """An installed CRD older than the operator drops status.rollout.phaseTemplates (Helm never upgrades crds/):
+    an HPA scale the Deployment controller has not observed yet is trusted on the ModelDeployment's generation, as
+    before the field, and the phase's clock goes on (requiring the templates, never there, restarted it at nearly
+    every scale, and the phase never ended). Last in the module: the operator's memory of the pruned field goes
+    with it; the current CRD is applied again when it ends."""
+    apply_manifest(api_client, older.older_crd(status=(("rollout", "phaseTemplates"),), spec=()), force=True)
+    try:
+        doc = md_doc(rollout=CANARY, autoscaling=AUTO)
+        k.apply(doc)
+        old = k.wait_condition("Ready", "True", timeout=120)["status"]["revision"]
+        new = shadow_a_new_revision(k, doc)["status"]["revision"]
+        with metrics.lock:  # no requests: the shadow cannot pass while this test runs
+            metrics.stable, metrics.candidate = old, new
+        s = k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+        started = s["status"]["rollout"]["phaseStartedAt"]
+        # the operator found the field pruned from its writes (its Warning Event names it)
+        wait_for(lambda: [e for e in _events(k) if e.reason == "CRDOlderThanOperator"
+                          and "status.rollout.phaseTemplates" in e.message] or None,
+                 timeout=60, description="the Event naming the pruned phaseTemplates")  # fmt: skip
+        assert "phaseTemplates" not in k.md()["status"]["rollout"]
+        with _controller_manager_paused(cluster):
+            before = _ok_reconciles(operator)
+            _hpa_scale(k, 4)
+            # looks of the operator after the scale (its watch event, the phase's requeue) at a lagging status
+            wait_for(lambda: _ok_reconciles(operator) >= before + 3 or None, timeout=45,
+                     description="three reconciles after the scale")  # fmt: skip
+            lagging = _deployment(k, "digits")
+            assert lagging.status.observed_generation < lagging.metadata.generation  # the controller never saw it
+            rollout = k.md()["status"]["rollout"]
+        assert (rollout["phase"], rollout.get("phaseStartedAt")) == ("Shadow", started), rollout
+    finally:
+        install_crds(api_client, CRD_DIR)
