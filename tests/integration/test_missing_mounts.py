@@ -27,8 +27,14 @@ def secret_volumes(job: Any) -> set[str]:
 
 
 def warnings(tenant: Cluster, reason: str) -> list[Any]:
-    events = tenant.core.list_namespaced_event(tenant.ns, field_selector="involvedObject.name=digits").items
-    return [e for e in events if e.reason == reason and e.type == "Warning"]
+    """The Warning Events of ``reason`` on the ModelDeployment, once there is one (the operator posts Events off the
+    reconcile: waited for, not read at once)."""
+
+    def listed() -> list[Any]:
+        events = tenant.core.list_namespaced_event(tenant.ns, field_selector="involvedObject.name=digits").items
+        return [e for e in events if e.reason == reason and e.type == "Warning"]
+
+    return wait_for(listed, timeout=30, description=f"a Warning Event {reason}")
 
 
 def config_map_volumes(job: Any) -> set[str]:

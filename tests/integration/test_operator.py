@@ -170,9 +170,14 @@ def test_pipeline_to_ready_with_status_at_each_stage(k: Cluster, operator: Opera
     # printer columns and the scale subresource's selector
     assert st["selector"].startswith("app.kubernetes.io/name=modelship-server")
     # Events tell the story
-    events = k.core.list_namespaced_event(k.ns, field_selector="involvedObject.kind=ModelDeployment").items
-    reasons = {e.reason for e in events}
-    assert {"OptimizedOptimized", "ImageBuiltPushed", "ReadyAvailable"} <= reasons, reasons
+    wanted, reasons = {"OptimizedOptimized", "ImageBuiltPushed", "ReadyAvailable"}, set()
+
+    def told() -> bool:  # the operator posts Events off the reconcile: ReadyAvailable may follow Ready a moment later
+        events = k.core.list_namespaced_event(k.ns, field_selector="involvedObject.kind=ModelDeployment").items
+        reasons.update(e.reason for e in events)
+        return wanted <= reasons
+
+    wait_for(told, timeout=30, description=f"the Events {sorted(wanted)}")
     # the operator never writes spec nor leaves kopf state on the object
     managers = {
         m["manager"] for m in s["metadata"].get("managedFields", []) if "f:spec" in json.dumps(m.get("fieldsV1"))

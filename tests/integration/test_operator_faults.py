@@ -44,9 +44,14 @@ def test_builder_error_ends_stalled_with_the_error_in_status_and_an_event(
     assert st["lastFailure"]["stage"] == "Reconcile" and ERROR in st["lastFailure"]["message"]
     assert condition(s, "Optimized") is not None  # the stage conditions the last good reconcile wrote stay
     assert k.jobs("build") == []  # nothing half-made
-    events = k.core.list_namespaced_event(k.ns, field_selector="involvedObject.name=digits").items
-    warning = [e for e in events if e.reason == "ReadyReconcileError"]
-    assert warning and warning[0].type == "Warning" and ERROR in warning[0].message
+
+    def warning() -> list[client.CoreV1Event]:
+        events = k.core.list_namespaced_event(k.ns, field_selector="involvedObject.name=digits").items
+        return [e for e in events if e.reason == "ReadyReconcileError"]
+
+    # the operator posts Events off the reconcile: waited for, not read at once (a CI run read none yet)
+    (event,) = wait_for(warning, timeout=30, description="the ReadyReconcileError Event")
+    assert event.type == "Warning" and ERROR in event.message
     # logged with the object's name, counted
     assert f"{k.ns}/digits" in faulty_operator.log() and ERROR in faulty_operator.log()
     assert 'modelship_reconcile_errors_total{error="ValueError"}' in faulty_operator.metrics()
