@@ -164,6 +164,8 @@ def test_a_deleted_namespace_gets_no_storm_of_refused_creates(
         assert refused <= WORKERS, f"{refused:.0f} reconciles refused in the terminating namespace"
         assert counter(op, "error") == 0  # none retried with backoff for it
         assert not apps.list_namespaced_deployment(ns).items  # nothing came back
+        # the hold is logged just after the refusal is counted: waited for, not read at once
+        wait_for(lambda: f"namespace {ns} is being terminated" in op.log(), timeout=30, description="the hold's line")
         lines = [ln for ln in op.log().splitlines() if f"namespace {ns} is being terminated" in ln]
         assert len(lines) == 1 and "INFO" in lines[0], lines  # once per namespace, not per object
         assert "could not post event" not in op.log()  # nor a warning per refused Event

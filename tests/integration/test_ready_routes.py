@@ -170,6 +170,10 @@ def test_ready_holds_while_the_autoscaler_scales_a_healthy_revision(k: Cluster) 
     s = _ready_at(k, 2)
     rev = s["status"]["revision"]
     since = condition(s, "Ready")["lastTransitionTime"]
+    # the operator posts its Events in order, off the reconcile: once ReadyAvailable is listed, the first rollout's
+    # RollingOut Events are too, and `before` holds them all
+    wait_for(lambda: [e for e in k.core.list_namespaced_event(k.ns, field_selector="involvedObject.name=digits").items
+                      if e.reason == "ReadyAvailable"], timeout=30, description="the ReadyAvailable Event")  # fmt: skip
     before = _flaps(k)
     rec = ReadyRecorder(k)
 
