@@ -493,6 +493,18 @@ def test_an_hpa_scaling_the_stable_pods_mid_phase_keeps_the_phase_clock_and_prom
     k.wait_md(lambda o: _deployment(k, "digits-canary").spec.replicas == 0, what="the candidate's Deployment at 0")
 
 
+def _shadowing_under_an_hpa(k: Cluster, metrics: FakeMetrics) -> dict[str, Any]:
+    """A Canary ModelDeployment under an HPA, Ready, then shadowing a new revision with the shadow's clock running
+    (no requests: the shadow cannot pass while the test runs); its object."""
+    doc = md_doc(rollout=CANARY, autoscaling=AUTO)
+    k.apply(doc)
+    old = k.wait_condition("Ready", "True", timeout=120)["status"]["revision"]
+    new = shadow_a_new_revision(k, doc)["status"]["revision"]
+    with metrics.lock:
+        metrics.stable, metrics.candidate = old, new
+    return k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+
+
 @contextmanager
 def _controller_manager_paused(cluster: ClusterInfo) -> Iterator[None]:
     """kube-controller-manager of the test cluster stopped (SIGSTOP) for the block: the Deployment controller sees
@@ -518,13 +530,7 @@ def test_a_rollout_restart_mid_phase_is_not_taken_for_the_rolled_out_template(
     before the controller has observed them) changes its template but not the ModelDeployment's generation: while
     the controller has not observed it, its status still says the old template is rolled out, and the phase must
     not take it for that: its clock restarts, and starts again on the restarted template once it is rolled out."""
-    doc = md_doc(rollout=CANARY, autoscaling=AUTO)
-    k.apply(doc)
-    old = k.wait_condition("Ready", "True", timeout=120)["status"]["revision"]
-    new = shadow_a_new_revision(k, doc)["status"]["revision"]
-    with metrics.lock:  # no requests: the shadow cannot pass while this test runs
-        metrics.stable, metrics.candidate = old, new
-    s = k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+    s = _shadowing_under_an_hpa(k, metrics)
     started, templates = s["status"]["rollout"]["phaseStartedAt"], s["status"]["rollout"]["phaseTemplates"]
     before = _deployment(k, "digits")
     assert before.status.observed_generation == before.metadata.generation
@@ -564,14 +570,7 @@ def test_an_older_crd_that_prunes_phase_templates_keeps_the_phase_clock_through_
     with it; the current CRD is applied again when it ends."""
     apply_manifest(api_client, older.older_crd(status=(("rollout", "phaseTemplates"),), spec=()), force=True)
     try:
-        doc = md_doc(rollout=CANARY, autoscaling=AUTO)
-        k.apply(doc)
-        old = k.wait_condition("Ready", "True", timeout=120)["status"]["revision"]
-        new = shadow_a_new_revision(k, doc)["status"]["revision"]
-        with metrics.lock:  # no requests: the shadow cannot pass while this test runs
-            metrics.stable, metrics.candidate = old, new
-        s = k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
-        started = s["status"]["rollout"]["phaseStartedAt"]
+        started = _shadowing_under_an_hpa(k, metrics)["status"]["rollout"]["phaseStartedAt"]
         # the operator found the field pruned from its writes (its Warning Event names it)
         wait_for(lambda: [e for e in _events(k) if e.reason == "CRDOlderThanOperator"
                           and "status.rollout.phaseTemplates" in e.message] or None,
