@@ -2,7 +2,8 @@
 and a fused LSTM traced with a static one keeps its state between invocations (a served model would answer from
 the previous request). The optimizer converts them unrolled: stateless, dynamic batch, names kept. A SavedModel
 that tf-keras wrote (keras_metadata.pb) takes the same path; one it cannot load (tf.saved_model.save, model.export)
-is converted as a graph: a tf.while_loop converts stateless, a rolled LSTM is refused, never served stateful."""
+is converted as a graph (serving_default only): a tf.while_loop converts stateless, a rolled LSTM is refused as
+TFLite, never served stateful, and only measured when the SavedModel itself ships."""
 
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ def _recurrent(layer: str, steps: int | None = 16) -> Any:
     keras = tfenv.load().keras
     keras.utils.set_random_seed(0)
     inp = keras.layers.Input((steps, 2), name="sequence")
-    out = keras.layers.Dense(1, name="value")(getattr(keras.layers, layer)(8)(inp))
+    rnn = keras.layers.RNN(keras.layers.LSTMCell(8)) if layer == "RNN" else getattr(keras.layers, layer)(8)
+    out = keras.layers.Dense(1, name="value")(rnn(inp))
     return keras.Model(inp, out)
 
 
-@pytest.mark.parametrize("layer", ["LSTM", "GRU"])
+@pytest.mark.parametrize("layer", ["LSTM", "GRU", "RNN"])
 def test_recurrent_layers_convert_unrolled_and_stateless(layer: str) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -51,6 +53,24 @@ def test_recurrent_layers_convert_unrolled_and_stateless(layer: str) -> None:
         got = runner(sequence=x[:5])["value"]
         assert np.allclose(got, want, atol=0.05 if mode else 1e-5), (mode, got, want)
     assert recurrent_layers(model) == [model.layers[1].name]  # the input model is untouched
+
+
+def test_a_recurrent_layer_the_optimizer_does_not_unroll_gets_keras_advice() -> None:
+    """A tf-keras model is already loaded as tf-keras: the refusal tells it to unroll, not to save with model.save."""
+    from modelship.optimize import tfenv
+    from modelship.optimize.conversion import convert, recurrent_layers
+
+    keras = tfenv.load().keras
+
+    class Custom(keras.layers.LSTM):  # type: ignore[misc,name-defined]
+        pass
+
+    inp = keras.layers.Input((6, 2), name="sequence")
+    model = keras.Model(inp, keras.layers.Dense(1, name="value")(Custom(4)(inp)))
+    assert recurrent_layers(model) == []
+    with pytest.raises(OptimizeError, match=r"refused; build the recurrent layers with unroll=True") as err:
+        convert(tfenv.load(), keras_model=model)
+    assert "model.save(DIR)" not in str(err.value)
 
 
 def test_a_sequence_of_unknown_length_is_a_clear_error() -> None:
@@ -205,3 +225,78 @@ def test_a_savedmodel_that_assigns_a_variable_per_call_is_refused(tmp_path: Path
                 tflite_of(t, loaded, State(keras=None))
         else:
             assert stateful_ops(tflite_of(t, loaded, State(keras=None))) == []
+
+
+def test_a_second_signature_that_assigns_a_variable_is_not_converted(tmp_path: Path) -> None:
+    """Only serving_default is served and converted: a reset signature that assigns the variable serving_default
+    reads does not refuse the model, and the variable is frozen at its saved value."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from modelship.optimize import modelio, tfenv
+    from modelship.optimize.conversion import stateful_ops
+    from modelship.optimize.variants import State, tflite_of
+
+    t = tfenv.load()
+    tf = t.tf
+
+    class Resettable(tf.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = tf.Variable(3.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])  # type: ignore[misc]
+        def predict(self, x: Any) -> dict[str, Any]:  # not `serve`: TF would take it for a model.export artifact
+            return {"y": x * self.scale}
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.float32, name="value")])  # type: ignore[misc]
+        def reset(self, value: Any) -> dict[str, Any]:
+            self.scale.assign(value)
+            return {"scale": self.scale.read_value()}
+
+    module = Resettable()
+    directory = tmp_path / "saved"
+    signatures = {"serving_default": module.predict, "reset_state": module.reset}
+    tf.saved_model.save(module, str(directory), signatures=signatures)
+    loaded = modelio.load_model(modelio.inspect_model(directory))
+    blob = tflite_of(t, loaded, State(keras=None))
+    assert stateful_ops(blob) == []
+    it = Interpreter(model_content=blob)
+    assert it.get_signature_list() == {"serving_default": {"inputs": ["x"], "outputs": ["y"]}}
+    x = np.array([[1.0, 2.0]], np.float32)
+    np.testing.assert_allclose(it.get_signature_runner()(x=x)["y"], x * 3.0)
+
+
+def _stateful_export(directory: Path) -> None:
+    """A rolled LSTM with a static batch, saved with model.export: tf-keras cannot load it."""
+    from modelship.optimize import tfenv
+
+    keras = tfenv.load().keras
+    keras.utils.set_random_seed(0)
+    inp = keras.layers.Input((6, 2), batch_size=1, name="sequence")
+    keras.Model(inp, keras.layers.Dense(1, name="value")(keras.layers.LSTM(4)(inp))).export(str(directory))
+
+
+@pytest.mark.parametrize("export", ["savedmodel", "tflite"])
+def test_a_stateful_conversion_is_refused_only_when_the_tflite_ships(export: str, tmp_path: Path) -> None:
+    """The SavedModel ships as a SavedModel (the TF runtime serves it, stateless): its stateful TFLite conversion is
+    only measured, with a note; exported as TFLite, the same model is refused."""
+    import json
+
+    from modelship.api.report import Report
+
+    from .conftest import error_line, run_cli
+
+    _stateful_export(tmp_path / "saved")
+    opt = json.dumps({"enabled": False, "export": {"format": export}})
+    out = tmp_path / "o"
+    proc = run_cli("--model", str(tmp_path / "saved"), "--optimization-json", opt, "--out", str(out),
+                   "--termination-log", str(tmp_path / "t"), "--latency-seconds", "0.1")  # fmt: skip
+    if export == "tflite":
+        assert "keeps state between invocations in UNIDIRECTIONAL_SEQUENCE_LSTM" in error_line(proc)
+        assert not (out / "model.tflite").exists()
+        return
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = Report.model_validate_json((out / "report.json").read_text())
+    assert (out / "saved_model" / "saved_model.pb").is_file() and not (out / "model.tflite").exists()
+    assert any("keeps state between invocations (measured only: the SavedModel ships)" in n for n in report.notes)
+    assert report.baseline.raw_bytes

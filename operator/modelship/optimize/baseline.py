@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ..api.optimization import ExportFormat
 from ..api.report import Measurement
 from . import gate as gatemod
+from .conversion import StatefulModel
 from .evaluate import Evaluator
 from .prepare import Context
 from .variants import State, tflite_of
@@ -35,7 +37,17 @@ def measure_baseline(ctx: Context) -> Baseline:
     if loaded.tflite is not None:  # a .tflite input is its own baseline
         tfl = loaded.tflite
     else:
-        tfl = tflite_of(ctx.require_tf(), loaded, State(keras=loaded.keras))
+        try:
+            tfl = tflite_of(ctx.require_tf(), loaded, State(keras=loaded.keras))
+        except StatefulModel as exc:
+            if ctx.opt.export.format != ExportFormat.SAVEDMODEL:
+                raise  # the TFLite would ship
+            # the SavedModel ships (the TF runtime serves it, stateless): its TFLite conversion is only measured
+            tfl = exc.tflite
+            ctx.notes.append(
+                "the float32 TFLite conversion keeps state between invocations (measured only: the SavedModel "
+                "ships); its figures come from requests answered in a row, each from the previous one's state"
+            )
         if ev is not None:
             evaluator = evaluator.with_baseline(evaluator.metric(loaded.predict(ev.inputs)))
     task.advance("converted and evaluated")

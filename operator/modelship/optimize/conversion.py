@@ -18,8 +18,12 @@ from .errors import OptimizeError, first_line
 from .signature import Features, count, rows
 from .tfenv import TF, quiet_native_stderr
 
-RECURRENT = ("LSTM", "GRU", "SimpleRNN")
-"""Keras recurrent layers the TFLite converter cannot take as they are."""
+RECURRENT = ("LSTM", "GRU", "SimpleRNN", "RNN")
+"""Keras recurrent layers the TFLite converter cannot take as they are (RNN: the generic layer over a cell, such
+as RNN(LSTMCell(n)))."""
+
+SERVING_SIGNATURE = "serving_default"
+"""The SavedModel signature that is served and converted (modelio requires it)."""
 
 RESOURCE_OPS = frozenset({"ASSIGN_VARIABLE"})
 """TFLite ops that change a resource variable, which the next invocation reads (a variable only read, as a table
@@ -29,6 +33,22 @@ RECURRENT_ADVICE = (
     "save the tf-keras model with model.save(DIR) (its keras_metadata.pb lets the optimizer load it as tf-keras "
     "and convert the recurrent layers unrolled), or export it with unroll=True over a fixed sequence length"
 )
+"""What to do about a SavedModel tf-keras cannot load (tf.saved_model.save, model.export)."""
+
+KERAS_RECURRENT_ADVICE = (
+    "build the recurrent layers with unroll=True and give the model's Input a fixed sequence length (the optimizer "
+    "unrolls only the Keras LSTM, GRU, SimpleRNN and RNN layers by itself)"
+)
+"""What to do about a tf-keras model (already loaded as tf-keras: saving it again would not help)."""
+
+
+class StatefulModel(OptimizeError):
+    """The converted model keeps state between invocations; ``tflite`` is the conversion. It must not ship, but a
+    run that ships the SavedModel (served by the TF runtime, stateless) may still measure it."""
+
+    def __init__(self, message: str, tflite: bytes) -> None:
+        super().__init__(message)
+        self.tflite = tflite
 
 
 def representative(x: Features, n: int) -> Features:
@@ -133,8 +153,10 @@ def convert(
     quantized per output channel, which maps one shared cluster value to a different integer in every row).
     ``output_names``: the original model's output names, which the TFLite signature keeps (QAT renames outputs).
     A tf-keras model's recurrent layers are converted unrolled (see :func:`unrolled`). A SavedModel is converted as
-    a graph: a rolled recurrent loop the converter cannot lower, or a result that keeps state between invocations
-    (:func:`stateful_ops`), is refused with what to do instead.
+    a graph, its serving_default signature only (the one served; another may assign variables, as a reset_state).
+    A rolled recurrent loop the converter cannot lower is refused with what to do instead, the advice by path; a
+    result that keeps state between invocations (:func:`stateful_ops`) raises :class:`StatefulModel`, which the
+    baseline measurement of a run that ships the SavedModel accepts.
     """
     tf = t.tf
     what = mode.value if mode is not None else "float32"
@@ -145,25 +167,29 @@ def convert(
             output_names = output_names or list(keras_model.output_names)
             keras_model = unrolled(t, keras_model)
         c = _keras_converter(tf, keras_model, output_names)
+        advice = KERAS_RECURRENT_ADVICE
     elif saved_model_dir is not None:
-        c = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+        # only the signature that is served: another one (a train or reset_state function) may assign variables
+        c = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SERVING_SIGNATURE])
+        advice = RECURRENT_ADVICE
     else:
         raise ValueError("convert needs a model")
     try:
         blob = _run(tf, c, mode, params, calibration, per_tensor)
     except Exception as exc:
-        reason = _tensor_list_loop(str(exc)) or first_line(exc)
+        reason = _tensor_list_loop(str(exc), advice) or first_line(exc)
         raise OptimizeError(f"TFLite conversion ({what}) failed: {reason}") from None
     if stateful := stateful_ops(blob):
-        raise OptimizeError(
+        raise StatefulModel(
             f"TFLite conversion ({what}): the converted model keeps state between invocations in "
             f"{', '.join(stateful)} (a fused recurrent op traced with a static batch size, or resource variables), so "
-            f"a served model would answer each request from the previous one's state: refused; {RECURRENT_ADVICE}"
+            f"a served model would answer each request from the previous one's state: refused; {advice}",
+            blob,
         )
     return blob
 
 
-def _tensor_list_loop(message: str) -> str | None:
+def _tensor_list_loop(message: str, advice: str) -> str | None:
     """A readable account of the converter's failure on a rolled recurrent loop (a TensorList the converter can
     lower only with a static batch size), naming the function and layer; None for any other failure."""
     if "TensorList" not in message:
@@ -176,7 +202,7 @@ def _tensor_list_loop(message: str) -> str | None:
     return (
         f"the serving function runs a rolled recurrent loop over a TensorList, {where}, which the TFLite converter "
         "takes only with a static batch size, and then as a fused op that keeps its state between requests: "
-        f"refused; {RECURRENT_ADVICE}"
+        f"refused; {advice}"
     )
 
 
