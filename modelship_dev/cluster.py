@@ -438,6 +438,34 @@ class DevCluster:
         self.kwokctl("delete", "cluster", f"--name={self.name}", f"--kubeconfig={self.kubeconfig}", check=check)
         self.kubeconfig.unlink(missing_ok=True)
 
+    # ------------------------------------------------------------------ test sessions
+    @property
+    def session_marker(self) -> Path:
+        """Written by a test session while it uses this cluster (its pid), removed when it ends."""
+        return cache_root() / f"session-{self.name}.pid"
+
+    def interrupted_session(self) -> bool:
+        """A test session that used this cluster did not end (killed: a CI timeout, ^C twice, a machine stop): what
+        it left (a chart release and its cluster-wide admission policy, an older CRD a test applies for a while, a
+        stopped controller manager) would fail the next session's tests, so the cluster is not to be reused. A
+        session still running (its pid alive, a Python process) is not interrupted."""
+        try:
+            text = self.session_marker.read_text()
+        except FileNotFoundError:
+            return False
+        try:
+            alive = b"python" in Path(f"/proc/{int(text.strip())}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            alive = False
+        return not alive
+
+    def claim_session(self) -> None:
+        self.session_marker.parent.mkdir(parents=True, exist_ok=True)
+        self.session_marker.write_text(f"{os.getpid()}\n")
+
+    def release_session(self) -> None:
+        self.session_marker.unlink(missing_ok=True)
+
     def down(self) -> None:
         if self.exists():
             _log(f"deleting cluster {self.name}")

@@ -106,16 +106,22 @@ def cluster() -> Iterator[ClusterInfo]:
         )
 
     dc = devcluster.DevCluster(os.environ.get("MODELSHIP_CLUSTER_NAME") or devcluster.DEFAULT_NAME, versions)
+    if dc.exists() and dc.interrupted_session():
+        # a session killed mid-test left its objects (a chart release, an admission policy, an older CRD): start anew
+        print(f"cluster {dc.name}: the last test session on it did not end; making it anew")
+        dc.down()
     reused = dc.exists() and dc.healthy()
     try:
         dc.up()
     except devcluster.DevClusterError as exc:
         # Binaries are there, so this is a real failure, in CI or not.
         pytest.fail(f"could not start the test cluster: {exc}", pytrace=False)
+    dc.claim_session()
     info = ClusterInfo(dc.name, dc.kubeconfig, kubectl_path, reused=reused, expected_version=expected)
     try:
         yield info
     finally:
+        dc.release_session()
         if not reused and not env_flag("MODELSHIP_KEEP_CLUSTER"):
             dc.down()
 

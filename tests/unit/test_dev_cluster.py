@@ -88,3 +88,28 @@ def test_a_component_whose_process_is_gone_is_dead(tmp_path: Path, monkeypatch: 
     cluster.kubeconfig.write_text("")
     monkeypatch.setattr(cluster, "kubectl", lambda *a, **kw: pytest.fail("a cluster with a dead component was asked"))
     assert not cluster.healthy()
+
+
+def test_a_session_that_did_not_end_marks_the_cluster_not_to_be_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed test session leaves its marker (and, on the cluster, a chart release, an admission policy, an
+    older CRD): the next session makes the cluster anew; a session still running (a live Python process) is not
+    interrupted, and one that ended removed its marker."""
+    monkeypatch.setenv("MODELSHIP_CACHE", str(tmp_path))
+    cluster = DevCluster("x")
+    assert not cluster.interrupted_session()  # no session ever
+    cluster.claim_session()  # this test's own process: a Python session still running
+    assert cluster.session_marker.read_text().strip() == str(os.getpid())
+    assert not cluster.interrupted_session()
+    cluster.session_marker.write_text("999999999\n")  # killed: its pid is gone
+    assert cluster.interrupted_session()
+    sleeper = subprocess.Popen(["sleep", "60"])  # the pid now runs another program
+    try:
+        cluster.session_marker.write_text(f"{sleeper.pid}\n")
+        assert cluster.interrupted_session()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    cluster.release_session()
+    assert not cluster.session_marker.exists() and not cluster.interrupted_session()
