@@ -16,7 +16,7 @@ from modelship.api.rollout_status import RolloutPhase, RolloutStatus
 from modelship.api.serving import Canary
 from modelship.controller.observe import JobState, Observed
 from modelship.controller.plan import Plan, plan
-from modelship.controller.stages.verify import route_weight
+from modelship.controller.stages.served_share import route_weight
 from modelship.resources.revision import revision
 from modelship.resources.route import http_route, route_weights
 from tests.support.endpoints import routed

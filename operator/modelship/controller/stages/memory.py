@@ -65,9 +65,9 @@ HARMLESS = frozenset({"status.rollout.ignoredOverrides", "status.rollout.criteri
                       "status.rollout.servedWeight", PHASE_TEMPLATES})  # fmt: skip
 """Read back (or only reported), but pruning them changes nothing that serves. phaseTemplates pruned: a phase
 trusts a Deployment status its controller has not caught up with on the ModelDeployment's generation alone, as
-before the field (``verify.lag_trusted``; a ``kubectl rollout restart`` mid-phase may then be judged on the status
-of the template before it for the controller's lag); without that fallback the status would never be trusted, the
-phase's clock would restart at nearly every scale of an HPA, and the phase would never end."""
+before the field (``phase_templates.lag_trusted``; a ``kubectl rollout restart`` mid-phase may then be judged on
+the status of the template before it for the controller's lag); without that fallback the status would never be
+trusted, the phase's clock would restart at nearly every scale of an HPA, and the phase would never end."""
 ROLLOUT_READ_BACK = frozenset(
     f"status.rollout.{field}"
     for field in (

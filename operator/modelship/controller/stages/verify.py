@@ -5,9 +5,10 @@ steps (it takes a share of the Service's pods), then promotion (the stable Deplo
 
 The decisions are ``controller.canary``'s; this stage turns them into objects (the candidate's Deployment and
 Service, the mirror settings the candidate offers the stable pods), conditions, Events and what the deploy stage
-serves. The first
-revision of a ModelDeployment has nothing to be compared with and is served at once; so is any revision under
-RollingUpdate or Recreate.
+serves. The first revision of a ModelDeployment has nothing to be compared with and is served at once; so is any
+revision under RollingUpdate or Recreate. The candidate's share of traffic (the route's weight, ``servedWeight``)
+is ``served_share``'s; the pod templates a phase is judged on and when a lagging Deployment status is trusted are
+``phase_templates``'.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from dataclasses import dataclass, replace
 from ...api.modeldeployment import ModelDeployment
 from ...api.rollout_status import (
     AnalysisWindow,
-    PhaseTemplates,
     RollbackCause,
     RolloutPhase,
     RolloutStatus,
@@ -67,7 +67,9 @@ from .deploy import (
     serving,
     wanted_replicas,
 )
-from .memory import PHASE_TEMPLATES, SERVING_REVISION, lost, rollout_lost, rollout_unknown
+from .memory import SERVING_REVISION, lost, rollout_lost, rollout_unknown
+from .phase_templates import lag_trusted, with_phase_templates
+from .served_share import below_share, route_weight, served_weight
 
 ANALYSIS_INTERVAL_SECONDS = 5.0
 """How often a rollout in progress reads the pods' figures again."""
@@ -235,18 +237,6 @@ def _shape(canary: Canary, state: RolloutStatus, stable_replicas: int) -> tuple[
     return 0, state.step > 0 and not routed
 
 
-def route_weight(canary: Canary, state: RolloutStatus) -> int:
-    """The candidate's weight on the HTTPRoute: a canary step's once the candidate's pods for it are available
-    (until then the step before's, 0 before the first), kept while promoting; 0 in the shadow phase, promoted
-    (the stable Service runs the candidate by then) and rolled back."""
-    if state.phase not in (RolloutPhase.CANARY, RolloutPhase.PROMOTING) or state.step <= 0:
-        return 0
-    step = min(state.step, len(canary.steps))
-    if state.phase == RolloutPhase.CANARY and state.phase_started_at is None:
-        step -= 1
-    return canary.steps[step - 1].weight if step > 0 else 0
-
-
 def _ready(dep: DeploymentObservation | None, revision: str, replicas: int, live: bool) -> bool:
     return (
         dep is not None
@@ -290,52 +280,6 @@ class PhasePods:
     """minReplicas while an HPA owns the stable Deployment's count, else None."""
     settled: bool
     """A Deployment status behind its generation can only be behind a count, and is trusted (``lag_trusted``)."""
-
-
-def live_templates(observed: Observed) -> PhaseTemplates | None:
-    """The digests of the pod templates the stable and the candidate's Deployments run now, as read (None when
-    either Deployment, or its template, is not there)."""
-    stable, cand = observed.deployment, observed.canary
-    if stable is None or cand is None or stable.pod_template is None or cand.pod_template is None:
-        return None
-    return PhaseTemplates(stable=stable.pod_template, candidate=cand.pod_template)
-
-
-def lag_trusted(
-    state: RolloutStatus,
-    observed: Observed,
-    prev_generation: int | None,
-    generation: int | None,
-    templates_pruned: bool = False,
-) -> bool:
-    """A Deployment status its controller has not caught up with (observedGeneration behind) is trusted in a phase
-    (it can only be behind a count the HPA wrote) when the phase's clock runs (its pods were judged serving on a
-    status the controller had observed), the last status was written for the ModelDeployment's generation (no
-    spec change, no failed status write after an apply of the operator's), and both Deployments still run the pod
-    templates read when the clock started (``phaseTemplates``). The last one because a template can change while
-    the ModelDeployment's generation does not: a ``kubectl rollout restart`` (an annotation on the template), an
-    edit of the Deployment, an operator upgrade that renders the template anew. ``templates_pruned``: the installed
-    CRD drops ``phaseTemplates`` (an older one: Helm does not upgrade CRDs), so they are never there to compare:
-    the generation alone decides, as before the field (the Warning Event about the older CRD names it), where
-    requiring them would restart the phase's clock at nearly every scale of an HPA."""
-    if state.phase_started_at is None or generation is None or prev_generation != generation:
-        return False
-    return templates_pruned or (state.phase_templates is not None and state.phase_templates == live_templates(observed))
-
-
-def with_phase_templates(prev: RolloutStatus, new: RolloutStatus, observed: Observed) -> RolloutStatus:
-    """``new`` with the templates its phase is judged on: read when the phase's clock (re)starts, kept while it
-    runs, none while it does not. A running phase without them (its status written by an operator before them)
-    takes them at a look whose two Deployment statuses are observed by their controller (they describe the
-    templates read)."""
-    if new.phase not in ANALYZING or new.phase_started_at is None:
-        return new.model_copy(update={"phase_templates": None})
-    restarted = (new.phase, new.step, new.phase_started_at) != (prev.phase, prev.step, prev.phase_started_at)
-    templates = None if restarted else prev.phase_templates
-    deps = (observed.deployment, observed.canary)
-    if templates is None and all(d is not None and d.observed_generation >= d.generation for d in deps):
-        templates = live_templates(observed)
-    return new.model_copy(update={"phase_templates": templates})
 
 
 def phase_pods_waiting(md: ModelDeployment, canary: Canary, state: RolloutStatus, observed: Observed, rev: str,
@@ -404,8 +348,7 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
         available = promoted_pods_serve(md, observed, promoted_plan.deployment, rev, n)
     else:
         was = mirror_offer(md, ip, state.mirror_percent, rev) if ip and state.mirror_percent > 0 else None
-        pruned = lost(PHASE_TEMPLATES, observed.pruned_status)
-        settled = lag_trusted(state, observed, ctx.prev.observed_generation, md.metadata.generation, pruned)
+        settled = lag_trusted(state, observed, ctx.prev.observed_generation, md.metadata.generation)
         pods = PhasePods(
             stable=stable,
             stable_manifest=stable_plan.deployment,  # its pods read the offer
@@ -474,38 +417,6 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
         return VerifyOutcome(built, new, effects)
     holding = (Reason.VERIFYING, f"revision {stable} serves while revision {rev} is verified: {new.message}")
     return VerifyOutcome(serving(ctx, holding), new, effects)
-
-
-def served_weight(canary: Canary, state: RolloutStatus, observed: Observed, stable: str) -> int:
-    """The candidate's share of live traffic at this look, in percent (``servedWeight``): without an HTTPRoute its
-    ready endpoints over the stable and candidate ones behind the Service (kube-proxy picks among them); through
-    an HTTPRoute the route's weight once the candidate's Service has a ready endpoint, else 0. 100 once Promoted,
-    0 once RolledBack."""
-    final = {RolloutPhase.PROMOTED: 100, RolloutPhase.ROLLED_BACK: 0}.get(state.phase)
-    if final is not None:
-        return final
-    rev = state.candidate
-    if canary.gateway_api() is not None:
-        return route_weight(canary, state) if routed_endpoints(observed.canary_endpoints, rev) > 0 else 0
-    ours = routed_endpoints(observed.endpoints, rev)
-    return effective_weight(routed_endpoints(observed.endpoints, stable), ours)
-
-
-def below_share(canary: Canary, state: RolloutStatus, observed: Observed, stable: str, served: int) -> str:
-    """What a canary step's message adds while its clock runs and the candidate serves less than the step's share
-    (an HPA raised the stable count and the candidate's new pods are not up yet, a quota holds them): the figures
-    are judged on what it does serve, and the clock goes on (a clock restarted at every scale would never end).
-    "" otherwise."""
-    if state.phase != RolloutPhase.CANARY or state.phase_started_at is None or served >= state.weight:
-        return ""
-    if canary.gateway_api() is not None:
-        return f"; the candidate's Service has no ready endpoint: it serves 0%, below the step's {state.weight}%"
-    ours = routed_endpoints(observed.endpoints, state.candidate)
-    total = ours + routed_endpoints(observed.endpoints, stable)
-    return (
-        f"; the candidate serves {served}% ({ours} of {total} ready endpoints behind the Service), below the "
-        f"step's {state.weight}%"
-    )
 
 
 def _figures(observed: Observed, state: RolloutStatus, ctx: Context) -> tuple[Samples | None, AnalysisWindow | None]:
