@@ -35,11 +35,17 @@ def _events(k: Cluster, reason: str) -> list[Any]:
     return [e for e in events if e.reason == reason and e.involved_object.kind == "ModelDeployment"]
 
 
-def _serving_at(k: Cluster, n: int) -> str:
+def _routed_at(k: Cluster, n: int, first: int = 1, ready_timeout: float = 120) -> dict[str, Any]:
+    """``n`` running serving pods, those without an address given one from 10.251.0.<first> on (past the ones
+    already given), and the ModelDeployment Ready with n/n routed: its object."""
     wait_for(lambda: len([p for p in _pods(k).values() if p.status.phase == "Running"]) == n or None,
              timeout=120, description=f"{n} running serving pods")  # fmt: skip
-    _address_all(k, 1)
-    return str(_ready_at(k, n)["status"]["revision"])
+    _address_all(k, first)
+    return _ready_at(k, n, timeout=ready_timeout)
+
+
+def _serving_at(k: Cluster, n: int) -> str:
+    return str(_routed_at(k, n)["status"]["revision"])
 
 
 def test_a_scale_up_whose_pods_never_come_up_is_told(k: Cluster) -> None:
@@ -72,10 +78,7 @@ def test_a_scale_up_whose_pods_never_come_up_is_told(k: Cluster) -> None:
     finally:
         _cordon(k, False)
     # the pods are scheduled and routed: the condition goes, an Event says so
-    wait_for(lambda: len([p for p in _pods(k).values() if p.status.phase == "Running"]) == 4 or None,
-             timeout=120, description="4 running serving pods")  # fmt: skip
-    _address_all(k, 10)
-    s = _ready_at(k, 4, timeout=60)
+    s = _routed_at(k, 4, first=10, ready_timeout=60)
     assert condition(s, "Capacity") is None
     wait_for(lambda: _events(k, "CapacityScaledUp") or None, timeout=30, description="the CapacityScaledUp Event")
 
@@ -178,10 +181,7 @@ def test_a_pod_lost_after_a_long_scale_up_has_the_whole_deadline_from_the_drop(k
                                              "30s (progressDeadlineSeconds 30): "), stalled  # fmt: skip
     finally:
         _cordon(k, False)
-    wait_for(lambda: len([p for p in _pods(k).values() if p.status.phase == "Running"]) == 4 or None,
-             timeout=120, description="4 running serving pods")  # fmt: skip
-    _address_all(k, 30)
-    s = _ready_at(k, 4, timeout=60)
+    s = _routed_at(k, 4, first=30, ready_timeout=60)
     assert condition(s, "Stalled")["status"] == "False"
 
 

@@ -427,17 +427,23 @@ def _blocked(k: Cluster, name: str, replicas: int) -> Any:
     return wait_for(probe, timeout=30, description=f"{name} at {replicas} replicas, its new pods refused")
 
 
-def test_an_hpa_scaling_the_stable_pods_mid_phase_keeps_the_phase_clock_and_promotes(
-    k: Cluster, metrics: FakeMetrics
-) -> None:
+def _shadowing_under_an_hpa(k: Cluster, metrics: FakeMetrics) -> dict[str, Any]:
+    """A Canary ModelDeployment under an HPA, Ready, then shadowing a new revision with the shadow's clock running
+    (no requests: the shadow cannot pass while the test runs); its object."""
     doc = md_doc(rollout=CANARY, autoscaling=AUTO)
     k.apply(doc)
     old = k.wait_condition("Ready", "True", timeout=120)["status"]["revision"]
     new = shadow_a_new_revision(k, doc)["status"]["revision"]
     with metrics.lock:
         metrics.stable, metrics.candidate = old, new
-    s = k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
-    started = s["status"]["rollout"]["phaseStartedAt"]
+    return k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+
+
+def test_an_hpa_scaling_the_stable_pods_mid_phase_keeps_the_phase_clock_and_promotes(
+    k: Cluster, metrics: FakeMetrics
+) -> None:
+    s = _shadowing_under_an_hpa(k, metrics)
+    new, started = s["status"]["rollout"]["candidate"], s["status"]["rollout"]["phaseStartedAt"]
 
     # mid-shadow the HPA scales the stable Deployment to 4; its 2 new pods cannot start
     _freeze_pods(k)
@@ -491,18 +497,6 @@ def test_an_hpa_scaling_the_stable_pods_mid_phase_keeps_the_phase_clock_and_prom
     assert s["rollout"]["phase"] == "Promoted" and s["servingRevision"] == new
     assert _deployment(k, "digits").spec.template.spec.containers[0].image == NEW_IMAGE
     k.wait_md(lambda o: _deployment(k, "digits-canary").spec.replicas == 0, what="the candidate's Deployment at 0")
-
-
-def _shadowing_under_an_hpa(k: Cluster, metrics: FakeMetrics) -> dict[str, Any]:
-    """A Canary ModelDeployment under an HPA, Ready, then shadowing a new revision with the shadow's clock running
-    (no requests: the shadow cannot pass while the test runs); its object."""
-    doc = md_doc(rollout=CANARY, autoscaling=AUTO)
-    k.apply(doc)
-    old = k.wait_condition("Ready", "True", timeout=120)["status"]["revision"]
-    new = shadow_a_new_revision(k, doc)["status"]["revision"]
-    with metrics.lock:
-        metrics.stable, metrics.candidate = old, new
-    return k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
 
 
 @contextmanager
