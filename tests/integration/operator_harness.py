@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -99,6 +100,12 @@ class LocalOperator:
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
             return str(r.read().decode())
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """The sum of the samples of ``name`` whose labels contain ``labels`` (0 when none is exported yet): the
+        sample lines only, never the # HELP/# TYPE lines that name the metric too."""
+        found = re.finditer(rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$", self.metrics(), re.MULTILINE)
+        return sum(float(m.group(2)) for m in found if labels in (m.group(1) or ""))
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as a crashed or evicted operator."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -550,8 +549,7 @@ def test_a_rollout_restart_mid_phase_is_not_taken_for_the_rolled_out_template(
 
 
 def _ok_reconciles(op: OperatorProcess) -> float:
-    found = re.search(r'^modelship_reconciles_total\{result="ok"\} (\S+)$', op.metrics(), re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
+    return op.metric("modelship_reconciles_total", 'result="ok"')
 
 
 def test_an_older_crd_that_prunes_phase_templates_keeps_the_phase_clock_through_an_hpa_scale(

@@ -15,7 +15,6 @@ The module restores the current CRD when it ends (the other modules expect it)."
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 
 import pytest
@@ -43,17 +42,8 @@ def operator(api_client: client.ApiClient) -> Iterator[OperatorProcess]:
         install_crds(api_client, CRD_DIR)
 
 
-def metric(op: OperatorProcess, name: str, labels: str = "") -> float:
-    """The sum of the samples of ``name`` whose labels contain ``labels``."""
-    total = 0.0
-    for m in re.finditer(rf"^{name}\{{([^}}]*)\}} ([0-9.e+-]+)$", op.metrics(), re.M):
-        if labels in m.group(1):
-            total += float(m.group(2))
-    return total
-
-
 def status_patches(op: OperatorProcess) -> float:
-    return metric(op, "modelship_api_writes_total", 'kind="ModelDeployment/status",verb="patch"')
+    return op.metric("modelship_api_writes_total", 'kind="ModelDeployment/status",verb="patch"')
 
 
 def older_crd_served(k: Cluster) -> None:
@@ -99,14 +89,14 @@ def test_status_fields_an_older_crd_prunes_are_reported_once_and_not_sent_again(
     log = operator.log()
     assert ("CRD is older than this operator (modelship " in log and "it lacks spec.serving.batching, "
             "status.optimization.compressionRatio, status.updatedReplicas." in log), log[-3000:]  # fmt: skip
-    assert metric(operator, "modelship_crd_skew", 'direction="older"') == 3
-    assert metric(operator, "modelship_crd_skew", 'direction="newer"') == 0
+    assert operator.metric("modelship_crd_skew", 'direction="older"') == 3
+    assert operator.metric("modelship_crd_skew", 'direction="newer"') == 0
 
     # from now on, reconciles (one a second) send no status patch: before this change, one each (the same patch
     # again: the resourceVersion did not move, so no watch event, no hot loop, but a write per reconcile for ever)
     rv, patches = k.md()["metadata"]["resourceVersion"], status_patches(operator)
-    reconciles = metric(operator, "modelship_reconciles_total")
-    wait_for(lambda: metric(operator, "modelship_reconciles_total") >= reconciles + 5, timeout=30,
+    reconciles = operator.metric("modelship_reconciles_total")
+    wait_for(lambda: operator.metric("modelship_reconciles_total") >= reconciles + 5, timeout=30,
              description="five more reconciles")  # fmt: skip
     assert status_patches(operator) == patches
     assert k.md()["metadata"]["resourceVersion"] == rv

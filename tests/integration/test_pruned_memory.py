@@ -28,7 +28,7 @@ from modelship.controller.store import Store
 from tests.integration.cluster import CRD_DIR, apply_manifest, condition, install_crds, wait_for
 from tests.integration.operator_harness import OperatorProcess, running_operator
 from tests.integration.rollout import NEW_IMAGE
-from tests.integration.test_older_crd import metric, older_crd_served
+from tests.integration.test_older_crd import older_crd_served
 from tests.integration.test_operator import DIGEST, IMAGE, MSG, Cluster, build_result, md_doc, opt_summary
 from tests.support import skew as older
 
@@ -78,8 +78,8 @@ def pulls(template: dict[str, Any], ref: str) -> bool:
 
 
 def more_reconciles(op: OperatorProcess, n: int) -> None:
-    start = metric(op, "modelship_reconciles_total")
-    wait_for(lambda: metric(op, "modelship_reconciles_total") >= start + n, timeout=30,
+    start = op.metric("modelship_reconciles_total")
+    wait_for(lambda: op.metric("modelship_reconciles_total") >= start + n, timeout=30,
              description=f"{n} more reconciles")  # fmt: skip
 
 
