@@ -330,9 +330,10 @@ class Kube:
 
 class EventPoster:
     """Posts Events from a background thread: a reconcile never waits on them, and a full queue drops them
-    (Events are best effort; status is the record). Every Event not posted is counted (``dropped``, and
-    ``modelship_events_dropped_total{reason}``). An Event of a namespace being terminated is not posted: the
-    API server's refusal of one holds the namespace (``terminating``), as a refused create of a reconcile does."""
+    (Events are best effort; status is the record). Every Event not posted is counted in
+    ``modelship_events_dropped_total{reason}`` (prometheus_client's counters take a lock: a reconcile's thread and
+    the poster's both drop). An Event of a namespace being terminated is not posted: the API server's refusal of
+    one holds the namespace (``terminating``), as a refused create of a reconcile does."""
 
     def __init__(self, kube: Kube, capacity: int = 10000, terminating: TerminatingNamespaces | None = None) -> None:
         import queue
@@ -342,7 +343,6 @@ class EventPoster:
         self.terminating = terminating
         """The namespaces held as terminating (the reconciler's, shared): their Events are dropped."""
         self._queue: queue.Queue[tuple[dict[str, Any], str, str, str]] = queue.Queue(maxsize=capacity)
-        self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="event-poster", daemon=True)
         self._thread.start()
 
@@ -355,8 +355,7 @@ class EventPoster:
             self._drop("queue-full")
 
     def _drop(self, why: str) -> None:
-        """One Event not posted: counted here and in ``modelship_events_dropped_total{reason}``."""
-        self.dropped += 1
+        """One Event not posted: counted in ``modelship_events_dropped_total{reason}``."""
         EVENTS_DROPPED.labels(why).inc()
 
     def _run(self) -> None:
