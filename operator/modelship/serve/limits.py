@@ -13,9 +13,6 @@ All budget operations run on the event loop thread.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 from dataclasses import dataclass
@@ -203,23 +200,3 @@ def resident_bytes() -> int:
     except (OSError, ValueError, IndexError):
         return 0
     return pages * os.sysconf("SC_PAGE_SIZE")
-
-
-_M_MMAP_THRESHOLD = -3
-
-
-def tune_malloc(mmap_threshold: int = 1 * MiB) -> bool:
-    """Make glibc serve allocations of ``mmap_threshold`` bytes and more with mmap, always.
-
-    By default glibc raises that threshold after freeing a large block (up to 32 MiB), after which large request
-    bodies and parse buffers come from the heap and their memory is not returned to the system: the resident size
-    ratchets up with every large request and the budgets stop describing it. A fixed threshold returns it.
-    Returns False where this is not glibc.
-    """
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold))
-    return False
