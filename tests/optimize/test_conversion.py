@@ -149,8 +149,12 @@ def test_a_rolled_lstm_in_a_savedmodel_without_keras_metadata_is_refused(
         t.tf.saved_model.save(model, str(directory))
     loaded = modelio.load_model(modelio.inspect_model(directory))
     assert loaded.ptq_only
-    with pytest.raises(OptimizeError, match=refusal + r".*refused; save the tf-keras model with model.save\(DIR\)"):
+    advice = r".*refused; save the tf-keras model with model.save\(DIR\)"
+    with pytest.raises(OptimizeError, match=refusal + advice) as e:
         tflite_of(t, loaded, State(keras=None))
+    if batch is not None:  # the fused op's cause, not a variable's
+        assert "in UNIDIRECTIONAL_SEQUENCE_LSTM (a fused recurrent op traced with a static batch size)" in str(e.value)
+        assert "assigns a resource variable" not in str(e.value)
 
 
 def test_a_while_loop_savedmodel_converts_stateless_with_a_dynamic_batch(tmp_path: Path) -> None:
@@ -197,7 +201,7 @@ def test_a_savedmodel_that_assigns_a_variable_per_call_is_refused(tmp_path: Path
     """A signature that changes a variable on each call (a counter) converts to ASSIGN_VARIABLE: every request would
     see the previous ones' changes, so it is refused; a variable it only reads is frozen and converts."""
     from modelship.optimize import modelio, tfenv
-    from modelship.optimize.conversion import stateful_ops
+    from modelship.optimize.conversion import VARIABLE_ADVICE, stateful_ops
     from modelship.optimize.variants import State, tflite_of
 
     t = tfenv.load()
@@ -220,9 +224,14 @@ def test_a_savedmodel_that_assigns_a_variable_per_call_is_refused(tmp_path: Path
         directory = tmp_path / f"saved-{assign}"
         tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
         loaded = modelio.load_model(modelio.inspect_model(directory))
-        if assign:
-            with pytest.raises(OptimizeError, match=r"keeps state between invocations in ASSIGN_VARIABLE"):
+        if assign:  # refused by its cause (no recurrent layer: unrolling, or model.save, would not help)
+            with pytest.raises(OptimizeError) as refused:
                 tflite_of(t, loaded, State(keras=None))
+            message = str(refused.value)
+            assert ("keeps state between invocations in ASSIGN_VARIABLE (the serving function assigns a resource "
+                    "variable), so ") in message, message  # fmt: skip
+            assert message.endswith(f"refused; {VARIABLE_ADVICE}"), message
+            assert "recurrent" not in message and "unroll" not in message, message
         else:
             assert stateful_ops(tflite_of(t, loaded, State(keras=None))) == []
 
@@ -300,3 +309,16 @@ def test_a_stateful_conversion_is_refused_only_when_the_tflite_ships(export: str
     assert (out / "saved_model" / "saved_model.pb").is_file() and not (out / "model.tflite").exists()
     assert any("keeps state between invocations (measured only: the SavedModel ships)" in n for n in report.notes)
     assert report.baseline.raw_bytes
+
+
+def test_a_refusal_for_both_causes_names_each_with_its_advice() -> None:
+    """A model with a fused recurrent op and a variable its serving function assigns: each cause with its advice."""
+    from modelship.optimize.conversion import KERAS_RECURRENT_ADVICE, VARIABLE_ADVICE, stateful_refusal
+
+    message = stateful_refusal("float32", ["ASSIGN_VARIABLE", "UNIDIRECTIONAL_SEQUENCE_LSTM"], KERAS_RECURRENT_ADVICE)
+    assert message == (
+        "TFLite conversion (float32): the converted model keeps state between invocations in "
+        "UNIDIRECTIONAL_SEQUENCE_LSTM (a fused recurrent op traced with a static batch size) and ASSIGN_VARIABLE "
+        "(the serving function assigns a resource variable), so a served model would answer each request from the "
+        f"previous one's state: refused; {KERAS_RECURRENT_ADVICE}; {VARIABLE_ADVICE}"
+    )

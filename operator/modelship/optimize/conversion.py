@@ -41,6 +41,13 @@ KERAS_RECURRENT_ADVICE = (
 )
 """What to do about a tf-keras model (already loaded as tf-keras: saving it again would not help)."""
 
+VARIABLE_ADVICE = (
+    "keep the state out of the serving_default signature (take it as an input and return it as an output), or "
+    "assign the variable in another signature (only serving_default is converted and served)"
+)
+"""What to do about a serving function that assigns a resource variable (a counter, a running statistic): not a
+recurrent layer's doing, so unrolling would not help."""
+
 
 class StatefulModel(OptimizeError):
     """The converted model keeps state between invocations; ``tflite`` is the conversion. It must not ship, but a
@@ -180,13 +187,27 @@ def convert(
         reason = _tensor_list_loop(str(exc), advice) or first_line(exc)
         raise OptimizeError(f"TFLite conversion ({what}) failed: {reason}") from None
     if stateful := stateful_ops(blob):
-        raise StatefulModel(
-            f"TFLite conversion ({what}): the converted model keeps state between invocations in "
-            f"{', '.join(stateful)} (a fused recurrent op traced with a static batch size, or resource variables), so "
-            f"a served model would answer each request from the previous one's state: refused; {advice}",
-            blob,
-        )
+        raise StatefulModel(stateful_refusal(what, stateful, advice), blob)
     return blob
+
+
+def stateful_refusal(what: str, ops: Sequence[str], recurrent_advice: str) -> str:
+    """Why a converted model that keeps state between invocations (``ops``: :func:`stateful_ops`) is refused and
+    what to do, by cause: a fused recurrent op (its state in variable tensors: ``recurrent_advice``, by path) or a
+    serving function that assigns a resource variable (``VARIABLE_ADVICE``); both when both are there."""
+    fused = [op for op in ops if op not in RESOURCE_OPS]
+    assigned = [op for op in ops if op in RESOURCE_OPS]
+    causes, advice = [], []
+    if fused:
+        causes.append(f"{', '.join(fused)} (a fused recurrent op traced with a static batch size)")
+        advice.append(recurrent_advice)
+    if assigned:
+        causes.append(f"{', '.join(assigned)} (the serving function assigns a resource variable)")
+        advice.append(VARIABLE_ADVICE)
+    return (
+        f"TFLite conversion ({what}): the converted model keeps state between invocations in {' and '.join(causes)}, "
+        f"so a served model would answer each request from the previous one's state: refused; {'; '.join(advice)}"
+    )
 
 
 def _tensor_list_loop(message: str, advice: str) -> str | None:
