@@ -13,7 +13,15 @@ from modelship.controller.conditions import ConditionSet, rfc3339
 from modelship.controller.kstatus import EventType, events
 from modelship.controller.observe import Observed, applies_replicas, deployment_observation
 from modelship.controller.reconcile import unchanged, with_spec_hash
-from modelship.controller.stages.deploy import ROLLED_OUT, ServingTarget, deploy, duration, handover, scaled_to_zero
+from modelship.controller.stages.deploy import (
+    ROLLED_OUT,
+    ServingTarget,
+    deploy,
+    duration,
+    handover,
+    scaled_to_zero,
+    seconds_since_stamps,
+)
 from modelship.resources.plan import serving_plan
 from tests.support.endpoints import routed
 from tests.unit.test_autoscaled_ready import HPA, REV, scaled, was
@@ -316,3 +324,14 @@ def test_below_min_replicas_is_not_judged_where_the_controller_s_deadline_holds_
     out = outcome(fixed, deployment(REV, IMAGE, 2, 1, progress_reason=ROLLED_OUT,
                                     unavailable_since=rfc3339(NOW - timedelta(seconds=900))), 1)  # fmt: skip
     assert conditions(out.effects)[ConditionType.DEPLOYED][1] == Reason.ROLLING_OUT and out.effects.failure is None
+
+
+def test_seconds_since_the_earliest_or_the_latest_stamp_that_is_set() -> None:
+    """The clocks kept in objects (short_for: the earlier stamp; latest=True: the later one): unset stamps are
+    skipped, none set or a stamp ahead of now is 0."""
+    ago = {n: rfc3339(NOW - timedelta(seconds=n)) for n in (10, 40)}
+    assert seconds_since_stamps(NOW, ago[10], None, ago[40]) == 40
+    assert seconds_since_stamps(NOW, ago[10], None, ago[40], latest=True) == 10
+    assert seconds_since_stamps(NOW, None, "") == 0 and seconds_since_stamps(NOW, None, latest=True) == 0
+    ahead = rfc3339(NOW + timedelta(seconds=5))
+    assert seconds_since_stamps(NOW, ahead) == 0 and seconds_since_stamps(NOW, ago[40], ahead, latest=True) == 0

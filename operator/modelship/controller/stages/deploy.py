@@ -175,14 +175,24 @@ def scaling_message(dep: DeploymentObservation, rev: str, routed: int, floor: in
     return f"{n}/{n} replicas of {rev} available and ready endpoints of Service {service}"
 
 
+def seconds_since_stamps(now: datetime, *stamps: str | None, latest: bool = False) -> float:
+    """Seconds since the earliest of the ``stamps`` that are set (times read from objects: a condition's
+    lastTransitionTime, the Deployment's Available=False), or since the latest of them with ``latest``; 0 when
+    none is set or that one is ahead of ``now``."""
+    ages = [seconds_since(s, now) for s in stamps if s]
+    if not ages:
+        return 0.0
+    return max(0.0, min(ages) if latest else max(ages))
+
+
 def short_for(prev: ModelDeploymentStatus, dep: DeploymentObservation, now: datetime) -> float:
     """Seconds a scale-up has been short of replicas: since the earlier of the Capacity condition the previous
     status wrote (False: short since its lastTransitionTime) and the Deployment's Available condition turning
     False (the controller's own record, there when the operator did not run as the shortfall began). Both live
     in objects, so an operator restart does not reset the clock; 0 at the first look."""
     was = prev.condition(ConditionType.CAPACITY)
-    stamps = [was.last_transition_time if was is not None and was.status == "False" else None, dep.unavailable_since]
-    return max([0.0, *(seconds_since(s, now) for s in stamps if s)])
+    short_since = was.last_transition_time if was is not None and was.status == "False" else None
+    return seconds_since_stamps(now, short_since, dep.unavailable_since)
 
 
 def duration(seconds: float) -> str:
