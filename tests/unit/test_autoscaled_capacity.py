@@ -304,6 +304,21 @@ def test_the_below_floor_stall_message_does_not_follow_the_live_count() -> None:
     assert len(messages) == 1 and next(iter(messages)).startswith(f"fewer than minReplicas 2 replicas of {REV} ")
 
 
+def test_below_min_replicas_with_the_deployment_counting_itself_available_runs_deployed_s_clock() -> None:
+    """A maxUnavailable above 0 lets the Deployment count itself Available below minReplicas (no Available False,
+    no stamp of the controller's): the clock is Deployed's own lastTransitionTime (False since the drop), so such
+    a revision is stalled past the deadline too instead of RollingOut for ever."""
+    assert outcome(stalled_since(10), below(None), 1).effects.requeue_after == 21
+    late = outcome(stalled_since(31), below(None), 1)
+    assert conditions(late.effects)[ConditionType.DEPLOYED][1] == Reason.ROLLOUT_STALLED
+    assert late.effects.failure is not None
+    # Deployed True at the last look: the drop is now, the whole deadline to go
+    served = was(**{"serving": {**HPA, "rollout": {"progressDeadlineSeconds": 30}}})
+    now = outcome(served, below(None), 1)
+    assert conditions(now.effects)[ConditionType.DEPLOYED][1] == Reason.ROLLING_OUT
+    assert now.effects.requeue_after == 31
+
+
 def test_below_min_replicas_is_not_judged_where_the_controller_s_deadline_holds_or_it_cannot_tell() -> None:
     md = was(deployed=False, **{"serving": {**HPA, "rollout": {"progressDeadlineSeconds": 30}}})
 
@@ -317,8 +332,6 @@ def test_below_min_replicas_is_not_judged_where_the_controller_s_deadline_holds_
     assert judged(below(900, status_replicas=3)) == (Reason.ROLLING_OUT, None)
     # the controller has not observed the last change: its status may describe another template
     assert judged(below(900, generation=3)) == (Reason.ROLLING_OUT, None)
-    # the Deployment counts itself available (a maxUnavailable that allows it): no clock to read
-    assert judged(below(None)) == (Reason.ROLLING_OUT, None)
     # the operator's own replicas (no HPA): a rollout as any, the controller's deadline
     fixed = was(deployed=False, **{"serving": {"replicas": 2, "rollout": {"progressDeadlineSeconds": 30}}})
     out = outcome(fixed, deployment(REV, IMAGE, 2, 1, progress_reason=ROLLED_OUT,

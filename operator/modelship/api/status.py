@@ -44,6 +44,11 @@ class ConditionType(StrEnum):
     """Set only while it is False: an HPA scales the revision that serves up and fewer replicas than it asks for
     are available or routed (reason ScalingUp; ScaleUpStalled once that lasts progressDeadlineSeconds). Ready
     stays True while minReplicas serve: traffic is served, capacity is missing."""
+    CONTAINER_HEALTHY = "ContainerHealthy"
+    """Set only while it is False: a container of the rolled-out revision's pods crash-loops (reason
+    ServingCrashLoop; the message names the pod, the container and its last termination). Its lastTransitionTime
+    is the crash loop's clock: kept while the pods crash-loop, also through the moments a restarted pod is ready
+    between crashes; past progressDeadlineSeconds with replicas missing, Deployed is ServingCrashLoop (Stalled)."""
 
 
 class Reason(StrEnum):
@@ -131,6 +136,9 @@ class Reason(StrEnum):
     ROLLOUT_STALLED = "RolloutStalled"
     """The Deployment exceeded its progress deadline, or under an HPA fewer than minReplicas have been available
     for progressDeadlineSeconds with its template rolled out (the controller sets no deadline on a count)."""
+    SERVING_CRASH_LOOP = "ServingCrashLoop"
+    """ContainerHealthy: a container of the revision's pods crash-loops. Deployed: it has for progressDeadlineSeconds
+    with replicas missing (Stalled; the revision that served before, if any, keeps serving)."""
     PREVIOUS_REVISION_SERVING = "PreviousRevisionServing"
     ARTIFACT_CLAIM_READ_WRITE_ONCE = "ArtifactClaimReadWriteOnce"
     """MultiNode: the pods serve from the ReadWriteOnce artifact claim (no registry receives the artifact)."""

@@ -20,6 +20,7 @@ from ..resources.meta import (
 from ..resources.serving import template_digest
 from .canary import Samples
 from .phasewindow import Readings
+from .podhealth import PodHealth
 from .revcache import CachedRevision
 
 
@@ -187,6 +188,9 @@ class Observed:
     missing_keys: frozenset[tuple[str, str, str]] = frozenset()
     """(namespace, ConfigMap, key) of the keys those pods mount as files (a CA bundle's) that their existing
     ConfigMap lacks (``controller.prejob``)."""
+    serving_pods: tuple[PodHealth, ...] | None = None
+    """The serving Deployment's own pods, reduced (``controller.podhealth``): read by label only while its revision
+    is short of replicas (``stages.deploy.pods_wanted``), to name why; None when not read."""
     pruned_status: frozenset[str] = frozenset()
     """Status fields the served CRD is known to prune (one older than this operator), e.g.
     ``status.servingArtifact``: what this operator remembers there is gone (``controller.stages.memory``)."""

@@ -32,10 +32,11 @@ from .conditions import ORDER
 from .endpoints import PodRevisions, observe_endpoints
 from .kstatus import Event
 from .kube import EventPoster, Kube, PreconditionFailed, api_error_text
-from .observe import Observed, deployment_observation, job_observation
+from .observe import DeploymentObservation, Observed, deployment_observation, job_observation
 from .ownership import Conflict, judge, name_conflict
 from .phasewindow import Readings
 from .plan import Plan, plan
+from .podhealth import PodHealth, serving_pods_health
 from .podmetrics import Fetch, fetch_pod, read_pods, serving_pods_selector
 from .prejob import ServingMounts, missing_mounts, store_missed_jobs
 from .prometheus import PrometheusClient
@@ -44,6 +45,7 @@ from .revcache import CachedRevision
 from .revisions import RevisionCaches
 from .skew import Skew
 from .stages.context import Failure
+from .stages.deploy import pods_wanted
 from .statuswrite import StatusWriter
 from .store import Store
 from .terminating import TerminatingNamespaces, refused_as_terminating
@@ -166,9 +168,10 @@ class Reconciler:
         svc = self._controlled("Service", ns, serving_name(md), uid)
         ip = ((canary_svc or {}).get("spec") or {}).get("clusterIP")
         samples, readings = self._figures(md)
+        observed_dep = deployment_observation(dep) if dep else None
         return Observed(
             jobs=observed_jobs,
-            deployment=deployment_observation(dep) if dep else None,
+            deployment=observed_dep,
             existing=existing,
             cached=self._cached(md),
             canary=deployment_observation(canary) if canary else None,
@@ -179,7 +182,17 @@ class Reconciler:
             readings=readings,
             route_api=gateway_routing(md) is not None and self.kube.serves(HTTP_ROUTE),
             pruned_status=self.status_writer.known_pruned(),
+            serving_pods=self._serving_pods(md, observed_dep),
         )
+
+    def _serving_pods(self, md: ModelDeployment, dep: DeploymentObservation | None) -> tuple[PodHealth, ...] | None:
+        """The serving Deployment's pods, listed by label (no watch holds them) only while its revision is short
+        of replicas: what they say names why (a crash loop, an image not pulled, no node)."""
+        if dep is None or not pods_wanted(md, dep):
+            return None
+        pods = self.kube.list("v1", "Pod", md.metadata.namespace or "", serving_pods_selector(md.metadata.name))
+        metrics.API_READS.labels("Pod").inc()
+        return serving_pods_health(pods, dep.name)
 
     def _controlled(self, kind: str, ns: str, name: str, uid: str | None) -> dict[str, Any] | None:
         obj = self.store.get(kind, ns, name)

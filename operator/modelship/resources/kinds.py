@@ -176,7 +176,8 @@ JOB = Kind(
 POD = Kind(
     "Pod", "", "v1", "pods",
     grants=_watched(" (stage Job pods only: their termination messages carry the results); also listed with "
-                    "their Jobs before a Job is created"),
+                    "their Jobs before a Job is created, and the serving pods by label (no watch) for the revision "
+                    "of each endpoint and, while a revision is short of replicas, why its pods do not serve"),
     watch=MappingProxyType({**OURS, JOB_NAME_LABEL: None}),
 )  # fmt: skip
 DEPLOYMENT = _applied_child("Deployment", "apps", "v1", "deployments")

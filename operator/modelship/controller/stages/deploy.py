@@ -17,6 +17,7 @@ from ...resources.meta import TEMPLATE_ANNOTATION, serving_name
 from ...resources.plan import ServingPlan, serving_plan
 from ...resources.serving import ServedArtifact, service_url
 from ..observe import DeploymentObservation, EndpointsObservation
+from ..podhealth import Cause, Trouble, cause
 from .build import BuildOutcome
 from .context import (
     ConditionUpdate,
@@ -216,13 +217,14 @@ class Capacity:
 
 
 def capacity(
-    md: ModelDeployment, dep: DeploymentObservation, rev: str, routed: int, service: str, now: datetime
+    md: ModelDeployment, dep: DeploymentObservation, rev: str, routed: int, service: str, now: datetime, told: str = ""
 ) -> Capacity | None:
     """The Capacity condition while not every replica the HPA asks for of ``rev`` serves (None once they do,
     also while surplus ones go away): ScalingUp until that has lasted the rollout's progressDeadlineSeconds (the
     deadline the Deployment controller applies to a rollout, and does not apply to a pure scale), then
     ScaleUpStalled. Ready stays True meanwhile (at least minReplicas serve): traffic is served, capacity is
-    missing, so it is a condition of its own and a Warning Event, not Stalled."""
+    missing, so it is a condition of its own and a Warning Event, not Stalled. ``told`` (``cause_text``) says why
+    the new pods do not serve, when their pods say it."""
     if not capacity_short(dep, routed):
         return None
     n, available = dep.replicas, dep.available_replicas
@@ -231,7 +233,7 @@ def capacity(
     counts = f"{available}/{n} replicas of {rev} available"
     routes = f"{routed}/{n} endpoints ready in Service {service}"
     if seconds < deadline:
-        message = f"{counts}, {routes}: the autoscaler scales up"
+        message = f"{counts}, {routes}: the autoscaler scales up{told}"
         scaling = condition(ConditionType.CAPACITY, False, Reason.SCALING_UP, message)
         return Capacity(scaling, "", deadline - seconds + 1)
     # the deadline, not the time so far: the message stays the same from one status write to the next (the
@@ -240,7 +242,7 @@ def capacity(
         f"{counts} for more than {duration(deadline)} (progressDeadlineSeconds {deadline}), {routes}: the autoscaler's "
         "scale-up makes no progress (new pods unschedulable, crash-looping or not pulled: the pods' events and "
         "the HPA's status tell which); the replicas that serve keep serving"
-    )
+    ) + told
     cond = condition(ConditionType.CAPACITY, False, Reason.SCALE_UP_STALLED, message)
     return Capacity(cond, f"; scale-up stalled for more than {duration(deadline)}")
 
@@ -254,18 +256,30 @@ class BelowFloor:
     requeue_after: float | None = None
 
 
+def crash_looping_for(prev: ModelDeploymentStatus, now: datetime) -> float:
+    """Seconds the revision's pods have crash-looped: since the ContainerHealthy condition the previous status
+    wrote turned False (it stays False while they crash-loop, also through the moments a restarted pod is ready
+    between crashes: ``podhealth.crash_looping``); 0 at the first look."""
+    was = prev.condition(ConditionType.CONTAINER_HEALTHY)
+    return seconds_since(was.last_transition_time, now) if was is not None and was.status == "False" else 0.0
+
+
 def below_floor_for(prev: ModelDeploymentStatus, dep: DeploymentObservation, now: datetime) -> float:
     """Seconds a revision has been below minReplicas: since the Deployment's Available condition turned False,
     yet no earlier than the previous status's Deployed condition says the revision dropped. Available keeps its
     lastTransitionTime through every short scale-up (False at any with maxUnavailable 0, while Deployed stays
     True), so it alone would count a drop below the floor from a scale-up long before: Deployed True at the last
-    look, the drop is now; Deployed not True (RollingOut, RolloutStalled, ...), the later of the two stamps. Both
-    live in objects, so an operator restart does not reset the clock."""
+    look, the drop is now; Deployed not True (RollingOut, RolloutStalled, ...), the later of the two stamps, or
+    Deployed's alone when the Deployment counts itself available (a maxUnavailable above 0 lets it below
+    minReplicas). Pods that crash-loop reach minReplicas between crashes and make Deployed True for a moment: the
+    crash loop's own clock (``crash_looping_for``), which such a moment does not reset, counts then. All live in
+    objects, so an operator restart does not reset the clock."""
+    crashing = crash_looping_for(prev, now)
     was = prev.condition(ConditionType.DEPLOYED)
-    if was is not None and was.status == "True":
-        return 0.0
-    stamps = [dep.unavailable_since, was.last_transition_time if was is not None else None]
-    return max(0.0, min(seconds_since(s, now) for s in stamps if s))
+    if was is None or was.status == "True":
+        return crashing
+    stamps = [s for s in (dep.unavailable_since, was.last_transition_time) if s]
+    return max(0.0, crashing, min((seconds_since(s, now) for s in stamps), default=0.0))
 
 
 def below_floor(
@@ -275,18 +289,19 @@ def below_floor(
     desired: dict[str, Any],
     rev: str,
     now: datetime,
+    told: str = "",
 ) -> BelowFloor | None:
     """Fewer than minReplicas of ``rev`` available under an HPA, with ``rev``'s template rolled out by the
     Deployment controller's word (NewReplicaSetAvailable, which it keeps while only the count moves: it runs no
     progress deadline on a pure scale, so the HPA's raise to minReplicas, or a pod lost since, that never comes up
     is not flagged by it). The clock (below_floor_for) is the Deployment's own, its Available condition False since
     (with the default maxUnavailable 0, as soon as fewer than spec.replicas are available), started no earlier than
-    the previous status's Deployed condition says the revision dropped; past the rollout's progressDeadlineSeconds
-    it is a stalled rollout, as the controller's ProgressDeadlineExceeded would be. None when the controller runs
-    the rollout (its deadline holds), it has not observed the last change, or it does not count the Deployment
-    unavailable."""
+    the previous status's Deployed condition says the revision dropped (that alone with a maxUnavailable above 0),
+    or the crash loop's when the pods crash-loop; past the rollout's progressDeadlineSeconds it is a stalled
+    rollout, as the controller's ProgressDeadlineExceeded would be; ``told`` says why, when the pods say it. None
+    when the controller runs the rollout (its deadline holds) or it has not observed the last change."""
     floor = autoscaled_floor(md, desired)
-    if floor is None or dep is None or dep.available_replicas >= floor or not dep.unavailable_since:
+    if floor is None or dep is None or dep.available_replicas >= floor:
         return None
     if dep.observed_generation < dep.generation or not template_rolled_out(dep, desired, rev):
         return None
@@ -301,7 +316,65 @@ def below_floor(
         f"{duration(deadline)} (progressDeadlineSeconds {deadline}): its new pods do not come up (unschedulable, "
         "over a ResourceQuota, crash-looping or not pulled: the pods' events and the ReplicaSet's conditions tell "
         "which), and the Deployment controller sets no deadline on a count the autoscaler moves"
+        + told
     )
+
+
+POD_LOOK_SECONDS = 15.0
+"""While a revision is short of replicas and its pods say nothing yet (they start, or load the model), look at them
+again this soon: no watch tells when one of them starts crash-looping (the Deployment's status does not change
+while a pod that never was ready crashes)."""
+
+
+def pods_wanted(md: ModelDeployment, dep: DeploymentObservation) -> bool:
+    """Read the serving pods this pass (a list by label: no watch holds them): the Deployment has fewer pods
+    available, ready or of its newest template than it asks for (or than minReplicas under an HPA), or the previous
+    status says its pods crash-loop (kept through the moments they are all ready between crashes)."""
+    if md.status.condition(ConditionType.CONTAINER_HEALTHY) is not None:
+        return True
+    auto = md.spec.serving.autoscaling
+    want = max(dep.replicas, auto.min_replicas if auto.enabled else 0)
+    return dep.available_replicas < want or dep.ready_replicas < dep.replicas or dep.updated_replicas < dep.replicas
+
+
+def cause_text(md: ModelDeployment, found: Cause | None) -> str:
+    """``; <what the pods say>`` for a message (with where to raise the memory limit when the serving container
+    was OOMKilled), or "" when they say nothing."""
+    if found is None:
+        return ""
+    text = f"; {found.describe()}"
+    if found.oom and found.container == "server":
+        limit = md.spec.serving.resources.limits.get("memory")
+        if limit is not None:
+            text += f"; its memory limit is {limit}: raise spec.serving.resources.limits.memory"
+        else:
+            text += (
+                "; no memory limit is set: the node's memory or a LimitRange's default bounds it, set "
+                "spec.serving.resources.limits.memory (and requests.memory) above what the model needs"
+            )
+    return text
+
+
+def container_health(md: ModelDeployment, found: Cause | None) -> tuple[ConditionUpdate, ...]:
+    """ContainerHealthy False (ServingCrashLoop) while a container of the revision's pods crash-loops, else
+    nothing (the condition is set only while False)."""
+    if found is None or found.trouble != Trouble.CRASH_LOOP:
+        return ()
+    message = cause_text(md, found)[2:]
+    return (condition(ConditionType.CONTAINER_HEALTHY, False, Reason.SERVING_CRASH_LOOP, message),)
+
+
+def crash_loop_stalled(md: ModelDeployment, rev: str, found: Cause | None, prev_revision: str | None) -> str:
+    """Deployed's message once the pods of ``rev`` have crash-looped for progressDeadlineSeconds: the deadline, not
+    the time so far, and no live count, so it stays the same from one pass to the next."""
+    deadline = md.spec.serving.rollout.progress_deadline_seconds
+    message = (
+        f"pods of {rev} crash-loop for more than {duration(deadline)} (progressDeadlineSeconds {deadline})"
+        f"{cause_text(md, found)}"
+    )
+    if prev_revision and prev_revision != rev:
+        return message + f"; revision {prev_revision} keeps serving"
+    return message + f"; the pods of {rev} that are ready keep serving"
 
 
 def scaled_to_zero(md: ModelDeployment, dep: DeploymentObservation | None, desired: dict[str, Any]) -> str | None:
@@ -437,10 +510,14 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
         effects = replace(waiting, apply=others, delete=objects.delete)
         return DeployOutcome(*kept, url, effects)
     one_node = single_node_warning(ctx.md, ctx.config) if from_claim else None
+    # what the pods of the revision being rolled out say about why they do not serve (read only while it is short)
+    found = cause(ctx.observed.serving_pods, rev, ctx.now) if serve.revision == rev else None
+    told = cause_text(ctx.md, found)
 
     def deployed(status: bool, reason: Reason, message: str) -> tuple[ConditionUpdate, ...]:
-        """The Deployed condition, and MultiNode (False) while the pods are confined to one node."""
-        out = [condition(ConditionType.DEPLOYED, status, reason, message)]
+        """The Deployed condition, MultiNode (False) while the pods are confined to one node, ContainerHealthy
+        (False) while they crash-loop."""
+        out = [condition(ConditionType.DEPLOYED, status, reason, message), *container_health(ctx.md, found)]
         if one_node is not None:
             out.append(condition(ConditionType.MULTI_NODE, False, Reason.ARTIFACT_CLAIM_READ_WRITE_ONCE, one_node))
         return tuple(out)
@@ -467,15 +544,28 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     zero = scaled_to_zero(ctx.md, dep, sp.deployment)
     if zero is not None:
         return still(False, Reason.SCALED_TO_ZERO, zero, failure=Failure(StageName.DEPLOY, Reason.SCALED_TO_ZERO, zero))
+    deadline = ctx.md.spec.serving.rollout.progress_deadline_seconds
+    crash = found if found is not None and found.trouble == Trouble.CRASH_LOOP else None
+    crashing_for = crash_looping_for(ctx.prev, ctx.now) if crash is not None else 0.0
+    scaling = dep is not None and serves_while_scaling(ctx.md, ctx.prev, dep, sp.deployment, rev, routed)
+    complete = rollout_complete(ctx.md, dep, sp.deployment, rev)
+    was = ctx.prev.condition(ConditionType.DEPLOYED)
+    stuck = was is not None and was.reason == Reason.SERVING_CRASH_LOOP
+    if crash is not None and crashing_for >= deadline and (stuck or not (scaling or (complete and routed >= want))):
+        # replicas missing (or all ready for a moment between crashes, after the stall): a flap does not end it
+        message = crash_loop_stalled(ctx.md, rev, crash, prev_revision)
+        failure = Failure(StageName.DEPLOY, Reason.SERVING_CRASH_LOOP, message)
+        return still(False, Reason.SERVING_CRASH_LOOP, message, failure=failure)
+    crash_due = deadline - crashing_for + 1 if crash is not None else None
     # an HPA moving the count of a revision that serves is no rollout: it stays Deployed (Ready) at minReplicas
-    if dep is not None and serves_while_scaling(ctx.md, ctx.prev, dep, sp.deployment, rev, routed):
+    if dep is not None and scaling:
         floor = autoscaled_floor(ctx.md, sp.deployment) or want
         message = scaling_message(dep, rev, routed, floor, service)
-        short = capacity(ctx.md, dep, rev, routed, service, ctx.now)
+        short = capacity(ctx.md, dep, rev, routed, service, ctx.now, told)
         if short is not None:
             return serves(message + short.suffix, short.condition, requeue_after=short.requeue_after)
         return serves(message, events=scaled_up(ctx.prev, message))
-    if rollout_complete(ctx.md, dep, sp.deployment, rev):
+    if complete:
         # available pods are not yet routed: Ready means the Service sends requests to the revision's pods
         if routed < want:
             message = f"{want}/{want} replicas of {rev} available, {routed}/{want} endpoints ready in Service {service}"
@@ -484,19 +574,21 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
             )
         return serves(f"{want}/{want} replicas of {rev} available and ready endpoints of Service {service}")
     if dep is not None and dep.progress_deadline_exceeded and dep.revision == rev:
-        message = f"rollout of {rev} made no progress: {dep.progress_message}"
+        reason = Reason.SERVING_CRASH_LOOP if crash is not None else Reason.ROLLOUT_STALLED
+        message = f"rollout of {rev} made no progress: {dep.progress_message}{told}"
         if prev_revision and prev_revision != rev:
             message += f"; revision {prev_revision} keeps serving"
-        return still(
-            False, Reason.ROLLOUT_STALLED, message, failure=Failure(StageName.DEPLOY, Reason.ROLLOUT_STALLED, message)
-        )
-    low = below_floor(ctx.md, ctx.prev, dep, sp.deployment, rev, ctx.now)
+        return still(False, reason, message, failure=Failure(StageName.DEPLOY, reason, message))
+    low = below_floor(ctx.md, ctx.prev, dep, sp.deployment, rev, ctx.now, told)
     if low is not None and low.stalled is not None:
-        failure = Failure(StageName.DEPLOY, Reason.ROLLOUT_STALLED, low.stalled)
-        return still(False, Reason.ROLLOUT_STALLED, low.stalled, failure=failure)
+        reason = Reason.SERVING_CRASH_LOOP if crash is not None else Reason.ROLLOUT_STALLED
+        return still(False, reason, low.stalled, failure=Failure(StageName.DEPLOY, reason, low.stalled))
     have = dep.available_replicas if dep and dep.revision == rev else 0
     message = f"{have}/{want} replicas of {rev} available"
     if dep is not None and dep.replicas < want:
         message += f" (the HPA raises the Deployment to minReplicas {want})"
-    progress, requeue = Progress(Reason.ROLLING_OUT, message, Phase.DEPLOYING), low.requeue_after if low else None
-    return still(False, Reason.ROLLING_OUT, message, progress=progress, requeue_after=requeue)
+    message += told
+    look = POD_LOOK_SECONDS if found is None and ctx.observed.serving_pods is not None else None
+    dues = [d for d in (low.requeue_after if low else None, crash_due, look) if d is not None]
+    progress = Progress(Reason.ROLLING_OUT, message, Phase.DEPLOYING)
+    return still(False, Reason.ROLLING_OUT, message, progress=progress, requeue_after=min(dues, default=None))

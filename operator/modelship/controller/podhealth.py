@@ -1,0 +1,207 @@
+"""Why a serving revision's pods do not serve: its pods, read on demand by label while the revision is short of
+replicas, reduced to what they say (crash-looping containers with their last termination, images not pulled,
+pods the scheduler cannot place), and judged into one cause a status message can name. Pure.
+
+Pod fields are tenant-influenced input (a container's termination message is written by the model's code, a
+scheduler message names the tenant's node selectors): every text copied from a pod is bounded and stripped of
+control characters (``printable``) before it reaches status or an Event."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from ..resources.meta import REVISION_LABEL
+
+POD_TEXT_LIMIT = 240
+"""At most this many characters of a text copied from a pod (a termination message, a scheduler message)."""
+NAME_LIMIT = 120
+"""Pod and container names, images: the API bounds them; bounded again here (a forged status is not validated)."""
+RECOVERY_SECONDS = 600
+"""A container that restarted after a failure and has run this long since is no longer crash-looping: the kubelet
+resets its restart back-off after 10 minutes of running (so a ready-then-crash flap stays a crash loop)."""
+TEMPLATE_HASH_LABEL = "pod-template-hash"
+
+
+def printable(text: object, limit: int = POD_TEXT_LIMIT) -> str:
+    """``text`` on one line, as a status message may carry it: control, format (bidi overrides) and line or
+    paragraph separator characters become spaces, runs of white space one space, at most ``limit`` characters
+    (an ellipsis marks a cut)."""
+    raw = str(text)[: limit * 4]  # bound the work before cleaning
+    cleaned = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co") else ch for ch in raw)
+    one_line = " ".join(cleaned.split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 1].rstrip() + "…"
+
+
+class Trouble(StrEnum):
+    """What keeps a pod from serving, in the order a message names them (the first found wins)."""
+
+    CRASH_LOOP = "CrashLoopBackOff"
+    IMAGE_PULL = "ImagePullBackOff"
+    UNSCHEDULABLE = "Unschedulable"
+
+
+@dataclass(frozen=True)
+class ContainerHealth:
+    """One container's (or init container's) state, as its pod's status says."""
+
+    name: str
+    waiting: str = ""
+    """Reason it waits (CrashLoopBackOff, ImagePullBackOff, ErrImagePull, ContainerCreating, ...); "" if not."""
+    restarts: int = 0
+    running_since: str | None = None
+    """startedAt of its current run (it runs now)."""
+    terminated: tuple[str, int, str] | None = None
+    """(reason, exit code, message) of its last termination (the current state's if it just ended, else the last
+    state's), the message already ``printable``."""
+    image: str = ""
+
+
+@dataclass(frozen=True)
+class PodHealth:
+    """A serving pod of the ModelDeployment, reduced to what its status says."""
+
+    name: str
+    revision: str
+    containers: tuple[ContainerHealth, ...] = ()
+    unschedulable: str | None = None
+    """The scheduler's message (PodScheduled False, reason Unschedulable), ``printable``."""
+
+
+def _terminated(cs: dict[str, Any]) -> tuple[str, int, str] | None:
+    for state in (cs.get("state") or {}, cs.get("lastState") or {}):
+        term = state.get("terminated")
+        if isinstance(term, dict):
+            try:
+                code = int(term.get("exitCode") or 0)
+            except (TypeError, ValueError):
+                code = 0
+            return printable(term.get("reason") or "", 40), code, printable(term.get("message") or "")
+    return None
+
+
+def _container(cs: dict[str, Any]) -> ContainerHealth:
+    state = cs.get("state") or {}
+    waiting, running = state.get("waiting") or {}, state.get("running") or {}
+    try:
+        restarts = int(cs.get("restartCount") or 0)
+    except (TypeError, ValueError):
+        restarts = 0
+    return ContainerHealth(
+        name=printable(cs.get("name") or "", NAME_LIMIT),
+        waiting=printable(waiting.get("reason") or "", 40) if isinstance(waiting, dict) else "",
+        restarts=restarts,
+        running_since=str(running.get("startedAt")) if isinstance(running, dict) and running.get("startedAt") else None,
+        terminated=_terminated(cs),
+        image=printable(cs.get("image") or "", NAME_LIMIT),
+    )
+
+
+def of_deployment(pod: dict[str, Any], deployment: str) -> bool:
+    """The pod is one the Deployment ``deployment``'s ReplicaSets made (its controller is the ReplicaSet named
+    after the Deployment and the pod's template hash) and is not going away: a pod someone else labelled so the
+    selector finds it, or one of the Canary's candidate Deployment, is not this Deployment's."""
+    meta = pod.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return False
+    template_hash = (meta.get("labels") or {}).get(TEMPLATE_HASH_LABEL)
+    if not template_hash:
+        return False
+    return any(
+        ref.get("controller") and ref.get("kind") == "ReplicaSet" and ref.get("name") == f"{deployment}-{template_hash}"
+        for ref in meta.get("ownerReferences") or []
+    )
+
+
+def pod_health(pod: dict[str, Any]) -> PodHealth:
+    """Reduce a serving pod to what planning reads of it."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    unschedulable = None
+    for c in status.get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+            unschedulable = printable(c.get("message") or "no node fits the pod")
+    return PodHealth(
+        name=printable(meta.get("name") or "", NAME_LIMIT),
+        revision=str((meta.get("labels") or {}).get(REVISION_LABEL) or ""),
+        containers=tuple(_container(cs) for cs in statuses if isinstance(cs, dict)),
+        unschedulable=unschedulable,
+    )
+
+
+def serving_pods_health(pods: list[dict[str, Any]], deployment: str) -> tuple[PodHealth, ...]:
+    """The Deployment's own pods (``of_deployment``) among ``pods``, reduced, by name."""
+    return tuple(sorted((pod_health(p) for p in pods if of_deployment(p, deployment)), key=lambda p: p.name))
+
+
+def _running_for(started: str, now: datetime) -> float:
+    """Seconds since ``started`` (RFC 3339); 0 for a stamp that does not parse (a forged status)."""
+    try:
+        return (now - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds()
+    except (ValueError, TypeError):
+        return 0.0
+
+
+def crash_looping(c: ContainerHealth, now: datetime) -> bool:
+    """The kubelet holds the container in its restart back-off, or it just ended in failure, or it restarted
+    after a termination and has not yet run ``RECOVERY_SECONDS`` since (the ready moments of a flap)."""
+    if c.waiting == "CrashLoopBackOff":
+        return True
+    if c.running_since is None and c.terminated is not None and not c.waiting:
+        return c.terminated[1] != 0  # it ended now (before the kubelet's back-off): a failure, not a completion
+    if c.restarts > 0 and c.terminated is not None and c.running_since is not None:
+        return _running_for(c.running_since, now) < RECOVERY_SECONDS
+    return False
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Why pods of a revision do not serve, in words that stay the same while the cause does (no restart counts,
+    no back-off times: a crash-looping pod does not rewrite status at each restart)."""
+
+    trouble: Trouble
+    pod: str
+    container: str = ""
+    terminated: tuple[str, int, str] | None = None
+    """The crash-looping container's last termination: (reason, exit code, message)."""
+    detail: str = ""
+    """The image not pulled, or the scheduler's message."""
+
+    @property
+    def oom(self) -> bool:
+        return self.terminated is not None and self.terminated[0] == "OOMKilled"
+
+    def describe(self) -> str:
+        if self.trouble == Trouble.CRASH_LOOP:
+            text = f"pod {self.pod}: container {self.container} crash-looping (CrashLoopBackOff)"
+            if self.terminated is not None:
+                reason, code, message = self.terminated
+                text += f", last terminated {reason or 'Error'} (exit code {code})"
+                if message:
+                    text += f": {message}"
+            return text
+        if self.trouble == Trouble.IMAGE_PULL:
+            return f"pod {self.pod}: container {self.container} image {self.detail} not pulled (ImagePullBackOff)"
+        return f"pod {self.pod} unschedulable: {self.detail}"
+
+
+def cause(pods: tuple[PodHealth, ...] | None, revision: str, now: datetime) -> Cause | None:
+    """The first cause found among the pods of ``revision`` (by pod name; a crash loop before an image not
+    pulled before a pod not scheduled); None when none of its pods says why it does not serve (they start, or
+    the pods were not read)."""
+    mine = [p for p in pods or () if p.revision == revision]
+    for p in mine:
+        for c in p.containers:
+            if crash_looping(c, now):
+                return Cause(Trouble.CRASH_LOOP, p.name, c.name, c.terminated)
+    for p in mine:
+        for c in p.containers:
+            if c.waiting in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName"):
+                return Cause(Trouble.IMAGE_PULL, p.name, c.name, detail=c.image or "(unnamed)")
+    for p in mine:
+        if p.unschedulable is not None:
+            return Cause(Trouble.UNSCHEDULABLE, p.name, detail=p.unschedulable)
+    return None

@@ -1,0 +1,301 @@
+"""A serving revision whose pods crash-loop says why and stalls: the pure parts (the pods reduced and judged, the
+ContainerHealthy clock that a ready-then-crash flap does not reset, Deployed's messages, the below-minReplicas
+clock with it and with a maxUnavailable above 0)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from modelship.api.status import ConditionType, Reason
+from modelship.controller.conditions import rfc3339
+from modelship.controller.observe import Observed
+from modelship.controller.podhealth import (
+    POD_TEXT_LIMIT,
+    RECOVERY_SECONDS,
+    Trouble,
+    cause,
+    crash_looping,
+    of_deployment,
+    pod_health,
+    printable,
+    serving_pods_health,
+)
+from modelship.controller.stages.deploy import POD_LOOK_SECONDS, ServingTarget, deploy, pods_wanted
+from modelship.resources.meta import REVISION_LABEL
+from tests.support.endpoints import routed
+from tests.unit.test_autoscaled_ready import HPA, REV, scaled
+from tests.unit.test_plan import IMAGE, NOW, deployment, make_md
+from tests.unit.test_stages import conditions, ctx
+
+OLD = "r-old"
+DEADLINE = 30
+
+
+def ago(seconds: float) -> str:
+    return rfc3339(NOW - timedelta(seconds=seconds))
+
+
+def crashing(restarts: int = 5, reason: str = "Error", code: int = 1, message: str = "") -> dict[str, Any]:
+    """The server container's status as a kubelet writes it while it holds the container in its back-off."""
+    term: dict[str, Any] = {"exitCode": code, "reason": reason, "startedAt": ago(20), "finishedAt": ago(15)}
+    if message:
+        term["message"] = message
+    return {"name": "server", "image": IMAGE, "ready": False, "restartCount": restarts,
+            "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                  "message": f"back-off {10 * restarts}s restarting failed container=server"}},
+            "lastState": {"terminated": term}}  # fmt: skip
+
+
+def running(since: float, restarts: int = 5) -> dict[str, Any]:
+    """The server container running (ready) ``since`` seconds, after ``restarts`` crashes (exit code 1)."""
+    last = {"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": ago(since + 1)}} if restarts else {}
+    return {"name": "server", "image": IMAGE, "ready": True, "restartCount": restarts,
+            "state": {"running": {"startedAt": ago(since)}}, "lastState": last}  # fmt: skip
+
+
+def pod(name: str, *containers: dict[str, Any], rev: str = REV, owner: str = "digits-5f7", hash_: str = "5f7",
+        conditions_: list[dict[str, Any]] | None = None, deleting: bool = False) -> dict[str, Any]:  # fmt: skip
+    meta: dict[str, Any] = {"name": name, "labels": {REVISION_LABEL: rev, "pod-template-hash": hash_},
+                            "ownerReferences": [{"kind": "ReplicaSet", "name": owner, "controller": True}]}  # fmt: skip
+    if deleting:
+        meta["deletionTimestamp"] = ago(1)
+    return {"metadata": meta, "status": {"phase": "Running", "containerStatuses": list(containers),
+                                         "conditions": conditions_ or []}}  # fmt: skip
+
+
+def health(*pods: dict[str, Any]) -> Any:
+    return serving_pods_health(list(pods), "digits")
+
+
+# -- the pods, reduced and judged ---------------------------------------------------------------------------------
+
+
+def test_a_hostile_termination_message_is_bounded_and_stripped_of_control_characters() -> None:
+    """The termination message is the model's code's to write: escape sequences, new lines, a bidi override, NULs
+    and 100 000 characters reach status as one bounded line."""
+    hostile = "\x1b[2J\x1b[31mFAKE: Ready True\r\nStalled\tFalse\x00\u202egnirts\u2028" + "A" * 100_000
+    p = pod_health(pod("digits-5f7-a", crashing(message=hostile)))
+    ((reason, code, message),) = [c.terminated for c in p.containers if c.terminated]
+    assert (reason, code) == ("Error", 1)
+    assert len(message) <= POD_TEXT_LIMIT and message.endswith("…")
+    assert not any(ord(ch) < 32 or ch in "\x7f\u202e\u2028" for ch in message), message
+    assert message.startswith("[2J [31mFAKE: Ready True Stalled False gnirts AAAA")
+    text = cause(health(pod("digits-5f7-a", crashing(message=hostile))), REV, NOW)
+    assert text is not None and "\n" not in text.describe() and len(text.describe()) < POD_TEXT_LIMIT + 200
+    assert printable("  a\n\n b\tc  ") == "a b c" and printable("x" * 10, 5) == "xxxx…"
+
+
+def test_only_the_deployment_s_own_pods_are_read() -> None:
+    """A pod of the Deployment's ReplicaSet (named after it and the pod's template hash) is read; one someone else
+    labelled so the selector finds it, the Canary candidate's (another Deployment's ReplicaSet), or one going away
+    is not."""
+    assert of_deployment(pod("a"), "digits")
+    assert not of_deployment(pod("b", owner="digits-canary-5f7"), "digits")  # the candidate Deployment's
+    assert not of_deployment(pod("c", owner="digits-666"), "digits")  # the hash label says another ReplicaSet
+    assert not of_deployment(pod("d", hash_=""), "digits")
+    assert not of_deployment(pod("e", deleting=True), "digits")
+    forged = pod("f")
+    forged["metadata"]["ownerReferences"][0]["controller"] = False
+    assert not of_deployment(forged, "digits")
+    assert [p.name for p in health(pod("b"), pod("a"), pod("x", owner="other-5f7"))] == ["a", "b"]
+
+
+def test_a_crash_loop_is_told_through_the_ready_moments_of_a_flap() -> None:
+    """Waiting in CrashLoopBackOff, or just terminated in failure, is a crash loop; so is a container that restarted
+    after a failure and runs (ready) for less than the kubelet's back-off reset: the moment between two crashes.
+    One that has run longer since, never restarted, or is being created is not."""
+
+    def judged(cs: dict[str, Any]) -> bool:
+        return crash_looping(pod_health(pod("a", cs)).containers[0], NOW)
+
+    assert judged(crashing())
+    assert judged(running(20))
+    assert not judged(running(RECOVERY_SECONDS + 1))
+    assert not judged(running(20, restarts=0))
+    just_died = {"name": "server", "restartCount": 0, "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+    assert judged(just_died)
+    assert not judged({**just_died, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}})
+    assert not judged({"name": "server", "state": {"waiting": {"reason": "ContainerCreating"}}})
+    # a forged start time that does not parse counts as just started, never as a crash
+    assert not judged({**running(20, restarts=0), "state": {"running": {"startedAt": "yesterday"}}})
+
+
+def test_the_cause_named_first_is_a_crash_then_an_image_then_the_scheduler() -> None:
+    pull = {"name": "server", "image": "reg.example/m@sha256:ab", "state": {"waiting": {"reason": "ErrImagePull",
+            "message": "rpc error: code = NotFound"}}}  # fmt: skip
+    unschedulable = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                      "message": "0/3 nodes are available: 3 Insufficient memory.\n"}]  # fmt: skip
+    pods = health(pod("a", conditions_=unschedulable), pod("b", pull), pod("c", crashing()))
+    found = cause(pods, REV, NOW)
+    assert found is not None and (found.trouble, found.pod) == (Trouble.CRASH_LOOP, "c")
+    assert found.describe() == ("pod c: container server crash-looping (CrashLoopBackOff), last terminated Error "
+                                "(exit code 1)")
+    found = cause(pods[:2], REV, NOW)
+    assert found is not None and found.describe() == (
+        "pod b: container server image reg.example/m@sha256:ab not pulled (ImagePullBackOff)")  # fmt: skip
+    found = cause(pods[:1], REV, NOW)
+    assert found is not None
+    assert found.describe() == "pod a unschedulable: 0/3 nodes are available: 3 Insufficient memory."
+    # another revision's pods (the old ones of a rollout) say nothing about this one's
+    assert cause(pods, OLD, NOW) is None and cause(None, REV, NOW) is None
+    assert cause(health(pod("d", running(20, restarts=0))), REV, NOW) is None
+
+
+def test_the_pods_are_read_only_while_the_revision_is_short_or_was_crash_looping() -> None:
+    fixed = make_md(serving={"replicas": 2})
+    assert not pods_wanted(fixed, deployment(REV, IMAGE, 2, 2))
+    assert pods_wanted(fixed, deployment(REV, IMAGE, 2, 1))
+    assert pods_wanted(fixed, deployment(REV, IMAGE, 2, 2, updated_replicas=1))  # a rollout's new pods
+    assert pods_wanted(make_md(serving=HPA), deployment(REV, IMAGE, 1, 1))  # below minReplicas 2
+    flapping = make_md(serving={"replicas": 2}, status=status(crash_since=10))
+    assert pods_wanted(flapping, deployment(REV, IMAGE, 2, 2))  # all ready between crashes: the clock is kept
+
+
+# -- Deployed, ContainerHealthy and the stall ----------------------------------------------------------------------
+
+
+def status(deployed: tuple[str, str, float] | None = None, crash_since: float | None = None,
+           serving: str = OLD) -> dict[str, Any]:  # fmt: skip
+    """The previous status: ``serving`` serves; Deployed (status, reason, since seconds), ContainerHealthy False
+    since ``crash_since`` seconds."""
+    conds: list[dict[str, Any]] = []
+    if deployed is not None:
+        conds.append({"type": "Deployed", "status": deployed[0], "reason": deployed[1], "message": "",
+                      "lastTransitionTime": ago(deployed[2])})  # fmt: skip
+    if crash_since is not None:
+        conds.append({"type": "ContainerHealthy", "status": "False", "reason": "ServingCrashLoop", "message": "",
+                      "lastTransitionTime": ago(crash_since)})  # fmt: skip
+    return {"servingRevision": serving, "servingImage": IMAGE, "observedGeneration": 4, "conditions": conds}
+
+
+def md_of(prev: dict[str, Any], **serving: Any) -> Any:
+    spec = {"replicas": 2, "rollout": {"progressDeadlineSeconds": DEADLINE}} | serving
+    return make_md(status=prev, serving=spec)
+
+
+def judged(md: Any, dep: Any, pods: tuple[Any, ...], ready: int = 0) -> Any:
+    c = ctx(md, Observed(deployment=dep, endpoints=routed((REV, ready)), serving_pods=pods))
+    assert c.revision == REV
+    return deploy(c, ServingTarget(REV, IMAGE))
+
+
+def new_rollout(available: int = 0, **kw: Any) -> Any:
+    """REV's Deployment rolling out (the old revision's pods still there): ``available`` of 2 of the new template."""
+    return deployment(REV, IMAGE, 2, available, progress_reason="ReplicaSetUpdated", **kw)
+
+
+def test_a_rollout_whose_pods_crash_loop_says_why_and_is_stalled_past_the_deadline() -> None:
+    """The new revision's pods crash-loop: Deployed (and so Ready) says which pod, which container and how it last
+    ended, ContainerHealthy False starts the clock, the old revision keeps serving; past progressDeadlineSeconds of
+    crash loop, ServingCrashLoop (Stalled) with the old revision still serving."""
+    pods = health(pod("digits-5f7-a", crashing(message="Segmentation fault in libtensorflowlite")))
+    first = judged(md_of(status(("False", "RollingOut", 5))), new_rollout(), pods)
+    got = conditions(first.effects)
+    told = ("pod digits-5f7-a: container server crash-looping (CrashLoopBackOff), last terminated Error (exit code 1): "
+            "Segmentation fault in libtensorflowlite")  # fmt: skip
+    assert got[ConditionType.DEPLOYED] == (False, Reason.ROLLING_OUT, f"0/2 replicas of {REV} available; {told}")
+    assert got[ConditionType.CONTAINER_HEALTHY] == (False, Reason.SERVING_CRASH_LOOP, told)
+    assert first.effects.progress is not None and told in first.effects.progress.message  # Ready's message
+    assert first.effects.failure is None and first.serving_revision == OLD
+    assert first.effects.requeue_after == DEADLINE + 1  # the crash loop's deadline, from the first look
+    # 10 s into the crash loop: 20 s to go
+    assert judged(md_of(status(("False", "RollingOut", 60), 10)), new_rollout(), pods).effects.requeue_after == 21
+    late = judged(md_of(status(("False", "RollingOut", 60), DEADLINE + 1)), new_rollout(), pods)
+    deployed = conditions(late.effects)[ConditionType.DEPLOYED]
+    assert deployed[:2] == (False, Reason.SERVING_CRASH_LOOP)
+    assert deployed[2] == (f"pods of {REV} crash-loop for more than 30s (progressDeadlineSeconds 30); {told}; "
+                           f"revision {OLD} keeps serving")  # fmt: skip
+    assert late.effects.failure is not None and late.effects.failure.reason == Reason.SERVING_CRASH_LOOP
+    assert late.serving_revision == OLD and late.effects.progress is None
+
+
+def test_the_crash_loop_messages_do_not_follow_restarts_or_back_off() -> None:
+    """Each restart changes the restart count, the back-off and the times: the messages stay the same, so a
+    crash-looping pod does not rewrite status (or post an Event) at each restart."""
+    md = md_of(status(("False", "RollingOut", 60), 10))
+    seen = {tuple(sorted((t.value, m) for t, (_s, _r, m) in conditions(
+        judged(md, new_rollout(), health(pod("digits-5f7-a", crashing(restarts=n)))).effects).items()))
+        for n in (1, 2, 7, 30)}  # fmt: skip
+    assert len(seen) == 1
+
+
+def test_a_ready_then_crash_flap_does_not_reset_the_clock_nor_end_the_stall() -> None:
+    """The stalled revision's pods are all ready for a moment between crashes: still ServingCrashLoop (a flap is no
+    recovery); once they have run the kubelet's back-off reset without a crash, the stall is over."""
+    md = md_of(status(("False", "ServingCrashLoop", 120), 120, serving=REV))
+    up = deployment(REV, IMAGE, 2, 2, progress_reason="NewReplicaSetAvailable")
+    flap = judged(md, up, health(pod("digits-5f7-a", running(20)), pod("digits-5f7-b", running(25))), ready=2)
+    assert conditions(flap.effects)[ConditionType.DEPLOYED][:2] == (False, Reason.SERVING_CRASH_LOOP)
+    assert flap.effects.failure is not None
+    assert conditions(flap.effects)[ConditionType.DEPLOYED][2].endswith(f"; the pods of {REV} that are ready keep "
+                                                                        "serving")  # fmt: skip
+    well = health(pod("digits-5f7-a", running(RECOVERY_SECONDS + 5)),
+                  pod("digits-5f7-b", running(RECOVERY_SECONDS + 9)))  # fmt: skip
+    over = judged(md, up, well, ready=2)
+    got = conditions(over.effects)
+    assert got[ConditionType.DEPLOYED][:2] == (True, Reason.AVAILABLE) and ConditionType.CONTAINER_HEALTHY not in got
+    # before the deadline, the moment all are ready is Deployed (they serve), and ContainerHealthy keeps its clock
+    early = judged(md_of(status(("False", "RollingOut", 10), 10, serving=REV)), up,
+                   health(pod("digits-5f7-a", running(20))), ready=2)  # fmt: skip
+    got = conditions(early.effects)
+    assert got[ConditionType.DEPLOYED][:2] == (True, Reason.AVAILABLE)
+    assert got[ConditionType.CONTAINER_HEALTHY][:2] == (False, Reason.SERVING_CRASH_LOOP)
+
+
+def test_oomkilled_names_the_memory_limit_and_where_to_raise_it() -> None:
+    pods = health(pod("digits-5f7-a", crashing(reason="OOMKilled", code=137)))
+    prev = status(("False", "RollingOut", 5))
+    limited = judged(md_of(prev, resources={"limits": {"memory": "512Mi"}}), new_rollout(), pods)
+    message = conditions(limited.effects)[ConditionType.CONTAINER_HEALTHY][2]
+    assert message.endswith("last terminated OOMKilled (exit code 137); its memory limit is 512Mi: raise "
+                            "spec.serving.resources.limits.memory"), message  # fmt: skip
+    no_limit = md_of(prev, resources={"requests": {"cpu": "1"}})
+    unlimited = conditions(judged(no_limit, new_rollout(), pods).effects)[ConditionType.CONTAINER_HEALTHY][2]
+    assert "no memory limit is set" in unlimited and "spec.serving.resources.limits.memory" in unlimited
+
+
+def test_the_controller_s_deadline_names_the_cause() -> None:
+    """The Deployment controller's ProgressDeadlineExceeded (a new template that never came up): ServingCrashLoop
+    when its pods crash-loop, RolloutStalled with the pull or scheduling trouble named otherwise; a revision whose
+    pods say nothing yet is looked at again soon (no watch wakes the operator when one starts crash-looping)."""
+    prev = md_of(status(("False", "RollingOut", 60)))
+    exceeded = new_rollout(progress_deadline_exceeded=True, progress_message='ReplicaSet "digits-5f7" has timed out')
+    out = judged(prev, exceeded, health(pod("digits-5f7-a", crashing())))
+    assert conditions(out.effects)[ConditionType.DEPLOYED][:2] == (False, Reason.SERVING_CRASH_LOOP)
+    pull = {"name": "server", "image": "reg.example/m@sha256:ab", "state": {"waiting": {"reason": "ImagePullBackOff"}}}
+    out = judged(prev, exceeded, health(pod("digits-5f7-a", pull)))
+    reason, message = conditions(out.effects)[ConditionType.DEPLOYED][1:]
+    assert reason == Reason.ROLLOUT_STALLED and message == (
+        f'rollout of {REV} made no progress: ReplicaSet "digits-5f7" has timed out; pod digits-5f7-a: container '
+        f"server image reg.example/m@sha256:ab not pulled (ImagePullBackOff); revision {OLD} keeps serving")
+    assert ConditionType.CONTAINER_HEALTHY not in conditions(out.effects)  # an image not pulled is no crash
+    starting = judged(prev, new_rollout(), health(pod("digits-5f7-a", {"name": "server", "state": {"waiting": {
+        "reason": "ContainerCreating"}}})))  # fmt: skip
+    assert starting.effects.requeue_after == POD_LOOK_SECONDS
+    assert judged(prev, new_rollout(), ()).effects.requeue_after == POD_LOOK_SECONDS
+    assert judged(prev, new_rollout(), None).effects.requeue_after is None  # not read: nothing to look at again
+
+
+def below_floor_md(prev: dict[str, Any]) -> Any:
+    return make_md(status=prev, serving={**HPA, "rollout": {"progressDeadlineSeconds": DEADLINE}})
+
+
+def test_below_min_replicas_a_flap_does_not_reset_the_clock() -> None:
+    """Under an HPA, crash-looping pods reach minReplicas between crashes: Deployed turned True for that moment,
+    and the Deployment's Available condition True too. Below the floor again, the crash loop's clock (kept
+    through the flap) counts: stalled at once past the deadline, as ServingCrashLoop."""
+    prev = below_floor_md(status(("True", "Available", 5), DEADLINE + 60, serving=REV))
+    pods = health(pod("digits-5f7-a", running(RECOVERY_SECONDS + 100, restarts=0)), pod("digits-5f7-b", crashing()))
+    out = judged(prev, scaled(2, 1, unavailable_since=ago(3)), pods, ready=1)
+    reason, message = conditions(out.effects)[ConditionType.DEPLOYED][1:]
+    assert reason == Reason.SERVING_CRASH_LOOP and out.effects.failure is not None
+    assert message.startswith(f"pods of {REV} crash-loop for more than 30s (progressDeadlineSeconds 30)")
+    assert "; pod digits-5f7-b: container server crash-looping (CrashLoopBackOff), last terminated Error" in message
+    # without the crash loop's clock (its pods not crash-looping), the drop is now: the whole deadline to go
+    quiet = below_floor_md(status(("True", "Available", 5), serving=REV))
+    out = judged(quiet, scaled(2, 1, unavailable_since=ago(3)), pods[:1], ready=1)
+    assert conditions(out.effects)[ConditionType.DEPLOYED][1] == Reason.ROLLING_OUT
+    assert out.effects.requeue_after == POD_LOOK_SECONDS  # the missing pod says nothing yet: look again soon
+    unread = judged(quiet, scaled(2, 1, unavailable_since=ago(3)), None, ready=1)
+    assert unread.effects.requeue_after == DEADLINE + 1
