@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
 from kubernetes import client, watch
 
 from tests.integration import no_resync
@@ -107,14 +108,16 @@ def test_a_deployment_scaled_to_zero_under_an_hpa_is_told(k: Cluster) -> None:
     _ready_at(k, 2)
 
 
-def test_fewer_than_min_replicas_past_the_deadline_is_a_stalled_rollout(k: Cluster) -> None:
+@pytest.mark.parametrize("max_unavailable", ["0", "1"])
+def test_fewer_than_min_replicas_past_the_deadline_is_a_stalled_rollout(k: Cluster, max_unavailable: str) -> None:
     """minReplicas raised beyond what a ResourceQuota admits: the HPA raises the Deployment to 2, the ReplicaSet
     cannot create the second pod. The Deployment controller keeps Progressing NewReplicaSetAvailable (a pure scale:
     it runs no progress deadline on it), so without the operator's own deadline the ModelDeployment would stay
     RollingOut for ever: past progressDeadlineSeconds it is Stalled (RolloutStalled), told by the operator's own
-    timer (no resync), and serves again once the quota admits the pod."""
+    timer (no resync), and serves again once the quota admits the pod. With maxUnavailable 1 the Deployment counts
+    itself Available at 1 of 2 (no Available False to time it from): the operator's own Deployed clock does."""
     doc = md_doc(podAnnotations=NO_IP, autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 3},
-                 rollout={"progressDeadlineSeconds": 30})  # fmt: skip
+                 rollout={"progressDeadlineSeconds": 30, "maxUnavailable": max_unavailable})  # fmt: skip
     k.apply(doc)
     rev = _serving_at(k, 1)
     _freeze_pods(k)
@@ -138,6 +141,8 @@ def test_fewer_than_min_replicas_past_the_deadline_is_a_stalled_rollout(k: Clust
         assert dep.spec.replicas == 2 and (dep.status.available_replicas or 0) == 1
         progressing = next(c for c in dep.status.conditions if c.type == "Progressing")
         assert (progressing.status, progressing.reason) == ("True", "NewReplicaSetAvailable"), progressing
+        available = next(c for c in dep.status.conditions if c.type == "Available")
+        assert available.status == ("True" if max_unavailable == "1" else "False"), available
     finally:
         _lift_freeze(k)
     # the ReplicaSet controller retries its refused create with a growing backoff: a change of the ReplicaSet
