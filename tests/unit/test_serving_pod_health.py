@@ -228,6 +228,8 @@ def test_a_ready_then_crash_flap_does_not_reset_the_clock_nor_end_the_stall() ->
     flap = judged(md, up, health(pod("digits-5f7-a", running(20)), pod("digits-5f7-b", running(25))), ready=2)
     assert conditions(flap.effects)[ConditionType.DEPLOYED][:2] == (False, Reason.SERVING_CRASH_LOOP)
     assert flap.effects.failure is not None
+    # nothing would wake the operator when they have run long enough: it looks again then (the later pod's time)
+    assert flap.effects.requeue_after == RECOVERY_SECONDS - 20 + 1
     assert conditions(flap.effects)[ConditionType.DEPLOYED][2].endswith(f"; the pods of {REV} that are ready keep "
                                                                         "serving")  # fmt: skip
     well = health(pod("digits-5f7-a", running(RECOVERY_SECONDS + 5)),
@@ -241,6 +243,7 @@ def test_a_ready_then_crash_flap_does_not_reset_the_clock_nor_end_the_stall() ->
     got = conditions(early.effects)
     assert got[ConditionType.DEPLOYED][:2] == (True, Reason.AVAILABLE)
     assert got[ConditionType.CONTAINER_HEALTHY][:2] == (False, Reason.SERVING_CRASH_LOOP)
+    assert early.effects.requeue_after == RECOVERY_SECONDS - 20 + 1
 
 
 def test_oomkilled_names_the_memory_limit_and_where_to_raise_it() -> None:

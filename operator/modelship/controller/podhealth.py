@@ -157,6 +157,21 @@ def crash_looping(c: ContainerHealth, now: datetime) -> bool:
     return False
 
 
+def recovery_due(pods: tuple[PodHealth, ...] | None, revision: str, now: datetime) -> float | None:
+    """Seconds until the last container of ``revision``'s pods that runs after a failed run has run
+    ``RECOVERY_SECONDS`` (no longer crash-looping, if it does not crash again): nothing else would wake the
+    operator then (a crash, or a pod that becomes ready, changes the Deployment's status, which does). None when
+    none such runs."""
+    dues = [
+        RECOVERY_SECONDS - _running_for(c.running_since, now) + 1
+        for p in pods or ()
+        if p.revision == revision
+        for c in p.containers
+        if c.running_since is not None and crash_looping(c, now)
+    ]
+    return max(dues, default=None)
+
+
 @dataclass(frozen=True)
 class Cause:
     """Why pods of a revision do not serve, in words that stay the same while the cause does (no restart counts,

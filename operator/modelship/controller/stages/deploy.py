@@ -17,7 +17,7 @@ from ...resources.meta import TEMPLATE_ANNOTATION, serving_name
 from ...resources.plan import ServingPlan, serving_plan
 from ...resources.serving import ServedArtifact, service_url
 from ..observe import DeploymentObservation, EndpointsObservation
-from ..podhealth import Cause, Trouble, cause
+from ..podhealth import Cause, Trouble, cause, recovery_due
 from .build import BuildOutcome
 from .context import (
     ConditionUpdate,
@@ -326,6 +326,11 @@ again this soon: no watch tells when one of them starts crash-looping (the Deplo
 while a pod that never was ready crashes)."""
 
 
+def soonest(*dues: float | None) -> float | None:
+    """The earliest of the times to look again that are set."""
+    return min((d for d in dues if d is not None), default=None)
+
+
 def pods_wanted(md: ModelDeployment, dep: DeploymentObservation) -> bool:
     """Read the serving pods this pass (a list by label: no watch holds them): the Deployment has fewer pods
     available, ready or of its newest template than it asks for (or than minReplicas under an HPA), or the previous
@@ -513,6 +518,8 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     # what the pods of the revision being rolled out say about why they do not serve (read only while it is short)
     found = cause(ctx.observed.serving_pods, rev, ctx.now) if serve.revision == rev else None
     told = cause_text(ctx.md, found)
+    # a crash loop whose pods run (ready between crashes) ends when they have run long enough: look again then
+    recovers = recovery_due(ctx.observed.serving_pods, rev, ctx.now) if found is not None else None
 
     def deployed(status: bool, reason: Reason, message: str) -> tuple[ConditionUpdate, ...]:
         """The Deployed condition, MultiNode (False) while the pods are confined to one node, ContainerHealthy
@@ -524,6 +531,7 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
 
     def still(status: bool, reason: Reason, message: str, **more: Any) -> DeployOutcome:
         """The revision that served before still does (all but a completed rollout)."""
+        more["requeue_after"] = soonest(more.get("requeue_after"), recovers)
         effects = replace(objects, conditions=deployed(status, reason, message), **more)
         return DeployOutcome(*kept, url, effects)
 
@@ -537,6 +545,7 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     service, routed = serving_name(ctx.md), routed_endpoints(ctx.observed.endpoints, rev)
 
     def serves(message: str, *more: ConditionUpdate, **extra: Any) -> DeployOutcome:
+        extra["requeue_after"] = soonest(extra.get("requeue_after"), recovers)
         effects = replace(objects, conditions=deployed(True, Reason.AVAILABLE, message) + more, **extra)
         served = serve.artifact.reference if serve.artifact is not None else None
         return DeployOutcome(rev, serve.image, served, url, effects)
@@ -589,6 +598,6 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
         message += f" (the HPA raises the Deployment to minReplicas {want})"
     message += told
     look = POD_LOOK_SECONDS if found is None and ctx.observed.serving_pods is not None else None
-    dues = [d for d in (low.requeue_after if low else None, crash_due, look) if d is not None]
     progress = Progress(Reason.ROLLING_OUT, message, Phase.DEPLOYING)
-    return still(False, Reason.ROLLING_OUT, message, progress=progress, requeue_after=min(dues, default=None))
+    due = soonest(low.requeue_after if low else None, crash_due, look)
+    return still(False, Reason.ROLLING_OUT, message, progress=progress, requeue_after=due)
