@@ -261,7 +261,7 @@ def crash_looping_for(prev: ModelDeploymentStatus, now: datetime) -> float:
     wrote turned False (it stays False while they crash-loop, also through the moments a restarted pod is ready
     between crashes: ``podhealth.crash_looping``); 0 at the first look."""
     was = prev.condition(ConditionType.CONTAINER_HEALTHY)
-    return seconds_since(was.last_transition_time, now) if was is not None and was.status == "False" else 0.0
+    return seconds_since_stamps(now, was.last_transition_time) if was is not None and was.status == "False" else 0.0
 
 
 def below_floor_for(prev: ModelDeploymentStatus, dep: DeploymentObservation, now: datetime) -> float:
@@ -278,8 +278,7 @@ def below_floor_for(prev: ModelDeploymentStatus, dep: DeploymentObservation, now
     was = prev.condition(ConditionType.DEPLOYED)
     if was is None or was.status == "True":
         return crashing
-    stamps = [s for s in (dep.unavailable_since, was.last_transition_time) if s]
-    return max(0.0, crashing, min((seconds_since(s, now) for s in stamps), default=0.0))
+    return max(crashing, seconds_since_stamps(now, dep.unavailable_since, was.last_transition_time, latest=True))
 
 
 def below_floor(
