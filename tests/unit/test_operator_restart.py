@@ -144,3 +144,32 @@ def test_kopf_still_takes_what_the_supervisor_passes() -> None:
     assert isinstance(insights.watched_resources, set)
     assert isinstance(insights.ready_resources, asyncio.Event)
     assert {"group", "version", "plural"} <= set(inspect.signature(Resource).parameters)
+
+
+def test_a_signal_leaves_no_task_waiting_on_the_stop_flag_and_restarts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf waits on the stop flag in a task of its own and, stopped by a signal, leaves that task pending: it then
+    waits 5 s for it as a hung task before the process exits. The cleanup handler (kopf runs it before that wait)
+    sets the flag, so the task ends; the run still ends as on a signal, not as a restart of the watches."""
+    from kopf._cogs.aiokits import aioadapters
+
+    from modelship.controller import handlers
+
+    monkeypatch.setattr(handlers._State, "queue", None)
+    monkeypatch.setattr(handlers._State, "resync_task", None)
+    waiters: list[asyncio.Task[Any]] = []
+
+    async def signalled(kwargs: dict[str, Any]) -> None:
+        _kopf_resolved(kwargs["insights"])
+        waiter = asyncio.create_task(aioadapters.wait_flag(kwargs["stop_flag"]), name="stop-flag waiter")  # as kopf
+        waiters.append(waiter)
+        await asyncio.sleep(0.05)
+        assert not waiter.done()  # nothing stops the watches before the signal
+        await handlers.cleanup()  # SIGTERM: kopf's root tasks end, then its cleanup activity runs
+        await asyncio.sleep(0)
+        assert waiter.done()
+
+    calls = _runs(monkeypatch, [signalled])
+    before = _restarts("served")
+    assert cli.run(_args()) == 0
+    assert len(calls) == 1 and len(waiters) == 1
+    assert _restarts("served") == before

@@ -102,10 +102,11 @@ async def _operate(gap: Gap, discover: Discover, **kopf_args: Any) -> tuple[Kind
     from kopf._cogs.structs.references import Insights  # kopf.operator takes it; kopf exports no name for it
 
     from ..resources.kinds import WATCHED
-    from . import rewatch
+    from . import handlers, rewatch
 
     insights = Insights()  # what kopf resolved and watches, read by the poll
     stop = asyncio.Event()
+    handlers._State.stop = stop  # set by the cleanup handler too, when kopf stops on a signal
     found: tuple[Kind, ...] = ()
 
     async def look() -> None:
