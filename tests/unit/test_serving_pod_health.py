@@ -101,6 +101,22 @@ def test_only_the_deployment_s_own_pods_are_read() -> None:
     assert [p.name for p in health(pod("b"), pod("a"), pod("x", owner="other-5f7"))] == ["a", "b"]
 
 
+def test_an_evicted_pod_is_not_judged() -> None:
+    """A pod the kubelet evicted stays with phase Failed, reason Evicted, its container terminated (exit code 137)
+    and never restarted: its ReplicaSet made another, so it is no crash loop of the revision (ContainerHealthy
+    would never clear); nor is a pod that Succeeded."""
+    gone = {"name": "server", "image": IMAGE, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                                     "message": "The container could not be located when the pod was terminated"}}}  # fmt: skip
+    evicted = pod("digits-5f7-e", gone)
+    evicted["status"].update(phase="Failed", reason="Evicted", message="The node was low on resource: memory.")
+    assert not of_deployment(evicted, "digits")
+    done = pod("digits-5f7-d", gone)
+    done["status"]["phase"] = "Succeeded"
+    assert not of_deployment(done, "digits")
+    assert cause(health(evicted, done, pod("digits-5f7-a", running(20, restarts=0))), REV, NOW) is None
+
+
 def test_a_crash_loop_is_told_through_the_ready_moments_of_a_flap() -> None:
     """Waiting in CrashLoopBackOff, or just terminated in failure, is a crash loop; so is a container that restarted
     after a failure and runs (ready) for less than the kubelet's back-off reset: the moment between two crashes.

@@ -103,9 +103,13 @@ def _container(cs: dict[str, Any]) -> ContainerHealth:
 def of_deployment(pod: dict[str, Any], deployment: str) -> bool:
     """The pod is one the Deployment ``deployment``'s ReplicaSets made (its controller is the ReplicaSet named
     after the Deployment and the pod's template hash) and is not going away: a pod someone else labelled so the
-    selector finds it, or one of the Canary's candidate Deployment, is not this Deployment's."""
+    selector finds it, or one of the Canary's candidate Deployment, is not this Deployment's. Nor is a pod that
+    has ended (phase Failed or Succeeded: one the kubelet evicted stays so, its containers terminated and never
+    restarted): its ReplicaSet does not count it and makes another, so it tells nothing of the revision's health."""
     meta = pod.get("metadata") or {}
     if meta.get("deletionTimestamp"):
+        return False
+    if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
         return False
     template_hash = (meta.get("labels") or {}).get(TEMPLATE_HASH_LABEL)
     if not template_hash:
