@@ -16,6 +16,7 @@ from modelship.controller.podhealth import (
     Trouble,
     cause,
     crash_looping,
+    newest_template_hash,
     of_deployment,
     pod_health,
     printable,
@@ -115,6 +116,16 @@ def test_an_evicted_pod_is_not_judged() -> None:
     done["status"]["phase"] = "Succeeded"
     assert not of_deployment(done, "digits")
     assert cause(health(evicted, done, pod("digits-5f7-a", running(20, restarts=0))), REV, NOW) is None
+
+
+def test_the_newest_replica_set_is_the_one_the_progressing_condition_names() -> None:
+    for message in ('Created new replica set "digits-9a9"', 'Found new replica set "digits-9a9"',
+                    'ReplicaSet "digits-9a9" is progressing.', 'ReplicaSet "digits-9a9" has successfully progressed.',
+                    'ReplicaSet "digits-9a9" has timed out progressing.'):  # fmt: skip
+        assert newest_template_hash("digits", message) == "9a9"
+    assert newest_template_hash("digits", 'ReplicaSet "digits-canary-9a9" is progressing.') is None
+    assert newest_template_hash("digits", "Deployment is paused") is None
+    assert newest_template_hash("digits", "") is None
 
 
 def test_a_crash_loop_is_told_through_the_ready_moments_of_a_flap() -> None:
@@ -260,6 +271,31 @@ def test_a_ready_then_crash_flap_does_not_reset_the_clock_nor_end_the_stall() ->
     assert got[ConditionType.DEPLOYED][:2] == (True, Reason.AVAILABLE)
     assert got[ConditionType.CONTAINER_HEALTHY][:2] == (False, Reason.SERVING_CRASH_LOOP)
     assert early.effects.requeue_after == RECOVERY_SECONDS - 20 + 1
+
+
+def test_a_fix_that_keeps_the_revision_judges_only_the_new_template_s_pods() -> None:
+    """Raising the memory limit the OOM message asks for keeps the revision but changes the pod template: until
+    the Deployment runs it (and its controller observed it) no pod is judged, then only the pods of its newest
+    ReplicaSet: the old template's OOMKilled pods neither keep the stall and its old clock nor are described with
+    the new limit, and ContainerHealthy drops (its clock starts again if the new pods crash)."""
+    md = md_of(status(("False", "ServingCrashLoop", 120), 120), resources={"limits": {"memory": "4Gi"}})
+    old = pod("digits-5f7-a", crashing(reason="OOMKilled", code=137))
+    fresh = pod("digits-9a9-b", running(5, restarts=0), hash_="9a9", owner="digits-9a9")
+    pods = health(old, fresh)
+    progressing = 'ReplicaSet "digits-9a9" is progressing.'
+    for dep in (new_rollout(template="0ld"),  # the pass that applies the new template still sees the one before
+                new_rollout(generation=3, progress_message=progressing),  # its controller has not observed it yet
+                new_rollout(progress_message=progressing)):  # it runs it: only digits-9a9's pods speak
+        got = conditions(judged(md, dep, pods).effects)
+        assert got[ConditionType.DEPLOYED][:2] == (False, Reason.ROLLING_OUT), dep
+        assert ConditionType.CONTAINER_HEALTHY not in got and "OOMKilled" not in got[ConditionType.DEPLOYED][2]
+    # the new template's own pod crash-loops: that is told, with its clock from now
+    again = health(old, pod("digits-9a9-b", crashing(reason="OOMKilled", code=137), hash_="9a9", owner="digits-9a9"))
+    md_new = md_of(status(("False", "RollingOut", 5)), resources={"limits": {"memory": "4Gi"}})
+    first = judged(md_new, new_rollout(progress_message=progressing), again)
+    got = conditions(first.effects)
+    assert "pod digits-9a9-b" in got[ConditionType.CONTAINER_HEALTHY][2]
+    assert first.effects.failure is None
 
 
 def test_oomkilled_names_the_memory_limit_and_where_to_raise_it() -> None:

@@ -8,6 +8,7 @@ control characters (``printable``) before it reaches status or an Event."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
@@ -69,6 +70,8 @@ class PodHealth:
     containers: tuple[ContainerHealth, ...] = ()
     unschedulable: str | None = None
     """The scheduler's message (PodScheduled False, reason Unschedulable), ``printable``."""
+    template_hash: str = ""
+    """Its pod-template-hash label: which of the Deployment's ReplicaSets (templates) made it."""
 
 
 def _terminated(cs: dict[str, Any]) -> tuple[str, int, str] | None:
@@ -133,12 +136,29 @@ def pod_health(pod: dict[str, Any]) -> PodHealth:
         revision=str((meta.get("labels") or {}).get(REVISION_LABEL) or ""),
         containers=tuple(_container(cs) for cs in statuses if isinstance(cs, dict)),
         unschedulable=unschedulable,
+        template_hash=str((meta.get("labels") or {}).get(TEMPLATE_HASH_LABEL) or ""),
     )
 
 
 def serving_pods_health(pods: list[dict[str, Any]], deployment: str) -> tuple[PodHealth, ...]:
     """The Deployment's own pods (``of_deployment``) among ``pods``, reduced, by name."""
     return tuple(sorted((pod_health(p) for p in pods if of_deployment(p, deployment)), key=lambda p: p.name))
+
+
+def newest_template_hash(deployment: str, progress_message: str) -> str | None:
+    """The pod-template-hash of the Deployment's newest ReplicaSet, as its Progressing condition names it (the
+    controller names the new ReplicaSet in every message of that condition: Created new replica set "d-h", Found
+    new replica set "d-h", ReplicaSet "d-h" is progressing / has successfully progressed / has timed out
+    progressing); None when the message names none (a paused Deployment, no condition yet)."""
+    found = re.search(rf'"{re.escape(deployment)}-([a-z0-9]+)"', progress_message)
+    return found.group(1) if found else None
+
+
+def of_template(pods: tuple[PodHealth, ...] | None, template_hash: str | None) -> tuple[PodHealth, ...] | None:
+    """The pods of the template ``template_hash`` (all of them when it is not known)."""
+    if pods is None or template_hash is None:
+        return pods
+    return tuple(p for p in pods if p.template_hash == template_hash)
 
 
 def _running_for(started: str, now: datetime) -> float:

@@ -17,7 +17,7 @@ from ...resources.meta import TEMPLATE_ANNOTATION, serving_name
 from ...resources.plan import ServingPlan, serving_plan
 from ...resources.serving import ServedArtifact, service_url
 from ..observe import DeploymentObservation, EndpointsObservation
-from ..podhealth import Cause, Trouble, cause, recovery_due
+from ..podhealth import Cause, PodHealth, Trouble, cause, newest_template_hash, of_template, recovery_due
 from .build import BuildOutcome
 from .context import (
     ConditionUpdate,
@@ -341,6 +341,19 @@ def pods_wanted(md: ModelDeployment, dep: DeploymentObservation) -> bool:
     return dep.available_replicas < want or dep.ready_replicas < dep.replicas or dep.updated_replicas < dep.replicas
 
 
+def judged_pods(
+    pods: tuple[PodHealth, ...] | None, dep: DeploymentObservation | None, desired: dict[str, Any]
+) -> tuple[PodHealth, ...] | None:
+    """The serving pods whose health speaks for the template the operator renders now: none (None) until the
+    Deployment runs it and its controller has observed it, then only the pods of its newest ReplicaSet (by
+    pod-template-hash, the one the Progressing condition names). A fix that keeps the revision (a higher memory
+    limit) is a new template: the old template's crash-looping pods, still there while the fixed ones come up, are
+    not its crash loop (nor described with its new limit), and ContainerHealthy's clock starts again with it."""
+    if pods is None or dep is None or not same_template(dep, desired) or dep.observed_generation < dep.generation:
+        return None
+    return of_template(pods, newest_template_hash(dep.name, dep.progress_message))
+
+
 def cause_text(md: ModelDeployment, found: Cause | None) -> str:
     """``; <what the pods say>`` for a message (with where to raise the memory limit when the serving container
     was OOMKilled), or "" when they say nothing."""
@@ -515,10 +528,11 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
         return DeployOutcome(*kept, url, effects)
     one_node = single_node_warning(ctx.md, ctx.config) if from_claim else None
     # what the pods of the revision being rolled out say about why they do not serve (read only while it is short)
-    found = cause(ctx.observed.serving_pods, rev, ctx.now) if serve.revision == rev else None
+    pods = judged_pods(ctx.observed.serving_pods, dep, sp.deployment)
+    found = cause(pods, rev, ctx.now) if serve.revision == rev else None
     told = cause_text(ctx.md, found)
     # a crash loop whose pods run (ready between crashes) ends when they have run long enough: look again then
-    recovers = recovery_due(ctx.observed.serving_pods, rev, ctx.now) if found is not None else None
+    recovers = recovery_due(pods, rev, ctx.now) if found is not None else None
 
     def deployed(status: bool, reason: Reason, message: str) -> tuple[ConditionUpdate, ...]:
         """The Deployed condition, MultiNode (False) while the pods are confined to one node, ContainerHealthy
@@ -596,7 +610,7 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     if dep is not None and dep.replicas < want:
         message += f" (the HPA raises the Deployment to minReplicas {want})"
     message += told
-    look = POD_LOOK_SECONDS if found is None and ctx.observed.serving_pods is not None else None
+    look = POD_LOOK_SECONDS if found is None and pods is not None else None
     progress = Progress(Reason.ROLLING_OUT, message, Phase.DEPLOYING)
     due = soonest(low.requeue_after if low else None, crash_due, look)
     return still(False, Reason.ROLLING_OUT, message, progress=progress, requeue_after=due)
