@@ -298,6 +298,25 @@ def test_a_fix_that_keeps_the_revision_judges_only_the_new_template_s_pods() -> 
     assert first.effects.failure is None
 
 
+def test_a_stall_holds_only_while_a_container_crashes_again_after_it_began() -> None:
+    """One crash then a slow start past the deadline stalls the rollout; once every replica serves, the stall ends
+    if no container has crashed since it began (the restarted one is "crash-looping" for 10 minutes by the
+    kubelet's back-off reset, but it crashed before the stall: no flap). A node reboot's restart (the container
+    lost, reason Unknown) after the stall is no crash either; a failure after it keeps the stall."""
+    md = md_of(status(("False", "ServingCrashLoop", 120), 300, serving=REV))
+    up = deployment(REV, IMAGE, 2, 2, progress_reason="NewReplicaSetAvailable")
+    slow = health(pod("digits-5f7-a", running(200, restarts=1)), pod("digits-5f7-b", running(400, restarts=0)))
+    got = conditions(judged(md, up, slow, ready=2).effects)
+    assert got[ConditionType.DEPLOYED][:2] == (True, Reason.AVAILABLE)
+    rebooted = running(30, restarts=2)
+    rebooted["lastState"]["terminated"].update(reason="Unknown", exitCode=255)
+    got = conditions(judged(md, up, health(pod("digits-5f7-a", rebooted)), ready=2).effects)
+    assert got[ConditionType.DEPLOYED][:2] == (True, Reason.AVAILABLE)
+    # it crashed again 31 s ago, after the stall began 120 s ago: still stalled
+    again = judged(md, up, health(pod("digits-5f7-a", running(30, restarts=2))), ready=2)
+    assert conditions(again.effects)[ConditionType.DEPLOYED][:2] == (False, Reason.SERVING_CRASH_LOOP)
+
+
 def test_oomkilled_names_the_memory_limit_and_where_to_raise_it() -> None:
     pods = health(pod("digits-5f7-a", crashing(reason="OOMKilled", code=137)))
     prev = status(("False", "RollingOut", 5))

@@ -59,6 +59,8 @@ class ContainerHealth:
     """(reason, exit code, message) of its last termination (the current state's if it just ended, else the last
     state's), the message already ``printable``."""
     image: str = ""
+    terminated_at: str | None = None
+    """finishedAt of that last termination (RFC 3339), as the kubelet wrote it."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,14 @@ def _terminated(cs: dict[str, Any]) -> tuple[str, int, str] | None:
     return None
 
 
+def _terminated_at(cs: dict[str, Any]) -> str | None:
+    for state in (cs.get("state") or {}, cs.get("lastState") or {}):
+        term = state.get("terminated")
+        if isinstance(term, dict):
+            return str(term["finishedAt"]) if term.get("finishedAt") else None
+    return None
+
+
 def _container(cs: dict[str, Any]) -> ContainerHealth:
     state = cs.get("state") or {}
     waiting, running = state.get("waiting") or {}, state.get("running") or {}
@@ -100,6 +110,7 @@ def _container(cs: dict[str, Any]) -> ContainerHealth:
         running_since=str(running.get("startedAt")) if isinstance(running, dict) and running.get("startedAt") else None,
         terminated=_terminated(cs),
         image=printable(cs.get("image") or "", NAME_LIMIT),
+        terminated_at=_terminated_at(cs),
     )
 
 
@@ -159,6 +170,40 @@ def of_template(pods: tuple[PodHealth, ...] | None, template_hash: str | None) -
     if pods is None or template_hash is None:
         return pods
     return tuple(p for p in pods if p.template_hash == template_hash)
+
+
+def _stamp(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+    except (ValueError, TypeError):
+        return None
+
+
+LOST = ("Unknown", "ContainerStatusUnknown")
+"""Termination reasons that say the container was lost (its node rebooted, the runtime forgot it), not that it
+failed."""
+
+
+def crashed_since(pods: tuple[PodHealth, ...] | None, revision: str, since: str) -> bool:
+    """A container of ``revision``'s pods failed (a termination other than exit code 0 or a lost container) after
+    ``since`` (RFC 3339): it crashed again. A restart whose last failure is older (one crash, then a slow start;
+    a node reboot) is not. True when ``since`` does not parse (the judgement before this one holds)."""
+    start = _stamp(since)
+    if start is None:
+        return True
+    for p in pods or ():
+        if p.revision != revision:
+            continue
+        for c in p.containers:
+            ended = _stamp(c.terminated_at)
+            if c.terminated is None or ended is None or c.terminated[1] == 0 or c.terminated[0] in LOST:
+                continue
+            try:
+                if ended > start:
+                    return True
+            except TypeError:  # a forged stamp without a zone
+                continue
+    return False
 
 
 def _running_for(started: str, now: datetime) -> float:

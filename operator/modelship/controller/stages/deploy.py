@@ -17,7 +17,16 @@ from ...resources.meta import TEMPLATE_ANNOTATION, serving_name
 from ...resources.plan import ServingPlan, serving_plan
 from ...resources.serving import ServedArtifact, service_url
 from ..observe import DeploymentObservation, EndpointsObservation
-from ..podhealth import Cause, PodHealth, Trouble, cause, newest_template_hash, of_template, recovery_due
+from ..podhealth import (
+    Cause,
+    PodHealth,
+    Trouble,
+    cause,
+    crashed_since,
+    newest_template_hash,
+    of_template,
+    recovery_due,
+)
 from .build import BuildOutcome
 from .context import (
     ConditionUpdate,
@@ -572,7 +581,13 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     scaling = dep is not None and serves_while_scaling(ctx.md, ctx.prev, dep, sp.deployment, rev, routed)
     complete = rollout_complete(ctx.md, dep, sp.deployment, rev)
     was = ctx.prev.condition(ConditionType.DEPLOYED)
-    stuck = was is not None and was.reason == Reason.SERVING_CRASH_LOOP
+    # once stalled, a container that crashed again since keeps it so; one crash then a slow start does not (it
+    # would be "crash-looping" until it has run 10 minutes while every replica serves)
+    stuck = (
+        was is not None
+        and was.reason == Reason.SERVING_CRASH_LOOP
+        and crashed_since(pods, rev, was.last_transition_time)
+    )
     if crash is not None and crashing_for >= deadline and (stuck or not (scaling or (complete and routed >= want))):
         # replicas missing (or all ready for a moment between crashes, after the stall): a flap does not end it
         message = crash_loop_stalled(ctx.md, rev, crash, prev_revision)
