@@ -22,7 +22,14 @@ from modelship.controller.podhealth import (
     printable,
     serving_pods_health,
 )
-from modelship.controller.stages.deploy import POD_LOOK_SECONDS, ServingTarget, deploy, pods_wanted
+from modelship.controller.stages.deploy import (
+    POD_LOOK_MAX_SECONDS,
+    POD_LOOK_SECONDS,
+    ServingTarget,
+    deploy,
+    pod_look_after,
+    pods_wanted,
+)
 from modelship.resources.meta import REVISION_LABEL
 from tests.support.endpoints import routed
 from tests.unit.test_autoscaled_ready import HPA, REV, scaled
@@ -346,9 +353,24 @@ def test_the_controller_s_deadline_names_the_cause() -> None:
     assert ConditionType.CONTAINER_HEALTHY not in conditions(out.effects)  # an image not pulled is no crash
     starting = judged(prev, new_rollout(), health(pod("digits-5f7-a", {"name": "server", "state": {"waiting": {
         "reason": "ContainerCreating"}}})))  # fmt: skip
-    assert starting.effects.requeue_after == POD_LOOK_SECONDS
-    assert judged(prev, new_rollout(), ()).effects.requeue_after == POD_LOOK_SECONDS
+    assert starting.effects.requeue_after == 60  # short for 60 s: the look backs off (pod_look_after)
+    assert judged(prev, new_rollout(), ()).effects.requeue_after == 60
     assert judged(prev, new_rollout(), None).effects.requeue_after is None  # not read: nothing to look at again
+
+
+def test_the_look_at_pods_that_say_nothing_backs_off() -> None:
+    """A shortfall no pod explains (a ResourceQuota, CreateContainerConfigError, a probe that never passes) is
+    looked at 15 s after it began, then after as long again (doubling), at most every 5 minutes: not a pod LIST
+    every 15 s for ever."""
+    def after(deployed: tuple[str, str, float] | None) -> float:
+        return pod_look_after(md_of(status(deployed)).status, NOW)
+
+    assert after(None) == after(("True", "Available", 900)) == POD_LOOK_SECONDS  # it is short from now
+    assert after(("False", "RollingOut", 3)) == POD_LOOK_SECONDS
+    assert [after(("False", "RollingOut", s)) for s in (15, 30, 60, 120, 240)] == [15, 30, 60, 120, 240]
+    assert after(("False", "RollingOut", 3600)) == POD_LOOK_MAX_SECONDS == 300
+    quota = judged(md_of(status(("False", "RollingOut", 7200))), new_rollout(), ())  # no pod created
+    assert quota.effects.requeue_after == POD_LOOK_MAX_SECONDS
 
 
 def below_floor_md(prev: dict[str, Any]) -> Any:

@@ -330,8 +330,21 @@ def below_floor(
 
 POD_LOOK_SECONDS = 15.0
 """While a revision is short of replicas and its pods say nothing yet (they start, or load the model), look at them
-again this soon: no watch tells when one of them starts crash-looping (the Deployment's status does not change
-while a pod that never was ready crashes)."""
+again this soon at first: no watch tells when one of them starts crash-looping (the Deployment's status does not
+change while a pod that never was ready crashes)."""
+POD_LOOK_MAX_SECONDS = 300.0
+"""The longest wait between two such looks (a shortfall nothing on a pod explains: a ResourceQuota that lets no
+pod be created, CreateContainerConfigError, a readiness probe that never passes)."""
+
+
+def pod_look_after(prev: ModelDeploymentStatus, now: datetime) -> float:
+    """When to look at the pods again while they say nothing: as long as the revision has been short (since the
+    previous status's Deployed turned False), at least ``POD_LOOK_SECONDS`` and at most ``POD_LOOK_MAX_SECONDS``:
+    15 s, doubling to 300 s, so a shortfall that lasts costs a pod LIST every 5 minutes, not every 15 s for ever.
+    A crash loop is still seen within the first looks of a rollout, and within 5 minutes of a later start."""
+    was = prev.condition(ConditionType.DEPLOYED)
+    short = seconds_since_stamps(now, was.last_transition_time) if was is not None and was.status != "True" else 0.0
+    return min(POD_LOOK_MAX_SECONDS, max(POD_LOOK_SECONDS, short))
 
 
 def soonest(*dues: float | None) -> float | None:
@@ -625,7 +638,7 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     if dep is not None and dep.replicas < want:
         message += f" (the HPA raises the Deployment to minReplicas {want})"
     message += told
-    look = POD_LOOK_SECONDS if found is None and pods is not None else None
+    look = pod_look_after(ctx.prev, ctx.now) if found is None and pods is not None else None
     progress = Progress(Reason.ROLLING_OUT, message, Phase.DEPLOYING)
     due = soonest(low.requeue_after if low else None, crash_due, look)
     return still(False, Reason.ROLLING_OUT, message, progress=progress, requeue_after=due)
