@@ -156,3 +156,17 @@ def test_one_look_listing_more_foreign_pods_than_kept_keeps_only_the_bound() -> 
     many = {f"f{i:03d}" for i in range(FOREIGN_PODS_KEPT * 3)}  # a slice of someone else's pods, all at once
     assert revisions.of("ml", "digits", {"1", *many}) == {"1": "r1", **dict.fromkeys(many, "")}
     assert len(revisions._known["ml", "digits"][1]) == FOREIGN_PODS_KEPT
+
+
+def test_this_pass_s_pod_list_serves_the_endpoints_without_a_second_list() -> None:
+    """The reconcile that listed the serving pods (to tell why they do not serve) hands that list over: the
+    endpoints' revisions come from it, not from a list of their own."""
+    kube = ListingKube([pod("a", "1", "r1")])
+    revisions = PodRevisions(kube)  # type: ignore[arg-type]
+    store = Store()
+    service = {"metadata": {"name": "digits", "namespace": "ml", "uid": SVC_UID}}
+    store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("c", "3")))
+    listed = [pod("a", "1", "r1"), pod("c", "3", "r2")]
+    got = observe_endpoints(store, revisions, "ml", "digits", service, listed)
+    assert got is not None and (got.ready_of("r1"), got.ready_of("r2")) == (1, 1)
+    assert kube.lists == []

@@ -4,8 +4,12 @@ clock with it and with a maxUnavailable above 0)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
 
 from modelship.api.status import ConditionType, Reason
 from modelship.controller.conditions import rfc3339
@@ -22,6 +26,7 @@ from modelship.controller.podhealth import (
     printable,
     serving_pods_health,
 )
+from modelship.controller.reconcile import Reconciler
 from modelship.controller.stages.deploy import (
     POD_LOOK_MAX_SECONDS,
     POD_LOOK_SECONDS,
@@ -30,10 +35,11 @@ from modelship.controller.stages.deploy import (
     pod_look_after,
     pods_wanted,
 )
+from modelship.controller.store import Store
 from modelship.resources.meta import REVISION_LABEL
 from tests.support.endpoints import routed
 from tests.unit.test_autoscaled_ready import HPA, REV, scaled
-from tests.unit.test_plan import IMAGE, NOW, deployment, make_md
+from tests.unit.test_plan import CONFIG, IMAGE, NOW, deployment, make_md
 from tests.unit.test_stages import conditions, ctx
 
 OLD = "r-old"
@@ -115,7 +121,7 @@ def test_an_evicted_pod_is_not_judged() -> None:
     would never clear); nor is a pod that Succeeded."""
     gone = {"name": "server", "image": IMAGE, "restartCount": 0,
             "state": {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
-                                     "message": "The container could not be located when the pod was terminated"}}}  # fmt: skip
+                                     "message": "The container could not be located"}}}  # fmt: skip
     evicted = pod("digits-5f7-e", gone)
     evicted["status"].update(phase="Failed", reason="Evicted", message="The node was low on resource: memory.")
     assert not of_deployment(evicted, "digits")
@@ -395,3 +401,34 @@ def test_below_min_replicas_a_flap_does_not_reset_the_clock() -> None:
     assert out.effects.requeue_after == POD_LOOK_SECONDS  # the missing pod says nothing yet: look again soon
     unread = judged(quiet, scaled(2, 1, unavailable_since=ago(3)), None, ready=1)
     assert unread.effects.requeue_after == DEADLINE + 1
+
+
+class RefusingKube:
+    """An API whose pod list fails (a Role without list on pods, a timeout), then answers."""
+
+    def __init__(self) -> None:
+        self.lists = 0
+        self.refuse = True
+
+    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.lists += 1
+        if self.refuse:
+            raise ApiException(status=403, reason="Forbidden")
+        return [pod("digits-5f7-a", crashing())]
+
+
+def test_a_pod_list_that_fails_is_logged_once_and_the_pass_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    """The pod list only explains why a revision does not serve: refused (403) or timed out, the pass goes on
+    without it (None, as when no reason to read them), logged once until a list succeeds again."""
+    kube = RefusingKube()
+    rec = Reconciler(kube, Store(), CONFIG)  # type: ignore[arg-type]
+    md = md_of(status(("False", "RollingOut", 5)))
+    short = new_rollout()
+    with caplog.at_level(logging.WARNING, logger="modelship.reconcile"):
+        assert rec._serving_pods(md, short) is None
+        assert rec._serving_pods(md, short) is None
+    warned = [r for r in caplog.records if "serving pods not listed" in r.getMessage()]
+    assert len(warned) == 1 and "Forbidden" in warned[0].getMessage() and kube.lists == 2
+    kube.refuse = False
+    listed = rec._serving_pods(md, short)
+    assert listed is not None and [p["metadata"]["name"] for p in listed] == ["digits-5f7-a"]

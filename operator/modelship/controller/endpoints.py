@@ -35,15 +35,21 @@ class PodRevisions:
         """(namespace, ModelDeployment) -> (pod uid -> revision label, as of the last list; the uids of pods no list
         held, most recent last)."""
 
-    def of(self, namespace: str, name: str, uids: set[str]) -> dict[str, str]:
+    def of(
+        self, namespace: str, name: str, uids: set[str], listed_pods: list[dict[str, Any]] | None = None
+    ) -> dict[str, str]:
         """uid -> revision for ``uids`` ("" for a uid no serving pod of the ModelDeployment has): from what the last
-        list said, or a new list when it did not see one of them."""
+        list said, or a new list when it did not see one of them (``listed_pods``, this pass's list of the serving
+        pods by the same selector, when there is one: no second list)."""
         key = (namespace, name)
         with self._lock:
             listed, foreign = self._known.get(key, (None, ()))
         if listed is None or not uids <= listed.keys() | set(foreign):
-            pods = self.kube.list(POD.api_version, POD.kind, namespace, serving_pods_selector(name))
-            metrics.API_READS.labels(POD.kind).inc()
+            if listed_pods is not None:
+                pods = listed_pods
+            else:
+                pods = self.kube.list(POD.api_version, POD.kind, namespace, serving_pods_selector(name))
+                metrics.API_READS.labels(POD.kind).inc()
             listed = {
                 str(p["metadata"]["uid"]): str((p["metadata"].get("labels") or {}).get(REVISION_LABEL) or "")
                 for p in pods
@@ -66,14 +72,19 @@ class PodRevisions:
 
 
 def observe_endpoints(
-    store: Store, revisions: PodRevisions, namespace: str, name: str, service: dict[str, Any] | None
+    store: Store,
+    revisions: PodRevisions,
+    namespace: str,
+    name: str,
+    service: dict[str, Any] | None,
+    listed_pods: list[dict[str, Any]] | None = None,
 ) -> EndpointsObservation | None:
     """The ready endpoints of ``service`` (the store's copy of a Service the ModelDeployment ``name`` controls; None:
-    there is none yet) by revision."""
+    there is none yet) by revision (``listed_pods``: this pass's list of the serving pods, if it made one)."""
     if service is None:
         return None
     meta = service["metadata"]
     slices = service_slices(store.owned(namespace, name, ENDPOINT_SLICE.kind), meta["name"], meta.get("uid"))
     pods = ready_pods(slices)
     uids = {uid for _pod, uid in pods if uid}
-    return endpoints_observation(meta["name"], pods, revisions.of(namespace, name, uids) if uids else {})
+    return endpoints_observation(meta["name"], pods, revisions.of(namespace, name, uids, listed_pods) if uids else {})

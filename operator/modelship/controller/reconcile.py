@@ -31,12 +31,12 @@ from .canary import ANALYZING, Samples
 from .conditions import ORDER
 from .endpoints import PodRevisions, observe_endpoints
 from .kstatus import Event
-from .kube import EventPoster, Kube, PreconditionFailed, api_error_text
+from .kube import EventPoster, Kube, PreconditionFailed, Unreachable, api_error_text
 from .observe import DeploymentObservation, Observed, deployment_observation, job_observation
 from .ownership import Conflict, judge, name_conflict
 from .phasewindow import Readings
 from .plan import Plan, plan
-from .podhealth import PodHealth, serving_pods_health
+from .podhealth import serving_pods_health
 from .podmetrics import Fetch, fetch_pod, read_pods, serving_pods_selector
 from .prejob import ServingMounts, missing_mounts, store_missed_jobs
 from .prometheus import PrometheusClient
@@ -120,6 +120,8 @@ class Reconciler:
         self.status_writer = StatusWriter(kube, store, events)
         """Writes status: unknown fields kept, fields the served CRD prunes left out and reported."""
         self.pod_revisions = PodRevisions(kube)
+        self._pods_unread: set[tuple[str, str]] = set()
+        """ModelDeployments whose serving pods the last list could not read (logged once)."""
         """The revision of each serving pod an EndpointSlice lists (Ready waits for the Service to route to them)."""
         self.serving_mounts = ServingMounts(store)
         """What the mount check knows of the serving Deployment's mounts between reconciles (asked less often)."""
@@ -169,6 +171,7 @@ class Reconciler:
         ip = ((canary_svc or {}).get("spec") or {}).get("clusterIP")
         samples, readings = self._figures(md)
         observed_dep = deployment_observation(dep) if dep else None
+        listed = self._serving_pods(md, observed_dep)  # the Services' endpoints take their revisions from it too
         return Observed(
             jobs=observed_jobs,
             deployment=observed_dep,
@@ -176,23 +179,34 @@ class Reconciler:
             cached=self._cached(md),
             canary=deployment_observation(canary) if canary else None,
             canary_service_ip=ip if ip and ip != "None" else None,
-            endpoints=observe_endpoints(self.store, self.pod_revisions, ns, name, svc),
-            canary_endpoints=observe_endpoints(self.store, self.pod_revisions, ns, name, canary_svc),
+            endpoints=observe_endpoints(self.store, self.pod_revisions, ns, name, svc, listed),
+            canary_endpoints=observe_endpoints(self.store, self.pod_revisions, ns, name, canary_svc, listed),
             samples=samples,
             readings=readings,
             route_api=gateway_routing(md) is not None and self.kube.serves(HTTP_ROUTE),
             pruned_status=self.status_writer.known_pruned(),
-            serving_pods=self._serving_pods(md, observed_dep),
+            serving_pods=serving_pods_health(listed, dep["metadata"]["name"]) if listed is not None and dep else None,
         )
 
-    def _serving_pods(self, md: ModelDeployment, dep: DeploymentObservation | None) -> tuple[PodHealth, ...] | None:
-        """The serving Deployment's pods, listed by label (no watch holds them) only while its revision is short
-        of replicas: what they say names why (a crash loop, an image not pulled, no node)."""
+    def _serving_pods(self, md: ModelDeployment, dep: DeploymentObservation | None) -> list[dict[str, Any]] | None:
+        """The serving pods, listed by label (no watch holds them) only while the serving revision is short of
+        replicas: what they say names why (a crash loop, an image not pulled, no node). The list only explains: one
+        that fails (a timeout, a Role without list on pods) is logged (once, until a list succeeds again) and the
+        pass goes on without it (None), as without a reason to read them."""
         if dep is None or not pods_wanted(md, dep):
             return None
-        pods = self.kube.list("v1", "Pod", md.metadata.namespace or "", serving_pods_selector(md.metadata.name))
+        ns, name = md.metadata.namespace or "", md.metadata.name
+        try:
+            pods = self.kube.list("v1", "Pod", ns, serving_pods_selector(name))
+        except (ApiException, Unreachable) as exc:
+            if (ns, name) not in self._pods_unread:
+                self._pods_unread.add((ns, name))
+                log.warning("%s/%s: serving pods not listed (why they do not serve is not told): %s", ns, name,
+                            describe_error(exc))  # fmt: skip
+            return None
         metrics.API_READS.labels("Pod").inc()
-        return serving_pods_health(pods, dep.name)
+        self._pods_unread.discard((ns, name))
+        return pods
 
     def _controlled(self, kind: str, ns: str, name: str, uid: str | None) -> dict[str, Any] | None:
         obj = self.store.get(kind, ns, name)
