@@ -71,7 +71,8 @@ def running(since: float, restarts: int = 5) -> dict[str, Any]:
 def pod(name: str, *containers: dict[str, Any], rev: str = REV, owner: str = "digits-5f7", hash_: str = "5f7",
         conditions_: list[dict[str, Any]] | None = None, deleting: bool = False) -> dict[str, Any]:  # fmt: skip
     meta: dict[str, Any] = {"name": name, "labels": {REVISION_LABEL: rev, "pod-template-hash": hash_},
-                            "ownerReferences": [{"kind": "ReplicaSet", "name": owner, "controller": True}]}  # fmt: skip
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner,
+                                                "controller": True}]}  # fmt: skip
     if deleting:
         meta["deletionTimestamp"] = ago(1)
     return {"metadata": meta, "status": {"phase": "Running", "containerStatuses": list(containers),
@@ -109,9 +110,10 @@ def test_only_the_deployment_s_own_pods_are_read() -> None:
     assert not of_deployment(pod("c", owner="digits-666"), "digits")  # the hash label says another ReplicaSet
     assert not of_deployment(pod("d", hash_=""), "digits")
     assert not of_deployment(pod("e", deleting=True), "digits")
-    forged = pod("f")
-    forged["metadata"]["ownerReferences"][0]["controller"] = False
-    assert not of_deployment(forged, "digits")
+    for field, value in (("controller", False), ("controller", "true"), ("apiVersion", "example.com/v1")):
+        forged = pod("f")
+        forged["metadata"]["ownerReferences"][0][field] = value
+        assert not of_deployment(forged, "digits"), (field, value)
     assert [p.name for p in health(pod("b"), pod("a"), pod("x", owner="other-5f7"))] == ["a", "b"]
 
 
@@ -432,3 +434,30 @@ def test_a_pod_list_that_fails_is_logged_once_and_the_pass_goes_on(caplog: pytes
     kube.refuse = False
     listed = rec._serving_pods(md, short)
     assert listed is not None and [p["metadata"]["name"] for p in listed] == ["digits-5f7-a"]
+
+
+def test_the_crash_is_told_as_the_container_is_now() -> None:
+    """"(CrashLoopBackOff)" only while the kubelet holds the container in its back-off; a container running again
+    between two crashes, or one that just ended, is told so (its last termination either way)."""
+    def told(cs: dict[str, Any]) -> str:
+        found = cause(health(pod("digits-5f7-a", cs)), REV, NOW)
+        assert found is not None and found.trouble == Trouble.CRASH_LOOP
+        return found.describe()
+
+    assert told(crashing()) == ("pod digits-5f7-a: container server crash-looping (CrashLoopBackOff), last "
+                                "terminated Error (exit code 1)")  # fmt: skip
+    assert told(running(20)) == ("pod digits-5f7-a: container server running again after a crash, last terminated "
+                                 "Error (exit code 1)")  # fmt: skip
+    just_died = {"name": "server", "restartCount": 0, "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+    assert told(just_died) == "pod digits-5f7-a: container server crashed, last terminated OOMKilled (exit code 137)"
+
+
+def test_a_first_rollout_stalled_in_a_crash_loop_says_nothing_serves_yet() -> None:
+    """No revision served before and none of the new pods is ready: the stall does not claim ready pods serve."""
+    prev = status(("False", "RollingOut", 60), DEADLINE + 1)
+    del prev["servingRevision"], prev["servingImage"]
+    md = md_of(prev)
+    out = judged(md, new_rollout(), health(pod("digits-5f7-a", crashing())))
+    reason, message = conditions(out.effects)[ConditionType.DEPLOYED][1:]
+    assert reason == Reason.SERVING_CRASH_LOOP and message.endswith("; nothing serves yet"), message
+    assert "keep serving" not in message and "keeps serving" not in message

@@ -15,6 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from ..resources.kinds import DEPLOYMENT
 from ..resources.meta import REVISION_LABEL
 
 POD_TEXT_LIMIT = 240
@@ -117,7 +118,8 @@ def _container(cs: dict[str, Any]) -> ContainerHealth:
 def of_deployment(pod: dict[str, Any], deployment: str) -> bool:
     """The pod is one the Deployment ``deployment``'s ReplicaSets made (its controller is the ReplicaSet named
     after the Deployment and the pod's template hash) and is not going away: a pod someone else labelled so the
-    selector finds it, or one of the Canary's candidate Deployment, is not this Deployment's. Nor is a pod that
+    selector finds it, or one of the Canary's candidate Deployment, is not this Deployment's (the reference must be
+    the controller's, to an apps/v1 ReplicaSet). Nor is a pod that
     has ended (phase Failed or Succeeded: one the kubelet evicted stays so, its containers terminated and never
     restarted): its ReplicaSet does not count it and makes another, so it tells nothing of the revision's health."""
     meta = pod.get("metadata") or {}
@@ -129,7 +131,10 @@ def of_deployment(pod: dict[str, Any], deployment: str) -> bool:
     if not template_hash:
         return False
     return any(
-        ref.get("controller") and ref.get("kind") == "ReplicaSet" and ref.get("name") == f"{deployment}-{template_hash}"
+        ref.get("controller") is True
+        and ref.get("apiVersion") == DEPLOYMENT.api_version  # a ReplicaSet is in the Deployment's group, apps/v1
+        and ref.get("kind") == "ReplicaSet"
+        and ref.get("name") == f"{deployment}-{template_hash}"
         for ref in meta.get("ownerReferences") or []
     )
 
@@ -253,6 +258,9 @@ class Cause:
     """The crash-looping container's last termination: (reason, exit code, message)."""
     detail: str = ""
     """The image not pulled, or the scheduler's message."""
+    state: str = ""
+    """How the crash-looping container is now: waiting (its reason, CrashLoopBackOff while the kubelet holds it in
+    its restart back-off), "running" again after a failed run, or "" (it just ended)."""
 
     @property
     def oom(self) -> bool:
@@ -260,7 +268,13 @@ class Cause:
 
     def describe(self) -> str:
         if self.trouble == Trouble.CRASH_LOOP:
-            text = f"pod {self.pod}: container {self.container} crash-looping (CrashLoopBackOff)"
+            if self.state == "CrashLoopBackOff":
+                now = "crash-looping (CrashLoopBackOff)"
+            elif self.state == "running":
+                now = "running again after a crash"
+            else:
+                now = "crashed"
+            text = f"pod {self.pod}: container {self.container} {now}"
             if self.terminated is not None:
                 reason, code, message = self.terminated
                 text += f", last terminated {reason or 'Error'} (exit code {code})"
@@ -280,7 +294,8 @@ def cause(pods: tuple[PodHealth, ...] | None, revision: str, now: datetime) -> C
     for p in mine:
         for c in p.containers:
             if crash_looping(c, now):
-                return Cause(Trouble.CRASH_LOOP, p.name, c.name, c.terminated)
+                state = c.waiting or ("running" if c.running_since is not None else "")
+                return Cause(Trouble.CRASH_LOOP, p.name, c.name, c.terminated, state=state)
     for p in mine:
         for c in p.containers:
             if c.waiting in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName"):

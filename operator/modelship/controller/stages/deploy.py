@@ -413,6 +413,8 @@ def crash_loop_stalled(md: ModelDeployment, rev: str, found: Cause | None, prev_
     )
     if prev_revision and prev_revision != rev:
         return message + f"; revision {prev_revision} keeps serving"
+    if not prev_revision:  # a first rollout: no revision served before, and none of these pods ever did
+        return message + "; nothing serves yet"
     return message + f"; the pods of {rev} that are ready keep serving"
 
 
