@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from modelship.controller.podhealth import newest_template_hash
 from modelship_dev.cluster import ANNOTATION_CRASH
 from tests.integration import no_resync
 from tests.integration.cluster import condition, wait_for
@@ -77,6 +78,11 @@ def test_a_revision_whose_pods_crash_loop_says_why_stalls_and_the_previous_one_s
     new = s["status"]["revision"]
     assert new != old
     crashing = [p.metadata.name for p in _pods(k, new)]
+    # the pods judged are those of the newest ReplicaSet the real Deployment controller's Progressing names
+    progressing = next(c for c in k.apps.read_namespaced_deployment("digits", k.ns).status.conditions
+                       if c.type == "Progressing")  # fmt: skip
+    hashes = {p.metadata.labels["pod-template-hash"] for p in _pods(k, new)}
+    assert {newest_template_hash("digits", progressing.message or "")} == hashes, (progressing, hashes)
     deployed, ready, healthy = condition(s, "Deployed"), condition(s, "Ready"), condition(s, "ContainerHealthy")
     told = deployed["message"].split("; ", 1)[1]
     assert any(told.startswith(f"pod {name}: container server crash-looping (CrashLoopBackOff), last terminated "
@@ -107,7 +113,7 @@ def test_a_revision_whose_pods_crash_loop_says_why_stalls_and_the_previous_one_s
     healthy = condition(s, "ContainerHealthy")
     assert healthy["lastTransitionTime"] == clock
     told = healthy["message"]
-    assert told.startswith(f"pod {first}: container server crash-looping (CrashLoopBackOff), last terminated Error "
+    assert told.startswith(f"pod {first}: container server running again after a crash, last terminated Error "
                            "(exit code 139): [2J [31mFAKE Ready=True Stalled False esrever AAA"), told  # fmt: skip
     assert len(told) < 400 and told.endswith("…")
     assert not any(ord(ch) < 32 or ch in "\x7f\u202e\u2028" for ch in str(s["status"])), "control character in status"
