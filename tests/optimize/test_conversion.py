@@ -322,3 +322,31 @@ def test_a_refusal_for_both_causes_names_each_with_its_advice() -> None:
         "(the serving function assigns a resource variable), so a served model would answer each request from the "
         f"previous one's state: refused; {KERAS_RECURRENT_ADVICE}; {VARIABLE_ADVICE}"
     )
+
+
+def test_a_keras_layer_that_assigns_a_variable_is_refused_with_keras_advice() -> None:
+    """A tf-keras model is converted from its call() (no signatures): a layer that assigns a variable there (a
+    counter) is refused with advice about the layer (stateful=False, or the state as an input and an output),
+    not about a serving_default signature it does not have."""
+    from modelship.optimize import tfenv
+    from modelship.optimize.conversion import KERAS_VARIABLE_ADVICE, VARIABLE_ADVICE, StatefulModel, convert
+
+    t = tfenv.load()
+    keras = t.keras
+
+    class Counting(keras.layers.Layer):  # type: ignore[misc,name-defined]
+        def build(self, input_shape: Any) -> None:
+            self.count = self.add_weight(name="count", shape=(), initializer="ones", trainable=False)
+
+        def call(self, x: Any) -> Any:
+            self.count.assign_add(1.0)
+            return x * self.count
+
+    inputs = keras.Input(shape=(2,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(1)(Counting()(inputs)))
+    with pytest.raises(StatefulModel) as refused:
+        convert(t, keras_model=model)
+    message = str(refused.value)
+    assert "ASSIGN_VARIABLE (the serving function assigns a resource variable)" in message, message
+    assert message.endswith(f"refused; {KERAS_VARIABLE_ADVICE}"), message
+    assert VARIABLE_ADVICE not in message and "serving_default" not in message, message

@@ -48,6 +48,13 @@ VARIABLE_ADVICE = (
 """What to do about a serving function that assigns a resource variable (a counter, a running statistic): not a
 recurrent layer's doing, so unrolling would not help."""
 
+KERAS_VARIABLE_ADVICE = (
+    "a layer assigns a variable in call() (a stateful=True recurrent layer, a counter, a running statistic): build "
+    "it with stateful=False, or take the state as an input and return it as an output"
+)
+"""The same about a tf-keras model: converted from the model's call() (it has no signatures), so the advice about
+serving_default would not apply."""
+
 
 class StatefulModel(OptimizeError):
     """The converted model keeps state between invocations; ``tflite`` is the conversion. It must not ship, but a
@@ -174,11 +181,11 @@ def convert(
             output_names = output_names or list(keras_model.output_names)
             keras_model = unrolled(t, keras_model)
         c = _keras_converter(tf, keras_model, output_names)
-        advice = KERAS_RECURRENT_ADVICE
+        advice, variable_advice = KERAS_RECURRENT_ADVICE, KERAS_VARIABLE_ADVICE
     elif saved_model_dir is not None:
         # only the signature that is served: another one (a train or reset_state function) may assign variables
         c = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SERVING_SIGNATURE])
-        advice = RECURRENT_ADVICE
+        advice, variable_advice = RECURRENT_ADVICE, VARIABLE_ADVICE
     else:
         raise ValueError("convert needs a model")
     try:
@@ -187,14 +194,18 @@ def convert(
         reason = _tensor_list_loop(str(exc), advice) or first_line(exc)
         raise OptimizeError(f"TFLite conversion ({what}) failed: {reason}") from None
     if stateful := stateful_ops(blob):
-        raise StatefulModel(stateful_refusal(what, stateful, advice), blob)
+        raise StatefulModel(stateful_refusal(what, stateful, advice, variable_advice), blob)
     return blob
 
 
-def stateful_refusal(what: str, ops: Sequence[str], recurrent_advice: str) -> str:
+def stateful_refusal(
+    what: str, ops: Sequence[str], recurrent_advice: str, variable_advice: str = VARIABLE_ADVICE
+) -> str:
     """Why a converted model that keeps state between invocations (``ops``: :func:`stateful_ops`) is refused and
     what to do, by cause: a fused recurrent op (its state in variable tensors: ``recurrent_advice``, by path) or a
-    serving function that assigns a resource variable (``VARIABLE_ADVICE``); both when both are there."""
+    serving function that assigns a resource variable (``variable_advice``, by path: ``VARIABLE_ADVICE`` for a
+    SavedModel's serving_default, ``KERAS_VARIABLE_ADVICE`` for a tf-keras model's call()); both when both are
+    there."""
     fused = [op for op in ops if op not in RESOURCE_OPS]
     assigned = [op for op in ops if op in RESOURCE_OPS]
     causes, advice = [], []
@@ -203,7 +214,7 @@ def stateful_refusal(what: str, ops: Sequence[str], recurrent_advice: str) -> st
         advice.append(recurrent_advice)
     if assigned:
         causes.append(f"{', '.join(assigned)} (the serving function assigns a resource variable)")
-        advice.append(VARIABLE_ADVICE)
+        advice.append(variable_advice)
     return (
         f"TFLite conversion ({what}): the converted model keeps state between invocations in {' and '.join(causes)}, "
         f"so a served model would answer each request from the previous one's state: refused; {'; '.join(advice)}"
