@@ -370,13 +370,17 @@ def test_the_look_at_pods_that_say_nothing_backs_off() -> None:
     """A shortfall no pod explains (a ResourceQuota, CreateContainerConfigError, a probe that never passes) is
     looked at 15 s after it began, then after as long again (doubling), at most every 5 minutes: not a pod LIST
     every 15 s for ever."""
-    def after(deployed: tuple[str, str, float] | None) -> float:
-        return pod_look_after(md_of(status(deployed)).status, NOW)
+    def after(deployed: tuple[str, str, float] | None, progressed: float | None = None) -> float:
+        dep = new_rollout(progress_updated=ago(progressed) if progressed is not None else None)
+        return pod_look_after(md_of(status(deployed)).status, dep, NOW)
 
     assert after(None) == after(("True", "Available", 900)) == POD_LOOK_SECONDS  # it is short from now
     assert after(("False", "RollingOut", 3)) == POD_LOOK_SECONDS
     assert [after(("False", "RollingOut", s)) for s in (15, 30, 60, 120, 240)] == [15, 30, 60, 120, 240]
     assert after(("False", "RollingOut", 3600)) == POD_LOOK_MAX_SECONDS == 300
+    # a rollout that starts after a long optimization (Deployed False since): its controller's progress counts
+    assert after(("False", "PreviousRevisionServing", 3600), progressed=2) == POD_LOOK_SECONDS
+    assert after(("False", "RollingOut", 3600), progressed=60) == 60
     quota = judged(md_of(status(("False", "RollingOut", 7200))), new_rollout(), ())  # no pod created
     assert quota.effects.requeue_after == POD_LOOK_MAX_SECONDS
 

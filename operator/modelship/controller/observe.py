@@ -74,6 +74,9 @@ class DeploymentObservation:
     progress_reason: str = ""
     """Reason of its Progressing condition: ``NewReplicaSetAvailable`` once the controller finished rolling out the
     newest template, kept while it only scales (the controller's own "complete", sticky across scale events)."""
+    progress_updated: str | None = None
+    """lastUpdateTime of its Progressing condition: when its controller last saw the rollout move (a new
+    ReplicaSet, a pod of it available)."""
     live: bool = True
     """Its pods carry the labels the Service selects (a shadow candidate's do not)."""
     stock_runtime: bool = False
@@ -357,6 +360,7 @@ def deployment_observation(dep: dict[str, Any]) -> DeploymentObservation:
         progress_deadline_exceeded=bool(progressing and progressing.get("reason") == "ProgressDeadlineExceeded"),
         progress_message=(progressing or {}).get("message") or "",
         progress_reason=(progressing or {}).get("reason") or "",
+        progress_updated=(progressing or {}).get("lastUpdateTime") or None,
         live=((template.get("metadata") or {}).get("labels") or {}).get(NAME_LABEL) == SERVER_NAME,
         stock_runtime="--model" in (containers[0].get("args") or []),
         artifact=pull[0] if pull else None,

@@ -337,13 +337,18 @@ POD_LOOK_MAX_SECONDS = 300.0
 pod be created, CreateContainerConfigError, a readiness probe that never passes)."""
 
 
-def pod_look_after(prev: ModelDeploymentStatus, now: datetime) -> float:
-    """When to look at the pods again while they say nothing: as long as the revision has been short (since the
-    previous status's Deployed turned False), at least ``POD_LOOK_SECONDS`` and at most ``POD_LOOK_MAX_SECONDS``:
-    15 s, doubling to 300 s, so a shortfall that lasts costs a pod LIST every 5 minutes, not every 15 s for ever.
-    A crash loop is still seen within the first looks of a rollout, and within 5 minutes of a later start."""
+def pod_look_after(prev: ModelDeploymentStatus, dep: DeploymentObservation | None, now: datetime) -> float:
+    """When to look at the pods again while they say nothing: as long as the revision has been short and nothing
+    moved (since the later of the previous status's Deployed turning False and the Deployment controller's last
+    progress, its Progressing lastUpdateTime: a rollout that starts after a long optimization is looked at soon),
+    at least ``POD_LOOK_SECONDS`` and at most ``POD_LOOK_MAX_SECONDS``: 15 s, doubling to 300 s, so a shortfall that
+    lasts costs a pod LIST every 5 minutes, not every 15 s for ever. A crash loop is still seen within the first
+    looks of a rollout, and within 5 minutes of a later start."""
     was = prev.condition(ConditionType.DEPLOYED)
-    short = seconds_since_stamps(now, was.last_transition_time) if was is not None and was.status != "True" else 0.0
+    if was is None or was.status == "True":
+        return POD_LOOK_SECONDS
+    moved = dep.progress_updated if dep is not None else None
+    short = seconds_since_stamps(now, was.last_transition_time, moved, latest=True)
     return min(POD_LOOK_MAX_SECONDS, max(POD_LOOK_SECONDS, short))
 
 
@@ -640,7 +645,7 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     if dep is not None and dep.replicas < want:
         message += f" (the HPA raises the Deployment to minReplicas {want})"
     message += told
-    look = pod_look_after(ctx.prev, ctx.now) if found is None and pods is not None else None
+    look = pod_look_after(ctx.prev, dep, ctx.now) if found is None and pods is not None else None
     progress = Progress(Reason.ROLLING_OUT, message, Phase.DEPLOYING)
     due = soonest(low.requeue_after if low else None, crash_due, look)
     return still(False, Reason.ROLLING_OUT, message, progress=progress, requeue_after=due)
