@@ -77,28 +77,28 @@ class PodHealth:
     """Its pod-template-hash label: which of the Deployment's ReplicaSets (templates) made it."""
 
 
-def _terminated(cs: dict[str, Any]) -> tuple[str, int, str] | None:
+def _last_termination(cs: dict[str, Any]) -> dict[str, Any] | None:
+    """The container's last termination: the current state's if it just ended, else the last state's."""
     for state in (cs.get("state") or {}, cs.get("lastState") or {}):
         term = state.get("terminated")
         if isinstance(term, dict):
-            try:
-                code = int(term.get("exitCode") or 0)
-            except (TypeError, ValueError):
-                code = 0
-            return printable(term.get("reason") or "", 40), code, printable(term.get("message") or "")
+            return term
     return None
 
 
-def _terminated_at(cs: dict[str, Any]) -> str | None:
-    for state in (cs.get("state") or {}, cs.get("lastState") or {}):
-        term = state.get("terminated")
-        if isinstance(term, dict):
-            return str(term["finishedAt"]) if term.get("finishedAt") else None
-    return None
+def _terminated(term: dict[str, Any] | None) -> tuple[str, int, str] | None:
+    if term is None:
+        return None
+    try:
+        code = int(term.get("exitCode") or 0)
+    except (TypeError, ValueError):
+        code = 0
+    return printable(term.get("reason") or "", 40), code, printable(term.get("message") or "")
 
 
 def _container(cs: dict[str, Any]) -> ContainerHealth:
     state = cs.get("state") or {}
+    term = _last_termination(cs)
     waiting, running = state.get("waiting") or {}, state.get("running") or {}
     try:
         restarts = int(cs.get("restartCount") or 0)
@@ -109,9 +109,9 @@ def _container(cs: dict[str, Any]) -> ContainerHealth:
         waiting=printable(waiting.get("reason") or "", 40) if isinstance(waiting, dict) else "",
         restarts=restarts,
         running_since=str(running.get("startedAt")) if isinstance(running, dict) and running.get("startedAt") else None,
-        terminated=_terminated(cs),
+        terminated=_terminated(term),
         image=printable(cs.get("image") or "", NAME_LIMIT),
-        terminated_at=_terminated_at(cs),
+        terminated_at=str(term["finishedAt"]) if term is not None and term.get("finishedAt") else None,
     )
 
 

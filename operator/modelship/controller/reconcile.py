@@ -120,9 +120,9 @@ class Reconciler:
         self.status_writer = StatusWriter(kube, store, events)
         """Writes status: unknown fields kept, fields the served CRD prunes left out and reported."""
         self.pod_revisions = PodRevisions(kube)
+        """The revision of each serving pod an EndpointSlice lists (Ready waits for the Service to route to them)."""
         self._pods_unread: set[tuple[str, str]] = set()
         """ModelDeployments whose serving pods the last list could not read (logged once)."""
-        """The revision of each serving pod an EndpointSlice lists (Ready waits for the Service to route to them)."""
         self.serving_mounts = ServingMounts(store)
         """What the mount check knows of the serving Deployment's mounts between reconciles (asked less often)."""
         self.fetch_metrics = fetch_metrics
