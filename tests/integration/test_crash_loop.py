@@ -110,6 +110,9 @@ def test_a_revision_whose_pods_crash_loop_says_why_stalls_and_the_previous_one_s
     # a flap: the first crashing pod is ready for a moment, its last run ended with a hostile termination message;
     # the Deployment's status changes (a watch event): the stall holds, the clock is kept, the text is tamed
     first = crashing[0]
+    # its crash comes after the stall began (stamps have whole seconds: one in the stall's own second is not after)
+    stalled_at = deployed["lastTransitionTime"]
+    wait_for(lambda: _now() > stalled_at or None, timeout=5, description="a second past the stall's start")
     _flap(k, first, HOSTILE)
     s = k.wait_md(lambda o: "FAKE" in ((condition(o, "ContainerHealthy") or {}).get("message") or ""),
                   what="the flapping pod's last termination read", timeout=60)  # fmt: skip

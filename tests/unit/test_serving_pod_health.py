@@ -189,6 +189,10 @@ def test_the_pods_are_read_only_while_the_revision_is_short_or_was_crash_looping
     assert not pods_wanted(fixed, deployment(REV, IMAGE, 2, 2))
     assert pods_wanted(fixed, deployment(REV, IMAGE, 2, 1))
     assert pods_wanted(fixed, deployment(REV, IMAGE, 2, 2, updated_replicas=1))  # a rollout's new pods
+    # one replica, a rollout's surge: the old pod keeps available, ready and updated at 1 while the new one crashes
+    one = make_md(serving={"replicas": 1})
+    assert not pods_wanted(one, deployment(REV, IMAGE, 1, 1))
+    assert pods_wanted(one, deployment(REV, IMAGE, 1, 1, status_replicas=2, updated_replicas=1))
     assert pods_wanted(make_md(serving=HPA), deployment(REV, IMAGE, 1, 1))  # below minReplicas 2
     flapping = make_md(serving={"replicas": 2}, status=status(crash_since=10))
     assert pods_wanted(flapping, deployment(REV, IMAGE, 2, 2))  # all ready between crashes: the clock is kept

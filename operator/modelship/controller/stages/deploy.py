@@ -359,13 +359,20 @@ def soonest(*dues: float | None) -> float | None:
 
 def pods_wanted(md: ModelDeployment, dep: DeploymentObservation) -> bool:
     """Read the serving pods this pass (a list by label: no watch holds them): the Deployment has fewer pods
-    available, ready or of its newest template than it asks for (or than minReplicas under an HPA), or the previous
-    status says its pods crash-loop (kept through the moments they are all ready between crashes)."""
+    available, ready or of its newest template than it asks for (or than minReplicas under an HPA), it still runs
+    pods of an older template beside them (a rollout's surge: with one replica the old pod keeps every count full
+    while the new one crash-loops), or the previous status says its pods crash-loop (kept through the moments they
+    are all ready between crashes)."""
     if md.status.condition(ConditionType.CONTAINER_HEALTHY) is not None:
         return True
     auto = md.spec.serving.autoscaling
     want = max(dep.replicas, auto.min_replicas if auto.enabled else 0)
-    return dep.available_replicas < want or dep.ready_replicas < dep.replicas or dep.updated_replicas < dep.replicas
+    return (
+        dep.available_replicas < want
+        or dep.ready_replicas < dep.replicas
+        or dep.updated_replicas < dep.replicas
+        or dep.updated_replicas < dep.status_replicas
+    )
 
 
 def judged_pods(
