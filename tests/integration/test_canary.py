@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from modelship.controller.conditions import rfc3339
 from modelship_dev import cluster as devcluster
 from tests.chart.gitops import EXPECTED, SAMPLES, argocd_health, kstatus, sample_of
 from tests.integration.cluster import CRD_DIR, ClusterInfo, apply_manifest, condition, install_crds, wait_for
@@ -527,6 +528,8 @@ def test_a_rollout_restart_mid_phase_is_not_taken_for_the_rolled_out_template(
     started, templates = s["status"]["rollout"]["phaseStartedAt"], s["status"]["rollout"]["phaseTemplates"]
     before = _deployment(k, "digits")
     assert before.status.observed_generation == before.metadata.generation
+    # stamps have whole seconds: the restarted clock must be able to start in a later second than this one
+    wait_for(lambda: rfc3339(datetime.now(UTC)) > started or None, timeout=5, description="a second past the start")
 
     restart = {"spec": {"template": {"metadata": {"annotations": {
         "kubectl.kubernetes.io/restartedAt": datetime.now(UTC).isoformat()}}}}}  # fmt: skip
