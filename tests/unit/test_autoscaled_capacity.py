@@ -9,7 +9,7 @@ from typing import Any
 
 from modelship import FIELD_MANAGER
 from modelship.api.status import ConditionType, Reason
-from modelship.controller.conditions import ConditionSet, rfc3339
+from modelship.controller.conditions import ConditionSet, duration, rfc3339
 from modelship.controller.kstatus import EventType, events
 from modelship.controller.observe import Observed, applies_replicas, deployment_observation
 from modelship.controller.reconcile import unchanged, with_spec_hash
@@ -17,7 +17,6 @@ from modelship.controller.stages.deploy import (
     ROLLED_OUT,
     ServingTarget,
     deploy,
-    duration,
     handover,
     scaled_to_zero,
     seconds_since_stamps,

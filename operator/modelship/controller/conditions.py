@@ -62,3 +62,13 @@ class ConditionSet:
             if old is None or old.status != cond.status or old.reason != cond.reason:
                 out.append(cond)
         return out
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``12m``, ``3h5m``: how long, as a person reads it."""
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{s % 3600 // 60}m"

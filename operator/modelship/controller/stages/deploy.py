@@ -16,9 +16,9 @@ from ...resources.kinds import PRUNED
 from ...resources.meta import TEMPLATE_ANNOTATION, serving_name
 from ...resources.plan import ServingPlan, serving_plan
 from ...resources.serving import ServedArtifact, service_url
+from ..conditions import duration
 from ..observe import DeploymentObservation, EndpointsObservation
 from ..podhealth import (
-    Cause,
     PodHealth,
     Trouble,
     cause,
@@ -43,6 +43,7 @@ from .context import (
 from .jobs import seconds_since
 from .memory import what_serves
 from .mounts import held, missing_mounts
+from .pod_causes import cause_text, container_health, crash_loop_stalled
 
 
 @dataclass(frozen=True)
@@ -203,16 +204,6 @@ def short_for(prev: ModelDeploymentStatus, dep: DeploymentObservation, now: date
     was = prev.condition(ConditionType.CAPACITY)
     short_since = was.last_transition_time if was is not None and was.status == "False" else None
     return seconds_since_stamps(now, short_since, dep.unavailable_since)
-
-
-def duration(seconds: float) -> str:
-    """``45s``, ``12m``, ``3h5m``: how long, as a person reads it."""
-    s = int(seconds)
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    return f"{s // 3600}h{s % 3600 // 60}m"
 
 
 @dataclass(frozen=True)
@@ -386,48 +377,6 @@ def judged_pods(
     if pods is None or dep is None or not same_template(dep, desired) or dep.observed_generation < dep.generation:
         return None
     return of_template(pods, newest_template_hash(dep.name, dep.progress_message))
-
-
-def cause_text(md: ModelDeployment, found: Cause | None) -> str:
-    """``; <what the pods say>`` for a message (with where to raise the memory limit when the serving container
-    was OOMKilled), or "" when they say nothing."""
-    if found is None:
-        return ""
-    text = f"; {found.describe()}"
-    if found.oom and found.container == "server":
-        limit = md.spec.serving.resources.limits.get("memory")
-        if limit is not None:
-            text += f"; its memory limit is {limit}: raise spec.serving.resources.limits.memory"
-        else:
-            text += (
-                "; no memory limit is set: the node's memory or a LimitRange's default bounds it, set "
-                "spec.serving.resources.limits.memory (and requests.memory) above what the model needs"
-            )
-    return text
-
-
-def container_health(md: ModelDeployment, found: Cause | None) -> tuple[ConditionUpdate, ...]:
-    """ContainerHealthy False (ServingCrashLoop) while a container of the revision's pods crash-loops, else
-    nothing (the condition is set only while False)."""
-    if found is None or found.trouble != Trouble.CRASH_LOOP:
-        return ()
-    message = cause_text(md, found)[2:]
-    return (condition(ConditionType.CONTAINER_HEALTHY, False, Reason.SERVING_CRASH_LOOP, message),)
-
-
-def crash_loop_stalled(md: ModelDeployment, rev: str, found: Cause | None, prev_revision: str | None) -> str:
-    """Deployed's message once the pods of ``rev`` have crash-looped for progressDeadlineSeconds: the deadline, not
-    the time so far, and no live count, so it stays the same from one pass to the next."""
-    deadline = md.spec.serving.rollout.progress_deadline_seconds
-    message = (
-        f"pods of {rev} crash-loop for more than {duration(deadline)} (progressDeadlineSeconds {deadline})"
-        f"{cause_text(md, found)}"
-    )
-    if prev_revision and prev_revision != rev:
-        return message + f"; revision {prev_revision} keeps serving"
-    if not prev_revision:  # a first rollout: no revision served before, and none of these pods ever did
-        return message + "; nothing serves yet"
-    return message + f"; the pods of {rev} that are ready keep serving"
 
 
 def scaled_to_zero(md: ModelDeployment, dep: DeploymentObservation | None, desired: dict[str, Any]) -> str | None:
