@@ -276,8 +276,7 @@ def test_a_ready_then_crash_flap_does_not_reset_the_clock_nor_end_the_stall() ->
     assert flap.effects.failure is not None
     # nothing would wake the operator when they have run long enough: it looks again then (the later pod's time)
     assert flap.effects.requeue_after == RECOVERY_SECONDS - 20 + 1
-    assert conditions(flap.effects)[ConditionType.DEPLOYED][2].endswith(f"; the pods of {REV} that are ready keep "
-                                                                        "serving")  # fmt: skip
+    assert conditions(flap.effects)[ConditionType.DEPLOYED][2].endswith(f"; only the ready pods of {REV} serve")
     well = health(pod("digits-5f7-a", running(RECOVERY_SECONDS + 5)),
                   pod("digits-5f7-b", running(RECOVERY_SECONDS + 9)))  # fmt: skip
     over = judged(md, up, well, ready=2)
@@ -315,6 +314,45 @@ def test_a_fix_that_keeps_the_revision_judges_only_the_new_template_s_pods() -> 
     got = conditions(first.effects)
     assert "pod digits-9a9-b" in got[ConditionType.CONTAINER_HEALTHY][2]
     assert first.effects.failure is None
+
+
+def test_a_fix_that_keeps_the_revision_and_stalls_says_what_serves_from_the_deployment_s_status() -> None:
+    """A new template of the revision that served (a higher memory limit that still OOMs) crash-loops past the
+    deadline: while the Deployment still runs available pods of the template before it, those keep serving; once
+    none is left (or none is available) and no pod of the new one is ready, nothing serves, and the message says
+    so rather than that ready pods keep serving."""
+    md = md_of(status(("False", "RollingOut", 60), DEADLINE + 1, serving=REV), resources={"limits": {"memory": "4Gi"}})
+    progressing = 'ReplicaSet "digits-9a9" is progressing.'
+    ready = [{"type": "Ready", "status": "True"}]
+    old = [pod(f"digits-5f7-{x}", running(900, restarts=0), conditions_=ready) for x in "ab"]
+    oom = crashing(reason="OOMKilled", code=137)
+    new = pod("digits-9a9-c", oom, hash_="9a9", owner="digits-9a9")
+
+    def stalled(dep: Any, *pods: dict[str, Any]) -> str:
+        out = judged(md, dep, health(*pods), ready=dep.available_replicas)
+        reason, message = conditions(out.effects)[ConditionType.DEPLOYED][1:]
+        assert reason == Reason.SERVING_CRASH_LOOP and "pod digits-9a9-c" in message, message
+        assert "that are ready keep serving" not in message
+        return str(message)
+
+    # the rolling update's surge pod crash-loops: the old template's two pods are there and available
+    surging = new_rollout(2, status_replicas=3, updated_replicas=1, progress_message=progressing)
+    assert stalled(surging, *old, new).endswith(f"; the pods of {REV}'s previous template keep serving")
+    # ... also when the new template's pod is ready for a moment between crashes (3 available, 1 of them new)
+    flapping = pod("digits-9a9-c", running(20), hash_="9a9", owner="digits-9a9", conditions_=ready)
+    up = new_rollout(3, status_replicas=3, updated_replicas=1, progress_message=progressing)
+    assert stalled(up, *old, flapping).endswith(f"; the pods of {REV}'s previous template keep serving")
+    # the old template's pods are gone (a maxUnavailable that let them go, a deleted Deployment): nothing serves
+    gone = new_rollout(0, status_replicas=2, updated_replicas=2, progress_message=progressing)
+    two = (new, pod("digits-9a9-d", oom, hash_="9a9", owner="digits-9a9"))
+    assert stalled(gone, *two).endswith("; nothing serves now")
+    # old pods counted but none available (their node lost): nothing serves either
+    lost = new_rollout(0, status_replicas=3, updated_replicas=1, progress_message=progressing)
+    assert stalled(lost, new).endswith("; nothing serves now")
+    # no old pod left, one new pod ready between crashes: only that one serves, no older template is claimed
+    alone = new_rollout(1, status_replicas=2, updated_replicas=2, progress_message=progressing)
+    assert stalled(alone, new, pod("digits-9a9-d", running(20), hash_="9a9", owner="digits-9a9",
+                                   conditions_=ready)).endswith(f"; only the ready pods of {REV} serve")  # fmt: skip
 
 
 def test_a_stall_holds_only_while_a_container_crashes_again_after_it_began() -> None:

@@ -75,6 +75,8 @@ class PodHealth:
     """The scheduler's message (PodScheduled False, reason Unschedulable), ``printable``."""
     template_hash: str = ""
     """Its pod-template-hash label: which of the Deployment's ReplicaSets (templates) made it."""
+    ready: bool = False
+    """Its Ready condition is True (the kubelet's word: its containers run and pass their readiness probe)."""
 
 
 def _last_termination(cs: dict[str, Any]) -> dict[str, Any] | None:
@@ -143,16 +145,18 @@ def pod_health(pod: dict[str, Any]) -> PodHealth:
     """Reduce a serving pod to what planning reads of it."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
-    unschedulable = None
+    unschedulable, ready = None, False
     for c in status.get("conditions") or []:
         if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
             unschedulable = printable(c.get("message") or "no node fits the pod")
+        ready = ready or (c.get("type") == "Ready" and c.get("status") == "True")
     return PodHealth(
         name=printable(meta.get("name") or "", NAME_LIMIT),
         revision=str((meta.get("labels") or {}).get(REVISION_LABEL) or ""),
         containers=tuple(_container(cs) for cs in statuses if isinstance(cs, dict)),
         unschedulable=unschedulable,
         template_hash=str((meta.get("labels") or {}).get(TEMPLATE_HASH_LABEL) or ""),
+        ready=ready,
     )
 
 

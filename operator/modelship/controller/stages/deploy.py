@@ -566,7 +566,7 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     )
     if crash is not None and crashing_for >= deadline and (stuck or not (scaling or (complete and routed >= want))):
         # replicas missing (or all ready for a moment between crashes, after the stall): a flap does not end it
-        message = crash_loop_stalled(ctx.md, rev, crash, prev_revision)
+        message = crash_loop_stalled(ctx.md, rev, crash, prev_revision, dep, pods)
         failure = Failure(StageName.DEPLOY, Reason.SERVING_CRASH_LOOP, message)
         return still(False, Reason.SERVING_CRASH_LOOP, message, failure=failure)
     crash_due = deadline - crashing_for + 1 if crash is not None else None

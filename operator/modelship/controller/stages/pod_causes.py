@@ -1,14 +1,16 @@
 """What the serving pods' cause reads as in status: the suffix a Deployed, Ready or Capacity message carries
 (``cause_text``: the pod, its container and last termination, and for an OOMKilled server where to raise the memory
 limit), the ContainerHealthy condition (``container_health``) and Deployed's message once a crash loop stalls the
-rollout (``crash_loop_stalled``). Pure; the cause itself is ``controller.podhealth``'s."""
+rollout (``crash_loop_stalled``, with what serves meanwhile: ``serving_beside``). Pure; the cause itself is
+``controller.podhealth``'s."""
 
 from __future__ import annotations
 
 from ...api.modeldeployment import ModelDeployment
 from ...api.status import ConditionType, Reason
 from ..conditions import duration
-from ..podhealth import Cause, Trouble
+from ..observe import DeploymentObservation
+from ..podhealth import Cause, PodHealth, Trouble
 from .context import ConditionUpdate, condition
 
 
@@ -39,9 +41,32 @@ def container_health(md: ModelDeployment, found: Cause | None) -> tuple[Conditio
     return (condition(ConditionType.CONTAINER_HEALTHY, False, Reason.SERVING_CRASH_LOOP, message),)
 
 
-def crash_loop_stalled(md: ModelDeployment, rev: str, found: Cause | None, prev_revision: str | None) -> str:
+def serving_beside(rev: str, dep: DeploymentObservation | None, newest: tuple[PodHealth, ...] | None) -> str:
+    """What serves while the newest template of ``rev``, the revision that served, crash-loops (a fix that keeps
+    the revision, such as a higher memory limit that still OOMs): pods of a template before it while the Deployment
+    still runs any that are available (it counts more pods than it has updated, and more available than the newest
+    template's ready ones: ``newest``, the pods judged), else the newest template's pods that are ready, else
+    nothing. No count: it changes only when one of the three does."""
+    if dep is None or dep.available_replicas <= 0:
+        return "; nothing serves now"
+    newest_ready = sum(1 for p in newest or () if p.ready)
+    if dep.status_replicas > dep.updated_replicas and dep.available_replicas > newest_ready:
+        return f"; the pods of {rev}'s previous template keep serving"
+    return f"; only the ready pods of {rev} serve"
+
+
+def crash_loop_stalled(
+    md: ModelDeployment,
+    rev: str,
+    found: Cause | None,
+    prev_revision: str | None,
+    dep: DeploymentObservation | None,
+    newest: tuple[PodHealth, ...] | None,
+) -> str:
     """Deployed's message once the pods of ``rev`` have crash-looped for progressDeadlineSeconds: the deadline, not
-    the time so far, and no live count, so it stays the same from one pass to the next."""
+    the time so far, and no live count, so it stays the same from one pass to the next; what serves meanwhile
+    (``serving_beside`` when ``rev`` itself served: ``dep``, the Deployment, and ``newest``, its newest template's
+    pods)."""
     deadline = md.spec.serving.rollout.progress_deadline_seconds
     message = (
         f"pods of {rev} crash-loop for more than {duration(deadline)} (progressDeadlineSeconds {deadline})"
@@ -51,4 +76,4 @@ def crash_loop_stalled(md: ModelDeployment, rev: str, found: Cause | None, prev_
         return message + f"; revision {prev_revision} keeps serving"
     if not prev_revision:  # a first rollout: no revision served before, and none of these pods ever did
         return message + "; nothing serves yet"
-    return message + f"; the pods of {rev} that are ready keep serving"
+    return message + serving_beside(rev, dep, newest)
