@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from modelship.api.status import ConditionType, Reason
 from modelship.controller.conditions import rfc3339
-from modelship.controller.observe import Observed
+from modelship.controller.observe import Observed, last_scale_time
 from modelship.controller.podhealth import (
     POD_TEXT_LIMIT,
     RECOVERY_SECONDS,
@@ -36,7 +36,7 @@ from modelship.controller.stages.deploy import (
     pods_wanted,
 )
 from modelship.controller.store import Store
-from modelship.resources.meta import REVISION_LABEL
+from modelship.resources.meta import MODELDEPLOYMENT_LABEL, REVISION_LABEL
 from tests.support.endpoints import routed
 from tests.unit.test_autoscaled_ready import HPA, REV, scaled
 from tests.unit.test_plan import CONFIG, IMAGE, NOW, deployment, make_md
@@ -425,6 +425,41 @@ def test_the_look_at_pods_that_say_nothing_backs_off() -> None:
     assert after(("False", "RollingOut", 3600), progressed=60) == 60
     quota = judged(md_of(status(("False", "RollingOut", 7200))), new_rollout(), ())  # no pod created
     assert quota.effects.requeue_after == POD_LOOK_MAX_SECONDS
+
+
+def test_a_scale_under_an_hpa_restarts_the_look_s_back_off() -> None:
+    """A scale keeps the Deployment's Progressing condition as it was (its controller runs no rollout for it), so
+    a shortfall long under way, whose look has backed off to 5 minutes, is looked at 15 s after the HPA's last
+    scale (its status.lastScaleTime), then after as long again: the new pods a scale makes are seen soon."""
+    def after(scaled: float | None, long: float = 3600) -> float:
+        at = ago(scaled) if scaled is not None else None
+        return pod_look_after(md_of(status(("False", "RollingOut", long))).status, new_rollout(), NOW, at)
+
+    assert after(None) == POD_LOOK_MAX_SECONDS
+    assert after(2) == POD_LOOK_SECONDS and after(60) == 60 and after(7200) == POD_LOOK_MAX_SECONDS
+    assert after(-30) == POD_LOOK_SECONDS  # a stamp ahead of now (a skewed clock) counts as now
+    assert after(3600, long=20) == 20  # Deployed turning False later still counts from then
+    # through the stage: the HPA's stamp, read with the pass, sets when to look again at pods that say nothing
+    c = ctx(md_of(status(("False", "RollingOut", 7200))), Observed(deployment=new_rollout(), endpoints=routed(),
+                                                                   serving_pods=(), last_scaled=ago(40)))  # fmt: skip
+    assert deploy(c, ServingTarget(REV, IMAGE)).effects.requeue_after == 40
+
+
+def test_the_hpa_s_last_scale_is_read_from_the_hpa_the_modeldeployment_controls() -> None:
+    """status.lastScaleTime of the ModelDeployment's own HPA (its controller reference) reaches the pass, from the
+    store (no API read); an HPA of the same name another owner controls is not read."""
+    owner = {"uid": "u-1", "controller": True, "kind": "ModelDeployment", "name": "digits"}
+    labels = {MODELDEPLOYMENT_LABEL: "digits"}
+    meta = {"name": "digits", "namespace": "ml", "labels": labels, "ownerReferences": [owner]}
+    hpa: dict[str, Any] = {"metadata": meta, "status": {"lastScaleTime": ago(40)}}
+    store = Store()
+    store.put("HorizontalPodAutoscaler", hpa)
+    md = make_md(serving=HPA)
+    assert Reconciler(RefusingKube(), store, CONFIG).observe(md).last_scaled == ago(40)  # type: ignore[arg-type]
+    owner["uid"] = "someone-else"
+    store.put("HorizontalPodAutoscaler", hpa)
+    assert Reconciler(RefusingKube(), store, CONFIG).observe(md).last_scaled is None  # type: ignore[arg-type]
+    assert last_scale_time(None) is None and last_scale_time({"status": {}}) is None
 
 
 def below_floor_md(prev: dict[str, Any]) -> Any:

@@ -194,6 +194,9 @@ class Observed:
     serving_pods: tuple[PodHealth, ...] | None = None
     """The serving Deployment's own pods, reduced (``controller.podhealth``): read by label only while its revision
     is short of replicas (``stages.deploy.pods_wanted``), to name why; None when not read."""
+    last_scaled: str | None = None
+    """status.lastScaleTime of the ModelDeployment's HPA (``last_scale_time``): when the HPA controller last changed
+    the serving Deployment's count, a change its Progressing condition does not record."""
     pruned_status: frozenset[str] = frozenset()
     """Status fields the served CRD is known to prune (one older than this operator), e.g.
     ``status.servingArtifact``: what this operator remembers there is gone (``controller.stages.memory``)."""
@@ -335,6 +338,14 @@ def termination_reason(pods: list[dict[str, Any]], containers: frozenset[str] | 
             if term.get("reason") and (best is None or (term.get("finishedAt") or "") >= best[0]):
                 best = (term.get("finishedAt") or "", term["reason"])
     return best[1] if best else None
+
+
+def last_scale_time(hpa: dict[str, Any] | None) -> str | None:
+    """When the HPA controller last rescaled its target: the HPA's status.lastScaleTime, which only that controller
+    writes (through the status subresource, which the namespace's edit and admin roles do not grant; a forged one
+    would only move when the operator looks at the pods again). None without an HPA or before its first scale."""
+    stamp = ((hpa or {}).get("status") or {}).get("lastScaleTime")
+    return stamp if isinstance(stamp, str) and stamp else None
 
 
 def deployment_observation(dep: dict[str, Any]) -> DeploymentObservation:

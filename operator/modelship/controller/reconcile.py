@@ -21,7 +21,7 @@ from ..api.skew import UnsupportedFields
 from ..api.status import Phase, Reason, StageName
 from ..config import OperatorConfig
 from ..resources.defaults import InvalidSpec, with_operator_defaults
-from ..resources.kinds import APPLIED, HTTP_ROUTE, JOB
+from ..resources.kinds import APPLIED, HORIZONTAL_POD_AUTOSCALER, HTTP_ROUTE, JOB
 from ..resources.meta import OWNER_UID_LABEL, canary_name, controlled_by, controller_uid, serving_name
 from ..resources.policy import PolicyViolation, enforce_policy
 from ..resources.revision import revision
@@ -32,7 +32,7 @@ from .conditions import ORDER
 from .endpoints import PodRevisions, observe_endpoints
 from .kstatus import Event
 from .kube import EventPoster, Kube, PreconditionFailed, Unreachable, api_error_text
-from .observe import DeploymentObservation, Observed, deployment_observation, job_observation
+from .observe import DeploymentObservation, Observed, deployment_observation, job_observation, last_scale_time
 from .ownership import Conflict, judge, name_conflict
 from .phasewindow import Readings
 from .plan import Plan, plan
@@ -184,6 +184,7 @@ class Reconciler:
             samples=samples,
             readings=readings,
             route_api=gateway_routing(md) is not None and self.kube.serves(HTTP_ROUTE),
+            last_scaled=last_scale_time(self._controlled(HORIZONTAL_POD_AUTOSCALER.kind, ns, serving_name(md), uid)),
             pruned_status=self.status_writer.known_pruned(),
             serving_pods=serving_pods_health(listed, dep["metadata"]["name"]) if listed is not None and dep else None,
         )

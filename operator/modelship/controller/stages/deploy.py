@@ -328,18 +328,22 @@ POD_LOOK_MAX_SECONDS = 300.0
 pod be created, CreateContainerConfigError, a readiness probe that never passes)."""
 
 
-def pod_look_after(prev: ModelDeploymentStatus, dep: DeploymentObservation | None, now: datetime) -> float:
+def pod_look_after(
+    prev: ModelDeploymentStatus, dep: DeploymentObservation | None, now: datetime, scaled: str | None = None
+) -> float:
     """When to look at the pods again while they say nothing: as long as the revision has been short and nothing
-    moved (since the later of the previous status's Deployed turning False and the Deployment controller's last
-    progress, its Progressing lastUpdateTime: a rollout that starts after a long optimization is looked at soon),
-    at least ``POD_LOOK_SECONDS`` and at most ``POD_LOOK_MAX_SECONDS``: 15 s, doubling to 300 s, so a shortfall that
-    lasts costs a pod LIST every 5 minutes, not every 15 s for ever. A crash loop is still seen within the first
-    looks of a rollout, and within 5 minutes of a later start."""
+    moved (since the latest of the previous status's Deployed turning False, the Deployment controller's last
+    progress, its Progressing lastUpdateTime: a rollout that starts after a long optimization is looked at soon,
+    and the HPA's last scale, ``scaled``: a scale keeps the Progressing condition as it was, so new pods made by
+    one are looked at soon too), at least ``POD_LOOK_SECONDS`` and at most ``POD_LOOK_MAX_SECONDS``: 15 s,
+    doubling to 300 s, so a shortfall that lasts costs a pod LIST every 5 minutes, not every 15 s for ever. A crash
+    loop is still seen within the first looks of a rollout or a scale, and within 5 minutes of a later start. A
+    stamp ahead of ``now`` (a skewed clock) counts as now."""
     was = prev.condition(ConditionType.DEPLOYED)
     if was is None or was.status == "True":
         return POD_LOOK_SECONDS
     moved = dep.progress_updated if dep is not None else None
-    short = seconds_since_stamps(now, was.last_transition_time, moved, latest=True)
+    short = seconds_since_stamps(now, was.last_transition_time, moved, scaled, latest=True)
     return min(POD_LOOK_MAX_SECONDS, max(POD_LOOK_SECONDS, short))
 
 
@@ -601,7 +605,8 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     if dep is not None and dep.replicas < want:
         message += f" (the HPA raises the Deployment to minReplicas {want})"
     message += told
-    look = pod_look_after(ctx.prev, dep, ctx.now) if found is None and pods is not None else None
+    scaled = ctx.observed.last_scaled
+    look = pod_look_after(ctx.prev, dep, ctx.now, scaled) if found is None and pods is not None else None
     progress = Progress(Reason.ROLLING_OUT, message, Phase.DEPLOYING)
     due = soonest(low.requeue_after if low else None, crash_due, look)
     return still(False, Reason.ROLLING_OUT, message, progress=progress, requeue_after=due)
