@@ -171,7 +171,10 @@ def run(args: argparse.Namespace) -> int:
         setup_logging("info")
         import logging
 
+        from . import termination
+
         logging.getLogger("modelship.serve").error("invalid configuration", extra={"error": str(e)})
+        termination.write(termination.cause("invalid configuration", e))
         return 2
     setup_logging(cfg.log_level)
     from .server import run as run_server

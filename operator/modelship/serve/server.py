@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from . import jsonparse
+from . import jsonparse, termination
 from .app import AppConfig, ServingApp
 from .config import ServeConfig, memory_limit
 from .http import HttpServer, thread_schedstat
@@ -377,13 +377,23 @@ async def serve(cfg: ServeConfig) -> int:
 async def _serve(cfg: ServeConfig) -> int:
     server = Server(cfg)
     server.install_signal_handlers()
-    await server.start()
+    try:
+        await server.start()
+    except OSError as e:  # the port is taken, the address not this host's
+        log.error("could not listen", extra={"host": cfg.host, "port": cfg.port, "error": f"{type(e).__name__}: {e}"})
+        termination.write(termination.cause("could not listen", e))
+        server.http.close()
+        server.admin.stop()
+        await server.app.close()
+        return 1
     loader = asyncio.ensure_future(server.load(freeze=True))
     stopper = asyncio.ensure_future(server.wait_stopped())
     await asyncio.wait([loader, stopper], return_when=asyncio.FIRST_COMPLETED)
     if loader.done() and loader.exception() is not None:
         err = loader.exception()
         log.error("model failed to load", extra={"model": cfg.model, "error": f"{type(err).__name__}: {err}"})
+        if err is not None:
+            termination.write(termination.cause("model failed to load", err))
         stopper.cancel()
         server.http.close()
         server.admin.stop()

@@ -1,0 +1,122 @@
+"""The server's fatal startup errors leave one bounded line in the termination log (the file the kubelet copies into
+the container's last termination), and the operator's crash-loop message carries that line as it is."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from modelship.api.status import ConditionType
+from modelship.serve import cli, termination
+from modelship.serve.config import ENV_VARS
+from tests.unit.test_serving_pod_health import crashing, health, judged, md_of, new_rollout, pod, status
+from tests.unit.test_stages import conditions
+
+from .conftest import json_lines, serve_cmd, serve_env
+
+
+def _served_on(model: Path, log: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        serve_cmd("--model", str(model), "--port", "0", "--host", "127.0.0.1"),
+        env=serve_env(**{termination.ENV: str(log)}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_corrupt_model_exits_1_with_its_cause_in_the_termination_log(tmp_path: Path) -> None:
+    """The server started on a corrupt model file exits 1 and leaves one line naming the cause, the exception's
+    class and its first line; the operator's Deployed message (the kubelet's lastState.terminated.message read
+    through podhealth's sanitiser) shows that line unchanged."""
+    model = tmp_path / "model.tflite"
+    model.write_bytes(b"TFL3" + bytes(range(256)) * 8)  # an identifier, then no flatbuffer
+    log = tmp_path / "termination-log"
+    proc = _served_on(model, log)
+    assert proc.returncode == 1, proc.stderr
+    failure = [e for e in json_lines(proc.stderr) if e["msg"] == "model failed to load"]
+    assert failure, proc.stderr
+    line = log.read_text()
+    error = str(failure[0]["error"])
+    assert line == f"model failed to load: {error.splitlines()[0]}"[: termination.LIMIT], (line, error)
+    assert line.startswith("model failed to load: ValueError: ") and "\n" not in line
+    assert len(line) <= termination.LIMIT
+    # what the operator makes of it: the kubelet copies the file into the crash-looping container's status
+    out = judged(md_of(status(("False", "RollingOut", 5))), new_rollout(),
+                 health(pod("digits-5f7-a", crashing(message=line))))  # fmt: skip
+    message = conditions(out.effects)[ConditionType.DEPLOYED][2]
+    assert message.endswith(f"last terminated Error (exit code 1): {line}"), message
+
+
+def test_a_missing_model_path_is_told_in_the_termination_log(tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    proc = _served_on(tmp_path / "missing.tflite", log)
+    assert proc.returncode == 1
+    assert log.read_text() == f"model failed to load: FileNotFoundError: model path {tmp_path / 'missing.tflite'} " \
+        "does not exist"[: termination.LIMIT]  # fmt: skip
+
+
+def test_the_line_is_one_bounded_line_whatever_the_error_says() -> None:
+    """An exception's text is the model's to influence: only its first non-blank line is kept, control, bidi and
+    separator characters become spaces, and the line is cut to LIMIT characters with an ellipsis."""
+    first = "\x1b[2J\x1b[31mFAKE\tReady=True\x00\u202egnirts\x7f" + "A" * 50_000
+    hostile = ValueError(f"\n  \n{first}\u2028second line")
+    line = termination.cause("model failed to load", hostile)
+    assert line.startswith("model failed to load: ValueError: [2J [31mFAKE Ready=True gnirts AAA"), line
+    assert len(line) == termination.LIMIT and line.endswith("…") and "second" not in line
+    assert not any(ord(ch) < 32 or ch in "\x7f\u202e\u2028" for ch in line)
+    assert termination.cause("model failed to load", MemoryError()) == "model failed to load: MemoryError"
+
+
+def test_writing_the_line_never_fails_the_exit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path that cannot be written is skipped (False); the kubelet's default path is written only when it exists
+    (outside a pod nothing is created under /dev); a path given by the environment is created; a line passed in
+    unbounded is bounded on the way out."""
+    assert termination.write("x", {termination.ENV: str(tmp_path / "no-such-dir" / "log")}) is False
+    assert termination.write("x", {termination.ENV: str(tmp_path)}) is False  # a directory
+    default = tmp_path / "termination-log"
+    monkeypatch.setattr(termination, "DEFAULT_PATH", str(default))
+    assert termination.write("x", {}) is False and not default.exists()
+    default.write_text("an older, longer message")
+    assert termination.write("model failed to load: x", {}) is True
+    assert default.read_text() == "model failed to load: x"
+    given = tmp_path / "given"
+    assert termination.write("a\nb" + "c" * 1000, {termination.ENV: str(given)}) is True
+    text = given.read_text()
+    assert text.startswith("a b") and len(text) == termination.LIMIT
+
+
+def test_an_invalid_configuration_is_told_in_the_termination_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "termination-log"
+    monkeypatch.setenv(termination.ENV, str(log))
+    ns = argparse.Namespace(**dict.fromkeys(ENV_VARS), func=cli.run)
+    ns.model = "m"
+    ns.max_batch_size = -1
+    assert cli.run(ns) == 2
+    assert log.read_text().startswith("invalid configuration: ValueError: ") and "max batch size" in log.read_text()
+
+
+def test_a_port_that_is_taken_is_told_in_the_termination_log(tmp_path: Path) -> None:
+    """Listening fails (the port is another process's): exit 1 with the cause logged and in the termination log,
+    not a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        log = tmp_path / "termination-log"
+        proc = subprocess.run(
+            serve_cmd("--model", str(tmp_path / "m.tflite"), "--port", str(port), "--host", "127.0.0.1"),
+            env=serve_env(**{termination.ENV: str(log)}),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert [e for e in json_lines(proc.stderr) if e["msg"] == "could not listen"], proc.stderr
+    assert log.read_text().startswith("could not listen: OSError: "), log.read_text()
