@@ -32,7 +32,7 @@ from ..api.rollout_status import (
     Verdict,
 )
 from ..api.serving import Analysis, Canary
-from .conditions import rfc3339
+from .conditions import parse_rfc3339, rfc3339
 
 PROMOTE_ANNOTATION = "modelship.io/promote"
 ABORT_ANNOTATION = "modelship.io/abort"
@@ -278,9 +278,10 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
     if state.phase == RolloutPhase.PROMOTING:
         return _promoting(state, look.available)
     unavailable = look.samples.error if look.samples is not None else None
+    begun = parse_rfc3339(state.phase_started_at)  # None: the phase's clock has not started (or a forged stamp)
     if look.samples is not None and unavailable is None:
         # latency is compared over the phase's window only: not while the candidate's pods start and warm up
-        timed = look.available and state.phase_started_at is not None
+        timed = look.available and begun is not None
         criteria = judge(canary.analysis, look.samples, mirrored=state.mirror_percent > 0, timed=timed)
     else:
         criteria = list(state.criteria)
@@ -297,9 +298,9 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
                 "message": f"waiting for {look.waiting_for} of {_where(state)}",
             }
         )
-    started = state.phase_started_at or rfc3339(look.now)
+    started = state.phase_started_at if begun is not None else rfc3339(look.now)  # the clock starts at this look
     hold = _hold_seconds(canary, state)
-    elapsed = (look.now - _parse_time(started)).total_seconds()
+    elapsed = (look.now - begun).total_seconds() if begun is not None else 0.0
     pending = [c for c in criteria if c.verdict == Verdict.PENDING]
     if elapsed < hold or pending or unavailable:
         counts = "; ".join(_pending_text(c, canary.analysis) for c in pending)
@@ -420,7 +421,3 @@ def _hold_seconds(canary: Canary, state: RolloutStatus) -> int:
     if state.phase == RolloutPhase.SHADOW:
         return canary.shadow.duration_seconds if canary.shadow else 0
     return canary.steps[state.step - 1].pause_seconds
-
-
-def _parse_time(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))

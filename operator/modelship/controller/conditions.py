@@ -16,6 +16,26 @@ def rfc3339(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_rfc3339(text: object) -> datetime | None:
+    """The time an RFC 3339 stamp (``2026-11-29T22:53:50Z``, or with an offset) names, in UTC; None for a stamp
+    that is missing or does not parse: not a string, not a time, without a zone, out of range. Stamps are read
+    from objects anybody with the right to write a status may have forged; none of them may stop a reconcile."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return when.astimezone(UTC) if when.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        return None
+
+
+def seconds_since(stamp: object, now: datetime) -> float | None:
+    """Seconds from the RFC 3339 ``stamp`` to ``now`` (negative when it is ahead); None when it is missing or does
+    not parse."""
+    when = parse_rfc3339(stamp)
+    return None if when is None else (now - when).total_seconds()
+
+
 def _status(value: bool | None) -> Literal["True", "False", "Unknown"]:
     return "Unknown" if value is None else ("True" if value else "False")
 

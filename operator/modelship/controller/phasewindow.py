@@ -18,7 +18,7 @@ from datetime import datetime
 
 from ..api.rollout_status import AnalysisWindow, PodBaseline, RolloutStatus, WindowCounters
 from .canary import EMPTY, Histogram, Samples
-from .conditions import rfc3339
+from .conditions import parse_rfc3339, rfc3339
 
 MAX_PODS = 64
 """Pods one window follows (AnalysisWindow.pods' maxItems); the figures of further pods are not counted."""
@@ -71,9 +71,10 @@ def format_bound(bound: float) -> str:
 def advance(window: AnalysisWindow | None, readings: Readings, key: str, now: datetime) -> AnalysisWindow:
     """The window after one more look: ``window`` when it is the phase's (``key``), else a new one that starts
     now with the current readings as every pod's baseline."""
-    if window is None or window.phase != key:
+    since = parse_rfc3339(window.since) if window is not None and window.phase == key else None
+    if window is None or since is None:  # none yet, another phase's, or a start that does not parse (forged)
         window = AnalysisWindow(phase=key, since=rfc3339(now))
-    since = _parse_time(window.since)
+        since = now.replace(microsecond=0)  # as the stamp reads back
     bounds = list(window.latency_bounds) or _first_bounds(readings)
     last = {b.pod: b for b in window.pods}
     totals = {False: window.stable, True: window.candidate}
@@ -164,7 +165,3 @@ def _add(total: WindowCounters, d: WindowCounters) -> WindowCounters:
 
 def _histogram(bounds: tuple[float, ...], counts: list[float]) -> Histogram:
     return Histogram(bounds, tuple(counts)) if bounds and len(counts) == len(bounds) else EMPTY
-
-
-def _parse_time(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..resources.kinds import DEPLOYMENT
 from ..resources.meta import REVISION_LABEL
+from .conditions import parse_rfc3339, seconds_since
 
 POD_TEXT_LIMIT = 240
 """At most this many characters of a text copied from a pod (a termination message, a scheduler message)."""
@@ -181,13 +182,6 @@ def of_template(pods: tuple[PodHealth, ...] | None, template_hash: str | None) -
     return tuple(p for p in pods if p.template_hash == template_hash)
 
 
-def _stamp(text: str | None) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
-    except (ValueError, TypeError):
-        return None
-
-
 LOST = ("Unknown", "ContainerStatusUnknown")
 """Termination reasons that say the container was lost (its node rebooted, the runtime forgot it), not that it
 failed."""
@@ -197,30 +191,24 @@ def crashed_since(pods: tuple[PodHealth, ...] | None, revision: str, since: str)
     """A container of ``revision``'s pods failed (a termination other than exit code 0 or a lost container) after
     ``since`` (RFC 3339): it crashed again. A restart whose last failure is older (one crash, then a slow start;
     a node reboot) is not. True when ``since`` does not parse (the judgement before this one holds)."""
-    start = _stamp(since)
+    start = parse_rfc3339(since)
     if start is None:
         return True
     for p in pods or ():
         if p.revision != revision:
             continue
         for c in p.containers:
-            ended = _stamp(c.terminated_at)
+            ended = parse_rfc3339(c.terminated_at)
             if c.terminated is None or ended is None or c.terminated[1] == 0 or c.terminated[0] in LOST:
                 continue
-            try:
-                if ended > start:
-                    return True
-            except TypeError:  # a forged stamp without a zone
-                continue
+            if ended > start:
+                return True
     return False
 
 
 def _running_for(started: str, now: datetime) -> float:
     """Seconds since ``started`` (RFC 3339); 0 for a stamp that does not parse (a forged status)."""
-    try:
-        return (now - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds()
-    except (ValueError, TypeError):
-        return 0.0
+    return seconds_since(started, now) or 0.0
 
 
 def crash_looping(c: ContainerHealth, now: datetime) -> bool:

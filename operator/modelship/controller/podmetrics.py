@@ -11,13 +11,13 @@ import http.client
 import logging
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..resources.meta import COMPONENT_LABEL, MODELDEPLOYMENT_LABEL, REVISION_LABEL
 from .canary import EMPTY, Histogram, Samples
+from .conditions import parse_rfc3339
 from .phasewindow import PodFigures, PodReading, Readings
 
 log = logging.getLogger("modelship.podmetrics")
@@ -124,7 +124,7 @@ def read_pods(
         except (OSError, ValueError) as e:
             unreadable.append((name, str(e)))
             continue
-        read.append(PodReading(name, rev == candidate, _created(meta), figs))
+        read.append(PodReading(name, rev == candidate, parse_rfc3339(meta.get("creationTimestamp")), figs))
     if unreadable:
         log.info("metrics of %d pod(s) unreadable: %s", len(unreadable),
                  "; ".join(f"{p}: {why}" for p, why in unreadable)[:500])  # fmt: skip
@@ -158,14 +158,6 @@ def lifetime(readings: Readings) -> Samples:
         pods=len(readings.pods),
         unreadable=tuple(f"{p}: {why}" for p, why in readings.unreadable),
     )
-
-
-def _created(meta: dict[str, Any]) -> datetime | None:
-    stamp = meta.get("creationTimestamp")
-    try:
-        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
-    except ValueError:
-        return None
 
 
 def _add(a: Histogram, b: Histogram) -> Histogram:

@@ -28,7 +28,7 @@ from ..resources.revision import revision
 from ..resources.route import gateway_routing
 from . import kstatus, metrics, revcache
 from .canary import ANALYZING, Samples
-from .conditions import ORDER
+from .conditions import ORDER, seconds_since
 from .endpoints import PodRevisions, observe_endpoints
 from .kstatus import Event
 from .kube import EventPoster, Kube, PreconditionFailed, Unreachable, api_error_text
@@ -221,11 +221,11 @@ class Reconciler:
             return None, None
         ns = md.metadata.namespace or ""
         if self.prometheus is not None:
-            if rollout.phase_started_at is None:
-                return None, None  # the phase's clock has not started: nothing to judge yet
             now = datetime.now(UTC)
-            since = datetime.fromisoformat(rollout.phase_started_at.replace("Z", "+00:00"))
-            window = max(1, int((now - since).total_seconds()))
+            waited = seconds_since(rollout.phase_started_at, now)
+            if waited is None:
+                return None, None  # the phase's clock has not started (or its stamp does not parse): nothing to judge
+            window = max(1, int(waited))
             where = (ns, md.metadata.name)
             return read_prometheus(self.prometheus, where, rollout.candidate, rollout.stable, now, window), None
         pods = self.kube.list("v1", "Pod", ns, serving_pods_selector(md.metadata.name))

@@ -16,7 +16,7 @@ from ...resources.kinds import PRUNED
 from ...resources.meta import TEMPLATE_ANNOTATION, serving_name
 from ...resources.plan import ServingPlan, serving_plan
 from ...resources.serving import ServedArtifact, service_url
-from ..conditions import duration
+from ..conditions import duration, seconds_since
 from ..observe import DeploymentObservation, EndpointsObservation
 from ..podhealth import (
     PodHealth,
@@ -40,7 +40,6 @@ from .context import (
     condition,
     pending,
 )
-from .jobs import seconds_since
 from .memory import what_serves
 from .mounts import held, missing_mounts
 from .pod_causes import cause_text, container_health, crash_loop_stalled
@@ -190,7 +189,7 @@ def seconds_since_stamps(now: datetime, *stamps: str | None, latest: bool = Fals
     """Seconds since the earliest of the ``stamps`` that are set (times read from objects: a condition's
     lastTransitionTime, the Deployment's Available=False), or since the latest of them with ``latest``; 0 when
     none is set or that one is ahead of ``now``."""
-    ages = [seconds_since(s, now) for s in stamps if s]
+    ages = [age for age in (seconds_since(s, now) for s in stamps) if age is not None]  # unset or unreadable: none
     if not ages:
         return 0.0
     return max(0.0, min(ages) if latest else max(ages))

@@ -24,6 +24,7 @@ from typing import Generic, NamedTuple, TypeVar
 from ...api.redact import redact
 from ...api.status import ConditionType, Phase, Reason, StageName
 from ...config import OperatorConfig
+from ..conditions import seconds_since
 from ..observe import JobObservation, JobState
 from .context import Context, Effects, Failure, Manifest, Progress, condition
 from .mounts import held, missing_mounts
@@ -75,20 +76,16 @@ class Decision:
     failure: JobFailure | None = None
 
 
-def seconds_since(stamp: str | None, now: datetime) -> float:
-    if not stamp:
-        return 0.0
-    return (now - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
-
-
 def _awaiting_pod_status(job: JobObservation, now: datetime) -> bool:
-    """The Job finished (Complete, or failed by an exit code) but its pod's terminated status is not seen yet."""
+    """The Job finished (Complete, or failed by an exit code) but its pod's terminated status is not seen yet, and
+    it finished less than ``POD_STATUS_GRACE_SECONDS`` ago (a finish without a readable time gets no grace)."""
     finished = job.state == JobState.SUCCEEDED or (job.state == JobState.FAILED and job.reason == POD_FAILURE_POLICY)
     if job.foreign_pods:
         return False  # the Job counted a pod that does not run its template: nothing to wait for
-    return (
-        finished and job.termination_message is None and seconds_since(job.finished_at, now) < POD_STATUS_GRACE_SECONDS
-    )
+    if not finished or job.termination_message is not None:
+        return False
+    waited = seconds_since(job.finished_at, now)
+    return waited is not None and waited < POD_STATUS_GRACE_SECONDS
 
 
 def decide(
@@ -114,8 +111,9 @@ def decide(
     failure = classify(last)
     if failure.permanent or attempts >= config.max_job_attempts:
         return Decision(Step.FAILED, attempts, last, failure=failure)
-    remaining = config.retry_base_seconds * (2 ** (attempts - 1)) - seconds_since(last.finished_at, now)
-    if last.finished_at and remaining > 0:
+    waited = seconds_since(last.finished_at, now)  # None: no readable finish to count a back-off from
+    remaining = config.retry_base_seconds * (2 ** (attempts - 1)) - (waited or 0.0)
+    if waited is not None and remaining > 0:
         return Decision(Step.WAITING, attempts, last, wait=remaining, failure=failure)
     return Decision(Step.CREATE, attempts + 1, last)
 

@@ -15,12 +15,12 @@ mounted as files is read for its keys) into ``Observed.missing_mounts`` and ``Ob
 
 from __future__ import annotations
 
-from datetime import datetime
 from types import MappingProxyType
 
 from ...api.status import ConditionType, Reason, StageName
 from ...resources.kinds import CONFIG_MAP, PERSISTENT_VOLUME_CLAIM, SECRET
 from ...resources.mounted import MOUNTABLE, mounted_fields, mounted_key_fields, mounted_keys, mounted_objects
+from ..conditions import seconds_since
 from .context import Context, Effects, Failure, Manifest, condition
 
 RECHECK_MIN_SECONDS = 5.0
@@ -77,8 +77,9 @@ def recheck_after(ctx: Context, condition: ConditionType) -> float:
     lastTransitionTime), between RECHECK_MIN_SECONDS and RECHECK_MAX_SECONDS, so the looks double in spacing."""
     prev = ctx.prev.condition(condition)
     waiting = {r.value for r in (*NOT_FOUND.values(), Reason.CONFIG_MAP_KEY_NOT_FOUND)}
-    if prev is None or prev.reason not in waiting or not prev.last_transition_time:
+    if prev is None or prev.reason not in waiting:
         return RECHECK_MIN_SECONDS
-    since = datetime.fromisoformat(prev.last_transition_time.replace("Z", "+00:00"))
-    waited = (ctx.now - since).total_seconds()
+    waited = seconds_since(prev.last_transition_time, ctx.now)
+    if waited is None:
+        return RECHECK_MIN_SECONDS  # a stamp that does not parse (a forged status): as at the first look
     return min(RECHECK_MAX_SECONDS, max(RECHECK_MIN_SECONDS, waited))
