@@ -20,7 +20,7 @@ from ..resources.meta import (
 from ..resources.serving import template_digest
 from .canary import Samples
 from .phasewindow import Readings
-from .podhealth import PodHealth
+from .podhealth import PodHealth, container_statuses
 from .revcache import CachedRevision
 
 
@@ -299,14 +299,6 @@ def receivers(pods: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
-def _statuses(pod: dict[str, Any], containers: frozenset[str] | None) -> list[dict[str, Any]]:
-    """Init containers' and containers' statuses (a failed init step, the build's receive or context, is where the
-    pod's last words are), of the stage's own ``containers`` only (all when None)."""
-    status = pod.get("status") or {}
-    statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
-    return [cs for cs in statuses if containers is None or cs.get("name") in containers]
-
-
 def termination_message(
     pods: list[dict[str, Any]], want_success: bool, containers: frozenset[str] | None = None
 ) -> str | None:
@@ -318,7 +310,7 @@ def termination_message(
         phase = (pod.get("status") or {}).get("phase")
         if want_success and phase != "Succeeded":
             continue
-        for cs in _statuses(pod, containers):
+        for cs in container_statuses(pod, containers):  # a failed init step (the build's receive) is a last word
             term = (cs.get("state") or {}).get("terminated")
             if not term:
                 continue
@@ -333,7 +325,7 @@ def termination_reason(pods: list[dict[str, Any]], containers: frozenset[str] | 
     """The reason of the newest terminated container (OOMKilled, Error, DeadlineExceeded, ...)."""
     best: tuple[str, str] | None = None
     for pod in pods:
-        for cs in _statuses(pod, containers):
+        for cs in container_statuses(pod, containers):
             term = (cs.get("state") or {}).get("terminated") or {}
             if term.get("reason") and (best is None or (term.get("finishedAt") or "") >= best[0]):
                 best = (term.get("finishedAt") or "", term["reason"])

@@ -142,10 +142,17 @@ def of_deployment(pod: dict[str, Any], deployment: str) -> bool:
     )
 
 
+def container_statuses(pod: dict[str, Any], containers: frozenset[str] | None = None) -> list[dict[str, Any]]:
+    """The pod's init containers' statuses, then its containers' (a failed init step is where a pod's last words
+    may be), of the ``containers`` named only (all when None)."""
+    status = pod.get("status") or {}
+    statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    return [cs for cs in statuses if isinstance(cs, dict) and (containers is None or cs.get("name") in containers)]
+
+
 def pod_health(pod: dict[str, Any]) -> PodHealth:
     """Reduce a serving pod to what planning reads of it."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
-    statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
     unschedulable, ready = None, False
     for c in status.get("conditions") or []:
         if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
@@ -154,7 +161,7 @@ def pod_health(pod: dict[str, Any]) -> PodHealth:
     return PodHealth(
         name=printable(meta.get("name") or "", NAME_LIMIT),
         revision=str((meta.get("labels") or {}).get(REVISION_LABEL) or ""),
-        containers=tuple(_container(cs) for cs in statuses if isinstance(cs, dict)),
+        containers=tuple(_container(cs) for cs in container_statuses(pod)),
         unschedulable=unschedulable,
         template_hash=str((meta.get("labels") or {}).get(TEMPLATE_HASH_LABEL) or ""),
         ready=ready,
