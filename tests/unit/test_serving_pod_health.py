@@ -37,8 +37,10 @@ from modelship.controller.stages.deploy import (
 )
 from modelship.controller.store import Store
 from modelship.resources.meta import MODELDEPLOYMENT_LABEL, REVISION_LABEL
+from modelship.resources.revision import revision
 from tests.support.endpoints import routed
 from tests.unit.test_autoscaled_ready import HPA, REV, scaled
+from tests.unit.test_loud_failures import MemoryKube
 from tests.unit.test_plan import CONFIG, IMAGE, NOW, deployment, make_md
 from tests.unit.test_stages import conditions, ctx
 
@@ -542,3 +544,54 @@ def test_a_first_rollout_stalled_in_a_crash_loop_says_nothing_serves_yet() -> No
     reason, message = conditions(out.effects)[ConditionType.DEPLOYED][1:]
     assert reason == Reason.SERVING_CRASH_LOOP and message.endswith("; nothing serves yet"), message
     assert "keep serving" not in message and "keeps serving" not in message
+
+
+class CountingKube(MemoryKube):
+    """An API that counts its pod lists and answers with the stable pod and the candidate's."""
+
+    def __init__(self, store: Store, candidate: str) -> None:
+        super().__init__(store)
+        self.pod_lists = 0
+        self.candidate = candidate
+
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        if kind != "Pod":
+            return []
+        self.pod_lists += 1
+        ready = [{"type": "Ready", "status": "True"}]
+        candidate = pod("digits-canary-9c9-a", running(60), rev=self.candidate, owner="digits-canary-9c9",
+                        hash_="9c9", conditions_=ready)  # fmt: skip
+        return [pod("digits-5f7-a", crashing()), candidate]
+
+
+def test_an_analysing_canary_whose_stable_deployment_is_short_lists_the_serving_pods_once_a_pass() -> None:
+    """The analysis reads the pods' own figures and the short stable Deployment's pods say why it is short: one
+    list serves both (two before)."""
+    serving = {"replicas": 2, "rollout": {"strategy": "Canary"}}
+    cand = revision(make_md(serving=serving).spec)
+    rollout = {"candidate": cand, "stable": REV, "phase": "Shadow", "step": 0, "startedAt": ago(30),
+               "phaseStartedAt": ago(20)}  # fmt: skip
+    md = make_md(serving=serving, status={**status(serving=REV), "rollout": rollout})
+    owner = [{"apiVersion": "modelship.io/v1alpha1", "kind": "ModelDeployment", "name": "digits", "uid": "u-1",
+              "controller": True}]  # fmt: skip
+    store = Store()
+    store.put("Deployment", {
+        "metadata": {"name": "digits", "namespace": "ml", "uid": "d-1", "generation": 2, "ownerReferences": owner,
+                     "labels": {"modelship.io/modeldeployment": "digits"}},
+        "spec": {"replicas": 2, "template": {"metadata": {"labels": {REVISION_LABEL: REV}},
+                                             "spec": {"containers": [{"name": "server", "image": IMAGE}]}}},
+        "status": {"observedGeneration": 2, "replicas": 2, "readyReplicas": 1, "availableReplicas": 1,
+                   "updatedReplicas": 2},
+    })  # fmt: skip
+    kube = CountingKube(store, cand)
+    fetched: list[str] = []
+
+    def fetch(p: dict[str, Any], port: int) -> str:
+        fetched.append(p["metadata"]["name"])
+        return ""
+
+    observed = Reconciler(kube, store, CONFIG, fetch_metrics=fetch).observe(md)  # type: ignore[arg-type]
+    assert observed.deployment is not None and pods_wanted(md, observed.deployment)  # the stable one is short
+    assert observed.serving_pods is not None and [p.name for p in observed.serving_pods] == ["digits-5f7-a"]
+    assert observed.readings is not None and fetched == ["digits-canary-9c9-a"]  # the ready pod's figures are read
+    assert kube.pod_lists == 1

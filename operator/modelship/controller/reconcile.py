@@ -169,9 +169,9 @@ class Reconciler:
         canary_svc = self._controlled("Service", ns, canary_name(md), uid)
         svc = self._controlled("Service", ns, serving_name(md), uid)
         ip = ((canary_svc or {}).get("spec") or {}).get("clusterIP")
-        samples, readings = self._figures(md)
         observed_dep = deployment_observation(dep) if dep else None
         listed = self._serving_pods(md, observed_dep)  # the Services' endpoints take their revisions from it too
+        samples, readings = self._figures(md, listed)  # and the analysis its pods' readings: one list a pass
         return Observed(
             jobs=observed_jobs,
             deployment=observed_dep,
@@ -198,24 +198,31 @@ class Reconciler:
             return None
         ns, name = md.metadata.namespace or "", md.metadata.name
         try:
-            pods = self.kube.list("v1", "Pod", ns, serving_pods_selector(name))
+            pods = self._list_serving_pods(md)
         except (ApiException, Unreachable) as exc:
             if (ns, name) not in self._pods_unread:
                 self._pods_unread.add((ns, name))
                 log.warning("%s/%s: serving pods not listed (why they do not serve is not told): %s", ns, name,
                             describe_error(exc))  # fmt: skip
             return None
-        metrics.API_READS.labels("Pod").inc()
         self._pods_unread.discard((ns, name))
+        return pods
+
+    def _list_serving_pods(self, md: ModelDeployment) -> list[dict[str, Any]]:
+        pods = self.kube.list("v1", "Pod", md.metadata.namespace or "", serving_pods_selector(md.metadata.name))
+        metrics.API_READS.labels("Pod").inc()
         return pods
 
     def _controlled(self, kind: str, ns: str, name: str, uid: str | None) -> dict[str, Any] | None:
         obj = self.store.get(kind, ns, name)
         return obj if obj is not None and controlled_by(obj, uid) else None  # another's is not read
 
-    def _figures(self, md: ModelDeployment) -> tuple[Samples | None, Readings | None]:
+    def _figures(
+        self, md: ModelDeployment, listed: list[dict[str, Any]] | None = None
+    ) -> tuple[Samples | None, Readings | None]:
         """The analysis figures while a candidate of the spec's revision is under analysis: Prometheus' over the
-        current phase (when the chart names a server), else the serving pods' own readings."""
+        current phase (when the chart names a server), else the serving pods' own readings (from ``listed``, the
+        serving pods this pass already listed; listed here when it did not, a failed list failing the pass)."""
         rollout = md.status.rollout
         if rollout is None or rollout.phase not in ANALYZING or rollout.candidate != revision(md.spec):
             return None, None
@@ -228,7 +235,7 @@ class Reconciler:
             window = max(1, int(waited))
             where = (ns, md.metadata.name)
             return read_prometheus(self.prometheus, where, rollout.candidate, rollout.stable, now, window), None
-        pods = self.kube.list("v1", "Pod", ns, serving_pods_selector(md.metadata.name))
+        pods = listed if listed is not None else self._list_serving_pods(md)
         readings = read_pods(pods, md.spec.serving.metrics_port, rollout.candidate, rollout.stable,
                              self.fetch_metrics)  # fmt: skip
         return None, readings
