@@ -49,7 +49,10 @@ def known_results(ctx: Context) -> Known:
 
 
 def remember(
-    ctx: Context, optimization: OptimizationStatus | None, source: SourceStatus | None, image: str | None,
+    ctx: Context,
+    optimization: OptimizationStatus | None,
+    source: SourceStatus | None,
+    image: str | None,
     reused: bool = False,
 ) -> str | None:
     """The revision cache entry to write once the revision is built: when the cache does not have it yet, or
