@@ -97,10 +97,13 @@ def plan(md: ModelDeployment, observed: Observed, config: OperatorConfig, now: d
         apply=_with_claim(ctx, out, [o for e in out for o in e.apply]),
         handover=[o for e in out for o in e.handover],
         delete=[r for e in out for r in e.delete],
-        events=kstatus.events(conds) + [
-            Event(EventType.WARNING if e.warning else EventType.NORMAL, e.reason, e.message)
-            for effects in out
-            for e in effects.events
+        events=[
+            *kstatus.events(conds),
+            *(
+                Event(EventType.WARNING if e.warning else EventType.NORMAL, e.reason, e.message)
+                for effects in out
+                for e in effects.events
+            ),
         ],
         cache_put=(ctx.revision, entry) if entry else None,
         requeue_after=min((e.requeue_after for e in out if e.requeue_after is not None), default=None),

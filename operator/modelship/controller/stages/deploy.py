@@ -313,8 +313,7 @@ def below_floor(
         f"fewer than minReplicas {floor} replicas of {rev} available for more than "
         f"{duration(deadline)} (progressDeadlineSeconds {deadline}): its new pods do not come up (unschedulable, "
         "over a ResourceQuota, crash-looping or not pulled: the pods' events and the ReplicaSet's conditions tell "
-        "which), and the Deployment controller sets no deadline on a count the autoscaler moves"
-        + told
+        "which), and the Deployment controller sets no deadline on a count the autoscaler moves" + told
     )
 
 
