@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from modelship.controller.conditions import rfc3339
 from modelship.controller.podhealth import newest_template_hash
 from modelship_dev.cluster import ANNOTATION_CRASH
 from tests.integration import no_resync
@@ -36,7 +37,7 @@ def _events(k: Cluster, reason: str) -> list[Any]:
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(datetime.now(UTC))
 
 
 def _flap(k: Cluster, pod: str, message: str) -> None:

@@ -86,8 +86,7 @@ def test_missing_model_secret_is_stalled_naming_the_field_then_proceeds_once_cre
 
 def secret_reads(op: OperatorProcess) -> float:
     """The operator's existence checks of Secrets so far (one per look while one is missing)."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in op.metrics().splitlines()
-               if line.startswith('modelship_api_reads_total{kind="Secret"}'))  # fmt: skip
+    return op.metric("modelship_api_reads_total", 'kind="Secret"')
 
 
 def test_missing_push_secret_stalls_the_build_after_the_optimization_then_builds(
