@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -268,7 +269,9 @@ def test_rollout_stuck_is_stalled_and_says_who_serves() -> None:
     rev = revision(md.spec)
     obs = Observed(
         jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=summary())],
-        deployment=deployment(rev, CONFIG.images.serving, available=1, progress_deadline_exceeded=True,
+        # the old revision's two pods still run beside the new template's one (not available)
+        deployment=deployment(rev, CONFIG.images.serving, available=2, progress_deadline_exceeded=True,
+                              status_replicas=3, updated_replicas=1,
                               progress_message='ReplicaSet "digits-abc" has timed out progressing.'),
     )  # fmt: skip
     p = plan(md, obs, CONFIG, NOW)
@@ -276,6 +279,11 @@ def test_rollout_stuck_is_stalled_and_says_who_serves() -> None:
     assert stalled["status"] == "True" and stalled["reason"] == "RolloutStalled"
     assert "rold keeps serving" in stalled["message"]
     assert cond(p.status, "Ready")["status"] == "False"
+    # no pod of the old template left (the Deployment counts only updated pods, none available): nothing serves
+    assert obs.deployment is not None
+    gone = replace(obs.deployment, status_replicas=2, updated_replicas=2, available_replicas=0)
+    message = cond(plan(md, replace(obs, deployment=gone), CONFIG, NOW).status, "Stalled")["message"]
+    assert message.endswith("; nothing serves now") and "rold" not in message, message
 
 
 def test_crashing_pods_are_never_ready() -> None:

@@ -233,6 +233,12 @@ def new_rollout(available: int = 0, **kw: Any) -> Any:
     return deployment(REV, IMAGE, 2, available, progress_reason="ReplicaSetUpdated", **kw)
 
 
+def beside_old(**kw: Any) -> Any:
+    """REV's Deployment rolling out beside the old revision: its surge pod (not available) and the old
+    revision's two pods, available."""
+    return new_rollout(2, status_replicas=3, updated_replicas=1, **kw)
+
+
 def test_a_rollout_whose_pods_crash_loop_says_why_and_is_stalled_past_the_deadline() -> None:
     """The new revision's pods crash-loop: Deployed (and so Ready) says which pod, which container and how it last
     ended, ContainerHealthy False starts the clock, the old revision keeps serving; past progressDeadlineSeconds of
@@ -249,7 +255,7 @@ def test_a_rollout_whose_pods_crash_loop_says_why_and_is_stalled_past_the_deadli
     assert first.effects.requeue_after == DEADLINE + 1  # the crash loop's deadline, from the first look
     # 10 s into the crash loop: 20 s to go
     assert judged(md_of(status(("False", "RollingOut", 60), 10)), new_rollout(), pods).effects.requeue_after == 21
-    late = judged(md_of(status(("False", "RollingOut", 60), DEADLINE + 1)), new_rollout(), pods)
+    late = judged(md_of(status(("False", "RollingOut", 60), DEADLINE + 1)), beside_old(), pods)
     deployed = conditions(late.effects)[ConditionType.DEPLOYED]
     assert deployed[:2] == (False, Reason.SERVING_CRASH_LOOP)
     assert deployed[2] == (f"pods of {REV} crash-loop for more than 30s (progressDeadlineSeconds 30); {told}; "
@@ -357,6 +363,43 @@ def test_a_fix_that_keeps_the_revision_and_stalls_says_what_serves_from_the_depl
                                    conditions_=ready)).endswith(f"; only the ready pods of {REV} serve")  # fmt: skip
 
 
+def test_a_new_revision_s_stall_names_the_old_one_only_while_its_pods_are_there() -> None:
+    """One replica, maxSurge 1 / maxUnavailable 0: the new revision's pod is ready for a moment between crashes,
+    the Deployment controller scales the old revision's ReplicaSet to 0, and the pod crashes again. The old
+    revision no longer serves (no pod of it is left): neither the stall nor the controller's deadline says it
+    keeps serving; servingRevision stays the revision last rolled out (what a new spec rolls back to)."""
+    md = md_of(status(("False", "RollingOut", 60), DEADLINE + 1), replicas=1)
+    progressing = 'ReplicaSet "digits-5f7" is progressing.'
+    pods = health(pod("digits-5f7-a", crashing()))
+    alone = deployment(REV, IMAGE, 1, 0, progress_reason="ReplicaSetUpdated", progress_message=progressing)
+    assert (alone.status_replicas, alone.updated_replicas, alone.available_replicas) == (1, 1, 0)
+    out = judged(md, alone, pods)
+    reason, message = conditions(out.effects)[ConditionType.DEPLOYED][1:]
+    assert reason == Reason.SERVING_CRASH_LOOP and message.endswith("; nothing serves now"), message
+    assert OLD not in message and out.serving_revision == OLD
+    # the controller's ProgressDeadlineExceeded path says the same
+    timed_out = deployment(REV, IMAGE, 1, 0, progress_reason="ProgressDeadlineExceeded",
+                           progress_deadline_exceeded=True,
+                           progress_message='ReplicaSet "digits-5f7" has timed out progressing.')  # fmt: skip
+    out = judged(md_of(status(("False", "RollingOut", 60)), replicas=1), timed_out, pods)
+    message = conditions(out.effects)[ConditionType.DEPLOYED][2]
+    assert message.startswith(f"rollout of {REV} made no progress") and message.endswith("; nothing serves now")
+    assert OLD not in message
+    # stalled, then the pod is ready again for a moment after a crash since the stall began: only it serves
+    ready = [{"type": "Ready", "status": "True"}]
+    stalled = md_of(status(("False", "ServingCrashLoop", 120), 120), replicas=1)
+    flapped = deployment(REV, IMAGE, 1, 1, progress_reason="NewReplicaSetAvailable",
+                         progress_message='ReplicaSet "digits-5f7" has successfully progressed.')  # fmt: skip
+    out = judged(stalled, flapped, health(pod("digits-5f7-a", running(20), conditions_=ready)), ready=1)
+    reason, message = conditions(out.effects)[ConditionType.DEPLOYED][1:]
+    assert reason == Reason.SERVING_CRASH_LOOP and message.endswith(f"; only the ready pods of {REV} serve"), message
+    # while the old revision's pod is there and available (the surge pod crash-loops), it keeps serving
+    surging = deployment(REV, IMAGE, 1, 1, progress_reason="ReplicaSetUpdated", progress_message=progressing,
+                         status_replicas=2, updated_replicas=1)  # fmt: skip
+    message = conditions(judged(md, surging, pods).effects)[ConditionType.DEPLOYED][2]
+    assert message.endswith(f"; revision {OLD} keeps serving"), message
+
+
 def test_a_stall_holds_only_while_a_container_crashes_again_after_it_began() -> None:
     """One crash then a slow start past the deadline stalls the rollout; once every replica serves, the stall ends
     if no container has crashed since it began (the restarted one is "crash-looping" for 10 minutes by the
@@ -393,7 +436,7 @@ def test_the_controller_s_deadline_names_the_cause() -> None:
     when its pods crash-loop, RolloutStalled with the pull or scheduling trouble named otherwise; a revision whose
     pods say nothing yet is looked at again soon (no watch wakes the operator when one starts crash-looping)."""
     prev = md_of(status(("False", "RollingOut", 60)))
-    exceeded = new_rollout(progress_deadline_exceeded=True, progress_message='ReplicaSet "digits-5f7" has timed out')
+    exceeded = beside_old(progress_deadline_exceeded=True, progress_message='ReplicaSet "digits-5f7" has timed out')
     out = judged(prev, exceeded, health(pod("digits-5f7-a", crashing())))
     assert conditions(out.effects)[ConditionType.DEPLOYED][:2] == (False, Reason.SERVING_CRASH_LOOP)
     pull = {"name": "server", "image": "reg.example/m@sha256:ab", "state": {"waiting": {"reason": "ImagePullBackOff"}}}

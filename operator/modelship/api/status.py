@@ -382,7 +382,9 @@ class ModelDeploymentStatus(ApiModel):
     revision: str | None = None
     """Content-addressed revision the spec asks for (model digest + optimization + build + target)."""
     serving_revision: str | None = None
-    """Revision whose pods serve traffic now (differs from revision during a rollout or after a blocked one)."""
+    """Revision last rolled out, whose pods serve unless Deployed says otherwise (differs from revision during a
+    rollout or after a blocked one); what a failed change falls back to. A stalled rollout's Deployed message says
+    what serves now: its pods may be gone (a new pod ready for a moment let the old ones go)."""
     serving_image: str | None = None
     """Image serving servingRevision (unset when the stock runtime serves the artifact: build disabled)."""
     serving_artifact: str | None = None

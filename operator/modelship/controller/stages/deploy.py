@@ -42,7 +42,7 @@ from .context import (
 )
 from .memory import what_serves
 from .mounts import held, missing_mounts
-from .pod_causes import cause_text, container_health, crash_loop_stalled
+from .pod_causes import cause_text, container_health, crash_loop_stalled, serving_meanwhile
 
 
 @dataclass(frozen=True)
@@ -591,8 +591,7 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     if dep is not None and dep.progress_deadline_exceeded and dep.revision == rev:
         reason = Reason.SERVING_CRASH_LOOP if crash is not None else Reason.ROLLOUT_STALLED
         message = f"rollout of {rev} made no progress: {dep.progress_message}{told}"
-        if prev_revision and prev_revision != rev:
-            message += f"; revision {prev_revision} keeps serving"
+        message += serving_meanwhile(rev, prev_revision, dep, pods)
         return still(False, reason, message, failure=Failure(StageName.DEPLOY, reason, message))
     low = below_floor(ctx.md, ctx.prev, dep, sp.deployment, rev, ctx.now, told)
     if low is not None and low.stalled is not None:

@@ -41,18 +41,39 @@ def container_health(md: ModelDeployment, found: Cause | None) -> tuple[Conditio
     return (condition(ConditionType.CONTAINER_HEALTHY, False, Reason.SERVING_CRASH_LOOP, message),)
 
 
-def serving_beside(rev: str, dep: DeploymentObservation | None, newest: tuple[PodHealth, ...] | None) -> str:
-    """What serves while the newest template of ``rev``, the revision that served, crash-loops (a fix that keeps
-    the revision, such as a higher memory limit that still OOMs): pods of a template before it while the Deployment
-    still runs any that are available (it counts more pods than it has updated, and more available than the newest
-    template's ready ones: ``newest``, the pods judged), else the newest template's pods that are ready, else
-    nothing. No count: it changes only when one of the three does."""
+def serving_beside(
+    rev: str, older: str, dep: DeploymentObservation | None, newest: tuple[PodHealth, ...] | None
+) -> str:
+    """What serves while the newest template of the Deployment, of ``rev``, crash-loops: ``older`` (the wording for
+    the pods of the templates before it: "revision rOLD keeps serving" for a new revision, "the pods of rX's previous
+    template keep serving" for a fix that keeps the revision) while the Deployment still runs any of those that are
+    available (it counts more pods than it has updated, and more available than the newest template's ready ones:
+    ``newest``, the pods judged), else the newest template's pods that are ready, else nothing. No count: it
+    changes only when one of the three does."""
     if dep is None or dep.available_replicas <= 0:
         return "; nothing serves now"
     newest_ready = sum(1 for p in newest or () if p.ready)
     if dep.status_replicas > dep.updated_replicas and dep.available_replicas > newest_ready:
-        return f"; the pods of {rev}'s previous template keep serving"
+        return f"; {older}"
     return f"; only the ready pods of {rev} serve"
+
+
+def serving_meanwhile(
+    rev: str, prev_revision: str | None, dep: DeploymentObservation | None, newest: tuple[PodHealth, ...] | None
+) -> str:
+    """What serves while the pods of ``rev`` do not (a stalled rollout's message ends with it): nothing yet on a
+    first rollout (no revision served before, and none of these pods ever did), else ``serving_beside`` with the
+    older pods named as the revision that served (``prev_revision``) or, when that is ``rev`` itself, as its
+    previous template. The older revision is named only while its pods are there to serve: after a ready moment
+    of the new pod let the Deployment controller scale the old ReplicaSet to 0, it no longer serves."""
+    if not prev_revision:
+        return "; nothing serves yet"
+    older = (
+        f"revision {prev_revision} keeps serving"
+        if prev_revision != rev
+        else f"the pods of {rev}'s previous template keep serving"
+    )
+    return serving_beside(rev, older, dep, newest)
 
 
 def crash_loop_stalled(
@@ -65,15 +86,10 @@ def crash_loop_stalled(
 ) -> str:
     """Deployed's message once the pods of ``rev`` have crash-looped for progressDeadlineSeconds: the deadline, not
     the time so far, and no live count, so it stays the same from one pass to the next; what serves meanwhile
-    (``serving_beside`` when ``rev`` itself served: ``dep``, the Deployment, and ``newest``, its newest template's
-    pods)."""
+    (``serving_meanwhile``: ``dep``, the Deployment, and ``newest``, its newest template's pods)."""
     deadline = md.spec.serving.rollout.progress_deadline_seconds
     message = (
         f"pods of {rev} crash-loop for more than {duration(deadline)} (progressDeadlineSeconds {deadline})"
         f"{cause_text(md, found)}"
     )
-    if prev_revision and prev_revision != rev:
-        return message + f"; revision {prev_revision} keeps serving"
-    if not prev_revision:  # a first rollout: no revision served before, and none of these pods ever did
-        return message + "; nothing serves yet"
-    return message + serving_beside(rev, dep, newest)
+    return message + serving_meanwhile(rev, prev_revision, dep, newest)
