@@ -5,6 +5,7 @@ clock with it and with a maxUnavailable above 0)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -233,6 +234,12 @@ def new_rollout(available: int = 0, **kw: Any) -> Any:
     return deployment(REV, IMAGE, 2, available, progress_reason="ReplicaSetUpdated", **kw)
 
 
+def old_pod(name: str = "digits-0ld-x") -> dict[str, Any]:
+    """A pod of the old revision's ReplicaSet, ready (it serves)."""
+    return pod(name, running(900, restarts=0), rev=OLD, hash_="0ld", owner="digits-0ld",
+               conditions_=[{"type": "Ready", "status": "True"}])  # fmt: skip
+
+
 def beside_old(**kw: Any) -> Any:
     """REV's Deployment rolling out beside the old revision: its surge pod (not available) and the old
     revision's two pods, available."""
@@ -396,7 +403,8 @@ def test_a_new_revision_s_stall_names_the_old_one_only_while_its_pods_are_there(
     # while the old revision's pod is there and available (the surge pod crash-loops), it keeps serving
     surging = deployment(REV, IMAGE, 1, 1, progress_reason="ReplicaSetUpdated", progress_message=progressing,
                          status_replicas=2, updated_replicas=1)  # fmt: skip
-    message = conditions(judged(md, surging, pods).effects)[ConditionType.DEPLOYED][2]
+    with_old = health(old_pod(), pod("digits-5f7-a", crashing()))
+    message = conditions(judged(md, surging, with_old).effects)[ConditionType.DEPLOYED][2]
     assert message.endswith(f"; revision {OLD} keeps serving"), message
 
 
@@ -431,6 +439,43 @@ def test_oomkilled_names_the_memory_limit_and_where_to_raise_it() -> None:
     assert "no memory limit is set" in unlimited and "spec.serving.resources.limits.memory" in unlimited
 
 
+def test_what_serves_beside_a_stall_is_told_from_the_pod_list_not_the_store_s_counts() -> None:
+    """The pods are listed now; the Deployment's status came through the watch at another moment. Whether pods of
+    an older template still serve is told from the list (the Deployment's own pods, not terminating), so a count a
+    moment old does not name a revision whose last pod just went, nor hide one still there; the counts speak only
+    when no pod was listed."""
+    md = md_of(status(("False", "RollingOut", 60), DEADLINE + 1), replicas=1)
+    progressing = 'ReplicaSet "digits-5f7" is progressing.'
+    new = pod("digits-5f7-a", crashing())
+
+    def told(dep: Any, pods: tuple[Any, ...] | None) -> str:
+        reason, message = conditions(judged(md, dep, pods).effects)[ConditionType.DEPLOYED][1:]
+        assert reason in (Reason.SERVING_CRASH_LOOP, Reason.ROLLOUT_STALLED), (reason, message)
+        return str(message)
+
+    # the store still counts the old pod available; the list, read after it was scaled down, has none
+    stale = deployment(REV, IMAGE, 1, 1, progress_reason="ReplicaSetUpdated", progress_message=progressing,
+                       status_replicas=2, updated_replicas=1)  # fmt: skip
+    assert told(stale, health(new)).endswith("; nothing serves now")
+    # the store counts no pod of the old template yet; the list has it, ready: it keeps serving
+    behind = deployment(REV, IMAGE, 1, 0, progress_reason="ReplicaSetUpdated", progress_message=progressing)
+    assert told(behind, health(old_pod(), new)).endswith(f"; revision {OLD} keeps serving")
+    # a terminating old pod (its endpoint is no longer ready) and a pod of another Deployment (the Canary's,
+    # labelled alike) do not serve for it
+    going = old_pod()
+    going["metadata"]["deletionTimestamp"] = ago(1)
+    other = pod("digits-canary-1a2-x", running(900, restarts=0), rev=OLD, hash_="1a2", owner="digits-canary-1a2",
+                conditions_=[{"type": "Ready", "status": "True"}])  # fmt: skip
+    assert told(stale, health(going, other, new)).endswith("; nothing serves now")
+    # no pod listed (the controller's deadline, the pods not read): the counts
+    exceeded = {"progress_deadline_exceeded": True, "progress_message": 'ReplicaSet "digits-5f7" has timed out'}
+    prev = md_of(status(("False", "RollingOut", 60)), replicas=1)
+    out = judged(prev, replace(stale, **exceeded), None)
+    assert conditions(out.effects)[ConditionType.DEPLOYED][2].endswith(f"; revision {OLD} keeps serving")
+    out = judged(prev, replace(behind, **exceeded), None)
+    assert conditions(out.effects)[ConditionType.DEPLOYED][2].endswith("; nothing serves now")
+
+
 def test_the_controller_s_deadline_names_the_cause() -> None:
     """The Deployment controller's ProgressDeadlineExceeded (a new template that never came up): ServingCrashLoop
     when its pods crash-loop, RolloutStalled with the pull or scheduling trouble named otherwise; a revision whose
@@ -440,7 +485,7 @@ def test_the_controller_s_deadline_names_the_cause() -> None:
     out = judged(prev, exceeded, health(pod("digits-5f7-a", crashing())))
     assert conditions(out.effects)[ConditionType.DEPLOYED][:2] == (False, Reason.SERVING_CRASH_LOOP)
     pull = {"name": "server", "image": "reg.example/m@sha256:ab", "state": {"waiting": {"reason": "ImagePullBackOff"}}}
-    out = judged(prev, exceeded, health(pod("digits-5f7-a", pull)))
+    out = judged(prev, exceeded, health(pod("digits-5f7-a", pull), old_pod(), old_pod("digits-0ld-y")))
     reason, message = conditions(out.effects)[ConditionType.DEPLOYED][1:]
     assert reason == Reason.ROLLOUT_STALLED and message == (
         f'rollout of {REV} made no progress: ReplicaSet "digits-5f7" has timed out; pod digits-5f7-a: container '

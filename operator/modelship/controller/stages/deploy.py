@@ -516,6 +516,8 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     one_node = single_node_warning(ctx.md, ctx.config) if from_claim else None
     # what the pods of the revision being rolled out say about why they do not serve (read only while it is short)
     pods = judged_pods(ctx.observed.serving_pods, dep, sp.deployment)
+    # the Deployment's own pods of every template, from the same list: what serves beside the judged ones
+    listed = ctx.observed.serving_pods if pods is not None else None
     found = cause(pods, rev, ctx.now) if serve.revision == rev else None
     told = cause_text(ctx.md, found)
     # a crash loop whose pods run (ready between crashes) ends when they have run long enough: look again then
@@ -568,7 +570,7 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     )
     if crash is not None and crashing_for >= deadline and (stuck or not (scaling or (complete and routed >= want))):
         # replicas missing (or all ready for a moment between crashes, after the stall): a flap does not end it
-        message = crash_loop_stalled(ctx.md, rev, crash, prev_revision, dep, pods)
+        message = crash_loop_stalled(ctx.md, rev, crash, prev_revision, dep, listed)
         failure = Failure(StageName.DEPLOY, Reason.SERVING_CRASH_LOOP, message)
         return still(False, Reason.SERVING_CRASH_LOOP, message, failure=failure)
     crash_due = deadline - crashing_for + 1 if crash is not None else None
@@ -591,7 +593,7 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     if dep is not None and dep.progress_deadline_exceeded and dep.revision == rev:
         reason = Reason.SERVING_CRASH_LOOP if crash is not None else Reason.ROLLOUT_STALLED
         message = f"rollout of {rev} made no progress: {dep.progress_message}{told}"
-        message += serving_meanwhile(rev, prev_revision, dep, pods)
+        message += serving_meanwhile(rev, prev_revision, dep, listed)
         return still(False, reason, message, failure=Failure(StageName.DEPLOY, reason, message))
     low = below_floor(ctx.md, ctx.prev, dep, sp.deployment, rev, ctx.now, told)
     if low is not None and low.stalled is not None:

@@ -10,7 +10,7 @@ from ...api.modeldeployment import ModelDeployment
 from ...api.status import ConditionType, Reason
 from ..conditions import duration
 from ..observe import DeploymentObservation
-from ..podhealth import Cause, PodHealth, Trouble
+from ..podhealth import Cause, PodHealth, Trouble, newest_template_hash
 from .context import ConditionUpdate, condition
 
 
@@ -41,25 +41,31 @@ def container_health(md: ModelDeployment, found: Cause | None) -> tuple[Conditio
     return (condition(ConditionType.CONTAINER_HEALTHY, False, Reason.SERVING_CRASH_LOOP, message),)
 
 
-def serving_beside(
-    rev: str, older: str, dep: DeploymentObservation | None, newest: tuple[PodHealth, ...] | None
-) -> str:
-    """What serves while the newest template of the Deployment, of ``rev``, crash-loops: ``older`` (the wording for
-    the pods of the templates before it: "revision rOLD keeps serving" for a new revision, "the pods of rX's previous
-    template keep serving" for a fix that keeps the revision) while the Deployment still runs any of those that are
-    available (it counts more pods than it has updated, and more available than the newest template's ready ones:
-    ``newest``, the pods judged), else the newest template's pods that are ready, else nothing. No count: it
-    changes only when one of the three does."""
+def serving_beside(rev: str, older: str, dep: DeploymentObservation | None, pods: tuple[PodHealth, ...] | None) -> str:
+    """What serves while the newest template of the Deployment ``dep``, of ``rev``, crash-loops: ``older`` (the
+    wording for the pods of the templates before it: "revision rOLD keeps serving" for a new revision, "the pods of
+    rX's previous template keep serving" for a fix that keeps the revision) while any of those is ready, else the
+    newest template's pods that are ready, else nothing. Told from ``pods``, the Deployment's own pods (every
+    template's, not terminating) as one list read now, against the newest template its Progressing condition
+    names; only when they were not listed (or no template is named) from the Deployment's status counts, read
+    from the watch at another moment (pods of an older template are available while it counts more pods than it
+    has updated). No count: it changes only when one of the three does."""
+    newest = newest_template_hash(dep.name, dep.progress_message) if dep is not None else None
+    if pods is not None and newest is not None:
+        if any(p.ready and p.template_hash != newest for p in pods):
+            return f"; {older}"
+        if any(p.ready for p in pods):
+            return f"; only the ready pods of {rev} serve"
+        return "; nothing serves now"
     if dep is None or dep.available_replicas <= 0:
         return "; nothing serves now"
-    newest_ready = sum(1 for p in newest or () if p.ready)
-    if dep.status_replicas > dep.updated_replicas and dep.available_replicas > newest_ready:
+    if dep.status_replicas > dep.updated_replicas:
         return f"; {older}"
     return f"; only the ready pods of {rev} serve"
 
 
 def serving_meanwhile(
-    rev: str, prev_revision: str | None, dep: DeploymentObservation | None, newest: tuple[PodHealth, ...] | None
+    rev: str, prev_revision: str | None, dep: DeploymentObservation | None, pods: tuple[PodHealth, ...] | None
 ) -> str:
     """What serves while the pods of ``rev`` do not (a stalled rollout's message ends with it): nothing yet on a
     first rollout (no revision served before, and none of these pods ever did), else ``serving_beside`` with the
@@ -73,7 +79,7 @@ def serving_meanwhile(
         if prev_revision != rev
         else f"the pods of {rev}'s previous template keep serving"
     )
-    return serving_beside(rev, older, dep, newest)
+    return serving_beside(rev, older, dep, pods)
 
 
 def crash_loop_stalled(
@@ -82,14 +88,14 @@ def crash_loop_stalled(
     found: Cause | None,
     prev_revision: str | None,
     dep: DeploymentObservation | None,
-    newest: tuple[PodHealth, ...] | None,
+    pods: tuple[PodHealth, ...] | None,
 ) -> str:
     """Deployed's message once the pods of ``rev`` have crash-looped for progressDeadlineSeconds: the deadline, not
     the time so far, and no live count, so it stays the same from one pass to the next; what serves meanwhile
-    (``serving_meanwhile``: ``dep``, the Deployment, and ``newest``, its newest template's pods)."""
+    (``serving_meanwhile``: ``dep``, the Deployment, and ``pods``, its own pods of every template)."""
     deadline = md.spec.serving.rollout.progress_deadline_seconds
     message = (
         f"pods of {rev} crash-loop for more than {duration(deadline)} (progressDeadlineSeconds {deadline})"
         f"{cause_text(md, found)}"
     )
-    return message + serving_meanwhile(rev, prev_revision, dep, newest)
+    return message + serving_meanwhile(rev, prev_revision, dep, pods)
