@@ -102,21 +102,26 @@ def test_an_invalid_configuration_is_told_in_the_termination_log(
     assert log.read_text().startswith("invalid configuration: ValueError: ") and "max batch size" in log.read_text()
 
 
-def test_a_port_that_is_taken_is_told_in_the_termination_log(tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["inference", "metrics"])
+def test_a_port_that_is_taken_is_told_in_the_termination_log(tmp_path: Path, which: str) -> None:
     """Listening fails (the port is another process's): exit 1 with the cause logged and in the termination log,
-    not a traceback."""
+    not a traceback, naming which port (inference or metrics) at which address."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        ports = ["--port", str(port), "--metrics-port", "0"] if which == "inference" else ["--port", "0",
+                                                                                            "--metrics-port", str(port)]
         log = tmp_path / "termination-log"
         proc = subprocess.run(
-            serve_cmd("--model", str(tmp_path / "m.tflite"), "--port", str(port), "--host", "127.0.0.1"),
+            serve_cmd("--model", str(tmp_path / "m.tflite"), *ports, "--host", "127.0.0.1"),
             env=serve_env(**{termination.ENV: str(log)}),
             capture_output=True,
             text=True,
             timeout=120,
         )
     assert proc.returncode == 1, proc.stderr
-    assert [e for e in json_lines(proc.stderr) if e["msg"] == "could not listen"], proc.stderr
-    assert log.read_text().startswith("could not listen: OSError: "), log.read_text()
+    told = [e for e in json_lines(proc.stderr) if e["msg"] == "could not listen"]
+    assert told and told[0]["address"] == f"127.0.0.1:{port}" and told[0]["listener"] == which, proc.stderr
+    assert log.read_text().startswith(f"could not listen on 127.0.0.1:{port} ({which}): OSError: "), log.read_text()
+    assert "Traceback" not in proc.stderr

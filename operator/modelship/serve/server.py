@@ -51,6 +51,19 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
+
+class ListenError(OSError):
+    """A port the server could not listen on (taken by another process, an address not this host's): which one
+    (``what``: inference or metrics), at ``address`` (host:port), and the error of the bind or listen."""
+
+    def __init__(self, what: str, host: str, port: int, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror or str(error))
+        self.what, self.error = what, error
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def __str__(self) -> str:
+        return f"{self.what} port {self.address}: {self.error}"
+
 class AdminThread:
     """The metrics port on a thread and event loop of its own: probes and scrapes are answered while the
     inference loop is saturated (a flood of connections, a long decode): they wait at most for the GIL, never in
@@ -229,10 +242,17 @@ class Server:
         return out
 
     async def start(self, sock: socket.socket | None = None, metrics_sock: socket.socket | None = None) -> int:
-        """Listen on both ports (the model is not loaded yet). Returns the inference port."""
-        self.port = await self.http.start(self.cfg.host, self.cfg.port, sock=sock)
+        """Listen on both ports (the model is not loaded yet). Returns the inference port. A port that cannot be
+        listened on raises ``ListenError``, which names it."""
+        try:
+            self.port = await self.http.start(self.cfg.host, self.cfg.port, sock=sock)
+        except OSError as e:
+            raise ListenError("inference", self.cfg.host, self.cfg.port, e) from e
         self.gc.install()
-        self.metrics_port = self.admin.start(self.cfg.host, self.cfg.metrics_port, sock=metrics_sock)
+        try:
+            self.metrics_port = self.admin.start(self.cfg.host, self.cfg.metrics_port, sock=metrics_sock)
+        except OSError as e:
+            raise ListenError("metrics", self.cfg.host, self.cfg.metrics_port, e) from e
         if self.mirror is not None:
             self.mirror.start()
         log.info("listening", extra={"host": self.cfg.host, "port": self.port, "metrics_port": self.metrics_port})
@@ -379,9 +399,10 @@ async def _serve(cfg: ServeConfig) -> int:
     server.install_signal_handlers()
     try:
         await server.start()
-    except OSError as e:  # the port is taken, the address not this host's
-        log.error("could not listen", extra={"host": cfg.host, "port": cfg.port, "error": f"{type(e).__name__}: {e}"})
-        termination.write(termination.cause("could not listen", e))
+    except ListenError as e:  # the port is taken, the address not this host's
+        why = f"{type(e.error).__name__}: {e.error}"
+        log.error("could not listen", extra={"listener": e.what, "address": e.address, "error": why})
+        termination.write(termination.cause(f"could not listen on {e.address} ({e.what})", e.error))
         server.http.close()
         server.admin.stop()
         await server.app.close()
