@@ -4,6 +4,7 @@ the container's last termination), and the operator's crash-loop message carries
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -11,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from modelship.api.status import ConditionType
+from modelship.controller.podhealth import POD_TEXT_LIMIT, printable
 from modelship.serve import cli, termination
 from modelship.serve.config import ENV_VARS
 from tests.unit.test_serving_pod_health import crashing, health, judged, md_of, new_rollout, pod, status
 from tests.unit.test_stages import conditions
 
-from .conftest import json_lines, serve_cmd, serve_env
+from .conftest import PY, json_lines, serve_cmd, serve_env
 
 
 def _served_on(model: Path, log: Path) -> subprocess.CompletedProcess[str]:
@@ -125,3 +127,40 @@ def test_a_port_that_is_taken_is_told_in_the_termination_log(tmp_path: Path, whi
     assert told and told[0]["address"] == f"127.0.0.1:{port}" and told[0]["listener"] == which, proc.stderr
     assert log.read_text().startswith(f"could not listen on 127.0.0.1:{port} ({which}): OSError: "), log.read_text()
     assert "Traceback" not in proc.stderr
+
+
+def test_a_fifo_no_one_reads_does_not_hold_the_exit(tmp_path: Path) -> None:
+    """A FIFO at the termination log's path with no reader: the write is skipped (False) at once; an open for
+    writing without O_NONBLOCK would wait for a reader for ever. In a process of its own, so a hang fails the
+    test at its deadline instead of holding the suite."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code = "from modelship.serve import termination as t; print(t.write('model failed to load: x'))"
+    proc = subprocess.run([PY, "-c", code], env=serve_env(**{termination.ENV: str(fifo)}),
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr
+
+
+HOSTILE = [
+    "".join(map(chr, range(0x00, 0x20))) + "\x7f" + "".join(map(chr, range(0x80, 0xA0))),
+    "a\u202ab\u202bc\u202dd\u202ee\u2066f\u2067g\u2068h\u2069i\u200bj\u200ek\u200fl\ufeffm\u061cn",
+    "lone \ud800 surrogates \udfff and pairs \ud83d\ude00, private \ue000\U000f0000",
+    "one\u2028line\u2029para\x85nel\x0bvt\x0cff\r\ncrlf",
+    "\xa0nbsp\u3000ideographic\u2003em  \t  runs\u00a0\u00a0of space ",
+    "combining e\u0301 and \U0001f600 emoji and wide \u4e2d\u6587",
+    "x" * 10_000,
+    ("\u202e" + "y" * 9 + "\n") * 1_000,
+    "z" * (termination.LIMIT - 1) + "\u2028" + "z" * 5,
+    "",
+]
+
+
+def test_the_writer_bounds_as_the_operator_reads() -> None:
+    """The line the server writes reaches status unchanged: the writer's bound is the operator's (LIMIT characters
+    is podhealth's POD_TEXT_LIMIT), and what the writer keeps of a hostile text is left as it is by the operator's
+    own cleaning (podhealth.printable), so the two sanitisers cannot drift apart unnoticed."""
+    assert termination.LIMIT == POD_TEXT_LIMIT
+    for text in HOSTILE:
+        line = termination.one_line(text)
+        assert printable(line) == line, repr(text[:40])
+        assert len(line) <= termination.LIMIT

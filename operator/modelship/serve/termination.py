@@ -7,7 +7,8 @@ line names the cause (``model failed to load: ValueError: The model is not a val
 
 Part of it is the model's to influence (an exception's text quotes the file), so it is bounded here, where it is
 written, as well as where it is read: one line, control, format (bidi) and separator characters made spaces, at most
-``LIMIT`` characters. Writing it never fails the exit: a missing or read-only file is skipped."""
+``LIMIT`` characters. Writing it never fails the exit: a missing or read-only file is skipped, and so is a FIFO
+no one reads (it would block the exit)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def write(line: str, env: Mapping[str, str] | None = None) -> bool:
     env = os.environ if env is None else env
     given = env.get(ENV, "")
     path = given or DEFAULT_PATH
-    flags = os.O_WRONLY | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if given else 0)
+    # O_NONBLOCK: a FIFO with no reader fails the open (ENXIO) instead of holding the exit for ever
+    flags = os.O_WRONLY | os.O_TRUNC | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if given else 0)
     try:
         fd = os.open(path, flags, 0o644)
         try:
