@@ -2,7 +2,8 @@
 controllers; kwok writes the pods' status as a kubelet restarting a crashing container would): the operator lists
 the pods by label under its own RBAC, names the crash in Deployed, Ready and ContainerHealthy, stalls once it has
 lasted progressDeadlineSeconds while the previous revision keeps serving, and neither a ready-then-crash flap nor a
-hostile termination message gets past it (the clock kept, the text bounded and on one line)."""
+hostile termination message gets past it (the clock kept, the text bounded and on one line); once the flap let the
+Deployment controller take the previous revision's pod away, the stall no longer says that revision serves."""
 
 from __future__ import annotations
 
@@ -127,11 +128,22 @@ def test_a_revision_whose_pods_crash_loop_says_why_stalls_and_the_previous_one_s
     deployed = condition(s, "Deployed")
     assert (deployed["status"], deployed["reason"]) == ("False", "ServingCrashLoop") and told in deployed["message"]
     assert condition(s, "Stalled")["status"] == "True"
-    # ... and it crashes again: still stalled, the same clock
+    # that moment made the new pod available (no minReadySeconds): the Deployment controller scales the old
+    # ReplicaSet to 0 (maxUnavailable 0 is met), and then no pod of the old revision is left to serve
+    wait_for(lambda: not _pods(k, old) or None, timeout=60, description="the old revision's pod gone")
+
+    def ends(text: str) -> Any:
+        return lambda o: ((condition(o, "Deployed") or {}).get("message") or "").endswith(text)
+
+    s = k.wait_md(ends(f"; only the ready pods of {new} serve"), what="the flapping pod serving alone", timeout=60)
+    assert f"revision {old}" not in condition(s, "Deployed")["message"]
+    # ... and it crashes again: still stalled, the same clock, and nothing serves now (servingRevision stays the
+    # revision last rolled out, what a failed change falls back to)
     _crash(k, first)
     wait_for(lambda: "FAKE" not in ((condition(k.md(), "ContainerHealthy") or {}).get("message") or "") or None,
              timeout=60, description="the crash seen again")  # fmt: skip
-    s = k.md()
+    s = k.wait_md(ends("; nothing serves now"), what="Deployed saying nothing serves", timeout=60)
     assert condition(s, "ContainerHealthy")["lastTransitionTime"] == clock
     assert (condition(s, "Deployed")["reason"], condition(s, "Stalled")["status"]) == ("ServingCrashLoop", "True")
+    assert f"revision {old}" not in condition(s, "Deployed")["message"] and s["status"]["servingRevision"] == old
     assert len(_events(k, "ContainerHealthyServingCrashLoop")) == 1  # no Event at each restart
