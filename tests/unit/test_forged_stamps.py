@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from modelship.api.rollout_status import RolloutPhase, RolloutStatus
+from modelship.api.status import ConditionType, Reason
 from modelship.config import OperatorConfig, PrometheusConfig
 from modelship.controller.canary import Decision, Look, decide
-from modelship.controller.conditions import parse_rfc3339, rfc3339, seconds_since
+from modelship.controller.conditions import ConditionSet, parse_rfc3339, rfc3339, seconds_since
+from modelship.controller.kstatus import events
 from modelship.controller.observe import JobState, Observed
 from modelship.controller.phasewindow import advance, samples
 from modelship.controller.plan import plan
@@ -22,7 +24,7 @@ from modelship.controller.reconcile import Reconciler
 from modelship.controller.stages.deploy import seconds_since_stamps
 from modelship.controller.stages.jobs import POD_STATUS_GRACE_SECONDS, Step
 from modelship.controller.stages.jobs import decide as decide_job
-from modelship.controller.stages.mounts import RECHECK_MIN_SECONDS
+from modelship.controller.stages.mounts import RECHECK_MAX_SECONDS, RECHECK_MIN_SECONDS
 from modelship.controller.store import Store
 from modelship.resources.revision import revision
 from tests.unit.test_canary import CANARY, at, good
@@ -36,6 +38,8 @@ from tests.unit.test_prometheus import figures
 from tests.unit.test_serving_pod_health import REV, health, pod, running
 
 FORGED = ("yesterday", "2026-13-40T25:00:00Z", "2026-11-29T12:00:00", "0001-01-01T00:00:00+01:00", "")
+FAR_FUTURE = "9999-12-31T23:59:59Z"
+"""Parses, but a clock counted from it never runs."""
 
 
 def test_a_stamp_parses_to_utc_and_anything_else_to_none() -> None:
@@ -61,6 +65,50 @@ def test_a_missing_objects_stall_with_a_forged_transition_time_looks_again_as_at
     again = plan(written(md, first.status), missing, CONFIG, NOW + timedelta(seconds=600))
     assert again.requeue_after == RECHECK_MIN_SECONDS
     assert cond(again.status, "Optimized")["reason"] == cond(first.status, "Optimized")["reason"]
+
+
+@pytest.mark.parametrize("forged", (*FORGED, FAR_FUTURE))
+def test_a_forged_transition_time_is_stamped_anew_once_without_an_event(forged: str) -> None:
+    """ConditionSet.set kept the previous lastTransitionTime whenever the status was unchanged, so a stamp that
+    does not parse, or lies in the future, stayed for ever and every clock read from it stood still. Now it is
+    stamped anew (one status write: the next pass keeps the new stamp), and no Event says anything changed."""
+    first = ConditionSet([], 4, NOW)
+    first.set(ConditionType.DEPLOYED, False, Reason.SERVING_CRASH_LOOP, "crashing")
+    forged_list = [c.model_copy(update={"last_transition_time": forged}) for c in first.as_list()]
+    later = NOW + timedelta(seconds=90)
+    again = ConditionSet(forged_list, 4, later)
+    again.set(ConditionType.DEPLOYED, False, Reason.SERVING_CRASH_LOOP, "crashing")
+    assert again.as_list()[0].last_transition_time == rfc3339(later)
+    assert again.changes() == [] and events(again) == []
+    third = ConditionSet(again.as_list(), 4, later + timedelta(seconds=30))
+    third.set(ConditionType.DEPLOYED, False, Reason.SERVING_CRASH_LOOP, "crashing")
+    assert third.as_list() == again.as_list()  # nothing to write on the pass after
+
+
+def test_a_transition_time_a_little_ahead_is_kept() -> None:
+    """Another writer's clock may run a little ahead: a stamp up to a minute ahead is kept as it is."""
+    ahead = rfc3339(NOW + timedelta(seconds=50))
+    prev = ConditionSet([], 4, NOW)
+    prev.set(ConditionType.DEPLOYED, False, Reason.SERVING_CRASH_LOOP, "crashing")
+    stamped = [c.model_copy(update={"last_transition_time": ahead}) for c in prev.as_list()]
+    kept = ConditionSet(stamped, 4, NOW)
+    kept.set(ConditionType.DEPLOYED, False, Reason.SERVING_CRASH_LOOP, "crashing")
+    assert kept.as_list()[0].last_transition_time == ahead
+
+
+@pytest.mark.parametrize("forged", (*FORGED, FAR_FUTURE))
+def test_the_missing_objects_recheck_backs_off_again_after_a_forged_transition_time(forged: str) -> None:
+    """The recheck counted from a forged lastTransitionTime that was kept for ever: 5 s between looks for good.
+    The pass that meets it stamps it anew, and from there the looks back off to RECHECK_MAX_SECONDS."""
+    md = sourced()
+    missing = Observed(missing_mounts=frozenset({("Secret", "ml", "model-creds")}))
+    first = plan(md, missing, CONFIG, NOW)
+    cond(first.status, "Optimized")["lastTransitionTime"] = forged
+    healed = NOW + timedelta(seconds=600)
+    again = plan(written(md, first.status), missing, CONFIG, healed)
+    assert cond(again.status, "Optimized")["lastTransitionTime"] == rfc3339(healed)
+    later = plan(written(md, again.status), missing, CONFIG, healed + timedelta(seconds=1000))
+    assert later.requeue_after == RECHECK_MAX_SECONDS
 
 
 @pytest.mark.parametrize("forged", FORGED)

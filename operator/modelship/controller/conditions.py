@@ -1,9 +1,10 @@
-"""Conditions as Kubernetes wants them: one per type, lastTransitionTime kept while the status is unchanged."""
+"""Conditions as Kubernetes wants them: one per type, lastTransitionTime kept while the status is unchanged (and
+the stamp is a time that is not ahead of now)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from ..api.status import Condition, ConditionType, Reason
@@ -29,6 +30,20 @@ def parse_rfc3339(text: object) -> datetime | None:
         return None
 
 
+CLOCK_SKEW_SECONDS = 60
+"""How far ahead of this operator's clock a stamp may lie and still be taken as written (another writer's clock
+may run a little ahead); a stamp further ahead is forged or from a broken clock, and a clock read from it would
+never run."""
+
+
+def parse_past(text: object, now: datetime) -> datetime | None:
+    """``parse_rfc3339`` of a stamp that says when something began: None also when it lies more than
+    ``CLOCK_SKEW_SECONDS`` ahead of ``now`` (a clock counted from it would stand still, or run backwards, for
+    years); the reader restarts its clock at ``now`` as for a stamp that does not parse."""
+    when = parse_rfc3339(text)
+    return None if when is None or when > now + timedelta(seconds=CLOCK_SKEW_SECONDS) else when
+
+
 def seconds_since(stamp: object, now: datetime) -> float | None:
     """Seconds from the RFC 3339 ``stamp`` to ``now`` (negative when it is ahead); None when it is missing or does
     not parse."""
@@ -47,19 +62,23 @@ class ConditionSet:
         self._previous = {c.type: c for c in previous}
         self._current: dict[str, Condition] = {}
         self._generation = generation
+        self._clock = now
         self._now = rfc3339(now)
 
     def set(self, type_: ConditionType, status: bool | None, reason: Reason, message: str = "") -> None:
         value = _status(status)
         old = self._previous.get(type_)
         unchanged = old is not None and old.status == value
+        # a stamp that does not parse, or lies in the future, is stamped anew: every clock read from it (how long
+        # a crash loop, a missing mount, a scale-up has lasted) would otherwise never run
+        kept = old is not None and unchanged and parse_past(old.last_transition_time, self._clock) is not None
         self._current[type_] = Condition(
             type=type_.value,
             status=value,
             reason=reason.value,
             message=message[:32768],
             observed_generation=self._generation,
-            last_transition_time=old.last_transition_time if unchanged and old is not None else self._now,
+            last_transition_time=old.last_transition_time if kept and old is not None else self._now,
         )
 
     def keep(self, cond: Condition) -> None:
