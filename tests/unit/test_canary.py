@@ -351,3 +351,52 @@ def test_both_sides_are_judged_over_the_phase_window_not_the_pods_lifetime() -> 
     assert c.verdict == Verdict.PASSED and c.observed == 1.0 and c.requests == 600
     whole = lifetime(readings)
     assert latency(P99, whole.candidate_latency, whole.stable_latency).verdict == Verdict.FAILED
+
+
+def test_a_step_without_a_pause_is_judged_on_its_own_figures_before_it_ends() -> None:
+    """Prometheus is asked for a phase's figures once its clock runs, so the look that starts it has none; with
+    pauseSeconds 0 nothing held that look, and the criteria it went on were the step before's (or none): two
+    steps went by, then Promoting, without one request judged. Now that look only starts the clock, the step
+    before's verdicts are not this one's, and each step ends at a later look on figures of its own."""
+    spec = Canary(
+        steps=[CanaryStep(weight=10, pause_seconds=0), CanaryStep(weight=50, pause_seconds=0)],
+        analysis=CANARY.analysis,
+    )
+    s = start(spec, "c", None, "s", T0)
+    first = decide(spec, s, Look(at(0), available=True))  # Prometheus not asked: the clock had not started
+    assert (first.phase, first.step, first.decision) == (RolloutPhase.CANARY, 1, Decision.WAIT)
+    assert first.phase_started_at == "2026-11-28T12:00:00Z" and first.criteria == []
+    few = decide(spec, first, Look(at(5), available=True, samples=good(20)))
+    assert (few.step, few.decision) == (1, Decision.WAIT) and "has 20/100 requests" in few.message
+    passed = decide(spec, few, Look(at(10), available=True, samples=good()))
+    assert (passed.step, passed.decision, passed.phase_started_at) == (2, Decision.NEXT, None)
+    assert [c.verdict for c in passed.criteria] == [Verdict.PASSED] * 2
+    second = decide(spec, passed, Look(at(11), available=True))  # step 2's first look: no figures of its own yet
+    assert (second.phase, second.step, second.decision) == (RolloutPhase.CANARY, 2, Decision.WAIT)
+    assert second.criteria == []  # step 1's passed verdicts are not step 2's
+    down = Samples(error="connection refused")  # Prometheus down at the look after: still nothing judged
+    held = decide(spec, second, Look(at(12), available=True, samples=down))
+    assert (held.step, held.decision, held.criteria) == (2, Decision.WAIT, [])
+    done = decide(spec, held, Look(at(13), available=True, samples=good()))
+    assert (done.phase, done.decision) == (RolloutPhase.PROMOTING, Decision.PROMOTE)
+
+
+def test_the_shadow_phases_verdicts_are_not_the_first_steps() -> None:
+    spec = CANARY.model_copy(update={"steps": [CanaryStep(weight=25, pause_seconds=0)]})
+    s = decide(spec, started(), Look(at(0), available=True))
+    s = decide(spec, s, Look(at(60), available=True, samples=good()))
+    assert (s.phase, s.step, s.decision) == (RolloutPhase.CANARY, 1, Decision.NEXT)
+    step = decide(spec, s, Look(at(61), available=True))
+    assert (step.phase, step.decision, step.criteria) == (RolloutPhase.CANARY, Decision.WAIT, [])
+
+
+def test_a_look_without_figures_never_ends_a_phase_and_turns_inconclusive() -> None:
+    """A phase whose clock runs but whose looks bring no figures at all is not passed for want of a criterion:
+    it holds, then is inconclusive after the bound, as one whose figures stay short."""
+    spec = Canary(steps=[CanaryStep(weight=10, pause_seconds=0)], analysis=CANARY.analysis)
+    s = decide(spec, start(spec, "c", None, "s", T0), Look(at(0), available=True, samples=good(10)))
+    s = s.model_copy(update={"criteria": []})
+    held = decide(spec, s, Look(at(30), available=True))
+    assert (held.phase, held.decision) == (RolloutPhase.CANARY, Decision.WAIT) and "no figures yet" in held.message
+    late = decide(spec, held, Look(at(601), available=True))
+    assert late.phase == RolloutPhase.ROLLED_BACK and late.rollback_cause == RollbackCause.ANALYSIS_INCONCLUSIVE

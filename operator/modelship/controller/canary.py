@@ -4,8 +4,9 @@ observed value against its threshold, and the decision out.
 
 A rollout of a candidate revision goes Shadow (the stable pods mirror a share of their requests to it) -> Canary
 step 1..n (it takes a share of live traffic from replica counts) -> Promoting (the stable Deployment rolls to
-it) -> Promoted. Each phase's clock starts when the candidate's pods for that phase are available; the phase
-ends when its time has passed and every criterion holds over at least ``minRequests`` requests. The latency
+it) -> Promoted. Each phase's clock starts when the candidate's pods for that phase are available (that look
+never ends the phase, even with a hold of 0); the phase ends at a later look, once its time has passed and every
+criterion holds over at least ``minRequests`` requests of the phase's own. The latency
 ratio compares the two sides' latency quantile over the same window, the phase's own requests once its clock
 started (never the pods' start-up, nor requests from before the phase), and only once each side has
 ``TAIL_SAMPLES`` requests above that quantile. The first criterion that fails, in any phase, rolls the candidate
@@ -284,7 +285,10 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
         timed = look.available and begun is not None
         criteria = judge(canary.analysis, look.samples, mirrored=state.mirror_percent > 0, timed=timed)
     else:
-        criteria = list(state.criteria)
+        # no figures at this look (Prometheus is asked once the phase's clock runs; or they could not be read): the
+        # verdicts of an earlier look of this phase stand, never another phase's (a step follows the passed
+        # criteria of the one before: they say nothing of this one)
+        criteria = list(state.criteria) if begun is not None else []
     failed = [c for c in criteria if c.verdict == Verdict.FAILED]
     if failed:
         state = state.model_copy(update={"criteria": criteria})
@@ -302,16 +306,19 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
     hold = _hold_seconds(canary, state)
     elapsed = (look.now - begun).total_seconds() if begun is not None else 0.0
     pending = [c for c in criteria if c.verdict == Verdict.PENDING]
-    if elapsed < hold or pending or unavailable:
+    # the look that starts the clock never decides, even with a hold of 0: the phase's figures are read over its
+    # own window, which starts here; nor does a look without figures (no criterion was judged)
+    unjudged = look.samples is None
+    if begun is None or unjudged or elapsed < hold or pending or unavailable:
         counts = "; ".join(_pending_text(c, canary.analysis) for c in pending)
-        if elapsed < hold:
+        if begun is None or elapsed < hold:
             why = f"{_where(state)} held {int(elapsed)}/{hold}s"
         else:
             why = f"{_where(state)}: {counts or 'no figures yet'}"
         if unavailable:
             why = f"{why}; analysis figures unavailable: {unavailable}"
         limit = hold + canary.analysis.inconclusive_after_seconds
-        if (pending or unavailable) and elapsed >= limit:
+        if (pending or unavailable or unjudged) and elapsed >= limit:
             state = state.model_copy(update={"criteria": criteria})
             message = (
                 f"analysis inconclusive: {_where(state)} ran {int(elapsed)}s, {limit - hold}s past its "
