@@ -143,7 +143,7 @@ def test_a_forged_stamp_among_the_deploy_clocks_is_not_counted() -> None:
         assert seconds_since_stamps(NOW, forged, None) == 0.0
 
 
-@pytest.mark.parametrize("forged", FORGED)
+@pytest.mark.parametrize("forged", (*FORGED, FAR_FUTURE))
 def test_prometheus_is_not_asked_while_the_phase_start_does_not_parse(forged: str) -> None:
     """Reconciler._figures raised ValueError on status.rollout.phaseStartedAt (a status a tenant can write):
     a start that does not parse is a clock not started, as when it is unset."""
@@ -162,7 +162,7 @@ def test_prometheus_is_not_asked_while_the_phase_start_does_not_parse(forged: st
         assert r._figures(md) == (None, None) and seen == []
 
 
-@pytest.mark.parametrize("forged", FORGED[:-1])
+@pytest.mark.parametrize("forged", (*FORGED[:-1], FAR_FUTURE))
 def test_a_canary_phase_whose_start_does_not_parse_starts_its_clock_anew(forged: str) -> None:
     """canary.decide raised ValueError on phaseStartedAt; now the clock starts at this look, written back as a
     stamp that parses, and the latency is not judged over the forged window."""
@@ -175,7 +175,22 @@ def test_a_canary_phase_whose_start_does_not_parse_starts_its_clock_anew(forged:
     assert on.decision == Decision.NEXT  # from the fresh stamp, the hold runs as for any phase
 
 
-@pytest.mark.parametrize("forged", FORGED)
+def test_a_phase_start_in_the_future_restarts_the_clock_and_the_bound_is_reached() -> None:
+    """A far-future phaseStartedAt parsed: the phase held at "-251606433099/60s" for ever, the inconclusive bound
+    never reached. It is now a clock not started (the stamp written back is this look's); a stamp within the
+    allowed skew (another writer's clock a little ahead) is kept, and counts as 0 s until now passes it."""
+    clock = decide(CANARY, canary_started(), Look(at(10), available=True, samples=good(10)))
+    future = clock.model_copy(update={"phase_started_at": FAR_FUTURE})
+    anew = decide(CANARY, future, Look(at(100), available=True, samples=good(10)))
+    assert anew.phase_started_at == rfc3339(at(100)) and "held 0/60s" in anew.message
+    late = decide(CANARY, anew, Look(at(100 + 60 + 600), available=True, samples=good(10)))
+    assert late.phase == RolloutPhase.ROLLED_BACK and "inconclusive" in late.message
+    skewed = clock.model_copy(update={"phase_started_at": rfc3339(at(130))})
+    kept = decide(CANARY, skewed, Look(at(100), available=True, samples=good(10)))
+    assert kept.phase_started_at == rfc3339(at(130)) and "held 0/60s" in kept.message
+
+
+@pytest.mark.parametrize("forged", (*FORGED, FAR_FUTURE))
 def test_an_analysis_window_whose_start_does_not_parse_starts_anew(forged: str) -> None:
     """phasewindow.advance raised ValueError on status.rollout.analysisWindow.since; now such a window is
     started anew from the current readings (what it had counted came with a forged start)."""

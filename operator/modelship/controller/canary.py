@@ -33,7 +33,7 @@ from ..api.rollout_status import (
     Verdict,
 )
 from ..api.serving import Analysis, Canary
-from .conditions import parse_rfc3339, rfc3339
+from .conditions import parse_past, rfc3339
 
 PROMOTE_ANNOTATION = "modelship.io/promote"
 ABORT_ANNOTATION = "modelship.io/abort"
@@ -267,6 +267,14 @@ class Look:
     ones (under an HPA: fewer than minReplicas available and routed, or a rollout of their template), or both."""
 
 
+def phase_begun(state: RolloutStatus, now: datetime) -> datetime | None:
+    """When the phase's clock started (``phaseStartedAt``); None while it has not, and for a stamp that does not
+    parse or lies ahead of ``now`` by more than the clock skew allowed (forged, or a broken clock: a phase counted
+    from 9999-12-31 would hold for ever, never reaching its inconclusive bound). ``decide`` starts the clock anew
+    at such a look and writes the new stamp back."""
+    return parse_past(state.phase_started_at, now)
+
+
 def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
     """The rollout's next state. Promoted is final; RolledBack too, unless the promote annotation overrides it."""
     if state.phase == RolloutPhase.PROMOTED:
@@ -279,7 +287,7 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
     if state.phase == RolloutPhase.PROMOTING:
         return _promoting(state, look.available)
     unavailable = look.samples.error if look.samples is not None else None
-    begun = parse_rfc3339(state.phase_started_at)  # None: the phase's clock has not started (or a forged stamp)
+    begun = phase_begun(state, look.now)
     if look.samples is not None and unavailable is None:
         # latency is compared over the phase's window only: not while the candidate's pods start and warm up
         timed = look.available and begun is not None
@@ -304,7 +312,7 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
         )
     started = state.phase_started_at if begun is not None else rfc3339(look.now)  # the clock starts at this look
     hold = _hold_seconds(canary, state)
-    elapsed = (look.now - begun).total_seconds() if begun is not None else 0.0
+    elapsed = max(0.0, (look.now - begun).total_seconds()) if begun is not None else 0.0
     pending = [c for c in criteria if c.verdict == Verdict.PENDING]
     # the look that starts the clock never decides, even with a hold of 0: the phase's figures are read over its
     # own window, which starts here; nor does a look without figures (no criterion was judged)

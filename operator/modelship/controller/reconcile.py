@@ -27,8 +27,8 @@ from ..resources.policy import PolicyViolation, enforce_policy
 from ..resources.revision import revision
 from ..resources.route import gateway_routing
 from . import kstatus, metrics, revcache
-from .canary import ANALYZING, Samples
-from .conditions import ORDER, seconds_since
+from .canary import ANALYZING, Samples, phase_begun
+from .conditions import ORDER
 from .endpoints import PodRevisions, observe_endpoints
 from .kstatus import Event
 from .kube import EventPoster, Kube, PreconditionFailed, Unreachable, api_error_text
@@ -229,10 +229,10 @@ class Reconciler:
         ns = md.metadata.namespace or ""
         if self.prometheus is not None:
             now = datetime.now(UTC)
-            waited = seconds_since(rollout.phase_started_at, now)
-            if waited is None:
-                return None, None  # the phase's clock has not started (or its stamp does not parse): nothing to judge
-            window = max(1, int(waited))
+            begun = phase_begun(rollout, now)
+            if begun is None:
+                return None, None  # the phase's clock has not started (or its stamp is forged): nothing to judge
+            window = max(1, int((now - begun).total_seconds()))
             where = (ns, md.metadata.name)
             return read_prometheus(self.prometheus, where, rollout.candidate, rollout.stable, now, window), None
         pods = listed if listed is not None else self._list_serving_pods(md)
