@@ -10,6 +10,8 @@ import copy
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from modelship.controller.observe import DeploymentObservation, Observed, deployment_observation
 from modelship.controller.plan import Plan, plan
 from modelship.controller.stages.deploy import ROLLED_OUT
@@ -219,6 +221,23 @@ def test_an_older_crd_that_prunes_phase_templates_trusts_a_lagging_status_on_the
     # the generation still decides: a status written for another generation is not trusted
     stale = plan(md_auto({**pruned, "observedGeneration": 1}), older_crd, CONFIG, NOW + timedelta(seconds=30))
     assert "phaseStartedAt" not in rollout(stale)
+
+
+
+@pytest.mark.parametrize("forged", ["yesterday", "9999-12-31T23:59:59Z"])
+def test_a_lagging_status_is_not_trusted_while_the_phase_start_is_forged(forged: str) -> None:
+    """lag_trusted read a set phaseStartedAt as a clock that runs; decide reads one that does not parse, or lies
+    in the future, as a clock not started. Now both agree: the lagging status is waited out, as at a phase's
+    first look."""
+    _rev, obs, p2 = in_shadow()
+    digest = stable_template(p2)
+    forged_status = {**p2.status, "rollout": {**rollout(p2), "phaseStartedAt": forged}}
+    behind = hpa_scaled(OLD, 4, 2, generation=3, observed_generation=2, template=digest)
+    older_crd = Observed(**{**obs.__dict__, "deployment": behind,
+                            "pruned_status": frozenset({"status.rollout.phaseTemplates"})})  # fmt: skip
+    p3 = plan(md_auto(forged_status), older_crd, CONFIG, NOW + timedelta(seconds=30))
+    assert "phaseStartedAt" not in rollout(p3), rollout(p3)["message"]
+    assert rollout(p3)["message"] == "waiting for the stable pods of shadow"
 
 
 def in_step() -> tuple[str, Observed, Plan]:

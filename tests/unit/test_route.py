@@ -246,3 +246,13 @@ def test_the_route_is_deleted_when_the_spec_drops_it() -> None:
     assert ("gateway.networking.k8s.io/v1", "HTTPRoute", "digits") in p.delete and not routes(p)
     never = plan(md, Observed(**{**obs.__dict__, "existing": frozenset()}), CONFIG, NOW)
     assert not [r for r in never.delete if r[1] == "HTTPRoute"]
+
+
+@pytest.mark.parametrize("forged", ["yesterday", "2026-11-26T12:00:00"])
+def test_a_step_whose_start_does_not_parse_keeps_the_step_befores_weight(forged: str) -> None:
+    """route_weight read a set phaseStartedAt as a clock that runs where decide reads one that parses: a forged
+    stamp gave the route the step's weight before its pods were judged available."""
+    canary = md_with().spec.serving.rollout.canary_spec()
+    state = RolloutStatus(candidate="rnew", stable=OLD, phase=RolloutPhase.CANARY, step=2,
+                          started_at="2026-11-26T12:00:00Z", phase_started_at=forged)  # fmt: skip
+    assert route_weight(canary, state) == 10

@@ -33,7 +33,7 @@ from ..api.rollout_status import (
     Verdict,
 )
 from ..api.serving import Analysis, Canary
-from .conditions import parse_past, rfc3339
+from .conditions import parse_past, parse_rfc3339, rfc3339
 
 PROMOTE_ANNOTATION = "modelship.io/promote"
 ABORT_ANNOTATION = "modelship.io/abort"
@@ -273,6 +273,12 @@ def phase_begun(state: RolloutStatus, now: datetime) -> datetime | None:
     from 9999-12-31 would hold for ever, never reaching its inconclusive bound). ``decide`` starts the clock anew
     at such a look and writes the new stamp back."""
     return parse_past(state.phase_started_at, now)
+
+
+def clock_runs(state: RolloutStatus) -> bool:
+    """The phase's clock runs: ``phaseStartedAt`` is set and parses. For a state ``decide`` wrote (it writes back
+    a stamp that does not parse, or lies ahead, as the look's); before it, ``phase_begun`` says it with the time."""
+    return parse_rfc3339(state.phase_started_at) is not None
 
 
 def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:

@@ -4,8 +4,10 @@ CRD that prunes the templates (the generation alone decides)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from ...api.rollout_status import PhaseTemplates, RolloutStatus
-from ..canary import ANALYZING
+from ..canary import ANALYZING, clock_runs, phase_begun
 from ..observe import Observed
 from .memory import PHASE_TEMPLATES, lost
 
@@ -19,7 +21,9 @@ def live_templates(observed: Observed) -> PhaseTemplates | None:
     return PhaseTemplates(stable=stable.pod_template, candidate=cand.pod_template)
 
 
-def lag_trusted(state: RolloutStatus, observed: Observed, prev_generation: int | None, generation: int | None) -> bool:
+def lag_trusted(
+    state: RolloutStatus, observed: Observed, prev_generation: int | None, generation: int | None, now: datetime
+) -> bool:
     """A Deployment status its controller has not caught up with (observedGeneration behind) is trusted in a phase
     (it can only be behind a count the HPA wrote) when the phase's clock runs (its pods were judged serving on a
     status the controller had observed), the last status was written for the ModelDeployment's generation (no
@@ -29,8 +33,9 @@ def lag_trusted(state: RolloutStatus, observed: Observed, prev_generation: int |
     edit of the Deployment, an operator upgrade that renders the template anew. When the installed CRD prunes
     ``phaseTemplates`` (an older one: Helm does not upgrade CRDs), they are never there to compare:
     the generation alone decides, as before the field (the Warning Event about the older CRD names it), where
-    requiring them would restart the phase's clock at nearly every scale of an HPA."""
-    if state.phase_started_at is None or generation is None or prev_generation != generation:
+    requiring them would restart the phase's clock at nearly every scale of an HPA. A phase start that does not
+    parse, or lies ahead of ``now``, is a clock not started (``decide`` restarts it)."""
+    if phase_begun(state, now) is None or generation is None or prev_generation != generation:
         return False
     templates_pruned = lost(PHASE_TEMPLATES, observed.pruned_status)
     return templates_pruned or (state.phase_templates is not None and state.phase_templates == live_templates(observed))
@@ -41,7 +46,7 @@ def with_phase_templates(prev: RolloutStatus, new: RolloutStatus, observed: Obse
     runs, none while it does not. A running phase without them (its status written by an operator before them)
     takes them at a look whose two Deployment statuses are observed by their controller (they describe the
     templates read)."""
-    if new.phase not in ANALYZING or new.phase_started_at is None:
+    if new.phase not in ANALYZING or not clock_runs(new):
         return new.model_copy(update={"phase_templates": None})
     restarted = (new.phase, new.step, new.phase_started_at) != (prev.phase, prev.step, prev.phase_started_at)
     templates = None if restarted else prev.phase_templates

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ...api.rollout_status import RolloutPhase, RolloutStatus
 from ...api.serving import Canary
-from ..canary import effective_weight
+from ..canary import clock_runs, effective_weight
 from ..observe import Observed
 from .deploy import routed_endpoints
 
@@ -20,7 +20,7 @@ def route_weight(canary: Canary, state: RolloutStatus) -> int:
     if state.phase not in (RolloutPhase.CANARY, RolloutPhase.PROMOTING) or state.step <= 0:
         return 0
     step = min(state.step, len(canary.steps))
-    if state.phase == RolloutPhase.CANARY and state.phase_started_at is None:
+    if state.phase == RolloutPhase.CANARY and not clock_runs(state):
         step -= 1
     return canary.steps[step - 1].weight if step > 0 else 0
 
@@ -45,7 +45,7 @@ def below_share(canary: Canary, state: RolloutStatus, observed: Observed, stable
     (an HPA raised the stable count and the candidate's new pods are not up yet, a quota holds them): the figures
     are judged on what it does serve, and the clock goes on (a clock restarted at every scale would never end).
     "" otherwise."""
-    if state.phase != RolloutPhase.CANARY or state.phase_started_at is None or served >= state.weight:
+    if state.phase != RolloutPhase.CANARY or not clock_runs(state) or served >= state.weight:
         return ""
     if canary.gateway_api() is not None:
         return f"; the candidate's Service has no ready endpoint: it serves 0%, below the step's {state.weight}%"

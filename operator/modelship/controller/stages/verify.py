@@ -348,7 +348,7 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
         available = promoted_pods_serve(md, observed, promoted_plan.deployment, rev, n)
     else:
         was = mirror_offer(md, ip, state.mirror_percent, rev) if ip and state.mirror_percent > 0 else None
-        settled = lag_trusted(state, observed, ctx.prev.observed_generation, md.metadata.generation)
+        settled = lag_trusted(state, observed, ctx.prev.observed_generation, md.metadata.generation, ctx.now)
         pods = PhasePods(
             stable=stable,
             stable_manifest=stable_plan.deployment,  # its pods read the offer
