@@ -101,3 +101,13 @@ def test_the_window_follows_at_most_max_pods_and_names_the_others() -> None:
     assert len(w.pods) == MAX_PODS
     s = samples(w, look(*pods))
     assert s.pods == MAX_PODS and len(s.unreadable) == 3 and "not followed" in s.unreadable[0]
+
+
+def test_a_new_windows_start_is_its_stamp_as_it_reads_back() -> None:
+    """The start a new window compares pods' creation with is its stamp parsed (aware, UTC), not ``now`` cut to
+    the second in whatever zone it came: a clock without a zone compared with a pod's creation raised TypeError."""
+    zoneless = datetime(2026, 11, 28, 12, 0, 0, 500000)
+    born_in_window = cand("c2", 30, created=T0 + timedelta(days=1))  # after the start in any local zone
+    w = advance(None, look(born_in_window), KEY, zoneless)
+    assert w.candidate.requests == 30  # created in the window: every request of it is the window's
+    assert advance(None, look(born_in_window), KEY, T0).since == "2026-11-28T12:00:00Z"

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from ..api.rollout_status import AnalysisWindow, PodBaseline, RolloutStatus, WindowCounters
 from .canary import EMPTY, Histogram, Samples
-from .conditions import parse_past, rfc3339
+from .conditions import parse_past, parse_rfc3339, rfc3339
 
 MAX_PODS = 64
 """Pods one window follows (AnalysisWindow.pods' maxItems); the figures of further pods are not counted."""
@@ -74,7 +74,7 @@ def advance(window: AnalysisWindow | None, readings: Readings, key: str, now: da
     since = parse_past(window.since, now) if window is not None and window.phase == key else None
     if window is None or since is None:  # none yet, another phase's, or a forged start (no time, or ahead of now)
         window = AnalysisWindow(phase=key, since=rfc3339(now))
-        since = now.replace(microsecond=0)  # as the stamp reads back
+        since = parse_rfc3339(window.since) or now  # the stamp as it reads back (UTC, whole seconds); it parses
     bounds = list(window.latency_bounds) or _first_bounds(readings)
     last = {b.pod: b for b in window.pods}
     totals = {False: window.stable, True: window.candidate}
