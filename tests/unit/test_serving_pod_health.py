@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from modelship.api.status import ConditionType, Reason
+from modelship.api.status import ConditionType, LastFailure, Reason, StageName
+from modelship.controller import kstatus
 from modelship.controller.conditions import rfc3339
 from modelship.controller.observe import Observed, last_scale_time
 from modelship.controller.podhealth import (
@@ -28,6 +29,7 @@ from modelship.controller.podhealth import (
     serving_pods_health,
 )
 from modelship.controller.reconcile import Reconciler
+from modelship.controller.stages.context import Failure
 from modelship.controller.stages.deploy import (
     POD_LOOK_MAX_SECONDS,
     POD_LOOK_SECONDS,
@@ -36,6 +38,7 @@ from modelship.controller.stages.deploy import (
     pod_look_after,
     pods_wanted,
 )
+from modelship.controller.stages.pod_causes import serving_meanwhile
 from modelship.controller.store import Store
 from modelship.resources.meta import MODELDEPLOYMENT_LABEL, REVISION_LABEL
 from modelship.resources.revision import revision
@@ -634,6 +637,37 @@ def test_a_first_rollout_stalled_in_a_crash_loop_says_nothing_serves_yet() -> No
     assert "keep serving" not in message and "keeps serving" not in message
 
 
+def test_a_first_rollout_partly_up_says_its_ready_pods_serve() -> None:
+    """A first rollout with some pods ready and one that never comes up (crash-looping, or pending on a quota):
+    its stall does not say nothing serves while pods of it do; "nothing serves yet" only when none is ready."""
+    progressing = 'ReplicaSet "digits-5f7" is progressing.'
+    dep = deployment(REV, IMAGE, 3, 2, progress_reason="ReplicaSetUpdated", progress_message=progressing)
+    ready = [{"type": "Ready", "status": "True"}]
+    up = [pod(f"digits-5f7-{c}", running(900, restarts=0), conditions_=ready) for c in "ab"]
+    partly = health(*up, pod("digits-5f7-c", crashing()))
+    assert serving_meanwhile(REV, None, dep, partly) == f"; only the ready pods of {REV} serve"
+    assert serving_meanwhile(REV, None, dep, None) == f"; only the ready pods of {REV} serve"  # the counts
+    assert serving_meanwhile(REV, None, dep, health(pod("digits-5f7-c", crashing()))) == "; nothing serves yet"
+    prev = status(("False", "RollingOut", 60), DEADLINE + 1)
+    del prev["servingRevision"], prev["servingImage"]
+    message = conditions(judged(md_of(prev), dep, partly).effects)[ConditionType.DEPLOYED][2]
+    assert message.endswith(f"; only the ready pods of {REV} serve"), message
+
+
+def test_older_pods_are_named_by_the_revision_they_carry() -> None:
+    """r-old served; r2 stalled and its ready moment let r-old's pods go; r3 is pushed while r2's pods are ready
+    between crashes: those are the older pods, and they are r2's, not r-old's."""
+    progressing = 'ReplicaSet "digits-5f7" is progressing.'
+    dep = deployment(REV, IMAGE, 1, 1, progress_reason="ReplicaSetUpdated", progress_message=progressing,
+                     status_replicas=2, updated_replicas=1)  # fmt: skip
+    r2 = pod("digits-2b2-x", running(20), rev="r2", hash_="2b2", owner="digits-2b2",
+             conditions_=[{"type": "Ready", "status": "True"}])  # fmt: skip
+    new = pod("digits-5f7-a", crashing())
+    assert serving_meanwhile(REV, OLD, dep, health(r2, new)) == "; revision r2 keeps serving"
+    assert serving_meanwhile(REV, OLD, dep, health(r2, old_pod(), new)) == f"; revisions {OLD}, r2 keep serving"
+    assert serving_meanwhile(REV, OLD, dep, health(old_pod(), new)) == f"; revision {OLD} keeps serving"
+
+
 class CountingKube(MemoryKube):
     """An API that counts its pod lists and answers with the stable pod and the candidate's."""
 
@@ -683,3 +717,18 @@ def test_an_analysing_canary_whose_stable_deployment_is_short_lists_the_serving_
     assert observed.serving_pods is not None and [p.name for p in observed.serving_pods] == ["digits-5f7-a"]
     assert observed.readings is not None and fetched == ["digits-canary-9c9-a"]  # the ready pod's figures are read
     assert kube.pod_lists == 1
+
+
+def test_last_failure_keeps_when_it_began_while_only_its_message_changes() -> None:
+    """A crash-loop stall's message says what serves beside it, which changes with each crash: lastFailure keeps
+    the time the failure began (same stage, reason, revision) and takes the new message; another reason, stage or
+    revision is a new failure."""
+    began = LastFailure(stage="Deploy", reason="ServingCrashLoop", message="a; nothing serves now", revision=REV,
+                        time=rfc3339(NOW - timedelta(minutes=7)))  # fmt: skip
+    flap = Failure(StageName.DEPLOY, Reason.SERVING_CRASH_LOOP, f"a; only the ready pods of {REV} serve")
+    kept = kstatus.record_failure(began, flap, REV, NOW)
+    assert (kept.time, kept.message) == (began.time, flap.message)
+    assert kstatus.record_failure(kept, flap, REV, NOW) is kept
+    other = Failure(StageName.DEPLOY, Reason.ROLLOUT_STALLED, "b")
+    assert kstatus.record_failure(kept, other, REV, NOW).time == rfc3339(NOW)
+    assert kstatus.record_failure(kept, flap, "r-next", NOW).time == rfc3339(NOW)

@@ -367,7 +367,8 @@ class LastFailure(ApiModel):
     revision: str | None = None
     """Revision that failed."""
     time: str
-    """When (RFC 3339)."""
+    """When it began (RFC 3339): kept while the same stage fails for the same reason on the same revision, even when
+    the message changes."""
 
 
 class ModelDeploymentStatus(ApiModel):

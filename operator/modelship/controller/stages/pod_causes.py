@@ -42,18 +42,24 @@ def container_health(md: ModelDeployment, found: Cause | None) -> tuple[Conditio
 
 
 def serving_beside(rev: str, older: str, dep: DeploymentObservation | None, pods: tuple[PodHealth, ...] | None) -> str:
-    """What serves while the newest template of the Deployment ``dep``, of ``rev``, crash-loops: ``older`` (the
-    wording for the pods of the templates before it: "revision rOLD keeps serving" for a new revision, "the pods of
-    rX's previous template keep serving" for a fix that keeps the revision) while any of those is ready, else the
-    newest template's pods that are ready, else nothing. Told from ``pods``, the Deployment's own pods (every
-    template's, not terminating) as one list read now, against the newest template its Progressing condition
-    names; only when they were not listed (or no template is named) from the Deployment's status counts, read
-    from the watch at another moment (pods of an older template are available while it counts more pods than it
-    has updated). No count: it changes only when one of the three does."""
+    """What serves while the newest template of the Deployment ``dep``, of ``rev``, crash-loops: the pods of the
+    templates before it while any of those is ready (named by the revisions they carry: "revision rOLD keeps
+    serving", or "the pods of rX's previous template keep serving" when they are ``rev``'s own), else the newest
+    template's pods that are ready, else nothing. Told from ``pods``, the Deployment's own pods (every template's,
+    not terminating) as one list read now, against the newest template its Progressing condition names; only when
+    they were not listed (or no template is named) from the Deployment's status counts, read from the watch at
+    another moment (pods of an older template are available while it counts more pods than it has updated), with
+    ``older`` as their wording. No count: it changes only when one of the three does."""
     newest = newest_template_hash(dep.name, dep.progress_message) if dep is not None else None
     if pods is not None and newest is not None:
-        if any(p.ready and p.template_hash != newest for p in pods):
-            return f"; {older}"
+        before = [p for p in pods if p.ready and p.template_hash != newest]
+        if before:
+            others = sorted({p.revision for p in before if p.revision and p.revision != rev})
+            if not others:
+                return f"; the pods of {rev}'s previous template keep serving"
+            if len(others) == 1:
+                return f"; revision {others[0]} keeps serving"
+            return f"; revisions {', '.join(others)} keep serving"
         if any(p.ready for p in pods):
             return f"; only the ready pods of {rev} serve"
         return "; nothing serves now"
@@ -67,19 +73,21 @@ def serving_beside(rev: str, older: str, dep: DeploymentObservation | None, pods
 def serving_meanwhile(
     rev: str, prev_revision: str | None, dep: DeploymentObservation | None, pods: tuple[PodHealth, ...] | None
 ) -> str:
-    """What serves while the pods of ``rev`` do not (a stalled rollout's message ends with it): nothing yet on a
-    first rollout (no revision served before, and none of these pods ever did), else ``serving_beside`` with the
-    older pods named as the revision that served (``prev_revision``) or, when that is ``rev`` itself, as its
-    previous template. The older revision is named only while its pods are there to serve: after a ready moment
-    of the new pod let the Deployment controller scale the old ReplicaSet to 0, it no longer serves."""
-    if not prev_revision:
-        return "; nothing serves yet"
+    """What serves while the pods of ``rev`` do not (a stalled rollout's message ends with it): ``serving_beside``,
+    with the older pods, when only the Deployment's counts tell of them, named as the revision that served
+    (``prev_revision``) or, when that is ``rev`` itself, as its previous template. The older revision is named only
+    while its pods are there to serve: after a ready moment of the new pod let the Deployment controller scale the
+    old ReplicaSet to 0, it no longer serves. On a first rollout (no revision served before) "nothing serves yet"
+    when nothing does, and the pods of ``rev`` that are ready when some are."""
     older = (
         f"revision {prev_revision} keeps serving"
-        if prev_revision != rev
+        if prev_revision and prev_revision != rev
         else f"the pods of {rev}'s previous template keep serving"
     )
-    return serving_beside(rev, older, dep, pods)
+    told = serving_beside(rev, older, dep, pods)
+    if not prev_revision and told == "; nothing serves now":
+        return "; nothing serves yet"
+    return told
 
 
 def crash_loop_stalled(
