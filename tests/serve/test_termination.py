@@ -4,6 +4,7 @@ the container's last termination), and the operator's crash-loop message carries
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import socket
 import subprocess
@@ -164,3 +165,23 @@ def test_the_writer_bounds_as_the_operator_reads() -> None:
         line = termination.one_line(text)
         assert printable(line) == line, repr(text[:40])
         assert len(line) <= termination.LIMIT
+
+
+def test_another_start_up_error_is_told_in_the_termination_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OSError of a start-up step other than listening (the mirror's configuration unreadable, say) exits 1
+    with its cause in the termination log, not a traceback, and is not called a listen failure."""
+    from modelship.serve import server as srv
+    from modelship.serve.config import ServeConfig
+
+    async def refused(self: srv.Server, *args: object) -> int:
+        raise PermissionError(13, "Permission denied", "/etc/modelship/mirror.json")
+
+    log = tmp_path / "termination-log"
+    monkeypatch.setenv(termination.ENV, str(log))
+    monkeypatch.setattr(srv.Server, "start", refused)
+    cfg = ServeConfig(model="-", host="127.0.0.1", port=0, workers=1, threads=1, drain_seconds=0)
+    assert asyncio.run(srv._serve(cfg)) == 1
+    told = "could not start: PermissionError: [Errno 13] Permission denied: '/etc/modelship/mirror.json'"
+    assert log.read_text() == told

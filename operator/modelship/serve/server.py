@@ -51,7 +51,6 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
-
 class ListenError(OSError):
     """A port the server could not listen on (taken by another process, an address not this host's): which one
     (``what``: inference or metrics), at ``address`` (host:port), and the error of the bind or listen."""
@@ -63,6 +62,7 @@ class ListenError(OSError):
 
     def __str__(self) -> str:
         return f"{self.what} port {self.address}: {self.error}"
+
 
 class AdminThread:
     """The metrics port on a thread and event loop of its own: probes and scrapes are answered while the
@@ -403,6 +403,13 @@ async def _serve(cfg: ServeConfig) -> int:
         why = f"{type(e.error).__name__}: {e.error}"
         log.error("could not listen", extra={"listener": e.what, "address": e.address, "error": why})
         termination.write(termination.cause(f"could not listen on {e.address} ({e.what})", e.error))
+        server.http.close()
+        server.admin.stop()
+        await server.app.close()
+        return 1
+    except OSError as e:  # another start-up step (the mirror's config, the collector's settings)
+        log.error("could not start", extra={"error": f"{type(e).__name__}: {e}"})
+        termination.write(termination.cause("could not start", e))
         server.http.close()
         server.admin.stop()
         await server.app.close()
