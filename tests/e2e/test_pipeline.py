@@ -214,7 +214,11 @@ def test_new_revision_rolls_out_with_no_failed_request(deployed: tuple[ModuleTyp
             assert time.monotonic() < deadline, "the new revision never rolled out"
             assert all(loop.is_alive() for loop in loops)
             time.sleep(1)
-        time.sleep(3)  # a few more requests against the new pods only
+        # a few more requests against the new pods only
+        after = [loop.ok + len(loop.errors) + 20 for loop in loops]
+        while any(loop.ok + len(loop.errors) < n for loop, n in zip(loops, after, strict=True)):
+            assert time.monotonic() < deadline and all(loop.is_alive() for loop in loops)
+            time.sleep(0.1)
     finally:
         for loop in loops:
             loop.stop.set()
@@ -228,6 +232,103 @@ def test_new_revision_rolls_out_with_no_failed_request(deployed: tuple[ModuleTyp
     print(f"rollout: {served} requests answered through the Service, {len(errors)} failed")
     assert errors == [], errors[:10]
     assert served > 50
+
+
+LOW_MEMORY = "24Mi"
+"""A memory limit the serving runtime cannot start in: its Python, numpy and the LiteRT interpreter alone take
+about 45 MB, so the kernel OOM-kills it while it imports (OOMKilled, exit code 137; the container starts, so not a
+CreateContainerError)."""
+
+
+def _put(path: str, value: Any) -> dict[str, Any]:
+    """A JSON patch operation that sets ``path`` to ``value``, or removes it for None (absent before)."""
+    return {"op": "add", "path": path, "value": value} if value is not None else {"op": "remove", "path": path}
+
+
+def test_a_memory_limit_it_cannot_start_in_stalls_as_a_crash_loop_while_the_old_pods_serve(
+    deployed: tuple[ModuleType, dict[str, Any], Path],
+) -> None:
+    """The crash-loop judgement against a real kubelet: spec.serving.resources.limits.memory lowered to a value the
+    server is OOM-killed in (a new template of the same revision, progressDeadlineSeconds 30). The surge pod
+    crash-loops; ContainerHealthy and then Deployed say ServingCrashLoop naming OOMKilled and the spec field to
+    raise, Stalled True; the three pods that served before keep answering through the Service all along (zero
+    failed requests); the limit restored, the revision is Ready again with no stall left."""
+    demo, _, _ = deployed
+    before = demo.kjson("get", "modeldeployment", demo.NAME, "-n", demo.NS)
+    rev, serving = before["status"]["revision"], before["spec"]["serving"]
+    old_pods = {p["metadata"]["name"] for p in demo.serving_pods()}
+    assert len(old_pods) == 3
+    resources = json.loads(json.dumps(serving.get("resources") or {}))
+    for part in ("requests", "limits"):  # a request above the limit would be an invalid pod, not a crash
+        resources.setdefault(part, {})["memory"] = LOW_MEMORY
+    rollout = {**(serving.get("rollout") or {}), "progressDeadlineSeconds": 30}
+    restore = [_put("/spec/serving/resources", serving.get("resources")),
+               _put("/spec/serving/rollout", serving.get("rollout"))]  # fmt: skip
+
+    def md_now() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        md = demo.kjson("get", "modeldeployment", demo.NAME, "-n", demo.NS)
+        current = (md.get("status") or {}).get("observedGeneration") == md["metadata"]["generation"]
+        return md, {c["type"]: c for c in md["status"].get("conditions", [])} if current else {}
+
+    def wait(what: str, fn: Any, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while not (value := fn()):
+            assert time.monotonic() < deadline, f"{what}: not after {timeout:.0f}s; status {md_now()[0]['status']}"
+            assert loop.is_alive()
+            time.sleep(1)
+        return value
+
+    loop = _LoadLoop(demo, before["status"]["url"], pause=0.1)
+    loop.start()
+    try:
+        patch = [_put("/spec/serving/resources", resources), _put("/spec/serving/rollout", rollout)]
+        demo.kc("patch", "modeldeployment", demo.NAME, "-n", demo.NS, "--type=json", "-p", json.dumps(patch))
+
+        def stalled() -> tuple[dict[str, Any], dict[str, dict[str, Any]]] | None:
+            md, conds = md_now()
+            stall, deployed_ = conds.get("Stalled", {}), conds.get("Deployed", {})
+            done = stall.get("status") == "True" and deployed_.get("reason") == "ServingCrashLoop"
+            return (md, conds) if done else None
+
+        md, conds = wait("Deployed ServingCrashLoop and Stalled", stalled, 300)
+        ok_at_stall = loop.ok
+        deployed_, healthy = conds["Deployed"], conds.get("ContainerHealthy", {})
+        print(f"crash loop: Deployed {deployed_['message']}")
+        assert deployed_["status"] == "False" and conds["Ready"]["status"] == "False", conds
+        for said in (deployed_["message"], healthy.get("message", "")):
+            assert "last terminated OOMKilled (exit code 137)" in said, said
+            assert f"its memory limit is {LOW_MEMORY}: raise spec.serving.resources.limits.memory" in said, said
+        assert (healthy.get("status"), healthy.get("reason")) == ("False", "ServingCrashLoop"), healthy
+        assert md["status"]["revision"] == md["status"]["servingRevision"] == rev  # a new template, same revision
+        # the real kubelet's word for the new pods: OOM-killed, restarted, not a container that could not be made
+        pods = demo.kjson("get", "pods", "-n", demo.NS, "-l", md["status"]["selector"])["items"]
+        new = [p for p in pods if p["metadata"]["name"] not in old_pods]
+        assert new and all(p["spec"]["containers"][0]["resources"]["limits"]["memory"] == LOW_MEMORY for p in new)
+        last = [(c.get("lastState") or {}).get("terminated") or (c.get("state") or {}).get("terminated") or {}
+                for p in new for c in p["status"].get("containerStatuses", [])]  # fmt: skip
+        assert any(t.get("reason") == "OOMKilled" and t.get("exitCode") == 137 for t in last), last
+        # the pods that served before are the ones that serve during the stall, and they answer through the Service
+        assert {p["metadata"]["name"] for p in demo.serving_pods()} == old_pods
+        wait("requests answered through the Service during the stall", lambda: loop.ok >= ok_at_stall + 20, 60)
+
+        demo.kc("patch", "modeldeployment", demo.NAME, "-n", demo.NS, "--type=json", "-p", json.dumps(restore))
+
+        def recovered() -> bool:
+            conds = md_now()[1]
+            if conds.get("Ready", {}).get("status") != "True" or conds.get("Stalled", {}).get("status") == "True":
+                return False
+            pods = demo.serving_pods()
+            limits = {p["spec"]["containers"][0]["resources"]["limits"].get("memory") for p in pods}
+            return len(pods) == 3 and LOW_MEMORY not in limits and "ContainerHealthy" not in conds
+
+        wait("Ready again with the limit restored", recovered, 180)
+    finally:
+        loop.stop.set()
+        loop.join(30)
+    md = demo.kjson("get", "modeldeployment", demo.NAME, "-n", demo.NS)
+    assert md["status"]["revision"] == rev and md["spec"]["serving"] == serving
+    print(f"crash loop: {loop.ok} requests answered through the Service, {len(loop.errors)} failed")
+    assert loop.errors == [], loop.errors[:10]
 
 
 def test_hpa_scales_out_under_load_and_back_in(deployed: tuple[ModuleType, dict[str, Any], Path]) -> None:
