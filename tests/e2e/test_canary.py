@@ -28,8 +28,10 @@ pytestmark = pytest.mark.e2e
 CANARY = {
     "strategy": "Canary",
     "canary": {
-        "shadow": {"percent": 50, "durationSeconds": 20},
-        "steps": [{"weight": 50, "pauseSeconds": 30}],
+        # the shortest that still judge every criterion over thousands of requests (the two load loops below send
+        # several hundred a second through the Service): the API's minimum shadow, a 10 s step
+        "shadow": {"percent": 50, "durationSeconds": 10},
+        "steps": [{"weight": 50, "pauseSeconds": 10}],
         "analysis": {
             "minRequests": 40,
             "maxErrorRate": 0.01,
@@ -143,6 +145,16 @@ class Watcher(threading.Thread):
         return "; ".join(f"{w} {obs} over {n}/{req} {v}" for w, obs, n, req, v in self.latency)
 
 
+def _answered(loops: list[LoadLoop], more: int, when: str, timeout: float = 60) -> None:
+    """Wait until every loop has had ``more`` further answers (or failures: those fail the test later)."""
+    start = [len(loop.answers) + len(loop.errors) for loop in loops]
+    deadline = time.monotonic() + timeout
+    while any(len(loop.answers) + len(loop.errors) < n + more for loop, n in zip(loops, start, strict=True)):
+        assert time.monotonic() < deadline, f"the load loops answered fewer than {more} requests {when}"
+        assert all(loop.is_alive() for loop in loops)
+        time.sleep(0.1)
+
+
 def _run_with_load(change: list[dict[str, Any]], done: Any, timeout: float = 900) -> tuple[dict[str, Any], list[
         LoadLoop], Watcher, float]:  # fmt: skip
     ip, port = demo.service_address(demo.NAME)  # by status.url, through the cluster DNS, as a client would
@@ -151,7 +163,7 @@ def _run_with_load(change: list[dict[str, Any]], done: Any, timeout: float = 900
     for t in (*loops, watcher):
         t.start()
     try:
-        time.sleep(2)
+        _answered(loops, 20, "before the change")  # both loops reach the Service before the change
         t0 = time.monotonic()
         demo.kc("patch", "modeldeployment", demo.NAME, "-n", demo.NS, "--type=json", "-p", json.dumps(change))
         deadline = t0 + timeout
@@ -160,7 +172,7 @@ def _run_with_load(change: list[dict[str, Any]], done: Any, timeout: float = 900
             assert all(loop.is_alive() for loop in loops)
             time.sleep(1)
         elapsed = time.monotonic() - t0
-        time.sleep(3)
+        _answered(loops, 100, "after the change was done")  # a few more requests against what serves now
     finally:
         for t in (*loops, watcher):
             t.stop.set()
