@@ -158,14 +158,22 @@ def namespace(real_node: RealNode) -> Iterator[str]:
         real_node.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
+_REGISTRY_READY: set[Path] = set()
+"""The nodes (by their e2e workdir, one per hack/node/up of the real_node fixture) whose registry node_demo.prepare_node
+already started and pushed the serving runtime to: the modules after the first skip it (no test stops the registry
+or deletes that image)."""
+
+
 def prepare_pipeline(real_node: RealNode) -> Any:
     """What every pipeline test module needs first: the BuildKit image (else skip), the node's registry and base
-    image (node_demo.prepare_node reuses the running node), the CRDs applied and Established. -> node_demo."""
+    image (node_demo.prepare_node, once per node), the CRDs applied and Established. -> node_demo."""
     from modelship_dev import node_demo as demo
 
     if subprocess.run(["docker", "image", "inspect", "modelship/buildkit:0.1.0"], capture_output=True).returncode:
         pytest.skip("docker image modelship/buildkit:0.1.0 missing: run hack/node/buildkit-image")
-    demo.prepare_node()
+    if real_node.workdir not in _REGISTRY_READY:
+        demo.prepare_node()
+        _REGISTRY_READY.add(real_node.workdir)
     demo.kc("apply", "-f", str(REPO_ROOT / "crds"))
     real_node.wait_for(
         "CRD established",
