@@ -719,16 +719,16 @@ def test_an_analysing_canary_whose_stable_deployment_is_short_lists_the_serving_
     assert kube.pod_lists == 1
 
 
-def test_last_failure_keeps_when_it_began_while_only_its_message_changes() -> None:
-    """A crash-loop stall's message says what serves beside it, which changes with each crash: lastFailure keeps
-    the time the failure began (same stage, reason, revision) and takes the new message; another reason, stage or
-    revision is a new failure."""
-    began = LastFailure(stage="Deploy", reason="ServingCrashLoop", message="a; nothing serves now", revision=REV,
-                        time=rfc3339(NOW - timedelta(minutes=7)))  # fmt: skip
-    flap = Failure(StageName.DEPLOY, Reason.SERVING_CRASH_LOOP, f"a; only the ready pods of {REV} serve")
-    kept = kstatus.record_failure(began, flap, REV, NOW)
-    assert (kept.time, kept.message) == (began.time, flap.message)
-    assert kstatus.record_failure(kept, flap, REV, NOW) is kept
-    other = Failure(StageName.DEPLOY, Reason.ROLLOUT_STALLED, "b")
-    assert kstatus.record_failure(kept, other, REV, NOW).time == rfc3339(NOW)
-    assert kstatus.record_failure(kept, flap, "r-next", NOW).time == rfc3339(NOW)
+def test_last_failure_is_new_whenever_its_message_changes() -> None:
+    """status.lastFailure's time is when this failure, message and all, was first seen: a spec fixed in one field
+    and broken in another (Resolve fails with the same reason and no revision), or a memory limit raised and still
+    too low (the same reason on the same revision, a new limit in the message), is a new failure with a new time.
+    The crash-loop stall's ending, which changes with the pods' readiness, moves it too (review13: keeping the
+    first time on a changed message hid when a new failure began)."""
+    began = LastFailure(stage="Resolve", reason="InvalidSpec", message="spec.a: bad",
+                        time=rfc3339(NOW - timedelta(hours=5)))  # fmt: skip
+    same = Failure(StageName.RESOLVE, Reason.INVALID_SPEC, "spec.a: bad")
+    assert kstatus.record_failure(began, same, None, NOW) is began
+    other = Failure(StageName.RESOLVE, Reason.INVALID_SPEC, "spec.b: bad")
+    fixed_a = kstatus.record_failure(began, other, None, NOW)
+    assert (fixed_a.time, fixed_a.message) == (rfc3339(NOW), "spec.b: bad")

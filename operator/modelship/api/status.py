@@ -367,8 +367,7 @@ class LastFailure(ApiModel):
     revision: str | None = None
     """Revision that failed."""
     time: str
-    """When it began (RFC 3339): kept while the same stage fails for the same reason on the same revision, even when
-    the message changes."""
+    """When (RFC 3339)."""
 
 
 class ModelDeploymentStatus(ApiModel):

@@ -64,23 +64,22 @@ def stall(conds: ConditionSet, reason: Reason, message: str) -> None:
 
 
 def record_failure(prev: LastFailure | None, failure: Failure, revision: str | None, now: datetime) -> LastFailure:
-    """status.lastFailure for ``failure``; the time it first happened is kept while the same stage fails for the
-    same reason on the same revision, even when its message changes (what serves beside a crash loop changes with
-    each crash; the failure began at the first)."""
-    message = failure.message[:FAILURE_MESSAGE_LIMIT]
-    if prev is not None and (prev.stage, prev.reason, prev.revision) == (
-        failure.stage.value,
-        failure.reason.value,
-        revision,
-    ):
-        return prev if prev.message == message else prev.model_copy(update={"message": message})
-    return LastFailure(
+    """status.lastFailure for ``failure``; the time it first happened is kept while it stays the same."""
+    new = LastFailure(
         stage=failure.stage.value,
         reason=failure.reason.value,
-        message=message,
+        message=failure.message[:FAILURE_MESSAGE_LIMIT],
         revision=revision,
         time=rfc3339(now),
     )
+    if prev is not None and (prev.stage, prev.reason, prev.message, prev.revision) == (
+        new.stage,
+        new.reason,
+        new.message,
+        new.revision,
+    ):
+        return prev
+    return new
 
 
 def events(conds: ConditionSet) -> list[Event]:
