@@ -399,17 +399,14 @@ async def _serve(cfg: ServeConfig) -> int:
     server.install_signal_handlers()
     try:
         await server.start()
-    except ListenError as e:  # the port is taken, the address not this host's
-        why = f"{type(e.error).__name__}: {e.error}"
-        log.error("could not listen", extra={"listener": e.what, "address": e.address, "error": why})
-        termination.write(termination.cause(f"could not listen on {e.address} ({e.what})", e.error))
-        server.http.close()
-        server.admin.stop()
-        await server.app.close()
-        return 1
-    except OSError as e:  # another start-up step (the mirror's config, the collector's settings)
-        log.error("could not start", extra={"error": f"{type(e).__name__}: {e}"})
-        termination.write(termination.cause("could not start", e))
+    except OSError as e:  # a port taken or an address not this host's (ListenError), or another start-up step
+        if isinstance(e, ListenError):
+            why = f"{type(e.error).__name__}: {e.error}"
+            log.error("could not listen", extra={"listener": e.what, "address": e.address, "error": why})
+            termination.write(termination.cause(f"could not listen on {e.address} ({e.what})", e.error))
+        else:  # the mirror's configuration unreadable, say
+            log.error("could not start", extra={"error": f"{type(e).__name__}: {e}"})
+            termination.write(termination.cause("could not start", e))
         server.http.close()
         server.admin.stop()
         await server.app.close()
