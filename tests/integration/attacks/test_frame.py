@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from modelship import GROUP, PLURAL
+from modelship import FIELD_MANAGER, GROUP, HANDOVER_FIELD_MANAGER, PLURAL
 from tests.integration.attacks.snapshot import Changes, Key, children_only, snapshot
 from tests.integration.attacks.tenant import Tenant, can_i
 from tests.integration.cluster import OPERATOR_NAMESPACE
@@ -49,3 +49,36 @@ def test_the_snapshot_sees_what_a_tenant_changes(tenant: Tenant, api_client: cli
     # every namespaced kind is listed, the ServiceAccount and RoleBindings the frame made included
     assert Key("v1", "ServiceAccount", "tenant") in after
     assert Key("rbac.authorization.k8s.io/v1", "RoleBinding", "tenant-edit") in after
+
+
+def test_the_snapshot_tells_the_control_planes_writes_from_anyone_elses(
+    tenant: Tenant, api_client: client.ApiClient
+) -> None:
+    """The control plane writes a user's objects after they are made (a claim's binding, a Deployment's status):
+    a change under a control-plane controller's field manager passes, even one that takes a field the user set.
+    One under the operator's field managers, a deletion, or stripped managedFields fail, the writer named."""
+    core = client.CoreV1Api(tenant.api)
+    names = ("control-plane", "operator", "handover", "held", "stripped")
+    for name in names:
+        meta = client.V1ObjectMeta(name=name, finalizers=["example.com/hold"] if name == "held" else None)
+        core.create_namespaced_config_map(tenant.namespace, client.V1ConfigMap(metadata=meta, data={"a": "1"}))
+    before = snapshot(api_client, tenant.namespace)
+    writes = {"control-plane": "kube-controller-manager", "operator": FIELD_MANAGER, "handover": HANDOVER_FIELD_MANAGER}
+    for name, manager in writes.items():
+        core.patch_namespaced_config_map(name, tenant.namespace, {"data": {"a": "2"}}, field_manager=manager)
+    core.delete_namespaced_config_map("held", tenant.namespace)
+    core.patch_namespaced_config_map("stripped", tenant.namespace, {"metadata": {"managedFields": [{}]}},
+                                     field_manager="kube-controller-manager")  # fmt: skip
+    try:
+        after = snapshot(api_client, tenant.namespace)
+    finally:
+        core.patch_namespaced_config_map("held", tenant.namespace, {"metadata": {"finalizers": None}})
+    changes = Changes.between(before, after)
+    assert {k.name for k in changes.modified} == set(names)
+    bad = children_only(before, after, [])
+    verdict = changes.describe(bad)
+    assert {k.name for k in bad} == set(names) - {"control-plane"}, verdict
+    assert f"~ ConfigMap/operator (v1): by {FIELD_MANAGER} (Update)\n" in verdict, verdict
+    assert f"~ ConfigMap/handover (v1): by {HANDOVER_FIELD_MANAGER} (Update)\n" in verdict, verdict
+    assert "~ ConfigMap/held (v1): " in verdict and "; marked for deletion\n" in verdict, verdict
+    assert "~ ConfigMap/stripped (v1): " in verdict and verdict.endswith("; managedFields stripped"), verdict
