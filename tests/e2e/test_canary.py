@@ -129,17 +129,26 @@ class Watcher(threading.Thread):
         self.latency: list[tuple[str, Any, int, Any, str]] = []
 
     def run(self) -> None:
-        while not self.stop.is_set():
-            ro = (_md(demo.NAME).get("status") or {}).get("rollout") or {}
-            if ro:
-                self.seen.append((time.monotonic(), ro["phase"], ro.get("step", 0), ro.get("phaseStartedAt"),
-                                  ro.get("weight", 0)))  # fmt: skip
-                for c in ro.get("criteria") or []:
-                    where = f"{ro['phase']}/{ro.get('step', 0)}"
-                    seen = (where, c.get("observed"), c.get("requests", 0), c.get("required"), c["verdict"])
-                    if c["name"] == "LatencyRatio" and (not self.latency or self.latency[-1] != seen):
-                        self.latency.append(seen)
-            time.sleep(0.5)
+        # one look begins after stop is set: the state the test waited for (read before it set stop) is always
+        # seen, even when the last periodic look began before it was written
+        while True:
+            stopping = self.stop.is_set()
+            self._look()
+            if stopping:
+                return
+            self.stop.wait(0.5)
+
+    def _look(self) -> None:
+        ro = (_md(demo.NAME).get("status") or {}).get("rollout") or {}
+        if not ro:
+            return
+        self.seen.append((time.monotonic(), ro["phase"], ro.get("step", 0), ro.get("phaseStartedAt"),
+                          ro.get("weight", 0)))  # fmt: skip
+        for c in ro.get("criteria") or []:
+            where = f"{ro['phase']}/{ro.get('step', 0)}"
+            seen = (where, c.get("observed"), c.get("requests", 0), c.get("required"), c["verdict"])
+            if c["name"] == "LatencyRatio" and (not self.latency or self.latency[-1] != seen):
+                self.latency.append(seen)
 
     def latency_report(self) -> str:
         return "; ".join(f"{w} {obs} over {n}/{req} {v}" for w, obs, n, req, v in self.latency)
