@@ -77,7 +77,7 @@ def test_job_metadata_owner_and_limits(engine: str) -> None:
     md = make_md(build)
     validate(job)
     meta = job["metadata"]
-    assert meta["name"] == build_job_name(md, REV, 1) == f"digits-build-{REV}"
+    assert meta["name"] == build_job_name(md, REV, 1) == f"digits-build-{REV}-6f1f2c7e"  # the uid's first digits
     assert meta["namespace"] == "ml"
     assert meta["labels"]["app.kubernetes.io/component"] == "build"
     assert meta["labels"]["modelship.io/revision"] == REV
@@ -165,7 +165,7 @@ def test_base_image_and_images_follow_spec_and_config() -> None:
 
 def test_attempts_get_their_own_name() -> None:
     job = job_for(attempt=3)
-    assert job["metadata"]["name"] == f"digits-build-{REV}-3"
+    assert job["metadata"]["name"] == f"digits-build-{REV}-6f1f2c7e-3"
     assert job["metadata"]["annotations"]["modelship.io/attempt"] == "3"
     assert job_for() == job_for(), "deterministic"
 

@@ -16,6 +16,7 @@ from modelship.controller.mergepatch import apply_merge_patch
 from modelship.controller.observe import DeploymentObservation, JobObservation, JobState, Observed
 from modelship.controller.plan import plan
 from modelship.controller.stages.build import parse_build_result
+from modelship.resources.meta import uid_token
 from modelship.resources.revision import revision
 from tests.support.endpoints import routed
 from tests.support.specs import valid_doc
@@ -38,6 +39,10 @@ def make_md(build: bool = True, status: dict[str, Any] | None = None, **spec: An
     return ModelDeployment.from_body(doc)
 
 
+TOKEN = uid_token(make_md())
+"""The uid token in make_md's stage Jobs' names (resources/meta.py)."""
+
+
 def summary(**kw: Any) -> str:
     base: dict[str, Any] = dict(
         ok=True, source_digest="sha256:" + "cd" * 32, source_bytes=600000, artifact="model.tflite",
@@ -51,7 +56,7 @@ def summary(**kw: Any) -> str:
 
 
 def job(stage: str, rev: str, state: JobState, attempt: int = 1, msg: str | None = None, **kw: Any) -> JobObservation:
-    name = f"digits-{'opt' if stage == 'optimizer' else 'build'}-{rev}" + (f"-{attempt}" if attempt > 1 else "")
+    name = f"digits-{'opt' if stage == 'optimizer' else 'build'}-{rev}-{TOKEN}" + (f"-{attempt}" if attempt > 1 else "")
     return JobObservation(name=name, stage=stage, revision=rev, attempt=attempt, state=state,
                           termination_message=msg, **kw)  # fmt: skip
 
@@ -78,7 +83,7 @@ def test_fresh_resource_starts_the_optimization_job() -> None:
     rev = revision(md.spec)
     p = plan(md, Observed(), CONFIG, NOW)
     assert kinds(p.create) == ["Job"]
-    assert p.create[0]["metadata"]["name"] == f"digits-opt-{rev}"
+    assert p.create[0]["metadata"]["name"] == f"digits-opt-{rev}-{TOKEN}"
     assert kinds(p.apply) == ["PersistentVolumeClaim"]
     s = p.status
     assert s["observedGeneration"] == 4 and s["revision"] == rev and s["phase"] == "Optimizing"
@@ -173,7 +178,7 @@ def test_failed_job_backs_off_then_retries_then_stalls() -> None:
     assert cond(p.status, "Stalled")["status"] == "False"
     later = NOW + timedelta(seconds=10)
     p = plan(md, Observed(jobs=[j1]), CONFIG, later)
-    assert [o["metadata"]["name"] for o in p.create] == [f"digits-opt-{rev}-2"]
+    assert [o["metadata"]["name"] for o in p.create] == [f"digits-opt-{rev}-{TOKEN}-2"]
     j2 = job(
         "optimizer",
         rev,
@@ -214,7 +219,7 @@ def test_unreadable_summary_is_a_readable_condition(message: str) -> None:
     p = plan(md, Observed(jobs=[job("optimizer", rev, JobState.SUCCEEDED, msg=message)]), CONFIG, NOW)
     stalled = cond(p.status, "Stalled")
     assert stalled["status"] == "True" and stalled["reason"] == "InvalidSummary"
-    assert f"digits-opt-{rev}" in stalled["message"]
+    assert f"digits-opt-{rev}-{TOKEN}" in stalled["message"]
     assert p.create == [] and not any(o["kind"] == "Deployment" for o in p.apply)
 
 
@@ -389,7 +394,7 @@ def test_restart_with_an_empty_store_never_duplicates_a_job(watch_catches_up_mea
     kube = LiveKube()
     Reconciler(kube, store, CONFIG).reconcile("ml", "digits")  # type: ignore[arg-type]
     assert kube.created == []
-    assert store.get("Job", "ml", f"digits-opt-{rev}") is not None
+    assert store.get("Job", "ml", f"digits-opt-{rev}-{TOKEN}") is not None
     optimized = next(c for c in kube.patched[-1]["conditions"] if c["type"] == "Optimized")
     assert optimized["reason"] == "JobRunning"
 

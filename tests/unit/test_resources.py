@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
 from modelship.api import ModelDeployment
+from modelship.api.modeldeployment import MAX_NAME_LENGTH
 from modelship.config import OperatorConfig
 from modelship.resources import meta
 from modelship.resources.canary import canary_deployment
@@ -105,11 +107,88 @@ def test_names_are_deterministic_and_bounded() -> None:
     assert len(long) == 63 and long == meta.safe_name("x" * 80, "opt", rev)
 
 
+OTHER_UID = "0a9b8c7d-aaaa-4bbb-8ccc-ddddeeeeffff"
+"""The uid of a namesake: the same ModelDeployment deleted and applied again."""
+
+
+def with_uid(md: ModelDeployment, uid: str | None) -> ModelDeployment:
+    return md.model_copy(update={"metadata": md.metadata.model_copy(update={"uid": uid})})
+
+
+STAGE_NAMES = {
+    "optimize": lambda md, rev, attempt: meta.optimize_job_name(md, rev, attempt),
+    "build": lambda md, rev, attempt: meta.build_job_name(md, rev, attempt),
+    "build-shared": lambda md, rev, attempt: meta.build_job_name(md, rev, attempt, shared=True),
+    "export": lambda md, rev, attempt: meta.export_job_name(md, rev, f"p-build-x7k2{attempt}"),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_NAMES))
+def test_stage_job_names_carry_the_uid(stage: str) -> None:
+    """Two incarnations of a ModelDeployment (deleted, applied again under its name) never share a Job name; one
+    incarnation's names are the same every time (found again after a restart), one per attempt."""
+    name_of = STAGE_NAMES[stage]
+    md = md_from(valid_doc())
+    rev = revision(md.spec)
+    first = name_of(md, rev, 1)
+    assert first == name_of(md_from(valid_doc()), rev, 1)
+    assert name_of(with_uid(md, OTHER_UID), rev, 1) != first
+    assert name_of(md, rev, 2) not in (first, name_of(with_uid(md, OTHER_UID), rev, 2))
+    assert "-6f1f2c7e" in first and "-0a9b8c7d" in name_of(with_uid(md, OTHER_UID), rev, 1)
+    assert first.startswith("ml-digits-" if stage == "build-shared" else "digits-") and rev in first
+
+
+def test_stage_job_names_read_md_revision_uid_attempt() -> None:
+    md = md_from(valid_doc())
+    rev = revision(md.spec)
+    assert meta.optimize_job_name(md, rev) == f"digits-opt-{rev}-6f1f2c7e"
+    assert meta.optimize_job_name(md, rev, attempt=3) == f"digits-opt-{rev}-6f1f2c7e-3"
+    assert meta.build_job_name(md, rev, 2, shared=True) == f"ml-digits-build-{rev}-6f1f2c7e-2"
+    assert meta.export_job_name(md, rev, "ml-digits-build-x-abcde") == f"digits-export-{rev}-6f1f2c7e-abcde"
+
+
+def test_stage_job_names_without_a_uid_are_as_before() -> None:
+    """``modelship render`` (no cluster, no uid): the names carry no token."""
+    md = with_uid(md_from(valid_doc()), None)
+    rev = revision(md.spec)
+    assert meta.uid_token(md) == ""
+    assert meta.optimize_job_name(md, rev) == f"digits-opt-{rev}"
+    assert meta.optimize_job_name(md, rev, attempt=2) == f"digits-opt-{rev}-2"
+    assert meta.build_job_name(md, rev, shared=True) == f"ml-digits-build-{rev}"
+    assert meta.export_job_name(md, rev, "p-build-abcde") == f"digits-export-{rev}-abcde"
+
+
+def test_a_uid_that_is_not_a_uuid_gets_a_digest_token() -> None:
+    tokens = {meta.uid_token(with_uid(md_from(valid_doc()), uid)) for uid in ("u-1", "u-2", "U_1", "x" * 40)}
+    assert len(tokens) == 4
+    assert all(len(t) == meta.UID_TOKEN and t.isalnum() and t == t.lower() for t in tokens)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_long_names_stay_dns_labels_and_unique_per_uid(shared: bool) -> None:
+    """The longest ModelDeployment name (in a 63-character namespace): every stage name is cut to a DNS label,
+    still one per uid and attempt, and still begins with the ModelDeployment's name."""
+    doc = valid_doc("m" * MAX_NAME_LENGTH)
+    md = md_from(doc, namespace="n" * 63)
+    other = with_uid(md, OTHER_UID)
+    rev = revision(md.spec)
+    builds = {meta.build_job_name(m, rev, attempt, shared=shared) for m in (md, other) for attempt in (1, 2)}
+    others = {
+        *(meta.optimize_job_name(m, rev, attempt) for m in (md, other) for attempt in (1, 2)),
+        *(meta.export_job_name(m, rev, "p-build-abcde") for m in (md, other)),
+    }
+    assert len(builds | others) == 10
+    for name in builds | others:
+        assert len(name) <= meta.MAX_NAME and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
+    assert all(name.startswith("n" * 40 if shared else "m" * MAX_NAME_LENGTH) for name in builds)
+    assert all(name.startswith("m" * MAX_NAME_LENGTH) for name in others)
+
+
 def test_optimize_job() -> None:
     md = md_from(valid_doc())
     rev = revision(md.spec)
     job = optimize_job(md, rev, CONFIG)
-    assert job["metadata"]["name"] == f"digits-opt-{rev}"
+    assert job["metadata"]["name"] == f"digits-opt-{rev}-6f1f2c7e"
     assert_owned(job, md)
     assert job["metadata"]["labels"]["modelship.io/revision"] == rev
     spec = job["spec"]

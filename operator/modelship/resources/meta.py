@@ -51,20 +51,47 @@ def safe_name(*parts: str, limit: int = MAX_NAME) -> str:
     return f"{name[: limit - 9].rstrip('-')}-{suffix}"
 
 
+UID_TOKEN = 8
+"""Characters of the ModelDeployment's uid in its stage Jobs' names (``uid_token``)."""
+
+
+def uid_token(md: ModelDeployment) -> str:
+    """A short token of the ModelDeployment's uid for its stage Jobs' names: the uid's first ``UID_TOKEN`` hex
+    digits (what ``kubectl get md NAME -o jsonpath='{.metadata.uid}'`` begins with), or a digest of a uid that is not
+    a UUID; "" without a uid (``modelship render``, no cluster).
+
+    Two incarnations of a ModelDeployment (deleted and applied again under the same name) never share a Job name:
+    a Job deleted and created again under its name can inherit the Job controller's expectations for the old one
+    and never get a pod (kubernetes/kubernetes#131917), and a Job an orphaning delete left behind would otherwise
+    stall the new one on a NameConflict."""
+    uid = md.metadata.uid or ""
+    digits = uid.replace("-", "").lower()
+    if len(digits) >= UID_TOKEN and all(c in "0123456789abcdef" for c in digits):
+        return digits[:UID_TOKEN]
+    return hashlib.sha256(uid.encode()).hexdigest()[:UID_TOKEN] if uid else ""
+
+
+def _attempt(attempt: int) -> str:
+    return f"{attempt}" if attempt > 1 else ""
+
+
 def optimize_job_name(md: ModelDeployment, revision: str, attempt: int = 1) -> str:
-    return safe_name(md.metadata.name, "opt", revision, f"{attempt}" if attempt > 1 else "")
+    """``<name>-opt-<revision>-<uid token>[-<attempt>]``: the same for one ModelDeployment's attempt (found again
+    after a restart), another for a namesake with another uid."""
+    return safe_name(md.metadata.name, "opt", revision, uid_token(md), _attempt(attempt))
 
 
 def build_job_name(md: ModelDeployment, revision: str, attempt: int = 1, shared: bool = False) -> str:
-    """``shared``: in a build namespace every tenant's builds share, where the ModelDeployment's namespace is part of
-    the name."""
+    """``[<namespace>-]<name>-build-<revision>-<uid token>[-<attempt>]``. ``shared``: in a build namespace every
+    tenant's builds share, where the ModelDeployment's namespace is part of the name."""
     namespace = (md.metadata.namespace or "") if shared else ""
-    return safe_name(namespace, md.metadata.name, "build", revision, f"{attempt}" if attempt > 1 else "")
+    return safe_name(namespace, md.metadata.name, "build", revision, uid_token(md), _attempt(attempt))
 
 
 def export_job_name(md: ModelDeployment, revision: str, build_pod: str) -> str:
-    """The export Job that uploads the artifact to one build pod (a retried build pod gets its own)."""
-    return safe_name(md.metadata.name, "export", revision, build_pod.rsplit("-", 1)[-1])
+    """The export Job that uploads the artifact to one build pod (a retried build pod gets its own):
+    ``<name>-export-<revision>-<uid token>-<build pod's suffix>``."""
+    return safe_name(md.metadata.name, "export", revision, uid_token(md), build_pod.rsplit("-", 1)[-1])
 
 
 def artifact_claim_name(md: ModelDeployment) -> str:

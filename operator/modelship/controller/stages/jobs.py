@@ -1,6 +1,7 @@
 """Running a stage as a Kubernetes Job: the one piece the optimization and build stages share.
 
-One Job per attempt (``<name>-<revision>[-<attempt>]``), never updated. What happens next is read from the
+One Job per attempt (``<name>-<stage>-<revision>-<uid token>[-<attempt>]``, ``resources/meta.py``: a namesake
+ModelDeployment never gets its predecessor's names), never updated. What happens next is read from the
 Jobs of the current revision and the attempts status recorded:
 
 - no Job yet: create attempt 1 (or the next attempt, when the failed ones are gone by their TTL);
