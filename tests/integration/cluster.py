@@ -130,6 +130,12 @@ def job_pods(api_client: client.ApiClient, namespace: str, job_name: str) -> lis
     return list(core.list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}").items)
 
 
+def uid_token(obj: Mapping[str, Any]) -> str:
+    """The part of a ModelDeployment's uid in its stage Jobs' names (``<name>-opt-<revision>-<token>``): its first 8
+    hex digits."""
+    return str(obj["metadata"]["uid"])[:8]
+
+
 def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 

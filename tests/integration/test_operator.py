@@ -15,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from modelship.api import Summary
 from modelship.api.report import FailureKind
-from tests.integration.cluster import ClusterInfo, apply_manifest, condition, wait_for
+from tests.integration.cluster import ClusterInfo, apply_manifest, condition, uid_token, wait_for
 from tests.integration.operator_harness import OperatorProcess, hostpath_volume, running_operator
 
 GROUP, VERSION, PLURAL = "modelship.io", "v1alpha1", "modeldeployments"
@@ -137,7 +137,7 @@ def test_pipeline_to_ready_with_status_at_each_stage(k: Cluster, operator: Opera
     assert condition(s, "Ready")["status"] == "False"
     (opt_job,) = k.jobs("optimizer")
     rev = s["status"]["revision"]
-    assert opt_job.metadata.name == f"digits-opt-{rev}"
+    assert opt_job.metadata.name == f"digits-opt-{rev}-{uid_token(s)}"
     assert opt_job.metadata.owner_references[0].kind == "ModelDeployment"
     # ... then Ready, with every stage recorded
     s = k.wait_condition("Ready", "True", timeout=120)
@@ -154,7 +154,7 @@ def test_pipeline_to_ready_with_status_at_each_stage(k: Cluster, operator: Opera
     assert st["url"] == f"http://digits.{k.ns}.svc.cluster.local:8080/v2/models/digits/infer"
     # the children
     (build_job,) = k.jobs("build")
-    assert build_job.metadata.name == f"digits-build-{rev}"
+    assert build_job.metadata.name == f"digits-build-{rev}-{uid_token(s)}"
     dep = k.apps.read_namespaced_deployment("digits", k.ns)
     assert dep.spec.template.spec.containers[0].image == IMAGE
     assert dep.spec.template.metadata.labels["modelship.io/revision"] == rev
@@ -232,7 +232,8 @@ def test_same_spec_no_new_job_replicas_only_no_rebuild_new_optimization_new_revi
     opt = done["status"]["optimization"]
     assert (opt["revision"], opt["artifactDigest"], opt["candidate"]) == (new_rev, new_artifact, "prune+dynamic")
     jobs = {j.metadata.name: j for j in k.jobs()}
-    opt_job, build_job = jobs[f"digits-opt-{new_rev}"], jobs[f"digits-build-{new_rev}"]
+    token = uid_token(done)
+    opt_job, build_job = jobs[f"digits-opt-{new_rev}-{token}"], jobs[f"digits-build-{new_rev}-{token}"]
     assert opt["completedAt"] == opt_job.status.completion_time.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert build_job.metadata.creation_timestamp >= opt_job.status.completion_time  # built only after optimizing
 
@@ -250,7 +251,7 @@ def test_job_failure_retries_then_stalls_with_the_reason(k: Cluster) -> None:
     assert s["status"]["lastFailure"]["stage"] == "Optimize"
     names = sorted(j.metadata.name for j in k.jobs("optimizer"))
     rev = s["status"]["revision"]
-    assert names == [f"digits-opt-{rev}", f"digits-opt-{rev}-2"]
+    assert names == [f"digits-opt-{rev}-{uid_token(s)}", f"digits-opt-{rev}-{uid_token(s)}-2"]
     assert condition(s, "Ready")["status"] == "False" and condition(s, "Reconciling")["status"] == "False"
 
 

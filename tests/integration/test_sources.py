@@ -22,7 +22,7 @@ from modelship.api import Summary
 from modelship.api.report import EXIT_CODES, FailureKind
 from modelship.sources import oci, s3
 from modelship.sources.access import Access
-from tests.integration.cluster import condition
+from tests.integration.cluster import condition, uid_token
 from tests.integration.test_operator import Cluster, k, md_doc, operator  # noqa: F401 (fixtures)
 from tests.support import servers
 
@@ -285,7 +285,8 @@ def test_source_failures_stall_at_once_or_after_the_retries(
     failed = [next(c for c in j.status.conditions if c.type == "Failed") for j in jobs]
     if case.temporary:
         assert stalled["reason"] == "JobFailed" and "2 attempt" in stalled["message"]
-        assert [j.metadata.name for j in jobs] == [f"digits-opt-{rev}", f"digits-opt-{rev}-2"]
+        first = f"digits-opt-{rev}-{uid_token(s)}"
+        assert [j.metadata.name for j in jobs] == [first, f"{first}-2"]
         assert [c.reason for c in failed] == ["BackoffLimitExceeded"] * 2  # exit 75: no FailJob rule matched
         assert s["status"]["optimization"]["attempts"] == 2
         return

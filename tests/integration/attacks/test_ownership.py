@@ -4,17 +4,21 @@ reason NameConflict, naming the object, with an Event; deleting the ModelDeploym
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from tests.integration.attacks.snapshot import Key, assert_only_children_changed, snapshot
-from tests.integration.attacks.specs import md_doc
+from tests.integration.attacks.snapshot import Key, assert_only_children_changed, children_only, snapshot
+from tests.integration.attacks.specs import GROUP, PLURAL, VERSION, md_doc
 from tests.integration.attacks.tenant import Tenant, md_uid
-from tests.integration.cluster import apply_manifest, wait_for
+from tests.integration.cluster import apply_manifest, uid_token, wait_for
 
 APP = {"app": "users-own"}
+MD_LABEL = "modelship.io/modeldeployment"
+COMPONENT = "app.kubernetes.io/component"
 
 
 def foreign(kind: str, name: str) -> dict[str, Any]:
@@ -131,7 +135,7 @@ def test_a_namesake_recreated_after_delete_does_not_adopt_the_old_children(
     apps = client.AppsV1Api(api_client)
     wait_for(lambda: not apps.read_namespaced_deployment("reborn", tenant.namespace).metadata.owner_references,
              timeout=60, description="the garbage collector orphans the Deployment")  # fmt: skip
-    wait_for(lambda: not _exists(tenant, "reborn"), timeout=60, description="reborn deleted")
+    wait_for(lambda: not _exists(lambda: tenant.md("reborn")), timeout=60, description="reborn deleted")
     before = snapshot(api_client, tenant.namespace)
     tenant.apply(md_doc("reborn"))
     md = tenant.wait_stalled("reborn", "NameConflict", timeout=90)
@@ -139,9 +143,63 @@ def test_a_namesake_recreated_after_delete_does_not_adopt_the_old_children(
     assert_only_children_changed(before, snapshot(api_client, tenant.namespace), md["metadata"]["uid"])
 
 
-def _exists(tenant: Tenant, name: str) -> bool:
+def test_a_namesake_gets_its_own_jobs_beside_its_predecessors(tenant: Tenant, api_client: client.ApiClient) -> None:
+    """A ModelDeployment deleted with --cascade=orphan while its optimization Job exists, then applied again under its
+    name with the same revision: the stage Jobs' names carry the ModelDeployment's uid, so the new one creates its
+    own Job (not a NameConflict on its predecessor's, nor a Job recreated under a name the Job controller may still
+    hold expectations for: kubernetes/kubernetes#131917) and goes on to Ready, never touching the old Job."""
+    name = "again"
+    doc = md_doc(name)
+    stuck = copy.deepcopy(doc)  # its Job's pod is never scheduled: the Job runs on, its pod holds no claim
+    stuck["spec"]["optimization"]["job"]["nodeSelector"] = {"modelship.io/test": "no-such-node"}
+    tenant.create_md(stuck)
+    batch, custom = client.BatchV1Api(api_client), client.CustomObjectsApi(tenant.api)
+    selector = f"{MD_LABEL}={name},{COMPONENT}=optimizer"
+    (old,) = wait_for(lambda: batch.list_namespaced_job(tenant.namespace, label_selector=selector).items,
+                      timeout=60, description="the first optimization Job")  # fmt: skip
+    first, rev = tenant.md(name), old.metadata.labels["modelship.io/revision"]
+    assert old.metadata.name == f"{name}-opt-{rev}-{uid_token(first)}"
+    custom.delete_namespaced_custom_object(GROUP, VERSION, tenant.namespace, PLURAL, name, propagation_policy="Orphan")
+    wait_for(lambda: not _exists(lambda: tenant.md(name)), timeout=60, description=f"{name} deleted")
+
+    def orphaned() -> Any:
+        job = batch.read_namespaced_job(old.metadata.name, tenant.namespace)
+        return job if not job.metadata.owner_references else None
+
+    old = wait_for(orphaned, timeout=60, description="the garbage collector orphans the Job")
+    # the orphaned claim would be a NameConflict of its own (test above): the tenant deletes it, not the Job
+    core, claim = client.CoreV1Api(tenant.api), f"{name}-artifacts"
+    core.delete_namespaced_persistent_volume_claim(claim, tenant.namespace)
+    wait_for(lambda: not _exists(lambda: core.read_namespaced_persistent_volume_claim(claim, tenant.namespace)),
+             timeout=60, description="the orphaned claim deleted")  # fmt: skip
+    before = snapshot(api_client, tenant.namespace)
+    tenant.create_md(doc)
+
+    def settled() -> dict[str, Any] | None:  # Ready, or Stalled (a name clash): fail at once, not at a deadline
+        md = tenant.md(name)
+        done = [c for c in md.get("status", {}).get("conditions", []) if c["type"] in ("Ready", "Stalled")]
+        return md if any(c["status"] == "True" for c in done) else None
+
+    md = wait_for(settled, timeout=120, description=f"{name} Ready or Stalled")
+    assert next(c for c in md["status"]["conditions"] if c["type"] == "Ready")["status"] == "True", md["status"]
+    assert md["metadata"]["uid"] != first["metadata"]["uid"] and md["status"]["revision"] == rev
+    (new,) = [j for j in batch.list_namespaced_job(tenant.namespace, label_selector=selector).items
+              if j.metadata.uid != old.metadata.uid]  # fmt: skip
+    assert new.metadata.name == f"{name}-opt-{rev}-{uid_token(md)}" != old.metadata.name
+    assert [(r.uid, r.controller) for r in new.metadata.owner_references] == [(md["metadata"]["uid"], True)]
+    assert md["status"]["optimization"]["job"] == new.metadata.name
+    untouched = batch.read_namespaced_job(old.metadata.name, tenant.namespace)
+    assert untouched.metadata.uid == old.metadata.uid
+    assert untouched.metadata.resource_version == old.metadata.resource_version
+    # beside its own children, only the Endpoints the endpoints controller keeps for its Service (no owner)
+    changed = children_only(before, snapshot(api_client, tenant.namespace), [md["metadata"]["uid"]])
+    assert changed <= {Key("v1", "Endpoints", name)}, changed
+
+
+def _exists(read: Callable[[], Any]) -> bool:
+    """Whether ``read()`` finds its object (a 404 says it is gone)."""
     try:
-        tenant.md(name)
+        read()
     except client.exceptions.ApiException as exc:
         if exc.status == 404:
             return False

@@ -14,7 +14,7 @@ from modelship.api import Summary
 from tests.integration.attacks.snapshot import assert_only_children_changed, snapshot
 from tests.integration.attacks.specs import IMAGE, TERMINATION_MESSAGE, md_doc, opt_summary, revision_of
 from tests.integration.attacks.tenant import Tenant, can_i
-from tests.integration.cluster import OPERATOR_NAMESPACE, condition, temporary_namespace
+from tests.integration.cluster import OPERATOR_NAMESPACE, condition, temporary_namespace, uid_token
 
 
 def jobs(api: client.ApiClient, namespace: str, name: str) -> list[str]:
@@ -42,7 +42,7 @@ def test_a_patched_cache_in_the_tenants_namespace_is_never_read(tenant: Tenant, 
     md = tenant.wait_stalled("never", "OptimizationFailed", timeout=90)
     assert "model file not found" in condition(md, "Stalled")["message"]
     assert md["status"]["optimization"].get("cached") is not True
-    assert jobs(api_client, tenant.namespace, "never") == [f"never-opt-{rev}"]  # the Job ran: nothing skipped
+    assert jobs(api_client, tenant.namespace, "never") == [f"never-opt-{rev}-{uid_token(md)}"]  # nothing skipped
     assert_only_children_changed(before, snapshot(api_client, tenant.namespace), md["metadata"]["uid"])
     assert not client.AppsV1Api(api_client).list_namespaced_deployment(tenant.namespace).items
 
@@ -90,7 +90,9 @@ def test_the_cache_skips_work_done_in_the_namespace_and_only_there(
     other_tenant.create_md(second_doc)
     other = other_tenant.wait_ready("second")
     assert other["status"]["optimization"].get("cached") is not True
-    assert jobs(api_client, other_tenant.namespace, "second") == [f"second-build-{rev}", f"second-opt-{rev}"]
+    token = uid_token(other)
+    assert jobs(api_client, other_tenant.namespace, "second") == [f"second-build-{rev}-{token}",
+                                                                  f"second-opt-{rev}-{token}"]  # fmt: skip
 
 
 def test_honest_pods_message_annotation_is_in_the_spec() -> None:

@@ -19,7 +19,7 @@ from tests.integration.attacks.specs import (
     revision_of,
 )
 from tests.integration.attacks.tenant import Tenant
-from tests.integration.cluster import condition, wait_for, wait_job_finished
+from tests.integration.cluster import condition, uid_token, wait_for, wait_job_finished
 
 FORGED = opt_summary(compression_ratio=99.0, candidate="prune+dynamic", message="forged: 99x smaller")
 """What the attacker wants status to say (and the gate to let through)."""
@@ -39,11 +39,13 @@ def nothing_shipped(tenant: Tenant, api_client: client.ApiClient, name: str) -> 
 
 
 def test_a_job_precreated_under_the_expected_name_is_not_adopted(tenant: Tenant, api_client: client.ApiClient) -> None:
-    """The tenant computes the revision and creates `<name>-opt-<revision>` first, with the operator's labels and a
-    pod that reports a forged summary: a 409 on create is not "created"; the Job is a NameConflict."""
+    """The tenant creates its ModelDeployment suspended (no Job yet), reads its uid, computes the revision and
+    creates `<name>-opt-<revision>-<uid token>` first, with the operator's labels and a pod that reports a forged
+    summary, then resumes the ModelDeployment: a 409 on create is not "created"; the Job is a NameConflict."""
     doc = md_doc("forger")
     rev = revision_of(doc, tenant.namespace)
-    job_name = f"forger-opt-{rev}"
+    tenant.create_md({**doc, "spec": {**doc["spec"], "suspend": True}})
+    job_name = f"forger-opt-{rev}-{uid_token(tenant.md('forger'))}"
     labels = stage_labels("forger", "optimizer", rev)
     client.BatchV1Api(tenant.api).create_namespaced_job(tenant.namespace, {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job_name, "labels": labels},
@@ -53,7 +55,7 @@ def test_a_job_precreated_under_the_expected_name_is_not_adopted(tenant: Tenant,
     })  # fmt: skip
     wait_job_finished(api_client, tenant.namespace, job_name)
     before = snapshot(api_client, tenant.namespace)
-    tenant.create_md(doc)
+    tenant.apply(doc)  # resumed
     md = tenant.wait_stalled("forger", "NameConflict")
     assert f"Job/{job_name}" in condition(md, "Stalled")["message"]
     assert md["status"]["lastFailure"]["stage"] == "Optimize"
@@ -73,7 +75,8 @@ def test_a_forged_pod_in_the_jobs_name_is_never_read(tenant: Tenant, api_client:
     tenant.create_md(doc)
     batch = client.BatchV1Api(api_client)
     rev = revision_of(doc, tenant.namespace)
-    job = wait_for(lambda: batch.read_namespaced_job(f"forged-pod-opt-{rev}", tenant.namespace), timeout=60,
+    job_name = f"forged-pod-opt-{rev}-{uid_token(tenant.md('forged-pod'))}"
+    job = wait_for(lambda: batch.read_namespaced_job(job_name, tenant.namespace), timeout=60,
                    description="the optimization Job")  # fmt: skip
     container = job.spec.template.spec.containers[0].name
     labels = {**stage_labels("forged-pod", "optimizer", rev), "batch.kubernetes.io/job-name": job.metadata.name,
