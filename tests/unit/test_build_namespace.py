@@ -124,6 +124,8 @@ def test_the_export_job_is_restricted_and_holds_no_credentials() -> None:
     assert all("secret" not in v for v in spec["volumes"]) and "envFrom" not in c
     ipv6 = export_job(m, "r1", CONFIG, build_pod="p-abcde", address="fd00::7", token="t", port=8080, attempt=1)
     assert "http://[fd00::7]:8080/artifact" in pod_spec(ipv6)["containers"][0]["args"]
+    # found again by the build pod it uploads to, whatever its name
+    assert job_observation(job, []).build_pod == "team-a-digits-build-r1-x7k2p"
 
 
 def _job(namespace: str, labels: dict[str, str], name: str = "j") -> dict[str, Any]:

@@ -332,13 +332,14 @@ def test_a_build_pod_waiting_for_its_artifact_gets_one_export_job() -> None:
     assert out.effects.progress is not None and out.effects.progress.reason == Reason.BUILD_JOB_RUNNING
     # once it exists, no second one; a retried build pod gets its own
     sent = JobObservation(name=export["metadata"]["name"], stage="export", revision=c.revision, attempt=1,
-                          state=JobState.SUCCEEDED)  # fmt: skip
-    assert (
-        build(
-            ctx(observed=Observed(jobs=[running, sent])), PASSED, Known(), result(artifact_digest=ARTIFACT)
-        ).effects.create
-        == ()
-    )
+                          state=JobState.SUCCEEDED, build_pod="p-build-abcde")  # fmt: skip
+    for existing in (sent, replace(sent, name=f"digits-export-{c.revision}-abcde")):  # named by an earlier operator
+        assert (
+            build(
+                ctx(observed=Observed(jobs=[running, existing])), PASSED, Known(), result(artifact_digest=ARTIFACT)
+            ).effects.create
+            == ()
+        )
     retried = replace(running, receivers=(("p-build-fghij", "10.0.0.8"),))
     (again,) = build(
         ctx(observed=Observed(jobs=[retried, sent])), PASSED, Known(), result(artifact_digest=ARTIFACT)

@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import own_entry
 from ..resources.artifact import PULL_CONTAINER
+from ..resources.export_job import BUILD_POD_ANNOTATION
 from ..resources.meta import (
     COMPONENT_LABEL,
     NAME_LABEL,
@@ -53,6 +54,8 @@ class JobObservation:
     """The Job's uid (a build Job's is its pods' upload token)."""
     receivers: tuple[tuple[str, str], ...] = ()
     """(pod name, pod IP) of the Job's live pods whose first step waits for the artifact upload (build Jobs)."""
+    build_pod: str = ""
+    """The build pod an export Job uploads to (its annotation; the Job is the ModelDeployment's own)."""
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,7 @@ def job_observation(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObser
         foreign_pods=foreign,
         uid=meta.get("uid") or "",
         receivers=receivers(pods) if state == JobState.ACTIVE else (),
+        build_pod=(meta.get("annotations") or {}).get(BUILD_POD_ANNOTATION, ""),
     )
 
 

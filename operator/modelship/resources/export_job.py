@@ -21,6 +21,8 @@ from .volumes import artifact_volume, tmp_volume
 EXPORT_CONTAINER = "export"
 EXPORT_DEADLINE_SECONDS = 600
 EXPORT_RESOURCES: dict[str, Any] = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+BUILD_POD_ANNOTATION = "modelship.io/build-pod"
+"""On an export Job: the build pod it uploads to (an export Job is found again by it, whatever its name)."""
 EXIT_REFUSED = 1
 """The build pod refused the artifact (or the claim holds no usable output): a retry cannot help."""
 
@@ -75,7 +77,7 @@ def export_job(
         settings=settings,
         config=config,
         pod_spec=pod_spec,
-        annotations={"modelship.io/build-pod": build_pod},
+        annotations={BUILD_POD_ANNOTATION: build_pod},
         failure_rules=[fail_job_on_exit_codes(EXPORT_CONTAINER, [EXIT_REFUSED])],
     )
 

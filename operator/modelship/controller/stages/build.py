@@ -75,13 +75,13 @@ def exports(ctx: Context) -> tuple[Manifest, ...]:
     if not jobs or not jobs[-1].uid:
         return ()
     job = jobs[-1]
-    have = {j.name for j in ctx.observed.jobs_for(EXPORT_COMPONENT, ctx.revision)}
-    md, rev, cfg = ctx.md, ctx.revision, ctx.config
-    wanted = (
+    have = {j.build_pod for j in ctx.observed.jobs_for(EXPORT_COMPONENT, ctx.revision)}  # by pod, not by name:
+    md, rev, cfg = ctx.md, ctx.revision, ctx.config  # one an earlier operator named otherwise counts too
+    return tuple(
         export_job(md, rev, cfg, build_pod=pod, address=ip, token=job.uid, port=UPLOAD_PORT, attempt=job.attempt)
         for pod, ip in job.receivers
+        if pod not in have
     )
-    return tuple(m for m in wanted if m["metadata"]["name"] not in have)
 
 
 @dataclass(frozen=True)
