@@ -127,13 +127,17 @@ class Watcher(threading.Thread):
         self.stop = threading.Event()
         self.seen: list[tuple[float, str, int, str | None, int]] = []
         self.latency: list[tuple[str, Any, int, Any, str]] = []
+        self.look_errors: list[str] = []
 
     def run(self) -> None:
         # one look begins after stop is set: the state the test waited for (read before it set stop) is always
         # seen, even when the last periodic look began before it was written
         while True:
             stopping = self.stop.is_set()
-            self._look()
+            try:
+                self._look()
+            except Exception as exc:  # said by the test (look_errors), not lost with the thread
+                self.look_errors.append(f"{type(exc).__name__}: {exc}")
             if stopping:
                 return
             self.stop.wait(0.5)
@@ -222,6 +226,7 @@ def test_a_good_revision_is_shadowed_canaried_and_promoted_by_itself(canary: Mod
     print(f"good revision: apply -> promoted {elapsed:.1f} s; {len(answers)} answers, {len(errors)} failed")
     assert errors == [], errors[:10]
     phases = [p for _, p, *_ in watcher.seen]
+    assert {"Shadow", "Canary", "Promoted"} <= set(phases), (phases, watcher.look_errors)
     assert phases.index("Shadow") < phases.index("Canary") < phases.index("Promoted")
     # shadow: the candidate answers no client; the canary step: its share of answers is about its weight
     shadow = [t for t, p, _, started, _ in watcher.seen if p == "Shadow" and started]

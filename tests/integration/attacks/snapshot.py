@@ -40,6 +40,10 @@ kube-controller-manager (volume binder, deployment, replicaset, endpoints, endpo
 kube-scheduler, kwok-controller (the fake nodes' pod status). Anything else is not: the operator's own
 (``modelship.FIELD_MANAGER``, ``HANDOVER_FIELD_MANAGER``), kopf's, a test's (modelship-tests, tenant)."""
 
+FOR_SOMEONE_ELSE = frozenset({"scale"})
+"""Subresources a control-plane controller writes on behalf of another object's maker, never its own write: the
+HPA controller's ``/scale`` of its target."""
+
 
 @dataclass(frozen=True, order=True)
 class Writer:
@@ -181,7 +185,13 @@ def by_control_plane(old: State | None, new: State | None) -> bool:
     if new is None or new.deleting or (old is not None and (old.uid != new.uid or old.deleting)):
         return False
     who = suspects(old, new)
-    return bool(who) and not stripped(old, new) and all(w.manager in CONTROL_PLANE_MANAGERS for w in who)
+    return bool(who) and not stripped(old, new) and all(_control_planes_own(w) for w in who)
+
+
+def _control_planes_own(writer: Writer) -> bool:
+    """A control-plane manager's write, and not one it makes for someone else: the HPA controller writes a scale
+    target's ``/scale`` for whoever made the HPA (an operator's HPA aimed at a user's Deployment would scale it)."""
+    return writer.manager in CONTROL_PLANE_MANAGERS and writer.subresource not in FOR_SOMEONE_ELSE
 
 
 def snapshot(api: client.ApiClient, namespace: str) -> Snapshot:

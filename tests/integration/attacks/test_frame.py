@@ -6,9 +6,9 @@ from __future__ import annotations
 from kubernetes import client
 
 from modelship import FIELD_MANAGER, GROUP, HANDOVER_FIELD_MANAGER, PLURAL
-from tests.integration.attacks.snapshot import Changes, Key, children_only, snapshot
+from tests.integration.attacks.snapshot import Changes, Key, Snapshot, children_only, snapshot
 from tests.integration.attacks.tenant import Tenant, can_i
-from tests.integration.cluster import OPERATOR_NAMESPACE
+from tests.integration.cluster import OPERATOR_NAMESPACE, wait_for
 
 
 def test_the_tenant_is_a_namespace_editor_and_no_more(tenant: Tenant) -> None:
@@ -82,3 +82,34 @@ def test_the_snapshot_tells_the_control_planes_writes_from_anyone_elses(
     assert f"~ ConfigMap/handover (v1): by {HANDOVER_FIELD_MANAGER} (Update)\n" in verdict, verdict
     assert "~ ConfigMap/held (v1): " in verdict and "; marked for deletion\n" in verdict, verdict
     assert "~ ConfigMap/stripped (v1): " in verdict and verdict.endswith("; managedFields stripped"), verdict
+
+
+def test_a_scale_write_is_never_taken_for_the_control_planes_own(tenant: Tenant, api_client: client.ApiClient) -> None:
+    """The HPA controller writes its target's /scale under kube-controller-manager's name for whoever made the HPA:
+    an operator's HPA aimed at a user's Deployment would scale it. Such a write fails the check, the writer named,
+    while the deployment controller's own writes of the same Deployment (its status, its ReplicaSet) pass."""
+    apps = client.AppsV1Api(tenant.api)
+    labels = {"app": "scaled"}
+    container = client.V1Container(name="c", image="example.invalid/none:1")
+    template = client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels),
+                                        spec=client.V1PodSpec(containers=[container]))  # fmt: skip
+    spec = client.V1DeploymentSpec(replicas=0, selector=client.V1LabelSelector(match_labels=labels), template=template)
+    apps.create_namespaced_deployment(tenant.namespace, client.V1Deployment(metadata=client.V1ObjectMeta(name="scaled"),
+                                                                            spec=spec))  # fmt: skip
+    wait_for(lambda: (apps.read_namespaced_deployment_status("scaled", tenant.namespace).status.observed_generation
+                      or 0) >= 1, timeout=60, description="the deployment controller saw the Deployment")  # fmt: skip
+    before = snapshot(api_client, tenant.namespace)
+    apps.patch_namespaced_deployment_scale("scaled", tenant.namespace, {"spec": {"replicas": 1}},
+                                           field_manager="kube-controller-manager")  # fmt: skip
+    key = Key("apps/v1", "Deployment", "scaled")
+
+    def scaled() -> Snapshot | None:
+        now = snapshot(api_client, tenant.namespace)
+        return now if key in Changes.between(before, now).modified else None
+
+    after = wait_for(scaled, timeout=60, description="the scaled Deployment changed")
+    bad = children_only(before, after, [])
+    verdict = Changes.between(before, after).describe(bad)
+    assert key in bad, verdict
+    assert "~ Deployment/scaled (apps/v1): by " in verdict, verdict
+    assert "kube-controller-manager (Update /scale)" in verdict, verdict
