@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -29,12 +30,13 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from modelship_dev import dns, poll
+from modelship_dev import diagnosis, dns, poll
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = REPO / "hack" / "node"
@@ -208,8 +210,8 @@ def manifest(name: str = NAME) -> dict[str, Any]:
 class Operator:
     """The operator as a local process (--local-operator)."""
 
-    def __init__(self) -> None:
-        self.log = DEMO / "operator.log"
+    def __init__(self, log_name: str = "operator.log") -> None:
+        self.log = DEMO / log_name
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -239,11 +241,17 @@ class Operator:
             urllib.request.urlopen(self.health, timeout=2).close()
             return True
 
+        running(self)
         poll.until(healthy, pending=f"operator not healthy at {self.health} (see {self.log})", timeout=60,
                    retry=(OSError,))  # fmt: skip
         say(f"operator: python -m modelship operator (pid {self.proc.pid}, log {self.log})")
 
+    def log_tail(self, lines: int) -> str:
+        """The last ``lines`` lines of its log file."""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
     def stop(self) -> None:
+        running(None)
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -273,8 +281,10 @@ class ChartOperator:
 
     RELEASE, NAMESPACE = "modelship", OPERATOR_NAMESPACE
 
-    def __init__(self) -> None:
-        self.log = DEMO / "operator.log"
+    def __init__(self, log_name: str = "operator.log") -> None:
+        """``log_name``: the file in DEMO its Pod's log is saved to when it stops (an e2e module names its own, so
+        that the next module's operator does not overwrite it)."""
+        self.log = DEMO / log_name
         self.helm = sh("bash", str(REPO / "hack" / "tools" / "install-helm")).strip().splitlines()[-1]
         self.installed = False
 
@@ -297,15 +307,22 @@ class ChartOperator:
         vfile = DEMO / "chart-values.json"
         vfile.write_text(json.dumps(values))
         restrict_tenant_namespace()
+        running(self)
         self._helm("upgrade", "--install", self.RELEASE, str(REPO / "charts" / "modelship"), "--create-namespace",
                    "-f", str(vfile), "--wait", "--timeout", "180s")  # fmt: skip
         self.installed = True
         say(f"operator: helm install charts/modelship -> {self.NAMESPACE}/{self.RELEASE} (in-cluster config)")
 
+    def log_tail(self, lines: int) -> str:
+        """The last ``lines`` lines of its Pod's log (kubectl's error if there is no Pod to read)."""
+        return kc("logs", "-n", self.NAMESPACE, f"deploy/{self.RELEASE}", f"--tail={lines}", *TIMEOUT)
+
     def stop(self) -> None:
+        running(None)
         logs = kc("logs", "-n", self.NAMESPACE, f"deploy/{self.RELEASE}", "--tail=-1", check=False)
         if logs:
             self.log.write_text(logs)
+            say(f"operator: its log saved to {self.log}")
         self._helm("uninstall", self.RELEASE, "--wait", "--timeout", "60s", check=False)
 
     def keep(self) -> str:
@@ -314,6 +331,88 @@ class ChartOperator:
             return "operator: not installed"
         where = f"{self.NAMESPACE}/{self.RELEASE}"
         return f"operator: helm release {where} left installed (kubectl logs -n {self.NAMESPACE} deploy/{self.RELEASE})"
+
+
+_running: list[Operator | ChartOperator] = []
+"""The operator this process started and has not stopped yet (at most one): a diagnosis quotes its log."""
+
+
+def running(op: Operator | ChartOperator | None) -> None:
+    """Note ``op`` as the operator now running (None: it stopped)."""
+    _running[:] = [op] if op is not None else []
+
+
+def running_operator() -> Operator | ChartOperator | None:
+    return _running[0] if _running else None
+
+
+TIMEOUT = ("--request-timeout=10s",)
+"""A diagnosis' kubectl calls: an API server that does not answer is reported, not waited on."""
+LOG_LINES = 80
+
+
+def _items(kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    where = ("-n", namespace) if namespace else ()
+    return json.loads(kc("get", kind, *where, "-o", "json", *TIMEOUT))["items"]  # type: ignore[no-any-return]
+
+
+def diagnose(names: Sequence[str], namespace: str = NS, why: str = "") -> str:
+    """Why a wait on ``names`` (ModelDeployments in ``namespace``) did not end, as diagnosis.render says it: their
+    conditions, the Jobs, pods and events of ``namespace`` and of the operator's namespace (the build Jobs run
+    there), the nodes and the tail of the running operator's log. Never raises: what kubectl could not read is
+    said in its place."""
+    try:
+        return _diagnose(names, namespace, why)
+    except Exception as exc:  # the diagnosis must not hide the error it explains
+        return f"--- diagnosis failed: {type(exc).__name__}: {diagnosis.clip(exc)} ---"
+
+
+def _diagnose(names: Sequence[str], namespace: str, why: str) -> str:
+    now = diagnosis.now_utc()
+    sections: list[diagnosis.Section] = []
+
+    def part(title: str, lines: Callable[[], list[str]]) -> None:
+        try:
+            got = lines()
+        except Exception as exc:  # a failing kubectl is reported as such
+            got = [f"(could not read: {type(exc).__name__}: {diagnosis.clip(exc)})"]
+        sections.append(diagnosis.Section(title, got))
+
+    def deployment(name: str) -> list[str]:
+        md = json.loads(kc("get", "modeldeployment", name, "-n", namespace, "-o", "json", *TIMEOUT))
+        return diagnosis.deployment_lines(name, md)
+
+    def in_namespace(ns: str, kind: str) -> list[str]:
+        items = _items(kind, ns)
+        if kind == "jobs":
+            return diagnosis.job_lines(items, now)
+        return diagnosis.pod_lines(items, now) if kind == "pods" else diagnosis.event_lines(items, now)
+
+    for name in names:
+        part(f"ModelDeployment {namespace}/{name}", functools.partial(deployment, name))
+    for ns in dict.fromkeys((namespace, OPERATOR_NAMESPACE)):
+        for kind in ("jobs", "pods", "events"):
+            part(f"{kind} in {ns}", functools.partial(in_namespace, ns, kind))
+    part("nodes", lambda: diagnosis.node_lines(_items("nodes")))
+    op = running_operator()
+    if op is None:
+        sections.append(diagnosis.Section("operator log", ["no operator running (started by this process)"]))
+    else:
+        title = f"operator log, last {LOG_LINES} lines (the whole log: {op.log})"
+        part(title, lambda: diagnosis.log_lines(op.log_tail(LOG_LINES), LOG_LINES))
+    return diagnosis.render(why or f"{', '.join(names) or namespace} at {now:%H:%M:%SZ}", sections)
+
+
+class Stalled(RuntimeError):
+    """A ModelDeployment a wait was on says Stalled True: it will not become Ready by itself."""
+
+
+def explained(exc: Exception, names: Sequence[str], namespace: str = NS) -> Exception:
+    """``exc`` (a wait's TimeoutError or Stalled) again, its message followed by the diagnosis of ``names``
+    (also said): raise it ``from exc``."""
+    text = diagnose(names, namespace, why=str(exc).splitlines()[0])
+    say(text)
+    return type(exc)(f"{exc}\n{text}")
 
 
 def apply_crds(timeout: float = 60.0) -> None:
@@ -362,7 +461,7 @@ def watch_many(timeout: float, names: tuple[str, ...]) -> dict[str, dict[str, An
                 st["applyToReadySeconds"] = time.monotonic() - t_apply
                 done[name] = md
             elif conds.get("Stalled", {}).get("status") == "True":
-                raise RuntimeError(f"{name} stalled: {conds['Stalled'].get('message')}")  # not retried: at once
+                raise Stalled(f"{name} stalled: {conds['Stalled'].get('message')}")  # not retried: at once
         pods = kc("get", "pods", "-n", NS, "--no-headers", check=False)
         counts: dict[str, int] = {}
         for ln in pods.splitlines():
@@ -379,7 +478,10 @@ def watch_many(timeout: float, names: tuple[str, ...]) -> dict[str, dict[str, An
             return done
         raise poll.NotYet("not Ready: " + ", ".join(n for n in names if n not in done))
 
-    return poll.until(look, pending=f"{', '.join(names)} not all Ready", timeout=timeout, interval=1)
+    try:
+        return poll.until(look, pending=f"{', '.join(names)} not all Ready", timeout=timeout, interval=1)
+    except (TimeoutError, Stalled) as exc:
+        raise explained(exc, names) from exc
 
 
 def serving_pods(name: str = NAME) -> list[dict[str, Any]]:
