@@ -14,9 +14,10 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,15 +98,51 @@ class RealNode:
     def get(self, kind: str, name: str, namespace: str) -> dict[str, Any]:
         return json.loads(self.kubectl("get", kind, name, "-n", namespace, "-o", "json"))  # type: ignore[no-any-return]
 
-    def wait_for(self, what: str, fn: Any, timeout: float = 180, interval: float = 0.5) -> Any:
+    def wait_for(self, what: str, fn: Any, timeout: float = 180, interval: float = 0.5,
+                 namespace: str | None = None) -> Any:  # fmt: skip
+        """``fn()`` until truthy, at most ``timeout`` seconds; past it AssertionError, followed by the diagnosis of
+        ``namespace`` (its Jobs, pods and events: node_demo.diagnose) when one is given."""
         deadline = time.monotonic() + timeout
         while True:
             value = fn()
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+                said = f"timed out after {timeout}s waiting for {what}"
+                if namespace is not None:
+                    from modelship_dev import node_demo
+
+                    said += "\n" + node_demo.diagnose((), namespace, why=said)
+                raise AssertionError(said)
             time.sleep(interval)
+
+
+_REPORTED: list[tuple[BaseException, str]] = []
+"""The setup errors already reported in full, with the test that reported them (a module-scoped fixture's error is
+raised again for each of the module's tests: its diagnosis is printed once)."""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """A failed e2e test's report names the running operator's log file; a fixture error already reported by an
+    earlier test of the module is reported again in two lines (the first report holds its diagnosis)."""
+    report = yield
+    if not report.failed:
+        return report
+    demo = sys.modules.get("modelship_dev.node_demo")
+    op = demo.running_operator() if demo is not None else None
+    if op is not None:
+        report.sections.append(("modelship operator", f"its log is saved to {op.log} when it stops"))
+    exc = call.excinfo.value if call.excinfo is not None else None
+    if call.when != "setup" or exc is None:
+        return report
+    first = next((nodeid for seen, nodeid in _REPORTED if seen is exc), None)
+    if first is None:
+        _REPORTED.append((exc, item.nodeid))
+    else:
+        head = str(exc).splitlines()[0] if str(exc) else ""
+        report.longrepr = f"{type(exc).__name__}: {head}\n(the same error as in the setup of {first}: see it there)"
+    return report
 
 
 @pytest.fixture(scope="package")

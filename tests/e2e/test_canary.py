@@ -71,7 +71,7 @@ def canary(real_node: RealNode) -> Iterator[ModuleType]:
     prepare_pipeline(real_node)
     models = demo.prepare_storage()
     _write_other_model(models)
-    op = demo.ChartOperator()
+    op = demo.ChartOperator(log_name="operator-test_canary.log")
     op.start()
     try:
         demo.kc("delete", "modeldeployment", demo.NAME, "-n", demo.NS, "--ignore-not-found", "--wait=true")

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 def deployed(real_node: RealNode) -> Iterator[tuple[ModuleType, dict[str, Any], Path]]:
     prepare_pipeline(real_node)
     models = demo.prepare_storage()
-    op = demo.ChartOperator()  # helm install of charts/modelship: the operator as a real Pod
+    op = demo.ChartOperator(log_name="operator-test_pipeline.log")  # helm install: the operator as a real Pod
     demo.kc("delete", "modeldeployment", demo.NAME, "-n", demo.NS, "--ignore-not-found", "--wait=true")
     demo.forget_revisions()  # a node reused from `make demo` remembers the revision: this tier wants it cold
     op.start()

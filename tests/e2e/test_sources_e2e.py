@@ -99,7 +99,7 @@ def sourced(real_node: RealNode) -> Iterator[tuple[ModuleType, dict[str, dict[st
         ).stdout.strip()  # fmt: skip
         for name in ("s3-models", "s3-datasets"):
             demo.kc("apply", "-f", "-", input_text=json.dumps(secret(name, server)))
-        op = demo.ChartOperator()
+        op = demo.ChartOperator(log_name="operator-test_sources_e2e.log")
         op.start()
         try:
             for name in (S3_NAME, OCI_NAME):

@@ -31,7 +31,7 @@ MARK = "pwned-by-the-model"
 def operator(real_node: RealNode) -> Iterator[ModuleType]:
     prepare_pipeline(real_node)
     demo.prepare_storage()
-    op = demo.ChartOperator()
+    op = demo.ChartOperator(log_name="operator-test_trust.log")
     op.start()
     try:
         yield demo

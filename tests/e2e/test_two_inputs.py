@@ -83,7 +83,7 @@ def deployed(real_node: RealNode) -> Iterator[Deployed]:
     demo.prepare_storage()  # the `models` PV and claim (and a clean artifacts directory)
     models = _prepare_models(real_node)
     _artifact_volume()
-    op = demo.ChartOperator()
+    op = demo.ChartOperator(log_name="operator-test_two_inputs.log")
     demo.kc("delete", "modeldeployment", NAME, "-n", demo.NS, "--ignore-not-found", "--wait=true")
     demo.forget_revisions()  # before the operator starts: a running operator keeps the cache it read in memory
     op.start()

@@ -1,0 +1,52 @@
+"""tests/e2e/conftest.py's report hook, run by pytester on a module whose module-scoped fixture fails: the error
+(and the diagnosis it carries) is reported in full once, the module's other tests say it in two lines; a failed
+test names the running operator's log file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+QUIET = ("-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function")
+
+
+def test_a_module_fixture_error_is_reported_in_full_once(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("from tests.e2e.conftest import pytest_runtest_makereport  # noqa: F401\n")
+    pytester.makepyfile(test_m='''
+import pytest
+
+@pytest.fixture(scope="module")
+def deployed():
+    raise TimeoutError("x not all Ready after 600.0s\\n--- diagnosis: THE-" + "DIAGNOSIS ---")
+
+def test_a(deployed): pass
+def test_b(deployed): pass
+def test_c(deployed): pass
+''')
+    result = pytester.runpytest_inprocess(*QUIET)
+    result.assert_outcomes(errors=3)
+    out = result.stdout.str()
+    assert out.count("THE-DIAGNOSIS") == 1, out
+    for test in ("test_b", "test_c"):
+        result.stdout.fnmatch_lines([f"*ERROR at setup of {test}*", "TimeoutError: x not all Ready after 600.0s",
+                                     "(the same error as in the setup of test_m.py::test_a: see it there)"])
+
+
+def test_a_failed_test_names_the_running_operators_log(pytester: pytest.Pytester) -> None:
+    from modelship_dev import node_demo as demo
+
+    class Op(demo.ChartOperator):
+        def __init__(self) -> None:
+            self.log = Path("/cache/demo/operator-test_m.log")
+
+    pytester.makeconftest("from tests.e2e.conftest import pytest_runtest_makereport  # noqa: F401\n")
+    pytester.makepyfile(test_m="def test_fails(): assert False\ndef test_passes(): pass\n")
+    demo.running(Op())
+    try:
+        result = pytester.runpytest_inprocess(*QUIET)
+    finally:
+        demo.running(None)
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*modelship operator*", "its log is saved to /cache/demo/operator-test_m.log *"])
