@@ -181,7 +181,8 @@ def _run_with_load(change: list[dict[str, Any]], done: Any, timeout: float = 900
         demo.kc("patch", "modeldeployment", demo.NAME, "-n", demo.NS, "--type=json", "-p", json.dumps(change))
         deadline = t0 + timeout
         while (md := done(_md(demo.NAME))) is None:
-            assert time.monotonic() < deadline, f"timed out; last status {json.dumps(_md(demo.NAME)['status'])}"
+            assert time.monotonic() < deadline, (f"timed out; last status {json.dumps(_md(demo.NAME)['status'])}\n"
+                                                 f"{demo.diagnose((demo.NAME,))}")  # fmt: skip
             assert all(loop.is_alive() for loop in loops)
             time.sleep(1)
         elapsed = time.monotonic() - t0

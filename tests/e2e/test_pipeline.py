@@ -135,7 +135,7 @@ def test_scale_to_one_and_back_to_three(deployed: tuple[ModuleType, dict[str, An
         demo.kc("patch", "modeldeployment", demo.NAME, "-n", demo.NS, "--type=merge", "-p", patch)
         deadline = time.monotonic() + 180
         while not settled(n):
-            assert time.monotonic() < deadline, f"never exactly {n} Ready serving pods"
+            assert time.monotonic() < deadline, f"never exactly {n} Ready serving pods\n{demo.diagnose((demo.NAME,))}"
             time.sleep(1)
         for p in demo.serving_pods():
             assert demo.predict(p["status"]["podIP"], [4.0]) == pytest.approx([7.0], abs=0.05)
@@ -211,7 +211,7 @@ def test_new_revision_rolls_out_with_no_failed_request(deployed: tuple[ModuleTyp
 
         deadline = time.monotonic() + 600
         while (md := rolled_out()) is None:
-            assert time.monotonic() < deadline, "the new revision never rolled out"
+            assert time.monotonic() < deadline, f"the new revision never rolled out\n{demo.diagnose((demo.NAME,))}"
             assert all(loop.is_alive() for loop in loops)
             time.sleep(1)
         # a few more requests against the new pods only
@@ -273,7 +273,8 @@ def test_a_memory_limit_it_cannot_start_in_stalls_as_a_crash_loop_while_the_old_
     def wait(what: str, fn: Any, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
         while not (value := fn()):
-            assert time.monotonic() < deadline, f"{what}: not after {timeout:.0f}s; status {md_now()[0]['status']}"
+            assert time.monotonic() < deadline, (f"{what}: not after {timeout:.0f}s; status {md_now()[0]['status']}\n"
+                                                 f"{demo.diagnose((demo.NAME,))}")  # fmt: skip
             assert loop.is_alive()
             time.sleep(1)
         return value
@@ -371,7 +372,8 @@ def test_hpa_scales_out_under_load_and_back_in(deployed: tuple[ModuleType, dict[
     def wait(what: str, fn: Any, timeout: float) -> float:
         t = time.monotonic()
         while not fn():
-            assert time.monotonic() - t < timeout, f"{what}: not after {timeout:.0f}s; HPA status {hpa()['status']}"
+            assert time.monotonic() - t < timeout, (f"{what}: not after {timeout:.0f}s; HPA status {hpa()['status']}\n"
+                                                    f"{demo.diagnose((demo.NAME,))}")  # fmt: skip
             time.sleep(1)
         return time.monotonic() - t
 

@@ -76,7 +76,7 @@ def optimized(real_node: RealNode, ns: str) -> dict[str, Any]:
         p = real_node.get("pod", "optimize", ns)
         return p if p["status"].get("phase") in ("Succeeded", "Failed") else None
 
-    p = real_node.wait_for("optimizer pod to finish", finished, timeout=300)
+    p = real_node.wait_for("optimizer pod to finish", finished, timeout=300, namespace=ns)
     logs = real_node.kubectl("logs", "-n", ns, "optimize", check=False)
     assert p["status"]["phase"] == "Succeeded", f"optimizer pod failed:\n{logs}"
     return {"dir": out, "pod": p, "logs": logs}
@@ -156,7 +156,7 @@ def serving(real_node: RealNode, ns: str, optimized: dict[str, Any]) -> list[str
         ]
         return ips if len(ips) == 3 else None
 
-    return real_node.wait_for("3 Ready serving pods", ready_ips, timeout=180)  # type: ignore[no-any-return]
+    return real_node.wait_for("3 Ready serving pods", ready_ips, timeout=180, namespace=ns)  # type: ignore[no-any-return]
 
 
 def test_serving_three_replicas_answer(serving: list[str]) -> None:

@@ -78,7 +78,8 @@ def _stalled(name: str, timeout: float = 300) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while (md := probe()) is None:
         last = demo.kjson("get", "modeldeployment", name, "-n", demo.NS)
-        assert time.monotonic() < deadline, f"{name} never Stalled: {json.dumps(last.get('status'))}"
+        assert time.monotonic() < deadline, (f"{name} never Stalled: {json.dumps(last.get('status'))}\n"
+                                             f"{demo.diagnose((name,))}")  # fmt: skip
         time.sleep(1)
     return md
 
