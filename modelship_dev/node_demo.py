@@ -308,8 +308,12 @@ class ChartOperator:
         vfile.write_text(json.dumps(values))
         restrict_tenant_namespace()
         running(self)
-        self._helm("upgrade", "--install", self.RELEASE, str(REPO / "charts" / "modelship"), "--create-namespace",
-                   "-f", str(vfile), "--wait", "--timeout", "180s")  # fmt: skip
+        try:
+            self._helm("upgrade", "--install", self.RELEASE, str(REPO / "charts" / "modelship"), "--create-namespace",
+                       "-f", str(vfile), "--wait", "--timeout", "180s")  # fmt: skip
+        except RuntimeError as exc:  # helm's "context deadline exceeded" says nothing of the operator's Pod
+            said = diagnose((), self.NAMESPACE, why="helm install of the operator failed")
+            raise RuntimeError(f"{exc}\n{said}") from exc
         self.installed = True
         say(f"operator: helm install charts/modelship -> {self.NAMESPACE}/{self.RELEASE} (in-cluster config)")
 
@@ -618,8 +622,11 @@ def pod_python(code: str, *args: str, namespace: str = CLIENT_NS, service_accoun
                 raise poll.NotYet(f"still {phase}")
             return str(phase)
 
-        phase = poll.until(finished, pending=f"client pod {namespace}/{pod} not finished",
-                           timeout=max(0.0, deadline - time.monotonic()))  # fmt: skip
+        try:
+            phase = poll.until(finished, pending=f"client pod {namespace}/{pod} not finished",
+                               timeout=max(0.0, deadline - time.monotonic()))  # fmt: skip
+        except TimeoutError as exc:
+            raise explained(exc, (), namespace) from exc
         logs = kc("logs", "-n", namespace, pod, check=False)
         if phase != "Succeeded":
             raise RuntimeError(f"client pod {namespace}/{pod} failed:\n{logs[-2000:]}")

@@ -122,3 +122,12 @@ def test_the_diagnosis_never_raises(cluster: Any, monkeypatch: pytest.MonkeyPatc
     assert "(could not read: AttributeError:" in demo.diagnose(("x",), why="w")
     monkeypatch.setattr(demo.diagnosis, "render", lambda *a: 1 / 0)
     assert demo.diagnose(("x",)) == "--- diagnosis failed: ZeroDivisionError: division by zero ---"
+
+
+def test_a_client_pod_that_never_finishes_explains_itself(cluster: Any) -> None:
+    cluster(Cluster({"status": {"phase": "Pending"}}))
+    with pytest.raises(TimeoutError) as caught:
+        demo.pod_python("print(1)", timeout=0)
+    text = str(caught.value)
+    assert text.splitlines()[0].endswith("not finished after 0.0s (last: still Pending)")
+    assert f"== pods in {demo.CLIENT_NS}\n   no pods" in text and "== ModelDeployment" not in text
