@@ -28,16 +28,22 @@ MD: dict[str, Any] = {
     },
 }  # fmt: skip
 
+def meta(name: str, ago: int, owner: str, uid: str = "") -> dict[str, Any]:
+    """Metadata made ``ago`` seconds before NOW, owned by ``owner`` (Kind/name/uid)."""
+    kind, owner_name, owner_uid = owner.split("/")
+    ref = {"kind": kind, "name": owner_name, "uid": owner_uid}
+    return {"name": name, "uid": uid, "creationTimestamp": ts(ago), "ownerReferences": [ref]}
+
+
 JOB: dict[str, Any] = {
-    "metadata": {"name": "linear-regression-opt-red1a5475af", "uid": "0c9d2f41-aaaa-bbbb", "creationTimestamp": ts(600),
-                 "ownerReferences": [{"kind": "ModelDeployment", "name": "linear-regression", "uid": "77aa11bb-cc"}]},
+    "metadata": meta("linear-regression-opt-red1a5475af", 600, "ModelDeployment/linear-regression/77aa11bb-cc",
+                     uid="0c9d2f41-aaaa-bbbb"),
     "spec": {"suspend": False},
     "status": {"active": 0, "ready": 0},
 }  # fmt: skip
 
 PENDING_POD: dict[str, Any] = {
-    "metadata": {"name": "linear-regression-opt-red1a5475af-x7k2p", "creationTimestamp": ts(595),
-                 "ownerReferences": [{"kind": "Job", "name": "linear-regression-opt-red1a5475af", "uid": "0c9d2f41"}]},
+    "metadata": meta("linear-regression-opt-red1a5475af-x7k2p", 595, "Job/linear-regression-opt-red1a5475af/0c9d2f41"),
     "status": {
         "phase": "Pending",
         "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
@@ -46,8 +52,7 @@ PENDING_POD: dict[str, Any] = {
 }  # fmt: skip
 
 CRASHING_POD: dict[str, Any] = {
-    "metadata": {"name": "linear-regression-7f9c-abcde", "creationTimestamp": ts(90),
-                 "ownerReferences": [{"kind": "ReplicaSet", "name": "linear-regression-7f9c", "uid": "1"}]},
+    "metadata": meta("linear-regression-7f9c-abcde", 90, "ReplicaSet/linear-regression-7f9c/1"),
     "status": {
         "phase": "Running",
         "conditions": [{"type": "PodScheduled", "status": "True"}],
