@@ -242,8 +242,12 @@ class Operator:
             return True
 
         running(self)
-        poll.until(healthy, pending=f"operator not healthy at {self.health} (see {self.log})", timeout=60,
-                   retry=(OSError,))  # fmt: skip
+        try:
+            poll.until(healthy, pending=f"operator not healthy at {self.health} (see {self.log})", timeout=60,
+                       retry=(OSError,))  # fmt: skip
+        except BaseException:
+            self.stop()  # a fixture whose start failed never stops it
+            raise
         say(f"operator: python -m modelship operator (pid {self.proc.pid}, log {self.log})")
 
     def log_tail(self, lines: int) -> str:
@@ -313,6 +317,7 @@ class ChartOperator:
                        "-f", str(vfile), "--wait", "--timeout", "180s")  # fmt: skip
         except RuntimeError as exc:  # helm's "context deadline exceeded" says nothing of the operator's Pod
             said = diagnose((), self.NAMESPACE, why="helm install of the operator failed")
+            running(None)  # a fixture whose start failed never stops it: later diagnoses must not quote it
             raise RuntimeError(f"{exc}\n{said}") from exc
         self.installed = True
         say(f"operator: helm install charts/modelship -> {self.NAMESPACE}/{self.RELEASE} (in-cluster config)")
@@ -378,8 +383,10 @@ def _diagnose(names: Sequence[str], namespace: str, why: str) -> str:
     def part(title: str, lines: Callable[[], list[str]]) -> None:
         try:
             got = lines()
-        except Exception as exc:  # a failing kubectl is reported as such
-            got = [f"(could not read: {type(exc).__name__}: {diagnosis.clip(exc)})"]
+        except Exception as exc:  # a failing kubectl is reported as such: its own words, not the command line
+            said = str(exc)  # sh's "<argv> exited N:\n<out>\n<err>": the section's title says what was run
+            why = "exited " + said.split(" exited ", 1)[1] if " exited " in said else said
+            got = [f"(could not read: {type(exc).__name__}: {diagnosis.clip(why)})"]
         sections.append(diagnosis.Section(title, got))
 
     def deployment(name: str) -> list[str]:
@@ -394,9 +401,9 @@ def _diagnose(names: Sequence[str], namespace: str, why: str) -> str:
 
     for name in names:
         part(f"ModelDeployment {namespace}/{name}", functools.partial(deployment, name))
-    for ns in dict.fromkeys((namespace, OPERATOR_NAMESPACE)):
-        for kind in ("jobs", "pods", "events"):
-            part(f"{kind} in {ns}", functools.partial(in_namespace, ns, kind))
+    for kind in ("jobs", "pods", "events"):
+        part(f"{kind} in {namespace}", functools.partial(in_namespace, namespace, kind))
+    # before the operator's namespace: render cuts from the end past TOTAL_CHARS, and these say more
     part("nodes", lambda: diagnosis.node_lines(_items("nodes")))
     op = running_operator()
     if op is None:
@@ -404,6 +411,9 @@ def _diagnose(names: Sequence[str], namespace: str, why: str) -> str:
     else:
         title = f"operator log, last {LOG_LINES} lines (the whole log: {op.log})"
         part(title, lambda: diagnosis.log_lines(op.log_tail(LOG_LINES), LOG_LINES))
+    if namespace != OPERATOR_NAMESPACE:
+        for kind in ("jobs", "pods", "events"):
+            part(f"{kind} in {OPERATOR_NAMESPACE}", functools.partial(in_namespace, OPERATOR_NAMESPACE, kind))
     return diagnosis.render(why or f"{', '.join(names) or namespace} at {now:%H:%M:%SZ}", sections)
 
 
