@@ -171,14 +171,36 @@ def prepare_storage(digits: bool = False) -> Path:
                 "hostPath": {"path": str(artifacts), "type": "Directory"},
             },
         })  # fmt: skip
-        # A node kept from an earlier run holds the PV Released (its claim went with the old ModelDeployment,
-        # and the claimRef names the old claim's uid): a Released PV never binds again, so make it anew.
+        # A PV whose claim went with an earlier ModelDeployment keeps that claim's uid in its claimRef (Released,
+        # or still Bound until the binder's next look): it never binds again, so it is made anew. That claim is
+        # waited out first: deleted in the background (--wait=false), it goes only once the pods mounting it are
+        # gone, and a PV checked before that would turn Released under the next claim (which then stays Pending).
+        claim = _earlier_claim_gone(name)
         old = kjson("get", "pv", pv_name) or {}
-        if (old.get("status") or {}).get("phase") in ("Released", "Failed"):
+        bound_uid = ((old.get("spec") or {}).get("claimRef") or {}).get("uid")
+        if old and bound_uid and bound_uid != claim:
             kc("delete", "pv", pv_name, "--wait=true")
     kc("apply", "-f", "-", input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": pv}))
     say(f"storage: claim `models` -> hostPath {DEMO / 'models'}; artifacts -> {artifacts}")
     return models
+
+
+def _earlier_claim_gone(name: str, timeout: float = 180.0) -> str | None:
+    """Wait until the artifacts claim of an earlier ModelDeployment ``name`` (deleted, or being deleted) is gone;
+    -> the uid of the claim a live ModelDeployment ``name`` holds (its PV stays), else None. Delete the
+    ModelDeployment before: one deleted after this returns leaves its claim to go later."""
+    claim = f"{name}-artifacts"
+    md = kjson("get", "modeldeployment", name, "-n", NS)
+    pvc = kjson("get", "pvc", claim, "-n", NS)
+    if pvc is None:
+        return None
+    owners = {r.get("uid") for r in pvc["metadata"].get("ownerReferences") or []}
+    if md is not None and not md["metadata"].get("deletionTimestamp") and md["metadata"]["uid"] in owners:
+        return str(pvc["metadata"]["uid"])
+    say(f"storage: waiting for claim {claim} of an earlier {name} to go (its PV is then made anew)")
+    poll.until(lambda: kjson("get", "pvc", claim, "-n", NS) is None,
+               pending=f"claim {NS}/{claim} of an earlier {name} not deleted", timeout=timeout)  # fmt: skip
+    return None
 
 
 OPERATOR_NAMESPACE = "modelship-system"
@@ -742,9 +764,9 @@ def main(argv: list[str] | None = None) -> int:
         prepare_node()
         apply_crds()
         names = (NAME,) if args.skip_digits else (NAME, DIGITS)
-        models = prepare_storage(digits=DIGITS in names)
-        for name in names:
+        for name in names:  # before the storage: it waits out their claims and makes their PVs anew
             kc("delete", "modeldeployment", name, "-n", NS, "--ignore-not-found", "--wait=true")
+        models = prepare_storage(digits=DIGITS in names)
         if args.cold:
             forget_revisions()
         op.start()

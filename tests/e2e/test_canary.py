@@ -69,12 +69,13 @@ def _md(name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def canary(real_node: RealNode) -> Iterator[ModuleType]:
     prepare_pipeline(real_node)
+    # before the storage: prepare_storage waits out the claim of the one deleted, and makes its PV anew
+    demo.kc("delete", "modeldeployment", demo.NAME, "-n", demo.NS, "--ignore-not-found", "--wait=true")
     models = demo.prepare_storage()
     _write_other_model(models)
     op = demo.ChartOperator(log_name="operator-test_canary.log")
     op.start()
     try:
-        demo.kc("delete", "modeldeployment", demo.NAME, "-n", demo.NS, "--ignore-not-found", "--wait=true")
         demo.forget_revisions()
         md = demo.manifest()
         md["spec"]["serving"]["replicas"] = 2

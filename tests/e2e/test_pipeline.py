@@ -29,9 +29,10 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def deployed(real_node: RealNode) -> Iterator[tuple[ModuleType, dict[str, Any], Path]]:
     prepare_pipeline(real_node)
+    # before the storage: prepare_storage waits out the claim of the one deleted, and makes its PV anew
+    demo.kc("delete", "modeldeployment", demo.NAME, "-n", demo.NS, "--ignore-not-found", "--wait=true")
     models = demo.prepare_storage()
     op = demo.ChartOperator(log_name="operator-test_pipeline.log")  # helm install: the operator as a real Pod
-    demo.kc("delete", "modeldeployment", demo.NAME, "-n", demo.NS, "--ignore-not-found", "--wait=true")
     demo.forget_revisions()  # a node reused from `make demo` remembers the revision: this tier wants it cold
     op.start()
     try:
