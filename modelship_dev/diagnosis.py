@@ -10,6 +10,7 @@ is said. Pure functions of the recorded objects (kubectl's JSON) and ``now``."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -223,9 +224,19 @@ def node_lines(nodes: Iterable[Mapping[str, Any]]) -> list[str]:
     return bounded(lines, 5, "nodes") or ["no nodes"]
 
 
+PROBE_LINE = re.compile(r'aiohttp\.access .*"GET /(healthz|metrics)[ ?]')
+"""An access-log line of a probe or a scrape of the operator (one every few seconds: they would fill the tail)."""
+
+
 def log_lines(text: str, limit: int = 80, max_chars: int = 6000) -> list[str]:
-    """The last ``limit`` lines of a log, at most ``max_chars`` of them."""
-    return bounded(text.splitlines(), limit, "log lines", max_chars=max_chars) or ["(empty log)"]
+    """The last ``limit`` lines of a log but its probes' and scrapes' access lines (their count said), at most
+    ``max_chars`` of them."""
+    lines = text.splitlines()
+    kept = [ln for ln in lines if not PROBE_LINE.search(ln)]
+    out = bounded(kept, limit, "log lines", max_chars=max_chars)
+    if len(kept) < len(lines):
+        out.append(f"({len(lines) - len(kept)} access lines of /healthz and /metrics left out)")
+    return out or ["(empty log)"]
 
 
 def render(headline: str, sections: Sequence[Section], total: int = TOTAL_CHARS) -> str:

@@ -432,7 +432,7 @@ def _diagnose(names: Sequence[str], namespace: str, why: str) -> str:
         sections.append(diagnosis.Section("operator log", ["no operator running (started by this process)"]))
     else:
         title = f"operator log, last {LOG_LINES} lines (the whole log: {op.log})"
-        part(title, lambda: diagnosis.log_lines(op.log_tail(LOG_LINES), LOG_LINES))
+        part(title, lambda: diagnosis.log_lines(op.log_tail(LOG_LINES * 25), LOG_LINES))  # probes left out
     if namespace != OPERATOR_NAMESPACE:
         for kind in ("jobs", "pods", "events"):
             part(f"{kind} in {OPERATOR_NAMESPACE}", functools.partial(in_namespace, OPERATOR_NAMESPACE, kind))

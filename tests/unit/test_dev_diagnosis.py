@@ -139,6 +139,12 @@ def test_every_part_is_bounded_in_lines_and_characters() -> None:
     assert sum(len(ln) for ln in lines) <= 6000 + 100
     assert d.log_lines("a\nb\nc", limit=2) == ["... 1 earlier log lines not shown", "b", "c"]
     assert d.log_lines("") == ["(empty log)"]
+    probe = '[t] aiohttp.access [INFO ] 10.0.0.1 [t] "GET /healthz HTTP/1.1" 200 179 "-" "kube-probe/1.34"'
+    scrape = '[t] aiohttp.access [INFO ] 10.0.0.1 [t] "GET /metrics HTTP/1.1" 200 9 "-" "Prometheus"'
+    assert d.log_lines(f"a\n{probe}\nb\n{scrape}\n{probe}", limit=1) == [
+        "... 1 earlier log lines not shown", "b", "(3 access lines of /healthz and /metrics left out)"
+    ]
+    assert d.log_lines(probe) == ["(1 access lines of /healthz and /metrics left out)"]
     many = [{**JOB, "metadata": {**JOB["metadata"], "name": f"j{i}", "creationTimestamp": ts(1000 - i)}}
             for i in range(30)]  # fmt: skip
     jobs = d.job_lines(many, NOW)
