@@ -21,7 +21,7 @@ from ..resources.meta import (
 from ..resources.serving import template_digest
 from .canary import Samples
 from .phasewindow import Readings
-from .podhealth import PodHealth, container_statuses
+from .podhealth import PodHealth, container_statuses, live, pod_health, stage_pod_cause
 from .revcache import CachedRevision
 
 
@@ -56,6 +56,9 @@ class JobObservation:
     """(pod name, pod IP) of the Job's live pods whose first step waits for the artifact upload (build Jobs)."""
     build_pod: str = ""
     """The build pod an export Job uploads to (its annotation; the Job is the ModelDeployment's own)."""
+    stuck: str = ""
+    """While the Job runs: why its live pod does not progress (not scheduled, a container held waiting:
+    ``podhealth.stage_pod_cause``), bounded and on one line; "" while it starts or runs."""
 
 
 @dataclass(frozen=True)
@@ -277,7 +280,18 @@ def job_observation(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObser
         uid=meta.get("uid") or "",
         receivers=receivers(pods) if state == JobState.ACTIVE else (),
         build_pod=(meta.get("annotations") or {}).get(BUILD_POD_ANNOTATION, ""),
+        stuck=pod_trouble(pods) if state == JobState.ACTIVE else "",
     )
+
+
+def pod_trouble(pods: list[dict[str, Any]]) -> str:
+    """Why the live ones of a running Job's pods (``podhealth.live``) do not progress, in words; "" if they do."""
+    found = stage_pod_cause(tuple(pod_health(p) for p in sorted(pods, key=_pod_name) if live(p)))
+    return found.describe() if found is not None else ""
+
+
+def _pod_name(pod: dict[str, Any]) -> str:
+    return str((pod.get("metadata") or {}).get("name") or "")
 
 
 RECEIVE_STEP = "receive"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -44,6 +45,9 @@ class Trouble(StrEnum):
 
     CRASH_LOOP = "CrashLoopBackOff"
     IMAGE_PULL = "ImagePullBackOff"
+    WAITING = "Waiting"
+    """A container held waiting for another reason than its start (CreateContainerConfigError, RunContainerError,
+    ...): named for stage Job pods only (``stage_pod_cause``)."""
     UNSCHEDULABLE = "Unschedulable"
 
 
@@ -54,6 +58,8 @@ class ContainerHealth:
     name: str
     waiting: str = ""
     """Reason it waits (CrashLoopBackOff, ImagePullBackOff, ErrImagePull, ContainerCreating, ...); "" if not."""
+    waiting_message: str = ""
+    """The kubelet's message for that wait (e.g. the Secret a CreateContainerConfigError misses), ``printable``."""
     restarts: int = 0
     running_since: str | None = None
     """startedAt of its current run (it runs now)."""
@@ -110,12 +116,20 @@ def _container(cs: dict[str, Any]) -> ContainerHealth:
     return ContainerHealth(
         name=printable(cs.get("name") or "", NAME_LIMIT),
         waiting=printable(waiting.get("reason") or "", 40) if isinstance(waiting, dict) else "",
+        waiting_message=printable(waiting.get("message") or "") if isinstance(waiting, dict) else "",
         restarts=restarts,
         running_since=str(running.get("startedAt")) if isinstance(running, dict) and running.get("startedAt") else None,
         terminated=_terminated(term),
         image=printable(cs.get("image") or "", NAME_LIMIT),
         terminated_at=str(term["finishedAt"]) if term is not None and term.get("finishedAt") else None,
     )
+
+
+def live(pod: dict[str, Any]) -> bool:
+    """The pod has not ended (phase Failed or Succeeded) and is not being deleted: what it says is about now."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return (pod.get("status") or {}).get("phase") not in ("Failed", "Succeeded")
 
 
 def of_deployment(pod: dict[str, Any], deployment: str) -> bool:
@@ -126,9 +140,7 @@ def of_deployment(pod: dict[str, Any], deployment: str) -> bool:
     has ended (phase Failed or Succeeded: one the kubelet evicted stays so, its containers terminated and never
     restarted): its ReplicaSet does not count it and makes another, so it tells nothing of the revision's health."""
     meta = pod.get("metadata") or {}
-    if meta.get("deletionTimestamp"):
-        return False
-    if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+    if not live(pod):
         return False
     template_hash = (meta.get("labels") or {}).get(TEMPLATE_HASH_LABEL)
     if not template_hash:
@@ -260,6 +272,8 @@ class Cause:
     state: str = ""
     """How the crash-looping container is now: waiting (its reason, CrashLoopBackOff while the kubelet holds it in
     its restart back-off), "running" again after a failed run, or "" (it just ended)."""
+    said: str = ""
+    """The kubelet's message for a container held waiting (``Trouble.WAITING``)."""
 
     @property
     def oom(self) -> bool:
@@ -282,7 +296,39 @@ class Cause:
             return text
         if self.trouble == Trouble.IMAGE_PULL:
             return f"pod {self.pod}: container {self.container} image {self.detail} not pulled (ImagePullBackOff)"
+        if self.trouble == Trouble.WAITING:
+            text = f"pod {self.pod}: container {self.container} waiting ({self.detail})"
+            return f"{text}: {self.said}" if self.said else text
         return f"pod {self.pod} unschedulable: {self.detail}"
+
+
+IMAGE_NOT_PULLED = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName")
+"""Waiting reasons of a container whose image the kubelet cannot pull (the two first alternate while it retries)."""
+STARTING = ("", "ContainerCreating", "PodInitializing")
+"""Waiting reasons of a container on its way to run (for a few seconds as a rule): nothing to name."""
+
+
+def _image_not_pulled(p: PodHealth, c: ContainerHealth) -> Cause | None:
+    if c.waiting in IMAGE_NOT_PULLED:
+        return Cause(Trouble.IMAGE_PULL, p.name, c.name, detail=c.image or "(unnamed)")
+    return None
+
+
+def _not_scheduled(pods: list[PodHealth]) -> Cause | None:
+    for p in pods:
+        if p.unschedulable is not None:
+            return Cause(Trouble.UNSCHEDULABLE, p.name, detail=p.unschedulable)
+    return None
+
+
+def _first(pods: list[PodHealth], judge: Callable[[PodHealth, ContainerHealth], Cause | None]) -> Cause | None:
+    """The first cause ``judge`` finds in a container of ``pods`` (in order: pods, then their containers)."""
+    for p in pods:
+        for c in p.containers:
+            found = judge(p, c)
+            if found is not None:
+                return found
+    return None
 
 
 def cause(pods: tuple[PodHealth, ...] | None, revision: str, now: datetime) -> Cause | None:
@@ -290,16 +336,30 @@ def cause(pods: tuple[PodHealth, ...] | None, revision: str, now: datetime) -> C
     pulled before a pod not scheduled); None when none of its pods says why it does not serve (they start, or
     the pods were not read)."""
     mine = [p for p in pods or () if p.revision == revision]
-    for p in mine:
-        for c in p.containers:
-            if crash_looping(c, now):
-                state = c.waiting or ("running" if c.running_since is not None else "")
-                return Cause(Trouble.CRASH_LOOP, p.name, c.name, c.terminated, state=state)
-    for p in mine:
-        for c in p.containers:
-            if c.waiting in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName"):
-                return Cause(Trouble.IMAGE_PULL, p.name, c.name, detail=c.image or "(unnamed)")
-    for p in mine:
-        if p.unschedulable is not None:
-            return Cause(Trouble.UNSCHEDULABLE, p.name, detail=p.unschedulable)
-    return None
+
+    def crashing(p: PodHealth, c: ContainerHealth) -> Cause | None:
+        if not crash_looping(c, now):
+            return None
+        state = c.waiting or ("running" if c.running_since is not None else "")
+        return Cause(Trouble.CRASH_LOOP, p.name, c.name, c.terminated, state=state)
+
+    return _first(mine, crashing) or _first(mine, _image_not_pulled) or _not_scheduled(mine)
+
+
+def _held_waiting(p: PodHealth, c: ContainerHealth) -> Cause | None:
+    """A container the kubelet holds waiting for a reason that does not pass by itself: its restart back-off, an
+    image not pulled, or any other reason than its start (``STARTING``)."""
+    if c.waiting == "CrashLoopBackOff":
+        return Cause(Trouble.CRASH_LOOP, p.name, c.name, c.terminated, state=c.waiting)
+    if c.waiting in STARTING:
+        return None
+    return _image_not_pulled(p, c) or Cause(Trouble.WAITING, p.name, c.name, detail=c.waiting, said=c.waiting_message)
+
+
+def stage_pod_cause(pods: tuple[PodHealth, ...]) -> Cause | None:
+    """Why a running stage Job's live pods (``pods``: not ended, not being deleted) do not progress: a container
+    held waiting (``_held_waiting``), else a pod the scheduler cannot place; None while they start or run. Judged
+    from the kubelet's and scheduler's words alone (no time: a Job's pods run once, the Job retries them), so the
+    cause stays the same while they do."""
+    live = list(pods)
+    return _first(live, _held_waiting) or _not_scheduled(live)

@@ -229,7 +229,10 @@ def run_job_stage(ctx: Context, stage: JobStage[R], recorded_attempts: int) -> J
     if d.step == Step.WAITING and job is not None and d.failure is not None:
         return in_flight(Reason.RETRY_BACKOFF, f"{stage.label} {job.name} failed ({d.failure.text}); retrying", d.wait)
     if d.step == Step.RUNNING and job is not None:
-        return in_flight(stage.running, f"{stage.label} {job.name} running (attempt {d.attempt})", d.wait or None)
+        message = f"{stage.label} {job.name} running (attempt {d.attempt})"
+        if job.stuck:  # its pod is not scheduled, or a container is held waiting: the user sees why in status
+            message += f": {redact(job.stuck)}"
+        return in_flight(stage.running, message, d.wait or None)
     if ctx.suspended:
         return settled(Reason.SUSPENDED, "suspended: no new Jobs are started")
     manifest = stage.make(ctx, d.attempt)
