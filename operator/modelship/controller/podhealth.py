@@ -1,6 +1,7 @@
 """Why a serving revision's pods do not serve: its pods, read on demand by label while the revision is short of
 replicas, reduced to what they say (crash-looping containers with their last termination, images not pulled,
-pods the scheduler cannot place), and judged into one cause a status message can name. Pure.
+pods the scheduler cannot place), and judged into one cause a status message can name; a running stage Job's pods,
+from the watch, are judged alike (``stage_pod_cause``). Pure.
 
 Pod fields are tenant-influenced input (a container's termination message is written by the model's code, a
 scheduler message names the tenant's node selectors): every text copied from a pod is bounded and stripped of
@@ -361,5 +362,5 @@ def stage_pod_cause(pods: tuple[PodHealth, ...]) -> Cause | None:
     held waiting (``_held_waiting``), else a pod the scheduler cannot place; None while they start or run. Judged
     from the kubelet's and scheduler's words alone (no time: a Job's pods run once, the Job retries them), so the
     cause stays the same while they do."""
-    live = list(pods)
-    return _first(live, _held_waiting) or _not_scheduled(live)
+    listed = list(pods)
+    return _first(listed, _held_waiting) or _not_scheduled(listed)
