@@ -59,6 +59,12 @@ class RollbackCause(StrEnum):
     """The abort annotation."""
     ABANDONED = "Abandoned"
     """The spec moved on to another revision."""
+    CANDIDATE_CRASH_LOOP = "CandidateCrashLoop"
+    """A container of the candidate's pods crash-looped for progressDeadlineSeconds with its pods not all
+    available, or its Deployment's controller gave up on it (ProgressDeadlineExceeded) while they crash-looped."""
+    CANDIDATE_NOT_STARTING = "CandidateNotStarting"
+    """The candidate's Deployment made no progress for progressDeadlineSeconds (ProgressDeadlineExceeded): its
+    pods are not pulled, not scheduled or never ready."""
 
 
 class WindowCounters(ApiModel):
@@ -198,3 +204,7 @@ class RolloutStatus(ApiModel):
     """Where the analysis figures come from: Pods (their metrics endpoints) or Prometheus."""
     window: AnalysisWindow | None = None
     """The current phase's analysis window (figures read from the pods)."""
+    candidate_failing_since: str | None = None
+    """Since when the candidate's pods have said why they do not serve (a crash loop, an image not pulled, a pod
+    not scheduled), without a break (RFC 3339); unset while they say nothing. A crash loop that lasts
+    progressDeadlineSeconds rolls the candidate back."""

@@ -167,6 +167,12 @@ class Reason(StrEnum):
     """The analysis figures could not be read (the Prometheus server the chart names is down or answers
     garbage): the phase holds until they can, or until it is inconclusive."""
     ROLLOUT_ABORTED = "RolloutAborted"
+    CANDIDATE_CRASH_LOOP = "CandidateCrashLoop"
+    """Verified: the candidate's pods crash-looped for progressDeadlineSeconds: rolled back, the stable revision
+    serving."""
+    CANDIDATE_NOT_STARTING = "CandidateNotStarting"
+    """Verified: the candidate's Deployment made no progress for progressDeadlineSeconds (its pods not pulled, not
+    scheduled or never ready): rolled back, the stable revision serving."""
     NO_STABLE_REVISION = "NoStableRevision"
     TRAFFIC_ROUTING_UNAVAILABLE = "TrafficRoutingUnavailable"
     """trafficRouting.gatewayAPI is set but the cluster does not serve the HTTPRoute API."""

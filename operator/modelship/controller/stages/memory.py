@@ -34,10 +34,11 @@ Status keeps the served artifact's reference, not the content digest its pods ch
 the serving Deployment when it pulls the same reference (re-rendered without it, every serving pod was replaced
 by an identical one when a next revision was blocked, whatever the CRD).
 
-Four read-back fields are harmless when pruned: ``status.rollout.ignoredOverrides`` (which override annotations a
+Five read-back fields are harmless when pruned: ``status.rollout.ignoredOverrides`` (which override annotations a
 Warning Event has named: named again), ``status.rollout.criteria[].required`` (a figure in a message),
-``status.rollout.servedWeight`` (only reported) and ``status.rollout.phaseTemplates`` (a lagging Deployment status
-is then trusted on the generation alone, as before the field: see ``HARMLESS``). The
+``status.rollout.servedWeight`` (only reported), ``status.rollout.phaseTemplates`` (a lagging Deployment status
+is then trusted on the generation alone, as before the field) and ``status.rollout.candidateFailingSince`` (a
+candidate's crash loop is then judged only by its Deployment's progress deadline): see ``HARMLESS``. The
 other fields read back (``optimization`` and ``image`` results and attempts, ``source``, ``lastFailure``,
 ``conditions``) are in every CRD this API version ever had, so no released CRD prunes them."""
 
@@ -62,12 +63,15 @@ ARTIFACT_REF = "status.optimization.artifactRef"
 ROLLOUT = "status.rollout"
 PHASE_TEMPLATES = "status.rollout.phaseTemplates"
 HARMLESS = frozenset({"status.rollout.ignoredOverrides", "status.rollout.criteria[].required",
-                      "status.rollout.servedWeight", PHASE_TEMPLATES})  # fmt: skip
+                      "status.rollout.servedWeight", PHASE_TEMPLATES,
+                      "status.rollout.candidateFailingSince"})  # fmt: skip
 """Read back (or only reported), but pruning them changes nothing that serves. phaseTemplates pruned: a phase
 trusts a Deployment status its controller has not caught up with on the ModelDeployment's generation alone, as
 before the field (``phase_templates.lag_trusted``; a ``kubectl rollout restart`` mid-phase may then be judged on
 the status of the template before it for the controller's lag); without that fallback the status would never be
-trusted, the phase's clock would restart at nearly every scale of an HPA, and the phase would never end."""
+trusted, the phase's clock would restart at nearly every scale of an HPA, and the phase would never end.
+candidateFailingSince pruned: a candidate's crash loop is not judged by its own clock (it restarts at each look),
+only by its Deployment's ProgressDeadlineExceeded; the stable revision serves meanwhile, as before the field."""
 ROLLOUT_READ_BACK = frozenset(
     f"status.rollout.{field}"
     for field in (
