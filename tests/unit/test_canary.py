@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,6 +21,7 @@ from modelship.api.serving import Analysis, Canary, CanaryStep, Shadow
 from modelship.controller.canary import (
     ABORT_ANNOTATION,
     PROMOTE_ANNOTATION,
+    CandidateTrouble,
     Histogram,
     Look,
     Manual,
@@ -28,12 +30,14 @@ from modelship.controller.canary import (
     decide,
     effective_weight,
     judge,
+    judge_trouble,
     latency_requests_needed,
     manual_action,
     quantile_name,
     shadow_replicas,
     start,
 )
+from modelship.controller.conditions import rfc3339
 from modelship.controller.phasewindow import PodFigures, PodReading, Readings, advance, samples
 from modelship.controller.podmetrics import lifetime
 
@@ -400,3 +404,75 @@ def test_a_look_without_figures_never_ends_a_phase_and_turns_inconclusive() -> N
     assert (held.phase, held.decision) == (RolloutPhase.CANARY, Decision.WAIT) and "no figures yet" in held.message
     late = decide(spec, held, Look(at(601), available=True))
     assert late.phase == RolloutPhase.ROLLED_BACK and late.rollback_cause == RollbackCause.ANALYSIS_INCONCLUSIVE
+
+
+OOM = CandidateTrouble("pod cand-0: container server crash-looping (CrashLoopBackOff), last terminated OOMKilled",
+                       crash_loop=True)  # fmt: skip
+PULL = CandidateTrouble("pod cand-0: container server image registry/x not pulled (ImagePullBackOff)")
+
+
+def test_a_crash_looping_candidate_says_why_while_it_waits_then_is_rolled_back_past_the_deadline() -> None:
+    s = started()
+    told = decide(CANARY, s, Look(at(5), available=False, trouble=OOM, deadline_seconds=30))
+    assert told.phase == RolloutPhase.SHADOW and told.decision == Decision.WAIT
+    assert told.message == f"waiting for the candidate's pods of shadow: {OOM.text}"
+    assert told.candidate_failing_since == "2026-11-28T12:00:05Z"
+    held = decide(CANARY, told, Look(at(34), available=False, trouble=OOM, deadline_seconds=30))
+    assert held.phase == RolloutPhase.SHADOW and held.candidate_failing_since == told.candidate_failing_since
+    gone = decide(CANARY, held, Look(at(35), available=False, trouble=OOM, deadline_seconds=30))
+    assert (gone.phase, gone.decision, gone.rollback_cause) == (
+        RolloutPhase.ROLLED_BACK, Decision.ROLLBACK, RollbackCause.CANDIDATE_CRASH_LOOP)  # fmt: skip
+    assert gone.message == (
+        f"the candidate's pods crash-loop for more than 30s (progressDeadlineSeconds 30): {OOM.text}; "
+        "revision stable keeps serving all traffic"
+    )
+    assert gone.weight == 0 and gone.mirror_percent == 0
+    # final for this candidate: the same spec does not retry
+    assert decide(CANARY, gone, Look(at(99), available=True, samples=good())) == gone
+
+
+def test_a_crash_loop_clock_restarts_when_the_pods_say_nothing_and_a_ready_flap_does_not_judge() -> None:
+    s = decide(CANARY, started(), Look(at(0), available=False, trouble=OOM, deadline_seconds=30))
+    # one restart that then runs and serves: the pods are available, not judged, the clock kept
+    ran = decide(CANARY, s, Look(at(40), available=True, samples=good(), trouble=OOM, deadline_seconds=30))
+    assert ran.phase == RolloutPhase.SHADOW and ran.candidate_failing_since == s.candidate_failing_since
+    # ... down again after the deadline: judged at once (a flap's ready moment does not reset the clock)
+    flap = decide(CANARY, ran, Look(at(41), available=False, trouble=OOM, deadline_seconds=30))
+    assert flap.rollback_cause == RollbackCause.CANDIDATE_CRASH_LOOP
+    # the pods say nothing (they start anew): the clock is cleared, a later crash loop starts its own
+    quiet = decide(CANARY, s, Look(at(20), available=False, deadline_seconds=30))
+    assert quiet.candidate_failing_since is None and quiet.message == "waiting for the candidate's pods of shadow"
+    again = decide(CANARY, quiet, Look(at(40), available=False, trouble=OOM, deadline_seconds=30))
+    assert again.phase == RolloutPhase.SHADOW and again.candidate_failing_since == "2026-11-28T12:00:40Z"
+    # a forged stamp from the future starts anew, never holds the judgement off
+    forged = s.model_copy(update={"candidate_failing_since": "9999-12-31T00:00:00Z"})
+    assert decide(CANARY, forged, Look(at(40), available=False, trouble=OOM)).candidate_failing_since == rfc3339(at(40))
+
+
+def test_a_candidate_slow_to_pull_or_schedule_waits_for_its_deployments_deadline() -> None:
+    s = decide(CANARY, started(), Look(at(0), available=False, trouble=PULL, deadline_seconds=30))
+    held = decide(CANARY, s, Look(at(3600), available=False, trouble=PULL, deadline_seconds=30))
+    assert held.phase == RolloutPhase.SHADOW and held.message.endswith(PULL.text)
+    exceeded = replace(PULL, deadline_exceeded=True)
+    gone = decide(CANARY, held, Look(at(3601), available=False, trouble=exceeded, deadline_seconds=30))
+    assert gone.rollback_cause == RollbackCause.CANDIDATE_NOT_STARTING
+    assert gone.message.startswith("the candidate's pods do not start: its Deployment made no progress for 30s: ")
+    crash = decide(CANARY, s, Look(at(5), available=False, trouble=replace(OOM, deadline_exceeded=True)))
+    assert crash.rollback_cause == RollbackCause.CANDIDATE_CRASH_LOOP
+
+
+def test_judge_trouble_is_pure_and_needs_the_pods_down() -> None:
+    assert judge_trouble(None, 999, 30, available=False) is None
+    assert judge_trouble(OOM, 999, 30, available=True) is None
+    assert judge_trouble(OOM, 29.9, 30, available=False) is None
+    assert judge_trouble(OOM, 30, 30, available=False) == RollbackCause.CANDIDATE_CRASH_LOOP
+    assert judge_trouble(PULL, 999, 30, available=False) is None
+
+
+def test_overrides_still_work_on_a_crash_looping_candidate() -> None:
+    s = decide(CANARY, started(), Look(at(0), available=False, trouble=OOM, deadline_seconds=30))
+    aborted = decide(CANARY, s, Look(at(1), available=False, manual=Manual.ABORT, trouble=OOM))
+    assert aborted.rollback_cause == RollbackCause.ABORTED
+    gone = decide(CANARY, s, Look(at(31), available=False, trouble=OOM, deadline_seconds=30))
+    promoted = decide(CANARY, gone, Look(at(32), available=False, manual=Manual.PROMOTE, trouble=OOM))
+    assert promoted.phase == RolloutPhase.PROMOTING and promoted.rollback_cause is None

@@ -4,6 +4,7 @@ first reconcile of a new revision to its promotion or rollback."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -11,6 +12,8 @@ from modelship.controller.canary import Histogram, Samples
 from modelship.controller.observe import DeploymentObservation, JobState, Observed
 from modelship.controller.phasewindow import PodFigures, PodReading, Readings
 from modelship.controller.plan import Plan, plan
+from modelship.controller.podhealth import ContainerHealth, PodHealth
+from modelship.controller.stages.verify import candidate_pods_wanted
 from modelship.resources.revision import revision
 from tests.support.endpoints import routed
 from tests.unit.test_plan import CONFIG, NOW, cond, deployment, job, make_md, summary
@@ -294,3 +297,56 @@ def test_unreadable_prometheus_figures_are_a_readable_condition() -> None:
     assert v["reason"] == "AnalysisUnavailable" and "HTTP 503: service unavailable" in v["message"]
     assert s2["rollout"]["phase"] == "Shadow" and s2["rollout"]["source"] == "Prometheus"
     assert cond(s2, "Stalled")["status"] == "False" and s2["servingRevision"] == OLD
+
+
+def crash_looping_candidate(rev: str) -> tuple[DeploymentObservation, tuple[PodHealth, ...]]:
+    """The candidate's Deployment, its one pod OOMKilled loading the model and in the kubelet's back-off."""
+    dep = canary_obs(rev, 1, False)
+    dep = replace(dep, available_replicas=0, ready_replicas=0,
+                  progress_message='ReplicaSet "digits-canary-abc12" is progressing.')  # fmt: skip
+    oom = ContainerHealth("server", waiting="CrashLoopBackOff", restarts=4,
+                          terminated=("OOMKilled", 137, "std::bad_alloc"))  # fmt: skip
+    return dep, (PodHealth("digits-canary-abc12-x", rev, (oom,), template_hash="abc12"),)
+
+
+def test_a_crash_looping_candidate_is_told_while_it_waits_then_rolled_back_with_the_cause() -> None:
+    md, rev, jobs = new_revision()
+    stable = deployment(OLD, CONFIG.images.serving)
+    p1 = plan(md, Observed(jobs=jobs, deployment=stable), CONFIG, NOW)
+    dep, pods = crash_looping_candidate(rev)
+    obs = Observed(jobs=jobs, deployment=stable, canary=dep, canary_service_ip="10.96.0.9", canary_pods=pods)
+    p2 = plan(md_with(p1.status), obs, CONFIG, NOW + timedelta(seconds=5))
+    r = p2.status["rollout"]
+    told = ("pod digits-canary-abc12-x: container server crash-looping (CrashLoopBackOff), last terminated OOMKilled "
+            "(exit code 137): std::bad_alloc")  # fmt: skip
+    assert r["phase"] == "Shadow" and r["message"].startswith(f"waiting for the candidate's pods of shadow: {told}")
+    assert cond(p2.status, "Stalled")["status"] == "False" and told in cond(p2.status, "Verified")["message"]
+    # the pods keep crash-looping for progressDeadlineSeconds (default 600): rolled back
+    deadline = md.spec.serving.rollout.progress_deadline_seconds
+    p3 = plan(md_with(p2.status), obs, CONFIG, NOW + timedelta(seconds=5 + deadline))
+    s = p3.status
+    assert s["rollout"]["phase"] == "RolledBack" and s["rollout"]["rollbackCause"] == "CandidateCrashLoop"
+    verified = cond(s, "Verified")
+    assert (verified["status"], verified["reason"]) == ("False", "CandidateCrashLoop") and told in verified["message"]
+    assert verified["message"].endswith(f"revision {OLD} keeps serving all traffic")
+    assert cond(s, "Stalled")["reason"] == "CandidateCrashLoop" and s["servingRevision"] == OLD
+    assert s["lastFailure"]["stage"] == "Verify" and s["lastFailure"]["reason"] == "CandidateCrashLoop"
+    assert by_name(p3, "Deployment", "digits-canary")["spec"]["replicas"] == 0
+    assert by_name(p3, "Deployment", "digits")["spec"]["template"]["metadata"]["labels"]["modelship.io/revision"] == OLD
+    assert [e.type for e in p3.events if e.reason == "VerifiedRolledBack"] == ["Warning"]
+    # its Deployment's controller gives up first: rolled back at once, named the same way
+    exceeded = replace(dep, progress_deadline_exceeded=True)
+    p4 = plan(md_with(p2.status), Observed(**{**obs.__dict__, "canary": exceeded}), CONFIG, NOW + timedelta(seconds=6))
+    assert p4.status["rollout"]["rollbackCause"] == "CandidateCrashLoop"
+
+
+def test_candidate_pods_are_read_while_it_is_short_or_was_failing() -> None:
+    md, rev, _ = new_revision()
+    dep, _ = crash_looping_candidate(rev)
+    assert candidate_pods_wanted(md, dep)
+    full = canary_obs(rev, 1, False)
+    assert not candidate_pods_wanted(md, full) and not candidate_pods_wanted(md, replace(full, replicas=0))
+    failing = {"servingRevision": OLD, "rollout": {"candidate": rev, "stable": OLD, "phase": "Shadow",
+                                                   "startedAt": "2026-11-28T12:00:00Z",
+                                                   "candidateFailingSince": "2026-11-28T12:00:00Z"}}  # fmt: skip
+    assert candidate_pods_wanted(md_with(failing), full)  # a flap's ready moment keeps them read

@@ -10,7 +10,9 @@ criterion holds over at least ``minRequests`` requests of the phase's own. The l
 ratio compares the two sides' latency quantile over the same window, the phase's own requests once its clock
 started (never the pods' start-up, nor requests from before the phase), and only once each side has
 ``TAIL_SAMPLES`` requests above that quantile. The first criterion that fails, in any phase, rolls the candidate
-back (RolledBack: scaled to zero, the stable revision serves everything). An annotation
+back (RolledBack: scaled to zero, the stable revision serves everything); so does a candidate whose pods cannot
+serve (``judge_trouble``: they crash-loop for progressDeadlineSeconds, or their Deployment's controller gives up),
+whose cause the phase's message names while it waits for them. An annotation
 ``modelship.io/promote=<candidate>`` or ``modelship.io/abort=<candidate>`` overrides the analysis; one naming
 another revision is ignored.
 """
@@ -253,6 +255,44 @@ def start(
 
 
 @dataclass(frozen=True)
+class CandidateTrouble:
+    """Why the candidate's pods do not serve, as their pods and their Deployment tell it."""
+
+    text: str
+    """What they say (the pods' cause, or the Deployment controller's message), already bounded and on one line."""
+    crash_loop: bool = False
+    """A container of theirs crash-loops (``podhealth.crash_looping``: the thresholds the stable path uses)."""
+    deadline_exceeded: bool = False
+    """The candidate's Deployment controller gave up on its newest template (ProgressDeadlineExceeded)."""
+
+
+def troubled_for(state: RolloutStatus, trouble: CandidateTrouble | None, now: datetime) -> tuple[str | None, float]:
+    """(candidateFailingSince to write, seconds it has lasted): the stamp kept while the pods go on saying why they
+    do not serve (a forged or future stamp starts anew now), cleared when they say nothing."""
+    if trouble is None:
+        return None, 0.0
+    since = parse_past(state.candidate_failing_since, now) or now
+    return rfc3339(since), max(0.0, (now - since).total_seconds())
+
+
+def judge_trouble(
+    trouble: CandidateTrouble | None, lasted: float, deadline: int, available: bool
+) -> RollbackCause | None:
+    """Whether the candidate is rolled back for its pods, and why: its Deployment's controller gave up on it
+    (ProgressDeadlineExceeded: CandidateCrashLoop when they crash-loop, else CandidateNotStarting), or they have
+    crash-looped for ``deadline`` seconds (progressDeadlineSeconds) and are not all available now (one restart
+    that then runs and serves is not a loop; a flap's ready moment does not reset the clock). A pod slow to pull or
+    to be scheduled is judged only by the controller's deadline."""
+    if trouble is None or available:
+        return None
+    if trouble.deadline_exceeded:
+        return RollbackCause.CANDIDATE_CRASH_LOOP if trouble.crash_loop else RollbackCause.CANDIDATE_NOT_STARTING
+    if trouble.crash_loop and lasted >= deadline:
+        return RollbackCause.CANDIDATE_CRASH_LOOP
+    return None
+
+
+@dataclass(frozen=True)
 class Look:
     """One look at a rollout in progress: what is observed now."""
 
@@ -265,6 +305,10 @@ class Look:
     waiting_for: str = CANDIDATE_PODS
     """Which pods a look that is not ``available`` waits for (the message names them): the candidate's, the stable
     ones (under an HPA: fewer than minReplicas available and routed, or a rollout of their template), or both."""
+    trouble: CandidateTrouble | None = None
+    """Why the candidate's pods do not serve, when they say it."""
+    deadline_seconds: int = 600
+    """progressDeadlineSeconds: how long the candidate's pods may crash-loop before it is rolled back."""
 
 
 def phase_begun(state: RolloutStatus, now: datetime) -> datetime | None:
@@ -292,6 +336,11 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
         return overridden
     if state.phase == RolloutPhase.PROMOTING:
         return _promoting(state, look.available)
+    since, lasted = troubled_for(state, look.trouble, look.now)
+    state = state.model_copy(update={"candidate_failing_since": since})
+    judged = judge_trouble(look.trouble, lasted, look.deadline_seconds, look.available)
+    if judged is not None and look.trouble is not None:
+        return _rollback(state, judged, _trouble_message(judged, look.trouble, look.deadline_seconds), "keeps serving")
     unavailable = look.samples.error if look.samples is not None else None
     begun = phase_begun(state, look.now)
     if look.samples is not None and unavailable is None:
@@ -313,7 +362,8 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
                 "criteria": criteria,
                 "decision": Decision.WAIT,
                 "phase_started_at": None,
-                "message": f"waiting for {look.waiting_for} of {_where(state)}",
+                "message": f"waiting for {look.waiting_for} of {_where(state)}"
+                + (f": {look.trouble.text}" if look.trouble is not None else ""),
             }
         )
     started = state.phase_started_at if begun is not None else rfc3339(look.now)  # the clock starts at this look
@@ -403,7 +453,7 @@ def _promoting(state: RolloutStatus, available: bool) -> RolloutStatus:
     )
 
 
-def _rollback(state: RolloutStatus, cause: RollbackCause, message: str) -> RolloutStatus:
+def _rollback(state: RolloutStatus, cause: RollbackCause, message: str, serves: str = "serves") -> RolloutStatus:
     return state.model_copy(
         update={
             "phase": RolloutPhase.ROLLED_BACK,
@@ -411,8 +461,18 @@ def _rollback(state: RolloutStatus, cause: RollbackCause, message: str) -> Rollo
             "rollback_cause": cause,
             "weight": 0,
             "mirror_percent": 0,
-            "message": f"{message}; revision {state.stable} serves all traffic",
+            "message": f"{message}; revision {state.stable} {serves} all traffic",
         }
+    )
+
+
+def _trouble_message(cause: RollbackCause, trouble: CandidateTrouble, deadline: int) -> str:
+    if trouble.deadline_exceeded:
+        what = "crash-loop" if cause == RollbackCause.CANDIDATE_CRASH_LOOP else "do not start"
+        return f"the candidate's pods {what}: its Deployment made no progress for {deadline}s: {trouble.text}"
+    return (
+        f"the candidate's pods crash-loop for more than {deadline}s (progressDeadlineSeconds {deadline}): "
+        f"{trouble.text}"
     )
 
 

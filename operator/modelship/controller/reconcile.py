@@ -32,7 +32,7 @@ from .conditions import ORDER
 from .endpoints import PodRevisions, observe_endpoints
 from .kstatus import Event
 from .kube import EventPoster, Kube, PreconditionFailed, Unreachable, api_error_text
-from .observe import DeploymentObservation, Observed, deployment_observation, job_observation, last_scale_time
+from .observe import Observed, deployment_observation, job_observation, last_scale_time
 from .ownership import Conflict, judge, name_conflict
 from .phasewindow import Readings
 from .plan import Plan, plan
@@ -46,6 +46,7 @@ from .revisions import RevisionCaches
 from .skew import Skew
 from .stages.context import Failure
 from .stages.deploy import pods_wanted
+from .stages.verify import candidate_pods_wanted
 from .statuswrite import StatusWriter
 from .store import Store
 from .terminating import TerminatingNamespaces, refused_as_terminating
@@ -170,14 +171,17 @@ class Reconciler:
         svc = self._controlled("Service", ns, serving_name(md), uid)
         ip = ((canary_svc or {}).get("spec") or {}).get("clusterIP")
         observed_dep = deployment_observation(dep) if dep else None
-        listed = self._serving_pods(md, observed_dep)  # the Services' endpoints take their revisions from it too
+        observed_canary = deployment_observation(canary) if canary else None
+        wanted = observed_dep is not None and pods_wanted(md, observed_dep)
+        candidate = observed_canary is not None and candidate_pods_wanted(md, observed_canary)
+        listed = self._serving_pods(md, wanted or candidate)  # the Services' endpoints take their revisions from it
         samples, readings = self._figures(md, listed)  # and the analysis its pods' readings: one list a pass
         return Observed(
             jobs=observed_jobs,
             deployment=observed_dep,
             existing=existing,
             cached=self._cached(md),
-            canary=deployment_observation(canary) if canary else None,
+            canary=observed_canary,
             canary_service_ip=ip if ip and ip != "None" else None,
             endpoints=observe_endpoints(self.store, self.pod_revisions, ns, name, svc, listed),
             canary_endpoints=observe_endpoints(self.store, self.pod_revisions, ns, name, canary_svc, listed),
@@ -186,15 +190,21 @@ class Reconciler:
             route_api=gateway_routing(md) is not None and self.kube.serves(HTTP_ROUTE),
             last_scaled=last_scale_time(self._controlled(HORIZONTAL_POD_AUTOSCALER.kind, ns, serving_name(md), uid)),
             pruned_status=self.status_writer.known_pruned(),
-            serving_pods=serving_pods_health(listed, dep["metadata"]["name"]) if listed is not None and dep else None,
+            serving_pods=serving_pods_health(listed, dep["metadata"]["name"])
+            if listed is not None and dep and wanted
+            else None,
+            canary_pods=serving_pods_health(listed, canary["metadata"]["name"])
+            if listed is not None and canary and candidate
+            else None,
         )
 
-    def _serving_pods(self, md: ModelDeployment, dep: DeploymentObservation | None) -> list[dict[str, Any]] | None:
-        """The serving pods, listed by label (no watch holds them) only while the serving revision is short of
-        replicas: what they say names why (a crash loop, an image not pulled, no node). The list only explains: one
+    def _serving_pods(self, md: ModelDeployment, wanted: bool) -> list[dict[str, Any]] | None:
+        """The serving pods, listed by label (no watch holds them) only while the serving revision, or a Canary
+        candidate, is short of replicas (``wanted``): what they say names why (a crash loop, an image not pulled,
+        no node). The list only explains: one
         that fails (a timeout, a Role without list on pods) is logged (once, until a list succeeds again) and the
         pass goes on without it (None), as without a reason to read them."""
-        if dep is None or not pods_wanted(md, dep):
+        if not wanted:
             return None
         ns, name = md.metadata.namespace or "", md.metadata.name
         try:

@@ -6,11 +6,14 @@ rollout (``crash_loop_stalled``, with what serves meanwhile: ``serving_beside``)
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from ...api.modeldeployment import ModelDeployment
 from ...api.status import ConditionType, Reason
+from ..canary import CandidateTrouble
 from ..conditions import duration
 from ..observe import DeploymentObservation
-from ..podhealth import Cause, PodHealth, Trouble, newest_template_hash
+from ..podhealth import Cause, PodHealth, Trouble, cause, newest_template_hash, of_template, printable
 from .context import ConditionUpdate, condition
 
 
@@ -107,3 +110,22 @@ def crash_loop_stalled(
         f"{cause_text(md, found)}"
     )
     return message + serving_meanwhile(rev, prev_revision, dep, pods)
+
+
+def candidate_trouble(
+    md: ModelDeployment, rev: str, dep: DeploymentObservation | None, pods: tuple[PodHealth, ...] | None, now: datetime
+) -> CandidateTrouble | None:
+    """Why the Canary candidate ``rev``'s pods do not serve: the cause their pods of the Deployment's newest template
+    name (``cause_text``: the thresholds and wording of the stable path), and whether the Deployment controller gave
+    up on that template (ProgressDeadlineExceeded, read only once it observed the Deployment's last change); None
+    when neither says anything (the pods start, pull or wait for a node within the deadline)."""
+    if dep is None or dep.revision != rev:
+        return None
+    newest = newest_template_hash(dep.name, dep.progress_message)
+    found = cause(of_template(pods, newest), rev, now)
+    exceeded = dep.progress_deadline_exceeded and dep.observed_generation >= dep.generation
+    if found is None and not exceeded:
+        return None
+    text = cause_text(md, found)[2:] if found is not None else printable(dep.progress_message or "no progress")
+    crash = found is not None and found.trouble == Trouble.CRASH_LOOP
+    return CandidateTrouble(text, crash_loop=crash, deadline_exceeded=exceeded)

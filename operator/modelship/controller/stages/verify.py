@@ -1,7 +1,9 @@
 """Verify (Canary strategy): between build and deploy, a built revision that would replace the serving one is
 first verified on live traffic, beside it: shadow (the stable pods mirror a share of requests to it), canary
 steps (it takes a share of the Service's pods), then promotion (the stable Deployment rolls to it) or rollback
-(scaled to zero, the stable revision serving everything, Stalled with reason AnalysisFailed).
+(scaled to zero, the stable revision serving everything, Stalled with reason AnalysisFailed, or CandidateCrashLoop /
+CandidateNotStarting when the candidate's own pods, read as ``pod_causes.candidate_trouble`` reads them, cannot
+serve).
 
 The decisions are ``controller.canary``'s; this stage turns them into objects (the candidate's Deployment and
 Service, the mirror settings the candidate offers the stable pods), conditions, Events and what the deploy stage
@@ -69,6 +71,7 @@ from .deploy import (
 )
 from .memory import SERVING_REVISION, lost, rollout_lost, rollout_unknown
 from .phase_templates import lag_trusted, with_phase_templates
+from .pod_causes import candidate_trouble
 from .served_share import below_share, route_weight, served_weight
 
 ANALYSIS_INTERVAL_SECONDS = 5.0
@@ -81,6 +84,8 @@ _ROLLBACK_REASON = {
     RollbackCause.ANALYSIS_FAILED: Reason.ANALYSIS_FAILED,
     RollbackCause.ANALYSIS_INCONCLUSIVE: Reason.ANALYSIS_INCONCLUSIVE,
     RollbackCause.ABORTED: Reason.ROLLOUT_ABORTED,
+    RollbackCause.CANDIDATE_CRASH_LOOP: Reason.CANDIDATE_CRASH_LOOP,
+    RollbackCause.CANDIDATE_NOT_STARTING: Reason.CANDIDATE_NOT_STARTING,
 }
 
 _PHASE_REASON = {
@@ -266,6 +271,21 @@ def _routed(canary: Canary, state: RolloutStatus, observed: Observed, rev: str, 
     return reached is None or reached >= replicas
 
 
+def candidate_pods_wanted(md: ModelDeployment, dep: DeploymentObservation) -> bool:
+    """Read the serving pods this pass for the Canary candidate's Deployment ``dep``: it asks for pods and has fewer
+    available, ready or of its newest template, or the last look found its pods failing (kept through the moments
+    a crash-looping pod is ready between crashes, so that moment does not reset the crash loop's clock)."""
+    rollout = md.status.rollout
+    if rollout is not None and rollout.phase in ANALYZING and rollout.candidate_failing_since is not None:
+        return True
+    return dep.replicas > 0 and (
+        dep.available_replicas < dep.replicas
+        or dep.ready_replicas < dep.replicas
+        or dep.updated_replicas < dep.replicas
+        or dep.updated_replicas < dep.status_replicas
+    )
+
+
 @dataclass(frozen=True)
 class PhasePods:
     """What a look at a phase (not Promoting) judges the pods by: the stable Deployment's manifest (of revision
@@ -364,7 +384,11 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
         available = waiting is None
     manual: Manual | None = manual_action(md.metadata.annotations, rev)
     figures, window = _figures(observed, state, ctx) if state.phase in ANALYZING else (None, None)
-    look = Look(ctx.now, available, figures, manual, waiting_for=waiting or CANDIDATE_PODS)
+    trouble = None
+    if state.phase in ANALYZING and waiting is not None and CANDIDATE_PODS in waiting:
+        trouble = candidate_trouble(md, rev, observed.canary, observed.canary_pods, ctx.now)
+    deadline = md.spec.serving.rollout.progress_deadline_seconds
+    look = Look(ctx.now, available, figures, manual, waiting or CANDIDATE_PODS, trouble, deadline)
     new = with_phase_templates(state, _windowed(decide(canary, state, look), observed, window, ctx), observed)
     replicas, live = _shape(canary, new, n)
     routed = canary.gateway_api() is not None
