@@ -53,16 +53,20 @@ def _flap(k: Cluster, pod: str, message: str) -> None:
                                                             "startedAt": now, "finishedAt": now}}}]}})  # fmt: skip
 
 
-def _crash(k: Cluster, pod: str) -> None:
-    """... and crashes again: back in the kubelet's restart back-off."""
+def _crash(k: Cluster, pod: str, image: str = NEW_IMAGE, reason: str = "Error", code: int = 139,
+           message: str | None = None) -> None:  # fmt: skip
+    """... and crashes again: back in the kubelet's restart back-off (its last run ended with ``reason``, exit
+    ``code`` and, when given, the termination ``message``)."""
     now = _now()
+    ended: dict[str, Any] = {"exitCode": code, "reason": reason, "startedAt": now, "finishedAt": now}
+    if message is not None:
+        ended["message"] = message
     k.core.patch_namespaced_pod_status(pod, k.ns, {"status": {
         "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now},
                        {"type": "ContainersReady", "status": "False", "lastTransitionTime": now}],
-        "containerStatuses": [{"name": "server", "image": NEW_IMAGE, "imageID": "", "ready": False, "started": False,
+        "containerStatuses": [{"name": "server", "image": image, "imageID": "", "ready": False, "started": False,
                                "restartCount": 7, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                               "lastState": {"terminated": {"exitCode": 139, "reason": "Error",
-                                                            "startedAt": now, "finishedAt": now}}}]}})  # fmt: skip
+                               "lastState": {"terminated": ended}}]}})  # fmt: skip
 
 
 def test_a_revision_whose_pods_crash_loop_says_why_stalls_and_the_previous_one_serves(k: Cluster) -> None:

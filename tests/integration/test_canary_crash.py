@@ -1,0 +1,92 @@
+"""A Canary candidate whose pods crash-loop, on the real control plane (the Deployment, ReplicaSet and EndpointSlice
+controllers; kwok's pods, whose status the test writes as a kubelet restarting an OOMKilled container would): while
+it waits, the rollout's message names the cause the candidate's pods give; once the crash loop has lasted
+progressDeadlineSeconds the candidate is rolled back (CandidateCrashLoop, the cause in Verified and Ready, an Event,
+lastFailure, the candidate's Deployment at 0), and the stable Deployment is never touched: same template, same
+pods, serving throughout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.integration.cluster import condition, wait_for
+from tests.integration.test_canary import (
+    CANARY,
+    Cluster,
+    FakeMetrics,
+    _deployment,
+    _events,
+    _first_revision_then_a_new_one,
+    fake_metrics,
+    k,
+    metrics,
+    operator,
+)
+from tests.integration.test_crash_loop import _crash
+
+__all__ = ["fake_metrics", "k", "metrics", "operator"]  # the fixtures of test_canary, its operator and metrics
+
+REVISION = "modelship.io/revision"
+MESSAGE = "failed to load the model: std::bad_alloc"
+
+
+def _pods(k: Cluster, rev: str) -> list[Any]:
+    selector = f"{REVISION}={rev},app.kubernetes.io/component=server"
+    return sorted((p for p in k.core.list_namespaced_pod(k.ns, label_selector=selector).items
+                   if p.metadata.deletion_timestamp is None), key=lambda p: p.metadata.name)  # fmt: skip
+
+
+def _oom_killed(k: Cluster, pod: str) -> None:
+    """The pod's server container was OOMKilled loading its model and waits in the kubelet's restart back-off."""
+    image = next(c.image for c in k.core.read_namespaced_pod(pod, k.ns).spec.containers if c.name == "server")
+    _crash(k, pod, image, "OOMKilled", 137, MESSAGE)
+
+
+def test_a_candidate_whose_pods_crash_loop_is_rolled_back_with_the_cause(k: Cluster, metrics: FakeMetrics) -> None:
+    rollout = {**CANARY, "progressDeadlineSeconds": 30}
+    _, old, new = _first_revision_then_a_new_one(k, metrics, rollout)
+    k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+    stable = _deployment(k, "digits")
+    stable_pods = {p.metadata.name: p.metadata.uid for p in _pods(k, old)}
+    assert len(stable_pods) == 2 and stable.status.available_replicas == 2
+    candidates = _pods(k, new)
+    assert len(candidates) == 1, [p.metadata.name for p in candidates]
+    crashing = candidates[0].metadata.name
+    _oom_killed(k, crashing)
+
+    # while it is not yet judged, the rollout says what it waits for, and why it does not come
+    told = (f"pod {crashing}: container server crash-looping (CrashLoopBackOff), last terminated OOMKilled "
+            "(exit code 137)")  # fmt: skip
+    waiting = k.wait_md(lambda o: told in (o["status"]["rollout"].get("message") or ""),
+                        what="the candidate's cause in the rollout's message", timeout=60)  # fmt: skip
+    r = waiting["status"]["rollout"]
+    if r["phase"] == "Shadow":  # not yet past the deadline
+        assert r["message"].startswith("waiting for the candidate's pods of shadow: "), r
+        assert r.get("candidateFailingSince") and r.get("phaseStartedAt") is None, r
+        assert MESSAGE in r["message"], r
+
+    # past progressDeadlineSeconds of crash loop: rolled back, the cause in status, the stable revision serving
+    gone = k.wait_condition("Stalled", "True", reason="CandidateCrashLoop", timeout=120)
+    s = gone["status"]
+    assert s["rollout"]["phase"] == "RolledBack" and s["rollout"]["rollbackCause"] == "CandidateCrashLoop", s
+    assert s["rollout"]["decision"] == "Rollback" and s["rollout"]["weight"] == 0 and s["rollout"]["mirrorPercent"] == 0
+    verified = condition(gone, "Verified")
+    assert (verified["status"], verified["reason"]) == ("False", "CandidateCrashLoop"), verified
+    assert "crash-loop for more than 30s (progressDeadlineSeconds 30)" in verified["message"], verified
+    assert told in verified["message"] and MESSAGE in verified["message"], verified
+    assert verified["message"].endswith(f"revision {old} keeps serving all traffic"), verified
+    assert told in condition(gone, "Ready")["message"] and condition(gone, "Ready")["status"] == "False"
+    assert s["servingRevision"] == old and s["revision"] == new
+    assert s["lastFailure"]["reason"] == "CandidateCrashLoop" and s["lastFailure"]["stage"] == "Verify"
+    warnings = wait_for(lambda: [e for e in _events(k) if e.reason == "VerifiedRolledBack"], timeout=30,
+                        description="the rollback's Event")  # fmt: skip
+    assert warnings[0].type == "Warning" and told in warnings[0].message
+    k.wait_md(lambda o: _deployment(k, "digits-canary").spec.replicas == 0, what="the candidate's Deployment at 0")
+
+    # the stable Deployment was never touched: its template, generation and pods are those before the rollout
+    after = _deployment(k, "digits")
+    assert after.metadata.generation == stable.metadata.generation
+    assert after.spec.template == stable.spec.template
+    assert after.spec.template.metadata.labels[REVISION] == old
+    assert {p.metadata.name: p.metadata.uid for p in _pods(k, old)} == stable_pods
+    assert after.status.available_replicas == 2
