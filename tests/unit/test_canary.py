@@ -476,3 +476,13 @@ def test_overrides_still_work_on_a_crash_looping_candidate() -> None:
     gone = decide(CANARY, s, Look(at(31), available=False, trouble=OOM, deadline_seconds=30))
     promoted = decide(CANARY, gone, Look(at(32), available=False, manual=Manual.PROMOTE, trouble=OOM))
     assert promoted.phase == RolloutPhase.PROMOTING and promoted.rollback_cause is None
+
+
+def test_a_candidate_whose_pods_serve_is_not_judged_while_only_the_stable_pods_are_waited_for() -> None:
+    s = decide(CANARY, started(), Look(at(0), available=False, trouble=OOM, deadline_seconds=30))
+    stable = Look(at(60), available=False, waiting_for="the stable pods", trouble=OOM, deadline_seconds=30)
+    held = decide(CANARY, s, stable)
+    assert held.phase == RolloutPhase.SHADOW and held.message == "waiting for the stable pods of shadow"
+    assert held.candidate_failing_since == s.candidate_failing_since  # the clock goes on
+    both = replace(stable, waiting_for="the candidate's pods and the stable pods")
+    assert decide(CANARY, held, both).rollback_cause == RollbackCause.CANDIDATE_CRASH_LOOP

@@ -306,7 +306,8 @@ class Look:
     """Which pods a look that is not ``available`` waits for (the message names them): the candidate's, the stable
     ones (under an HPA: fewer than minReplicas available and routed, or a rollout of their template), or both."""
     trouble: CandidateTrouble | None = None
-    """Why the candidate's pods do not serve, when they say it."""
+    """Why the candidate's pods do not serve, when they say it (also at a moment they are all available: a crash
+    loop's ready moment keeps its clock). Judged only while ``waiting_for`` names the candidate's pods."""
     deadline_seconds: int = 600
     """progressDeadlineSeconds: how long the candidate's pods may crash-loop before it is rolled back."""
 
@@ -338,7 +339,9 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
         return _promoting(state, look.available)
     since, lasted = troubled_for(state, look.trouble, look.now)
     state = state.model_copy(update={"candidate_failing_since": since})
-    judged = judge_trouble(look.trouble, lasted, look.deadline_seconds, look.available)
+    # the candidate's own pods are down (not only the stable ones waited for)
+    down = not look.available and CANDIDATE_PODS in look.waiting_for
+    judged = judge_trouble(look.trouble, lasted, look.deadline_seconds, not down)
     if judged is not None and look.trouble is not None:
         return _rollback(state, judged, _trouble_message(judged, look.trouble, look.deadline_seconds), "keeps serving")
     unavailable = look.samples.error if look.samples is not None else None
@@ -363,7 +366,7 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
                 "decision": Decision.WAIT,
                 "phase_started_at": None,
                 "message": f"waiting for {look.waiting_for} of {_where(state)}"
-                + (f": {look.trouble.text}" if look.trouble is not None else ""),
+                + (f": {look.trouble.text}" if look.trouble is not None and down else ""),
             }
         )
     started = state.phase_started_at if begun is not None else rfc3339(look.now)  # the clock starts at this look

@@ -384,9 +384,9 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
         available = waiting is None
     manual: Manual | None = manual_action(md.metadata.annotations, rev)
     figures, window = _figures(observed, state, ctx) if state.phase in ANALYZING else (None, None)
-    trouble = None
-    if state.phase in ANALYZING and waiting is not None and CANDIDATE_PODS in waiting:
-        trouble = candidate_trouble(md, rev, observed.canary, observed.canary_pods, ctx.now)
+    trouble = (
+        candidate_trouble(md, rev, observed.canary, observed.canary_pods, ctx.now) if state.phase in ANALYZING else None
+    )
     deadline = md.spec.serving.rollout.progress_deadline_seconds
     look = Look(ctx.now, available, figures, manual, waiting or CANDIDATE_PODS, trouble, deadline)
     new = with_phase_templates(state, _windowed(decide(canary, state, look), observed, window, ctx), observed)
