@@ -7,8 +7,10 @@ pods, serving throughout."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from modelship_dev.cluster import ANNOTATION_CRASH
 from tests.integration.cluster import condition, wait_for
 from tests.integration.test_canary import (
     CANARY,
@@ -90,3 +92,33 @@ def test_a_candidate_whose_pods_crash_loop_is_rolled_back_with_the_cause(k: Clus
     assert after.spec.template.metadata.labels[REVISION] == old
     assert {p.metadata.name: p.metadata.uid for p in _pods(k, old)} == stable_pods
     assert after.status.available_replicas == 2
+
+
+def test_a_candidate_template_whose_pods_never_come_up_is_rolled_back_naming_its_newest_pods(
+    k: Cluster, metrics: FakeMetrics
+) -> None:
+    """The candidate's Deployment gets a new template (here an annotation another manager writes, as a mutating
+    policy or a hand edit would) whose pods crash-loop from their start: the pod of the template before stays
+    ready, yet the candidate is judged on the newest template's pods, as the Deployment controller names it."""
+    rollout = {**CANARY, "progressDeadlineSeconds": 30}
+    _, old, new = _first_revision_then_a_new_one(k, metrics, rollout)
+    k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+    stable = _deployment(k, "digits")
+    stable_pods = {p.metadata.name: p.metadata.uid for p in _pods(k, old)}
+    first = {p.metadata.name for p in _pods(k, new)}
+    crash = {"spec": {"template": {"metadata": {"annotations": {ANNOTATION_CRASH: "true"}}}}}
+    k.apps.patch_namespaced_deployment("digits-canary", k.ns, crash)
+    gone = k.wait_condition("Stalled", "True", reason="CandidateCrashLoop", timeout=120)
+    verified = condition(gone, "Verified")["message"]
+    crashing = [p.metadata.name for p in _pods(k, new) if p.metadata.name not in first]
+    # by its own clock or the Deployment controller's ProgressDeadlineExceeded, whichever comes first (both 30 s)
+    found = re.search(r": pod (\S+): container server ", verified)
+    named = found.group(1) if found else ""
+    assert named and named not in first, (verified, first)  # a pod of the newest template, not the ready one
+    assert "crash-looping (CrashLoopBackOff), last terminated Error (exit code 1)" in verified, verified
+    assert verified.endswith(f"revision {old} keeps serving all traffic"), verified
+    assert not crashing or named in crashing, (named, crashing)
+    assert gone["status"]["servingRevision"] == old
+    after = _deployment(k, "digits")
+    assert after.metadata.generation == stable.metadata.generation and after.spec.template == stable.spec.template
+    assert {p.metadata.name: p.metadata.uid for p in _pods(k, old)} == stable_pods
