@@ -34,6 +34,7 @@ from modelship.controller.canary import (
     latency_requests_needed,
     manual_action,
     quantile_name,
+    rearmed,
     shadow_replicas,
     start,
 )
@@ -424,7 +425,7 @@ def test_a_crash_looping_candidate_says_why_while_it_waits_then_is_rolled_back_p
         RolloutPhase.ROLLED_BACK, Decision.ROLLBACK, RollbackCause.CANDIDATE_CRASH_LOOP)  # fmt: skip
     assert gone.message == (
         f"the candidate's pods crash-loop for more than 30s (progressDeadlineSeconds 30): {OOM.text}; "
-        "revision stable keeps serving all traffic"
+        "change the spec to try the revision again; revision stable keeps serving all traffic"
     )
     assert gone.weight == 0 and gone.mirror_percent == 0
     # final for this candidate: the same spec does not retry
@@ -486,3 +487,69 @@ def test_a_candidate_whose_pods_serve_is_not_judged_while_only_the_stable_pods_a
     assert held.candidate_failing_since == s.candidate_failing_since  # the clock goes on
     both = replace(stable, waiting_for="the candidate's pods and the stable pods")
     assert decide(CANARY, held, both).rollback_cause == RollbackCause.CANDIDATE_CRASH_LOOP
+
+
+SCHED = CandidateTrouble("pod cand-0 unschedulable: 0/3 nodes are available: 3 Insufficient memory")
+RAN_AGAIN = CandidateTrouble("pod cand-0: container server running again after a crash, last terminated OOMKilled",
+                             recovering=True)  # fmt: skip
+
+
+def test_a_slow_schedule_then_one_crash_starts_the_crash_loop_s_own_clock() -> None:
+    s = decide(CANARY, started(), Look(at(0), available=False, trouble=SCHED, deadline_seconds=30))
+    # a pod not scheduled (or not pulled) is judged by its Deployment's deadline alone: no stamp
+    assert s.candidate_failing_since is None and s.message.endswith(SCHED.text)
+    held = decide(CANARY, s, Look(at(29), available=False, trouble=SCHED, deadline_seconds=30))
+    assert held.candidate_failing_since is None
+    # scheduled at last, its first crash: the crash loop's clock starts now, not with the scheduling trouble
+    crashed = decide(CANARY, held, Look(at(35), available=False, trouble=OOM, deadline_seconds=30))
+    assert crashed.phase == RolloutPhase.SHADOW and crashed.candidate_failing_since == rfc3339(at(35))
+    # ... and a crash that turns into other trouble, then crashes again, starts anew
+    pull = decide(CANARY, crashed, Look(at(50), available=False, trouble=PULL, deadline_seconds=30))
+    assert pull.candidate_failing_since is None
+    again = decide(CANARY, pull, Look(at(70), available=False, trouble=OOM, deadline_seconds=30))
+    assert again.phase == RolloutPhase.SHADOW and again.candidate_failing_since == rfc3339(at(70))
+    gone = decide(CANARY, again, Look(at(100), available=False, trouble=OOM, deadline_seconds=30))
+    assert gone.rollback_cause == RollbackCause.CANDIDATE_CRASH_LOOP
+
+
+def test_a_ready_pod_that_ran_again_after_one_crash_is_no_loop_beside_a_pod_still_starting() -> None:
+    # no crash loop seen before: its Ready pod starts no clock and is never judged, however long the other starts
+    s = decide(CANARY, started(), Look(at(0), available=False, trouble=RAN_AGAIN, deadline_seconds=30))
+    assert s.candidate_failing_since is None and s.phase == RolloutPhase.SHADOW
+    late = decide(CANARY, s, Look(at(3600), available=False, trouble=RAN_AGAIN, deadline_seconds=30))
+    assert late.phase == RolloutPhase.SHADOW and late.candidate_failing_since is None
+    # a clock already running (its crash was seen) is kept through the Ready moment, but the Ready pod is not
+    # judged on it; a pod down in a crash loop again is
+    looping = decide(CANARY, started(), Look(at(0), available=False, trouble=OOM, deadline_seconds=30))
+    ready = decide(CANARY, looping, Look(at(60), available=False, trouble=RAN_AGAIN, deadline_seconds=30))
+    assert ready.phase == RolloutPhase.SHADOW and ready.candidate_failing_since == looping.candidate_failing_since
+    down = decide(CANARY, ready, Look(at(61), available=False, trouble=OOM, deadline_seconds=30))
+    assert down.rollback_cause == RollbackCause.CANDIDATE_CRASH_LOOP
+
+
+def test_the_crash_loop_clock_is_cleared_by_an_override_promotion_and_rollback() -> None:
+    looping = decide(CANARY, started(), Look(at(0), available=False, trouble=OOM, deadline_seconds=30))
+    assert looping.candidate_failing_since is not None
+    promoted = decide(CANARY, looping, Look(at(1), available=False, manual=Manual.PROMOTE, trouble=OOM))
+    assert promoted.phase == RolloutPhase.PROMOTING and promoted.candidate_failing_since is None
+    aborted = decide(CANARY, looping, Look(at(1), available=False, manual=Manual.ABORT, trouble=OOM))
+    assert aborted.phase == RolloutPhase.ROLLED_BACK and aborted.candidate_failing_since is None
+    gone = decide(CANARY, looping, Look(at(30), available=False, trouble=OOM, deadline_seconds=30))
+    assert gone.phase == RolloutPhase.ROLLED_BACK and gone.candidate_failing_since is None
+    promoting = looping.model_copy(update={"phase": RolloutPhase.PROMOTING})
+    assert decide(CANARY, promoting, Look(at(2), available=False)).candidate_failing_since is None
+    assert decide(CANARY, promoting, Look(at(2), available=True)).candidate_failing_since is None
+
+
+def test_a_rollback_for_the_candidate_s_pods_is_rearmed_by_a_new_generation_only() -> None:
+    gone = decide(CANARY, started(), Look(at(0), available=False, trouble=replace(OOM, deadline_exceeded=True)))
+    judged = gone.model_copy(update={"rolled_back_generation": 4})
+    assert rearmed(judged, "cand", 5)
+    assert not rearmed(judged, "cand", 4)  # the spec it judged
+    assert not rearmed(judged, "other", 5) and not rearmed(None, "cand", 5) and not rearmed(judged, "cand", None)
+    assert not rearmed(gone, "cand", 5)  # the generation not recorded (pruned by an older CRD): final
+    not_starting = judged.model_copy(update={"rollback_cause": RollbackCause.CANDIDATE_NOT_STARTING})
+    assert rearmed(not_starting, "cand", 5)
+    for final in (RollbackCause.ANALYSIS_FAILED, RollbackCause.ANALYSIS_INCONCLUSIVE, RollbackCause.ABORTED):
+        assert not rearmed(judged.model_copy(update={"rollback_cause": final}), "cand", 5)
+    assert not rearmed(judged.model_copy(update={"phase": RolloutPhase.SHADOW}), "cand", 5)

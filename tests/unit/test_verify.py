@@ -13,6 +13,7 @@ from modelship.controller.observe import DeploymentObservation, JobState, Observ
 from modelship.controller.phasewindow import PodFigures, PodReading, Readings
 from modelship.controller.plan import Plan, plan
 from modelship.controller.podhealth import ContainerHealth, PodHealth
+from modelship.controller.stages.pod_causes import candidate_trouble
 from modelship.controller.stages.verify import candidate_pods_wanted
 from modelship.resources.revision import revision
 from tests.support.endpoints import routed
@@ -309,13 +310,21 @@ def crash_looping_candidate(rev: str) -> tuple[DeploymentObservation, tuple[PodH
     return dep, (PodHealth("digits-canary-abc12-x", rev, (oom,), template_hash="abc12"),)
 
 
-def test_a_crash_looping_candidate_is_told_while_it_waits_then_rolled_back_with_the_cause() -> None:
+def crash_looping_rollout() -> tuple[Any, Observed, Plan]:
+    """A new revision's rollout whose candidate crash-loops, at its first look that sees it: the ModelDeployment,
+    what is observed (its stable Deployment, the candidate's and its pods) and the plan of that look."""
     md, rev, jobs = new_revision()
     stable = deployment(OLD, CONFIG.images.serving)
     p1 = plan(md, Observed(jobs=jobs, deployment=stable), CONFIG, NOW)
     dep, pods = crash_looping_candidate(rev)
     obs = Observed(jobs=jobs, deployment=stable, canary=dep, canary_service_ip="10.96.0.9", canary_pods=pods)
-    p2 = plan(md_with(p1.status), obs, CONFIG, NOW + timedelta(seconds=5))
+    return md, obs, plan(md_with(p1.status), obs, CONFIG, NOW + timedelta(seconds=5))
+
+
+def test_a_crash_looping_candidate_is_told_while_it_waits_then_rolled_back_with_the_cause() -> None:
+    md, obs, p2 = crash_looping_rollout()
+    dep = obs.canary
+    assert dep is not None
     r = p2.status["rollout"]
     told = ("pod digits-canary-abc12-x: container server crash-looping (CrashLoopBackOff), last terminated OOMKilled "
             "(exit code 137): std::bad_alloc")  # fmt: skip
@@ -341,7 +350,9 @@ def test_a_crash_looping_candidate_is_told_while_it_waits_then_rolled_back_with_
 
 
 def test_candidate_pods_are_read_while_it_is_short_or_was_failing() -> None:
-    md, rev, _ = new_revision()
+    _, rev, _ = new_revision()
+    md = md_with({"servingRevision": OLD, "rollout": {"candidate": rev, "stable": OLD, "phase": "Shadow",
+                                                      "startedAt": "2026-11-28T12:00:00Z"}})  # fmt: skip
     dep, _ = crash_looping_candidate(rev)
     assert candidate_pods_wanted(md, dep)
     full = canary_obs(rev, 1, False)
@@ -350,3 +361,63 @@ def test_candidate_pods_are_read_while_it_is_short_or_was_failing() -> None:
                                                    "startedAt": "2026-11-28T12:00:00Z",
                                                    "candidateFailingSince": "2026-11-28T12:00:00Z"}}  # fmt: skip
     assert candidate_pods_wanted(md_with(failing), full)  # a flap's ready moment keeps them read
+
+
+def test_candidate_pods_are_read_only_while_the_spec_s_revision_is_analyzed() -> None:
+    _, rev, _ = new_revision()
+    dep, _ = crash_looping_candidate(rev)
+    rollout = {"candidate": rev, "stable": OLD, "phase": "Shadow", "startedAt": "2026-11-28T12:00:00Z"}
+    assert candidate_pods_wanted(md_with({"servingRevision": OLD, "rollout": rollout}), dep)
+    for other in ({"phase": "RolledBack"}, {"phase": "Promoting"}, {"phase": "Promoted"}, {"candidate": "rother"},
+                  {"candidate": "rother", "candidateFailingSince": "2026-11-28T12:00:00Z"}):  # fmt: skip
+        assert not candidate_pods_wanted(md_with({"servingRevision": OLD, "rollout": {**rollout, **other}}), dep)
+
+
+def test_one_restart_then_ready_beside_a_pod_still_starting_is_no_crash_loop() -> None:
+    md, rev, _ = new_revision()
+    dep = replace(canary_obs(rev, 2, False), available_replicas=1, ready_replicas=1,
+                  progress_message='ReplicaSet "digits-canary-abc12" is progressing.')  # fmt: skip
+    once = ContainerHealth("server", restarts=1, running_since="2026-11-28T11:59:00Z",
+                           terminated=("OOMKilled", 137, ""))  # fmt: skip
+    starting = ContainerHealth("server", waiting="ContainerCreating")
+    pods = (PodHealth("digits-canary-abc12-a", rev, (once,), template_hash="abc12", ready=True),
+            PodHealth("digits-canary-abc12-b", rev, (starting,), template_hash="abc12"))  # fmt: skip
+    trouble = candidate_trouble(md, rev, dep, pods, NOW)
+    assert trouble is not None and not trouble.crash_loop and trouble.recovering
+    # the same container not Ready (it crashed again, or its pod is not ready yet): a crash loop
+    down = (replace(pods[0], ready=False), pods[1])
+    looping = candidate_trouble(md, rev, dep, down, NOW)
+    assert looping is not None and looping.crash_loop and not looping.recovering
+
+
+def test_a_spec_change_after_a_rollback_for_the_candidate_s_pods_starts_its_revision_anew() -> None:
+    md, obs, p2 = crash_looping_rollout()
+    rev, jobs, stable = revision(md.spec), obs.jobs, obs.deployment
+    deadline = md.spec.serving.rollout.progress_deadline_seconds
+    p3 = plan(md_with(p2.status), obs, CONFIG, NOW + timedelta(seconds=5 + deadline))
+    r = p3.status["rollout"]
+    assert r["phase"] == "RolledBack" and r["rolledBackGeneration"] == md.metadata.generation
+    assert "change the spec to try the revision again" in cond(p3.status, "Verified")["message"]
+    later = NOW + timedelta(seconds=10 + deadline)
+    # the same spec: final
+    same = plan(md_with(p3.status), obs, CONFIG, later)
+    assert same.status["rollout"]["phase"] == "RolledBack" and by_name(same, "Deployment", "digits-canary")[
+        "spec"]["replicas"] == 0  # fmt: skip
+    # the memory limit raised, as the message told: a new generation, the same revision, a new rollout
+    fixed = md_with(p3.status)
+    fixed.spec.serving.resources.limits["memory"] = "4Gi"
+    fixed = fixed.model_copy(update={"metadata": fixed.metadata.model_copy(update={"generation": 5})})
+    assert revision(fixed.spec) == rev
+    zero = replace(canary_obs(rev, 0, False), name="digits-canary")
+    p4 = plan(fixed, Observed(jobs=jobs, deployment=stable, canary=zero, canary_service_ip="10.96.0.9"), CONFIG,
+              later)  # fmt: skip
+    r4 = p4.status["rollout"]
+    assert (r4["phase"], r4["candidate"], r4.get("rolledBackGeneration")) == ("Shadow", rev, None)
+    assert by_name(p4, "Deployment", "digits-canary")["spec"]["replicas"] >= 1
+    assert cond(p4.status, "Stalled")["status"] == "False"
+    # an analysis rollback stays final for its revision, whatever the spec
+    failed = {**p3.status, "rollout": {**r, "rollbackCause": "AnalysisFailed", "rolledBackGeneration": None}}
+    again = md_with(failed)
+    again = again.model_copy(update={"metadata": again.metadata.model_copy(update={"generation": 5})})
+    p5 = plan(again, Observed(jobs=jobs, deployment=stable, canary=zero, canary_service_ip="10.96.0.9"), CONFIG, later)
+    assert p5.status["rollout"]["phase"] == "RolledBack"

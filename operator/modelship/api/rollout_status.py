@@ -205,6 +205,11 @@ class RolloutStatus(ApiModel):
     window: AnalysisWindow | None = None
     """The current phase's analysis window (figures read from the pods)."""
     candidate_failing_since: str | None = None
-    """Since when the candidate's pods have said why they do not serve (a crash loop, an image not pulled, a pod
-    not scheduled), without a break (RFC 3339); unset while they say nothing. A crash loop that lasts
-    progressDeadlineSeconds rolls the candidate back."""
+    """Since when the candidate's pods have crash-looped, without a break (RFC 3339; kept through a crashed pod's
+    Ready moments); unset while they do not (also while they are not pulled or not scheduled: that is judged by
+    their Deployment's progress deadline). A crash loop that lasts progressDeadlineSeconds rolls the candidate
+    back."""
+    rolled_back_generation: int | None = None
+    """The ModelDeployment's metadata.generation when the candidate was rolled back for its pods (CandidateCrashLoop,
+    CandidateNotStarting): a spec changed since (a new generation, such as a memory limit raised) starts a new
+    rollout of the same revision. Unset for other rollbacks, which stay final for their revision."""

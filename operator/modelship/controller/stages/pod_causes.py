@@ -118,14 +118,18 @@ def candidate_trouble(
     """Why the Canary candidate ``rev``'s pods do not serve: the cause their pods of the Deployment's newest template
     name (``cause_text``: the thresholds and wording of the stable path), and whether the Deployment controller gave
     up on that template (ProgressDeadlineExceeded, read only once it observed the Deployment's last change); None
-    when neither says anything (the pods start, pull or wait for a node within the deadline)."""
+    when neither says anything (the pods start, pull or wait for a node within the deadline). A crash loop counts
+    only in a pod that is not Ready now: a Ready pod's container running again after a crash is only
+    ``recovering`` (one restart that then runs is not a loop, also beside a pod still starting)."""
     if dep is None or dep.revision != rev:
         return None
-    newest = newest_template_hash(dep.name, dep.progress_message)
-    found = cause(of_template(pods, newest), rev, now)
+    newest = of_template(pods, newest_template_hash(dep.name, dep.progress_message))
+    down = cause(tuple(p for p in newest or () if not p.ready), rev, now)
+    found = down or cause(newest, rev, now)
     exceeded = dep.progress_deadline_exceeded and dep.observed_generation >= dep.generation
     if found is None and not exceeded:
         return None
     text = cause_text(md, found)[2:] if found is not None else printable(dep.progress_message or "no progress")
-    crash = found is not None and found.trouble == Trouble.CRASH_LOOP
-    return CandidateTrouble(text, crash_loop=crash, deadline_exceeded=exceeded)
+    crash = down is not None and down.trouble == Trouble.CRASH_LOOP
+    recovering = not crash and found is not None and found.trouble == Trouble.CRASH_LOOP
+    return CandidateTrouble(text, crash_loop=crash, recovering=recovering, deadline_exceeded=exceeded)

@@ -31,11 +31,13 @@ from ...api.status import ConditionType, Phase, Reason, StageName
 from ...resources.canary import canary_deployment, canary_service, mirror_offer, mirror_source
 from ...resources.kinds import HTTP_ROUTE
 from ...resources.plan import serving_plan
+from ...resources.revision import revision
 from ...resources.route import gateway_routing, http_route, route_name
 from ...resources.serving import ServedArtifact
 from ..canary import (
     ANALYZING,
     CANDIDATE_PODS,
+    RETRIED_CAUSES,
     Look,
     Manual,
     Samples,
@@ -44,6 +46,7 @@ from ..canary import (
     effective_weight,
     ignored_overrides,
     manual_action,
+    rearmed,
     shadow_replicas,
     start,
 )
@@ -272,11 +275,14 @@ def _routed(canary: Canary, state: RolloutStatus, observed: Observed, rev: str, 
 
 
 def candidate_pods_wanted(md: ModelDeployment, dep: DeploymentObservation) -> bool:
-    """Read the serving pods this pass for the Canary candidate's Deployment ``dep``: it asks for pods and has fewer
-    available, ready or of its newest template, or the last look found its pods failing (kept through the moments
-    a crash-looping pod is ready between crashes, so that moment does not reset the crash loop's clock)."""
+    """Read the serving pods this pass for the Canary candidate's Deployment ``dep`` while the spec's revision is
+    being analyzed (shadow or a canary step): it asks for pods and has fewer available, ready or of its newest
+    template, or the last look found its pods crash-looping (kept through the moments a crash-looping pod is ready
+    between crashes, so that moment does not reset the crash loop's clock). Otherwise nothing judges them."""
     rollout = md.status.rollout
-    if rollout is not None and rollout.phase in ANALYZING and rollout.candidate_failing_since is not None:
+    if rollout is None or rollout.phase not in ANALYZING or rollout.candidate != revision(md.spec):
+        return False
+    if rollout.candidate_failing_since is not None:
         return True
     return dep.replicas > 0 and (
         dep.available_replicas < dep.replicas
@@ -352,7 +358,7 @@ def promoted_pods_serve(md: ModelDeployment, observed: Observed, manifest: Manif
 def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> VerifyOutcome:
     md, rev, observed = ctx.md, ctx.revision, ctx.observed
     prev = ctx.prev.rollout
-    fresh = prev is None or prev.candidate != rev
+    fresh = prev is None or prev.candidate != rev or rearmed(prev, rev, md.metadata.generation)
     artifact_ref = built.artifact.reference if built.artifact else None
     state = start(canary, rev, built.image, stable, ctx.now, artifact_ref) if fresh or prev is None else prev
     ip = observed.canary_service_ip
@@ -390,6 +396,9 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
     deadline = md.spec.serving.rollout.progress_deadline_seconds
     look = Look(ctx.now, available, figures, manual, waiting or CANDIDATE_PODS, trouble, deadline)
     new = with_phase_templates(state, _windowed(decide(canary, state, look), observed, window, ctx), observed)
+    if new.phase == RolloutPhase.ROLLED_BACK and state.phase != RolloutPhase.ROLLED_BACK:
+        judged = md.metadata.generation if new.rollback_cause in RETRIED_CAUSES else None
+        new = new.model_copy(update={"rolled_back_generation": judged})  # the spec this rollback judged
     replicas, live = _shape(canary, new, n)
     routed = canary.gateway_api() is not None
     weight = {RolloutPhase.PROMOTED: 100, RolloutPhase.ROLLED_BACK: 0}.get(new.phase)
