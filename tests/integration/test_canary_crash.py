@@ -3,7 +3,7 @@ controllers; kwok's pods, whose status the test writes as a kubelet restarting a
 it waits, the rollout's message names the cause the candidate's pods give; once the crash loop has lasted
 progressDeadlineSeconds the candidate is rolled back (CandidateCrashLoop, the cause in Verified and Ready, an Event,
 lastFailure, the candidate's Deployment at 0), and the stable Deployment is never touched: same template, same
-pods, serving throughout."""
+pods, serving throughout. A spec change after the rollback (the memory limit raised) starts the revision anew."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _oom_killed(k: Cluster, pod: str) -> None:
 
 def test_a_candidate_whose_pods_crash_loop_is_rolled_back_with_the_cause(k: Cluster, metrics: FakeMetrics) -> None:
     rollout = {**CANARY, "progressDeadlineSeconds": 30}
-    _, old, new = _first_revision_then_a_new_one(k, metrics, rollout)
+    doc, old, new = _first_revision_then_a_new_one(k, metrics, rollout)
     k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
     stable = _deployment(k, "digits")
     stable_pods = {p.metadata.name: p.metadata.uid for p in _pods(k, old)}
@@ -59,13 +59,16 @@ def test_a_candidate_whose_pods_crash_loop_is_rolled_back_with_the_cause(k: Clus
     # while it is not yet judged, the rollout says what it waits for, and why it does not come
     told = (f"pod {crashing}: container server crash-looping (CrashLoopBackOff), last terminated OOMKilled "
             "(exit code 137)")  # fmt: skip
-    waiting = k.wait_md(lambda o: told in (o["status"]["rollout"].get("message") or ""),
-                        what="the candidate's cause in the rollout's message", timeout=60)  # fmt: skip
+    def told_while_waiting(o: dict[str, Any]) -> bool:
+        r = o["status"]["rollout"]
+        return r["phase"] == "Shadow" and told in (r.get("message") or "")
+
+    # the crash loop's clock starts at the look that sees it: that look writes the message, 30 s before a rollback
+    waiting = k.wait_md(told_while_waiting, what="the candidate's cause in the rollout's message", timeout=60)
     r = waiting["status"]["rollout"]
-    if r["phase"] == "Shadow":  # not yet past the deadline
-        assert r["message"].startswith("waiting for the candidate's pods of shadow: "), r
-        assert r.get("candidateFailingSince") and r.get("phaseStartedAt") is None, r
-        assert MESSAGE in r["message"], r
+    assert r["message"].startswith("waiting for the candidate's pods of shadow: "), r
+    assert r.get("candidateFailingSince") and r.get("phaseStartedAt") is None, r
+    assert MESSAGE in r["message"], r
 
     # past progressDeadlineSeconds of crash loop: rolled back, the cause in status, the stable revision serving
     gone = k.wait_condition("Stalled", "True", reason="CandidateCrashLoop", timeout=120)
@@ -76,7 +79,9 @@ def test_a_candidate_whose_pods_crash_loop_is_rolled_back_with_the_cause(k: Clus
     assert (verified["status"], verified["reason"]) == ("False", "CandidateCrashLoop"), verified
     assert "crash-loop for more than 30s (progressDeadlineSeconds 30)" in verified["message"], verified
     assert told in verified["message"] and MESSAGE in verified["message"], verified
-    assert verified["message"].endswith(f"revision {old} keeps serving all traffic"), verified
+    assert verified["message"].endswith(
+        f"change the spec to try the revision again; revision {old} keeps serving all traffic"), verified  # fmt: skip
+    assert s["rollout"]["rolledBackGeneration"] == gone["metadata"]["generation"], s["rollout"]
     assert told in condition(gone, "Ready")["message"] and condition(gone, "Ready")["status"] == "False"
     assert s["servingRevision"] == old and s["revision"] == new
     assert s["lastFailure"]["reason"] == "CandidateCrashLoop" and s["lastFailure"]["stage"] == "Verify"
@@ -92,6 +97,22 @@ def test_a_candidate_whose_pods_crash_loop_is_rolled_back_with_the_cause(k: Clus
     assert after.spec.template.metadata.labels[REVISION] == old
     assert {p.metadata.name: p.metadata.uid for p in _pods(k, old)} == stable_pods
     assert after.status.available_replicas == 2
+
+    # the same spec stays rolled back; the memory limit raised, as the message says (the revision stays), is a new
+    # generation: a new rollout of the same revision, whose pods of the new template come up and serve
+    doc["spec"]["serving"]["resources"] = {"limits": {"memory": "4Gi"}}
+    k.apply(doc)
+    again = k.wait_md(lambda o: o["metadata"]["generation"] > gone["metadata"]["generation"]
+                      and o["status"]["rollout"]["phase"] == "Shadow", what="a new rollout", timeout=60)  # fmt: skip
+    r = again["status"]["rollout"]
+    assert again["status"]["revision"] == new and r["candidate"] == new and r.get("rollbackCause") is None, r
+    assert r["startedAt"] != s["rollout"]["startedAt"] and r.get("rolledBackGeneration") is None, r
+    k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None
+              and o["status"]["rollout"]["phase"] == "Shadow", what="the new template's pods available")  # fmt: skip
+    candidate = _deployment(k, "digits-canary")
+    server = next(c for c in candidate.spec.template.spec.containers if c.name == "server")
+    assert candidate.spec.replicas == 1 and server.resources.limits["memory"] == "4Gi"
+    assert condition(k.md(), "Stalled")["status"] == "False"
 
 
 def test_a_candidate_template_whose_pods_never_come_up_is_rolled_back_naming_its_newest_pods(
@@ -116,7 +137,7 @@ def test_a_candidate_template_whose_pods_never_come_up_is_rolled_back_naming_its
     named = found.group(1) if found else ""
     assert named and named not in first, (verified, first)  # a pod of the newest template, not the ready one
     assert "crash-looping (CrashLoopBackOff), last terminated Error (exit code 1)" in verified, verified
-    assert verified.endswith(f"revision {old} keeps serving all traffic"), verified
+    assert verified.endswith(f"try the revision again; revision {old} keeps serving all traffic"), verified
     assert not crashing or named in crashing, (named, crashing)
     assert gone["status"]["servingRevision"] == old
     after = _deployment(k, "digits")
