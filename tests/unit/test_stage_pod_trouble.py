@@ -75,6 +75,29 @@ def test_a_container_held_waiting_is_named_with_its_reason(reason: str, message:
     assert stuck(waiting(reason, message)) == expected
 
 
+def test_a_waiting_reason_whose_words_change_at_each_retry_is_said_without_them() -> None:
+    """CreateContainerError, RunContainerError ...: the kubelet's text names ids and deadlines that change at each
+    retry; only the reason is said, so a stuck pod does not rewrite status at every retry. A missing Secret key
+    (CreateContainerConfigError) keeps its words: they stay the same and name what to fix."""
+    first = waiting("CreateContainerError", "context deadline exceeded")
+    second = waiting("CreateContainerError", 'failed to reserve container name "optimize_x": reserved for "5f0c9e"')
+    assert stuck(first) == stuck(second) == (
+        "pod digits-opt-r1-x7k2p-q8zrt: container optimize waiting (CreateContainerError)"
+    )
+
+
+def test_what_changes_while_the_cause_stays_leaves_the_words_alone() -> None:
+    """Restart counts, probe and transition times, the image id: none reaches the text (no write per look)."""
+    later = copy.deepcopy(UNSCHEDULED)
+    later["status"]["conditions"][0].update(lastProbeTime="2026-11-30T02:19:00Z",
+                                            lastTransitionTime="2026-11-30T02:18:00Z")  # fmt: skip
+    assert stuck(later) == stuck(UNSCHEDULED) != ""
+    a = waiting("CreateContainerConfigError", "couldn't find key token in Secret team-a/c", restartCount=0)
+    b = waiting("CreateContainerConfigError", "couldn't find key token in Secret team-a/c", restartCount=4,
+                imageID="sha256:0f3a")  # fmt: skip
+    assert stuck(a) == stuck(b) != ""
+
+
 def test_the_back_and_forth_of_an_image_pull_reads_the_same() -> None:
     """The kubelet alternates ErrImagePull and ImagePullBackOff while it retries: one message, no write per turn."""
     assert stuck(waiting("ErrImagePull", "rpc error: a")) == stuck(waiting("ImagePullBackOff", "Back-off pulling"))
@@ -129,7 +152,6 @@ def test_the_running_message_names_why_its_pod_does_not_progress() -> None:
     assert message == f"probe Job {held.name} running (attempt 1): pod p unschedulable: {SCHEDULER}"
     assert out.effects.progress is not None and out.effects.progress.message == message
     assert out.effects.create == () and out.effects.failure is None and out.effects.requeue_after is None
-    assert run([held]).effects == out.effects  # the same cause, the same message: no write per look
 
 
 def test_words_that_look_like_a_credential_do_not_reach_status() -> None:

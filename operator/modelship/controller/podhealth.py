@@ -303,6 +303,11 @@ class Cause:
         return f"pod {self.pod} unschedulable: {self.detail}"
 
 
+STEADY_WAITING = ("CreateContainerConfigError", "ErrImageNeverPull")
+"""Waiting reasons whose kubelet message stays the same while the cause does (a Secret or ConfigMap key missing,
+an image not present with pullPolicy Never): a stage pod's message quotes it. Others (CreateContainerError,
+RunContainerError ...) carry texts that change at each retry (ids, deadlines): only their reason is said, so that
+status is not rewritten at every retry."""
 IMAGE_NOT_PULLED = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName")
 """Waiting reasons of a container whose image the kubelet cannot pull (the two first alternate while it retries)."""
 STARTING = ("", "ContainerCreating", "PodInitializing")
@@ -354,7 +359,8 @@ def _held_waiting(p: PodHealth, c: ContainerHealth) -> Cause | None:
         return Cause(Trouble.CRASH_LOOP, p.name, c.name, c.terminated, state=c.waiting)
     if c.waiting in STARTING:
         return None
-    return _image_not_pulled(p, c) or Cause(Trouble.WAITING, p.name, c.name, detail=c.waiting, said=c.waiting_message)
+    said = c.waiting_message if c.waiting in STEADY_WAITING else ""  # others' texts change at each kubelet retry
+    return _image_not_pulled(p, c) or Cause(Trouble.WAITING, p.name, c.name, detail=c.waiting, said=said)
 
 
 def stage_pod_cause(pods: tuple[PodHealth, ...]) -> Cause | None:
