@@ -106,6 +106,16 @@ class DeploymentObservation:
     ``kubectl rollout restart`` changes it, a scale does not). Unlike ``template``, which only this operator's
     apply moves."""
 
+    def short_of(self, want: int) -> bool:
+        """Fewer pods available than ``want``, or fewer ready or of its newest template than it asks for, or pods
+        of an older template still beside them (a rollout's surge): its pods are worth reading for why."""
+        return (
+            self.available_replicas < want
+            or self.ready_replicas < self.replicas
+            or self.updated_replicas < self.replicas
+            or self.updated_replicas < self.status_replicas
+        )
+
 
 @dataclass(frozen=True)
 class EndpointsObservation:

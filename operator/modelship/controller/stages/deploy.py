@@ -359,13 +359,7 @@ def pods_wanted(md: ModelDeployment, dep: DeploymentObservation) -> bool:
     if md.status.condition(ConditionType.CONTAINER_HEALTHY) is not None:
         return True
     auto = md.spec.serving.autoscaling
-    want = max(dep.replicas, auto.min_replicas if auto.enabled else 0)
-    return (
-        dep.available_replicas < want
-        or dep.ready_replicas < dep.replicas
-        or dep.updated_replicas < dep.replicas
-        or dep.updated_replicas < dep.status_replicas
-    )
+    return dep.short_of(max(dep.replicas, auto.min_replicas if auto.enabled else 0))
 
 
 def judged_pods(

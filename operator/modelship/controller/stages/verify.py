@@ -284,12 +284,7 @@ def candidate_pods_wanted(md: ModelDeployment, dep: DeploymentObservation) -> bo
         return False
     if rollout.candidate_failing_since is not None:
         return True
-    return dep.replicas > 0 and (
-        dep.available_replicas < dep.replicas
-        or dep.ready_replicas < dep.replicas
-        or dep.updated_replicas < dep.replicas
-        or dep.updated_replicas < dep.status_replicas
-    )
+    return dep.replicas > 0 and dep.short_of(dep.replicas)
 
 
 @dataclass(frozen=True)
