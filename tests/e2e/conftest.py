@@ -137,10 +137,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if call.when != "setup" or exc is None:
         return report
     first = next((nodeid for seen, nodeid in _REPORTED if seen is exc), None)
+    head = str(exc).splitlines()[0] if str(exc) else ""
     if first is None:
         _REPORTED.append((exc, item.nodeid))
+        # The short test summary prints the crash message whole when pytest thinks it runs on CI ($CI or
+        # $BUILD_NUMBER set): the diagnosis would be printed a second time there. It gets the first line only.
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if crash is not None:
+            crash.message = f"{type(exc).__name__}: {head}"
     else:
-        head = str(exc).splitlines()[0] if str(exc) else ""
         report.longrepr = f"{type(exc).__name__}: {head}\n(the same error as in the setup of {first}: see it there)"
     return report
 

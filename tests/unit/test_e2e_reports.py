@@ -12,7 +12,13 @@ pytest_plugins = ["pytester"]
 QUIET = ("-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function")
 
 
-def test_a_module_fixture_error_is_reported_in_full_once(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("ci", ["", "true"], ids=["terminal", "ci"])
+def test_a_module_fixture_error_is_reported_in_full_once(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ci: str
+) -> None:
+    # With $CI set, pytest prints each short-summary message whole (not cut to the terminal's width)
+    monkeypatch.setenv("CI", ci)
+    monkeypatch.delenv("BUILD_NUMBER", raising=False)
     pytester.makeconftest("from tests.e2e.conftest import pytest_runtest_makereport  # noqa: F401\n")
     pytester.makepyfile(test_m='''
 import pytest
@@ -29,6 +35,7 @@ def test_c(deployed): pass
     result.assert_outcomes(errors=3)
     out = result.stdout.str()
     assert out.count("THE-DIAGNOSIS") == 1, out
+    assert "ERROR test_m.py::test_a - TimeoutError: x not all Ready after 600.0s" in out.splitlines(), out
     for test in ("test_b", "test_c"):
         result.stdout.fnmatch_lines([f"*ERROR at setup of {test}*", "TimeoutError: x not all Ready after 600.0s",
                                      "(the same error as in the setup of test_m.py::test_a: see it there)"])
