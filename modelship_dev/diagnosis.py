@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from modelship.controller.conditions import parse_rfc3339
+
 LINE_CHARS = 300
 """No line longer (messages, log lines): the rest is cut and marked."""
 TOTAL_CHARS = 20000
@@ -51,20 +53,10 @@ def bounded(lines: Sequence[str], max_lines: int, what: str, newest_last: bool =
     return [note, *kept] if newest_last else [*kept, note]
 
 
-def parse_time(ts: object) -> datetime | None:
-    """A Kubernetes timestamp (RFC 3339, "Z" or an offset, with or without micro seconds), else None."""
-    if not isinstance(ts, str) or not ts:
-        return None
-    try:
-        t = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
 def age(ts: object, now: datetime) -> str:
-    """How long ago ``ts`` was, as kubectl says it (42s, 7m10s, 3h5m), or "?"."""
-    t = parse_time(ts)
+    """How long ago ``ts`` was, as kubectl says it (42s, 7m10s, 3h5m), or "?" (missing, not RFC 3339, or without
+    a zone: read as the operator reads stamps, controller.conditions.parse_rfc3339)."""
+    t = parse_rfc3339(ts)
     if t is None:
         return "?"
     s = max(0, int((now - t).total_seconds()))
@@ -113,7 +105,7 @@ def deployment_lines(name: str, md: Mapping[str, Any] | None) -> list[str]:
 def _newest(items: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Oldest first, by creation time (unknown times first)."""
     epoch = datetime.min.replace(tzinfo=UTC)
-    return sorted(items, key=lambda o: parse_time(_meta(o).get("creationTimestamp")) or epoch)
+    return sorted(items, key=lambda o: parse_rfc3339(_meta(o).get("creationTimestamp")) or epoch)
 
 
 def job_lines(jobs: Iterable[Mapping[str, Any]], now: datetime, limit: int = 12) -> list[str]:
@@ -175,11 +167,11 @@ def pod_lines(pods: Iterable[Mapping[str, Any]], now: datetime, limit: int = 20)
 
 def _event_time(e: Mapping[str, Any]) -> datetime | None:
     for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
-        t = parse_time(e.get(key))
+        t = parse_rfc3339(e.get(key))
         if t is not None:
             return t
     series = e.get("series") or {}
-    return parse_time(series.get("lastObservedTime")) or parse_time(_meta(e).get("creationTimestamp"))
+    return parse_rfc3339(series.get("lastObservedTime")) or parse_rfc3339(_meta(e).get("creationTimestamp"))
 
 
 def _event(e: Mapping[str, Any], now: datetime) -> str:

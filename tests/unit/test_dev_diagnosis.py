@@ -170,3 +170,4 @@ def test_times_kubernetes_writes_are_read() -> None:
     assert d.age("2026-11-30T02:59:18.123456+00:00", NOW) == "41s"
     assert d.age("2026-11-29T23:55:00Z", NOW) == "3h5m"
     assert d.age(None, NOW) == d.age("garbage", NOW) == "?"
+    assert d.age("2026-11-30T02:59:18", NOW) == "?"  # no zone: not taken as UTC (as the operator reads it)

@@ -55,6 +55,28 @@ def test_a_stamp_parses_to_utc_and_anything_else_to_none() -> None:
     assert seconds_since("yesterday", NOW) is None and seconds_since(None, NOW) is None
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2026-11-29T22:53:50Z", datetime(2026, 11, 29, 22, 53, 50, tzinfo=UTC)),
+    ("2026-11-29T22:53:50+00:00", datetime(2026, 11, 29, 22, 53, 50, tzinfo=UTC)),
+    ("2026-11-29T20:23:50-02:30", datetime(2026, 11, 29, 22, 53, 50, tzinfo=UTC)),
+    ("2026-11-29T22:53:50.123456Z", datetime(2026, 11, 29, 22, 53, 50, 123456, tzinfo=UTC)),  # a MicroTime
+    ("2026-11-29T22:53:50.5+00:00", datetime(2026, 11, 29, 22, 53, 50, 500000, tzinfo=UTC)),
+    ("2026-11-29T22:53:50", None),  # no zone: Kubernetes always writes one; not trusted as UTC
+    ("2026-11-29T22:53:50.123456", None),
+    ("garbage", None),
+    ("2026-11-29T22:53:50Q", None),
+    ("0001-01-01T00:00:00+01:00", None),  # before the first UTC moment
+    (b"2026-11-29T22:53:50Z", None),
+    ({}, None),
+])  # fmt: skip
+def test_the_one_stamp_parser_reads_each_form(text: object, expected: datetime | None) -> None:
+    """controller.conditions.parse_rfc3339 is the one parser (modelship_dev.diagnosis reads kubectl's JSON with
+    it): an aware time in UTC, or None."""
+    when = parse_rfc3339(text)
+    assert when == expected
+    assert when is None or when.tzinfo is UTC
+
+
 @pytest.mark.parametrize("forged", FORGED)
 def test_a_missing_objects_stall_with_a_forged_transition_time_looks_again_as_at_first(forged: str) -> None:
     """stages.mounts.recheck_after raised ValueError: the pass stopped."""

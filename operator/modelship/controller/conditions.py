@@ -18,9 +18,12 @@ def rfc3339(now: datetime) -> str:
 
 
 def parse_rfc3339(text: object) -> datetime | None:
-    """The time an RFC 3339 stamp (``2026-11-29T22:53:50Z``, or with an offset) names, in UTC; None for a stamp
-    that is missing or does not parse: not a string, not a time, without a zone, out of range. Stamps are read
-    from objects anybody with the right to write a status may have forged; none of them may stop a reconcile."""
+    """The time an RFC 3339 stamp (``2026-11-29T22:53:50Z``, or with an offset; fractional seconds as in a
+    MicroTime) names, in UTC; None for a stamp that is missing or does not parse: not a string, not a time,
+    without a zone, out of range. Stamps are read from objects anybody with the right to write a status may have
+    forged; none of them may stop a reconcile. A stamp without a zone is not taken as UTC: Kubernetes always
+    writes one (Z), so a zoneless stamp came from somebody else and says no time we could trust. The developer
+    tools' account of a stuck wait on the real node reads kubectl's stamps with it too (one parser)."""
     if not isinstance(text, str) or not text:
         return None
     try:
