@@ -19,8 +19,8 @@ from modelship.controller.stages.deploy import (
     deploy,
     handover,
     scaled_to_zero,
-    seconds_since_stamps,
 )
+from modelship.controller.stages.serving_clocks import seconds_since_stamps
 from modelship.resources.plan import serving_plan
 from tests.support.endpoints import routed
 from tests.unit.test_autoscaled_ready import HPA, REV, scaled, was

@@ -21,10 +21,10 @@ from modelship.controller.phasewindow import advance, samples
 from modelship.controller.plan import plan
 from modelship.controller.podhealth import crashed_since
 from modelship.controller.reconcile import Reconciler
-from modelship.controller.stages.deploy import seconds_since_stamps
 from modelship.controller.stages.jobs import POD_STATUS_GRACE_SECONDS, Step
 from modelship.controller.stages.jobs import decide as decide_job
 from modelship.controller.stages.mounts import RECHECK_MAX_SECONDS, RECHECK_MIN_SECONDS
+from modelship.controller.stages.serving_clocks import seconds_since_stamps
 from modelship.controller.store import Store
 from modelship.resources.revision import revision
 from tests.unit.test_canary import CANARY, at, good
@@ -157,7 +157,7 @@ def test_a_finished_job_with_no_readable_finish_gets_no_grace_for_its_pod_status
 
 
 def test_a_forged_stamp_among_the_deploy_clocks_is_not_counted() -> None:
-    """stages.deploy.seconds_since_stamps (the shortfall, stall and back-off clocks) raised ValueError."""
+    """stages.serving_clocks.seconds_since_stamps (the shortfall, stall and back-off clocks) raised ValueError."""
     set_ = rfc3339(NOW - timedelta(seconds=40))
     for forged in FORGED:
         assert seconds_since_stamps(NOW, forged, set_) == 40.0

@@ -30,15 +30,9 @@ from modelship.controller.podhealth import (
 )
 from modelship.controller.reconcile import Reconciler
 from modelship.controller.stages.context import Failure
-from modelship.controller.stages.deploy import (
-    POD_LOOK_MAX_SECONDS,
-    POD_LOOK_SECONDS,
-    ServingTarget,
-    deploy,
-    pod_look_after,
-    pods_wanted,
-)
+from modelship.controller.stages.deploy import ServingTarget, deploy, pods_wanted
 from modelship.controller.stages.pod_causes import serving_meanwhile
+from modelship.controller.stages.serving_clocks import POD_LOOK_MAX_SECONDS, POD_LOOK_SECONDS, pod_look_after
 from modelship.controller.store import Store
 from modelship.resources.meta import MODELDEPLOYMENT_LABEL, REVISION_LABEL
 from modelship.resources.revision import revision
