@@ -9,10 +9,10 @@ from typing import Any
 
 from modelship import FIELD_MANAGER
 from modelship.api.status import ConditionType, Reason
+from modelship.controller.applycheck import unchanged, with_spec_hash
 from modelship.controller.conditions import ConditionSet, duration, rfc3339
 from modelship.controller.kstatus import EventType, events
 from modelship.controller.observe import Observed, applies_replicas, deployment_observation
-from modelship.controller.reconcile import unchanged, with_spec_hash
 from modelship.controller.stages.deploy import (
     ROLLED_OUT,
     ServingTarget,

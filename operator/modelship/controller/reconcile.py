@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections import Counter as Tally
@@ -14,7 +12,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from .. import HANDOVER_FIELD_MANAGER, own_entry
+from .. import HANDOVER_FIELD_MANAGER
 from ..api.errors import describe_validation_error
 from ..api.modeldeployment import ModelDeployment
 from ..api.skew import UnsupportedFields
@@ -27,6 +25,7 @@ from ..resources.policy import PolicyViolation, enforce_policy
 from ..resources.revision import revision
 from ..resources.route import gateway_routing
 from . import kstatus, metrics, revcache
+from .applycheck import defaulted, unchanged, with_spec_hash
 from .canary import ANALYZING, Samples, phase_begun
 from .conditions import ORDER
 from .endpoints import PodRevisions, observe_endpoints
@@ -54,52 +53,8 @@ from .terminating import TerminatingNamespaces, refused_as_terminating
 log = logging.getLogger("modelship.reconcile")
 
 MD = "ModelDeployment"
-SPEC_HASH = "modelship.io/spec-hash"
 SERVING_KINDS = tuple(k.kind for k in APPLIED)  # the owned children whose existence a plan looks at
 RETRY_AFTER_PRECONDITION_SECONDS = 0.5
-
-
-def _subset(want: Any, have: Any) -> bool:
-    """Every field we want is present in what the server has, with the same value."""
-    if isinstance(want, dict):
-        return isinstance(have, dict) and all(k in have and _subset(v, have[k]) for k, v in want.items())
-    if isinstance(want, list):
-        return (
-            isinstance(have, list)
-            and len(want) == len(have)
-            and all(_subset(a, b) for a, b in zip(want, have, strict=True))
-        )
-    return bool(want == have or str(want) == str(have))
-
-
-def unchanged(desired: dict[str, Any], current: dict[str, Any]) -> bool:
-    """Nothing to apply: the live object has every field and annotation the manifest sets, and its fields are the
-    operator's to apply already. An object whose creating entry (the POST's Update) was not yet turned into an Apply
-    entry (that patch failed after the create, the object changed in between) is applied anyway: until then the
-    operator's entry owns every field the API server defaulted, spec.replicas of a Deployment under an HPA among
-    them, and no handover sees it."""
-    if any(own_entry(e, "Update") for e in current["metadata"].get("managedFields") or []):
-        return False
-    annotations = desired["metadata"].get("annotations", {}), current["metadata"].get("annotations") or {}
-    return _subset(*annotations) and _subset(
-        {k: v for k, v in desired.items() if k not in ("metadata", "status")},
-        {k: v for k, v in current.items() if k not in ("metadata", "status")},
-    )
-
-
-def defaulted(desired: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """Fields the API server defaults at a create that the manifest leaves to another owner: a Deployment's
-    spec.replicas under an HPA (the creating entry must not own it, or an apply would have to hand it over)."""
-    if desired.get("kind") == "Deployment" and "replicas" not in (desired.get("spec") or {}):
-        return (("f:spec", "f:replicas"),)
-    return ()
-
-
-def with_spec_hash(obj: dict[str, Any]) -> dict[str, Any]:
-    """Stamp the object with a hash of itself: a change that only removes a field still changes the hash."""
-    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-    meta = obj["metadata"]
-    return {**obj, "metadata": {**meta, "annotations": {**meta.get("annotations", {}), SPEC_HASH: digest}}}
 
 
 class Reconciler:
