@@ -125,10 +125,15 @@ raised again for each of the module's tests: its diagnosis is printed once)."""
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     """A failed e2e test's report names the running operator's log file; a fixture error already reported by an
-    earlier test of the module is reported again in two lines (the first report holds its diagnosis)."""
+    earlier test of the module is reported again in two lines (the first report holds its diagnosis). A failure's
+    short-summary line is its first line: with $CI or $BUILD_NUMBER set (as on CI) pytest prints that message whole,
+    and an e2e failure's message carries a diagnosis of up to 20 kB, printed in its FAILURES/ERRORS section already."""
     report = yield
     if not report.failed:
         return report
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None and "\n" in (getattr(crash, "message", "") or ""):
+        crash.message = crash.message.splitlines()[0]
     demo = sys.modules.get("modelship_dev.node_demo")
     op = demo.running_operator() if demo is not None else None
     if op is not None:
@@ -137,15 +142,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if call.when != "setup" or exc is None:
         return report
     first = next((nodeid for seen, nodeid in _REPORTED if seen is exc), None)
-    head = str(exc).splitlines()[0] if str(exc) else ""
     if first is None:
         _REPORTED.append((exc, item.nodeid))
-        # The short test summary prints the crash message whole when pytest thinks it runs on CI ($CI or
-        # $BUILD_NUMBER set): the diagnosis would be printed a second time there. It gets the first line only.
-        crash = getattr(report.longrepr, "reprcrash", None)
-        if crash is not None:
-            crash.message = f"{type(exc).__name__}: {head}"
     else:
+        head = str(exc).splitlines()[0] if str(exc) else ""
         report.longrepr = f"{type(exc).__name__}: {head}\n(the same error as in the setup of {first}: see it there)"
     return report
 

@@ -41,6 +41,22 @@ def test_c(deployed): pass
                                      "(the same error as in the setup of test_m.py::test_a: see it there)"])
 
 
+def test_a_failed_tests_diagnosis_is_printed_once_on_ci(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CI", "true")  # pytest prints each short-summary message whole
+    pytester.makeconftest("from tests.e2e.conftest import pytest_runtest_makereport  # noqa: F401\n")
+    pytester.makepyfile(test_m='''
+def test_waits():
+    assert False, "never 3 Ready pods\\n--- diagnosis: THE-" + "DIAGNOSIS ---"
+''')
+    result = pytester.runpytest_inprocess(*QUIET)
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert out.count("THE-DIAGNOSIS") == 1, out
+    assert "FAILED test_m.py::test_waits - AssertionError: never 3 Ready pods" in out.splitlines(), out
+
+
 def test_a_failed_test_names_the_running_operators_log(pytester: pytest.Pytester) -> None:
     from modelship_dev import node_demo as demo
 
