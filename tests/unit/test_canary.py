@@ -21,7 +21,6 @@ from modelship.api.serving import Analysis, Canary, CanaryStep, Shadow
 from modelship.controller.canary import (
     ABORT_ANNOTATION,
     PROMOTE_ANNOTATION,
-    CandidateTrouble,
     Histogram,
     Look,
     Manual,
@@ -30,14 +29,13 @@ from modelship.controller.canary import (
     decide,
     effective_weight,
     judge,
-    judge_trouble,
     latency_requests_needed,
     manual_action,
     quantile_name,
-    rearmed,
     shadow_replicas,
     start,
 )
+from modelship.controller.canary_trouble import CandidateTrouble, judge_trouble, rearmed
 from modelship.controller.conditions import rfc3339
 from modelship.controller.phasewindow import PodFigures, PodReading, Readings, advance, samples
 from modelship.controller.podmetrics import lifetime

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from ...api.modeldeployment import ModelDeployment
 from ...api.status import ConditionType, Reason
-from ..canary import CandidateTrouble
+from ..canary_trouble import CandidateTrouble
 from ..conditions import duration
 from ..observe import DeploymentObservation
 from ..podhealth import Cause, PodHealth, Trouble, cause, newest_template_hash, of_template, printable

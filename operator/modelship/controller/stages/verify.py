@@ -37,7 +37,6 @@ from ...resources.serving import ServedArtifact
 from ..canary import (
     ANALYZING,
     CANDIDATE_PODS,
-    RETRIED_CAUSES,
     Look,
     Manual,
     Samples,
@@ -46,10 +45,10 @@ from ..canary import (
     effective_weight,
     ignored_overrides,
     manual_action,
-    rearmed,
     shadow_replicas,
     start,
 )
+from ..canary_trouble import RETRIED_CAUSES, rearmed
 from ..observe import DeploymentObservation, Observed
 from ..phasewindow import advance, phase_key, samples
 from .context import (
