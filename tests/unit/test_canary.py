@@ -35,7 +35,14 @@ from modelship.controller.canary import (
     shadow_replicas,
     start,
 )
-from modelship.controller.canary_trouble import CandidateTrouble, judge_trouble, rearmed
+from modelship.controller.canary_trouble import (
+    CandidateTrouble,
+    judge_trouble,
+    rearmed,
+    trouble_message,
+    troubled_for,
+    unjudged,
+)
 from modelship.controller.conditions import rfc3339
 from modelship.controller.phasewindow import PodFigures, PodReading, Readings, advance, samples
 from modelship.controller.podmetrics import lifetime
@@ -423,7 +430,8 @@ def test_a_crash_looping_candidate_says_why_while_it_waits_then_is_rolled_back_p
         RolloutPhase.ROLLED_BACK, Decision.ROLLBACK, RollbackCause.CANDIDATE_CRASH_LOOP)  # fmt: skip
     assert gone.message == (
         f"the candidate's pods crash-loop for more than 30s (progressDeadlineSeconds 30): {OOM.text}; "
-        "change the spec to try the revision again; revision stable keeps serving all traffic"
+        "change the candidate's pods in the spec (resources, env, scheduling; not replicas) to try the revision "
+        "again; revision stable keeps serving all traffic"
     )
     assert gone.weight == 0 and gone.mirror_percent == 0
     # final for this candidate: the same spec does not retry
@@ -539,15 +547,48 @@ def test_the_crash_loop_clock_is_cleared_by_an_override_promotion_and_rollback()
     assert decide(CANARY, promoting, Look(at(2), available=True)).candidate_failing_since is None
 
 
-def test_a_rollback_for_the_candidate_s_pods_is_rearmed_by_a_new_generation_only() -> None:
+def test_a_rollback_for_the_candidate_s_pods_is_rearmed_by_another_pod_template_only() -> None:
     gone = decide(CANARY, started(), Look(at(0), available=False, trouble=replace(OOM, deadline_exceeded=True)))
-    judged = gone.model_copy(update={"rolled_back_generation": 4})
-    assert rearmed(judged, "cand", 5)
-    assert not rearmed(judged, "cand", 4)  # the spec it judged
-    assert not rearmed(judged, "other", 5) and not rearmed(None, "cand", 5) and not rearmed(judged, "cand", None)
-    assert not rearmed(gone, "cand", 5)  # the generation not recorded (pruned by an older CRD): final
+    judged = gone.model_copy(update={"rolled_back_template": "aaaa", "rolled_back_generation": 4})
+    assert rearmed(judged, "cand", "bbbb")
+    assert not rearmed(judged, "cand", "aaaa")  # the template its pods ran, whatever the generation now
+    assert not rearmed(judged, "other", "bbbb") and not rearmed(None, "cand", "bbbb")
+    assert not rearmed(judged, "cand", None)
+    # the template not recorded (pruned by an older CRD; or a record of the generation only): final
+    assert not rearmed(gone, "cand", "bbbb")
+    assert not rearmed(judged.model_copy(update={"rolled_back_template": None}), "cand", "bbbb")
     not_starting = judged.model_copy(update={"rollback_cause": RollbackCause.CANDIDATE_NOT_STARTING})
-    assert rearmed(not_starting, "cand", 5)
+    assert rearmed(not_starting, "cand", "bbbb")
     for final in (RollbackCause.ANALYSIS_FAILED, RollbackCause.ANALYSIS_INCONCLUSIVE, RollbackCause.ABORTED):
-        assert not rearmed(judged.model_copy(update={"rollback_cause": final}), "cand", 5)
-    assert not rearmed(judged.model_copy(update={"phase": RolloutPhase.SHADOW}), "cand", 5)
+        assert not rearmed(judged.model_copy(update={"rollback_cause": final}), "cand", "bbbb")
+    assert not rearmed(judged.model_copy(update={"phase": RolloutPhase.SHADOW}), "cand", "bbbb")
+
+
+def test_a_rollback_that_cannot_be_tried_again_says_it_is_final() -> None:
+    looping = decide(CANARY, started(), Look(at(0), available=False, trouble=OOM, deadline_seconds=30))
+    gone = decide(CANARY, looping, Look(at(30), available=False, trouble=OOM, deadline_seconds=30, retry=False))
+    assert gone.rollback_cause == RollbackCause.CANDIDATE_CRASH_LOOP
+    assert "try the revision again" not in gone.message and "final" in gone.message
+    assert "status.rollout.rolledBackTemplate" in gone.message
+    assert "to try the revision again" in trouble_message(RollbackCause.CANDIDATE_CRASH_LOOP, OOM, 30)
+
+
+def test_a_crash_loop_stamp_from_before_the_rollout_began_is_not_its_clock() -> None:
+    old = started().model_copy(update={"candidate_failing_since": rfc3339(at(-3600))})
+    s = decide(CANARY, old, Look(at(5), available=False, trouble=OOM, deadline_seconds=30))
+    assert s.phase == RolloutPhase.SHADOW and s.candidate_failing_since == rfc3339(at(5))
+    assert troubled_for(old, OOM, at(5)) == (rfc3339(at(5)), 0.0)
+    # one from the rollout's start on is kept
+    kept = started().model_copy(update={"candidate_failing_since": rfc3339(at(0))})
+    assert troubled_for(kept, OOM, at(5)) == (rfc3339(at(0)), 5.0)
+
+
+def test_trouble_not_yet_judged_is_told_keeps_a_running_clock_and_starts_none() -> None:
+    told = unjudged(replace(OOM, deadline_exceeded=True))
+    assert told is not None and told.text == OOM.text and not told.crash_loop and not told.deadline_exceeded
+    assert unjudged(None) is None
+    fresh = decide(CANARY, started(), Look(at(0), available=False, trouble=told, deadline_seconds=30))
+    assert fresh.candidate_failing_since is None and fresh.message.endswith(OOM.text)
+    looping = decide(CANARY, started(), Look(at(0), available=False, trouble=OOM, deadline_seconds=30))
+    held = decide(CANARY, looping, Look(at(99), available=False, trouble=told, deadline_seconds=30))
+    assert held.phase == RolloutPhase.SHADOW and held.candidate_failing_since == looping.candidate_failing_since

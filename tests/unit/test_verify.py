@@ -9,12 +9,14 @@ from datetime import timedelta
 from typing import Any
 
 from modelship.controller.canary import Histogram, Samples
+from modelship.controller.conditions import rfc3339
 from modelship.controller.observe import DeploymentObservation, JobState, Observed
 from modelship.controller.phasewindow import PodFigures, PodReading, Readings
 from modelship.controller.plan import Plan, plan
 from modelship.controller.podhealth import ContainerHealth, PodHealth
 from modelship.controller.stages.pod_causes import candidate_trouble
 from modelship.controller.stages.verify import candidate_pods_wanted
+from modelship.resources.canary import candidate_template
 from modelship.resources.revision import revision
 from tests.support.endpoints import routed
 from tests.unit.test_plan import CONFIG, NOW, cond, deployment, job, make_md, summary
@@ -318,7 +320,25 @@ def crash_looping_rollout() -> tuple[Any, Observed, Plan]:
     p1 = plan(md, Observed(jobs=jobs, deployment=stable), CONFIG, NOW)
     dep, pods = crash_looping_candidate(rev)
     obs = Observed(jobs=jobs, deployment=stable, canary=dep, canary_service_ip="10.96.0.9", canary_pods=pods)
+    # its Deployment runs the template the operator applied (the pass before, with the mirror offer)
+    obs = runs_applied(obs, plan(md_with(p1.status), obs, CONFIG, NOW + timedelta(seconds=4)))
     return md, obs, plan(md_with(p1.status), obs, CONFIG, NOW + timedelta(seconds=5))
+
+
+def applied_template(p: Plan) -> str:
+    """The digest of the candidate's pod template the plan applies (its modelship.io/template annotation)."""
+    return str(by_name(p, "Deployment", "digits-canary")["metadata"]["annotations"]["modelship.io/template"])
+
+
+def runs_applied(obs: Observed, p: Plan, **kw: Any) -> Observed:
+    """``obs`` with the candidate's Deployment running the pod template ``p`` applied (``kw``: more of its
+    fields)."""
+    assert obs.canary is not None
+    return replace(obs, canary=replace(obs.canary, template=applied_template(p), **kw))
+
+
+def with_generation(md: Any, generation: int) -> Any:
+    return md.model_copy(update={"metadata": md.metadata.model_copy(update={"generation": generation})})
 
 
 def test_a_crash_looping_candidate_is_told_while_it_waits_then_rolled_back_with_the_cause() -> None:
@@ -397,7 +417,9 @@ def test_a_spec_change_after_a_rollback_for_the_candidate_s_pods_starts_its_revi
     p3 = plan(md_with(p2.status), obs, CONFIG, NOW + timedelta(seconds=5 + deadline))
     r = p3.status["rollout"]
     assert r["phase"] == "RolledBack" and r["rolledBackGeneration"] == md.metadata.generation
-    assert "change the spec to try the revision again" in cond(p3.status, "Verified")["message"]
+    assert r["rolledBackTemplate"] == candidate_template(md, rev, CONFIG, None, None)
+    assert "in the spec (resources, env, scheduling; not replicas) to try the revision again" in cond(
+        p3.status, "Verified")["message"]  # fmt: skip
     later = NOW + timedelta(seconds=10 + deadline)
     # the same spec: final
     same = plan(md_with(p3.status), obs, CONFIG, later)
@@ -412,12 +434,109 @@ def test_a_spec_change_after_a_rollback_for_the_candidate_s_pods_starts_its_revi
     p4 = plan(fixed, Observed(jobs=jobs, deployment=stable, canary=zero, canary_service_ip="10.96.0.9"), CONFIG,
               later)  # fmt: skip
     r4 = p4.status["rollout"]
-    assert (r4["phase"], r4["candidate"], r4.get("rolledBackGeneration")) == ("Shadow", rev, None)
+    assert (r4["phase"], r4["candidate"], r4.get("rolledBackTemplate")) == ("Shadow", rev, None)
     assert by_name(p4, "Deployment", "digits-canary")["spec"]["replicas"] >= 1
     assert cond(p4.status, "Stalled")["status"] == "False"
     # an analysis rollback stays final for its revision, whatever the spec
-    failed = {**p3.status, "rollout": {**r, "rollbackCause": "AnalysisFailed", "rolledBackGeneration": None}}
+    failed = {**p3.status, "rollout": {**r, "rollbackCause": "AnalysisFailed", "rolledBackTemplate": None}}
     again = md_with(failed)
     again = again.model_copy(update={"metadata": again.metadata.model_copy(update={"generation": 5})})
     p5 = plan(again, Observed(jobs=jobs, deployment=stable, canary=zero, canary_service_ip="10.96.0.9"), CONFIG, later)
     assert p5.status["rollout"]["phase"] == "RolledBack"
+
+
+def test_a_look_at_a_new_spec_never_judges_the_pods_of_the_template_before_it() -> None:
+    # review18: the first pass of generation G+1 reads the candidate's pods before it applies anything; they run
+    # G's template, crash-looping past the deadline: no rollback is recorded for the new template, which is tried
+    md, obs, p2 = crash_looping_rollout()
+    deadline = md.spec.serving.rollout.progress_deadline_seconds
+    past = NOW + timedelta(seconds=10 + deadline)
+    fixed = with_generation(md_with(p2.status), 5)
+    fixed.spec.serving.resources.limits["memory"] = "4Gi"
+    p3 = plan(fixed, obs, CONFIG, past)
+    r3 = p3.status["rollout"]
+    assert r3["phase"] == "Shadow" and r3.get("candidateFailingSince") is None, r3
+    assert cond(p3.status, "Stalled")["status"] == "False" and "rolledBackTemplate" not in r3
+    new_template = applied_template(p3)
+    assert obs.canary is not None and new_template != obs.canary.template  # this pass applies the fix
+    # its Deployment has the new template, its controller not caught up yet: its pods are not judged either
+    lagging = runs_applied(obs, p3, generation=3, observed_generation=2)
+    p4 = plan(md_with(p3.status).model_copy(update={"metadata": fixed.metadata, "spec": fixed.spec}), lagging,
+              CONFIG, past + timedelta(seconds=5))  # fmt: skip
+    assert p4.status["rollout"]["phase"] == "Shadow" and p4.status["rollout"].get("candidateFailingSince") is None
+    # the new template's pods crash too: their own clock starts, the rollback comes after the deadline, for them
+    caught = runs_applied(obs, p3)
+    fixed4 = md_with(p4.status).model_copy(update={"metadata": fixed.metadata, "spec": fixed.spec})
+    p5 = plan(fixed4, caught, CONFIG, past + timedelta(seconds=10))
+    r5 = p5.status["rollout"]
+    assert r5["phase"] == "Shadow" and r5["candidateFailingSince"] == rfc3339(past + timedelta(seconds=10))
+    fixed5 = md_with(p5.status).model_copy(update={"metadata": fixed.metadata, "spec": fixed.spec})
+    p6 = plan(fixed5, caught, CONFIG, past + timedelta(seconds=10 + deadline))
+    r6 = p6.status["rollout"]
+    assert r6["phase"] == "RolledBack" and r6["rolledBackTemplate"] != p2.status["rollout"].get("rolledBackTemplate")
+
+
+def test_the_crash_loop_clock_is_kept_while_the_candidate_s_deployment_only_scales() -> None:
+    md, obs, p2 = crash_looping_rollout()
+    since = p2.status["rollout"]["candidateFailingSince"]
+    deadline = md.spec.serving.rollout.progress_deadline_seconds
+    # a count changed (its generation ahead of what its controller observed), the template the same: told, not
+    # judged, the clock kept
+    scaling = runs_applied(obs, p2, generation=3, observed_generation=2)
+    p3 = plan(md_with(p2.status), scaling, CONFIG, NOW + timedelta(seconds=10 + deadline))
+    r3 = p3.status["rollout"]
+    assert r3["phase"] == "Shadow" and r3["candidateFailingSince"] == since and "crash-looping" in r3["message"]
+    p4 = plan(md_with(p3.status), obs, CONFIG, NOW + timedelta(seconds=11 + deadline))
+    assert p4.status["rollout"]["rollbackCause"] == "CandidateCrashLoop"
+
+
+def rolled_back() -> tuple[Any, Observed, Plan]:
+    """The crash-looping candidate rolled back past the deadline: the ModelDeployment, what is observed, the plan."""
+    md, obs, p2 = crash_looping_rollout()
+    deadline = md.spec.serving.rollout.progress_deadline_seconds
+    p3 = plan(md_with(p2.status), obs, CONFIG, NOW + timedelta(seconds=5 + deadline))
+    assert p3.status["rollout"]["phase"] == "RolledBack"
+    return md, obs, p3
+
+
+def test_a_scale_or_a_re_apply_after_a_rollback_for_the_candidate_s_pods_does_not_try_it_again() -> None:
+    md, obs, p3 = rolled_back()
+    later = NOW + timedelta(hours=1)
+    zero = replace(canary_obs(revision(md.spec), 0, False), name="digits-canary")
+    quiet = Observed(jobs=obs.jobs, deployment=obs.deployment, canary=zero, canary_service_ip="10.96.0.9")
+    # `kubectl scale md`, or an HPA/KEDA writing /scale: a new generation, the same pod template
+    base = md_with(p3.status)
+    scaled = with_generation(base.model_copy(update={"spec": base.spec.model_copy(
+        update={"serving": base.spec.serving.model_copy(update={"replicas": 3})})}), 5)  # fmt: skip
+    for again in (scaled, with_generation(md_with(p3.status), 6), md_with(p3.status)):
+        p = plan(again, quiet, CONFIG, later)
+        assert p.status["rollout"]["phase"] == "RolledBack", p.status["rollout"]
+        assert by_name(p, "Deployment", "digits-canary")["spec"]["replicas"] == 0
+    # a change of the candidate's pods (an env of theirs: a pod annotation) tries it again
+    annotated = with_generation(md_with(p3.status), 7)
+    annotated.spec.serving.pod_annotations["team"] = "ml"
+    assert plan(annotated, quiet, CONFIG, later).status["rollout"]["phase"] == "Shadow"
+
+
+def test_a_rollback_whose_record_an_older_crd_prunes_says_it_is_final() -> None:
+    md, obs, p2 = crash_looping_rollout()
+    deadline = md.spec.serving.rollout.progress_deadline_seconds
+    older = replace(obs, pruned_status=frozenset({"status.rollout.rolledBackTemplate"}))
+    p3 = plan(md_with(p2.status), older, CONFIG, NOW + timedelta(seconds=5 + deadline))
+    message = cond(p3.status, "Verified")["message"]
+    assert p3.status["rollout"]["phase"] == "RolledBack" and "try the revision again" not in message
+    assert "status.rollout.rolledBackTemplate" in message and "final" in message
+    kept = plan(md_with(p2.status), obs, CONFIG, NOW + timedelta(seconds=5 + deadline))
+    assert "to try the revision again" in cond(kept.status, "Verified")["message"]
+
+
+def test_an_abandoned_rollout_keeps_no_crash_loop_clock() -> None:
+    md, obs, p2 = crash_looping_rollout()
+    assert p2.status["rollout"]["candidateFailingSince"] is not None
+    moved = md_with(p2.status)
+    model = moved.spec.model.model_copy(update={"uri": "pvc://models/digits/cnn2.h5"})
+    moved = moved.model_copy(update={"spec": moved.spec.model_copy(update={"model": model})})
+    assert revision(moved.spec) != revision(md.spec)
+    p = plan(moved, obs, CONFIG, NOW + timedelta(seconds=10))
+    r = p.status["rollout"]
+    assert r["rollbackCause"] == "Abandoned" and r.get("candidateFailingSince") is None, r

@@ -211,5 +211,12 @@ class RolloutStatus(ApiModel):
     back."""
     rolled_back_generation: int | None = None
     """The ModelDeployment's metadata.generation when the candidate was rolled back for its pods (CandidateCrashLoop,
-    CandidateNotStarting): a spec changed since (a new generation, such as a memory limit raised) starts a new
-    rollout of the same revision. Unset for other rollbacks, which stay final for their revision."""
+    CandidateNotStarting), for people: what tries the revision again is a change of ``rolledBackTemplate`` (a
+    scale writes a new generation too). Unset for other rollbacks."""
+    rolled_back_template: Annotated[str, Field(max_length=64)] | None = None
+    """A digest of the candidate's pod template its judged pods ran when it was rolled back for them
+    (CandidateCrashLoop, CandidateNotStarting), as the spec renders it whatever the phase (its replicas, shadow or
+    live labels and mirror offer left out): while the spec renders the same template (a re-apply, a scale, an HPA
+    writing /scale) the rollback stands; a change of the candidate's pods (its resources such as the memory limit
+    the message names, env, scheduling, pod annotations, the image of the same revision) starts a new rollout of
+    the same revision. Unset for other rollbacks, which stay final for their revision."""

@@ -273,6 +273,9 @@ class Look:
     loop's ready moment keeps its clock). Judged only while ``waiting_for`` names the candidate's pods."""
     deadline_seconds: int = 600
     """progressDeadlineSeconds: how long the candidate's pods may crash-loop before it is rolled back."""
+    retry: bool = True
+    """A rollback for the candidate's pods can be tried again by a spec change (its record is kept: not pruned by
+    an older CRD): its message says how, or that it is final."""
 
 
 def phase_begun(state: RolloutStatus, now: datetime) -> datetime | None:
@@ -306,7 +309,9 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
     down = not look.available and CANDIDATE_PODS in look.waiting_for
     judged = judge_trouble(look.trouble, lasted, look.deadline_seconds, not down)
     if judged is not None and look.trouble is not None:
-        return _rollback(state, judged, trouble_message(judged, look.trouble, look.deadline_seconds), "keeps serving")
+        return _rollback(
+            state, judged, trouble_message(judged, look.trouble, look.deadline_seconds, look.retry), "keeps serving"
+        )
     unavailable = look.samples.error if look.samples is not None else None
     begun = phase_begun(state, look.now)
     if look.samples is not None and unavailable is None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..api.rollout_status import RollbackCause, RolloutPhase, RolloutStatus
-from .conditions import parse_past, rfc3339
+from .conditions import parse_past, parse_rfc3339, rfc3339
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,13 @@ def troubled_for(state: RolloutStatus, trouble: CandidateTrouble | None, now: da
     crash-loop (a forged or future stamp starts anew now), kept while they go on crash-looping or a crashed pod is
     Ready for a moment (``recovering``), cleared when they say nothing or say something else (a pod not scheduled
     or not pulled is judged only by its Deployment's progress deadline, which needs no stamp): a crash after such
-    trouble starts a clock of its own."""
+    trouble starts a clock of its own. A stamp from before the rollout's start (``startedAt``) starts anew too."""
     if trouble is None or not (trouble.crash_loop or trouble.recovering):
         return None, 0.0
     since = parse_past(state.candidate_failing_since, now)
+    began = parse_rfc3339(state.started_at)
+    if since is not None and began is not None and since < began:
+        since = None  # a stamp from before this rollout began is not this rollout's clock
     if since is None and not trouble.crash_loop:
         return None, 0.0
     since = since or now
@@ -62,27 +65,46 @@ def judge_trouble(
     return None
 
 
+def unjudged(trouble: CandidateTrouble | None) -> CandidateTrouble | None:
+    """``trouble`` as told while the candidate's Deployment runs the template applied but its controller has not
+    observed its last change (a count: the status read, and the pods, may lag it): the message names it, a crash
+    loop's clock already running is kept (a scale is no new template), none is started and nothing is judged."""
+    if trouble is None:
+        return None
+    return CandidateTrouble(trouble.text, recovering=trouble.crash_loop or trouble.recovering)
+
+
 RETRIED_CAUSES = frozenset({RollbackCause.CANDIDATE_CRASH_LOOP, RollbackCause.CANDIDATE_NOT_STARTING})
 """Rollbacks for the candidate's own pods: a fix of the spec that keeps the revision (serving resources, a node
-selector) may cure them, so a new generation tries the revision again (``rearmed``)."""
+selector) may cure them, so a spec that renders the candidate's pods anew tries the revision again (``rearmed``)."""
 
 
-def rearmed(state: RolloutStatus | None, candidate: str, generation: int | None) -> bool:
-    """The rollback of ``candidate`` for its pods is over: the spec changed since (``generation``, the
-    ModelDeployment's metadata.generation, is not the one recorded at the rollback), so a new rollout of it starts.
-    An analysis rollback, an abort, or a record without the generation (pruned by an older CRD) stays final."""
+def rearmed(state: RolloutStatus | None, candidate: str, template: str | None) -> bool:
+    """The rollback of ``candidate`` for its pods is over: the candidate's pod template the spec renders now
+    (``template``, ``resources.canary.candidate_template``) is not the one its judged pods ran (rolledBackTemplate),
+    so a new rollout of it starts. A re-apply or a scale of the same spec renders the same one: the rollback stands.
+    An analysis rollback, an abort, or a record without the template (pruned by an older CRD) stays final."""
     return (
         state is not None
         and state.candidate == candidate
         and state.phase == RolloutPhase.ROLLED_BACK
         and state.rollback_cause in RETRIED_CAUSES
-        and state.rolled_back_generation is not None
-        and generation is not None
-        and generation != state.rolled_back_generation
+        and state.rolled_back_template is not None
+        and template is not None
+        and template != state.rolled_back_template
     )
 
 
-def trouble_message(cause: RollbackCause, trouble: CandidateTrouble, deadline: int) -> str:
+RETRY = "change the candidate's pods in the spec (resources, env, scheduling; not replicas) to try the revision again"
+FINAL = (
+    "this rollback is final for the revision: the installed CRD prunes status.rollout.rolledBackTemplate (apply "
+    "this release's CRD for a spec change to try it again)"
+)
+
+
+def trouble_message(cause: RollbackCause, trouble: CandidateTrouble, deadline: int, retry: bool = True) -> str:
+    """What a rollback for the candidate's pods says: their cause, and how the revision is tried again (``retry``:
+    the record that makes it possible is kept), or that it is not."""
     if trouble.deadline_exceeded:
         what = "crash-loop" if cause == RollbackCause.CANDIDATE_CRASH_LOOP else "do not start"
         told = f"the candidate's pods {what}: its Deployment made no progress for {deadline}s: {trouble.text}"
@@ -91,4 +113,4 @@ def trouble_message(cause: RollbackCause, trouble: CandidateTrouble, deadline: i
             f"the candidate's pods crash-loop for more than {deadline}s (progressDeadlineSeconds {deadline}): "
             f"{trouble.text}"
         )
-    return f"{told}; change the spec to try the revision again"
+    return f"{told}; {RETRY if retry else FINAL}"

@@ -74,6 +74,16 @@ def canary_deployment(
     return dep
 
 
+def candidate_template(
+    md: ModelDeployment, revision: str, config: OperatorConfig, image: str | None, artifact: ServedArtifact | None
+) -> str:
+    """A digest of the candidate's pod template as the spec renders it, whatever the phase: its shadow labels and
+    no mirror offer (replicas are not in the template). What a rollback for the candidate's pods judged
+    (status.rollout.rolledBackTemplate): a spec that renders another one tries the revision again."""
+    dep = canary_deployment(md, revision, config, image, 0, False, artifact)
+    return str(dep["metadata"]["annotations"][TEMPLATE_ANNOTATION])
+
+
 def canary_service(md: ModelDeployment) -> dict[str, Any]:
     """The candidate's own Service: where the stable pods send mirrored requests."""
     meta = object_meta(md, canary_name(md), "server")

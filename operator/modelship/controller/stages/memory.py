@@ -34,13 +34,13 @@ Status keeps the served artifact's reference, not the content digest its pods ch
 the serving Deployment when it pulls the same reference (re-rendered without it, every serving pod was replaced
 by an identical one when a next revision was blocked, whatever the CRD).
 
-Six read-back fields are harmless when pruned: ``status.rollout.ignoredOverrides`` (which override annotations a
+Seven read-back fields are harmless when pruned: ``status.rollout.ignoredOverrides`` (which override annotations a
 Warning Event has named: named again), ``status.rollout.criteria[].required`` (a figure in a message),
 ``status.rollout.servedWeight`` (only reported), ``status.rollout.phaseTemplates`` (a lagging Deployment status
 is then trusted on the generation alone, as before the field), ``status.rollout.candidateFailingSince`` (a
 candidate's crash loop is then judged only by its Deployment's progress deadline) and
-``status.rollout.rolledBackGeneration`` (a rollback for the candidate's pods then stays final for its revision):
-see ``HARMLESS``. The
+``status.rollout.rolledBackGeneration`` (only reported) and ``status.rollout.rolledBackTemplate`` (a rollback for
+the candidate's pods then stays final for its revision): see ``HARMLESS``. The
 other fields read back (``optimization`` and ``image`` results and attempts, ``source``, ``lastFailure``,
 ``conditions``) are in every CRD this API version ever had, so no released CRD prunes them."""
 
@@ -64,9 +64,10 @@ SERVING_ARTIFACT = "status.servingArtifact"
 ARTIFACT_REF = "status.optimization.artifactRef"
 ROLLOUT = "status.rollout"
 PHASE_TEMPLATES = "status.rollout.phaseTemplates"
+ROLLED_BACK_TEMPLATE = "status.rollout.rolledBackTemplate"
 HARMLESS = frozenset({"status.rollout.ignoredOverrides", "status.rollout.criteria[].required",
-                      "status.rollout.servedWeight", PHASE_TEMPLATES,
-                      "status.rollout.candidateFailingSince", "status.rollout.rolledBackGeneration"})  # fmt: skip
+                      "status.rollout.servedWeight", PHASE_TEMPLATES, "status.rollout.candidateFailingSince",
+                      "status.rollout.rolledBackGeneration", ROLLED_BACK_TEMPLATE})  # fmt: skip
 """Read back (or only reported), but pruning them changes nothing that serves. phaseTemplates pruned: a phase
 trusts a Deployment status its controller has not caught up with on the ModelDeployment's generation alone, as
 before the field (``phase_templates.lag_trusted``; a ``kubectl rollout restart`` mid-phase may then be judged on
@@ -74,8 +75,9 @@ the status of the template before it for the controller's lag); without that fal
 trusted, the phase's clock would restart at nearly every scale of an HPA, and the phase would never end.
 candidateFailingSince pruned: a candidate's crash loop is not judged by its own clock (it restarts at each look),
 only by its Deployment's ProgressDeadlineExceeded; the stable revision serves meanwhile, as before the field.
-rolledBackGeneration pruned: a rollback for the candidate's pods stays final for its revision, as an analysis
-rollback does (a spec change does not try it again), as before the field."""
+rolledBackGeneration pruned: only reported. rolledBackTemplate pruned: a rollback for the candidate's pods stays
+final for its revision, as an analysis rollback does (a spec change does not try it again), as before the field;
+its message says so and names the field."""
 ROLLOUT_READ_BACK = frozenset(
     f"status.rollout.{field}"
     for field in (

@@ -28,8 +28,15 @@ from ...api.rollout_status import (
 )
 from ...api.serving import Canary, RolloutStrategy
 from ...api.status import ConditionType, Phase, Reason, StageName
-from ...resources.canary import canary_deployment, canary_service, mirror_offer, mirror_source
+from ...resources.canary import (
+    canary_deployment,
+    canary_service,
+    candidate_template,
+    mirror_offer,
+    mirror_source,
+)
 from ...resources.kinds import HTTP_ROUTE
+from ...resources.meta import TEMPLATE_ANNOTATION
 from ...resources.plan import serving_plan
 from ...resources.revision import revision
 from ...resources.route import gateway_routing, http_route, route_name
@@ -48,7 +55,7 @@ from ..canary import (
     shadow_replicas,
     start,
 )
-from ..canary_trouble import RETRIED_CAUSES, rearmed
+from ..canary_trouble import RETRIED_CAUSES, CandidateTrouble, rearmed, unjudged
 from ..observe import DeploymentObservation, Observed
 from ..phasewindow import advance, phase_key, samples
 from .context import (
@@ -71,7 +78,7 @@ from .deploy import (
     serving,
     wanted_replicas,
 )
-from .memory import SERVING_REVISION, lost, rollout_lost, rollout_unknown
+from .memory import ROLLED_BACK_TEMPLATE, SERVING_REVISION, lost, rollout_lost, rollout_unknown
 from .phase_templates import lag_trusted, with_phase_templates
 from .pod_causes import candidate_trouble
 from .served_share import below_share, route_weight, served_weight
@@ -202,7 +209,8 @@ def _nothing_to_verify(ctx: Context, built: ServingTarget | None, prev: RolloutS
         message = f"abandoned: the spec asks for revision {ctx.revision} now; revision {prev.stable} serves"
         state = prev.model_copy(update={"phase": RolloutPhase.ROLLED_BACK, "weight": 0, "served_weight": 0,
                                         "mirror_percent": 0, "rollback_cause": RollbackCause.ABANDONED,
-                                        "window": None, "phase_templates": None, "message": message})  # fmt: skip
+                                        "window": None, "phase_templates": None, "candidate_failing_since": None,
+                                        "message": message})  # fmt: skip
         events = (StageEvent(False, "VerifiedAbandoned", f"rollout of {prev.candidate} {message}"),)
     objects = [*_wound_down(ctx, state), canary_service(ctx.md)]
     conditions: tuple[ConditionUpdate, ...] = ()
@@ -352,7 +360,9 @@ def promoted_pods_serve(md: ModelDeployment, observed: Observed, manifest: Manif
 def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> VerifyOutcome:
     md, rev, observed = ctx.md, ctx.revision, ctx.observed
     prev = ctx.prev.rollout
-    fresh = prev is None or prev.candidate != rev or rearmed(prev, rev, md.metadata.generation)
+    # the candidate's pod template as the spec renders it now: a rollback for its pods judged on another is over
+    template = candidate_template(md, rev, ctx.config, built.image, built.artifact)
+    fresh = prev is None or prev.candidate != rev or rearmed(prev, rev, template)
     artifact_ref = built.artifact.reference if built.artifact else None
     state = start(canary, rev, built.image, stable, ctx.now, artifact_ref) if fresh or prev is None else prev
     ip = observed.canary_service_ip
@@ -363,6 +373,7 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
     n = wanted_replicas(md, stable_plan.deployment, observed.deployment)
     replicas, live = _shape(canary, state, n)
     waiting: str | None = None
+    trouble: CandidateTrouble | None = None
     if state.phase == RolloutPhase.PROMOTING:
         promoted_plan = serving_plan(md, rev, ctx.config, built.image, built.artifact, source)
         available = promoted_pods_serve(md, observed, promoted_plan.deployment, rev, n)
@@ -379,20 +390,21 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
             settled=settled,
         )
         waiting = phase_pods_waiting(md, canary, state, observed, rev, pods)
+        trouble = _judged_trouble(ctx, state, pods.candidate_manifest)
         if waiting is None and ip is None and state.mirror_percent > 0:
             waiting = "the candidate Service's address"  # the stable pods mirror to it
         available = waiting is None
     manual: Manual | None = manual_action(md.metadata.annotations, rev)
     figures, window = _figures(observed, state, ctx) if state.phase in ANALYZING else (None, None)
-    trouble = (
-        candidate_trouble(md, rev, observed.canary, observed.canary_pods, ctx.now) if state.phase in ANALYZING else None
-    )
     deadline = md.spec.serving.rollout.progress_deadline_seconds
-    look = Look(ctx.now, available, figures, manual, waiting or CANDIDATE_PODS, trouble, deadline)
+    retry = not lost(ROLLED_BACK_TEMPLATE, observed.pruned_status)  # a rollback for its pods can be tried again
+    look = Look(ctx.now, available, figures, manual, waiting or CANDIDATE_PODS, trouble, deadline, retry)
     new = with_phase_templates(state, _windowed(decide(canary, state, look), observed, window, ctx), observed)
     if new.phase == RolloutPhase.ROLLED_BACK and state.phase != RolloutPhase.ROLLED_BACK:
-        judged = md.metadata.generation if new.rollback_cause in RETRIED_CAUSES else None
-        new = new.model_copy(update={"rolled_back_generation": judged})  # the spec this rollback judged
+        # judged on pods of the template this pass renders (``_judged_trouble``): the one a change of tries again
+        judged = new.rollback_cause in RETRIED_CAUSES
+        new = new.model_copy(update={"rolled_back_generation": md.metadata.generation if judged else None,
+                                     "rolled_back_template": template if judged else None})  # fmt: skip
     replicas, live = _shape(canary, new, n)
     routed = canary.gateway_api() is not None
     weight = {RolloutPhase.PROMOTED: 100, RolloutPhase.ROLLED_BACK: 0}.get(new.phase)
@@ -444,6 +456,22 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
         return VerifyOutcome(built, new, effects)
     holding = (Reason.VERIFYING, f"revision {stable} serves while revision {rev} is verified: {new.message}")
     return VerifyOutcome(serving(ctx, holding), new, effects)
+
+
+def _judged_trouble(ctx: Context, state: RolloutStatus, manifest: Manifest) -> CandidateTrouble | None:
+    """What the candidate's pods say at a look of an analyzing phase (``pod_causes.candidate_trouble``), judged only
+    on the pods of the template this pass renders for the phase (``manifest``). None while its Deployment runs
+    another (the operator's last apply, its modelship.io/template: the spec changed, or the phase's labels or
+    mirror offer, and this pass applies it): the pods of the template before are never judged for the new one, and
+    a crash loop's clock starts anew with it. Told but not judged while the Deployment's controller has not
+    observed its last change (``unjudged``: its pods may still be of the template before)."""
+    dep = ctx.observed.canary
+    if state.phase not in ANALYZING or dep is None:
+        return None
+    if dep.template is None or dep.template != (manifest["metadata"].get("annotations") or {}).get(TEMPLATE_ANNOTATION):
+        return None
+    found = candidate_trouble(ctx.md, ctx.revision, dep, ctx.observed.canary_pods, ctx.now)
+    return found if dep.observed_generation >= dep.generation else unjudged(found)
 
 
 def _figures(observed: Observed, state: RolloutStatus, ctx: Context) -> tuple[Samples | None, AnalysisWindow | None]:
