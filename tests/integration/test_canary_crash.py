@@ -3,7 +3,8 @@ controllers; kwok's pods, whose status the test writes as a kubelet restarting a
 it waits, the rollout's message names the cause the candidate's pods give; once the crash loop has lasted
 progressDeadlineSeconds the candidate is rolled back (CandidateCrashLoop, the cause in Verified and Ready, an Event,
 lastFailure, the candidate's Deployment at 0), and the stable Deployment is never touched: same template, same
-pods, serving throughout. A spec change after the rollback (the memory limit raised) starts the revision anew."""
+pods, serving throughout. A re-apply or a scale after the rollback leaves it standing; a change of the candidate's
+pod template (the memory limit raised) starts the revision anew."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from modelship_dev.cluster import ANNOTATION_CRASH
 from tests.integration.cluster import condition, wait_for
 from tests.integration.test_canary import (
     CANARY,
+    GROUP,
+    PLURAL,
+    VERSION,
     Cluster,
     FakeMetrics,
     _deployment,
@@ -80,8 +84,10 @@ def test_a_candidate_whose_pods_crash_loop_is_rolled_back_with_the_cause(k: Clus
     assert "crash-loop for more than 30s (progressDeadlineSeconds 30)" in verified["message"], verified
     assert told in verified["message"] and MESSAGE in verified["message"], verified
     assert verified["message"].endswith(
-        f"change the spec to try the revision again; revision {old} keeps serving all traffic"), verified  # fmt: skip
+        f"change the candidate's pods in the spec (resources, env, scheduling; not replicas) to try the revision "
+        f"again; revision {old} keeps serving all traffic"), verified  # fmt: skip
     assert s["rollout"]["rolledBackGeneration"] == gone["metadata"]["generation"], s["rollout"]
+    assert s["rollout"]["rolledBackTemplate"], s["rollout"]
     assert told in condition(gone, "Ready")["message"] and condition(gone, "Ready")["status"] == "False"
     assert s["servingRevision"] == old and s["revision"] == new
     assert s["lastFailure"]["reason"] == "CandidateCrashLoop" and s["lastFailure"]["stage"] == "Verify"
@@ -98,15 +104,30 @@ def test_a_candidate_whose_pods_crash_loop_is_rolled_back_with_the_cause(k: Clus
     assert {p.metadata.name: p.metadata.uid for p in _pods(k, old)} == stable_pods
     assert after.status.available_replicas == 2
 
-    # the same spec stays rolled back; the memory limit raised, as the message says (the revision stays), is a new
-    # generation: a new rollout of the same revision, whose pods of the new template come up and serve
+    # the same spec re-applied, then its replicas changed through the scale subresource (`kubectl scale md`, an HPA
+    # or KEDA on the ModelDeployment: a new generation, the same candidate pod template): once the operator has
+    # looked at the new generation, the rollback stands
+    k.apply(doc)
+    k.custom.patch_namespaced_custom_object_scale(GROUP, VERSION, k.ns, PLURAL, "digits", {"spec": {"replicas": 3}})
+    scaled = k.wait_md(lambda o: o["metadata"]["generation"] > gone["metadata"]["generation"]
+                       and o["status"].get("observedGeneration") == o["metadata"]["generation"],
+                       what="the scale looked at", timeout=60)  # fmt: skip
+    kept = scaled["status"]["rollout"]
+    assert (kept["phase"], kept.get("rollbackCause"), kept["startedAt"]) == (
+        "RolledBack", "CandidateCrashLoop", s["rollout"]["startedAt"]), kept  # fmt: skip
+    assert kept["rolledBackTemplate"] == s["rollout"]["rolledBackTemplate"], kept
+    assert scaled["spec"]["serving"]["replicas"] == 3 and _deployment(k, "digits-canary").spec.replicas == 0
+    assert condition(scaled, "Stalled")["reason"] == "CandidateCrashLoop"
+
+    # the memory limit raised, as the message says (the revision stays), changes the candidate's pod template: a new
+    # rollout of the same revision, whose pods of the new template come up and serve
     doc["spec"]["serving"]["resources"] = {"limits": {"memory": "4Gi"}}
     k.apply(doc)
-    again = k.wait_md(lambda o: o["metadata"]["generation"] > gone["metadata"]["generation"]
+    again = k.wait_md(lambda o: o["metadata"]["generation"] > scaled["metadata"]["generation"]
                       and o["status"]["rollout"]["phase"] == "Shadow", what="a new rollout", timeout=60)  # fmt: skip
     r = again["status"]["rollout"]
     assert again["status"]["revision"] == new and r["candidate"] == new and r.get("rollbackCause") is None, r
-    assert r["startedAt"] != s["rollout"]["startedAt"] and r.get("rolledBackGeneration") is None, r
+    assert r["startedAt"] != s["rollout"]["startedAt"] and r.get("rolledBackTemplate") is None, r
     k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None
               and o["status"]["rollout"]["phase"] == "Shadow", what="the new template's pods available")  # fmt: skip
     candidate = _deployment(k, "digits-canary")
