@@ -47,12 +47,14 @@ def _rules(kinds: Iterable[Kind]) -> list[dict[str, Any]]:
 
 def build_namespace_rules() -> list[dict[str, Any]]:
     """PolicyRules of the operator in its build namespace: list and watch of every watched kind (the operator
-    watches that namespace too), plus what the build Jobs need there (``Kind.in_build_namespace``)."""
+    watches that namespace too), plus what the build Jobs need there (``Kind.in_build_namespace``, also of kinds
+    not watched: the Events of a build Job without a pod)."""
     rules: list[dict[str, Any]] = []
     for k in KINDS:
-        if k.watch is None or not k.namespaced:
+        if (k.watch is None and not k.in_build_namespace) or not k.namespaced:
             continue
-        verbs = [Verb.LIST, Verb.WATCH, *(g.verb for g in k.in_build_namespace)]
+        watched = [Verb.LIST, Verb.WATCH] if k.watch is not None else []
+        verbs = [*watched, *(g.verb for g in k.in_build_namespace)]
         unique = [v.value for v in dict.fromkeys(verbs)]
         rules.append({"apiGroups": [k.group], "resources": [k.plural], "verbs": unique})
     return rules

@@ -112,7 +112,8 @@ def test_watching_an_excluded_namespace_fails_the_install(helm: Helm, values: di
 @pytest.mark.parametrize("values", [{}, {"operator.watchNamespaces": ["team-a"]}, {"build.namespace": "builds"}])
 def test_the_build_namespace_role_is_build_namespace_rules_exactly(helm: Helm, values: dict[str, Any]) -> None:
     """Both modes: build Jobs are created and deleted in the build namespace (the release namespace unless
-    build.namespace), and everything the operator watches is listed there; nothing else."""
+    build.namespace), everything the operator watches is listed there, and Events are listed (a build Job without a
+    pod: the Job controller's FailedCreate), never watched; nothing else."""
     objs = helm.template(values)
     role = one(objs, "Role", BUILD_ROLE)
     assert role["metadata"]["namespace"] == values.get("build.namespace", "modelship-system")
@@ -122,7 +123,8 @@ def test_the_build_namespace_role_is_build_namespace_rules_exactly(helm: Helm, v
     assert binding["roleRef"]["name"] == BUILD_ROLE
     verbs = {r["resources"][0]: set(r["verbs"]) for r in role["rules"]}
     assert verbs["jobs"] == {"list", "watch", "create", "delete"}
-    assert all(v == {"list", "watch"} for res, v in verbs.items() if res != "jobs")
+    assert verbs["events"] == {"list"}
+    assert all(v == {"list", "watch"} for res, v in verbs.items() if res not in ("jobs", "events"))
 
 
 @pytest.mark.parametrize("mode", ["cluster", "namespaced"])
@@ -165,7 +167,8 @@ def test_only_verbs_the_code_uses() -> None:
     rules = operator_rules(cluster_scope=True)
     by_resource = {(g, res): r["verbs"] for r in rules for g in r["apiGroups"] for res in r["resources"]}
     assert not [k for k in by_resource if k[1] == "replicasets"]
-    assert by_resource[("", "events")] == ["create"] and ("events.k8s.io", "events") not in by_resource
+    # Events: posted, and listed (a stage Job without a pod: the Job controller's FailedCreate), never watched
+    assert by_resource[("", "events")] == ["create", "list"] and ("events.k8s.io", "events") not in by_resource
     readable = {res for (_g, res), verbs in by_resource.items() if "get" in verbs}
     assert readable == {"jobs", "deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets",
                         "networkpolicies", "httproutes", "persistentvolumeclaims", "secrets", "configmaps"}  # fmt: skip

@@ -54,7 +54,7 @@ own_namespace_rules(), the Role in the operator's own namespace (the revision ca
   verbs: ["get"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- end }}
 
 {{- define "modelship.rules.cluster" -}}
@@ -107,4 +107,7 @@ own_namespace_rules(), the Role in the operator's own namespace (the revision ca
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
 {{- end }}

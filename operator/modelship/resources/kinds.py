@@ -235,9 +235,17 @@ SECRET = Kind(
                                             ", a Secret's data is never read")),
     ),
 )  # fmt: skip
+_NO_POD = (
+    "a stage Job that runs without a pod: the Job controller's FailedCreate Events about it (a quota or admission "
+    "refusing the pod), listed by the Job's uid and that reason, at most every 10 s while it has none; no watch"
+)
 EVENT = Kind(
     "Event", "", "v1", "events",
-    grants=(Grant(Verb.CREATE, "an Event per stage change (ours) and per handler failure (kopf's posting)"),),
+    grants=(
+        Grant(Verb.CREATE, "an Event per stage change (ours) and per handler failure (kopf's posting)"),
+        Grant(Verb.LIST, _NO_POD),
+    ),
+    in_build_namespace=(Grant(Verb.LIST, _NO_POD),),
 )  # fmt: skip
 _SCANNING = "kopf's namespace and resource scanning when it watches the whole cluster"
 NAMESPACE = Kind(
