@@ -222,6 +222,14 @@ class Kube:
         result.setdefault("kind", obj["kind"])
         return result
 
+    def list_events(self, namespace: str, field_selector: str, limit: int) -> list[dict[str, Any]]:
+        """Core v1 Events of ``namespace`` that match ``field_selector`` (e.g. ``involvedObject.uid=...``), at most
+        ``limit`` of them."""
+        query = [("fieldSelector", field_selector), ("limit", str(limit))]
+        result = self._call("GET", kinds.EVENT.path(namespace), query=query)
+        items = result.get("items") or []
+        return [item for item in items if isinstance(item, dict)][:limit]
+
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         result = self._call(
             "GET", resource_path(api_version, kind, namespace), query=[("labelSelector", label_selector)]

@@ -20,8 +20,9 @@ from ..resources.meta import (
 )
 from ..resources.serving import template_digest
 from .canary import Samples
+from .failedcreate import no_pod_text, podless
 from .phasewindow import Readings
-from .podhealth import PodHealth, container_statuses, live, pod_health, stage_pod_cause
+from .podhealth import Cause, PodHealth, container_statuses, live, pod_health, stage_pod_cause
 from .revcache import CachedRevision
 
 
@@ -58,7 +59,18 @@ class JobObservation:
     """The build pod an export Job uploads to (its annotation; the Job is the ModelDeployment's own)."""
     stuck: str = ""
     """While the Job runs: why its live pod does not progress (not scheduled, a container held waiting:
-    ``podhealth.stage_pod_cause``), bounded and on one line; "" while it starts or runs."""
+    ``podhealth.stage_pod_cause``), or why it has none (the Job controller could not create it:
+    ``failedcreate``), bounded and on one line; "" while it starts or runs. For a Job in the platform's build
+    namespace (``platform``) the reasons alone, never the scheduler's, kubelet's or admission's words."""
+    platform: bool = False
+    """The Job runs in the operator's build namespace, not the ModelDeployment's: what its pods and Events say
+    names the platform (its taints, node pools, Secrets, quotas) and stays out of the tenant's status."""
+    podless: bool = False
+    """The Job runs and has no pod (``failedcreate.podless``): the stage looks again for the Job controller's
+    words."""
+    said: str = ""
+    """For a ``platform`` Job: the words ``stuck`` leaves out (the scheduler's, kubelet's or Job controller's),
+    for the operator's log only, never status."""
 
 
 @dataclass(frozen=True)
@@ -259,8 +271,12 @@ def stage_containers(job: dict[str, Any]) -> frozenset[str]:
     return frozenset(str(c.get("name")) for f in ("initContainers", "containers") for c in template.get(f) or [])
 
 
-def job_observation(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservation:
-    """Reduce a Job and the pods that run its template (``runs_template``) to a JobObservation."""
+def job_observation(
+    job: dict[str, Any], pods: list[dict[str, Any]], platform: bool = False, no_pod: str | None = None
+) -> JobObservation:
+    """Reduce a Job and the pods that run its template (``runs_template``) to a JobObservation; ``platform``: the
+    Job runs in the build namespace; ``no_pod``: what the Job controller said about not creating its pod
+    (``failedcreate.failed_create``), when it was asked."""
     uid = (job.get("metadata") or {}).get("uid")
     foreign = tuple(p["metadata"]["name"] for p in pods if controlled_by(p, uid) and not runs_template(p, job))
     pods = [p for p in pods if runs_template(p, job)]
@@ -293,14 +309,30 @@ def job_observation(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObser
         uid=meta.get("uid") or "",
         receivers=receivers(pods) if state == JobState.ACTIVE else (),
         build_pod=(meta.get("annotations") or {}).get(BUILD_POD_ANNOTATION, ""),
-        stuck=pod_trouble(pods) if state == JobState.ACTIVE else "",
+        platform=platform,
+        **(_trouble(job, pods, platform, no_pod) if state == JobState.ACTIVE else {}),
     )
 
 
-def pod_trouble(pods: list[dict[str, Any]]) -> str:
-    """Why the live ones of a running Job's pods (``podhealth.live``) do not progress, in words; "" if they do."""
-    found = stage_pod_cause(tuple(pod_health(p) for p in sorted(pods, key=_pod_name) if live(p)))
-    return found.describe() if found is not None else ""
+def _trouble(job: dict[str, Any], pods: list[dict[str, Any]], platform: bool, no_pod: str | None) -> dict[str, Any]:
+    """The ``stuck``, ``podless`` and ``said`` fields of a running Job's observation."""
+    found = pod_trouble(pods)
+    if found is None and no_pod is not None:
+        full, brief = no_pod_text(no_pod, False), no_pod_text(no_pod, True)
+    elif found is not None:
+        full, brief = found.describe(), found.reason_only()
+    else:
+        full = brief = ""
+    return {
+        "stuck": brief if platform else full,
+        "podless": podless(job, pods),
+        "said": full if platform else "",
+    }
+
+
+def pod_trouble(pods: list[dict[str, Any]]) -> Cause | None:
+    """Why the live ones of a running Job's pods (``podhealth.live``) do not progress; None if they do."""
+    return stage_pod_cause(tuple(pod_health(p) for p in sorted(pods, key=_pod_name) if live(p)))
 
 
 def _pod_name(pod: dict[str, Any]) -> str:

@@ -302,6 +302,21 @@ class Cause:
             return f"{text}: {self.said}" if self.said else text
         return f"pod {self.pod} unschedulable: {self.detail}"
 
+    def reason_only(self) -> str:
+        """What ``describe`` says without anyone's free text (the scheduler's or the kubelet's message, a
+        termination message, an image): the pod, its container and the reason alone. For pods in the platform's
+        build namespace, whose words name the platform (its taints, node pools, Secrets), not the tenant's."""
+        if self.trouble == Trouble.CRASH_LOOP:
+            text = f"pod {self.pod}: container {self.container} crash-looping ({self.state or 'CrashLoopBackOff'})"
+            if self.terminated is not None:
+                text += f", last terminated {self.terminated[0] or 'Error'} (exit code {self.terminated[1]})"
+            return text
+        if self.trouble == Trouble.IMAGE_PULL:
+            return f"pod {self.pod}: container {self.container} image not pulled (ImagePullBackOff)"
+        if self.trouble == Trouble.WAITING:
+            return f"pod {self.pod}: container {self.container} waiting ({self.detail})"
+        return f"pod {self.pod} unschedulable (Unschedulable)"
+
 
 STEADY_WAITING = ("CreateContainerConfigError", "ErrImageNeverPull")
 """Waiting reasons whose kubelet message stays the same while the cause does (a Secret or ConfigMap key missing,

@@ -29,9 +29,10 @@ from .applycheck import defaulted, unchanged, with_spec_hash
 from .canary import ANALYZING, Samples, phase_begun
 from .conditions import ORDER
 from .endpoints import PodRevisions, observe_endpoints
+from .joblook import JobLook
 from .kstatus import Event
 from .kube import EventPoster, Kube, PreconditionFailed, Unreachable, api_error_text
-from .observe import Observed, deployment_observation, job_observation, last_scale_time
+from .observe import Observed, deployment_observation, last_scale_time
 from .ownership import Conflict, judge, name_conflict
 from .phasewindow import Readings
 from .plan import Plan, plan
@@ -87,6 +88,8 @@ class Reconciler:
         """Where the Canary analysis reads its figures instead, when the chart names a Prometheus server."""
         self.terminating = TerminatingNamespaces(lambda ns: store.any_in(MD, ns))
         """Namespaces the API server refused a create in as being terminated: nothing is reconciled there."""
+        self.job_look = JobLook(kube)
+        """The stage Jobs observed, with the Job controller's words about a pod it cannot create."""
         if events is not None and events.terminating is None:
             events.terminating = self.terminating  # a refused Event holds the namespace too; held ones get none
 
@@ -113,7 +116,8 @@ class Reconciler:
             job_uid = controller_uid(pod)  # the Job controller's reference: a pod is read for the Job it belongs to
             if job_uid in job_uids:
                 pods_by_job.setdefault(job_uid or "", []).append(pod)
-        observed_jobs = [job_observation(j, pods_by_job.get(j["metadata"].get("uid") or "", [])) for j in jobs]
+        observed_jobs = [self.job_look.observe(md, j, pods_by_job.get(j["metadata"].get("uid") or "", []))
+                         for j in jobs]  # fmt: skip
         dep = self.store.get("Deployment", ns, serving_name(md))
         if dep is not None and not controlled_by(dep, uid):
             dep = None  # not ours

@@ -26,6 +26,7 @@ from ...api.redact import redact
 from ...api.status import ConditionType, Phase, Reason, StageName
 from ...config import OperatorConfig
 from ..conditions import seconds_since
+from ..failedcreate import REQUEUE_SECONDS
 from ..observe import JobObservation, JobState
 from .context import Context, Effects, Failure, Manifest, Progress, condition
 from .mounts import held, missing_mounts
@@ -38,6 +39,11 @@ decides without it (the Job and its pod arrive as separate watch events)."""
 
 POD_FAILURE_POLICY = "PodFailurePolicy"
 """Reason of a Job failed by a FailJob rule of its podFailurePolicy: an exit code the stage declared final."""
+
+
+PLATFORM_WORDS = "it runs in the platform's build namespace: the operator's log says more"
+"""What a running message adds to the reason of a stuck Job in the build namespace (its pod's and Events' words
+go to the operator's log, not to the tenant's status)."""
 
 
 class RefusedResult(ValueError):
@@ -230,9 +236,14 @@ def run_job_stage(ctx: Context, stage: JobStage[R], recorded_attempts: int) -> J
         return in_flight(Reason.RETRY_BACKOFF, f"{stage.label} {job.name} failed ({d.failure.text}); retrying", d.wait)
     if d.step == Step.RUNNING and job is not None:
         message = f"{stage.label} {job.name} running (attempt {d.attempt})"
-        if job.stuck:  # its pod is not scheduled, or a container is held waiting: the user sees why in status
+        if job.stuck:  # its pod is not scheduled, a container is held waiting, or it has none: the user sees why
             message += f": {redact(job.stuck)}"
-        return in_flight(stage.running, message, d.wait or None)
+            if job.platform:  # the reason alone: the scheduler's, kubelet's or admission's words name the platform
+                message += f"; {PLATFORM_WORDS}"
+        wait = d.wait or None
+        if job.podless:  # the Job controller's words about a pod it cannot create are in an Event: not watched
+            wait = min(wait or REQUEUE_SECONDS, REQUEUE_SECONDS)
+        return in_flight(stage.running, message, wait)
     if ctx.suspended:
         return settled(Reason.SUSPENDED, "suspended: no new Jobs are started")
     manifest = stage.make(ctx, d.attempt)
