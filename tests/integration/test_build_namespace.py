@@ -109,3 +109,37 @@ def test_build_jobs_orphaned_while_the_operator_was_down_are_swept(
         chart.op.start()
     wait_for(lambda: not build_jobs(api_client, builds_ns, namespace), timeout=60,
              description="the orphaned build Job swept after the restart")  # fmt: skip
+
+
+def test_a_build_job_the_platforms_quota_forbids_says_the_reason_alone(
+    chart: Installed, api_client: client.ApiClient, namespace: str
+) -> None:
+    """A quota of the build namespace (the platform's) forbids the build pod: the real Job controller says so in a
+    FailedCreate Event there, which the operator reads under the chart's Role in that namespace. The tenant's
+    ImageBuilt message says the reason alone (not the platform's quota), the operator's log has the words; once the
+    quota is gone the build goes on."""
+    builds_ns = chart.release.namespace
+    core = client.CoreV1Api(api_client)
+    quota = "platform-builders-quota"
+    core.create_namespaced_resource_quota(builds_ns, client.V1ResourceQuota(
+        metadata=client.V1ObjectMeta(name=quota), spec=client.V1ResourceQuotaSpec(hard={"pods": "0"})))  # fmt: skip
+    try:
+        k = Cluster(api_client, namespace)
+        k.apply(md_doc())
+
+        def named(obj: dict[str, Any]) -> bool:
+            built = next((c for c in obj.get("status", {}).get("conditions") or [] if c["type"] == "ImageBuilt"), {})
+            return built.get("reason") == "BuildJobRunning" and "(FailedCreate)" in built.get("message", "")
+
+        obj = k.wait_md(named, timeout=120, what="ImageBuilt naming a build pod not created")
+        (job,) = build_jobs(api_client, builds_ns, namespace)
+        built = next(c for c in obj["status"]["conditions"] if c["type"] == "ImageBuilt")
+        assert built["message"] == (
+            f"build Job {job.metadata.name} running (attempt 1): no pod created (FailedCreate); it runs in the "
+            "platform's build namespace: the operator's log says more"
+        ), built["message"]
+        wait_for(lambda: f"exceeded quota: {quota}" in chart.op.log(), timeout=30,
+                 description="the operator's log naming the platform's quota")  # fmt: skip
+    finally:
+        core.delete_namespaced_resource_quota(quota, builds_ns)
+    k.wait_condition("Ready", "True", timeout=180)  # the Job controller's next try (backoff at most 60 s)

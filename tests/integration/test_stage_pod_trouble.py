@@ -22,19 +22,24 @@ def tenant(api_client: client.ApiClient, namespace: str, operator: OperatorProce
     return Cluster(api_client, namespace)
 
 
+def running_with(tenant: Cluster, words: str, what: str) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """Wait until Optimized says the Job runs and names ``words``: the ModelDeployment, that condition, the Job."""
+
+    def named(obj: dict[str, Any]) -> bool:
+        optimized = condition(obj, "Optimized") or {}
+        return optimized.get("reason") == "JobRunning" and words in optimized.get("message", "")
+
+    obj = tenant.wait_md(named, timeout=90, what=f"Optimized naming {what}")
+    (job,) = tenant.jobs("optimizer")
+    return obj, condition(obj, "Optimized"), job
+
+
 def test_an_unschedulable_stage_pod_is_named_in_status_until_it_runs(tenant: Cluster) -> None:
     value = f"fits-{uuid.uuid4().hex[:8]}"  # no node carries it yet
     doc = md_doc()
     doc["spec"]["optimization"]["job"]["nodeSelector"] = {LABEL: value}
     tenant.apply(doc)
-
-    def named(obj: dict[str, Any]) -> bool:
-        optimized = condition(obj, "Optimized") or {}
-        return optimized.get("reason") == "JobRunning" and "node affinity/selector" in optimized.get("message", "")
-
-    obj = tenant.wait_md(named, timeout=90, what="Optimized naming the scheduler's reason")
-    optimized = condition(obj, "Optimized")
-    (job,) = tenant.jobs("optimizer")
+    obj, optimized, job = running_with(tenant, "node affinity/selector", "the scheduler's reason")
     (pod,) = tenant.core.list_namespaced_pod(
         tenant.ns, label_selector=f"batch.kubernetes.io/job-name={job.metadata.name}"
     ).items
@@ -56,3 +61,35 @@ def test_an_unschedulable_stage_pod_is_named_in_status_until_it_runs(tenant: Clu
         assert "unschedulable" not in condition(obj, "Optimized")["message"]
     finally:
         tenant.core.patch_node(node, {"metadata": {"labels": {LABEL: None}}})
+
+
+def test_a_stage_job_whose_pod_a_quota_forbids_names_the_quota_until_it_is_lifted(tenant: Cluster) -> None:
+    """The real Job controller cannot create the optimization pod (a ResourceQuota of no pods): no pod exists, the
+    controller says why only in FailedCreate Events on the Job. The Optimized message names the quota; once the quota
+    is gone the controller's next try creates the pod and the stage goes on by itself."""
+    quota = client.V1ResourceQuota(metadata=client.V1ObjectMeta(name="no-pods"),
+                                   spec=client.V1ResourceQuotaSpec(hard={"pods": "0"}))  # fmt: skip
+    tenant.core.create_namespaced_resource_quota(tenant.ns, quota)
+    tenant.apply(md_doc())
+    obj, optimized, job = running_with(tenant, "exceeded quota: no-pods", "the quota that forbids the pod")
+    assert optimized["status"] == "False"
+    assert optimized["message"] == (
+        f"optimization Job {job.metadata.name} running (attempt 1): no pod created (FailedCreate): the pod is "
+        "forbidden: exceeded quota: no-pods, requested: pods=1, used: pods=0, limited: pods=0"
+    ), optimized["message"]
+    assert condition(obj, "Ready")["message"] == optimized["message"]
+    assert (condition(obj, "Stalled") or {}).get("status") != "True" and "lastFailure" not in obj.get("status", {})
+    pods = tenant.core.list_namespaced_pod(
+        tenant.ns, label_selector=f"batch.kubernetes.io/job-name={job.metadata.name}"
+    )
+    assert pods.items == [] and not job.status.active  # no pod: only the Job controller's Events tell why
+    said = [
+        e
+        for e in tenant.core.list_namespaced_event(tenant.ns).items
+        if e.reason == "FailedCreate" and e.involved_object.uid == job.metadata.uid
+    ]
+    assert said and all(e.source.component == "job-controller" for e in said)
+
+    tenant.core.delete_namespaced_resource_quota("no-pods", tenant.ns)
+    obj = tenant.wait_condition("Optimized", "True", timeout=180)  # the controller's backoff is at most 60 s
+    assert "FailedCreate" not in condition(obj, "Optimized")["message"]
