@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.integration.cluster import condition
+from tests.integration.cluster import condition, wait_for
 from tests.integration.operator_harness import OperatorProcess
 from tests.integration.test_operator import Cluster, md_doc, operator  # noqa: F401 (the operator fixture)
 
@@ -20,6 +20,11 @@ LABEL = "modelship.io/test-placement"
 @pytest.fixture
 def tenant(api_client: client.ApiClient, namespace: str, operator: OperatorProcess) -> Cluster:  # noqa: F811
     return Cluster(api_client, namespace)
+
+
+def event_reads(op: OperatorProcess) -> float:
+    """The operator's lists of a Job's Events so far (one per look at a Job without a pod)."""
+    return op.metric("modelship_api_reads_total", 'kind="Event"')
 
 
 def running_with(tenant: Cluster, words: str, what: str) -> tuple[dict[str, Any], dict[str, Any], Any]:
@@ -63,10 +68,14 @@ def test_an_unschedulable_stage_pod_is_named_in_status_until_it_runs(tenant: Clu
         tenant.core.patch_node(node, {"metadata": {"labels": {LABEL: None}}})
 
 
-def test_a_stage_job_whose_pod_a_quota_forbids_names_the_quota_until_it_is_lifted(tenant: Cluster) -> None:
+def test_a_stage_job_whose_pod_a_quota_forbids_names_the_quota_until_it_is_lifted(
+    tenant: Cluster,
+    operator: OperatorProcess,  # noqa: F811
+) -> None:
     """The real Job controller cannot create the optimization pod (a ResourceQuota of no pods): no pod exists, the
-    controller says why only in FailedCreate Events on the Job. The Optimized message names the quota; once the quota
-    is gone the controller's next try creates the pod and the stage goes on by itself."""
+    controller says why only in FailedCreate Events on the Job (one per try, each naming another generated pod). The
+    Optimized message names the quota, and the operator's further looks at the Events write no status while the
+    cause stays; once the quota is gone the controller's next try creates the pod and the stage goes on by itself."""
     quota = client.V1ResourceQuota(metadata=client.V1ObjectMeta(name="no-pods"),
                                    spec=client.V1ResourceQuotaSpec(hard={"pods": "0"}))  # fmt: skip
     tenant.core.create_namespaced_resource_quota(tenant.ns, quota)
@@ -89,6 +98,11 @@ def test_a_stage_job_whose_pod_a_quota_forbids_names_the_quota_until_it_is_lifte
         if e.reason == "FailedCreate" and e.involved_object.uid == job.metadata.uid
     ]
     assert said and all(e.source.component == "job-controller" for e in said)
+
+    version, reads = tenant.md()["metadata"]["resourceVersion"], event_reads(operator)
+    wait_for(lambda: event_reads(operator) >= reads + 2, timeout=60,
+             description="two more looks at the Job's Events")  # fmt: skip
+    assert tenant.md()["metadata"]["resourceVersion"] == version  # the same words: no status write per look
 
     tenant.core.delete_namespaced_resource_quota("no-pods", tenant.ns)
     obj = tenant.wait_condition("Optimized", "True", timeout=180)  # the controller's backoff is at most 60 s
