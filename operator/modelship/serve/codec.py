@@ -10,6 +10,7 @@ simdjson, tensor data straight into numeric buffers).
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -240,11 +241,17 @@ def v2_decode(
     allocate (datatype conversions) before they are; JSON text is bounded beforehand by :func:`decode_cost`.
     ``threads`` 2 lets a large flat JSON tensor be parsed on two threads (libmsjson)."""
     binary: memoryview | None = None
+    key: tuple[bytes, int] | None = None
     if header_length is not None:
         n = json_length(body, header_length)
         view = memoryview(body)
-        obj = loads_v2(view[:n], threads)
         binary = view[n:]
+        if n <= PLAN_HEADER_BYTES:
+            key = (bytes(view[:n]), len(binary))
+            plan = _PLANS.get(model, {}).get(key)
+            if plan is not None:
+                return plan.apply(binary)
+        obj = loads_v2(view[:n], threads)
     else:
         obj = loads_v2(body, threads)
     if not isinstance(obj, dict):
@@ -262,6 +269,7 @@ def v2_decode(
     offset = 0
     owned = 0
     views = False
+    in_place: list[_Slice] = []  # inputs that are views of the binary data as they are (a plan, below)
     for i, t in enumerate(inputs):
         if not isinstance(t, dict):
             raise BadRequest(f"inputs[{i}] must be an object with name, shape, datatype and data")
@@ -315,6 +323,7 @@ def v2_decode(
             owned += _nbytes(arr)
         elif size is not None and datatype != "BYTES":
             views = True  # the binary extension's data, in place
+            in_place.append((name, datatype, tuple(shape), offset - size, size, what))
         else:
             owned += _nbytes(arr)
         arrays[name] = arr
@@ -345,7 +354,54 @@ def v2_decode(
                 binary_out.add(oname)
     elif default_binary:
         binary_out = set(wanted)
+    if key is not None and len(in_place) == len(arrays):
+        _remember(model, key, _Plan(tuple(in_place), rows, req_id, tuple(wanted), frozenset(binary_out)))
     return V2Request(arrays, rows, req_id, wanted, binary_out, owned, views)
+
+
+#: a binary-extension request whose JSON header is at most this long may be decoded from a plan (below)
+PLAN_HEADER_BYTES = 1024
+#: plans kept per model; when full they are all forgotten (a client varying its header, an ``id`` per request
+#: say, only ever misses: it costs one dictionary insert per request and at most this many headers of memory)
+MAX_PLANS = 64
+
+# (input name, datatype, shape, offset and size in the binary data, how errors name it)
+_Slice = tuple[str, str, tuple[int, ...], int, int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a binary-extension request's JSON header decoded to, when every input is a view of the binary data
+    as it is (no datatype conversion, no BYTES): a request with the same header bytes and the same length of
+    binary data decodes to the same names, shapes, rows and outputs, so only the arrays are made anew (and their
+    bytes checked, as :func:`binary_to_array` does: BOOL values). Every check of the header passed for these
+    bytes; none depends on anything but them, the binary data's length and the model."""
+
+    inputs: tuple[_Slice, ...]
+    rows: int
+    id: str | None
+    outputs: tuple[str, ...]
+    binary_outputs: frozenset[str]
+
+    def apply(self, binary: memoryview) -> V2Request:
+        arrays = {
+            name: binary_to_array(binary[offset : offset + size], datatype, shape, what)
+            for name, datatype, shape, offset, size, what in self.inputs
+        }
+        return V2Request(arrays, self.rows, self.id, list(self.outputs), set(self.binary_outputs), 0, True)
+
+
+#: per model (weakly: a model dropped takes its plans along): header bytes and binary length -> plan
+_PLANS: weakref.WeakKeyDictionary[ServedModel, dict[tuple[bytes, int], _Plan]] = weakref.WeakKeyDictionary()
+
+
+def _remember(model: ServedModel, key: tuple[bytes, int], plan: _Plan) -> None:
+    plans = _PLANS.get(model)
+    if plans is None:
+        plans = _PLANS[model] = {}
+    elif len(plans) >= MAX_PLANS:
+        plans.clear()
+    plans[key] = plan
 
 
 def v2_encode(model: ServedModel, req: V2Request, result: Mapping[str, Array]) -> tuple[bytes, int | None]:
