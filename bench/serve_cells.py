@@ -54,6 +54,26 @@ def cell(path: Path, tree: Path, fmt: str, clients: int, request: bytes, invoke_
         S.stop(proc)
 
 
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per tree and cell, in the order first seen: the median and range of the cell's figure (the
+    in-server invoke share at 64 binary clients, p50 / bare invoke at 1 JSON client) and the load it ran at."""
+    by: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)
+    for r in rows:
+        by[(r["tree"], r["cell"])].append(r)
+    lines: list[str] = []
+    for (label, name), rs in by.items():
+        key = "ratio" if name == "json1" else "cpu_share"
+        vals = [r[key] for r in rs if key in r]
+        loads = [r["load"] for r in rs]
+        if vals:
+            spread = f"{min(vals):.4f}-{max(vals):.4f}"
+            lines.append(
+                f"{label} {name}: {key} median {statistics.median(vals):.4f}, {spread} over {len(vals)} runs "
+                f"(load {min(loads):.1f}-{max(loads):.1f})"
+            )
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tree", action="append", required=True, help="LABEL=an operator/ directory (repeat)")
@@ -86,17 +106,8 @@ def main() -> int:
                 if args.out:
                     with open(args.out, "a") as f:
                         f.write(json.dumps(r) + "\n")
-    by: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)
-    for r in rows:
-        by[(r["tree"], r["cell"])].append(r)
-    for (label, name), rs in by.items():
-        key = "ratio" if name == "json1" else "cpu_share"
-        vals = [r[key] for r in rs if key in r]
-        loads = [r["load"] for r in rs]
-        if vals:
-            spread = f"{min(vals):.4f}-{max(vals):.4f}"
-            print(f"{label} {name}: {key} median {statistics.median(vals):.4f}, {spread} over {len(vals)} runs "
-                  f"(load {min(loads):.1f}-{max(loads):.1f})")  # fmt: skip
+    for line in summary(rows):
+        print(line)
     return 0
 
 
