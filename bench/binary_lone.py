@@ -13,7 +13,6 @@ what the same Python costs the server under load. Trees are alternated, one subp
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -22,6 +21,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.json_lone import lone_arguments  # noqa: E402
 
 CHILD = r"""
 import asyncio, gc, json, statistics, sys, time
@@ -105,13 +108,8 @@ asyncio.run(main())
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="MobileNetV2 int8 .tflite (bench/serve.py builds one)")
-    ap.add_argument("--tree", action="append", required=True, help="an operator/ directory (repeat: alternated)")
-    ap.add_argument("--n", type=int, default=2000, help="requests per subprocess")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap = lone_arguments(__doc__, "an operator/ directory (repeat: alternated)", 2000)
     ap.add_argument("--copy", action="store_true", help="copy the body's bytes into its buffer too")
-    ap.add_argument("--profile", action="store_true", help="cProfile the requests too (to stderr)")
     args = ap.parse_args()
     results: dict[str, list[float]] = {t: [] for t in args.tree}
     for r in range(args.rounds):

@@ -181,16 +181,22 @@ def summary(rows: list[tuple[str, dict[str, float]]]) -> list[str]:
     return lines
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def lone_arguments(doc: str | None, tree_help: str, n: int) -> argparse.ArgumentParser:
+    """The arguments of the in-process request benchmarks (this one and bench/binary_lone.py)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="MobileNetV2 int8 .tflite (bench/serve.py builds one)")
-    ap.add_argument("--tree", action="append", required=True, help="a checkout (repeat: compared in one run)")
-    ap.add_argument("--n", type=int, default=300, help="requests per subprocess")
+    ap.add_argument("--tree", action="append", required=True, help=tree_help)
+    ap.add_argument("--n", type=int, default=n, help="requests per subprocess")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="cProfile the requests too (to stderr)")
+    return ap
+
+
+def main() -> int:
+    ap = lone_arguments(__doc__, "a checkout (repeat: compared in one run)", 300)
     ap.add_argument("--threads", type=int, default=1, help="parse threads (2: as the server on a free machine)")
     ap.add_argument("--real-invoke", action="store_true", help="do not stub invoke() (time it apart instead)")
     ap.add_argument("--json-lib", action="append", help="per tree: $MODELSHIP_JSON_LIB for it")
-    ap.add_argument("--profile", action="store_true", help="cProfile the requests too (to stderr)")
     args = ap.parse_args()
     libs = args.json_lib or [None] * len(args.tree)
     rows: list[tuple[str, dict[str, float]]] = []
