@@ -14,6 +14,7 @@ import pytest
 from modelship.api.modeldeployment import ModelDeployment
 from modelship.controller.joblook import JobLook
 from modelship.controller.observe import job_observation
+from modelship.controller.podhealth import Cause, Trouble
 from modelship.controller.stages.jobs import PLATFORM_WORDS
 from tests.unit.test_jobstage import probe, run, the_condition
 from tests.unit.test_plan import make_md
@@ -104,3 +105,14 @@ def test_a_job_in_the_tenants_namespace_logs_nothing(caplog: pytest.LogCaptureFi
         observed = look.observe(md_in("team-a"), job, [UNSCHEDULED])
     assert not observed.platform and TAINT_WORDS in observed.stuck
     assert not caplog.records
+
+
+@pytest.mark.parametrize("state, now", [
+    ("CrashLoopBackOff", "crash-looping (CrashLoopBackOff)"),
+    ("running", "running again after a crash"),
+    ("", "crashed"),
+])  # fmt: skip
+def test_a_crashed_build_container_is_said_as_it_is_now(state: str, now: str) -> None:
+    cause = Cause(Trouble.CRASH_LOOP, "p", "build", ("OOMKilled", 137, "node pool gpu-a100-private"), state=state)
+    assert cause.reason_only() == f"pod p: container build {now}, last terminated OOMKilled (exit code 137)"
+    assert cause.describe().startswith(f"pod p: container build {now}, ")

@@ -280,15 +280,17 @@ class Cause:
     def oom(self) -> bool:
         return self.terminated is not None and self.terminated[0] == "OOMKilled"
 
+    def _crashed_now(self) -> str:
+        """How a crash-looping container is now, in words."""
+        if self.state == "CrashLoopBackOff":
+            return "crash-looping (CrashLoopBackOff)"
+        if self.state == "running":
+            return "running again after a crash"
+        return "crashed"
+
     def describe(self) -> str:
         if self.trouble == Trouble.CRASH_LOOP:
-            if self.state == "CrashLoopBackOff":
-                now = "crash-looping (CrashLoopBackOff)"
-            elif self.state == "running":
-                now = "running again after a crash"
-            else:
-                now = "crashed"
-            text = f"pod {self.pod}: container {self.container} {now}"
+            text = f"pod {self.pod}: container {self.container} {self._crashed_now()}"
             if self.terminated is not None:
                 reason, code, message = self.terminated
                 text += f", last terminated {reason or 'Error'} (exit code {code})"
@@ -307,7 +309,7 @@ class Cause:
         termination message, an image): the pod, its container and the reason alone. For pods in the platform's
         build namespace, whose words name the platform (its taints, node pools, Secrets), not the tenant's."""
         if self.trouble == Trouble.CRASH_LOOP:
-            text = f"pod {self.pod}: container {self.container} crash-looping ({self.state or 'CrashLoopBackOff'})"
+            text = f"pod {self.pod}: container {self.container} {self._crashed_now()}"
             if self.terminated is not None:
                 text += f", last terminated {self.terminated[0] or 'Error'} (exit code {self.terminated[1]})"
             return text
