@@ -15,11 +15,15 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from modelship.controller.failedcreate import (
+    EVENTS_BYTES,
     EVENTS_LIMIT,
     LOOK_SECONDS,
+    MESSAGE_CHARS,
     PODLESS_GRACE_SECONDS,
     REQUEUE_SECONDS,
     failed_create,
+    kept,
+    newest_pod_time,
     podless,
 )
 from modelship.controller.joblook import JobLook
@@ -31,6 +35,8 @@ from tests.unit.test_stage_pod_trouble import JOB, UNSCHEDULED, pending_pod
 
 UID = "job-1"
 QUOTA = "exceeded quota: q, requested: limits.memory=2Gi, used: limits.memory=0, limited: limits.memory=1Mi"
+QUOTA_SAID = "exceeded quota: q, requested: limits.memory=2Gi, limited: limits.memory=1Mi"
+"""What is said of it: what the quota has used changes as other pods come and go."""
 
 
 def event(pod: str = "digits-opt-r1-x7k2p-mts8s", message: str = "", at: str = "2026-11-30T06:13:54Z",
@@ -53,7 +59,7 @@ NO_POD_JOB: dict[str, Any] = {
                  "creationTimestamp": (NOW - timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")},
     "status": {"active": 0, "ready": 0, "startTime": "2026-11-30T02:10:00Z"},
 }  # fmt: skip
-SAYS = f"the pod is forbidden: {QUOTA}"
+SAYS = f"the pod is forbidden: {QUOTA_SAID}"
 
 
 def test_the_job_controllers_words_without_the_generated_pod_name() -> None:
@@ -120,7 +126,7 @@ def test_the_stage_message_names_the_quota_and_looks_again() -> None:
 
 def test_a_build_job_says_the_reason_alone() -> None:
     observed = job_observation(NO_POD_JOB, [], platform=True, no_pod=SAYS)
-    assert observed.stuck == "no pod created (FailedCreate)" and observed.said.endswith(QUOTA)
+    assert observed.stuck == "no pod created (FailedCreate)" and observed.said.endswith(QUOTA_SAID)
     out = run([probe(JobState.ACTIVE, stuck=observed.stuck, podless=True, platform=True)])
     message = the_condition(out)[2]
     assert message.endswith(f"no pod created (FailedCreate); {PLATFORM_WORDS}") and "quota" not in message
@@ -138,11 +144,11 @@ class Events:
 
     def __init__(self, events: list[dict[str, Any]]) -> None:
         self.events = events
-        self.asked: list[tuple[str, str, int]] = []
+        self.asked: list[tuple[str, str, int, int]] = []
         self.error: Exception | None = None
 
-    def list_events(self, namespace: str, field_selector: str, limit: int) -> list[dict[str, Any]]:
-        self.asked.append((namespace, field_selector, limit))
+    def list_events(self, namespace: str, field_selector: str, limit: int, max_bytes: int) -> list[dict[str, Any]]:
+        self.asked.append((namespace, field_selector, limit, max_bytes))
         if self.error is not None:
             raise self.error
         return self.events
@@ -165,7 +171,8 @@ def test_events_are_asked_only_for_a_podless_job_past_its_grace_and_not_at_every
     assert look.no_pod(JOB, [], NOW) is None and look.no_pod(NO_POD_JOB, [UNSCHEDULED], NOW) is None
     assert kube.asked == []
     assert look.no_pod(NO_POD_JOB, [], NOW) == SAYS
-    assert kube.asked == [("team-a", f"involvedObject.uid={UID},reason=FailedCreate", EVENTS_LIMIT)]
+    assert kube.asked == [("team-a", f"involvedObject.uid={UID},reason=FailedCreate,source=job-controller,type=Warning",
+                           EVENTS_LIMIT, EVENTS_BYTES)]  # fmt: skip
     clock.now += LOOK_SECONDS - 1
     assert look.no_pod(NO_POD_JOB, [], NOW) == SAYS and len(kube.asked) == 1  # said again, not asked again
     clock.now += 2
@@ -193,3 +200,74 @@ def test_a_job_that_got_its_pod_is_forgotten() -> None:
     assert look.no_pod(NO_POD_JOB, [pending_pod()], NOW) is None
     kube.events = []
     assert look.no_pod(NO_POD_JOB, [], NOW) is None and len(kube.asked) == 2  # asked anew, not the old words
+
+
+def test_what_the_quota_has_used_is_not_said() -> None:
+    """Other pods come and go: the quota's ``used:`` changes without the cause changing (a status write each)."""
+    two = ("exceeded quota: q, requested: limits.memory=2Gi,requests.cpu=1, used: limits.memory={},requests.cpu={}, "
+           "limited: limits.memory=3Gi,requests.cpu=2")  # fmt: skip
+    said = [failed_create([event(message=f'Error creating: pods "p" is forbidden: {two.format(m, c)}')], UID)
+            for m, c in (("0", "0"), ("2Gi", "1500m"))]  # fmt: skip
+    assert said[0] == said[1] == (
+        "the pod is forbidden: exceeded quota: q, requested: limits.memory=2Gi,requests.cpu=1, limited: "
+        "limits.memory=3Gi,requests.cpu=2"
+    )
+
+
+def ended_pod(created: str, finished: str) -> dict[str, Any]:
+    """The Job's pod, run and OOMKilled: the Job controller is to replace it."""
+    pod = pending_pod()
+    pod["metadata"]["creationTimestamp"] = created
+    pod["status"] = {"phase": "Failed", "containerStatuses": [{"name": "optimize", "state": {"terminated": {
+        "reason": "OOMKilled", "exitCode": 137, "finishedAt": finished}}}]}  # fmt: skip
+    return pod
+
+
+def test_a_failedcreate_older_than_the_jobs_newest_pod_is_not_said() -> None:
+    """The quota was full at the start (FailedCreate), then the pod was created, ran and was OOMKilled: while the
+    Job controller waits to replace it the Job has no pod, and the old Event (Events live an hour) is not why."""
+    oom = ended_pod("2026-11-30T06:20:00Z", "2026-11-30T06:25:00Z")
+    assert newest_pod_time([oom]) == NOW.replace(year=2026, month=11, day=30, hour=6, minute=25, second=0)
+    assert podless(NO_POD_JOB, [oom])
+    kube, clock = Events([event(at="2026-11-30T06:13:54Z")]), Clock()
+    look = JobLook(kube, clock)  # type: ignore[arg-type]
+    assert look.no_pod(NO_POD_JOB, [oom], NOW) is None and len(kube.asked) == 1
+    assert failed_create(kube.events, UID, newest_pod_time([oom])) is None
+    # the replacement is refused in turn: that Event (at or after the pod ended) is said
+    psa = 'violates PodSecurity "restricted:latest": privileged'
+    kube.events = [event(at="2026-11-30T06:13:54Z"),
+                   event("p-2", at="2026-11-30T06:25:00Z", message=f'Error creating: pods "p-2" is forbidden: {psa}')]
+    clock.now += LOOK_SECONDS
+    assert look.no_pod(NO_POD_JOB, [oom], NOW) == f"the pod is forbidden: {psa}"
+    series = event(at="2026-11-30T06:13:54Z", series={"lastObservedTime": "2026-11-30T06:26:00.123456Z"})
+    assert failed_create([series], UID, newest_pod_time([oom])) == SAYS  # an Event seen again since counts
+
+
+def test_what_was_said_before_a_pod_came_and_went_is_not_said_again() -> None:
+    kube, clock = Events([event()]), Clock()
+    look = JobLook(kube, clock)  # type: ignore[arg-type]
+    assert look.no_pod(NO_POD_JOB, [], NOW) == SAYS
+    oom = ended_pod("2026-11-30T06:20:00Z", "2026-11-30T06:25:00Z")
+    assert look.no_pod(NO_POD_JOB, [oom], NOW) is None and len(kube.asked) == 2  # asked anew, within LOOK_SECONDS
+
+
+def test_a_refused_list_is_not_asked_again_at_every_pass(caplog: pytest.LogCaptureFixture) -> None:
+    """Without the list on Events (rbac.create false, the Role not updated) each pass would ask and be refused."""
+    kube, clock = Events([event()]), Clock()
+    kube.error = ApiException(status=403, reason="Forbidden")
+    look = JobLook(kube, clock)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="modelship.joblook"):
+        for _ in range(5):
+            assert look.no_pod(NO_POD_JOB, [], NOW) is None
+        assert len(kube.asked) == 1
+        clock.now += LOOK_SECONDS
+        assert look.no_pod(NO_POD_JOB, [], NOW) is None and len(kube.asked) == 2
+    assert len(caplog.records) == 1
+
+
+def test_what_is_kept_of_an_event_is_bounded() -> None:
+    big = event(message="Error creating: " + "q" * 100_000, managedFields=[{"manager": "x" * 10_000}])
+    small = kept(big)
+    assert len(small["message"]) == MESSAGE_CHARS and "managedFields" not in small
+    assert failed_create([small], UID) == failed_create([big], UID)
+    assert kept(event()) and failed_create([kept(event())], UID) == SAYS

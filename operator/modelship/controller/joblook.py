@@ -2,8 +2,9 @@
 things the watch does not hold.
 
 - For a Job that runs without a pod (``failedcreate.podless``) past ``failedcreate.PODLESS_GRACE_SECONDS``: the Job
-  controller's FailedCreate Events about it (listed by the Job's uid and that reason, at most once per
-  ``failedcreate.LOOK_SECONDS`` per Job): why it cannot create the pod.
+  controller's FailedCreate Events about it (selected by the Job's uid, that reason and the controller, at most once
+  per ``failedcreate.LOOK_SECONDS`` per Job, also when the list fails; those older than the Job's newest pod left
+  out): why it cannot create the pod.
 - For a Job in the platform's build namespace, whose status message carries the reasons alone: the full words (the
   scheduler's, the kubelet's, the Job controller's) are logged, once per change, for the platform's team.
 """
@@ -23,7 +24,17 @@ from ..api.modeldeployment import ModelDeployment
 from ..resources.kinds import EVENT
 from . import metrics
 from .conditions import seconds_since
-from .failedcreate import EVENTS_LIMIT, LOOK_SECONDS, PODLESS_GRACE_SECONDS, events_selector, failed_create, podless
+from .failedcreate import (
+    EVENTS_BYTES,
+    EVENTS_LIMIT,
+    LOOK_SECONDS,
+    PODLESS_GRACE_SECONDS,
+    events_selector,
+    failed_create,
+    kept,
+    newest_pod_time,
+    podless,
+)
 from .kube import Kube, Unreachable, api_error_text
 from .observe import JobObservation, job_observation
 
@@ -41,8 +52,9 @@ class JobLook:
         self.kube = kube
         self.clock = clock
         self._lock = threading.Lock()
-        self._looked: dict[str, tuple[float, str | None]] = {}
-        """Job uid -> (when its Events were last listed, what the Job controller said then)."""
+        self._looked: dict[str, tuple[float, datetime | None, str | None]] = {}
+        """Job uid -> (when its Events were last listed or the list failed, the Job's newest pod's time then
+        (``failedcreate.newest_pod_time``), what the Job controller said then)."""
         self._logged: dict[str, str] = {}
         """Build Job uid -> what its pods or Events said in full, as last logged."""
         self._unread: set[str] = set()
@@ -68,26 +80,33 @@ class JobLook:
         age = seconds_since(meta.get("creationTimestamp"), now)
         if age is None or age < PODLESS_GRACE_SECONDS:
             return None
+        since = newest_pod_time(pods)
         with self._lock:
             last = self._looked.get(uid)
+        if last is not None and last[1] != since:
+            last = None  # another pod came and went: what was said is about a try before it
         if last is not None and self.clock() - last[0] < LOOK_SECONDS:
-            return last[1]
+            return last[2]
+        said = last[2] if last is not None else None
         try:
-            events = self.kube.list_events(ns, events_selector(uid), EVENTS_LIMIT)
-        except (ApiException, Unreachable) as exc:
-            if ns not in self._unread:
+            events = self.kube.list_events(ns, events_selector(uid), EVENTS_LIMIT, EVENTS_BYTES)
+        except (ApiException, Unreachable, ValueError) as exc:  # ValueError: too long (kube.TooLarge), not JSON
+            with self._lock:
+                first = ns not in self._unread
                 self._unread.add(ns)
+            if first:
                 why = f"API error {exc.status}: {api_error_text(exc)}" if isinstance(exc, ApiException) else exc
                 log.warning("%s: Events of Job %s not listed (why it has no pod is not told): %s", ns,
                             meta.get("name"), why)  # fmt: skip
-            return last[1] if last is not None else None
-        metrics.API_READS.labels(EVENT.kind).inc()
-        self._unread.discard(ns)
-        said = failed_create(events, uid)
-        with self._lock:
+        else:
+            metrics.API_READS.labels(EVENT.kind).inc()
+            said = failed_create([kept(e) for e in events], uid, since)
+            with self._lock:
+                self._unread.discard(ns)
+        with self._lock:  # a failed look waits as long as one that answered: a refused list is not asked each pass
             if len(self._looked) >= KEPT:
                 self._looked.clear()
-            self._looked[uid] = (self.clock(), said)
+            self._looked[uid] = (self.clock(), since, said)
         return said
 
     def _log(self, md: ModelDeployment, meta: dict[str, Any], observed: JobObservation) -> None:

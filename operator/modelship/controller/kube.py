@@ -43,6 +43,10 @@ class Unreachable(ConnectionError):
     """No answer from the API server (connect or read timeout, connection refused or reset)."""
 
 
+class TooLarge(ValueError):
+    """An answer longer than the caller would read: not parsed (the connection is dropped)."""
+
+
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 """Accept header of a read that returns the object's metadata only."""
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -61,6 +65,19 @@ def api_client(connections: int) -> client.ApiClient:
     return client.ApiClient(conf)
 
 
+def _read_at_most(response: Any, max_bytes: int, what: str) -> bytes:
+    """The body of a urllib3 response (not preloaded) if it has at most ``max_bytes``; else ``TooLarge``, the rest
+    left unread and the connection closed (it cannot serve another request)."""
+    try:
+        data: bytes = response.read(max_bytes + 1) or b""
+        if len(data) > max_bytes:
+            response.close()
+            raise TooLarge(f"{what}: the answer is longer than {max_bytes} bytes")
+        return data
+    finally:
+        response.release_conn()
+
+
 @dataclass
 class Kube:
     api: client.ApiClient
@@ -75,6 +92,7 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
         accept: str = "application/json",
+        max_bytes: int | None = None,
     ) -> dict[str, Any]:
         if body is not None and not content_type.endswith("json"):
             body = json.dumps(body)  # JSON is YAML: send apply configurations pre-serialized
@@ -89,11 +107,15 @@ class Kube:
         started = time.monotonic()
         try:
             response = self.api.call_api(*params, _request_timeout=self.timeout)
-            response.read()  # type: ignore[no-untyped-call]
+            if max_bytes is None:
+                data = response.read() or b""  # type: ignore[no-untyped-call]
+            else:
+                data = _read_at_most(response.response, max_bytes, f"{method} {path}")
+        except TooLarge:
+            raise
         except Exception as exc:  # the transport's errors (timeouts, resets, refused): no answer at all
             raise Unreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         API_SECONDS.labels(method).observe(time.monotonic() - started)
-        data = response.data or b""
         if not 200 <= response.status < 300:
             raise ApiException(status=response.status, reason=response.reason, body=data.decode(errors="replace"))
         if not data:
@@ -222,11 +244,13 @@ class Kube:
         result.setdefault("kind", obj["kind"])
         return result
 
-    def list_events(self, namespace: str, field_selector: str, limit: int) -> list[dict[str, Any]]:
+    def list_events(self, namespace: str, field_selector: str, limit: int, max_bytes: int) -> list[dict[str, Any]]:
         """Core v1 Events of ``namespace`` that match ``field_selector`` (e.g. ``involvedObject.uid=...``), at most
-        ``limit`` of them."""
-        query = [("fieldSelector", field_selector), ("limit", str(limit))]
-        result = self._call("GET", kinds.EVENT.path(namespace), query=query)
+        ``limit`` of them, from an answer of at most ``max_bytes`` (else ``TooLarge``). Asked at resourceVersion 0:
+        where the API server keeps a watch cache of Events (not by default) it answers from memory, all matches (it
+        ignores the limit there); otherwise etcd answers the current list, the limit honoured."""
+        query = [("fieldSelector", field_selector), ("limit", str(limit)), ("resourceVersion", "0")]
+        result = self._call("GET", kinds.EVENT.path(namespace), query=query, max_bytes=max_bytes)
         items = result.get("items") or []
         return [item for item in items if isinstance(item, dict)][:limit]
 
