@@ -84,7 +84,7 @@ def test_a_stage_job_whose_pod_a_quota_forbids_names_the_quota_until_it_is_lifte
     assert optimized["status"] == "False"
     assert optimized["message"] == (
         f"optimization Job {job.metadata.name} running (attempt 1): no pod created (FailedCreate): the pod is "
-        "forbidden: exceeded quota: no-pods, requested: pods=1, used: pods=0, limited: pods=0"
+        "forbidden: exceeded quota: no-pods, requested: pods=1, limited: pods=0"
     ), optimized["message"]
     assert condition(obj, "Ready")["message"] == optimized["message"]
     assert (condition(obj, "Stalled") or {}).get("status") != "True" and "lastFailure" not in obj.get("status", {})
