@@ -530,6 +530,26 @@ def test_a_rollback_whose_record_an_older_crd_prunes_says_it_is_final() -> None:
     assert "to try the revision again" in cond(kept.status, "Verified")["message"]
 
 
+def quiet(md: Any, obs: Observed) -> Observed:
+    """What is observed after the rollback: the candidate's Deployment at zero, no pods of it."""
+    zero = replace(canary_obs(revision(md.spec), 0, False), name="digits-canary")
+    return Observed(jobs=obs.jobs, deployment=obs.deployment, canary=zero, canary_service_ip="10.96.0.9")
+
+
+def test_a_new_progress_deadline_tries_a_rollback_for_the_candidate_s_pods_again() -> None:
+    # review20 2: progressDeadlineSeconds is the candidate Deployment's deadline and the crash loop's clock, not in
+    # its pod template: a longer one for a slow start must try the revision again
+    md, obs, p3 = rolled_back()
+    later = NOW + timedelta(hours=1)
+    base = md_with(p3.status)
+    serving = base.spec.serving
+    rollout = serving.rollout.model_copy(update={"progress_deadline_seconds": serving.rollout.progress_deadline_seconds + 600})
+    longer = with_generation(base.model_copy(update={"spec": base.spec.model_copy(update={
+        "serving": serving.model_copy(update={"rollout": rollout})})}), 9)  # fmt: skip
+    r = plan(longer, quiet(md, obs), CONFIG, later).status["rollout"]
+    assert (r["phase"], r.get("rolledBackTemplate")) == ("Shadow", None), r
+
+
 def test_an_abandoned_rollout_keeps_no_crash_loop_clock() -> None:
     md, obs, p2 = crash_looping_rollout()
     assert p2.status["rollout"]["candidateFailingSince"] is not None

@@ -77,11 +77,14 @@ def canary_deployment(
 def candidate_template(
     md: ModelDeployment, revision: str, config: OperatorConfig, image: str | None, artifact: ServedArtifact | None
 ) -> str:
-    """A digest of the candidate's pod template as the spec renders it, whatever the phase: its shadow labels and
-    no mirror offer (replicas are not in the template). What a rollback for the candidate's pods judged
-    (status.rollout.rolledBackTemplate): a spec that renders another one tries the revision again."""
+    """A digest of the candidate's pod template as the spec renders it, whatever the phase (its shadow labels and
+    no mirror offer; replicas are not in the template), together with its progress deadline
+    (progressDeadlineSeconds: its Deployment's, and the crash loop's clock). What a rollback for the candidate's pods
+    judged (status.rollout.rolledBackTemplate): a spec that renders another one, or another deadline, tries the
+    revision again."""
     dep = canary_deployment(md, revision, config, image, 0, False, artifact)
-    return str(dep["metadata"]["annotations"][TEMPLATE_ANNOTATION])
+    pods = dep["metadata"]["annotations"][TEMPLATE_ANNOTATION]
+    return template_digest({"template": pods, "progressDeadlineSeconds": dep["spec"]["progressDeadlineSeconds"]})
 
 
 def canary_service(md: ModelDeployment) -> dict[str, Any]:
