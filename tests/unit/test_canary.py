@@ -36,9 +36,14 @@ from modelship.controller.canary import (
     start,
 )
 from modelship.controller.canary_trouble import (
+    FINAL,
+    RETRY,
+    UNTOLD,
     CandidateTrouble,
     judge_trouble,
     rearmed,
+    recorded,
+    retold,
     trouble_message,
     troubled_for,
     unjudged,
@@ -430,8 +435,7 @@ def test_a_crash_looping_candidate_says_why_while_it_waits_then_is_rolled_back_p
         RolloutPhase.ROLLED_BACK, Decision.ROLLBACK, RollbackCause.CANDIDATE_CRASH_LOOP)  # fmt: skip
     assert gone.message == (
         f"the candidate's pods crash-loop for more than 30s (progressDeadlineSeconds 30): {OOM.text}; "
-        "change the candidate's pods in the spec (resources, env, scheduling; not replicas) to try the revision "
-        "again; revision stable keeps serving all traffic"
+        f"{RETRY}; revision stable keeps serving all traffic"
     )
     assert gone.weight == 0 and gone.mirror_percent == 0
     # final for this candidate: the same spec does not retry
@@ -571,6 +575,33 @@ def test_a_rollback_that_cannot_be_tried_again_says_it_is_final() -> None:
     assert "try the revision again" not in gone.message and "final" in gone.message
     assert "status.rollout.rolledBackTemplate" in gone.message
     assert "to try the revision again" in trouble_message(RollbackCause.CANDIDATE_CRASH_LOOP, OOM, 30)
+
+
+def test_a_rollback_record_without_its_template_is_told_from_the_record() -> None:
+    looping = decide(CANARY, started(), Look(at(0), available=False, trouble=OOM, deadline_seconds=30))
+    gone = decide(CANARY, looping, Look(at(30), available=False, trouble=OOM, deadline_seconds=30))
+    assert gone.rolled_back_template is None and RETRY in gone.message  # the rollback's write adds the template
+    # known pruned: final, whatever the generation
+    final = recorded(gone.model_copy(update={"rolled_back_generation": 4}), "t1", 4, pruned=True)
+    assert final.rolled_back_template is None and FINAL in final.message and RETRY not in final.message
+    assert final.message.endswith("; revision stable keeps serving all traffic")
+    # kept now, the spec the judged one: filled in, retryable
+    filled = recorded(gone.model_copy(update={"rolled_back_generation": 4, "message": final.message}), "t1", 4, False)
+    assert filled.rolled_back_template == "t1" and RETRY in filled.message and FINAL not in filled.message
+    assert recorded(filled, "t2", 5, pruned=True) == filled  # a record with its template is as it is
+    # another generation, or none recorded: cannot be told, final
+    for generation in (5, None):
+        untold = recorded(gone.model_copy(update={"rolled_back_generation": 4}), "t1", generation, False)
+        assert untold.rolled_back_template is None and UNTOLD in untold.message and RETRY not in untold.message
+    assert UNTOLD in recorded(gone, "t1", 4, False).message
+    # other rollbacks are untouched
+    failed = gone.model_copy(update={"rollback_cause": RollbackCause.ANALYSIS_FAILED, "rolled_back_generation": 4})
+    assert recorded(failed, "t1", 4, False) == failed
+    # an ending of an earlier operator is replaced; a message without one gets it before the serving words
+    assert retold("x; a; revision s keeps serving all traffic", FINAL) == (
+        f"x; a; {FINAL}; revision s keeps serving all traffic"
+    )
+    assert retold(retold("x", UNTOLD), UNTOLD) == f"x; {UNTOLD}"
 
 
 def test_a_crash_loop_stamp_from_before_the_rollout_began_is_not_its_clock() -> None:

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from modelship.controller.canary import Histogram, Samples
+from modelship.controller.canary_trouble import FINAL, RETRY, UNTOLD
 from modelship.controller.conditions import rfc3339
 from modelship.controller.observe import DeploymentObservation, JobState, Observed
 from modelship.controller.phasewindow import PodFigures, PodReading, Readings
@@ -418,8 +419,7 @@ def test_a_spec_change_after_a_rollback_for_the_candidate_s_pods_starts_its_revi
     r = p3.status["rollout"]
     assert r["phase"] == "RolledBack" and r["rolledBackGeneration"] == md.metadata.generation
     assert r["rolledBackTemplate"] == candidate_template(md, rev, CONFIG, None, None)
-    assert "in the spec (resources, env, scheduling; not replicas) to try the revision again" in cond(
-        p3.status, "Verified")["message"]  # fmt: skip
+    assert f"{RETRY}; revision {OLD} keeps serving all traffic" in cond(p3.status, "Verified")["message"]
     later = NOW + timedelta(seconds=10 + deadline)
     # the same spec: final
     same = plan(md_with(p3.status), obs, CONFIG, later)
@@ -536,6 +536,76 @@ def quiet(md: Any, obs: Observed) -> Observed:
     return Observed(jobs=obs.jobs, deployment=obs.deployment, canary=zero, canary_service_ip="10.96.0.9")
 
 
+def without(status: dict[str, Any], *fields: str, message: str | None = None) -> dict[str, Any]:
+    """``status`` with the rollout record's ``fields`` dropped (as an older CRD prunes them), and another message."""
+    rollout = {k: v for k, v in status["rollout"].items() if k not in fields}
+    return {**status, "rollout": {**rollout, **({"message": message} if message is not None else {})}}
+
+
+PRUNED = frozenset({"status.rollout.rolledBackTemplate", "status.rollout.rolledBackGeneration"})
+
+
+def test_a_rollback_whose_own_write_was_pruned_says_at_the_next_look_that_it_is_final() -> None:
+    # review20 1: the rollback's write is the first to send rolledBackTemplate; an older CRD prunes it there and the
+    # operator learns so only then (and again after each restart): the message said how to retry, and no change of
+    # the spec ever did
+    md, obs, p3 = rolled_back()
+    assert RETRY in cond(p3.status, "Verified")["message"]
+    older = replace(quiet(md, obs), pruned_status=PRUNED)
+    later = NOW + timedelta(hours=1)
+    p4 = plan(md_with(without(p3.status, "rolledBackTemplate", "rolledBackGeneration")), older, CONFIG, later)
+    r4 = p4.status["rollout"]
+    assert r4["phase"] == "RolledBack" and r4.get("rolledBackTemplate") is None, r4
+    assert r4["message"].endswith(f"; {FINAL}; revision {OLD} keeps serving all traffic"), r4["message"]
+    assert RETRY not in r4["message"] and FINAL in cond(p4.status, "Verified")["message"]
+    # told once: the next look leaves the record and the condition as they are
+    p5 = plan(md_with(p4.status), older, CONFIG, later + timedelta(minutes=5))
+    assert p5.status["rollout"] == r4 and cond(p5.status, "Verified") == cond(p4.status, "Verified")
+    # and a change of the spec does not try it again (nothing tells which template was judged)
+    fixed = with_generation(md_with(p4.status), 9)
+    fixed.spec.serving.resources.limits["memory"] = "4Gi"
+    assert plan(fixed, older, CONFIG, later).status["rollout"]["phase"] == "RolledBack"
+
+
+def test_a_rollback_record_without_its_template_is_filled_in_once_while_the_spec_is_the_judged_one() -> None:
+    # the CRD keeps rolledBackTemplate now (applied after the rollback's write was pruned): the spec is still the
+    # generation the rollback judged, so this pass's render is the template its pods ran
+    md, obs, p3 = rolled_back()
+    judged = p3.status["rollout"]["rolledBackTemplate"]
+    later = NOW + timedelta(hours=1)
+    bare = without(p3.status, "rolledBackTemplate", message=p3.status["rollout"]["message"].replace(RETRY, FINAL))
+    p4 = plan(md_with(bare), quiet(md, obs), CONFIG, later)
+    r4 = p4.status["rollout"]
+    assert (r4["phase"], r4["rolledBackTemplate"]) == ("RolledBack", judged), r4
+    assert r4["message"].endswith(f"; {RETRY}; revision {OLD} keeps serving all traffic") and FINAL not in r4["message"]
+    p5 = plan(md_with(p4.status), quiet(md, obs), CONFIG, later + timedelta(minutes=5))
+    assert p5.status["rollout"] == r4  # one write
+    fixed = with_generation(md_with(p4.status), 9)
+    fixed.spec.serving.resources.limits["memory"] = "4Gi"
+    assert plan(fixed, quiet(md, obs), CONFIG, later).status["rollout"]["phase"] == "Shadow"
+
+
+def test_a_rollback_record_without_its_template_stays_final_when_the_judged_spec_cannot_be_told() -> None:
+    md, obs, p3 = rolled_back()
+    later = NOW + timedelta(hours=1)
+    # the spec changed since the rollback (the fix already applied while the CRD pruned the record), or the record
+    # does not say which generation was judged: this pass's render may be the fix, never recorded as the judged one
+    changed = with_generation(md_with(without(p3.status, "rolledBackTemplate")), 9)
+    changed.spec.serving.resources.limits["memory"] = "4Gi"
+    unknown = md_with(without(p3.status, "rolledBackTemplate", "rolledBackGeneration"))
+    for md4 in (changed, unknown):
+        p4 = plan(md4, quiet(md, obs), CONFIG, later)
+        r4 = p4.status["rollout"]
+        assert r4["phase"] == "RolledBack" and r4.get("rolledBackTemplate") is None, r4
+        assert r4["message"].endswith(f"; {UNTOLD}; revision {OLD} keeps serving all traffic"), r4["message"]
+        again = md4.model_copy(update={"status": md_with(p4.status).status})
+        p5 = plan(again, quiet(md, obs), CONFIG, later + timedelta(minutes=5))
+        assert p5.status["rollout"] == r4  # one write
+        other = with_generation(again, 10)
+        other.spec.serving.pod_annotations["team"] = "ml"
+        assert plan(other, quiet(md, obs), CONFIG, later).status["rollout"]["phase"] == "RolledBack"
+
+
 def test_a_new_progress_deadline_tries_a_rollback_for_the_candidate_s_pods_again() -> None:
     # review20 2: progressDeadlineSeconds is the candidate Deployment's deadline and the crash loop's clock, not in
     # its pod template: a longer one for a slow start must try the revision again
@@ -543,7 +613,9 @@ def test_a_new_progress_deadline_tries_a_rollback_for_the_candidate_s_pods_again
     later = NOW + timedelta(hours=1)
     base = md_with(p3.status)
     serving = base.spec.serving
-    rollout = serving.rollout.model_copy(update={"progress_deadline_seconds": serving.rollout.progress_deadline_seconds + 600})
+    rollout = serving.rollout.model_copy(
+        update={"progress_deadline_seconds": serving.rollout.progress_deadline_seconds + 600}
+    )
     longer = with_generation(base.model_copy(update={"spec": base.spec.model_copy(update={
         "serving": serving.model_copy(update={"rollout": rollout})})}), 9)  # fmt: skip
     r = plan(longer, quiet(md, obs), CONFIG, later).status["rollout"]

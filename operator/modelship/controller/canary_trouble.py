@@ -1,8 +1,9 @@
 """A Canary candidate whose own pods cannot serve: what they say (``CandidateTrouble``, read by
 ``stages.pod_causes.candidate_trouble``), the crash loop's own clock (``troubled_for``:
 status.rollout.candidateFailingSince), whether the candidate is rolled back for them (``judge_trouble``:
-CandidateCrashLoop, CandidateNotStarting) with what the rollback says (``trouble_message``), and when such a
-rollback is tried again (``rearmed``). Pure; ``canary.decide`` reads them at each look of an analyzing phase."""
+CandidateCrashLoop, CandidateNotStarting) with what the rollback says (``trouble_message``), when such a
+rollback is tried again (``rearmed``), and what a look after it makes of a record without its template
+(``recorded``). Pure; ``canary.decide`` reads them at each look of an analyzing phase."""
 
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ def rearmed(state: RolloutStatus | None, candidate: str, template: str | None) -
     """The rollback of ``candidate`` for its pods is over: the candidate's pod template the spec renders now
     (``template``, ``resources.canary.candidate_template``) is not the one its judged pods ran (rolledBackTemplate),
     so a new rollout of it starts. A re-apply or a scale of the same spec renders the same one: the rollback stands.
-    An analysis rollback, an abort, or a record without the template (pruned by an older CRD) stays final."""
+    An analysis rollback, an abort, or a record without the template (pruned by an older CRD; ``recorded`` fills it
+    in when the judged template can be told) stays final."""
     return (
         state is not None
         and state.candidate == candidate
@@ -97,9 +99,56 @@ def rearmed(state: RolloutStatus | None, candidate: str, template: str | None) -
 
 RETRY = "change the candidate's pods in the spec (resources, env, scheduling; not replicas) to try the revision again"
 FINAL = (
-    "this rollback is final for the revision: the installed CRD prunes status.rollout.rolledBackTemplate (apply "
-    "this release's CRD for a spec change to try it again)"
+    "this rollback is final for the revision: the installed CRD prunes status.rollout.rolledBackTemplate, the "
+    "record a spec change is compared with (once this release's CRD is applied, a later rollback for the "
+    "candidate's pods can be tried again by a spec change)"
 )
+UNTOLD = (
+    "this rollback is final for the revision: its record has no status.rollout.rolledBackTemplate (an older CRD "
+    "pruned it, or an older operator wrote the record) and the spec may have changed since, so which pod template "
+    "the judged pods ran cannot be told"
+)
+_EARLIER = (
+    "change the candidate's pods in the spec (resources, env, scheduling; not replicas) to try the revision again",
+    "this rollback is final for the revision: the installed CRD prunes status.rollout.rolledBackTemplate (apply "
+    "this release's CRD for a spec change to try it again)",
+)
+"""Endings an earlier operator wrote (``retold`` replaces them)."""
+
+
+def recorded(state: RolloutStatus, template: str | None, generation: int | None, pruned: bool) -> RolloutStatus:
+    """A rollback for the candidate's pods as its record now allows, at a look after it (``state`` RolledBack and
+    left so by ``decide``): told from the record, not from what this process happens to know of pruning. Its
+    ``rolledBackTemplate`` kept: as it is. Without one (the rollback's own write was pruned by an older CRD, or an
+    older operator wrote it): known pruned (``pruned``), its message says the rollback is final and that applying
+    the current CRD makes a later one retryable; else (the CRD keeps it now) the template is filled in from this
+    pass's render (``template``) if the judged pods ran it: the spec is the one they were judged on (its generation
+    is ``rolledBackGeneration``), and the message says how to retry; else which one they ran cannot be told, a
+    user's changed template is never recorded as the judged one, and the rollback stays final, saying why. Each
+    outcome is one write: the next look finds the record and the message as this one leaves them."""
+    if (
+        state.phase != RolloutPhase.ROLLED_BACK
+        or state.rollback_cause not in RETRIED_CAUSES
+        or state.rolled_back_template is not None
+    ):
+        return state
+    if pruned:
+        return state.model_copy(update={"message": retold(state.message, FINAL)})
+    if template is not None and generation is not None and state.rolled_back_generation == generation:
+        return state.model_copy(update={"rolled_back_template": template, "message": retold(state.message, RETRY)})
+    return state.model_copy(update={"message": retold(state.message, UNTOLD)})
+
+
+def retold(message: str, ending: str) -> str:
+    """A rollback's ``message`` with its ending on how the revision is tried again replaced by ``ending`` (added
+    before the serving revision's words when it has none of the known ones)."""
+    if ending in message:
+        return message
+    for known in (RETRY, FINAL, UNTOLD, *_EARLIER):
+        if known in message:
+            return message.replace(known, ending)
+    head, sep, tail = message.rpartition("; revision ")
+    return f"{head}; {ending}{sep}{tail}" if sep else f"{message}; {ending}"
 
 
 def trouble_message(cause: RollbackCause, trouble: CandidateTrouble, deadline: int, retry: bool = True) -> str:

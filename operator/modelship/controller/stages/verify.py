@@ -55,7 +55,7 @@ from ..canary import (
     shadow_replicas,
     start,
 )
-from ..canary_trouble import RETRIED_CAUSES, CandidateTrouble, rearmed, unjudged
+from ..canary_trouble import RETRIED_CAUSES, CandidateTrouble, rearmed, recorded, unjudged
 from ..observe import DeploymentObservation, Observed
 from ..phasewindow import advance, phase_key, samples
 from .context import (
@@ -360,7 +360,8 @@ def promoted_pods_serve(md: ModelDeployment, observed: Observed, manifest: Manif
 def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> VerifyOutcome:
     md, rev, observed = ctx.md, ctx.revision, ctx.observed
     prev = ctx.prev.rollout
-    # the candidate's pod template as the spec renders it now: a rollback for its pods judged on another is over
+    # the candidate's pod template (and deadline) as the spec renders it now: a rollback for its pods judged on
+    # another is over
     template = candidate_template(md, rev, ctx.config, built.image, built.artifact)
     fresh = prev is None or prev.candidate != rev or rearmed(prev, rev, template)
     artifact_ref = built.artifact.reference if built.artifact else None
@@ -405,6 +406,9 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
         judged = new.rollback_cause in RETRIED_CAUSES
         new = new.model_copy(update={"rolled_back_generation": md.metadata.generation if judged else None,
                                      "rolled_back_template": template if judged else None})  # fmt: skip
+    elif new.phase == RolloutPhase.ROLLED_BACK and state.phase == RolloutPhase.ROLLED_BACK:
+        # a look after the rollback: how it is tried again, told from its record (filled in once if it can be)
+        new = recorded(new, template, md.metadata.generation, not retry)
     replicas, live = _shape(canary, new, n)
     routed = canary.gateway_api() is not None
     weight = {RolloutPhase.PROMOTED: 100, RolloutPhase.ROLLED_BACK: 0}.get(new.phase)
