@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from modelship.controller.canary_trouble import RETRY
 from modelship_dev.cluster import ANNOTATION_CRASH
 from tests.integration.cluster import condition, wait_for
 from tests.integration.test_canary import (
@@ -83,9 +84,8 @@ def test_a_candidate_whose_pods_crash_loop_is_rolled_back_with_the_cause(k: Clus
     assert (verified["status"], verified["reason"]) == ("False", "CandidateCrashLoop"), verified
     assert "crash-loop for more than 30s (progressDeadlineSeconds 30)" in verified["message"], verified
     assert told in verified["message"] and MESSAGE in verified["message"], verified
-    assert verified["message"].endswith(
-        f"change the candidate's pods in the spec (resources, env, scheduling; not replicas) to try the revision "
-        f"again; revision {old} keeps serving all traffic"), verified  # fmt: skip
+    assert verified["message"].endswith(f"; {RETRY}; revision {old} keeps serving all traffic"), verified
+    assert "or spec.serving.rollout.progressDeadlineSeconds, to try the revision again" in verified["message"]
     assert s["rollout"]["rolledBackGeneration"] == gone["metadata"]["generation"], s["rollout"]
     assert s["rollout"]["rolledBackTemplate"], s["rollout"]
     assert told in condition(gone, "Ready")["message"] and condition(gone, "Ready")["status"] == "False"

@@ -437,6 +437,7 @@ def test_a_crash_looping_candidate_says_why_while_it_waits_then_is_rolled_back_p
         f"the candidate's pods crash-loop for more than 30s (progressDeadlineSeconds 30): {OOM.text}; "
         f"{RETRY}; revision stable keeps serving all traffic"
     )
+    assert "env" not in RETRY and "podAnnotations" in RETRY and "progressDeadlineSeconds" in RETRY
     assert gone.weight == 0 and gone.mirror_percent == 0
     # final for this candidate: the same spec does not retry
     assert decide(CANARY, gone, Look(at(99), available=True, samples=good())) == gone

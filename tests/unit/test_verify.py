@@ -622,6 +622,31 @@ def test_a_new_progress_deadline_tries_a_rollback_for_the_candidate_s_pods_again
     assert (r["phase"], r.get("rolledBackTemplate")) == ("Shadow", None), r
 
 
+def test_each_field_the_retry_wording_names_renders_another_record_for_the_same_revision() -> None:
+    # review20 3: the message named fields (env) the ModelDeployment does not have; each it names now tries the
+    # revision again, and a replicas change does not
+    def render(**serving: Any) -> tuple[str, str]:
+        md = make_md(build=False, serving={"replicas": 2, "rollout": CANARY, **serving})
+        return revision(md.spec), candidate_template(md, revision(md.spec), CONFIG, None, None)
+
+    rev, judged = render()
+    changes = {
+        "resources": {"resources": {"limits": {"memory": "4Gi"}}},
+        "nodeSelector": {"hardware": {"nodeSelector": {"pool": "big"}}},
+        "tolerations": {"hardware": {"tolerations": [{"key": "big", "operator": "Exists"}]}},
+        "runtimeClassName": {"hardware": {"runtimeClassName": "gvisor"}},
+        "podAnnotations": {"podAnnotations": {"retry": "1"}},
+        "shmSize": {"shmSize": "1Gi"},
+        "serviceAccountName": {"serviceAccountName": "server"},
+        "progressDeadlineSeconds": {"rollout": {**CANARY, "progressDeadlineSeconds": 900}},
+    }
+    for field, change in changes.items():
+        assert field in RETRY
+        changed_rev, changed = render(**change)
+        assert changed_rev == rev and changed != judged, field
+    assert render(replicas=5) == (rev, judged)
+
+
 def test_an_abandoned_rollout_keeps_no_crash_loop_clock() -> None:
     md, obs, p2 = crash_looping_rollout()
     assert p2.status["rollout"]["candidateFailingSince"] is not None

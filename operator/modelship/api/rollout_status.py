@@ -211,12 +211,17 @@ class RolloutStatus(ApiModel):
     back."""
     rolled_back_generation: int | None = None
     """The ModelDeployment's metadata.generation when the candidate was rolled back for its pods (CandidateCrashLoop,
-    CandidateNotStarting), for people: what tries the revision again is a change of ``rolledBackTemplate`` (a
-    scale writes a new generation too). Unset for other rollbacks."""
+    CandidateNotStarting). What tries the revision again is a change of ``rolledBackTemplate`` (a scale writes a new
+    generation too); a record without that template (pruned by an older CRD, or written by an older operator) gets
+    it from the spec while the spec is still this generation, and otherwise stays final. Unset for other
+    rollbacks."""
     rolled_back_template: Annotated[str, Field(max_length=64)] | None = None
     """A digest of the candidate's pod template its judged pods ran when it was rolled back for them
     (CandidateCrashLoop, CandidateNotStarting), as the spec renders it whatever the phase (its replicas, shadow or
-    live labels and mirror offer left out): while the spec renders the same template (a re-apply, a scale, an HPA
-    writing /scale) the rollback stands; a change of the candidate's pods (its resources such as the memory limit
-    the message names, env, scheduling, pod annotations, the image of the same revision) starts a new rollout of
-    the same revision. Unset for other rollbacks, which stay final for their revision."""
+    live labels and mirror offer left out), together with spec.serving.rollout.progressDeadlineSeconds: while the
+    spec renders the same (a re-apply, a scale, an HPA writing /scale) the rollback stands; a change of the
+    candidate's pods (spec.serving's resources such as the memory limit the message names, hardware nodeSelector,
+    tolerations or runtimeClassName, podAnnotations, shmSize, serviceAccountName, the image of the same revision) or
+    of the progress deadline starts a new rollout of the same revision (after a fix outside the spec, such as quota,
+    node capacity or a pull Secret's content: change an entry of podAnnotations). Unset for other rollbacks, which
+    stay final for their revision."""

@@ -97,7 +97,14 @@ def rearmed(state: RolloutStatus | None, candidate: str, template: str | None) -
     )
 
 
-RETRY = "change the candidate's pods in the spec (resources, env, scheduling; not replicas) to try the revision again"
+RETRY = (
+    "change spec.serving's resources, hardware (nodeSelector, tolerations, runtimeClassName), podAnnotations, "
+    "shmSize or serviceAccountName, or spec.serving.rollout.progressDeadlineSeconds, to try the revision again (not "
+    "replicas; after a fix outside the spec, such as quota, node capacity or a pull Secret's content, change an "
+    "entry of spec.serving.podAnnotations)"
+)
+"""How a rollback for the candidate's pods is tried again: a change of what ``resources.canary.candidate_template``
+digests (the candidate's pod template, its progress deadline). Each field named enters it (a unit test checks)."""
 FINAL = (
     "this rollback is final for the revision: the installed CRD prunes status.rollout.rolledBackTemplate, the "
     "record a spec change is compared with (once this release's CRD is applied, a later rollback for the "

@@ -39,8 +39,8 @@ Warning Event has named: named again), ``status.rollout.criteria[].required`` (a
 ``status.rollout.servedWeight`` (only reported), ``status.rollout.phaseTemplates`` (a lagging Deployment status
 is then trusted on the generation alone, as before the field), ``status.rollout.candidateFailingSince`` (a
 candidate's crash loop is then judged only by its Deployment's progress deadline) and
-``status.rollout.rolledBackGeneration`` (only reported) and ``status.rollout.rolledBackTemplate`` (a rollback for
-the candidate's pods then stays final for its revision): see ``HARMLESS``. The
+``status.rollout.rolledBackGeneration`` and ``status.rollout.rolledBackTemplate`` (a rollback for the candidate's
+pods then stays final for its revision): see ``HARMLESS``. The
 other fields read back (``optimization`` and ``image`` results and attempts, ``source``, ``lastFailure``,
 ``conditions``) are in every CRD this API version ever had, so no released CRD prunes them."""
 
@@ -75,9 +75,10 @@ the status of the template before it for the controller's lag); without that fal
 trusted, the phase's clock would restart at nearly every scale of an HPA, and the phase would never end.
 candidateFailingSince pruned: a candidate's crash loop is not judged by its own clock (it restarts at each look),
 only by its Deployment's ProgressDeadlineExceeded; the stable revision serves meanwhile, as before the field.
-rolledBackGeneration pruned: only reported. rolledBackTemplate pruned: a rollback for the candidate's pods stays
-final for its revision, as an analysis rollback does (a spec change does not try it again), as before the field;
-its message says so and names the field."""
+rolledBackTemplate pruned: a rollback for the candidate's pods stays final for its revision, as an analysis
+rollback does (a spec change does not try it again), as before the field; its message says so and names the field
+(``canary_trouble.recorded``). rolledBackGeneration pruned: a record without rolledBackTemplate cannot be filled in
+from the spec once the CRD keeps it (which template was judged cannot be told): it stays final, and says so."""
 ROLLOUT_READ_BACK = frozenset(
     f"status.rollout.{field}"
     for field in (
