@@ -158,7 +158,7 @@ def test_a_candidate_template_whose_pods_never_come_up_is_rolled_back_naming_its
     named = found.group(1) if found else ""
     assert named and named not in first, (verified, first)  # a pod of the newest template, not the ready one
     assert "crash-looping (CrashLoopBackOff), last terminated Error (exit code 1)" in verified, verified
-    assert verified.endswith(f"try the revision again; revision {old} keeps serving all traffic"), verified
+    assert verified.endswith(f"; {RETRY}; revision {old} keeps serving all traffic"), verified
     assert not crashing or named in crashing, (named, crashing)
     assert gone["status"]["servingRevision"] == old
     after = _deployment(k, "digits")
