@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from modelship.controller.canary_trouble import RETRY
+from kubernetes import client
+
+from modelship.controller.canary_trouble import FINAL, RETRY
 from modelship_dev.cluster import ANNOTATION_CRASH
-from tests.integration.cluster import condition, wait_for
+from tests.integration.cluster import CRD_DIR, apply_manifest, condition, install_crds, wait_for
 from tests.integration.test_canary import (
     CANARY,
     GROUP,
@@ -30,6 +32,7 @@ from tests.integration.test_canary import (
     operator,
 )
 from tests.integration.test_crash_loop import _crash
+from tests.support import skew as older
 
 __all__ = ["fake_metrics", "k", "metrics", "operator"]  # the fixtures of test_canary, its operator and metrics
 
@@ -164,3 +167,40 @@ def test_a_candidate_template_whose_pods_never_come_up_is_rolled_back_naming_its
     after = _deployment(k, "digits")
     assert after.metadata.generation == stable.metadata.generation and after.spec.template == stable.spec.template
     assert {p.metadata.name: p.metadata.uid for p in _pods(k, old)} == stable_pods
+
+
+def test_a_rollback_whose_record_an_older_crd_prunes_says_it_is_final_and_stays_so(
+    k: Cluster, metrics: FakeMetrics, api_client: client.ApiClient
+) -> None:
+    """An installed CRD older than the operator drops status.rollout.rolledBackTemplate (and rolledBackGeneration):
+    the rollback's message says it is final, with the real API server's pruning, and a change of the candidate's
+    pods indeed leaves it rolled back, its message as it was. This operator reads the served CRD (every resync), so
+    it knows of the pruning before the rollback; a namespaced one learns it only from the rollback's own write,
+    which the unit tests (test_verify) cover. Last in the module: the operator's memory of the pruned fields goes
+    with it; the current CRD is applied again when it ends."""
+    pruned = (("rollout", "rolledBackTemplate"), ("rollout", "rolledBackGeneration"))
+    apply_manifest(api_client, older.older_crd(status=pruned, spec=()), force=True)
+    try:
+        rollout = {**CANARY, "progressDeadlineSeconds": 30}
+        doc, old, new = _first_revision_then_a_new_one(k, metrics, rollout)
+        k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+        _oom_killed(k, _pods(k, new)[0].metadata.name)
+        k.wait_condition("Stalled", "True", reason="CandidateCrashLoop", timeout=120)
+        ending = f"; {FINAL}; revision {old} keeps serving all traffic"
+        final = k.wait_md(lambda o: o["status"]["rollout"]["message"].endswith(ending),
+                          what="the rollback's message saying it is final", timeout=60)  # fmt: skip
+        r = final["status"]["rollout"]
+        assert (r["phase"], r["rollbackCause"]) == ("RolledBack", "CandidateCrashLoop"), r
+        assert "rolledBackTemplate" not in r and "rolledBackGeneration" not in r, r
+        assert RETRY not in r["message"] and condition(final, "Verified")["message"].endswith(ending)
+        # the memory limit raised: nothing tells which template was judged, the rollback stands
+        doc["spec"]["serving"]["resources"] = {"limits": {"memory": "4Gi"}}
+        k.apply(doc)
+        looked = k.wait_md(lambda o: o["metadata"]["generation"] > final["metadata"]["generation"]
+                           and o["status"].get("observedGeneration") == o["metadata"]["generation"],
+                           what="the change looked at", timeout=60)  # fmt: skip
+        kept = looked["status"]["rollout"]
+        assert (kept["phase"], kept["startedAt"], kept["message"]) == ("RolledBack", r["startedAt"], r["message"])
+        assert _deployment(k, "digits-canary").spec.replicas == 0
+    finally:
+        install_crds(api_client, CRD_DIR)
