@@ -11,6 +11,7 @@ from typing import Any
 from modelship.cli import main
 from modelship.controller import podmetrics, reconcile
 from modelship.controller.phasewindow import Readings
+from modelship.controller.podmetrics import Makers
 
 BASE = os.environ.get("MODELSHIP_TEST_POD_METRICS", "")
 _read = podmetrics.read_pods
@@ -31,8 +32,8 @@ def _fetch_path(pod: dict[str, Any], port: int, path: str) -> str:
         return str(r.read(podmetrics.MAX_METRICS_BYTES).decode())
 
 
-def read_pods(pods: Any, port: int, candidate: str, stable: str, fetch: Any = None) -> Readings:
-    return _read(pods, port, candidate, stable, loopback)
+def read_pods(pods: Any, port: int, candidate: str, stable: str, fetch: Any = None, *, makers: Makers) -> Readings:
+    return _read(pods, port, candidate, stable, loopback, makers=makers)  # the operator's choice of pods, unchanged
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from modelship.controller.prometheus import PrometheusClient, PrometheusError, r
 from tests.serve.fakes import FakeModel, ServerThread
 from tests.serve.test_mirror import OtherModel, v2
 from tests.support.servers import free_port, prometheus
-from tests.unit.test_podmetrics import pod
+from tests.unit.test_podmetrics import MAKERS, pod
 
 T = TypeVar("T")
 WHERE = ("ns", "digits")
@@ -82,21 +82,21 @@ def test_prometheus_gives_the_samples_the_pods_give(tmp_path: Path) -> None:
                 client = PrometheusClient(PrometheusConfig(url=prom.url))
                 load(stable, cand, 40)
                 # 1. the servers' lifetime: Prometheus' raw counters are the pods' once it scraped them
-                direct = read_samples(pods, 9090, "cand", "stable", fetch)
+                direct = read_samples(pods, 9090, "cand", "stable", fetch, makers=MAKERS)
                 assert direct.mirrored > 0 and direct.rows_agreed == 0 and direct.candidate_requests > 10
                 lifetime = until(lambda: client.samples(WHERE, "cand", "stable", datetime.now(UTC), None),
                                  lambda s: counts(s) == counts(direct))  # fmt: skip
                 assert lifetime.error is None and lifetime.candidate_latency.total == direct.candidate_latency.total
                 # 2. a phase's window: what the pods' window counts vs Prometheus' increase() over it
                 t1 = datetime.now(UTC)
-                before = read_pods(pods, 9090, "cand", "stable", fetch)
+                before = read_pods(pods, 9090, "cand", "stable", fetch, makers=MAKERS)
                 window = advance(None, before, "Shadow/0/t1", t1)
                 time.sleep(10 * prom.scrape_seconds)  # flat before the traffic: a sample at the window's start
                 load(stable, cand, 60)
-                after = read_pods(pods, 9090, "cand", "stable", fetch)
+                after = read_pods(pods, 9090, "cand", "stable", fetch, makers=MAKERS)
                 exact = samples(advance(window, after, "Shadow/0/t1", datetime.now(UTC)), after)
                 assert exact.mirrored > 0 and exact.candidate_requests >= 60 // 4
-                now_total = read_samples(pods, 9090, "cand", "stable", fetch)
+                now_total = read_samples(pods, 9090, "cand", "stable", fetch, makers=MAKERS)
                 until(lambda: client.samples(WHERE, "cand", "stable", datetime.now(UTC), None),
                       lambda s: counts(s) == counts(now_total))  # fmt: skip
                 now = datetime.now(UTC)

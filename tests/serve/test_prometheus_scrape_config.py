@@ -29,6 +29,7 @@ from tests.serve.test_prometheus_real import counts, load, until
 from tests.support.kubesd import pod_target_groups
 from tests.support.servers import REPO_ROOT, prometheus
 from tests.support.specs import valid_doc
+from tests.unit.test_podmetrics import MAKERS
 from tests.unit.test_podmetrics import pod as metrics_pod
 
 NAMESPACE, NAME = "team-a", "digits"
@@ -130,7 +131,7 @@ def test_the_readme_scrape_job_gives_the_queries_their_labels(tmp_path: Path) ->
                 def fetch(p: dict[str, Any], port: int) -> str:
                     return fetch_pod(p, p["status"]["test-port"])
 
-                direct = read_samples(pods, 9090, "cand", "stable", fetch)
+                direct = read_samples(pods, 9090, "cand", "stable", fetch, makers=MAKERS)
                 assert direct.mirrored > 0 and direct.rows_agreed == 0 and direct.candidate_requests >= 10
                 assert direct.stable_latency.total != direct.candidate_latency.total  # the revisions differ (40 vs 30)
                 client = PrometheusClient(PrometheusConfig(url=prom.url))

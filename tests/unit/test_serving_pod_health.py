@@ -699,6 +699,14 @@ def test_an_analysing_canary_whose_stable_deployment_is_short_lists_the_serving_
         "status": {"observedGeneration": 2, "replicas": 2, "readyReplicas": 1, "availableReplicas": 1,
                    "updatedReplicas": 2},
     })  # fmt: skip
+    store.put("Deployment", {  # the candidate's, which made its pod (the analysis reads no pod of another maker)
+        "metadata": {"name": "digits-canary", "namespace": "ml", "uid": "d-2", "generation": 1,
+                     "ownerReferences": owner, "labels": {"modelship.io/modeldeployment": "digits"}},
+        "spec": {"replicas": 1, "template": {"metadata": {"labels": {REVISION_LABEL: cand}},
+                                             "spec": {"containers": [{"name": "server", "image": IMAGE}]}}},
+        "status": {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                   "updatedReplicas": 1},
+    })  # fmt: skip
     kube = CountingKube(store, cand)
     fetched: list[str] = []
 

@@ -3,6 +3,11 @@ needed): the stable pods' mirror counters and latency, the candidate pods' answe
 
 Every read is bounded: a connect and a read timeout per pod, at most ``MAX_METRICS_BYTES`` per answer, and a
 deadline for all pods together; a pod that cannot be read is named in the samples, not an error.
+
+Only the ModelDeployment's own pods are read: labels say whose a pod claims to be, and anyone who can create a pod
+in the namespace can label one as the candidate (and answer /metrics with the figures that decide the rollout).
+A pod of a revision is read when the Deployment that runs that revision made it (``Makers``): its controller
+reference is that Deployment's ReplicaSet (``podhealth.of_deployment``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import http.client
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,6 +24,7 @@ from ..resources.meta import COMPONENT_LABEL, MODELDEPLOYMENT_LABEL, REVISION_LA
 from .canary import EMPTY, Histogram, Samples
 from .conditions import parse_rfc3339
 from .phasewindow import PodFigures, PodReading, Readings
+from .podhealth import of_deployment
 
 log = logging.getLogger("modelship.podmetrics")
 
@@ -26,6 +32,8 @@ MAX_METRICS_BYTES = 1024 * 1024
 CONNECT_TIMEOUT_SECONDS = 1.0
 READ_TIMEOUT_SECONDS = 2.0
 DEADLINE_SECONDS = 8.0
+REFUSED_NAMED = 5
+"""At most this many refused pods are named in the log line of a read."""
 INFERENCE = ("v1", "v2")
 """The protocols of inference requests (the server's requests counter also counts health and metadata)."""
 
@@ -95,6 +103,20 @@ def fetch_pod(pod: dict[str, Any], port: int) -> str:
         conn.close()
 
 
+class Makers(NamedTuple):
+    """The Deployments (names) whose pods a read accepts, each for the revision it runs while a rollout is
+    analysed: the Canary's candidate Deployment for the candidate, the serving Deployment for the stable (the
+    serving Deployment runs the candidate only once it is promoted, when nothing is analysed). None: no Deployment
+    of the ModelDeployment's (controlled by its uid: the caller checks) runs it, and no pod of it is read."""
+
+    candidate: str | None
+    stable: str | None
+
+
+NOBODY = Makers(None, None)
+"""No Deployment of the ModelDeployment's runs either revision: no pod is read."""
+
+
 def _ready(pod: dict[str, Any]) -> bool:
     status = pod.get("status") or {}
     if status.get("phase") != "Running" or (pod.get("metadata") or {}).get("deletionTimestamp"):
@@ -103,12 +125,21 @@ def _ready(pod: dict[str, Any]) -> bool:
 
 
 def read_pods(
-    pods: Iterable[dict[str, Any]], port: int, candidate: str, stable: str, fetch: Fetch = fetch_pod
+    pods: Iterable[dict[str, Any]],
+    port: int,
+    candidate: str,
+    stable: str,
+    fetch: Fetch = fetch_pod,
+    *,
+    makers: Makers,
 ) -> Readings:
-    """The figures of each ready serving pod of the candidate or the stable revision (cumulative since its
-    server started; controller.phasewindow turns them into the phase's increase)."""
+    """The figures of each ready serving pod of the candidate or the stable revision that the Deployment running
+    its revision made (``makers``; cumulative since its server started; controller.phasewindow turns them into
+    the phase's increase). A pod labelled so but made by anything else is refused: not read, counted and named in
+    one log line."""
     read: list[PodReading] = []
     unreadable: list[tuple[str, str]] = []
+    refused: list[str] = []
     deadline = time.monotonic() + DEADLINE_SECONDS
     for pod in pods:
         meta = pod.get("metadata") or {}
@@ -116,6 +147,10 @@ def read_pods(
         if rev not in (candidate, stable) or not _ready(pod):
             continue
         name = str(meta.get("name") or "")
+        maker = makers.candidate if rev == candidate else makers.stable
+        if maker is None or not of_deployment(pod, maker):
+            refused.append(name)
+            continue
         if time.monotonic() > deadline:
             unreadable.append((name, "not read (deadline)"))
             continue
@@ -128,14 +163,18 @@ def read_pods(
     if unreadable:
         log.info("metrics of %d pod(s) unreadable: %s", len(unreadable),
                  "; ".join(f"{p}: {why}" for p, why in unreadable)[:500])  # fmt: skip
-    return Readings(tuple(read), tuple(unreadable))
+    if refused:
+        log.info("%d pod(s) labelled as revision %s or %s not read: not made by the Deployment that runs it: %s%s",
+                 len(refused), candidate[:64], stable[:64], ", ".join(n[:64] for n in refused[:REFUSED_NAMED]),
+                 ", ..." if len(refused) > REFUSED_NAMED else "")  # fmt: skip
+    return Readings(tuple(read), tuple(unreadable), len(refused))
 
 
 def read_samples(
-    pods: Iterable[dict[str, Any]], port: int, candidate: str, stable: str, fetch: Fetch = fetch_pod
+    pods: Iterable[dict[str, Any]], port: int, candidate: str, stable: str, fetch: Fetch = fetch_pod, *, makers: Makers
 ) -> Samples:
     """The pods' figures summed over their lifetime (what a Prometheus sum() of the raw counters says)."""
-    return lifetime(read_pods(pods, port, candidate, stable, fetch))
+    return lifetime(read_pods(pods, port, candidate, stable, fetch, makers=makers))
 
 
 def lifetime(readings: Readings) -> Samples:

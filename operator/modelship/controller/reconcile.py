@@ -37,7 +37,7 @@ from .ownership import Conflict, judge, name_conflict
 from .phasewindow import Readings
 from .plan import Plan, plan
 from .podhealth import serving_pods_health
-from .podmetrics import Fetch, fetch_pod, read_pods, serving_pods_selector
+from .podmetrics import NOBODY, Fetch, Makers, fetch_pod, read_pods, serving_pods_selector
 from .prejob import ServingMounts, missing_mounts, store_missed_jobs
 from .prometheus import PrometheusClient
 from .prometheus import read as read_prometheus
@@ -134,7 +134,9 @@ class Reconciler:
         wanted = observed_dep is not None and pods_wanted(md, observed_dep)
         candidate = observed_canary is not None and candidate_pods_wanted(md, observed_canary)
         listed = self._serving_pods(md, wanted or candidate)  # the Services' endpoints take their revisions from it
-        samples, readings = self._figures(md, listed)  # and the analysis its pods' readings: one list a pass
+        # a serving pod is read as one of ours only when one of our Deployments made it (not for its labels)
+        makers = Makers(candidate=canary_name(md) if canary else None, stable=serving_name(md) if dep else None)
+        samples, readings = self._figures(md, listed, makers)  # and the analysis its pods' readings: one list a pass
         return Observed(
             jobs=observed_jobs,
             deployment=observed_dep,
@@ -187,11 +189,13 @@ class Reconciler:
         return obj if obj is not None and controlled_by(obj, uid) else None  # another's is not read
 
     def _figures(
-        self, md: ModelDeployment, listed: list[dict[str, Any]] | None = None
+        self, md: ModelDeployment, listed: list[dict[str, Any]] | None = None, makers: Makers = NOBODY
     ) -> tuple[Samples | None, Readings | None]:
         """The analysis figures while a candidate of the spec's revision is under analysis: Prometheus' over the
         current phase (when the chart names a server), else the serving pods' own readings (from ``listed``, the
-        serving pods this pass already listed; listed here when it did not, a failed list failing the pass)."""
+        serving pods this pass already listed; listed here when it did not, a failed list failing the pass), of
+        the pods ``makers`` made: the candidate's Deployment's of the candidate, the serving one's of the stable
+        (none by default)."""
         rollout = md.status.rollout
         if rollout is None or rollout.phase not in ANALYZING or rollout.candidate != revision(md.spec):
             return None, None
@@ -206,7 +210,7 @@ class Reconciler:
             return read_prometheus(self.prometheus, where, rollout.candidate, rollout.stable, now, window), None
         pods = listed if listed is not None else self._list_serving_pods(md)
         readings = read_pods(pods, md.spec.serving.metrics_port, rollout.candidate, rollout.stable,
-                             self.fetch_metrics)  # fmt: skip
+                             self.fetch_metrics, makers=makers)  # fmt: skip
         return None, readings
 
     def _cached(self, md: ModelDeployment) -> CachedRevision | None:
