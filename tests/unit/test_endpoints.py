@@ -76,8 +76,16 @@ class ListingKube:
         return [p for p in self.pods if p["metadata"]["namespace"] == namespace]
 
 
-def pod(name: str, uid: str, rev: str) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": "ml", "uid": uid, "labels": {"modelship.io/revision": rev}}}
+OURS = ("digits", "digits-canary")
+"""The ModelDeployment's Deployments: the serving one and the Canary's candidate."""
+
+
+def pod(name: str, uid: str, rev: str, owner: str | None = "digits", hash_: str = "5f7") -> dict[str, Any]:
+    """A serving pod of revision ``rev`` made by the Deployment ``owner``'s ReplicaSet (None: by nothing)."""
+    refs = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{owner}-{hash_}", "uid": f"rs-{owner}",
+             "controller": True}] if owner else []  # fmt: skip
+    labels = {"modelship.io/revision": rev, "pod-template-hash": hash_}
+    return {"metadata": {"name": name, "namespace": "ml", "uid": uid, "labels": labels, "ownerReferences": refs}}
 
 
 def test_pods_are_listed_only_when_a_slice_names_one_not_seen_before() -> None:
@@ -86,26 +94,26 @@ def test_pods_are_listed_only_when_a_slice_names_one_not_seen_before() -> None:
     store = Store()
     service = {"metadata": {"name": "digits", "namespace": "ml", "uid": SVC_UID}}
     store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("b", "2", ready=False)))
-    first = observe_endpoints(store, revisions, "ml", "digits", service)
+    first = observe_endpoints(store, revisions, "ml", "digits", service, OURS)
     assert first is not None and first.ready_of("r1") == 1
     assert kube.lists == [("ml", "modelship.io/modeldeployment=digits,app.kubernetes.io/component=server")]
     store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("b", "2")))
-    assert observe_endpoints(store, revisions, "ml", "digits", service) == first.__class__("digits", (("r1", 2),))
+    assert observe_endpoints(store, revisions, "ml", "digits", service, OURS) == first.__class__("digits", (("r1", 2),))
     assert len(kube.lists) == 1  # both pods known: no new list
     kube.pods.append(pod("c", "3", "r2"))  # a new pod of the next rollout appears in the slice
     store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("c", "3")))
-    third = observe_endpoints(store, revisions, "ml", "digits", service)
+    third = observe_endpoints(store, revisions, "ml", "digits", service, OURS)
     assert third is not None and (third.ready_of("r1"), third.ready_of("r2")) == (1, 1) and len(kube.lists) == 2
     # a pod someone else labelled so the Service selects it: no revision of ours, and asked about once
     store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("c", "3"), endpoint("x", "99")))
     for _ in range(2):
-        foreign = observe_endpoints(store, revisions, "ml", "digits", service)
+        foreign = observe_endpoints(store, revisions, "ml", "digits", service, OURS)
         assert foreign is not None and (foreign.ready_of("r1"), foreign.ready_of(""), foreign.total_ready) == (1, 1, 3)
     assert len(kube.lists) == 3
     # no Service yet, or a slice listing no ready pod: nothing to ask
-    assert observe_endpoints(store, revisions, "ml", "digits", None) is None
+    assert observe_endpoints(store, revisions, "ml", "digits", None, OURS) is None
     store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1", ready=False)))
-    assert observe_endpoints(store, revisions, "ml", "digits", service) == first.__class__("digits", ())
+    assert observe_endpoints(store, revisions, "ml", "digits", service, OURS) == first.__class__("digits", ())
     assert len(kube.lists) == 3
 
 
@@ -122,18 +130,18 @@ def test_two_foreign_pods_one_per_service_are_asked_about_once_each_not_every_re
     store.put("EndpointSlice", eps("digits-canary-abc", endpoint("c", "3"), endpoint("y", "99"),
                                    service="digits-canary", owner="canary-uid"))  # fmt: skip
     for _ in range(5):  # five reconciles, each looking at both Services
-        seen = observe_endpoints(store, revisions, "ml", "digits", stable)
+        seen = observe_endpoints(store, revisions, "ml", "digits", stable, OURS)
         assert seen is not None and (seen.ready_of("r1"), seen.ready_of(""), seen.total_ready) == (1, 1, 2)
-        candidate = observe_endpoints(store, revisions, "ml", "digits", canary)
+        candidate = observe_endpoints(store, revisions, "ml", "digits", canary, OURS)
         assert candidate is not None and (candidate.ready_of("r2"), candidate.ready_of("")) == (1, 1)
     assert len(kube.lists) == 2  # one per foreign pod, when each was first seen
     # a serving pod a later list finds (the foreign uids kept do not hide it): its revision is read
     kube.pods.append(pod("d", "4", "r2"))
     store.put("EndpointSlice", eps("digits-canary-abc", endpoint("c", "3"), endpoint("y", "99"), endpoint("d", "4"),
                                    service="digits-canary", owner="canary-uid"))  # fmt: skip
-    candidate = observe_endpoints(store, revisions, "ml", "digits", canary)
+    candidate = observe_endpoints(store, revisions, "ml", "digits", canary, OURS)
     assert candidate is not None and candidate.ready_of("r2") == 2 and len(kube.lists) == 3
-    seen = observe_endpoints(store, revisions, "ml", "digits", stable)
+    seen = observe_endpoints(store, revisions, "ml", "digits", stable, OURS)
     assert seen is not None and seen.ready_of("") == 1 and len(kube.lists) == 3  # x still known as foreign
 
 
@@ -141,12 +149,12 @@ def test_the_foreign_pods_kept_are_bounded_the_most_recent_kept() -> None:
     kube = ListingKube([pod("a", "1", "r1")])
     revisions = PodRevisions(kube)  # type: ignore[arg-type]
     for i in range(FOREIGN_PODS_KEPT + 36):  # foreign pods come and go, one at a time: each is listed for once
-        assert revisions.of("ml", "digits", {"1", f"f{i}"}) == {"1": "r1", f"f{i}": ""}
+        assert revisions.of("ml", "digits", {"1", f"f{i}"}, OURS) == {"1": "r1", f"f{i}": ""}
     assert len(kube.lists) == FOREIGN_PODS_KEPT + 36
     recent = {f"f{i}" for i in range(36, FOREIGN_PODS_KEPT + 36)}
-    assert revisions.of("ml", "digits", recent) == dict.fromkeys(recent, "")
+    assert revisions.of("ml", "digits", recent, OURS) == dict.fromkeys(recent, "")
     assert len(kube.lists) == FOREIGN_PODS_KEPT + 36  # the last FOREIGN_PODS_KEPT are kept
-    revisions.of("ml", "digits", {"f0"})
+    revisions.of("ml", "digits", {"f0"}, OURS)
     assert len(kube.lists) == FOREIGN_PODS_KEPT + 37  # an older one was forgotten: asked again
 
 
@@ -154,8 +162,8 @@ def test_one_look_listing_more_foreign_pods_than_kept_keeps_only_the_bound() -> 
     kube = ListingKube([pod("a", "1", "r1")])
     revisions = PodRevisions(kube)  # type: ignore[arg-type]
     many = {f"f{i:03d}" for i in range(FOREIGN_PODS_KEPT * 3)}  # a slice of someone else's pods, all at once
-    assert revisions.of("ml", "digits", {"1", *many}) == {"1": "r1", **dict.fromkeys(many, "")}
-    assert len(revisions._known["ml", "digits"][1]) == FOREIGN_PODS_KEPT
+    assert revisions.of("ml", "digits", {"1", *many}, OURS) == {"1": "r1", **dict.fromkeys(many, "")}
+    assert len(revisions._known["ml", "digits"][2]) == FOREIGN_PODS_KEPT
 
 
 def test_this_pass_s_pod_list_serves_the_endpoints_without_a_second_list() -> None:
@@ -167,6 +175,42 @@ def test_this_pass_s_pod_list_serves_the_endpoints_without_a_second_list() -> No
     service = {"metadata": {"name": "digits", "namespace": "ml", "uid": SVC_UID}}
     store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("c", "3")))
     listed = [pod("a", "1", "r1"), pod("c", "3", "r2")]
-    got = observe_endpoints(store, revisions, "ml", "digits", service, listed)
+    got = observe_endpoints(store, revisions, "ml", "digits", service, OURS, listed)
     assert got is not None and (got.ready_of("r1"), got.ready_of("r2")) == (1, 1)
     assert kube.lists == []
+
+
+def test_a_labelled_pod_not_made_by_our_deployments_gives_no_revision() -> None:
+    """Labels say whose a pod claims to be; only its controller reference is the operator's word. A pod the
+    selector finds, labelled as revision r2, counts as foreign ("") unless one of our Deployments' ReplicaSets made
+    it: no controller reference, one to another Deployment's ReplicaSet, one to a ReplicaSet not named after its
+    template hash, or an owner that is not the controller."""
+    not_controller = pod("nc", "14", "r2")
+    not_controller["metadata"]["ownerReferences"][0]["controller"] = False
+    other_hash = pod("hash", "13", "r2")
+    other_hash["metadata"]["labels"]["pod-template-hash"] = "666"  # its ReplicaSet is not digits-666
+    forged = [pod("bare", "11", "r2", owner=None), pod("other", "12", "r2", owner="someone-elses"), other_hash,
+              not_controller]  # fmt: skip
+    ours = [pod("a", "1", "r1"), pod("c", "3", "r2", owner="digits-canary")]
+    kube = ListingKube([*ours, *forged])
+    revisions = PodRevisions(kube)  # type: ignore[arg-type]
+    store = Store()
+    service = {"metadata": {"name": "digits", "namespace": "ml", "uid": SVC_UID}}
+    uids = ("1", "3", "11", "12", "13", "14")
+    store.put("EndpointSlice", eps("digits-abc", *(endpoint(f"p{u}", u) for u in uids)))
+    got = observe_endpoints(store, revisions, "ml", "digits", service, OURS)
+    assert got is not None and (got.ready_of("r1"), got.ready_of("r2"), got.ready_of("")) == (1, 1, 4)
+    # from this pass's own list alike, and a Deployment that is not ours (not in OURS) makes no pod ours
+    fresh = PodRevisions(ListingKube([]))  # type: ignore[arg-type]
+    got = observe_endpoints(store, fresh, "ml", "digits", service, ("digits",), [*ours, *forged])
+    assert got is not None and (got.ready_of("r1"), got.ready_of("r2"), got.ready_of("")) == (1, 0, 5)
+
+
+def test_the_pods_are_listed_again_when_our_deployments_change() -> None:
+    """A candidate Deployment the store did not hold yet when its pod was first listed: once it does, the pod is
+    read again (not left foreign for as long as no new pod comes)."""
+    kube = ListingKube([pod("a", "1", "r1"), pod("c", "3", "r2", owner="digits-canary")])
+    revisions = PodRevisions(kube)  # type: ignore[arg-type]
+    assert revisions.of("ml", "digits", {"1", "3"}, ("digits",)) == {"1": "r1", "3": ""}
+    assert revisions.of("ml", "digits", {"1", "3"}, ("digits",)) == {"1": "r1", "3": ""} and len(kube.lists) == 1
+    assert revisions.of("ml", "digits", {"1", "3"}, OURS) == {"1": "r1", "3": "r2"} and len(kube.lists) == 2

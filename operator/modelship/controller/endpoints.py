@@ -2,10 +2,13 @@
 revisions of the pods they list.
 
 An endpoint names its pod (targetRef: name and uid) but carries none of its labels, and a pod's name says only its
-ReplicaSet's, not its revision. So the serving pods of the ModelDeployment are read by label (one list), and each
-pod's revision is kept by its uid: a later look needs the API server again only when a slice lists a pod not seen
-before (a new pod of a rollout). What is kept is the pods of the last list, so it never outgrows the serving pods,
-and the last ``FOREIGN_PODS_KEPT`` pods the slices listed that are not the ModelDeployment's.
+ReplicaSet's, not its revision. So the serving pods of the ModelDeployment are read by label (one list), those one
+of its Deployments made kept (labels say whose a pod claims to be, anyone in the namespace can set them: a pod
+whose controller reference is not one of its Deployments' ReplicaSets, ``podhealth.of_deployment``, is foreign,
+like one the label selector does not find), and each pod's revision is kept by its uid: a later look needs the API
+server again only when a slice lists a pod not seen before (a new pod of a rollout), or the ModelDeployment's
+Deployments changed. What is kept is the pods of the last list, so it never outgrows the serving pods, and the last
+``FOREIGN_PODS_KEPT`` pods the slices listed that are not the ModelDeployment's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ..resources.meta import REVISION_LABEL
 from . import metrics
 from .kube import Kube
 from .observe import EndpointsObservation, endpoints_observation, ready_pods, service_slices
+from .podhealth import of_deployment
 from .podmetrics import serving_pods_selector
 from .store import Store
 
@@ -31,20 +35,26 @@ class PodRevisions:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
         self._lock = threading.Lock()
-        self._known: dict[tuple[str, str], tuple[dict[str, str], tuple[str, ...]]] = {}
-        """(namespace, ModelDeployment) -> (pod uid -> revision label, as of the last list; the uids of pods no list
-        held, most recent last)."""
+        self._known: dict[tuple[str, str], tuple[tuple[str, ...], dict[str, str], tuple[str, ...]]] = {}
+        """(namespace, ModelDeployment) -> (the Deployments whose pods were kept; pod uid -> revision label, as of
+        the last list; the uids of pods no list held, or not made by those Deployments, most recent last)."""
 
     def of(
-        self, namespace: str, name: str, uids: set[str], listed_pods: list[dict[str, Any]] | None = None
+        self,
+        namespace: str,
+        name: str,
+        uids: set[str],
+        deployments: tuple[str, ...],
+        listed_pods: list[dict[str, Any]] | None = None,
     ) -> dict[str, str]:
-        """uid -> revision for ``uids`` ("" for a uid no serving pod of the ModelDeployment has): from what the last
-        list said, or a new list when it did not see one of them (``listed_pods``, this pass's list of the serving
-        pods by the same selector, when there is one: no second list)."""
+        """uid -> revision for ``uids`` ("" for a uid no serving pod of the ModelDeployment has, or a pod none of
+        ``deployments``, the names of the ModelDeployment's own Deployments, made): from what the last list said,
+        or a new list when it did not see one of them or kept the pods of other Deployments (``listed_pods``, this
+        pass's list of the serving pods by the same selector, when there is one: no second list)."""
         key = (namespace, name)
         with self._lock:
-            listed, foreign = self._known.get(key, (None, ()))
-        if listed is None or not uids <= listed.keys() | set(foreign):
+            kept_for, listed, foreign = self._known.get(key, ((), None, ()))
+        if listed is None or kept_for != deployments or not uids <= listed.keys() | set(foreign):
             if listed_pods is not None:
                 pods = listed_pods
             else:
@@ -53,17 +63,18 @@ class PodRevisions:
             listed = {
                 str(p["metadata"]["uid"]): str((p["metadata"].get("labels") or {}).get(REVISION_LABEL) or "")
                 for p in pods
-                if p.get("metadata", {}).get("uid")
+                if p.get("metadata", {}).get("uid") and any(of_deployment(p, d) for d in deployments)
             }
             # a uid the list does not hold is no serving pod of this ModelDeployment (a pod someone else labelled
-            # so a Service selects it): kept as such, so it is not asked about again; and so are those known before,
-            # which the other Service's slices list (a Canary looks at two Services: each look would forget the
-            # other's and list again, every reconcile), the most recent FOREIGN_PODS_KEPT
+            # so a Service selects it, or so the selector finds it too): kept as such, so it is not asked about
+            # again; and so are those known before, which the other Service's slices list (a Canary looks at two
+            # Services: each look would forget the other's and list again, every reconcile), the most recent
+            # FOREIGN_PODS_KEPT
             new = sorted(uids - listed.keys())
             before = [uid for uid in foreign if uid not in listed and uid not in uids]
             foreign = (*before, *new)[-FOREIGN_PODS_KEPT:]  # also when one look lists more than that
             with self._lock:
-                self._known[key] = (listed, foreign)
+                self._known[key] = (deployments, listed, foreign)
         return {uid: listed.get(uid, "") for uid in uids}
 
     def forget(self, namespace: str, name: str) -> None:
@@ -77,14 +88,17 @@ def observe_endpoints(
     namespace: str,
     name: str,
     service: dict[str, Any] | None,
+    deployments: tuple[str, ...],
     listed_pods: list[dict[str, Any]] | None = None,
 ) -> EndpointsObservation | None:
     """The ready endpoints of ``service`` (the store's copy of a Service the ModelDeployment ``name`` controls; None:
-    there is none yet) by revision (``listed_pods``: this pass's list of the serving pods, if it made one)."""
+    there is none yet) by revision, of the pods its Deployments ``deployments`` (names, each controlled by it) made
+    (``listed_pods``: this pass's list of the serving pods, if it made one)."""
     if service is None:
         return None
     meta = service["metadata"]
     slices = service_slices(store.owned(namespace, name, ENDPOINT_SLICE.kind), meta["name"], meta.get("uid"))
     pods = ready_pods(slices)
     uids = {uid for _pod, uid in pods if uid}
-    return endpoints_observation(meta["name"], pods, revisions.of(namespace, name, uids, listed_pods) if uids else {})
+    revs = revisions.of(namespace, name, uids, deployments, listed_pods) if uids else {}
+    return endpoints_observation(meta["name"], pods, revs)

@@ -136,6 +136,7 @@ class Reconciler:
         listed = self._serving_pods(md, wanted or candidate)  # the Services' endpoints take their revisions from it
         # a serving pod is read as one of ours only when one of our Deployments made it (not for its labels)
         makers = Makers(candidate=canary_name(md) if canary else None, stable=serving_name(md) if dep else None)
+        ours = tuple(d for d in makers if d is not None)
         samples, readings = self._figures(md, listed, makers)  # and the analysis its pods' readings: one list a pass
         return Observed(
             jobs=observed_jobs,
@@ -144,8 +145,8 @@ class Reconciler:
             cached=self._cached(md),
             canary=observed_canary,
             canary_service_ip=ip if ip and ip != "None" else None,
-            endpoints=observe_endpoints(self.store, self.pod_revisions, ns, name, svc, listed),
-            canary_endpoints=observe_endpoints(self.store, self.pod_revisions, ns, name, canary_svc, listed),
+            endpoints=observe_endpoints(self.store, self.pod_revisions, ns, name, svc, ours, listed),
+            canary_endpoints=observe_endpoints(self.store, self.pod_revisions, ns, name, canary_svc, ours, listed),
             samples=samples,
             readings=readings,
             route_api=gateway_routing(md) is not None and self.kube.serves(HTTP_ROUTE),
