@@ -22,6 +22,7 @@ import pytest
 from kubernetes import client
 
 from modelship.controller.conditions import rfc3339
+from modelship.controller.podmetrics import serving_pods_selector
 from modelship_dev import cluster as devcluster
 from tests.chart.gitops import EXPECTED, SAMPLES, argocd_health, kstatus, sample_of
 from tests.integration.cluster import CRD_DIR, ClusterInfo, apply_manifest, condition, install_crds, wait_for
@@ -59,6 +60,8 @@ class FakeMetrics:
         self.candidate_requests = 0
         self.candidate_errors = 0
         self.reads: list[str] = []
+        self.by_pod: dict[str, str] = {}
+        """What a pod of that name answers instead of its revision's figures."""
         self.lock = threading.Lock()
 
     def text(self, rev: str) -> str:
@@ -98,7 +101,8 @@ def fake_metrics() -> Iterator[tuple[FakeMetrics, str]]:
             _, rev, pod = self.path.split("/", 2)
             with fake.lock:
                 fake.reads.append(pod)
-            body = fake.text(rev).encode()
+                own = fake.by_pod.get(pod)
+            body = (own if own is not None else fake.text(rev)).encode()
             self.send_response(200)
             self.send_header("content-type", "text/plain; version=0.0.4")
             self.send_header("content-length", str(len(body)))
@@ -130,6 +134,7 @@ def metrics(fake_metrics: tuple[FakeMetrics, str]) -> FakeMetrics:
     with fake.lock:
         fake.compared = fake.agreed = fake.candidate_requests = fake.candidate_errors = 0
         fake.reads.clear()
+        fake.by_pod.clear()
     return fake
 
 
@@ -250,6 +255,60 @@ def test_a_good_revision_goes_shadow_canary_promoted(k: Cluster, metrics: FakeMe
     wait_for(lambda: wanted <= {e.reason for e in _events(k)}, timeout=30, description="an Event for every step")
     assert any(pod.startswith("digits-canary-") for pod in metrics.reads)  # the candidate's pods were read
     assert old != new
+
+
+def test_a_pod_someone_labelled_as_the_candidate_does_not_feed_the_analysis(
+    k: Cluster, metrics: FakeMetrics
+) -> None:
+    """Anyone who can create a pod in the namespace can label one like the candidate's pods (here a copy of a real
+    candidate pod's labels, made through the API server, Running and Ready on a node) and answer /metrics with
+    figures that would decide the rollout (all errors: a rollback). Only the pods the candidate's Deployment made
+    are read: the shadow passes on the candidate's own figures."""
+    _, old, new = _first_revision_then_a_new_one(k, metrics)
+    k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+    selector = f"{serving_pods_selector('digits')},modelship.io/revision={new}"
+    real = k.core.list_namespaced_pod(k.ns, label_selector=selector).items[0]
+    assert real.metadata.owner_references[0].name.startswith("digits-canary-")
+    # its labels but the template hash (with it the candidate's ReplicaSet would adopt the pod, then delete it)
+    labels = {key: v for key, v in real.metadata.labels.items() if key != "pod-template-hash"}
+    forged = {"apiVersion": "v1", "kind": "Pod",
+              "metadata": {"name": "forged-candidate", "labels": labels},  # no owner reference
+              "spec": {"containers": [{"name": "server", "image": "example.invalid/forged:1"}]}}  # fmt: skip
+    with metrics.lock:  # what it answers: every request an error
+        metrics.by_pod["forged-candidate"] = _all_errors(1000)
+    k.core.create_namespaced_pod(k.ns, forged)
+    wait_for(lambda: _ready_pod(k, "forged-candidate"), timeout=60, description="the forged pod Running and Ready")
+    with metrics.lock:  # the candidate's own figures: a good shadow
+        metrics.compared = metrics.agreed = 40
+        metrics.candidate_requests = 60
+    step = k.wait_md(lambda o: o["status"]["rollout"]["phase"] in ("Canary", "RolledBack"), what="the shadow's end",
+                     timeout=120)  # fmt: skip
+    rollout = step["status"]["rollout"]
+    assert rollout["phase"] == "Canary", rollout.get("message")  # the forged pod read, its errors roll it back
+    assert "Failed" not in {c["verdict"] for c in rollout["criteria"]}, rollout["criteria"]
+    with metrics.lock:
+        reads = list(metrics.reads)
+    assert "forged-candidate" not in reads and any(p.startswith("digits-canary-") for p in reads)
+    assert _ready_pod(k, "forged-candidate")  # it stood Ready beside the candidate all along
+    assert old != new
+
+
+def _all_errors(n: int) -> str:
+    """A model server's /metrics whose ``n`` inference requests were all answered with a 500."""
+    return "\n".join([
+        "# TYPE modelship_request_duration_seconds histogram",
+        f'modelship_request_duration_seconds_bucket{{model="digits",protocol="v2",le="0.001"}} {n}',
+        f'modelship_request_duration_seconds_bucket{{model="digits",protocol="v2",le="+Inf"}} {n}',
+        f'modelship_request_duration_seconds_count{{model="digits",protocol="v2"}} {n}',
+        "# TYPE modelship_requests_total counter",
+        f'modelship_requests_total{{model="digits",protocol="v2",code="500"}} {n}',
+    ]) + "\n"  # fmt: skip
+
+
+def _ready_pod(k: Cluster, name: str) -> bool:
+    pod = k.core.read_namespaced_pod(name, k.ns)
+    return pod.status.phase == "Running" and any(c.type == "Ready" and c.status == "True"
+                                                 for c in pod.status.conditions or [])  # fmt: skip
 
 
 def test_a_revision_without_traffic_is_inconclusive_and_rolled_back(k: Cluster, metrics: FakeMetrics) -> None:
