@@ -67,6 +67,55 @@ def test_a_repeated_header_decodes_from_its_plan_to_the_full_decodes_result() ->
     assert second.outputs is not codec.v2_decode(model, body2, n).outputs
 
 
+def test_each_input_of_a_plan_gets_its_own_slice_of_the_binary_data() -> None:
+    model = FakeModel(two_inputs=True)
+    rng = np.random.default_rng(1)
+
+    def request(x: np.ndarray, k: np.ndarray) -> tuple[bytes, str]:
+        head = json.dumps(
+            {
+                "inputs": [
+                    {"name": n, "shape": list(a.shape), "datatype": t, "parameters": {"binary_data_size": a.nbytes}}
+                    for n, t, a in (("x", "FP32", x), ("k", "INT32", k))
+                ]
+            }
+        ).encode()
+        return head + x.astype("<f4").tobytes() + k.astype("<i4").tobytes(), str(len(head))
+
+    x1, k1 = rng.random((3, 4), dtype=np.float32), rng.integers(-99, 99, (3, 2), dtype=np.int32)
+    x2, k2 = rng.random((3, 4), dtype=np.float32), rng.integers(-99, 99, (3, 2), dtype=np.int32)
+    body1, n = request(x1, k1)
+    body2, n2 = request(x2, k2)
+    assert n == n2 and body1[: int(n)] == body2[: int(n)]
+    first = codec.v2_decode(model, body1, n)
+    assert len(codec._PLANS[model]) == 1
+    second = codec.v2_decode(model, body2, n)  # from the plan
+    np.testing.assert_array_equal(first.inputs["x"], x1)
+    np.testing.assert_array_equal(first.inputs["k"], k1)
+    # k is the 48 bytes after x's, not the start of the binary data, and x is not k's bytes either
+    np.testing.assert_array_equal(second.inputs["x"], x2)
+    np.testing.assert_array_equal(second.inputs["k"], k2)
+    codec._PLANS.pop(model)
+    _same(second, codec.v2_decode(model, body2, n))
+
+
+def test_a_header_planned_for_one_model_is_decoded_for_another_as_that_model_says() -> None:
+    planned = FakeModel()  # x FP32 [-1, 4] -> y
+    renamed = _OneInputModel("renamed", (-1, 4), "z")  # the same input, another output
+    narrower = _OneInputModel("narrower", (-1, 2), "y")  # the same input name, another shape
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    body, n = _request(x)  # no "outputs": each model's own outputs are wanted
+    assert codec.v2_decode(planned, body, n).outputs == ["y"]
+    assert len(codec._PLANS[planned]) == 1
+    other = codec.v2_decode(renamed, body, n)  # the full decode, for this model
+    assert other.outputs == ["z"]
+    np.testing.assert_array_equal(other.inputs["x"], x)
+    with pytest.raises(BadRequest, match=r"shape \[2, 4\] but the model expects \[-1, 2\]"):
+        codec.v2_decode(narrower, body, n)
+    assert narrower not in codec._PLANS
+    assert codec.v2_decode(planned, body, n).outputs == ["y"]  # the first model's plan is still its own
+
+
 def test_the_binary_datas_checks_hold_on_a_plan() -> None:
     model = _BoolModel()
     head = json.dumps(
@@ -118,6 +167,21 @@ class _BoolModel(ServedModel):
             "1",
             [TensorSpec("b", "BOOL", (-1, 3))],
             [TensorSpec("y", "FP32", (-1, 1))],
+            batchable=True,
+            path="<fake>",
+        )
+
+    def create_runner(self, threads: int, max_batch_size: int) -> Runner:  # pragma: no cover - never run
+        raise NotImplementedError
+
+
+class _OneInputModel(ServedModel):
+    def __init__(self, name: str, shape: tuple[int, ...], output: str) -> None:
+        super().__init__(
+            name,
+            "1",
+            [TensorSpec("x", "FP32", shape)],
+            [TensorSpec(output, "FP32", (-1, 1))],
             batchable=True,
             path="<fake>",
         )
