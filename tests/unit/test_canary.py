@@ -605,6 +605,50 @@ def test_a_rollback_record_without_its_template_is_told_from_the_record() -> Non
     assert retold(retold("x", UNTOLD), UNTOLD) == f"x; {UNTOLD}"
 
 
+def _rolled_back_for(trouble: CandidateTrouble) -> RolloutStatus:
+    """A rollback for ``trouble``'s crash loop, its record on generation 4, without its template."""
+    looping = decide(CANARY, started(), Look(at(0), available=False, trouble=trouble, deadline_seconds=30))
+    gone = decide(CANARY, looping, Look(at(30), available=False, trouble=trouble, deadline_seconds=30))
+    assert gone.phase == RolloutPhase.ROLLED_BACK and gone.rolled_back_template is None
+    return gone.model_copy(update={"rolled_back_generation": 4})
+
+
+def test_a_final_rollback_record_keeps_its_ending_whatever_this_process_knows_of_pruning() -> None:
+    gone = _rolled_back_for(OOM)
+    final = recorded(gone, "t1", 4, pruned=True)
+    untold = recorded(gone, "t1", 5, pruned=False)
+    assert FINAL in final.message and UNTOLD in untold.message
+    # an operator restarted, not knowing yet that its CRD prunes the field, on a spec changed since: as it is
+    assert recorded(final, "t2", 5, pruned=False) == final
+    assert recorded(final, None, 4, pruned=False) == final
+    # an operator that knows the pruning: an UNTOLD record is as it is too, on any generation
+    assert recorded(untold, "t2", 5, pruned=True) == untold
+    assert recorded(untold, "t1", 4, pruned=True) == untold
+    # only filling the record in rewrites a final ending
+    filled = recorded(final, "t1", 4, pruned=False)
+    assert filled.rolled_back_template == "t1" and filled.message == retold(final.message, RETRY)
+    assert RETRY in filled.message and FINAL not in filled.message
+
+
+def test_a_rollback_s_ending_is_replaced_at_its_place_only() -> None:
+    # the pods' own text says an ending (a log line, say): it is the cause, never reworded nor taken as the ending
+    said = f"pod cand-0: last log line {FINAL!r}; {UNTOLD}; {RETRY}"
+    gone = _rolled_back_for(CandidateTrouble(said, crash_loop=True))
+    cause = f"the candidate's pods crash-loop for more than 30s (progressDeadlineSeconds 30): {said}"
+    serving = "; revision stable keeps serving all traffic"
+    assert gone.message == f"{cause}; {RETRY}{serving}"
+    for ending in (FINAL, UNTOLD, RETRY):
+        assert retold(gone.message, ending) == f"{cause}; {ending}{serving}"
+    assert retold(retold(gone.message, FINAL), UNTOLD) == f"{cause}; {UNTOLD}{serving}"
+    # the ending is RETRY: not final because the text says FINAL and UNTOLD; told so once, then as it is
+    untold = recorded(gone, "t1", 5, pruned=False)
+    assert untold.message == f"{cause}; {UNTOLD}{serving}"
+    assert recorded(untold, "t1", 5, pruned=True) == untold
+    assert recorded(gone, "t1", 5, pruned=True).message == f"{cause}; {FINAL}{serving}"
+    # without the serving revision's words the ending is the message's end
+    assert retold(f"{said}; {RETRY}", FINAL) == f"{said}; {FINAL}"
+
+
 def test_a_crash_loop_stamp_from_before_the_rollout_began_is_not_its_clock() -> None:
     old = started().model_copy(update={"candidate_failing_since": rfc3339(at(-3600))})
     s = decide(CANARY, old, Look(at(5), available=False, trouble=OOM, deadline_seconds=30))

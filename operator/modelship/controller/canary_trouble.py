@@ -125,37 +125,50 @@ _EARLIER = (
 
 def recorded(state: RolloutStatus, template: str | None, generation: int | None, pruned: bool) -> RolloutStatus:
     """A rollback for the candidate's pods as its record now allows, at a look after it (``state`` RolledBack and
-    left so by ``decide``): told from the record, not from what this process happens to know of pruning. Its
-    ``rolledBackTemplate`` kept: as it is. Without one (the rollback's own write was pruned by an older CRD, or an
-    older operator wrote it): known pruned (``pruned``), its message says the rollback is final and that applying
-    the current CRD makes a later one retryable; else (the CRD keeps it now) the template is filled in from this
-    pass's render (``template``) if the judged pods ran it: the spec is the one they were judged on (its generation
-    is ``rolledBackGeneration``), and the message says how to retry; else which one they ran cannot be told, a
-    user's changed template is never recorded as the judged one, and the rollback stays final, saying why. Each
-    outcome is one write: the next look finds the record and the message as this one leaves them."""
+    left so by ``decide``). Its ``rolledBackTemplate`` kept: as it is. Without one (the rollback's own write was
+    pruned by an older CRD, or an older operator wrote it), the template is filled in from this pass's render
+    (``template``) when this process knows of no pruning of it (``pruned``) and the spec is the one the judged pods
+    were judged on (its generation is ``rolledBackGeneration``; what is filled in is this operator's render of that
+    spec, which after an operator upgrade or a change of its configuration may differ from the one the pods ran: a
+    change of the spec still renders another), and the message says how to retry. Else the rollback stays final:
+    a message that already says so (FINAL or UNTOLD) is left as it is, whatever this process knows of pruning (a
+    namespaced operator learns it only from its own writes: after a restart it may not know what an earlier one
+    wrote FINAL for); one that does not is told FINAL when the field is known pruned, else UNTOLD (which template
+    the judged pods ran cannot be told; a user's changed template is never recorded as the judged one). Each
+    outcome is one write, which the next look leaves as it is, but one: a record filled in by a process that did
+    not know its CRD prunes the field loses it in that write and is told FINAL at the next look."""
     if (
         state.phase != RolloutPhase.ROLLED_BACK
         or state.rollback_cause not in RETRIED_CAUSES
         or state.rolled_back_template is not None
     ):
         return state
-    if pruned:
-        return state.model_copy(update={"message": retold(state.message, FINAL)})
-    if template is not None and generation is not None and state.rolled_back_generation == generation:
+    if not pruned and template is not None and generation is not None and state.rolled_back_generation == generation:
         return state.model_copy(update={"rolled_back_template": template, "message": retold(state.message, RETRY)})
-    return state.model_copy(update={"message": retold(state.message, UNTOLD)})
+    if _ending(state.message)[1] in (FINAL, UNTOLD):
+        return state  # final already: not reworded by what this process happens to know
+    return state.model_copy(update={"message": retold(state.message, FINAL if pruned else UNTOLD)})
+
+
+def _ending(message: str) -> tuple[str, str | None]:
+    """(``message`` up to its ending on how the revision is tried again, that ending if it is a known one): the
+    ending is at the end of the cause part, just before the serving revision's words ("; revision ...") or at the
+    end of a message without them; the cause part (the pods' own text) is never searched."""
+    head, sep, _ = message.rpartition("; revision ")
+    if not sep:
+        head = message
+    for known in (RETRY, FINAL, UNTOLD, *_EARLIER):
+        if head.endswith(f"; {known}"):
+            return head[: -len(known) - 2], known
+    return head, None
 
 
 def retold(message: str, ending: str) -> str:
-    """A rollback's ``message`` with its ending on how the revision is tried again replaced by ``ending`` (added
-    before the serving revision's words when it has none of the known ones)."""
-    if ending in message:
-        return message
-    for known in (RETRY, FINAL, UNTOLD, *_EARLIER):
-        if known in message:
-            return message.replace(known, ending)
-    head, sep, tail = message.rpartition("; revision ")
-    return f"{head}; {ending}{sep}{tail}" if sep else f"{message}; {ending}"
+    """A rollback's ``message`` with its ending on how the revision is tried again, at its place, replaced by
+    ``ending`` (added before the serving revision's words when it has none of the known ones there)."""
+    _, sep, tail = message.rpartition("; revision ")
+    cause, _ = _ending(message)
+    return f"{cause}; {ending}{sep}{tail}" if sep else f"{cause}; {ending}"
 
 
 def trouble_message(cause: RollbackCause, trouble: CandidateTrouble, deadline: int, retry: bool = True) -> str:
