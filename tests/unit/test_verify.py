@@ -19,6 +19,7 @@ from modelship.controller.stages.pod_causes import candidate_trouble
 from modelship.controller.stages.verify import candidate_pods_wanted
 from modelship.resources.canary import candidate_template
 from modelship.resources.revision import revision
+from modelship.resources.serving import deployment as serving_deployment
 from tests.support.endpoints import routed
 from tests.unit.test_plan import CONFIG, NOW, cond, deployment, job, make_md, summary
 
@@ -645,6 +646,13 @@ def test_each_field_the_retry_wording_names_renders_another_record_for_the_same_
         changed_rev, changed = render(**change)
         assert changed_rev == rev and changed != judged, field
     assert render(replicas=5) == (rev, judged)
+    # the retry after a fix outside the spec (a podAnnotations entry) rolls the stable revision's pods too (docs say)
+    stable, annotated = (
+        make_md(build=False, serving={"replicas": 2, "rollout": CANARY, **change})
+        for change in ({}, changes["podAnnotations"])
+    )
+    before, after = (serving_deployment(m, rev, CONFIG, None, 2)["spec"]["template"] for m in (stable, annotated))
+    assert after["metadata"]["annotations"]["retry"] == "1" and "retry" not in before["metadata"]["annotations"]
 
 
 def test_an_abandoned_rollout_keeps_no_crash_loop_clock() -> None:

@@ -223,5 +223,5 @@ class RolloutStatus(ApiModel):
     candidate's pods (spec.serving's resources such as the memory limit the message names, hardware nodeSelector,
     tolerations or runtimeClassName, podAnnotations, shmSize, serviceAccountName, the image of the same revision) or
     of the progress deadline starts a new rollout of the same revision (after a fix outside the spec, such as quota,
-    node capacity or a pull Secret's content: change an entry of podAnnotations). Unset for other rollbacks, which
-    stay final for their revision."""
+    node capacity or a pull Secret's content: change an entry of podAnnotations, which rolls the stable revision's
+    pods too). Unset for other rollbacks, which stay final for their revision."""

@@ -104,7 +104,8 @@ RETRY = (
     "entry of spec.serving.podAnnotations)"
 )
 """How a rollback for the candidate's pods is tried again: a change of what ``resources.canary.candidate_template``
-digests (the candidate's pod template, its progress deadline). Each field named enters it (a unit test checks)."""
+digests (the candidate's pod template, its progress deadline). Each field named enters it (a unit test checks);
+podAnnotations enters the stable Deployment's pod template too, so changing it rolls the stable revision's pods."""
 FINAL = (
     "this rollback is final for the revision: the installed CRD prunes status.rollout.rolledBackTemplate, the "
     "record a spec change is compared with (once this release's CRD is applied, a later rollback for the "
