@@ -20,6 +20,7 @@ from modelship.controller.observe import JobState, Observed
 from modelship.controller.phasewindow import advance, samples
 from modelship.controller.plan import plan
 from modelship.controller.podhealth import crashed_since
+from modelship.controller.podmetrics import NOBODY
 from modelship.controller.reconcile import Reconciler
 from modelship.controller.stages.jobs import POD_STATUS_GRACE_SECONDS, Step
 from modelship.controller.stages.jobs import decide as decide_job
@@ -181,7 +182,7 @@ def test_prometheus_is_not_asked_while_the_phase_start_does_not_parse(forged: st
     seen: list[tuple[str, dict[str, str]]] = []
     with fake_prometheus(figures, seen) as url:
         r = Reconciler(NoKube(), Store(), OperatorConfig(prometheus=PrometheusConfig(url=url)))  # type: ignore[arg-type]
-        assert r._figures(md) == (None, None) and seen == []
+        assert r._figures(md, makers=NOBODY) == (None, None) and seen == []
 
 
 @pytest.mark.parametrize("forged", (*FORGED[:-1], FAR_FUTURE))

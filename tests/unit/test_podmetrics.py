@@ -14,7 +14,7 @@ import numpy as np
 from modelship.api.rollout_status import Criterion, Verdict
 from modelship.api.serving import Analysis
 from modelship.controller.canary import judge
-from modelship.controller.podmetrics import NOBODY, Makers, fetch_pod, parse, read_pods, read_samples
+from modelship.controller.podmetrics import NOBODY, Makers, RefusedPods, fetch_pod, parse, read_pods, read_samples
 from tests.serve.fakes import FakeModel, ServerThread
 from tests.serve.test_mirror import OtherModel, v2
 
@@ -152,22 +152,53 @@ def test_a_labelled_pod_not_made_by_the_deployment_running_its_revision_is_not_r
         fetched.append(name)
         return _figures_text(10, 0) if name in ("digits-canary-1", "digits-1") else _figures_text(1000, 1000)
 
+    readings = read_pods([*good, *forged], 9090, "cand", "stable", fetch, makers=MAKERS)
+    assert sorted(fetched) == ["digits-1", "digits-canary-1"]  # the forged pods' /metrics are never asked
+    assert sorted(r.pod for r in readings.pods) == ["digits-1", "digits-canary-1"]
+    assert readings.refused == tuple(sorted(p["metadata"]["name"] for p in forged))
+    s = read_samples([*good, *forged], 9090, "cand", "stable", fetch, makers=MAKERS)
+    assert (s.pods, s.candidate_requests, s.candidate_errors, s.unreadable) == (2, 10, 0, ())
+
+
+def _info_lines(looks: list[tuple[str, ...]]) -> list[str]:
+    """The info lines RefusedPods says over ``looks`` (each the refused pods of one look at ns/digits)."""
     logger, seen = logging.getLogger("modelship.podmetrics"), Lines()
     level = logger.level
     logger.addHandler(seen)
-    logger.setLevel(logging.INFO)  # said at info level (whatever an earlier test set)
+    logger.setLevel(logging.INFO)  # said at info level (whatever an earlier test set); debug lines not kept
     try:
-        readings = read_pods([*good, *forged], 9090, "cand", "stable", fetch, makers=MAKERS)
+        said = RefusedPods()
+        for refused in looks:
+            said.tell(("ns", "digits"), refused, "cand", "stable")
     finally:
         logger.removeHandler(seen)
         logger.setLevel(level)
-    assert sorted(fetched) == ["digits-1", "digits-canary-1"]  # the forged pods' /metrics are never asked
-    assert sorted(r.pod for r in readings.pods) == ["digits-1", "digits-canary-1"] and readings.refused == 6
-    s = read_samples([*good, *forged], 9090, "cand", "stable", fetch, makers=MAKERS)
-    assert (s.pods, s.candidate_requests, s.candidate_errors, s.unreadable) == (2, 10, 0, ())
-    lines = [line for line in seen.lines if "not read" in line]
-    assert len(lines) == 1 and lines[0].startswith("6 pod(s) labelled as revision cand or stable not read")
-    assert "bare" in lines[0] and lines[0].endswith(", ...")  # five named, the rest counted
+    return seen.lines
+
+
+def test_refused_pods_are_logged_once_until_they_change() -> None:
+    """A forged pod that stands is named once, not at every look (every 5 s): again only when the set changes,
+    and after a look that refused none."""
+    six = tuple(f"forged-{i}" for i in range(6))
+    lines = _info_lines([six, six, tuple(reversed(six)), six[:2], six[:2], (), (), six[:2]])
+    assert len(lines) == 3, lines  # six; the two left; the two again after a look with none
+    assert lines[0].startswith("ns/digits: 6 pod(s) labelled as revision cand or stable not read")
+    assert "forged-0" in lines[0] and "forged-5" not in lines[0] and lines[0].endswith(", ...")  # five named
+    assert lines[1].startswith("ns/digits: 2 pod(s)") and lines[1] == lines[2]
+
+
+def test_a_look_refusing_pods_says_them_at_debug_level_only() -> None:
+    """read_pods itself says its refused pods at debug level: the info line is RefusedPods' (once)."""
+    logger, seen = logging.getLogger("modelship.podmetrics"), Lines()
+    level = logger.level
+    logger.addHandler(seen)
+    logger.setLevel(logging.INFO)
+    try:
+        readings = read_pods([pod("bare", "cand", 1, owner=None)], 9090, "cand", "stable", makers=MAKERS)
+    finally:
+        logger.removeHandler(seen)
+        logger.setLevel(level)
+    assert readings.refused == ("bare",) and [line for line in seen.lines if "not read" in line] == []
 
 
 def test_without_a_deployment_of_ours_running_a_revision_none_of_its_pods_is_read() -> None:

@@ -138,6 +138,7 @@ def test_the_reconciler_asks_prometheus_over_the_phase_window_when_configured() 
 
     from modelship.api.rollout_status import RolloutPhase, RolloutStatus
     from modelship.config import OperatorConfig
+    from modelship.controller.podmetrics import NOBODY
     from modelship.controller.reconcile import Reconciler
     from modelship.controller.store import Store
     from modelship.resources.revision import revision
@@ -157,7 +158,7 @@ def test_the_reconciler_asks_prometheus_over_the_phase_window_when_configured() 
     seen: list[tuple[str, dict[str, str]]] = []
     with fake(figures, seen) as url:
         r = Reconciler(NoKube(), Store(), OperatorConfig(prometheus=PrometheusConfig(url=url)))  # type: ignore[arg-type]
-        samples, readings = r._figures(md)
+        samples, readings = r._figures(md, makers=NOBODY)  # Prometheus reads no pod
     assert readings is None and samples is not None and samples.error is None and samples.candidate_requests == 100
     window = next(q for q, _ in seen if "modelship_mirror_requests_total" in q)
     assert f'namespace="{md.metadata.namespace}",modelship_io_modeldeployment="{md.metadata.name}"' in window
@@ -170,4 +171,4 @@ def test_the_reconciler_asks_prometheus_over_the_phase_window_when_configured() 
     seen.clear()
     with fake(figures, seen) as url:
         r = Reconciler(NoKube(), Store(), OperatorConfig(prometheus=PrometheusConfig(url=url)))  # type: ignore[arg-type]
-        assert r._figures(waiting) == (None, None) and seen == []
+        assert r._figures(waiting, makers=NOBODY) == (None, None) and seen == []

@@ -57,8 +57,9 @@ class Readings:
     pods: tuple[PodReading, ...] = ()
     unreadable: tuple[tuple[str, str], ...] = ()
     """(pod, why) of the pods whose metrics could not be read."""
-    refused: int = 0
-    """Pods labelled as a revision under analysis that the Deployment running it did not make: not read."""
+    refused: tuple[str, ...] = ()
+    """The pods labelled as a revision under analysis that the Deployment running it did not make: not read (the
+    operator's log names them, ``podmetrics.RefusedPods``)."""
 
 
 def phase_key(state: RolloutStatus) -> str:

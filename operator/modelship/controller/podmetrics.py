@@ -135,8 +135,8 @@ def read_pods(
 ) -> Readings:
     """The figures of each ready serving pod of the candidate or the stable revision that the Deployment running
     its revision made (``makers``; cumulative since its server started; controller.phasewindow turns them into
-    the phase's increase). A pod labelled so but made by anything else is refused: not read, counted and named in
-    one log line."""
+    the phase's increase). A pod labelled so but made by anything else is refused: not read, named in
+    ``Readings.refused`` (and a debug line; ``RefusedPods`` says it at info level when the set changes)."""
     read: list[PodReading] = []
     unreadable: list[tuple[str, str]] = []
     refused: list[str] = []
@@ -163,11 +163,37 @@ def read_pods(
     if unreadable:
         log.info("metrics of %d pod(s) unreadable: %s", len(unreadable),
                  "; ".join(f"{p}: {why}" for p, why in unreadable)[:500])  # fmt: skip
-    if refused:
-        log.info("%d pod(s) labelled as revision %s or %s not read: not made by the Deployment that runs it: %s%s",
-                 len(refused), candidate[:64], stable[:64], ", ".join(n[:64] for n in refused[:REFUSED_NAMED]),
-                 ", ..." if len(refused) > REFUSED_NAMED else "")  # fmt: skip
-    return Readings(tuple(read), tuple(unreadable), len(refused))
+    if refused:  # said at info level by RefusedPods, once until the set changes
+        log.debug("%s", refused_line(refused, candidate, stable))
+    return Readings(tuple(read), tuple(unreadable), tuple(sorted(refused)))
+
+
+def refused_line(refused: Iterable[str], candidate: str, stable: str) -> str:
+    names = sorted(refused)
+    return (f"{len(names)} pod(s) labelled as revision {candidate[:64]} or {stable[:64]} not read: not made by the "
+            f"Deployment that runs it: {', '.join(n[:64] for n in names[:REFUSED_NAMED])}"
+            f"{', ...' if len(names) > REFUSED_NAMED else ''}")  # fmt: skip
+
+
+class RefusedPods:
+    """Says a ModelDeployment's refused pods (``Readings.refused``) at info level once, until the set changes: a
+    forged pod that stands is not one line per look (every 5 s) in the operator's log."""
+
+    def __init__(self) -> None:
+        self._said: dict[tuple[str, str], frozenset[str]] = {}
+
+    def tell(self, where: tuple[str, str], refused: Iterable[str], candidate: str, stable: str) -> None:
+        names = frozenset(refused)
+        if names == self._said.get(where, frozenset()):
+            return
+        if names:
+            self._said[where] = names
+            log.info("%s/%s: %s", *where, refused_line(names, candidate, stable))
+        else:
+            self._said.pop(where, None)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._said.pop((namespace, name), None)
 
 
 def read_samples(

@@ -37,7 +37,7 @@ from .ownership import Conflict, judge, name_conflict
 from .phasewindow import Readings
 from .plan import Plan, plan
 from .podhealth import serving_pods_health
-from .podmetrics import NOBODY, Fetch, Makers, fetch_pod, read_pods, serving_pods_selector
+from .podmetrics import Fetch, Makers, RefusedPods, fetch_pod, read_pods, serving_pods_selector
 from .prejob import ServingMounts, missing_mounts, store_missed_jobs
 from .prometheus import PrometheusClient
 from .prometheus import read as read_prometheus
@@ -80,6 +80,8 @@ class Reconciler:
         """The revision of each serving pod an EndpointSlice lists (Ready waits for the Service to route to them)."""
         self._pods_unread: set[tuple[str, str]] = set()
         """ModelDeployments whose serving pods the last list could not read (logged once)."""
+        self.refused_pods = RefusedPods()
+        """The serving pods a look refused (not made by our Deployments), logged once until they change."""
         self.serving_mounts = ServingMounts(store)
         """What the mount check knows of the serving Deployment's mounts between reconciles (asked less often)."""
         self.fetch_metrics = fetch_metrics
@@ -137,7 +139,10 @@ class Reconciler:
         # a serving pod is read as one of ours only when one of our Deployments made it (not for its labels)
         makers = Makers(candidate=canary_name(md) if canary else None, stable=serving_name(md) if dep else None)
         ours = tuple(d for d in makers if d is not None)
-        samples, readings = self._figures(md, listed, makers)  # and the analysis its pods' readings: one list a pass
+        samples, readings = self._figures(md, listed, makers=makers)  # the pods' readings: one list a pass
+        rollout = md.status.rollout
+        self.refused_pods.tell((ns, name), readings.refused if readings and rollout else (),
+                               rollout.candidate if rollout else "", rollout.stable if rollout else "")  # fmt: skip
         return Observed(
             jobs=observed_jobs,
             deployment=observed_dep,
@@ -190,13 +195,13 @@ class Reconciler:
         return obj if obj is not None and controlled_by(obj, uid) else None  # another's is not read
 
     def _figures(
-        self, md: ModelDeployment, listed: list[dict[str, Any]] | None = None, makers: Makers = NOBODY
+        self, md: ModelDeployment, listed: list[dict[str, Any]] | None = None, *, makers: Makers
     ) -> tuple[Samples | None, Readings | None]:
         """The analysis figures while a candidate of the spec's revision is under analysis: Prometheus' over the
         current phase (when the chart names a server), else the serving pods' own readings (from ``listed``, the
         serving pods this pass already listed; listed here when it did not, a failed list failing the pass), of
         the pods ``makers`` made: the candidate's Deployment's of the candidate, the serving one's of the stable
-        (none by default)."""
+        (required: a caller that named none would read no pod, and the rollout would wait for figures forever)."""
         rollout = md.status.rollout
         if rollout is None or rollout.phase not in ANALYZING or rollout.candidate != revision(md.spec):
             return None, None
@@ -233,6 +238,7 @@ class Reconciler:
         body = self.store.get(MD, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.pod_revisions.forget(namespace, name)
+            self.refused_pods.forget(namespace, name)
             self.serving_mounts.forget(namespace, name)
             # gone: owner references take the children in its namespace with it; its build Jobs (in the build
             # namespace, where no owner reference can point back) are the operator's to delete
