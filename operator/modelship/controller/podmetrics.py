@@ -4,10 +4,12 @@ needed): the stable pods' mirror counters and latency, the candidate pods' answe
 Every read is bounded: a connect and a read timeout per pod, at most ``MAX_METRICS_BYTES`` per answer, and a
 deadline for all pods together; a pod that cannot be read is named in the samples, not an error.
 
-Only the ModelDeployment's own pods are read: labels say whose a pod claims to be, and anyone who can create a pod
+Labels are no proof of whose a pod is: they say whose a pod claims to be, and anyone who can create a pod
 in the namespace can label one as the candidate (and answer /metrics with the figures that decide the rollout).
 A pod of a revision is read when the Deployment that runs that revision made it (``Makers``): its controller
-reference is that Deployment's ReplicaSet (``podhealth.of_deployment``).
+reference names that Deployment's ReplicaSet (``podhealth.of_deployment``: by name, not uid). This narrows, and
+does not close, what a forged pod can do (the mirrored answers through the candidate's Service, Prometheus' label
+selection, a pod created with such a reference: docs/security.md).
 """
 
 from __future__ import annotations
