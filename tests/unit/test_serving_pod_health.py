@@ -15,7 +15,8 @@ from kubernetes.client.exceptions import ApiException
 from modelship.api.status import ConditionType, LastFailure, Reason, StageName
 from modelship.controller import kstatus
 from modelship.controller.conditions import rfc3339
-from modelship.controller.observe import Observed, last_scale_time
+from modelship.controller.observe import JobState, Observed, last_scale_time
+from modelship.controller.plan import plan
 from modelship.controller.podhealth import (
     POD_TEXT_LIMIT,
     RECOVERY_SECONDS,
@@ -39,7 +40,7 @@ from modelship.resources.revision import revision
 from tests.support.endpoints import routed
 from tests.unit.test_autoscaled_ready import HPA, REV, scaled
 from tests.unit.test_loud_failures import MemoryKube
-from tests.unit.test_plan import CONFIG, IMAGE, NOW, deployment, make_md
+from tests.unit.test_plan import CONFIG, IMAGE, NOW, cond, deployment, job, make_md, summary
 from tests.unit.test_stages import conditions, ctx
 
 OLD = "r-old"
@@ -262,8 +263,10 @@ def test_a_rollout_whose_pods_crash_loop_says_why_and_is_stalled_past_the_deadli
     late = judged(md_of(status(("False", "RollingOut", 60), DEADLINE + 1)), beside_old(), pods)
     deployed = conditions(late.effects)[ConditionType.DEPLOYED]
     assert deployed[:2] == (False, Reason.SERVING_CRASH_LOOP)
-    assert deployed[2] == (f"pods of {REV} crash-loop for more than 30s (progressDeadlineSeconds 30); {told}; "
+    steady = told.replace(" (CrashLoopBackOff)", "")  # the stall's words leave out the state of the moment
+    assert deployed[2] == (f"pods of {REV} crash-loop for more than 30s (progressDeadlineSeconds 30); {steady}; "
                            f"revision {OLD} keeps serving")  # fmt: skip
+    assert conditions(late.effects)[ConditionType.CONTAINER_HEALTHY] == (False, Reason.SERVING_CRASH_LOOP, steady)
     assert late.effects.failure is not None and late.effects.failure.reason == Reason.SERVING_CRASH_LOOP
     assert late.serving_revision == OLD and late.effects.progress is None
 
@@ -563,7 +566,7 @@ def test_below_min_replicas_a_flap_does_not_reset_the_clock() -> None:
     reason, message = conditions(out.effects)[ConditionType.DEPLOYED][1:]
     assert reason == Reason.SERVING_CRASH_LOOP and out.effects.failure is not None
     assert message.startswith(f"pods of {REV} crash-loop for more than 30s (progressDeadlineSeconds 30)")
-    assert "; pod digits-5f7-b: container server crash-looping (CrashLoopBackOff), last terminated Error" in message
+    assert "; pod digits-5f7-b: container server crash-looping, last terminated Error" in message
     # without the crash loop's clock (its pods not crash-looping), the drop is now: the whole deadline to go
     quiet = below_floor_md(status(("True", "Available", 5), serving=REV))
     out = judged(quiet, scaled(2, 1, unavailable_since=ago(3)), pods[:1], ready=1)
@@ -734,3 +737,32 @@ def test_last_failure_is_new_whenever_its_message_changes() -> None:
     other = Failure(StageName.RESOLVE, Reason.INVALID_SPEC, "spec.b: bad")
     fixed_a = kstatus.record_failure(began, other, None, NOW)
     assert (fixed_a.time, fixed_a.message) == (rfc3339(NOW), "spec.b: bad")
+
+
+def test_a_stalled_crash_loop_keeps_its_status_and_last_failure_from_one_cycle_to_the_next() -> None:
+    """The revision's pod crash-loops past the deadline: stalled, with lastFailure. A cycle later the same pod is
+    running again after one more crash (another restart count, state, termination time): the failure is the same,
+    so the whole status, lastFailure's time included (when it began), is what it was: no status write per cycle."""
+    spec = {"replicas": 2, "rollout": {"progressDeadlineSeconds": DEADLINE}}
+    rev = revision(make_md(build=False, serving=spec).spec)
+    prev = status(("False", "RollingOut", 60), DEADLINE + 1)
+    md = make_md(build=False, status=prev, serving=spec)
+    optimized = [job("optimizer", rev, JobState.SUCCEEDED, msg=summary())]
+    dep = beside_old(revision=rev, progress_message='ReplicaSet "digits-5f7" is progressing.')
+
+    def look(container: dict[str, Any], md: Any, now: Any) -> dict[str, Any]:
+        pods = health(pod("digits-5f7-a", container, rev=rev), old_pod())
+        observed = Observed(jobs=optimized, deployment=dep, endpoints=routed((OLD, 2)), serving_pods=pods)
+        return plan(md, observed, CONFIG, now).status
+
+    first = look(crashing(restarts=5, message="model failed to load"), md, NOW)
+    assert cond(first, "Stalled")["status"] == "True" and cond(first, "Deployed")["reason"] == "ServingCrashLoop"
+    assert first["lastFailure"]["time"] == rfc3339(NOW)
+    later = NOW + timedelta(seconds=90)
+    again = {"name": "server", "image": IMAGE, "ready": False, "restartCount": 6,
+             "state": {"running": {"startedAt": rfc3339(later - timedelta(seconds=2))}},
+             "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": "model failed to load",
+                                          "finishedAt": rfc3339(later - timedelta(seconds=3))}}}  # fmt: skip
+    second = look(again, make_md(build=False, status=first, serving=spec), later)
+    assert second["lastFailure"] == first["lastFailure"]
+    assert second == first

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -258,6 +258,10 @@ def recovery_due(pods: tuple[PodHealth, ...] | None, revision: str, now: datetim
     return max(dues, default=None)
 
 
+LOOPING = "looping"
+"""``Cause.state`` of a crash loop told without the container's state of the moment (``Cause.steady``)."""
+
+
 @dataclass(frozen=True)
 class Cause:
     """Why pods of a revision do not serve, in words that stay the same while the cause does (no restart counts,
@@ -272,7 +276,8 @@ class Cause:
     """The image not pulled, or the scheduler's message."""
     state: str = ""
     """How the crash-looping container is now: waiting (its reason, CrashLoopBackOff while the kubelet holds it in
-    its restart back-off), "running" again after a failed run, or "" (it just ended)."""
+    its restart back-off), "running" again after a failed run, "" (it just ended), or ``LOOPING``: not said
+    (``steady``)."""
     said: str = ""
     """The kubelet's message for a container held waiting (``Trouble.WAITING``)."""
 
@@ -280,8 +285,17 @@ class Cause:
     def oom(self) -> bool:
         return self.terminated is not None and self.terminated[0] == "OOMKilled"
 
+    def steady(self) -> Cause:
+        """This cause in words that stay the same through the crash loop's cycles: a crash-looping container's
+        state (held in its back-off, running again, just crashed) changes at each restart, so a failure recorded
+        from it (a stalled rollout's Deployed message, status.lastFailure) says only that it crash-loops; other
+        causes are already steady."""
+        return replace(self, state=LOOPING) if self.trouble == Trouble.CRASH_LOOP else self
+
     def _crashed_now(self) -> str:
         """How a crash-looping container is now, in words."""
+        if self.state == LOOPING:
+            return "crash-looping"
         if self.state == "CrashLoopBackOff":
             return "crash-looping (CrashLoopBackOff)"
         if self.state == "running":

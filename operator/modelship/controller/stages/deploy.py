@@ -19,6 +19,7 @@ from ...resources.serving import ServedArtifact, service_url
 from ..conditions import duration
 from ..observe import DeploymentObservation, EndpointsObservation
 from ..podhealth import (
+    Cause,
     PodHealth,
     Trouble,
     cause,
@@ -438,21 +439,27 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     listed = ctx.observed.serving_pods if pods is not None else None
     found = cause(pods, rev, ctx.now) if serve.revision == rev else None
     told = cause_text(ctx.md, found)
+    # a stall's words (its Deployed message, ContainerHealthy, lastFailure) leave out the state of the moment of a
+    # crash-looping container, which changes at each restart: one status write when it stalls, not one per cycle
+    steady = found.steady() if found is not None else None
+    told_steady = cause_text(ctx.md, steady)
     # a crash loop whose pods run (ready between crashes) ends when they have run long enough: look again then
     recovers = recovery_due(pods, rev, ctx.now) if found is not None else None
 
-    def deployed(status: bool, reason: Reason, message: str) -> tuple[ConditionUpdate, ...]:
+    def deployed(status: bool, reason: Reason, message: str, health: Cause | None) -> tuple[ConditionUpdate, ...]:
         """The Deployed condition, MultiNode (False) while the pods are confined to one node, ContainerHealthy
-        (False) while they crash-loop."""
-        out = [condition(ConditionType.DEPLOYED, status, reason, message), *container_health(ctx.md, found)]
+        (False) while they crash-loop (``health``)."""
+        out = [condition(ConditionType.DEPLOYED, status, reason, message), *container_health(ctx.md, health)]
         if one_node is not None:
             out.append(condition(ConditionType.MULTI_NODE, False, Reason.ARTIFACT_CLAIM_READ_WRITE_ONCE, one_node))
         return tuple(out)
 
     def still(status: bool, reason: Reason, message: str, **more: Any) -> DeployOutcome:
-        """The revision that served before still does (all but a completed rollout)."""
+        """The revision that served before still does (all but a completed rollout); a stall (``failure``) says
+        its cause in steady words."""
         more["requeue_after"] = soonest(more.get("requeue_after"), recovers)
-        effects = replace(objects, conditions=deployed(status, reason, message), **more)
+        health = steady if more.get("failure") is not None else found
+        effects = replace(objects, conditions=deployed(status, reason, message, health), **more)
         return DeployOutcome(*kept, url, effects)
 
     if serve.revision != rev and serve.holding is not None:
@@ -466,7 +473,7 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
 
     def serves(message: str, *more: ConditionUpdate, **extra: Any) -> DeployOutcome:
         extra["requeue_after"] = soonest(extra.get("requeue_after"), recovers)
-        effects = replace(objects, conditions=deployed(True, Reason.AVAILABLE, message) + more, **extra)
+        effects = replace(objects, conditions=deployed(True, Reason.AVAILABLE, message, found) + more, **extra)
         served = serve.artifact.reference if serve.artifact is not None else None
         return DeployOutcome(rev, serve.image, served, url, effects)
 
@@ -488,7 +495,7 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     )
     if crash is not None and crashing_for >= deadline and (stuck or not (scaling or (complete and routed >= want))):
         # replicas missing (or all ready for a moment between crashes, after the stall): a flap does not end it
-        message = crash_loop_stalled(ctx.md, rev, crash, prev_revision, dep, listed)
+        message = crash_loop_stalled(ctx.md, rev, steady, prev_revision, dep, listed)
         failure = Failure(StageName.DEPLOY, Reason.SERVING_CRASH_LOOP, message)
         return still(False, Reason.SERVING_CRASH_LOOP, message, failure=failure)
     crash_due = deadline - crashing_for + 1 if crash is not None else None
@@ -510,10 +517,10 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
         return serves(f"{want}/{want} replicas of {rev} available and ready endpoints of Service {service}")
     if dep is not None and dep.progress_deadline_exceeded and dep.revision == rev:
         reason = Reason.SERVING_CRASH_LOOP if crash is not None else Reason.ROLLOUT_STALLED
-        message = f"rollout of {rev} made no progress: {dep.progress_message}{told}"
+        message = f"rollout of {rev} made no progress: {dep.progress_message}{told_steady}"
         message += serving_meanwhile(rev, prev_revision, dep, listed)
         return still(False, reason, message, failure=Failure(StageName.DEPLOY, reason, message))
-    low = below_floor(ctx.md, ctx.prev, dep, sp.deployment, rev, ctx.now, told)
+    low = below_floor(ctx.md, ctx.prev, dep, sp.deployment, rev, ctx.now, told_steady)
     if low is not None and low.stalled is not None:
         reason = Reason.SERVING_CRASH_LOOP if crash is not None else Reason.ROLLOUT_STALLED
         return still(False, reason, low.stalled, failure=Failure(StageName.DEPLOY, reason, low.stalled))
