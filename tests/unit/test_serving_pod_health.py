@@ -766,3 +766,30 @@ def test_a_stalled_crash_loop_keeps_its_status_and_last_failure_from_one_cycle_t
     second = look(again, make_md(build=False, status=first, serving=spec), later)
     assert second["lastFailure"] == first["lastFailure"]
     assert second == first
+
+
+def test_a_rollout_counts_only_the_new_template_s_available_pods() -> None:
+    """REV rolls out beside the old revision, whose two pods are available (the Deployment's availableReplicas
+    counts them): RollingOut's count is of the new template's pods alone, from the pods listed (Ready ones of the
+    ReplicaSet its Progressing condition names), else bounded from the Deployment's counts (the old pods may or may
+    not be available), and exact when those leave no doubt."""
+    progressing = {"progress_message": 'ReplicaSet "digits-5f7" is progressing.'}
+    starting = pod("digits-5f7-a", running(5, restarts=0))  # not Ready yet
+    up = pod("digits-5f7-b", running(60, restarts=0), conditions_=[{"type": "Ready", "status": "True"}])
+
+    def message(dep: Any, pods: tuple[Any, ...] | None) -> str:
+        out = judged(md_of(status(("False", "RollingOut", 5))), dep, pods)
+        reason, said = conditions(out.effects)[ConditionType.DEPLOYED][1:]
+        assert reason == Reason.ROLLING_OUT and out.serving_revision == OLD
+        return said
+
+    surge = beside_old(**progressing)  # 3 pods: the new one, not available, and the two old ones, available
+    assert message(surge, health(starting, old_pod(), old_pod("digits-0ld-y"))) == f"0/2 replicas of {REV} available"
+    assert message(surge, None) == f"0 to 1 of 2 replicas of {REV} available"  # not listed: the counts bound it
+    # one new pod available, a second one starting, one old pod left (available)
+    second = new_rollout(2, status_replicas=3, updated_replicas=2, **progressing)
+    assert message(second, health(up, starting, old_pod())) == f"1/2 replicas of {REV} available"
+    assert message(second, None) == f"1 to 2 of 2 replicas of {REV} available"
+    # the two new pods available, the old one going: no doubt left
+    both = new_rollout(3, status_replicas=3, updated_replicas=2, **progressing)
+    assert message(replace(both, available_replicas=3), None) == f"2/2 replicas of {REV} available"

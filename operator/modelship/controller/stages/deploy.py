@@ -300,6 +300,31 @@ def judged_pods(
     return of_template(pods, newest_template_hash(dep.name, dep.progress_message))
 
 
+def newest_available(
+    dep: DeploymentObservation | None, desired: dict[str, Any], rev: str, pods: tuple[PodHealth, ...] | None
+) -> tuple[int, int]:
+    """How many pods of the template the operator renders now for ``rev`` are available, as (fewest, most): one
+    number when it is known. The Deployment's availableReplicas counts the pods of every template, the old ones
+    that still serve during a rollout included, and updatedReplicas counts the newest template's pods, available or
+    not: neither is it, nor is their minimum (while old pods are available, it counts them as new ones). So:
+
+    - none while the Deployment does not run that template (another revision, or the pass that applies a changed
+      one);
+    - the pods of its newest ReplicaSet that are Ready (``judged_pods``: listed in this pass, the template its
+      Progressing condition names), exact: the operator sets no minReadySeconds, so a Ready pod is available;
+    - else from its status alone: at least availableReplicas less the pods of older templates (status.replicas less
+      updatedReplicas, each of which may be available), at most the fewer of updatedReplicas and
+      availableReplicas; the two meet when no older pod is left or all of them are available."""
+    if dep is None or dep.revision != rev or not same_template(dep, desired):
+        return 0, 0
+    if pods is not None and newest_template_hash(dep.name, dep.progress_message) is not None:
+        ready = sum(1 for p in pods if p.ready and p.revision == rev)
+        return ready, ready
+    older = max(0, dep.status_replicas - dep.updated_replicas)
+    most = max(0, min(dep.updated_replicas, dep.available_replicas))
+    return min(most, max(0, dep.available_replicas - older)), most
+
+
 def scaled_to_zero(md: ModelDeployment, dep: DeploymentObservation | None, desired: dict[str, Any]) -> str | None:
     """Why nothing will serve when an HPA owns the count and the Deployment was scaled to 0 outside the operator:
     the HPA does not scale a target at 0 replicas (its ScalingActive condition says ScalingDisabled), so nothing
@@ -524,8 +549,9 @@ def deploy(ctx: Context, serve: ServingTarget | None) -> DeployOutcome:
     if low is not None and low.stalled is not None:
         reason = Reason.SERVING_CRASH_LOOP if crash is not None else Reason.ROLLOUT_STALLED
         return still(False, reason, low.stalled, failure=Failure(StageName.DEPLOY, reason, low.stalled))
-    have = dep.available_replicas if dep and dep.revision == rev else 0
-    message = f"{have}/{want} replicas of {rev} available"
+    fewest, most = newest_available(dep, sp.deployment, rev, pods)
+    count = f"{fewest}/{want}" if fewest == most else f"{fewest} to {most} of {want}"
+    message = f"{count} replicas of {rev} available"
     if dep is not None and dep.replicas < want:
         message += f" (the HPA raises the Deployment to minReplicas {want})"
     message += told
