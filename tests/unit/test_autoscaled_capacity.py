@@ -13,13 +13,8 @@ from modelship.controller.applycheck import unchanged, with_spec_hash
 from modelship.controller.conditions import ConditionSet, duration, rfc3339
 from modelship.controller.kstatus import EventType, events
 from modelship.controller.observe import Observed, applies_replicas, deployment_observation
-from modelship.controller.stages.deploy import (
-    ROLLED_OUT,
-    ServingTarget,
-    deploy,
-    handover,
-    scaled_to_zero,
-)
+from modelship.controller.stages.deploy import ServingTarget, deploy, handover, scaled_to_zero
+from modelship.controller.stages.rollout_checks import ROLLED_OUT
 from modelship.controller.stages.serving_clocks import seconds_since_stamps
 from modelship.resources.plan import serving_plan
 from tests.support.endpoints import routed

@@ -10,14 +10,8 @@ from typing import Any
 
 from modelship.api.status import ConditionType, Reason
 from modelship.controller.observe import Observed
-from modelship.controller.stages.deploy import (
-    ROLLED_OUT,
-    ServingTarget,
-    autoscaled_floor,
-    deploy,
-    scaling_message,
-    template_rolled_out,
-)
+from modelship.controller.stages.deploy import ServingTarget, deploy, scaling_message
+from modelship.controller.stages.rollout_checks import ROLLED_OUT, autoscaled_floor, template_rolled_out
 from modelship.resources.canary import canary_deployment
 from modelship.resources.meta import TEMPLATE_ANNOTATION
 from modelship.resources.plan import serving_plan

@@ -14,7 +14,7 @@ import pytest
 
 from modelship.controller.observe import DeploymentObservation, Observed, deployment_observation
 from modelship.controller.plan import Plan, plan
-from modelship.controller.stages.deploy import ROLLED_OUT
+from modelship.controller.stages.rollout_checks import ROLLED_OUT
 from modelship.resources.meta import TEMPLATE_ANNOTATION
 from tests.support.endpoints import routed
 from tests.unit.test_plan import CONFIG, NOW, deployment, make_md

@@ -13,19 +13,16 @@ from ...api.status import ConditionType, ModelDeploymentStatus, Phase, Reason, S
 from ...resources.artifact import single_node_warning
 from ...resources.canary import mirror_source
 from ...resources.kinds import PRUNED
-from ...resources.meta import TEMPLATE_ANNOTATION, serving_name
+from ...resources.meta import serving_name
 from ...resources.plan import ServingPlan, serving_plan
 from ...resources.serving import ServedArtifact, service_url
 from ..conditions import duration
 from ..observe import DeploymentObservation, EndpointsObservation
 from ..podhealth import (
     Cause,
-    PodHealth,
     Trouble,
     cause,
     crashed_since,
-    newest_template_hash,
-    of_template,
     recovery_due,
 )
 from .build import BuildOutcome
@@ -44,6 +41,15 @@ from .context import (
 from .memory import what_serves
 from .mounts import held, missing_mounts
 from .pod_causes import cause_text, container_health, crash_loop_stalled, serving_meanwhile
+from .rollout_checks import (
+    autoscaled_floor,
+    judged_pods,
+    newest_available,
+    rollout_complete,
+    serves_at_floor,
+    template_rolled_out,
+    wanted_replicas,
+)
 from .serving_clocks import below_floor_for, crash_looping_for, pod_look_after, short_for, soonest
 
 
@@ -83,79 +89,6 @@ class DeployOutcome:
     """status.servingArtifact: the OCI artifact (by digest) the pods of servingRevision pull."""
     url: str | None
     effects: Effects
-
-
-def wanted_replicas(md: ModelDeployment, desired: dict[str, Any], dep: DeploymentObservation | None) -> int:
-    """Replicas the rollout must reach: the spec's, or under an HPA the Deployment's count but never fewer than
-    minReplicas (a new Deployment starts at 1; the HPA controller raises it to minReplicas)."""
-    if "replicas" in desired["spec"]:
-        return int(desired["spec"]["replicas"])
-    current = dep.replicas if dep else 1
-    auto = md.spec.serving.autoscaling
-    return max(current, auto.min_replicas) if auto.enabled else current
-
-
-def same_template(dep: DeploymentObservation, desired: dict[str, Any]) -> bool:
-    """The live Deployment runs the pod template the operator renders now, as far as its annotation tells (a
-    Deployment an older operator applied has none: revision and image decide alone). False in the pass that
-    applies a changed template: that pass still sees the template before it."""
-    want = (desired["metadata"].get("annotations") or {}).get(TEMPLATE_ANNOTATION)
-    return dep.template is None or want is None or dep.template == want
-
-
-def rollout_complete(md: ModelDeployment, dep: DeploymentObservation | None, desired: dict[str, Any], rev: str) -> bool:
-    if dep is None or dep.revision != rev or not same_template(dep, desired):
-        return False
-    want_image = desired["spec"]["template"]["spec"]["containers"][0]["image"]
-    want = wanted_replicas(md, desired, dep)
-    return (
-        dep.image == want_image
-        and dep.replicas == want
-        and dep.observed_generation >= dep.generation
-        and dep.updated_replicas == want
-        and dep.status_replicas == want
-        and dep.available_replicas >= want
-    )
-
-
-ROLLED_OUT = "NewReplicaSetAvailable"
-"""The Deployment controller's Progressing reason once the newest template is fully rolled out; it keeps it while
-the Deployment only scales and replaces it as soon as it sees a new template (NewReplicaSetCreated,
-FoundNewReplicaSet, ReplicaSetUpdated) or the deadline passes (ProgressDeadlineExceeded)."""
-
-
-def autoscaled_floor(md: ModelDeployment, desired: dict[str, Any]) -> int | None:
-    """minReplicas while an HPA owns the Deployment's count (the manifest leaves spec.replicas out), else None."""
-    auto = md.spec.serving.autoscaling
-    return auto.min_replicas if auto.enabled and "replicas" not in desired["spec"] else None
-
-
-def template_rolled_out(dep: DeploymentObservation | None, desired: dict[str, Any], rev: str) -> bool:
-    """The Deployment runs ``rev``'s template (revision, image) and its controller finished rolling that template
-    out: every pod it counts is of it (updated = all), none of an old one, whatever the count is moving to."""
-    if dep is None or dep.revision != rev or not same_template(dep, desired):
-        return False
-    return (
-        dep.image == desired["spec"]["template"]["spec"]["containers"][0]["image"]
-        and dep.progress_reason == ROLLED_OUT
-        and dep.updated_replicas == dep.status_replicas
-    )
-
-
-def serves_at_floor(
-    dep: DeploymentObservation | None, desired: dict[str, Any], rev: str, floor: int, routed: int, lag_ok: bool
-) -> bool:
-    """``dep`` runs ``rev``'s template fully rolled out (the Deployment controller's word, kept while only its count
-    moves) and at least ``floor`` of its pods are available and ``routed`` (ready endpoints of the Service that
-    brings them traffic), whatever count an autoscaler is moving it to. A status the controller has not caught up
-    with (observedGeneration behind) is trusted only when ``lag_ok`` (the caller judged this template rolled out
-    before, and nothing but a count can have moved since) and the Deployment carries the operator's template
-    digest; otherwise the unobserved change may be a new template, and False."""
-    if dep is None:
-        return False
-    if dep.observed_generation < dep.generation and (not lag_ok or dep.template is None):
-        return False
-    return template_rolled_out(dep, desired, rev) and dep.available_replicas >= floor and routed >= floor
 
 
 def scaling_down(dep: DeploymentObservation, routed: int) -> bool:
@@ -285,44 +218,6 @@ def pods_wanted(md: ModelDeployment, dep: DeploymentObservation) -> bool:
         return True
     auto = md.spec.serving.autoscaling
     return dep.short_of(max(dep.replicas, auto.min_replicas if auto.enabled else 0))
-
-
-def judged_pods(
-    pods: tuple[PodHealth, ...] | None, dep: DeploymentObservation | None, desired: dict[str, Any]
-) -> tuple[PodHealth, ...] | None:
-    """The serving pods whose health speaks for the template the operator renders now: none (None) until the
-    Deployment runs it and its controller has observed it, then only the pods of its newest ReplicaSet (by
-    pod-template-hash, the one the Progressing condition names). A fix that keeps the revision (a higher memory
-    limit) is a new template: the old template's crash-looping pods, still there while the fixed ones come up, are
-    not its crash loop (nor described with its new limit), and ContainerHealthy's clock starts again with it."""
-    if pods is None or dep is None or not same_template(dep, desired) or dep.observed_generation < dep.generation:
-        return None
-    return of_template(pods, newest_template_hash(dep.name, dep.progress_message))
-
-
-def newest_available(
-    dep: DeploymentObservation | None, desired: dict[str, Any], rev: str, pods: tuple[PodHealth, ...] | None
-) -> tuple[int, int]:
-    """How many pods of the template the operator renders now for ``rev`` are available, as (fewest, most): one
-    number when it is known. The Deployment's availableReplicas counts the pods of every template, the old ones
-    that still serve during a rollout included, and updatedReplicas counts the newest template's pods, available or
-    not: neither is it, nor is their minimum (while old pods are available, it counts them as new ones). So:
-
-    - none while the Deployment does not run that template (another revision, or the pass that applies a changed
-      one);
-    - the pods of its newest ReplicaSet that are Ready (``judged_pods``: listed in this pass, the template its
-      Progressing condition names), exact: the operator sets no minReadySeconds, so a Ready pod is available;
-    - else from its status alone: at least availableReplicas less the pods of older templates (status.replicas less
-      updatedReplicas, each of which may be available), at most the fewer of updatedReplicas and
-      availableReplicas; the two meet when no older pod is left or all of them are available."""
-    if dep is None or dep.revision != rev or not same_template(dep, desired):
-        return 0, 0
-    if pods is not None and newest_template_hash(dep.name, dep.progress_message) is not None:
-        ready = sum(1 for p in pods if p.ready and p.revision == rev)
-        return ready, ready
-    older = max(0, dep.status_replicas - dep.updated_replicas)
-    most = max(0, min(dep.updated_replicas, dep.available_replicas))
-    return min(most, max(0, dep.available_replicas - older)), most
 
 
 def scaled_to_zero(md: ModelDeployment, dep: DeploymentObservation | None, desired: dict[str, Any]) -> str | None:

@@ -69,18 +69,11 @@ from .context import (
     StageEvent,
     condition,
 )
-from .deploy import (
-    ServingTarget,
-    autoscaled_floor,
-    rollout_complete,
-    routed_endpoints,
-    serves_at_floor,
-    serving,
-    wanted_replicas,
-)
+from .deploy import ServingTarget, routed_endpoints, serving
 from .memory import ROLLED_BACK_TEMPLATE, SERVING_REVISION, lost, rollout_lost, rollout_unknown
 from .phase_templates import lag_trusted, with_phase_templates
 from .pod_causes import candidate_trouble
+from .rollout_checks import autoscaled_floor, rollout_complete, serves_at_floor, wanted_replicas
 from .served_share import below_share, route_weight, served_weight
 
 ANALYSIS_INTERVAL_SECONDS = 5.0
