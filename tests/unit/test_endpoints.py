@@ -180,6 +180,27 @@ def test_this_pass_s_pod_list_serves_the_endpoints_without_a_second_list() -> No
     assert kube.lists == []
 
 
+def test_a_pod_made_after_this_pass_s_list_is_asked_of_the_api_server_not_taken_for_another_s() -> None:
+    """The pass lists the serving pods before it reads the slices, which the watch keeps moving: a pod made in
+    between (a canary step's second pod) is in a slice and not in the list. It is listed afresh, found ours, and
+    counted for its revision (taken for a foreign pod it would never be asked about again: a step waiting forever
+    for its candidate pods); a pod that is not ours is found so by that list and not asked about again."""
+    kube = ListingKube([pod("a", "1", "r1"), pod("c", "3", "r2", owner="digits-canary"), pod("x", "99", "r2", None)])
+    revisions = PodRevisions(kube)  # type: ignore[arg-type]
+    store = Store()
+    service = {"metadata": {"name": "digits", "namespace": "ml", "uid": SVC_UID}}
+    store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("c", "3")))
+    stale = [pod("a", "1", "r1")]
+    got = observe_endpoints(store, revisions, "ml", "digits", service, OURS, stale)
+    assert got is not None and (got.ready_of("r1"), got.ready_of("r2"), got.ready_of("")) == (1, 1, 0)
+    assert len(kube.lists) == 1
+    store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("c", "3"), endpoint("x", "99")))
+    for _ in range(2):
+        got = observe_endpoints(store, revisions, "ml", "digits", service, OURS, stale)
+        assert got is not None and (got.ready_of("r1"), got.ready_of("r2"), got.ready_of("")) == (1, 1, 1)
+    assert len(kube.lists) == 2  # the forged pod: one list says it is none of ours, then it is known
+
+
 def test_a_labelled_pod_not_made_by_our_deployments_gives_no_revision() -> None:
     """Labels say whose a pod claims to be; only its controller reference is the operator's word. A pod the
     selector finds, labelled as revision r2, counts as foreign ("") unless one of our Deployments' ReplicaSets made
@@ -200,8 +221,9 @@ def test_a_labelled_pod_not_made_by_our_deployments_gives_no_revision() -> None:
     store.put("EndpointSlice", eps("digits-abc", *(endpoint(f"p{u}", u) for u in uids)))
     got = observe_endpoints(store, revisions, "ml", "digits", service, OURS)
     assert got is not None and (got.ready_of("r1"), got.ready_of("r2"), got.ready_of("")) == (1, 1, 4)
-    # from this pass's own list alike, and a Deployment that is not ours (not in OURS) makes no pod ours
-    fresh = PodRevisions(ListingKube([]))  # type: ignore[arg-type]
+    # from this pass's own list alike (the forged pods are not ours in it: a list made now says so), and a
+    # Deployment that is not ours (not in OURS) makes no pod ours
+    fresh = PodRevisions(ListingKube([*ours, *forged]))  # type: ignore[arg-type]
     got = observe_endpoints(store, fresh, "ml", "digits", service, ("digits",), [*ours, *forged])
     assert got is not None and (got.ready_of("r1"), got.ready_of("r2"), got.ready_of("")) == (1, 0, 5)
 

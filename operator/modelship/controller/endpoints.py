@@ -50,21 +50,20 @@ class PodRevisions:
         """uid -> revision for ``uids`` ("" for a uid no serving pod of the ModelDeployment has, or a pod none of
         ``deployments``, the names of the ModelDeployment's own Deployments, made): from what the last list said,
         or a new list when it did not see one of them or kept the pods of other Deployments (``listed_pods``, this
-        pass's list of the serving pods by the same selector, when there is one: no second list)."""
+        pass's list of the serving pods by the same selector, when there is one and it holds every pod asked about:
+        no second list)."""
         key = (namespace, name)
         with self._lock:
             kept_for, listed, foreign = self._known.get(key, ((), None, ()))
         if listed is None or kept_for != deployments or not uids <= listed.keys() | set(foreign):
-            if listed_pods is not None:
-                pods = listed_pods
-            else:
+            listed = _revisions(listed_pods, deployments) if listed_pods is not None else None
+            if listed is None or not uids <= listed.keys():
+                # this pass's list was made before the slices were read (the watch keeps the store moving): a pod
+                # made since, which a slice already lists, is not in it. Only a list made now may say that a pod
+                # is none of ours (it is then never asked about again)
                 pods = self.kube.list(POD.api_version, POD.kind, namespace, serving_pods_selector(name))
                 metrics.API_READS.labels(POD.kind).inc()
-            listed = {
-                str(p["metadata"]["uid"]): str((p["metadata"].get("labels") or {}).get(REVISION_LABEL) or "")
-                for p in pods
-                if p.get("metadata", {}).get("uid") and any(of_deployment(p, d) for d in deployments)
-            }
+                listed = _revisions(pods, deployments)
             # a uid the list does not hold is no serving pod of this ModelDeployment (a pod someone else labelled
             # so a Service selects it, or so the selector finds it too): kept as such, so it is not asked about
             # again; and so are those known before, which the other Service's slices list (a Canary looks at two
@@ -80,6 +79,15 @@ class PodRevisions:
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
             self._known.pop((namespace, name), None)
+
+
+def _revisions(pods: list[dict[str, Any]], deployments: tuple[str, ...]) -> dict[str, str]:
+    """uid -> revision label of the ``pods`` one of ``deployments`` made."""
+    return {
+        str(p["metadata"]["uid"]): str((p["metadata"].get("labels") or {}).get(REVISION_LABEL) or "")
+        for p in pods
+        if p.get("metadata", {}).get("uid") and any(of_deployment(p, d) for d in deployments)
+    }
 
 
 def observe_endpoints(
