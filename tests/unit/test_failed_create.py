@@ -29,6 +29,7 @@ from modelship.controller.failedcreate import (
 from modelship.controller.joblook import JobLook
 from modelship.controller.observe import JobState, job_observation
 from modelship.controller.stages.jobs import PLATFORM_WORDS
+from tests.unit.test_build_namespace import md as md_in
 from tests.unit.test_jobstage import probe, run, the_condition
 from tests.unit.test_plan import NOW
 from tests.unit.test_stage_pod_trouble import JOB, UNSCHEDULED, pending_pod
@@ -271,3 +272,15 @@ def test_what_is_kept_of_an_event_is_bounded() -> None:
     assert len(small["message"]) == MESSAGE_CHARS and "managedFields" not in small
     assert failed_create([small], UID) == failed_create([big], UID)
     assert kept(event()) and failed_create([kept(event())], UID) == SAYS
+
+
+def test_a_pod_that_does_not_run_the_jobs_template_does_not_hide_why_the_job_has_none() -> None:
+    """A pod someone else made naming the Job its controller (not running the Job's template) is not the Job's pod:
+    the Job is podless for the Events look as it is for its observation, and the controller's words are said."""
+    kube = Events([event()])
+    look = JobLook(kube, Clock())  # type: ignore[arg-type]
+    forged = pending_pod("digits-opt-r1-x7k2p-forge")
+    forged["spec"]["containers"] = [{**forged["spec"]["containers"][0], "image": "someone/else:1"}]
+    observed = look.observe(md_in("team-a"), NO_POD_JOB, [forged])
+    assert observed.podless and observed.stuck == f"no pod created (FailedCreate): {SAYS}"
+    assert len(kube.asked) == 1

@@ -36,7 +36,7 @@ from .failedcreate import (
     podless,
 )
 from .kube import Kube, Unreachable, api_error_text
-from .observe import JobObservation, job_observation
+from .observe import JobObservation, job_observation, runs_template
 
 log = logging.getLogger("modelship.joblook")
 
@@ -64,13 +64,17 @@ class JobLook:
         """The Job and its pods (those that name it their controller) observed (``observe.job_observation``)."""
         meta = job.get("metadata") or {}
         platform = meta.get("namespace") != md.metadata.namespace
-        observed = job_observation(job, pods, platform, self.no_pod(job, pods, datetime.now(UTC)))
+        # the Job controller is asked about the pods job_observation reads (those that run the Job's template):
+        # both judge the Job podless alike, and a pod someone else made naming the Job moves no clock here
+        mine = [p for p in pods if runs_template(p, job)]
+        observed = job_observation(job, pods, platform, self.no_pod(job, mine, datetime.now(UTC)))
         self._log(md, meta, observed)
         return observed
 
     def no_pod(self, job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> str | None:
         """What the Job controller said about not creating the Job's pod (``failedcreate.failed_create``), when the
-        Job runs without one for ``PODLESS_GRACE_SECONDS``; None otherwise, or when it said nothing."""
+        Job runs without one for ``PODLESS_GRACE_SECONDS``; None otherwise, or when it said nothing. ``pods``: the
+        Job's pods that run its template (``observe.runs_template``)."""
         meta = job.get("metadata") or {}
         uid, ns = str(meta.get("uid") or ""), str(meta.get("namespace") or "")
         if not uid or not ns or not podless(job, pods):
