@@ -303,20 +303,18 @@ class Cause:
         return "crashed"
 
     def describe(self) -> str:
-        if self.trouble == Trouble.CRASH_LOOP:
-            text = f"pod {self.pod}: container {self.container} {self._crashed_now()}"
-            if self.terminated is not None:
-                reason, code, message = self.terminated
-                text += f", last terminated {reason or 'Error'} (exit code {code})"
-                if message:
-                    text += f": {message}"
-            return text
+        """``reason_only`` with the words that go with it: the termination message, the kubelet's, the image, the
+        scheduler's."""
         if self.trouble == Trouble.IMAGE_PULL:
             return f"pod {self.pod}: container {self.container} image {self.detail} not pulled (ImagePullBackOff)"
-        if self.trouble == Trouble.WAITING:
-            text = f"pod {self.pod}: container {self.container} waiting ({self.detail})"
-            return f"{text}: {self.said}" if self.said else text
-        return f"pod {self.pod} unschedulable: {self.detail}"
+        if self.trouble == Trouble.CRASH_LOOP:
+            words = self.terminated[2] if self.terminated is not None else ""
+        elif self.trouble == Trouble.WAITING:
+            words = self.said
+        else:
+            return f"pod {self.pod} unschedulable: {self.detail}"
+        text = self.reason_only()
+        return f"{text}: {words}" if words else text
 
     def reason_only(self) -> str:
         """What ``describe`` says without anyone's free text (the scheduler's or the kubelet's message, a
