@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter as Tally
@@ -12,7 +13,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from .. import HANDOVER_FIELD_MANAGER
+from .. import GROUP, HANDOVER_FIELD_MANAGER, PLURAL
 from ..api.errors import describe_validation_error
 from ..api.modeldeployment import ModelDeployment
 from ..api.skew import UnsupportedFields
@@ -56,6 +57,23 @@ log = logging.getLogger("modelship.reconcile")
 MD = "ModelDeployment"
 SERVING_KINDS = tuple(k.kind for k in APPLIED)  # the owned children whose existence a plan looks at
 RETRY_AFTER_PRECONDITION_SECONDS = 0.5
+
+
+def deleted_meanwhile(exc: ApiException, name: str) -> bool:
+    """Whether the API server answered 404 about the ModelDeployment ``name`` itself (its status write), not about
+    a child: it was deleted after this reconcile read it."""
+    if exc.status != 404:
+        return False
+    try:
+        details = (json.loads(exc.body or "") or {}).get("details") or {}
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return (
+        isinstance(details, dict)
+        and details.get("group") == GROUP
+        and details.get("kind") == PLURAL
+        and details.get("name") == name
+    )
 
 
 class Reconciler:
@@ -297,6 +315,12 @@ class Reconciler:
                 metrics.RECONCILES.labels("namespace-terminating").inc()
                 self.terminating.hold(namespace)  # the other ModelDeployments there are not even tried
                 return None  # the namespace is going away with everything in it: nothing to restore
+            if deleted_meanwhile(exc, name):
+                # its status write found it gone (deleted since it was read): its children go with it (owner
+                # references), and the watch's deletion makes the next reconcile forget it; nothing to retry
+                log.info("%s/%s was deleted while it was reconciled", namespace, name)
+                metrics.RECONCILES.labels("gone").inc()
+                return None
             raise  # the work queue logs, counts and retries it (and stalls the resource after its tries)
         finally:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
