@@ -15,8 +15,8 @@ from modelship.controller.observe import DeploymentObservation, JobState, Observ
 from modelship.controller.phasewindow import PodFigures, PodReading, Readings
 from modelship.controller.plan import Plan, plan
 from modelship.controller.podhealth import ContainerHealth, PodHealth
+from modelship.controller.stages.phase_pods import candidate_pods_wanted
 from modelship.controller.stages.pod_causes import candidate_trouble
-from modelship.controller.stages.verify import candidate_pods_wanted
 from modelship.resources.canary import candidate_template
 from modelship.resources.revision import revision
 from modelship.resources.serving import deployment as serving_deployment

@@ -224,7 +224,7 @@ class Observed:
     is short of replicas (``stages.deploy.pods_wanted``), to name why; None when not read."""
     canary_pods: tuple[PodHealth, ...] | None = None
     """The Canary candidate Deployment's own pods, reduced: read only while it is short of replicas or its pods
-    said why they do not serve at the last look (``stages.verify.candidate_pods_wanted``); None when not read."""
+    said why they do not serve at the last look (``stages.phase_pods.candidate_pods_wanted``); None when not read."""
     last_scaled: str | None = None
     """status.lastScaleTime of the ModelDeployment's HPA (``last_scale_time``): when the HPA controller last changed
     the serving Deployment's count, a change its Progressing condition does not record."""
