@@ -38,6 +38,7 @@ from modelship.controller.canary import (
 from modelship.controller.canary_trouble import (
     FINAL,
     RETRY,
+    RETRY_BEFORE,
     UNTOLD,
     CandidateTrouble,
     judge_trouble,
@@ -668,3 +669,40 @@ def test_trouble_not_yet_judged_is_told_keeps_a_running_clock_and_starts_none() 
     looping = decide(CANARY, started(), Look(at(0), available=False, trouble=OOM, deadline_seconds=30))
     held = decide(CANARY, looping, Look(at(99), available=False, trouble=told, deadline_seconds=30))
     assert held.phase == RolloutPhase.SHADOW and held.candidate_failing_since == looping.candidate_failing_since
+
+
+def test_the_pods_of_a_new_replicaset_of_the_candidate_start_a_crash_loop_clock_of_their_own() -> None:
+    """`kubectl rollout restart deployment/<name>-canary` after a fix outside the spec (a Secret's content, a
+    quota): the Deployment makes a new ReplicaSet, whose pods are judged anew, not on the clock of the ones before."""
+    first, second = replace(OOM, template_hash="aaa11"), replace(OOM, template_hash="bbb22")
+    looping = decide(CANARY, started(), Look(at(0), available=False, trouble=first, deadline_seconds=30))
+    assert (looping.candidate_failing_since, looping.candidate_failing_template) == (rfc3339(at(0)), "aaa11")
+    # told but not judged while the controller lags (the ReplicaSet named is still the old one): the clock goes on
+    lagging = decide(CANARY, looping, Look(at(20), available=False, trouble=unjudged(first), deadline_seconds=30))
+    assert (lagging.candidate_failing_since, lagging.candidate_failing_template) == (rfc3339(at(0)), "aaa11")
+    # the new ReplicaSet's pods crash too: their own clock, from this look
+    restarted = decide(CANARY, lagging, Look(at(29), available=False, trouble=second, deadline_seconds=30))
+    assert restarted.phase == RolloutPhase.SHADOW
+    assert (restarted.candidate_failing_since, restarted.candidate_failing_template) == (rfc3339(at(29)), "bbb22")
+    # past the first clock's deadline, not their own: not judged; past their own: rolled back for them
+    held = decide(CANARY, restarted, Look(at(35), available=False, trouble=second, deadline_seconds=30))
+    assert held.phase == RolloutPhase.SHADOW and held.candidate_failing_since == rfc3339(at(29))
+    gone = decide(CANARY, held, Look(at(59), available=False, trouble=second, deadline_seconds=30))
+    assert gone.rollback_cause == RollbackCause.CANDIDATE_CRASH_LOOP and gone.candidate_failing_template is None
+    # a look whose Deployment names no ReplicaSet keeps the clock and its record; a clock recorded without one (an
+    # older operator, a CRD that prunes the field) is kept and takes the ReplicaSet it is now told
+    unnamed = decide(CANARY, restarted, Look(at(40), available=False, trouble=OOM, deadline_seconds=30))
+    assert (unnamed.candidate_failing_since, unnamed.candidate_failing_template) == (rfc3339(at(29)), "bbb22")
+    older = restarted.model_copy(update={"candidate_failing_template": None})
+    adopted = decide(CANARY, older, Look(at(40), available=False, trouble=first, deadline_seconds=30))
+    assert (adopted.candidate_failing_since, adopted.candidate_failing_template) == (rfc3339(at(29)), "aaa11")
+    # no clock, no record
+    quiet = decide(CANARY, restarted, Look(at(41), available=False, deadline_seconds=30))
+    assert (quiet.candidate_failing_since, quiet.candidate_failing_template) == (None, None)
+
+
+def test_a_rollback_message_with_the_retry_wording_before_kubectl_rollout_restart_is_recognised() -> None:
+    cause = f"the candidate's pods crash-loop for more than 30s (progressDeadlineSeconds 30): {OOM.text}"
+    before = f"{cause}; {RETRY_BEFORE}; revision stable keeps serving all traffic"
+    assert retold(before, FINAL) == f"{cause}; {FINAL}; revision stable keeps serving all traffic"
+    assert "kubectl rollout restart deployment/<name>-canary" in RETRY and "kubectl" not in RETRY_BEFORE

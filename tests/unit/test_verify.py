@@ -11,7 +11,7 @@ from typing import Any
 from modelship.controller.canary import Histogram, Samples
 from modelship.controller.canary_trouble import FINAL, RETRY, UNTOLD
 from modelship.controller.conditions import rfc3339
-from modelship.controller.observe import DeploymentObservation, JobState, Observed
+from modelship.controller.observe import DeploymentObservation, JobState, Observed, deployment_observation
 from modelship.controller.phasewindow import PodFigures, PodReading, Readings
 from modelship.controller.plan import Plan, plan
 from modelship.controller.podhealth import ContainerHealth, PodHealth
@@ -665,3 +665,74 @@ def test_an_abandoned_rollout_keeps_no_crash_loop_clock() -> None:
     p = plan(moved, obs, CONFIG, NOW + timedelta(seconds=10))
     r = p.status["rollout"]
     assert r["rollbackCause"] == "Abandoned" and r.get("candidateFailingSince") is None, r
+
+
+RESTART = "2026-11-28T13:00:00Z"
+"""kubectl.kubernetes.io/restartedAt, as `kubectl rollout restart deployment/digits-canary` writes it."""
+
+
+def test_the_pods_of_a_restarted_candidate_s_new_replicaset_are_judged_on_a_clock_of_their_own() -> None:
+    md, obs, p2 = crash_looping_rollout()
+    r2 = p2.status["rollout"]
+    assert (r2["candidateFailingSince"], r2["candidateFailingTemplate"]) == (rfc3339(NOW + timedelta(seconds=5)),
+                                                                             "abc12")  # fmt: skip
+    deadline = md.spec.serving.rollout.progress_deadline_seconds
+    assert obs.canary is not None and obs.canary_pods is not None
+    # `kubectl rollout restart` after a fix outside the spec: a new ReplicaSet (the controller names it), whose pod
+    # crash-loops too (the fix did not help), beside the old one's, just before the first clock's deadline
+    new_pod = replace(obs.canary_pods[0], name="digits-canary-def34-y", template_hash="def34")
+    restarted = replace(obs, canary=replace(obs.canary, restarted_at=RESTART,
+                                            progress_message='ReplicaSet "digits-canary-def34" is progressing.'),
+                        canary_pods=(*obs.canary_pods, new_pod))  # fmt: skip
+    looked = NOW + timedelta(seconds=4 + deadline)
+    p3 = plan(md_with(p2.status), restarted, CONFIG, looked)
+    r3 = p3.status["rollout"]
+    assert r3["phase"] == "Shadow" and "digits-canary-def34-y" in r3["message"], r3
+    assert (r3["candidateFailingSince"], r3["candidateFailingTemplate"]) == (rfc3339(looked), "def34")
+    # past the first clock's deadline: not judged on it
+    p4 = plan(md_with(p3.status), restarted, CONFIG, NOW + timedelta(seconds=10 + deadline))
+    assert p4.status["rollout"]["phase"] == "Shadow"
+    # its own deadline: rolled back for the new ReplicaSet's pods, the restart in the record
+    p5 = plan(md_with(p4.status), restarted, CONFIG, looked + timedelta(seconds=deadline))
+    r5 = p5.status["rollout"]
+    assert r5["rollbackCause"] == "CandidateCrashLoop" and "digits-canary-def34-y" in r5["message"], r5
+    assert r5["rolledBackTemplate"] == candidate_template(md, revision(md.spec), CONFIG, None, None, RESTART)
+    assert r5.get("candidateFailingTemplate") is None
+
+
+def test_a_restart_of_the_candidate_s_deployment_after_a_rollback_for_its_pods_tries_the_revision_again() -> None:
+    md, obs, p3 = rolled_back()
+    judged = p3.status["rollout"]["rolledBackTemplate"]
+    later = NOW + timedelta(hours=1)
+    still = quiet(md, obs)
+    assert still.canary is not None and still.canary.restarted_at is None
+    assert plan(md_with(p3.status), still, CONFIG, later).status["rollout"]["phase"] == "RolledBack"
+    # `kubectl rollout restart deployment/digits-canary` (at zero replicas) after a fix outside the spec: a new
+    # rollout of the same revision, the stable Deployment not rolled (unlike a podAnnotations change)
+    restarted = replace(still, canary=replace(still.canary, restarted_at=RESTART))
+    p4 = plan(md_with(p3.status), restarted, CONFIG, later)
+    r4 = p4.status["rollout"]
+    assert (r4["phase"], r4["candidate"], r4.get("rolledBackTemplate")) == ("Shadow", revision(md.spec), None), r4
+    assert r4["startedAt"] == rfc3339(later) and by_name(p4, "Deployment", "digits-canary")["spec"]["replicas"] >= 1
+    assert by_name(p4, "Deployment", "digits")["spec"]["template"] == by_name(p3, "Deployment", "digits")["spec"][
+        "template"]  # fmt: skip
+    # the restart the operator's apply kept is not set by it (another field manager's), and a rollback judged on pods
+    # after that restart stands while it is the same one
+    assert "restartedAt" not in json.dumps(by_name(p4, "Deployment", "digits-canary"))
+    rerun = {**p3.status, "rollout": {**p3.status["rollout"], "rolledBackTemplate": candidate_template(
+        md, revision(md.spec), CONFIG, None, None, RESTART)}}  # fmt: skip
+    assert rerun["rollout"]["rolledBackTemplate"] != judged
+    assert plan(md_with(rerun), restarted, CONFIG, later).status["rollout"]["phase"] == "RolledBack"
+    again = replace(still, canary=replace(still.canary, restarted_at="2026-11-28T14:00:00Z"))
+    assert plan(md_with(rerun), again, CONFIG, later).status["rollout"]["phase"] == "Shadow"
+
+
+def test_the_restart_kubectl_writes_on_a_deployment_s_pod_template_is_read() -> None:
+    def dep(annotations: dict[str, Any] | None) -> dict[str, Any]:
+        meta = {"labels": {"modelship.io/revision": "r1"}, **({"annotations": annotations} if annotations else {})}
+        return {"metadata": {"name": "digits-canary"}, "spec": {"template": {"metadata": meta}}}
+
+    assert deployment_observation(dep({"kubectl.kubernetes.io/restartedAt": RESTART})).restarted_at == RESTART
+    assert deployment_observation(dep({"other": "x"})).restarted_at is None
+    assert deployment_observation(dep(None)).restarted_at is None
+    assert deployment_observation(dep({"kubectl.kubernetes.io/restartedAt": ""})).restarted_at is None

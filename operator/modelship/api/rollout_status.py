@@ -209,6 +209,11 @@ class RolloutStatus(ApiModel):
     Ready moments); unset while they do not (also while they are not pulled or not scheduled: that is judged by
     their Deployment's progress deadline). A crash loop that lasts progressDeadlineSeconds rolls the candidate
     back."""
+    candidate_failing_template: Annotated[str, Field(max_length=64)] | None = None
+    """The pod-template-hash of the candidate's ReplicaSet whose pods candidateFailingSince times (its Deployment's
+    newest, as the Deployment controller names it): the pods of another ReplicaSet (a `kubectl rollout restart` of
+    the candidate's Deployment after a fix outside the spec, an edit of its template) start a clock of their own.
+    Unset with candidateFailingSince."""
     rolled_back_generation: int | None = None
     """The ModelDeployment's metadata.generation when the candidate was rolled back for its pods (CandidateCrashLoop,
     CandidateNotStarting). What tries the revision again is a change of ``rolledBackTemplate`` (a scale writes a new
@@ -222,6 +227,7 @@ class RolloutStatus(ApiModel):
     spec renders the same (a re-apply, a scale, an HPA writing /scale) the rollback stands; a change of the
     candidate's pods (spec.serving's resources such as the memory limit the message names, hardware nodeSelector,
     tolerations or runtimeClassName, podAnnotations, shmSize, serviceAccountName, the image of the same revision) or
-    of the progress deadline starts a new rollout of the same revision (after a fix outside the spec, such as quota,
-    node capacity or a pull Secret's content: change an entry of podAnnotations, which rolls the stable revision's
-    pods too). Unset for other rollbacks, which stay final for their revision."""
+    of the progress deadline starts a new rollout of the same revision, and so does a `kubectl rollout restart` of
+    the candidate's Deployment (its pod template's restartedAt enters the digest) after a fix outside the spec, such
+    as quota, node capacity or a pull Secret's content. Unset for other rollbacks, which stay final for their
+    revision."""

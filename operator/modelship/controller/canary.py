@@ -35,7 +35,7 @@ from ..api.rollout_status import (
     Verdict,
 )
 from ..api.serving import Analysis, Canary
-from .canary_trouble import CandidateTrouble, judge_trouble, trouble_message, troubled_for
+from .canary_trouble import CandidateTrouble, clock_template, judge_trouble, trouble_message, troubled_for
 from .conditions import parse_past, parse_rfc3339, rfc3339
 
 PROMOTE_ANNOTATION = "modelship.io/promote"
@@ -304,7 +304,8 @@ def decide(canary: Canary, state: RolloutStatus, look: Look) -> RolloutStatus:
     if state.phase == RolloutPhase.PROMOTING:
         return _promoting(state, look.available)
     since, lasted = troubled_for(state, look.trouble, look.now)
-    state = state.model_copy(update={"candidate_failing_since": since})
+    template = clock_template(state, look.trouble, since)
+    state = state.model_copy(update={"candidate_failing_since": since, "candidate_failing_template": template})
     # the candidate's own pods are down (not only the stable ones waited for)
     down = not look.available and CANDIDATE_PODS in look.waiting_for
     judged = judge_trouble(look.trouble, lasted, look.deadline_seconds, not down)
@@ -403,6 +404,7 @@ def _manual_override(state: RolloutStatus, look: Look) -> RolloutStatus | None:
                 "decision": Decision.PROMOTE,
                 "rollback_cause": None,
                 "candidate_failing_since": None,
+                "candidate_failing_template": None,
                 "phase_started_at": rfc3339(look.now),
                 "message": f"promoted by the annotation {PROMOTE_ANNOTATION}={state.candidate}",
             }
@@ -416,6 +418,7 @@ def _promoting(state: RolloutStatus, available: bool) -> RolloutStatus:
         return state.model_copy(
             update={
                 "candidate_failing_since": None,
+                "candidate_failing_template": None,
                 "message": f"the stable Deployment is rolling to {state.candidate}",
             }
         )
@@ -423,6 +426,7 @@ def _promoting(state: RolloutStatus, available: bool) -> RolloutStatus:
         update={
             "phase": RolloutPhase.PROMOTED,
             "candidate_failing_since": None,
+            "candidate_failing_template": None,
             "decision": Decision.PROMOTE,
             "weight": 100,
             "mirror_percent": 0,
@@ -438,6 +442,7 @@ def _rollback(state: RolloutStatus, cause: RollbackCause, message: str, serves: 
             "decision": Decision.ROLLBACK,
             "rollback_cause": cause,
             "candidate_failing_since": None,
+            "candidate_failing_template": None,
             "weight": 0,
             "mirror_percent": 0,
             "message": f"{message}; revision {state.stable} {serves} all traffic",

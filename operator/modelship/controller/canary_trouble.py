@@ -29,6 +29,9 @@ class CandidateTrouble:
     is started (one restart that then runs is not a loop), and nothing is judged on it."""
     deadline_exceeded: bool = False
     """The candidate's Deployment controller gave up on its newest template (ProgressDeadlineExceeded)."""
+    template_hash: str | None = None
+    """The pod-template-hash of the ReplicaSet whose pods say it (the Deployment's newest, as its controller names
+    it; None when it names none): a crash loop's clock is that ReplicaSet's (candidateFailingTemplate)."""
 
 
 def troubled_for(state: RolloutStatus, trouble: CandidateTrouble | None, now: datetime) -> tuple[str | None, float]:
@@ -36,17 +39,33 @@ def troubled_for(state: RolloutStatus, trouble: CandidateTrouble | None, now: da
     crash-loop (a forged or future stamp starts anew now), kept while they go on crash-looping or a crashed pod is
     Ready for a moment (``recovering``), cleared when they say nothing or say something else (a pod not scheduled
     or not pulled is judged only by its Deployment's progress deadline, which needs no stamp): a crash after such
-    trouble starts a clock of its own. A stamp from before the rollout's start (``startedAt``) starts anew too."""
+    trouble starts a clock of its own. A stamp from before the rollout's start (``startedAt``) starts anew too, and
+    so does the clock of another ReplicaSet's pods (``candidateFailingTemplate`` not the pod-template-hash of the
+    pods that say it: a ``kubectl rollout restart`` of the candidate's Deployment, or an edit of its template, made
+    pods of a new ReplicaSet, which are judged anew; a clock without that record, written before the field or
+    pruned by an older CRD, is kept as before it)."""
     if trouble is None or not (trouble.crash_loop or trouble.recovering):
         return None, 0.0
     since = parse_past(state.candidate_failing_since, now)
     began = parse_rfc3339(state.started_at)
     if since is not None and began is not None and since < began:
         since = None  # a stamp from before this rollout began is not this rollout's clock
+    timed, judged = state.candidate_failing_template, trouble.template_hash
+    if since is not None and timed is not None and judged is not None and timed != judged:
+        since = None  # the clock of the pods of another ReplicaSet: these start their own
     if since is None and not trouble.crash_loop:
         return None, 0.0
     since = since or now
     return rfc3339(since), max(0.0, (now - since).total_seconds())
+
+
+def clock_template(state: RolloutStatus, trouble: CandidateTrouble | None, since: str | None) -> str | None:
+    """candidateFailingTemplate to write with ``since`` (``troubled_for``'s): the ReplicaSet whose pods the clock
+    times, as the pods that say it name it (kept as recorded while the Deployment's controller names none); None
+    with no clock."""
+    if since is None:
+        return None
+    return (trouble.template_hash if trouble is not None else None) or state.candidate_failing_template
 
 
 def judge_trouble(
@@ -72,7 +91,9 @@ def unjudged(trouble: CandidateTrouble | None) -> CandidateTrouble | None:
     loop's clock already running is kept (a scale is no new template), none is started and nothing is judged."""
     if trouble is None:
         return None
-    return CandidateTrouble(trouble.text, recovering=trouble.crash_loop or trouble.recovering)
+    return CandidateTrouble(
+        trouble.text, recovering=trouble.crash_loop or trouble.recovering, template_hash=trouble.template_hash
+    )
 
 
 RETRIED_CAUSES = frozenset({RollbackCause.CANDIDATE_CRASH_LOOP, RollbackCause.CANDIDATE_NOT_STARTING})
@@ -100,12 +121,22 @@ def rearmed(state: RolloutStatus | None, candidate: str, template: str | None) -
 RETRY = (
     "change spec.serving's resources, hardware (nodeSelector, tolerations, runtimeClassName), podAnnotations, "
     "shmSize or serviceAccountName, or spec.serving.rollout.progressDeadlineSeconds, to try the revision again (not "
+    "replicas; after a fix outside the spec, such as quota, node capacity or a pull Secret's content, run kubectl "
+    "rollout restart deployment/<name>-canary, the candidate's Deployment)"
+)
+"""How a rollback for the candidate's pods is tried again: a change of what ``resources.canary.candidate_template``
+digests (the candidate's pod template, its progress deadline, the restartedAt ``kubectl rollout restart`` writes on
+the candidate's Deployment). Each field named enters it (a unit test checks); podAnnotations enters the stable
+Deployment's pod template too, so changing it rolls the stable revision's pods, which a restart of the candidate's
+Deployment does not."""
+RETRY_BEFORE = (
+    "change spec.serving's resources, hardware (nodeSelector, tolerations, runtimeClassName), podAnnotations, "
+    "shmSize or serviceAccountName, or spec.serving.rollout.progressDeadlineSeconds, to try the revision again (not "
     "replicas; after a fix outside the spec, such as quota, node capacity or a pull Secret's content, change an "
     "entry of spec.serving.podAnnotations)"
 )
-"""How a rollback for the candidate's pods is tried again: a change of what ``resources.canary.candidate_template``
-digests (the candidate's pod template, its progress deadline). Each field named enters it (a unit test checks);
-podAnnotations enters the stable Deployment's pod template too, so changing it rolls the stable revision's pods."""
+"""RETRY as an earlier operator wrote it (before a restart of the candidate's Deployment tried the revision again):
+``retold`` replaces it."""
 FINAL = (
     "this rollback is final for the revision: the installed CRD prunes status.rollout.rolledBackTemplate, the "
     "record a spec change is compared with (once this release's CRD is applied, a later rollback for the "
@@ -117,6 +148,7 @@ UNTOLD = (
     "the judged pods ran cannot be told"
 )
 _EARLIER = (
+    RETRY_BEFORE,
     "change the candidate's pods in the spec (resources, env, scheduling; not replicas) to try the revision again",
     "this rollback is final for the revision: the installed CRD prunes status.rollout.rolledBackTemplate (apply "
     "this release's CRD for a spec change to try it again)",

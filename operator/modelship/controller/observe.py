@@ -12,6 +12,7 @@ from ..resources.export_job import BUILD_POD_ANNOTATION
 from ..resources.meta import (
     COMPONENT_LABEL,
     NAME_LABEL,
+    RESTARTED_AT_ANNOTATION,
     REVISION_LABEL,
     SERVER_NAME,
     SERVICE_NAME_LABEL,
@@ -117,6 +118,10 @@ class DeploymentObservation:
     """The digest of the pod template it runs, as read (spec.template, defaults and edits of others included: a
     ``kubectl rollout restart`` changes it, a scale does not). Unlike ``template``, which only this operator's
     apply moves."""
+    restarted_at: str | None = None
+    """Its pod template's kubectl.kubernetes.io/restartedAt annotation (``kubectl rollout restart``): kept by the
+    operator's applies, which never set it. A Canary candidate's one enters its rollback record: a restart after a
+    fix outside the spec tries the revision again (``resources.canary.candidate_template``)."""
 
     def short_of(self, want: int) -> bool:
         """Fewer pods available than ``want``, or fewer ready or of its newest template than it asks for, or pods
@@ -435,7 +440,13 @@ def deployment_observation(dep: dict[str, Any]) -> DeploymentObservation:
         unavailable_since=available.get("lastTransitionTime") if available.get("status") == "False" else None,
         replicas_applied=applies_replicas(meta),
         pod_template=template_digest(template) if template else None,
+        restarted_at=_restarted_at(template),
     )
+
+
+def _restarted_at(template: dict[str, Any]) -> str | None:
+    value = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT_ANNOTATION)
+    return value if isinstance(value, str) and value else None
 
 
 def applies_replicas(meta: dict[str, Any]) -> bool:

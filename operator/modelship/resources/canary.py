@@ -75,16 +75,26 @@ def canary_deployment(
 
 
 def candidate_template(
-    md: ModelDeployment, revision: str, config: OperatorConfig, image: str | None, artifact: ServedArtifact | None
+    md: ModelDeployment,
+    revision: str,
+    config: OperatorConfig,
+    image: str | None,
+    artifact: ServedArtifact | None,
+    restarted_at: str | None = None,
 ) -> str:
     """A digest of the candidate's pod template as the spec renders it, whatever the phase (its shadow labels and
     no mirror offer; replicas are not in the template), together with its progress deadline
-    (progressDeadlineSeconds: its Deployment's, and the crash loop's clock). What a rollback for the candidate's pods
-    judged (status.rollout.rolledBackTemplate): a spec that renders another one, or another deadline, tries the
-    revision again."""
+    (progressDeadlineSeconds: its Deployment's, and the crash loop's clock) and, once someone ran ``kubectl rollout
+    restart`` on the candidate's Deployment, its pod template's restartedAt (``restarted_at``: kept by the
+    operator's applies). What a rollback for the candidate's pods judged (status.rollout.rolledBackTemplate): a spec
+    that renders another one, another deadline, or a restart of the candidate's Deployment (after a fix outside the
+    spec: a quota, a node, a Secret's content) tries the revision again."""
     dep = canary_deployment(md, revision, config, image, 0, False, artifact)
     pods = dep["metadata"]["annotations"][TEMPLATE_ANNOTATION]
-    return template_digest({"template": pods, "progressDeadlineSeconds": dep["spec"]["progressDeadlineSeconds"]})
+    judged: dict[str, Any] = {"template": pods, "progressDeadlineSeconds": dep["spec"]["progressDeadlineSeconds"]}
+    if restarted_at:
+        judged["restartedAt"] = restarted_at
+    return template_digest(judged)
 
 
 def canary_service(md: ModelDeployment) -> dict[str, Any]:

@@ -17,6 +17,9 @@ REVISION_LABEL = "modelship.io/revision"
 TEMPLATE_ANNOTATION = "modelship.io/template"
 """On a serving Deployment: a digest of the pod template the operator last applied to it, so a later look can tell
 a Deployment whose template the operator is changing (a rollout about to start) from one only scaled."""
+RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
+"""On a Deployment's pod template: when ``kubectl rollout restart`` last restarted its pods (kubectl's field manager
+owns it; the operator's server-side apply, which never sets it, keeps it)."""
 MODELDEPLOYMENT_LABEL = "modelship.io/modeldeployment"
 TRACK_LABEL = "modelship.io/track"
 """canary on the candidate's pods (Canary strategy)."""

@@ -34,11 +34,12 @@ Status keeps the served artifact's reference, not the content digest its pods ch
 the serving Deployment when it pulls the same reference (re-rendered without it, every serving pod was replaced
 by an identical one when a next revision was blocked, whatever the CRD).
 
-Seven read-back fields are harmless when pruned: ``status.rollout.ignoredOverrides`` (which override annotations a
+Eight read-back fields are harmless when pruned: ``status.rollout.ignoredOverrides`` (which override annotations a
 Warning Event has named: named again), ``status.rollout.criteria[].required`` (a figure in a message),
 ``status.rollout.servedWeight`` (only reported), ``status.rollout.phaseTemplates`` (a lagging Deployment status
 is then trusted on the generation alone, as before the field), ``status.rollout.candidateFailingSince`` (a
-candidate's crash loop is then judged only by its Deployment's progress deadline) and
+candidate's crash loop is then judged only by its Deployment's progress deadline),
+``status.rollout.candidateFailingTemplate`` (a crash loop's clock is then kept across a new ReplicaSet) and
 ``status.rollout.rolledBackGeneration`` and ``status.rollout.rolledBackTemplate`` (a rollback for the candidate's
 pods then stays final for its revision): see ``HARMLESS``. The
 other fields read back (``optimization`` and ``image`` results and attempts, ``source``, ``lastFailure``,
@@ -67,7 +68,8 @@ PHASE_TEMPLATES = "status.rollout.phaseTemplates"
 ROLLED_BACK_TEMPLATE = "status.rollout.rolledBackTemplate"
 HARMLESS = frozenset({"status.rollout.ignoredOverrides", "status.rollout.criteria[].required",
                       "status.rollout.servedWeight", PHASE_TEMPLATES, "status.rollout.candidateFailingSince",
-                      "status.rollout.rolledBackGeneration", ROLLED_BACK_TEMPLATE})  # fmt: skip
+                      "status.rollout.candidateFailingTemplate", "status.rollout.rolledBackGeneration",
+                      ROLLED_BACK_TEMPLATE})  # fmt: skip
 """Read back (or only reported), but pruning them changes nothing that serves. phaseTemplates pruned: a phase
 trusts a Deployment status its controller has not caught up with on the ModelDeployment's generation alone, as
 before the field (``phase_templates.lag_trusted``; a ``kubectl rollout restart`` mid-phase may then be judged on
@@ -75,6 +77,8 @@ the status of the template before it for the controller's lag); without that fal
 trusted, the phase's clock would restart at nearly every scale of an HPA, and the phase would never end.
 candidateFailingSince pruned: a candidate's crash loop is not judged by its own clock (it restarts at each look),
 only by its Deployment's ProgressDeadlineExceeded; the stable revision serves meanwhile, as before the field.
+candidateFailingTemplate pruned: a crash loop's clock is kept across a new ReplicaSet of the candidate's (a
+``kubectl rollout restart``), as before the field.
 rolledBackTemplate pruned: a rollback for the candidate's pods stays final for its revision, as an analysis
 rollback does (a spec change does not try it again), as before the field; its message says so and names the field
 (``canary_trouble.recorded``). rolledBackGeneration pruned: a record without rolledBackTemplate cannot be filled in

@@ -53,6 +53,7 @@ from ..canary import (
 from ..canary_trouble import RETRIED_CAUSES, CandidateTrouble, rearmed, recorded, unjudged
 from ..observe import Observed
 from ..phasewindow import advance, phase_key, samples
+from ..podhealth import newest_template_hash
 from .context import (
     ConditionUpdate,
     Context,
@@ -200,7 +201,7 @@ def _nothing_to_verify(ctx: Context, built: ServingTarget | None, prev: RolloutS
         state = prev.model_copy(update={"phase": RolloutPhase.ROLLED_BACK, "weight": 0, "served_weight": 0,
                                         "mirror_percent": 0, "rollback_cause": RollbackCause.ABANDONED,
                                         "window": None, "phase_templates": None, "candidate_failing_since": None,
-                                        "message": message})  # fmt: skip
+                                        "candidate_failing_template": None, "message": message})  # fmt: skip
         events = (StageEvent(False, "VerifiedAbandoned", f"rollout of {prev.candidate} {message}"),)
     objects = [*_wound_down(ctx, state), canary_service(ctx.md)]
     conditions: tuple[ConditionUpdate, ...] = ()
@@ -227,9 +228,10 @@ def _wound_down(ctx: Context, state: RolloutStatus | None) -> tuple[Manifest, ..
 def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> VerifyOutcome:
     md, rev, observed = ctx.md, ctx.revision, ctx.observed
     prev = ctx.prev.rollout
-    # the candidate's pod template (and deadline) as the spec renders it now: a rollback for its pods judged on
-    # another is over
-    template = candidate_template(md, rev, ctx.config, built.image, built.artifact)
+    # the candidate's pod template (and deadline) as the spec renders it now, with the restart of its Deployment
+    # (kubectl rollout restart) if any: a rollback for its pods judged on another is over
+    restarted = observed.canary.restarted_at if observed.canary is not None else None
+    template = candidate_template(md, rev, ctx.config, built.image, built.artifact, restarted)
     fresh = prev is None or prev.candidate != rev or rearmed(prev, rev, template)
     artifact_ref = built.artifact.reference if built.artifact else None
     state = start(canary, rev, built.image, stable, ctx.now, artifact_ref) if fresh or prev is None else prev
@@ -335,13 +337,18 @@ def _judged_trouble(ctx: Context, state: RolloutStatus, manifest: Manifest) -> C
     another (the operator's last apply, its modelship.io/template: the spec changed, or the phase's labels or
     mirror offer, and this pass applies it): the pods of the template before are never judged for the new one, and
     a crash loop's clock starts anew with it. Told but not judged while the Deployment's controller has not
-    observed its last change (``unjudged``: its pods may still be of the template before)."""
+    observed its last change (``unjudged``: its pods may still be of the template before). The ReplicaSet whose
+    pods are judged (the newest, as the controller names it) is told with it: a crash loop's clock is that
+    ReplicaSet's, and the pods of a new one (a ``kubectl rollout restart``, which the operator's apply keeps) start
+    their own (``canary_trouble.troubled_for``)."""
     dep = ctx.observed.canary
     if state.phase not in ANALYZING or dep is None:
         return None
     if dep.template is None or dep.template != (manifest["metadata"].get("annotations") or {}).get(TEMPLATE_ANNOTATION):
         return None
     found = candidate_trouble(ctx.md, ctx.revision, dep, ctx.observed.canary_pods, ctx.now)
+    if found is not None:
+        found = replace(found, template_hash=newest_template_hash(dep.name, dep.progress_message))
     return found if dep.observed_generation >= dep.generation else unjudged(found)
 
 
