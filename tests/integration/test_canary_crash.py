@@ -8,12 +8,15 @@ pod template (the memory limit raised) starts the revision anew."""
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
 
 from modelship.controller.canary_trouble import FINAL, RETRY
+from modelship.controller.conditions import rfc3339
 from modelship_dev.cluster import ANNOTATION_CRASH
 from tests.integration.cluster import CRD_DIR, apply_manifest, condition, install_crds, wait_for
 from tests.integration.test_canary import (
@@ -164,6 +167,89 @@ def test_a_candidate_template_whose_pods_never_come_up_is_rolled_back_naming_its
     assert verified.endswith(f"; {RETRY}; revision {old} keeps serving all traffic"), verified
     assert not crashing or named in crashing, (named, crashing)
     assert gone["status"]["servingRevision"] == old
+    after = _deployment(k, "digits")
+    assert after.metadata.generation == stable.metadata.generation and after.spec.template == stable.spec.template
+    assert {p.metadata.name: p.metadata.uid for p in _pods(k, old)} == stable_pods
+
+
+HASH = "pod-template-hash"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+def _rollout_restart(k: Cluster, name: str) -> str:
+    """``kubectl rollout restart deployment/<name>``: a restartedAt annotation on the pod template, written by
+    kubectl's own field manager (not the operator's). Returns the stamp."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+    k.apps.patch_namespaced_deployment(name, k.ns, body, field_manager="kubectl-rollout")
+    return stamp
+
+
+def test_a_rollout_restart_of_the_candidate_judges_its_new_pods_anew_and_retries_a_rollback(
+    k: Cluster, metrics: FakeMetrics
+) -> None:
+    """After a fix outside the spec, `kubectl rollout restart deployment/digits-canary`: the operator's server-side
+    apply keeps the restart (another manager's field: no flap, no second ReplicaSet), the Deployment controller makes
+    a new ReplicaSet, and its pods are judged on a crash-loop clock of their own; after the rollback, a restart
+    starts a new rollout of the same revision, the stable Deployment untouched throughout."""
+    rollout = {**CANARY, "progressDeadlineSeconds": 30}
+    _, old, new = _first_revision_then_a_new_one(k, metrics, rollout)
+    k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
+    stable = _deployment(k, "digits")
+    stable_pods = {p.metadata.name: p.metadata.uid for p in _pods(k, old)}
+    first = _pods(k, new)
+    assert len(first) == 1, [p.metadata.name for p in first]
+    _oom_killed(k, first[0].metadata.name)
+    timed = k.wait_md(lambda o: o["status"]["rollout"].get("candidateFailingTemplate") is not None,
+                      what="the crash loop's clock of the first ReplicaSet", timeout=60)  # fmt: skip
+    r1 = timed["status"]["rollout"]
+    assert r1["candidateFailingTemplate"] == first[0].metadata.labels[HASH], r1
+
+    # the restart: a new ReplicaSet, whose pod comes up, then crash-loops too (the fix did not help)
+    stamp = _rollout_restart(k, "digits-canary")
+    known = {first[0].metadata.name}
+    fresh = wait_for(lambda: [p for p in _pods(k, new) if p.metadata.name not in known] or None, timeout=60,
+                     description="a pod of the restarted template")  # fmt: skip
+    assert fresh[0].metadata.labels[HASH] != r1["candidateFailingTemplate"]
+    # stamps have whole seconds: the new pods' clock must be able to start in a later second than the first one's
+    wait_for(lambda: rfc3339(datetime.now(UTC)) > r1["candidateFailingSince"] or None, timeout=5,
+             description="a second past the first clock's start")  # fmt: skip
+    _oom_killed(k, fresh[0].metadata.name)
+    second = k.wait_md(lambda o: o["status"]["rollout"].get("candidateFailingTemplate") == fresh[0].metadata.labels[
+        HASH], what="the crash loop's clock of the new ReplicaSet", timeout=60)  # fmt: skip
+    r2 = second["status"]["rollout"]
+    assert r2["phase"] == "Shadow" and r2["candidateFailingSince"] > r1["candidateFailingSince"], (r1, r2)
+
+    # rolled back on the new pods' own clock: not before progressDeadlineSeconds after it started
+    gone = k.wait_condition("Stalled", "True", reason="CandidateCrashLoop", timeout=120)
+    verified = condition(gone, "Verified")
+    assert f"pod {fresh[0].metadata.name}: container server crash-looping" in verified["message"], verified
+    assert verified["message"].endswith(f"; {RETRY}; revision {old} keeps serving all traffic"), verified
+    began = datetime.fromisoformat(r2["candidateFailingSince"].replace("Z", "+00:00"))
+    ended = datetime.fromisoformat(condition(gone, "Stalled")["lastTransitionTime"].replace("Z", "+00:00"))
+    assert (ended - began).total_seconds() >= 30, (r2["candidateFailingSince"], ended)
+    judged = gone["status"]["rollout"]
+    assert "candidateFailingTemplate" not in judged and judged["rolledBackTemplate"], judged
+    k.wait_md(lambda o: _deployment(k, "digits-canary").spec.replicas == 0, what="the candidate's Deployment at 0")
+
+    # the operator's applies kept the restart, and never own it
+    cand = _deployment(k, "digits-canary")
+    assert cand.spec.template.metadata.annotations[RESTARTED_AT] == stamp
+    owners = [m.manager for m in cand.metadata.managed_fields
+              if RESTARTED_AT in json.dumps(m.fields_v1)]  # fmt: skip
+    assert owners == ["kubectl-rollout"], owners
+
+    # a restart after the rollback (the candidate at zero): a new rollout of the same revision, whose pods serve
+    _rollout_restart(k, "digits-canary")
+    again = k.wait_md(lambda o: o["status"]["rollout"]["phase"] == "Shadow"
+                      and o["status"]["rollout"]["startedAt"] != judged["startedAt"],
+                      what="a new rollout after the restart", timeout=60)  # fmt: skip
+    r = again["status"]["rollout"]
+    assert (r["candidate"], r.get("rollbackCause"), r.get("rolledBackTemplate")) == (new, None, None), r
+    k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None
+              and o["status"]["rollout"]["phase"] == "Shadow",
+              what="the restarted candidate's pods available")  # fmt: skip
+    assert condition(k.md(), "Stalled")["status"] == "False"
     after = _deployment(k, "digits")
     assert after.metadata.generation == stable.metadata.generation and after.spec.template == stable.spec.template
     assert {p.metadata.name: p.metadata.uid for p in _pods(k, old)} == stable_pods
