@@ -7,7 +7,7 @@ import json
 
 from kubernetes.client.exceptions import ApiException
 
-from modelship.controller.reconcile import deleted_meanwhile
+from modelship.controller.stalls import deleted_meanwhile
 
 
 def not_found(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from modelship.controller import reconcile as reconcile_module
+from modelship.controller import stalls as stalls_module
 from modelship.controller.mergepatch import apply_merge_patch
 from modelship.controller.reconcile import Reconciler
 from modelship.controller.stages import build as build_stage
@@ -161,5 +161,5 @@ def test_describe_error_uses_the_api_servers_words() -> None:
 
     api = ApiException(status=422, reason="Unprocessable Entity")
     api.body = '{"message": "Job.batch \\"x\\" is invalid: spec.template.spec.containers[0].image: Required value"}'
-    assert reconcile_module.describe_error(api).startswith("API error 422: Job.batch")
-    assert reconcile_module.describe_error(KeyError("spec")) == "KeyError: 'spec'"
+    assert stalls_module.describe_error(api).startswith("API error 422: Job.batch")
+    assert stalls_module.describe_error(KeyError("spec")) == "KeyError: 'spec'"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter as Tally
@@ -13,7 +12,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from .. import GROUP, HANDOVER_FIELD_MANAGER, PLURAL
+from .. import HANDOVER_FIELD_MANAGER, KIND
 from ..api.errors import describe_validation_error
 from ..api.modeldeployment import ModelDeployment
 from ..api.skew import UnsupportedFields
@@ -25,14 +24,12 @@ from ..resources.meta import OWNER_UID_LABEL, canary_name, controlled_by, contro
 from ..resources.policy import PolicyViolation, enforce_policy
 from ..resources.revision import revision
 from ..resources.route import gateway_routing
-from . import kstatus, metrics, revcache
+from . import metrics, revcache
 from .applycheck import defaulted, unchanged, with_spec_hash
 from .canary import ANALYZING, Samples, phase_begun
-from .conditions import ORDER
 from .endpoints import PodRevisions, observe_endpoints
 from .joblook import JobLook
-from .kstatus import Event
-from .kube import EventPoster, Kube, PreconditionFailed, Unreachable, api_error_text
+from .kube import EventPoster, Kube, PreconditionFailed, Unreachable
 from .observe import Observed, deployment_observation, last_scale_time
 from .ownership import Conflict, judge, name_conflict
 from .phasewindow import Readings
@@ -48,32 +45,16 @@ from .skew import Skew
 from .stages.context import Failure
 from .stages.deploy import pods_wanted
 from .stages.verify import candidate_pods_wanted
+from .stalls import Stalls, deleted_meanwhile, describe_error
 from .statuswrite import StatusWriter
 from .store import Store
 from .terminating import TerminatingNamespaces, refused_as_terminating
 
 log = logging.getLogger("modelship.reconcile")
 
-MD = "ModelDeployment"
+MD = KIND
 SERVING_KINDS = tuple(k.kind for k in APPLIED)  # the owned children whose existence a plan looks at
 RETRY_AFTER_PRECONDITION_SECONDS = 0.5
-
-
-def deleted_meanwhile(exc: ApiException, name: str) -> bool:
-    """Whether the API server answered 404 about the ModelDeployment ``name`` itself (its status write), not about
-    a child: it was deleted after this reconcile read it."""
-    if exc.status != 404:
-        return False
-    try:
-        details = (json.loads(exc.body or "") or {}).get("details") or {}
-    except (TypeError, ValueError, AttributeError):
-        return False
-    return (
-        isinstance(details, dict)
-        and details.get("group") == GROUP
-        and details.get("kind") == PLURAL
-        and details.get("name") == name
-    )
 
 
 class Reconciler:
@@ -94,6 +75,8 @@ class Reconciler:
         """Reads ModelDeployments whatever CRD the API server serves (fields this operator does not know)."""
         self.status_writer = StatusWriter(kube, store, events)
         """Writes status: unknown fields kept, fields the served CRD prunes left out and reported."""
+        self.stalls = Stalls(kube, store, config, self.skew, self.status_writer, events)
+        """Writes Stalled when a reconcile cannot go on; posts a reconcile's Events."""
         self.pod_revisions = PodRevisions(kube)
         """The revision of each serving pod an EndpointSlice lists (Ready waits for the Service to route to them)."""
         self._pods_unread: set[tuple[str, str]] = set()
@@ -268,7 +251,7 @@ class Reconciler:
             metrics.RECONCILES.labels("namespace-terminating-held").inc()
             return None
         if self.config.excluded(namespace):
-            self._excluded(body, namespace)
+            self.stalls.excluded(body, namespace)
             metrics.RECONCILES.labels("namespace-excluded").inc()
             return None
         self.collect_builds(namespace, name, body["metadata"].get("uid"))
@@ -277,15 +260,15 @@ class Reconciler:
             enforce_policy(md, self.config)
             md = with_operator_defaults(md, self.config)
         except UnsupportedFields as exc:
-            self._unsupported(body, exc)
+            self.stalls.unsupported(body, exc)
             metrics.RECONCILES.labels("unsupported-fields").inc()
             return None
         except PolicyViolation as exc:
-            self._stall(body, Failure(StageName.RESOLVE, Reason.POLICY_VIOLATION, str(exc)), rev=None)
+            self.stalls.stall(body, Failure(StageName.RESOLVE, Reason.POLICY_VIOLATION, str(exc)), rev=None)
             metrics.RECONCILES.labels("policy-violation").inc()
             return None
         except (ValidationError, InvalidSpec) as exc:
-            self._invalid(body, describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc))
+            self.stalls.invalid(body, describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc))
             metrics.RECONCILES.labels("invalid").inc()
             return None
         try:
@@ -301,7 +284,7 @@ class Reconciler:
                 p = plan(md, observed, self.config, datetime.now(UTC))
             live, conflicts = self._judge(md, p)
             if conflicts:
-                self._stall(body, name_conflict(conflicts), p.status.get("revision"))
+                self.stalls.stall(body, name_conflict(conflicts), p.status.get("revision"))
                 metrics.RECONCILES.labels("name-conflict").inc()
                 return None
             self._execute(md, body, p, live)
@@ -434,7 +417,7 @@ class Reconciler:
         if p.cache_put is not None:
             self.caches.put(ns, *p.cache_put)
         self.status_writer.write(body, p.status)
-        self._post(body, p.events)
+        self.stalls.post(body, p.events)
 
     def _write_owned(self, desired: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
         """Create the object (none had its name when judged) or apply it over the one judged ours."""
@@ -452,54 +435,9 @@ class Reconciler:
         metrics.API_WRITES.labels("apply", kind).inc()
         return applied
 
-    def _post(self, body: dict[str, Any], events: list[Event]) -> None:
-        for ev in events:
-            if self.events is not None:
-                self.events.post(body, ev.type, ev.reason, ev.message)
-            else:
-                self.kube.event(body, ev.type, ev.reason, ev.message)
-            metrics.STAGE_TRANSITIONS.labels(*_split_reason(ev.reason)).inc()
-
-    def _invalid(self, body: dict[str, Any], message: str) -> None:
-        """A spec the CRD admitted but the operator cannot use (stricter Python rules, or this operator's
-        configuration): Stalled, nothing else touched (no Event either: status says it, for every resync)."""
-        self._stall(body, Failure(StageName.RESOLVE, Reason.INVALID_SPEC, message), rev=None, post_events=False)
-
-    def _unsupported(self, body: dict[str, Any], exc: UnsupportedFields) -> None:
-        """A spec with fields this operator does not know (a newer CRD is installed): Stalled naming every field
-        and this operator's version, a Warning Event; nothing else is touched (what serves keeps serving)."""
-        serving = self.skew.status(body).serving_revision
-        self._stall(body, Failure(StageName.RESOLVE, Reason.UNSUPPORTED_FIELDS, exc.message(serving)), rev=None)
-
-    def _excluded(self, body: dict[str, Any], namespace: str) -> None:
-        """A namespace the platform excludes (operator.excludeNamespaces, the operator's own): Stalled, nothing
-        created, an Event once."""
-        message = (
-            f"namespace {namespace} is excluded by the platform (operator.excludeNamespaces, or the operator's own "
-            "namespace): the operator creates nothing here; apply the ModelDeployment in a tenant namespace"
-        )
-        self._stall(body, Failure(StageName.RESOLVE, Reason.NAMESPACE_EXCLUDED, message), rev=None)
-
     def give_up(self, namespace: str, name: str, error: BaseException, tries: int) -> None:
-        """The work queue's last word on an object whose reconciles kept failing: Stalled, with the error as
-        reason and message in status and an Event, until a change or a resync tries again."""
-        body = self.store.get(MD, namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            return
-        try:
-            rev: str | None = revision(with_operator_defaults(self.skew.read(body), self.config).spec)
-        except (ValidationError, InvalidSpec, UnsupportedFields, ApiException):  # the served CRD unreadable
-            rev = None
-        message = f"reconcile failed {tries} times in a row, the last with {describe_error(error)}"
-        self._stall(body, Failure(StageName.RECONCILE, Reason.RECONCILE_ERROR, message), rev)
-
-    def _stall(self, body: dict[str, Any], failure: Failure, rev: str | None, post_events: bool = True) -> None:
-        prev = self.skew.status(body)  # what this operator can read of it: never an empty one for a newer field
-        generation = body["metadata"].get("generation")
-        status, events = kstatus.stalled(prev, generation, failure, rev, datetime.now(UTC))
-        self.status_writer.write(body, status.wire())
-        if post_events:
-            self._post(body, events)
+        """The work queue's last word on an object whose reconciles kept failing (``Stalls.give_up``)."""
+        self.stalls.give_up(namespace, name, error, tries)
 
     def phase_counts(self) -> Tally[str]:
         tally: Tally[str] = Tally()
@@ -507,19 +445,3 @@ class Reconciler:
             body = self.store.get(MD, ns, name) or {}
             tally[(body.get("status") or {}).get("phase") or Phase.PENDING.value] += 1
         return tally
-
-
-def describe_error(error: BaseException) -> str:
-    """An exception in one line for status and Events: its type and message (the API's own words for an
-    API error)."""
-    if isinstance(error, ApiException):
-        return f"API error {error.status}: {api_error_text(error)}"
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
-def _split_reason(reason: str) -> tuple[str, str]:
-    for cond in ORDER:
-        if reason.startswith(cond):
-            return cond, reason[len(cond) :]
-    return "", reason
