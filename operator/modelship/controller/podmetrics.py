@@ -26,7 +26,7 @@ from ..resources.meta import COMPONENT_LABEL, MODELDEPLOYMENT_LABEL, REVISION_LA
 from .canary import EMPTY, Histogram, Samples
 from .conditions import parse_rfc3339
 from .phasewindow import PodFigures, PodReading, Readings
-from .podhealth import of_deployment
+from .podhealth import NAME_LIMIT, of_deployment, printable
 
 log = logging.getLogger("modelship.podmetrics")
 
@@ -36,6 +36,10 @@ READ_TIMEOUT_SECONDS = 2.0
 DEADLINE_SECONDS = 8.0
 REFUSED_NAMED = 5
 """At most this many refused pods are named in the log line of a read."""
+COVERAGE_NAMED = 3
+"""At most this many pods of each kind (unreadable, refused) are named in the rollout's message (``coverage``)."""
+REASON_LIMIT = 40
+"""Why a pod was not read, in the rollout's message: at most this many characters."""
 INFERENCE = ("v1", "v2")
 """The protocols of inference requests (the server's requests counter also counts health and metadata)."""
 
@@ -81,11 +85,20 @@ Fetch = Callable[[dict[str, Any], int], str]
 """(pod, metrics port) -> the pod's /metrics text; raises OSError when it cannot be read."""
 
 
+class MetricsUnreadable(OSError):
+    """A pod's /metrics could not be read, for a reason the operator words itself (``reason``: never the pod's
+    text); the exception's message may carry more (for the operator's log)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def fetch_pod(pod: dict[str, Any], port: int) -> str:
     """GET http://<pod IP>:<port>/metrics with bounded time and size."""
     ip = (pod.get("status") or {}).get("podIP")
     if not ip:
-        raise OSError("no pod IP yet")
+        raise MetricsUnreadable("no pod IP yet", "no pod IP")
     conn = http.client.HTTPConnection(ip, port, timeout=CONNECT_TIMEOUT_SECONDS)
     try:
         conn.connect()
@@ -95,14 +108,34 @@ def fetch_pod(pod: dict[str, Any], port: int) -> str:
         resp = conn.getresponse()
         body = resp.read(MAX_METRICS_BYTES + 1)
         if resp.status != 200:
-            raise OSError(f"/metrics answered {resp.status}")
+            raise MetricsUnreadable(f"/metrics answered {resp.status}", f"answered {int(resp.status)}")
         if len(body) > MAX_METRICS_BYTES:
-            raise OSError(f"/metrics is larger than {MAX_METRICS_BYTES} bytes")
+            raise MetricsUnreadable(f"/metrics is larger than {MAX_METRICS_BYTES} bytes", "answer too large")
         return body.decode("utf-8", errors="replace")
     except http.client.HTTPException as e:
-        raise OSError(f"{type(e).__name__}: {e}") from e
+        raise MetricsUnreadable(f"{type(e).__name__}: {e}", "not an HTTP answer") from e
     finally:
         conn.close()
+
+
+DEADLINE = "deadline"
+"""The reason of a pod not read because the read's deadline for all pods had passed."""
+
+
+def unreadable_reason(error: Exception) -> str:
+    """Why a pod's /metrics could not be read, in the operator's own words (a few fixed ones): what the rollout's
+    message may say of it. The exception's text is not: an unparsable answer's error quotes the pod's text."""
+    if isinstance(error, MetricsUnreadable):
+        return error.reason
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, ConnectionError):
+        return "connection failed"
+    if isinstance(error, ValueError):
+        return "unparsable metrics"
+    return "unreachable"
 
 
 class Makers(NamedTuple):
@@ -138,9 +171,12 @@ def read_pods(
     """The figures of each ready serving pod of the candidate or the stable revision that the Deployment running
     its revision made (``makers``; cumulative since its server started; controller.phasewindow turns them into
     the phase's increase). A pod labelled so but made by anything else is refused: not read, named in
-    ``Readings.refused`` (and a debug line; ``RefusedPods`` says it at info level when the set changes)."""
+    ``Readings.refused`` (and a debug line; ``RefusedPods`` says it at info level when the set changes). A pod
+    whose /metrics cannot be read is named in ``Readings.unreadable`` with the operator's words for why
+    (``unreadable_reason``), the error's own text in the operator's log."""
     read: list[PodReading] = []
-    unreadable: list[tuple[str, str]] = []
+    unreadable: list[tuple[str, str]] = []  # (pod, the operator's words for why: unreadable_reason)
+    told: list[str] = []  # (pod: the error's own text), for the operator's log only
     refused: list[str] = []
     deadline = time.monotonic() + DEADLINE_SECONDS
     for pod in pods:
@@ -154,17 +190,18 @@ def read_pods(
             refused.append(name)
             continue
         if time.monotonic() > deadline:
-            unreadable.append((name, "not read (deadline)"))
+            unreadable.append((name, DEADLINE))
+            told.append(f"{name}: not read (deadline)")
             continue
         try:
             figs = parse(fetch(pod, port), candidate)
         except (OSError, ValueError) as e:
-            unreadable.append((name, str(e)))
+            unreadable.append((name, unreadable_reason(e)))
+            told.append(f"{name}: {e}")
             continue
         read.append(PodReading(name, rev == candidate, parse_rfc3339(meta.get("creationTimestamp")), figs))
-    if unreadable:
-        log.info("metrics of %d pod(s) unreadable: %s", len(unreadable),
-                 "; ".join(f"{p}: {why}" for p, why in unreadable)[:500])  # fmt: skip
+    if told:
+        log.info("metrics of %d pod(s) unreadable: %s", len(told), "; ".join(told)[:500])
     if refused:  # said at info level by RefusedPods, once until the set changes
         log.debug("%s", refused_line(refused, candidate, stable))
     return Readings(tuple(read), tuple(unreadable), tuple(sorted(refused)))
@@ -175,6 +212,33 @@ def refused_line(refused: Iterable[str], candidate: str, stable: str) -> str:
     return (f"{len(names)} pod(s) labelled as revision {candidate[:64]} or {stable[:64]} not read: not made by the "
             f"Deployment that runs it: {', '.join(n[:64] for n in names[:REFUSED_NAMED])}"
             f"{', ...' if len(names) > REFUSED_NAMED else ''}")  # fmt: skip
+
+
+def coverage(readings: Readings | None) -> str:
+    """What the analysis' figures left out at this look, for the rollout's message (after it): "" when they are
+    Prometheus' (None) or every ready pod of the revisions under analysis was read; else how many of the pods
+    looked at were read, the unreadable ones with why and the refused ones (labelled as a revision under analysis,
+    not made by the Deployment running it). Bounded and stable from look to look: counts, at most
+    ``COVERAGE_NAMED`` names of each kind (sorted, each cut to ``NAME_LIMIT``), the operator's own words for why
+    (``unreadable_reason``), never a pod's text."""
+    if readings is None or not (readings.unreadable or readings.refused):
+        return ""
+    looked = len(readings.pods) + len(readings.unreadable) + len(readings.refused)
+    parts = []
+    if readings.unreadable:
+        unread = sorted(
+            f"{printable(p, NAME_LIMIT)} ({printable(why, REASON_LIMIT)})" for p, why in readings.unreadable
+        )
+        parts.append(f"{len(unread)} unreadable: {_first(unread)}")
+    if readings.refused:
+        refused = sorted(printable(p, NAME_LIMIT) for p in readings.refused)
+        parts.append(f"{len(refused)} refused, not made by the Deployment running their revision: {_first(refused)}")
+    return f"; figures from {len(readings.pods)} of {looked} pods ({'; '.join(parts)})"
+
+
+def _first(names: list[str]) -> str:
+    more = len(names) - COVERAGE_NAMED
+    return ", ".join(names[:COVERAGE_NAMED]) + (f" and {more} more" if more > 0 else "")
 
 
 class RefusedPods:

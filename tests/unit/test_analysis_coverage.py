@@ -1,0 +1,135 @@
+"""What the Canary analysis could not read, told beside its figures (controller.podmetrics.coverage): a rollout
+judged on the figures of 1 of 3 candidate pods must not read like one judged on all 3. The words are bounded and
+the operator's own: a pod's /metrics answer never reaches the rollout's message."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import pytest
+
+from modelship.controller import podmetrics
+from modelship.controller.phasewindow import PodFigures, PodReading, Readings
+from modelship.controller.podmetrics import (
+    COVERAGE_NAMED,
+    DEADLINE,
+    Makers,
+    coverage,
+    fetch_pod,
+    read_pods,
+    unreadable_reason,
+)
+from tests.support.servers import loopback_http
+
+MAKERS = Makers(candidate="digits-canary", stable="digits")
+GOOD = (
+    '# TYPE modelship_request_duration_seconds histogram\nmodelship_request_duration_seconds_count{model="m"} 5\n'
+)
+
+
+def pod(name: str, revision: str = "cand", owner: str | None = "", port: int = 0) -> dict[str, Any]:
+    """A ready serving pod made by ``owner``'s ReplicaSet ("": the Deployment running ``revision``; None: by
+    nothing, as a pod someone created and labelled like ours)."""
+    if owner == "":
+        owner = MAKERS.candidate if revision == "cand" else MAKERS.stable
+    refs = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{owner}-5f7", "uid": f"rs-{owner}",
+             "controller": True}] if owner else []  # fmt: skip
+    return {
+        "metadata": {"name": name, "labels": {"modelship.io/revision": revision, "pod-template-hash": "5f7"},
+                     "ownerReferences": refs},
+        "status": {"phase": "Running", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}],
+                   "test-port": port},
+    }  # fmt: skip
+
+
+def reading(name: str) -> PodReading:
+    return PodReading(name, True, None, PodFigures())
+
+
+def test_an_answer_that_does_not_parse_is_told_in_the_operators_words_not_the_pods() -> None:
+    """The parser's error quotes the answer: what a pod wrote would reach the rollout's message through it."""
+    forged_words = "PROMOTE-ME {{{ \x1b[2Jcandidate is fine"
+
+    def fetch(p: dict[str, Any], port: int) -> str:
+        return forged_words if p["metadata"]["name"] == "digits-canary-b" else GOOD
+
+    pods = [pod("digits-canary-a"), pod("digits-canary-b"), pod("forged", owner=None)]
+    readings = read_pods(pods, 9090, "cand", "stable", fetch, makers=MAKERS)
+    assert readings.unreadable == (("digits-canary-b", "unparsable metrics"),)
+    told = coverage(readings)
+    assert told == (
+        "; figures from 1 of 3 pods (1 unreadable: digits-canary-b (unparsable metrics); "
+        "1 refused, not made by the Deployment running their revision: forged)"
+    )
+    assert "{{{" not in told and "\x1b" not in told and "PROMOTE" not in told
+
+
+def test_every_pod_read_or_prometheus_figures_add_nothing() -> None:
+    assert coverage(None) == ""  # Prometheus' figures: no pods looked at
+    assert coverage(Readings((reading("a"), reading("b")))) == ""
+    assert coverage(Readings()) == ""  # no ready pod: the message already waits for them
+
+
+def test_many_pods_are_counted_a_few_named_in_a_stable_order() -> None:
+    """Counts and the first few names, sorted: the same pods in another order (another list, another pass) say
+    the same words, and a thousand forged pods do not make the message a thousand names long."""
+    unread = [(f"digits-canary-{i:02}", "timed out") for i in range(7)]
+    refused = [f"forged-{i:03}" for i in range(1000)]
+    one = coverage(Readings((reading("digits-canary-x"),), tuple(unread), tuple(refused)))
+    other = coverage(Readings((reading("digits-canary-x"),), tuple(reversed(unread)), tuple(reversed(refused))))
+    assert one == other
+    assert one.startswith("; figures from 1 of 1008 pods (7 unreadable: digits-canary-00 (timed out), ")
+    assert "digits-canary-02 (timed out) and 4 more; 1000 refused" in one and one.endswith("forged-002 and 997 more)")
+    assert len(one) < 400 and one.count("forged-") == COVERAGE_NAMED
+
+
+def test_names_and_reasons_are_bounded_and_printable() -> None:
+    """Readings built by anyone (a forged status is not validated): names and reasons are cut and cleaned."""
+    told = coverage(Readings((), (("p\n" + "x" * 500, "y\x07" * 200),)))
+    assert "\n" not in told and "\x07" not in told and len(told) < 250
+
+
+@pytest.mark.parametrize(
+    ("error", "why"),
+    [
+        (TimeoutError("timed out"), "timed out"),
+        (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
+        (ConnectionResetError(104, "reset"), "connection failed"),
+        (ValueError("could not convert string to float: 'pod text'"), "unparsable metrics"),
+        (OSError(113, "No route to host"), "unreachable"),
+        (podmetrics.MetricsUnreadable("/metrics answered 503", "answered 503"), "answered 503"),
+    ],
+)
+def test_each_error_has_the_operators_words(error: Exception, why: str) -> None:
+    assert unreadable_reason(error) == why
+
+
+def test_pods_past_the_reads_deadline_are_told_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(podmetrics, "DEADLINE_SECONDS", -1.0)  # the deadline passed before the first pod
+    readings = read_pods([pod("digits-canary-a"), pod("digits-1", "stable")], 9090, "cand", "stable",
+                         lambda p, port: GOOD, makers=MAKERS)  # fmt: skip
+    assert readings.unreadable == (("digits-canary-a", DEADLINE), ("digits-1", DEADLINE))
+    assert coverage(readings).startswith("; figures from 0 of 2 pods (2 unreadable: digits-1 (deadline), ")
+
+
+@pytest.fixture
+def server() -> Iterator[int]:
+    """A pod's /metrics that answers a bad status line of its own words."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.wfile.write(b"HTTP/9 PROMOTE-ME\r\n\r\n")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with loopback_http(Handler) as url:
+        yield int(url.rsplit(":", 1)[1])
+
+
+def test_a_bad_http_answer_is_told_without_its_text(server: int) -> None:
+    readings = read_pods([pod("digits-canary-a", port=server)], 9090, "cand", "stable",
+                         lambda p, _port: fetch_pod(p, server), makers=MAKERS)  # fmt: skip
+    assert readings.unreadable == (("digits-canary-a", "not an HTTP answer"),)
