@@ -159,19 +159,21 @@ def test_rbac_create_false_renders_no_rbac(helm: Helm) -> None:
 
 
 def test_only_verbs_the_code_uses() -> None:
-    """What no code path calls is not granted (ReplicaSets were read for nothing, Events were never patched, and
-    a single object is read only before the first write of its name, to see who controls it: the children the
-    operator writes, never Pods or ModelDeployments; and a Secret or ConfigMap a stage Job would mount, by name, to
-    see that it exists: get only, never list or watch); owner references that block deletion need
-    update on the owner's finalizers (OwnerReferencesPermissionEnforcement, e.g. OpenShift)."""
+    """What no code path calls is not granted (Events were never patched, and a single object is read only before
+    the first write of its name, to see who controls it: the children the operator writes, never Pods or
+    ModelDeployments; a Secret or ConfigMap a stage Job would mount, by name, to see that it exists; and the
+    ReplicaSet a serving pod's controller reference names, to check the reference's uid: get only, never list or
+    watch); owner references that block deletion need update on the owner's finalizers
+    (OwnerReferencesPermissionEnforcement, e.g. OpenShift)."""
     rules = operator_rules(cluster_scope=True)
     by_resource = {(g, res): r["verbs"] for r in rules for g in r["apiGroups"] for res in r["resources"]}
-    assert not [k for k in by_resource if k[1] == "replicasets"]
+    assert by_resource[("apps", "replicasets")] == ["get"]
     # Events: posted, and listed (a stage Job without a pod: the Job controller's FailedCreate), never watched
     assert by_resource[("", "events")] == ["create", "list"] and ("events.k8s.io", "events") not in by_resource
     readable = {res for (_g, res), verbs in by_resource.items() if "get" in verbs}
     assert readable == {"jobs", "deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets",
-                        "networkpolicies", "httproutes", "persistentvolumeclaims", "secrets", "configmaps"}  # fmt: skip
+                        "networkpolicies", "httproutes", "persistentvolumeclaims", "secrets", "configmaps",
+                        "replicasets"}  # fmt: skip
     assert by_resource[("", "secrets")] == by_resource[("", "configmaps")] == ["get"]
     assert by_resource[("modelship.io", "modeldeployments/finalizers")] == ["update"]
     assert by_resource[("modelship.io", "modeldeployments")] == ["list", "watch"]  # never writes spec

@@ -7,6 +7,7 @@ from typing import Any
 
 from modelship.controller.endpoints import FOREIGN_PODS_KEPT, PodRevisions, observe_endpoints
 from modelship.controller.observe import endpoints_observation, ready_pods, service_slices
+from modelship.controller.replicasets import ReplicaSetOwners
 from modelship.controller.store import Store
 
 SVC_UID = "svc-uid"
@@ -64,20 +65,36 @@ def test_endpoints_are_counted_by_their_pods_revision() -> None:
 
 
 class ListingKube:
-    """Answers pod lists from a fixed set of pods and counts the lists."""
+    """Answers pod lists from a fixed set of pods and counts the lists; answers a GET of the ReplicaSet
+    ``<owner>-<hash>`` with uid ``rs-<owner>``, controlled by the Deployment of uid ``d-<owner>`` (``controllers``
+    says otherwise), and counts the GETs."""
 
     def __init__(self, pods: list[dict[str, Any]]) -> None:
         self.pods = pods
         self.lists: list[tuple[str, str]] = []
+        self.gets: list[str] = []
+        self.controllers: dict[str, str] = {}
 
     def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
         assert (api_version, kind) == ("v1", "Pod")
         self.lists.append((namespace, selector))
         return [p for p in self.pods if p["metadata"]["namespace"] == namespace]
 
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        assert (api_version, kind, namespace) == ("apps/v1", "ReplicaSet", "ml")
+        self.gets.append(name)
+        owner = name.rpartition("-")[0]
+        ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner, "controller": True,
+               "uid": self.controllers.get(owner, f"d-{owner}")}  # fmt: skip
+        return {"metadata": {"name": name, "namespace": namespace, "uid": f"rs-{owner}", "ownerReferences": [ref]}}
 
-OURS = ("digits", "digits-canary")
-"""The ModelDeployment's Deployments: the serving one and the Canary's candidate."""
+
+OURS = (("digits", "d-digits"), ("digits-canary", "d-digits-canary"))
+"""The ModelDeployment's Deployments (name, uid): the serving one and the Canary's candidate."""
+
+
+def revisions_of(kube: ListingKube) -> PodRevisions:
+    return PodRevisions(kube, ReplicaSetOwners(kube))  # type: ignore[arg-type]
 
 
 def pod(name: str, uid: str, rev: str, owner: str | None = "digits", hash_: str = "5f7") -> dict[str, Any]:
@@ -90,7 +107,7 @@ def pod(name: str, uid: str, rev: str, owner: str | None = "digits", hash_: str 
 
 def test_pods_are_listed_only_when_a_slice_names_one_not_seen_before() -> None:
     kube = ListingKube([pod("a", "1", "r1"), pod("b", "2", "r1")])
-    revisions = PodRevisions(kube)  # type: ignore[arg-type]
+    revisions = revisions_of(kube)
     store = Store()
     service = {"metadata": {"name": "digits", "namespace": "ml", "uid": SVC_UID}}
     store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("b", "2", ready=False)))
@@ -122,7 +139,7 @@ def test_two_foreign_pods_one_per_service_are_asked_about_once_each_not_every_re
     two Services' looks share the ModelDeployment's memory: the second look's list must not forget the first
     Service's foreign pod (else every reconcile lists the pods twice, for ever)."""
     kube = ListingKube([pod("a", "1", "r1"), pod("c", "3", "r2")])
-    revisions = PodRevisions(kube)  # type: ignore[arg-type]
+    revisions = revisions_of(kube)
     store = Store()
     stable = {"metadata": {"name": "digits", "namespace": "ml", "uid": SVC_UID}}
     canary = {"metadata": {"name": "digits-canary", "namespace": "ml", "uid": "canary-uid"}}
@@ -147,7 +164,7 @@ def test_two_foreign_pods_one_per_service_are_asked_about_once_each_not_every_re
 
 def test_the_foreign_pods_kept_are_bounded_the_most_recent_kept() -> None:
     kube = ListingKube([pod("a", "1", "r1")])
-    revisions = PodRevisions(kube)  # type: ignore[arg-type]
+    revisions = revisions_of(kube)
     for i in range(FOREIGN_PODS_KEPT + 36):  # foreign pods come and go, one at a time: each is listed for once
         assert revisions.of("ml", "digits", {"1", f"f{i}"}, OURS) == {"1": "r1", f"f{i}": ""}
     assert len(kube.lists) == FOREIGN_PODS_KEPT + 36
@@ -160,7 +177,7 @@ def test_the_foreign_pods_kept_are_bounded_the_most_recent_kept() -> None:
 
 def test_one_look_listing_more_foreign_pods_than_kept_keeps_only_the_bound() -> None:
     kube = ListingKube([pod("a", "1", "r1")])
-    revisions = PodRevisions(kube)  # type: ignore[arg-type]
+    revisions = revisions_of(kube)
     many = {f"f{i:03d}" for i in range(FOREIGN_PODS_KEPT * 3)}  # a slice of someone else's pods, all at once
     assert revisions.of("ml", "digits", {"1", *many}, OURS) == {"1": "r1", **dict.fromkeys(many, "")}
     assert len(revisions._known["ml", "digits"][2]) == FOREIGN_PODS_KEPT
@@ -170,7 +187,7 @@ def test_this_pass_s_pod_list_serves_the_endpoints_without_a_second_list() -> No
     """The reconcile that listed the serving pods (to tell why they do not serve) hands that list over: the
     endpoints' revisions come from it, not from a list of their own."""
     kube = ListingKube([pod("a", "1", "r1")])
-    revisions = PodRevisions(kube)  # type: ignore[arg-type]
+    revisions = revisions_of(kube)
     store = Store()
     service = {"metadata": {"name": "digits", "namespace": "ml", "uid": SVC_UID}}
     store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("c", "3")))
@@ -186,7 +203,7 @@ def test_a_pod_made_after_this_pass_s_list_is_asked_of_the_api_server_not_taken_
     counted for its revision (taken for a foreign pod it would never be asked about again: a step waiting forever
     for its candidate pods); a pod that is not ours is found so by that list and not asked about again."""
     kube = ListingKube([pod("a", "1", "r1"), pod("c", "3", "r2", owner="digits-canary"), pod("x", "99", "r2", None)])
-    revisions = PodRevisions(kube)  # type: ignore[arg-type]
+    revisions = revisions_of(kube)
     store = Store()
     service = {"metadata": {"name": "digits", "namespace": "ml", "uid": SVC_UID}}
     store.put("EndpointSlice", eps("digits-abc", endpoint("a", "1"), endpoint("c", "3")))
@@ -214,7 +231,7 @@ def test_a_labelled_pod_not_made_by_our_deployments_gives_no_revision() -> None:
               not_controller]  # fmt: skip
     ours = [pod("a", "1", "r1"), pod("c", "3", "r2", owner="digits-canary")]
     kube = ListingKube([*ours, *forged])
-    revisions = PodRevisions(kube)  # type: ignore[arg-type]
+    revisions = revisions_of(kube)
     store = Store()
     service = {"metadata": {"name": "digits", "namespace": "ml", "uid": SVC_UID}}
     uids = ("1", "3", "11", "12", "13", "14")
@@ -223,8 +240,8 @@ def test_a_labelled_pod_not_made_by_our_deployments_gives_no_revision() -> None:
     assert got is not None and (got.ready_of("r1"), got.ready_of("r2"), got.ready_of("")) == (1, 1, 4)
     # from this pass's own list alike (the forged pods are not ours in it: a list made now says so), and a
     # Deployment that is not ours (not in OURS) makes no pod ours
-    fresh = PodRevisions(ListingKube([*ours, *forged]))  # type: ignore[arg-type]
-    got = observe_endpoints(store, fresh, "ml", "digits", service, ("digits",), [*ours, *forged])
+    fresh = revisions_of(ListingKube([*ours, *forged]))
+    got = observe_endpoints(store, fresh, "ml", "digits", service, OURS[:1], [*ours, *forged])
     assert got is not None and (got.ready_of("r1"), got.ready_of("r2"), got.ready_of("")) == (1, 0, 5)
 
 
@@ -232,7 +249,36 @@ def test_the_pods_are_listed_again_when_our_deployments_change() -> None:
     """A candidate Deployment the store did not hold yet when its pod was first listed: once it does, the pod is
     read again (not left foreign for as long as no new pod comes)."""
     kube = ListingKube([pod("a", "1", "r1"), pod("c", "3", "r2", owner="digits-canary")])
-    revisions = PodRevisions(kube)  # type: ignore[arg-type]
-    assert revisions.of("ml", "digits", {"1", "3"}, ("digits",)) == {"1": "r1", "3": ""}
-    assert revisions.of("ml", "digits", {"1", "3"}, ("digits",)) == {"1": "r1", "3": ""} and len(kube.lists) == 1
+    revisions = revisions_of(kube)
+    assert revisions.of("ml", "digits", {"1", "3"}, OURS[:1]) == {"1": "r1", "3": ""}
+    assert revisions.of("ml", "digits", {"1", "3"}, OURS[:1]) == {"1": "r1", "3": ""} and len(kube.lists) == 1
     assert revisions.of("ml", "digits", {"1", "3"}, OURS) == {"1": "r1", "3": "r2"} and len(kube.lists) == 2
+
+
+def test_a_pod_naming_our_replicaset_with_another_uid_gives_no_revision() -> None:
+    """A controller reference is the pod creator's to write: one naming the candidate's ReplicaSet with a uid of
+    its own passes the name check. The ReplicaSet of that name is asked for: its uid is not the reference's, so
+    the pod is foreign. Each ReplicaSet uid is asked about once, not at every list."""
+    forged = pod("forged", "11", "r2", owner="digits-canary")
+    forged["metadata"]["ownerReferences"][0]["uid"] = "made-up"
+    kube = ListingKube([pod("a", "1", "r1"), pod("c", "3", "r2", owner="digits-canary"), forged])
+    revisions = revisions_of(kube)
+    assert revisions.of("ml", "digits", {"1", "3", "11"}, OURS) == {"1": "r1", "3": "r2", "11": ""}
+    assert sorted(kube.gets) == ["digits-5f7", "digits-canary-5f7", "digits-canary-5f7"]
+    kube.pods.append(pod("d", "4", "r2", owner="digits-canary"))  # a new pod: a new list, no new GET
+    assert revisions.of("ml", "digits", {"1", "3", "4", "11"}, OURS) == {"1": "r1", "3": "r2", "4": "r2", "11": ""}
+    assert len(kube.lists) == 2 and len(kube.gets) == 3
+
+
+def test_a_pod_of_a_replicaset_another_deployment_controls_gives_no_revision() -> None:
+    """The ReplicaSet the reference names, with its uid, but controlled by another Deployment than ours (an
+    earlier one of the name, orphaning its ReplicaSets): not ours. Once ours adopts it, its pods are."""
+    kube = ListingKube([pod("a", "1", "r1")])
+    kube.controllers["digits"] = "d-earlier"
+    assert revisions_of(kube).of("ml", "digits", {"1"}, OURS) == {"1": ""}
+    kube.controllers.clear()  # adopted by our Deployment
+    owners = ReplicaSetOwners(kube)  # type: ignore[arg-type]
+    kube.controllers["digits"] = "d-earlier"
+    assert owners.controller("ml", "digits-5f7", "rs-digits") == "d-earlier"
+    kube.controllers.clear()
+    assert owners.made_by(pod("a", "1", "r1"), "digits", "d-digits")  # the kept controller doubted: asked again

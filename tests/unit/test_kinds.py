@@ -117,8 +117,8 @@ def test_paths(row: kinds.Kind) -> None:
 
 
 def test_unknown_kind_is_named() -> None:
-    with pytest.raises(KeyError, match="ReplicaSet is not in the operator's kinds table"):
-        kinds.kind("ReplicaSet")
+    with pytest.raises(KeyError, match="StatefulSet is not in the operator's kinds table"):
+        kinds.kind("StatefulSet")
 
 
 def test_the_operator_watches_exactly_the_watched_rows() -> None:

@@ -71,9 +71,10 @@ def running(since: float, restarts: int = 5) -> dict[str, Any]:
 
 def pod(name: str, *containers: dict[str, Any], rev: str = REV, owner: str = "digits-5f7", hash_: str = "5f7",
         conditions_: list[dict[str, Any]] | None = None, deleting: bool = False) -> dict[str, Any]:  # fmt: skip
-    meta: dict[str, Any] = {"name": name, "labels": {REVISION_LABEL: rev, "pod-template-hash": hash_},
+    meta: dict[str, Any] = {"name": name, "namespace": "ml",
+                            "labels": {REVISION_LABEL: rev, "pod-template-hash": hash_},
                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner,
-                                                "controller": True}]}  # fmt: skip
+                                                "uid": f"rs-{owner}", "controller": True}]}  # fmt: skip
     if deleting:
         meta["deletionTimestamp"] = ago(1)
     return {"metadata": meta, "status": {"phase": "Running", "containerStatuses": list(containers),
@@ -666,12 +667,21 @@ def test_older_pods_are_named_by_the_revision_they_carry() -> None:
 
 
 class CountingKube(MemoryKube):
-    """An API that counts its pod lists and answers with the stable pod and the candidate's."""
+    """An API that counts its pod lists and answers with the stable pod and the candidate's; the ReplicaSet
+    ``<deployment>-<hash>`` has uid ``rs-<its name>`` and the store's Deployment of that name for controller."""
 
     def __init__(self, store: Store, candidate: str) -> None:
         super().__init__(store)
         self.pod_lists = 0
         self.candidate = candidate
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind != "ReplicaSet":
+            return super().get(api_version, kind, namespace, name)
+        dep = self.store.get("Deployment", namespace, name.rpartition("-")[0])
+        refs = [{"apiVersion": "apps/v1", "kind": "Deployment", "name": dep["metadata"]["name"], "controller": True,
+                 "uid": dep["metadata"]["uid"]}] if dep else []  # fmt: skip
+        return {"metadata": {"name": name, "namespace": namespace, "uid": f"rs-{name}", "ownerReferences": refs}}
 
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         if kind != "Pod":

@@ -4,8 +4,9 @@ revisions of the pods they list.
 An endpoint names its pod (targetRef: name and uid) but carries none of its labels, and a pod's name says only its
 ReplicaSet's, not its revision. So the serving pods of the ModelDeployment are read by label (one list), those one
 of its Deployments made kept (labels say whose a pod claims to be, anyone in the namespace can set them: a pod
-whose controller reference is not one of its Deployments' ReplicaSets, ``podhealth.of_deployment``, is foreign,
-like one the label selector does not find), and each pod's revision is kept by its uid: a later look needs the API
+whose controller reference is not, by name and uid, one of its Deployments' ReplicaSets (``podhealth.of_deployment``,
+``replicasets.ReplicaSetOwners``) is foreign, like one the label selector does not find), and each pod's revision is
+kept by its uid: a later look needs the API
 server again only when a slice lists a pod not seen before (a new pod of a rollout), or the ModelDeployment's
 Deployments changed. What is kept is the pods of the last list, so it never outgrows the serving pods, and the last
 ``FOREIGN_PODS_KEPT`` pods the slices listed that are not the ModelDeployment's.
@@ -23,19 +24,24 @@ from .kube import Kube
 from .observe import EndpointsObservation, endpoints_observation, ready_pods, service_slices
 from .podhealth import of_deployment
 from .podmetrics import serving_pods_selector
+from .replicasets import ReplicaSetOwners
 from .store import Store
 
 FOREIGN_PODS_KEPT = 64
 """Pods not of the ModelDeployment that its Services' slices listed, kept per ModelDeployment across lists."""
+Deployments = tuple[tuple[str, str], ...]
+"""The ModelDeployment's own Deployments (each controlled by it): (name, uid)."""
 
 
 class PodRevisions:
     """The revision of each serving pod of a ModelDeployment, by pod uid, read from the API server on demand."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, owners: ReplicaSetOwners) -> None:
         self.kube = kube
+        self.owners = owners
+        """Checks a listed pod's controller reference by uid (``ReplicaSetOwners.vouched``)."""
         self._lock = threading.Lock()
-        self._known: dict[tuple[str, str], tuple[tuple[str, ...], dict[str, str], tuple[str, ...]]] = {}
+        self._known: dict[tuple[str, str], tuple[Deployments, dict[str, str], tuple[str, ...]]] = {}
         """(namespace, ModelDeployment) -> (the Deployments whose pods were kept; pod uid -> revision label, as of
         the last list; the uids of pods no list held, or not made by those Deployments, most recent last)."""
 
@@ -44,14 +50,15 @@ class PodRevisions:
         namespace: str,
         name: str,
         uids: set[str],
-        deployments: tuple[str, ...],
+        deployments: Deployments,
         listed_pods: list[dict[str, Any]] | None = None,
     ) -> dict[str, str]:
         """uid -> revision for ``uids`` ("" for a uid no serving pod of the ModelDeployment has, or a pod none of
-        ``deployments``, the names of the ModelDeployment's own Deployments, made): from what the last list said,
-        or a new list when it did not see one of them or kept the pods of other Deployments (``listed_pods``, this
-        pass's list of the serving pods by the same selector, when there is one and it holds every pod asked about:
-        no second list)."""
+        ``deployments``, the (name, uid) of the ModelDeployment's own Deployments, made): from what the last list
+        said, or a new list when it did not see one of them or kept the pods of other Deployments (``listed_pods``,
+        this pass's list of the serving pods by the same selector, already vouched for, when there is one and it
+        holds every pod asked about: no second list). A pod of a new list is vouched for here: its controller
+        reference's uid is that of a ReplicaSet one of ``deployments`` controls (``ReplicaSetOwners``)."""
         key = (namespace, name)
         with self._lock:
             kept_for, listed, foreign = self._known.get(key, ((), None, ()))
@@ -63,7 +70,7 @@ class PodRevisions:
                 # is none of ours (it is then never asked about again)
                 pods = self.kube.list(POD.api_version, POD.kind, namespace, serving_pods_selector(name))
                 metrics.API_READS.labels(POD.kind).inc()
-                listed = _revisions(pods, deployments)
+                listed = _revisions(self.owners.vouched(pods, dict(deployments)), deployments)
             # a uid the list does not hold is no serving pod of this ModelDeployment (a pod someone else labelled
             # so a Service selects it, or so the selector finds it too): kept as such, so it is not asked about
             # again; and so are those known before, which the other Service's slices list (a Canary looks at two
@@ -81,12 +88,12 @@ class PodRevisions:
             self._known.pop((namespace, name), None)
 
 
-def _revisions(pods: list[dict[str, Any]], deployments: tuple[str, ...]) -> dict[str, str]:
-    """uid -> revision label of the ``pods`` one of ``deployments`` made."""
+def _revisions(pods: list[dict[str, Any]], deployments: Deployments) -> dict[str, str]:
+    """uid -> revision label of the ``pods`` (vouched for) one of ``deployments`` made."""
     return {
         str(p["metadata"]["uid"]): str((p["metadata"].get("labels") or {}).get(REVISION_LABEL) or "")
         for p in pods
-        if p.get("metadata", {}).get("uid") and any(of_deployment(p, d) for d in deployments)
+        if p.get("metadata", {}).get("uid") and any(of_deployment(p, d) for d, _uid in deployments)
     }
 
 
@@ -96,12 +103,12 @@ def observe_endpoints(
     namespace: str,
     name: str,
     service: dict[str, Any] | None,
-    deployments: tuple[str, ...],
+    deployments: Deployments,
     listed_pods: list[dict[str, Any]] | None = None,
 ) -> EndpointsObservation | None:
     """The ready endpoints of ``service`` (the store's copy of a Service the ModelDeployment ``name`` controls; None:
-    there is none yet) by revision, of the pods its Deployments ``deployments`` (names, each controlled by it) made
-    (``listed_pods``: this pass's list of the serving pods, if it made one)."""
+    there is none yet) by revision, of the pods its Deployments ``deployments`` ((name, uid), each controlled by it)
+    made (``listed_pods``: this pass's list of the serving pods, vouched for, if it made one)."""
     if service is None:
         return None
     meta = service["metadata"]

@@ -139,7 +139,10 @@ def of_deployment(pod: dict[str, Any], deployment: str) -> bool:
     selector finds it, or one of the Canary's candidate Deployment, is not this Deployment's (the reference must be
     the controller's, to an apps/v1 ReplicaSet). Nor is a pod that
     has ended (phase Failed or Succeeded: one the kubelet evicted stays so, its containers terminated and never
-    restarted): its ReplicaSet does not count it and makes another, so it tells nothing of the revision's health."""
+    restarted): its ReplicaSet does not count it and makes another, so it tells nothing of the revision's health.
+    By name only: a reference's uid is the pod creator's to write, so the operator reads pods vouched for
+    (``replicasets.ReplicaSetOwners.vouched``: a reference whose uid is not the named ReplicaSet's, controlled by the
+    Deployment, is dropped first)."""
     meta = pod.get("metadata") or {}
     if not live(pod):
         return False

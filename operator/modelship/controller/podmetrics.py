@@ -7,9 +7,10 @@ deadline for all pods together; a pod that cannot be read is named in the sample
 Labels are no proof of whose a pod is: they say whose a pod claims to be, and anyone who can create a pod
 in the namespace can label one as the candidate (and answer /metrics with the figures that decide the rollout).
 A pod of a revision is read when the Deployment that runs that revision made it (``Makers``): its controller
-reference names that Deployment's ReplicaSet (``podhealth.of_deployment``: by name, not uid). This narrows, and
-does not close, what a forged pod can do (the mirrored answers through the candidate's Service, Prometheus' label
-selection, a pod created with such a reference: docs/security.md).
+reference names that Deployment's ReplicaSet (``podhealth.of_deployment``), and gives the uid of the ReplicaSet of
+that name, which that Deployment controls (the pods reach ``read_pods`` vouched for: ``replicasets``). This
+narrows, and does not close, what a forged pod can do (the mirrored answers through the candidate's Service,
+Prometheus' label selection, a pod whose reference gives the live ReplicaSet's uid: docs/security.md).
 """
 
 from __future__ import annotations

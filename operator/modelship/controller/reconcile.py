@@ -39,6 +39,7 @@ from .podmetrics import Fetch, Makers, RefusedPods, fetch_pod, read_pods, servin
 from .prejob import ServingMounts, missing_mounts, store_missed_jobs
 from .prometheus import PrometheusClient
 from .prometheus import read as read_prometheus
+from .replicasets import ReplicaSetOwners
 from .revcache import CachedRevision
 from .revisions import RevisionCaches
 from .skew import Skew
@@ -77,7 +78,9 @@ class Reconciler:
         """Writes status: unknown fields kept, fields the served CRD prunes left out and reported."""
         self.stalls = Stalls(kube, store, config, self.skew, self.status_writer, events)
         """Writes Stalled when a reconcile cannot go on; posts a reconcile's Events."""
-        self.pod_revisions = PodRevisions(kube)
+        self.replicasets = ReplicaSetOwners(kube)
+        """The controller of each ReplicaSet a serving pod names, by uid: a pod's claim to be ours is checked."""
+        self.pod_revisions = PodRevisions(kube, self.replicasets)
         """The revision of each serving pod an EndpointSlice lists (Ready waits for the Service to route to them)."""
         self._pods_unread: set[tuple[str, str]] = set()
         """ModelDeployments whose serving pods the last list could not read (logged once)."""
@@ -139,7 +142,7 @@ class Reconciler:
         listed = self._serving_pods(md, wanted or candidate)  # the Services' endpoints take their revisions from it
         # a serving pod is read as one of ours only when one of our Deployments made it (not for its labels)
         makers = Makers(candidate=canary_name(md) if canary else None, stable=serving_name(md) if dep else None)
-        ours = tuple(d for d in makers if d is not None)
+        ours = tuple((d["metadata"]["name"], d["metadata"]["uid"]) for d in (canary, dep) if d is not None)
         samples, readings = self._figures(md, listed, makers=makers)  # the pods' readings: one list a pass
         rollout = md.status.rollout
         self.refused_pods.tell((ns, name), readings.refused if readings and rollout else (),
@@ -187,9 +190,13 @@ class Reconciler:
         return pods
 
     def _list_serving_pods(self, md: ModelDeployment) -> list[dict[str, Any]]:
-        pods = self.kube.list("v1", "Pod", md.metadata.namespace or "", serving_pods_selector(md.metadata.name))
+        """The serving pods by label, each that claims to be of one of the ModelDeployment's Deployments checked by
+        uid (``ReplicaSetOwners.vouched``: a claim that does not hold is dropped, the pod read as nobody's)."""
+        ns, uid = md.metadata.namespace or "", md.metadata.uid
+        pods = self.kube.list("v1", "Pod", ns, serving_pods_selector(md.metadata.name))
         metrics.API_READS.labels("Pod").inc()
-        return pods
+        ours = (self._controlled("Deployment", ns, d, uid) for d in (serving_name(md), canary_name(md)))
+        return self.replicasets.vouched(pods, {d["metadata"]["name"]: d["metadata"]["uid"] for d in ours if d})
 
     def _controlled(self, kind: str, ns: str, name: str, uid: str | None) -> dict[str, Any] | None:
         obj = self.store.get(kind, ns, name)

@@ -182,6 +182,12 @@ POD = Kind(
 )  # fmt: skip
 DEPLOYMENT = _applied_child("Deployment", "apps", "v1", "deployments")
 SERVICE = _applied_child("Service", "", "v1", "services")
+REPLICA_SET = Kind(
+    "ReplicaSet", "apps", "v1", "replicasets",
+    grants=(Grant(Verb.GET, "a serving pod's controller reference, checked by uid: the ReplicaSet it names is read "
+                            "by name (once per ReplicaSet; no list or watch) for its uid and its controller, one of "
+                            "the ModelDeployment's Deployments (controller.replicasets)"),),
+)  # fmt: skip
 HORIZONTAL_POD_AUTOSCALER = _applied_child(
     "HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers", pruned=True
 )
@@ -269,6 +275,7 @@ KINDS: tuple[Kind, ...] = (
     JOB,
     POD,
     DEPLOYMENT,
+    REPLICA_SET,
     SERVICE,
     ENDPOINT_SLICE,
     HORIZONTAL_POD_AUTOSCALER,
