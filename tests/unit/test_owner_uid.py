@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from modelship.controller.reconcile import Reconciler
 from modelship.controller.replicasets import FORGED, ReplicaSetOwners
@@ -122,3 +123,20 @@ def test_a_reference_without_a_uid_is_not_ours() -> None:
     assert not ReplicaSetOwners(kube).made_by(p, "digits", "d-1") and kube.gets == 0  # type: ignore[arg-type]
     vouched = ReplicaSetOwners(kube).vouched([p], {"digits": "d-1"})  # type: ignore[arg-type]
     assert vouched[0]["metadata"]["ownerReferences"] == [] and p["metadata"]["ownerReferences"]  # a copy
+
+
+def test_a_replicaset_that_cannot_be_read_concludes_nothing() -> None:
+    """A GET refused (a Role without get on ReplicaSets) or failed fails the caller's pass: the pod is neither
+    taken for ours nor remembered as forged, and is asked about again."""
+
+    class Refusing(OneReplicaSet):
+        def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+            self.gets += 1
+            raise ApiException(status=403, reason="Forbidden")
+
+    kube = Refusing()
+    owners = ReplicaSetOwners(kube)  # type: ignore[arg-type]
+    for _ in range(2):
+        with pytest.raises(ApiException):
+            owners.vouched([pod("digits-5f7-a", running(60))], {"digits": "d-1"})
+    assert kube.gets == 2 and not owners._controllers
