@@ -15,33 +15,17 @@ from modelship.controller.phasewindow import PodFigures, PodReading, Readings
 from modelship.controller.podmetrics import (
     COVERAGE_NAMED,
     DEADLINE,
-    Makers,
     coverage,
     fetch_pod,
     read_pods,
     unreadable_reason,
 )
 from tests.support.servers import loopback_http
+from tests.unit.test_podmetrics import MAKERS, pod
 
-MAKERS = Makers(candidate="digits-canary", stable="digits")
 GOOD = (
     '# TYPE modelship_request_duration_seconds histogram\nmodelship_request_duration_seconds_count{model="m"} 5\n'
 )
-
-
-def pod(name: str, revision: str = "cand", owner: str | None = "", port: int = 0) -> dict[str, Any]:
-    """A ready serving pod made by ``owner``'s ReplicaSet ("": the Deployment running ``revision``; None: by
-    nothing, as a pod someone created and labelled like ours)."""
-    if owner == "":
-        owner = MAKERS.candidate if revision == "cand" else MAKERS.stable
-    refs = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{owner}-5f7", "uid": f"rs-{owner}",
-             "controller": True}] if owner else []  # fmt: skip
-    return {
-        "metadata": {"name": name, "labels": {"modelship.io/revision": revision, "pod-template-hash": "5f7"},
-                     "ownerReferences": refs},
-        "status": {"phase": "Running", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}],
-                   "test-port": port},
-    }  # fmt: skip
 
 
 def reading(name: str) -> PodReading:
@@ -55,7 +39,7 @@ def test_an_answer_that_does_not_parse_is_told_in_the_operators_words_not_the_po
     def fetch(p: dict[str, Any], port: int) -> str:
         return forged_words if p["metadata"]["name"] == "digits-canary-b" else GOOD
 
-    pods = [pod("digits-canary-a"), pod("digits-canary-b"), pod("forged", owner=None)]
+    pods = [pod("digits-canary-a", "cand", 0), pod("digits-canary-b", "cand", 0), pod("forged", "cand", 0, owner=None)]
     readings = read_pods(pods, 9090, "cand", "stable", fetch, makers=MAKERS)
     assert readings.unreadable == (("digits-canary-b", "unparsable metrics"),)
     told = coverage(readings)
@@ -108,7 +92,7 @@ def test_each_error_has_the_operators_words(error: Exception, why: str) -> None:
 
 def test_pods_past_the_reads_deadline_are_told_so(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(podmetrics, "DEADLINE_SECONDS", -1.0)  # the deadline passed before the first pod
-    readings = read_pods([pod("digits-canary-a"), pod("digits-1", "stable")], 9090, "cand", "stable",
+    readings = read_pods([pod("digits-canary-a", "cand", 0), pod("digits-1", "stable", 0)], 9090, "cand", "stable",
                          lambda p, port: GOOD, makers=MAKERS)  # fmt: skip
     assert readings.unreadable == (("digits-canary-a", DEADLINE), ("digits-1", DEADLINE))
     assert coverage(readings).startswith("; figures from 0 of 2 pods (2 unreadable: digits-1 (deadline), ")
@@ -130,7 +114,7 @@ def server() -> Iterator[int]:
 
 
 def test_a_bad_http_answer_is_told_without_its_text(server: int) -> None:
-    readings = read_pods([pod("digits-canary-a", port=server)], 9090, "cand", "stable",
+    readings = read_pods([pod("digits-canary-a", "cand", server)], 9090, "cand", "stable",
                          lambda p, _port: fetch_pod(p, server), makers=MAKERS)  # fmt: skip
     assert readings.unreadable == (("digits-canary-a", "not an HTTP answer"),)
 
