@@ -119,8 +119,6 @@ def test_a_bad_http_answer_is_told_without_its_text(server: int) -> None:
     assert readings.unreadable == (("digits-canary-a", "not an HTTP answer"),)
 
 
-@pytest.mark.xfail(strict=True, reason="stages/verify.py appends podmetrics.coverage to the rollout's message: the "
-                                      "one-line change the trustgaps report hands to the lead (then drop this mark)")
 def test_the_rollouts_message_tells_what_its_figures_left_out() -> None:
     """A rollout judged on the figures of some of its pods reads differently from one judged on all of them."""
     from dataclasses import replace

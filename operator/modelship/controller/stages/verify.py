@@ -54,6 +54,7 @@ from ..canary_trouble import RETRIED_CAUSES, CandidateTrouble, rearmed, recorded
 from ..observe import Observed
 from ..phasewindow import advance, phase_key, samples
 from ..podhealth import newest_template_hash
+from ..podmetrics import coverage
 from .context import (
     ConditionUpdate,
     Context,
@@ -290,7 +291,7 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
     served = served_weight(canary, new, observed, stable)
     below = below_share(canary, new, observed, stable, served)
     new = new.model_copy(update={"served_weight": served, "ignored_overrides": ignored or None,
-                                 "message": new.message + below})  # fmt: skip
+                                 "message": new.message + coverage(observed.readings) + below})  # fmt: skip
     # the candidate offers the stable pods to be mirrored to (through its Service, once it has an address)
     offer = mirror_offer(md, ip, new.mirror_percent, rev) if ip and new.mirror_percent > 0 else None
     objects = (
