@@ -463,6 +463,201 @@ inline bool to_int(const Token &t, int64_t lo, uint64_t hi, int64_t &v) {
   return true;
 }
 
+// ------------------------------------------------------------------------------------------------ FP32 fast path
+//
+// An FP32 tensor's value is float32(d), d the float64 nearest to the token's decimal value x (d is what to_double
+// makes, exactly: simdjson's parse_double, and what orjson gives the checked path; numpy then rounds it to float32).
+// The common token (what Python prints for a float32 value: "0.54881352186203", "-1.2345678e-05", "117.0") is read
+// here with a few SSE2 operations and two multiplications instead: it gives float32(d) bit for bit when it answers at
+// all, and leaves every other token, and every token near a float32 rounding boundary, to the exact path above.
+//
+// The shape. -?I(.F)?([eE][+-]?X)? with I 1-3 digits (no leading zero), F 1-24 digits, X 1-3 digits; anything else
+// ("1.", no digit, a leading zero, 4+ integer digits, 25+ decimals, 4+ exponent digits) is left to the exact path,
+// which accepts or declines it. The bytes are classified as the exact lexer classifies them (the same digit runs,
+// '.', e/E, sign), so the token's end is the exact lexer's. Up to FAST_WINDOW bytes are read from the token's start,
+// never past the span's end (lim): a half's region ends at a ',' or ']', which no digit run crosses, so what lies
+// beyond it decides nothing.
+//
+// The value, in integers (exact). With F's digits f1..f24 (zeros after its last), A = I * 10^16 + f1..f16 (an
+// integer < 10^19 < 2^64) and G = f17..f24 (< 10^8): x = (A + G * 10^-8) * 10^q, q = X - 16 (X without a fraction,
+// A = I, G = 0). The digit values come from the 32 bytes after the '.': minus '0', and-ed with a mask of the first
+// n2 bytes, summed to 8-digit numbers by multiply-adds whose lanes hold them (99, 9999, 99999999).
+//
+// The value, in floating point. y = (double(A) + double(G) * P8) * P[q], q in [-64, 64] (else: exact path), where
+// P8 and P[q] are the literals 1e-8 and 1eq (each within 1 ulp of its power of ten: relative error <= 2u, u = 2^-53).
+// double(A) is within 1 ulp of A (C++ allows either neighbour; IEEE hardware gives the nearest), double(G) is exact
+// (G < 2^27), every product and sum is IEEE round-to-nearest (<= u; no fused operation: -ffp-contract=off, and
+// FLT_EVAL_METHOD == 0 for the build to take this path). Both addends are >= 0, so the sum's relative error is at
+// most the larger of theirs (2u; 3u + 2u^2) plus its own rounding: <= 4.02u; then the scaling: |y/x - 1| <= 7.03u.
+//
+// The margin. y is taken only when 2^-126 <= y < 2^127 (its biased float64 exponent in [897, 1149]): float32's
+// normal range, where in y's binade [2^E, 2^(E+1)) the float32 values are the doubles whose low 29 mantissa bits are
+// 0 and the float32 rounding boundaries (midpoints between neighbours) those whose low 29 bits are exactly 2^28.
+// Let U = 2^(E-52), the ulp of y. |x| < 2^(E+1)(1 + 7.1u), so |y - x| < 7.03u * 2^(E+1)(1 + 7.1u) < 7.1 U; d is
+// within half an ulp of x, at most U (x may lie in the next binade up); so |d - y| < 8.1 U. The midpoint nearest
+// to y is min(D, 2^27) U away, D = |low29(y) - 2^28|: those of its binade D U and more; the one just above 2^(E+1)
+// 2^29 U + (2^(E+1) - y) away; the one just below 2^E (2^E - 2^(E-25), in the binade below) 2^27 U + (y - 2^E).
+// With D > MARGIN = 32 > 8.1 no midpoint lies between y and d, nor on d: round-to-nearest maps y and d to the same
+// float32, float(y) == float(d) (the double-rounding edge, d itself a midpoint that ties to even, is among the
+// excluded). |d| < 2^127 (1 + 2^-49) < FLT_MAX, so the exact path's range check would pass; |d| >= 2^-126 (1 -
+// 2^-49) rounds to a normal float32 or to 2^-126, as y does. The sign is put on the float32 (rounding is symmetric).
+// Not taken here (D <= MARGIN): about 65 in 2^29 of random values, and no float32 printed to round-trip (its y lies
+// within 8.1 U of a float32, D ~ 2^28). Integers (no '.' or exponent, < 1000) are exact doubles: float(double(I)),
+// "-0" the int 0 as in to_double; a zero with a fraction or exponent is -0.0 or 0.0 by its sign (compute_float_64's
+// i == 0 case).
+constexpr bool FAST_F32 =
+#if defined(__SSE2__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && defined(FLT_EVAL_METHOD) && \
+    FLT_EVAL_METHOD == 0
+    std::numeric_limits<double>::is_iec559 && std::numeric_limits<float>::is_iec559;
+#else
+    false;
+#endif
+#ifndef MSJSON_F32_MARGIN
+#define MSJSON_F32_MARGIN 32  // (a test build sets 0, to see tests/serve/test_msjson_f32.py catch the missing check)
+#endif
+constexpr uint64_t MARGIN = MSJSON_F32_MARGIN;
+constexpr ptrdiff_t FAST_WINDOW = 64;  // bytes read from the token's start at most
+
+constexpr double P10[] = {
+    1e-64, 1e-63, 1e-62, 1e-61, 1e-60, 1e-59, 1e-58, 1e-57, 1e-56, 1e-55, 1e-54, 1e-53, 1e-52, 1e-51, 1e-50, 1e-49,
+    1e-48, 1e-47, 1e-46, 1e-45, 1e-44, 1e-43, 1e-42, 1e-41, 1e-40, 1e-39, 1e-38, 1e-37, 1e-36, 1e-35, 1e-34, 1e-33,
+    1e-32, 1e-31, 1e-30, 1e-29, 1e-28, 1e-27, 1e-26, 1e-25, 1e-24, 1e-23, 1e-22, 1e-21, 1e-20, 1e-19, 1e-18, 1e-17,
+    1e-16, 1e-15, 1e-14, 1e-13, 1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1e0, 1e1,
+    1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21,
+    1e22, 1e23, 1e24, 1e25, 1e26, 1e27, 1e28, 1e29, 1e30, 1e31, 1e32, 1e33, 1e34, 1e35, 1e36, 1e37, 1e38, 1e39, 1e40,
+    1e41, 1e42, 1e43, 1e44, 1e45, 1e46, 1e47, 1e48, 1e49, 1e50, 1e51, 1e52, 1e53, 1e54, 1e55, 1e56, 1e57, 1e58, 1e59,
+    1e60, 1e61, 1e62, 1e63, 1e64,
+};
+
+inline uint64_t load8(const u8 *p) {
+  uint64_t w;
+  memcpy(&w, p, 8);
+  return w;
+}
+
+// 0x80 in the byte of w (little-endian: byte 0 first) that is the first non-digit, and maybe in bytes after it (an
+// addition's carry out of a non-digit byte may reach the next; digits, 0x30-0x39 + 6, carry nothing)
+inline uint64_t nondigits(uint64_t w) {
+  const uint64_t hi = 0xF0F0F0F0F0F0F0F0, zeros = 0x3030303030303030, low7 = 0x7F7F7F7F7F7F7F7F;
+  uint64_t m = ((w & hi) ^ zeros) | (((w + 0x0606060606060606) & hi) ^ zeros);  // a byte != 0: not a digit
+  return (((m & low7) + low7) | m) & ~low7;
+}
+inline int digit_run(uint64_t w) {  // leading digits of w, 0..8
+  uint64_t nd = nondigits(w);
+  return nd == 0 ? 8 : __builtin_ctzll(nd) >> 3;
+}
+// the first n (0..8) bytes of w, all digits, as a number: moved to the top bytes with '0's below them, then
+// simdjson's parse_eight_digits_unrolled arithmetic. Each shift is done in two halves (4n bits and 4n bits), so
+// n == 0 and n == 8 need no shift by 64 (undefined) and no branch: n == 0 leaves eight '0's, n == 8 no fill.
+inline uint64_t digits(uint64_t w, int n) {
+  const uint64_t zeros = 0x3030303030303030;
+  unsigned up = 4 * unsigned(8 - n), down = 4 * unsigned(n);
+  uint64_t v = ((w << up) << up) | ((zeros >> down) >> down);
+  v -= zeros;
+  v = (v * 10) + (v >> 8);
+  return (((v & 0x000000FF000000FF) * (100 + (1000000ULL << 32))) +
+          (((v >> 16) & 0x000000FF000000FF) * (1 + (10000ULL << 32)))) >> 32;
+}
+
+#if defined(__SSE2__)
+// LEAD + 32 - n: n bytes of 0xFF, then zeros (n <= 32)
+alignas(64) constexpr u8 LEAD[64] = {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+                                     0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+                                     0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF};
+
+// 32 bytes (a, b) -> bit i set when byte i is an ASCII digit
+inline uint32_t digit_bits(__m128i a, __m128i b) {
+  const __m128i below = _mm_set1_epi8('0' - 1), above = _mm_set1_epi8('9' + 1);
+  __m128i da = _mm_and_si128(_mm_cmpgt_epi8(a, below), _mm_cmplt_epi8(a, above));
+  __m128i db = _mm_and_si128(_mm_cmpgt_epi8(b, below), _mm_cmplt_epi8(b, above));
+  return uint32_t(_mm_movemask_epi8(da)) | (uint32_t(_mm_movemask_epi8(db)) << 16);
+}
+
+// 32 digit values (bytes 0..9, a then b) -> four 8-digit numbers (dwords: a's first 8, a's last 8, b's first 8, b's
+// last 8): pairs, then quadruples, then octets by multiply-add (each step's sums fit its lanes: 99, 9999, 99999999)
+inline __m128i octets(__m128i a, __m128i b) {
+  const __m128i z = _mm_setzero_si128(), m10 = _mm_set_epi16(1, 10, 1, 10, 1, 10, 1, 10),
+                m100 = _mm_set_epi16(1, 100, 1, 100, 1, 100, 1, 100),
+                m1e4 = _mm_set_epi16(1, 10000, 1, 10000, 1, 10000, 1, 10000);
+  __m128i a2 = _mm_packs_epi32(_mm_madd_epi16(_mm_unpacklo_epi8(a, z), m10), _mm_madd_epi16(_mm_unpackhi_epi8(a, z), m10));
+  __m128i b2 = _mm_packs_epi32(_mm_madd_epi16(_mm_unpacklo_epi8(b, z), m10), _mm_madd_epi16(_mm_unpackhi_epi8(b, z), m10));
+  __m128i q = _mm_packs_epi32(_mm_madd_epi16(a2, m100), _mm_madd_epi16(b2, m100));
+  return _mm_madd_epi16(q, m1e4);
+}
+
+// p at a token, p + FAST_WINDOW readable -> just past it, and f = float32(d); nullptr: left to the exact path
+inline const u8 *fast_f32(const u8 *p, float &f) {
+  const bool negative = *p == '-';
+  const u8 *s = p + negative;
+  int n1 = 1;
+  uint64_t a = 0;  // A below
+  if (s[0] != '0' || s[1] != '.') {  // (not the usual "0.": the integer digits)
+    uint64_t iw = load8(s);
+    n1 = digit_run(iw);
+    if (n1 == 0 || n1 > 3 || (*s == '0' && n1 > 1)) return nullptr;
+    a = digits(iw, n1);
+  }
+  uint32_t g = 0;
+  const u8 *q = s + n1;
+  int64_t q10 = 0;
+  bool integer = true;
+  if (*q == '.') {
+    integer = false;
+    const u8 *fr = q + 1;
+    __m128i v0 = _mm_loadu_si128(reinterpret_cast<const __m128i *>(fr));
+    __m128i v1 = _mm_loadu_si128(reinterpret_cast<const __m128i *>(fr + 16));
+    int n2 = __builtin_ctz(~digit_bits(v0, v1) | 0x80000000u);  // 31: maybe more
+    if (n2 == 0 || n2 > 24) return nullptr;
+    // the fraction's digit values, zero from its end on: 24 digits (f1 f2 ... f24, zeros padding a shorter one)
+    const __m128i zero = _mm_set1_epi8('0');
+    __m128i k0 = _mm_loadu_si128(reinterpret_cast<const __m128i *>(LEAD + 32 - n2));
+    __m128i k1 = _mm_loadu_si128(reinterpret_cast<const __m128i *>(LEAD + 48 - n2));
+    __m128i o = octets(_mm_and_si128(_mm_sub_epi8(v0, zero), k0), _mm_and_si128(_mm_sub_epi8(v1, zero), k1));
+    uint64_t o01 = uint64_t(_mm_cvtsi128_si64(o));
+    a = a * 10000000000000000 + (o01 & 0xFFFFFFFF) * 100000000 + (o01 >> 32);
+    g = uint32_t(_mm_cvtsi128_si32(_mm_unpackhi_epi64(o, o)));
+    q10 = -16;
+    q = fr + n2;
+  }
+  if ((*q | 0x20) == 'e') {
+    integer = false;
+    const u8 *x = q + 1;
+    bool down = *x == '-';
+    x += *x == '-' || *x == '+';
+    uint64_t xw = load8(x);
+    int nx = digit_run(xw);
+    if (nx == 0 || nx > 3) return nullptr;
+    int64_t v = int64_t(digits(xw, nx));
+    q10 += down ? -v : v;
+    q = x + nx;
+  }
+  if (integer) {  // to_double's integer case: a < 1000, exact
+    double d = double(a);
+    f = float(negative && a != 0 ? -d : d);
+    return q;
+  }
+  if (a == 0 && g == 0) {
+    if (q10 < -300 || q10 > 300) return nullptr;  // (within compute_float_64's range: its i == 0 case)
+    f = negative ? -0.0f : 0.0f;
+    return q;
+  }
+  if (q10 < -64 || q10 > 64) return nullptr;
+  double y = (double(a) + double(g) * P10[64 - 8]) * P10[q10 + 64];
+  uint64_t bits;
+  memcpy(&bits, &y, 8);
+  if ((bits >> 52) - 897 > 1149 - 897) return nullptr;  // not in [2^-126, 2^127) (y > 0: no sign bit)
+  if ((bits & ((uint64_t(1) << 29) - 1)) - ((uint64_t(1) << 28) - MARGIN) <= 2 * MARGIN) return nullptr;
+  float v = float(y);
+  uint32_t vb;
+  memcpy(&vb, &v, 4);
+  vb |= uint32_t(negative) << 31;  // (a branch on the sign would be mispredicted half the time on random data)
+  memcpy(&f, &vb, 4);
+  return q;
+}
+#else
+inline const u8 *fast_f32(const u8 *, float &) { return nullptr; }
+#endif
+
 enum Kind { F32 = 0, F64 = 1, I8, I16, I32, I64, U8, U16, U32, U64, KINDS };
 
 template <typename T>
@@ -470,6 +665,22 @@ struct Sink {
   T *out;
   int64_t lo;
   uint64_t hi;
+  const u8 *lim;  // the span's end: bytes before it may be read (not decided on) past a half's end
+
+  // the token at p (region up to e) into out[at] -> just past it, or nullptr (decline)
+  const u8 *take(const u8 *p, const u8 *e, uint64_t at) const {
+    if constexpr (std::is_same_v<T, float> && FAST_F32) {
+      float f;
+      const u8 *q;
+      if (lim - p >= FAST_WINDOW && (q = fast_f32(p, f)) != nullptr) {
+        out[at] = f;
+        return q;
+      }
+    }
+    Token t;
+    const u8 *q = lex(p, e, t);
+    return q != nullptr && put(t, q, at) ? q : nullptr;
+  }
   bool put(const Token &t, const u8 *tok_end, uint64_t at) const {
     if constexpr (std::is_floating_point_v<T>) {
       double d;
@@ -496,9 +707,8 @@ int read_flat(const u8 *p, const u8 *e, const Sink<T> &sink, uint64_t count) {
   uint64_t n = 0;
   for (;;) {
     p = skip_ws(p, e);
-    Token t;
-    const u8 *q = lex(p, e, t);
-    if (q == nullptr || n >= count || !sink.put(t, q, n)) return DECLINE;
+    const u8 *q = n < count ? sink.take(p, e, n) : nullptr;
+    if (q == nullptr) return DECLINE;
     n++;
     p = skip_ws(q, e);
     if (p == e) return n == count ? 0 : DECLINE;
@@ -526,9 +736,8 @@ int read_nested(const u8 *p, const u8 *e, const Sink<T> &sink, uint64_t count, i
       continue;
     }
     if (d != depth - 1) return DECLINE;  // a number above the innermost depth
-    Token t;
-    const u8 *q = lex(p, e, t);
-    if (q == nullptr || n >= count || !sink.put(t, q, n)) return DECLINE;
+    const u8 *q = n < count ? sink.take(p, e, n) : nullptr;
+    if (q == nullptr) return DECLINE;
     n++;
     len[d]++;
     p = q;
@@ -575,10 +784,10 @@ void *run_half(void *arg) {
 template <typename T>
 int read_as(const u8 *buf, const msjson_span &s, T *out, int64_t lo, uint64_t hi, int64_t *shape, int threads) {
   const u8 *p = buf + s.start, *e = buf + s.end;
-  if (s.depth > 1) return read_nested(p, e, Sink<T>{out, lo, hi}, s.count, int(s.depth), shape);
+  if (s.depth > 1) return read_nested(p, e, Sink<T>{out, lo, hi, e}, s.count, int(s.depth), shape);
   shape[0] = int64_t(s.count);
   if (threads > 1 && s.split > s.start && s.split + 1 < s.end && s.split_index > 0 && s.split_index < s.count) {
-    Half<T> second{buf + s.split + 1, e - 1, Sink<T>{out + s.split_index, lo, hi}, s.count - s.split_index, DECLINE};
+    Half<T> second{buf + s.split + 1, e - 1, Sink<T>{out + s.split_index, lo, hi, e}, s.count - s.split_index, DECLINE};
     pthread_t th;
     // the helper lives for a millisecond: signals stay with the process' own threads (it starts with all blocked)
     sigset_t all, old;
@@ -587,12 +796,12 @@ int read_as(const u8 *buf, const msjson_span &s, T *out, int64_t lo, uint64_t hi
     int started = pthread_create(&th, nullptr, run_half<T>, &second);
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (started == 0) {
-      int rc = read_flat(p + 1, buf + s.split, Sink<T>{out, lo, hi}, s.split_index);
+      int rc = read_flat(p + 1, buf + s.split, Sink<T>{out, lo, hi, e}, s.split_index);
       pthread_join(th, nullptr);
       return rc == 0 && second.rc == 0 ? 0 : DECLINE;
     }  // no thread to be had: one does it all
   }
-  return read_flat(p + 1, e - 1, Sink<T>{out, lo, hi}, s.count);
+  return read_flat(p + 1, e - 1, Sink<T>{out, lo, hi, e}, s.count);
 }
 
 // ------------------------------------------------------------------------------------------------ quantize
