@@ -100,6 +100,11 @@ def _load() -> tuple[Library | None, str]:
     path = Path(where) if where else default_path()
     if not path.is_file():
         return None, f"no {path}" + ("" if where else " (hack/native/build makes it)")
+    return open_library(path)
+
+
+def open_library(path: Path) -> tuple[Library | None, str]:
+    """The library at path, its functions typed, or None and why not (bench/json_read.py opens two side by side)."""
     try:
         # RTLD_LOCAL: its symbols never take part in resolving anyone else's (it exports only msjson_*, and carries
         # its own libstdc++, hidden); RTLD_NOW: a broken file fails here, not on the first request
