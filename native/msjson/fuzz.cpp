@@ -5,7 +5,10 @@
 // exactly its length, so a read one byte past the body is an ASan report. Besides the sanitizers, it checks what the
 // Python side relies on: spans inside the body, in order, at '[' ... ']', a count no larger than the body, a split
 // comma inside its span; a successful read's shape multiplies to its count; a split read gives what a one-thread
-// read gives. Then msjson_quantize on random float32 arrays against a plain reference (fuzz_quantize).
+// read gives; an FP32 read is float32 of the FP64 read (the exact path: simdjson's parse_double) bit for bit and
+// declines where it declines or a value is past float32's range (check_f32: the FP32 fast path against the exact
+// path; the bodies hold float32 rounding boundaries and their neighbours, float32_token). Then msjson_quantize on
+// random float32 arrays against a plain reference (fuzz_quantize).
 //
 //   fuzz [--seed S] [--mutations N] [--seconds T] [--crash FILE] [--only] [FILE...]
 //
@@ -18,6 +21,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cfloat>
 #include <cinttypes>
 #include <cmath>
 #include <cstdint>
@@ -86,6 +90,28 @@ struct Rng {
   bool coin(int one_in) { return below(size_t(one_in)) == 0; }
 };
 
+// FP32 (the fast path where it answers) against the exact path's own arithmetic: FP64 is read by the exact path
+// only, and FP32 is float32(that double), declined where FP64 declines or a value lies past float32's range.
+uint64_t f32_checked = 0;
+void check_f32(const uint8_t *buf, size_t len, const msjson_span &s, int rc, const float *got) {
+  std::vector<double> d(s.count);
+  std::vector<int64_t> shape(s.depth > 1 ? s.depth : 1);
+  int rc64 = msjson_read(buf, len, &s, 1, d.data(), shape.data(), 1);
+  bool in_range = true;
+  for (size_t i = 0; rc64 == 0 && i < d.size(); i++) in_range = in_range && std::fabs(d[i]) <= double(FLT_MAX);
+  int want = rc64 == 0 && in_range ? 0 : -1;
+  if (rc != want) fail("FP32 decides otherwise than FP64 (the exact path)", rc);
+  for (size_t i = 0; rc == 0 && i < d.size(); i++) {
+    float f = float(d[i]);
+    if (memcmp(&f, &got[i], 4) != 0) {
+      fprintf(stderr, "msjson-fuzz: value %zu: FP32 read %a, the exact path's double %a gives %a\n", i,
+              double(got[i]), d[i], double(f));
+      fail("FP32 differs from float32(the exact path's double)", long(i));
+    }
+  }
+  f32_checked += rc == 0 ? s.count : 0;
+}
+
 void run_one(const std::string &body, Rng &rng, bool all_kinds = true) {
   current = body;
   ran++;
@@ -119,6 +145,7 @@ void run_one(const std::string &body, Rng &rng, bool all_kinds = true) {
       auto *shape = static_cast<int64_t *>(malloc(sizeof(int64_t) * (s.depth > 1 ? s.depth : 1)));
       int rc = msjson_read(buf, len, &s, kind, out, shape, 1);
       if (rc != 0 && rc != -1) fail("read's return", rc);
+      if (kind == 0) check_f32(buf, len, s, rc, static_cast<const float *>(out));
       if (rc == 0) {
         uint64_t product = 1;
         for (uint32_t d = 0; d < s.depth; d++) {
@@ -155,6 +182,42 @@ const char *const NUMBERS[] = {
     "1e9223372036854775808", "1e-9223372036854775808", "1e18446744073709551615", "1e-18446744073709551616",
     "00", "01", "1.", ".5", "-", "+1", "1e", "1e+", "NaN", "Infinity", "-Infinity", "true", "null", "\"1\"",
 };
+
+// a float32 value's text, as the FP32 fast path meets it: Python's repr-like 17 digits, a float32 rounding
+// boundary (the midpoint of two neighbours, exact in a double) to 16-20 digits, or one double ulp either side of it,
+// in e-form or positional form
+std::string float32_token(Rng &rng) {
+  uint32_t bits = uint32_t(rng.next()) & 0x7FFFFFFF;
+  if (rng.coin(2)) bits = (uint32_t(100 + rng.below(34)) << 23) | (bits & 0x7FFFFF);  // ~1e-8 .. ~100
+  if (bits >= 0x7F7FFFFF) bits = 0x3F800000;
+  float lo, hi;
+  memcpy(&lo, &bits, 4);
+  uint32_t up = bits + 1;
+  memcpy(&hi, &up, 4);
+  double v = rng.coin(3) ? double(lo) : (double(lo) + double(hi)) / 2;
+  if (rng.coin(3)) v = std::nextafter(v, rng.coin(2) ? INFINITY : -INFINITY);
+  char tmp[96];
+  const char *sign = rng.coin(2) ? "-" : "";
+  switch (rng.below(3)) {
+    case 0: snprintf(tmp, sizeof tmp, "%s%.17g", sign, v); break;
+    case 1: snprintf(tmp, sizeof tmp, "%s%.*e", sign, int(15 + rng.below(5)), v); break;
+    default: snprintf(tmp, sizeof tmp, "%s%.*f", sign, int(12 + rng.below(14)), v); break;
+  }
+  std::string t = tmp;
+  if (rng.coin(8)) {  // E, e+ and leading zeros of the exponent
+    size_t e = t.find('e');
+    if (e != std::string::npos) t[e] = 'E';
+  }
+  return t;
+}
+
+// an FP32 body of float32 tokens, most far enough from the array's end for the fast path's window
+std::string float32_body(Rng &rng) {
+  std::string a = "{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP32\", \"data\": [";
+  size_t k = 1 + rng.below(60);
+  for (size_t i = 0; i < k; i++) a += (i ? ", " : "") + float32_token(rng);
+  return a + std::string(rng.below(80), ' ') + "]}]}";
+}
 
 std::string number(Rng &rng) {
   if (rng.coin(8)) {
@@ -456,6 +519,8 @@ int main(int argc, char **argv) {
     run_one("{\"instances\":[\"" + std::string(total, 'a'), rng);
     run_one("{\"x\":\"" + std::string(total, '\\'), rng);
   }
+  // float32 rounding boundaries and their neighbours (FP32 checked against the exact path in each)
+  for (int j = 0; j < 3000; j++) run_one(float32_body(rng), rng, false);
   // deep nesting, in the tensor and elsewhere; huge counts
   for (size_t depth : {31, 32, 33, 64, 1000, 200000}) {
     run_one("{\"instances\":" + std::string(depth, '[') + "1" + std::string(depth, ']') + "}", rng);
@@ -479,6 +544,7 @@ int main(int argc, char **argv) {
 
   std::vector<std::string> pool = seeds;
   for (int j = 0; j < 64; j++) pool.push_back(body(rng));
+  for (int j = 0; j < 16; j++) pool.push_back(float32_body(rng));
   time_t t0 = time(nullptr);
   for (uint64_t m = 0; seconds > 0 ? difftime(time(nullptr), t0) < seconds : m < mutations; m++) {
     if (m % 4096 == 0 && m > 0) pool[rng.below(pool.size())] = body(rng);
@@ -489,7 +555,7 @@ int main(int argc, char **argv) {
     if (rng.coin(64)) pool[rng.below(pool.size())] = s;  // keep some mutants: mutations compound
   }
   printf("msjson-fuzz: %" PRIu64 " bodies (%" PRIu64 " fixed, %" PRIu64 " mutated) and %" PRIu64
-         " quantized arrays, seed %" PRIu64 ", no report\n",
-         ran - quantized, fixed - quantized, ran - fixed, quantized, seed);
+         " quantized arrays, seed %" PRIu64 ", %" PRIu64 " FP32 values checked against the exact path, no report\n",
+         ran - quantized, fixed - quantized, ran - fixed, quantized, seed, f32_checked);
   return 0;
 }

@@ -2,10 +2,13 @@
 its driver (native/msjson/fuzz.cpp, cached by the sources' hash) and runs it over a fixed seed corpus (built-in
 bodies, native/msjson/fuzz-corpus/: each a body that once made a sanitizer report or broke an invariant), every
 truncation and one-byte deletion of them, bodies of 0..130 bytes around the scanner's 64-byte steps, deep nesting,
-runs of commas, then a fixed number of random mutations. Any report, or a broken invariant the Python side relies on
-(spans inside the body, counts no larger than it, a split inside its span, the two-thread read equal to the one-thread
-one), fails the test with the report and the body. Before the bodies, msjson_quantize runs on random float32 arrays
-(NaN, infinities, subnormals, ties; unaligned; every kind, zero points up to and past its bound), each value checked
+runs of commas, bodies of float32 rounding boundaries and their neighbours, then a fixed number of random mutations.
+Any report, or a broken invariant the Python side relies on (spans inside the body, counts no larger than it, a split
+inside its span, the two-thread read equal to the one-thread one, an FP32 read equal bit for bit to float32 of the
+FP64 read, which only the exact path makes: the FP32 fast path against it), fails the test with the report and the
+body. A fast path without its margin check fails here (checked by hand: a driver built with -DMSJSON_F32_MARGIN=0
+broke the FP32 invariant after 61833 bodies). Before the bodies, msjson_quantize runs on random float32 arrays (NaN,
+infinities, subnormals, ties; unaligned; every kind, zero points up to and past its bound), each value checked
 against a plain double reference, out-of-range float -> int conversions caught by UBSan.
 Long runs: ``native/msjson/fuzz --seconds 600 --seed N``."""
 
@@ -64,3 +67,6 @@ def test_hostile_bodies_raise_no_sanitizer_report(tmp_path: Path) -> None:
     # msjson_quantize too: random float32 arrays against a plain reference, under the same sanitizers
     quantized = int(run.stdout.split(" quantized arrays")[0].split()[-1])
     assert quantized > MUTATIONS // 10, run.stdout
+    # FP32 values read and compared with the exact path's (3000 bodies of float32 boundaries alone hold ~90000)
+    checked = int(run.stdout.split(" FP32 values checked")[0].split()[-1])
+    assert checked > 50_000, run.stdout
