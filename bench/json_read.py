@@ -42,7 +42,9 @@ def time_reads(lib: ctypes.CDLL, data: np.ndarray, want: np.ndarray, threads: in
         t0 = time.perf_counter()
         n = lib.msjson_scan(addr, size, 2, ctypes.byref(spans), 4)
         t1 = time.perf_counter()
-        rc = lib.msjson_read(addr, size, ctypes.byref(spans[0]), 0, int(out.ctypes.data), int(shape.ctypes.data), threads)
+        rc = lib.msjson_read(
+            addr, size, ctypes.byref(spans[0]), 0, int(out.ctypes.data), int(shape.ctypes.data), threads
+        )
         t2 = time.perf_counter()
         if n != 1 or rc != 0 or out.tobytes() != want.tobytes():
             raise SystemExit(f"wrong read: spans {n}, rc {rc}")

@@ -2,11 +2,13 @@
 64 clients (the server's own invoke share) and JSON at 1 client (p50 / a bare invoke timed beside the cell).
 
     PYTHONPATH=operator python bench/serve_cells.py --tree main=/tmp/main/operator --tree new=operator --rounds 3
+        [--lib main=/tmp/main-lib/libmsjson.so --lib new=/tmp/new-lib/libmsjson.so]
 
 Each cell is bench/serve.py's, built from its own functions (model, requests, load generator, metrics scrape,
-bare invoke, efficiency), with a fresh server per cell; the order of the trees flips every round. One JSON line per
-cell is printed (and appended to ``--out``), then the median and range per tree and cell. Figures are not
-appended to bench/RESULTS.md: a run on a shared machine is one sample; write them up with the load it ran at.
+bare invoke, efficiency), with a fresh server per cell; the order of the trees flips every round (``--lib
+LABEL=PATH``: the libmsjson that tree's servers load, else the venv's). One JSON line per cell is printed (and
+appended to ``--out``), then the median and range per tree and cell. Figures are not appended to bench/RESULTS.md:
+a run on a shared machine is one sample; write them up with the load it ran at.
 Run it under the bench lock.
 """
 
@@ -35,9 +37,9 @@ CELLS = {"binary64": ("binary", 64), "json1": ("json", 1)}
 
 
 def cell(path: Path, tree: Path, fmt: str, clients: int, request: bytes, invoke_cpu: dict[int, float], args: Any,
-         log: Path) -> dict[str, Any]:  # fmt: skip
+         log: Path, json_lib: str | None = None) -> dict[str, Any]:  # fmt: skip
     port, mport = S.free_port(), S.free_port()
-    proc = S.start_ours(path, "m", port, log, tree, mport)
+    proc = S.start_ours(path, "m", port, log, tree, mport, json_lib)
     x = np.random.default_rng(0).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
     try:
         S.wait_ready(port, "m", proc)
@@ -77,6 +79,7 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tree", action="append", required=True, help="LABEL=an operator/ directory (repeat)")
+    ap.add_argument("--lib", action="append", default=[], help="LABEL=a libmsjson.so for that tree (repeat)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell")
     ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per cell")
@@ -94,12 +97,15 @@ def main() -> int:
     invoke_cpu = {b: S.bare_invoke_ms(path, x, 1, max(20, 200 // b), b, time.thread_time) for b in (1, 2, 4, 8)}
     requests = {fmt: S.requests_for("m", iname, x, fmt == "binary") for fmt in ("binary", "json")}
     trees = [(label, Path(tree)) for label, _, tree in (t.partition("=") for t in args.tree)]
+    libs = dict(t.partition("=")[::2] for t in args.lib)
     rows: list[dict[str, Any]] = []
     for rnd in range(args.rounds):
         for label, tree in trees if rnd % 2 == 0 else trees[::-1]:
             for name in args.cells.split(","):
                 fmt, clients = CELLS[name]
-                r = cell(path, tree, fmt, clients, requests[fmt], invoke_cpu, args, work / f"{label}.log")
+                r = cell(
+                    path, tree, fmt, clients, requests[fmt], invoke_cpu, args, work / f"{label}.log", libs.get(label)
+                )
                 r.update(tree=label, cell=name, round=rnd, load=os.getloadavg()[0], at=time.strftime("%H:%M:%S"))
                 rows.append(r)
                 print(json.dumps(r), flush=True)
