@@ -16,6 +16,9 @@ from typing import Any
 from .api.redact import SECRET_NAME
 
 CREDENTIALS_ROOT = Path("/var/run/modelship")
+NOT_SECRET_VARIABLES = frozenset({"PWD", "OLDPWD"})
+"""Names that look secret but are the shell's working directories: redacting them would blank every path under
+the directory the command was run from (``pvc://x/y.h5: [redacted]/x/y.h5 does not exist``)."""
 MAX_FILES = 256
 MAX_FILE_BYTES = 64 * 1024
 
@@ -27,7 +30,7 @@ def known_secrets(
     ``--push-credentials-dir``: wherever they are mounted) and in the secret-named environment variables."""
     values: set[str] = set()
     environ = os.environ if env is None else env
-    values.update(v for k, v in environ.items() if SECRET_NAME.search(k) and v)
+    values.update(v for k, v in environ.items() if SECRET_NAME.search(k) and k not in NOT_SECRET_VARIABLES and v)
     paths = [p for r in dict.fromkeys((root, *extra)) for p in _files(r)]
     for path in paths[:MAX_FILES]:
         try:

@@ -63,3 +63,13 @@ def test_known_secrets_are_the_mounted_files_and_secret_named_variables(tmp_path
     assert {PLANTED, "registry-pass-99", auth, "env-token-value"} <= secrets
     assert "/tmp" not in secrets
     assert known_secrets(tmp_path / "missing", env={}) == set()
+
+
+def test_the_working_directory_is_not_a_secret(tmp_path: Path) -> None:
+    """PWD and OLDPWD match 'pwd' but hold the shell's directories: a CLI error naming a file under the directory
+    it was run from keeps its path."""
+    env = {"PWD": "/tmp/walkthrough-demo", "OLDPWD": "/home/alice/models", "DB_PWD": "db-pass-1234"}
+    secrets = known_secrets(tmp_path, env=env)
+    assert secrets == {"db-pass-1234"}
+    text = "pvc://x/y.h5: /tmp/walkthrough-demo/x/y.h5 does not exist"
+    assert redact(text, secrets) == text
