@@ -96,6 +96,25 @@ def test_invalid_optimization_is_rejected_by_the_api_rules(tmp_path: Path) -> No
     assert "--optimization-json is not valid JSON" in error_line(proc)
 
 
+@pytest.mark.parametrize("where", ["under-a-file", "is-a-file", "read-only"])
+def test_an_output_directory_it_cannot_write_is_refused_before_anything_runs(tmp_path: Path, where: str) -> None:
+    """Before, the optimization ran to its end and failed writing: 'internal error: OSError', exit 75 (temporary)."""
+    model = _fake_h5(tmp_path / "model.h5")
+    (tmp_path / "afile").write_text("x")
+    out = {
+        "under-a-file": tmp_path / "afile" / "out",
+        "is-a-file": tmp_path / "afile",
+        "read-only": Path("/proc/modelship-out"),  # writable by no one, root included
+    }[where]
+    term = tmp_path / "term.log"
+    proc = run_cli("--model", str(model), "--optimization-json", _opt(evaluation=EVAL), "--out", str(out),
+                   "--termination-log", str(term))  # fmt: skip
+    line = error_line(proc)
+    assert line.startswith(f"modelship optimize: error: --out {out}: "), line
+    assert "internal error" not in line and "HDF5" not in line  # the model was never read
+    assert read_summary(term)["failure"] == "Permanent"
+
+
 @pytest.mark.slow
 def test_label_shape_mismatch_after_tensorflow_loads(linear_example: Any, tmp_path: Path) -> None:
     bad = linear_example.root / linear_example.claim / "linear" / "bad_labels.npz"

@@ -181,6 +181,21 @@ def parse_sources(args: argparse.Namespace) -> Sources:
     return Sources(roles=roles, default=default)
 
 
+def check_out_dir(out: Path) -> None:
+    """Refuse an output directory this process cannot write before anything runs: otherwise the whole optimization
+    ran first and its end was an 'internal error' (exit 75, as if a retry could help)."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".modelship-write-check-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+
+
 def build_request(args: argparse.Namespace) -> Any:
     """A Request from the command line (validated with the API models)."""
     from ..api.optimization import Optimization
@@ -193,6 +208,7 @@ def build_request(args: argparse.Namespace) -> Any:
     if not given:
         raise UsageError("nothing to do: give --spec FILE, --optimization-json JSON or --example NAME")
     out = Path(args.out)
+    check_out_dir(out)
     model_uri, fmt, digest = args.model, args.format, args.digest
     pvc_root = args.pvc_root
     allow_code = bool(getattr(args, "allow_code", False))
