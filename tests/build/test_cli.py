@@ -71,6 +71,21 @@ def test_no_traceback_from_the_real_entry_point(tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines() == [f"modelship build: error: {src}: the artifact model.tflite is missing"]
 
 
+@pytest.mark.parametrize("where", ["under-a-file", "read-only"])
+def test_a_context_directory_it_cannot_write_is_one_line(
+    tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, the OSError of the first mkdir went up as a traceback."""
+    src = write_output(tmp_path / "opt")
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "ws" if where == "under-a-file" else Path("/proc/modelship-ws")
+    assert main(["build", "context", "--from", str(src), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"modelship build: error: {out}: cannot write the build context there (") and err.count(
+        "\n"
+    ) == 1, err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -255,6 +255,25 @@ def render_context(
         report, name=name, base_image=base_image, revision=revision, model_path=model_path, created=created
     )
     text = dockerfile_text(base_image=base_image, labels=labels, name=name, model_file=model_file, port=port)
+    try:
+        digest = _write_context(out, src, artifact, report, text)
+    except OSError as exc:  # a read-only or full disk: one line naming the directory, not a traceback
+        raise ContextError(f"{out}: cannot write the build context there ({exc.strerror or exc})") from None
+    return BuildContext(
+        path=out,
+        base_image=base_image,
+        name=name,
+        revision=revision,
+        artifact_digest=digest,
+        model_path=model_path,
+        labels=labels,
+        summary=report.summary,
+    )
+
+
+def _write_context(out: Path, src: Path, artifact: Path, report: Report, text: str) -> str:
+    """Copy the artifact and the report into ``out``/model, check the copy, write the Dockerfile; its digest."""
+    model_file = artifact.name
     _prepare_out(out)
     model_dir = out / "model"
     model_dir.mkdir(mode=0o755)
@@ -275,13 +294,4 @@ def render_context(
     if copied != digest:
         raise ContextError(f"{model_dir / model_file}: copy has digest {copied}, expected {digest}")
     (out / "Dockerfile").write_text(text)
-    return BuildContext(
-        path=out,
-        base_image=base_image,
-        name=name,
-        revision=revision,
-        artifact_digest=digest,
-        model_path=model_path,
-        labels=labels,
-        summary=report.summary,
-    )
+    return digest
