@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import OptimizeError
+from .errors import OptimizeError, first_line
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,8 @@ def load() -> TF:
 
             tf.config.list_physical_devices()  # device probing (cuInit) logs natively: do it while quiet
     except ImportError as exc:
+        if exc.name is None:  # raised by the package itself (TensorFlow's native runtime, an interrupted import)
+            raise OptimizeError(f"TensorFlow is installed but failed to import: {_import_failure(exc)}") from None
         raise OptimizeError(
             f"the optimizer needs TensorFlow, tf-keras and TFMOT ({exc.name} is missing): "
             "pip install 'modelship[optimize]'"
@@ -93,6 +95,14 @@ def load() -> TF:
         )
     _LOADED = TF(tf=tf, keras=keras, tfmot=tfmot)
     return _LOADED
+
+
+def _import_failure(exc: ImportError) -> str:
+    """The line that says why: TensorFlow's native-runtime error starts with the traceback it caught."""
+    for line in str(exc).splitlines():
+        if line.strip() and not line[0].isspace() and not line.startswith("Traceback (most recent call last)"):
+            return line.strip()
+    return first_line(exc)
 
 
 def versions() -> dict[str, str]:
