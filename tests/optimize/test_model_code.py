@@ -52,7 +52,7 @@ def test_a_lambda_layer_that_writes_a_file_is_refused_and_never_runs(tmp_path: P
     with pytest.raises(OptimizeError) as err:
         modelio.load_model(info)
     message = str(err.value)
-    assert "Lambda layer (Python bytecode)" in message and "spec.model.allowCode" in message
+    assert "Lambda layer (Python bytecode)" in message and "spec.model.allowCode: true (--allow-code)" in message
     assert not mark.exists(), "the model's code ran although it was refused"
     # the same file with allowCode: loading it runs the author's code (which is why it is refused by default)
     loaded = modelio.load_model(modelio.inspect_model(model_path), allow_code=True)

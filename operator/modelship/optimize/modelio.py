@@ -231,8 +231,8 @@ def _shape(value: Any) -> tuple[int | None, ...]:
 
 
 CODE_ADVICE = (
-    "set spec.model.allowCode: true to run it if you trust its author (the platform's policy must allow it), "
-    "or save the model without custom code"
+    "set spec.model.allowCode: true (--allow-code) to run it if you trust its author (the platform's policy must "
+    "allow it), or save the model without custom code"
 )
 
 
