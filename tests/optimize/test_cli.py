@@ -96,6 +96,18 @@ def test_invalid_optimization_is_rejected_by_the_api_rules(tmp_path: Path) -> No
     assert "--optimization-json is not valid JSON" in error_line(proc)
 
 
+@pytest.mark.parametrize("uri", ["file:///data/eval.npz", "/data/eval.npz", "eval.npz"])
+def test_a_local_data_path_gets_the_pvc_root_advice(tmp_path: Path, uri: str) -> None:
+    """Data URIs need a scheme; a user's first try is a path or file://, and the pattern alone did not say what to
+    write instead."""
+    model = _fake_h5(tmp_path / "model.h5")
+    proc = run_cli("--model", str(model), "--optimization-json", _opt(evaluation={"uri": uri, "format": "npz"}),
+                   "--out", str(tmp_path / "o"), "--termination-log", str(tmp_path / "t"))  # fmt: skip
+    line = error_line(proc)
+    assert "data.evaluation.uri" in line
+    assert line.endswith("; a local file is pvc://DIR/FILE with --pvc-root ROOT (it reads ROOT/DIR/FILE)"), line
+
+
 @pytest.mark.parametrize("where", ["under-a-file", "is-a-file", "read-only"])
 def test_an_output_directory_it_cannot_write_is_refused_before_anything_runs(tmp_path: Path, where: str) -> None:
     """Before, the optimization ran to its end and failed writing: 'internal error: OSError', exit 75 (temporary)."""

@@ -106,10 +106,18 @@ class UsageError(Exception):
     pass
 
 
+LOCAL_DATA_HINT = "a local file is pvc://DIR/FILE with --pvc-root ROOT (it reads ROOT/DIR/FILE)"
+
+
 def _validation(what: str, exc: ValidationError) -> UsageError:
     from ..api.errors import describe_validation_error
 
-    return UsageError(f"invalid {what}: {describe_validation_error(exc)}")
+    text = describe_validation_error(exc)
+    first = exc.errors(include_url=False)[0]
+    loc = [str(part) for part in first["loc"]]
+    if first["type"] == "string_pattern_mismatch" and "data" in loc and loc[-1] == "uri":
+        text += f"; {LOCAL_DATA_HINT}"  # a path or file:// URI: the pattern alone does not say what to write
+    return UsageError(f"invalid {what}: {text}")
 
 
 def _load_spec(path: str) -> tuple[Any, Any]:
