@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -69,6 +71,45 @@ def test_no_traceback_from_the_real_entry_point(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"modelship build: error: {src}: the artifact model.tflite is missing"]
+
+
+def _savedmodel_output(out: Path) -> Path:
+    from modelship.build.context import file_sha256
+
+    (out / "saved_model" / "variables").mkdir(parents=True)
+    (out / "saved_model" / "saved_model.pb").write_bytes(b"graph")
+    src = write_output(out, artifact_name="saved_model.pb")  # a report to rewrite: it names the directory
+    (src / "saved_model.pb").unlink()
+    report = json.loads((src / "report.json").read_text())
+    report["summary"].update(artifact="saved_model", artifactDigest=file_sha256(src / "saved_model"))
+    (src / "report.json").write_text(json.dumps(report))
+    return src
+
+
+def test_a_savedmodel_on_the_default_serving_image_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, the build succeeded and the container exited at start: 'serving a SavedModel needs TensorFlow'."""
+    monkeypatch.delenv("MODELSHIP_SERVING_IMAGE", raising=False)
+    built: list[str] = []
+
+    def fake_build(source: str, tag: str, **kw: Any) -> Any:
+        built.append(kw["base_image"])
+        context = SimpleNamespace(name=kw["name"], artifact_digest="sha256:x", revision=None)
+        return SimpleNamespace(tag=tag, image_id="sha256:built", size=0, context=context)
+
+    monkeypatch.setattr("modelship.build.local.build_local", fake_build)
+    src = _savedmodel_output(tmp_path / "opt")
+    assert main(["build", "--from", str(src), "--tag", "local/digits:1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"modelship build: error: {src} holds a SavedModel (saved_model/), which the default")
+    assert "--base-image" in err and err.count("\n") == 1
+    assert built == []
+    # a base image the user names is theirs: the build goes ahead (here into the stand-in)
+    assert main(["build", "--from", str(src), "--tag", "local/digits:1", "--base-image", "reg/tf-serving:1"]) == 0
+    monkeypatch.setenv("MODELSHIP_SERVING_IMAGE", "reg/tf-serving:2")
+    assert main(["build", "--from", str(src), "--tag", "local/digits:1"]) == 0
+    assert built == ["reg/tf-serving:1", "reg/tf-serving:2"]
 
 
 @pytest.mark.parametrize("where", ["under-a-file", "read-only"])

@@ -203,6 +203,27 @@ def _run_context(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_savedmodel_on_the_default_base(source: str, *, explicit_base: bool) -> None:
+    """The default serving image runs .tflite models only: a SavedModel built on it exits at start (no
+    TensorFlow), after a build that looked fine. A base image the user named (flag or MODELSHIP_SERVING_IMAGE)
+    is theirs to choose."""
+    import os
+    from pathlib import Path
+
+    from ..cli import CliError
+    from .context import load_output
+
+    if explicit_base or os.environ.get("MODELSHIP_SERVING_IMAGE"):
+        return
+    _report, artifact = load_output(Path(source))
+    if artifact.is_dir():
+        raise CliError(
+            f"{source} holds a SavedModel ({artifact.name}/), which the default serving image "
+            f"{_default_base_image()} cannot run (it serves .tflite models): export tflite "
+            "(optimization.export.format), or pass --base-image an image with modelship[serve] and TensorFlow"
+        )
+
+
 def _run_build(args: argparse.Namespace) -> int:
     from ..cli import CliError
     from .local import build_local, load_into_kind
@@ -218,6 +239,7 @@ def _run_build(args: argparse.Namespace) -> int:
     on_line, console = _sink()
     if args.source:
         base = args.base_image or _default_base_image()
+        _refuse_savedmodel_on_the_default_base(args.source, explicit_base=bool(args.base_image))
         name = args.name or _default_name(args.tag)
         if console is not None:
             with console.status(f"building {args.tag} FROM {base}"):
