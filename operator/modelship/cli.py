@@ -58,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"modelship {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # ctrl-C: say so (a silent exit 130 left a build's user guessing)
+        print(f"modelship {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -127,6 +127,15 @@ def test_a_context_directory_it_cannot_write_is_one_line(
     ) == 1, err
 
 
+def test_ctrl_c_says_interrupted(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(_args: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("modelship.build.cli._run_build", interrupted)
+    assert main(["build", "--from", "/x", "--tag", "local/digits:1"]) == 130
+    assert capsys.readouterr().err == "modelship build: interrupted\n"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
