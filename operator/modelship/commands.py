@@ -42,6 +42,8 @@ def load_modeldeployments(path: str) -> list[ModelDeployment]:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{path}: not a text file (expected ModelDeployment YAML)") from None
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
@@ -55,7 +57,8 @@ def load_modeldeployments(path: str) -> list[ModelDeployment]:
     for i, doc in enumerate(docs):
         if not isinstance(doc, dict) or doc.get("kind") != "ModelDeployment":
             kind = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
-            raise CliError(f"{path}: document {i + 1} is {kind!r}, not a ModelDeployment")
+            what = "has no kind" if kind is None else f"is {kind!r}"
+            raise CliError(f"{path}: document {i + 1} {what}, not a ModelDeployment")
         try:
             out.append(ModelDeployment.from_body(doc))
         except ValidationError as exc:

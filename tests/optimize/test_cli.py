@@ -96,6 +96,15 @@ def test_invalid_optimization_is_rejected_by_the_api_rules(tmp_path: Path) -> No
     assert "--optimization-json is not valid JSON" in error_line(proc)
 
 
+def test_a_spec_that_is_not_text_is_one_line(tmp_path: Path) -> None:
+    """A model file given as --spec: before, 'internal error: UnicodeDecodeError', exit 75."""
+    spec = _fake_h5(tmp_path / "model.h5")
+    proc = run_cli("--spec", str(spec), "--out", str(tmp_path / "o"), "--termination-log", str(tmp_path / "t"))
+    assert error_line(proc) == (
+        f"modelship optimize: error: --spec {spec}: not a text file (expected ModelDeployment YAML)"
+    )
+
+
 @pytest.mark.parametrize("uri", ["file:///data/eval.npz", "/data/eval.npz", "eval.npz"])
 def test_a_local_data_path_gets_the_pvc_root_advice(tmp_path: Path, uri: str) -> None:
     """Data URIs need a scheme; a user's first try is a path or file://, and the pattern alone did not say what to

@@ -130,6 +130,8 @@ def _load_spec(path: str) -> tuple[Any, Any]:
         docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
     except OSError as exc:
         raise UsageError(f"--spec {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--spec {path}: not a text file (expected ModelDeployment YAML)") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"--spec {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     docs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "ModelDeployment"]
