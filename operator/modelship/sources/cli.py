@@ -74,11 +74,27 @@ def _endpoint(args: argparse.Namespace, reference: str, access: Access) -> Acces
     )
 
 
+def _pushable(path: Path) -> None:
+    """Refuse what cannot be a model before the registry is asked: an empty file, a directory without
+    saved_model.pb (the optimizer would refuse either only when it pulls it)."""
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise FetchError(f"{path}: not a SavedModel directory (no saved_model.pb in it)")
+    elif path.is_file() and path.stat().st_size == 0:
+        raise FetchError(f"{path}: the file is empty")
+
+
+def _digest_arg(digest: str | None) -> None:
+    if digest is not None and not (digest.startswith("sha256:") and len(digest) == 71):
+        raise FetchError(f"--digest {digest}: expected sha256:<64 hex digits>")
+
+
 def run_push(args: argparse.Namespace) -> int:
     from .oci import push
 
     access = _endpoint(args, args.reference, _access(args))
     try:
+        _pushable(Path(args.path))
         pinned = push(Path(args.path), args.reference, access, model_format=args.format)
     except FetchError as exc:
         print(f"modelship push: error: {exc}", file=sys.stderr)
@@ -94,6 +110,7 @@ def run_pull(args: argparse.Namespace) -> int:
     access = _endpoint(args, args.reference, _access(args))
     out = Path(args.out)
     try:
+        _digest_arg(args.digest)
         out.mkdir(parents=True, exist_ok=True)
         pulled = pull_into(args.reference, out, access, digest=args.digest, max_bytes=max_download_bytes())
     except (FetchError, OSError) as exc:

@@ -333,8 +333,19 @@ def pull_into(uri: str, dest: Path, access: Access, *, digest: str | None, max_b
 
         got = sha256_path(pulled.path)
         if got != digest:
+            _discard(pulled.path, dest)  # refused content is not left where the model is looked for
             raise FetchError(f"{uri}: digest mismatch: the artifact's content is {got}, expected {digest}")
     return pulled
+
+
+def _discard(path: Path, dest: Path) -> None:
+    """Remove a pulled model (its file or tree); never ``dest`` itself, which may hold other things."""
+    if path == dest:
+        return
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def push(path: Path, uri: str, access: Access, *, model_format: str | None = None, plain_http: bool = False) -> str:
