@@ -38,7 +38,7 @@ def test_an_import_that_fails_inside_tensorflow_says_why(unloaded: None, monkeyp
     """TensorFlow raises a name-less ImportError (its native runtime's, or after an interrupted import): before,
     the message said '(None is missing): pip install ...' of a package that is installed."""
     error = ImportError(
-        "Traceback (most recent call last):\n  File \"pywrap_tensorflow.py\", line 73, in <module>\n"
+        'Traceback (most recent call last):\n  File "pywrap_tensorflow.py", line 73, in <module>\n'
         "ImportError: libtensorflow_framework.so.2: cannot open shared object file\n\n"
         "Failed to load the native TensorFlow runtime."
     )
