@@ -96,6 +96,24 @@ def test_invalid_optimization_is_rejected_by_the_api_rules(tmp_path: Path) -> No
     assert "--optimization-json is not valid JSON" in error_line(proc)
 
 
+@pytest.mark.parametrize("model", ["saved_model", "saved_model/saved_model.pb", "model.tflite"])
+def test_an_output_directory_that_holds_the_model_is_refused(tmp_path: Path, model: str) -> None:
+    """The outputs are cleared before they are written: a model at OUT/saved_model (or OUT/model.tflite) was
+    deleted, then read ('internal error: FileNotFoundError') or replaced by the result."""
+    out = tmp_path / "o"
+    (out / "saved_model" / "variables").mkdir(parents=True)
+    (out / "saved_model" / "saved_model.pb").write_bytes(b"the user's graph")
+    (out / "model.tflite").write_bytes(b"the user's TFL3")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}  # report.json: the run's failure report
+    for uri in (str(out / model), f"file://{out / model}", f"pvc://o/{model}"):
+        proc = run_cli("--model", uri, "--optimization-json", _opt(evaluation=EVAL), "--out", str(out),
+                       "--pvc-root", str(tmp_path), "--termination-log", str(tmp_path / "t"))  # fmt: skip
+        line = error_line(proc)
+        assert line.startswith(f"modelship optimize: error: --out {out}: the run writes "), line
+        assert line.endswith(f"and would replace the model {uri}: choose another --out"), line
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "report.json"} == before
+
+
 def test_a_spec_that_is_not_text_is_one_line(tmp_path: Path) -> None:
     """A model file given as --spec: before, 'internal error: UnicodeDecodeError', exit 75."""
     spec = _fake_h5(tmp_path / "model.h5")

@@ -206,6 +206,28 @@ def check_out_dir(out: Path) -> None:
         raise UsageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
 
 
+def check_out_spares_the_model(out: Path, model_uri: str, pvc_root: str) -> None:
+    """Refuse an --out where the run's own files would replace a local model (``DIR/saved_model`` optimized with
+    ``--out DIR``): the outputs are cleared first, so the model was deleted, then read ('internal error:
+    FileNotFoundError') or replaced by the result."""
+    from ..fetch import local_path
+    from .outputs import REPORT_FILE, SAVED_MODEL_DIR, TFLITE_FILE
+
+    try:
+        model = local_path(model_uri, pvc_root=pvc_root)
+    except FetchError:
+        return  # the fetch says what is wrong with the URI
+    if model is None:
+        return
+    model = model.resolve()
+    for name in (TFLITE_FILE, SAVED_MODEL_DIR, REPORT_FILE):
+        written = (out / name).resolve()
+        if model == written or written in model.parents:
+            raise UsageError(
+                f"--out {out}: the run writes {written} and would replace the model {model_uri}: choose another --out"
+            )
+
+
 def build_request(args: argparse.Namespace) -> Any:
     """A Request from the command line (validated with the API models)."""
     from ..api.optimization import Optimization
@@ -244,6 +266,7 @@ def build_request(args: argparse.Namespace) -> Any:
         pvc_root = str(ex.root)
     if not model_uri:
         raise UsageError("no model: give --model URI (or a --spec with spec.model.uri)")
+    check_out_spares_the_model(out, model_uri, pvc_root)
     if digest is not None and not (digest.startswith("sha256:") and len(digest) == 71):
         raise UsageError(f"--digest {digest}: expected sha256:<64 hex digits>")
     return Request(
