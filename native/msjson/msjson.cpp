@@ -842,7 +842,12 @@ void quantize_as(const u8 *__restrict in, size_t n, float inv, int32_t zp, T *__
 
 MSJSON_API int msjson_abi(void) { return ABI; }
 
-MSJSON_API const char *msjson_version(void) { return "msjson 2, simdjson " SIMDJSON_VERSION " number parsing"; }
+// The FP32 fast path is named when it is built in (x86-64 with SSE2 and plain float arithmetic): a build that lost
+// it (another CPU, FLT_EVAL_METHOD, a header change) reads the same values, only slower, and a test can tell.
+MSJSON_API const char *msjson_version(void) {
+  return FAST_F32 ? "msjson 2, simdjson " SIMDJSON_VERSION " number parsing, f32 fast path"
+                  : "msjson 2, simdjson " SIMDJSON_VERSION " number parsing";
+}
 
 // protocol 2: OIP v2 (inputs[i].data); 1: TF Serving v1 (instances, inputs, inputs.<name>). Returns the number of
 // spans found (0: none; the caller's usual path applies) or a negative number to decline.

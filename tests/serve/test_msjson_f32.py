@@ -160,3 +160,15 @@ def test_what_the_exact_path_declines_is_still_declined() -> None:
     bad_tokens = "3.5e38 -1e39 1e400 3.4028235e38 3.40282356779733661e+38 9007199254740993 01.5 1. .5 1.5e 1e+ - --1"
     for bad in [*bad_tokens.split(), "1.5.3", "0x10", "1e5e"]:
         assert _read([*pad, bad, *pad]) is None, bad
+
+
+def test_the_fast_path_is_built_in_on_x86_64() -> None:
+    """Every test above passes on the exact path alone (only slower): on x86-64, where the fast path's conditions
+    hold (SSE2, plain float arithmetic), the library must say it has it, or a build that lost it goes unnoticed."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip(f"the fast path is built for x86-64 only (this is {platform.machine()})")
+    library = nativejson.LIBRARY
+    assert library is not None
+    assert library.version.endswith(", f32 fast path"), library.version
