@@ -37,6 +37,7 @@ from modelship.controller.canary import (
 )
 from modelship.controller.canary_trouble import (
     FINAL,
+    RESTART_MARK_MAX,
     RETRY,
     RETRY_BEFORE,
     UNTOLD,
@@ -44,6 +45,7 @@ from modelship.controller.canary_trouble import (
     judge_trouble,
     rearmed,
     recorded,
+    restart_mark,
     retold,
     trouble_message,
     troubled_for,
@@ -568,6 +570,28 @@ def test_a_rollback_for_the_candidate_s_pods_is_rearmed_by_another_pod_template_
     for final in (RollbackCause.ANALYSIS_FAILED, RollbackCause.ANALYSIS_INCONCLUSIVE, RollbackCause.ABORTED):
         assert not rearmed(judged.model_copy(update={"rollback_cause": final}), "cand", "bbbb")
     assert not rearmed(judged.model_copy(update={"phase": RolloutPhase.SHADOW}), "cand", "bbbb")
+
+
+def test_a_rollback_for_the_candidate_s_pods_is_rearmed_by_another_restart_only_when_its_record_has_one() -> None:
+    """rolledBackRestartedAt: the candidate Deployment's restartedAt at the rollback ("" for none). A record without
+    it (written before the field, or pruned) is not compared on the restart: an earlier restart is not a new one."""
+    gone = decide(CANARY, started(), Look(at(0), available=False, trouble=replace(OOM, deadline_exceeded=True)))
+    judged = gone.model_copy(update={"rolled_back_template": "aaaa", "rolled_back_restarted_at": ""})
+    assert not rearmed(judged, "cand", "aaaa", None)
+    assert rearmed(judged, "cand", "aaaa", "2026-11-28T13:00:00Z")
+    restarted = judged.model_copy(update={"rolled_back_restarted_at": "2026-11-28T13:00:00Z"})
+    assert not rearmed(restarted, "cand", "aaaa", "2026-11-28T13:00:00Z")
+    assert rearmed(restarted, "cand", "aaaa", "2026-11-28T14:00:00Z") and rearmed(restarted, "cand", "aaaa", None)
+    assert rearmed(restarted, "cand", "bbbb", "2026-11-28T13:00:00Z")  # another template, the same restart
+    before = judged.model_copy(update={"rolled_back_restarted_at": None})
+    assert not rearmed(before, "cand", "aaaa", "2026-11-28T13:00:00Z") and rearmed(before, "cand", "bbbb", None)
+    assert not rearmed(judged.model_copy(update={"rolled_back_template": None}), "cand", "aaaa", "x")
+    # a value longer than the field allows is recorded as a digest, the same for the same value
+    long = "x" * 300
+    assert len(restart_mark(long)) == RESTART_MARK_MAX and restart_mark(long) == restart_mark(long)
+    assert restart_mark(long) != restart_mark("y" * 300) and restart_mark(None) == restart_mark("") == ""
+    marked = judged.model_copy(update={"rolled_back_restarted_at": restart_mark(long)})
+    assert not rearmed(marked, "cand", "aaaa", long) and rearmed(marked, "cand", "aaaa", "y" * 300)
 
 
 def test_a_rollback_that_cannot_be_tried_again_says_it_is_final() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from modelship.controller.canary import Histogram, Samples
 from modelship.controller.canary_trouble import FINAL, RETRY, UNTOLD
-from modelship.controller.conditions import rfc3339
+from modelship.controller.conditions import parse_rfc3339, rfc3339
 from modelship.controller.observe import DeploymentObservation, JobState, Observed, deployment_observation
 from modelship.controller.phasewindow import PodFigures, PodReading, Readings
 from modelship.controller.plan import Plan, plan
@@ -696,7 +696,8 @@ def test_the_pods_of_a_restarted_candidate_s_new_replicaset_are_judged_on_a_cloc
     p5 = plan(md_with(p4.status), restarted, CONFIG, looked + timedelta(seconds=deadline))
     r5 = p5.status["rollout"]
     assert r5["rollbackCause"] == "CandidateCrashLoop" and "digits-canary-def34-y" in r5["message"], r5
-    assert r5["rolledBackTemplate"] == candidate_template(md, revision(md.spec), CONFIG, None, None, RESTART)
+    assert r5["rolledBackTemplate"] == candidate_template(md, revision(md.spec), CONFIG, None, None)
+    assert r5["rolledBackRestartedAt"] == RESTART
     assert r5.get("candidateFailingTemplate") is None
 
 
@@ -719,12 +720,62 @@ def test_a_restart_of_the_candidate_s_deployment_after_a_rollback_for_its_pods_t
     # the restart the operator's apply kept is not set by it (another field manager's), and a rollback judged on pods
     # after that restart stands while it is the same one
     assert "restartedAt" not in json.dumps(by_name(p4, "Deployment", "digits-canary"))
-    rerun = {**p3.status, "rollout": {**p3.status["rollout"], "rolledBackTemplate": candidate_template(
-        md, revision(md.spec), CONFIG, None, None, RESTART)}}  # fmt: skip
-    assert rerun["rollout"]["rolledBackTemplate"] != judged
+    assert p3.status["rollout"]["rolledBackRestartedAt"] == ""  # judged with no restart
+    rerun = {**p3.status, "rollout": {**p3.status["rollout"], "rolledBackRestartedAt": RESTART}}
+    assert rerun["rollout"]["rolledBackTemplate"] == judged
     assert plan(md_with(rerun), restarted, CONFIG, later).status["rollout"]["phase"] == "RolledBack"
     again = replace(still, canary=replace(still.canary, restarted_at="2026-11-28T14:00:00Z"))
     assert plan(md_with(rerun), again, CONFIG, later).status["rollout"]["phase"] == "Shadow"
+    # the candidate's Deployment deleted since (it comes back without its restart): tried again too
+    assert plan(md_with(rerun), still, CONFIG, later).status["rollout"]["phase"] == "Shadow"
+
+
+def test_a_rollback_recorded_before_the_restart_was_recorded_is_not_retried_by_an_earlier_restart() -> None:
+    """review 123de3e minor 2: a rollback record written before rolledBackRestartedAt (its rolledBackTemplate a
+    digest of the template and deadline only) while the candidate's Deployment kept the restartedAt of an earlier
+    `kubectl rollout restart`: after the upgrade that same restart is no new one, the rollback stands; a restart
+    made after the upgrade is not told from it either (a spec change still tries the revision again)."""
+    md, obs, p3 = rolled_back()
+    later = NOW + timedelta(hours=1)
+    before = {**p3.status, "rollout": {k: v for k, v in p3.status["rollout"].items() if k != "rolledBackRestartedAt"}}
+    still = quiet(md, obs)
+    assert still.canary is not None
+    earlier = replace(still, canary=replace(still.canary, restarted_at=RESTART))
+    p4 = plan(md_with(before), earlier, CONFIG, later)
+    r4 = p4.status["rollout"]
+    assert r4["phase"] == "RolledBack", r4
+    assert r4["rolledBackTemplate"] == before["rollout"]["rolledBackTemplate"], r4
+    assert "rolledBackRestartedAt" not in r4 and by_name(p4, "Deployment", "digits-canary")["spec"]["replicas"] == 0
+    changed = with_generation(md_with(before), 9)
+    changed.spec.serving.pod_annotations["retry"] = "1"
+    assert plan(changed, earlier, CONFIG, later).status["rollout"]["phase"] == "Shadow"
+
+
+def test_a_record_filled_in_after_its_rollback_takes_only_a_restart_from_before_the_rollout_as_judged() -> None:
+    """review 123de3e minor 3: the rollback's own write lost its record (a pruning CRD), a later look fills it in
+    from the spec. A restart of the candidate's Deployment it sees then is recorded as judged only when it is from
+    before the rollout started; one made later (perhaps after the rollback) is not taken for the judged pods'."""
+    md, obs, p3 = rolled_back()
+    r3 = p3.status["rollout"]
+    lost = {**p3.status, "rollout": {k: v for k, v in r3.items()
+                                     if k not in ("rolledBackTemplate", "rolledBackRestartedAt")}}  # fmt: skip
+    later = NOW + timedelta(hours=1)
+    still = quiet(md, obs)
+    assert still.canary is not None
+    began = parse_rfc3339(r3["startedAt"])
+    assert began is not None
+
+    def filled(restarted_at: str | None) -> dict[str, Any]:
+        seen = replace(still, canary=replace(still.canary, restarted_at=restarted_at))
+        r = plan(md_with(lost), seen, CONFIG, later).status["rollout"]
+        assert (r["phase"], r["rolledBackTemplate"]) == ("RolledBack", r3["rolledBackTemplate"]), r
+        return r
+
+    assert filled(None)["rolledBackRestartedAt"] == ""  # none now: none judged, a later restart retries
+    old_restart = rfc3339(began - timedelta(minutes=5))
+    assert filled(old_restart)["rolledBackRestartedAt"] == old_restart
+    assert "rolledBackRestartedAt" not in filled(rfc3339(began + timedelta(minutes=5)))
+    assert "rolledBackRestartedAt" not in filled("not a time")
 
 
 def test_the_restart_kubectl_writes_on_a_deployment_s_pod_template_is_read() -> None:

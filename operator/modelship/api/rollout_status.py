@@ -227,7 +227,13 @@ class RolloutStatus(ApiModel):
     spec renders the same (a re-apply, a scale, an HPA writing /scale) the rollback stands; a change of the
     candidate's pods (spec.serving's resources such as the memory limit the message names, hardware nodeSelector,
     tolerations or runtimeClassName, podAnnotations, shmSize, serviceAccountName, the image of the same revision) or
-    of the progress deadline starts a new rollout of the same revision, and so does a `kubectl rollout restart` of
-    the candidate's Deployment (its pod template's restartedAt enters the digest) after a fix outside the spec, such
-    as quota, node capacity or a pull Secret's content. Unset for other rollbacks, which stay final for their
-    revision."""
+    of the progress deadline starts a new rollout of the same revision (and so does a `kubectl rollout restart` of
+    the candidate's Deployment after a fix outside the spec, such as quota, node capacity or a pull Secret's
+    content: ``rolledBackRestartedAt``). Unset for other rollbacks, which stay final for their revision."""
+    rolled_back_restarted_at: Annotated[str, Field(max_length=64)] | None = None
+    """With rolledBackTemplate: the kubectl.kubernetes.io/restartedAt annotation of the candidate Deployment's pod
+    template when it was rolled back for its pods (``kubectl rollout restart``, which the operator's applies keep),
+    empty when it had none: another one (a restart after a fix outside the spec, such as quota, node capacity or a
+    pull Secret's content) starts a new rollout of the same revision, the stable revision's pods untouched. Unset
+    in a record written before the field (or pruned by an older CRD): a restart is then not compared, so one made
+    before the rollback is not taken for a new one (a spec change still tries the revision again)."""

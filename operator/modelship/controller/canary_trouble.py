@@ -7,6 +7,7 @@ rollback is tried again (``rearmed``), and what a look after it makes of a recor
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -96,26 +97,44 @@ def unjudged(trouble: CandidateTrouble | None) -> CandidateTrouble | None:
     )
 
 
+RESTART_MARK_MAX = 64
+"""The longest rolledBackRestartedAt (its CRD's maxLength)."""
 RETRIED_CAUSES = frozenset({RollbackCause.CANDIDATE_CRASH_LOOP, RollbackCause.CANDIDATE_NOT_STARTING})
 """Rollbacks for the candidate's own pods: a fix of the spec that keeps the revision (serving resources, a node
 selector) may cure them, so a spec that renders the candidate's pods anew tries the revision again (``rearmed``)."""
 
 
-def rearmed(state: RolloutStatus | None, candidate: str, template: str | None) -> bool:
+def rearmed(state: RolloutStatus | None, candidate: str, template: str | None, restarted: str | None = None) -> bool:
     """The rollback of ``candidate`` for its pods is over: the candidate's pod template the spec renders now
     (``template``, ``resources.canary.candidate_template``) is not the one its judged pods ran (rolledBackTemplate),
-    so a new rollout of it starts. A re-apply or a scale of the same spec renders the same one: the rollback stands.
-    An analysis rollback, an abort, or a record without the template (pruned by an older CRD; ``recorded`` fills it
-    in when the judged template can be told) stays final."""
-    return (
-        state is not None
-        and state.candidate == candidate
-        and state.phase == RolloutPhase.ROLLED_BACK
-        and state.rollback_cause in RETRIED_CAUSES
-        and state.rolled_back_template is not None
-        and template is not None
-        and template != state.rolled_back_template
-    )
+    or its Deployment was restarted since (``restarted``, its pod template's restartedAt now, is not the one
+    recorded in rolledBackRestartedAt: ``kubectl rollout restart`` after a fix outside the spec), so a new rollout
+    of it starts. A re-apply or a scale of the same spec renders the same one: the rollback stands. An analysis
+    rollback, an abort, or a record without the template (pruned by an older CRD; ``recorded`` fills it in when the
+    judged template can be told) stays final; a record without rolledBackRestartedAt (written before the field, or
+    pruned) is not compared on the restart, so a restart made before its rollback does not retry it."""
+    if (
+        state is None
+        or state.candidate != candidate
+        or state.phase != RolloutPhase.ROLLED_BACK
+        or state.rollback_cause not in RETRIED_CAUSES
+        or state.rolled_back_template is None
+        or template is None
+    ):
+        return False
+    judged = state.rolled_back_restarted_at
+    return template != state.rolled_back_template or (judged is not None and restart_mark(restarted) != judged)
+
+
+def restart_mark(restarted: str | None) -> str:
+    """rolledBackRestartedAt for the candidate pod template's restartedAt ``restarted``: "" for none, the stamp
+    itself (``kubectl rollout restart`` writes an RFC 3339 time), or a digest of a value longer than the field
+    allows (anybody who may edit the Deployment may write the annotation)."""
+    if not restarted:
+        return ""
+    if len(restarted) <= RESTART_MARK_MAX:
+        return restarted
+    return "sha256:" + hashlib.sha256(restarted.encode()).hexdigest()[: RESTART_MARK_MAX - len("sha256:")]
 
 
 RETRY = (
@@ -125,8 +144,9 @@ RETRY = (
     "rollout restart deployment/<name>-canary, the candidate's Deployment)"
 )
 """How a rollback for the candidate's pods is tried again: a change of what ``resources.canary.candidate_template``
-digests (the candidate's pod template, its progress deadline, the restartedAt ``kubectl rollout restart`` writes on
-the candidate's Deployment). Each field named enters it (a unit test checks); podAnnotations enters the stable
+digests (the candidate's pod template, its progress deadline), or of the restartedAt ``kubectl rollout restart``
+writes on the candidate's Deployment (rolledBackRestartedAt, ``rearmed``). Each field named enters it (a unit test
+checks); podAnnotations enters the stable
 Deployment's pod template too, so changing it rolls the stable revision's pods, which a restart of the candidate's
 Deployment does not."""
 RETRY_BEFORE = (
@@ -156,20 +176,30 @@ _EARLIER = (
 """Endings an earlier operator wrote (``retold`` replaces them)."""
 
 
-def recorded(state: RolloutStatus, template: str | None, generation: int | None, pruned: bool) -> RolloutStatus:
+def recorded(
+    state: RolloutStatus,
+    template: str | None,
+    generation: int | None,
+    pruned: bool,
+    restarted: str | None = None,
+) -> RolloutStatus:
     """A rollback for the candidate's pods as its record now allows, at a look after it (``state`` RolledBack and
     left so by ``decide``). Its ``rolledBackTemplate`` kept: as it is. Without one (the rollback's own write was
     pruned by an older CRD, or an older operator wrote it), the template is filled in from this pass's render
     (``template``) when this process knows of no pruning of it (``pruned``) and the spec is the one the judged pods
     were judged on (its generation is ``rolledBackGeneration``; what is filled in is this operator's render of that
     spec, which after an operator upgrade or a change of its configuration may differ from the one the pods ran: a
-    change of the spec still renders another), and the message says how to retry. Else the rollback stays final:
-    a message that already says so (FINAL or UNTOLD) is left as it is, whatever this process knows of pruning (a
-    namespaced operator learns it only from its own writes: after a restart it may not know what an earlier one
-    wrote FINAL for); one that does not is told FINAL when the field is known pruned, else UNTOLD (which template
-    the judged pods ran cannot be told; a user's changed template is never recorded as the judged one). Each
-    outcome is one write, which the next look leaves as it is, but one: a record filled in by a process that did
-    not know its CRD prunes the field loses it in that write and is told FINAL at the next look."""
+    change of the spec still renders another), and the message says how to retry. The candidate Deployment's
+    restart (``restarted``, its restartedAt now) is filled in only when it was certainly the judged pods' one: none
+    now (then none was judged: a later restart tries the revision again), or one from before the rollout started
+    (``startedAt``); a restart after that may have come after the rollback, and is not compared (a later restart
+    does not retry such a record either; a spec change does). Else the rollback stays final: a message that already
+    says so (FINAL or UNTOLD) is left as it is, whatever this process knows of pruning (a namespaced operator learns
+    it only from its own writes: after a restart it may not know what an earlier one wrote FINAL for); one that does
+    not is told FINAL when the field is known pruned, else UNTOLD (which template the judged pods ran cannot be
+    told; a user's changed template is never recorded as the judged one). Each outcome is one write, which the next
+    look leaves as it is, but one: a record filled in by a process that did not know its CRD prunes the field loses
+    it in that write and is told FINAL at the next look."""
     if (
         state.phase != RolloutPhase.ROLLED_BACK
         or state.rollback_cause not in RETRIED_CAUSES
@@ -177,10 +207,21 @@ def recorded(state: RolloutStatus, template: str | None, generation: int | None,
     ):
         return state
     if not pruned and template is not None and generation is not None and state.rolled_back_generation == generation:
-        return state.model_copy(update={"rolled_back_template": template, "message": retold(state.message, RETRY)})
+        update = {"rolled_back_template": template, "message": retold(state.message, RETRY)}
+        return state.model_copy(update={**update, "rolled_back_restarted_at": _judged_restart(state, restarted)})
     if _ending(state.message)[1] in (FINAL, UNTOLD):
         return state  # final already: not reworded by what this process happens to know
     return state.model_copy(update={"message": retold(state.message, FINAL if pruned else UNTOLD)})
+
+
+def _judged_restart(state: RolloutStatus, restarted: str | None) -> str | None:
+    """rolledBackRestartedAt for a record filled in after its rollback (``recorded``): "" when the candidate's
+    Deployment has no restart now, ``restarted`` when it is from before the rollout started (the judged pods ran
+    after it), else None (not compared: it may have come after the rollback)."""
+    if not restarted:
+        return ""
+    at, began = parse_rfc3339(restarted), parse_rfc3339(state.started_at)
+    return restart_mark(restarted) if at is not None and began is not None and at < began else None
 
 
 def _ending(message: str) -> tuple[str, str | None]:

@@ -121,7 +121,8 @@ class DeploymentObservation:
     restarted_at: str | None = None
     """Its pod template's kubectl.kubernetes.io/restartedAt annotation (``kubectl rollout restart``): kept by the
     operator's applies, which never set it. A Canary candidate's one enters its rollback record: a restart after a
-    fix outside the spec tries the revision again (``resources.canary.candidate_template``)."""
+    fix outside the spec tries the revision again (status.rollout.rolledBackRestartedAt,
+    ``canary_trouble.rearmed``)."""
 
     def short_of(self, want: int) -> bool:
         """Fewer pods available than ``want``, or fewer ready or of its newest template than it asks for, or pods

@@ -75,26 +75,18 @@ def canary_deployment(
 
 
 def candidate_template(
-    md: ModelDeployment,
-    revision: str,
-    config: OperatorConfig,
-    image: str | None,
-    artifact: ServedArtifact | None,
-    restarted_at: str | None = None,
+    md: ModelDeployment, revision: str, config: OperatorConfig, image: str | None, artifact: ServedArtifact | None
 ) -> str:
     """A digest of the candidate's pod template as the spec renders it, whatever the phase (its shadow labels and
     no mirror offer; replicas are not in the template), together with its progress deadline
-    (progressDeadlineSeconds: its Deployment's, and the crash loop's clock) and, once someone ran ``kubectl rollout
-    restart`` on the candidate's Deployment, its pod template's restartedAt (``restarted_at``: kept by the
-    operator's applies). What a rollback for the candidate's pods judged (status.rollout.rolledBackTemplate): a spec
-    that renders another one, another deadline, or a restart of the candidate's Deployment (after a fix outside the
-    spec: a quota, a node, a Secret's content) tries the revision again."""
+    (progressDeadlineSeconds: its Deployment's, and the crash loop's clock). What a rollback for the candidate's pods
+    judged (status.rollout.rolledBackTemplate): a spec that renders another one, or another deadline, tries the
+    revision again. A ``kubectl rollout restart`` of the candidate's Deployment is recorded beside it
+    (rolledBackRestartedAt), not in it: a record written before that field, whose digest has no restart, is not
+    taken for another template because of a restart made before its rollback."""
     dep = canary_deployment(md, revision, config, image, 0, False, artifact)
     pods = dep["metadata"]["annotations"][TEMPLATE_ANNOTATION]
-    judged: dict[str, Any] = {"template": pods, "progressDeadlineSeconds": dep["spec"]["progressDeadlineSeconds"]}
-    if restarted_at:
-        judged["restartedAt"] = restarted_at
-    return template_digest(judged)
+    return template_digest({"template": pods, "progressDeadlineSeconds": dep["spec"]["progressDeadlineSeconds"]})
 
 
 def canary_service(md: ModelDeployment) -> dict[str, Any]:

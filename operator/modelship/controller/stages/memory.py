@@ -34,14 +34,16 @@ Status keeps the served artifact's reference, not the content digest its pods ch
 the serving Deployment when it pulls the same reference (re-rendered without it, every serving pod was replaced
 by an identical one when a next revision was blocked, whatever the CRD).
 
-Eight read-back fields are harmless when pruned: ``status.rollout.ignoredOverrides`` (which override annotations a
+Nine read-back fields are harmless when pruned: ``status.rollout.ignoredOverrides`` (which override annotations a
 Warning Event has named: named again), ``status.rollout.criteria[].required`` (a figure in a message),
 ``status.rollout.servedWeight`` (only reported), ``status.rollout.phaseTemplates`` (a lagging Deployment status
 is then trusted on the generation alone, as before the field), ``status.rollout.candidateFailingSince`` (a
 candidate's crash loop is then judged only by its Deployment's progress deadline),
-``status.rollout.candidateFailingTemplate`` (a crash loop's clock is then kept across a new ReplicaSet) and
-``status.rollout.rolledBackGeneration`` and ``status.rollout.rolledBackTemplate`` (a rollback for the candidate's
-pods then stays final for its revision): see ``HARMLESS``. The
+``status.rollout.candidateFailingTemplate`` (a crash loop's clock is then kept across a new ReplicaSet),
+``status.rollout.rolledBackRestartedAt`` (a restart of the candidate's Deployment then does not try a rollback for
+its pods again; a spec change does) and ``status.rollout.rolledBackGeneration`` and
+``status.rollout.rolledBackTemplate`` (a rollback for the candidate's pods then stays final for its revision): see
+``HARMLESS``. The
 other fields read back (``optimization`` and ``image`` results and attempts, ``source``, ``lastFailure``,
 ``conditions``) are in every CRD this API version ever had, so no released CRD prunes them."""
 
@@ -69,7 +71,7 @@ ROLLED_BACK_TEMPLATE = "status.rollout.rolledBackTemplate"
 HARMLESS = frozenset({"status.rollout.ignoredOverrides", "status.rollout.criteria[].required",
                       "status.rollout.servedWeight", PHASE_TEMPLATES, "status.rollout.candidateFailingSince",
                       "status.rollout.candidateFailingTemplate", "status.rollout.rolledBackGeneration",
-                      ROLLED_BACK_TEMPLATE})  # fmt: skip
+                      ROLLED_BACK_TEMPLATE, "status.rollout.rolledBackRestartedAt"})  # fmt: skip
 """Read back (or only reported), but pruning them changes nothing that serves. phaseTemplates pruned: a phase
 trusts a Deployment status its controller has not caught up with on the ModelDeployment's generation alone, as
 before the field (``phase_templates.lag_trusted``; a ``kubectl rollout restart`` mid-phase may then be judged on
@@ -79,6 +81,8 @@ candidateFailingSince pruned: a candidate's crash loop is not judged by its own 
 only by its Deployment's ProgressDeadlineExceeded; the stable revision serves meanwhile, as before the field.
 candidateFailingTemplate pruned: a crash loop's clock is kept across a new ReplicaSet of the candidate's (a
 ``kubectl rollout restart``), as before the field.
+rolledBackRestartedAt pruned: a rollback's record is not compared on the candidate Deployment's restart (as a
+record written before the field): a ``kubectl rollout restart`` does not try it again, a spec change does.
 rolledBackTemplate pruned: a rollback for the candidate's pods stays final for its revision, as an analysis
 rollback does (a spec change does not try it again), as before the field; its message says so and names the field
 (``canary_trouble.recorded``). rolledBackGeneration pruned: a record without rolledBackTemplate cannot be filled in

@@ -50,7 +50,7 @@ from ..canary import (
     manual_action,
     start,
 )
-from ..canary_trouble import RETRIED_CAUSES, CandidateTrouble, rearmed, recorded, unjudged
+from ..canary_trouble import RETRIED_CAUSES, CandidateTrouble, rearmed, recorded, restart_mark, unjudged
 from ..observe import Observed
 from ..phasewindow import advance, phase_key, samples
 from ..podhealth import newest_template_hash
@@ -229,11 +229,11 @@ def _wound_down(ctx: Context, state: RolloutStatus | None) -> tuple[Manifest, ..
 def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> VerifyOutcome:
     md, rev, observed = ctx.md, ctx.revision, ctx.observed
     prev = ctx.prev.rollout
-    # the candidate's pod template (and deadline) as the spec renders it now, with the restart of its Deployment
-    # (kubectl rollout restart) if any: a rollback for its pods judged on another is over
+    # the candidate's pod template (and deadline) as the spec renders it now, and the restart of its Deployment
+    # (kubectl rollout restart) if any: a rollback for its pods judged on another, or before another restart, is over
     restarted = observed.canary.restarted_at if observed.canary is not None else None
-    template = candidate_template(md, rev, ctx.config, built.image, built.artifact, restarted)
-    fresh = prev is None or prev.candidate != rev or rearmed(prev, rev, template)
+    template = candidate_template(md, rev, ctx.config, built.image, built.artifact)
+    fresh = prev is None or prev.candidate != rev or rearmed(prev, rev, template, restarted)
     artifact_ref = built.artifact.reference if built.artifact else None
     state = start(canary, rev, built.image, stable, ctx.now, artifact_ref) if fresh or prev is None else prev
     ip = observed.canary_service_ip
@@ -273,12 +273,12 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
     new = with_phase_templates(state, _windowed(decide(canary, state, look), observed, window, ctx), observed)
     if new.phase == RolloutPhase.ROLLED_BACK and state.phase != RolloutPhase.ROLLED_BACK:
         # judged on pods of the template this pass renders (``_judged_trouble``): the one a change of tries again
-        judged = new.rollback_cause in RETRIED_CAUSES
-        new = new.model_copy(update={"rolled_back_generation": md.metadata.generation if judged else None,
-                                     "rolled_back_template": template if judged else None})  # fmt: skip
+        record = {"rolled_back_generation": md.metadata.generation, "rolled_back_template": template,
+                  "rolled_back_restarted_at": restart_mark(restarted)}  # fmt: skip
+        new = new.model_copy(update=record if new.rollback_cause in RETRIED_CAUSES else dict.fromkeys(record))
     elif new.phase == RolloutPhase.ROLLED_BACK and state.phase == RolloutPhase.ROLLED_BACK:
         # a look after the rollback: how it is tried again, told from its record (filled in once if it can be)
-        new = recorded(new, template, md.metadata.generation, not retry)
+        new = recorded(new, template, md.metadata.generation, not retry, restarted)
     replicas, live = phase_shape(canary, new, n)
     routed = canary.gateway_api() is not None
     weight = {RolloutPhase.PROMOTED: 100, RolloutPhase.ROLLED_BACK: 0}.get(new.phase)
