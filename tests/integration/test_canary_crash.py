@@ -9,16 +9,20 @@ pod template (the memory limit raised) starts the revision anew."""
 from __future__ import annotations
 
 import json
+import os
 import re
-from datetime import UTC, datetime
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes import client
 
 from modelship.controller.canary_trouble import FINAL, RETRY
-from modelship.controller.conditions import rfc3339
 from modelship_dev.cluster import ANNOTATION_CRASH
 from tests.integration.cluster import CRD_DIR, apply_manifest, condition, install_crds, wait_for
+from tests.integration.operator_harness import OperatorProcess
 from tests.integration.test_canary import (
     CANARY,
     GROUP,
@@ -174,25 +178,62 @@ def test_a_candidate_template_whose_pods_never_come_up_is_rolled_back_naming_its
 
 HASH = "pod-template-hash"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+HEAD_START = 5
+"""Seconds between the first ReplicaSet's crash-loop clock and the restart."""
 
 
-def _rollout_restart(k: Cluster, name: str) -> str:
+def _rollout_restart(k: Cluster, name: str, crash: bool) -> datetime:
     """``kubectl rollout restart deployment/<name>``: a restartedAt annotation on the pod template, written by
-    kubectl's own field manager (not the operator's). Returns the stamp."""
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+    kubectl's own field manager (not the operator's). With ``crash`` the same write makes the restarted pods
+    crash-loop from their start (kwok's crash-loop stage owns them: nothing rewrites them Ready), as when the fix
+    outside the spec did not help; without it the write removes that annotation (the fix helped). Returns the
+    restart's moment (its stamp)."""
+    now = datetime.now(UTC)
+    annotations = {RESTARTED_AT: now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), ANNOTATION_CRASH: "true" if crash else None}
+    body = {"spec": {"template": {"metadata": {"annotations": annotations}}}}
     k.apps.patch_namespaced_deployment(name, k.ns, body, field_manager="kubectl-rollout")
-    return stamp
+    return now
+
+
+@contextmanager
+def _operator_paused(operator: OperatorProcess) -> Iterator[None]:
+    """The operator stopped (SIGSTOP) for the block, as a busy or restarting operator is: it takes no look until
+    the block ends, and then sees the cluster as the block left it."""
+    assert operator.proc is not None and operator.proc.poll() is None
+    os.kill(operator.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(operator.proc.pid, signal.SIGCONT)
+
+
+def _crash_looping(pod: Any) -> bool:
+    return any(s.state.waiting is not None and s.state.waiting.reason == "CrashLoopBackOff"
+               for s in pod.status.container_statuses or ())  # fmt: skip
+
+
+def _names_replica_set(k: Cluster, name: str, template_hash: str) -> bool:
+    """The Deployment's controller has observed its last change and names the ReplicaSet of ``template_hash`` as
+    its newest (in its Progressing condition, where the operator reads it)."""
+    dep = _deployment(k, name)
+    progressing = next((c.message or "" for c in dep.status.conditions or () if c.type == "Progressing"), "")
+    return dep.status.observed_generation == dep.metadata.generation and f'"{name}-{template_hash}"' in progressing
+
+
+def _seconds(stamp: str) -> datetime:
+    """An RFC 3339 stamp, whole seconds (a Deployment's condition times and the operator's stamps have no more)."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).replace(microsecond=0)
 
 
 def test_a_rollout_restart_of_the_candidate_judges_its_new_pods_anew_and_retries_a_rollback(
-    k: Cluster, metrics: FakeMetrics
+    k: Cluster, metrics: FakeMetrics, operator: OperatorProcess
 ) -> None:
     """After a fix outside the spec, `kubectl rollout restart deployment/digits-canary`: the operator's server-side
     apply keeps the restart (another manager's field: no flap, no second ReplicaSet), the Deployment controller makes
     a new ReplicaSet, and its pods are judged on a crash-loop clock of their own; after the rollback, a restart
     starts a new rollout of the same revision, the stable Deployment untouched throughout."""
-    rollout = {**CANARY, "progressDeadlineSeconds": 30}
+    deadline = 30
+    rollout = {**CANARY, "progressDeadlineSeconds": deadline}
     _, old, new = _first_revision_then_a_new_one(k, metrics, rollout)
     k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None, what="shadow pods available")
     stable = _deployment(k, "digits")
@@ -205,47 +246,57 @@ def test_a_rollout_restart_of_the_candidate_judges_its_new_pods_anew_and_retries
     r1 = timed["status"]["rollout"]
     assert r1["candidateFailingTemplate"] == first[0].metadata.labels[HASH], r1
 
-    # the restart: a new ReplicaSet, whose pod comes up, then crash-loops too (the fix did not help)
-    stamp = _rollout_restart(k, "digits-canary")
+    # the restart comes a few seconds after the first clock's start (stamps have whole seconds), so a rollback on
+    # that clock, its deadline counted from before the restart, would come clearly before the restart's deadline
+    head_start = _seconds(r1["candidateFailingSince"]) + timedelta(seconds=HEAD_START)
+    wait_for(lambda: datetime.now(UTC) >= head_start or None, timeout=HEAD_START + 5,
+             description=f"{HEAD_START}s past the first clock's start")  # fmt: skip
+    # the restart, whose pods crash-loop too (the fix did not help). The operator takes no look between the first
+    # ReplicaSet's crash loop and the new one's (as a busy operator may not): a look in between, which finds the
+    # new pods not yet started, would end the first clock whatever the rule, and the new one would start anew.
     known = {first[0].metadata.name}
-    fresh = wait_for(lambda: [p for p in _pods(k, new) if p.metadata.name not in known] or None, timeout=60,
-                     description="a pod of the restarted template")  # fmt: skip
+    with _operator_paused(operator):
+        restarted = _rollout_restart(k, "digits-canary", crash=True)
+        fresh = wait_for(lambda: [p for p in _pods(k, new) if p.metadata.name not in known and _crash_looping(p)]
+                         or None, timeout=60, description="a crash-looping pod of the restarted template")  # fmt: skip
+        wait_for(lambda: _names_replica_set(k, "digits-canary", fresh[0].metadata.labels[HASH]) or None, timeout=60,
+                 description="the Deployment controller naming the new ReplicaSet")  # fmt: skip
     assert fresh[0].metadata.labels[HASH] != r1["candidateFailingTemplate"]
-    # stamps have whole seconds: the new pods' clock must be able to start in a later second than the first one's
-    wait_for(lambda: rfc3339(datetime.now(UTC)) > r1["candidateFailingSince"] or None, timeout=5,
-             description="a second past the first clock's start")  # fmt: skip
-    _oom_killed(k, fresh[0].metadata.name)
     second = k.wait_md(lambda o: o["status"]["rollout"].get("candidateFailingTemplate") == fresh[0].metadata.labels[
         HASH], what="the crash loop's clock of the new ReplicaSet", timeout=60)  # fmt: skip
     r2 = second["status"]["rollout"]
     assert r2["phase"] == "Shadow" and r2["candidateFailingSince"] > r1["candidateFailingSince"], (r1, r2)
 
-    # rolled back on the new pods' own clock: not before progressDeadlineSeconds after it started
+    # rolled back for the new pods: on their own clock or on the Deployment controller's ProgressDeadlineExceeded
+    # for the new ReplicaSet, whichever comes first, both no sooner than progressDeadlineSeconds after the restart
+    # (the first clock, carried over, would have ended before)
     gone = k.wait_condition("Stalled", "True", reason="CandidateCrashLoop", timeout=120)
     verified = condition(gone, "Verified")
     assert f"pod {fresh[0].metadata.name}: container server crash-looping" in verified["message"], verified
     assert verified["message"].endswith(f"; {RETRY}; revision {old} keeps serving all traffic"), verified
-    began = datetime.fromisoformat(r2["candidateFailingSince"].replace("Z", "+00:00"))
-    ended = datetime.fromisoformat(condition(gone, "Stalled")["lastTransitionTime"].replace("Z", "+00:00"))
-    assert (ended - began).total_seconds() >= 30, (r2["candidateFailingSince"], ended)
+    ended = _seconds(condition(gone, "Stalled")["lastTransitionTime"])
+    assert (ended - restarted.replace(microsecond=0)).total_seconds() >= deadline, (restarted, ended, r1, r2)
     judged = gone["status"]["rollout"]
     assert "candidateFailingTemplate" not in judged and judged["rolledBackTemplate"], judged
+    assert judged["rolledBackRestartedAt"] == restarted.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), judged  # the judged one
     k.wait_md(lambda o: _deployment(k, "digits-canary").spec.replicas == 0, what="the candidate's Deployment at 0")
 
     # the operator's applies kept the restart, and never own it
     cand = _deployment(k, "digits-canary")
-    assert cand.spec.template.metadata.annotations[RESTARTED_AT] == stamp
+    assert cand.spec.template.metadata.annotations[RESTARTED_AT] == restarted.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     owners = [m.manager for m in cand.metadata.managed_fields
               if RESTARTED_AT in json.dumps(m.fields_v1)]  # fmt: skip
     assert owners == ["kubectl-rollout"], owners
 
-    # a restart after the rollback (the candidate at zero): a new rollout of the same revision, whose pods serve
-    _rollout_restart(k, "digits-canary")
+    # a restart after the rollback (the candidate at zero; the fix helped): a new rollout of the same revision,
+    # whose pods serve
+    _rollout_restart(k, "digits-canary", crash=False)
     again = k.wait_md(lambda o: o["status"]["rollout"]["phase"] == "Shadow"
                       and o["status"]["rollout"]["startedAt"] != judged["startedAt"],
                       what="a new rollout after the restart", timeout=60)  # fmt: skip
     r = again["status"]["rollout"]
     assert (r["candidate"], r.get("rollbackCause"), r.get("rolledBackTemplate")) == (new, None, None), r
+    assert "rolledBackRestartedAt" not in r, r
     k.wait_md(lambda o: o["status"]["rollout"].get("phaseStartedAt") is not None
               and o["status"]["rollout"]["phase"] == "Shadow",
               what="the restarted candidate's pods available")  # fmt: skip
