@@ -7,7 +7,7 @@ from typing import Any
 
 from modelship.controller.endpoints import FOREIGN_PODS_KEPT, PodRevisions, observe_endpoints
 from modelship.controller.observe import endpoints_observation, ready_pods, service_slices
-from modelship.controller.replicasets import ReplicaSetOwners
+from modelship.controller.replicasets import UNSETTLED_SECONDS, ReplicaSetOwners
 from modelship.controller.store import Store
 
 SVC_UID = "svc-uid"
@@ -84,17 +84,28 @@ class ListingKube:
         assert (api_version, kind, namespace) == ("apps/v1", "ReplicaSet", "ml")
         self.gets.append(name)
         owner = name.rpartition("-")[0]
-        ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner, "controller": True,
-               "uid": self.controllers.get(owner, f"d-{owner}")}  # fmt: skip
-        return {"metadata": {"name": name, "namespace": namespace, "uid": f"rs-{owner}", "ownerReferences": [ref]}}
+        controller = self.controllers.get(owner, f"d-{owner}")  # "": none (orphaned, not adopted yet)
+        ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner, "controller": True, "uid": controller}
+        return {"metadata": {"name": name, "namespace": namespace, "uid": f"rs-{owner}",
+                             "ownerReferences": [ref] if controller else []}}  # fmt: skip
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 OURS = (("digits", "d-digits"), ("digits-canary", "d-digits-canary"))
 """The ModelDeployment's Deployments (name, uid): the serving one and the Canary's candidate."""
 
 
-def revisions_of(kube: ListingKube) -> PodRevisions:
-    return PodRevisions(kube, ReplicaSetOwners(kube))  # type: ignore[arg-type]
+def revisions_of(kube: ListingKube, clock: Clock | None = None) -> PodRevisions:
+    return PodRevisions(kube, ReplicaSetOwners(kube, clock=clock or Clock()))  # type: ignore[arg-type]
 
 
 def pod(name: str, uid: str, rev: str, owner: str | None = "digits", hash_: str = "5f7") -> dict[str, Any]:
@@ -272,13 +283,57 @@ def test_a_pod_naming_our_replicaset_with_another_uid_gives_no_revision() -> Non
 
 def test_a_pod_of_a_replicaset_another_deployment_controls_gives_no_revision() -> None:
     """The ReplicaSet the reference names, with its uid, but controlled by another Deployment than ours (an
-    earlier one of the name, orphaning its ReplicaSets): not ours. Once ours adopts it, its pods are."""
+    earlier one of the name, orphaning its ReplicaSets): not ours. Once ours adopts it, its pods are: seen when
+    the answer kept is ``UNSETTLED_SECONDS`` old (not at every pass: a ReplicaSet that is never adopted would cost a
+    GET per pod per pass)."""
     kube = ListingKube([pod("a", "1", "r1")])
     kube.controllers["digits"] = "d-earlier"
     assert revisions_of(kube).of("ml", "digits", {"1"}, OURS) == {"1": ""}
-    kube.controllers.clear()  # adopted by our Deployment
-    owners = ReplicaSetOwners(kube)  # type: ignore[arg-type]
-    kube.controllers["digits"] = "d-earlier"
+    clock = Clock()
+    owners = ReplicaSetOwners(kube, clock=clock)  # type: ignore[arg-type]
     assert owners.controller("ml", "digits-5f7", "rs-digits") == "d-earlier"
-    kube.controllers.clear()
-    assert owners.made_by(pod("a", "1", "r1"), "digits", "d-digits")  # the kept controller doubted: asked again
+    kube.controllers.clear()  # adopted by our Deployment
+    assert not owners.made_by(pod("a", "1", "r1"), "digits", "d-digits") and len(kube.gets) == 2
+    clock.now += UNSETTLED_SECONDS
+    assert owners.made_by(pod("a", "1", "r1"), "digits", "d-digits") and len(kube.gets) == 3  # asked again
+
+
+def test_pods_of_a_replicaset_orphaned_and_adopted_count_again_once_adopted() -> None:
+    """``kubectl delete deployment digits --cascade=orphan``; the operator makes the Deployment again (a new uid),
+    so the pods are listed again; that pass runs before the Deployment controller adopts the orphaned ReplicaSet
+    (no controller yet), so its live pods are refused. Not for good: once it is adopted, the Service's endpoints
+    count for their revision again (remembered as foreign, they would count for none until each pod is replaced).
+    Not listed nor asked about at every pass meanwhile."""
+    kube = ListingKube([pod("a", "1", "r1"), pod("b", "2", "r1")])
+    clock = Clock()
+    revisions = revisions_of(kube, clock)
+    before = (("digits", "d-digits"),)
+    assert revisions.of("ml", "digits", {"1", "2"}, before) == {"1": "r1", "2": "r1"}
+    kube.controllers["digits"] = ""  # orphaned
+    again = (("digits", "d-again"),)  # the Deployment made again
+    assert revisions.of("ml", "digits", {"1", "2"}, again) == {"1": "", "2": ""}
+    kube.controllers["digits"] = "d-again"  # adopted, milliseconds later
+    lists, gets = len(kube.lists), len(kube.gets)
+    for _ in range(3):  # passes within UNSETTLED_SECONDS: what was said stands, nothing asked
+        clock.now += UNSETTLED_SECONDS / 4
+        assert revisions.of("ml", "digits", {"1", "2"}, again) == {"1": "", "2": ""}
+    assert (len(kube.lists), len(kube.gets)) == (lists, gets)
+    clock.now += UNSETTLED_SECONDS / 4
+    assert revisions.of("ml", "digits", {"1", "2"}, again) == {"1": "r1", "2": "r1"}
+    assert (len(kube.lists), len(kube.gets)) == (lists + 1, gets + 1)  # one list, one GET for the ReplicaSet
+    assert revisions.of("ml", "digits", {"1", "2"}, again) == {"1": "r1", "2": "r1"} and len(kube.lists) == lists + 1
+
+
+def test_pods_of_a_replicaset_never_adopted_cost_a_list_and_a_get_per_unsettled_period_not_per_pass() -> None:
+    """An editor's ReplicaSet digits-5f7 of no controller (its labels not matched by our Deployment's selector),
+    whose pods carry our labels and a reference with its real uid: refused, and asked about again only once the
+    answer is ``UNSETTLED_SECONDS`` old, whatever the number of pods and passes."""
+    kube = ListingKube([pod(f"p{i}", str(i), "r1") for i in range(5)])
+    kube.controllers["digits"] = ""
+    clock = Clock()
+    revisions = revisions_of(kube, clock)
+    uids = {str(i) for i in range(5)}
+    for _ in range(10):  # passes every 5 s
+        assert revisions.of("ml", "digits", uids, OURS) == dict.fromkeys(uids, "")
+        clock.now += 5
+    assert len(kube.gets) == len(kube.lists) == 2  # at 0 s and at 30 s: not 10, nor 50
