@@ -8,8 +8,9 @@ whose controller reference is not, by name and uid, one of its Deployments' Repl
 ``replicasets.ReplicaSetOwners``) is foreign, like one the label selector does not find), and each pod's revision is
 kept by its uid: a later look needs the API server again only when a slice lists a pod not seen before (a new pod
 of a rollout), the ModelDeployment's Deployments changed, or a pod was refused for a reason that may change (its
-ReplicaSet not adopted yet, or another Deployment's: not foreign for good) ``UNSETTLED_SECONDS`` ago. What is kept is the pods of the last list, so it never outgrows the serving pods, and the last
-``FOREIGN_PODS_KEPT`` pods the slices listed that are not the ModelDeployment's.
+ReplicaSet not adopted yet, or another Deployment's: not foreign for good) ``UNSETTLED_SECONDS`` ago. What is kept is
+the pods of the last list, so it never outgrows the serving pods, and the last ``FOREIGN_PODS_KEPT`` pods the
+slices listed that are not the ModelDeployment's.
 """
 
 from __future__ import annotations
