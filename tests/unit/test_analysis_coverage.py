@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from modelship.controller import podmetrics
-from modelship.controller.phasewindow import PodFigures, PodReading, Readings
+from modelship.controller.phasewindow import MAX_PODS, PodFigures, PodReading, Readings
 from modelship.controller.podmetrics import (
     COVERAGE_NAMED,
     DEADLINE,
@@ -44,7 +44,7 @@ def test_an_answer_that_does_not_parse_is_told_in_the_operators_words_not_the_po
     assert readings.unreadable == (("digits-canary-b", "unparsable metrics"),)
     told = coverage(readings)
     assert told == (
-        "; figures from 1 of 3 pods (1 unreadable: digits-canary-b (unparsable metrics); "
+        "; figures from 1 of 3 pods (1 unreadable (why: the operator's log): digits-canary-b; "
         "1 refused, not made by the Deployment running their revision: forged)"
     )
     assert "{{{" not in told and "\x1b" not in told and "PROMOTE" not in told
@@ -64,8 +64,8 @@ def test_many_pods_are_counted_a_few_named_in_a_stable_order() -> None:
     one = coverage(Readings((reading("digits-canary-x"),), tuple(unread), tuple(refused)))
     other = coverage(Readings((reading("digits-canary-x"),), tuple(reversed(unread)), tuple(reversed(refused))))
     assert one == other
-    assert one.startswith("; figures from 1 of 1008 pods (7 unreadable: digits-canary-00 (timed out), ")
-    assert "digits-canary-02 (timed out) and 4 more; 1000 refused" in one and one.endswith("forged-002 and 997 more)")
+    assert one.startswith("; figures from 1 of 1008 pods (7 unreadable (why: the operator's log): digits-canary-00, ")
+    assert "digits-canary-02 and 4 more; 1000 refused" in one and one.endswith("forged-002 and 997 more)")
     assert len(one) < 400 and one.count("forged-") == COVERAGE_NAMED
 
 
@@ -73,6 +73,33 @@ def test_names_and_reasons_are_bounded_and_printable() -> None:
     """Readings built by anyone (a forged status is not validated): names and reasons are cut and cleaned."""
     told = coverage(Readings((), (("p\n" + "x" * 500, "y\x07" * 200),)))
     assert "\n" not in told and "\x07" not in told and len(told) < 250
+
+
+def test_a_pod_that_stays_unreadable_for_another_reason_at_each_look_says_the_same_words() -> None:
+    """A slow pod times out at one look, is cut by the read's deadline at the next (another pod was slow first),
+    its connection is refused while it restarts: the message (a status write when it changes, every 5 s) does not
+    follow; the operator's log says each look's reason."""
+    told = {
+        coverage(Readings((reading("digits-canary-a"),), (("digits-canary-b", why),), ("forged",)))
+        for why in ("timed out", DEADLINE, "connection refused", "answered 503")
+    }
+    assert told == {
+        "; figures from 1 of 3 pods (1 unreadable (why: the operator's log): digits-canary-b; "
+        "1 refused, not made by the Deployment running their revision: forged)"
+    }
+
+
+def test_pods_past_what_a_window_follows_are_not_said_to_be_counted() -> None:
+    """A phase's window follows at most MAX_PODS pods (the first by name): the figures are theirs, not every
+    pod's read (phasewindow.samples)."""
+    many = tuple(reading(f"digits-canary-{i:03}") for i in range(MAX_PODS + 36))
+    assert coverage(Readings(many)) == (
+        f"; figures from {MAX_PODS} of {MAX_PODS + 36} pods "
+        f"(36 read but not counted, past the {MAX_PODS} pods a phase's window follows)"
+    )
+    told = coverage(Readings(many, (("digits-canary-zzz", "timed out"),)))
+    assert told.startswith(f"; figures from {MAX_PODS} of {MAX_PODS + 37} pods (1 unreadable ")
+    assert coverage(Readings(many[:MAX_PODS])) == ""  # all of them followed
 
 
 @pytest.mark.parametrize(
@@ -95,7 +122,8 @@ def test_pods_past_the_reads_deadline_are_told_so(monkeypatch: pytest.MonkeyPatc
     readings = read_pods([pod("digits-canary-a", "cand", 0), pod("digits-1", "stable", 0)], 9090, "cand", "stable",
                          lambda p, port: GOOD, makers=MAKERS)  # fmt: skip
     assert readings.unreadable == (("digits-canary-a", DEADLINE), ("digits-1", DEADLINE))
-    assert coverage(readings).startswith("; figures from 0 of 2 pods (2 unreadable: digits-1 (deadline), ")
+    told = "; figures from 0 of 2 pods (2 unreadable (why: the operator's log): digits-1, digits-canary-a)"
+    assert coverage(readings) == told
 
 
 @pytest.fixture
@@ -135,7 +163,7 @@ def test_the_rollouts_message_tells_what_its_figures_left_out() -> None:
     s1 = plan(md, Observed(jobs=jobs, deployment=base.deployment), CONFIG, NOW).status
     partial = replace(readings(3, 2, 2), unreadable=(("digits-canary-b", "timed out"),), refused=("forged",))
     s2 = plan(md_with(s1), replace(base, readings=partial), CONFIG, NOW).status
-    told = "; figures from 2 of 4 pods (1 unreadable: digits-canary-b (timed out); 1 refused, "
+    told = "; figures from 2 of 4 pods (1 unreadable (why: the operator's log): digits-canary-b; 1 refused, "
     assert told in s2["rollout"]["message"] and told in cond(s2, "Verified")["message"], s2["rollout"]["message"]
     whole = plan(md_with(s1), replace(base, readings=readings(3, 2, 2)), CONFIG, NOW).status
     assert "figures from" not in whole["rollout"]["message"]

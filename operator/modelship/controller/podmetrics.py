@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ..resources.meta import COMPONENT_LABEL, MODELDEPLOYMENT_LABEL, REVISION_LABEL
 from .canary import EMPTY, Histogram, Samples
 from .conditions import parse_rfc3339
-from .phasewindow import PodFigures, PodReading, Readings
+from .phasewindow import MAX_PODS, PodFigures, PodReading, Readings
 from .podhealth import NAME_LIMIT, of_deployment, printable
 
 log = logging.getLogger("modelship.podmetrics")
@@ -39,8 +39,6 @@ REFUSED_NAMED = 5
 """At most this many refused pods are named in the log line of a read."""
 COVERAGE_NAMED = 3
 """At most this many pods of each kind (unreadable, refused) are named in the rollout's message (``coverage``)."""
-REASON_LIMIT = 40
-"""Why a pod was not read, in the rollout's message: at most this many characters."""
 INFERENCE = ("v1", "v2")
 """The protocols of inference requests (the server's requests counter also counts health and metadata)."""
 
@@ -124,8 +122,9 @@ DEADLINE = "deadline"
 
 
 def unreadable_reason(error: Exception) -> str:
-    """Why a pod's /metrics could not be read, in the operator's own words (a few fixed ones): what the rollout's
-    message may say of it. The exception's text is not: an unparsable answer's error quotes the pod's text."""
+    """Why a pod's /metrics could not be read, in the operator's own words (a few fixed ones): what the figures
+    (``Readings.unreadable``, ``Samples.unreadable``) may carry of it. The exception's text is not: an unparsable
+    answer's error quotes the pod's text."""
     if isinstance(error, MetricsUnreadable):
         return error.reason
     if isinstance(error, TimeoutError):
@@ -217,24 +216,34 @@ def refused_line(refused: Iterable[str], candidate: str, stable: str) -> str:
 
 def coverage(readings: Readings | None) -> str:
     """What the analysis' figures left out at this look, for the rollout's message (after it): "" when they are
-    Prometheus' (None) or every ready pod of the revisions under analysis was read; else how many of the pods
-    looked at were read, the unreadable ones with why and the refused ones (labelled as a revision under analysis,
-    not made by the Deployment running it). Bounded and stable from look to look: counts, at most
-    ``COVERAGE_NAMED`` names of each kind (sorted, each cut to ``NAME_LIMIT``), the operator's own words for why
-    (``unreadable_reason``), never a pod's text."""
-    if readings is None or not (readings.unreadable or readings.refused):
+    Prometheus' (None) or every ready pod of the revisions under analysis was read and counted; else how many of
+    the pods looked at the figures count, the unreadable ones, the refused ones (labelled as a revision under
+    analysis, not made by the Deployment running it) and those read beyond the ``MAX_PODS`` a phase's window
+    follows (not counted: ``phasewindow.samples``).
+
+    Bounded and stable from look to look, so a status is not written again for nothing: counts, at most
+    ``COVERAGE_NAMED`` names of each kind (sorted, each cut to ``NAME_LIMIT``), never a pod's text. An unreadable
+    pod is named without why: the reason varies from look to look for one pod that stays unreadable (timed out at
+    one look, cut by the read's deadline at the next when another pod was slow, connection refused while it
+    restarts), and each look's reason is in the operator's log. A pod read at one look and not at the next still
+    changes the words (nothing here remembers looks)."""
+    if readings is None:
+        return ""
+    counted = min(len(readings.pods), MAX_PODS)
+    beyond = len(readings.pods) - counted
+    if not (readings.unreadable or readings.refused or beyond):
         return ""
     looked = len(readings.pods) + len(readings.unreadable) + len(readings.refused)
     parts = []
     if readings.unreadable:
-        unread = sorted(
-            f"{printable(p, NAME_LIMIT)} ({printable(why, REASON_LIMIT)})" for p, why in readings.unreadable
-        )
-        parts.append(f"{len(unread)} unreadable: {_first(unread)}")
+        unread = sorted(printable(p, NAME_LIMIT) for p, _why in readings.unreadable)
+        parts.append(f"{len(unread)} unreadable (why: the operator's log): {_first(unread)}")
     if readings.refused:
         refused = sorted(printable(p, NAME_LIMIT) for p in readings.refused)
         parts.append(f"{len(refused)} refused, not made by the Deployment running their revision: {_first(refused)}")
-    return f"; figures from {len(readings.pods)} of {looked} pods ({'; '.join(parts)})"
+    if beyond:
+        parts.append(f"{beyond} read but not counted, past the {MAX_PODS} pods a phase's window follows")
+    return f"; figures from {counted} of {looked} pods ({'; '.join(parts)})"
 
 
 def _first(names: list[str]) -> str:
