@@ -6,7 +6,8 @@ counts for no revision, and the figures are those of our pod alone.
 
 The garbage collector deletes such a pod (its owner's uid does not exist) within tens of milliseconds on an idle
 control plane: kube-controller-manager is stopped while the pod is read (as when it is down or far behind), and
-the time the collector then takes is printed."""
+the time the collector then takes is printed. And a refusal that may change is not final: the pods of a ReplicaSet
+orphaned and adopted by the Deployment made again count for their revision once adopted."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from modelship.controller.endpoints import PodRevisions
 from modelship.controller.kube import Kube
 from modelship.controller.podhealth import of_deployment
 from modelship.controller.podmetrics import Makers, lifetime, read_pods, serving_pods_selector
-from modelship.controller.replicasets import ReplicaSetOwners
+from modelship.controller.replicasets import UNSETTLED_SECONDS, ReplicaSetOwners
 from tests.integration.cluster import ClusterInfo, wait_for
 from tests.integration.test_canary import _controller_manager_paused, _ready_pod
 from tests.integration.test_operator import Cluster
@@ -92,3 +93,46 @@ def test_a_pod_naming_our_replicaset_with_another_uid_is_refused(
     wait_for(lambda: not k.core.list_namespaced_pod(namespace, field_selector="metadata.name=forged").items,
              timeout=120, description="the garbage collector deleting the forged pod")  # fmt: skip
     print(f"forged pod deleted by the garbage collector {time.monotonic() - resumed:.2f}s after it resumed")
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_pods_of_a_replicaset_orphaned_and_adopted_again_count_for_their_revision(
+    api_client: client.ApiClient, operator_api_client: client.ApiClient, namespace: str, cluster: ClusterInfo
+) -> None:
+    """``kubectl delete deployment digits --cascade=orphan`` and the Deployment made again (a new uid): the pass that
+    looks before the Deployment controller adopts the orphaned ReplicaSet (kube-controller-manager stopped, so it
+    surely does) finds it without a controller and counts its pods for no revision; once adopted, they count for
+    theirs again (at the first look ``UNSETTLED_SECONDS`` after that answer; the clock is the test's). Before,
+    they stayed foreign until each pod was replaced."""
+    k = Cluster(api_client, namespace)
+    first = k.apps.create_namespaced_deployment(namespace, _deployment())
+    selector = serving_pods_selector("digits")
+    (pod,) = wait_for(lambda: [p for p in k.core.list_namespaced_pod(namespace, label_selector=selector).items
+                               if _ready_pod(k, p.metadata.name)], timeout=60, description="our pod Ready")  # fmt: skip
+    rs_name = pod.metadata.owner_references[0].name
+    kube = Kube(operator_api_client)
+    clock = _Clock()
+    revisions = PodRevisions(kube, ReplicaSetOwners(kube, clock=clock))
+    uids = {pod.metadata.uid}
+    assert revisions.of(namespace, "digits", uids, (("digits", first.metadata.uid),)) == {pod.metadata.uid: "r1"}
+    k.apps.delete_namespaced_deployment("digits", namespace, propagation_policy="Orphan")
+    wait_for(lambda: not k.apps.read_namespaced_replica_set(rs_name, namespace).metadata.owner_references,
+             timeout=60, description="the ReplicaSet orphaned by the garbage collector")  # fmt: skip
+    with _controller_manager_paused(cluster):  # the Deployment made again, not adopting meanwhile
+        again = k.apps.create_namespaced_deployment(namespace, _deployment())
+        ours = (("digits", again.metadata.uid),)
+        assert revisions.of(namespace, "digits", uids, ours) == {pod.metadata.uid: ""}
+    wait_for(lambda: (k.apps.read_namespaced_replica_set(rs_name, namespace).metadata.owner_references or [None])[0],
+             timeout=60, description="the ReplicaSet adopted by the Deployment made again")  # fmt: skip
+    assert k.apps.read_namespaced_replica_set(rs_name, namespace).metadata.owner_references[0].uid == again.metadata.uid
+    assert revisions.of(namespace, "digits", uids, ours) == {pod.metadata.uid: ""}  # the answer kept a while
+    clock.now += UNSETTLED_SECONDS
+    assert revisions.of(namespace, "digits", uids, ours) == {pod.metadata.uid: "r1"}
+    assert k.core.read_namespaced_pod(pod.metadata.name, namespace).metadata.uid == pod.metadata.uid  # the same pod
