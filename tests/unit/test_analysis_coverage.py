@@ -23,9 +23,7 @@ from modelship.controller.podmetrics import (
 from tests.support.servers import loopback_http
 from tests.unit.test_podmetrics import MAKERS, pod
 
-GOOD = (
-    '# TYPE modelship_request_duration_seconds histogram\nmodelship_request_duration_seconds_count{model="m"} 5\n'
-)
+GOOD = '# TYPE modelship_request_duration_seconds histogram\nmodelship_request_duration_seconds_count{model="m"} 5\n'
 
 
 def reading(name: str) -> PodReading:
@@ -158,8 +156,13 @@ def test_the_rollouts_message_tells_what_its_figures_left_out() -> None:
     from tests.unit.test_verify import OLD, canary_obs, md_with, new_revision, readings
 
     md, rev, jobs = new_revision()
-    base = Observed(jobs=jobs, deployment=deployment(OLD, CONFIG.images.serving), canary=canary_obs(rev, 1, False),
-                    canary_service_ip="10.96.0.9", canary_endpoints=routed((rev, 1), service="digits-canary"))
+    base = Observed(
+        jobs=jobs,
+        deployment=deployment(OLD, CONFIG.images.serving),
+        canary=canary_obs(rev, 1, False),
+        canary_service_ip="10.96.0.9",
+        canary_endpoints=routed((rev, 1), service="digits-canary"),
+    )
     s1 = plan(md, Observed(jobs=jobs, deployment=base.deployment), CONFIG, NOW).status
     partial = replace(readings(3, 2, 2), unreadable=(("digits-canary-b", "timed out"),), refused=("forged",))
     s2 = plan(md_with(s1), replace(base, readings=partial), CONFIG, NOW).status
@@ -167,3 +170,21 @@ def test_the_rollouts_message_tells_what_its_figures_left_out() -> None:
     assert told in s2["rollout"]["message"] and told in cond(s2, "Verified")["message"], s2["rollout"]["message"]
     whole = plan(md_with(s1), replace(base, readings=readings(3, 2, 2)), CONFIG, NOW).status
     assert "figures from" not in whole["rollout"]["message"]
+
+
+def test_what_the_figures_left_out_goes_with_the_cause_before_the_ending() -> None:
+    """Coverage words join a rollback's cause: its ending (how the revision is tried again) and the serving
+    revision's words stay last, where ``retold`` finds them, so a later rewording keeps the words once."""
+    from modelship.controller.canary_trouble import FINAL, RETRY, retold, with_cause_words
+
+    words = "; figures from 2 of 3 pods (1 unreadable (why: the operator's log): digits-canary-b)"
+    crash = f"the candidate's pods crash-loop: OOMKilled; {RETRY}; revision s1 serves all traffic"
+    told = with_cause_words(crash, words)
+    assert told == f"the candidate's pods crash-loop: OOMKilled{words}; {RETRY}; revision s1 serves all traffic"
+    again = retold(told, FINAL)
+    assert again == f"the candidate's pods crash-loop: OOMKilled{words}; {FINAL}; revision s1 serves all traffic"
+    assert again.count("figures from") == 1 and RETRY not in again
+    analysis = "ErrorRate 0.5 over 10 requests; revision s1 serves all traffic"
+    assert with_cause_words(analysis, words) == f"ErrorRate 0.5 over 10 requests{words}; revision s1 serves all traffic"
+    assert with_cause_words("shadow held 1/10s", words) == f"shadow held 1/10s{words}"
+    assert with_cause_words(crash, "") == crash

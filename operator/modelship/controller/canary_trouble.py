@@ -245,6 +245,17 @@ def retold(message: str, ending: str) -> str:
     return f"{cause}; {ending}{sep}{tail}" if sep else f"{cause}; {ending}"
 
 
+def with_cause_words(message: str, words: str) -> str:
+    """A decision's ``message`` with ``words`` (starting "; ") at the end of its cause part: before its ending on how
+    the revision is tried again and the serving revision's words ("; revision S serves all traffic"), where
+    ``_ending`` and ``retold`` still find them; at the end of a message without them."""
+    if not words:
+        return message
+    _, sep, tail = message.rpartition("; revision ")
+    cause, ending = _ending(message)
+    return f"{cause}{words}{f'; {ending}' if ending else ''}{sep}{tail if sep else ''}"
+
+
 def trouble_message(cause: RollbackCause, trouble: CandidateTrouble, deadline: int, retry: bool = True) -> str:
     """What a rollback for the candidate's pods says: their cause, and how the revision is tried again (``retry``:
     the record that makes it possible is kept), or that it is not."""

@@ -50,7 +50,15 @@ from ..canary import (
     manual_action,
     start,
 )
-from ..canary_trouble import RETRIED_CAUSES, CandidateTrouble, rearmed, recorded, restart_mark, unjudged
+from ..canary_trouble import (
+    RETRIED_CAUSES,
+    CandidateTrouble,
+    rearmed,
+    recorded,
+    restart_mark,
+    unjudged,
+    with_cause_words,
+)
 from ..observe import Observed
 from ..phasewindow import advance, phase_key, samples
 from ..podhealth import newest_template_hash
@@ -290,8 +298,10 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
     new = new.model_copy(update={"weight": weight})  # the share this write asks for is what "below" compares with
     served = served_weight(canary, new, observed, stable)
     below = below_share(canary, new, observed, stable, served)
+    # what the figures left out belongs to the decision's cause, before its ending and the serving revision's words
+    told = with_cause_words(new.message, coverage(observed.readings))
     new = new.model_copy(update={"served_weight": served, "ignored_overrides": ignored or None,
-                                 "message": new.message + coverage(observed.readings) + below})  # fmt: skip
+                                 "message": told + below})  # fmt: skip
     # the candidate offers the stable pods to be mirrored to (through its Service, once it has an address)
     offer = mirror_offer(md, ip, new.mirror_percent, rev) if ip and new.mirror_percent > 0 else None
     objects = (
