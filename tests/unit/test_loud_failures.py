@@ -126,7 +126,7 @@ def test_a_builder_error_ends_stalled_with_the_error_and_an_event(monkeypatch: p
         queue.stop()
     cond = stalled(kube, store)
     assert cond["reason"] == "ReconcileError" and cond["observedGeneration"] == 3
-    assert "ValueError: kaniko builds one platform per run" in cond["message"] and "3 times" in cond["message"]
+    assert "ValueError: kaniko builds one platform per run" in cond["message"]
     status = (store.get("ModelDeployment", "ml", "digits") or {})["status"]
     assert status["phase"] == "Failed"
     assert status["lastFailure"]["stage"] == "Reconcile" and status["lastFailure"]["reason"] == "ReconcileError"

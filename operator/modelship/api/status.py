@@ -67,6 +67,10 @@ class Reason(StrEnum):
     """The spec sets what the platform's admin policy forbids (api/policy.py): nothing is created for it."""
     RECONCILE_ERROR = "ReconcileError"
     """The operator itself failed on this object (a bug or a spec its builders cannot express)."""
+    APPLY_REFUSED = "ApplyRefused"
+    """The API server refused a write of a child for its content (an admission policy or webhook denied it, or it
+    is invalid): the message names the object and the API server's words; nothing after it is written until a
+    change or a resync finds it taken."""
     NAME_CONFLICT = "NameConflict"
     """An object the ModelDeployment would create exists and is not controlled by it: left untouched."""
     NAMESPACE_EXCLUDED = "NamespaceExcluded"

@@ -98,16 +98,25 @@ def events(conds: ConditionSet) -> list[Event]:
 
 
 def stalled(
-    prev: ModelDeploymentStatus, generation: int | None, failure: Failure, revision: str | None, now: datetime
+    prev: ModelDeploymentStatus,
+    generation: int | None,
+    failure: Failure,
+    revision: str | None,
+    now: datetime,
+    *,
+    planned: ModelDeploymentStatus | None = None,
 ) -> tuple[ModelDeploymentStatus, list[Event]]:
     """A resource the stages could not plan for (a spec the operator cannot use, an operator error): Stalled with
-    the reason, everything else status holds kept."""
+    the reason, everything else status holds kept; or, given ``planned`` (the status a pass decided before a write
+    of it was refused), that status with Stalled. The Events are the Ready condition's change from ``prev``."""
+    base = planned if planned is not None else prev
     conds = ConditionSet(prev.conditions, generation, now)
-    for c in prev.conditions:
+    stall(conds, failure.reason, failure.message)
+    news = events(conds)
+    for c in base.conditions:
         if c.type not in (ConditionType.READY, ConditionType.RECONCILING, ConditionType.STALLED):
             conds.keep(c)
-    stall(conds, failure.reason, failure.message)
-    status = prev.model_copy(
+    status = base.model_copy(
         update={
             "observed_generation": generation,
             "phase": Phase.FAILED,
@@ -115,4 +124,4 @@ def stalled(
             "last_failure": record_failure(prev.last_failure, failure, revision, now),
         }
     )
-    return status, events(conds)
+    return status, news

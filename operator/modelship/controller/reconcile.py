@@ -46,7 +46,7 @@ from .skew import Skew
 from .stages.context import Failure
 from .stages.deploy import pods_wanted
 from .stages.verify import candidate_pods_wanted
-from .stalls import Stalls, deleted_meanwhile, describe_error
+from .stalls import Stalls, WriteRefused, deleted_meanwhile, describe_error, refusable
 from .statuswrite import StatusWriter
 from .store import Store
 from .terminating import TerminatingNamespaces, refused_as_terminating
@@ -248,6 +248,7 @@ class Reconciler:
             self.pod_revisions.forget(namespace, name)
             self.refused_pods.forget(namespace, name)
             self.serving_mounts.forget(namespace, name)
+            self.stalls.forget(namespace, name)
             # gone: owner references take the children in its namespace with it; its build Jobs (in the build
             # namespace, where no owner reference can point back) are the operator's to delete
             self.collect_builds(namespace, name, None)
@@ -294,7 +295,9 @@ class Reconciler:
                 self.stalls.stall(body, name_conflict(conflicts), p.status.get("revision"))
                 metrics.RECONCILES.labels("name-conflict").inc()
                 return None
-            self._execute(md, body, p, live)
+            if not self._execute(md, body, p, live):
+                metrics.RECONCILES.labels("apply-refused").inc()
+                return None  # tried again at the next change or resync: a policy does not go away in seconds
         except PreconditionFailed as exc:
             # an object changed between the read and the write: nothing was written; judge it again shortly
             log.info("%s/%s: %s; reconciling again", namespace, name, exc)
@@ -382,7 +385,37 @@ class Reconciler:
 
     def _execute(
         self, md: ModelDeployment, body: dict[str, Any], p: Plan, live: dict[tuple[str, str], dict[str, Any] | None]
-    ) -> None:
+    ) -> bool:
+        """Carry the plan out and write its status; False when the API server refused a write for the object's
+        content (an admission policy or webhook, an invalid object): the pass stops at that object and writes
+        its status Stalled (``Stalls.refused``). It stops rather than going on with the rest: the plan's writes
+        are in order (a handover before the apply that drops the field, a Secret, ConfigMap or Service before the
+        Deployment that mounts or is reached through it, a Job before the status that records it), and its
+        pruning assumes every write before it took (deleting the objects a refused one replaces would take down
+        what serves)."""
+        try:
+            self._write(md, p, live)
+        except WriteRefused as refused:
+            self.stalls.refused(body, p.status, p.events, refused)
+            return False
+        self.stalls.accepted(md.metadata.namespace or "", md.metadata.name)
+        ns = md.metadata.namespace or ""
+        for api_version, kind, name in p.delete:
+            current = self.store.get(kind, ns, name)
+            if current is None or not controlled_by(current, md.metadata.uid):
+                continue  # only what this ModelDeployment controls is pruned
+            self.kube.delete(api_version, kind, ns, name, current["metadata"]["uid"])
+            self.store.remove(kind, ns, name)
+            metrics.API_WRITES.labels("delete", kind).inc()
+        if p.cache_put is not None:
+            self.caches.put(ns, *p.cache_put)
+        self.status_writer.write(body, p.status)
+        self.stalls.post(body, p.events)
+        return True
+
+    def _write(self, md: ModelDeployment, p: Plan, live: dict[tuple[str, str], dict[str, Any] | None]) -> None:
+        """The plan's handovers, applies and creates, in order; a write refused for its content raises
+        ``WriteRefused``."""
         ns = md.metadata.namespace or ""
         handed: dict[tuple[str, str], dict[str, Any]] = {}
         for obj in p.handover:  # before the apply that stops setting the field; never skipped (same value: owned)
@@ -393,7 +426,8 @@ class Reconciler:
                 # overwritten with the older one
                 version = {"resourceVersion": current["metadata"]["resourceVersion"]}
                 guarded = {**obj, "metadata": {**obj["metadata"], **version}}
-                handed[key] = self.kube.apply(guarded, current["metadata"]["uid"], HANDOVER_FIELD_MANAGER)
+                with refusable(obj):
+                    handed[key] = self.kube.apply(guarded, current["metadata"]["uid"], HANDOVER_FIELD_MANAGER)
                 self.store.put(obj["kind"], handed[key])
                 metrics.API_WRITES.labels("apply", obj["kind"]).inc()
                 log.info("%s/%s: handed %s %s's replica count over (%s)", ns, md.metadata.name, obj["kind"],
@@ -406,25 +440,17 @@ class Reconciler:
             # the field out of the operator's entry (both managers own the same value until then)
             if key not in handed and current is not None and unchanged(desired, current):
                 continue
-            self.store.put(obj["kind"], self._write_owned(desired, current))
+            with refusable(obj):
+                written = self._write_owned(desired, current)
+            self.store.put(obj["kind"], written)
         for obj in p.create:
-            created = self.kube.create(obj)
+            with refusable(obj):
+                created = self.kube.create(obj)
             metrics.API_WRITES.labels("create", obj["kind"]).inc()
             if created is None:  # a 409 is not "created": someone made it since the read; judge it again
                 raise PreconditionFailed(f"{obj['kind']} {obj['metadata']['name']} appeared before it was created")
             self.store.put(obj["kind"], created)
             log.info("%s/%s: created %s %s", ns, md.metadata.name, obj["kind"], obj["metadata"]["name"])
-        for api_version, kind, name in p.delete:
-            current = self.store.get(kind, ns, name)
-            if current is None or not controlled_by(current, md.metadata.uid):
-                continue  # only what this ModelDeployment controls is pruned
-            self.kube.delete(api_version, kind, ns, name, current["metadata"]["uid"])
-            self.store.remove(kind, ns, name)
-            metrics.API_WRITES.labels("delete", kind).inc()
-        if p.cache_put is not None:
-            self.caches.put(ns, *p.cache_put)
-        self.status_writer.write(body, p.status)
-        self.stalls.post(body, p.events)
 
     def _write_owned(self, desired: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
         """Create the object (none had its name when judged) or apply it over the one judged ours."""

@@ -6,6 +6,10 @@ transitions), and a status write that found its ModelDeployment deleted meanwhil
 from __future__ import annotations
 
 import json
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +18,7 @@ from pydantic import ValidationError
 
 from .. import GROUP, KIND, PLURAL
 from ..api.skew import UnsupportedFields
-from ..api.status import Reason, StageName
+from ..api.status import ModelDeploymentStatus, Reason, StageName
 from ..config import OperatorConfig
 from ..resources.defaults import InvalidSpec, with_operator_defaults
 from ..resources.revision import revision
@@ -26,6 +30,66 @@ from .skew import Skew
 from .stages.context import Failure
 from .statuswrite import StatusWriter
 from .store import Store
+
+log = logging.getLogger("modelship.reconcile")
+
+REFUSAL_LIMIT = 600
+"""Characters of the API server's words kept in a refusal's message (a policy's message is the tenant's to write:
+any length, any characters)."""
+_ADMISSION_DENIALS = (
+    re.compile(r"ValidatingAdmissionPolicy '[^']*' with binding '[^']*' denied request"),
+    re.compile(r'admission webhook "[^"]*" denied the request'),
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+class WriteRefused(Exception):
+    """The API server refused a write of this object for its content (``refusal``)."""
+
+    def __init__(self, kind: str, name: str, words: str) -> None:
+        super().__init__(f"{kind} {name} refused by the API server: {words}")
+        self.kind = kind
+        self.name = name
+        self.words = words
+
+
+def refusal(exc: ApiException) -> str | None:
+    """The API server's words (one line, bounded) when it refused a write for the object's content: an admission
+    plugin denied it (a ValidatingAdmissionPolicy, whose ``reason`` makes it a 403 Forbidden or, by default, a 422
+    Invalid; a validating webhook, with the code it chose) or the object is invalid (422 Invalid). None for any
+    other error, among them a 403 of RBAC (the operator's own Role lacks a verb: a misinstall, an error as any
+    other) or of a namespace being terminated: told apart by the Status body, not by the code."""
+    if exc.status not in (400, 403, 422):
+        return None
+    try:
+        status = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(status, dict) or status.get("kind") != "Status":
+        return None
+    message = status.get("message")
+    if not isinstance(message, str):
+        return None
+    details = status.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    said = [message, *(c.get("message") for c in causes or [] if isinstance(c, dict))]
+    denied = any(isinstance(m, str) and p.search(m) for m in said for p in _ADMISSION_DENIALS)
+    if not denied and not (exc.status == 422 and status.get("reason") == "Invalid"):
+        return None
+    text = " ".join(_CONTROL.sub(" ", message).split())
+    return text if len(text) <= REFUSAL_LIMIT else text[: REFUSAL_LIMIT - 1] + "…"
+
+
+@contextmanager
+def refusable(obj: dict[str, Any]) -> Iterator[None]:
+    """A write of ``obj``: an API error that refuses it for its content is raised as ``WriteRefused``."""
+    try:
+        yield
+    except ApiException as exc:
+        words = refusal(exc)
+        if words is None:
+            raise
+        raise WriteRefused(obj["kind"], obj["metadata"]["name"], words) from exc
 
 
 def deleted_meanwhile(exc: ApiException, name: str) -> bool:
@@ -64,6 +128,8 @@ class Stalls:
         self.skew = skew
         self.status_writer = status_writer
         self.events = events
+        self._refused: dict[tuple[str, str], str] = {}
+        """The refusal each ModelDeployment's last pass met (logged once until it changes or goes)."""
 
     def post(self, body: dict[str, Any], events: list[Event]) -> None:
         for ev in events:
@@ -103,8 +169,40 @@ class Stalls:
             rev: str | None = revision(with_operator_defaults(self.skew.read(body), self.config).spec)
         except (ValidationError, InvalidSpec, UnsupportedFields, ApiException):  # the served CRD unreadable
             rev = None
-        message = f"reconcile failed {tries} times in a row, the last with {describe_error(error)}"
+        # no try count in status: it would rewrite the same failure at every resync (the log and
+        # modelship_reconcile_give_ups_total count them)
+        log.warning("%s/%s: gave up after %d failed reconciles in a row: %s", namespace, name, tries,
+                    describe_error(error))  # fmt: skip
+        message = f"reconcile keeps failing, the last time with {describe_error(error)}"
         self.stall(body, Failure(StageName.RECONCILE, Reason.RECONCILE_ERROR, message), rev)
+
+    def refused(
+        self, body: dict[str, Any], planned: dict[str, Any], events: list[Event], refused: WriteRefused
+    ) -> None:
+        """A pass whose write of a child the API server refused for its content: the status the pass decided
+        (``planned``) written with Stalled (ApplyRefused, the object and the API server's words), the pass's
+        Events but its Ready one (the refusal's instead); logged once per change of the refusal."""
+        meta = body["metadata"]
+        key = (meta.get("namespace") or "", meta["name"])
+        message = f"{refused.kind} {refused.name} refused by the API server: {refused.words}"
+        if self._refused.get(key) != message:
+            log.warning("%s/%s: %s (retried at the next change or resync)", *key, message)
+            self._refused[key] = message
+        failure = Failure(StageName.RECONCILE, Reason.APPLY_REFUSED, message)
+        now = datetime.now(UTC)
+        status, news = kstatus.stalled(self.skew.status(body), meta.get("generation"), failure,
+                                       planned.get("revision"), now,
+                                       planned=ModelDeploymentStatus.model_validate(planned))  # fmt: skip
+        self.status_writer.write(body, status.wire())
+        self.post(body, [*(e for e in events if not e.reason.startswith("Ready")), *news])
+
+    def accepted(self, namespace: str, name: str) -> None:
+        """A pass whose writes the API server took: a refusal the last one met is gone (said once)."""
+        if self._refused.pop((namespace, name), None) is not None:
+            log.info("%s/%s: the API server takes its writes again", namespace, name)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._refused.pop((namespace, name), None)
 
     def stall(self, body: dict[str, Any], failure: Failure, rev: str | None, post_events: bool = True) -> None:
         prev = self.skew.status(body)  # what this operator can read of it: never an empty one for a newer field
