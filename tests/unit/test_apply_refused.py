@@ -20,7 +20,9 @@ from modelship.controller.store import Store
 from tests.unit.test_loud_failures import MemoryKube, md_body, optimized, stalled
 from tests.unit.test_plan import CONFIG
 
-VAP_WORDS = "ValidatingAdmissionPolicy 'probe-freeze' with binding 'probe-freeze-b' denied request: the pod template is frozen"
+VAP_WORDS = (
+    "ValidatingAdmissionPolicy 'probe-freeze' with binding 'probe-freeze-b' denied request: the pod template is frozen"
+)
 VAP_FORBIDDEN = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                  "message": f'deployments.apps "d" is forbidden: {VAP_WORDS}', "reason": "Forbidden",
                  "details": {"name": "d", "group": "apps", "kind": "deployments", "causes": [{"message": VAP_WORDS}]},
@@ -72,7 +74,8 @@ def test_anything_else_is_not_a_refusal(exc: ApiException) -> None:
 
 
 def test_a_refusal_is_one_bounded_line() -> None:
-    words = "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: line one\n\tline\x1b[31m two\u2028" + "x" * 5000
+    words = "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: line one\n\tline\x1b[31m two\u2028"
+    words += "x" * 5000
     text = refusal(api_error({**VAP_FORBIDDEN, "message": f'deployments.apps "d" is forbidden: {words}'}))
     assert text is not None and len(text) == REFUSAL_LIMIT and text.endswith("…")
     assert text.startswith('deployments.apps "d" is forbidden: ValidatingAdmissionPolicy \'p\' with binding \'b\' '
