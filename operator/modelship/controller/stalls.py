@@ -1,7 +1,8 @@
 """Where a reconcile ends without carrying a plan out: the Stalled status it writes instead (a spec the operator
 cannot use, fields it does not know, an excluded namespace, a policy violation, a name clash, reconciles that kept
-failing), the one-line words for the error that ended it, the Events a reconcile posts (counted as stage
-transitions), and a status write that found its ModelDeployment deleted meanwhile (nothing to retry)."""
+failing, a child's write the API server refused for its content), the one-line words for the error that ended
+it, the Events a reconcile posts (counted as stage transitions), and a status write that found its
+ModelDeployment deleted meanwhile (nothing to retry)."""
 
 from __future__ import annotations
 
