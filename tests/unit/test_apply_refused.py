@@ -134,9 +134,10 @@ def test_a_refused_apply_writes_the_passs_status_stalled_once_and_clears_when_ta
     assert (ready["status"], ready["reason"]) == ("False", "ApplyRefused") and status["phase"] == "Failed"
     assert status["lastFailure"]["reason"] == "ApplyRefused" and "the pod template is frozen" in status["lastFailure"][
         "message"]  # fmt: skip
-    # the rest of the pass's status is written: the stage conditions it decided, the revision
-    assert next(c for c in status["conditions"] if c["type"] == "Optimized")["status"] == "True"
-    assert status["revision"] and status["observedGeneration"] == 3
+    # not what the pass decided (its writes did not happen): no Deployed condition, no served revision, no Event of it
+    assert not any(c["type"] == "Deployed" for c in status["conditions"]), status["conditions"]
+    assert "revision" not in status and status["observedGeneration"] == 3
+    assert {e[1] for e in kube.events} == {"ReadyApplyRefused"}, kube.events
     assert "Deployment" not in kube.written and "Service" not in kube.written  # stopped at the refused object
     assert ("Warning", "ReadyApplyRefused", cond["message"]) in kube.events
     assert len(refusal_warnings(caplog)) == 1

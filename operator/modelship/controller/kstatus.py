@@ -98,25 +98,16 @@ def events(conds: ConditionSet) -> list[Event]:
 
 
 def stalled(
-    prev: ModelDeploymentStatus,
-    generation: int | None,
-    failure: Failure,
-    revision: str | None,
-    now: datetime,
-    *,
-    planned: ModelDeploymentStatus | None = None,
+    prev: ModelDeploymentStatus, generation: int | None, failure: Failure, revision: str | None, now: datetime
 ) -> tuple[ModelDeploymentStatus, list[Event]]:
     """A resource the stages could not plan for (a spec the operator cannot use, an operator error): Stalled with
-    the reason, everything else status holds kept; or, given ``planned`` (the status a pass decided before a write
-    of it was refused), that status with Stalled. The Events are the Ready condition's change from ``prev``."""
-    base = planned if planned is not None else prev
+    the reason, everything else status holds kept."""
     conds = ConditionSet(prev.conditions, generation, now)
-    stall(conds, failure.reason, failure.message)
-    news = events(conds)
-    for c in base.conditions:
+    for c in prev.conditions:
         if c.type not in (ConditionType.READY, ConditionType.RECONCILING, ConditionType.STALLED):
             conds.keep(c)
-    status = base.model_copy(
+    stall(conds, failure.reason, failure.message)
+    status = prev.model_copy(
         update={
             "observed_generation": generation,
             "phase": Phase.FAILED,
@@ -124,4 +115,4 @@ def stalled(
             "last_failure": record_failure(prev.last_failure, failure, revision, now),
         }
     )
-    return status, news
+    return status, events(conds)

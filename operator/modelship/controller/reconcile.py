@@ -396,7 +396,7 @@ class Reconciler:
         try:
             self._write(md, p, live)
         except WriteRefused as refused:
-            self.stalls.refused(body, p.status, p.events, refused)
+            self.stalls.refused(body, refused)
             return False
         self.stalls.accepted(md.metadata.namespace or "", md.metadata.name)
         ns = md.metadata.namespace or ""

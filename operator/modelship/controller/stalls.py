@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from .. import GROUP, KIND, PLURAL
 from ..api.skew import UnsupportedFields
-from ..api.status import ModelDeploymentStatus, Reason, StageName
+from ..api.status import Reason, StageName
 from ..config import OperatorConfig
 from ..resources.defaults import InvalidSpec, with_operator_defaults
 from ..resources.revision import revision
@@ -177,25 +177,23 @@ class Stalls:
         message = f"reconcile keeps failing, the last time with {describe_error(error)}"
         self.stall(body, Failure(StageName.RECONCILE, Reason.RECONCILE_ERROR, message), rev)
 
-    def refused(
-        self, body: dict[str, Any], planned: dict[str, Any], events: list[Event], refused: WriteRefused
-    ) -> None:
-        """A pass whose write of a child the API server refused for its content: the status the pass decided
-        (``planned``) written with Stalled (ApplyRefused, the object and the API server's words), the pass's
-        Events but its Ready one (the refusal's instead); logged once per change of the refusal."""
+    def refused(self, body: dict[str, Any], refused: WriteRefused) -> None:
+        """A pass whose write of a child the API server refused for its content: Stalled (ApplyRefused, the object
+        and the API server's words) over what status held, and the Ready change's Events; logged once per change of
+        the refusal. Not the status the pass decided: it would tell of writes that did not happen (a Deployed
+        message, a Canary phase or step started at this moment, whose analysis window would then count time its
+        pods never ran), and its Events of changes that were not made."""
         meta = body["metadata"]
         key = (meta.get("namespace") or "", meta["name"])
         message = f"{refused.kind} {refused.name} refused by the API server: {refused.words}"
         if self._refused.get(key) != message:
             log.warning("%s/%s: %s (retried at the next change or resync)", *key, message)
             self._refused[key] = message
+        prev = self.skew.status(body)
         failure = Failure(StageName.RECONCILE, Reason.APPLY_REFUSED, message)
-        now = datetime.now(UTC)
-        status, news = kstatus.stalled(self.skew.status(body), meta.get("generation"), failure,
-                                       planned.get("revision"), now,
-                                       planned=ModelDeploymentStatus.model_validate(planned))  # fmt: skip
+        status, news = kstatus.stalled(prev, meta.get("generation"), failure, prev.revision, datetime.now(UTC))
         self.status_writer.write(body, status.wire())
-        self.post(body, [*(e for e in events if not e.reason.startswith("Ready")), *news])
+        self.post(body, news)
 
     def accepted(self, namespace: str, name: str) -> None:
         """A pass whose writes the API server took: a refusal the last one met is gone (said once)."""
