@@ -37,7 +37,7 @@ def test_a_corrupt_model_exits_1_with_its_cause_in_the_termination_log(tmp_path:
     class and its first line; the operator's Deployed message (the kubelet's lastState.terminated.message read
     through podhealth's sanitiser) shows that line unchanged."""
     model = tmp_path / "model.tflite"
-    model.write_bytes(b"TFL3" + bytes(range(256)) * 8)  # an identifier, then no flatbuffer
+    model.write_bytes(bytes(4) + b"TFL3" + bytes(range(256)) * 8)  # the identifier (bytes 4-8), then no flatbuffer
     log = tmp_path / "termination-log"
     proc = _served_on(model, log)
     assert proc.returncode == 1, proc.stderr
@@ -61,6 +61,28 @@ def test_a_missing_model_path_is_told_in_the_termination_log(tmp_path: Path) -> 
     assert proc.returncode == 1
     assert log.read_text() == f"model failed to load: FileNotFoundError: model path {tmp_path / 'missing.tflite'} " \
         "does not exist"[: termination.LIMIT]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "head"),
+    [("cnn.h5", b"\x89HDF\r\n\x1a\n" + bytes(64)), ("cnn.keras", b"PK\x03\x04" + bytes(64)),
+     ("report.json", b'{"revision": "r1", "summary": {"ok": true}}')],
+)  # fmt: skip
+def test_a_file_that_is_not_tflite_is_told_in_one_line(tmp_path: Path, name: str, head: bytes) -> None:
+    """Before, `modelship serve --model cnn.h5` (or a report.json) ended in LiteRT's 'The model is not a valid
+    Flatbuffer buffer'; the line now says what serve takes and what to do with a Keras model."""
+    model = tmp_path / name
+    model.write_bytes(head)
+    log = tmp_path / "termination-log"
+    proc = _served_on(model, log)
+    assert proc.returncode == 1, proc.stderr
+    told = (
+        f"{model} is not a TFLite model: modelship serve takes a .tflite file or a SavedModel directory "
+        "(optimize a Keras .h5/.keras model first: modelship optimize)"
+    )
+    assert log.read_text() == termination.cause("model failed to load", ValueError(told))
+    assert "is not a TFLite model: modelship serve takes a .tflite file or a SavedModel directory" in log.read_text()
+    assert "Flatbuffer" not in proc.stderr
 
 
 def test_the_line_is_one_bounded_line_whatever_the_error_says() -> None:

@@ -382,6 +382,25 @@ def _clean(tensor_name: str) -> str:
 # loading
 
 
+TFLITE_IDENTIFIER = b"TFL3"
+"""The flatbuffer file identifier (bytes 4-8) of every TFLite model."""
+
+
+def _refuse_what_is_not_tflite(p: Path) -> None:
+    """A file that is not a TFLite flatbuffer (a Keras .h5/.keras, a report.json...) in one line that says what
+    serve takes, not LiteRT's 'The model is not a valid Flatbuffer buffer'."""
+    try:
+        with p.open("rb") as f:
+            head = f.read(8)
+    except OSError:
+        return  # the interpreter names the error
+    if head[4:8] != TFLITE_IDENTIFIER:
+        raise ValueError(
+            f"{p} is not a TFLite model: modelship serve takes a .tflite file or a SavedModel directory "
+            "(optimize a Keras .h5/.keras model first: modelship optimize)"
+        )
+
+
 def resolve_model_path(path: str | os.PathLike[str]) -> tuple[Path, str, str | None]:
     """-> (file or SavedModel dir, kind 'tflite'|'savedmodel', version from a numeric directory or None).
 
@@ -390,6 +409,7 @@ def resolve_model_path(path: str | os.PathLike[str]) -> tuple[Path, str, str | N
     """
     p = Path(path)
     if p.is_file():
+        _refuse_what_is_not_tflite(p)
         return p, "tflite", None
     if not p.is_dir():
         raise FileNotFoundError(f"model path {p} does not exist")
