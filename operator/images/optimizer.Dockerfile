@@ -1,5 +1,7 @@
 # The Modelship optimizer (the optimization Job's image): TensorFlow + tf-keras + TFMOT + LiteRT, pinned
 # by pyproject.toml's [optimize] extra, with TF_USE_LEGACY_KERAS=1 so tf.keras is Keras 2 (TFMOT needs it).
+# It is also the TensorFlow-capable serving runtime (images.servingTensorflow): a SavedModel export's model
+# image is built FROM it, so it carries the [serve] extra's dependencies too (orjson, uvloop, httptools...).
 #
 #   docker build --network host -f operator/images/optimizer.Dockerfile -t modelship/optimizer:0.1.0 \
 #     [--build-arg BASE_IMAGE=modelship/base:bookworm-py311] .
@@ -10,7 +12,8 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS requirements
 COPY pyproject.toml operator/images/requirements.py /src/
 RUN python3 /src/requirements.py /src/pyproject.toml --extra optimize \
-      > /requirements.txt
+      > /requirements.txt \
+ && python3 /src/requirements.py /src/pyproject.toml --extra serve --no-core > /serve-requirements.txt
 
 # builder: /opt/venv gets the dependencies only (no pip in it); Modelship's own code goes to /opt/modelship
 # (found through a .pth file), so a code change rebuilds one small layer, never the dependency layer.
@@ -30,12 +33,18 @@ RUN /opt/tools/bin/pip --python /opt/venv/bin/python install -r /src/requirement
  && echo /opt/modelship > "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/modelship.pth" \
  && printf '#!/opt/venv/bin/python\nimport sys\nfrom modelship.cli import main\nsys.exit(main())\n' > /opt/venv/bin/modelship \
  && chmod 755 /opt/venv/bin/modelship
+# the serving runtime's dependencies in their own small layer after TensorFlow's: adding or bumping one of
+# them never re-downloads TensorFlow (the layer above stays cached)
+COPY --from=requirements /serve-requirements.txt /src/serve-requirements.txt
+RUN /opt/tools/bin/pip --python /opt/venv/bin/python install -r /src/requirements.txt -r /src/serve-requirements.txt
 COPY pyproject.toml /src/
 COPY operator/modelship /src/operator/modelship
 RUN /opt/tools/bin/pip install --no-deps --no-build-isolation --no-compile --target /opt/modelship /src \
  && rm -rf /opt/modelship/bin \
  && /opt/venv/bin/python -m compileall -q /opt/modelship \
- && /opt/venv/bin/modelship --version
+ && /opt/venv/bin/modelship --version \
+ && /opt/venv/bin/modelship serve --help >/dev/null \
+ && /opt/venv/bin/python -c "import tensorflow, ai_edge_litert.interpreter, orjson, httptools, uvloop, modelship.serve.server"
 
 FROM ${BASE_IMAGE}
 RUN groupadd --system --gid 65532 modelship \
@@ -46,10 +55,11 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     VIRTUAL_ENV=/opt/venv PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8 \
     TF_USE_LEGACY_KERAS=1 TF_CPP_MIN_LOG_LEVEL=2 MPLBACKEND=Agg MPLCONFIGDIR=/tmp/matplotlib
 LABEL org.opencontainers.image.title="modelship-optimizer" \
-      org.opencontainers.image.description="Modelship optimizer: TensorFlow/Keras model optimization behind an accuracy gate" \
+      org.opencontainers.image.description="Modelship optimizer: TensorFlow/Keras model optimization behind an accuracy gate; serving runtime of SavedModel exports" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="0.1.0"
 USER 65532:65532
 WORKDIR /home/modelship
+EXPOSE 8080 9090
 ENTRYPOINT ["modelship"]
 CMD ["optimize", "--help"]
