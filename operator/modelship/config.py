@@ -26,9 +26,19 @@ class Images:
     """The operator's own image: the build Job's init container renders the build context with it."""
     optimizer: str = "modelship/optimizer:0.1.0"
     serving: str = "modelship/serving:0.1.0"
+    """The serving runtime on LiteRT (no TensorFlow): serves, and is the base of, ``.tflite`` exports."""
+    serving_tensorflow: str | None = None
+    """The TensorFlow-capable serving runtime: serves, and is the base of, SavedModel exports (the serving image
+    cannot load one). None: the optimizer image, which carries TensorFlow and the serving runtime's dependencies."""
     buildkit: str = "modelship/buildkit:0.1.0"
     kaniko: str = "modelship/kaniko:0.1.0"
     pull_policy: str = "IfNotPresent"
+
+    def serving_for(self, *, savedmodel: bool) -> str:
+        """The serving runtime image of an artifact: the TensorFlow-capable one for a SavedModel."""
+        if savedmodel:
+            return self.serving_tensorflow or self.optimizer
+        return self.serving
 
 
 @dataclass(frozen=True)
@@ -257,6 +267,7 @@ ENV: Mapping[str, tuple[str, Callable[[str], Any]]] = {
     "MODELSHIP_OPERATOR_IMAGE": ("images.operator", _text),
     "MODELSHIP_OPTIMIZER_IMAGE": ("images.optimizer", _text),
     "MODELSHIP_SERVING_IMAGE": ("images.serving", _text),
+    "MODELSHIP_SERVING_TENSORFLOW_IMAGE": ("images.serving_tensorflow", _text),
     "MODELSHIP_BUILDKIT_IMAGE": ("images.buildkit", _text),
     "MODELSHIP_KANIKO_IMAGE": ("images.kaniko", _text),
     "MODELSHIP_IMAGE_PULL_POLICY": ("images.pull_policy", _text),

@@ -57,3 +57,9 @@ def ensure_image(client: Any, name: str) -> str:
 @pytest.fixture(scope="session")
 def serving_image(docker_client: Any) -> str:
     return ensure_image(docker_client, "serving")
+
+
+@pytest.fixture(scope="session")
+def tf_serving_image(docker_client: Any) -> str:
+    """The TensorFlow-capable serving runtime: the optimizer image (images.servingTensorflow's default)."""
+    return ensure_image(docker_client, "optimizer")

@@ -86,11 +86,15 @@ def _savedmodel_output(out: Path) -> Path:
     return src
 
 
-def test_a_savedmodel_on_the_default_serving_image_is_refused(
+def test_a_savedmodel_is_built_on_the_tensorflow_capable_runtime(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Before, the build succeeded and the container exited at start: 'serving a SavedModel needs TensorFlow'."""
-    monkeypatch.delenv("MODELSHIP_SERVING_IMAGE", raising=False)
+    """The serving image (LiteRT, no TensorFlow) cannot run a SavedModel: a build FROM it looked fine and the
+    container exited at start ('serving a SavedModel needs TensorFlow'). A SavedModel's default base is the
+    TensorFlow-capable runtime ($MODELSHIP_SERVING_TENSORFLOW_IMAGE, else the optimizer image); a .tflite's stays
+    the serving image; a base image the user names wins."""
+    for name in ("MODELSHIP_SERVING_IMAGE", "MODELSHIP_SERVING_TENSORFLOW_IMAGE", "MODELSHIP_OPTIMIZER_IMAGE"):
+        monkeypatch.delenv(name, raising=False)
     built: list[str] = []
 
     def fake_build(source: str, tag: str, **kw: Any) -> Any:
@@ -99,17 +103,26 @@ def test_a_savedmodel_on_the_default_serving_image_is_refused(
         return SimpleNamespace(tag=tag, image_id="sha256:built", size=0, context=context)
 
     monkeypatch.setattr("modelship.build.local.build_local", fake_build)
-    src = _savedmodel_output(tmp_path / "opt")
-    assert main(["build", "--from", str(src), "--tag", "local/digits:1"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith(f"modelship build: error: {src} holds a SavedModel (saved_model/), which the default")
-    assert "--base-image" in err and err.count("\n") == 1
-    assert built == []
-    # a base image the user names is theirs: the build goes ahead (here into the stand-in)
-    assert main(["build", "--from", str(src), "--tag", "local/digits:1", "--base-image", "reg/tf-serving:1"]) == 0
-    monkeypatch.setenv("MODELSHIP_SERVING_IMAGE", "reg/tf-serving:2")
-    assert main(["build", "--from", str(src), "--tag", "local/digits:1"]) == 0
-    assert built == ["reg/tf-serving:1", "reg/tf-serving:2"]
+    sm = _savedmodel_output(tmp_path / "opt")
+    tfl = write_output(tmp_path / "tfl")
+
+    def build(src: Path, *extra: str) -> str:
+        built.clear()
+        assert main(["build", "--from", str(src), "--tag", "local/digits:1", *extra]) == 0, capsys.readouterr().err
+        (base,) = built
+        return base
+
+    assert build(sm) == "modelship/optimizer:0.1.0"
+    assert build(tfl) == "modelship/serving:0.1.0"
+    monkeypatch.setenv("MODELSHIP_SERVING_IMAGE", "reg/serving:2")  # the LiteRT runtime: never a SavedModel's
+    monkeypatch.setenv("MODELSHIP_OPTIMIZER_IMAGE", "reg/optimizer:2")
+    assert (build(sm), build(tfl)) == ("reg/optimizer:2", "reg/serving:2")
+    monkeypatch.setenv("MODELSHIP_SERVING_TENSORFLOW_IMAGE", "reg/tf-serving:2")
+    assert (build(sm), build(tfl)) == ("reg/tf-serving:2", "reg/serving:2")
+    assert build(sm, "--base-image", "reg/mine:1") == "reg/mine:1"
+    # the in-cluster form (the build Job passes --base-image; without it, the same default)
+    assert main(["build", "context", "--from", str(sm), "--out", str(tmp_path / "ws")]) == 0
+    assert "FROM reg/tf-serving:2\n" in (tmp_path / "ws" / "Dockerfile").read_text()
 
 
 @pytest.mark.parametrize("where", ["under-a-file", "read-only"])

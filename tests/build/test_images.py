@@ -59,7 +59,7 @@ def model_image(docker_client: Any, serving_image: str, digits: DigitsOutput) ->
 
 
 @contextlib.contextmanager
-def serve_container(client: Any, tag: str) -> Iterator[tuple[Any, str]]:
+def serve_container(client: Any, tag: str, mem_limit: str = "512m") -> Iterator[tuple[Any, str]]:
     """Run a model image the strict way (read-only root, /tmp tmpfs, no capabilities, loopback-only port);
     yield it once ready with its base URL; remove it afterwards."""
     container = client.containers.run(
@@ -70,7 +70,7 @@ def serve_container(client: Any, tag: str) -> Iterator[tuple[Any, str]]:
         ports={"8080/tcp": ("127.0.0.1", None)},  # loopback only, a free port
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
-        mem_limit="512m",
+        mem_limit=mem_limit,
         environment={"MODELSHIP_WORKERS": "1"},
     )
     try:
@@ -262,6 +262,51 @@ def test_the_optimizers_own_output_builds_and_serves(tmp_path: Path, docker_clie
             assert docker_client.api.inspect_container(container.id)["State"]["ExitCode"] == 0
         np.testing.assert_allclose(v1, expected, atol=1e-5)
         np.testing.assert_allclose(v2, expected, atol=1e-5)
+        np.testing.assert_allclose(v1.ravel(), 2 * x.ravel() - 1, atol=0.1)  # it learned y = 2x - 1
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+
+def test_a_savedmodel_export_builds_on_the_tensorflow_runtime_and_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_client: Any, tf_serving_image: str
+) -> None:
+    """export format savedmodel: on the serving image (no TensorFlow) the container exited at start ('serving a
+    SavedModel needs TensorFlow'), on the optimizer image before this change with 'No module named orjson'.
+    `modelship build` without --base-image now builds it FROM the TensorFlow-capable runtime (the optimizer
+    image), which serves it through both protocols like the SavedModel itself answers, and stops cleanly."""
+    from modelship.api.optimization import Optimization
+    from modelship.cli import main
+    from modelship.optimize import examples, tfenv
+    from modelship.optimize.pipeline import Request, optimize
+
+    ex = examples.linear(tmp_path / "pvc")
+    wire = {**ex.optimization.wire(), "export": {"format": "savedmodel"}}
+    # nothing to prune in a Dense(1): the point is the export
+    wire["steps"] = [{"type": "prune", "prune": {"targetSparsity": 0.0, "schedule": "Constant"}}]
+    out = tmp_path / "out"
+    report = optimize(Request(model=ex.model_uri, optimization=Optimization.model_validate(wire), out_dir=out,
+                              pvc_root=str(ex.root), speed_seconds=0.2, revision="rlinsm0001"))  # fmt: skip
+    assert report.summary.ok and report.summary.artifact == "saved_model", report.summary
+    monkeypatch.setenv("MODELSHIP_OPTIMIZER_IMAGE", tf_serving_image)
+    monkeypatch.delenv("MODELSHIP_SERVING_TENSORFLOW_IMAGE", raising=False)
+    tag = "modelship-test/linear-savedmodel:rlinsm0001"
+    assert main(["build", "--from", str(out), "--tag", tag, "--name", "linear"]) == 0
+    try:
+        image = docker_client.images.get(tag)
+        assert image.labels["org.opencontainers.image.base.name"] == tf_serving_image
+        assert image.labels["modelship.io/model-path"] == "/model/saved_model"
+        x = np.array([[-1.0], [0.0], [1.5], [3.0]], dtype=np.float32)
+        fn = tfenv.load().tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
+        expected = next(iter(fn(**{next(iter(fn.structured_input_signature[1])): x}).values())).numpy()
+        # the operator's default for a savedmodel export (resources/serving.py: SAVEDMODEL_RESOURCES)
+        with serve_container(docker_client, tag, mem_limit="1g") as (container, base):
+            _, meta = http("GET", f"{base}/v2/models/linear")
+            assert meta["platform"] == "tensorflow_savedmodel", meta
+            v1, v2 = predict_both(base, "linear", x)
+            container.stop(timeout=20)
+            assert docker_client.api.inspect_container(container.id)["State"]["ExitCode"] == 0
+        np.testing.assert_allclose(v1, expected.reshape(len(x), -1), atol=1e-5)
+        np.testing.assert_allclose(v2, expected.reshape(len(x), -1), atol=1e-5)
         np.testing.assert_allclose(v1.ravel(), 2 * x.ravel() - 1, atol=0.1)  # it learned y = 2x - 1
     finally:
         docker_client.images.remove(tag, force=True)

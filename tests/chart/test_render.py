@@ -224,14 +224,26 @@ def test_pinned_images_by_digest_and_settings_reach_the_operator_config(helm: He
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
 
 
-@pytest.mark.parametrize("which", ["optimizer", "serving", "buildkit", "kaniko"])
+@pytest.mark.parametrize("which", ["optimizer", "serving", "servingTensorflow", "buildkit", "kaniko"])
 def test_each_job_image_digest_wins_over_its_tag(helm: Helm, which: str) -> None:
-    values = {f"images.{which}": {"repository": f"r.example/{which}", "tag": "9.9", "digest": D2}}
+    variable = "MODELSHIP_" + re.sub(r"(?<!^)([A-Z])", r"_\1", which).upper() + "_IMAGE"
+    values = {f"images.{which}": {"repository": f"r.example/{which.lower()}", "tag": "9.9", "digest": D2}}
     env = container_env(one(helm.template(values), "Deployment", FULLNAME))
-    assert env[f"MODELSHIP_{which.upper()}_IMAGE"] == f"r.example/{which}@{D2}"
-    tag_only = {f"images.{which}": {"repository": f"r.example/{which}", "tag": "9.9"}}
+    assert env[variable] == f"r.example/{which.lower()}@{D2}"
+    tag_only = {f"images.{which}": {"repository": f"r.example/{which.lower()}", "tag": "9.9"}}
     env = container_env(one(helm.template(tag_only), "Deployment", FULLNAME))
-    assert env[f"MODELSHIP_{which.upper()}_IMAGE"] == f"r.example/{which}:9.9"
+    assert env[variable] == f"r.example/{which.lower()}:9.9"
+
+
+def test_the_tensorflow_serving_image_defaults_to_the_optimizer_image(helm: Helm) -> None:
+    """images.servingTensorflow left empty: no variable, so a savedmodel export runs on images.optimizer, pinned
+    or not (the optimizer image carries TensorFlow and the serving runtime's dependencies)."""
+    values = {"images.optimizer": {"repository": "r.example/optimizer", "digest": D2}}
+    env = container_env(one(helm.template(values), "Deployment", FULLNAME))
+    assert "MODELSHIP_SERVING_TENSORFLOW_IMAGE" not in env
+    cfg = OperatorConfig.from_env(env)
+    assert cfg.images.serving_for(savedmodel=True) == f"r.example/optimizer@{D2}"
+    assert cfg.images.serving_for(savedmodel=False) == f"modelship/serving:{__version__}"
 
 
 RELEASE_NAMESPACE = "(helm --namespace)"
@@ -249,6 +261,10 @@ ENV_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "MODELSHIP_OPERATOR_IMAGE": ("r.example/op:1", {"image": {"repository": "r.example/op", "tag": "1"}}),
     "MODELSHIP_OPTIMIZER_IMAGE": ("r.example/o:1", {"images.optimizer": {"repository": "r.example/o", "tag": "1"}}),
     "MODELSHIP_SERVING_IMAGE": ("r.example/s:1", {"images.serving": {"repository": "r.example/s", "tag": "1"}}),
+    "MODELSHIP_SERVING_TENSORFLOW_IMAGE": (
+        "r.example/tf:1",
+        {"images.servingTensorflow": {"repository": "r.example/tf", "tag": "1"}},
+    ),
     "MODELSHIP_BUILDKIT_IMAGE": ("r.example/b:1", {"images.buildkit": {"repository": "r.example/b", "tag": "1"}}),
     "MODELSHIP_KANIKO_IMAGE": ("r.example/k:1", {"images.kaniko": {"repository": "r.example/k", "tag": "1"}}),
     "MODELSHIP_IMAGE_PULL_POLICY": ("Always", {"images.pullPolicy": "Always"}),

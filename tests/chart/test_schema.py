@@ -30,6 +30,7 @@ BAD: list[tuple[dict[str, Any], list[str]]] = [
     ({"image.repository": "Registry.Example/Op"}, ["/image/repository", "does not match pattern"]),
     ({"images.serving": {"repository": "modelship/serving", "digest": "md5:00"}}, ["/images/serving/digest"]),
     ({"images.buildkit.tag": "has space"}, ["/images/buildkit/tag"]),
+    ({"images.servingTensorflow": {"repository": "Bad/Repo"}}, ["/images/servingTensorflow/repository"]),
     ({"imag": {"tag": "x"}}, ["additional properties 'imag' not allowed"]),
     ({"replicaCount": 2}, ["additional properties 'replicaCount' not allowed"]),
     ({"operator.watchNamespace": ["a"]}, ["/operator", "additional properties 'watchNamespace' not allowed"]),

@@ -12,8 +12,9 @@ import pytest
 
 from modelship.api import ModelDeployment
 from modelship.api.modeldeployment import MAX_NAME_LENGTH
-from modelship.config import OperatorConfig
+from modelship.config import Images, OperatorConfig
 from modelship.resources import meta
+from modelship.resources.build_job import build_job
 from modelship.resources.canary import canary_deployment
 from modelship.resources.optimize_job import optimize_job
 from modelship.resources.plan import serving_plan
@@ -503,3 +504,46 @@ def test_network_policy_covers_the_candidate_pods_and_lets_the_stable_ones_mirro
     assert not _admits(plain, "ml", ml, stable_pod, 8080)
     assert not _admits(plain, "modelship-system", system, {"app": "operator"}, 9090)
     assert _admits(plain, "ml", ml, {"role": "frontend"}, 8080) and _admits(plain, "ml", ml, {"role": "frontend"}, 9090)
+
+
+# ---------------------------------------------------------------------------- a savedmodel export's runtime
+def _savedmodel_doc(build: bool) -> dict[str, Any]:
+    doc = valid_doc()
+    doc["spec"]["optimization"]["steps"] = [{"type": "prune", "prune": {"targetSparsity": 0.5}}]
+    doc["spec"]["optimization"]["export"] = {"format": "savedmodel"}
+    if not build:
+        del doc["spec"]["build"]
+    return doc
+
+
+def _context_args(job: dict[str, Any]) -> list[str]:
+    pod = job["spec"]["template"]["spec"]
+    (context,) = [c for c in pod["initContainers"] if c["args"][:2] == ["build", "context"]]
+    return list(context["args"])
+
+
+def _base_image(job: dict[str, Any]) -> str:
+    args = _context_args(job)
+    return args[args.index("--base-image") + 1]
+
+
+def test_a_savedmodel_export_is_served_by_and_built_on_the_tensorflow_capable_runtime() -> None:
+    """The serving image (LiteRT) cannot load a SavedModel: its pods exited 'serving a SavedModel needs
+    TensorFlow' and crash-looped. A savedmodel export's stock runtime is images.servingTensorflow, by default the
+    optimizer image (TensorFlow + the serving runtime's dependencies); a tflite export's stays images.serving."""
+    digest = "sha256:" + "a" * 64
+    tf_image = "r.example/tf-serving:1"
+    pinned = OperatorConfig(images=Images(serving_tensorflow=tf_image))
+    for config, expected in ((CONFIG, CONFIG.images.optimizer), (pinned, tf_image)):
+        built = md_from(_savedmodel_doc(build=True))
+        assert _base_image(build_job(built, "r1", digest, config)) == expected
+        buildless = md_from(_savedmodel_doc(build=False))
+        (server,) = deployment(buildless, "r1", config, None, 1)["spec"]["template"]["spec"]["containers"]
+        assert server["image"] == expected
+        assert server["args"][server["args"].index("--model") + 1] == "/models/saved_model"
+    tflite = md_from(valid_doc())
+    assert _base_image(build_job(tflite, "r1", digest, pinned)) == CONFIG.images.serving
+    # the tenant's own choice wins (spec.build.baseImage, spec.serving.image)
+    doc = _savedmodel_doc(build=True)
+    doc["spec"]["build"]["baseImage"] = "r.example/mine:1"
+    assert _base_image(build_job(md_from(doc), "r1", digest, CONFIG)) == "r.example/mine:1"

@@ -21,10 +21,21 @@ from .local import LineSink
 _TAG = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?$")
 
 
-def _default_base_image() -> str:
-    from ..config import OperatorConfig
+def _default_base_image(source: str | None = None) -> str:
+    """The serving runtime to build ``source`` (an optimization output) FROM: the configured serving image
+    ($MODELSHIP_SERVING_IMAGE) for a .tflite artifact, the TensorFlow-capable one
+    ($MODELSHIP_SERVING_TENSORFLOW_IMAGE, else the optimizer image) for a SavedModel, which the serving image
+    cannot run (it would exit at start, after a build that looked fine)."""
+    from pathlib import Path
 
-    return OperatorConfig.from_env().images.serving
+    from ..config import OperatorConfig
+    from .context import load_output
+
+    savedmodel = False
+    if source is not None:
+        _report, artifact = load_output(Path(source))
+        savedmodel = artifact.is_dir()
+    return OperatorConfig.from_env().images.serving_for(savedmodel=savedmodel)
 
 
 def register(subparsers: Any) -> None:
@@ -38,7 +49,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("-t", "--tag", help="image tag to build (or to load with --load-kind)")
     p.add_argument(
         "--base-image", default=None, help="serving runtime image to build FROM (default: $MODELSHIP_SERVING_IMAGE "
-        "or modelship/serving:<version>)"
+        "or modelship/serving:<version>; for a SavedModel $MODELSHIP_SERVING_TENSORFLOW_IMAGE or the optimizer image)"
     )  # fmt: skip
     p.add_argument("--name", default=None, help="model name in the URLs (default: the tag's last path component)")
     p.add_argument("--revision", default=None, help="revision label (default: the report's)")
@@ -176,7 +187,7 @@ def _run_context(args: argparse.Namespace) -> int:
     from .baseimage import BaseImageError, ImageRef, refuse_onbuild
     from .context import render_context
 
-    base = args.ctx_base_image or _default_base_image()
+    base = args.ctx_base_image or _default_base_image(args.ctx_source)
     if args.ctx_check_base:
         config_dir = os.environ.get("DOCKER_CONFIG")
         try:
@@ -203,27 +214,6 @@ def _run_context(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_savedmodel_on_the_default_base(source: str, *, explicit_base: bool) -> None:
-    """The default serving image runs .tflite models only: a SavedModel built on it exits at start (no
-    TensorFlow), after a build that looked fine. A base image the user named (flag or MODELSHIP_SERVING_IMAGE)
-    is theirs to choose."""
-    import os
-    from pathlib import Path
-
-    from ..cli import CliError
-    from .context import load_output
-
-    if explicit_base or os.environ.get("MODELSHIP_SERVING_IMAGE"):
-        return
-    _report, artifact = load_output(Path(source))
-    if artifact.is_dir():
-        raise CliError(
-            f"{source} holds a SavedModel ({artifact.name}/), which the default serving image "
-            f"{_default_base_image()} cannot run (it serves .tflite models): export tflite "
-            "(optimization.export.format), or pass --base-image an image with modelship[serve] and TensorFlow"
-        )
-
-
 def _run_build(args: argparse.Namespace) -> int:
     from ..cli import CliError
     from .local import build_local, load_into_kind
@@ -238,8 +228,7 @@ def _run_build(args: argparse.Namespace) -> int:
         raise CliError(f"--tag {args.tag!r} is not a valid image reference (lowercase repository[:tag])")
     on_line, console = _sink()
     if args.source:
-        base = args.base_image or _default_base_image()
-        _refuse_savedmodel_on_the_default_base(args.source, explicit_base=bool(args.base_image))
+        base = args.base_image or _default_base_image(args.source)
         name = args.name or _default_name(args.tag)
         if console is not None:
             with console.status(f"building {args.tag} FROM {base}"):

@@ -30,6 +30,7 @@ from typing import Any
 from ..api.build import BuildEngine
 from ..api.build_result import DIGEST_PATTERN
 from ..api.modeldeployment import ModelDeployment
+from ..api.optimization import ExportFormat
 from ..config import OperatorConfig
 from .meta import (
     RUN_AS_USER,
@@ -296,6 +297,12 @@ def _receive_container(config: OperatorConfig, digest: str) -> dict[str, Any]:
     }
 
 
+def runtime_image(md: ModelDeployment, config: OperatorConfig) -> str:
+    """The stock serving runtime for ``md``'s export format: it serves a build-less revision and is the base of a
+    built one. A SavedModel needs TensorFlow, which the (LiteRT) serving image lacks: it would exit at start."""
+    return config.images.serving_for(savedmodel=md.spec.optimization.export.format == ExportFormat.SAVEDMODEL)
+
+
 def _context_container(md: ModelDeployment, revision: str, digest: str, config: OperatorConfig) -> dict[str, Any]:
     build = md.spec.build
     args = [
@@ -303,7 +310,7 @@ def _context_container(md: ModelDeployment, revision: str, digest: str, config: 
         "--from", RECEIVED_DIR,
         "--out", CONTEXT_DIR,
         "--expect-digest", digest,
-        "--base-image", build.base_image or config.images.serving,
+        "--base-image", build.base_image or runtime_image(md, config),
         "--name", md.metadata.name,
         "--revision", revision,
         "--check-base",  # a base image with ONBUILD triggers is refused before anything is built

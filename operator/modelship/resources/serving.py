@@ -16,6 +16,7 @@ from ..api.modeldeployment import ModelDeployment
 from ..api.serving import HardwareTarget, RolloutStrategy, ServiceType
 from ..config import OperatorConfig
 from .artifact import MODEL_DIR, artifact_name, pull_init_container
+from .build_job import runtime_image
 from .kinds import DEPLOYMENT, HORIZONTAL_POD_AUTOSCALER, NETWORK_POLICY, POD_DISRUPTION_BUDGET, SERVICE
 from .meta import (
     NAME_LABEL,
@@ -119,7 +120,7 @@ def deployment(
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     init_containers: list[dict[str, Any]] = []
     if image is None:
-        image = serving.image or config.images.serving
+        image = serving.image or runtime_image(md, config)
         if artifact is not None:
             init, extra = pull_init_container(md, config, image, artifact.reference, artifact.digest)
             init_containers.append(init)

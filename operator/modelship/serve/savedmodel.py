@@ -19,8 +19,9 @@ def _import_tf() -> Any:
         import tensorflow as tf
     except ImportError as e:  # pragma: no cover - depends on the image
         raise RuntimeError(
-            "serving a SavedModel needs TensorFlow (install modelship[optimize]); "
-            "the [serve] image serves .tflite models"
+            "serving a SavedModel needs TensorFlow (install modelship[optimize]): the serving image "
+            "(modelship/serving) serves .tflite models; build or serve a SavedModel on the optimizer image "
+            "(modelship/optimizer, images.servingTensorflow)"
         ) from e
     return tf
 
