@@ -547,3 +547,18 @@ def test_a_savedmodel_export_is_served_by_and_built_on_the_tensorflow_capable_ru
     doc = _savedmodel_doc(build=True)
     doc["spec"]["build"]["baseImage"] = "r.example/mine:1"
     assert _base_image(build_job(md_from(doc), "r1", digest, CONFIG)) == "r.example/mine:1"
+
+
+def test_a_savedmodel_export_with_the_default_resources_gets_room_for_tensorflow() -> None:
+    """TensorFlow keeps ~630 MB resident: at the default 512Mi limit the server starts with its request budgets
+    at their minimum (over 1 MiB refused). The default resources become 1Gi for a savedmodel export; resources
+    the spec sets are kept as they are, and a tflite export keeps the default."""
+    server = deployment(md_from(_savedmodel_doc(build=True)), "r1", CONFIG, "img@sha256:" + "d" * 64, 1)
+    (c,) = server["spec"]["template"]["spec"]["containers"]
+    assert c["resources"] == {"limits": {"memory": "1Gi"}, "requests": {"cpu": "250m", "memory": "512Mi"}}
+    (c,) = deployment(md_from(valid_doc()), "r1", CONFIG, "img", 1)["spec"]["template"]["spec"]["containers"]
+    assert c["resources"] == {"limits": {"memory": "512Mi"}, "requests": {"cpu": "250m", "memory": "256Mi"}}
+    doc = _savedmodel_doc(build=True)
+    doc["spec"]["serving"]["resources"] = {"limits": {"memory": "3Gi"}}
+    (c,) = deployment(md_from(doc), "r1", CONFIG, "img", 1)["spec"]["template"]["spec"]["containers"]
+    assert c["resources"] == {"limits": {"memory": "3Gi"}}

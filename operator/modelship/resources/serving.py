@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api.modeldeployment import ModelDeployment
-from ..api.serving import HardwareTarget, RolloutStrategy, ServiceType
+from ..api.common import ResourceRequirements
+from ..api.optimization import ExportFormat
+from ..api.serving import HardwareTarget, RolloutStrategy, Serving, ServiceType
 from ..config import OperatorConfig
 from .artifact import MODEL_DIR, artifact_name, pull_init_container
 from .build_job import runtime_image
@@ -73,9 +75,26 @@ def _scheduling(md: ModelDeployment) -> dict[str, Any]:
     return out
 
 
+DEFAULT_SERVING_RESOURCES = Serving().resources
+"""spec.serving.resources when the spec leaves it out (the CRD's default)."""
+SAVEDMODEL_RESOURCES = ResourceRequirements(requests={"cpu": "250m", "memory": "512Mi"}, limits={"memory": "1Gi"})
+"""The server's resources for a savedmodel export whose spec keeps the default ones: TensorFlow alone keeps about
+630 MB resident (250 MiB charged to the cgroup), so at the default 512Mi limit the server starts with its request
+budgets at their minimum (requests over 1 MiB refused with 413); at 1Gi they are about 17 MiB."""
+
+
+def server_resources(md: ModelDeployment) -> ResourceRequirements:
+    """The model server container's resources as the pods get them: spec.serving.resources, but the default ones
+    of a savedmodel export are SAVEDMODEL_RESOURCES (a message that names the pods' memory limit reads it here)."""
+    resources = md.spec.serving.resources
+    if md.spec.optimization.export.format == ExportFormat.SAVEDMODEL and resources == DEFAULT_SERVING_RESOURCES:
+        return SAVEDMODEL_RESOURCES
+    return resources
+
+
 def _resources(md: ModelDeployment) -> dict[str, Any]:
     serving = md.spec.serving
-    res = serving.resources.wire()
+    res = server_resources(md).wire()
     if serving.hardware.target == HardwareTarget.GPU:
         gpu = serving.hardware.gpu
         res.setdefault("limits", {})[gpu.resource_name] = str(gpu.count)
