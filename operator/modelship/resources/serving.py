@@ -12,10 +12,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..api.modeldeployment import ModelDeployment
 from ..api.common import ResourceRequirements
+from ..api.modeldeployment import ModelDeployment
 from ..api.optimization import ExportFormat
-from ..api.serving import HardwareTarget, RolloutStrategy, Serving, ServiceType
+from ..api.serving import HardwareTarget, RolloutStrategy, ServiceType, Serving
 from ..config import OperatorConfig
 from .artifact import MODEL_DIR, artifact_name, pull_init_container
 from .build_job import runtime_image
