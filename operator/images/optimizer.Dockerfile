@@ -44,7 +44,7 @@ RUN /opt/tools/bin/pip install --no-deps --no-build-isolation --no-compile --tar
  && /opt/venv/bin/python -m compileall -q /opt/modelship \
  && /opt/venv/bin/modelship --version \
  && /opt/venv/bin/modelship serve --help >/dev/null \
- && /opt/venv/bin/python -c "import tensorflow, ai_edge_litert.interpreter, orjson, httptools, uvloop, modelship.serve.server"
+ && /opt/venv/bin/python -c "import ai_edge_litert.interpreter, orjson, httptools, uvloop, modelship.serve.server"
 
 FROM ${BASE_IMAGE}
 RUN groupadd --system --gid 65532 modelship \
