@@ -28,18 +28,6 @@ _PAIR = re.compile(
     r"(?i)([\"']?[\w.-]*(?:secret|token|passw|pwd|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth)"
     r"[\w.-]*[\"']?\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;}\])]+)"
 )
-
-
-def _pair(m: re.Match[str]) -> str:
-    """A secret-looking ``key=value`` / ``key: value`` pair with its value redacted; but a path ending in such a
-    name followed by a colon (``/etc/passwd: cannot tell...``, ``/run/secrets/token: no such file``) is a file
-    named in an error message, not a key, and the words after it are left alone."""
-    key = m.group(1)
-    if m.start() > 0 and m.string[m.start() - 1] in "/\\" and "=" not in key:
-        return m.group(0)
-    return key + REDACTED
-
-
 _AWS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
 
 
@@ -52,7 +40,7 @@ def redact(text: str, secrets: Iterable[str] = (), limit: int = DEFAULT_LIMIT) -
     out = _PEM.sub(REDACTED, out)
     out = _USERINFO.sub(rf"\1{REDACTED}@", out)
     out = _BEARER.sub(rf"\1 {REDACTED}", out)
-    out = _PAIR.sub(_pair, out)
+    out = _PAIR.sub(rf"\1{REDACTED}", out)
     out = _AWS_KEY_ID.sub(REDACTED, out)
     out = " ".join(out.split())
     if len(out) > limit:
