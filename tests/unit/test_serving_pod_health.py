@@ -440,6 +440,27 @@ def test_oomkilled_names_the_memory_limit_and_where_to_raise_it() -> None:
     assert "no memory limit is set" in unlimited and "spec.serving.resources.limits.memory" in unlimited
 
 
+def test_an_oomkilled_savedmodel_server_is_told_the_limit_its_pods_have() -> None:
+    """A savedmodel export with the default resources runs with SAVEDMODEL_RESOURCES' limit (TensorFlow's), not the
+    spec's default 512Mi: the message names the limit the pods have."""
+    from modelship.resources.serving import SAVEDMODEL_RESOURCES
+    from tests.unit.test_plan import make_md, valid_doc
+
+    pods = health(pod("digits-5f7-a", crashing(reason="OOMKilled", code=137)))
+    prev = status(("False", "RollingOut", 5))
+    optimization = valid_doc()["spec"]["optimization"] | {"export": {"format": "savedmodel"}}
+    md = make_md(status=prev, optimization=optimization,
+                 serving={"replicas": 2, "rollout": {"progressDeadlineSeconds": DEADLINE}})  # fmt: skip
+    from datetime import UTC, datetime
+
+    from modelship.controller.podhealth import cause
+    from modelship.controller.stages.pod_causes import cause_text
+
+    message = cause_text(md, cause(pods, REV, datetime.now(UTC)))
+    limit = SAVEDMODEL_RESOURCES.limits["memory"]
+    assert limit != "512Mi" and f"its memory limit is {limit}:" in message, message
+
+
 def test_what_serves_beside_a_stall_is_told_from_the_pod_list_not_the_store_s_counts() -> None:
     """The pods are listed now; the Deployment's status came through the watch at another moment. Whether pods of
     an older template still serve is told from the list (the Deployment's own pods, not terminating), so a count a

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from ...api.modeldeployment import ModelDeployment
 from ...api.status import ConditionType, Reason
+from ...resources.serving import server_resources
 from ..canary_trouble import CandidateTrouble
 from ..conditions import duration
 from ..observe import DeploymentObservation
@@ -24,7 +25,7 @@ def cause_text(md: ModelDeployment, found: Cause | None) -> str:
         return ""
     text = f"; {found.describe()}"
     if found.oom and found.container == "server":
-        limit = md.spec.serving.resources.limits.get("memory")
+        limit = server_resources(md).limits.get("memory")  # what the pods get (a savedmodel export's default)
         if limit is not None:
             text += f"; its memory limit is {limit}: raise spec.serving.resources.limits.memory"
         else:
