@@ -201,3 +201,43 @@ def test_engine_unreachable_is_readable(tmp_path: Path, monkeypatch: pytest.Monk
     src = write_output(tmp_path / "opt")
     with pytest.raises(BuildError, match="cannot reach the Docker engine"):
         build_local(src, "local/digits:1", base_image="x")
+
+
+class NoBaseImage:
+    """A docker client stand-in whose engine has no base image and cannot pull one (no registry)."""
+
+    def __init__(self) -> None:
+        import docker.errors
+
+        def missing(name: str) -> Any:
+            raise docker.errors.ImageNotFound(f"No such image: {name}")
+
+        def build(**_: Any) -> Any:
+            yield {"error": "pull access denied for modelship/serving, repository does not exist"}
+
+        self.images = SimpleNamespace(get=missing)
+        self.api = SimpleNamespace(build=build)
+
+
+def test_a_missing_base_image_says_which_image_and_both_ways_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MODELSHIP_SERVING_IMAGE", raising=False)
+    monkeypatch.setattr("modelship.build.local.docker_client", NoBaseImage)
+    src = write_output(tmp_path / "opt")
+    assert main(["build", "--from", str(src), "--tag", "local/digits:1"]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress lines, the one error line
+    assert err.startswith("modelship build: error: ")
+    assert "pull access denied" in err  # the engine's own words stay
+    assert "modelship/serving:" in err and "the modelship serving runtime" in err  # which image
+    # both ways: the repository's script (a wheel user has none, so it is named as a checkout's) or one's own image
+    assert "from a checkout of the modelship repository (hack/images/build-all serving)" in err
+    assert "--base-image IMAGE or MODELSHIP_SERVING_IMAGE=IMAGE" in err
+
+
+def test_a_missing_savedmodel_base_image_names_the_tensorflow_runtime() -> None:
+    from modelship.build.local import missing_base_image_advice
+
+    text = missing_base_image_advice("modelship/optimizer:1", savedmodel=True)
+    assert "TensorFlow" in text and "hack/images/build-all optimizer" in text
+    assert "MODELSHIP_SERVING_TENSORFLOW_IMAGE=IMAGE" in text and "MODELSHIP_SERVING_IMAGE" not in text

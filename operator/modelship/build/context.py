@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
@@ -81,6 +81,11 @@ class BuildContext:
     @property
     def dockerfile(self) -> Path:
         return self.path / "Dockerfile"
+
+    @property
+    def is_savedmodel(self) -> bool:
+        """The model is a SavedModel directory (its base image needs TensorFlow)."""
+        return (self.path / "model" / PurePosixPath(self.model_path).name).is_dir()
 
 
 def file_sha256(path: Path) -> str:

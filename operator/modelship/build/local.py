@@ -83,6 +83,24 @@ def stream_build(api: Any, context_dir: Path, tag: str, on_line: LineSink) -> st
     return image_id
 
 
+def missing_base_image_advice(base_image: str, savedmodel: bool) -> str:
+    """What to do when the base image is neither in the local engine nor pullable: which image it is, and both ways
+    to get one (a wheel user has no ``hack/``: the checkout's script is one way, naming an image one has the other)."""
+    if savedmodel:
+        kind, script, env = (
+            "a TensorFlow-capable serving runtime (a SavedModel needs TensorFlow; the optimizer image carries it)",
+            "optimizer",
+            "MODELSHIP_SERVING_TENSORFLOW_IMAGE",
+        )
+    else:
+        kind, script, env = "the modelship serving runtime", "serving", "MODELSHIP_SERVING_IMAGE"
+    return (
+        f"the base image {base_image} is not in the local engine and was not pulled: it is {kind}; "
+        f"build it from a checkout of the modelship repository (hack/images/build-all {script}), "
+        f"or name an image you have with --base-image IMAGE or {env}=IMAGE"
+    )
+
+
 def build_local(
     source: Path | str,
     tag: str,
@@ -113,10 +131,7 @@ def build_local(
             image_id = stream_build(client.api, ctx.path, tag, on_line)
         except BuildError as exc:
             if base_missing:
-                raise BuildError(
-                    f"{exc} (the base image {base_image} is not in the local engine: "
-                    "hack/images/build-all serving builds it, or pass --base-image)"
-                ) from None
+                raise BuildError(f"{exc} ({missing_base_image_advice(base_image, ctx.is_savedmodel)})") from None
             raise
         except docker.errors.APIError as exc:
             raise BuildError(f"the engine refused the build of {tag}: {_first_line(exc)}") from None
