@@ -294,3 +294,88 @@ def test_the_examples_extra_carries_scikit_learn() -> None:
 
     project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
     assert any(req.startswith("scikit-learn") for req in project["optional-dependencies"][SKLEARN_EXTRA])
+
+
+def _blocked_report(strategy: str = "Steps", **summary: Any) -> Report:
+    fields: dict[str, Any] = {
+        "ok": True, "metricName": "accuracy", "baseline": 0.9711, "value": 0.8, "drop": 0.1711, "gate": "Failed",
+        "decision": "Blocked", "candidate": "quantize:int8",
+        "message": "gate failed for quantize:int8: accuracy 0.8 vs baseline 0.9711: drop 0.1711 > maxDrop 0.01 "
+        "(absolute); onFail Block: blocked, nothing new ships",
+    }  # fmt: skip
+    fields.update(summary)
+    return Report.model_validate(
+        {
+            "summary": {k: v for k, v in fields.items() if v is not None},
+            "strategy": strategy,
+            "gate": {"maxDrop": 0.01, "dropType": "absolute", "onFail": "Block"},
+            "steps": [{"name": "quantize:int8", "passed": False, "measurement": {"metric": 0.8, "drop": 0.1711}}],
+        }
+    )
+
+
+def test_the_table_title_reads_as_a_title_not_an_error_line() -> None:
+    from io import StringIO
+
+    from modelship.optimize.render import print_report
+
+    out = StringIO()
+    print_report(_blocked_report(), file=out)
+    first = out.getvalue().splitlines()[0]
+    assert not first.startswith("modelship optimize:")  # the prefix of the error and warning lines
+    assert first.strip() == "Variants of the Steps optimization, by accuracy"
+
+
+def test_a_blocked_run_says_what_was_blocked_and_why_in_the_gates_numbers(tmp_path: Path) -> None:
+    from modelship.optimize.render import last_line
+
+    line = last_line(_blocked_report(), tmp_path)
+    assert line == (
+        "Blocked: nothing ships, the gate rejected quantize:int8: its accuracy 0.8 against the original model's "
+        f"0.9711 is worse by 0.1711, more than the gate's maxDrop 0.01 (absolute), and onFail is Block; only the "
+        f"report was written: {tmp_path / 'report.json'}"
+    )
+    assert "nothing (blocked)" not in line
+    auto = last_line(_blocked_report("Auto", candidate="prune+int8"), tmp_path)
+    assert "no candidate passed the gate (its pick was prune+int8): its accuracy 0.8" in auto
+    # without the numbers (nothing was judged), the gate's own message says it
+    bare = last_line(_blocked_report(candidate=None, value=None, drop=None, message="nothing passed"), tmp_path)
+    assert bare.startswith("Blocked: nothing ships, nothing passed; only the report was written: ")
+    shipped = _blocked_report(decision="Optimized", gate="Passed", artifact="model.tflite")
+    assert last_line(shipped, tmp_path) == (
+        f"Optimized: {tmp_path / 'model.tflite'}; report {tmp_path / 'report.json'}"
+    )
+
+
+def test_fail_on_block_is_opt_in_and_its_exit_code_is_its_own() -> None:
+    from modelship.api.report import EXIT_CODES
+    from modelship.optimize.cli import EXIT_BLOCKED, exit_code
+
+    assert EXIT_BLOCKED not in {0, 1, 2, 130, *EXIT_CODES.values()}  # 2: argparse's usage error
+    blocked = _blocked_report()
+    assert exit_code(blocked, fail_on_block=False) == 0  # the operator's Job: the decision is in the summary
+    assert exit_code(blocked, fail_on_block=True) == EXIT_BLOCKED
+    shipped = _blocked_report(decision="Optimized", gate="Passed", artifact="model.tflite")
+    assert exit_code(shipped, fail_on_block=True) == 0
+
+
+@pytest.mark.slow
+def test_fail_on_block_fails_a_blocked_run_as_a_ci_step_would_see_it(linear_example: Any, tmp_path: Path) -> None:
+    from modelship.optimize.cli import EXIT_BLOCKED
+
+    from modelship.api.optimization import Gate
+
+    # evaluation up to x=10, calibration only [-1, 4]: int8 clips at 7 and the gate fails (see test_linear)
+    data = linear_example.optimization.data.model_copy(update={"evaluation": linear_example.data_ref("eval_wide")})
+    strict = linear_example.optimization.model_copy(update={"data": data, "gate": Gate(max_drop=0.05)})
+    out, term = tmp_path / "out", tmp_path / "term.log"
+    proc = run_cli("--model", str(linear_example.model), "--optimization-json", json.dumps(strict.wire()),
+                   "--out", str(out), "--pvc-root", str(linear_example.root), "--termination-log", str(term),
+                   "--latency-seconds", "0.05", "--fail-on-block")  # fmt: skip
+    assert proc.returncode == EXIT_BLOCKED, proc.stderr[-3000:]
+    assert proc.stderr.strip() == "", proc.stderr[-3000:]  # not an error: the run finished, the gate said no
+    summary = Summary.from_line(term.read_text())
+    assert summary.ok and summary.decision == ShipDecision.BLOCKED
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("Blocked: nothing ships, the gate rejected ") and "maxDrop 0.05 (absolute)" in last
+    assert not (out / "model.tflite").exists()

@@ -201,6 +201,7 @@ def test_optimize_job() -> None:
     assert c["terminationMessagePath"] == "/dev/termination-log"
     assert c["args"][:3] == ["optimize", "--model", "pvc://models/digits/cnn.h5"]
     assert f"/artifacts/{rev}" in c["args"]
+    assert "--fail-on-block" not in c["args"]  # a blocked run is a decision the operator reads, not a pod failure
     assert {"name": "TF_USE_LEGACY_KERAS", "value": "1"} in c["env"]
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     assert mounts["/mnt/pvc/models"]["readOnly"] is True

@@ -20,6 +20,10 @@ from ..fetch import DEFAULT_PVC_ROOT, ROLE_FIELDS, Access, FetchError, Sources
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_ENV = "MODELSHIP_TERMINATION_LOG"
+EXIT_BLOCKED = 3
+"""Exit code of a run the gate blocked, with ``--fail-on-block`` only (a CI step fails; 1 and 75 keep their meaning:
+wrong input, and a failure a retry may fix). The optimization Job never passes the flag: it reads the decision from
+the summary."""
 
 
 def register(subparsers: Any) -> None:
@@ -92,6 +96,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--push-plain-http", action="store_true", help="push over HTTP (a registry without TLS)")
     p.add_argument(
         "--push-credentials-dir", metavar="DIR", help="registry credentials (.dockerconfigjson) for --push-to"
+    )
+    p.add_argument(
+        "--fail-on-block",
+        action="store_true",
+        help=f"exit {EXIT_BLOCKED} when the gate blocks (onFail Block, or nothing passed), for a CI step; by default "
+        "a blocked run exits 0 (it finished: report.json's summary.decision says Blocked)",
     )
     p.add_argument("--plot", metavar="PNG", help="also write a plot of size vs metric per candidate")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -358,8 +368,9 @@ def push_artifact(args: argparse.Namespace, out_dir: Path, report: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the optimizer from parsed arguments; 0 when it finished (whatever the gate decided), else the exit code
-    of the failure's kind (``api.report.EXIT_CODES``: 1 permanent, 75 temporary)."""
+    """Run the optimizer from parsed arguments; 0 when it finished (whatever the gate decided, unless
+    ``--fail-on-block``: EXIT_BLOCKED), else the exit code of the failure's kind (``api.report.EXIT_CODES``: 1
+    permanent, 75 temporary)."""
     from .errors import OptimizeError, first_line
 
     try:
@@ -399,7 +410,12 @@ def run(args: argparse.Namespace) -> int:
             render.plot(report, Path(args.plot))
         except Exception as exc:  # a plot is a nicety: never fail the run for it
             print(f"modelship optimize: warning: cannot write the plot {args.plot}: {exc}", file=sys.stderr)
-    s = report.summary
-    where = Path(request.out_dir) / s.artifact if s.artifact else "nothing (blocked)"
-    print(f"{s.decision.value if s.decision else ''}: {where}; report {Path(request.out_dir) / 'report.json'}")
-    return 0
+    print(render.last_line(report, Path(request.out_dir)))
+    return exit_code(report, fail_on_block=bool(getattr(args, "fail_on_block", False)))
+
+
+def exit_code(report: Any, *, fail_on_block: bool) -> int:
+    """0 for a finished run whatever the gate decided; EXIT_BLOCKED for a blocked one when asked to fail on it."""
+    from ..api.report import ShipDecision
+
+    return EXIT_BLOCKED if fail_on_block and report.summary.decision == ShipDecision.BLOCKED else 0

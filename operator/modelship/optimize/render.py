@@ -19,13 +19,48 @@ def _nz(m: Measurement) -> str:
     return f"{m.nonzero_params / m.params:.0%}"
 
 
+def table_title(report: Report) -> str:
+    """``Variants of the Steps optimization, by accuracy``: a title, not an error line (those read
+    ``modelship optimize: error: ...``)."""
+    strategy = f"the {report.strategy} optimization" if report.strategy else "the optimization"
+    return f"Variants of {strategy}, by {report.summary.metric_name or 'metric'}"
+
+
+def last_line(report: Report, out_dir: Path) -> str:
+    """What the run leaves: ``Optimized: DIR/model.tflite; report DIR/report.json``, or for a blocked run what
+    was blocked and why, in the gate's numbers."""
+    s = report.summary
+    written = out_dir / "report.json"
+    if s.artifact:
+        return f"{s.decision.value if s.decision else 'Done'}: {out_dir / s.artifact}; report {written}"
+    return f"Blocked: nothing ships, {blocked_reason(report)}; only the report was written: {written}"
+
+
+def blocked_reason(report: Report) -> str:
+    """``the gate rejected quantize:int8: its accuracy 0.8 against the original's 0.97 is worse by 0.17, more than
+    the gate's maxDrop 0.01 (absolute), and onFail is Block``; the summary's message when numbers are missing."""
+    s, gate = report.summary, report.gate
+    max_drop = gate.get("maxDrop")
+    if s.candidate is None or None in (s.value, s.baseline, s.drop) or not isinstance(max_drop, int | float):
+        return s.message or "the gate blocked the result"
+    metric = s.metric_name or "metric"
+    who = f"the gate rejected {s.candidate}"
+    if report.strategy == "Auto":
+        who = f"no candidate passed the gate (its pick was {s.candidate})"
+    return (
+        f"{who}: its {metric} {fmt(s.value)} against the original model's {fmt(s.baseline)} is worse by "
+        f"{fmt(s.drop)}, more than the gate's maxDrop {fmt(float(max_drop))} ({gate.get('dropType', 'absolute')}), "
+        f"and onFail is {gate.get('onFail', 'Block')}"
+    )
+
+
 def table(report: Report) -> Any:
     """A rich Table: the baseline, then every step or candidate, with the shipped one marked."""
     from rich.table import Table
 
     s = report.summary
     metric = s.metric_name or "metric"
-    t = Table(title=f"modelship optimize: {report.strategy or ''} ({metric})", title_justify="left")
+    t = Table(title=table_title(report), title_justify="left")
     for col, justify in (
         ("", "left"),
         ("variant", "left"),
