@@ -361,9 +361,8 @@ def test_fail_on_block_is_opt_in_and_its_exit_code_is_its_own() -> None:
 
 @pytest.mark.slow
 def test_fail_on_block_fails_a_blocked_run_as_a_ci_step_would_see_it(linear_example: Any, tmp_path: Path) -> None:
-    from modelship.optimize.cli import EXIT_BLOCKED
-
     from modelship.api.optimization import Gate
+    from modelship.optimize.cli import EXIT_BLOCKED
 
     # evaluation up to x=10, calibration only [-1, 4]: int8 clips at 7 and the gate fails (see test_linear)
     data = linear_example.optimization.data.model_copy(update={"evaluation": linear_example.data_ref("eval_wide")})
