@@ -118,6 +118,10 @@ class OperatorConfig:
     run outside the chart, for development)."""
     build_state_size: str = "4Gi"
     """Size limit of a build pod's BuildKit state volume (base image and model layers)."""
+    build_state_size_savedmodel: str = "8Gi"
+    """The same for the build of a savedmodel export, whose base is the TensorFlow-capable runtime
+    (``images.serving_for(savedmodel=True)``; the optimizer image by default: about 0.7 GiB of compressed layers
+    that BuildKit keeps next to 2.54 GiB unpacked, where the serving image is about 0.3 GiB)."""
     build_push_secrets: Mapping[str, str] = field(default_factory=dict)
     """Registry host -> Secret (kubernetes.io/dockerconfigjson) in the build namespace that build Jobs push to that
     registry with (and pull the base image from)."""
@@ -289,6 +293,7 @@ ENV: Mapping[str, tuple[str, Callable[[str], Any]]] = {
     "MODELSHIP_BUILD_NAMESPACE": ("build_namespace", _dns_label),
     "MODELSHIP_BUILD_PUSH_SECRETS": ("build_push_secrets", _push_secrets),
     "MODELSHIP_BUILD_STATE_SIZE": ("build_state_size", _text),
+    "MODELSHIP_BUILD_STATE_SIZE_SAVEDMODEL": ("build_state_size_savedmodel", _text),
     "MODELSHIP_PROMETHEUS_URL": ("prometheus.url", _http_url),
     "MODELSHIP_PROMETHEUS_TOKEN_FILE": ("prometheus.token_file", _text),
     "MODELSHIP_PROMETHEUS_CA_FILE": ("prometheus.ca_file", _text),

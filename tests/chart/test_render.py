@@ -246,6 +246,7 @@ def test_the_tensorflow_serving_image_defaults_to_the_optimizer_image(helm: Helm
     assert cfg.images.serving_for(savedmodel=False) == f"modelship/serving:{__version__}"
 
 
+
 RELEASE_NAMESPACE = "(helm --namespace)"
 """Not a value: the release namespace to render in."""
 
@@ -289,6 +290,7 @@ ENV_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "MODELSHIP_BUILD_NAMESPACE": ("builds", {"build.namespace": "builds"}),
     "MODELSHIP_BUILD_PUSH_SECRETS": ('{"r.example":"push"}', {"build.pushSecrets": {"r.example": "push"}}),
     "MODELSHIP_BUILD_STATE_SIZE": ("9Gi", {"build.stateSize": "9Gi"}),
+    "MODELSHIP_BUILD_STATE_SIZE_SAVEDMODEL": ("13Gi", {"build.stateSizeSavedModel": "13Gi"}),
     "MODELSHIP_PROMETHEUS_URL": (
         "http://prom.monitoring:9090",
         {"analysis.prometheus.url": "http://prom.monitoring:9090"},

@@ -563,3 +563,23 @@ def test_a_savedmodel_export_with_the_default_resources_gets_room_for_tensorflow
     doc["spec"]["serving"]["resources"] = {"limits": {"memory": "3Gi"}}
     (c,) = deployment(md_from(doc), "r1", CONFIG, "img", 1)["spec"]["template"]["spec"]["containers"]
     assert c["resources"] == {"limits": {"memory": "3Gi"}}
+
+
+def _state_volume(job: dict[str, Any]) -> dict[str, Any]:
+    (volume,) = [v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "buildkitd"]
+    return dict(volume["emptyDir"])
+
+
+def test_a_savedmodel_build_gets_room_for_the_tensorflow_capable_base() -> None:
+    """BuildKit's state volume holds the base image twice (compressed blobs and unpacked) plus the model's layer:
+    the TensorFlow-capable runtime is about 3.3 GiB there, so at the 4Gi that fits the serving image a savedmodel
+    build could be evicted for its disk. A savedmodel build gets build_state_size_savedmodel, a tflite build keeps
+    build_state_size, each as configured."""
+    digest = "sha256:" + "a" * 64
+    assert CONFIG.build_state_size_savedmodel == "8Gi" and CONFIG.build_state_size == "4Gi"
+    savedmodel, tflite = md_from(_savedmodel_doc(build=True)), md_from(valid_doc())
+    for config in (CONFIG, OperatorConfig(build_state_size="5Gi", build_state_size_savedmodel="12Gi")):
+        job = build_job(savedmodel, "r1", digest, config)
+        kubernetes_validate.validate(job, "1.34", strict=True)
+        assert _state_volume(job) == {"sizeLimit": config.build_state_size_savedmodel}
+        assert _state_volume(build_job(tflite, "r1", digest, config)) == {"sizeLimit": config.build_state_size}

@@ -161,7 +161,7 @@ def _buildkit_container(
     ]
     volumes: list[dict[str, Any]] = [
         # the build's layer store (base image + model layer): bounded, so a build cannot fill the node's disk
-        {"name": "buildkitd", "emptyDir": {"sizeLimit": config.build_state_size}},
+        {"name": "buildkitd", "emptyDir": {"sizeLimit": state_size(md, config)}},
         {"name": "buildkit-home", "emptyDir": {"sizeLimit": "64Mi"}},
         {"name": "buildkit-run", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
@@ -297,10 +297,21 @@ def _receive_container(config: OperatorConfig, digest: str) -> dict[str, Any]:
     }
 
 
+def _savedmodel(md: ModelDeployment) -> bool:
+    return md.spec.optimization.export.format == ExportFormat.SAVEDMODEL
+
+
 def runtime_image(md: ModelDeployment, config: OperatorConfig) -> str:
     """The stock serving runtime for ``md``'s export format: it serves a build-less revision and is the base of a
     built one. A SavedModel needs TensorFlow, which the (LiteRT) serving image lacks: it would exit at start."""
-    return config.images.serving_for(savedmodel=md.spec.optimization.export.format == ExportFormat.SAVEDMODEL)
+    return config.images.serving_for(savedmodel=_savedmodel(md))
+
+
+def state_size(md: ModelDeployment, config: OperatorConfig) -> str:
+    """Size limit of the BuildKit state volume of ``md``'s build: it holds the base image (compressed blobs and
+    unpacked) and the model's layer. A savedmodel export's base is the TensorFlow-capable runtime, about 3.3 GiB
+    there before the model (the serving image: about 0.4 GiB), so it gets its own, larger limit."""
+    return config.build_state_size_savedmodel if _savedmodel(md) else config.build_state_size
 
 
 def _context_container(md: ModelDeployment, revision: str, digest: str, config: OperatorConfig) -> dict[str, Any]:
