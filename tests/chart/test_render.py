@@ -246,6 +246,13 @@ def test_the_tensorflow_serving_image_defaults_to_the_optimizer_image(helm: Helm
     assert cfg.images.serving_for(savedmodel=False) == f"modelship/serving:{__version__}"
 
 
+@pytest.mark.parametrize("pin", [{"tag": "2.1"}, {"digest": D2}])
+def test_a_tensorflow_serving_pin_without_its_repository_fails_the_render(helm: Helm, pin: dict[str, str]) -> None:
+    """A tag or digest under images.servingTensorflow with the repository left empty would be ignored (savedmodel
+    exports on images.optimizer, not on the pinned image): the render fails naming the value instead."""
+    err = helm.template_error({"images.servingTensorflow": {"repository": "", **pin}})
+    assert "images.servingTensorflow.repository is empty" in err and "images.servingTensorflow.tag/digest" in err
+
 
 RELEASE_NAMESPACE = "(helm --namespace)"
 """Not a value: the release namespace to render in."""
