@@ -120,8 +120,8 @@ class OperatorConfig:
     """Size limit of a build pod's BuildKit state volume (base image and model layers)."""
     build_state_size_savedmodel: str = "8Gi"
     """The same for the build of a savedmodel export, whose base is the TensorFlow-capable runtime
-    (``images.serving_for(savedmodel=True)``; the optimizer image by default: about 0.7 GiB of compressed layers
-    that BuildKit keeps next to 2.54 GiB unpacked, where the serving image is about 0.3 GiB)."""
+    (``images.serving_for(savedmodel=True)``; the optimizer image by default: about 0.75 GiB of compressed layers
+    that BuildKit keeps next to 2.54 GiB unpacked, where the serving image is about 0.35 GiB)."""
     build_push_secrets: Mapping[str, str] = field(default_factory=dict)
     """Registry host -> Secret (kubernetes.io/dockerconfigjson) in the build namespace that build Jobs push to that
     registry with (and pull the base image from)."""

@@ -310,7 +310,7 @@ def runtime_image(md: ModelDeployment, config: OperatorConfig) -> str:
 def state_size(md: ModelDeployment, config: OperatorConfig) -> str:
     """Size limit of the BuildKit state volume of ``md``'s build: it holds the base image (compressed blobs and
     unpacked) and the model's layer. A savedmodel export's base is the TensorFlow-capable runtime, about 3.3 GiB
-    there before the model (the serving image: about 0.4 GiB), so it gets its own, larger limit."""
+    there before the model (the serving image: about 0.35 GiB), so it gets its own, larger limit."""
     return config.build_state_size_savedmodel if _savedmodel(md) else config.build_state_size
 
 
