@@ -67,3 +67,78 @@ def test_a_pull_refused_for_its_digest_leaves_no_model(
     good = sha256_path(_place(tmp_path / "probe", kind))
     assert main(["pull", UNREACHABLE, "--out", str(out), "--digest", good]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "model.h5" if kind == "file" else "saved_model"]
+
+
+class _FakeRegistry:
+    """The registry's manifest and blobs (digests not checked: what ``pull`` makes of verified content is tested)."""
+
+    layers: list[tuple[dict[str, Any], bytes]] = []
+
+    def __init__(self, ref: Any, access: Any) -> None:
+        pass
+
+    def manifest(self) -> tuple[dict[str, Any], str]:
+        return {"layers": [meta for meta, _ in self.layers]}, "sha256:" + "0" * 64
+
+    def blob(self, layer: dict[str, Any], path: Path, *, max_bytes: int) -> None:
+        path.write_bytes(self.layers[int(path.name)][1])  # pull names each blob by its layer's index
+
+
+def _serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str) -> None:
+    """An artifact of a SavedModel directory layer ("tree") or of two file layers ("layers")."""
+    if kind == "tree":
+        src = tmp_path / "src" / "saved_model"
+        (src / "variables").mkdir(parents=True)
+        (src / "saved_model.pb").write_bytes(b"pulled")
+        archive = tmp_path / "layer.tar.gz"
+        from modelship.sources.paths import tar_gz_tree
+
+        tar_gz_tree(src, archive)
+        meta = {"mediaType": oci.DIR_LAYER_TYPE, "size": 1, "annotations": {oci.TITLE: "saved_model"}}
+        layers = [(meta, archive.read_bytes())]
+    else:
+        layers = [({"mediaType": oci.FILE_LAYER_TYPE, "size": 1}, b"layer %d" % i) for i in range(2)]
+    monkeypatch.setattr(_FakeRegistry, "layers", layers)
+    monkeypatch.setattr(oci, "Registry", _FakeRegistry)
+
+
+@pytest.mark.parametrize("kind", ["tree", "layers"])
+def test_a_refused_pull_leaves_the_users_files_and_places_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """Before, a SavedModel layer was unpacked into the user's own OUT/saved_model and then the whole directory was
+    deleted for the digest mismatch; the layers of a multi-layer artifact stayed in OUT."""
+    _serve(monkeypatch, tmp_path, kind)
+    out = tmp_path / "proj"
+    mine = out / "saved_model"
+    (mine / "variables").mkdir(parents=True)
+    (mine / "saved_model.pb").write_bytes(b"the user's own model")
+    (mine / "variables" / "variables.index").write_bytes(b"the user's")
+    before = sha256_path(out)
+    assert main(["pull", UNREACHABLE, "--out", str(out), "--digest", "sha256:" + "ab" * 32]) == 1
+    assert "digest mismatch" in capsys.readouterr().err
+    assert sha256_path(out) == before
+    assert sorted(p.name for p in out.iterdir()) == ["saved_model"]
+
+
+def test_a_pull_onto_other_content_refuses_and_one_onto_the_same_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The digest matches, but OUT/saved_model is the user's own model: refused, nothing changed. The same content
+    there (the serving pod's init container run again in its emptyDir) is accepted and kept."""
+    _serve(monkeypatch, tmp_path, "tree")
+    good = sha256_path(tmp_path / "src" / "saved_model")
+    out = tmp_path / "proj"
+    mine = out / "saved_model"
+    mine.mkdir(parents=True)
+    (mine / "saved_model.pb").write_bytes(b"the user's own model")
+    before = sha256_path(out)
+    assert main(["pull", UNREACHABLE, "--out", str(out), "--digest", good]) == 1
+    assert "already exists with other content; nothing was changed" in capsys.readouterr().err
+    assert sha256_path(out) == before and sorted(p.name for p in out.iterdir()) == ["saved_model"]
+    fresh = tmp_path / "models"
+    for _ in range(2):
+        assert main(["pull", UNREACHABLE, "--out", str(fresh), "--digest", good]) == 0
+        assert capsys.readouterr().out.startswith(f"{fresh / 'saved_model'} (")
+        assert sorted(p.name for p in fresh.iterdir()) == ["saved_model"]
+        assert sha256_path(fresh / "saved_model") == good

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -267,8 +268,6 @@ def _registry_errors(body: bytes) -> str:
 
 
 def _docker_config(access: Access) -> str | None:
-    import os
-
     folder = access.env.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
     path = Path(folder) / "config.json"
     try:
@@ -325,27 +324,48 @@ def pull(uri: str, dest: Path, access: Access, *, max_bytes: int) -> Pulled:
 
 
 def pull_into(uri: str, dest: Path, access: Access, *, digest: str | None, max_bytes: int) -> Pulled:
-    """:func:`pull` for the serving pods' init container: ``digest`` (the content digest the optimizer reported)
-    must match what was pulled."""
-    pulled = pull(uri, dest, access, max_bytes=max_bytes)
-    if digest is not None:
-        from .digest import sha256_path
+    """:func:`pull` for ``modelship pull`` (the serving pods' init container, or a user's ``--out``): ``digest`` (the
+    content digest the optimizer reported) must match what was pulled. The pull lands in a staging directory under
+    ``dest`` (``.modelship-pull-*``, same file system) and is moved into place only once it is accepted; refused
+    content, or content whose name in ``dest`` is already taken by something else, removes only the staging
+    directory: what ``dest`` held is never merged into, replaced or deleted. A name already holding the very same
+    content (the init container run again in its pod's emptyDir) is kept as it is."""
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=dest))
+    try:
+        pulled = pull(uri, staging, access, max_bytes=max_bytes)
+        if digest is not None:
+            from .digest import sha256_path
 
-        got = sha256_path(pulled.path)
-        if got != digest:
-            _discard(pulled.path, dest)  # refused content is not left where the model is looked for
-            raise FetchError(f"{uri}: digest mismatch: the artifact's content is {got}, expected {digest}")
-    return pulled
+            got = sha256_path(pulled.path)
+            if got != digest:
+                raise FetchError(f"{uri}: digest mismatch: the artifact's content is {got}, expected {digest}")
+        names = sorted(p.name for p in staging.iterdir())
+        placed = [n for n in names if not _same_content(staging / n, dest / n)]
+        for name in placed:
+            if os.path.lexists(dest / name):
+                raise FetchError(
+                    f"{uri}: {dest / name} already exists with other content; nothing was changed (remove it, or "
+                    "pull into another --out)"
+                )
+        for name in placed:
+            os.rename(staging / name, dest / name)  # same file system: each lands whole
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    path = dest / pulled.path.relative_to(staging) if pulled.path != staging else dest
+    return Pulled(path=path, manifest_digest=pulled.manifest_digest, model_format=pulled.model_format)
 
 
-def _discard(path: Path, dest: Path) -> None:
-    """Remove a pulled model (its file or tree); never ``dest`` itself, which may hold other things."""
-    if path == dest:
-        return
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+STAGING_PREFIX = ".modelship-pull-"
+
+
+def _same_content(staged: Path, there: Path) -> bool:
+    """``there`` (not a symlink) is the same kind of thing as ``staged`` with the same content."""
+    from .digest import sha256_path
+
+    if there.is_symlink() or not there.exists() or staged.is_dir() != there.is_dir():
+        return False
+    return sha256_path(staged) == sha256_path(there)
 
 
 def push(path: Path, uri: str, access: Access, *, model_format: str | None = None, plain_http: bool = False) -> str:
