@@ -201,10 +201,22 @@ def parse_sources(args: argparse.Namespace) -> Sources:
     return Sources(roles=roles, default=default)
 
 
+OUT_USAGE_ERRNOS = frozenset(
+    {"EROFS", "EACCES", "EPERM", "ENOTDIR", "EEXIST", "EISDIR", "ENOENT", "ENAMETOOLONG", "ELOOP", "EINVAL"}
+)
+"""Why --out cannot be written that are the path's own (read-only, not permitted, under a file, a name no
+directory can have): a usage error. Others (ENOSPC, EDQUOT, EIO, ESTALE on the artifact claim, ...) may pass: a
+temporary failure, which a Job retries."""
+
+
 def check_out_dir(out: Path) -> None:
     """Refuse an output directory this process cannot write before anything runs: otherwise the whole optimization
-    ran first and its end was an 'internal error' (exit 75, as if a retry could help)."""
+    ran first and its end was an 'internal error' (exit 75, as if a retry could help). The path's own fault is a
+    usage error (exit 1); a full, failing or stale file system is temporary (exit 75)."""
+    import errno
     import tempfile
+
+    from .errors import OptimizeError
 
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
@@ -213,7 +225,10 @@ def check_out_dir(out: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=out, prefix=".modelship-write-check-"):
             pass
     except OSError as exc:
-        raise UsageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+        why = f"--out {out}: cannot write there ({exc.strerror or exc})"
+        if errno.errorcode.get(exc.errno or 0) in OUT_USAGE_ERRNOS:
+            raise UsageError(why) from None
+        raise OptimizeError(why, temporary=True) from None
 
 
 def check_out_spares_the_model(out: Path, model_uri: str, pvc_root: str) -> None:
