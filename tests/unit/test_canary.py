@@ -40,6 +40,7 @@ from modelship.controller.canary_trouble import (
     RESTART_MARK_MAX,
     RETRY,
     RETRY_BEFORE,
+    RETRY_BY_SPEC,
     UNTOLD,
     CandidateTrouble,
     judge_trouble,
@@ -47,6 +48,7 @@ from modelship.controller.canary_trouble import (
     recorded,
     restart_mark,
     retold,
+    retry_told,
     trouble_message,
     troubled_for,
     unjudged,
@@ -628,6 +630,54 @@ def test_a_rollback_record_without_its_template_is_told_from_the_record() -> Non
         f"x; a; {FINAL}; revision s keeps serving all traffic"
     )
     assert retold(retold("x", UNTOLD), UNTOLD) == f"x; {UNTOLD}"
+
+
+RESTART_CLAUSE = "kubectl rollout restart deployment/<name>-canary"
+
+
+def _advice_matches_rearmed(state: RolloutStatus) -> bool:
+    """The message offers ``kubectl rollout restart`` exactly when a new restart (same template) tries it again."""
+    assert state.rolled_back_template is not None
+    later = rfc3339(at(3 * 86400))
+    return (RESTART_CLAUSE in state.message) == rearmed(state, "cand", state.rolled_back_template, later)
+
+
+def test_the_retry_advice_offers_a_restart_only_when_the_record_is_compared_on_one() -> None:
+    """review 8e44b77: a record filled in after a restart later than startedAt (rolledBackRestartedAt None), or one
+    whose CRD prunes that field, said "run kubectl rollout restart", which then tried nothing again."""
+    gone = _rolled_back_for(OOM)
+    assert RESTART_CLAUSE in RETRY and RESTART_CLAUSE not in RETRY_BY_SPEC and RETRY_BEFORE == RETRY_BY_SPEC
+    # filled in: no restart now ("": a later one is compared), one from before startedAt (compared), one after
+    # (may have come after the rollback: not compared)
+    cases = {None: RETRY, rfc3339(at(-60)): RETRY, rfc3339(at(60)): RETRY_BY_SPEC}
+    for restarted, ending in cases.items():
+        filled = recorded(gone, "t1", 4, False, restarted)
+        assert filled.rolled_back_template == "t1" and _ending_of(filled.message) == ending, restarted
+        assert _advice_matches_rearmed(filled), restarted
+        assert recorded(filled, "t1", 4, False, restarted) == filled  # told once, then as it is
+        assert rearmed(filled, "cand", "t2", restarted)  # a spec change tries it again either way
+    # the rollback's own write kept the template but the CRD pruned rolledBackRestartedAt: retold without it, and
+    # back once the record has one
+    kept = gone.model_copy(update={"rolled_back_template": "t1", "rolled_back_restarted_at": ""})
+    assert _ending_of(kept.message) == RETRY and _advice_matches_rearmed(kept)
+    pruned = kept.model_copy(update={"rolled_back_restarted_at": None})
+    assert not _advice_matches_rearmed(pruned)  # what the previous code left
+    told = recorded(pruned, "t1", 4, pruned=False)
+    assert _ending_of(told.message) == RETRY_BY_SPEC and _advice_matches_rearmed(told)
+    assert told.message.endswith("; revision stable keeps serving all traffic")
+    assert recorded(told, "t1", 4, pruned=False) == told and retry_told(told) == told
+    assert _ending_of(retry_told(told.model_copy(update={"rolled_back_restarted_at": ""})).message) == RETRY
+    # other endings are left as they are
+    for ending in (FINAL, UNTOLD):
+        other = pruned.model_copy(update={"message": retold(pruned.message, ending)})
+        assert retry_told(other) == other
+
+
+def _ending_of(message: str) -> str | None:
+    for ending in (RETRY, RETRY_BY_SPEC, FINAL, UNTOLD):
+        if f"; {ending}; revision " in message or message.endswith(f"; {ending}"):
+            return ending
+    return None
 
 
 def _rolled_back_for(trouble: CandidateTrouble) -> RolloutStatus:

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from modelship.controller.canary import Histogram, Samples
-from modelship.controller.canary_trouble import FINAL, RETRY, UNTOLD
+from modelship.controller.canary_trouble import FINAL, RETRY, RETRY_BY_SPEC, UNTOLD
 from modelship.controller.conditions import parse_rfc3339, rfc3339
 from modelship.controller.observe import DeploymentObservation, JobState, Observed, deployment_observation
 from modelship.controller.phasewindow import PodFigures, PodReading, Readings
@@ -749,6 +749,32 @@ def test_a_rollback_recorded_before_the_restart_was_recorded_is_not_retried_by_a
     changed = with_generation(md_with(before), 9)
     changed.spec.serving.pod_annotations["retry"] = "1"
     assert plan(changed, earlier, CONFIG, later).status["rollout"]["phase"] == "Shadow"
+
+
+def test_a_rollback_whose_crd_prunes_its_restart_record_does_not_offer_a_restart() -> None:
+    """review 8e44b77: a CRD that keeps rolledBackTemplate but prunes rolledBackRestartedAt: the record is not
+    compared on a restart (``rearmed``), so the message offers none; said so at the rollback when the pruning is
+    known, else at the next look (the message and a restart's effect agree from then on)."""
+    md, obs, p2 = crash_looping_rollout()
+    deadline = md.spec.serving.rollout.progress_deadline_seconds
+    older = replace(obs, pruned_status=frozenset({"status.rollout.rolledBackRestartedAt"}))
+    p3 = plan(md_with(p2.status), older, CONFIG, NOW + timedelta(seconds=5 + deadline))
+    r3 = p3.status["rollout"]
+    assert r3["phase"] == "RolledBack" and r3.get("rolledBackRestartedAt") is None and r3["rolledBackTemplate"]
+    assert f"; {RETRY_BY_SPEC}; revision" in r3["message"] and "rollout restart" not in r3["message"], r3
+    assert "rollout restart" not in cond(p3.status, "Verified")["message"]
+    # not known at the rollback's write: it offered the restart, the CRD dropped the field, the next look retells it
+    _, _, told = rolled_back()
+    assert f"; {RETRY}; revision" in told.status["rollout"]["message"]
+    dropped = {**told.status, "rollout": {k: v for k, v in told.status["rollout"].items()
+                                          if k != "rolledBackRestartedAt"}}  # fmt: skip
+    later = NOW + timedelta(hours=1)
+    still = quiet(md, obs)
+    assert still.canary is not None
+    restarted = replace(still, canary=replace(still.canary, restarted_at=RESTART))
+    r4 = plan(md_with(dropped), restarted, CONFIG, later).status["rollout"]
+    assert r4["phase"] == "RolledBack" and f"; {RETRY_BY_SPEC}; revision" in r4["message"], r4  # the restart: nothing
+    assert "rollout restart" not in r4["message"]
 
 
 def test_a_record_filled_in_after_its_rollback_takes_only_a_restart_from_before_the_rollout_as_judged() -> None:

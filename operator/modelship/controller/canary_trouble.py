@@ -149,14 +149,19 @@ writes on the candidate's Deployment (rolledBackRestartedAt, ``rearmed``). Each 
 checks); podAnnotations enters the stable
 Deployment's pod template too, so changing it rolls the stable revision's pods, which a restart of the candidate's
 Deployment does not."""
-RETRY_BEFORE = (
+RETRY_BY_SPEC = (
     "change spec.serving's resources, hardware (nodeSelector, tolerations, runtimeClassName), podAnnotations, "
     "shmSize or serviceAccountName, or spec.serving.rollout.progressDeadlineSeconds, to try the revision again (not "
     "replicas; after a fix outside the spec, such as quota, node capacity or a pull Secret's content, change an "
     "entry of spec.serving.podAnnotations)"
 )
+"""RETRY for a record that is not compared on the candidate Deployment's restart (no rolledBackRestartedAt: a
+record filled in after a restart that may have come after its rollback, or a CRD that prunes the field), where a
+``kubectl rollout restart`` does not try the revision again (``rearmed``): a podAnnotations entry, which enters the
+candidate's pod template, does."""
+RETRY_BEFORE = RETRY_BY_SPEC
 """RETRY as an earlier operator wrote it (before a restart of the candidate's Deployment tried the revision again):
-``retold`` replaces it."""
+the same words as RETRY_BY_SPEC, which a record without rolledBackRestartedAt keeps (``retry_told``)."""
 FINAL = (
     "this rollback is final for the revision: the installed CRD prunes status.rollout.rolledBackTemplate, the "
     "record a spec change is compared with (once this release's CRD is applied, a later rollback for the "
@@ -184,12 +189,15 @@ def recorded(
     restarted: str | None = None,
 ) -> RolloutStatus:
     """A rollback for the candidate's pods as its record now allows, at a look after it (``state`` RolledBack and
-    left so by ``decide``). Its ``rolledBackTemplate`` kept: as it is. Without one (the rollback's own write was
+    left so by ``decide``). Its ``rolledBackTemplate`` kept: as it is, but for the message's retry advice, which
+    names ``kubectl rollout restart`` only while the record has rolledBackRestartedAt (``retry_told``: a CRD that
+    keeps the template may prune that field). Without one (the rollback's own write was
     pruned by an older CRD, or an older operator wrote it), the template is filled in from this pass's render
     (``template``) when this process knows of no pruning of it (``pruned``) and the spec is the one the judged pods
     were judged on (its generation is ``rolledBackGeneration``; what is filled in is this operator's render of that
     spec, which after an operator upgrade or a change of its configuration may differ from the one the pods ran: a
-    change of the spec still renders another), and the message says how to retry. The candidate Deployment's
+    change of the spec still renders another), and the message says how to retry (RETRY, or RETRY_BY_SPEC when the
+    restart is not compared). The candidate Deployment's
     restart (``restarted``, its restartedAt now) is filled in only when it was certainly the judged pods' one: none
     now (then none was judged: a later restart tries the revision again), or one from before the rollout started
     (``startedAt``); a restart after that may have come after the rollback, and is not compared (a later restart
@@ -200,18 +208,32 @@ def recorded(
     told; a user's changed template is never recorded as the judged one). Each outcome is one write, which the next
     look leaves as it is, but one: a record filled in by a process that did not know its CRD prunes the field loses
     it in that write and is told FINAL at the next look."""
-    if (
-        state.phase != RolloutPhase.ROLLED_BACK
-        or state.rollback_cause not in RETRIED_CAUSES
-        or state.rolled_back_template is not None
-    ):
+    if state.phase != RolloutPhase.ROLLED_BACK or state.rollback_cause not in RETRIED_CAUSES:
         return state
+    if state.rolled_back_template is not None:
+        return retry_told(state)
     if not pruned and template is not None and generation is not None and state.rolled_back_generation == generation:
-        update = {"rolled_back_template": template, "message": retold(state.message, RETRY)}
-        return state.model_copy(update={**update, "rolled_back_restarted_at": _judged_restart(state, restarted)})
+        update = {"rolled_back_template": template, "rolled_back_restarted_at": _judged_restart(state, restarted)}
+        filled = state.model_copy(update=update)
+        return filled.model_copy(update={"message": retold(state.message, _retry_ending(filled))})
     if _ending(state.message)[1] in (FINAL, UNTOLD):
         return state  # final already: not reworded by what this process happens to know
     return state.model_copy(update={"message": retold(state.message, FINAL if pruned else UNTOLD)})
+
+
+def retry_told(state: RolloutStatus) -> RolloutStatus:
+    """A rollback record's message whose ending says how it is tried again (RETRY or RETRY_BY_SPEC) as ``rearmed``
+    does it: naming ``kubectl rollout restart`` only when the record is compared on the restart (it has
+    rolledBackRestartedAt: none when a CRD pruned it, or ``recorded`` could not tell the judged pods' restart)."""
+    ending = _ending(state.message)[1]
+    wanted = _retry_ending(state)
+    if ending not in (RETRY, RETRY_BY_SPEC) or ending == wanted:
+        return state
+    return state.model_copy(update={"message": retold(state.message, wanted)})
+
+
+def _retry_ending(state: RolloutStatus) -> str:
+    return RETRY if state.rolled_back_restarted_at is not None else RETRY_BY_SPEC
 
 
 def _judged_restart(state: RolloutStatus, restarted: str | None) -> str | None:
@@ -231,7 +253,7 @@ def _ending(message: str) -> tuple[str, str | None]:
     head, sep, _ = message.rpartition("; revision ")
     if not sep:
         head = message
-    for known in (RETRY, FINAL, UNTOLD, *_EARLIER):
+    for known in (RETRY, RETRY_BY_SPEC, FINAL, UNTOLD, *_EARLIER):
         if head.endswith(f"; {known}"):
             return head[: -len(known) - 2], known
     return head, None

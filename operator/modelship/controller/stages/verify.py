@@ -56,6 +56,7 @@ from ..canary_trouble import (
     rearmed,
     recorded,
     restart_mark,
+    retry_told,
     unjudged,
     with_cause_words,
 )
@@ -83,6 +84,8 @@ from .pod_causes import candidate_trouble
 from .rollout_checks import autoscaled_floor, wanted_replicas
 from .served_share import below_share, route_weight, served_weight
 
+ROLLED_BACK_RESTARTED_AT = "status.rollout.rolledBackRestartedAt"
+"""Pruned by an older CRD: a rollback for the candidate's pods is not compared on its restart (``rearmed``)."""
 ANALYSIS_INTERVAL_SECONDS = 5.0
 """How often a rollout in progress reads the pods' figures again."""
 ROUTE_API_RECHECK_SECONDS = 30.0
@@ -281,9 +284,12 @@ def _verify(ctx: Context, built: ServingTarget, stable: str, canary: Canary) -> 
     new = with_phase_templates(state, _windowed(decide(canary, state, look), observed, window, ctx), observed)
     if new.phase == RolloutPhase.ROLLED_BACK and state.phase != RolloutPhase.ROLLED_BACK:
         # judged on pods of the template this pass renders (``_judged_trouble``): the one a change of tries again
+        # (the restart is not recorded where the CRD prunes it: then the message does not offer it, ``retry_told``)
+        mark = None if lost(ROLLED_BACK_RESTARTED_AT, observed.pruned_status) else restart_mark(restarted)
         record = {"rolled_back_generation": md.metadata.generation, "rolled_back_template": template,
-                  "rolled_back_restarted_at": restart_mark(restarted)}  # fmt: skip
+                  "rolled_back_restarted_at": mark}  # fmt: skip
         new = new.model_copy(update=record if new.rollback_cause in RETRIED_CAUSES else dict.fromkeys(record))
+        new = retry_told(new)
     elif new.phase == RolloutPhase.ROLLED_BACK and state.phase == RolloutPhase.ROLLED_BACK:
         # a look after the rollback: how it is tried again, told from its record (filled in once if it can be)
         new = recorded(new, template, md.metadata.generation, not retry, restarted)
