@@ -347,6 +347,37 @@ def test_oci_push_and_pull_by_digest(registry: servers.Registry, tmp_path: Path)
     assert layer["annotations"][oci.TITLE] == "saved_model" and layer["annotations"][oci.UNPACK] == "true"
 
 
+def test_oci_pull_command_places_a_verified_model_and_spares_what_out_holds(
+    registry: servers.Registry, tmp_path: Path
+) -> None:
+    """`modelship pull REF --out DIR --digest D`, as the serving pods' init container runs it (run again in the same
+    emptyDir: the model already there is kept), and against a user's DIR whose saved_model is their own: a stale
+    digest or a taken name changes nothing in DIR (before, the mismatch deleted the user's saved_model)."""
+    tree = saved_model_dir(tmp_path / "src" / "saved_model")
+    pinned = oci.push(tree, f"oci://{registry.host}/m/pullcmd:v1", Access(), model_format="savedmodel")
+    good = fetch.sha256_path(tree)
+
+    def pull(out: Path, digest: str) -> subprocess.CompletedProcess[str]:
+        cmd = [servers.PYTHON, "-m", "modelship", "pull", pinned, "--out", str(out), "--digest", digest]
+        return subprocess.run(cmd, env=servers.python_env(), capture_output=True, text=True, timeout=120)
+
+    models = tmp_path / "models"
+    for _ in range(2):
+        proc = pull(models, good)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(f"{models / 'saved_model'} (sha256:")
+        assert [p.name for p in models.iterdir()] == ["saved_model"]
+        assert fetch.sha256_path(models / "saved_model") == good
+    proj = tmp_path / "proj"
+    mine = saved_model_dir(proj / "saved_model")
+    (mine / "saved_model.pb").write_bytes(b"the user's own")
+    before = fetch.sha256_path(proj)
+    for digest, said in (("sha256:" + "0" * 64, "digest mismatch"), (good, "already exists with other content")):
+        proc = pull(proj, digest)
+        assert proc.returncode == 1 and said in proc.stderr, proc.stderr
+        assert fetch.sha256_path(proj) == before and [p.name for p in proj.iterdir()] == ["saved_model"]
+
+
 def test_oci_failures(registry: servers.Registry, tmp_path: Path) -> None:
     model = tmp_path / "model.h5"
     model.write_bytes(os.urandom(10_000))
