@@ -172,6 +172,11 @@ INVALID: list[InvalidCase] = [
     InvalidCase("wrong-platform", _set("spec.build.platforms", ["windows/amd64"]), "platforms"),
     InvalidCase("wrong-build-engine", _set("spec.build.engine", "docker"), "engine"),
     InvalidCase("bad-quantity", _set("spec.serving.resources", {"requests": {"cpu": "lots"}}), "cpu"),
+    # the API server would refuse these only in the Deployment or Job the operator writes (ApplyRefused, late)
+    InvalidCase("negative-quantity", _set("spec.serving.resources", {"requests": {"cpu": "-1"}}), "cpu"),
+    InvalidCase("two-dots-quantity", _set("spec.serving.resources", {"limits": {"memory": "1.2.3Gi"}}), "memory"),
+    InvalidCase("doubled-suffix-quantity", _set("spec.serving.resources", {"limits": {"memory": "1Mm"}}), "memory"),
+    InvalidCase("negative-shm-size", _set("spec.serving.shmSize", "-64Mi"), "shmSize"),
     InvalidCase("wrong-service-type", _set("spec.serving.service", {"type": "ExternalName"}), "type"),
     InvalidCase("metrics-port-is-the-port", _set("spec.serving.metricsPort", 8080), "metricsPort"),
     InvalidCase(

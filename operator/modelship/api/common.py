@@ -9,8 +9,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
-# A Kubernetes quantity ("500m", "2Gi", "1"): same grammar the API server accepts.
-QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+# A non-negative Kubernetes quantity ("500m", "2Gi", "1", "1e3"): the API server's grammar (a number, then one
+# binary or decimal SI suffix or an exponent) without the minus sign, since every quantity of the spec is an
+# amount of a resource; "-1", "1.2.3", "512mb" or "1Mm" are refused at admission, naming the field, not later
+# by the API server in a child the operator writes.
+QUANTITY_PATTERN = r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][-+]?[0-9]+)?$"
 Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL_PATTERN, max_length=63)]
