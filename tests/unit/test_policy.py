@@ -6,10 +6,13 @@ real API server in tests/integration/test_admission_policy.py."""
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from modelship.api import ModelDeployment
 from modelship.api.policy import RULES, Check, Policy, PolicyRule, Setting, parse_setting, violations
@@ -18,6 +21,7 @@ from modelship.resources.policy import PolicyViolation, enforce_policy
 from tests.support.specs import valid_doc
 
 NS = "team-a"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def value_for(rule: PolicyRule) -> Any:
@@ -151,3 +155,19 @@ def test_the_operator_refuses_with_every_field_named() -> None:
         enforce_policy(md, OperatorConfig())
     assert "spec.build.baseImage" in str(err.value) and "spec.serving.serviceAccountName" in str(err.value)
     enforce_policy(md, replace(OperatorConfig(), policy=OPEN))
+
+
+_NEEDS = re.compile(r"^\s*#.*\bneeds the platform's policy\.(\w+): true\b", re.MULTILINE)
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_an_example_passes_the_charts_default_policy_or_says_which_setting_it_needs(path: Path) -> None:
+    """A tenant copies an example into a namespace of a default install: it is admitted, or its comments say
+    which setting the platform must turn on (otherwise the admission policy refuses it and nothing says why)."""
+    text = path.read_text()
+    needed = {Setting(name).attribute: True for name in _NEEDS.findall(text)}
+    for doc in yaml.safe_load_all(text):
+        assert violations(doc["spec"], NS, replace(Policy(), **needed)) == [], path.name
+        for attribute in needed:  # each declared need is real: without it, the example is refused
+            others = {a: True for a in needed if a != attribute}
+            assert violations(doc["spec"], NS, replace(Policy(), **others)), f"{path.name}: {attribute} not needed"
