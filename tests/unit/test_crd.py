@@ -48,7 +48,11 @@ def test_subresources_columns_and_names() -> None:
     }
     assert version["subresources"]["status"] == {}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Ready", "Phase", "Revision", "Size", "Acc-Drop", "Replicas", "Age"]
+    assert columns == ["Ready", "Phase", "Revision", "Size", "Acc-Drop", "Replicas", "Age", "Reason", "Message"]
+    wide = {c["name"]: c for c in version["additionalPrinterColumns"] if c.get("priority", 0) > 0}
+    assert sorted(wide) == ["Message", "Reason"]  # `-o wide` only: the default view stays narrow
+    assert wide["Reason"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
+    assert wide["Message"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].message'
     assert spec["names"]["shortNames"] == ["md"]
     conditions = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"]
     assert conditions["x-kubernetes-list-type"] == "map"

@@ -122,6 +122,21 @@ def _printer_columns() -> list[dict[str, Any]]:
         },
         {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        # `kubectl get md -o wide`: why it is not Ready (ClaimNotFound, NameConflict, ...) without a describe
+        {
+            "name": "Reason",
+            "type": "string",
+            "priority": 1,
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+            "description": "reason of the Ready condition",
+        },
+        {
+            "name": "Message",
+            "type": "string",
+            "priority": 1,
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+            "description": "message of the Ready condition: what happens now, or what to fix",
+        },
     ]
 
 
