@@ -2,23 +2,32 @@
 invalid) ends the pass in a steady Stalled status (ApplyRefused) instead of an error retried into a give-up; a
 403 of RBAC stays an error. The Status bodies are the API server's own (kube-apiserver 1.34.4, captured from the
 test control plane: the webhook's from a webhook that denied a create without a status code, which the API server
-answers 400; one that sets 403 says the same words). A give-up says the same words for the same failure, whatever
-the try count."""
+answers 400; one that sets 403 says the same words; the 401, 413 and 500 ones are made from them: a policy's reason,
+a webhook's code). Words are redacted; a refusal in the platform's build namespace tells its words to the log only.
+A refused pass still records what the Jobs that ran made (status, revision cache), not the attempt of a Job it was
+to create. A give-up says the same words for the same failure, whatever the try count."""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from modelship.api import ModelDeployment
+from modelship.config import OperatorConfig
+from modelship.controller.observe import JobObservation, JobState, Observed
+from modelship.controller.plan import Plan, plan
 from modelship.controller.reconcile import Reconciler
-from modelship.controller.stalls import REFUSAL_LIMIT, refusal
+from modelship.controller.stalls import REFUSAL_LIMIT, Cause, Refusal, refusal
 from modelship.controller.store import Store
+from modelship.resources.revision import revision
 from tests.unit.test_loud_failures import MemoryKube, md_body, optimized, stalled
-from tests.unit.test_plan import CONFIG
+from tests.unit.test_plan import CONFIG, IMAGE, NOW, job, kinds, make_md, summary
+from tests.unit.test_stages import BUILT
 
 VAP_WORDS = (
     "ValidatingAdmissionPolicy 'probe-freeze' with binding 'probe-freeze-b' denied request: the pod template is frozen"
@@ -42,6 +51,13 @@ WEBHOOK = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Fail
            "message": 'admission webhook "deny.example.com" denied the request: images from docker.io are not allowed',
            "code": 400}  # fmt: skip
 WEBHOOK_403 = {**WEBHOOK, "reason": "Forbidden", "code": 403}
+WEBHOOK_500 = {**WEBHOOK, "code": 500}  # a webhook may deny with any code it chooses
+VAP_TOO_LARGE = {**VAP_FORBIDDEN, "reason": "RequestEntityTooLarge", "code": 413}  # a VAP's reason: 401, 403, 413, 422
+VAP_UNAUTHORIZED = {**VAP_FORBIDDEN, "reason": "Unauthorized", "code": 401}
+WEBHOOK_UNREACHABLE = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                       "message": 'Internal error occurred: failed calling webhook "deny.example.com": failed to call '
+                                  "webhook: context deadline exceeded", "reason": "InternalError",
+                       "code": 500}  # fmt: skip
 TERMINATING = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                "message": 'deployments.apps "d" is forbidden: unable to create new content in namespace ml because it '
                           "is being terminated", "reason": "Forbidden",
@@ -57,19 +73,25 @@ def api_error(body: dict[str, Any] | str, status: int | None = None) -> ApiExcep
     return exc
 
 
-@pytest.mark.parametrize("body", [VAP_FORBIDDEN, VAP_INVALID, INVALID, WEBHOOK, WEBHOOK_403],
-                         ids=["vap403", "vap422", "invalid", "webhook400", "webhook403"])  # fmt: skip
-def test_a_refusal_for_the_objects_content_is_told_in_the_api_servers_words(body: dict[str, Any]) -> None:
-    assert refusal(api_error(body)) == body["message"]
+@pytest.mark.parametrize(
+    ("body", "cause"),
+    [(VAP_FORBIDDEN, Cause.ADMISSION), (VAP_INVALID, Cause.ADMISSION), (VAP_TOO_LARGE, Cause.ADMISSION),
+     (VAP_UNAUTHORIZED, Cause.ADMISSION), (INVALID, Cause.INVALID), (WEBHOOK, Cause.ADMISSION),
+     (WEBHOOK_403, Cause.ADMISSION), (WEBHOOK_500, Cause.ADMISSION)],
+    ids=["vap403", "vap422", "vap413", "vap401", "invalid", "webhook400", "webhook403", "webhook500"],
+)  # fmt: skip
+def test_a_refusal_for_the_objects_content_is_told_in_the_api_servers_words(body: dict[str, Any], cause: Cause) -> None:
+    assert refusal(api_error(body)) == Refusal(cause, body["message"])
 
 
 @pytest.mark.parametrize(
     "exc",
     [api_error(RBAC), api_error(TERMINATING), api_error({**INVALID, "reason": "Conflict", "code": 409}),
-     api_error(VAP_FORBIDDEN, 500), api_error({**INVALID, "code": 400}, 400),
+     api_error(WEBHOOK_UNREACHABLE), api_error({**INVALID, "code": 400}, 400),
      api_error("<html>bad gateway</html>", 403), api_error("", 422),
      api_error({**RBAC, "message": None}), api_error({**INVALID, "kind": "Deployment"})],
-    ids=["rbac", "terminating", "conflict", "500", "invalid-400", "not-json", "empty", "no-message", "not-a-status"],
+    ids=["rbac", "terminating", "conflict", "webhook-unreachable", "invalid-400", "not-json", "empty", "no-message",
+         "not-a-status"],
 )  # fmt: skip
 def test_anything_else_is_not_a_refusal(exc: ApiException) -> None:
     assert refusal(exc) is None
@@ -78,8 +100,10 @@ def test_anything_else_is_not_a_refusal(exc: ApiException) -> None:
 def test_a_refusal_is_one_bounded_line() -> None:
     words = "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: line one\n\tline\x1b[31m two\u2028"
     words += "x" * 5000
-    text = refusal(api_error({**VAP_FORBIDDEN, "message": f'deployments.apps "d" is forbidden: {words}'}))
-    assert text is not None and len(text) == REFUSAL_LIMIT and text.endswith("…")
+    refused = refusal(api_error({**VAP_FORBIDDEN, "message": f'deployments.apps "d" is forbidden: {words}'}))
+    assert refused is not None
+    text = refused.words
+    assert len(text) <= REFUSAL_LIMIT and len(text) > REFUSAL_LIMIT - 5 and text.endswith("...")
     assert text.startswith('deployments.apps "d" is forbidden: ValidatingAdmissionPolicy \'p\' with binding \'b\' '
                            "denied request: line one line [31m two x")  # fmt: skip
     assert not any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F or ch == "\u2028" for ch in text)
@@ -134,10 +158,14 @@ def test_a_refused_apply_writes_the_passs_status_stalled_once_and_clears_when_ta
     assert (ready["status"], ready["reason"]) == ("False", "ApplyRefused") and status["phase"] == "Failed"
     assert status["lastFailure"]["reason"] == "ApplyRefused" and "the pod template is frozen" in status["lastFailure"][
         "message"]  # fmt: skip
-    # not what the pass decided (its writes did not happen): no Deployed condition, no served revision, no Event of it
+    # not what the pass decided of its writes (they did not happen): no Deployed condition, no served revision, no
+    # Event of it; but what the optimization Job that ran found is recorded (its figures, the gate's verdict on them)
     assert not any(c["type"] == "Deployed" for c in status["conditions"]), status["conditions"]
-    assert "revision" not in status and status["observedGeneration"] == 3
-    assert {e[1] for e in kube.events} == {"ReadyApplyRefused"}, kube.events
+    assert "revision" not in status and "servingRevision" not in status and status["observedGeneration"] == 3
+    assert next(c for c in status["conditions"] if c["type"] == "Optimized")["status"] == "True"
+    assert status["optimization"]["decision"] == "Optimized" and status["source"]["digest"]
+    assert {e[1] for e in kube.events} == {"ReadyApplyRefused", "OptimizedOptimized", "ResolvedDigestResolved",
+                                           "GatePassedWithinThreshold"}, kube.events  # fmt: skip
     assert "Deployment" not in kube.written and "Service" not in kube.written  # stopped at the refused object
     assert ("Warning", "ReadyApplyRefused", cond["message"]) in kube.events
     assert len(refusal_warnings(caplog)) == 1
@@ -175,3 +203,95 @@ def test_giving_up_again_on_the_same_error_writes_nothing_new() -> None:
     reconciler.give_up("ml", "digits", ValueError("kaniko builds one platform per run"), 6)  # one more try counted
     assert (kube.status_writes, len(kube.events)) == (writes, events)
     assert stalled(kube, store) == cond
+
+
+def refused_pass(
+    jobs: list[JobObservation], kind: str, error: ApiException, config: OperatorConfig = CONFIG
+) -> tuple[Reconciler, RefusingKube, Store, Plan, list[tuple[str, ...]]]:
+    """One pass's plan (a ModelDeployment without status, the Jobs ``jobs`` observed) carried out against an API
+    that refuses every write of ``kind``; the revision cache entries written are recorded."""
+    store = Store()
+    body = md_body()
+    store.put("ModelDeployment", body)
+    md = ModelDeployment.from_body(body)
+    p = plan(md, Observed(jobs=jobs), config, NOW)
+    kube = RefusingKube(store, kind, error)
+    reconciler = Reconciler(kube, store, config)  # type: ignore[arg-type]
+    puts: list[tuple[str, ...]] = []
+    reconciler.caches.put = lambda *args: puts.append(args)  # type: ignore[method-assign]
+    live: dict[tuple[str, str], dict[str, Any] | None] = {(o["kind"], o["metadata"]["name"]): None
+                                                          for o in [*p.apply, *p.create]}  # fmt: skip
+    assert reconciler._execute(md, body, p, live) is False
+    return reconciler, kube, store, p, puts
+
+
+def test_a_refused_pass_keeps_what_the_jobs_that_ran_made() -> None:
+    """A build Job pushed the image; the serving Deployment with it is refused: status records the image and the
+    revision cache has it, so that once the finished Job is gone (job_ttl_seconds) no build starts again."""
+    rev = revision(ModelDeployment.from_body(md_body()).spec)
+    done = [job("optimizer", rev, JobState.SUCCEEDED, msg=summary()),
+            job("build", rev, JobState.SUCCEEDED, msg=BUILT, finished_at="2026-11-26T11:59:30Z")]  # fmt: skip
+    _, kube, store, p, puts = refused_pass(done, "Deployment", api_error(VAP_FORBIDDEN))
+    assert "Deployment" not in kube.written
+    assert p.cache_put is not None and puts == [("ml", *p.cache_put)]  # the image exists, whatever was refused
+    status = (store.get("ModelDeployment", "ml", "digits") or {})["status"]
+    assert status["image"]["reference"] == IMAGE and status["image"]["attempts"] == 1
+    assert status["optimization"]["decision"] == "Optimized" and status["optimization"]["revision"] == rev
+    built = next(c for c in status["conditions"] if c["type"] == "ImageBuilt")
+    assert (built["status"], built["reason"]) == ("True", "Pushed")
+    assert stalled(kube, store)["reason"] == "ApplyRefused"
+    # what tells of the writes that did not happen stays as held (nothing: a first pass)
+    assert not {"revision", "servingRevision", "servingImage", "url", "rollout"} & set(status), status
+    assert not any(c["type"] == "Deployed" for c in status["conditions"])
+    assert ("Normal", "ImageBuiltPushed", f"image {IMAGE}") in kube.events
+    # the next pass, the Jobs gone by their TTL: no build Job again, the image goes to the Deployment
+    again = plan(make_md(status=status), Observed(), CONFIG, NOW)
+    assert kinds(again.create) == [] and "Deployment" in kinds(again.apply)
+
+
+def test_a_refused_job_create_counts_no_attempt() -> None:
+    """The build Job's create is the refused write: its attempt and its JobCreated are not recorded (the next
+    resync would count one more each time, then fail the stage), what the optimization Job found is."""
+    rev = revision(ModelDeployment.from_body(md_body()).spec)
+    _, kube, store, p, puts = refused_pass([job("optimizer", rev, JobState.SUCCEEDED, msg=summary())], "Job",
+                                           api_error(WEBHOOK))  # fmt: skip
+    assert kinds(p.create) == ["Job"] and puts == []
+    status = (store.get("ModelDeployment", "ml", "digits") or {})["status"]
+    assert "image" not in status and not any(c["type"] == "ImageBuilt" for c in status["conditions"]), status
+    assert next(c for c in status["conditions"] if c["type"] == "Optimized")["status"] == "True"
+    assert stalled(kube, store)["message"] == f"Job {p.create[0]['metadata']['name']} refused by the API server: " \
+        f"{WEBHOOK['message']}"  # fmt: skip
+
+
+def test_the_build_namespaces_words_stay_in_the_operators_log(caplog: pytest.LogCaptureFixture) -> None:
+    """A build Job refused in the platform's build namespace: status and Events say the kind, the name and the
+    cause, the log the words (redacted)."""
+    caplog.set_level(logging.INFO, logger="modelship")
+    config = replace(CONFIG, build_namespace="modelship-builds")
+    words = ('admission webhook "images.platform.internal" denied the request: pushes to registry.platform.internal '
+             "need password=hunter2222")  # fmt: skip
+    rev = revision(ModelDeployment.from_body(md_body()).spec)
+    _, kube, store, p, _ = refused_pass([job("optimizer", rev, JobState.SUCCEEDED, msg=summary())], "Job",
+                                        api_error({**WEBHOOK, "message": words}), config)  # fmt: skip
+    (build,) = p.create
+    assert build["metadata"]["namespace"] == "modelship-builds"
+    name = build["metadata"]["name"]
+    expected = (f"Job {name} refused by the API server (admission); it runs in the platform's build namespace: the "
+                "operator's log says more")  # fmt: skip
+    assert stalled(kube, store)["message"] == expected
+    status = (store.get("ModelDeployment", "ml", "digits") or {})["status"]
+    told = json.dumps(status) + json.dumps(kube.events)
+    assert "platform.internal" not in told and "hunter2222" not in told
+    (logged,) = refusal_warnings(caplog)
+    assert f"Job modelship-builds/{name} refused by the API server: admission webhook" in logged
+    assert "registry.platform.internal need password=[redacted]" in logged and "hunter2222" not in logged
+
+
+def test_the_tenants_own_refusal_is_redacted() -> None:
+    """A webhook's words may echo the object (an environment variable, a Secret's data): redacted in status."""
+    words = 'admission webhook "env.example.com" denied the request: env API_TOKEN=abcdef123456 is not allowed'
+    reconciler, kube, store = refused_reconciler(api_error({**WEBHOOK, "message": words}))
+    reconciler.reconcile("ml", "digits")
+    message = stalled(kube, store)["message"]
+    assert message.endswith("denied the request: env API_TOKEN=[redacted] is not allowed"), message
+    assert "abcdef123456" not in json.dumps(store.get("ModelDeployment", "ml", "digits")) + json.dumps(kube.events)

@@ -388,7 +388,9 @@ class Reconciler:
     ) -> bool:
         """Carry the plan out and write its status; False when the API server refused a write for the object's
         content (an admission policy or webhook, an invalid object): the pass stops at that object and writes
-        its status Stalled (``Stalls.refused``). It stops rather than going on with the rest: the plan's writes
+        Stalled over the status held, with the results of the Jobs that ran (``Stalls.refused``), and the revision
+        cache entry of an image (or artifact) a finished Job made: without both, the next pass would run that Job
+        again once it is gone. It stops rather than going on with the rest: the plan's writes
         are in order (a handover before the apply that drops the field, a Secret, ConfigMap or Service before the
         Deployment that mounts or is reached through it, a Job before the status that records it), and its
         pruning assumes every write before it took (deleting the objects a refused one replaces would take down
@@ -396,7 +398,9 @@ class Reconciler:
         try:
             self._write(md, p, live)
         except WriteRefused as refused:
-            self.stalls.refused(body, refused)
+            if p.cache_put is not None:  # the image (or artifact) a Job made exists, whatever was refused after it
+                self.caches.put(md.metadata.namespace or "", *p.cache_put)
+            self.stalls.refused(body, refused, p.status, {o["metadata"]["name"] for o in p.create})
             return False
         self.stalls.accepted(md.metadata.namespace or "", md.metadata.name)
         ns = md.metadata.namespace or ""

@@ -9,17 +9,20 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from .. import GROUP, KIND, PLURAL
+from ..api.redact import redact
 from ..api.skew import UnsupportedFields
-from ..api.status import Reason, StageName
+from ..api.status import ModelDeploymentStatus, Reason, StageName
 from ..config import OperatorConfig
 from ..resources.defaults import InvalidSpec, with_operator_defaults
 from ..resources.revision import revision
@@ -29,6 +32,7 @@ from .kstatus import Event
 from .kube import EventPoster, Kube, api_error_text
 from .skew import Skew
 from .stages.context import Failure
+from .stages.jobs import PLATFORM_WORDS
 from .statuswrite import StatusWriter
 from .store import Store
 
@@ -44,23 +48,47 @@ _ADMISSION_DENIALS = (
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
+class Cause(StrEnum):
+    """Why the API server refused a write for the object's content."""
+
+    ADMISSION = "admission"
+    """An admission plugin denied it: a ValidatingAdmissionPolicy or a validating webhook."""
+    INVALID = "invalid"
+    """The object is invalid (422 Invalid): its schema or a field's rules."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The API server's refusal of a write for the object's content: why, and its words (one line, bounded,
+    redacted)."""
+
+    cause: Cause
+    words: str
+
+
 class WriteRefused(Exception):
     """The API server refused a write of this object for its content (``refusal``)."""
 
-    def __init__(self, kind: str, name: str, words: str) -> None:
-        super().__init__(f"{kind} {name} refused by the API server: {words}")
+    def __init__(self, kind: str, namespace: str | None, name: str, refused: Refusal) -> None:
+        super().__init__(f"{kind} {name} refused by the API server: {refused.words}")
         self.kind = kind
+        self.namespace = namespace
+        """The object's namespace (None: the ModelDeployment's)."""
         self.name = name
-        self.words = words
+        self.cause = refused.cause
+        self.words = refused.words
 
 
-def refusal(exc: ApiException) -> str | None:
-    """The API server's words (one line, bounded) when it refused a write for the object's content: an admission
-    plugin denied it (a ValidatingAdmissionPolicy, whose ``reason`` makes it a 403 Forbidden or, by default, a 422
-    Invalid; a validating webhook, with the code it chose) or the object is invalid (422 Invalid). None for any
-    other error, among them a 403 of RBAC (the operator's own Role lacks a verb: a misinstall, an error as any
-    other) or of a namespace being terminated: told apart by the Status body, not by the code."""
-    if exc.status not in (400, 403, 422):
+def refusal(exc: ApiException) -> Refusal | None:
+    """The API server's refusal when it refused a write for the object's content: an admission plugin denied it
+    (a ValidatingAdmissionPolicy, whose ``reason`` makes it a 401, 403, 413 or, by default, 422; a validating
+    webhook, with any code it chose), whatever the code, or the object is invalid (422 Invalid). None for any other
+    error, among them a 403 of RBAC (the operator's own Role lacks a verb: a misinstall, an error as any other) or
+    of a namespace being terminated: told apart by the Status body, not by the code. A 409 never gets here from a
+    write: ``Kube.apply`` and ``Kube.create`` turn it into ``PreconditionFailed`` (judged again) first, denial
+    words or not. The words are redacted (a webhook's message may echo the object, its environment or a Secret's
+    data) and kept to one line of at most ``REFUSAL_LIMIT`` characters."""
+    if exc.status is None or exc.status < 400:
         return None
     try:
         status = json.loads(exc.body or "")
@@ -74,11 +102,13 @@ def refusal(exc: ApiException) -> str | None:
     details = status.get("details")
     causes = details.get("causes") if isinstance(details, dict) else None
     said = [message, *(c.get("message") for c in causes or [] if isinstance(c, dict))]
-    denied = any(isinstance(m, str) and p.search(m) for m in said for p in _ADMISSION_DENIALS)
-    if not denied and not (exc.status == 422 and status.get("reason") == "Invalid"):
+    if any(isinstance(m, str) and p.search(m) for m in said for p in _ADMISSION_DENIALS):
+        cause = Cause.ADMISSION
+    elif exc.status == 422 and status.get("reason") == "Invalid":
+        cause = Cause.INVALID
+    else:
         return None
-    text = " ".join(_CONTROL.sub(" ", message).split())
-    return text if len(text) <= REFUSAL_LIMIT else text[: REFUSAL_LIMIT - 1] + "…"
+    return Refusal(cause, redact(_CONTROL.sub(" ", message), limit=REFUSAL_LIMIT))
 
 
 @contextmanager
@@ -87,10 +117,11 @@ def refusable(obj: dict[str, Any]) -> Iterator[None]:
     try:
         yield
     except ApiException as exc:
-        words = refusal(exc)
-        if words is None:
+        refused = refusal(exc)
+        if refused is None:
             raise
-        raise WriteRefused(obj["kind"], obj["metadata"]["name"], words) from exc
+        meta = obj["metadata"]
+        raise WriteRefused(obj["kind"], meta.get("namespace"), meta["name"], refused) from exc
 
 
 def deleted_meanwhile(exc: ApiException, name: str) -> bool:
@@ -177,21 +208,34 @@ class Stalls:
         message = f"reconcile keeps failing, the last time with {describe_error(error)}"
         self.stall(body, Failure(StageName.RECONCILE, Reason.RECONCILE_ERROR, message), rev)
 
-    def refused(self, body: dict[str, Any], refused: WriteRefused) -> None:
+    def refused(
+        self, body: dict[str, Any], refused: WriteRefused, planned: dict[str, Any], creating: Collection[str]
+    ) -> None:
         """A pass whose write of a child the API server refused for its content: Stalled (ApplyRefused, the object
-        and the API server's words) over what status held, and the Ready change's Events; logged once per change of
-        the refusal. Not the status the pass decided: it would tell of writes that did not happen (a Deployed
-        message, a Canary phase or step started at this moment, whose analysis window would then count time its
-        pods never ran), and its Events of changes that were not made."""
+        and the API server's words) over what status held, with the results of the Jobs that ran that the pass
+        found (``planned``, the status it decided; ``creating``, the names of the Jobs it was to create:
+        ``kstatus.job_results``), and the Events of those conditions' changes; logged once per change of the
+        refusal. Not the rest of the status the pass decided: it would tell of writes that did not happen (a
+        Deployed message, a served revision, a Canary phase or step started at this moment, whose analysis window
+        would then count time its pods never ran), and its Events of changes that were not made.
+
+        A refused object in the platform's build namespace (a build Job) is told by its kind, name and cause
+        alone: the words of that namespace's admission name the platform (its policies, registries, quotas); they
+        go to the operator's log, as ``joblook`` does for a stuck build Job."""
         meta = body["metadata"]
         key = (meta.get("namespace") or "", meta["name"])
-        message = f"{refused.kind} {refused.name} refused by the API server: {refused.words}"
-        if self._refused.get(key) != message:
-            log.warning("%s/%s: %s (retried at the next change or resync)", *key, message)
-            self._refused[key] = message
+        elsewhere = refused.namespace not in (None, "", key[0])
+        where = f"{refused.namespace}/{refused.name}" if elsewhere else refused.name
+        logged = f"{refused.kind} {where} refused by the API server: {refused.words}"
+        told = f"{refused.kind} {refused.name} refused by the API server ({refused.cause}); {PLATFORM_WORDS}"
+        message = told if elsewhere else logged
+        if self._refused.get(key) != logged:
+            log.warning("%s/%s: %s (retried at the next change or resync)", *key, logged)
+            self._refused[key] = logged
         prev = self.skew.status(body)
         failure = Failure(StageName.RECONCILE, Reason.APPLY_REFUSED, message)
-        status, news = kstatus.stalled(prev, meta.get("generation"), failure, prev.revision, datetime.now(UTC))
+        ran = kstatus.job_results(ModelDeploymentStatus.model_validate(planned), creating)
+        status, news = kstatus.stalled(prev, meta.get("generation"), failure, prev.revision, datetime.now(UTC), ran=ran)
         self.status_writer.write(body, status.wire())
         self.post(body, news)
 
