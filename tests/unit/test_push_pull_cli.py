@@ -142,3 +142,33 @@ def test_a_pull_onto_other_content_refuses_and_one_onto_the_same_keeps_it(
         assert capsys.readouterr().out.startswith(f"{fresh / 'saved_model'} (")
         assert sorted(p.name for p in fresh.iterdir()) == ["saved_model"]
         assert sha256_path(fresh / "saved_model") == good
+
+
+def test_a_killed_pulls_staging_is_removed_by_the_next_pull_and_a_live_ones_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An init container OOM-killed mid-pull leaves its staging directory in the pod's emptyDir (its ``finally`` never
+    runs); each restart would add another whole copy of the model. The next pull removes a staging nobody holds the
+    lock of, and leaves one a live pull holds."""
+    import fcntl
+    import os
+
+    _serve(monkeypatch, tmp_path, "layers")
+    out = tmp_path / "models"
+    out.mkdir()
+    dead = out / ".modelship-pull-dead"
+    (dead / "layer-0").mkdir(parents=True)
+    (dead / "layer-0" / "weights").write_bytes(b"x" * 1024)
+    (out / ".modelship-pull-dead.lock").write_bytes(b"")  # its process is gone: nobody holds it
+    live = out / ".modelship-pull-live"
+    live.mkdir()
+    held = os.open(out / ".modelship-pull-live.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another pull, still running, holds its lock
+    try:
+        assert main(["pull", UNREACHABLE, "--out", str(out)]) == 0, capsys.readouterr().err
+        left = sorted(p.name for p in out.iterdir())
+    finally:
+        os.close(held)
+    assert ".modelship-pull-dead" not in left and ".modelship-pull-dead.lock" not in left
+    assert ".modelship-pull-live" in left and ".modelship-pull-live.lock" in left
+    assert not [n for n in left if n.startswith(".modelship-pull-") and "live" not in n], left  # its own: gone

@@ -14,6 +14,7 @@ Credentials: a ``.dockerconfigjson`` key (a kubernetes.io/dockerconfigjson Secre
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
@@ -331,8 +332,12 @@ def pull_into(uri: str, dest: Path, access: Access, *, digest: str | None, max_b
     directory: what ``dest`` held is never merged into, replaced or deleted. A name already holding the very same
     content (the init container run again in its pod's emptyDir) is kept as it is."""
     dest.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=dest))
+    _remove_abandoned_stagings(dest)
+    held, lock_name = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=LOCK_SUFFIX, dir=dest)
+    fcntl.flock(held, fcntl.LOCK_EX)  # this pull's staging is alive while the lock is held (dropped at exit or kill)
+    staging = Path(lock_name[: -len(LOCK_SUFFIX)])
     try:
+        staging.mkdir()
         pulled = pull(uri, staging, access, max_bytes=max_bytes)
         if digest is not None:
             from .digest import sha256_path
@@ -352,11 +357,33 @@ def pull_into(uri: str, dest: Path, access: Access, *, digest: str | None, max_b
             os.rename(staging / name, dest / name)  # same file system: each lands whole
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        Path(lock_name).unlink(missing_ok=True)
+        os.close(held)
     path = dest / pulled.path.relative_to(staging) if pulled.path != staging else dest
     return Pulled(path=path, manifest_digest=pulled.manifest_digest, model_format=pulled.model_format)
 
 
 STAGING_PREFIX = ".modelship-pull-"
+LOCK_SUFFIX = ".lock"
+
+
+def _remove_abandoned_stagings(dest: Path) -> None:
+    """Remove the staging directories of pulls that were killed (an init container OOM-killed mid-pull: each restart
+    would leave another whole copy of the model in the pod's emptyDir): those whose lock file no process holds. A
+    staging directory is made only after its lock is taken, so one being filled is never removed."""
+    for lock in dest.glob(f"{STAGING_PREFIX}*{LOCK_SUFFIX}"):
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live pull holds it
+        finally:
+            os.close(fd)
+        shutil.rmtree(dest / lock.name[: -len(LOCK_SUFFIX)], ignore_errors=True)
+        lock.unlink(missing_ok=True)
 
 
 def _same_content(staged: Path, there: Path) -> bool:
