@@ -295,3 +295,43 @@ def test_the_tenants_own_refusal_is_redacted() -> None:
     message = stalled(kube, store)["message"]
     assert message.endswith("denied the request: env API_TOKEN=[redacted] is not allowed"), message
     assert "abcdef123456" not in json.dumps(store.get("ModelDeployment", "ml", "digits")) + json.dumps(kube.events)
+
+
+def test_only_a_service_refused_as_invalid_is_reclaimed() -> None:
+    """A Service another manager edited into an invalid apply gets its spec set as rendered (lists whole); never a
+    Deployment (its spec without the autoscaler's replicas would scale it), never an admission denial (a policy
+    refusing it refuses the spec too, and must be told)."""
+    from modelship.controller.reconcile import reclaimable
+
+    service, deployment = {"kind": "Service"}, {"kind": "Deployment"}
+    assert reclaimable(service, api_error(INVALID))
+    assert not reclaimable(deployment, api_error(INVALID))
+    assert not reclaimable(service, api_error(VAP_FORBIDDEN))
+    assert not reclaimable(service, api_error(RBAC))
+
+
+def test_setting_a_spec_replaces_each_field_whole_at_the_version_read() -> None:
+    from modelship.controller.kube import Kube
+
+    sent: list[tuple[str, str, Any, Any]] = []
+
+    class Recording(Kube):
+        def __init__(self) -> None:
+            pass
+
+        def _call(self, method: str, path: str, body: Any = None, query: Any = None, **kw: Any) -> dict[str, Any]:
+            sent.append((method, path, body, kw.get("content_type")))
+            return {"metadata": {"name": "digits"}}
+
+    current = {"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "ml", "name": "digits",
+               "resourceVersion": "42"}, "spec": {"clusterIP": "10.96.0.7"}}  # fmt: skip
+    Recording().set_spec(current, {"ports": [{"name": "http", "port": 8080}], "a/b~c": 1})
+    method, path, ops, content_type = sent[0]
+    assert (method, path, content_type) == (
+        "PATCH",
+        "/api/v1/namespaces/ml/services/digits",
+        "application/json-patch+json",
+    )
+    assert ops == [{"op": "test", "path": "/metadata/resourceVersion", "value": "42"},
+                   {"op": "add", "path": "/spec/ports", "value": [{"name": "http", "port": 8080}]},
+                   {"op": "add", "path": "/spec/a~1b~0c", "value": 1}]  # fmt: skip

@@ -193,6 +193,28 @@ class Kube:
                 raise PreconditionFailed(f"{obj['kind']} {meta['name']} is no longer the object uid {uid}") from None
             raise
 
+    def set_spec(self, current: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+        """Set each field of ``spec`` in ``current``'s spec as given (a list replaced whole, not merged with another
+        field manager's entries as an apply merges it): a JSON patch under the operator's field manager, guarded by
+        the resourceVersion ``current`` was read at (a change since is PreconditionFailed: judged again). Fields
+        ``spec`` leaves out are kept (a Service's cluster IP)."""
+        meta = current["metadata"]
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
+        ]
+        ops += [{"op": "add", "path": f"/spec/{_pointer(k)}", "value": v} for k, v in spec.items()]
+        path = resource_path(current["apiVersion"], current["kind"], meta["namespace"], meta["name"])
+        try:
+            result = self._call("PATCH", path, body=ops, query=[("fieldManager", FIELD_MANAGER)],
+                                content_type="application/json-patch+json")  # fmt: skip
+        except ApiException as exc:
+            if exc.status in (404, 409) or (exc.status == 422 and "test operation" in (exc.body or "")):
+                raise PreconditionFailed(f"{current['kind']} {meta['name']} changed before its spec was set") from None
+            raise
+        result.setdefault("apiVersion", current["apiVersion"])
+        result.setdefault("kind", current["kind"])
+        return result
+
     def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """Create; None when an object of that name exists already (409): it is NOT ours for that (the caller
         reads it and judges who controls it)."""
@@ -429,3 +451,8 @@ def api_error_text(exc: ApiException) -> str:
         return str(json.loads(exc.body or "").get("message") or exc.reason)
     except (TypeError, ValueError, AttributeError):
         return str(exc.reason)
+
+
+def _pointer(key: str) -> str:
+    """``key`` as one JSON pointer token (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")

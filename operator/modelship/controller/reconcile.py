@@ -46,7 +46,7 @@ from .skew import Skew
 from .stages.context import Failure
 from .stages.deploy import pods_wanted
 from .stages.verify import candidate_pods_wanted
-from .stalls import Stalls, WriteRefused, deleted_meanwhile, describe_error, refusable
+from .stalls import Cause, Stalls, WriteRefused, deleted_meanwhile, describe_error, refusable, refusal
 from .statuswrite import StatusWriter
 from .store import Store
 from .terminating import TerminatingNamespaces, refused_as_terminating
@@ -56,6 +56,14 @@ log = logging.getLogger("modelship.reconcile")
 MD = KIND
 SERVING_KINDS = tuple(k.kind for k in APPLIED)  # the owned children whose existence a plan looks at
 RETRY_AFTER_PRECONDITION_SECONDS = 0.5
+
+
+def reclaimable(desired: dict[str, Any], exc: ApiException) -> bool:
+    """An apply of our Service refused as invalid (422 Invalid, not an admission denial): what another field manager
+    put in it can be replaced by ours (``Reconciler._reclaim``). Other kinds are not: a PUT of a Deployment's spec
+    without spec.replicas (an autoscaler's) would scale it to the default."""
+    refused = refusal(exc)
+    return desired["kind"] == "Service" and refused is not None and refused.cause == Cause.INVALID
 
 
 class Reconciler:
@@ -468,9 +476,31 @@ class Reconciler:
             return self.kube.own_fields(created, defaulted(desired))
         if self.kube.own_fields(current, defaulted(desired)) is not current:  # created by POST before (an earlier pass)
             metrics.API_WRITES.labels("patch", kind).inc()
-        applied = self.kube.apply(desired, current["metadata"]["uid"])
+        try:
+            applied = self.kube.apply(desired, current["metadata"]["uid"])
+        except ApiException as exc:
+            if not reclaimable(desired, exc):
+                raise
+            applied = self._reclaim(desired, current, exc)
         metrics.API_WRITES.labels("apply", kind).inc()
         return applied
+
+    def _reclaim(self, desired: dict[str, Any], current: dict[str, Any], refused: ApiException) -> dict[str, Any]:
+        """A Service of ours whose apply the API server finds invalid because of what another field manager put in
+        it (``kubectl patch`` of its ports: server-side apply keeps the other manager's port beside ours, two named
+        http). The fields our spec sets are set as rendered (``Kube.set_spec``: lists replaced whole, the cluster IP
+        kept), then it is applied again. Still refused: the first refusal is raised."""
+        meta = current["metadata"]
+        try:
+            self.kube.set_spec(current, desired["spec"])
+        except ApiException as exc:
+            log.debug("%s: setting %s %s's spec failed too (%s): its apply's refusal stands", meta.get("namespace"),
+                      desired["kind"], meta["name"], describe_error(exc))  # fmt: skip
+            raise refused from None
+        metrics.API_WRITES.labels("patch", desired["kind"]).inc()
+        log.warning("%s: %s %s was edited into one the operator's apply makes invalid; its spec is the operator's "
+                    "again", meta.get("namespace"), desired["kind"], meta["name"])  # fmt: skip
+        return self.kube.apply(desired, meta["uid"])
 
     def give_up(self, namespace: str, name: str, error: BaseException, tries: int) -> None:
         """The work queue's last word on an object whose reconciles kept failing (``Stalls.give_up``)."""
