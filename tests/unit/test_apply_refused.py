@@ -335,3 +335,22 @@ def test_setting_a_spec_replaces_each_field_whole_at_the_version_read() -> None:
     assert ops == [{"op": "test", "path": "/metadata/resourceVersion", "value": "42"},
                    {"op": "add", "path": "/spec/ports", "value": [{"name": "http", "port": 8080}]},
                    {"op": "add", "path": "/spec/a~1b~0c", "value": 1}]  # fmt: skip
+
+
+def test_setting_a_spec_on_a_version_changed_since_is_judged_again() -> None:
+    """The API server's answer to a failed test op (json-patch, kube-apiserver 1.34): a 422, not a 409."""
+    from modelship.controller.kube import Kube, PreconditionFailed
+
+    class Stale(Kube):
+        def __init__(self) -> None:
+            pass
+
+        def _call(self, method: str, path: str, body: Any = None, query: Any = None, **kw: Any) -> dict[str, Any]:
+            raise api_error({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                             "message": "testing value /metadata/resourceVersion failed: test failed",
+                             "reason": "Invalid", "code": 422})  # fmt: skip
+
+    current = {"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "ml", "name": "digits",
+               "resourceVersion": "42"}, "spec": {}}  # fmt: skip
+    with pytest.raises(PreconditionFailed):
+        Stale().set_spec(current, {"ports": []})

@@ -172,3 +172,30 @@ def test_a_killed_pulls_staging_is_removed_by_the_next_pull_and_a_live_ones_is_n
     assert ".modelship-pull-dead" not in left and ".modelship-pull-dead.lock" not in left
     assert ".modelship-pull-live" in left and ".modelship-pull-live.lock" in left
     assert not [n for n in left if n.startswith(".modelship-pull-") and "live" not in n], left  # its own: gone
+
+
+def test_a_staging_lock_removed_before_it_was_held_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another pull's cleaner may remove a lock file between its creation and its flock: the lock then held is on a
+    file no longer there, which would let that pull's staging be taken for a killed one's. Another is made."""
+    import fcntl
+    import os
+
+    real = fcntl.flock
+    removed: list[str] = []
+
+    def flock(fd: int, op: int) -> None:
+        if not removed:  # the first lock file: removed by a cleaner just before it is locked
+            name = os.readlink(f"/proc/self/fd/{fd}")
+            os.unlink(name)
+            removed.append(name)
+        real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    fd, name = oci._staging_lock(tmp_path)
+    try:
+        assert removed and name != removed[0] and os.path.exists(name)
+        assert os.fstat(fd).st_ino == os.stat(name).st_ino
+    finally:
+        os.close(fd)

@@ -197,7 +197,9 @@ class Kube:
         """Set each field of ``spec`` in ``current``'s spec as given (a list replaced whole, not merged with another
         field manager's entries as an apply merges it): a JSON patch under the operator's field manager, guarded by
         the resourceVersion ``current`` was read at (a change since is PreconditionFailed: judged again). Fields
-        ``spec`` leaves out are kept (a Service's cluster IP)."""
+        ``spec`` leaves out are kept (a Service's cluster IP). Under a field manager of its own
+        (``RECLAIM_FIELD_MANAGER``), not the operator's: an Update entry of the operator's would be turned into a
+        second Apply entry by ``own_fields``, and the API server keeps one of two entries of a manager."""
         meta = current["metadata"]
         ops: list[dict[str, Any]] = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
@@ -205,10 +207,11 @@ class Kube:
         ops += [{"op": "add", "path": f"/spec/{_pointer(k)}", "value": v} for k, v in spec.items()]
         path = resource_path(current["apiVersion"], current["kind"], meta["namespace"], meta["name"])
         try:
-            result = self._call("PATCH", path, body=ops, query=[("fieldManager", FIELD_MANAGER)],
+            result = self._call("PATCH", path, body=ops, query=[("fieldManager", RECLAIM_FIELD_MANAGER)],
                                 content_type="application/json-patch+json")  # fmt: skip
         except ApiException as exc:
-            if exc.status in (404, 409) or (exc.status == 422 and "test operation" in (exc.body or "")):
+            # a failed test op: 422 "testing value /metadata/resourceVersion failed: test failed" (json-patch, 1.34)
+            if exc.status in (404, 409) or (exc.status == 422 and "test failed" in (exc.body or "")):
                 raise PreconditionFailed(f"{current['kind']} {meta['name']} changed before its spec was set") from None
             raise
         result.setdefault("apiVersion", current["apiVersion"])
@@ -451,6 +454,10 @@ def api_error_text(exc: ApiException) -> str:
         return str(json.loads(exc.body or "").get("message") or exc.reason)
     except (TypeError, ValueError, AttributeError):
         return str(exc.reason)
+
+
+RECLAIM_FIELD_MANAGER = "modelship-reclaim"
+"""The field manager of ``Kube.set_spec``'s patches."""
 
 
 def _pointer(key: str) -> str:

@@ -498,9 +498,10 @@ class Reconciler:
                       desired["kind"], meta["name"], describe_error(exc))  # fmt: skip
             raise refused from None
         metrics.API_WRITES.labels("patch", desired["kind"]).inc()
+        applied = self.kube.apply(desired, meta["uid"])
         log.warning("%s: %s %s was edited into one the operator's apply makes invalid; its spec is the operator's "
                     "again", meta.get("namespace"), desired["kind"], meta["name"])  # fmt: skip
-        return self.kube.apply(desired, meta["uid"])
+        return applied
 
     def give_up(self, namespace: str, name: str, error: BaseException, tries: int) -> None:
         """The work queue's last word on an object whose reconciles kept failing (``Stalls.give_up``)."""

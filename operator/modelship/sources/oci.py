@@ -333,8 +333,7 @@ def pull_into(uri: str, dest: Path, access: Access, *, digest: str | None, max_b
     content (the init container run again in its pod's emptyDir) is kept as it is."""
     dest.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_stagings(dest)
-    held, lock_name = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=LOCK_SUFFIX, dir=dest)
-    fcntl.flock(held, fcntl.LOCK_EX)  # this pull's staging is alive while the lock is held (dropped at exit or kill)
+    held, lock_name = _staging_lock(dest)  # this pull's staging is alive while it is held (dropped at exit or kill)
     staging = Path(lock_name[: -len(LOCK_SUFFIX)])
     try:
         staging.mkdir()
@@ -367,23 +366,41 @@ STAGING_PREFIX = ".modelship-pull-"
 LOCK_SUFFIX = ".lock"
 
 
+def _staging_lock(dest: Path) -> tuple[int, str]:
+    """A new lock file under ``dest``, flock'd: (its descriptor, its path). Between its creation and the lock, another
+    pull's ``_remove_abandoned_stagings`` may take it for a killed pull's and remove it: then the lock held is on a
+    file no longer there, and another is made."""
+    for _ in range(8):
+        fd, name = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=LOCK_SUFFIX, dir=dest)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_ino == os.stat(name).st_ino:
+                return fd, name
+        except OSError:
+            pass
+        os.close(fd)
+    raise FetchError(f"{dest}: no staging lock could be held (another pull keeps removing them)")
+
+
 def _remove_abandoned_stagings(dest: Path) -> None:
     """Remove the staging directories of pulls that were killed (an init container OOM-killed mid-pull: each restart
-    would leave another whole copy of the model in the pod's emptyDir): those whose lock file no process holds. A
-    staging directory is made only after its lock is taken, so one being filled is never removed."""
+    would leave another whole copy of the model in the pod's emptyDir): those whose lock file no process holds. The
+    lock is held here until the directory and the lock file are gone, and a pull makes its staging directory only
+    once it holds a lock file that is still there (``_staging_lock``), so a live pull's staging is never removed."""
     for lock in dest.glob(f"{STAGING_PREFIX}*{LOCK_SUFFIX}"):
         try:
             fd = os.open(lock, os.O_RDWR)
         except OSError:
             continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # a live pull holds it
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live pull holds it
+            shutil.rmtree(dest / lock.name[: -len(LOCK_SUFFIX)], ignore_errors=True)
+            lock.unlink(missing_ok=True)
         finally:
             os.close(fd)
-        shutil.rmtree(dest / lock.name[: -len(LOCK_SUFFIX)], ignore_errors=True)
-        lock.unlink(missing_ok=True)
 
 
 def _same_content(staged: Path, there: Path) -> bool:
