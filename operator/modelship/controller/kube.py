@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from .. import FIELD_MANAGER, own_entry
 from ..resources import kinds
+from .apistatus import status_body
 from .metrics import API_SECONDS, EVENTS_DROPPED
 from .terminating import TerminatingNamespaces, refused_as_terminating
 
@@ -450,10 +451,7 @@ def transient(error: BaseException) -> bool:
 
 
 def api_error_text(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "").get("message") or exc.reason)
-    except (TypeError, ValueError, AttributeError):
-        return str(exc.reason)
+    return str((status_body(exc) or {}).get("message") or exc.reason)
 
 
 RECLAIM_FIELD_MANAGER = "modelship-reclaim"

@@ -6,7 +6,6 @@ ModelDeployment deleted meanwhile (nothing to retry)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Collection, Iterator
@@ -27,6 +26,7 @@ from ..config import OperatorConfig
 from ..resources.defaults import InvalidSpec, with_operator_defaults
 from ..resources.revision import revision
 from . import kstatus, metrics
+from .apistatus import status_body
 from .conditions import ORDER
 from .kstatus import Event
 from .kube import EventPoster, Kube, api_error_text
@@ -90,11 +90,8 @@ def refusal(exc: ApiException) -> Refusal | None:
     data) and kept to one line of at most ``REFUSAL_LIMIT`` characters."""
     if exc.status is None or exc.status < 400:
         return None
-    try:
-        status = json.loads(exc.body or "")
-    except (TypeError, ValueError):
-        return None
-    if not isinstance(status, dict) or status.get("kind") != "Status":
+    status = status_body(exc)
+    if status is None or status.get("kind") != "Status":
         return None
     message = status.get("message")
     if not isinstance(message, str):
@@ -129,10 +126,7 @@ def deleted_meanwhile(exc: ApiException, name: str) -> bool:
     a child: it was deleted after this reconcile read it."""
     if exc.status != 404:
         return False
-    try:
-        details = (json.loads(exc.body or "") or {}).get("details") or {}
-    except (TypeError, ValueError, AttributeError):
-        return False
+    details = (status_body(exc) or {}).get("details") or {}
     return (
         isinstance(details, dict)
         and details.get("group") == GROUP

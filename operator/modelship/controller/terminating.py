@@ -22,7 +22,6 @@ and at most ``MAX_HELD`` namespaces are held (the oldest forgotten): memory stay
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -30,6 +29,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from kubernetes.client.exceptions import ApiException
+
+from .apistatus import status_body
 
 log = logging.getLogger("modelship.reconcile")
 
@@ -47,11 +48,8 @@ def refused_as_terminating(exc: ApiException) -> bool:
     if exc.status != 403:
         return False
     body = exc.body or ""
-    try:
-        status = json.loads(body)
-    except (TypeError, ValueError):
-        status = None
-    if isinstance(status, dict):
+    status = status_body(exc)
+    if status is not None:
         causes = (status.get("details") or {}).get("causes") or []
         if any(isinstance(c, dict) and c.get("reason") == CAUSE for c in causes):
             return True
