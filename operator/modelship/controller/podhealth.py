@@ -35,10 +35,15 @@ def printable(text: object, limit: int = POD_TEXT_LIMIT) -> str:
     """``text`` on one line, as a status message may carry it: control, format (bidi overrides) and line or
     paragraph separator characters become spaces, runs of white space one space, at most ``limit`` characters
     (an ellipsis marks a cut)."""
-    raw = str(text)[: limit * 4]  # bound the work before cleaning
-    cleaned = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co") else ch for ch in raw)
-    one_line = " ".join(cleaned.split())
-    return one_line if len(one_line) <= limit else one_line[: limit - 1].rstrip() + "…"
+    line = one_line(str(text)[: limit * 4])  # bound the work before cleaning
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: control, format (bidi overrides) and line or paragraph separator characters become
+    spaces, runs of white space one space. Not bounded: the caller bounds the text or the work."""
+    cleaned = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co") else ch for ch in text)
+    return " ".join(cleaned.split())
 
 
 class Trouble(StrEnum):

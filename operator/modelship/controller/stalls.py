@@ -30,6 +30,7 @@ from .apistatus import status_body
 from .conditions import ORDER
 from .kstatus import Event
 from .kube import EventPoster, Kube, api_error_text
+from .podhealth import one_line
 from .skew import Skew
 from .stages.context import Failure
 from .stages.jobs import PLATFORM_WORDS
@@ -45,7 +46,6 @@ _ADMISSION_DENIALS = (
     re.compile(r"ValidatingAdmissionPolicy '[^']*' with binding '[^']*' denied request"),
     re.compile(r'admission webhook "[^"]*" denied the request'),
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 class Cause(StrEnum):
@@ -105,7 +105,7 @@ def refusal(exc: ApiException) -> Refusal | None:
         cause = Cause.INVALID
     else:
         return None
-    return Refusal(cause, redact(_CONTROL.sub(" ", message), limit=REFUSAL_LIMIT))
+    return Refusal(cause, redact(one_line(message), limit=REFUSAL_LIMIT))
 
 
 @contextmanager
