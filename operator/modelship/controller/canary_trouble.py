@@ -137,24 +137,20 @@ def restart_mark(restarted: str | None) -> str:
     return "sha256:" + hashlib.sha256(restarted.encode()).hexdigest()[: RESTART_MARK_MAX - len("sha256:")]
 
 
-RETRY = (
+_RETRY_BY = (
     "change spec.serving's resources, hardware (nodeSelector, tolerations, runtimeClassName), podAnnotations, "
     "shmSize or serviceAccountName, or spec.serving.rollout.progressDeadlineSeconds, to try the revision again (not "
-    "replicas; after a fix outside the spec, such as quota, node capacity or a pull Secret's content, run kubectl "
-    "rollout restart deployment/<name>-canary, the candidate's Deployment)"
+    "replicas; after a fix outside the spec, such as quota, node capacity or a pull Secret's content, "
 )
+"""The words RETRY and RETRY_BY_SPEC share: they differ only in how a fix outside the spec is tried."""
+RETRY = _RETRY_BY + "run kubectl rollout restart deployment/<name>-canary, the candidate's Deployment)"
 """How a rollback for the candidate's pods is tried again: a change of what ``resources.canary.candidate_template``
 digests (the candidate's pod template, its progress deadline), or of the restartedAt ``kubectl rollout restart``
 writes on the candidate's Deployment (rolledBackRestartedAt, ``rearmed``). Each field named enters it (a unit test
 checks); podAnnotations enters the stable
 Deployment's pod template too, so changing it rolls the stable revision's pods, which a restart of the candidate's
 Deployment does not."""
-RETRY_BY_SPEC = (
-    "change spec.serving's resources, hardware (nodeSelector, tolerations, runtimeClassName), podAnnotations, "
-    "shmSize or serviceAccountName, or spec.serving.rollout.progressDeadlineSeconds, to try the revision again (not "
-    "replicas; after a fix outside the spec, such as quota, node capacity or a pull Secret's content, change an "
-    "entry of spec.serving.podAnnotations)"
-)
+RETRY_BY_SPEC = _RETRY_BY + "change an entry of spec.serving.podAnnotations)"
 """RETRY for a record that is not compared on the candidate Deployment's restart (no rolledBackRestartedAt: a
 record filled in after a restart that may have come after its rollback, or a CRD that prunes the field), where a
 ``kubectl rollout restart`` does not try the revision again (``rearmed``): a podAnnotations entry, which enters the

@@ -196,9 +196,9 @@ class Kube:
 
     def set_spec(self, current: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
         """Set each field of ``spec`` in ``current``'s spec as given (a list replaced whole, not merged with another
-        field manager's entries as an apply merges it): a JSON patch under the operator's field manager, guarded by
-        the resourceVersion ``current`` was read at (a change since is PreconditionFailed: judged again). Fields
-        ``spec`` leaves out are kept (a Service's cluster IP). Under a field manager of its own
+        field manager's entries as an apply merges it): a JSON patch, guarded by the resourceVersion ``current`` was
+        read at (a change since is PreconditionFailed: judged again). Fields ``spec`` leaves out are kept (a
+        Service's cluster IP). Under a field manager of its own
         (``RECLAIM_FIELD_MANAGER``), not the operator's: an Update entry of the operator's would be turned into a
         second Apply entry by ``own_fields``, and the API server keeps one of two entries of a manager."""
         meta = current["metadata"]

@@ -60,8 +60,8 @@ RETRY_AFTER_PRECONDITION_SECONDS = 0.5
 
 def reclaimable(desired: dict[str, Any], exc: ApiException) -> bool:
     """An apply of our Service refused as invalid (422 Invalid, not an admission denial): what another field manager
-    put in it can be replaced by ours (``Reconciler._reclaim``). Other kinds are not: a PUT of a Deployment's spec
-    without spec.replicas (an autoscaler's) would scale it to the default."""
+    put in it can be replaced by ours (``Reconciler._reclaim``). Other kinds are not: a Deployment's pod template set
+    whole would drop what others keep in it by right (the restartedAt of ``kubectl rollout restart``)."""
     refused = refusal(exc)
     return desired["kind"] == "Service" and refused is not None and refused.cause == Cause.INVALID
 
@@ -403,15 +403,15 @@ class Reconciler:
         Deployment that mounts or is reached through it, a Job before the status that records it), and its
         pruning assumes every write before it took (deleting the objects a refused one replaces would take down
         what serves)."""
+        ns = md.metadata.namespace or ""
         try:
             self._write(md, p, live)
         except WriteRefused as refused:
             if p.cache_put is not None:  # the image (or artifact) a Job made exists, whatever was refused after it
-                self.caches.put(md.metadata.namespace or "", *p.cache_put)
+                self.caches.put(ns, *p.cache_put)
             self.stalls.refused(body, refused, p.status, {o["metadata"]["name"] for o in p.create})
             return False
-        self.stalls.accepted(md.metadata.namespace or "", md.metadata.name)
-        ns = md.metadata.namespace or ""
+        self.stalls.accepted(ns, md.metadata.name)
         for api_version, kind, name in p.delete:
             current = self.store.get(kind, ns, name)
             if current is None or not controlled_by(current, md.metadata.uid):
@@ -489,7 +489,8 @@ class Reconciler:
         """A Service of ours whose apply the API server finds invalid because of what another field manager put in
         it (``kubectl patch`` of its ports: server-side apply keeps the other manager's port beside ours, two named
         http). The fields our spec sets are set as rendered (``Kube.set_spec``: lists replaced whole, the cluster IP
-        kept), then it is applied again. Still refused: the first refusal is raised."""
+        kept), then it is applied again. The spec cannot be set: the apply's refusal is raised; the apply after it
+        refused: that refusal is raised."""
         meta = current["metadata"]
         try:
             self.kube.set_spec(current, desired["spec"])
